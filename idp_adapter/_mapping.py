@@ -1,0 +1,81 @@
+"""From verified claims to a :class:`~idp_adapter.principal.Principal`.
+
+OIDC Core §2 (``acr``, ``amr``, ``auth_time``, ``azp``), RFC 9068 §2.2 (``client_id``) and
+§2.2.3.1 (roles), RFC 7519 §4.1.7 (``jti``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from ._claims import MISSING, lookup
+from ._verify import numeric_date
+from .errors import IdentityNotAllowed, InvalidToken
+from .principal import Principal
+from .settings import IssuerSettings
+
+__all__ = ["build_principal"]
+
+
+def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidToken("malformed", f"{name} is not a string")
+    return value
+
+
+def _check_required(settings: IssuerSettings, claims: Mapping[str, Any]) -> None:
+    """Exact match, type included (``True`` is not ``1``)."""
+    for path, expected in settings.required_claims.items():
+        value = lookup(claims, path)
+        if type(value) is not type(expected) or value != expected:
+            raise IdentityNotAllowed(f"claim {path!r} does not have the required value")
+
+
+def _roles(settings: IssuerSettings, claims: Mapping[str, Any]) -> frozenset[str]:
+    """A JSON array of strings, or one space-separated string (as OAuth ``scope``)."""
+    value = lookup(claims, settings.roles_claim)
+    if value is MISSING or value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return frozenset(value)
+    raise IdentityNotAllowed(f"claim {settings.roles_claim!r} must be a list of strings")
+
+
+def _amr(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    value = claims.get("amr")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidToken("malformed", "amr is not an array of strings")
+    return tuple(value)
+
+
+def build_principal(
+    settings: IssuerSettings, claims: Mapping[str, Any], expires_at: datetime
+) -> Principal:
+    """Render the subject mapping, enforce ``required_claims``, collect the rest."""
+    _check_required(settings, claims)
+    attributes = {name: tpl.render(claims) for name, tpl in settings.templates.items()}
+    auth_time = numeric_date(claims, "auth_time", required=False)
+    return Principal(
+        issuer=settings.issuer,
+        issuer_name=settings.name,
+        subject=claims["sub"],
+        client_id=_optional_str(claims, "client_id") or _optional_str(claims, "azp"),
+        subject_type=settings.subject_type,
+        attributes=MappingProxyType(attributes),
+        profiles=settings.profiles,
+        default_profile=settings.default_profile,
+        roles=_roles(settings, claims),
+        token_id=_optional_str(claims, "jti"),
+        expires_at=expires_at,
+        acr=_optional_str(claims, "acr"),
+        amr=_amr(claims),
+        auth_time=None if auth_time is None else datetime.fromtimestamp(auth_time, UTC),
+    )

@@ -1,0 +1,36 @@
+"""The verified identity behind a token."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+__all__ = ["Principal"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who presented the token, as far as the signer is concerned.
+
+    ``issuer``/``subject`` are ``iss``/``sub`` (RFC 7519 §4.1.1-2, unique together per OIDC
+    Core §2); ``client_id`` is RFC 9068 §2.2 ``client_id`` or OIDC ``azp``; ``attributes``
+    is the rendered subject mapping (certificate-subject fields); ``token_id`` is ``jti``.
+    ``acr``/``amr``/``auth_time`` follow OIDC Core §2 when the token carries them.
+    """
+
+    issuer: str
+    issuer_name: str
+    subject: str
+    client_id: str | None
+    subject_type: Literal["natural", "legal"]
+    attributes: Mapping[str, str]
+    profiles: tuple[str, ...]
+    default_profile: str
+    roles: frozenset[str]
+    token_id: str | None
+    expires_at: datetime
+    acr: str | None = None
+    amr: tuple[str, ...] = ()
+    auth_time: datetime | None = None

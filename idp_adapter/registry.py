@@ -1,0 +1,110 @@
+"""The one place where configured issuers are looked up and bearer tokens verified."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import aiohttp
+
+from ._jwks import JwksCache
+from ._mapping import build_principal
+from ._verify import check_claims, check_header, parse, verify
+from .errors import ConfigError, IdpError, InvalidToken
+from .principal import Principal
+from .replay import ReplayGuard
+from .settings import IssuerSettings
+
+__all__ = ["IssuerRegistry"]
+
+
+class IssuerRegistry:
+    """Verifies JWT bearer tokens (RFC 9068 access tokens, workload-identity JWTs) from the
+    configured issuers. One instance per process and event loop; no I/O in ``__init__``.
+
+    ``clock`` returns timezone-aware datetimes. ``replay`` is required when any issuer sets
+    ``require_jti``. ``jwks_min_refetch`` rate-limits unknown-``kid`` refetches per issuer.
+    """
+
+    def __init__(
+        self,
+        issuers: Sequence[IssuerSettings],
+        http: aiohttp.ClientSession,
+        clock: Callable[[], datetime],
+        replay: ReplayGuard | None = None,
+        *,
+        jwks_min_refetch: timedelta = timedelta(seconds=10),
+    ) -> None:
+        if len({s.issuer for s in issuers}) != len(issuers):
+            raise ConfigError("issuers: the same issuer is configured twice")
+        if len({s.name for s in issuers}) != len(issuers):
+            raise ConfigError("issuers: the same name is used twice")
+        if replay is None and any(s.require_jti for s in issuers):
+            raise ConfigError("issuers: require_jti needs a ReplayGuard")
+        self._clock = clock
+        self._replay = replay
+        self._issuers = {s.issuer: s for s in issuers}
+        self._jwks = {s.issuer: JwksCache(s, http, clock, jwks_min_refetch) for s in issuers}
+
+    @property
+    def issuers(self) -> tuple[IssuerSettings, ...]:
+        """The configured issuers, in configuration order."""
+        return tuple(self._issuers.values())
+
+    def jwks_fetches(self, issuer_name: str) -> int:
+        """How many JWKS documents were fetched for an issuer (observability)."""
+        for settings in self._issuers.values():
+            if settings.name == issuer_name:
+                return self._jwks[settings.issuer].fetches
+        raise KeyError(issuer_name)
+
+    async def verify_bearer(self, token: str) -> Principal:
+        """Verify a JWT bearer token and map it to a :class:`Principal`.
+
+        RFC 9068 §4 / RFC 7519 §7.2: parse; refuse ``none``/HMAC; pick the issuer by the
+        (unverified) ``iss``; ``alg`` on the issuer's allow-list; key by ``kid`` from the
+        issuer's JWKS (RFC 7517); signature; ``iss``/``aud``/``exp``/``nbf``/``iat``/``sub``;
+        subject mapping and ``required_claims``; last, the one-time ``jti`` when required, so
+        a refused token never consumes its ``jti``. ``typ: at+jwt`` is accepted, not required.
+
+        :raises InvalidToken: with a stable ``reason``.
+        :raises IdentityNotAllowed: valid token, identity not acceptable.
+        :raises IdpUnavailable: discovery/JWKS unreachable or invalid.
+        """
+        unverified = parse(token)
+        alg, kid = check_header(unverified.header)
+        iss = unverified.claims.get("iss")
+        settings = self._issuers.get(iss) if isinstance(iss, str) else None
+        if settings is None:
+            raise InvalidToken("unknown_issuer")
+        if alg not in settings.algorithms:
+            raise InvalidToken("alg_not_allowed", alg)
+        key = await self._jwks[settings.issuer].key(kid, alg)
+        if key is None:
+            raise InvalidToken("unknown_kid")
+        verify(unverified, alg, key)
+        expires_at = check_claims(
+            unverified.claims,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            now=self._clock(),
+            leeway=settings.leeway,
+        )
+        principal = build_principal(settings, unverified.claims, expires_at)
+        if settings.require_jti:
+            await self._consume(settings.issuer, principal)
+        return principal
+
+    async def _consume(self, issuer: str, principal: Principal) -> None:
+        """RFC 7519 §4.1.7: a ``jti`` is accepted once per issuer."""
+        if not principal.token_id:
+            raise InvalidToken("missing_claim", "jti")
+        assert self._replay is not None
+        try:
+            first = await self._replay.first_use(issuer, principal.token_id, principal.expires_at)
+        except IdpError:
+            raise
+        except Exception as exc:
+            raise IdpError("replay guard failed") from exc
+        if not first:
+            raise InvalidToken("replayed")

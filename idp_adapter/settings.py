@@ -1,0 +1,150 @@
+"""Per-issuer settings, validated when built (a bad value stops the start).
+
+One :class:`IssuerSettings` per trusted OpenID Provider or workload-identity issuer. The
+values follow OIDC Discovery 1.0 §3/§4 (issuer URL) and RFC 7519 §4.1 (registered claims).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from ._claims import Template, valid_path
+from .errors import ConfigError
+
+__all__ = ["PROFILES", "SUPPORTED_ALGORITHMS", "IssuerSettings", "check_url"]
+
+#: Signature levels an identity may be allowed to use.
+PROFILES: Final = frozenset({"qes", "qualified", "advanced"})
+
+#: Asymmetric JWS algorithms (RFC 7518 §3, RFC 8037 §3.1, RFC 9864) we can verify;
+#: never ``none``, never HS*.
+SUPPORTED_ALGORITHMS: Final = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    | {"EdDSA", "Ed25519", "Ed448"}
+)
+
+_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_FIELD = re.compile(r"[a-z][a-z0-9_]*")
+_MAX_LEEWAY: Final = timedelta(minutes=5)
+
+
+def check_url(value: str, what: str) -> None:
+    """https anywhere; plain http only on the loopback host (development IdP)."""
+    parts = urlsplit(value)
+    if parts.query or parts.fragment or not parts.hostname:
+        raise ValueError(f"{what} must be an absolute URL without query or fragment")
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http" and parts.hostname in _LOOPBACK:
+        return
+    raise ValueError(f"{what} must use https (http only on 127.0.0.1/localhost)")
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    """A trusted issuer: how to verify its tokens and map them to a certificate subject.
+
+    ``subject`` maps certificate-subject fields to templates with ``{claim}`` placeholders
+    (dotted paths allowed) and literals, e.g. ``{"serial_number": "PNODE-{sub}"}``.
+    """
+
+    name: str
+    issuer: str
+    audience: str
+    subject_type: Literal["natural", "legal"]
+    subject: Mapping[str, str]
+    profiles: tuple[str, ...]
+    default_profile: str
+    algorithms: tuple[str, ...] = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
+    leeway: timedelta = timedelta(seconds=30)
+    require_jti: bool = False
+    required_claims: Mapping[str, str | bool | int] = field(default_factory=dict)
+    roles_claim: str = "roles"
+    jwks_uri: str | None = None
+    templates: Mapping[str, Template] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            self._validate()
+        except ValueError as exc:
+            raise ConfigError(f"issuers.{self.name}: {exc}") from exc
+
+    def _set(self, attr: str, value: Any) -> None:
+        object.__setattr__(self, attr, value)
+
+    def _validate(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ValueError("name must match [A-Za-z0-9][A-Za-z0-9_.-]*")
+        check_url(self.issuer, "issuer")
+        if self.jwks_uri is not None:
+            check_url(self.jwks_uri, "jwks_uri")
+        if not isinstance(self.audience, str) or not self.audience:
+            raise ValueError("audience must be a non-empty string")
+        if self.subject_type not in ("natural", "legal"):
+            raise ValueError("subject_type must be 'natural' or 'legal'")
+        self._validate_subject()
+        self._validate_profiles()
+        self._validate_algorithms()
+        if not isinstance(self.leeway, timedelta) or not (
+            timedelta(0) <= self.leeway <= _MAX_LEEWAY
+        ):
+            raise ValueError("leeway must be a timedelta between 0 and 5 minutes")
+        if not isinstance(self.require_jti, bool):
+            raise ValueError("require_jti must be a boolean")
+        self._validate_required_claims()
+        if not isinstance(self.roles_claim, str) or not valid_path(self.roles_claim):
+            raise ValueError("roles_claim must be a claim name or dotted path")
+
+    def _validate_subject(self) -> None:
+        if not isinstance(self.subject, Mapping) or not self.subject:
+            raise ValueError("subject must be a non-empty mapping")
+        templates: dict[str, Template] = {}
+        for key, source in self.subject.items():
+            if not isinstance(key, str) or not _FIELD.fullmatch(key):
+                raise ValueError(f"subject field {key!r} must match [a-z][a-z0-9_]*")
+            if not isinstance(source, str):
+                raise ValueError(f"subject.{key} must be a string template")
+            try:
+                templates[key] = Template.compile(source)
+            except ValueError as exc:
+                raise ValueError(f"subject.{key}: {exc}") from exc
+        self._set("subject", MappingProxyType(dict(self.subject)))
+        self._set("templates", MappingProxyType(templates))
+
+    def _validate_profiles(self) -> None:
+        profiles = tuple(self.profiles)
+        if not profiles or not all(isinstance(p, str) and p in PROFILES for p in profiles):
+            raise ValueError(f"profiles must be a non-empty subset of {sorted(PROFILES)}")
+        if len(set(profiles)) != len(profiles):
+            raise ValueError("profiles must not repeat")
+        if self.default_profile not in profiles:
+            raise ValueError("default_profile must be one of profiles")
+        self._set("profiles", profiles)
+
+    def _validate_algorithms(self) -> None:
+        algorithms = tuple(self.algorithms)
+        if not algorithms:
+            raise ValueError("algorithms must not be empty")
+        for alg in algorithms:
+            if not isinstance(alg, str) or alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(f"algorithm {alg!r} is never allowed (none/HMAC)")
+            if alg not in SUPPORTED_ALGORITHMS:
+                raise ValueError(f"algorithm {alg!r} is not supported")
+        self._set("algorithms", algorithms)
+
+    def _validate_required_claims(self) -> None:
+        if not isinstance(self.required_claims, Mapping):
+            raise ValueError("required_claims must be a mapping")
+        for key, value in self.required_claims.items():
+            if not isinstance(key, str) or not valid_path(key):
+                raise ValueError(f"required_claims key {key!r} is not a claim name")
+            if not isinstance(value, str | bool | int):
+                raise ValueError(f"required_claims.{key} must be a string, boolean or integer")
+        self._set("required_claims", MappingProxyType(dict(self.required_claims)))
