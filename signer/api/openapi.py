@@ -1,0 +1,308 @@
+"""The OpenAPI 3.1 description of every endpoint, its bodies and its errors.
+
+Built from the same problem kinds the middleware renders, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from signer.api.problems import (
+    AuditorRoleRequired,
+    BodyTooLarge,
+    Forbidden,
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    IdpUnreachable,
+    InvalidRequest,
+    MalformedJson,
+    NoDigests,
+    NotFound,
+    TokenReplayed,
+    TooManyDigests,
+    Unauthenticated,
+    UnsupportedAlgorithm,
+    UnsupportedMediaType,
+    WrongDigestLength,
+)
+from signer.config import DIGEST_SIZES, ServerSettings
+from signer.errors import (
+    DatabaseUnavailable,
+    HsmUnavailable,
+    KeyNotDestroyed,
+    KeyPolicyViolation,
+    SignerError,
+)
+from signer.pipeline import ProfileNotAllowed, SubjectNotIssuable
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+_SIGN_ERRORS: list[type[SignerError]] = [
+    MalformedJson,
+    InvalidRequest,
+    Unauthenticated,
+    TokenReplayed,
+    Forbidden,
+    SubjectNotIssuable,
+    ProfileNotAllowed,
+    IdempotencyInProgress,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    IdempotencyMismatch,
+    UnsupportedAlgorithm,
+    WrongDigestLength,
+    NoDigests,
+    TooManyDigests,
+    HsmUnavailable,
+    KeyPolicyViolation,
+    KeyNotDestroyed,
+    DatabaseUnavailable,
+    IdpUnreachable,
+]
+_AUDIT_ERRORS: list[type[SignerError]] = [
+    InvalidRequest,
+    Unauthenticated,
+    AuditorRoleRequired,
+    NotFound,
+    DatabaseUnavailable,
+    IdpUnreachable,
+]
+
+
+def _errors(kinds: list[type[SignerError]]) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for kind in kinds:
+        by_status.setdefault(kind.status, []).append(kind.slug)
+    return {
+        str(status): {
+            "description": "Problem kinds: " + ", ".join(f"`/problems/{s}`" for s in slugs),
+            "content": {"application/problem+json": {"schema": PROBLEM}},
+        }
+        for status, slugs in sorted(by_status.items())
+    }
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _schemas(server: ServerSettings) -> dict[str, Any]:
+    b64 = {"type": "string", "contentEncoding": "base64"}
+    return {
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status"],
+            "properties": {
+                "type": {"type": "string", "format": "uri-reference"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+                "request_id": {"type": "string"},
+            },
+        },
+        "SignatureRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["hash_algorithm", "hashes"],
+            "properties": {
+                "hash_algorithm": {"enum": sorted(DIGEST_SIZES)},
+                "hashes": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": server.max_digests,
+                    "items": b64,
+                    "description": "Digests, base64; signed in this order",
+                },
+                "profile": {
+                    "enum": ["qes", "qualified", "advanced"],
+                    "description": "Signature level; default: the identity's",
+                },
+            },
+        },
+        "SignatureResponse": {
+            "type": "object",
+            "required": ["serial", "signatures", "certificate", "chain", "record_url"],
+            "properties": {
+                "serial": {"type": "string", "description": "certificate serial, lowercase hex"},
+                "profile": {"type": "string"},
+                "signature_algorithm": {"const": "ecdsa"},
+                "signatures": {
+                    "type": "array",
+                    "items": b64,
+                    "description": "DER Ecdsa-Sig-Value per digest, input order",
+                },
+                "certificate": {"type": "string", "description": "PEM"},
+                "chain": {"type": "string", "description": "PEM: end entity, issuing CA, root"},
+                "not_before": {"type": "string", "format": "date-time"},
+                "not_after": {"type": "string", "format": "date-time"},
+                "record_url": {"type": "string", "format": "uri"},
+                "key": {"type": "object"},
+            },
+        },
+        "CertificateRecord": {
+            "type": "object",
+            "required": ["serial", "status", "subject_dn"],
+            "properties": {
+                "serial": {"type": "string"},
+                "status": {"enum": ["issued", "completed", "failed"]},
+                "subject_dn": {"type": "string"},
+            },
+        },
+        "CertificatePage": {
+            "type": "object",
+            "required": ["items", "next_cursor"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/CertificateRecord"},
+                },
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+    }
+
+
+def _query(name: str, description: str, fmt: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if fmt:
+        schema["format"] = fmt
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def document(server: ServerSettings) -> dict[str, Any]:
+    ref = "#/components/schemas/"
+    bearer = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "qes-signer",
+            "version": "1",
+            "description": "Remote signing with ephemeral HSM keys and 10-minute "
+            "certificates (eIDAS AdES/QES).",
+        },
+        "servers": [{"url": server.public_url}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+            "schemas": _schemas(server),
+        },
+        "paths": {
+            "/api/v1/signatures": {
+                "post": {
+                    "summary": "Sign digests with a fresh key and a 10-minute certificate",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": ref + "SignatureRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "201": _json({"$ref": ref + "SignatureResponse"}, "Signed"),
+                        "200": _json(
+                            {"$ref": ref + "SignatureResponse"},
+                            "Replay of an earlier response for the same Idempotency-Key",
+                        ),
+                        **_errors(_SIGN_ERRORS),
+                    },
+                }
+            },
+            "/api/v1/certificates": {
+                "get": {
+                    "summary": "Search issued certificates (auditor role)",
+                    "security": bearer,
+                    "parameters": [
+                        _query("subject", "token subject"),
+                        _query("issuer", "token issuer"),
+                        _query("client_id", "client id"),
+                        _query("serial", "serial, hex"),
+                        _query("status", "issued, completed or failed"),
+                        _query("since", "created at or after", "date-time"),
+                        _query("until", "created before", "date-time"),
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                        _query("cursor", "next_cursor of the previous page"),
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": ref + "CertificatePage"}, "A page"),
+                        **_errors(_AUDIT_ERRORS),
+                    },
+                }
+            },
+            "/api/v1/certificates/{serial}": {
+                "get": {
+                    "summary": "One issued certificate and its record (auditor role)",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "serial",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-fA-F]+$"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": ref + "CertificateRecord"}, "The record"),
+                        **_errors(_AUDIT_ERRORS),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "responses": {"200": _json({"type": "object"}, "Alive")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: database and HSM",
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready"),
+                        "503": _json({"type": "object"}, "Not ready"),
+                    },
+                }
+            },
+            "/ca/root.cer": {
+                "get": {
+                    "summary": "Root CA certificate (DER)",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-cert": {}}}
+                    },
+                }
+            },
+            "/ca/issuing.cer": {
+                "get": {
+                    "summary": "Issuing CA certificate (DER)",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-cert": {}}}
+                    },
+                }
+            },
+            "/ca/root.crl": {
+                "get": {
+                    "summary": "CRL over the CA certificates",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,225 @@
+"""RFC 9457 problem details at the HTTP edge.
+
+Errors raised below the edge know nothing of HTTP; this module maps each kind to a status, a
+stable ``type`` (a relative URI ``/problems/<slug>``, served as a short HTML explanation), a
+fixed ``title`` and, for some kinds, a fixed ``detail``. Exception messages go to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ca.errors import CaError
+from idp_adapter.errors import IdentityNotAllowed, IdpError, IdpUnavailable, InvalidToken
+from signer.errors import RequestError, SignerError
+
+log = structlog.get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Unauthenticated(RequestError):
+    slug = "invalid-token"
+    title = "Missing or invalid bearer token"
+    status = 401
+
+
+class TokenReplayed(Unauthenticated):
+    slug = "token-replayed"
+    title = "This token was already used"
+
+
+class Forbidden(RequestError):
+    slug = "identity-not-allowed"
+    title = "This identity is not allowed to do this"
+    status = 403
+
+
+class AuditorRoleRequired(Forbidden):
+    slug = "auditor-role-required"
+    title = "This endpoint needs a token with the auditor role"
+
+
+class IdpUnreachable(SignerError):
+    slug = "idp-unavailable"
+    title = "Identity provider unavailable"
+    status = 503
+
+
+class MalformedJson(RequestError):
+    slug = "malformed-json"
+    title = "The request body is not valid JSON"
+
+
+class InvalidRequest(RequestError):
+    slug = "invalid-request"
+    title = "The request body does not match the schema"
+    status = 422
+
+
+class UnsupportedMediaType(RequestError):
+    slug = "unsupported-media-type"
+    title = "Content-Type must be application/json"
+    status = 415
+
+
+class BodyTooLarge(RequestError):
+    slug = "body-too-large"
+    title = "The request body is larger than allowed"
+    status = 413
+
+
+class UnsupportedAlgorithm(RequestError):
+    slug = "unsupported-hash-algorithm"
+    title = "Unsupported hash algorithm"
+    status = 422
+
+
+class WrongDigestLength(RequestError):
+    slug = "wrong-digest-length"
+    title = "A digest does not have the length of the hash algorithm"
+    status = 422
+
+
+class NoDigests(RequestError):
+    slug = "no-digests"
+    title = "The request contains no digests"
+    status = 422
+
+
+class TooManyDigests(RequestError):
+    slug = "too-many-digests"
+    title = "The request contains more digests than allowed"
+    status = 422
+
+
+class IdempotencyMismatch(RequestError):
+    slug = "idempotency-key-reused"
+    title = "This Idempotency-Key was used with a different request body"
+    status = 422
+
+
+class IdempotencyInProgress(RequestError):
+    slug = "idempotency-key-in-progress"
+    title = "A request with this Idempotency-Key is still being processed"
+    status = 409
+
+
+class NotFound(RequestError):
+    slug = "not-found"
+    title = "Not found"
+    status = 404
+
+
+class MethodNotAllowed(RequestError):
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+    status = 405
+
+
+_TOKEN_DETAIL = {
+    "expired": "The token has expired.",
+    "not_yet_valid": "The token is not valid yet.",
+    "issued_in_future": "The token was issued in the future.",
+    "bad_audience": "The token is not meant for this service.",
+    "unknown_issuer": "The token's issuer is not trusted by this service.",
+    "alg_not_allowed": "The token's signature algorithm is not allowed.",
+    "unknown_kid": "The token's signing key is unknown.",
+    "bad_signature": "The token's signature is invalid.",
+    "malformed": "The token is malformed.",
+    "missing_claim": "The token lacks a required claim.",
+    "replayed": "The token was already used.",
+}
+
+
+def translate(exc: BaseException) -> SignerError | None:
+    """Map errors of the inner packages to the signer's kinds (None: not one of ours)."""
+    if isinstance(exc, SignerError):
+        return exc
+    if isinstance(exc, InvalidToken):
+        err: SignerError = TokenReplayed() if exc.reason == "replayed" else Unauthenticated()
+        err.detail = _TOKEN_DETAIL.get(exc.reason)  # type: ignore[attr-defined]
+        return err
+    if isinstance(exc, IdentityNotAllowed):
+        return Forbidden()
+    if isinstance(exc, IdpUnavailable):
+        return IdpUnreachable()
+    if isinstance(exc, (IdpError, CaError)):
+        return SignerError()
+    return None
+
+
+def problem_response(
+    err: SignerError, request: web.Request, *, detail: str | None = None
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": f"/problems/{err.slug}",
+        "title": err.title,
+        "status": err.status,
+        "instance": request.path,
+        "request_id": request.get("request_id"),
+    }
+    detail = detail or getattr(err, "detail", None)
+    if detail:
+        body["detail"] = detail
+    headers = {}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if err.status == 503:
+        headers["Retry-After"] = "5"
+    return web.Response(
+        status=err.status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+_HTTP_KINDS: dict[int, type[SignerError]] = {
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: BodyTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as problem+json; log details, never the token or body."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = _HTTP_KINDS.get(exc.status)
+        err = kind() if kind else RequestError()
+        if kind is None:
+            err.status = exc.status
+        return problem_response(err, request)
+    except Exception as exc:
+        err = translate(exc)
+        if err is None:
+            log.exception("unhandled_error", path=request.path)
+            return problem_response(SignerError(), request)
+        level = "warning" if err.status < 500 else "error"
+        getattr(log, level)(
+            "request_failed",
+            kind=err.slug,
+            status=err.status,
+            error=str(exc) or type(exc).__name__,
+            cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
+        )
+        return problem_response(err, request)
+
+
+def all_kinds() -> dict[str, type[SignerError]]:
+    """Every problem kind by slug, for the /problems pages and the OpenAPI document."""
+    found: dict[str, type[SignerError]] = {}
+    stack: list[type[SignerError]] = [SignerError]
+    while stack:
+        cls = stack.pop()
+        found.setdefault(cls.slug, cls)
+        stack.extend(cls.__subclasses__())
+    return found

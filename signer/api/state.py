@@ -1,0 +1,23 @@
+"""The wired services a request handler may use (built in :mod:`signer.app`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from idp_adapter.registry import IssuerRegistry
+from signer.config import Settings
+from signer.hsm import Hsm
+from signer.pipeline import SigningService
+from signer.storage.records import RecordStore
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    hsm: Hsm
+    records: RecordStore
+    signing: SigningService
+    tokens: IssuerRegistry
+    clock: Callable[[], datetime]

@@ -1,0 +1,122 @@
+"""The aiohttp application: the one place that wires concrete types together.
+
+Resources are opened in ``cleanup_ctx`` in dependency order (HSM, database, IdP client) and
+closed in reverse; nothing does I/O at import or in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from ca.authority import Chain, IssuingCA
+from idp_adapter.registry import IssuerRegistry
+from signer.api import certificates, meta, signatures
+from signer.api.problems import Handler, problem_middleware
+from signer.api.state import Services
+from signer.config import Settings
+from signer.errors import ConfigError
+from signer.hsm import Hsm
+from signer.pipeline import SigningService
+from signer.storage.authority import CaCertificateStore
+from signer.storage.db import create_pool
+from signer.storage.records import RecordStore
+
+log = structlog.get_logger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SERVICES = web.AppKey("services", Services)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind one request id (the caller's ``X-Request-Id`` when sane) to logs and the response."""
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request["request_id"] = request_id
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def load_chain(store: CaCertificateStore, settings: Settings) -> Chain:
+    root = await store.load(settings.ca.root_label)
+    issuing = await store.load(settings.ca.issuing_label)
+    if root is None or issuing is None:
+        raise ConfigError("no CA certificates in the database: run `qes init` first")
+    return Chain(issuing=issuing, root=root)
+
+
+def _resources(
+    settings: Settings, clock: Callable[[], datetime]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if settings.database.url is None:
+            raise ConfigError("database.url: not configured (set QES_DATABASE_URL)")
+        hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
+        pool = None
+        try:
+            pool = await create_pool(
+                settings.database.url.reveal(),
+                min_size=settings.database.pool_min,
+                max_size=settings.database.pool_max,
+                command_timeout=settings.database.command_timeout,
+            )
+            chain = await load_chain(CaCertificateStore(pool), settings)
+            records = RecordStore(pool)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
+                signing = SigningService(
+                    hsm=hsm,
+                    ca=IssuingCA(chain, settings.ca.policy, clock),
+                    ca_key_label=settings.ca.issuing_label,
+                    records=records,
+                    clock=clock,
+                )
+                app[SERVICES] = Services(
+                    settings=settings,
+                    hsm=hsm,
+                    records=records,
+                    signing=signing,
+                    tokens=registry,
+                    clock=clock,
+                )
+                app["services"] = app[SERVICES]
+                log.info("started", public_url=settings.server.public_url)
+                yield
+        finally:
+            if pool is not None:
+                await pool.close()
+            await asyncio.to_thread(hsm.close)
+
+    return ctx
+
+
+def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[request_id_middleware, problem_middleware],
+    )
+    app.cleanup_ctx.append(_resources(settings, clock))
+    app.router.add_post("/api/v1/signatures", signatures.create_signatures)
+    app.router.add_get("/api/v1/certificates", certificates.list_certificates)
+    app.router.add_get("/api/v1/certificates/{serial}", certificates.show_certificate)
+    app.router.add_get("/healthz", meta.healthz)
+    app.router.add_get("/readyz", meta.readyz)
+    app.router.add_get("/openapi.json", meta.openapi)
+    app.router.add_get("/problems/{slug}", meta.problem_page)
+    app.router.add_get("/ca/root.cer", meta.root_certificate)
+    app.router.add_get("/ca/issuing.cer", meta.issuing_certificate)
+    app.router.add_get("/ca/root.crl", meta.root_crl)
+    return app

@@ -1,0 +1,87 @@
+"""`qes init`: create the CA keys inside the HSM and their certificates.
+
+Idempotent: when both keys exist and the stored certificates match them, nothing changes. It
+never replaces an existing key unless ``force`` is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ca.authority import Chain, build_issuing_certificate, build_root_certificate
+from signer.config import Settings
+from signer.errors import SignerError
+from signer.hsm import HsmSession
+from signer.storage.authority import CaCertificateStore
+
+
+class AlreadyInitialised(SignerError):
+    slug = "already-initialised"
+    title = "CA keys exist; use --force to replace them"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    chain: Chain
+    created: bool
+
+
+def _same_key(cert: x509.Certificate | None, session: HsmSession, label: str) -> bool:
+    if cert is None:
+        return False
+    raw = PublicFormat.SubjectPublicKeyInfo
+    held = session.token_key(label).public_key().public_bytes(Encoding.DER, raw)
+    return cert.public_key().public_bytes(Encoding.DER, raw) == held
+
+
+def make_ca(
+    session: HsmSession,
+    settings: Settings,
+    now: datetime,
+    *,
+    force: bool,
+    stored: tuple[x509.Certificate | None, x509.Certificate | None],
+) -> InitResult:
+    """Runs on the HSM worker thread: decide, create keys, build and sign both certificates."""
+    ca = settings.ca
+    have = [session.has_token_key(ca.root_label), session.has_token_key(ca.issuing_label)]
+    root, issuing = stored
+    if (
+        all(have)
+        and not force
+        and root is not None
+        and issuing is not None
+        and _same_key(root, session, ca.root_label)
+        and _same_key(issuing, session, ca.issuing_label)
+    ):
+        return InitResult(Chain(issuing=issuing, root=root), created=False)
+    if any(have) and not force:
+        which = [lbl for lbl, h in zip((ca.root_label, ca.issuing_label), have, strict=True) if h]
+        raise AlreadyInitialised(
+            f"HSM already holds {', '.join(which)} without matching certificates; "
+            "run `qes init --force` to replace the CA keys"
+        )
+    root_key = session.create_token_key(ca.root_label, ca.curve, replace=force)  # type: ignore[arg-type]
+    issuing_key = session.create_token_key(ca.issuing_label, ca.curve, replace=force)  # type: ignore[arg-type]
+    root = build_root_certificate(root_key, ca.names, now, ca.root_lifetime)
+    issuing = build_issuing_certificate(
+        root_key, root, issuing_key.public_key(), ca.names, ca.policy, now, ca.issuing_lifetime
+    )
+    return InitResult(Chain(issuing=issuing, root=root), created=True)
+
+
+async def init_ca(
+    hsm: object, store: CaCertificateStore, settings: Settings, now: datetime, *, force: bool
+) -> InitResult:
+    stored = (await store.load(settings.ca.root_label), await store.load(settings.ca.issuing_label))
+    result: InitResult = await hsm.run(  # type: ignore[attr-defined]
+        lambda s: make_ca(s, settings, now, force=force, stored=stored)
+    )
+    if result.created:
+        await store.save(settings.ca.root_label, result.chain.root, now)
+        await store.save(settings.ca.issuing_label, result.chain.issuing, now)
+    return result

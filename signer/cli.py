@@ -1,0 +1,353 @@
+"""The `qes` command: init, serve, sign, audit, db.
+
+Every failure ends with one line on stderr and a non-zero exit code; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from signer.client import ApiClient, ClientError
+from signer.errors import SignerError
+
+DEFAULT_URL = "http://127.0.0.1:8780"
+HASHES = ("sha256", "sha384", "sha512")
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"qes: {message}", file=sys.stderr)
+    return code
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from signer.config import load_settings
+
+    path = args.config or os.environ.get("QES_CONFIG")
+    return load_settings(Path(path) if path else None)
+
+
+# ---------------------------------------------------------------- init / serve
+
+
+async def _init(settings: Any, force: bool) -> str:
+    from signer.bootstrap import init_ca
+    from signer.hsm import Hsm
+    from signer.storage.authority import CaCertificateStore
+    from signer.storage.db import create_pool
+
+    if settings.database.url is None:
+        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
+    hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
+    try:
+        pool = await create_pool(
+            settings.database.url.reveal(),
+            min_size=1,
+            max_size=2,
+            command_timeout=settings.database.command_timeout,
+        )
+        try:
+            result = await init_ca(
+                hsm, CaCertificateStore(pool), settings, datetime.now(UTC), force=force
+            )
+        finally:
+            await pool.close()
+    finally:
+        await asyncio.to_thread(hsm.close)
+    verb = "created" if result.created else "already present"
+    return (
+        f"CA {verb}: root {result.chain.root.subject.rfc4514_string()}, issuing "
+        f"{result.chain.issuing.subject.rfc4514_string()}"
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(asyncio.run(_init(settings, args.force)))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.server.workers > 1 and not args.single:
+        return _supervise(args, settings.server.workers)
+    from aiohttp import web
+
+    from signer.app import create_app
+    from signer.logging import configure
+
+    configure(settings.server.log_format)
+    web.run_app(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        reuse_port=settings.server.workers > 1,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        print=None,
+        handle_signals=True,
+    )
+    return 0
+
+
+def _supervise(args: argparse.Namespace, workers: int) -> int:
+    """One process per core sharing the port (SO_REUSEPORT); each opens its own HSM and pool."""
+    cmd = [sys.executable, "-m", "signer", "serve", "--single"]
+    if args.config:
+        cmd += ["--config", args.config]
+    children = [subprocess.Popen(cmd) for _ in range(workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs)
+
+
+# ---------------------------------------------------------------- sign
+
+
+def _digest(path: Path, algorithm: str) -> bytes:
+    h = hashlib.new(algorithm)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def _progress(items: Sequence[Path], enabled: bool) -> Any:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit="file", desc="hashing", file=sys.stderr)
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    files = [Path(f) for f in args.files]
+    for f in files:
+        if not f.is_file():
+            return _fail(f"{f}: not a readable file")
+    token = _read_token(args.token_file)
+    client = ApiClient(args.url, token)
+    show = len(files) > 1 and not args.quiet
+    digests = [_digest(f, args.hash) for f in _progress(files, show)]
+    written = 0
+    for start in range(0, len(files), args.batch_size):
+        chunk = slice(start, start + args.batch_size)
+        body: dict[str, Any] = {
+            "hash_algorithm": args.hash,
+            "hashes": [base64.b64encode(d).decode() for d in digests[chunk]],
+        }
+        if args.profile:
+            body["profile"] = args.profile
+        result = client.call("POST", "/api/v1/signatures", body)
+        for path, sig in zip(files[chunk], result["signatures"], strict=True):
+            path.with_name(path.name + ".sig").write_bytes(base64.b64decode(sig))
+            path.with_name(path.name + ".chain.pem").write_text(result["chain"])
+            written += 1
+        if not args.quiet:
+            print(
+                f"signed {len(result['signatures'])} file(s) with certificate "
+                f"{result['serial']} ({result['profile']}), valid until {result['not_after']}"
+            )
+    if not args.quiet and files:
+        f = files[0]
+        print(
+            f"verify: openssl x509 -in {f}.chain.pem -pubkey -noout > {f}.pub && "
+            f"openssl dgst -{args.hash} -verify {f}.pub -signature {f}.sig {f}"
+        )
+    return 0 if written == len(files) else 1
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ClientError(f"cannot read token file {path}: {exc.strerror}") from exc
+    if not token:
+        raise ClientError(f"token file {path} is empty")
+    return token
+
+
+# ---------------------------------------------------------------- audit
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    client = ApiClient(args.url, _read_token(args.token_file))
+    page = client.get(
+        "/api/v1/certificates",
+        subject=args.subject,
+        issuer=args.issuer,
+        client_id=args.client,
+        status=args.status,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
+    rows = [
+        [
+            r["created_at"][:19].replace("T", " "),
+            r["serial"],
+            r["status"],
+            r["profile"],
+            r["identity"]["subject"],
+            r["subject_dn"],
+            str(r["signed_count"] or 0),
+            "yes" if r["key_destroyed"] else "NO",
+        ]
+        for r in page["items"]
+    ]
+    print(
+        _table(
+            rows,
+            [
+                "created (UTC)",
+                "serial",
+                "status",
+                "profile",
+                "subject",
+                "certificate subject",
+                "signed",
+                "key destroyed",
+            ],
+        )
+    )
+    if page["next_cursor"]:
+        print(f"\nmore: qes audit list --cursor {page['next_cursor']}")
+    return 0
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    client = ApiClient(args.url, _read_token(args.token_file))
+    rec = client.get(f"/api/v1/certificates/{args.serial}")
+    ident = rec["identity"]
+    fields = [
+        ("serial", rec["serial"]),
+        ("status", rec["status"]),
+        ("created", rec["created_at"]),
+        ("completed", rec["completed_at"] or "-"),
+        ("certificate subject", rec["subject_dn"]),
+        ("profile", rec["profile"]),
+        ("valid", f"{rec['not_before']} .. {rec['not_after']}"),
+        ("identity", f"{ident['subject']} at {ident['issuer']} ({ident['issuer_name']})"),
+        ("client", ident["client_id"] or "-"),
+        (
+            "digests",
+            f"{rec['digest_count']} x {rec['hash_algorithm']}, {rec['signed_count'] or 0} signed",
+        ),
+        ("key evidence", ", ".join(f"{k}={v}" for k, v in rec["key_evidence"].items())),
+        ("key destroyed", "yes (confirmed)" if rec["key_destroyed"] else "NOT CONFIRMED"),
+        ("failure", rec["failure"] or "-"),
+        ("request id", rec["request_id"]),
+    ]
+    width = max(len(k) for k, _ in fields)
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in fields))
+    if args.pem:
+        print(rec["certificate"], end="")
+    return 0
+
+
+# ---------------------------------------------------------------- db
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from signer.localdb import LocalPostgres
+
+    db = LocalPostgres(Path(args.data_dir))
+    if args.action == "start":
+        print(db.start())
+    elif args.action == "stop":
+        db.stop()
+    else:
+        print(db.url())
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qes", description="qes-signer: remote signing service")
+    sub = p.add_subparsers(dest="command", required=True)
+    url = os.environ.get("QES_URL", DEFAULT_URL)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", help="TOML config file (default: $QES_CONFIG)")
+        return sp
+
+    init = with_config(sub.add_parser("init", help="create the CA keys in the HSM"))
+    init.add_argument("--force", action="store_true", help="replace existing CA keys")
+    init.set_defaults(func=cmd_init)
+    serve = with_config(sub.add_parser("serve", help="run the HTTP service"))
+    serve.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+
+    sign = sub.add_parser("sign", help="sign files; documents never leave this machine")
+    sign.add_argument("files", nargs="+", metavar="FILE")
+    sign.add_argument("--token-file", required=True, help="file holding the bearer token")
+    sign.add_argument("--url", default=url, help=f"signer base URL (default {url})")
+    sign.add_argument("--hash", choices=HASHES, default="sha256")
+    sign.add_argument("--profile", choices=("qes", "qualified", "advanced"))
+    sign.add_argument("--batch-size", type=int, default=1000)
+    sign.add_argument("--quiet", "-q", action="store_true")
+    sign.set_defaults(func=cmd_sign)
+
+    audit = sub.add_parser("audit", help="inspect issued certificates (auditor token)")
+    asub = audit.add_subparsers(dest="audit_command", required=True)
+    for sp in (
+        asub.add_parser("list", help="list issued certificates"),
+        asub.add_parser("show", help="show one certificate record"),
+    ):
+        sp.add_argument("--token-file", required=True)
+        sp.add_argument("--url", default=url)
+    lst = asub.choices["list"]
+    for name in ("subject", "issuer", "client", "status", "since", "until", "cursor"):
+        lst.add_argument(f"--{name}")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.set_defaults(func=cmd_audit_list)
+    show = asub.choices["show"]
+    show.add_argument("serial")
+    show.add_argument("--pem", action="store_true", help="also print the certificate")
+    show.set_defaults(func=cmd_audit_show)
+
+    db = sub.add_parser("db", help="a private PostgreSQL in the data directory")
+    db.add_argument("action", choices=("start", "stop", "url"))
+    db.add_argument("--data-dir", default=".qes/postgres")
+    db.set_defaults(func=cmd_db)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ClientError, SignerError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:  # a bug or an unexpected library error: still one line
+        name = type(exc).__module__.split(".")[0]
+        if name in ("pkcs11", "asyncpg", "aiohttp"):
+            return _fail(f"{type(exc).__name__}: {exc}")
+        raise

@@ -1,0 +1,356 @@
+"""Configuration: one TOML file plus environment overrides, parsed into frozen settings.
+
+Environment overrides use ``QES__SECTION__KEY=value`` (the value is read as a TOML literal when it
+parses as one, else as a string), so ``QES__SERVER__PORT=9000`` or
+``QES__DATABASE__URL=postgresql://…``. Secrets (HSM PIN, database URL) come from the environment
+or from a file and are wrapped in :class:`~signer.secrets.Secret`. Any bad value raises
+:class:`~signer.errors.ConfigError` whose message names the key, so a start fails with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ca.authority import CaNames, IssuancePolicy
+from ca.errors import CaError
+from idp_adapter.settings import IssuerSettings
+from signer.errors import ConfigError
+from signer.hsm import HsmSettings
+from signer.secrets import Secret
+
+T = TypeVar("T")
+ENV_PREFIX = "QES__"
+DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8780
+    public_url: str = "http://127.0.0.1:8780"
+    workers: int = 1
+    max_body_bytes: int = 1_048_576
+    max_digests: int = 1000
+    shutdown_timeout: float = 20.0
+    log_format: str = "json"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: Secret | None = None
+    pool_min: int = 2
+    pool_max: int = 10
+    command_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class CaSettings:
+    names: CaNames
+    policy: IssuancePolicy
+    root_label: str = "qes-root-ca"
+    issuing_label: str = "qes-issuing-ca"
+    curve: str = "P-256"
+    root_lifetime: timedelta = timedelta(days=3650 * 2)
+    issuing_lifetime: timedelta = timedelta(days=3650)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    role: str = "qes-auditor"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+    database: DatabaseSettings
+    hsm: HsmSettings
+    ca: CaSettings
+    issuers: tuple[IssuerSettings, ...]
+    audit: AuditSettings
+    data_dir: Path
+
+
+class _Section:
+    """Typed reads from one TOML table, each error naming ``section.key``."""
+
+    def __init__(self, name: str, table: Mapping[str, Any]) -> None:
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{name}: expected a table")
+        self.name = name
+        self._table = dict(table)
+        self._used: set[str] = set()
+
+    def get(self, key: str, kind: type[T] | tuple[type, ...], default: Any = ...) -> Any:
+        self._used.add(key)
+        if key not in self._table:
+            if default is ...:
+                raise ConfigError(f"{self.name}.{key}: required setting is missing")
+            return default
+        value = self._table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{self.name}.{key}: expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def check(self, key: str, ok: bool, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"{self.name}.{key}: {why}")
+
+    def done(self) -> None:
+        unknown = sorted(set(self._table) - self._used)
+        if unknown:
+            raise ConfigError(f"{self.name}.{unknown[0]}: unknown setting")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` (TOML), apply ``QES__…`` overrides from ``env`` and validate everything."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    _apply_env(raw, env)
+    base = Path(path).parent if path is not None else Path.cwd()
+    return _build(raw, env, base)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        table = raw
+        for part in parts[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{name}: {'.'.join(parts[:-1])} is not a table")
+        table[parts[-1]] = _literal(text)
+
+
+def _literal(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
+    known = {"data_dir", "server", "database", "hsm", "ca", "issuers", "audit"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown setting")
+    data_dir = raw.get("data_dir", ".qes")
+    if not isinstance(data_dir, str):
+        raise ConfigError(f"data_dir: expected a string, got {data_dir!r}")
+    server = _server(_Section("server", raw.get("server", {})))
+    return Settings(
+        server=server,
+        database=_database(_Section("database", raw.get("database", {})), env, base),
+        hsm=_hsm(_Section("hsm", raw.get("hsm", {})), env, base),
+        ca=_ca(_Section("ca", raw.get("ca", {})), server),
+        issuers=_issuers(raw.get("issuers", {})),
+        audit=_audit(_Section("audit", raw.get("audit", {}))),
+        data_dir=(base / data_dir).resolve(),
+    )
+
+
+def _server(s: _Section) -> ServerSettings:
+    d = ServerSettings()
+    port = s.get("port", int, d.port)
+    s.check("port", 0 <= port <= 65535, "must be between 0 and 65535")
+    public_url = s.get("public_url", str, f"http://127.0.0.1:{port}").rstrip("/")
+    s.check("public_url", public_url.startswith(("http://", "https://")), "must be an http(s) URL")
+    workers = s.get("workers", int, d.workers)
+    s.check("workers", 1 <= workers <= 64, "must be between 1 and 64")
+    max_body = s.get("max_body_bytes", int, d.max_body_bytes)
+    s.check("max_body_bytes", 1024 <= max_body <= 256 * 1024 * 1024, "must be 1 KiB .. 256 MiB")
+    max_digests = s.get("max_digests", int, d.max_digests)
+    s.check("max_digests", 1 <= max_digests <= 100_000, "must be between 1 and 100000")
+    log_format = s.get("log_format", str, d.log_format)
+    s.check("log_format", log_format in ("json", "console"), "must be 'json' or 'console'")
+    result = ServerSettings(
+        host=s.get("host", str, d.host),
+        port=port,
+        public_url=public_url,
+        workers=workers,
+        max_body_bytes=max_body,
+        max_digests=max_digests,
+        shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
+        log_format=log_format,
+    )
+    s.done()
+    return result
+
+
+def _secret(
+    s: _Section, key: str, env: Mapping[str, str], base: Path, default_env: str
+) -> Secret | None:
+    """A secret given as ``key_env`` (variable name) or ``key_file`` (path), never inline."""
+    s.check(key, key not in s._table, f"put secrets in {key}_env or {key}_file, not inline")
+    var = s.get(f"{key}_env", str, default_env)
+    file = s.get(f"{key}_file", str, None)
+    if file is not None:
+        try:
+            return Secret((base / file).read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ConfigError(f"{s.name}.{key}_file: cannot read {file}: {exc.strerror}") from exc
+    value = env.get(var)
+    return Secret(value) if value else None
+
+
+def _database(s: _Section, env: Mapping[str, str], base: Path) -> DatabaseSettings:
+    d = DatabaseSettings()
+    url = s.get("url", str, None)
+    s._table.pop("url", None)
+    secret = Secret(url) if url else _secret(s, "url", env, base, "QES_DATABASE_URL")
+    if secret is not None:
+        s.check(
+            "url",
+            secret.reveal().startswith(("postgresql://", "postgres://")),
+            "must be a postgresql:// URL",
+        )
+    pool_min = s.get("pool_min", int, d.pool_min)
+    pool_max = s.get("pool_max", int, d.pool_max)
+    s.check("pool_max", 1 <= pool_min <= pool_max <= 200, "need 1 <= pool_min <= pool_max <= 200")
+    result = DatabaseSettings(
+        url=secret,
+        pool_min=pool_min,
+        pool_max=pool_max,
+        command_timeout=s.get("command_timeout", float, d.command_timeout),
+    )
+    s.done()
+    return result
+
+
+def _hsm(s: _Section, env: Mapping[str, str], base: Path) -> HsmSettings:
+    module = s.get("module", str, "/usr/lib/softhsm/libsofthsm2.so")
+    label = s.get("token_label", str, "qes")
+    pin = _secret(s, "pin", env, base, "QES_HSM_PIN")
+    s.check("pin", pin is not None, "no HSM PIN: set QES_HSM_PIN or hsm.pin_file")
+    sessions = s.get("sessions", int, 8)
+    s.check("sessions", 1 <= sessions <= 256, "must be between 1 and 256")
+    curve = s.get("curve", str, "P-256")
+    s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
+    assert pin is not None
+    result = HsmSettings(module=module, token_label=label, pin=pin, sessions=sessions, curve=curve)  # type: ignore[arg-type]
+    s.done()
+    return result
+
+
+def _ca(s: _Section, server: ServerSettings) -> CaSettings:
+    names = _wrap(
+        s,
+        "names",
+        lambda: CaNames(
+            country=s.get("country", str, "DE"),
+            organization=s.get("organization", str, "QES Signer Development"),
+            organization_identifier=s.get("organization_identifier", str, "NTRDE-HRB000000"),
+            root_common_name=s.get("root_common_name", str, "QES Signer Development Root CA"),
+            issuing_common_name=s.get(
+                "issuing_common_name", str, "QES Signer Development Issuing CA"
+            ),
+        ),
+    )
+    validity = s.get("validity_seconds", int, 600)
+    s.check("validity_seconds", 60 <= validity <= 600, "must be between 60 and 600 (10 minutes)")
+    backdate = s.get("backdate_seconds", int, 30)
+    s.check("backdate_seconds", 0 <= backdate < validity, "must be >= 0 and below validity")
+    policy = _wrap(
+        s,
+        "policy",
+        lambda: IssuancePolicy(
+            service_policy_oid=s.get("policy_oid", str, "1.3.6.1.4.1.32473.1.1"),
+            ca_issuers_url=s.get("ca_issuers_url", str, f"{server.public_url}/ca/issuing.cer"),
+            pds_url=s.get("pds_url", str, "https://example.com/qes-signer/pds"),
+            crl_url=s.get("crl_url", str, f"{server.public_url}/ca/root.crl"),
+            validity=timedelta(seconds=validity),
+            backdate=timedelta(seconds=backdate),
+        ),
+    )
+    curve = s.get("curve", str, "P-256")
+    s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
+    result = CaSettings(
+        names=names,
+        policy=policy,
+        curve=curve,
+        root_label=s.get("root_label", str, "qes-root-ca"),
+        issuing_label=s.get("issuing_label", str, "qes-issuing-ca"),
+    )
+    s.done()
+    return result
+
+
+def _wrap(s: _Section, what: str, make: Callable[[], T]) -> T:
+    try:
+        return make()
+    except CaError as exc:
+        raise ConfigError(f"{s.name}: {exc}") from exc
+
+
+def _issuers(raw: Any) -> tuple[IssuerSettings, ...]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("issuers: expected a table of issuers")
+    return tuple(_issuer(name, _Section(f"issuers.{name}", table)) for name, table in raw.items())
+
+
+def _issuer(name: str, s: _Section) -> IssuerSettings:
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "issuer": s.get("issuer", str),
+        "audience": s.get("audience", str),
+        "subject_type": s.get("subject_type", str, "natural"),
+        "subject": dict(s.get("subject", dict, {})),
+        "profiles": tuple(s.get("profiles", list, ["advanced"])),
+        "require_jti": s.get("require_jti", bool, False),
+        "required_claims": dict(s.get("required_claims", dict, {})),
+        "roles_claim": s.get("roles_claim", str, "roles"),
+        "jwks_uri": s.get("jwks_uri", str, None),
+        "leeway": timedelta(seconds=s.get("leeway_seconds", int, 30)),
+    }
+    kwargs["default_profile"] = s.get(
+        "default_profile", str, kwargs["profiles"][0] if kwargs["profiles"] else "advanced"
+    )
+    if "algorithms" in s._table:
+        kwargs["algorithms"] = tuple(s.get("algorithms", list))
+    optional = {k: s.get(k, kind) for k, kind in _ISSUER_EXTRAS.items() if k in s._table}
+    kwargs.update(optional)
+    s.done()
+    try:
+        return IssuerSettings(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{s.name}: {exc}") from exc
+
+
+_ISSUER_EXTRAS: dict[str, type] = {}
+
+
+def _audit(s: _Section) -> AuditSettings:
+    result = AuditSettings(role=s.get("role", str, "qes-auditor"))
+    s.done()
+    return result

@@ -1,0 +1,357 @@
+"""Signing records, idempotency keys and token replay records in PostgreSQL.
+
+All SQL of the service lives in this package. Every database failure surfaces as
+:class:`~signer.errors.DatabaseUnavailable`, which the pipeline treats as "release nothing".
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from signer.errors import DatabaseUnavailable
+
+
+@asynccontextmanager
+async def _guard(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class IssuedRecord:
+    """What is known when the certificate exists and before the key signs anything."""
+
+    id: uuid.UUID
+    serial: str
+    request_id: str
+    created_at: datetime
+    token_issuer: str
+    issuer_name: str
+    token_subject: str
+    client_id: str | None
+    profile: str
+    subject_type: str
+    subject_dn: str
+    not_before: datetime
+    not_after: datetime
+    certificate_der: bytes
+    key_evidence: Mapping[str, bool]
+    hash_algorithm: str
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class SigningRecord:
+    """A row as auditors see it."""
+
+    id: uuid.UUID
+    serial: str
+    status: str
+    request_id: str
+    created_at: datetime
+    completed_at: datetime | None
+    token_issuer: str
+    issuer_name: str
+    token_subject: str
+    client_id: str | None
+    profile: str
+    subject_type: str
+    subject_dn: str
+    not_before: datetime
+    not_after: datetime
+    certificate_der: bytes
+    key_evidence: Mapping[str, bool]
+    hash_algorithm: str
+    digests: tuple[bytes, ...]
+    signed_count: int | None
+    destruction: Mapping[str, bool] | None
+    failure: str | None
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    subject: str | None = None
+    issuer: str | None = None
+    client_id: str | None = None
+    serial: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Keyset position: the (created_at, id) of the last row of the previous page."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+class IdempotencyOutcome(enum.Enum):
+    NEW = "new"
+    REPLAY = "replay"
+    MISMATCH = "mismatch"
+    IN_PROGRESS = "in_progress"
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    outcome: IdempotencyOutcome
+    response: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    token_issuer: str
+    token_subject: str
+    key: str
+    body_sha256: bytes
+
+
+_COLUMNS = (
+    "id, serial, status, request_id, created_at, completed_at, token_issuer, issuer_name,"
+    " token_subject, client_id, profile, subject_type, subject_dn, not_before, not_after,"
+    " certificate, key_evidence, hash_algorithm, digests, signed_count, destruction, failure"
+)
+
+
+def _row(r: asyncpg.Record) -> SigningRecord:
+    return SigningRecord(
+        id=r["id"],
+        serial=r["serial"],
+        status=r["status"],
+        request_id=r["request_id"],
+        created_at=r["created_at"],
+        completed_at=r["completed_at"],
+        token_issuer=r["token_issuer"],
+        issuer_name=r["issuer_name"],
+        token_subject=r["token_subject"],
+        client_id=r["client_id"],
+        profile=r["profile"],
+        subject_type=r["subject_type"],
+        subject_dn=r["subject_dn"],
+        not_before=r["not_before"],
+        not_after=r["not_after"],
+        certificate_der=bytes(r["certificate"]),
+        key_evidence=json.loads(r["key_evidence"]),
+        hash_algorithm=r["hash_algorithm"],
+        digests=tuple(bytes(d) for d in r["digests"]),
+        signed_count=r["signed_count"],
+        destruction=json.loads(r["destruction"]) if r["destruction"] else None,
+        failure=r["failure"],
+    )
+
+
+class RecordStore:
+    """The signer's PostgreSQL state. The pool is owned by the caller (the app's cleanup_ctx)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def ping(self) -> None:
+        async with _guard("ping"):
+            await self._pool.fetchval("SELECT 1")
+
+    async def record_issued(self, rec: IssuedRecord) -> None:
+        """Commit the 'issued' row. Must succeed before the ephemeral key signs anything."""
+        async with _guard("record issued certificate"):
+            await self._pool.execute(
+                "INSERT INTO signing_records (id, serial, status, request_id, created_at,"
+                " token_issuer, issuer_name, token_subject, client_id, profile, subject_type,"
+                " subject_dn, not_before, not_after, certificate, key_evidence, hash_algorithm,"
+                " digests) VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,"
+                "$16,$17)",
+                rec.id,
+                rec.serial,
+                rec.request_id,
+                rec.created_at,
+                rec.token_issuer,
+                rec.issuer_name,
+                rec.token_subject,
+                rec.client_id,
+                rec.profile,
+                rec.subject_type,
+                rec.subject_dn,
+                rec.not_before,
+                rec.not_after,
+                rec.certificate_der,
+                json.dumps(dict(rec.key_evidence)),
+                rec.hash_algorithm,
+                list(rec.digests),
+            )
+
+    async def complete(
+        self,
+        record_id: uuid.UUID,
+        *,
+        signed_count: int,
+        destruction: Mapping[str, bool],
+        at: datetime,
+        idempotency: IdempotencyKey | None = None,
+        response: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Mark the record completed (and store the idempotent response) in one transaction."""
+        async with (
+            _guard("complete signing record"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            done = await conn.execute(
+                "UPDATE signing_records SET status='completed', completed_at=$2,"
+                " signed_count=$3, destruction=$4 WHERE id=$1 AND status='issued'",
+                record_id,
+                at,
+                signed_count,
+                json.dumps(dict(destruction)),
+            )
+            if done != "UPDATE 1":
+                raise DatabaseUnavailable(f"record {record_id} was not in state 'issued'")
+            if idempotency is not None:
+                await conn.execute(
+                    "UPDATE idempotency_keys SET record_id=$4, response=$5"
+                    " WHERE token_issuer=$1 AND token_subject=$2 AND key=$3",
+                    idempotency.token_issuer,
+                    idempotency.token_subject,
+                    idempotency.key,
+                    record_id,
+                    json.dumps(response),
+                )
+
+    async def fail(
+        self,
+        record_id: uuid.UUID,
+        *,
+        failure: str,
+        destruction: Mapping[str, bool] | None,
+        at: datetime,
+    ) -> None:
+        """Mark an issued record failed: the certificate exists but released no signature."""
+        async with _guard("mark signing record failed"):
+            await self._pool.execute(
+                "UPDATE signing_records SET status='failed', completed_at=$2, failure=$3,"
+                " destruction=$4, signed_count=0 WHERE id=$1 AND status='issued'",
+                record_id,
+                at,
+                failure,
+                json.dumps(dict(destruction)) if destruction is not None else None,
+            )
+
+    async def claim_idempotency(self, key: IdempotencyKey, at: datetime) -> IdempotencyClaim:
+        """Reserve ``key`` for this request, or report the earlier request that holds it."""
+        async with _guard("claim idempotency key"):
+            inserted = await self._pool.fetchval(
+                "INSERT INTO idempotency_keys (token_issuer, token_subject, key, body_sha256,"
+                " created_at) VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING RETURNING true",
+                key.token_issuer,
+                key.token_subject,
+                key.key,
+                key.body_sha256,
+                at,
+            )
+            if inserted:
+                return IdempotencyClaim(IdempotencyOutcome.NEW)
+            row = await self._pool.fetchrow(
+                "SELECT body_sha256, response FROM idempotency_keys"
+                " WHERE token_issuer=$1 AND token_subject=$2 AND key=$3",
+                key.token_issuer,
+                key.token_subject,
+                key.key,
+            )
+        if row is None:  # released between our insert and select: the caller may retry
+            return IdempotencyClaim(IdempotencyOutcome.IN_PROGRESS)
+        if bytes(row["body_sha256"]) != key.body_sha256:
+            return IdempotencyClaim(IdempotencyOutcome.MISMATCH)
+        if row["response"] is None:
+            return IdempotencyClaim(IdempotencyOutcome.IN_PROGRESS)
+        return IdempotencyClaim(IdempotencyOutcome.REPLAY, json.loads(row["response"]))
+
+    async def release_idempotency(self, key: IdempotencyKey) -> None:
+        """Free a key whose request failed, so that a retry can run it again."""
+        async with _guard("release idempotency key"):
+            await self._pool.execute(
+                "DELETE FROM idempotency_keys WHERE token_issuer=$1 AND token_subject=$2"
+                " AND key=$3 AND response IS NULL",
+                key.token_issuer,
+                key.token_subject,
+                key.key,
+            )
+
+    async def first_use(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        """ReplayGuard for idp_adapter: True the first time (issuer, jti) is seen."""
+        async with _guard("record token id"):
+            return bool(
+                await self._pool.fetchval(
+                    "INSERT INTO token_replay (issuer, jti, expires_at) VALUES ($1,$2,$3)"
+                    " ON CONFLICT DO NOTHING RETURNING true",
+                    issuer,
+                    jti,
+                    expires_at,
+                )
+            )
+
+    async def purge_replay(self, before: datetime) -> int:
+        async with _guard("purge token ids"):
+            status = await self._pool.execute(
+                "DELETE FROM token_replay WHERE expires_at < $1", before
+            )
+        return int(status.split()[-1])
+
+    async def get(self, serial: str) -> SigningRecord | None:
+        async with _guard("read signing record"):
+            row = await self._pool.fetchrow(
+                f"SELECT {_COLUMNS} FROM signing_records WHERE serial=$1", serial
+            )  # noqa: S608
+        return _row(row) if row else None
+
+    async def search(
+        self, f: RecordFilter, *, limit: int, after: Cursor | None = None
+    ) -> Sequence[SigningRecord]:
+        """Newest first, keyset-paginated on (created_at, id)."""
+        where, args = _where(f, after)
+        args.append(limit)
+        sql = (
+            f"SELECT {_COLUMNS} FROM signing_records {where}"  # noqa: S608
+            f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
+        )
+        async with _guard("search signing records"):
+            rows = await self._pool.fetch(sql, *args)
+        return [_row(r) for r in rows]
+
+
+def _where(f: RecordFilter, after: Cursor | None) -> tuple[str, list[Any]]:
+    """WHERE clause with bind parameters only; column names come from this fixed table."""
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def add(sql: str, *values: Any) -> None:
+        placeholders = [f"${len(args) + i + 1}" for i in range(len(values))]
+        args.extend(values)
+        clauses.append(sql.format(*placeholders))
+
+    for column, value in (
+        ("token_subject", f.subject),
+        ("token_issuer", f.issuer),
+        ("client_id", f.client_id),
+        ("serial", f.serial),
+        ("status", f.status),
+    ):
+        if value is not None:
+            add(column + " = {}", value)
+    if f.since is not None:
+        add("created_at >= {}", f.since)
+    if f.until is not None:
+        add("created_at < {}", f.until)
+    if after is not None:
+        add("(created_at, id) < ({}, {})", after.created_at, after.id)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
