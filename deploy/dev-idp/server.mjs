@@ -1,0 +1,216 @@
+// Development OpenID Provider for qes-signer: integration tests and the quick start.
+// NOT FOR PRODUCTION: in-memory storage, plain-text demo passwords, a minimal login form.
+//
+// Usage: node server.mjs CONFIG.json   (or DEV_IDP_CONFIG=CONFIG.json node server.mjs)
+// Config: { issuer, port, resource, access_token_ttl?, jwks? | jwks_file?, jwks_max_age?, cookie_keys?,
+//           clients: [{ client_id, client_secret?, grant_types, ..., claims? }],
+//           users: [{ username, password, sub?, claims }] }
+// Prints "dev-idp listening on <issuer>" when ready; exits cleanly on SIGTERM/SIGINT.
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import Provider, { errors } from 'oidc-provider';
+
+const RESERVED = new Set(['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti', 'client_id', 'scope', 'cnf']);
+const ACR = 'urn:qes-signer:dev-idp:pwd';
+
+function loadConfig() {
+  const file = process.argv[2] || process.env.DEV_IDP_CONFIG;
+  if (!file) throw new Error('usage: node server.mjs CONFIG.json (or set DEV_IDP_CONFIG)');
+  const config = JSON.parse(fs.readFileSync(file, 'utf8'));
+  config.dir = path.dirname(path.resolve(file));
+  return config;
+}
+
+// The private JWKS: inline in the config, or a file next to it, generated (ES256) when missing.
+function loadJwks(config) {
+  if (config.jwks) return config.jwks;
+  const file = path.resolve(config.dir, config.jwks_file || 'dev-idp-keys.private.json');
+  if (!fs.existsSync(file)) {
+    const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = privateKey.export({ format: 'jwk' });
+    const keys = { keys: [{ ...jwk, kid: `dev-${crypto.randomBytes(6).toString('hex')}`, alg: 'ES256', use: 'sig' }] };
+    fs.writeFileSync(file, `${JSON.stringify(keys, null, 2)}\n`, { mode: 0o600 });
+  }
+  return JSON.parse(fs.readFileSync(file, 'utf8'));
+}
+
+function safeEqual(a, b) {
+  const x = crypto.createHash('sha256').update(String(a)).digest();
+  const y = crypto.createHash('sha256').update(String(b)).digest();
+  return crypto.timingSafeEqual(x, y);
+}
+
+function publicClaims(claims) {
+  return Object.fromEntries(Object.entries(claims || {}).filter(([k]) => !RESERVED.has(k)));
+}
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function loginPage(uid, clientId, error) {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>dev-idp login</title></head>
+<body><h1>Development IdP (not for production)</h1><p>Sign in for ${esc(clientId)}</p>
+${error ? `<p role="alert">${esc(error)}</p>` : ''}
+<form method="post" action="/interaction/${esc(uid)}/login">
+<label>Username <input name="username" autocomplete="username" autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<button type="submit">Sign in</button></form></body></html>`;
+}
+
+async function readForm(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > 16384) throw new Error('form too large');
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+// Grant exactly what was asked for: demo clients are first-party, so there is no consent screen.
+async function autoConsent(provider, details) {
+  const { prompt: { details: missing }, params, session } = details;
+  const grant = details.grantId
+    ? await provider.Grant.find(details.grantId)
+    : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes || {})) {
+    grant.addResourceScope(indicator, scopes.join(' '));
+  }
+  return grant.save();
+}
+
+function interactionRoutes(provider, users) {
+  return async (ctx, next) => {
+    const m = ctx.path.match(/^\/interaction\/([\w-]+)(\/login)?$/);
+    if (!m) return next();
+    ctx.set('cache-control', 'no-store');
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    if (details.uid !== m[1]) ctx.throw(400, 'interaction mismatch');
+    let result;
+    if (details.prompt.name === 'consent') {
+      result = { consent: { grantId: await autoConsent(provider, details) } };
+    } else if (ctx.method === 'POST' && m[2]) {
+      const form = await readForm(ctx.req);
+      const user = users.get(form.get('username') || '');
+      if (!user || !safeEqual(user.password, form.get('password') || '')) {
+        ctx.status = 401;
+        ctx.type = 'html';
+        ctx.body = loginPage(details.uid, details.params.client_id, 'Invalid username or password');
+        return undefined;
+      }
+      result = { login: { accountId: user.sub, acr: ACR, amr: ['pwd'], remember: false } };
+    } else {
+      ctx.type = 'html';
+      ctx.body = loginPage(details.uid, details.params.client_id);
+      return undefined;
+    }
+    const location = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+    ctx.status = 303;
+    ctx.redirect(location);
+    return undefined;
+  };
+}
+
+// Lets relying parties cache the JWKS (RFC 9111 max-age); counts fetches for cache tests.
+function jwksCaching(maxAge) {
+  let fetches = 0;
+  return async (ctx, next) => {
+    if (ctx.path === '/_dev/stats') {
+      ctx.body = { jwks_fetches: fetches };
+      return undefined;
+    }
+    await next();
+    if (ctx.path === '/jwks' && ctx.status === 200) {
+      fetches += 1;
+      ctx.set('cache-control', `public, max-age=${maxAge}`);
+    }
+    return undefined;
+  };
+}
+
+function buildProvider(config) {
+  const users = new Map(config.users.map((u) => [u.username, { ...u, sub: u.sub || u.username }]));
+  const usersBySub = new Map([...users.values()].map((u) => [u.sub, u]));
+  const clientClaims = new Map(config.clients.map((c) => [c.client_id, c.claims || {}]));
+  const clients = config.clients.map(({ claims, ...metadata }) => metadata);
+  const ttl = config.access_token_ttl || 600;
+  const resourceServer = {
+    scope: 'sign',
+    audience: config.resource,
+    accessTokenTTL: ttl,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: 'ES256' } },
+  };
+
+  const provider = new Provider(config.issuer, {
+    clients,
+    jwks: loadJwks(config),
+    cookies: { keys: config.cookie_keys || [crypto.randomBytes(32).toString('hex')] },
+    clientDefaults: { id_token_signed_response_alg: 'ES256' },
+    claims: {
+      acr: null, amr: null, auth_time: null, sid: null,
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
+      profile: ['name', 'given_name', 'family_name', 'birthdate', 'country', 'pno'],
+      email: ['email', 'email_verified'],
+    },
+    acrValues: [ACR],
+    scopes: ['openid', 'offline_access', 'sign'],
+    pkce: { required: () => true },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => config.resource,
+        useGrantedResource: async () => true,
+        getResourceServerInfo: async (_ctx, indicator) => {
+          if (indicator !== config.resource) throw new errors.InvalidTarget();
+          return resourceServer;
+        },
+      },
+    },
+    // RFC 9068 §2.2.3: identity claims ride in the access token so the API needs no userinfo call.
+    extraTokenClaims: async (ctx, token) => {
+      if (token.kind === 'ClientCredentials') return publicClaims(clientClaims.get(token.clientId));
+      const user = token.accountId && usersBySub.get(token.accountId);
+      if (!user) return undefined;
+      const { AuthorizationCode: code, RefreshToken: rt } = ctx?.oidc?.entities || {};
+      const source = code || rt || {};
+      return { ...publicClaims(user.claims), acr: source.acr, amr: source.amr, auth_time: source.authTime };
+    },
+    findAccount: async (_ctx, sub) => {
+      const user = usersBySub.get(sub);
+      if (!user) return undefined;
+      return { accountId: sub, claims: async () => ({ ...publicClaims(user.claims), sub }) };
+    },
+    ttl: { AccessToken: ttl, ClientCredentials: ttl, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600, AuthorizationCode: 60 },
+    renderError: async (ctx, out) => {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  });
+  provider.use(interactionRoutes(provider, users));
+  provider.use(jwksCaching(config.jwks_max_age ?? 300));
+  return provider;
+}
+
+const config = loadConfig();
+const provider = buildProvider(config);
+const server = provider.listen(config.port, '127.0.0.1', () => {
+  console.log(`dev-idp listening on ${config.issuer}`);
+});
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections?.();
+    setTimeout(() => process.exit(0), 2000).unref();
+  });
+}
