@@ -1,0 +1,244 @@
+"""Key operations on one PKCS#11 worker session; used only inside ``Hsm.run`` callbacks."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
+from pkcs11.exceptions import PKCS11Error
+
+from signer.errors import HsmUnavailable, KeyNotDestroyed, KeyPolicyViolation
+from signer.hsm.key import EC_PARAMS, HsmEcPrivateKey, public_key_from_attributes
+from signer.hsm.types import Curve, Destruction, EphemeralKey, KeyEvidence, TokenKeyExists
+
+if TYPE_CHECKING:
+    from signer.hsm._module import Module
+    from signer.hsm.hsm import Hsm
+
+EPHEMERAL_LABEL = "qes-ephemeral"
+_EVIDENCE = (
+    Attribute.LOCAL,
+    Attribute.NEVER_EXTRACTABLE,
+    Attribute.ALWAYS_SENSITIVE,
+    Attribute.EXTRACTABLE,
+    Attribute.SENSITIVE,
+    Attribute.TOKEN,
+)
+_SIGN_ONLY = MechanismFlag.SIGN | MechanismFlag.VERIFY  # no DECRYPT/UNWRAP/DERIVE
+
+
+class HsmSession:
+    """One R/W worker session (opened without PIN; the process's login covers it).
+
+    Never shared between threads at once: ``Hsm`` hands it to one callback at a time.
+    """
+
+    def __init__(self, owner: Hsm, p11: Any, module: Module, curve: Curve) -> None:
+        self._owner = owner
+        self._p11 = p11
+        self._module = module
+        self._curve = curve
+        self._token_keys: dict[str, HsmEcPrivateKey] = {}
+
+    @property
+    def handle(self) -> int:
+        """The PKCS#11 session handle (for diagnostics)."""
+        return int(self._p11.handle)
+
+    # -- ephemeral keys --------------------------------------------------------------------------
+
+    def generate_ephemeral(self, curve: Curve | None = None) -> EphemeralKey:
+        """C_GenerateKeyPair of session objects (CKA_TOKEN=false), sensitive, non-extractable.
+
+        The evidence attributes are read back (PKCS#11 v2.40 §4.9: CKA_LOCAL,
+        CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE); a key that fails them is destroyed and
+        KeyPolicyViolation raised. EC_PARAMS goes in the public template only (STANDARDS §8).
+        """
+        curve = curve or self._curve
+        key_id = secrets.token_bytes(16)
+        public, private = self._generate(curve, key_id, EPHEMERAL_LABEL, store=False)
+        handles = (int(private.handle), int(public.handle))
+        try:
+            evidence = _read_evidence(private)
+            public_key = public_key_from_attributes(EC_PARAMS[curve], public[Attribute.EC_POINT])
+        except BaseException:
+            self._destroy_quietly(*handles)
+            raise
+        if not evidence.acceptable():
+            self._destroy_quietly(*handles)
+            raise KeyPolicyViolation(f"ephemeral key evidence not acceptable: {evidence.as_dict()}")
+        key = HsmEcPrivateKey(
+            session=self,
+            p11_key=private,
+            public_key=public_key,
+            locate=lambda s: s._find_one({Attribute.ID: key_id}, ObjectClass.PRIVATE_KEY),
+            name=f"ephemeral id={key_id.hex()}",
+        )
+        self._owner._track(key_id, *handles)
+        return EphemeralKey(key, evidence, key_id, *handles)
+
+    def destroy(self, key: EphemeralKey) -> Destruction:
+        """C_DestroyObject both halves, then confirm that neither resolves any more.
+
+        Absence is confirmed by C_FindObjects on CKA_ID and by probing both handles (handles
+        are valid in every session of the application, PKCS#11 v2.40 §2.3, so this works on any
+        worker session). "Already gone" is not an error; only a failed confirmation raises
+        KeyNotDestroyed.
+        """
+        errors: list[BaseException] = []
+        private_destroyed = self._destroy_handle(key.private_handle, errors)
+        public_destroyed = self._destroy_handle(key.public_handle, errors)
+        try:
+            absent = self._confirm_absent(key.key_id, key.private_handle, key.public_handle)
+        except (PKCS11Error, HsmUnavailable) as exc:
+            raise KeyNotDestroyed(f"cannot confirm destruction of {key.key_id.hex()}") from exc
+        if not absent:
+            cause = errors[0] if errors else None
+            raise KeyNotDestroyed(f"key {key.key_id.hex()} still resolves") from cause
+        self._owner._untrack(key.key_id)
+        return Destruction(private_destroyed, public_destroyed, True)
+
+    def destroy_stale(self, max_age_seconds: float) -> int:
+        """Destroy this process's ephemeral keys older than ``max_age_seconds``; return count.
+
+        A safety net for keys whose request died between generation and destruction (e.g. a
+        cancelled task): session objects would otherwise live until the process exits.
+        """
+        count = 0
+        for key_id, private_handle, public_handle in self._owner._stale(max_age_seconds):
+            self._destroy_handle(private_handle, [])
+            self._destroy_handle(public_handle, [])
+            if self._confirm_absent(key_id, private_handle, public_handle):
+                self._owner._untrack(key_id)
+                count += 1
+        return count
+
+    def _destroy_handle(self, handle: int, errors: list[BaseException]) -> bool:
+        try:
+            return self._module.destroy_object(self.handle, handle)
+        except HsmUnavailable as exc:
+            errors.append(exc)
+            return False
+
+    def _confirm_absent(self, key_id: bytes, *handles: int) -> bool:
+        if list(self._p11.get_objects({Attribute.ID: key_id})):
+            return False
+        return not any(self._module.handle_resolves(self.handle, h) for h in handles)
+
+    def _destroy_quietly(self, *handles: int) -> None:
+        for handle in handles:
+            self._destroy_handle(handle, [])
+
+    # -- long-lived token keys -------------------------------------------------------------------
+
+    def token_key(self, label: str) -> HsmEcPrivateKey:
+        """The token private key labelled ``label``; cached (a label lookup costs ≈130 µs)."""
+        cached = self._token_keys.get(label)
+        if cached is not None:
+            return cached
+        query = {Attribute.LABEL: label, Attribute.TOKEN: True, Attribute.KEY_TYPE: KeyType.EC}
+        private = self._find_one(query, ObjectClass.PRIVATE_KEY)
+        public = self._find_one(query, ObjectClass.PUBLIC_KEY)
+        public_key = public_key_from_attributes(
+            public[Attribute.EC_PARAMS], public[Attribute.EC_POINT]
+        )
+        key = HsmEcPrivateKey(
+            session=self,
+            p11_key=private,
+            public_key=public_key,
+            locate=lambda s: s.token_key(label).bound_object(s),
+            name=f"token label={label!r}",
+            on_invalid=lambda s: s._token_keys.pop(label, None),
+        )
+        self._token_keys[label] = key
+        return key
+
+    def has_token_key(self, label: str) -> bool:
+        query = {
+            Attribute.LABEL: label,
+            Attribute.TOKEN: True,
+            Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+        }
+        return bool(list(self._p11.get_objects(query)))
+
+    def create_token_key(
+        self, label: str, curve: Curve, *, replace: bool = False
+    ) -> HsmEcPrivateKey:
+        """Generate a long-lived token key pair (CKA_TOKEN=true), sensitive, non-extractable.
+
+        Refuses with TokenKeyExists if any token object carries ``label`` unless ``replace``.
+        On replace the new pair is generated first and the old objects destroyed afterwards,
+        so a failed generation never leaves the label without a key.
+        """
+        existing = [int(o.handle) for o in self._p11.get_objects({Attribute.LABEL: label})]
+        if existing and not replace:
+            raise TokenKeyExists(
+                f"token already holds {len(existing)} object(s) labelled {label!r};"
+                " pass replace=True to replace them"
+            )
+        public, private = self._generate(curve, secrets.token_bytes(16), label, store=True)
+        evidence = _read_evidence(private)
+        if not (evidence.local and evidence.sensitive and not evidence.extractable):
+            self._destroy_quietly(int(private.handle), int(public.handle))
+            raise KeyPolicyViolation(f"token key evidence not acceptable: {evidence.as_dict()}")
+        for handle in existing:  # collected before generating: never destroy while iterating
+            self._module.destroy_object(self.handle, handle)
+        self._owner._forget_token_key(label)
+        return self.token_key(label)
+
+    # -- inspection ------------------------------------------------------------------------------
+
+    def object_summary(self) -> list[tuple[str, str, bool]]:
+        """(label, class, is_token_object) of every object this session can see."""
+        objects = list(self._p11.get_objects())  # search finished before any attribute read
+        summary = []
+        for obj in objects:
+            attrs = obj.get_attributes([Attribute.LABEL, Attribute.CLASS, Attribute.TOKEN])
+            cls = attrs.get(Attribute.CLASS)
+            name = cls.name if isinstance(cls, ObjectClass) else str(cls)
+            summary.append(
+                (str(attrs.get(Attribute.LABEL) or ""), name, bool(attrs.get(Attribute.TOKEN)))
+            )
+        return summary
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _generate(self, curve: Curve, key_id: bytes, label: str, *, store: bool) -> tuple[Any, Any]:
+        if curve not in EC_PARAMS:
+            raise ValueError(f"unsupported curve {curve!r}")
+        return self._p11.generate_keypair(  # type: ignore[no-any-return]
+            KeyType.EC,
+            store=store,
+            id=key_id,
+            label=label,
+            capabilities=_SIGN_ONLY,
+            public_template={Attribute.EC_PARAMS: EC_PARAMS[curve]},
+            private_template={
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.PRIVATE: True,
+            },
+        )
+
+    def _find_one(self, query: dict[Any, Any], cls: ObjectClass) -> Any:
+        found = list(self._p11.get_objects({**query, Attribute.CLASS: cls}))
+        what = f"{cls.name.lower().replace('_', ' ')} matching {_describe(query)}"
+        if not found:
+            raise HsmUnavailable(f"no {what} in token {self._owner.token_label!r}")
+        if len(found) > 1:
+            raise HsmUnavailable(f"{len(found)} objects: {what} (ambiguous)")
+        return found[0]
+
+
+def _read_evidence(private: Any) -> KeyEvidence:
+    attrs = private.get_attributes(list(_EVIDENCE))
+    return KeyEvidence(*(attrs.get(a) is True for a in _EVIDENCE))
+
+
+def _describe(query: dict[Any, Any]) -> str:
+    if Attribute.LABEL in query:
+        return f"label {query[Attribute.LABEL]!r}"
+    if Attribute.ID in query:
+        return f"id {bytes(query[Attribute.ID]).hex()}"
+    return "query"
