@@ -39,6 +39,7 @@ from typing import Any
 
 import pytest
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SOFTHSM_MODULE = os.environ.get("QES_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
 _SESSION_TOKEN: SoftHsmToken | None = None
 
@@ -93,8 +94,10 @@ class SoftHsmToken:
         )
         token = cls(directory, conf, label, secrets.token_hex(8), secrets.token_hex(8))
         subprocess.run(
-            ["softhsm2-util", "--init-token", "--free", "--label", label]
-            + ["--so-pin", token.so_pin, "--pin", token.pin],
+            [
+                *("softhsm2-util", "--init-token", "--free", "--label", label),
+                *("--so-pin", token.so_pin, "--pin", token.pin),
+            ],
             env=token.env(),
             check=True,
             capture_output=True,
@@ -104,6 +107,19 @@ class SoftHsmToken:
     def env(self, **extra: str) -> dict[str, str]:
         """A copy of ``os.environ`` pointing SoftHSM2 at this token's config."""
         return {**os.environ, "SOFTHSM2_CONF": str(self.conf), **extra}
+
+    def python(
+        self, code: str, *args: str, timeout: float = 120.0, **popen: Any
+    ) -> subprocess.Popen[str]:
+        """Start ``python -c code args…`` in a child process that sees this token and can import
+        the project (PYTHONPATH = repository root). The PIN is passed as $QES_TEST_PIN."""
+        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            env=self.env(QES_TEST_PIN=self.pin, PYTHONPATH=pythonpath),
+            text=True,
+            **popen,
+        )
 
     def activate(self) -> None:
         """Point this process at the token; must happen before the module is first loaded."""

@@ -1,0 +1,81 @@
+"""Opening and closing: clear errors for wrong PIN, unknown token or module; readiness."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from signer.errors import HsmUnavailable
+from signer.hsm import Hsm, HsmSettings
+from signer.secrets import Secret
+from tests.support.softhsm import SoftHsmToken
+
+_OPEN_WITH_WRONG_PIN = """
+import sys
+from signer.errors import HsmUnavailable
+from signer.hsm import Hsm, HsmSettings
+from signer.secrets import Secret
+try:
+    Hsm.open(HsmSettings(module=sys.argv[1], token_label=sys.argv[2], pin=Secret("0000-wrong")))
+except HsmUnavailable as exc:
+    print("HsmUnavailable:", exc)
+    sys.exit(0)
+print("opened with a wrong PIN")
+sys.exit(1)
+"""
+
+
+def test_wrong_pin_in_a_fresh_process_is_hsm_unavailable(softhsm_token: SoftHsmToken) -> None:
+    child = softhsm_token.python(
+        _OPEN_WITH_WRONG_PIN,
+        softhsm_token.module,
+        softhsm_token.label,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, out + err
+    assert f"login to token {softhsm_token.label!r} failed: PIN incorrect" in out
+
+
+def test_wrong_pin_while_this_process_is_logged_in(hsm: Hsm, softhsm_token: SoftHsmToken) -> None:
+    with pytest.raises(HsmUnavailable, match="PIN differs"):
+        Hsm.open(softhsm_token.settings(pin="0000-wrong"))
+    assert hsm.run_sync(lambda s: s.has_token_key("it-hsm-p256"))  # the open Hsm is unharmed
+
+
+def test_unknown_token_label_names_it(softhsm_token: SoftHsmToken) -> None:
+    settings = HsmSettings(softhsm_token.module, "no-such-token", Secret(softhsm_token.pin))
+    with pytest.raises(HsmUnavailable, match="no token labelled 'no-such-token'"):
+        Hsm.open(settings)
+
+
+def test_missing_module_names_it() -> None:
+    settings = HsmSettings("/nonexistent/libpkcs11.so", "x", Secret("1234"))
+    with pytest.raises(HsmUnavailable, match=r"module not found: /nonexistent/libpkcs11\.so"):
+        Hsm.open(settings)
+
+
+async def test_second_hsm_shares_the_login_and_closing_it_spares_the_first(
+    hsm: Hsm, softhsm_token: SoftHsmToken
+) -> None:
+    key = await hsm.run(lambda s: s.generate_ephemeral())
+    second = Hsm.open(softhsm_token.settings(sessions=1))
+    assert await second.ready()
+    other = await second.run(lambda s: s.generate_ephemeral())
+    second.close()
+    second.close()  # idempotent
+    assert not await second.ready()
+    with pytest.raises(HsmUnavailable, match="closed"):
+        await second.run(lambda s: None)
+    # The second Hsm's session objects died with its session; the first's key still works.
+    assert (
+        hsm.run_sync(lambda s: s.object_summary()).count(("qes-ephemeral", "PRIVATE_KEY", False))
+        == 1
+    )
+    sig = await hsm.run(lambda s: key.private.sign_digest(b"\x01" * 32))
+    assert sig
+    assert (await hsm.run(lambda s: s.destroy(key))).confirmed_absent
+    assert await hsm.ready()
+    del other
