@@ -21,15 +21,19 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import aiohttp
-from joserfc.jwk import ECKey, KeySet
+from joserfc import jwt
+from joserfc.jwk import ECKey, Key, KeySet
+
+from idp_adapter import IssuerRegistry, IssuerSettings
 
 IDP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "dev-idp"
 DEMO = json.loads((IDP_DIR / "demo.json").read_text())
@@ -38,6 +42,7 @@ DEMO_USERS: list[dict[str, Any]] = DEMO["users"]
 DEMO_SECRETS: dict[str, str] = {c["client_id"]: c.get("client_secret", "") for c in DEMO_CLIENTS}
 DEMO_PASSWORDS: dict[str, str] = {u["username"]: u["password"] for u in DEMO_USERS}
 RESOURCE = DEMO["resource"]
+MakeRegistry = Callable[..., IssuerRegistry]
 _FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
 
 
@@ -67,6 +72,19 @@ def new_signing_key(kid: str | None = None) -> ECKey:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def compact(header: Mapping[str, Any], claims: Mapping[str, Any], signature: bytes = b"") -> str:
+    """A JWS compact serialization assembled by hand (for ``alg: none`` and forgeries)."""
+    h = _b64url(json.dumps(header).encode())
+    p = _b64url(json.dumps(claims).encode())
+    return f"{h}.{p}.{_b64url(signature)}"
+
+
+def sign_jwt(key: Key, claims: Mapping[str, Any], header: Mapping[str, Any] | None = None) -> str:
+    """Sign ``claims`` with ``key`` (joserfc), ES256 and the key's kid unless overridden."""
+    full = {"alg": "ES256", "typ": "at+jwt", "kid": key.kid, **(header or {})}
+    return jwt.encode(full, dict(claims), key)
 
 
 @dataclass
@@ -104,6 +122,29 @@ class RunningIdp:
         assert isinstance(key, ECKey)
         return key
 
+    def claims(self, now: float | None = None, **overrides: Any) -> dict[str, Any]:
+        """Access-token claims as this IdP would issue them (RFC 9068 §2.2), overridable;
+        an override of None drops the claim."""
+        now = time.time() if now is None else now
+        claims = {
+            "iss": self.issuer,
+            "sub": "demo-batch",
+            "aud": self.resource,
+            "iat": int(now),
+            "exp": int(now) + 600,
+            "jti": secrets.token_urlsafe(16),
+            "client_id": "demo-batch",
+            "org_name": "Demo Manufacturing GmbH",
+            "organizationIdentifier": "NTRDE-HRB12345",
+            "country": "DE",
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def mint(self, header: Mapping[str, Any] | None = None, **overrides: Any) -> str:
+        """A token signed with the IdP's real private key (for deliberately bad claims)."""
+        return sign_jwt(self.signing_key, self.claims(**overrides), header)
+
     def jwks_fetches(self) -> int:
         """How often the IdP served its JWKS (dev-only counter, independent of our cache)."""
         with urllib.request.urlopen(f"{self.issuer}/_dev/stats", timeout=5) as resp:  # noqa: S310
@@ -121,10 +162,10 @@ class RunningIdp:
         """RFC 6749 §4.4 client-credentials grant over HTTP; returns the JWT access token."""
         form = {"grant_type": "client_credentials", "scope": scope}
         form["resource"] = resource or self.resource
-        auth = aiohttp.BasicAuth(client_id, secret)
+        auth = {"Authorization": aiohttp.encode_basic_auth(client_id, secret)}
         async with aiohttp.ClientSession() as http:
             endpoint = (await self._discovery(http))["token_endpoint"]
-            async with http.post(endpoint, data=form, auth=auth) as resp:
+            async with http.post(endpoint, data=form, headers=auth) as resp:
                 body = await resp.json()
                 if resp.status != 200:
                     raise RuntimeError(f"token endpoint: {resp.status} {body}")
@@ -185,10 +226,10 @@ class RunningIdp:
                 "redirect_uri": redirect_uri,
                 "code_verifier": verifier,
             }
-            auth = aiohttp.BasicAuth(client_id, secret) if secret else None
-            if auth is None:
+            auth = {"Authorization": aiohttp.encode_basic_auth(client_id, secret)} if secret else {}
+            if not secret:
                 token_form["client_id"] = client_id
-            async with http.post(meta["token_endpoint"], data=token_form, auth=auth) as resp:
+            async with http.post(meta["token_endpoint"], data=token_form, headers=auth) as resp:
                 body: dict[str, Any] = await resp.json()
                 if resp.status != 200:
                     raise RuntimeError(f"token endpoint: {resp.status} {body}")
@@ -267,3 +308,69 @@ def start_idp(
         )
     _wait_ready(process, log_path, timeout=30)
     return RunningIdp(issuer, port, RESOURCE, jwks, process, log_path, list(clients))
+
+
+class FakeClock:
+    """Real time plus an offset the test can advance (no sleeping for expiry or caches)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+class MemoryReplayGuard:
+    """Single-process ReplayGuard for tests (the signer's is in PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], datetime] = {}
+
+    async def first_use(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        if (issuer, jti) in self.seen:
+            return False
+        self.seen[(issuer, jti)] = expires_at
+        return True
+
+
+def legal_settings(idp: RunningIdp, **overrides: Any) -> IssuerSettings:
+    values: dict[str, Any] = {
+        "name": "dev",
+        "issuer": idp.issuer,
+        "audience": idp.resource,
+        "subject_type": "legal",
+        "subject": {
+            "common_name": "{org_name}",
+            "organization_name": "{org_name}",
+            "organization_identifier": "{organizationIdentifier}",
+            "country": "{country}",
+        },
+        "profiles": ("qualified", "advanced"),
+        "default_profile": "qualified",
+    }
+    values.update(overrides)
+    return IssuerSettings(**values)
+
+
+def natural_settings(idp: RunningIdp, **overrides: Any) -> IssuerSettings:
+    values: dict[str, Any] = {
+        "name": "dev-users",
+        "issuer": idp.issuer,
+        "audience": idp.resource,
+        "subject_type": "natural",
+        "subject": {
+            "common_name": "{name}",
+            "given_name": "{given_name}",
+            "surname": "{family_name}",
+            "country": "{country}",
+            "serial_number": "{pno}",
+        },
+        "profiles": ("qes", "advanced"),
+        "default_profile": "qes",
+        "required_claims": {"email_verified": True},
+    }
+    values.update(overrides)
+    return IssuerSettings(**values)
