@@ -6,7 +6,8 @@ OIDC Discovery 1.0 §4 (``{issuer}/.well-known/openid-configuration``; §4.3 the
 
 The JWKS is parsed once per fetch into an index of ready-to-use joserfc keys, so verifying a
 token costs a dict look-up, not a parse. Fetches are single-flight (concurrent misses share one
-request) and unknown-``kid`` refetches are rate-limited per issuer. No lock is held while a
+request); unknown-``kid`` refetches, and retries after a failed fetch, are rate-limited per
+issuer. No lock is held while a
 token is verified: the index is an immutable value swapped in whole.
 """
 
@@ -139,6 +140,7 @@ class JwksCache:
         self._index: KeyIndex | None = None
         self._inflight: asyncio.Future[KeyIndex] | None = None
         self._last_fetch: datetime | None = None
+        self._failed_at: datetime | None = None
         #: completed JWKS fetches (observability and tests)
         self.fetches = 0
 
@@ -165,7 +167,11 @@ class JwksCache:
 
     async def _refresh(self) -> KeyIndex:
         if self._inflight is None:
-            self._last_fetch = self._clock()
+            now = self._clock()
+            if self._failed_at is not None and now - self._failed_at < self._min_refetch:
+                # back off: a down IdP is not asked again for every token
+                raise IdpUnavailable(f"JWKS of {self._settings.name}: recent fetch failed")
+            self._last_fetch = now
             future = asyncio.ensure_future(self._fetch())
             future.add_done_callback(self._done)
             self._inflight = future
@@ -173,8 +179,12 @@ class JwksCache:
 
     def _done(self, future: asyncio.Future[KeyIndex]) -> None:
         self._inflight = None
-        if not future.cancelled() and future.exception() is None:
-            self._index = future.result()
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            self._index, self._failed_at = future.result(), None
+        else:
+            self._failed_at = self._clock()
 
     async def _fetch(self) -> KeyIndex:
         if self._jwks_uri is None:

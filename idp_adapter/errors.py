@@ -18,7 +18,7 @@ __all__ = [
     "InvalidToken",
 ]
 
-#: Stable ``InvalidToken.reason`` codes.
+#: Stable ``InvalidToken.reason`` codes (``bad_nonce``/``stale_auth``: ID tokens only).
 REASONS: Final = frozenset(
     {
         "malformed",
@@ -32,6 +32,8 @@ REASONS: Final = frozenset(
         "bad_audience",
         "missing_claim",
         "replayed",
+        "bad_nonce",
+        "stale_auth",
     }
 )
 

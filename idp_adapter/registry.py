@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hmac
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 
 from ._jwks import JwksCache
 from ._mapping import build_principal
-from ._verify import check_claims, check_header, parse, verify
+from ._verify import check_claims, check_header, numeric_date, parse, verify
 from .errors import ConfigError, IdpError, InvalidToken
 from .principal import Principal
 from .replay import ReplayGuard
@@ -71,6 +73,46 @@ class IssuerRegistry:
         :raises IdentityNotAllowed: valid token, identity not acceptable.
         :raises IdpUnavailable: discovery/JWKS unreachable or invalid.
         """
+        settings, claims, expires_at = await self._verified(token, audience=None)
+        principal = build_principal(settings, claims, expires_at)
+        if settings.require_jti:
+            await self._consume(settings.issuer, principal)
+        return principal
+
+    async def verify_id_token(
+        self, token: str, *, client_id: str, nonce: str, max_age: timedelta | None = None
+    ) -> Principal:
+        """Verify an ID token from the authorization code flow (OIDC Core §3.1.3.7).
+
+        Same signature and time checks as :meth:`verify_bearer`, but ``aud`` must contain
+        ``client_id`` (and ``azp``, when present or when there are several audiences, must
+        equal it), ``nonce`` must equal the one sent (§3.1.2.1), and with ``max_age`` the
+        ``auth_time`` must be recent enough (§3.1.2.1). ``acr`` is left to the caller's policy.
+        ``require_jti`` does not apply: the nonce binds the token to one login.
+
+        :raises InvalidToken: also ``bad_nonce`` and ``stale_auth``.
+        """
+        settings, claims, expires_at = await self._verified(token, audience=client_id)
+        aud, azp = claims["aud"], claims.get("azp")
+        if (isinstance(aud, list) and len(aud) > 1 and azp is None) or (
+            azp is not None and azp != client_id
+        ):
+            raise InvalidToken("bad_audience", "azp")
+        got = claims.get("nonce")
+        if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
+            raise InvalidToken("bad_nonce")
+        if max_age is not None:
+            auth_time = numeric_date(claims, "auth_time", required=True)
+            assert auth_time is not None
+            limit = (max_age + settings.leeway).total_seconds()
+            if self._clock().timestamp() - auth_time > limit:
+                raise InvalidToken("stale_auth")
+        return build_principal(settings, claims, expires_at)
+
+    async def _verified(
+        self, token: str, *, audience: str | None
+    ) -> tuple[IssuerSettings, Mapping[str, Any], datetime]:
+        """Parse, pick the issuer, check alg, key, signature and registered claims."""
         unverified = parse(token)
         alg, kid = check_header(unverified.header)
         iss = unverified.claims.get("iss")
@@ -86,14 +128,11 @@ class IssuerRegistry:
         expires_at = check_claims(
             unverified.claims,
             issuer=settings.issuer,
-            audience=settings.audience,
+            audience=audience or settings.audience,
             now=self._clock(),
             leeway=settings.leeway,
         )
-        principal = build_principal(settings, unverified.claims, expires_at)
-        if settings.require_jti:
-            await self._consume(settings.issuer, principal)
-        return principal
+        return settings, unverified.claims, expires_at
 
     async def _consume(self, issuer: str, principal: Principal) -> None:
         """RFC 7519 §4.1.7: a ``jti`` is accepted once per issuer."""

@@ -78,18 +78,25 @@ async def test_key_rotation_is_picked_up_on_unknown_kid(
         assert idp.jwks_fetches() == 1
 
 
-async def test_idp_down_is_unavailable(
+async def test_idp_down_is_unavailable_then_recovers(
     tmp_path: Path, make_registry: MakeRegistry, clock: FakeClock
 ) -> None:
-    with start_idp(tmp_path, jwks_max_age=60) as idp:
+    with start_idp(tmp_path / "a", jwks_max_age=60) as idp:
         registry = make_registry(legal_settings(idp))
-        token = idp.mint()
+        token = idp.mint(exp=int(clock().timestamp()) + 3600)
         await registry.verify_bearer(token)
     # stopped: the cached keys still serve until max-age, then the IdP is unreachable
     await registry.verify_bearer(token)
     clock.advance(61)
-    with pytest.raises(IdpUnavailable):
+    with pytest.raises(IdpUnavailable, match="ClientConnectorError"):
         await registry.verify_bearer(token)
+    with start_idp(tmp_path / "b", port=idp.port, private_jwks=idp.private_jwks) as again:
+        with pytest.raises(IdpUnavailable, match="recent fetch failed"):  # backing off
+            await registry.verify_bearer(token)
+        assert again.jwks_fetches() == 0
+        clock.advance(11)
+        assert (await registry.verify_bearer(token)).subject == "demo-batch"
+        assert again.jwks_fetches() == 1
 
 
 async def test_never_started_idp_is_unavailable(make_registry: MakeRegistry) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -251,3 +251,29 @@ async def test_expiry_uses_injected_clock_not_wall_clock(
     token = idp.mint(iat=int(time.time()) - 3600, exp=int(time.time()) - 3000)
     p = await make_registry(legal_settings(idp)).verify_bearer(token)
     assert p.expires_at < datetime.now(UTC)
+
+
+async def test_id_token_from_auth_code_flow(
+    idp: RunningIdp, make_registry: MakeRegistry, clock: FakeClock
+) -> None:
+    registry = make_registry(natural_settings(idp))
+    result = await idp.user_login("alice", DEMO_PASSWORDS["alice"], "demo-web")
+    id_token, nonce = result["id_token"], result["nonce"]
+    p = await registry.verify_id_token(id_token, client_id="demo-web", nonce=nonce)
+    assert (p.subject, p.acr, p.amr) == ("alice", "urn:qes-signer:dev-idp:pwd", ("pwd",))
+    assert p.attributes["serial_number"] == "PNODE-1234567890"
+    await expect_reason(
+        registry.verify_id_token(id_token, client_id="demo-web", nonce="other"), "bad_nonce"
+    )
+    await expect_reason(
+        registry.verify_id_token(id_token, client_id="demo-batch", nonce=nonce), "bad_audience"
+    )
+    # an ID token is not an access token for the API
+    await expect_reason(registry.verify_bearer(id_token), "bad_audience")
+    fresh = timedelta(minutes=5)
+    await registry.verify_id_token(id_token, client_id="demo-web", nonce=nonce, max_age=fresh)
+    clock.advance(5 * 60 + 31)
+    await expect_reason(
+        registry.verify_id_token(id_token, client_id="demo-web", nonce=nonce, max_age=fresh),
+        "stale_auth",
+    )
