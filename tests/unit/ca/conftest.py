@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -131,6 +130,3 @@ def legal_person() -> LegalPerson:
         organization_identifier="VATDE-123456789",
         common_name="Example Payroll Batch Seal",
     )
-
-
-SubjectFactory = Callable[[str], NaturalPerson | LegalPerson]
