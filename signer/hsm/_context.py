@@ -7,10 +7,18 @@ be used: they ask which session this thread holds right now, and refuse outside 
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+from pkcs11.exceptions import PKCS11Error
+
+from signer.errors import HsmUnavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _LOCAL = threading.local()
 
@@ -31,3 +39,21 @@ def holding(session: Any) -> Iterator[None]:
         yield
     finally:
         _LOCAL.session = None
+
+
+def pkcs11_errors_as_unavailable(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn python-pkcs11 errors into HsmUnavailable (chained), naming the operation.
+
+    Applied to every public HSM operation so callers that wrap exceptions inside their own
+    ``Hsm.run`` callback still see our error type, not a library one (DESIGN.md: one error
+    hierarchy per package, chained with ``raise ... from``).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except PKCS11Error as exc:
+            raise HsmUnavailable(f"{fn.__name__}: PKCS#11 {type(exc).__name__} {exc}") from exc
+
+    return wrapper

@@ -9,6 +9,7 @@ from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 
 from signer.errors import HsmUnavailable, KeyNotDestroyed, KeyPolicyViolation
+from signer.hsm._context import pkcs11_errors_as_unavailable as _translated
 from signer.hsm.key import EC_PARAMS, HsmEcPrivateKey, public_key_from_attributes
 from signer.hsm.types import Curve, Destruction, EphemeralKey, KeyEvidence, TokenKeyExists
 
@@ -48,6 +49,7 @@ class HsmSession:
 
     # -- ephemeral keys --------------------------------------------------------------------------
 
+    @_translated
     def generate_ephemeral(self, curve: Curve | None = None) -> EphemeralKey:
         """C_GenerateKeyPair of session objects (CKA_TOKEN=false), sensitive, non-extractable.
 
@@ -78,6 +80,7 @@ class HsmSession:
         self._owner._track(key_id, *handles)
         return EphemeralKey(key, evidence, key_id, *handles)
 
+    @_translated
     def destroy(self, key: EphemeralKey) -> Destruction:
         """C_DestroyObject both halves, then confirm that neither resolves any more.
 
@@ -99,6 +102,7 @@ class HsmSession:
         self._owner._untrack(key.key_id)
         return Destruction(private_destroyed, public_destroyed, True)
 
+    @_translated
     def destroy_stale(self, max_age_seconds: float) -> int:
         """Destroy this process's ephemeral keys older than ``max_age_seconds``; return count.
 
@@ -132,6 +136,7 @@ class HsmSession:
 
     # -- long-lived token keys -------------------------------------------------------------------
 
+    @_translated
     def token_key(self, label: str) -> HsmEcPrivateKey:
         """The token private key labelled ``label``; cached (a label lookup costs ≈130 µs)."""
         cached = self._token_keys.get(label)
@@ -154,6 +159,7 @@ class HsmSession:
         self._token_keys[label] = key
         return key
 
+    @_translated
     def has_token_key(self, label: str) -> bool:
         query = {
             Attribute.LABEL: label,
@@ -162,6 +168,7 @@ class HsmSession:
         }
         return bool(list(self._p11.get_objects(query)))
 
+    @_translated
     def create_token_key(
         self, label: str, curve: Curve, *, replace: bool = False
     ) -> HsmEcPrivateKey:
@@ -189,6 +196,7 @@ class HsmSession:
 
     # -- inspection ------------------------------------------------------------------------------
 
+    @_translated
     def object_summary(self) -> list[tuple[str, str, bool]]:
         """(label, class, is_token_object) of every object this session can see."""
         objects = list(self._p11.get_objects())  # search finished before any attribute read

@@ -9,6 +9,7 @@ import pytest
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
+from pkcs11.exceptions import PKCS11Error
 
 from signer.errors import HsmUnavailable
 from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession
@@ -164,10 +165,20 @@ def test_key_generated_on_one_session_signs_and_dies_on_another(hsm: Hsm) -> Non
     receipt = hsm.run_sync(lambda s: s.destroy(key))
     assert receipt.confirmed_absent and receipt.private_destroyed and receipt.public_destroyed
     _no_session_objects(hsm)
-    # The destroyed key can no longer sign, on any session.
+
+    # The destroyed key can no longer sign, on any session; the error is ours (chained) even
+    # when caught inside the callback, not python-pkcs11's.
+    def attempt(s: HsmSession) -> BaseException | None:
+        try:
+            key.private.sign_digest(b"\x11" * 32)
+        except Exception as exc:
+            return exc
+        return None
+
     for _ in range(4):
-        with pytest.raises(HsmUnavailable):
-            hsm.run_sync(lambda s: key.private.sign_digest(b"\x11" * 32))
+        err = hsm.run_sync(attempt)
+        assert isinstance(err, HsmUnavailable), err
+        assert isinstance(err.__cause__, PKCS11Error)
 
 
 def test_key_refuses_use_outside_run_and_extraction(hsm: Hsm) -> None:
