@@ -225,5 +225,5 @@ class JwksCache:
 def _loads(body: bytes, url: str) -> Any:
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise IdpUnavailable(f"GET {url}: not JSON") from exc

@@ -72,8 +72,8 @@ def parse(token: str) -> Unverified:
         header = _json_object(parts[0])
         claims = _json_object(parts[1])
         signature = _b64(parts[2])
-    except (ValueError, UnicodeError, binascii.Error) as exc:
-        raise InvalidToken("malformed", str(exc)) from exc
+    except (ValueError, UnicodeError, binascii.Error, RecursionError) as exc:
+        raise InvalidToken("malformed", type(exc).__name__) from exc
     signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
     return Unverified(header, claims, signing_input, signature)
 

@@ -200,7 +200,17 @@ async def test_tampered_token(idp: RunningIdp, make_registry: MakeRegistry) -> N
 
 
 @pytest.mark.parametrize(
-    "token", ["", "abc", "a.b", "a.b.c.d.e", "!!.??.##", "e30.e30.", "W10.e30.e30"]
+    "token",
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d.e",
+        "!!.??.##",
+        "e30.e30.",
+        "W10.e30.e30",
+        "e30." + "W1tb" * 3000 + ".AA",
+    ],
 )
 async def test_garbage_is_malformed(
     idp: RunningIdp, make_registry: MakeRegistry, token: str
