@@ -119,7 +119,11 @@ class Hsm:
         executor = self._require_open()
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        return await loop.run_in_executor(executor, ctx.run, self._call, fn)
+        try:
+            future = loop.run_in_executor(executor, ctx.run, self._call, fn)
+        except RuntimeError as exc:  # shut down between the check and the submit
+            raise HsmUnavailable("HSM has been closed") from exc
+        return await future
 
     def run_sync(self, fn: Callable[[HsmSession], T]) -> T:
         """Blocking variant of :meth:`run` for CLI and start-up code (not on the event loop)."""

@@ -6,7 +6,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
-from pkcs11.exceptions import PKCS11Error
+from pkcs11.exceptions import ObjectHandleInvalid, PKCS11Error
 
 from signer.errors import HsmUnavailable, KeyNotDestroyed, KeyPolicyViolation
 from signer.hsm._context import pkcs11_errors_as_unavailable as _translated
@@ -178,10 +178,11 @@ class HsmSession:
         On replace the new pair is generated first and the old objects destroyed afterwards,
         so a failed generation never leaves the label without a key.
         """
-        existing = [int(o.handle) for o in self._p11.get_objects({Attribute.LABEL: label})]
+        query = {Attribute.LABEL: label, Attribute.TOKEN: True}
+        existing = [int(o.handle) for o in self._p11.get_objects(query)]
         if existing and not replace:
             raise TokenKeyExists(
-                f"token already holds {len(existing)} object(s) labelled {label!r};"
+                f"token already holds {len(existing)} token object(s) labelled {label!r};"
                 " pass replace=True to replace them"
             )
         public, private = self._generate(curve, secrets.token_bytes(16), label, store=True)
@@ -202,7 +203,10 @@ class HsmSession:
         objects = list(self._p11.get_objects())  # search finished before any attribute read
         summary = []
         for obj in objects:
-            attrs = obj.get_attributes([Attribute.LABEL, Attribute.CLASS, Attribute.TOKEN])
+            try:
+                attrs = obj.get_attributes([Attribute.LABEL, Attribute.CLASS, Attribute.TOKEN])
+            except ObjectHandleInvalid:  # destroyed meanwhile by another session's callback
+                continue
             cls = attrs.get(Attribute.CLASS)
             name = cls.name if isinstance(cls, ObjectClass) else str(cls)
             summary.append(
