@@ -13,7 +13,7 @@ from ca.errors import CaError, PolicyError
 
 _SERIAL_BITS = 159  # 20 octets of DER with a clear sign bit (RFC 5280 §4.1.2.2)
 
-# ETSI TS 119 312 §6.2.2 / RFC 5480 §4: the hash matches the curve size.
+# RFC 5480 §4 and ETSI TS 119 312: the hash strength matches the curve size.
 _HASHES: dict[str, type[hashes.SHA256] | type[hashes.SHA384] | type[hashes.SHA512]] = {
     ec.SECP256R1.name: hashes.SHA256,
     ec.SECP384R1.name: hashes.SHA384,

@@ -33,7 +33,7 @@ __all__ = [
     "random_serial",
 ]
 
-# Curves accepted for subject keys: ETSI TS 119 312 §6.2.2 (NIST P-256/384/521).
+# Curves accepted for subject keys: NIST P-256/384/521 (ETSI TS 119 312).
 _SUBJECT_CURVES = frozenset({ec.SECP256R1.name, ec.SECP384R1.name, ec.SECP521R1.name})
 
 

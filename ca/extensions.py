@@ -55,7 +55,7 @@ def policy_oid_for(subject: Subject, level: Level) -> x509.ObjectIdentifier:
 def _qc_statements(subject: Subject, level: Level, ctx: LeafContext) -> QcStatementsSpec:
     """QC statements per EN 319 412-5 §4.2 and §5, and RFC 3739 §3.2.6.1.
 
-    Qualified levels carry QcCompliance, QcType and QcPDS (EN 319 412-5 §5 QCS-5-01..03);
+    Qualified levels carry QcCompliance, QcType and QcPDS (EN 319 412-5 §5, table 2);
     ``qes`` adds QcSSCD (EN 319 412-5 §4.2.2). ``advanced`` is not a qualified certificate:
     QcType and QcPDS are defined as qualified-certificate statements (EN 319 412-5 §4.2.3,
     §4.3.4 and Regulation (EU) 910/2014 Annex I), so they are left out to avoid any reading of

@@ -40,7 +40,7 @@ class Level(enum.StrEnum):
 
     ``QES``: EU qualified certificate, key in a QSCD (QCP-n-qscd / QCP-l-qscd).
     ``QUALIFIED``: EU qualified certificate, no QSCD claim (QCP-n / QCP-l).
-    ``ADVANCED``: non-qualified certificate for an HSM key (NCP+), EN 319 411-1 §5.2.
+    ``ADVANCED``: non-qualified certificate for an HSM key (NCP+), EN 319 411-1 §5.3.
     """
 
     QES = "qes"

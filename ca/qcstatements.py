@@ -6,7 +6,7 @@ added as an :class:`~cryptography.x509.UnrecognizedExtension`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 from dataclasses import dataclass
 
 from asn1crypto import core, x509
@@ -73,13 +73,16 @@ class QcStatementsSpec:
     compliance: bool = False
     sscd: bool = False
     qc_type: str | None = None
-    pds: Sequence[tuple[str, str]] = ()
+    pds: tuple[tuple[str, str], ...] = ()
 
 
+@functools.lru_cache(maxsize=64)
 def encode_qc_statements(spec: QcStatementsSpec) -> bytes | None:
     """Return the DER value of the qcStatements extension, or ``None`` if it would be empty.
 
-    QcCompliance and QcSSCD carry no statementInfo (EN 319 412-5 §4.2.1, §4.2.2).
+    QcCompliance and QcSSCD carry no statementInfo (EN 319 412-5 §4.2.1, §4.2.2). A service
+    has only a handful of distinct specs (kind x level x identifier present), and asn1crypto
+    takes about 0.4 ms per encoding, most of a software issuance: results are memoised.
     """
     statements: list[dict[str, object]] = []
     if spec.semantics_identifier is not None:
