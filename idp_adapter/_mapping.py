@@ -17,7 +17,7 @@ from .errors import IdentityNotAllowed, InvalidToken
 from .principal import Principal
 from .settings import IssuerSettings
 
-__all__ = ["build_principal"]
+__all__ = ["build_principal", "claims_match"]
 
 
 def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
@@ -27,12 +27,19 @@ def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _check_required(settings: IssuerSettings, claims: Mapping[str, Any]) -> None:
-    """Exact match, type included (``True`` is not ``1``)."""
-    for path, expected in settings.required_claims.items():
+def claims_match(expected: Mapping[str, str | bool | int], claims: Mapping[str, Any]) -> str | None:
+    """The first claim path whose value differs (exact, type included: ``True`` is not ``1``)."""
+    for path, want in expected.items():
         value = lookup(claims, path)
-        if type(value) is not type(expected) or value != expected:
-            raise IdentityNotAllowed(f"claim {path!r} does not have the required value")
+        if type(value) is not type(want) or value != want:
+            return path
+    return None
+
+
+def _check_required(settings: IssuerSettings, claims: Mapping[str, Any]) -> None:
+    path = claims_match(settings.required_claims, claims)
+    if path is not None:
+        raise IdentityNotAllowed(f"claim {path!r} does not have the required value")
 
 
 def _roles(settings: IssuerSettings, claims: Mapping[str, Any]) -> frozenset[str]:

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 
 from ._jwks import JwksCache
-from ._mapping import build_principal
+from ._mapping import build_principal, claims_match
 from ._verify import check_claims, check_header, numeric_date, parse, verify
-from .errors import ConfigError, IdpError, InvalidToken
+from .errors import ConfigError, IdentityNotAllowed, IdpError, InvalidToken
 from .principal import Principal
 from .replay import ReplayGuard
 from .settings import IssuerSettings
@@ -37,25 +37,37 @@ class IssuerRegistry:
         *,
         jwks_min_refetch: timedelta = timedelta(seconds=10),
     ) -> None:
-        if len({s.issuer for s in issuers}) != len(issuers):
-            raise ConfigError("issuers: the same issuer is configured twice")
+        by_issuer: dict[str, list[IssuerSettings]] = {}
+        for s in issuers:
+            by_issuer.setdefault(s.issuer, []).append(s)
+        for group in by_issuer.values():
+            if len({s.jwks_uri for s in group}) != 1:
+                raise ConfigError(f"issuers.{group[1].name}: jwks_uri differs for one issuer")
+            if any(not s.match_claims for s in group[:-1]):
+                raise ConfigError(
+                    f"issuers: {group[0].issuer} has several entries; all but the last "
+                    "need match_claims"
+                )
         if len({s.name for s in issuers}) != len(issuers):
             raise ConfigError("issuers: the same name is used twice")
         if replay is None and any(s.require_jti for s in issuers):
             raise ConfigError("issuers: require_jti needs a ReplayGuard")
         self._clock = clock
         self._replay = replay
-        self._issuers = {s.issuer: s for s in issuers}
-        self._jwks = {s.issuer: JwksCache(s, http, clock, jwks_min_refetch) for s in issuers}
+        self._entries = {iss: tuple(group) for iss, group in by_issuer.items()}
+        self._jwks = {
+            iss: JwksCache(group[0], http, clock, jwks_min_refetch)
+            for iss, group in by_issuer.items()
+        }
 
     @property
     def issuers(self) -> tuple[IssuerSettings, ...]:
         """The configured issuers, in configuration order."""
-        return tuple(self._issuers.values())
+        return tuple(s for group in self._entries.values() for s in group)
 
     def jwks_fetches(self, issuer_name: str) -> int:
         """How many JWKS documents were fetched for an issuer (observability)."""
-        for settings in self._issuers.values():
+        for settings in self.issuers:
             if settings.name == issuer_name:
                 return self._jwks[settings.issuer].fetches
         raise KeyError(issuer_name)
@@ -116,9 +128,10 @@ class IssuerRegistry:
         unverified = parse(token)
         alg, kid = check_header(unverified.header)
         iss = unverified.claims.get("iss")
-        settings = self._issuers.get(iss) if isinstance(iss, str) else None
-        if settings is None:
+        entries = self._entries.get(iss) if isinstance(iss, str) else None
+        if entries is None:
             raise InvalidToken("unknown_issuer")
+        settings = self._select(entries, unverified.claims)
         if alg not in settings.algorithms:
             raise InvalidToken("alg_not_allowed", alg)
         key = await self._jwks[settings.issuer].key(kid, alg)
@@ -133,6 +146,15 @@ class IssuerRegistry:
             leeway=settings.leeway,
         )
         return settings, unverified.claims, expires_at
+
+    @staticmethod
+    def _select(entries: tuple[IssuerSettings, ...], claims: Mapping[str, Any]) -> IssuerSettings:
+        """The first entry whose ``match_claims`` hold; the signature is checked afterwards
+        with that entry's settings, so a forged claim cannot pick an entry and pass."""
+        for settings in entries:
+            if claims_match(settings.match_claims, claims) is None:
+                return settings
+        raise IdentityNotAllowed("no configured identity type matches this token")
 
     async def _consume(self, issuer: str, principal: Principal) -> None:
         """RFC 7519 §4.1.7: a ``jti`` is accepted once per issuer."""

@@ -53,6 +53,10 @@ class IssuerSettings:
 
     ``subject`` maps certificate-subject fields to templates with ``{claim}`` placeholders
     (dotted paths allowed) and literals, e.g. ``{"serial_number": "PNODE-{sub}"}``.
+
+    Several entries may share one ``issuer`` (one IdP issues both workload tokens, mapped to a
+    legal person, and user tokens, mapped to a natural person): ``match_claims`` (exact match,
+    type included) selects the entry, the first matching one in configuration order.
     """
 
     name: str
@@ -68,6 +72,7 @@ class IssuerSettings:
     required_claims: Mapping[str, str | bool | int] = field(default_factory=dict)
     roles_claim: str = "roles"
     jwks_uri: str | None = None
+    match_claims: Mapping[str, str | bool | int] = field(default_factory=dict)
     templates: Mapping[str, Template] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +103,8 @@ class IssuerSettings:
             raise ValueError("leeway must be a timedelta between 0 and 5 minutes")
         if not isinstance(self.require_jti, bool):
             raise ValueError("require_jti must be a boolean")
-        self._validate_required_claims()
+        self._set("required_claims", _claim_values(self.required_claims, "required_claims"))
+        self._set("match_claims", _claim_values(self.match_claims, "match_claims"))
         if not isinstance(self.roles_claim, str) or not valid_path(self.roles_claim):
             raise ValueError("roles_claim must be a claim name or dotted path")
 
@@ -139,12 +145,14 @@ class IssuerSettings:
                 raise ValueError(f"algorithm {alg!r} is not supported")
         self._set("algorithms", algorithms)
 
-    def _validate_required_claims(self) -> None:
-        if not isinstance(self.required_claims, Mapping):
-            raise ValueError("required_claims must be a mapping")
-        for key, value in self.required_claims.items():
-            if not isinstance(key, str) or not valid_path(key):
-                raise ValueError(f"required_claims key {key!r} is not a claim name")
-            if not isinstance(value, str | bool | int):
-                raise ValueError(f"required_claims.{key} must be a string, boolean or integer")
-        self._set("required_claims", MappingProxyType(dict(self.required_claims)))
+
+def _claim_values(values: object, what: str) -> Mapping[str, str | bool | int]:
+    """Validate a claim -> exact value mapping; returns a read-only copy."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{what} must be a mapping")
+    for key, value in values.items():
+        if not isinstance(key, str) or not valid_path(key):
+            raise ValueError(f"{what} key {key!r} is not a claim name")
+        if not isinstance(value, str | bool | int):
+            raise ValueError(f"{what}.{key} must be a string, boolean or integer")
+    return MappingProxyType(dict(values))
