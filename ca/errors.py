@@ -16,11 +16,16 @@ class CaError(Exception):
 class ProfileError(CaError):
     """The subject or claims cannot form a certificate valid under the profile.
 
-    The message names the offending field (a dataclass field name such as ``country``).
+    The message is ``"<field>: <reason>"`` and names the offending field (a dataclass field
+    name such as ``country``), also available as :attr:`field`. ``ProfileError("field:
+    reason")`` with a single pre-formatted message is accepted too.
     """
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+    def __init__(self, field: str, reason: str | None = None) -> None:
+        if reason is None:
+            field, _, reason = field.partition(":")
+            reason = reason.strip()
+        super().__init__(f"{field}: {reason}" if reason else field)
         self.field = field
         self.reason = reason
 

@@ -57,7 +57,7 @@ def _qc_statements(subject: Subject, level: Level, ctx: LeafContext) -> QcStatem
 
     Qualified levels carry QcCompliance, QcType and QcPDS (EN 319 412-5 §5, table 2);
     ``qes`` adds QcSSCD (EN 319 412-5 §4.2.2). ``advanced`` is not a qualified certificate:
-    QcType and QcPDS are defined as qualified-certificate statements (EN 319 412-5 §4.2.3,
+    QcType and QcPDS belong to the EU qualified-certificate statements (EN 319 412-5 §4.2.3,
     §4.3.4 and Regulation (EU) 910/2014 Annex I), so they are left out to avoid any reading of
     the certificate as qualified. The semantics identifier (EN 319 412-1 §5.1) is present
     whenever the subject carries one, at every level.

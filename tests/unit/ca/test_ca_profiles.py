@@ -158,3 +158,9 @@ def test_legal_person_dn() -> None:
     assert name.rfc4514_string() == (
         "CN=Example Payroll Batch Seal,2.5.4.97=NTRDE-HRB12345,O=Example Payroll GmbH,C=DE"
     )
+
+
+def test_profile_error_accepts_a_preformatted_message() -> None:
+    error = ProfileError("surname: must be a non-empty string")
+    assert (error.field, error.reason) == ("surname", "must be a non-empty string")
+    assert str(error) == "surname: must be a non-empty string"
