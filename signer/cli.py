@@ -188,7 +188,10 @@ def _read_token(path: str) -> str:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
+
+    def line(row: list[str]) -> str:
+        return "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True))
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 

@@ -258,7 +258,7 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path) -> HsmSettings:
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
     assert pin is not None
-    result = HsmSettings(module=module, token_label=label, pin=pin, sessions=sessions, curve=curve)  # type: ignore[arg-type]
+    result = HsmSettings(module=module, token_label=label, pin=pin, sessions=sessions, curve=curve)
     s.done()
     return result
 
@@ -329,6 +329,7 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
         "profiles": tuple(s.get("profiles", list, ["advanced"])),
         "require_jti": s.get("require_jti", bool, False),
         "required_claims": dict(s.get("required_claims", dict, {})),
+        "match_claims": dict(s.get("match_claims", dict, {})),
         "roles_claim": s.get("roles_claim", str, "roles"),
         "jwks_uri": s.get("jwks_uri", str, None),
         "leeway": timedelta(seconds=s.get("leeway_seconds", int, 30)),
@@ -338,16 +339,11 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
     )
     if "algorithms" in s._table:
         kwargs["algorithms"] = tuple(s.get("algorithms", list))
-    optional = {k: s.get(k, kind) for k, kind in _ISSUER_EXTRAS.items() if k in s._table}
-    kwargs.update(optional)
     s.done()
     try:
         return IssuerSettings(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{s.name}: {exc}") from exc
-
-
-_ISSUER_EXTRAS: dict[str, type] = {}
 
 
 def _audit(s: _Section) -> AuditSettings:

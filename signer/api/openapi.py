@@ -177,7 +177,7 @@ def _query(name: str, description: str, fmt: str | None = None) -> dict[str, Any
 
 def document(server: ServerSettings) -> dict[str, Any]:
     ref = "#/components/schemas/"
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
         "info": {

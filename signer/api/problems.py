@@ -137,43 +137,43 @@ _TOKEN_DETAIL = {
 }
 
 
-def translate(exc: BaseException) -> SignerError | None:
-    """Map errors of the inner packages to the signer's kinds (None: not one of ours)."""
+def translate(exc: BaseException) -> tuple[SignerError, str | None] | None:
+    """Map errors of the inner packages to the signer's kinds and an optional fixed detail
+    (None: not an error we raise on purpose)."""
     if isinstance(exc, SignerError):
-        return exc
+        return exc, None
     if isinstance(exc, InvalidToken):
-        err: SignerError = TokenReplayed() if exc.reason == "replayed" else Unauthenticated()
-        err.detail = _TOKEN_DETAIL.get(exc.reason)  # type: ignore[attr-defined]
-        return err
+        kind = TokenReplayed() if exc.reason == "replayed" else Unauthenticated()
+        return kind, _TOKEN_DETAIL.get(exc.reason)
     if isinstance(exc, IdentityNotAllowed):
-        return Forbidden()
+        return Forbidden(), None
     if isinstance(exc, IdpUnavailable):
-        return IdpUnreachable()
+        return IdpUnreachable(), None
     if isinstance(exc, (IdpError, CaError)):
-        return SignerError()
+        return SignerError(), None
     return None
 
 
 def problem_response(
-    err: SignerError, request: web.Request, *, detail: str | None = None
+    err: SignerError, request: web.Request, *, status: int | None = None, detail: str | None = None
 ) -> web.Response:
+    status = status or err.status
     body: dict[str, Any] = {
         "type": f"/problems/{err.slug}",
         "title": err.title,
-        "status": err.status,
+        "status": status,
         "instance": request.path,
         "request_id": request.get("request_id"),
     }
-    detail = detail or getattr(err, "detail", None)
     if detail:
         body["detail"] = detail
     headers = {}
-    if err.status == 401:
+    if status == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    if err.status == 503:
+    if status == 503:
         headers["Retry-After"] = "5"
     return web.Response(
-        status=err.status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
+        status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
     )
 
 
@@ -193,16 +193,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        kind = _HTTP_KINDS.get(exc.status)
-        err = kind() if kind else RequestError()
-        if kind is None:
-            err.status = exc.status
-        return problem_response(err, request)
+        kind = _HTTP_KINDS.get(exc.status, RequestError)
+        return problem_response(kind(), request, status=exc.status)
     except Exception as exc:
-        err = translate(exc)
-        if err is None:
+        mapped = translate(exc)
+        if mapped is None:
             log.exception("unhandled_error", path=request.path)
             return problem_response(SignerError(), request)
+        err, detail = mapped
         level = "warning" if err.status < 500 else "error"
         getattr(log, level)(
             "request_failed",
@@ -211,7 +209,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             error=str(exc) or type(exc).__name__,
             cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
         )
-        return problem_response(err, request)
+        return problem_response(err, request, detail=detail)
 
 
 def all_kinds() -> dict[str, type[SignerError]]:

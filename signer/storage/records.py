@@ -126,6 +126,9 @@ _COLUMNS = (
 )
 
 
+_SELECT = f"SELECT {_COLUMNS} FROM signing_records"  # noqa: S608 - fixed column list
+
+
 def _row(r: asyncpg.Record) -> SigningRecord:
     return SigningRecord(
         id=r["id"],
@@ -309,9 +312,7 @@ class RecordStore:
 
     async def get(self, serial: str) -> SigningRecord | None:
         async with _guard("read signing record"):
-            row = await self._pool.fetchrow(
-                f"SELECT {_COLUMNS} FROM signing_records WHERE serial=$1", serial
-            )  # noqa: S608
+            row = await self._pool.fetchrow(_SELECT + " WHERE serial=$1", serial)
         return _row(row) if row else None
 
     async def search(
@@ -320,10 +321,7 @@ class RecordStore:
         """Newest first, keyset-paginated on (created_at, id)."""
         where, args = _where(f, after)
         args.append(limit)
-        sql = (
-            f"SELECT {_COLUMNS} FROM signing_records {where}"  # noqa: S608
-            f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
-        )
+        sql = f"{_SELECT} {where} ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
         async with _guard("search signing records"):
             rows = await self._pool.fetch(sql, *args)
         return [_row(r) for r in rows]

@@ -1,0 +1,109 @@
+"""The signer as tests run it: the committed development config plus QES__ overrides."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.idp import RunningIdp
+from tests.support.softhsm import SoftHsmToken
+
+ROOT = Path(__file__).resolve().parents[2]
+DEV_CONFIG = ROOT / "deploy" / "dev" / "qes.toml"
+CA_LABELS = ("qes-root-ca", "qes-issuing-ca")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(
+    *,
+    token: SoftHsmToken,
+    database_url: str,
+    idp: RunningIdp,
+    port: int,
+    data_dir: Path,
+    **extra: str,
+) -> dict[str, str]:
+    """Environment that points the development config at the test's token, DB and IdP."""
+    return {
+        "QES_HSM_PIN": token.pin,
+        "QES_DATABASE_URL": database_url,
+        "QES__HSM__TOKEN_LABEL": token.label,
+        "QES__HSM__MODULE": token.module,
+        "QES__SERVER__PORT": str(port),
+        "QES__SERVER__PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "QES__ISSUERS__DEMO_ORGANISATIONS__ISSUER": idp.issuer,
+        "QES__ISSUERS__DEMO_PEOPLE__ISSUER": idp.issuer,
+        "QES__DATA_DIR": f'"{data_dir}"',
+        # Where a production CA publishes its files: a public name (pkilint flags loopback
+        # addresses in AIA/CRL DP as internal names, rightly so for a real deployment).
+        "QES__CA__CA_ISSUERS_URL": "http://pki.example.com/qes/issuing.cer",
+        "QES__CA__CRL_URL": "http://pki.example.com/qes/root.crl",
+        **extra,
+    }
+
+
+@dataclass
+class SignerProcess:
+    """`qes serve` in a child process (for kill, restart and multi-worker tests)."""
+
+    env: Mapping[str, str]
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> SignerProcess:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "signer", "serve", "--config", str(DEV_CONFIG)],
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=out,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"signer exited: {self.log.read_text()[-2000:]}")
+            if self.ready():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"signer not ready: {self.log.read_text()[-2000:]}")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as r:  # noqa: S310
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (the supervisor and its workers)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+def api_headers(token: str, **extra: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **{k: str(v) for k, v in extra.items()}}
