@@ -20,7 +20,7 @@ from ca.authority import Chain, IssuingCA
 from idp_adapter.registry import IssuerRegistry
 from signer.api import certificates, meta, signatures
 from signer.api.problems import Handler, problem_middleware
-from signer.api.state import Services
+from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.config import Settings
 from signer.errors import ConfigError
 from signer.hsm import Hsm
@@ -31,7 +31,6 @@ from signer.storage.records import RecordStore
 
 log = structlog.get_logger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-SERVICES = web.AppKey("services", Services)
 
 
 def utc_now() -> datetime:
@@ -43,7 +42,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     """Bind one request id (the caller's ``X-Request-Id`` when sane) to logs and the response."""
     given = request.headers.get("X-Request-Id", "")
     request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         response = await handler(request)
     response.headers["X-Request-Id"] = request_id
@@ -92,7 +91,6 @@ def _resources(
                     tokens=registry,
                     clock=clock,
                 )
-                app["services"] = app[SERVICES]
                 log.info("started", public_url=settings.server.public_url)
                 yield
         finally:

@@ -92,7 +92,8 @@ async def client(
     settings,
     ca_ready,  # type: ignore[no-untyped-def]
 ) -> AsyncIterator[TestClient]:
-    from signer.app import SERVICES, create_app
+    from signer.api.state import SERVICES
+    from signer.app import create_app
 
     app = create_app(settings)
     test_client = await aiohttp_client(app)  # type: ignore[operator]

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from idp_adapter.principal import Principal
 from signer.api.problems import AuditorRoleRequired, Unauthenticated
-from signer.api.state import Services
+from signer.api.state import PRINCIPAL, SERVICES, Services
 
 
 async def authenticate(request: web.Request) -> Principal:
@@ -15,15 +15,15 @@ async def authenticate(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("no bearer token")
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     principal = await services.tokens.verify_bearer(token.strip())
-    request["principal"] = principal
+    request[PRINCIPAL] = principal
     return principal
 
 
 async def authenticate_auditor(request: web.Request) -> Principal:
     principal = await authenticate(request)
-    role = request.app["services"].settings.audit.role
+    role = request.app[SERVICES].settings.audit.role
     if role not in principal.roles:
         raise AuditorRoleRequired(f"{principal.subject} lacks role {role!r}")
     return principal

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from signer.api.auth import authenticate_auditor
 from signer.api.problems import InvalidRequest, NotFound
-from signer.api.state import Services
+from signer.api.state import SERVICES, Services
 from signer.storage.records import Cursor, RecordFilter, SigningRecord
 
 MAX_PAGE = 500
@@ -110,7 +110,7 @@ async def list_certificates(request: web.Request) -> web.Response:
     )
     limit = _limit(q.get("limit"))
     after = decode_cursor(q["cursor"]) if "cursor" in q else None
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     rows = await services.records.search(flt, limit=limit + 1, after=after)
     page = rows[:limit]
     body = {
@@ -123,7 +123,7 @@ async def list_certificates(request: web.Request) -> web.Response:
 async def show_certificate(request: web.Request) -> web.Response:
     await authenticate_auditor(request)
     serial = request.match_info["serial"].lower()
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     rec = await services.records.get(serial)
     if rec is None:
         raise NotFound(f"no certificate with serial {serial}")

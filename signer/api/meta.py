@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca.authority import build_crl
 from signer.api.openapi import document
 from signer.api.problems import NotFound, all_kinds
-from signer.api.state import Services
+from signer.api.state import CRL_CACHE, SERVICES, Services
 from signer.errors import SignerError
 from signer.hsm import HsmSession
 
@@ -28,7 +28,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: PostgreSQL answers and the HSM has a usable session."""
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(services.records.ping(), READY_TIMEOUT)
@@ -48,7 +48,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     return web.json_response(document(services.settings.server))
 
 
@@ -70,23 +70,23 @@ def _pkix(der: bytes) -> web.Response:
 
 
 async def root_certificate(request: web.Request) -> web.Response:
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     return _pkix(services.signing.chain.root.public_bytes(Encoding.DER))
 
 
 async def issuing_certificate(request: web.Request) -> web.Response:
     """The caIssuers target of every end-entity certificate (RFC 5280 §4.2.2.1: DER)."""
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     return _pkix(services.signing.chain.issuing.public_bytes(Encoding.DER))
 
 
 async def root_crl(request: web.Request) -> web.Response:
     """The root's CRL over the CA certificates, re-signed at most hourly per process."""
-    services: Services = request.app["services"]
-    cached = request.app.get("root_crl")
+    services: Services = request.app[SERVICES]
+    cached = request.app.get(CRL_CACHE)
     if cached is None or time.monotonic() - cached[0] > CRL_CACHE_SECONDS:
         cached = (time.monotonic(), await make_root_crl(services))
-        request.app["root_crl"] = cached
+        request.app[CRL_CACHE] = cached
     return web.Response(body=cached[1], content_type="application/pkix-crl")
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ca.errors import CaError
 from idp_adapter.errors import IdentityNotAllowed, IdpError, IdpUnavailable, InvalidToken
+from signer.api.state import REQUEST_ID
 from signer.errors import RequestError, SignerError
 
 log = structlog.get_logger(__name__)
@@ -163,7 +164,7 @@ def problem_response(
         "title": err.title,
         "status": status,
         "instance": request.path,
-        "request_id": request.get("request_id"),
+        "request_id": request.get(REQUEST_ID),
     }
     if detail:
         body["detail"] = detail

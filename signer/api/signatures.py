@@ -30,7 +30,7 @@ from signer.api.problems import (
     UnsupportedMediaType,
     WrongDigestLength,
 )
-from signer.api.state import Services
+from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.config import DIGEST_SIZES
 from signer.pipeline import SignatureRequest, SignatureResult
 from signer.storage.records import IdempotencyKey, IdempotencyOutcome
@@ -100,7 +100,7 @@ def render_result(result: SignatureResult, public_url: str) -> Mapping[str, Any]
 
 
 async def create_signatures(request: web.Request) -> web.Response:
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     settings = services.settings.server
     body = await read_json(request)
     sign_request = parse_signature_request(body, max_digests=settings.max_digests)
@@ -118,7 +118,7 @@ async def create_signatures(request: web.Request) -> web.Response:
         _, response = await services.signing.sign(
             principal,
             sign_request,
-            request_id=request["request_id"],
+            request_id=request[REQUEST_ID],
             idempotency=idem,
             render=lambda r: render_result(r, settings.public_url),
         )

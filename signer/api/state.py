@@ -6,6 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from aiohttp import web
+
+from idp_adapter.principal import Principal
 from idp_adapter.registry import IssuerRegistry
 from signer.config import Settings
 from signer.hsm import Hsm
@@ -21,3 +24,9 @@ class Services:
     signing: SigningService
     tokens: IssuerRegistry
     clock: Callable[[], datetime]
+
+
+SERVICES = web.AppKey("services", Services)
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL = web.RequestKey("principal", Principal)
+CRL_CACHE = web.AppKey("root_crl", tuple)
