@@ -1,0 +1,184 @@
+"""Fault tests: the database stopped under load, and the service killed with SIGKILL.
+
+Fail closed (DESIGN.md): no signature leaves without its completed record; keys die with their
+session; a crash between "issued" and "completed" leaves a visibly incomplete record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from signer.hsm.session import EPHEMERAL_LABEL
+from signer.localdb import LocalPostgres
+from signer.storage.db import migrate
+from tests.support.idp import DEMO_SECRETS, RunningIdp
+from tests.support.pg import private_cluster_dir
+from tests.support.service import SignerProcess, api_headers, free_port, service_env
+from tests.support.softhsm import SoftHsmToken
+
+BODY = {
+    "hash_algorithm": "sha256",
+    "hashes": [base64.b64encode(hashlib.sha256(b"fault").digest()).decode()],
+}
+
+
+@pytest.fixture
+def private_pg() -> Iterator[LocalPostgres]:
+    cluster = LocalPostgres(private_cluster_dir())
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop(mode="immediate")
+
+
+async def post(session: aiohttp.ClientSession, url: str, token: str) -> tuple[int, Any]:
+    try:
+        async with session.post(
+            f"{url}/api/v1/signatures", json=BODY, headers=api_headers(token)
+        ) as resp:
+            return resp.status, await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return -1, repr(exc)
+
+
+async def statuses(url: str) -> dict[str, str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT serial, status FROM signing_records")
+    finally:
+        await conn.close()
+    return {r["serial"]: r["status"] for r in rows}
+
+
+async def copy_ca_certificates(source: str, target: str, labels: tuple[str, ...]) -> None:
+    """The session's CA (keys in the test token) made known to another database."""
+    src, dst = await asyncpg.connect(source), await asyncpg.connect(target)
+    try:
+        await migrate(dst)
+        async with dst.transaction():
+            rows = await src.fetch(
+                "SELECT * FROM ca_certificates WHERE label = ANY($1)", list(labels)
+            )
+            for row in rows:
+                await dst.execute("INSERT INTO ca_certificates VALUES ($1, $2, $3)", *row)
+    finally:
+        await src.close()
+        await dst.close()
+
+
+async def test_database_stopped_under_load(
+    aiohttp_client: Any,
+    settings: Any,
+    ca_ready: None,
+    database_url: str,
+    private_pg: LocalPostgres,
+    batch_token: str,
+) -> None:
+    from signer.api.state import SERVICES
+    from signer.app import create_app
+    from signer.secrets import Secret
+
+    db = dataclasses.replace(settings.database, url=Secret(private_pg.url()), command_timeout=2)
+    own = dataclasses.replace(settings, database=db)
+    await copy_ca_certificates(
+        database_url, private_pg.url(), (settings.ca.root_label, settings.ca.issuing_label)
+    )
+    app = create_app(own)
+    client = await aiohttp_client(app)
+    headers = api_headers(batch_token)
+    assert (await client.post("/api/v1/signatures", json=BODY, headers=headers)).status == 201
+
+    async def one() -> tuple[int, Any]:
+        resp = await client.post("/api/v1/signatures", json=BODY, headers=headers)
+        return resp.status, await resp.json(content_type=None)
+
+    tasks = [asyncio.create_task(one()) for _ in range(40)]
+    await asyncio.sleep(0.05)
+    await asyncio.to_thread(private_pg.stop, "immediate")
+    results = await asyncio.gather(*tasks)
+    codes = [code for code, _ in results]
+    assert set(codes) <= {201, 503}, codes
+    assert 503 in codes, "the database stop hit no request; the test proved nothing"
+    for code, payload in results:
+        if code == 503:
+            assert payload["type"] == "/problems/database-unavailable"
+            assert "signatures" not in payload
+    after_stop = await client.post("/api/v1/signatures", json=BODY, headers=headers)
+    assert after_stop.status == 503
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and (await ready.json())["checks"]["database"] == "unavailable"
+    assert app[SERVICES].hsm.live_ephemeral_keys() == 0, "a key outlived its failed request"
+
+    await asyncio.to_thread(private_pg.start)
+    recorded = await statuses(private_pg.url())
+    for code, payload in results:
+        if code == 201:
+            assert recorded[payload["serial"]] == "completed", "signature released unrecorded"
+    assert set(recorded.values()) <= {"completed", "issued", "failed"}
+    assert (await client.post("/api/v1/signatures", json=BODY, headers=headers)).status == 201
+
+
+@pytest.mark.timeout(240)
+async def test_sigkill_under_load_leaves_no_key_and_honest_records(
+    softhsm_token: SoftHsmToken, database_url: str, idp: RunningIdp, ca_ready: None, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = service_env(
+        token=softhsm_token,
+        database_url=database_url,
+        idp=idp,
+        port=port,
+        data_dir=tmp_path,
+        QES__SERVER__WORKERS="2",
+    )
+    signer = SignerProcess(env, port, tmp_path / "signer.log").start()
+    token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    done: list[tuple[int, Any]] = []
+    enough = asyncio.Event()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+
+            async def worker() -> None:
+                for _ in range(200):
+                    result = await post(session, signer.url, token)
+                    done.append(result)
+                    if sum(1 for c, _ in done if c == 201) >= 40:
+                        enough.set()
+                    if result[0] == -1:
+                        return
+
+            workers = [asyncio.create_task(worker()) for _ in range(16)]
+            await asyncio.wait_for(enough.wait(), 60)
+            os.killpg(signer.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            await asyncio.gather(*workers)
+    finally:
+        signer.kill()
+
+    leftovers = [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
+    assert leftovers == [], leftovers
+    recorded = await statuses(database_url)
+    released = [payload["serial"] for code, payload in done if code == 201]
+    assert released and all(recorded[s] == "completed" for s in released)
+    assert set(recorded.values()) <= {"completed", "issued", "failed"}
+
+    again = SignerProcess(env, port, tmp_path / "signer2.log").start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            code, _ = await post(session, again.url, token)
+        assert code == 201
+    finally:
+        again.stop()
+    assert [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)] == []
