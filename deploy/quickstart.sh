@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Quick start: from a fresh Debian/Ubuntu checkout to a running signer and one verified signature.
+#
+#   bash deploy/quickstart.sh         install what is missing, start SoftHSM2 token, PostgreSQL,
+#                                     dev IdP and signer, sign a sample file, verify it with OpenSSL
+#   bash deploy/quickstart.sh stop    stop the signer, the dev IdP and the private PostgreSQL
+#
+# Everything it creates lives in .qes/ (gitignored). Running it again reuses the HSM token, the
+# database and the CA and restarts nothing that already runs. Set QES_DATABASE_URL to use your own
+# PostgreSQL instead of the private one in .qes/postgres. DEVELOPMENT ONLY: demo IdP, demo secrets.
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DATA=.qes
+CONFIG=deploy/dev/qes.toml
+SIGNER_URL=http://127.0.0.1:8780
+IDP_URL=http://127.0.0.1:9400
+IDP_CONFIG=deploy/dev-idp/demo.json
+HSM_LABEL=qes-dev
+QES=.venv/bin/qes
+PY=.venv/bin/python
+
+fail() {
+  echo "quickstart: $*" >&2
+  exit 1
+}
+trap 'echo "quickstart: failed (line $LINENO): $BASH_COMMAND" >&2' ERR
+step() { printf '[%s] %s\n' "$1" "$2"; }
+
+# ------------------------------------------------------------------ processes and pid files
+
+# The pid in $1 if that process is alive and its command line contains $2.
+alive() {
+  local pid
+  [ -f "$1" ] || return 1
+  pid=$(cat "$1")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2"
+}
+
+# Start "$@" in its own session, detached from this terminal, logging to $2; pid into $1.
+launch() {
+  local pidfile=$1 log=$2
+  shift 2
+  : >"$log"
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$log" 2>&1 &
+  local i
+  for i in $(seq 50); do
+    [ -s "$pidfile" ] && return 0
+    sleep 0.1
+  done
+  fail "could not start $1"
+}
+
+# TERM the process in pid file $1 (if it is still what $2 says), wait, KILL after 20 s.
+terminate() {
+  local pidfile=$1 what=$2 name=$3 pid i
+  if ! alive "$pidfile" "$what"; then
+    rm -f "$pidfile"
+    echo "$name: not running"
+    return 0
+  fi
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 200); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    echo "$name: killed (pid $pid did not stop within 20 s)"
+  else
+    echo "$name: stopped (pid $pid)"
+  fi
+  rm -f "$pidfile"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+http_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null || true; }
+
+# ------------------------------------------------------------------ stop
+
+cmd_stop() {
+  terminate "$DATA/signer.pid" "serve" "signer"
+  terminate "$DATA/idp.pid" "server.mjs" "dev IdP"
+  if [ ! -d "$DATA/postgres/data" ] || [ ! -x "$QES" ]; then
+    echo "PostgreSQL: no private cluster in $DATA/postgres"
+  elif [ -f "$DATA/postgres/port" ] && port_busy "$(cat "$DATA/postgres/port")"; then
+    "$QES" db stop --data-dir "$ROOT/$DATA/postgres" || fail "could not stop the private PostgreSQL"
+    echo "PostgreSQL: stopped ($DATA/postgres)"
+  else
+    echo "PostgreSQL: not running"
+  fi
+}
+
+# ------------------------------------------------------------------ steps
+
+setup() {
+  mkdir -p "$DATA"
+  chmod 711 "$DATA" # the postgres user must reach .qes/postgres when we run as root
+  if ! command -v curl >/dev/null 2>&1; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q >"$DATA/setup.log" 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+        curl ca-certificates >>"$DATA/setup.log" 2>&1 ||
+      { tail -n 5 "$DATA/setup.log" >&2; fail "could not install curl (log: $DATA/setup.log)"; }
+  fi
+  if ! bash deploy/setup.sh >>"$DATA/setup.log" 2>&1; then
+    tail -n 15 "$DATA/setup.log" >&2
+    fail "deploy/setup.sh failed (log: $DATA/setup.log)"
+  fi
+  step 1/7 "setup: system packages, .venv and dev IdP modules present (log: $DATA/setup.log)"
+}
+
+# A random secret saved once (0600) and reused afterwards.
+secret_file() {
+  if [ ! -s "$1" ]; then
+    (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$1")
+  fi
+  chmod 600 "$1"
+}
+
+hsm() {
+  local dir=$DATA/softhsm
+  mkdir -p "$dir/tokens"
+  chmod 700 "$dir"
+  secret_file "$DATA/hsm-pin"
+  secret_file "$DATA/hsm-so-pin"
+  # Rewritten every run so a moved checkout still points at its own token directory.
+  cat >"$dir/softhsm2.conf" <<EOF
+directories.tokendir = $ROOT/$dir/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+EOF
+  export SOFTHSM2_CONF=$ROOT/$dir/softhsm2.conf
+  QES_HSM_PIN=$(cat "$DATA/hsm-pin")
+  export QES_HSM_PIN
+  if softhsm2-util --show-slots 2>/dev/null | grep -Eq "Label: +$HSM_LABEL *$"; then
+    step 2/7 "HSM: SoftHSM2 token '$HSM_LABEL' reused ($dir)"
+    return
+  fi
+  softhsm2-util --init-token --free --label "$HSM_LABEL" \
+    --so-pin "$(cat "$DATA/hsm-so-pin")" --pin "$QES_HSM_PIN" >"$DATA/softhsm.log" 2>&1 ||
+    fail "softhsm2-util --init-token failed: $(tail -n 1 "$DATA/softhsm.log")"
+  step 2/7 "HSM: SoftHSM2 token '$HSM_LABEL' created ($dir, PINs in $DATA/hsm-pin, $DATA/hsm-so-pin)"
+}
+
+database() {
+  if [ -n "${QES_DATABASE_URL:-}" ]; then
+    step 3/7 "database: using \$QES_DATABASE_URL"
+    return
+  fi
+  local url verb=started
+  [ -f "$DATA/postgres/port" ] && port_busy "$(cat "$DATA/postgres/port")" && verb="already running"
+  url=$("$QES" db start --data-dir "$ROOT/$DATA/postgres" 2>"$DATA/db.log") ||
+    fail "private PostgreSQL did not start: $(tail -n 1 "$DATA/db.log") (log: $DATA/postgres/postgres.log)"
+  export QES_DATABASE_URL=$url
+  step 3/7 "database: private PostgreSQL $verb at $url (data: $DATA/postgres)"
+}
+
+idp() {
+  local discovery=$IDP_URL/.well-known/openid-configuration i
+  if alive "$DATA/idp.pid" server.mjs; then
+    [ "$(http_status "$discovery")" = 200 ] || fail "dev IdP (pid $(cat "$DATA/idp.pid")) runs but $discovery does not answer; see $DATA/idp.log"
+    step 4/7 "dev IdP: already running at $IDP_URL (pid $(cat "$DATA/idp.pid"))"
+    return
+  fi
+  port_busy 9400 && fail "port 9400 is taken by another process (another checkout's IdP? run its 'deploy/quickstart.sh stop')"
+  launch "$DATA/idp.pid" "$DATA/idp.log" node deploy/dev-idp/server.mjs "$IDP_CONFIG"
+  for i in $(seq 300); do
+    [ "$(http_status "$discovery")" = 200 ] && break
+    alive "$DATA/idp.pid" server.mjs || { tail -n 10 "$DATA/idp.log" >&2; fail "dev IdP exited (log: $DATA/idp.log)"; }
+    sleep 0.1
+  done
+  [ "$(http_status "$discovery")" = 200 ] || { tail -n 10 "$DATA/idp.log" >&2; fail "dev IdP not ready after 30 s (log: $DATA/idp.log)"; }
+  step 4/7 "dev IdP: started at $IDP_URL (pid $(cat "$DATA/idp.pid"), log $DATA/idp.log)"
+}
+
+init_ca() {
+  local out
+  # stdout: log lines (migrations), then one summary line; stderr: the reason on failure.
+  out=$("$QES" init --config "$CONFIG" 2>"$DATA/init.log") ||
+    fail "qes init failed: $(tail -n 1 "$DATA/init.log")"
+  out=$(tail -n 1 <<<"$out")
+  step 5/7 "CA: ${out#CA }"
+}
+
+signer() {
+  local i
+  if alive "$DATA/signer.pid" serve; then
+    for i in $(seq 100); do
+      [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] && break
+      sleep 0.1
+    done
+    [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] || { tail -n 10 "$DATA/signer.log" >&2; fail "signer (pid $(cat "$DATA/signer.pid")) runs but $SIGNER_URL/readyz is not 200 (log: $DATA/signer.log)"; }
+    step 6/7 "signer: already running at $SIGNER_URL (pid $(cat "$DATA/signer.pid"))"
+    return
+  fi
+  port_busy 8780 && fail "port 8780 is taken by another process (another checkout's signer? run its 'deploy/quickstart.sh stop')"
+  launch "$DATA/signer.pid" "$DATA/signer.log" "$QES" serve --config "$CONFIG"
+  for i in $(seq 600); do
+    [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] && break
+    alive "$DATA/signer.pid" serve || { tail -n 15 "$DATA/signer.log" >&2; fail "signer exited (log: $DATA/signer.log)"; }
+    sleep 0.1
+  done
+  [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] || { tail -n 15 "$DATA/signer.log" >&2; fail "signer not ready after 60 s (log: $DATA/signer.log)"; }
+  step 6/7 "signer: started at $SIGNER_URL (pid $(cat "$DATA/signer.pid"), log $DATA/signer.log)"
+}
+
+# Client-credentials token (RFC 6749 §4.4) for demo client $1 into file $2 (0600).
+fetch_token() {
+  local client=$1 out=$2 secret endpoint body code
+  secret=$("$PY" -c 'import json,sys; print(next(c["client_secret"] for c in json.load(open(sys.argv[1]))["clients"] if c["client_id"] == sys.argv[2]))' "$IDP_CONFIG" "$client")
+  endpoint=$(curl -sS --max-time 5 "$IDP_URL/.well-known/openid-configuration" |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token_endpoint"])') ||
+    fail "cannot read the token endpoint from $IDP_URL/.well-known/openid-configuration"
+  body=$(mktemp)
+  code=$(curl -sS --max-time 10 -o "$body" -w '%{http_code}' -u "$client:$secret" \
+    -d grant_type=client_credentials -d scope=sign --data-urlencode resource=urn:qes-signer \
+    "$endpoint") || { rm -f "$body"; fail "token request for $client failed (curl)"; }
+  if [ "$code" != 200 ]; then
+    local reason
+    reason=$(head -c 300 "$body")
+    rm -f "$body"
+    fail "token endpoint answered $code for $client: $reason"
+  fi
+  (umask 077 && "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_token"])' "$body" >"$out")
+  chmod 600 "$out"
+  rm -f "$body"
+}
+
+sign_and_verify() {
+  local dir=$DATA/sample doc out serial
+  doc=$dir/contract.txt
+  mkdir -p "$dir"
+  [ -f "$doc" ] || printf 'Sample contract for the qes-signer quick start.\nSigned with a one-off HSM key and a 10-minute certificate.\n' >"$doc"
+  fetch_token demo-batch "$DATA/batch.token"
+  out=$("$QES" sign "$doc" --token-file "$DATA/batch.token" 2>&1) || fail "qes sign failed: $(tail -n 1 <<<"$out")"
+  serial=$(sed -n 's/^signed .* with certificate \([0-9a-f]*\) .*/\1/p' <<<"$out")
+  step 7/7 "signed $doc: $(head -n 1 <<<"$out" | sed 's/^signed 1 file(s) with //')"
+
+  # Split the chain (leaf, issuing CA, root) for `openssl verify`.
+  awk -v d="$dir" '/-----BEGIN CERTIFICATE-----/{n++} n==1{print >(d"/leaf.pem")} n==2{print >(d"/issuing.pem")} n==3{print >(d"/root.pem")}' "$doc.chain.pem"
+  [ -s "$dir/root.pem" ] || fail "$doc.chain.pem does not hold leaf, issuing and root certificates"
+
+  local c1="openssl x509 -in $doc.chain.pem -pubkey -noout -out $doc.pub"
+  local c2="openssl dgst -sha256 -verify $doc.pub -signature $doc.sig $doc"
+  local c3="openssl verify -CAfile $dir/root.pem -untrusted $dir/issuing.pem $dir/leaf.pem"
+  local r2 r3
+  $c1 || fail "openssl could not read the public key from $doc.chain.pem"
+  r2=$($c2 2>&1) || fail "signature does NOT verify: $r2"
+  r3=$($c3 2>&1) || fail "certificate chain does NOT verify: $r3"
+  echo "      OpenSSL: $r2; chain: ${r3##*: }. Repeat with:"
+  echo "        $c1"
+  echo "        $c2"
+  echo "        $c3"
+  echo "      (the certificate is valid for 10 minutes; later add -attime $(date +%s) to the last command)"
+
+  fetch_token demo-auditor "$DATA/auditor.token"
+  echo "      audit log (.venv/bin/qes audit list --token-file $DATA/auditor.token --limit 5):"
+  out=$("$QES" audit list --token-file "$DATA/auditor.token" --limit 5 2>&1) || fail "qes audit list failed: $(tail -n 1 <<<"$out")"
+  grep -v -e '^more: ' -e '^$' <<<"$out" | sed 's/^/        /' # the newest 5 are enough here
+  [ -z "$serial" ] || echo "      one record in full: .venv/bin/qes audit show $serial --token-file $DATA/auditor.token"
+}
+
+summary() {
+  cat <<EOF
+
+Running (development only; demo IdP secrets are public):
+  signer      $SIGNER_URL  pid $(cat "$DATA/signer.pid" 2>/dev/null || echo '?')  log $DATA/signer.log
+              API description: $SIGNER_URL/openapi.json
+  dev IdP     $IDP_URL  pid $(cat "$DATA/idp.pid" 2>/dev/null || echo '?')  log $DATA/idp.log
+              users alice/demo-alice, bob/demo-bob; clients demo-batch, demo-auditor ($IDP_CONFIG)
+EOF
+  if [ -d "$DATA/postgres/data" ] && [ "${QES_DATABASE_URL:-}" = "$("$QES" db url --data-dir "$ROOT/$DATA/postgres" 2>/dev/null)" ]; then
+    echo "  PostgreSQL  $QES_DATABASE_URL  log $DATA/postgres/postgres.log"
+  else
+    echo "  PostgreSQL  yours (\$QES_DATABASE_URL)"
+  fi
+  cat <<EOF
+  SoftHSM2    token '$HSM_LABEL' in $DATA/softhsm (SOFTHSM2_CONF=$DATA/softhsm/softhsm2.conf)
+Tokens expire after 10 minutes; run this script again for fresh ones (nothing is restarted).
+Stop everything: bash deploy/quickstart.sh stop
+EOF
+}
+
+case "${1:-start}" in
+  start)
+    setup
+    hsm
+    database
+    idp
+    init_ca
+    signer
+    sign_and_verify
+    summary
+    ;;
+  stop) cmd_stop ;;
+  -h | --help | help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) fail "unknown command '$1' (use: bash deploy/quickstart.sh [start|stop])" ;;
+esac
