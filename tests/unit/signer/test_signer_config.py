@@ -1,0 +1,80 @@
+"""Configuration: the committed dev config loads; every bad value names its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signer.config import load_settings
+from signer.errors import ConfigError
+from tests.support.service import DEV_CONFIG
+
+ENV = {"QES_HSM_PIN": "1234"}
+
+
+def test_dev_config_loads_with_secrets_from_the_environment() -> None:
+    s = load_settings(DEV_CONFIG, env={**ENV, "QES_DATABASE_URL": "postgresql://db/qes"})
+    assert s.hsm.pin.reveal() == "1234" and "1234" not in repr(s)
+    assert s.database.url is not None and "postgresql://db/qes" not in repr(s)
+    assert [i.name for i in s.issuers] == ["demo_organisations", "demo_people"]
+    assert s.ca.policy.validity.total_seconds() == 600
+
+
+def test_environment_overrides_are_typed() -> None:
+    s = load_settings(
+        DEV_CONFIG,
+        env={
+            **ENV,
+            "QES__SERVER__PORT": "9001",
+            "QES__SERVER__LOG_FORMAT": "console",
+            "QES__ISSUERS__DEMO_PEOPLE__REQUIRE_JTI": "true",
+        },
+    )
+    assert s.server.port == 9001 and s.server.log_format == "console"
+    assert s.issuers[1].require_jti is True
+
+
+def test_pin_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "pin").write_text("9876\n")
+    cfg = tmp_path / "qes.toml"
+    cfg.write_text('[hsm]\npin_file = "pin"\n')
+    assert load_settings(cfg, env={}).hsm.pin.reveal() == "9876"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("", {}, "hsm.pin: no HSM PIN: set QES_HSM_PIN or hsm.pin_file"),
+        ('[hsm]\npin = "1234"\n', ENV, "hsm.pin: put secrets in pin_env or pin_file, not inline"),
+        ("[server]\nport = 70000\n", ENV, "server.port: must be between 0 and 65535"),
+        ("[server]\nworkers = 0\n", ENV, "server.workers: must be between 1 and 64"),
+        ("[server]\ncolour = 1\n", ENV, "server.colour: unknown setting"),
+        ("[ca]\nvalidity_seconds = 601\n", ENV, "ca.validity_seconds: must be between 60 and 600"),
+        ('[hsm]\ncurve = "P-521"\n', ENV, "hsm.curve: must be 'P-256' or 'P-384'"),
+        ('[ca]\ncountry = "Germany"\n', ENV, "ca: "),
+        ('[database]\nurl = "mysql://x"\n', ENV, "database.url: must be a postgresql:// URL"),
+        ('[issuers.x]\naudience = "a"\n', ENV, "issuers.x.issuer: required setting is missing"),
+        (
+            '[issuers.x]\nissuer = "http://idp.example.com"\naudience = "a"\n[issuers.x.subject]\n'
+            'common_name = "{name}"\n',
+            ENV,
+            "issuers.x: issuer must use https",
+        ),
+        ("colour = 1\n", ENV, "colour: unknown setting"),
+        ("[server\n", ENV, "config file"),
+    ],
+)
+def test_bad_values_name_the_key(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
+    cfg = tmp_path / "qes.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env=env)
+    assert message in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file .*nope.toml"):
+        load_settings(tmp_path / "nope.toml", env=ENV)
