@@ -76,5 +76,5 @@ def test_bad_values_name_the_key(
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="config file .*nope.toml"):
+    with pytest.raises(ConfigError, match=r"config file .*nope\.toml"):
         load_settings(tmp_path / "nope.toml", env=ENV)
