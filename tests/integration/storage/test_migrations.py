@@ -1,0 +1,41 @@
+"""Migrations under an advisory lock: concurrent starts apply each once; newer schema refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from signer.storage.db import SchemaTooNew, create_pool, migrate, migrations
+from tests.support.pg import scratch_database
+
+
+@pytest.fixture
+def fresh_db(pg_admin: str) -> Iterator[str]:
+    with scratch_database(pg_admin) as url:
+        yield url
+
+
+async def test_concurrent_starts_apply_each_migration_once(fresh_db: str) -> None:
+    conns = [await asyncpg.connect(fresh_db) for _ in range(6)]
+    try:
+        versions = await asyncio.gather(*(migrate(c) for c in conns))
+        assert set(versions) == {len(migrations())}
+        rows = await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in rows] == list(range(1, len(migrations()) + 1))
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_newer_schema_is_refused(fresh_db: str) -> None:
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await migrate(conn)
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'x')")
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaTooNew, match="999 is newer"):
+        await create_pool(fresh_db, min_size=1, max_size=1, command_timeout=5)
