@@ -97,6 +97,16 @@ cmd_stop() {
 
 # ------------------------------------------------------------------ steps
 
+# Before installing or starting anything: the dev ports must be ours or free.
+preflight() {
+  if ! alive "$DATA/idp.pid" server.mjs && port_busy 9400; then
+    fail "port 9400 is taken by another process (another checkout's IdP? run its 'deploy/quickstart.sh stop')"
+  fi
+  if ! alive "$DATA/signer.pid" serve && port_busy 8780; then
+    fail "port 8780 is taken by another process (another checkout's signer? run its 'deploy/quickstart.sh stop')"
+  fi
+}
+
 setup() {
   mkdir -p "$DATA"
   chmod 711 "$DATA" # the postgres user must reach .qes/postgres when we run as root
@@ -290,6 +300,7 @@ EOF
 
 case "${1:-start}" in
   start)
+    preflight
     setup
     hsm
     database
