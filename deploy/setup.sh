@@ -12,6 +12,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
 have_cmd pkcs11-tool || need+=(opensc)
 have_cmd openssl || need+=(openssl)
+have_cmd curl || need+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 have_cmd node || need+=(nodejs)
 have_cmd npm || need+=(npm)

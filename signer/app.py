@@ -10,7 +10,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import structlog
@@ -20,9 +20,9 @@ from ca.authority import Chain, IssuingCA
 from idp_adapter.registry import IssuerRegistry
 from signer.api import certificates, meta, signatures
 from signer.api.problems import Handler, problem_middleware
-from signer.api.state import REQUEST_ID, SERVICES, Services
+from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
-from signer.errors import ConfigError
+from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.storage.authority import CaCertificateStore
@@ -30,6 +30,7 @@ from signer.storage.db import create_pool
 from signer.storage.records import RecordStore
 
 log = structlog.get_logger(__name__)
+REPLAY_PURGE_SECONDS = 300
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -92,7 +93,11 @@ def _resources(
                     clock=clock,
                 )
                 log.info("started", public_url=settings.server.public_url)
-                yield
+                purger = asyncio.create_task(_purge_replay_records(records, clock))
+                try:
+                    yield
+                finally:
+                    purger.cancel()
         finally:
             if pool is not None:
                 await pool.close()
@@ -101,11 +106,22 @@ def _resources(
     return ctx
 
 
+async def _purge_replay_records(records: RecordStore, clock: Callable[[], datetime]) -> None:
+    """Drop single-use token ids once their tokens have expired (RFC 7519 §4.1.7)."""
+    while True:
+        await asyncio.sleep(REPLAY_PURGE_SECONDS)
+        try:
+            await records.purge_replay(clock() - timedelta(minutes=5))
+        except SignerError as exc:
+            log.warning("replay_purge_failed", error=str(exc))
+
+
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[request_id_middleware, problem_middleware],
     )
+    app[CRL_CACHE] = {}
     app.cleanup_ctx.append(_resources(settings, clock))
     app.router.add_post("/api/v1/signatures", signatures.create_signatures)
     app.router.add_get("/api/v1/certificates", certificates.list_certificates)

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -237,7 +238,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         )
     )
     if page["next_cursor"]:
-        print(f"\nmore: qes audit list --cursor {page['next_cursor']}")
+        print(f"\nmore: repeat this command with --cursor {page['next_cursor']}")
     return 0
 
 
@@ -343,6 +344,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command != "serve":
+        from signer.logging import configure
+
+        configure("console", level=logging.WARNING)  # stdout is for the command's result
     try:
         return int(args.func(args))
     except (ClientError, SignerError) as exc:

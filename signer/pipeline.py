@@ -96,7 +96,9 @@ class _CycleFailed(Exception):
 
 
 def serial_hex(certificate: x509.Certificate) -> str:
-    return format(certificate.serial_number, "x")
+    """Lowercase hex of the serial, whole bytes (as ``openssl x509 -serial``, case aside)."""
+    digits = format(certificate.serial_number, "x")
+    return digits.zfill(len(digits) + len(digits) % 2)
 
 
 class SigningService:

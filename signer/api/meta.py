@@ -83,11 +83,10 @@ async def issuing_certificate(request: web.Request) -> web.Response:
 async def root_crl(request: web.Request) -> web.Response:
     """The root's CRL over the CA certificates, re-signed at most hourly per process."""
     services: Services = request.app[SERVICES]
-    cached = request.app.get(CRL_CACHE)
-    if cached is None or time.monotonic() - cached[0] > CRL_CACHE_SECONDS:
-        cached = (time.monotonic(), await make_root_crl(services))
-        request.app[CRL_CACHE] = cached
-    return web.Response(body=cached[1], content_type="application/pkix-crl")
+    cache = request.app[CRL_CACHE]
+    if "der" not in cache or time.monotonic() - cache["at"] > CRL_CACHE_SECONDS:
+        cache.update(at=time.monotonic(), der=await make_root_crl(services))
+    return web.Response(body=cache["der"], content_type="application/pkix-crl")
 
 
 async def make_root_crl(services: Services) -> bytes:

@@ -280,6 +280,32 @@ def document(server: ServerSettings) -> dict[str, Any]:
                     },
                 }
             },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+                }
+            },
+            "/problems/{slug}": {
+                "get": {
+                    "summary": "Explanation of a problem type",
+                    "parameters": [
+                        {
+                            "name": "slug",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "HTML", "content": {"text/html": {}}},
+                        "404": {
+                            "description": "Unknown problem type",
+                            "content": {"application/problem+json": {"schema": PROBLEM}},
+                        },
+                    },
+                }
+            },
             "/ca/root.cer": {
                 "get": {
                     "summary": "Root CA certificate (DER)",

@@ -29,4 +29,4 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
-CRL_CACHE = web.AppKey("root_crl", tuple)
+CRL_CACHE = web.AppKey("root_crl", dict)

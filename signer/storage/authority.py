@@ -8,7 +8,7 @@ import asyncpg
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from signer.storage.records import _guard
+from signer.storage.records import guard
 
 
 class CaCertificateStore:
@@ -16,14 +16,14 @@ class CaCertificateStore:
         self._pool = pool
 
     async def load(self, label: str) -> x509.Certificate | None:
-        async with _guard("read CA certificate"):
+        async with guard("read CA certificate"):
             der = await self._pool.fetchval(
                 "SELECT certificate FROM ca_certificates WHERE label=$1", label
             )
         return x509.load_der_x509_certificate(bytes(der)) if der is not None else None
 
     async def save(self, label: str, cert: x509.Certificate, at: datetime) -> None:
-        async with _guard("store CA certificate"):
+        async with guard("store CA certificate"):
             await self._pool.execute(
                 "INSERT INTO ca_certificates (label, certificate, created_at) VALUES ($1,$2,$3)"
                 " ON CONFLICT (label) DO UPDATE SET certificate=EXCLUDED.certificate,"

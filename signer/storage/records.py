@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,11 +21,15 @@ from signer.errors import DatabaseUnavailable
 
 
 @asynccontextmanager
-async def _guard(what: str) -> AsyncIterator[None]:
+async def guard(what: str) -> AsyncIterator[None]:
     try:
         yield
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+# A request holds its Idempotency-Key at most this long; longer means its process died.
+ABANDONED_AFTER = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -163,12 +167,12 @@ class RecordStore:
         self._pool = pool
 
     async def ping(self) -> None:
-        async with _guard("ping"):
+        async with guard("ping"):
             await self._pool.fetchval("SELECT 1")
 
     async def record_issued(self, rec: IssuedRecord) -> None:
         """Commit the 'issued' row. Must succeed before the ephemeral key signs anything."""
-        async with _guard("record issued certificate"):
+        async with guard("record issued certificate"):
             await self._pool.execute(
                 "INSERT INTO signing_records (id, serial, status, request_id, created_at,"
                 " token_issuer, issuer_name, token_subject, client_id, profile, subject_type,"
@@ -206,7 +210,7 @@ class RecordStore:
     ) -> None:
         """Mark the record completed (and store the idempotent response) in one transaction."""
         async with (
-            _guard("complete signing record"),
+            guard("complete signing record"),
             self._pool.acquire() as conn,
             conn.transaction(),
         ):
@@ -240,7 +244,7 @@ class RecordStore:
         at: datetime,
     ) -> None:
         """Mark an issued record failed: the certificate exists but released no signature."""
-        async with _guard("mark signing record failed"):
+        async with guard("mark signing record failed"):
             await self._pool.execute(
                 "UPDATE signing_records SET status='failed', completed_at=$2, failure=$3,"
                 " destruction=$4, signed_count=0 WHERE id=$1 AND status='issued'",
@@ -252,7 +256,7 @@ class RecordStore:
 
     async def claim_idempotency(self, key: IdempotencyKey, at: datetime) -> IdempotencyClaim:
         """Reserve ``key`` for this request, or report the earlier request that holds it."""
-        async with _guard("claim idempotency key"):
+        async with guard("claim idempotency key"):
             inserted = await self._pool.fetchval(
                 "INSERT INTO idempotency_keys (token_issuer, token_subject, key, body_sha256,"
                 " created_at) VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING RETURNING true",
@@ -265,7 +269,7 @@ class RecordStore:
             if inserted:
                 return IdempotencyClaim(IdempotencyOutcome.NEW)
             row = await self._pool.fetchrow(
-                "SELECT body_sha256, response FROM idempotency_keys"
+                "SELECT body_sha256, response, created_at FROM idempotency_keys"
                 " WHERE token_issuer=$1 AND token_subject=$2 AND key=$3",
                 key.token_issuer,
                 key.token_subject,
@@ -276,12 +280,28 @@ class RecordStore:
         if bytes(row["body_sha256"]) != key.body_sha256:
             return IdempotencyClaim(IdempotencyOutcome.MISMATCH)
         if row["response"] is None:
+            if row["created_at"] < at - ABANDONED_AFTER and await self._take_over(key, row, at):
+                return IdempotencyClaim(IdempotencyOutcome.NEW)
             return IdempotencyClaim(IdempotencyOutcome.IN_PROGRESS)
         return IdempotencyClaim(IdempotencyOutcome.REPLAY, json.loads(row["response"]))
 
+    async def _take_over(self, key: IdempotencyKey, row: asyncpg.Record, at: datetime) -> bool:
+        """Claim a key whose request never finished (its process died); one claimant wins."""
+        async with guard("take over idempotency key"):
+            status = await self._pool.execute(
+                "UPDATE idempotency_keys SET created_at=$5 WHERE token_issuer=$1"
+                " AND token_subject=$2 AND key=$3 AND response IS NULL AND created_at=$4",
+                key.token_issuer,
+                key.token_subject,
+                key.key,
+                row["created_at"],
+                at,
+            )
+        return bool(status == "UPDATE 1")
+
     async def release_idempotency(self, key: IdempotencyKey) -> None:
         """Free a key whose request failed, so that a retry can run it again."""
-        async with _guard("release idempotency key"):
+        async with guard("release idempotency key"):
             await self._pool.execute(
                 "DELETE FROM idempotency_keys WHERE token_issuer=$1 AND token_subject=$2"
                 " AND key=$3 AND response IS NULL",
@@ -292,7 +312,7 @@ class RecordStore:
 
     async def first_use(self, issuer: str, jti: str, expires_at: datetime) -> bool:
         """ReplayGuard for idp_adapter: True the first time (issuer, jti) is seen."""
-        async with _guard("record token id"):
+        async with guard("record token id"):
             return bool(
                 await self._pool.fetchval(
                     "INSERT INTO token_replay (issuer, jti, expires_at) VALUES ($1,$2,$3)"
@@ -304,14 +324,14 @@ class RecordStore:
             )
 
     async def purge_replay(self, before: datetime) -> int:
-        async with _guard("purge token ids"):
+        async with guard("purge token ids"):
             status = await self._pool.execute(
                 "DELETE FROM token_replay WHERE expires_at < $1", before
             )
         return int(status.split()[-1])
 
     async def get(self, serial: str) -> SigningRecord | None:
-        async with _guard("read signing record"):
+        async with guard("read signing record"):
             row = await self._pool.fetchrow(_SELECT + " WHERE serial=$1", serial)
         return _row(row) if row else None
 
@@ -322,7 +342,7 @@ class RecordStore:
         where, args = _where(f, after)
         args.append(limit)
         sql = f"{_SELECT} {where} ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
-        async with _guard("search signing records"):
+        async with guard("search signing records"):
             rows = await self._pool.fetch(sql, *args)
         return [_row(r) for r in rows]
 

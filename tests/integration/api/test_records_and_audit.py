@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -98,7 +99,7 @@ async def test_record_is_complete_and_visible_to_auditors(
     assert rec["identity"]["client_id"] == "demo-batch"
     assert rec["digests"] == body(b"one", b"two")["hashes"]
     cert = x509.load_pem_x509_certificate(rec["certificate"].encode())
-    assert format(cert.serial_number, "x") == result["serial"]
+    assert int(result["serial"], 16) == cert.serial_number and len(result["serial"]) % 2 == 0
     assert rec["subject_dn"] == cert.subject.rfc4514_string()
 
 
@@ -188,3 +189,55 @@ async def test_ca_files_are_published(client: TestClient, batch_token: str) -> N
     crl = x509.load_der_x509_crl(await (await client.get("/ca/root.crl")).read())
     assert crl.is_signature_valid(root.public_key())
     assert crl.get_revoked_certificate_by_serial_number(issuing.serial_number) is None
+
+
+async def test_key_held_by_a_dead_request_is_taken_over(
+    client: TestClient, batch_token: str, database_url: str
+) -> None:
+    """A process that died mid-request leaves its Idempotency-Key unanswered; after
+    ABANDONED_AFTER a retry runs instead of getting 409 forever."""
+    key = secrets.token_hex(8)
+    payload = body(b"orphan")
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO idempotency_keys (token_issuer, token_subject, key, body_sha256,"
+            " created_at) VALUES ($1, 'demo-batch', $2, $3, now() - interval '1 minute')",
+            client_issuer(batch_token),
+            key,
+            hashlib.sha256(canonical).digest(),
+        )
+        headers = api_headers(batch_token, **{"Idempotency-Key": key})
+        busy = await client.post("/api/v1/signatures", json=payload, headers=headers)
+        assert busy.status == 409
+        await conn.execute(
+            "UPDATE idempotency_keys SET created_at = now() - interval '3 minutes' WHERE key = $1",
+            key,
+        )
+        retried = await client.post("/api/v1/signatures", json=payload, headers=headers)
+        assert retried.status == 201
+    finally:
+        await conn.close()
+
+
+async def test_expired_token_ids_are_purged(database_url: str) -> None:
+    from signer.storage.db import create_pool
+    from signer.storage.records import RecordStore
+
+    pool = await create_pool(database_url, min_size=1, max_size=1, command_timeout=5)
+    try:
+        store = RecordStore(pool)
+        now = datetime.now(UTC)
+        jti = secrets.token_hex(8)
+        assert await store.first_use("https://idp.example.com", jti, now - timedelta(hours=1))
+        assert not await store.first_use("https://idp.example.com", jti, now)
+        assert await store.purge_replay(now) >= 1
+        assert await store.first_use("https://idp.example.com", jti, now)
+    finally:
+        await pool.close()
+
+
+def client_issuer(token: str) -> str:
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    return str(claims["iss"])
