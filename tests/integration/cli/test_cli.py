@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -155,3 +156,27 @@ def test_bad_config_stops_with_the_key_named(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "qes: server.port: expected an integer, got 'eighty'"
+
+
+async def test_logs_are_json_with_request_ids_and_never_tokens(
+    signer: SignerProcess, idp: RunningIdp, tmp_path: Path
+) -> None:
+    token = await token_file(idp, "demo-batch", tmp_path / "batch.token")
+    doc = tmp_path / "doc.txt"
+    doc.write_text("log me")
+    assert qes("sign", doc, "--token-file", token, "--url", signer.url).returncode == 0
+    bad = tmp_path / "bad.token"
+    bad.write_text("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
+    assert qes("sign", doc, "--token-file", bad, "--url", signer.url).returncode == 1
+    log = signer.log.read_text()
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    signed = [e for e in events if e.get("event") == "signed"]
+    refused = [e for e in events if e.get("event") == "request_failed"]
+    assert signed and all(e.get("request_id") for e in signed + refused)
+    assert refused and refused[-1]["kind"] == "invalid-token"
+    for secret in (
+        token.read_text().strip(),
+        bad.read_text().strip(),
+        token.read_text().split(".")[2],
+    ):
+        assert secret not in log

@@ -182,3 +182,34 @@ async def test_sigkill_under_load_leaves_no_key_and_honest_records(
     finally:
         again.stop()
     assert [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)] == []
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_finishes_in_flight_requests(
+    softhsm_token: SoftHsmToken, database_url: str, idp: RunningIdp, ca_ready: None, tmp_path: Path
+) -> None:
+    """Graceful shutdown: every request the server accepted is answered (201, or a clean
+    problem), none is cut off with a half-made record, and the process exits 0."""
+    port = free_port()
+    env = service_env(
+        token=softhsm_token, database_url=database_url, idp=idp, port=port, data_dir=tmp_path
+    )
+    signer = SignerProcess(env, port, tmp_path / "signer.log").start()
+    token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        in_flight = [asyncio.create_task(post(session, signer.url, token)) for _ in range(24)]
+        await asyncio.sleep(0.15)
+        signer.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        results = await asyncio.gather(*in_flight)
+    assert signer.proc.wait(30) == 0  # type: ignore[union-attr]
+    codes = [code for code, _ in results]
+    assert 201 in codes, codes
+    # accepted requests complete; connections opened after the listener closed are refused
+    assert set(codes) <= {201, 503, -1}, codes
+    recorded = await statuses(database_url)
+    for code, payload in results:
+        if code == 201:
+            assert recorded[payload["serial"]] == "completed"
+    assert "issued" not in {recorded[p["serial"]] for c, p in results if c == 201}
+    leftovers = [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
+    assert leftovers == []

@@ -1,0 +1,63 @@
+"""`qes init`: creates the CA in the HSM, is idempotent, and replaces keys only with --force."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.pg import scratch_database
+from tests.support.service import DEV_CONFIG, ROOT
+from tests.support.softhsm import SoftHsmToken
+
+
+@pytest.fixture
+def init_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, str]]:
+    """Own database and own CA labels, so the session's CA is not touched."""
+    with scratch_database(pg_admin) as url:
+        yield {
+            **softhsm_token.env(),
+            "QES_HSM_PIN": softhsm_token.pin,
+            "QES_DATABASE_URL": url,
+            "QES__HSM__TOKEN_LABEL": softhsm_token.label,
+            "QES__CA__ROOT_LABEL": "init-test-root",
+            "QES__CA__ISSUING_LABEL": "init-test-ca",
+        }
+
+
+def qes_init(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "signer", "init", "--config", str(DEV_CONFIG), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=False,
+        timeout=120,
+    )
+
+
+def test_init_is_idempotent_and_needs_force_to_replace(
+    init_env: dict[str, str], softhsm_token: SoftHsmToken, pg_admin: str
+) -> None:
+    first = qes_init(init_env)
+    assert first.returncode == 0 and first.stdout.startswith("CA created"), first.stderr
+    again = qes_init(init_env)
+    assert again.returncode == 0 and again.stdout.startswith("CA already present"), again.stderr
+    labels = [o.label for o in softhsm_token.list_objects()]
+    assert labels.count("init-test-root") == 2 and labels.count("init-test-ca") == 2  # pub+priv
+
+    with scratch_database(pg_admin) as other:  # keys exist, certificates do not: refuse
+        refused = qes_init({**init_env, "QES_DATABASE_URL": other})
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines() == [
+            "qes: HSM already holds init-test-root, init-test-ca without matching certificates;"
+            " run `qes init --force` to replace the CA keys"
+        ]
+        forced = qes_init({**init_env, "QES_DATABASE_URL": other}, "--force")
+        assert forced.returncode == 0 and forced.stdout.startswith("CA created"), forced.stderr
+    labels = [o.label for o in softhsm_token.list_objects()]
+    assert labels.count("init-test-root") == 2 and labels.count("init-test-ca") == 2
