@@ -159,7 +159,7 @@ def test_bad_config_stops_with_the_key_named(tmp_path: Path) -> None:
 
 
 async def test_logs_are_json_with_request_ids_and_never_tokens(
-    signer: SignerProcess, idp: RunningIdp, tmp_path: Path
+    signer: SignerProcess, idp: RunningIdp, softhsm_token: SoftHsmToken, tmp_path: Path
 ) -> None:
     token = await token_file(idp, "demo-batch", tmp_path / "batch.token")
     doc = tmp_path / "doc.txt"
@@ -178,5 +178,6 @@ async def test_logs_are_json_with_request_ids_and_never_tokens(
         token.read_text().strip(),
         bad.read_text().strip(),
         token.read_text().split(".")[2],
+        softhsm_token.pin,
     ):
         assert secret not in log
