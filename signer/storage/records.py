@@ -56,28 +56,11 @@ class IssuedRecord:
 
 
 @dataclass(frozen=True)
-class SigningRecord:
-    """A row as auditors see it."""
+class SigningRecord(IssuedRecord):
+    """A row as auditors see it: the issued record plus how the request ended."""
 
-    id: uuid.UUID
-    serial: str
     status: str
-    request_id: str
-    created_at: datetime
     completed_at: datetime | None
-    token_issuer: str
-    issuer_name: str
-    token_subject: str
-    client_id: str | None
-    profile: str
-    subject_type: str
-    subject_dn: str
-    not_before: datetime
-    not_after: datetime
-    certificate_der: bytes
-    key_evidence: Mapping[str, bool]
-    hash_algorithm: str
-    digests: tuple[bytes, ...]
     signed_count: int | None
     destruction: Mapping[str, bool] | None
     failure: str | None
