@@ -355,8 +355,10 @@ def run_aiohttp(
 
 
 def _ticks(pid: int) -> int:
+    """CPU ticks of a process (all its threads); a negative pid means its main thread only."""
+    path = f"/proc/{pid}/stat" if pid > 0 else f"/proc/{-pid}/task/{-pid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0
     return int(fields[11]) + int(fields[12])  # utime + stime
@@ -424,7 +426,8 @@ class CpuMeter:
 
     def text(self) -> str:
         used = ", ".join(f"{k} {v:.2f}" for k, v in self.used.items())
-        other = max(0.0, self.busy_cores - sum(self.used.values()))
+        counted = sum(v for k, v in self.used.items() if not k.startswith("of which"))
+        other = max(0.0, self.busy_cores - counted)
         return f"{used}, anything else {other:.2f}; machine {self.busy_cores:.2f} busy"
 
     def add_reaped(self, name: str) -> None:
@@ -461,6 +464,7 @@ def stop_signer(signer: SignerProcess, grace: float = 30.0) -> str:
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
+        dump_stacks([proc.pid, *children(proc.pid)], signer.log.with_name("signer-hang.txt"))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -468,6 +472,18 @@ def stop_signer(signer: SignerProcess, grace: float = 30.0) -> str:
     with contextlib.suppress(ProcessLookupError):  # workers the supervisor left behind
         os.killpg(proc.pid, signal.SIGKILL)
     return f"exited {time.perf_counter() - t0:.1f} s after SIGTERM (code {proc.returncode})"
+
+
+def dump_stacks(pids: list[int], out: Path) -> None:
+    """py-spy dump of processes that do not stop (kept with --keep), when py-spy is there."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return
+    with out.open("w") as f:
+        for pid in pids:
+            f.write(f"== pid {pid}\n")
+            f.flush()
+            subprocess.run([spy, "dump", "-p", str(pid)], stdout=f, stderr=f, timeout=30)
 
 
 def check_one_signature(url: str, token: str) -> None:
@@ -520,7 +536,12 @@ def measure_http(
 
     load(min(3.0, args.seconds))  # warm-up: JWKS fetch, pools, caches in every worker
     meter = CpuMeter(
-        {"signer workers": worker_pids, "postgres": pids_named("postgres"), "dev IdP": [idp_pid]}
+        {
+            "signer workers": worker_pids,
+            "of which event-loop threads": [-p for p in worker_pids],
+            "postgres": pids_named("postgres"),
+            "dev IdP": [idp_pid],
+        }
     )
     spies: list[subprocess.Popen[bytes]] = []
 
@@ -639,6 +660,11 @@ def step(name: str) -> Iterator[None]:
     print(f"   done in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
+def with_options(url: str, options: list[str]) -> str:
+    """asyncpg passes unknown DSN query parameters to the server as settings."""
+    return url + ("?" + "&".join(options) if options else "")
+
+
 def qes_init(env: dict[str, str], log: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "signer", "init", "--config", str(DEV_CONFIG)],
@@ -662,7 +688,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loadgen", choices=("auto", "wrk", "aiohttp"), default="auto")
     p.add_argument("--profile", type=Path, help="py-spy every (b) worker into this directory")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, no secrets)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for (a) and (b), e.g. QES__HSM__SESSIONS=16 (experiments)",
+    )
+    p.add_argument(
+        "--db-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="PostgreSQL setting for the signer's connections, e.g. synchronous_commit=off",
+    )
     args = p.parse_args(argv)
+    extra = dict(kv.split("=", 1) for kv in args.set if "=" in kv)
+    if len(extra) != len(args.set) or any("=" not in kv for kv in args.db_option):
+        p.error("--set and --db-option take KEY=VALUE")
     if not 1 <= args.workers <= 64 or args.seconds < 1 or args.concurrency < 1:
         p.error("need 1 <= --workers <= 64, --seconds >= 1, --concurrency >= 1")
 
@@ -687,12 +730,13 @@ def main(argv: list[str] | None = None) -> int:
                 port = free_port()
                 env = service_env(
                     token=token,
-                    database_url=database_url,
+                    database_url=with_options(database_url, args.db_option),
                     idp=idp,
                     port=port,
                     data_dir=tmp / "data",
                     SOFTHSM2_CONF=str(token.conf),
                     QES__SERVER__WORKERS=str(args.workers),
+                    **extra,
                 )
             with step("qes init"):
                 qes_init(env, tmp / "init.log")
@@ -735,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
         f"qes-signer bench: {args.workers} processes, {args.seconds:g} s each,"
         f" {args.concurrency} connections"
     )
+    changed = [k for k in (*args.set, *args.db_option) if not k.startswith("PYTHONPATH=")]
+    if changed:
+        print(f"experiment settings: {' '.join(changed)}")
     print(report(args, hsm, http, meter, leftover, shutdown, background))
     if args.profile is not None:
         print(f"\npy-spy raw stacks of the (b) workers: {args.profile}")
