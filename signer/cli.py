@@ -78,26 +78,61 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_stop_requested: list[int] = []
+
+
+def _note_stop(signum: int, _frame: object) -> None:
+    _stop_requested.append(signum)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    for signum in _STOP_SIGNALS:  # from the first moment: a stop during start-up is honoured
+        signal.signal(signum, _note_stop)
     settings = _settings(args)
     if settings.server.workers > 1 and not args.single:
         return _supervise(args, settings.server.workers)
-    from aiohttp import web
-
-    from signer.app import create_app
     from signer.logging import configure
 
     configure(settings.server.log_format)
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        reuse_port=settings.server.workers > 1,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        print=None,
-        handle_signals=True,
-    )
+    asyncio.run(_serve(settings))
     return 0
+
+
+async def _serve(settings: Any) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully: stop accepting, let in-flight
+    requests finish (up to ``server.shutdown_timeout``), close the pool and the HSM. Repeated
+    signals (the process group's and the supervisor's) trigger one shutdown, not several."""
+    from aiohttp import web
+
+    from signer.app import create_app
+
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:  # during setup too: one stop, however many signals
+        loop.add_signal_handler(signum, _stop_requested.append, signum)
+    runner = web.AppRunner(
+        create_app(settings),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.server.shutdown_timeout,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner,
+            settings.server.host,
+            settings.server.port,
+            reuse_port=settings.server.workers > 1,
+        )
+        await site.start()
+        stop = asyncio.Event()
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop.set)
+        if _stop_requested:
+            stop.set()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:
@@ -108,14 +143,18 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
     children = [subprocess.Popen(cmd) for _ in range(workers)]
 
     def forward(signum: int, _frame: object) -> None:
+        _stop_requested.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, forward)
+    for early in list(_stop_requested):  # arrived while the children were being started
+        forward(early, None)
     codes = [child.wait() for child in children]
-    return max(codes, key=abs)
+    # A worker ended by the stop signal we forwarded (before its handler was up) stopped cleanly.
+    return max((0 if -c in _stop_requested else c for c in codes), key=abs)
 
 
 # ---------------------------------------------------------------- sign

@@ -253,7 +253,7 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path) -> HsmSettings:
     label = s.get("token_label", str, "qes")
     pin = _secret(s, "pin", env, base, "QES_HSM_PIN")
     s.check("pin", pin is not None, "no HSM PIN: set QES_HSM_PIN or hsm.pin_file")
-    sessions = s.get("sessions", int, 8)
+    sessions = s.get("sessions", int, 4)
     s.check("sessions", 1 <= sessions <= 256, "must be between 1 and 256")
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")

@@ -213,3 +213,28 @@ async def test_sigterm_finishes_in_flight_requests(
     assert "issued" not in {recorded[p["serial"]] for c, p in results if c == 201}
     leftovers = [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
     assert leftovers == []
+
+
+@pytest.mark.timeout(120)
+async def test_group_sigterm_stops_a_multi_worker_signer_cleanly(
+    softhsm_token: SoftHsmToken,
+    database_url: str,
+    idp: RunningIdp,
+    ca_ready: None,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM to the process group reaches each worker twice (directly and forwarded by the
+    supervisor); shutdown must still happen once, promptly, with exit code 0."""
+    port = free_port()
+    env = service_env(
+        token=softhsm_token,
+        database_url=database_url,
+        idp=idp,
+        port=port,
+        data_dir=tmp_path,
+        QES__SERVER__WORKERS="2",
+    )
+    for attempt in range(3):
+        signer = SignerProcess(env, port, tmp_path / f"signer{attempt}.log").start()
+        os.killpg(signer.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        assert signer.proc.wait(30) == 0, signer.log.read_text()[-2000:]  # type: ignore[union-attr]
