@@ -144,6 +144,11 @@ class JwksCache:
         #: completed JWKS fetches (observability and tests)
         self.fetches = 0
 
+    @property
+    def valid_until(self) -> datetime | None:
+        """When the cached key set must be fetched again (None: nothing cached)."""
+        return self._index.expires_at if self._index is not None else None
+
     async def key(self, kid: str | None, alg: str) -> Key | None:
         """The verification key for ``kid``/``alg``, or None when the JWKS has none.
 

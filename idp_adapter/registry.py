@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +20,9 @@ from .replay import ReplayGuard
 from .settings import IssuerSettings
 
 __all__ = ["IssuerRegistry"]
+
+#: Verified bearer tokens kept (LRU) so that a reused token skips its signature check.
+VERIFIED_TOKEN_CACHE = 4096
 
 
 class IssuerRegistry:
@@ -54,6 +59,7 @@ class IssuerRegistry:
             raise ConfigError("issuers: require_jti needs a ReplayGuard")
         self._clock = clock
         self._replay = replay
+        self._verified_tokens: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
         self._entries = {iss: tuple(group) for iss, group in by_issuer.items()}
         self._jwks = {
             iss: JwksCache(group[0], http, clock, jwks_min_refetch)
@@ -85,11 +91,43 @@ class IssuerRegistry:
         :raises IdentityNotAllowed: valid token, identity not acceptable.
         :raises IdpUnavailable: discovery/JWKS unreachable or invalid.
         """
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._still_valid(digest)
+        if cached is not None:
+            return cached
         settings, claims, expires_at = await self._verified(token, audience=None)
         principal = build_principal(settings, claims, expires_at)
         if settings.require_jti:
             await self._consume(settings.issuer, principal)
+        else:
+            self._remember(digest, principal, settings)
         return principal
+
+    def _still_valid(self, digest: bytes) -> Principal | None:
+        """A token verified before is accepted again without re-checking its signature until
+        ``exp`` (+ leeway): batch jobs present one token for thousands of requests. Time only
+        moves forward, so its ``nbf``/``iat`` checks still hold; a token whose ``jti`` is
+        single-use is never cached. An entry also ends when the issuer's cached JWKS does, so a
+        key dropped from the JWKS stops being trusted exactly as without this cache."""
+        hit = self._verified_tokens.get(digest)
+        if hit is None:
+            return None
+        principal, deadline = hit
+        if self._clock().timestamp() >= deadline:
+            del self._verified_tokens[digest]
+            return None
+        self._verified_tokens.move_to_end(digest)
+        return principal
+
+    def _remember(self, digest: bytes, principal: Principal, settings: IssuerSettings) -> None:
+        deadline = principal.expires_at.timestamp() + settings.leeway.total_seconds()
+        keys_until = self._jwks[settings.issuer].valid_until
+        if keys_until is None:
+            return
+        deadline = min(deadline, keys_until.timestamp())
+        self._verified_tokens[digest] = (principal, deadline)
+        if len(self._verified_tokens) > VERIFIED_TOKEN_CACHE:
+            self._verified_tokens.popitem(last=False)
 
     async def verify_id_token(
         self, token: str, *, client_id: str, nonce: str, max_age: timedelta | None = None

@@ -73,6 +73,7 @@ class SignatureResult:
     profile: str
     certificate: x509.Certificate
     chain: Chain
+    chain_pem: str
     signatures: tuple[bytes, ...]
     evidence: KeyEvidence
     destruction: Destruction
@@ -118,6 +119,7 @@ class SigningService:
         self._label = ca_key_label
         self._records = records
         self._clock = clock
+        self._chain_pem = ca.chain.pem()
 
     @property
     def chain(self) -> Chain:
@@ -175,6 +177,7 @@ class SigningService:
             profile=level.value,
             certificate=cycle.certificate,
             chain=self._ca.chain,
+            chain_pem=self._chain_pem,
             signatures=cycle.signatures,
             evidence=cycle.evidence,
             destruction=cycle.destruction,

@@ -91,7 +91,7 @@ def render_result(result: SignatureResult, public_url: str) -> Mapping[str, Any]
         "signature_algorithm": "ecdsa",
         "signatures": [base64.b64encode(s).decode() for s in result.signatures],
         "certificate": pem,
-        "chain": pem + result.chain.pem(),
+        "chain": pem + result.chain_pem,
         "not_before": result.certificate.not_valid_before_utc.isoformat(),
         "not_after": result.certificate.not_valid_after_utc.isoformat(),
         "record_url": f"{public_url}/api/v1/certificates/{result.serial}",

@@ -113,6 +113,10 @@ _COLUMNS = (
 )
 
 
+_COMPLETE = (
+    "UPDATE signing_records SET status='completed', completed_at=$2,"
+    " signed_count=$3, destruction=$4 WHERE id=$1 AND status='issued'"
+)
 _SELECT = f"SELECT {_COLUMNS} FROM signing_records"  # noqa: S608 - fixed column list
 
 
@@ -191,15 +195,23 @@ class RecordStore:
         idempotency: IdempotencyKey | None = None,
         response: Mapping[str, Any] | None = None,
     ) -> None:
-        """Mark the record completed (and store the idempotent response) in one transaction."""
+        """Mark the record completed (and store the idempotent response) in one transaction;
+        without an idempotency key that is one autocommitted statement (one round trip)."""
+        if idempotency is None:
+            async with guard("complete signing record"):
+                done = await self._pool.execute(
+                    _COMPLETE, record_id, at, signed_count, json.dumps(dict(destruction))
+                )
+            if done != "UPDATE 1":
+                raise DatabaseUnavailable(f"record {record_id} was not in state 'issued'")
+            return
         async with (
             guard("complete signing record"),
             self._pool.acquire() as conn,
             conn.transaction(),
         ):
             done = await conn.execute(
-                "UPDATE signing_records SET status='completed', completed_at=$2,"
-                " signed_count=$3, destruction=$4 WHERE id=$1 AND status='issued'",
+                _COMPLETE,
                 record_id,
                 at,
                 signed_count,
@@ -207,16 +219,15 @@ class RecordStore:
             )
             if done != "UPDATE 1":
                 raise DatabaseUnavailable(f"record {record_id} was not in state 'issued'")
-            if idempotency is not None:
-                await conn.execute(
-                    "UPDATE idempotency_keys SET record_id=$4, response=$5"
-                    " WHERE token_issuer=$1 AND token_subject=$2 AND key=$3",
-                    idempotency.token_issuer,
-                    idempotency.token_subject,
-                    idempotency.key,
-                    record_id,
-                    json.dumps(response),
-                )
+            await conn.execute(
+                "UPDATE idempotency_keys SET record_id=$4, response=$5"
+                " WHERE token_issuer=$1 AND token_subject=$2 AND key=$3",
+                idempotency.token_issuer,
+                idempotency.token_subject,
+                idempotency.key,
+                record_id,
+                json.dumps(response),
+            )
 
     async def fail(
         self,
