@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from ca.authority import Chain, build_issuing_certificate, build_root_certificate
 from signer.config import Settings
 from signer.errors import SignerError
-from signer.hsm import HsmSession
+from signer.hsm import Hsm, HsmSession
 from signer.storage.authority import CaCertificateStore
 
 
@@ -65,8 +65,8 @@ def make_ca(
             f"HSM already holds {', '.join(which)} without matching certificates; "
             "run `qes init --force` to replace the CA keys"
         )
-    root_key = session.create_token_key(ca.root_label, ca.curve, replace=force)  # type: ignore[arg-type]
-    issuing_key = session.create_token_key(ca.issuing_label, ca.curve, replace=force)  # type: ignore[arg-type]
+    root_key = session.create_token_key(ca.root_label, ca.curve, replace=force)
+    issuing_key = session.create_token_key(ca.issuing_label, ca.curve, replace=force)
     root = build_root_certificate(root_key, ca.names, now, ca.root_lifetime)
     issuing = build_issuing_certificate(
         root_key, root, issuing_key.public_key(), ca.names, ca.policy, now, ca.issuing_lifetime
@@ -75,10 +75,10 @@ def make_ca(
 
 
 async def init_ca(
-    hsm: object, store: CaCertificateStore, settings: Settings, now: datetime, *, force: bool
+    hsm: Hsm, store: CaCertificateStore, settings: Settings, now: datetime, *, force: bool
 ) -> InitResult:
     stored = (await store.load(settings.ca.root_label), await store.load(settings.ca.issuing_label))
-    result: InitResult = await hsm.run(  # type: ignore[attr-defined]
+    result: InitResult = await hsm.run(
         lambda s: make_ca(s, settings, now, force=force, stored=stored)
     )
     if result.created:

@@ -22,6 +22,7 @@ from ca.errors import CaError
 from idp_adapter.settings import IssuerSettings
 from signer.errors import ConfigError
 from signer.hsm import HsmSettings
+from signer.hsm.types import Curve
 from signer.secrets import Secret
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ class CaSettings:
     policy: IssuancePolicy
     root_label: str = "qes-root-ca"
     issuing_label: str = "qes-issuing-ca"
-    curve: str = "P-256"
+    curve: Curve = "P-256"
     root_lifetime: timedelta = timedelta(days=3650 * 2)
     issuing_lifetime: timedelta = timedelta(days=3650)
 
