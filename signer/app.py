@@ -92,12 +92,14 @@ def _resources(
                     tokens=registry,
                     clock=clock,
                 )
+                await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
                 try:
                     yield
                 finally:
                     purger.cancel()
+                    await signing.stop()
         finally:
             if pool is not None:
                 await pool.close()

@@ -56,6 +56,18 @@ class IssuedRecord:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """How a record ends well: its signatures exist and its key is destroyed."""
+
+    record_id: uuid.UUID
+    at: datetime
+    signed_count: int
+    destruction: Mapping[str, bool]
+    idempotency: IdempotencyKey | None = None
+    response: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class SigningRecord(IssuedRecord):
     """A row as auditors see it: the issued record plus how the request ended."""
 
@@ -113,11 +125,54 @@ _COLUMNS = (
 )
 
 
-_COMPLETE = (
-    "UPDATE signing_records SET status='completed', completed_at=$2,"
-    " signed_count=$3, destruction=$4 WHERE id=$1 AND status='issued'"
+_INSERT_ISSUED = (
+    "INSERT INTO signing_records (id, serial, status, request_id, created_at, token_issuer,"
+    " issuer_name, token_subject, client_id, profile, subject_type, subject_dn, not_before,"
+    " not_after, certificate, key_evidence, hash_algorithm, digests)"
+    " VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
 )
+# One statement: data-modifying CTEs run exactly once and commit together (PostgreSQL docs,
+# "Data-Modifying Statements in WITH"); an idempotency response is stored only with its record.
+_COMPLETE = """
+WITH done AS (
+    UPDATE signing_records AS r
+       SET status = 'completed', completed_at = c.at, signed_count = c.n, destruction = c.d
+      FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::jsonb[]) AS c(id, at, n, d)
+     WHERE r.id = c.id AND r.status = 'issued'
+    RETURNING r.id
+), responses AS (
+    UPDATE idempotency_keys AS k
+       SET record_id = i.record_id, response = i.response
+      FROM unnest($5::text[], $6::text[], $7::text[], $8::uuid[], $9::jsonb[])
+           AS i(token_issuer, token_subject, key, record_id, response)
+     WHERE k.token_issuer = i.token_issuer AND k.token_subject = i.token_subject
+       AND k.key = i.key AND i.record_id IN (SELECT id FROM done)
+)
+SELECT id FROM done
+"""
 _SELECT = f"SELECT {_COLUMNS} FROM signing_records"  # noqa: S608 - fixed column list
+
+
+def _issued_args(r: IssuedRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.serial,
+        r.request_id,
+        r.created_at,
+        r.token_issuer,
+        r.issuer_name,
+        r.token_subject,
+        r.client_id,
+        r.profile,
+        r.subject_type,
+        r.subject_dn,
+        r.not_before,
+        r.not_after,
+        r.certificate_der,
+        json.dumps(dict(r.key_evidence)),
+        r.hash_algorithm,
+        list(r.digests),
+    )
 
 
 def _row(r: asyncpg.Record) -> SigningRecord:
@@ -157,77 +212,32 @@ class RecordStore:
         async with guard("ping"):
             await self._pool.fetchval("SELECT 1")
 
-    async def record_issued(self, rec: IssuedRecord) -> None:
-        """Commit the 'issued' row. Must succeed before the ephemeral key signs anything."""
-        async with guard("record issued certificate"):
-            await self._pool.execute(
-                "INSERT INTO signing_records (id, serial, status, request_id, created_at,"
-                " token_issuer, issuer_name, token_subject, client_id, profile, subject_type,"
-                " subject_dn, not_before, not_after, certificate, key_evidence, hash_algorithm,"
-                " digests) VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,"
-                "$16,$17)",
-                rec.id,
-                rec.serial,
-                rec.request_id,
-                rec.created_at,
-                rec.token_issuer,
-                rec.issuer_name,
-                rec.token_subject,
-                rec.client_id,
-                rec.profile,
-                rec.subject_type,
-                rec.subject_dn,
-                rec.not_before,
-                rec.not_after,
-                rec.certificate_der,
-                json.dumps(dict(rec.key_evidence)),
-                rec.hash_algorithm,
-                list(rec.digests),
-            )
+    async def record_issued(self, records: Sequence[IssuedRecord]) -> None:
+        """Commit the 'issued' rows of one HSM hop, all or none (asyncpg's executemany is atomic
+        and pipelined: one round trip). Must succeed before any of their keys signs anything."""
+        async with guard("record issued certificates"):
+            await self._pool.executemany(_INSERT_ISSUED, [_issued_args(r) for r in records])
 
-    async def complete(
-        self,
-        record_id: uuid.UUID,
-        *,
-        signed_count: int,
-        destruction: Mapping[str, bool],
-        at: datetime,
-        idempotency: IdempotencyKey | None = None,
-        response: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Mark the record completed (and store the idempotent response) in one transaction;
-        without an idempotency key that is one autocommitted statement (one round trip)."""
-        if idempotency is None:
-            async with guard("complete signing record"):
-                done = await self._pool.execute(
-                    _COMPLETE, record_id, at, signed_count, json.dumps(dict(destruction))
-                )
-            if done != "UPDATE 1":
-                raise DatabaseUnavailable(f"record {record_id} was not in state 'issued'")
-            return
-        async with (
-            guard("complete signing record"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
-            done = await conn.execute(
+    async def complete(self, completions: Sequence[Completion]) -> frozenset[uuid.UUID]:
+        """Mark records completed, with their idempotent responses, in one statement (one
+        transaction, one round trip). Returns the ids that were completed; a record not in state
+        'issued' is left alone and its id missing from the result (its signatures must not be
+        released)."""
+        idem = [c for c in completions if c.idempotency is not None]
+        async with guard("complete signing records"):
+            rows = await self._pool.fetch(
                 _COMPLETE,
-                record_id,
-                at,
-                signed_count,
-                json.dumps(dict(destruction)),
+                [c.record_id for c in completions],
+                [c.at for c in completions],
+                [c.signed_count for c in completions],
+                [json.dumps(dict(c.destruction)) for c in completions],
+                [c.idempotency.token_issuer for c in idem if c.idempotency],
+                [c.idempotency.token_subject for c in idem if c.idempotency],
+                [c.idempotency.key for c in idem if c.idempotency],
+                [c.record_id for c in idem],
+                [json.dumps(c.response) for c in idem],
             )
-            if done != "UPDATE 1":
-                raise DatabaseUnavailable(f"record {record_id} was not in state 'issued'")
-            await conn.execute(
-                "UPDATE idempotency_keys SET record_id=$4, response=$5"
-                " WHERE token_issuer=$1 AND token_subject=$2 AND key=$3",
-                idempotency.token_issuer,
-                idempotency.token_subject,
-                idempotency.key,
-                record_id,
-                json.dumps(response),
-            )
+        return frozenset(r["id"] for r in rows)
 
     async def fail(
         self,
