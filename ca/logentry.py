@@ -1,0 +1,421 @@
+"""Canonical bytes of issued-certificate log entries: the ``entry`` of RFC 9162 §2.1.1 leaves.
+
+Two kinds of entry go into the log: a finished issuance (the certificate, who asked, what was
+signed, key evidence and destruction) and a refused request (who asked, what, why refused).
+Personal identifiers never appear in clear: the token subject, e-mail address, RP client id
+and the certificate's subject name enter the entry only as keyed commitments under a
+log-privacy key. A leaf, a proof or an exported entry therefore reveals nothing personal,
+while an auditor who holds the full record and the privacy key recomputes the entry
+byte for byte and checks it against the log.
+
+Encoding, version 1 (this is the specification an external auditor implements)::
+
+    entry  = magic version kind field*
+    magic  = "qes-log-entry"                   13 ASCII bytes
+    version= 0x01                              1 byte
+    kind   = 0x01 issuance | 0x02 refusal      1 byte
+    field  = u8(len(name)) name u32(len(value)) value
+                                               name: ASCII; u8/u32/u64 are unsigned big-endian
+
+Every field of the kind's table below is present, once, in table order; a decoder rejects
+anything else. Value types:
+
+- ``text``: UTF-8 of the string exactly as recorded (no normalisation); never empty when
+  present. An optional (``?``) value that is absent is encoded with length 0.
+- ``time``: u64, microseconds since 1970-01-01T00:00:00Z (PostgreSQL ``timestamptz``
+  resolution, so a record read back from the database reproduces the entry).
+- ``u64``: u64. ``bytes32``: 32 raw bytes. ``serial``: the certificate serial number as a
+  minimal big-endian unsigned integer (RFC 5280 §4.1.2.2 serials are positive).
+- ``commit``: ``HMAC-SHA-256(privacy key, lp("qes-log-entry/1") || lp(name) ||
+  lp(record_id) || lp(value))`` (RFC 2104), where ``lp(x) = u32(len(x)) || x``, ``name`` is the
+  field name, ``record_id`` the UTF-8 of the entry's ``record_id`` and ``value`` the UTF-8 of
+  the identifier (for ``certificate_subject``: the DER of the subject ``Name``). Binding the
+  record id makes commitments to the same person unlinkable across entries; the key stops
+  dictionary attacks on guessable identifiers.
+- ``flags``: ``u32(count)`` then, sorted by name bytes, ``u8(len(name)) name u8(0|1)``.
+- ``digests``: ``digest_count`` is u64; ``digests_sha256`` is
+  ``SHA-256(lp(digest_1) || ... || lp(digest_n))`` over the digests in request order.
+
+Issuance (kind 0x01): ``privacy_key_id`` text, ``record_id`` text, ``request_id`` text,
+``issued_at`` time, ``completed_at`` time, ``outcome`` text (``completed`` | ``failed``),
+``failure`` text?, ``issuer_name`` text, ``token_issuer`` text, ``token_subject`` commit,
+``email`` commit?, ``client_id`` commit?, ``profile`` text, ``subject_type`` text?,
+``certificate_serial`` serial, ``certificate_sha256`` bytes32, ``certificate_subject`` commit,
+``not_before`` time, ``not_after`` time, ``hash_algorithm`` text, ``digest_count`` u64,
+``digests_sha256`` bytes32, ``key_evidence`` flags, ``destruction`` flags?, ``signed_count`` u64.
+
+Refusal (kind 0x02): ``privacy_key_id`` text, ``record_id`` text, ``request_id`` text,
+``refused_at`` time, ``issuer_name`` text?, ``token_issuer`` text?, ``token_subject``
+commit?, ``email`` commit?, ``client_id`` commit?, ``profile`` text?, ``subject_type`` text?,
+``hash_algorithm`` text?, ``digest_count`` u64, ``digests_sha256`` bytes32, ``reason`` text.
+
+The log leaf is ``SHA-256(0x00 || entry)`` (:func:`ca.merkle.leaf_hash`). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, hmac
+
+from ca.errors import CaError
+
+__all__ = [
+    "ENTRY_MAGIC",
+    "ENTRY_VERSION",
+    "EntryKind",
+    "IssuanceEntry",
+    "LogEntryError",
+    "PrivacyKey",
+    "RefusalEntry",
+    "RequestSummary",
+    "Requester",
+    "digests_sha256",
+    "entry_fields",
+]
+
+ENTRY_MAGIC = b"qes-log-entry"
+ENTRY_VERSION = 1
+_COMMIT_DOMAIN = b"qes-log-entry/1"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MAX_DIGEST = 64
+
+
+class LogEntryError(CaError):
+    """A log entry cannot be built from the given values, or encoded bytes do not parse."""
+
+
+class EntryKind(enum.IntEnum):
+    """The kind byte of an entry."""
+
+    ISSUANCE = 1
+    REFUSAL = 2
+
+
+_ISSUANCE_FIELDS = (
+    "privacy_key_id", "record_id", "request_id", "issued_at", "completed_at", "outcome",
+    "failure", "issuer_name", "token_issuer", "token_subject", "email", "client_id", "profile",
+    "subject_type", "certificate_serial", "certificate_sha256", "certificate_subject",
+    "not_before", "not_after", "hash_algorithm", "digest_count", "digests_sha256",
+    "key_evidence", "destruction", "signed_count",
+)  # fmt: skip
+_REFUSAL_FIELDS = (
+    "privacy_key_id", "record_id", "request_id", "refused_at", "issuer_name", "token_issuer",
+    "token_subject", "email", "client_id", "profile", "subject_type", "hash_algorithm",
+    "digest_count", "digests_sha256", "reason",
+)  # fmt: skip
+_FIELDS = {EntryKind.ISSUANCE: _ISSUANCE_FIELDS, EntryKind.REFUSAL: _REFUSAL_FIELDS}
+
+
+def _lp(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+def _text(value: object, what: str, *, optional: bool = False) -> bytes:
+    if value is None and optional:
+        return b""
+    if not isinstance(value, str) or not value:
+        raise LogEntryError(f"{what}: must be a non-empty string")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LogEntryError(f"{what}: must be valid Unicode") from exc
+
+
+def _time(value: object, what: str) -> bytes:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise LogEntryError(f"{what}: must be a timezone-aware datetime")
+    micros = (value - _EPOCH) // _MICROSECOND
+    if micros < 0:
+        raise LogEntryError(f"{what}: must not be before 1970")
+    return _u64(micros)
+
+
+def _count(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise LogEntryError(f"{what}: must be a non-negative integer")
+    return value
+
+
+def _flags(value: object, what: str, *, optional: bool = False) -> bytes:
+    if value is None and optional:
+        return b""
+    if not isinstance(value, Mapping):
+        raise LogEntryError(f"{what}: must be a mapping of names to booleans")
+    items = []
+    for name, flag in value.items():
+        raw = _text(name, f"{what} name")
+        if len(raw) > 255 or not isinstance(flag, bool):
+            raise LogEntryError(f"{what}: names up to 255 bytes, values True or False")
+        items.append((raw, flag))
+    items.sort()
+    body = b"".join(bytes([len(raw)]) + raw + bytes([flag]) for raw, flag in items)
+    return len(items).to_bytes(4, "big") + body
+
+
+def digests_sha256(digests: tuple[bytes, ...]) -> bytes:
+    """``SHA-256(lp(digest_1) || ... || lp(digest_n))``, the ``digests_sha256`` field."""
+    digest = hashes.Hash(hashes.SHA256())
+    for item in digests:
+        digest.update(_lp(item))
+    return digest.finalize()
+
+
+@dataclass(frozen=True)
+class PrivacyKey:
+    """The log-privacy key: HMAC-SHA-256 secret (≥ 32 bytes) and the id entries name it by.
+
+    The id goes into every entry in clear so auditors know which key to use after rotation.
+    The secret never appears in ``repr``.
+    """
+
+    key_id: str
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        raw = _text(self.key_id, "PrivacyKey.key_id")
+        if len(raw) > 64 or not raw.isascii() or not raw.decode().isprintable():
+            raise LogEntryError("PrivacyKey.key_id: up to 64 printable ASCII characters")
+        if not isinstance(self.secret, bytes) or len(self.secret) < 32:
+            raise LogEntryError("PrivacyKey.secret: must be at least 32 bytes")
+
+    def commit(self, record_id: str, name: str, value: bytes) -> bytes:
+        """The keyed commitment to ``value`` as field ``name`` of entry ``record_id`` (RFC 2104)."""
+        mac = hmac.HMAC(self.secret, hashes.SHA256())
+        mac.update(_lp(_COMMIT_DOMAIN))
+        mac.update(_lp(name.encode("ascii")))
+        mac.update(_lp(_text(record_id, "record_id")))
+        mac.update(_lp(value))
+        return mac.finalize()
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked: the IdP (configured name and ``iss``), and personal identifiers.
+
+    ``token_subject``, ``email`` and ``client_id`` enter entries only as commitments. For a
+    refusal any of them may be unknown (``None``), for example when the token did not verify.
+    """
+
+    issuer_name: str | None
+    token_issuer: str | None
+    token_subject: str | None
+    email: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """What was asked: profile (assurance level), subject type, hash algorithm, digests."""
+
+    profile: str | None
+    subject_type: str | None
+    hash_algorithm: str | None
+    digests: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digests", tuple(self.digests))
+        for item in self.digests:
+            if not isinstance(item, bytes) or not 0 < len(item) <= _MAX_DIGEST:
+                raise LogEntryError(f"RequestSummary.digests: 1 to {_MAX_DIGEST} bytes each")
+
+
+def _check_requester(requester: object, *, required: bool) -> None:
+    if not isinstance(requester, Requester):
+        raise LogEntryError("requester: must be a Requester")
+    for name in ("issuer_name", "token_issuer", "token_subject"):
+        _text(getattr(requester, name), f"requester.{name}", optional=not required)
+    for name in ("email", "client_id"):
+        _text(getattr(requester, name), f"requester.{name}", optional=True)
+
+
+class _Writer:
+    """Collects one entry's fields and checks they come in the kind's table order."""
+
+    def __init__(self, kind: EntryKind, key: PrivacyKey, record_id: str) -> None:
+        if not isinstance(key, PrivacyKey):
+            raise LogEntryError("key: must be a PrivacyKey")
+        self._names = iter(_FIELDS[kind])
+        self._key = key
+        self._record_id = record_id
+        self._out = bytearray(ENTRY_MAGIC + bytes([ENTRY_VERSION, kind]))
+
+    def add(self, name: str, value: bytes) -> None:
+        if next(self._names) != name:
+            raise AssertionError(f"field {name} out of order")  # a bug here, not bad input
+        self._out += bytes([len(name)]) + name.encode("ascii") + _lp(value)
+
+    def commit(self, name: str, value: str | bytes | None, *, optional: bool = False) -> None:
+        if value is None and optional:
+            self.add(name, b"")
+            return
+        raw = value if isinstance(value, bytes) else _text(value, name)
+        self.add(name, self._key.commit(self._record_id, name, raw))
+
+    def add_requester(self, requester: Requester, *, optional: bool) -> None:
+        _check_requester(requester, required=not optional)
+        self.add("issuer_name", _text(requester.issuer_name, "issuer_name", optional=optional))
+        self.add("token_issuer", _text(requester.token_issuer, "token_issuer", optional=optional))
+        self.commit("token_subject", requester.token_subject, optional=optional)
+        self.commit("email", requester.email, optional=True)
+        self.commit("client_id", requester.client_id, optional=True)
+
+    def add_digests(self, request: RequestSummary) -> None:
+        self.add("digest_count", _u64(len(request.digests)))
+        self.add("digests_sha256", digests_sha256(request.digests))
+
+    def finish(self) -> bytes:
+        if next(self._names, None) is not None:
+            raise AssertionError("entry is missing fields")
+        return bytes(self._out)
+
+
+def _start(kind: EntryKind, key: PrivacyKey, record_id: str, request_id: str) -> _Writer:
+    _text(record_id, "record_id")
+    writer = _Writer(kind, key, record_id)
+    writer.add("privacy_key_id", _text(key.key_id, "privacy_key_id"))
+    writer.add("record_id", _text(record_id, "record_id"))
+    writer.add("request_id", _text(request_id, "request_id"))
+    return writer
+
+
+@dataclass(frozen=True)
+class IssuanceEntry:
+    """A finished issuance: ``failure`` is ``None`` for a completed request.
+
+    ``completed_at`` is when the record was completed (signatures released) or failed.
+    A completed entry must carry the destruction result; ``key_evidence`` and
+    ``destruction`` are the flag mappings the pipeline records (for example
+    ``{"local": True, "never_extractable": True, "always_sensitive": True}``).
+    """
+
+    record_id: str
+    request_id: str
+    issued_at: datetime
+    completed_at: datetime
+    requester: Requester
+    request: RequestSummary
+    certificate: x509.Certificate
+    key_evidence: Mapping[str, bool]
+    destruction: Mapping[str, bool] | None
+    signed_count: int
+    failure: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.certificate, x509.Certificate):
+            raise LogEntryError("certificate: must be an x509.Certificate")
+        if not isinstance(self.request, RequestSummary) or not self.request.digests:
+            raise LogEntryError("request: must be a RequestSummary with at least one digest")
+        _text(self.request.profile, "request.profile")
+        _text(self.request.hash_algorithm, "request.hash_algorithm")
+        _check_requester(self.requester, required=True)
+        if self.failure is None and self.destruction is None:
+            raise LogEntryError("destruction: a completed issuance records the key destruction")
+        if _time(self.completed_at, "completed_at") < _time(self.issued_at, "issued_at"):
+            raise LogEntryError("completed_at: must not be before issued_at")
+        _count(self.signed_count, "signed_count")
+
+    def encode(self, key: PrivacyKey) -> bytes:
+        """The canonical entry bytes (module docstring, kind 0x01)."""
+        cert = self.certificate
+        w = _start(EntryKind.ISSUANCE, key, self.record_id, self.request_id)
+        w.add("issued_at", _time(self.issued_at, "issued_at"))
+        w.add("completed_at", _time(self.completed_at, "completed_at"))
+        w.add("outcome", b"completed" if self.failure is None else b"failed")
+        w.add("failure", _text(self.failure, "failure", optional=True))
+        w.add_requester(self.requester, optional=False)
+        w.add("profile", _text(self.request.profile, "profile"))
+        w.add("subject_type", _text(self.request.subject_type, "subject_type", optional=True))
+        serial = cert.serial_number
+        if serial <= 0:
+            raise LogEntryError("certificate: serial number must be positive")
+        w.add("certificate_serial", serial.to_bytes((serial.bit_length() + 7) // 8, "big"))
+        w.add("certificate_sha256", cert.fingerprint(hashes.SHA256()))
+        w.commit("certificate_subject", cert.subject.public_bytes())
+        w.add("not_before", _time(cert.not_valid_before_utc, "not_before"))
+        w.add("not_after", _time(cert.not_valid_after_utc, "not_after"))
+        w.add("hash_algorithm", _text(self.request.hash_algorithm, "hash_algorithm"))
+        w.add_digests(self.request)
+        w.add("key_evidence", _flags(self.key_evidence, "key_evidence"))
+        w.add("destruction", _flags(self.destruction, "destruction", optional=True))
+        w.add("signed_count", _u64(self.signed_count))
+        return w.finish()
+
+
+@dataclass(frozen=True)
+class RefusalEntry:
+    """A refused request: who asked (as far as known), what, and the stable refusal reason.
+
+    ``reason`` is a fixed code (for example ``policy.profile_not_allowed``), not free text:
+    it is stored in clear and must not carry personal data.
+    """
+
+    record_id: str
+    request_id: str
+    refused_at: datetime
+    requester: Requester
+    request: RequestSummary
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.request, RequestSummary):
+            raise LogEntryError("request: must be a RequestSummary")
+        _check_requester(self.requester, required=False)
+        _time(self.refused_at, "refused_at")
+        _text(self.reason, "reason")
+
+    def encode(self, key: PrivacyKey) -> bytes:
+        """The canonical entry bytes (module docstring, kind 0x02)."""
+        w = _start(EntryKind.REFUSAL, key, self.record_id, self.request_id)
+        w.add("refused_at", _time(self.refused_at, "refused_at"))
+        w.add_requester(self.requester, optional=True)
+        w.add("profile", _text(self.request.profile, "profile", optional=True))
+        w.add("subject_type", _text(self.request.subject_type, "subject_type", optional=True))
+        w.add("hash_algorithm", _text(self.request.hash_algorithm, "hash_algorithm", optional=True))
+        w.add_digests(self.request)
+        w.add("reason", _text(self.reason, "reason"))
+        return w.finish()
+
+
+def entry_fields(data: bytes) -> tuple[EntryKind, tuple[tuple[str, bytes], ...]]:
+    """Split encoded entry bytes into their kind and ``(name, value)`` fields, strictly.
+
+    For auditors and tools: show an entry, or name the first field where a recomputed entry
+    differs from the logged one. Raises :class:`LogEntryError` for anything that is not a
+    version-1 entry with exactly its kind's fields in order.
+    """
+    data = bytes(data)
+    head = len(ENTRY_MAGIC)
+    if len(data) < head + 2 or data[:head] != ENTRY_MAGIC:
+        raise LogEntryError("entry: wrong magic")
+    if data[head] != ENTRY_VERSION:
+        raise LogEntryError(f"entry: unsupported version {data[head]}")
+    try:
+        kind = EntryKind(data[head + 1])
+    except ValueError:
+        raise LogEntryError(f"entry: unknown kind {data[head + 1]}") from None
+    fields: list[tuple[str, bytes]] = []
+    offset = head + 2
+    while offset < len(data):
+        size = data[offset]
+        name_end = offset + 1 + size
+        if name_end + 4 > len(data):
+            raise LogEntryError("entry: truncated field header")
+        name = data[offset + 1 : name_end].decode("ascii", errors="replace")
+        value_end = name_end + 4 + int.from_bytes(data[name_end : name_end + 4], "big")
+        if value_end > len(data):
+            raise LogEntryError(f"entry: field {name} is truncated")
+        fields.append((name, data[name_end + 4 : value_end]))
+        offset = value_end
+    if tuple(name for name, _ in fields) != _FIELDS[kind]:
+        raise LogEntryError(f"entry: fields are not those of a {kind.name.lower()} entry")
+    return kind, tuple(fields)
