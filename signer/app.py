@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ca.authority import Chain, IssuingCA
 from idp_adapter.registry import IssuerRegistry
-from signer.api import certificates, meta, signatures
+from signer.api import certificates, meta, signatures, translog
 from signer.api.problems import Handler, problem_middleware
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
@@ -27,7 +27,9 @@ from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.storage.authority import CaCertificateStore
 from signer.storage.db import create_pool
+from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
+from signer.translog import LogPublisher, load_privacy_key
 
 log = structlog.get_logger(__name__)
 REPLAY_PURGE_SECONDS = 300
@@ -64,6 +66,7 @@ def _resources(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.database.url is None:
             raise ConfigError("database.url: not configured (set QES_DATABASE_URL)")
+        privacy_key = load_privacy_key(settings)  # before opening anything: a config error
         hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
         pool = None
         try:
@@ -75,6 +78,8 @@ def _resources(
             )
             chain = await load_chain(CaCertificateStore(pool), settings)
             records = RecordStore(pool)
+            log_store = LogStore(pool, settings.log.origin)
+            publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
                 signing = SigningService(
@@ -82,6 +87,7 @@ def _resources(
                     ca=IssuingCA(chain, settings.ca.policy, clock),
                     ca_key_label=settings.ca.issuing_label,
                     records=records,
+                    privacy_key=privacy_key,
                     clock=clock,
                 )
                 app[SERVICES] = Services(
@@ -91,14 +97,19 @@ def _resources(
                     signing=signing,
                     tokens=registry,
                     clock=clock,
+                    log=log_store,
+                    publisher=publisher,
                 )
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
+                integrator = asyncio.create_task(publisher.run())
                 try:
                     yield
                 finally:
                     purger.cancel()
+                    integrator.cancel()
+                    await asyncio.gather(integrator, return_exceptions=True)
                     await signing.stop()
         finally:
             if pool is not None:
@@ -128,6 +139,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_post("/api/v1/signatures", signatures.create_signatures)
     app.router.add_get("/api/v1/certificates", certificates.list_certificates)
     app.router.add_get("/api/v1/certificates/{serial}", certificates.show_certificate)
+    app.router.add_get("/api/v1/log/checkpoint", translog.latest_checkpoint)
+    app.router.add_post("/api/v1/log/checkpoints", translog.publish_checkpoint)
+    app.router.add_get("/api/v1/log/proof/inclusion", translog.inclusion)
+    app.router.add_get("/api/v1/log/proof/consistency", translog.consistency)
+    app.router.add_get("/api/v1/log/entries/{idx}", translog.entry)
     app.router.add_get("/healthz", meta.healthz)
     app.router.add_get("/readyz", meta.readyz)
     app.router.add_get("/openapi.json", meta.openapi)

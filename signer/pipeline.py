@@ -24,6 +24,7 @@ than the HSM work itself; a lone request is never held back waiting for company.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import Chain, IssuingCA
 from ca.errors import ProfileError
+from ca.logentry import PrivacyKey
 from ca.profiles import Level, Subject, subject_from_attributes
 from idp_adapter.principal import Principal
 from signer.errors import (
@@ -47,6 +49,7 @@ from signer.errors import (
 )
 from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
 from signer.storage.records import Completion, IdempotencyKey, IssuedRecord, RecordStore
+from signer.translog import issuance_entry, refusal_entry
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +89,8 @@ class SignatureResult:
     signatures: tuple[bytes, ...]
     evidence: KeyEvidence
     destruction: Destruction
+    #: Index of the request's entry in the transparency log (sequenced with the completion).
+    log_index: int | None = None
 
 
 # A hop takes at most this many waiting requests, and stops adding requests once this many
@@ -142,9 +147,11 @@ class SigningService:
         ca: IssuingCA,
         ca_key_label: str,
         records: RecordStore,
+        privacy_key: PrivacyKey,
         clock: Callable[[], datetime],
     ) -> None:
         self._hsm = hsm
+        self._privacy_key = privacy_key
         self._ca = ca
         self._label = ca_key_label
         self._records = records
@@ -199,8 +206,13 @@ class SigningService:
     ) -> _Outcome:
         """Sign ``request`` for ``principal``; returns the result and its rendered response
         (``render`` runs before the completion commit, so the idempotent response is stored
-        with it)."""
-        level, subject = self.authorize(principal, request.profile)
+        with it, plus ``"log": {"index": N}``). A request refused by policy is logged as a
+        refusal entry before the refusal is raised."""
+        try:
+            level, subject = self.authorize(principal, request.profile)
+        except (ProfileNotAllowed, SubjectNotIssuable) as exc:
+            await self._log_refusal(principal, request, request_id, exc)
+            raise
         if self._queue is None:
             raise HsmUnavailable("the signing service is not running")
         job = _Job(
@@ -216,6 +228,26 @@ class SigningService:
         )
         self._queue.put_nowait(job)
         return await job.future
+
+    async def _log_refusal(
+        self, principal: Principal, request: SignatureRequest, request_id: str, exc: RequestError
+    ) -> None:
+        """Append the refusal entry (who asked, what, why); a refusal stands even when the
+        log is unreachable, so that failure is only logged."""
+        entry = refusal_entry(
+            principal,
+            record_id=str(uuid.uuid4()),
+            request_id=request_id,
+            refused_at=self._clock(),
+            profile=request.profile or principal.default_profile,
+            hash_algorithm=request.hash_algorithm,
+            digests=request.digests,
+            reason=exc.slug,
+        )
+        try:
+            await self._records.refuse(entry.encode(self._privacy_key))
+        except DatabaseUnavailable:
+            log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
 
     async def _lane(self, queue: asyncio.Queue[_Job]) -> None:
         while True:
@@ -235,9 +267,11 @@ class SigningService:
     async def _run(self, jobs: list[_Job]) -> None:
         """One hop for ``jobs``, then their records; settles every job's future."""
         loop = asyncio.get_running_loop()
+        issued: dict[uuid.UUID, IssuedRecord] = {}  # written on the thread, read after the hop
 
         def commit_issued(batch: list[tuple[_Job, x509.Certificate, KeyEvidence]]) -> None:
             records = [self._issued_record(job, cert, ev) for job, cert, ev in batch]
+            issued.update((r.id, r) for r in records)
             fut = asyncio.run_coroutine_threadsafe(self._records.record_issued(records), loop)
             try:
                 fut.result(ISSUED_COMMIT_TIMEOUT)
@@ -259,7 +293,7 @@ class SigningService:
         completions: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, _Failed):
-                await self._record_failure(job, outcome)
+                await self._record_failure(job, outcome, issued.get(job.record_id))
                 _settle(job, outcome.cause)
                 continue
             result = SignatureResult(
@@ -275,7 +309,7 @@ class SigningService:
             )
             completions.append((job, result, job.render(result) if job.render else None))
         if completions:
-            await self._complete(completions)
+            await self._complete(completions, issued)
 
     def _cycle(
         self,
@@ -343,9 +377,12 @@ class SigningService:
         )
 
     async def _complete(
-        self, done: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]]
+        self,
+        done: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]],
+        issued: Mapping[uuid.UUID, IssuedRecord],
     ) -> None:
         at = self._clock()
+        key = self._privacy_key
         try:
             completed = await self._records.complete(
                 [
@@ -356,6 +393,14 @@ class SigningService:
                         destruction=result.destruction.as_dict(),
                         idempotency=job.idempotency,
                         response=response,
+                        entry=issuance_entry(
+                            issued[job.record_id],
+                            completed_at=at,
+                            destruction=result.destruction.as_dict(),
+                            signed_count=len(result.signatures),
+                            failure=None,
+                            certificate=result.certificate,
+                        ).encode(key),
                     )
                     for job, result, response in done
                 ]
@@ -366,7 +411,8 @@ class SigningService:
                 _settle(job, exc)
             return
         for job, result, response in done:
-            if job.record_id not in completed:
+            index = completed.get(job.record_id)
+            if index is None:
                 log.error("completion_not_recorded", serial=result.serial)
                 _settle(job, DatabaseUnavailable(f"record {job.record_id} was not 'issued'"))
                 continue
@@ -380,9 +426,13 @@ class SigningService:
                 request_id=job.request_id,
             )
             if not job.future.done():
-                job.future.set_result((result, response))
+                logged = dataclasses.replace(result, log_index=index)
+                body = None if response is None else {**response, "log": {"index": index}}
+                job.future.set_result((logged, body))
 
-    async def _record_failure(self, job: _Job, failed: _Failed) -> None:
+    async def _record_failure(
+        self, job: _Job, failed: _Failed, record: IssuedRecord | None
+    ) -> None:
         destruction = failed.destruction.as_dict() if failed.destruction else None
         log.warning(
             "signing_failed",
@@ -391,13 +441,21 @@ class SigningService:
             destruction=destruction,
             request_id=job.request_id,
         )
-        if not failed.recorded:
+        if not failed.recorded or record is None:
             return
         cause = failed.cause
         reason = cause.slug if isinstance(cause, SignerError) else "internal-error"
+        at = self._clock()
+        entry = issuance_entry(
+            record, completed_at=at, destruction=destruction, signed_count=0, failure=reason
+        )
         try:
             await self._records.fail(
-                job.record_id, failure=reason, destruction=destruction, at=self._clock()
+                job.record_id,
+                failure=reason,
+                destruction=destruction,
+                at=at,
+                entry=entry.encode(self._privacy_key),
             )
         except DatabaseUnavailable:
             log.error("failure_not_recorded", record_id=str(job.record_id))

@@ -13,7 +13,9 @@ from idp_adapter.registry import IssuerRegistry
 from signer.config import Settings
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
+from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
+from signer.translog import LogPublisher
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Services:
     signing: SigningService
     tokens: IssuerRegistry
     clock: Callable[[], datetime]
+    log: LogStore
+    publisher: LogPublisher
 
 
 SERVICES = web.AppKey("services", Services)
