@@ -17,6 +17,8 @@ import structlog
 from aiohttp import web
 
 from ca.authority import Chain, IssuingCA
+from ca.errors import CaError
+from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer.api import certificates, meta, signatures, translog
 from signer.api.problems import Handler, problem_middleware
@@ -29,6 +31,7 @@ from signer.storage.authority import CaCertificateStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
+from signer.timestamping import BuiltinTimeStamps, TimeStampSource
 from signer.translog import LogPublisher, load_privacy_key
 
 log = structlog.get_logger(__name__)
@@ -60,6 +63,29 @@ async def load_chain(store: CaCertificateStore, settings: Settings) -> Chain:
     return Chain(issuing=issuing, root=root)
 
 
+async def load_time_stamps(
+    store: CaCertificateStore, settings: Settings, chain: Chain, clock: Callable[[], datetime]
+) -> TimeStampSource:
+    """The configured signature-time-stamp source (STANDARDS.md §3)."""
+    tsa = settings.tsa
+    if tsa.url is not None:
+        raise ConfigError("tsa.url: external time-stamp authorities are not supported yet")
+    cert = await store.load(tsa.label)
+    if cert is None:
+        raise ConfigError("no TSA certificate in the database: run `qes init` first")
+    try:
+        authority = TimeStampAuthority(
+            certificate=cert,
+            chain=(chain.issuing, chain.root),
+            policy_oid=tsa.policy_oid,
+            clock=clock,
+            accuracy=tsa.accuracy,
+        )
+    except CaError as exc:
+        raise ConfigError(f"tsa: stored TSA certificate unusable ({exc}); run `qes init`") from exc
+    return BuiltinTimeStamps(authority, tsa.label)
+
+
 def _resources(
     settings: Settings, clock: Callable[[], datetime]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -76,7 +102,9 @@ def _resources(
                 max_size=settings.database.pool_max,
                 command_timeout=settings.database.command_timeout,
             )
-            chain = await load_chain(CaCertificateStore(pool), settings)
+            ca_store = CaCertificateStore(pool)
+            chain = await load_chain(ca_store, settings)
+            time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
             records = RecordStore(pool)
             log_store = LogStore(pool, settings.log.origin)
             publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
@@ -89,6 +117,8 @@ def _resources(
                     records=records,
                     privacy_key=privacy_key,
                     clock=clock,
+                    time_stamps=time_stamps,
+                    max_clock_skew=settings.tsa.max_clock_skew,
                 )
                 app[SERVICES] = Services(
                     settings=settings,
@@ -97,6 +127,7 @@ def _resources(
                     signing=signing,
                     tokens=registry,
                     clock=clock,
+                    time_stamps=time_stamps,
                     log=log_store,
                     publisher=publisher,
                 )

@@ -67,10 +67,17 @@ async def _init(settings: Any, force: bool) -> str:
     finally:
         await asyncio.to_thread(hsm.close)
     verb = "created" if result.created else "already present"
-    return (
+    lines = [
         f"CA {verb}: root {result.chain.root.subject.rfc4514_string()}, issuing "
-        f"{result.chain.issuing.subject.rfc4514_string()}\n{log_result.describe()}"
-    )
+        f"{result.chain.issuing.subject.rfc4514_string()}"
+    ]
+    if result.tsa is not None:
+        tsa_verb = "created" if result.tsa_created else "already present"
+        lines.append(f"TSA {tsa_verb}: {result.tsa.subject.rfc4514_string()}")
+    else:
+        lines.append(f"TSA: external, {settings.tsa.url}")
+    lines.append(log_result.describe())
+    return "\n".join(lines)
 
 
 def cmd_init(args: argparse.Namespace) -> int:

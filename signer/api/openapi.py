@@ -22,6 +22,7 @@ from signer.api.problems import (
     TooManyDigests,
     Unauthenticated,
     UnsupportedAlgorithm,
+    UnsupportedFormat,
     UnsupportedMediaType,
     WrongDigestLength,
 )
@@ -34,6 +35,7 @@ from signer.errors import (
     SignerError,
 )
 from signer.pipeline import ProfileNotAllowed, SubjectNotIssuable
+from signer.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _SIGN_ERRORS: list[type[SignerError]] = [
@@ -49,6 +51,7 @@ _SIGN_ERRORS: list[type[SignerError]] = [
     UnsupportedMediaType,
     IdempotencyMismatch,
     UnsupportedAlgorithm,
+    UnsupportedFormat,
     WrongDigestLength,
     NoDigests,
     TooManyDigests,
@@ -57,6 +60,8 @@ _SIGN_ERRORS: list[type[SignerError]] = [
     KeyNotDestroyed,
     DatabaseUnavailable,
     IdpUnreachable,
+    TimeStampUnavailable,
+    TimeStampClockSkew,
 ]
 _AUDIT_ERRORS: list[type[SignerError]] = [
     InvalidRequest,
@@ -117,6 +122,15 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
                     "enum": ["qes", "qualified", "advanced"],
                     "description": "Signature level; default: the identity's",
                 },
+                "format": {
+                    "enum": ["raw", "cades", "pades"],
+                    "default": "raw",
+                    "description": (
+                        "raw: DER ECDSA value per digest; cades: detached CAdES B-T (DER CMS) "
+                        "per document digest; pades: the CMS for a PAdES B-T signature field "
+                        "(/SubFilter ETSI.CAdES.detached) per digest of a PDF's /ByteRange"
+                    ),
+                },
             },
         },
         "SignatureResponse": {
@@ -125,11 +139,15 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
             "properties": {
                 "serial": {"type": "string", "description": "certificate serial, lowercase hex"},
                 "profile": {"type": "string"},
+                "format": {"enum": ["raw", "cades", "pades"]},
                 "signature_algorithm": {"const": "ecdsa"},
                 "signatures": {
                     "type": "array",
                     "items": b64,
-                    "description": "DER Ecdsa-Sig-Value per digest, input order",
+                    "description": (
+                        "Per digest, input order: DER Ecdsa-Sig-Value (raw) or DER CMS "
+                        "ContentInfo with its signature-time-stamp (cades, pades)"
+                    ),
                 },
                 "certificate": {"type": "string", "description": "PEM"},
                 "chain": {"type": "string", "description": "PEM: end entity, issuing CA, root"},

@@ -15,6 +15,7 @@ from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
+from signer.timestamping import TimeStampSource
 from signer.translog import LogPublisher
 
 
@@ -26,6 +27,7 @@ class Services:
     signing: SigningService
     tokens: IssuerRegistry
     clock: Callable[[], datetime]
+    time_stamps: TimeStampSource
     log: LogStore
     publisher: LogPublisher
 
