@@ -183,7 +183,7 @@ async def verify_log(
 async def _check_nodes(conn: asyncpg.Connection, nodes: list[Node]) -> None:
     """Check 5: the stored perfect subtrees equal the recomputed ones (one query)."""
     held = await fetch_nodes(conn, [n.id for n in nodes])
-    for node in sorted(nodes, key=lambda n: (n.id.begin, n.id.level)):
+    for node in sorted(nodes, key=lambda n: (n.id.end, n.id.level)):  # leaves before parents
         try:
             same = held.node_hashes([node.id])[0] == node.hash
         except MerkleError:
