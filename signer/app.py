@@ -20,7 +20,7 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer.api import certificates, meta, signatures, translog
+from signer.api import certificates, meta, pdf_upload, signatures, translog
 from signer.api.problems import Handler, problem_middleware
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
@@ -168,6 +168,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app[CRL_CACHE] = {}
     app.cleanup_ctx.append(_resources(settings, clock))
     app.router.add_post("/api/v1/signatures", signatures.create_signatures)
+    app.router.add_post("/api/v1/signatures/pdf", pdf_upload.sign_pdf)
     app.router.add_get("/api/v1/certificates", certificates.list_certificates)
     app.router.add_get("/api/v1/certificates/{serial}", certificates.show_certificate)
     app.router.add_get("/api/v1/log/checkpoint", translog.latest_checkpoint)

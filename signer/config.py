@@ -38,6 +38,7 @@ class ServerSettings:
     public_url: str = "http://127.0.0.1:8780"
     workers: int = 1
     max_body_bytes: int = 1_048_576
+    max_pdf_bytes: int = 20 * 1_048_576
     max_digests: int = 1000
     shutdown_timeout: float = 20.0
     log_format: str = "json"
@@ -236,6 +237,8 @@ def _server(s: _Section) -> ServerSettings:
     s.check("workers", 1 <= workers <= 64, "must be between 1 and 64")
     max_body = s.get("max_body_bytes", int, d.max_body_bytes)
     s.check("max_body_bytes", 1024 <= max_body <= 256 * 1024 * 1024, "must be 1 KiB .. 256 MiB")
+    max_pdf = s.get("max_pdf_bytes", int, d.max_pdf_bytes)
+    s.check("max_pdf_bytes", 1024 <= max_pdf <= 1024 * 1024 * 1024, "must be 1 KiB .. 1 GiB")
     max_digests = s.get("max_digests", int, d.max_digests)
     s.check("max_digests", 1 <= max_digests <= 100_000, "must be between 1 and 100000")
     log_format = s.get("log_format", str, d.log_format)
@@ -246,6 +249,7 @@ def _server(s: _Section) -> ServerSettings:
         public_url=public_url,
         workers=workers,
         max_body_bytes=max_body,
+        max_pdf_bytes=max_pdf,
         max_digests=max_digests,
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
         log_format=log_format,

@@ -37,6 +37,7 @@ from signer.errors import (
     KeyPolicyViolation,
     SignerError,
 )
+from signer.formats import PdfError
 from signer.pipeline import ProfileNotAllowed, SubjectNotIssuable
 from signer.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
@@ -309,6 +310,47 @@ def document(server: ServerSettings) -> dict[str, Any]:
                             "Replay of an earlier response for the same Idempotency-Key",
                         ),
                         **_errors(_SIGN_ERRORS),
+                    },
+                }
+            },
+            "/api/v1/signatures/pdf": {
+                "post": {
+                    "summary": "Sign a whole PDF (PAdES B-T) and get the signed PDF back",
+                    "description": (
+                        "The service adds an invisible signature field, signs its byte range "
+                        "with a fresh key and 10-minute certificate, time-stamps the signature "
+                        "and returns the signed PDF. The record's URL is in the Link header. "
+                        f"At most {server.max_pdf_bytes} octets."
+                    ),
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "profile",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"enum": ["qes", "qualified", "advanced"]},
+                        },
+                        {
+                            "name": "field",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 64, "default": "Signature1"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/pdf": {"schema": {"type": "string"}}},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "The signed PDF",
+                            "headers": {
+                                "Qes-Certificate-Serial": {"schema": {"type": "string"}},
+                                "Link": {"schema": {"type": "string"}},
+                            },
+                            "content": {"application/pdf": {"schema": {"type": "string"}}},
+                        },
+                        **_errors([*_SIGN_ERRORS, PdfError]),
                     },
                 }
             },

@@ -5,6 +5,7 @@ one-byte change (STANDARDS.md §2, §4, §5)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import secrets
 import subprocess
@@ -203,3 +204,81 @@ async def test_unknown_format_is_a_problem(client: TestClient, batch_token: str)
     assert resp.content_type == "application/problem+json"
     assert problem["type"] == "/problems/unsupported-signature-format"
     assert "raw, cades or pades" in problem["title"]
+
+
+async def record_count(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM signing_records"))
+    finally:
+        await conn.close()
+
+
+async def test_pdf_upload_comes_back_signed(
+    client: TestClient, batch_token: str, tmp_path: Path
+) -> None:
+    resp = await client.post(
+        "/api/v1/signatures/pdf?field=Approval",
+        data=multi_page_pdf(2),
+        headers={**api_headers(batch_token), "Content-Type": "application/pdf"},
+    )
+    assert resp.status == 201, await resp.text()
+    assert resp.content_type == "application/pdf"
+    serial = resp.headers["Qes-Certificate-Serial"]
+    assert f"/api/v1/certificates/{serial}>" in resp.headers["Link"]
+    signed = tmp_path / "upload.signed.pdf"
+    signed.write_bytes(await resp.read())
+    (embedded,) = PdfFileReader(BytesIO(signed.read_bytes())).embedded_signatures
+    assert embedded.field_name == "Approval"
+    assert embedded.sig_object["/SubFilter"] == "/ETSI.CAdES.detached"
+    certificates = [
+        x509.load_der_x509_certificate(c.chosen.dump())
+        for c in embedded.signed_data["certificates"]
+    ]
+    (root,) = [c for c in certificates if c.subject == c.issuer]
+    root_path = tmp_path / "root.pem"
+    root_path.write_bytes(root.public_bytes(Encoding.PEM))
+    done = run(
+        PYHANKO, "sign", "validate", "--trust", root_path, "--trust-replace",
+        "--no-revocation-check", "--executive-summary", signed,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), done.stdout
+
+
+async def test_pdf_upload_refusals_create_no_certificate(
+    client: TestClient, batch_token: str, database_url: str
+) -> None:
+    before = await record_count(database_url)
+    pdf_headers = {**api_headers(batch_token), "Content-Type": "application/pdf"}
+    cases = [
+        (b"%PDF-1.7 this is not a PDF", pdf_headers, 422, "/problems/unusable-pdf"),
+        (multi_page_pdf(1), api_headers(batch_token), 415, "/problems/unsupported-media-type"),
+        (multi_page_pdf(1), {**pdf_headers, "Authorization": "Bearer x"}, 401, None),
+    ]
+    for body, headers, status, kind in cases:
+        resp = await client.post("/api/v1/signatures/pdf", data=body, headers=headers)
+        assert resp.status == status, await resp.text()
+        assert resp.content_type == "application/problem+json"
+        if kind:
+            assert (await resp.json())["type"] == kind
+    bad_field = await client.post(
+        "/api/v1/signatures/pdf?field=a.b", data=multi_page_pdf(1), headers=pdf_headers
+    )
+    assert bad_field.status == 422
+    assert await record_count(database_url) == before
+
+
+async def test_pdf_upload_over_the_limit_is_413(
+    aiohttp_client: Any, settings: Any, ca_ready: None, batch_token: str
+) -> None:
+    from signer.app import create_app
+
+    small = dataclasses.replace(settings.server, max_pdf_bytes=4096)
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, server=small)))
+    resp = await client.post(
+        "/api/v1/signatures/pdf",
+        data=multi_page_pdf(1) + b"%" + b"x" * 8192,
+        headers={**api_headers(batch_token), "Content-Type": "application/pdf"},
+    )
+    assert resp.status == 413
+    assert (await resp.json())["type"] == "/problems/body-too-large"
