@@ -20,6 +20,7 @@ from tests.support.softhsm import SoftHsmToken
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "deploy" / "dev" / "qes.toml"
 # The long-lived token keys `qes init` creates with the dev config: CA, TSA and log keys.
+TEST_LOG_PRIVACY_KEY = "74657374206f6e6c79206c6f672070726976616379206b65792c207075626c6963"
 LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-log")
 
 
@@ -53,6 +54,9 @@ def service_env(
         # addresses in AIA/CRL DP as internal names, rightly so for a real deployment).
         "QES__CA__CA_ISSUERS_URL": "http://pki.example.com/qes/issuing.cer",
         "QES__CA__CRL_URL": "http://pki.example.com/qes/root.crl",
+        # One log privacy key for every process of a test run (they share one database, and
+        # `qes audit verify` rebuilds entries with it). Test-only, public.
+        "QES_LOG_PRIVACY_KEY": TEST_LOG_PRIVACY_KEY,
         **extra,
     }
 
