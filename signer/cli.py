@@ -233,6 +233,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from signer import verify
 
+    for name in ("pyhanko", "pyhanko_certvalidator"):  # every finding is in the report
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     reports: tuple[verify.SignatureReport, ...]
     try:
         trust = verify.load_trust_bundle(Path(args.trust).read_bytes())
