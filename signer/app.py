@@ -17,8 +17,10 @@ import structlog
 from aiohttp import web
 
 from ca.authority import Chain, IssuingCA
+from ca.errors import CaError
+from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer.api import certificates, meta, signatures
+from signer.api import certificates, meta, pdf_upload, signatures
 from signer.api.problems import Handler, problem_middleware
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
@@ -28,6 +30,7 @@ from signer.pipeline import SigningService
 from signer.storage.authority import CaCertificateStore
 from signer.storage.db import create_pool
 from signer.storage.records import RecordStore
+from signer.timestamping import BuiltinTimeStamps, TimeStampSource
 
 log = structlog.get_logger(__name__)
 REPLAY_PURGE_SECONDS = 300
@@ -58,6 +61,29 @@ async def load_chain(store: CaCertificateStore, settings: Settings) -> Chain:
     return Chain(issuing=issuing, root=root)
 
 
+async def load_time_stamps(
+    store: CaCertificateStore, settings: Settings, chain: Chain, clock: Callable[[], datetime]
+) -> TimeStampSource:
+    """The configured signature-time-stamp source (STANDARDS.md §3)."""
+    tsa = settings.tsa
+    if tsa.url is not None:
+        raise ConfigError("tsa.url: external time-stamp authorities are not supported yet")
+    cert = await store.load(tsa.label)
+    if cert is None:
+        raise ConfigError("no TSA certificate in the database: run `qes init` first")
+    try:
+        authority = TimeStampAuthority(
+            certificate=cert,
+            chain=(chain.issuing, chain.root),
+            policy_oid=tsa.policy_oid,
+            clock=clock,
+            accuracy=tsa.accuracy,
+        )
+    except CaError as exc:
+        raise ConfigError(f"tsa: stored TSA certificate unusable ({exc}); run `qes init`") from exc
+    return BuiltinTimeStamps(authority, tsa.label)
+
+
 def _resources(
     settings: Settings, clock: Callable[[], datetime]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -73,7 +99,9 @@ def _resources(
                 max_size=settings.database.pool_max,
                 command_timeout=settings.database.command_timeout,
             )
-            chain = await load_chain(CaCertificateStore(pool), settings)
+            ca_store = CaCertificateStore(pool)
+            chain = await load_chain(ca_store, settings)
+            time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
             records = RecordStore(pool)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
@@ -83,6 +111,8 @@ def _resources(
                     ca_key_label=settings.ca.issuing_label,
                     records=records,
                     clock=clock,
+                    time_stamps=time_stamps,
+                    max_clock_skew=settings.tsa.max_clock_skew,
                 )
                 app[SERVICES] = Services(
                     settings=settings,
@@ -91,6 +121,7 @@ def _resources(
                     signing=signing,
                     tokens=registry,
                     clock=clock,
+                    time_stamps=time_stamps,
                 )
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
@@ -126,6 +157,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app[CRL_CACHE] = {}
     app.cleanup_ctx.append(_resources(settings, clock))
     app.router.add_post("/api/v1/signatures", signatures.create_signatures)
+    app.router.add_post("/api/v1/signatures/pdf", pdf_upload.sign_pdf)
     app.router.add_get("/api/v1/certificates", certificates.list_certificates)
     app.router.add_get("/api/v1/certificates/{serial}", certificates.show_certificate)
     app.router.add_get("/healthz", meta.healthz)

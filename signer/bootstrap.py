@@ -1,7 +1,10 @@
-"""`qes init`: create the CA keys inside the HSM and their certificates.
+"""`qes init`: create the CA keys inside the HSM and their certificates, and the built-in
+TSA's key and certificate (RFC 3161 §2.3, STANDARDS.md §3) unless an external TSA is configured.
 
-Idempotent: when both keys exist and the stored certificates match them, nothing changes. It
-never replaces an existing key unless ``force`` is given.
+Idempotent: when the keys exist and the stored certificates match them, nothing changes. It
+never replaces an existing key unless ``force`` is given. A missing TSA key (a CA made before
+the TSA existed) is created without ``force``: that replaces nothing; a TSA certificate that
+does not match its key or the current issuing CA is re-issued for the same key.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ca.authority import Chain, build_issuing_certificate, build_root_certificate
+from ca.tsa import build_tsa_certificate
 from signer.config import Settings
 from signer.errors import SignerError
 from signer.hsm import Hsm, HsmSession
@@ -28,6 +33,15 @@ class AlreadyInitialised(SignerError):
 class InitResult:
     chain: Chain
     created: bool
+    tsa: x509.Certificate | None = None
+    tsa_created: bool = False
+
+
+@dataclass(frozen=True)
+class StoredCertificates:
+    root: x509.Certificate | None
+    issuing: x509.Certificate | None
+    tsa: x509.Certificate | None
 
 
 def _same_key(cert: x509.Certificate | None, session: HsmSession, label: str) -> bool:
@@ -44,12 +58,29 @@ def make_ca(
     now: datetime,
     *,
     force: bool,
-    stored: tuple[x509.Certificate | None, x509.Certificate | None],
+    stored: StoredCertificates,
 ) -> InitResult:
-    """Runs on the HSM worker thread: decide, create keys, build and sign both certificates."""
+    """Runs on the HSM worker thread: decide, create keys, build and sign the certificates."""
+    chain, created = _make_chain(session, settings, now, force=force, stored=stored)
+    if settings.tsa.url is not None:
+        return InitResult(chain, created)
+    tsa, tsa_created = _make_tsa(
+        session, settings, now, chain, force=force or created, stored=stored
+    )
+    return InitResult(chain, created, tsa, tsa_created)
+
+
+def _make_chain(
+    session: HsmSession,
+    settings: Settings,
+    now: datetime,
+    *,
+    force: bool,
+    stored: StoredCertificates,
+) -> tuple[Chain, bool]:
     ca = settings.ca
     have = [session.has_token_key(ca.root_label), session.has_token_key(ca.issuing_label)]
-    root, issuing = stored
+    root, issuing = stored.root, stored.issuing
     if (
         all(have)
         and not force
@@ -58,7 +89,7 @@ def make_ca(
         and _same_key(root, session, ca.root_label)
         and _same_key(issuing, session, ca.issuing_label)
     ):
-        return InitResult(Chain(issuing=issuing, root=root), created=False)
+        return Chain(issuing=issuing, root=root), False
     if any(have) and not force:
         which = [lbl for lbl, h in zip((ca.root_label, ca.issuing_label), have, strict=True) if h]
         raise AlreadyInitialised(
@@ -71,17 +102,66 @@ def make_ca(
     issuing = build_issuing_certificate(
         root_key, root, issuing_key.public_key(), ca.names, ca.policy, now, ca.issuing_lifetime
     )
-    return InitResult(Chain(issuing=issuing, root=root), created=True)
+    return Chain(issuing=issuing, root=root), True
+
+
+def _make_tsa(
+    session: HsmSession,
+    settings: Settings,
+    now: datetime,
+    chain: Chain,
+    *,
+    force: bool,
+    stored: StoredCertificates,
+) -> tuple[x509.Certificate, bool]:
+    """The TSA key (created when missing, replaced with ``force``) and a certificate for it
+    from the current issuing CA (kept when it still matches both)."""
+    tsa = settings.tsa
+    if force or not session.has_token_key(tsa.label):
+        session.create_token_key(tsa.label, settings.ca.curve, replace=True)
+    elif (
+        stored.tsa is not None
+        and _same_key(stored.tsa, session, tsa.label)
+        and _issued_by(stored.tsa, chain.issuing)
+    ):
+        return stored.tsa, False
+    public = settings.server.public_url
+    cert = build_tsa_certificate(
+        session.token_key(settings.ca.issuing_label),
+        chain.issuing,
+        session.token_key(tsa.label).public_key(),
+        settings.ca.names,
+        tsa.common_name,
+        ca_issuers_url=f"{public}/ca/issuing.cer",
+        crl_url=f"{public}/ca/issuing.crl",
+        now=now,
+        lifetime=min(tsa.lifetime, chain.issuing.not_valid_after_utc - now),
+    )
+    return cert, True
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 async def init_ca(
     hsm: Hsm, store: CaCertificateStore, settings: Settings, now: datetime, *, force: bool
 ) -> InitResult:
-    stored = (await store.load(settings.ca.root_label), await store.load(settings.ca.issuing_label))
+    stored = StoredCertificates(
+        root=await store.load(settings.ca.root_label),
+        issuing=await store.load(settings.ca.issuing_label),
+        tsa=await store.load(settings.tsa.label),
+    )
     result: InitResult = await hsm.run(
         lambda s: make_ca(s, settings, now, force=force, stored=stored)
     )
     if result.created:
         await store.save(settings.ca.root_label, result.chain.root, now)
         await store.save(settings.ca.issuing_label, result.chain.issuing, now)
+    if result.tsa is not None and result.tsa_created:
+        await store.save(settings.tsa.label, result.tsa, now)
     return result

@@ -9,12 +9,14 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import io
 import logging
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,10 +68,16 @@ async def _init(settings: Any, force: bool) -> str:
     finally:
         await asyncio.to_thread(hsm.close)
     verb = "created" if result.created else "already present"
-    return (
+    lines = [
         f"CA {verb}: root {result.chain.root.subject.rfc4514_string()}, issuing "
         f"{result.chain.issuing.subject.rfc4514_string()}"
-    )
+    ]
+    if result.tsa is not None:
+        tsa_verb = "created" if result.tsa_created else "already present"
+        lines.append(f"TSA {tsa_verb}: {result.tsa.subject.rfc4514_string()}")
+    else:
+        lines.append(f"TSA: external, {settings.tsa.url}")
+    return "\n".join(lines)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -168,12 +176,67 @@ def _digest(path: Path, algorithm: str) -> bytes:
     return h.digest()
 
 
-def _progress(items: Sequence[Path], enabled: bool) -> Any:
+def _progress(items: Sequence[Path], enabled: bool, desc: str) -> Any:
     if not enabled:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, unit="file", desc="hashing", file=sys.stderr)
+    return tqdm(items, unit="file", desc=desc, file=sys.stderr)
+
+
+def _is_pdf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(1024).lstrip().startswith(b"%PDF-")
+
+
+def _free_field(pdf: bytes) -> str:
+    """``SignatureN`` with the smallest N not yet a field of ``pdf``."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.fields import enumerate_sig_fields
+
+    try:
+        taken = {name for name, _, _ in enumerate_sig_fields(PdfFileReader(io.BytesIO(pdf)))}
+    except Exception:  # unreadable: prepare() names the problem
+        taken = set()
+    return next(f"Signature{n}" for n in range(1, len(taken) + 2) if f"Signature{n}" not in taken)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One file to sign: its digest, and for PAdES the prepared document to embed into."""
+
+    path: Path
+    digest: bytes
+    prepared: Any = None
+
+
+def _prepare(path: Path, args: argparse.Namespace) -> _Job:
+    from signer.formats import PdfError
+    from signer.formats.pdf import prepare
+
+    if args.format != "pades":
+        return _Job(path, _digest(path, args.hash))
+    pdf = path.read_bytes()
+    try:
+        prepared = prepare(pdf, _free_field(pdf), datetime.now(UTC), hash_algorithm=args.hash)
+    except PdfError as exc:
+        raise ClientError(f"{path}: {exc}") from exc
+    return _Job(path, prepared.digest, prepared)
+
+
+def _write(job: _Job, signature: bytes, fmt: str, chain: str) -> Path:
+    from signer.formats.pdf import embed
+
+    path = job.path
+    if fmt == "pades":
+        out = path.with_name(f"{path.stem}.signed{path.suffix}")
+        out.write_bytes(embed(job.prepared, signature))
+        return out
+    out = path.with_name(path.name + (".p7s" if fmt == "cades" else ".sig"))
+    out.write_bytes(signature)
+    if fmt == "raw":
+        path.with_name(path.name + ".chain.pem").write_text(chain)
+    return out
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -181,36 +244,67 @@ def cmd_sign(args: argparse.Namespace) -> int:
     for f in files:
         if not f.is_file():
             return _fail(f"{f}: not a readable file")
+        if args.format == "pades" and not _is_pdf(f):
+            return _fail(f"{f}: not a PDF; use --format cades for other files")
     token = _read_token(args.token_file)
     client = ApiClient(args.url, token)
     show = len(files) > 1 and not args.quiet
-    digests = [_digest(f, args.hash) for f in _progress(files, show)]
-    written = 0
-    for start in range(0, len(files), args.batch_size):
-        chunk = slice(start, start + args.batch_size)
+    jobs = [_prepare(f, args) for f in _progress(files, show, "preparing")]
+    written: list[Path] = []
+    bar = _bar(len(jobs), show, "signing")
+    for start in range(0, len(jobs), args.batch_size):
+        chunk = jobs[start : start + args.batch_size]
         body: dict[str, Any] = {
             "hash_algorithm": args.hash,
-            "hashes": [base64.b64encode(d).decode() for d in digests[chunk]],
+            "hashes": [base64.b64encode(j.digest).decode() for j in chunk],
+            "format": args.format,
         }
         if args.profile:
             body["profile"] = args.profile
         result = client.call("POST", "/api/v1/signatures", body)
-        for path, sig in zip(files[chunk], result["signatures"], strict=True):
-            path.with_name(path.name + ".sig").write_bytes(base64.b64decode(sig))
-            path.with_name(path.name + ".chain.pem").write_text(result["chain"])
-            written += 1
+        for job, sig in zip(chunk, result["signatures"], strict=True):
+            written.append(_write(job, base64.b64decode(sig), args.format, result["chain"]))
+            if bar is not None:
+                bar.update(1)
         if not args.quiet:
-            print(
+            _print_progress_safe(
+                bar,
                 f"signed {len(result['signatures'])} file(s) with certificate "
-                f"{result['serial']} ({result['profile']}), valid until {result['not_after']}"
+                f"{result['serial']} ({result['profile']}), valid until {result['not_after']}",
             )
+    if bar is not None:
+        bar.close()
     if not args.quiet and files:
-        f = files[0]
-        print(
-            f"verify: openssl x509 -in {f}.chain.pem -pubkey -noout > {f}.pub && "
-            f"openssl dgst -{args.hash} -verify {f}.pub -signature {f}.sig {f}"
+        print(_verify_hint(files[0], written[0], args))
+    return 0 if len(written) == len(files) else 1
+
+
+def _bar(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc=desc, file=sys.stderr)
+
+
+def _print_progress_safe(bar: Any, line: str) -> None:
+    if bar is None:
+        print(line)
+    else:
+        bar.write(line, file=sys.stdout)
+
+
+def _verify_hint(document: Path, written: Path, args: argparse.Namespace) -> str:
+    if args.format == "raw":
+        return (
+            f"verify: openssl x509 -in {document}.chain.pem -pubkey -noout > {document}.pub && "
+            f"openssl dgst -{args.hash} -verify {document}.pub -signature {written} {document}"
         )
-    return 0 if written == len(files) else 1
+    bundle = (
+        f"curl -s -H 'Accept: application/pem-certificate-chain' {args.url}/api/v1/trust-bundle"
+    )
+    target = f"{written}" if args.format == "pades" else f"{document} {written}"
+    return f"verify: {bundle} > trust.pem && qes verify {target} --trust trust.pem"
 
 
 def _read_token(path: str) -> str:
@@ -397,6 +491,13 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("--url", default=url, help=f"signer base URL (default {url})")
     sign.add_argument("--hash", choices=HASHES, default="sha256")
     sign.add_argument("--profile", choices=("qes", "qualified", "advanced"))
+    sign.add_argument(
+        "--format",
+        choices=("raw", "cades", "pades"),
+        default="raw",
+        help="raw: NAME.sig + NAME.chain.pem; cades: NAME.p7s (CAdES B-T); "
+        "pades: PDFs only, NAME.signed.pdf (PAdES B-T; only the digest is sent)",
+    )
     sign.add_argument("--batch-size", type=int, default=1000)
     sign.add_argument("--quiet", "-q", action="store_true")
     sign.set_defaults(func=cmd_sign)

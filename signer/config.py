@@ -37,6 +37,7 @@ class ServerSettings:
     public_url: str = "http://127.0.0.1:8780"
     workers: int = 1
     max_body_bytes: int = 1_048_576
+    max_pdf_bytes: int = 20 * 1_048_576
     max_digests: int = 1000
     shutdown_timeout: float = 20.0
     log_format: str = "json"
@@ -62,6 +63,28 @@ class CaSettings:
 
 
 @dataclass(frozen=True)
+class TsaSettings:
+    """The signature-time-stamp source (RFC 3161; STANDARDS.md §3).
+
+    Built in (``url`` None): a TSA key in the HSM labelled ``label``, created by ``qes init``
+    with a certificate from the issuing CA, also served at ``POST /tsa``. External: the RFC 3161
+    service at ``url`` whose tokens must chain to the certificates in ``trust_anchor_file``.
+    Either way a token whose genTime is more than ``max_clock_skew`` from the signer's clock
+    refuses the signature (the key is destroyed, nothing is released).
+    """
+
+    label: str = "qes-tsa"
+    common_name: str = "QES Signer Development Time-Stamping Unit"
+    policy_oid: str = "1.3.6.1.4.1.32473.1.2"
+    lifetime: timedelta = timedelta(days=3 * 365)
+    accuracy: timedelta = timedelta(seconds=1)
+    max_clock_skew: timedelta = timedelta(seconds=5)
+    url: str | None = None
+    trust_anchor_file: Path | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     role: str = "qes-auditor"
 
@@ -72,6 +95,7 @@ class Settings:
     database: DatabaseSettings
     hsm: HsmSettings
     ca: CaSettings
+    tsa: TsaSettings
     issuers: tuple[IssuerSettings, ...]
     audit: AuditSettings
     data_dir: Path
@@ -162,7 +186,7 @@ def _literal(text: str) -> Any:
 
 
 def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
-    known = {"data_dir", "server", "database", "hsm", "ca", "issuers", "audit"}
+    known = {"data_dir", "server", "database", "hsm", "ca", "tsa", "issuers", "audit"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -175,6 +199,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         database=_database(_Section("database", raw.get("database", {})), env, base),
         hsm=_hsm(_Section("hsm", raw.get("hsm", {})), env, base),
         ca=_ca(_Section("ca", raw.get("ca", {})), server),
+        tsa=_tsa(_Section("tsa", raw.get("tsa", {})), base),
         issuers=_issuers(raw.get("issuers", {})),
         audit=_audit(_Section("audit", raw.get("audit", {}))),
         data_dir=(base / data_dir).resolve(),
@@ -191,6 +216,8 @@ def _server(s: _Section) -> ServerSettings:
     s.check("workers", 1 <= workers <= 64, "must be between 1 and 64")
     max_body = s.get("max_body_bytes", int, d.max_body_bytes)
     s.check("max_body_bytes", 1024 <= max_body <= 256 * 1024 * 1024, "must be 1 KiB .. 256 MiB")
+    max_pdf = s.get("max_pdf_bytes", int, d.max_pdf_bytes)
+    s.check("max_pdf_bytes", 1024 <= max_pdf <= 1024 * 1024 * 1024, "must be 1 KiB .. 1 GiB")
     max_digests = s.get("max_digests", int, d.max_digests)
     s.check("max_digests", 1 <= max_digests <= 100_000, "must be between 1 and 100000")
     log_format = s.get("log_format", str, d.log_format)
@@ -201,6 +228,7 @@ def _server(s: _Section) -> ServerSettings:
         public_url=public_url,
         workers=workers,
         max_body_bytes=max_body,
+        max_pdf_bytes=max_pdf,
         max_digests=max_digests,
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
         log_format=log_format,
@@ -305,6 +333,47 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
     )
     s.done()
     return result
+
+
+def _tsa(s: _Section, base: Path) -> TsaSettings:
+    d = TsaSettings()
+    policy_oid = s.get("policy_oid", str, d.policy_oid)
+    s.check("policy_oid", _is_oid(policy_oid), "must be a dotted OID such as 1.3.6.1.4.1.32473.1")
+    lifetime = s.get("lifetime_days", int, d.lifetime.days)
+    s.check("lifetime_days", 1 <= lifetime <= 3650, "must be between 1 and 3650")
+    accuracy = s.get("accuracy_seconds", float, d.accuracy.total_seconds())
+    s.check("accuracy_seconds", 0 < accuracy <= 60, "must be above 0 and at most 60")
+    skew = s.get("max_clock_skew_seconds", float, d.max_clock_skew.total_seconds())
+    s.check("max_clock_skew_seconds", 0 < skew <= 300, "must be above 0 and at most 300")
+    url = s.get("url", str, None)
+    if url is not None:
+        s.check("url", url.startswith(("http://", "https://")), "must be an http(s) URL")
+    anchor = s.get("trust_anchor_file", str, None)
+    s.check(
+        "trust_anchor_file",
+        (url is None) == (anchor is None),
+        "give it together with tsa.url (the external TSA's root), and only then",
+    )
+    timeout = s.get("timeout_seconds", float, d.timeout)
+    s.check("timeout_seconds", 0 < timeout <= 60, "must be above 0 and at most 60")
+    result = TsaSettings(
+        label=s.get("label", str, d.label),
+        common_name=s.get("common_name", str, d.common_name),
+        policy_oid=policy_oid,
+        lifetime=timedelta(days=lifetime),
+        accuracy=timedelta(seconds=accuracy),
+        max_clock_skew=timedelta(seconds=skew),
+        url=url,
+        trust_anchor_file=(base / anchor).resolve() if anchor is not None else None,
+        timeout=timeout,
+    )
+    s.done()
+    return result
+
+
+def _is_oid(text: str) -> bool:
+    arcs = text.split(".")
+    return len(arcs) >= 2 and all(a.isdigit() and (a == "0" or a[0] != "0") for a in arcs)
 
 
 def _wrap(s: _Section, what: str, make: Callable[[], T]) -> T:

@@ -27,8 +27,8 @@ import asyncio
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import structlog
 from cryptography import x509
@@ -45,8 +45,10 @@ from signer.errors import (
     RequestError,
     SignerError,
 )
+from signer.formats.cms import cades_b_t, pades_b_t
 from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
 from signer.storage.records import Completion, IdempotencyKey, IssuedRecord, RecordStore
+from signer.timestamping import TimeStampSource, checked
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,12 @@ class SubjectNotIssuable(RequestError):
     status = 403
 
 
+#: What each digest becomes: a bare DER ECDSA value, a detached CAdES B-T signature (EN 319
+#: 122-1) or the CMS of a PAdES B-T signature field (EN 319 142-1); STANDARDS.md §2.
+SignatureFormat = Literal["raw", "cades", "pades"]
+FORMATS: tuple[SignatureFormat, ...] = ("raw", "cades", "pades")
+
+
 @dataclass(frozen=True)
 class SignatureRequest:
     """Validated digests to sign; ``profile`` None means the identity's default."""
@@ -73,6 +81,7 @@ class SignatureRequest:
     hash_algorithm: str
     digests: tuple[bytes, ...]
     profile: str | None = None
+    format: SignatureFormat = "raw"
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,8 @@ class SignatureResult:
     signatures: tuple[bytes, ...]
     evidence: KeyEvidence
     destruction: Destruction
+    format: SignatureFormat = "raw"
+    time_stamps: tuple[bytes, ...] = ()
 
 
 # A hop takes at most this many waiting requests, and stops adding requests once this many
@@ -114,6 +125,7 @@ class _Signed:
     certificate: x509.Certificate
     evidence: KeyEvidence
     signatures: tuple[bytes, ...]
+    time_stamps: tuple[bytes, ...]
     destruction: Destruction
 
 
@@ -143,8 +155,12 @@ class SigningService:
         ca_key_label: str,
         records: RecordStore,
         clock: Callable[[], datetime],
+        time_stamps: TimeStampSource,
+        max_clock_skew: timedelta,
     ) -> None:
         self._hsm = hsm
+        self._time_stamps = time_stamps
+        self._max_skew = max_clock_skew
         self._ca = ca
         self._label = ca_key_label
         self._records = records
@@ -272,6 +288,8 @@ class SigningService:
                 signatures=outcome.signatures,
                 evidence=outcome.evidence,
                 destruction=outcome.destruction,
+                format=job.request.format,
+                time_stamps=outcome.time_stamps,
             )
             completions.append((job, result, job.render(result) if job.render else None))
         if completions:
@@ -311,12 +329,47 @@ class SigningService:
                     live.clear()
             for i in list(live):
                 key, cert = live[i]
-                outcomes[i] = _sign_and_destroy(session, key, cert, jobs[i].request.digests)
+                make = self._signature_maker(session, key, cert, jobs[i].request)
+                outcomes[i] = _sign_and_destroy(session, key, cert, jobs[i].request.digests, make)
                 del live[i]
         finally:
             for key, _ in live.values():  # only when a BaseException cut the hop short
                 _destroy_quietly(session, key)
         return [o for o in outcomes if o is not None]
+
+    def _signature_maker(
+        self,
+        session: HsmSession,
+        key: EphemeralKey,
+        cert: x509.Certificate,
+        request: SignatureRequest,
+    ) -> _MakeSignature:
+        """Per digest: the signature in the requested format and its time-stamp token (if any).
+
+        CAdES and PAdES get their signature-time-stamp right after the signature, in this hop,
+        while the 10-minute certificate is valid (STANDARDS.md §2, §4)."""
+        if request.format == "raw":
+            return lambda digest: (key.private.sign_digest(digest), None)
+        stamp = checked(self._time_stamps.bind(session), self._clock, self._max_skew)
+        chain = (self._ca.chain.issuing, self._ca.chain.root)
+        alg = request.hash_algorithm
+        tokens: list[bytes] = []
+
+        def recording(digest: bytes, hash_algorithm: str, /) -> bytes:
+            token = stamp(digest, hash_algorithm)
+            tokens.append(token)
+            return token
+
+        def make(digest: bytes) -> tuple[bytes, bytes | None]:
+            if request.format == "cades":
+                signature = cades_b_t(
+                    digest, alg, cert, chain, key.private, recording, signing_time=self._clock()
+                )
+            else:
+                signature = pades_b_t(digest, alg, cert, chain, key.private, recording)
+            return signature, tokens.pop()
+
+        return make
 
     def _issued_record(
         self, job: _Job, cert: x509.Certificate, evidence: KeyEvidence
@@ -340,6 +393,7 @@ class SigningService:
             key_evidence=evidence.as_dict(),
             hash_algorithm=job.request.hash_algorithm,
             digests=job.request.digests,
+            signature_format=job.request.format,
         )
 
     async def _complete(
@@ -354,6 +408,7 @@ class SigningService:
                         at=at,
                         signed_count=len(result.signatures),
                         destruction=result.destruction.as_dict(),
+                        time_stamps=result.time_stamps,
                         idempotency=job.idempotency,
                         response=response,
                     )
@@ -403,12 +458,21 @@ class SigningService:
             log.error("failure_not_recorded", record_id=str(job.record_id))
 
 
+_MakeSignature = Callable[[bytes], tuple[bytes, "bytes | None"]]
+
+
 def _sign_and_destroy(
-    session: HsmSession, key: EphemeralKey, cert: x509.Certificate, digests: tuple[bytes, ...]
+    session: HsmSession,
+    key: EphemeralKey,
+    cert: x509.Certificate,
+    digests: tuple[bytes, ...],
+    make: _MakeSignature,
 ) -> _Signed | _Failed:
     """Sign every digest, then destroy the key and confirm it is gone (its record is committed)."""
     try:
-        signatures = tuple(key.private.sign_digest(d) for d in digests)
+        made = [make(d) for d in digests]
+        signatures = tuple(signature for signature, _ in made)
+        time_stamps = tuple(token for _, token in made if token is not None)
     except BaseException as exc:
         destruction = _destroy_quietly(session, key)
         if not isinstance(exc, Exception):
@@ -420,7 +484,7 @@ def _sign_and_destroy(
         return _Failed(exc, None, recorded=True)
     if not destruction.confirmed_absent:
         return _Failed(KeyNotDestroyed("key still resolves after destroy"), destruction, True)
-    return _Signed(cert, key.evidence, signatures, destruction)
+    return _Signed(cert, key.evidence, signatures, time_stamps, destruction)
 
 
 def _settle(job: _Job, exc: BaseException) -> None:

@@ -17,6 +17,7 @@ from signer.api.auth import authenticate_auditor
 from signer.api.problems import InvalidRequest, NotFound
 from signer.api.state import SERVICES, Services
 from signer.storage.records import Cursor, RecordFilter, SigningRecord
+from signer.timestamping import gen_time
 
 MAX_PAGE = 500
 _FILTERS = {
@@ -46,6 +47,7 @@ def summary(rec: SigningRecord) -> dict[str, Any]:
         "not_before": rec.not_before.isoformat(),
         "not_after": rec.not_after.isoformat(),
         "hash_algorithm": rec.hash_algorithm,
+        "signature_format": rec.signature_format,
         "digest_count": len(rec.digests),
         "signed_count": rec.signed_count,
         "key_evidence": dict(rec.key_evidence),
@@ -61,6 +63,10 @@ def detail(rec: SigningRecord) -> dict[str, Any]:
     body["digests"] = [base64.b64encode(d).decode() for d in rec.digests]
     body["destruction"] = dict(rec.destruction) if rec.destruction else None
     body["request_id"] = rec.request_id
+    body["time_stamps"] = [
+        {"gen_time": gen_time(token).isoformat(), "token": base64.b64encode(token).decode()}
+        for token in rec.time_stamps
+    ]
     return body
 
 

@@ -22,6 +22,7 @@ from signer.api.problems import (
     TooManyDigests,
     Unauthenticated,
     UnsupportedAlgorithm,
+    UnsupportedFormat,
     UnsupportedMediaType,
     WrongDigestLength,
 )
@@ -33,7 +34,9 @@ from signer.errors import (
     KeyPolicyViolation,
     SignerError,
 )
+from signer.formats import PdfError
 from signer.pipeline import ProfileNotAllowed, SubjectNotIssuable
+from signer.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _SIGN_ERRORS: list[type[SignerError]] = [
@@ -49,6 +52,7 @@ _SIGN_ERRORS: list[type[SignerError]] = [
     UnsupportedMediaType,
     IdempotencyMismatch,
     UnsupportedAlgorithm,
+    UnsupportedFormat,
     WrongDigestLength,
     NoDigests,
     TooManyDigests,
@@ -57,6 +61,8 @@ _SIGN_ERRORS: list[type[SignerError]] = [
     KeyNotDestroyed,
     DatabaseUnavailable,
     IdpUnreachable,
+    TimeStampUnavailable,
+    TimeStampClockSkew,
 ]
 _AUDIT_ERRORS: list[type[SignerError]] = [
     InvalidRequest,
@@ -117,6 +123,15 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
                     "enum": ["qes", "qualified", "advanced"],
                     "description": "Signature level; default: the identity's",
                 },
+                "format": {
+                    "enum": ["raw", "cades", "pades"],
+                    "default": "raw",
+                    "description": (
+                        "raw: DER ECDSA value per digest; cades: detached CAdES B-T (DER CMS) "
+                        "per document digest; pades: the CMS for a PAdES B-T signature field "
+                        "(/SubFilter ETSI.CAdES.detached) per digest of a PDF's /ByteRange"
+                    ),
+                },
             },
         },
         "SignatureResponse": {
@@ -125,11 +140,15 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
             "properties": {
                 "serial": {"type": "string", "description": "certificate serial, lowercase hex"},
                 "profile": {"type": "string"},
+                "format": {"enum": ["raw", "cades", "pades"]},
                 "signature_algorithm": {"const": "ecdsa"},
                 "signatures": {
                     "type": "array",
                     "items": b64,
-                    "description": "DER Ecdsa-Sig-Value per digest, input order",
+                    "description": (
+                        "Per digest, input order: DER Ecdsa-Sig-Value (raw) or DER CMS "
+                        "ContentInfo with its signature-time-stamp (cades, pades)"
+                    ),
                 },
                 "certificate": {"type": "string", "description": "PEM"},
                 "chain": {"type": "string", "description": "PEM: end entity, issuing CA, root"},
@@ -219,6 +238,47 @@ def document(server: ServerSettings) -> dict[str, Any]:
                             "Replay of an earlier response for the same Idempotency-Key",
                         ),
                         **_errors(_SIGN_ERRORS),
+                    },
+                }
+            },
+            "/api/v1/signatures/pdf": {
+                "post": {
+                    "summary": "Sign a whole PDF (PAdES B-T) and get the signed PDF back",
+                    "description": (
+                        "The service adds an invisible signature field, signs its byte range "
+                        "with a fresh key and 10-minute certificate, time-stamps the signature "
+                        "and returns the signed PDF. The record's URL is in the Link header. "
+                        f"At most {server.max_pdf_bytes} octets."
+                    ),
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "profile",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"enum": ["qes", "qualified", "advanced"]},
+                        },
+                        {
+                            "name": "field",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 64, "default": "Signature1"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/pdf": {"schema": {"type": "string"}}},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "The signed PDF",
+                            "headers": {
+                                "Qes-Certificate-Serial": {"schema": {"type": "string"}},
+                                "Link": {"schema": {"type": "string"}},
+                            },
+                            "content": {"application/pdf": {"schema": {"type": "string"}}},
+                        },
+                        **_errors([*_SIGN_ERRORS, PdfError]),
                     },
                 }
             },

@@ -81,6 +81,12 @@ class UnsupportedAlgorithm(RequestError):
     status = 422
 
 
+class UnsupportedFormat(RequestError):
+    slug = "unsupported-signature-format"
+    title = "Unsupported signature format: use raw, cades or pades"
+    status = 422
+
+
 class WrongDigestLength(RequestError):
     slug = "wrong-digest-length"
     title = "A digest does not have the length of the hash algorithm"

@@ -27,12 +27,13 @@ from signer.api.problems import (
     NoDigests,
     TooManyDigests,
     UnsupportedAlgorithm,
+    UnsupportedFormat,
     UnsupportedMediaType,
     WrongDigestLength,
 )
 from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.config import DIGEST_SIZES
-from signer.pipeline import SignatureRequest, SignatureResult
+from signer.pipeline import FORMATS, SignatureRequest, SignatureResult
 from signer.storage.records import IdempotencyKey, IdempotencyOutcome
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -52,7 +53,7 @@ async def read_json(request: web.Request) -> Any:
 def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
-    unknown = set(body) - {"hash_algorithm", "hashes", "profile"}
+    unknown = set(body) - {"hash_algorithm", "hashes", "profile", "format"}
     if unknown:
         raise InvalidRequest(f"unknown fields {sorted(unknown)}")
     algorithm = body.get("hash_algorithm")
@@ -68,6 +69,9 @@ def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
     profile = body.get("profile")
     if profile is not None and not isinstance(profile, str):
         raise InvalidRequest("profile must be a string")
+    fmt = body.get("format", "raw")
+    if fmt not in FORMATS:
+        raise UnsupportedFormat(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     size = DIGEST_SIZES[algorithm]
     digests = []
     for i, item in enumerate(hashes):
@@ -80,7 +84,9 @@ def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
         if len(digest) != size:
             raise WrongDigestLength(f"hashes[{i}] has {len(digest)} bytes, {algorithm} has {size}")
         digests.append(digest)
-    return SignatureRequest(hash_algorithm=algorithm, digests=tuple(digests), profile=profile)
+    return SignatureRequest(
+        hash_algorithm=algorithm, digests=tuple(digests), profile=profile, format=fmt
+    )
 
 
 def render_result(result: SignatureResult, public_url: str) -> Mapping[str, Any]:
@@ -88,6 +94,7 @@ def render_result(result: SignatureResult, public_url: str) -> Mapping[str, Any]
     return {
         "serial": result.serial,
         "profile": result.profile,
+        "format": result.format,
         "signature_algorithm": "ecdsa",
         "signatures": [base64.b64encode(s).decode() for s in result.signatures],
         "certificate": pem,

@@ -14,6 +14,7 @@ from signer.config import Settings
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.storage.records import RecordStore
+from signer.timestamping import TimeStampSource
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Services:
     signing: SigningService
     tokens: IssuerRegistry
     clock: Callable[[], datetime]
+    time_stamps: TimeStampSource
 
 
 SERVICES = web.AppKey("services", Services)

@@ -6,6 +6,7 @@ All SQL of the service lives in this package. Every database failure surfaces as
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import uuid
@@ -53,6 +54,7 @@ class IssuedRecord:
     key_evidence: Mapping[str, bool]
     hash_algorithm: str
     digests: tuple[bytes, ...]
+    signature_format: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,10 @@ class Completion:
     destruction: Mapping[str, bool]
     idempotency: IdempotencyKey | None = None
     response: Mapping[str, Any] | None = None
+    time_stamps: Sequence[bytes] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SigningRecord(IssuedRecord):
     """A row as auditors see it: the issued record plus how the request ended."""
 
@@ -76,6 +79,7 @@ class SigningRecord(IssuedRecord):
     signed_count: int | None
     destruction: Mapping[str, bool] | None
     failure: str | None
+    time_stamps: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,15 +125,16 @@ class IdempotencyKey:
 _COLUMNS = (
     "id, serial, status, request_id, created_at, completed_at, token_issuer, issuer_name,"
     " token_subject, client_id, profile, subject_type, subject_dn, not_before, not_after,"
-    " certificate, key_evidence, hash_algorithm, digests, signed_count, destruction, failure"
+    " certificate, key_evidence, hash_algorithm, digests, signed_count, destruction, failure,"
+    " signature_format"
 )
 
 
 _INSERT_ISSUED = (
     "INSERT INTO signing_records (id, serial, status, request_id, created_at, token_issuer,"
     " issuer_name, token_subject, client_id, profile, subject_type, subject_dn, not_before,"
-    " not_after, certificate, key_evidence, hash_algorithm, digests)"
-    " VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+    " not_after, certificate, key_evidence, hash_algorithm, digests, signature_format)"
+    " VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
 )
 # One statement: data-modifying CTEs run exactly once and commit together (PostgreSQL docs,
 # "Data-Modifying Statements in WITH"); an idempotency response is stored only with its record.
@@ -150,6 +155,17 @@ WITH done AS (
 )
 SELECT id FROM done
 """
+# The same, also keeping the signatures' time-stamp tokens (CAdES/PAdES B-T evidence).
+_COMPLETE_WITH_TIME_STAMPS = _COMPLETE.removesuffix("SELECT id FROM done\n") + (  # noqa: S608
+    """, stamps AS (
+    INSERT INTO signature_time_stamps (record_id, position, token)
+    SELECT t.record_id, t.position, t.token
+      FROM unnest($10::uuid[], $11::int[], $12::bytea[]) AS t(record_id, position, token)
+     WHERE t.record_id IN (SELECT id FROM done)
+)
+SELECT id FROM done
+"""
+)
 _SELECT = f"SELECT {_COLUMNS} FROM signing_records"  # noqa: S608 - fixed column list
 
 
@@ -172,6 +188,7 @@ def _issued_args(r: IssuedRecord) -> tuple[Any, ...]:
         json.dumps(dict(r.key_evidence)),
         r.hash_algorithm,
         list(r.digests),
+        r.signature_format,
     )
 
 
@@ -199,6 +216,7 @@ def _row(r: asyncpg.Record) -> SigningRecord:
         signed_count=r["signed_count"],
         destruction=json.loads(r["destruction"]) if r["destruction"] else None,
         failure=r["failure"],
+        signature_format=r["signature_format"],
     )
 
 
@@ -224,9 +242,13 @@ class RecordStore:
         'issued' is left alone and its id missing from the result (its signatures must not be
         released)."""
         idem = [c for c in completions if c.idempotency is not None]
+        stamps = [(c.record_id, i, t) for c in completions for i, t in enumerate(c.time_stamps)]
+        extra: tuple[list[Any], ...] = ()
+        if stamps:
+            extra = tuple(list(column) for column in zip(*stamps, strict=True))
         async with guard("complete signing records"):
             rows = await self._pool.fetch(
-                _COMPLETE,
+                _COMPLETE_WITH_TIME_STAMPS if stamps else _COMPLETE,
                 [c.record_id for c in completions],
                 [c.at for c in completions],
                 [c.signed_count for c in completions],
@@ -236,6 +258,7 @@ class RecordStore:
                 [c.idempotency.key for c in idem if c.idempotency],
                 [c.record_id for c in idem],
                 [json.dumps(c.response) for c in idem],
+                *extra,
             )
         return frozenset(r["id"] for r in rows)
 
@@ -337,7 +360,13 @@ class RecordStore:
     async def get(self, serial: str) -> SigningRecord | None:
         async with guard("read signing record"):
             row = await self._pool.fetchrow(_SELECT + " WHERE serial=$1", serial)
-        return _row(row) if row else None
+            if row is None:
+                return None
+            tokens = await self._pool.fetch(
+                "SELECT token FROM signature_time_stamps WHERE record_id=$1 ORDER BY position",
+                row["id"],
+            )
+        return dataclasses.replace(_row(row), time_stamps=tuple(bytes(t["token"]) for t in tokens))
 
     async def search(
         self, f: RecordFilter, *, limit: int, after: Cursor | None = None

@@ -94,7 +94,9 @@ async def test_database_stopped_under_load(
     db = dataclasses.replace(settings.database, url=Secret(private_pg.url()), command_timeout=2)
     own = dataclasses.replace(settings, database=db)
     await copy_ca_certificates(
-        database_url, private_pg.url(), (settings.ca.root_label, settings.ca.issuing_label)
+        database_url,
+        private_pg.url(),
+        (settings.ca.root_label, settings.ca.issuing_label, settings.tsa.label),
     )
     app = create_app(own)
     client = await aiohttp_client(app)

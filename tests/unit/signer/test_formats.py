@@ -17,15 +17,13 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.generic import pdf_name
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.pdf_utils.writer import PdfFileWriter
 
 from ca.tsa import TimeStampAuthority
 from signer.formats import FormatError, PdfError
 from signer.formats.cms import cades_b_t, pades_b_t, signature_time_stamp
 from signer.formats.pdf import embed, prepare
+from tests.support.pdfs import multi_page_pdf
 from tests.support.pki import NOW, Pki, make_pki
 
 DOCUMENT = b"Invoice 2026-0042\nTotal: 1,234.56 EUR\n" * 50
@@ -122,38 +120,6 @@ def make_cades(
 def signer_info(signature: bytes) -> cms.SignerInfo:
     (info,) = cms.ContentInfo.load(signature)["content"]["signer_infos"]
     return info
-
-
-def multi_page_pdf(pages: int) -> bytes:
-    """A small real PDF with ``pages`` pages of text, written by pyHanko's writer."""
-    writer = PdfFileWriter()
-    font = writer.add_object(
-        generic.DictionaryObject(
-            {
-                pdf_name("/Type"): pdf_name("/Font"),
-                pdf_name("/Subtype"): pdf_name("/Type1"),
-                pdf_name("/BaseFont"): pdf_name("/Helvetica"),
-            }
-        )
-    )
-    for number in range(1, pages + 1):
-        text = f"BT /F1 24 Tf 72 720 Td (Page {number} of {pages}) Tj ET".encode()
-        page = generic.DictionaryObject(
-            {
-                pdf_name("/Type"): pdf_name("/Page"),
-                pdf_name("/MediaBox"): generic.ArrayObject(
-                    [generic.NumberObject(v) for v in (0, 0, 595, 842)]
-                ),
-                pdf_name("/Contents"): writer.add_object(generic.StreamObject(stream_data=text)),
-                pdf_name("/Resources"): generic.DictionaryObject(
-                    {pdf_name("/Font"): generic.DictionaryObject({pdf_name("/F1"): font})}
-                ),
-            }
-        )
-        writer.insert_page(page)
-    out = BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 # -- CAdES ------------------------------------------------------------------------------------

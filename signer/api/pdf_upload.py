@@ -1,0 +1,74 @@
+"""``POST /api/v1/signatures/pdf``: a whole PDF in, the PAdES B-T signed PDF out.
+
+For clients that would rather not prepare the signature field themselves (the batch API's
+``"format": "pades"`` signs a byte-range digest and the document never leaves the client). The
+service prepares an invisible signature field (ISO 32000-2 §12.8, ``/SubFilter
+/ETSI.CAdES.detached``, EN 319 142-1 §6.3), signs its byte-range digest through the same
+pipeline as every other request (one key, one certificate, one record, signature-time-stamp in
+the same HSM hop) and embeds the CMS. PDF work runs in a worker thread, never in the HSM hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import datetime
+
+from aiohttp import web
+
+from signer.api.auth import authenticate
+from signer.api.problems import BodyTooLarge, InvalidRequest, UnsupportedMediaType
+from signer.api.state import REQUEST_ID, SERVICES, Services
+from signer.formats.pdf import embed, prepare
+from signer.pipeline import SignatureRequest
+
+PDF = "application/pdf"
+DEFAULT_FIELD = "Signature1"
+
+
+async def read_pdf(request: web.Request, limit: int) -> bytes:
+    """The body, at most ``limit`` octets (read from the stream: aiohttp's client_max_size is
+    the JSON limit); 415 unless ``application/pdf``, 413 over the limit."""
+    if request.content_type != PDF:
+        raise UnsupportedMediaType(f"content type {request.content_type!r}, expected {PDF}")
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"{request.content_length} > {limit} octets")
+    body = io.BytesIO()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body.write(chunk)
+        if body.tell() > limit:
+            raise BodyTooLarge(f"more than {limit} octets")
+    return body.getvalue()
+
+
+def _field(request: web.Request) -> str:
+    name = request.query.get("field", DEFAULT_FIELD)
+    if not (0 < len(name) <= 64 and name.isprintable() and "." not in name):
+        raise InvalidRequest("field must be 1..64 printable characters without '.'")
+    return name
+
+
+async def sign_pdf(request: web.Request) -> web.Response:
+    services: Services = request.app[SERVICES]
+    field, profile = _field(request), request.query.get("profile")
+    document = await read_pdf(request, services.settings.server.max_pdf_bytes)
+    principal = await authenticate(request)  # after reading: a bad body never burns a jti
+    now: datetime = services.clock()
+    prepared = await asyncio.to_thread(prepare, document, field, now)
+    result, _ = await services.signing.sign(
+        principal,
+        SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades"),
+        request_id=request[REQUEST_ID],
+    )
+    signed = await asyncio.to_thread(embed, prepared, result.signatures[0])
+    public_url = services.settings.server.public_url
+    return web.Response(
+        body=signed,
+        content_type=PDF,
+        status=201,
+        headers={
+            "Content-Disposition": 'attachment; filename="signed.pdf"',
+            "Qes-Certificate-Serial": result.serial,
+            "Link": f'<{public_url}/api/v1/certificates/{result.serial}>; rel="related"',
+        },
+    )
