@@ -2,22 +2,28 @@
 
 The signatures are real CAdES / PAdES B-T made with the production formats and the test PKI;
 whether each verdict is right is established against pyHanko in
-``tests/unit/signer/test_verify.py``; here the command line's contract is checked.
+``tests/unit/signer/test_verify.py``; here the command line's contract is checked, and, end to
+end, that what the running service returns verifies a year later with its own chain as trust.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient
+from cryptography import x509
 
+from tests.support.pdfs import multi_page_pdf
 from tests.support.pki import NOW, make_pki, pem
-from tests.support.service import ROOT
+from tests.support.service import ROOT, api_headers
 from tests.unit.signer.test_formats import DOCUMENT, flip_last_byte
 from tests.unit.signer.test_verify import LATE, Case, make_case
 
@@ -122,3 +128,69 @@ def test_unusable_input_is_one_line_and_exit_2(
     assert done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("qes: ") and message in lines[0], lines
+
+
+async def test_what_the_service_signs_verifies_a_year_later(
+    client: TestClient, batch_token: str, tmp_path: Path
+) -> None:
+    """CAdES from ``POST /api/v1/signatures`` and a PDF from ``POST /api/v1/signatures/pdf``
+    (SoftHSM2 keys, built-in TSA), verified by ``qes verify`` with the returned chain as the
+    trust bundle, after the 10-minute certificate has long expired; pyHanko agrees."""
+    document = b"order 4711\n" * 100
+    resp = await client.post(
+        "/api/v1/signatures",
+        json={
+            "hash_algorithm": "sha256",
+            "hashes": [base64.b64encode(hashlib.sha256(document).digest()).decode()],
+            "format": "cades",
+        },
+        headers=api_headers(batch_token),
+    )
+    assert resp.status == 201, await resp.text()
+    payload = await resp.json()
+    bundle, doc, sig = tmp_path / "trust.pem", tmp_path / "order.txt", tmp_path / "order.p7s"
+    bundle.write_text(payload["chain"])
+    doc.write_bytes(document)
+    sig.write_bytes(base64.b64decode(payload["signatures"][0]))
+    resp = await client.post(
+        "/api/v1/signatures/pdf?field=Approval",
+        data=multi_page_pdf(2),
+        headers={**api_headers(batch_token), "Content-Type": "application/pdf"},
+    )
+    assert resp.status == 201, await resp.text()
+    pdf = tmp_path / "upload.signed.pdf"
+    pdf.write_bytes(await resp.read())
+
+    later = (datetime.now(UTC) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cades = qes(doc, sig, "--trust", bundle, "--at", later, "--json")
+    pades = qes(pdf, "--trust", bundle, "--at", later, "--json")
+    for done in (cades, pades):
+        assert done.returncode == 0, done.stdout + done.stderr
+    (cades_report,) = json.loads(cades.stdout)
+    (pades_report,) = json.loads(pades.stdout)
+    assert cades_report["form"] == "CAdES-B-T" and pades_report["form"] == "PAdES-B-T"
+    assert cades_report["serial"] == format(int(payload["serial"], 16), "x")
+    assert pades_report["label"] == "upload.signed.pdf: field Approval"
+    for report in (cades_report, pades_report):
+        assert report["level"] in ("QES", "qualified (AdES/QC)", "advanced")
+        assert report["revocation"].startswith("not checked: short-term certificate")
+    root = tmp_path / "root.pem"
+    root.write_bytes(pem(_root_of(payload["chain"])))
+    judged = subprocess.run(
+        [str(Path(sys.executable).parent / "pyhanko"), "sign", "adesverify", "--trust", str(root),
+         "--trust-replace", "--no-revocation-check", "--validation-time", later,
+         "--executive-summary", str(pdf)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert judged.returncode == 0 and judged.stdout.strip().endswith(":VALID"), judged.stdout
+    doc.write_bytes(document + b"!")
+    changed = qes(doc, sig, "--trust", bundle, "--at", later, "--json")
+    assert changed.returncode == 1
+    assert json.loads(changed.stdout)[0]["failed"] == ["message-digest"]
+
+
+def _root_of(chain_pem: str) -> x509.Certificate:
+    (root,) = [
+        c for c in x509.load_pem_x509_certificates(chain_pem.encode()) if c.subject == c.issuer
+    ]
+    return root

@@ -38,8 +38,9 @@ from signer.verify import (
     verify_cades,
     verify_pades,
 )
+from tests.support.pdfs import multi_page_pdf
 from tests.support.pki import NOW, Clock, Pki, make_pki, pem
-from tests.unit.signer.test_formats import DOCUMENT, flip_last_byte, multi_page_pdf
+from tests.unit.signer.test_formats import DOCUMENT, flip_last_byte
 
 PYHANKO = str(Path(sys.executable).parent / "pyhanko")
 INSIDE_VALIDITY = NOW + timedelta(minutes=5)
