@@ -266,22 +266,22 @@ async def _verify_signed_data(
     checks = [*_integrity(signer_info, leaf, digest), _signing_certificate(signer_info, leaf)]
     if pdf is not None:
         checks.append(_pdf_coverage(pdf))
-    token = _time_stamp_token(signer_info)
+    tokens = _time_stamp_tokens(signer_info)
     stamp: TimeStamp | None = None
-    if token is None:
-        checks.append(Check("time-stamp", False, "no signature-time-stamp (B-B only)"))
-        moment = now
+    if len(tokens) != 1:
+        why = "no signature-time-stamp (B-B only)" if not tokens else f"{len(tokens)} tokens"
+        checks.append(Check("time-stamp", False, f"{why}; this verifier expects exactly one"))
     else:
-        stamp, token_checks = await _time_stamp_checks(token, signer_info, trust, now)
+        stamp, token_checks = await _time_stamp_checks(tokens[0], signer_info, trust, now)
         checks.extend(token_checks)
-        moment = stamp.gen_time if stamp is not None else now
+    moment = now if stamp is None else stamp.gen_time
     chain, chain_check = await _chain_at(leaf, embedded, trust, moment, stamp is not None)
     checks.append(chain_check)
     checks.append(_profile(signer_info, pdf))
     level, policy, legal = _level(leaf)
     return SignatureReport(
         label=label,
-        form=_form(pdf, token is not None),
+        form=_form(pdf, bool(tokens)),
         signer=_dn(leaf),
         legal_person=legal,
         level=level,
@@ -357,14 +357,13 @@ def _pdf_coverage(field: EmbeddedPdfSignature) -> Check:
     return Check("byte-range", True, f"covers the {coverage} except /Contents; no later changes")
 
 
-def _time_stamp_token(signer_info: cms.SignerInfo) -> cms.ContentInfo | None:
-    tokens = [
+def _time_stamp_tokens(signer_info: cms.SignerInfo) -> list[cms.ContentInfo]:
+    return [
         value
         for attribute in signer_info["unsigned_attrs"] or ()
         if attribute["type"].dotted == _OID_SIGNATURE_TIME_STAMP
         for value in attribute["values"]
     ]
-    return tokens[0] if len(tokens) == 1 else None
 
 
 async def _time_stamp_checks(

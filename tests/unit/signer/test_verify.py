@@ -41,6 +41,7 @@ from signer.verify import (
 from tests.support.pdfs import multi_page_pdf
 from tests.support.pki import NOW, Clock, Pki, make_pki, pem
 from tests.unit.signer.test_formats import DOCUMENT, flip_last_byte
+from tests.unit.signer.test_formats import _tampered as changed_page
 
 PYHANKO = str(Path(sys.executable).parent / "pyhanko")
 INSIDE_VALIDITY = NOW + timedelta(minutes=5)
@@ -189,15 +190,6 @@ def failed(report: SignatureReport) -> set[str]:
 
 
 # -- tampering helpers ------------------------------------------------------------------------
-
-
-def changed_page(pdf: Path, directory: Path) -> Path:
-    """One byte changed inside the signed byte range: page 2's text becomes 'Page 3'."""
-    data = pdf.read_bytes()
-    index = data.index(b"(Page 2 of 3)")
-    out = directory / "changed.pdf"
-    out.write_bytes(data[: index + 6] + b"3" + data[index + 7 :])
-    return out
 
 
 def _signature_value(der: bytes) -> bytes:
@@ -389,6 +381,24 @@ def test_time_stamp_after_the_certificate_expired(
         assert "FAILED      signer-chain: " in render_text(report)
     assert not pyhanko_cades(late.document, late.cades, trust_files["root"], late.gen_time)
     assert not pyhanko_pdf(late.pdf, trust_files["root"], late.gen_time)
+
+
+def test_without_a_time_stamp_nothing_carries_the_signature_past_expiry(
+    good: Case, trust: TrustBundle, trust_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """B-B only (the token removed): the chain is judged at the validation time, where the
+    10-minute certificate has expired; pyHanko's verdict at that time is the same."""
+    content = cms.ContentInfo.load(good.cades.read_bytes())
+    info = content["content"]["signer_infos"][0]
+    info["unsigned_attrs"] = None  # optional field: omitted
+    stripped = tmp_path / "b-b.p7s"
+    stripped.write_bytes(content.dump(force=True))
+    report = ours_cades(good, trust, YEARS_LATER, signature=stripped)
+    assert report.form == "CAdES-B-B"
+    assert failed(report) == {"time-stamp", "signer-chain"}, render_text(report)
+    chain = next(c for c in report.failures if c.name == "signer-chain")
+    assert "not valid at the validation time" in chain.detail
+    assert not pyhanko_cades(good.document, stripped, trust_files["root"], YEARS_LATER)
 
 
 def test_content_changed_by_a_later_incremental_update(
