@@ -207,6 +207,7 @@ def verify_cades(
     Raises :class:`VerifyError` when ``signature`` is not a DER CMS SignedData with one
     SignerInfo; every other problem is a failing check in the report.
     """
+    _check_moment(now)
     signed_data = _load_signed_data(signature)
     digest_algorithm = _signer_info(signed_data)["digest_algorithm"]["algorithm"].native
     try:
@@ -223,6 +224,7 @@ def verify_pades(
 
     Raises :class:`VerifyError` when the bytes are not a readable PDF or hold no signature.
     """
+    _check_moment(now)
     try:
         reader = PdfFileReader(BytesIO(pdf), strict=False)
         embedded = list(reader.embedded_signatures)
@@ -547,6 +549,11 @@ def _context(
         allow_fetching=False,
         revocation_mode="soft-fail",
     )
+
+
+def _check_moment(now: datetime) -> None:
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise VerifyError("now: must be a timezone-aware datetime")
 
 
 def _load_signed_data(data: bytes) -> cms.SignedData:

@@ -444,6 +444,8 @@ def test_level_from_the_certificate_policy(
 def test_unusable_inputs_are_input_errors(good: Case, trust: TrustBundle, pki: Pki) -> None:
     with pytest.raises(VerifyError, match="not a DER CMS SignedData"):
         verify_cades(DOCUMENT, b"not a cms", trust, now=INSIDE_VALIDITY)
+    with pytest.raises(VerifyError, match="timezone-aware"):
+        verify_cades(DOCUMENT, good.cades.read_bytes(), trust, now=datetime(2026, 3, 1))
     with pytest.raises(VerifyError, match="no PEM certificate"):
         load_trust_bundle(b"just text")
     with pytest.raises(VerifyError, match="no self-signed root"):
