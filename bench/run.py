@@ -52,8 +52,8 @@ if str(ROOT) not in sys.path:  # run as a script: make `signer` and `tests.suppo
 from tests.support.idp import DEMO_SECRETS, start_idp  # noqa: E402
 from tests.support.pg import admin_url, scratch_database  # noqa: E402
 from tests.support.service import (  # noqa: E402
-    CA_LABELS,
     DEV_CONFIG,
+    LONG_LIVED_LABELS,
     SignerProcess,
     free_port,
     service_env,
@@ -794,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
             shutdown = stop_signer(signer)
         with step("token objects, listed from a separate process"):
             objects = token.list_objects()
-            leftover = sum(1 for o in objects if o.label not in CA_LABELS)
+            leftover = sum(1 for o in objects if o.label not in LONG_LIVED_LABELS)
             leftover += sum(r.hsm["session_leftovers"] for r in rounds)
     except KeyboardInterrupt:
         print("interrupted: everything started has been stopped", file=sys.stderr)

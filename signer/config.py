@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from ca.authority import CaNames, IssuancePolicy
 from ca.errors import CaError
@@ -90,6 +91,24 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """The transparency log (issue 5): checkpoint signer and entry privacy key.
+
+    ``origin`` is the checkpoint's first line and the note key name (C2SP tlog-checkpoint:
+    a schema-less URL identifying the log). ``privacy_key`` is the HMAC key of the entries'
+    keyed commitments (``ca.logentry``), hex, from ``privacy_key_env`` (default
+    ``QES_LOG_PRIVACY_KEY``) or ``privacy_key_file``; when neither is set the service uses
+    ``<data_dir>/log-privacy.key``, which ``qes init`` creates for development.
+    """
+
+    origin: str
+    key_label: str = "qes-log"
+    checkpoint_interval_seconds: float = 5.0
+    privacy_key: Secret | None = None
+    privacy_key_id: str = "k1"
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     database: DatabaseSettings
@@ -99,6 +118,7 @@ class Settings:
     issuers: tuple[IssuerSettings, ...]
     audit: AuditSettings
     data_dir: Path
+    log: LogSettings
 
 
 class _Section:
@@ -186,7 +206,7 @@ def _literal(text: str) -> Any:
 
 
 def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
-    known = {"data_dir", "server", "database", "hsm", "ca", "tsa", "issuers", "audit"}
+    known = {"data_dir", "server", "database", "hsm", "ca", "tsa", "issuers", "audit", "log"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -203,6 +223,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         issuers=_issuers(raw.get("issuers", {})),
         audit=_audit(_Section("audit", raw.get("audit", {}))),
         data_dir=(base / data_dir).resolve(),
+        log=_log(_Section("log", raw.get("log", {})), env, base, server),
     )
 
 
@@ -418,5 +439,28 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
 
 def _audit(s: _Section) -> AuditSettings:
     result = AuditSettings(role=s.get("role", str, "qes-auditor"))
+    s.done()
+    return result
+
+
+def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings) -> LogSettings:
+    default_origin = urlsplit(server.public_url).netloc + "/log"
+    origin = s.get("origin", str, default_origin)
+    s.check(
+        "origin",
+        bool(origin) and "+" not in origin and not any(c.isspace() for c in origin),
+        "must be non-empty without spaces or '+' (it is the note key name)",
+    )
+    interval = s.get("checkpoint_interval_seconds", float, 5.0)
+    s.check("checkpoint_interval_seconds", 0.1 <= interval <= 3600, "must be 0.1 .. 3600")
+    key_id = s.get("privacy_key_id", str, "k1")
+    s.check("privacy_key_id", 0 < len(key_id) <= 64 and key_id.isascii(), "1..64 ASCII chars")
+    result = LogSettings(
+        origin=origin,
+        key_label=s.get("key_label", str, "qes-log"),
+        checkpoint_interval_seconds=interval,
+        privacy_key=_secret(s, "privacy_key", env, base, "QES_LOG_PRIVACY_KEY"),
+        privacy_key_id=key_id,
+    )
     s.done()
     return result

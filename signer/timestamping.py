@@ -88,8 +88,9 @@ class BuiltinTimeStamps:
 def gen_time(token: bytes) -> datetime:
     """The genTime of a DER TimeStampToken (RFC 3161 §2.4.2)."""
     try:
-        content = cms.ContentInfo.load(token)["content"]["encap_content_info"]["content"]
-        info = tsp.TSTInfo.load(content.parsed.dump() if hasattr(content, "parsed") else content)
+        info = cms.ContentInfo.load(token)["content"]["encap_content_info"]["content"].parsed
+        if not isinstance(info, tsp.TSTInfo):
+            raise TypeError("not a TSTInfo")
         when = info["gen_time"].native
     except (ValueError, TypeError, KeyError) as exc:
         raise TimeStampUnavailable("the time-stamp token cannot be parsed") from exc

@@ -14,8 +14,11 @@ from signer.api.problems import (
     IdempotencyInProgress,
     IdempotencyMismatch,
     IdpUnreachable,
+    InvalidLogQuery,
     InvalidRequest,
+    LogSizeUnavailable,
     MalformedJson,
+    NoCheckpoint,
     NoDigests,
     NotFound,
     TokenReplayed,
@@ -194,6 +197,75 @@ def _query(name: str, description: str, fmt: str | None = None) -> dict[str, Any
     }
 
 
+_LOG_ERRORS: list[type[SignerError]] = [InvalidLogQuery, LogSizeUnavailable, NoCheckpoint]
+_NOTE = {
+    "description": "C2SP tlog-checkpoint in a C2SP signed note (ECDSA P-256, type 0x02)",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+_PROOF = {"type": "object", "description": "RFC 9162 proof; hashes are base64"}
+
+
+def _int_query(name: str, description: str, required: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": description,
+    }
+
+
+def _log_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The transparency log (issue 5): public checkpoints and proofs, auditor entries."""
+    audit = _errors([Unauthenticated, AuditorRoleRequired, InvalidLogQuery, NotFound])
+    size = "tree size (default: the latest checkpoint's)"
+    return {
+        "/api/v1/log/checkpoint": {
+            "get": {
+                "summary": "Latest signed checkpoint",
+                "responses": {"200": _NOTE, **_errors([NoCheckpoint])},
+            }
+        },
+        "/api/v1/log/checkpoints": {
+            "post": {
+                "summary": "Integrate now and publish a checkpoint (auditors)",
+                "security": bearer,
+                "responses": {"201": _NOTE, "200": _NOTE, **audit},
+            }
+        },
+        "/api/v1/log/proof/inclusion": {
+            "get": {
+                "summary": "RFC 9162 §2.1.3 inclusion proof",
+                "parameters": [
+                    _int_query("index", "leaf index", True),
+                    _int_query("size", size, False),
+                ],
+                "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
+            }
+        },
+        "/api/v1/log/proof/consistency": {
+            "get": {
+                "summary": "RFC 9162 §2.1.4 consistency proof",
+                "parameters": [
+                    _int_query("old", "old tree size", True),
+                    _int_query("new", size, False),
+                ],
+                "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
+            }
+        },
+        "/api/v1/log/entries/{idx}": {
+            "get": {
+                "summary": "One log entry's canonical bytes (auditors)",
+                "security": bearer,
+                "parameters": [
+                    {"name": "idx", "in": "path", "required": True, "schema": {"type": "integer"}}
+                ],
+                "responses": {"200": _json({"type": "object"}, "Entry"), **audit},
+            }
+        },
+    }
+
+
 def document(server: ServerSettings) -> dict[str, Any]:
     ref = "#/components/schemas/"
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -325,6 +397,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
                     },
                 }
             },
+            **_log_paths(bearer),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

@@ -19,7 +19,8 @@ from tests.support.softhsm import SoftHsmToken
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "deploy" / "dev" / "qes.toml"
-CA_LABELS = ("qes-root-ca", "qes-issuing-ca")
+# The long-lived token keys `qes init` creates with the dev config: CA, TSA and log keys.
+LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-log")
 
 
 def free_port() -> int:
