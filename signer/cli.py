@@ -1,4 +1,4 @@
-"""The `qes` command: init, serve, sign, audit, db.
+"""The `qes` command: init, serve, sign, verify, audit, db.
 
 Every failure ends with one line on stderr and a non-zero exit code; tracebacks are for bugs.
 """
@@ -319,6 +319,51 @@ def _read_token(path: str) -> str:
     return token
 
 
+# ---------------------------------------------------------------- verify
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Offline validation (signer.verify): exit 0 valid, 1 invalid (failing checks named),
+    2 when the inputs cannot be read as a document, a signature and a trust bundle."""
+    import json
+
+    from signer import verify
+
+    for name in ("pyhanko", "pyhanko_certvalidator"):  # every finding is in the report
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    reports: tuple[verify.SignatureReport, ...]
+    try:
+        trust = verify.load_trust_bundle(Path(args.trust).read_bytes())
+        now = _utc(args.at)
+        document = Path(args.file).read_bytes()
+        if args.signature is not None:
+            label = f"{Path(args.file).name} / {Path(args.signature).name}"
+            signature = Path(args.signature).read_bytes()
+            reports = (verify.verify_cades(document, signature, trust, now=now, label=label),)
+        elif document.startswith(b"%PDF-"):
+            reports = verify.verify_pades(document, trust, now=now, label=Path(args.file).name)
+        else:
+            return _fail(f"{args.file}: not a PDF; give the detached SIGNATURE file too", 2)
+    except OSError as exc:
+        return _fail(f"{exc.filename}: {exc.strerror or exc}", 2)
+    except verify.VerifyError as exc:
+        return _fail(str(exc), 2)
+    except ValueError:
+        return _fail(f"--at {args.at}: not an ISO 8601 time", 2)
+    if args.json:
+        print(json.dumps([r.as_json() for r in reports], indent=2))
+    else:
+        print("\n".join(verify.render_text(r) for r in reports))
+    return 0 if all(r.valid for r in reports) else 1
+
+
+def _utc(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 # ---------------------------------------------------------------- audit
 
 
@@ -565,6 +610,14 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("--batch-size", type=int, default=1000)
     sign.add_argument("--quiet", "-q", action="store_true")
     sign.set_defaults(func=cmd_sign)
+
+    ver = sub.add_parser("verify", help="validate a CAdES or PAdES signature offline")
+    ver.add_argument("file", metavar="FILE", help="the PDF, or the document signed by SIGNATURE")
+    ver.add_argument("signature", metavar="SIGNATURE", nargs="?", help="detached CAdES (.p7s)")
+    ver.add_argument("--trust", required=True, metavar="BUNDLE", help="PEM trust bundle")
+    ver.add_argument("--at", metavar="TIME", help="validation time, ISO 8601 UTC (default now)")
+    ver.add_argument("--json", action="store_true", help="machine-readable output")
+    ver.set_defaults(func=cmd_verify)
 
     audit = sub.add_parser("audit", help="inspect issued certificates (auditor token)")
     asub = audit.add_subparsers(dest="audit_command", required=True)
