@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from signer.api.state import SERVICES
 from signer.storage.log import INTEGRATOR_LOCK
 from tests.support.service import DEV_CONFIG, ROOT, api_headers
 
@@ -74,9 +73,7 @@ async def test_tampering_is_caught_and_names_the_entry(
     logged: tuple[asyncpg.Connection, int], client: TestClient, signer_env: dict[str, str]
 ) -> None:
     conn, size = logged
-    settings = client.app[SERVICES].settings
-    key_hex = (settings.data_dir / "log-privacy.key").read_text().strip()
-    env = {**signer_env, "QES_LOG_PRIVACY_KEY": key_hex}
+    env = signer_env  # carries the run's QES_LOG_PRIVACY_KEY, as every signer process's does
     clean = qes_audit_verify(env)
     assert clean.returncode == 0, clean.stderr
     assert clean.stdout.startswith(f"log verified: {size} entries")
