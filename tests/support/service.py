@@ -52,6 +52,7 @@ def service_env(
         # addresses in AIA/CRL DP as internal names, rightly so for a real deployment).
         "QES__CA__CA_ISSUERS_URL": "http://pki.example.com/qes/issuing.cer",
         "QES__CA__CRL_URL": "http://pki.example.com/qes/root.crl",
+        "QES__CA__ISSUING_CRL_URL": "http://pki.example.com/qes/issuing.crl",
         **extra,
     }
 
