@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import build_crl
-from signer.api.openapi import document
+from signer.api.openapi import PEM_CHAIN, document
 from signer.api.problems import NotFound, all_kinds
 from signer.api.state import CRL_CACHE, SERVICES, Services
 from signer.errors import SignerError
@@ -20,7 +20,6 @@ from signer.hsm import HsmSession
 
 READY_TIMEOUT = 2.0
 CRL_CACHE_SECONDS = 3600
-PEM_CHAIN = "application/pem-certificate-chain"
 
 
 async def healthz(request: web.Request) -> web.Response:
