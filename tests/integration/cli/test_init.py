@@ -16,7 +16,8 @@ from tests.support.softhsm import SoftHsmToken
 
 @pytest.fixture
 def init_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, str]]:
-    """Own database and own CA labels, so the session's CA is not touched."""
+    """Own database and own CA and TSA labels, so the session's CA and TSA are not touched
+    (``--force`` replaces the TSA key too)."""
     with scratch_database(pg_admin) as url:
         yield {
             **softhsm_token.env(),
@@ -25,6 +26,7 @@ def init_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, s
             "QES__HSM__TOKEN_LABEL": softhsm_token.label,
             "QES__CA__ROOT_LABEL": "init-test-root",
             "QES__CA__ISSUING_LABEL": "init-test-ca",
+            "QES__TSA__LABEL": "init-test-tsa",
         }
 
 
