@@ -20,7 +20,7 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer.api import certificates, meta, pdf_upload, signatures, translog
+from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
@@ -31,7 +31,7 @@ from signer.storage.authority import CaCertificateStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
-from signer.timestamping import BuiltinTimeStamps, TimeStampSource
+from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.translog import LogPublisher, load_privacy_key
 
 log = structlog.get_logger(__name__)
@@ -69,7 +69,10 @@ async def load_time_stamps(
     """The configured signature-time-stamp source (STANDARDS.md §3)."""
     tsa = settings.tsa
     if tsa.url is not None:
-        raise ConfigError("tsa.url: external time-stamp authorities are not supported yet")
+        if tsa.trust_anchor_file is None:
+            raise ConfigError("tsa.trust_anchor_file: required with tsa.url")
+        anchors = tsa.trust_anchor_file
+        return await asyncio.to_thread(ExternalTimeStamps.from_pem, tsa.url, anchors, tsa.timeout)
     cert = await store.load(tsa.label)
     if cert is None:
         raise ConfigError("no TSA certificate in the database: run `qes init` first")
@@ -183,4 +186,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/ca/root.cer", meta.root_certificate)
     app.router.add_get("/ca/issuing.cer", meta.issuing_certificate)
     app.router.add_get("/ca/root.crl", meta.root_crl)
+    app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
+    app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
+    app.router.add_post("/tsa", tsa.time_stamp)
     return app

@@ -135,15 +135,14 @@ def _make_tsa(
         and _issued_by(stored.tsa, chain.issuing)
     ):
         return stored.tsa, False
-    public = settings.server.public_url
     cert = build_tsa_certificate(
         session.token_key(settings.ca.issuing_label),
         chain.issuing,
         session.token_key(tsa.label).public_key(),
         settings.ca.names,
         tsa.common_name,
-        ca_issuers_url=f"{public}/ca/issuing.cer",
-        crl_url=f"{public}/ca/issuing.crl",
+        ca_issuers_url=settings.ca.policy.ca_issuers_url,
+        crl_url=settings.ca.issuing_crl_url,
         now=now,
         lifetime=min(tsa.lifetime, chain.issuing.not_valid_after_utc - now),
     )

@@ -61,6 +61,8 @@ class CaSettings:
     curve: Curve = "P-256"
     root_lifetime: timedelta = timedelta(days=3650 * 2)
     issuing_lifetime: timedelta = timedelta(days=3650)
+    #: The issuing CA's CRL (served at /ca/issuing.crl), named in the TSA certificate.
+    issuing_crl_url: str = "http://127.0.0.1:8780/ca/issuing.crl"
 
 
 @dataclass(frozen=True)
@@ -345,12 +347,19 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
     )
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
+    issuing_crl_url = s.get("issuing_crl_url", str, f"{server.public_url}/ca/issuing.crl")
+    s.check(
+        "issuing_crl_url",
+        issuing_crl_url.startswith(("http://", "https://")),
+        "must be an http(s) URL",
+    )
     result = CaSettings(
         names=names,
         policy=policy,
         curve=curve,
         root_label=s.get("root_label", str, "qes-root-ca"),
         issuing_label=s.get("issuing_label", str, "qes-issuing-ca"),
+        issuing_crl_url=issuing_crl_url,
     )
     s.done()
     return result

@@ -29,6 +29,13 @@ from signer.api.problems import (
     UnsupportedMediaType,
     WrongDigestLength,
 )
+from signer.api.tsa import (
+    MAX_QUERY_OCTETS,
+    QUERY_TYPE,
+    REPLY_TYPE,
+    NoBuiltinTsa,
+    TimeStampQueryExpected,
+)
 from signer.config import DIGEST_SIZES, ServerSettings
 from signer.errors import (
     DatabaseUnavailable,
@@ -42,6 +49,7 @@ from signer.pipeline import ProfileNotAllowed, SubjectNotIssuable
 from signer.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+PEM_CHAIN = "application/pem-certificate-chain"  # RFC 8555 §9.1
 _SIGN_ERRORS: list[type[SignerError]] = [
     MalformedJson,
     InvalidRequest,
@@ -66,6 +74,12 @@ _SIGN_ERRORS: list[type[SignerError]] = [
     IdpUnreachable,
     TimeStampUnavailable,
     TimeStampClockSkew,
+]
+_TSA_ERRORS: list[type[SignerError]] = [
+    NoBuiltinTsa,
+    BodyTooLarge,
+    TimeStampQueryExpected,
+    HsmUnavailable,
 ]
 _AUDIT_ERRORS: list[type[SignerError]] = [
     InvalidRequest,
@@ -159,6 +173,23 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
                 "not_after": {"type": "string", "format": "date-time"},
                 "record_url": {"type": "string", "format": "uri"},
                 "key": {"type": "object"},
+            },
+        },
+        "TrustBundle": {
+            "type": "object",
+            "required": ["root", "issuing_ca", "tsa", "pem"],
+            "properties": {
+                "root": {"type": "string", "description": "PEM: the root CA certificate"},
+                "issuing_ca": {"type": "string", "description": "PEM: the issuing CA"},
+                "tsa": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": (
+                        "PEM: the built-in TSA's certificate, or the external TSA's trust "
+                        "anchors and intermediates"
+                    ),
+                },
+                "pem": {"type": "string", "description": "All of the above, concatenated"},
             },
         },
         "CertificateRecord": {
@@ -457,9 +488,67 @@ def document(server: ServerSettings) -> dict[str, Any]:
             },
             "/ca/root.crl": {
                 "get": {
-                    "summary": "CRL over the CA certificates",
+                    "summary": "The root CA's CRL (over the issuing CA certificate)",
                     "responses": {
                         "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
+                    },
+                }
+            },
+            "/ca/issuing.crl": {
+                "get": {
+                    "summary": "The issuing CA's CRL (over the TSA certificate)",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
+                    },
+                }
+            },
+            "/api/v1/trust-bundle": {
+                "get": {
+                    "summary": "Certificates relying parties trust: root, issuing CA, TSA",
+                    "description": (
+                        "Public. JSON by default; the concatenated PEM with "
+                        f"`Accept: {PEM_CHAIN}` (RFC 8555 §9.1)."
+                    ),
+                    "responses": {
+                        "200": {
+                            "description": "The bundle",
+                            "content": {
+                                "application/json": {"schema": {"$ref": ref + "TrustBundle"}},
+                                PEM_CHAIN: {"schema": {"type": "string"}},
+                            },
+                        }
+                    },
+                }
+            },
+            "/tsa": {
+                "post": {
+                    "summary": "RFC 3161 time-stamp authority (built-in TSA only)",
+                    "description": (
+                        "Public, no authentication: the organisation's time-stamping service, "
+                        "usable by `openssl ts` and any RFC 3161 client (RFC 3161 §3.4). The "
+                        "body is a DER TimeStampReq; the answer a DER TimeStampResp, signed by "
+                        "the TSA key in the HSM. A malformed or unacceptable query is answered "
+                        "with 200 and a rejection PKIStatusInfo (RFC 3161 §2.4.2). 404 when the "
+                        "service is configured with an external TSA."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            QUERY_TYPE: {
+                                "schema": {
+                                    "type": "string",
+                                    "contentMediaType": QUERY_TYPE,
+                                    "maxLength": MAX_QUERY_OCTETS,
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "TimeStampResp: granted, or a rejection",
+                            "content": {REPLY_TYPE: {}},
+                        },
+                        **_errors(_TSA_ERRORS),
                     },
                 }
             },

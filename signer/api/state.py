@@ -35,4 +35,4 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
-CRL_CACHE = web.AppKey("root_crl", dict)
+CRL_CACHE = web.AppKey("crl_cache", dict)  # CA key label -> (monotonic time, DER CRL)

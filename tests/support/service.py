@@ -54,6 +54,7 @@ def service_env(
         # addresses in AIA/CRL DP as internal names, rightly so for a real deployment).
         "QES__CA__CA_ISSUERS_URL": "http://pki.example.com/qes/issuing.cer",
         "QES__CA__CRL_URL": "http://pki.example.com/qes/root.crl",
+        "QES__CA__ISSUING_CRL_URL": "http://pki.example.com/qes/issuing.crl",
         # One log privacy key for every process of a test run (they share one database, and
         # `qes audit verify` rebuilds entries with it). Test-only, public.
         "QES_LOG_PRIVACY_KEY": TEST_LOG_PRIVACY_KEY,
