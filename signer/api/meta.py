@@ -17,6 +17,7 @@ from signer.api.problems import NotFound, all_kinds
 from signer.api.state import CRL_CACHE, SERVICES, Services
 from signer.errors import SignerError
 from signer.hsm import HsmSession
+from signer.translog import log_verifier
 
 READY_TIMEOUT = 2.0
 CRL_CACHE_SECONDS = 3600
@@ -133,7 +134,18 @@ async def trust_bundle(request: web.Request) -> web.Response:
     pem = "".join(dict.fromkeys([root, issuing, *tsa]))  # an anchor may repeat the root
     if PEM_CHAIN in request.headers.get("Accept", ""):
         return web.Response(text=pem, content_type=PEM_CHAIN)
-    return web.json_response({"root": root, "issuing_ca": issuing, "tsa": tsa, "pem": pem})
+    settings = services.settings.log
+    vkey = await services.hsm.run(lambda s: log_verifier(s, settings).vkey())
+    return web.json_response(
+        {
+            "root": root,
+            "issuing_ca": issuing,
+            "tsa": tsa,
+            "pem": pem,
+            # C2SP signed-note verifier key of the transparency log's checkpoints.
+            "log": {"origin": settings.origin, "verifier_key": vkey},
+        }
+    )
 
 
 def _pem(cert: x509.Certificate) -> str:

@@ -65,6 +65,15 @@ async def test_response_index_checkpoint_and_proofs_verify_independently(
     public_key = await services.hsm.run(
         lambda s: s.token_key(services.settings.log.key_label).public_key()
     )
+    # The trust bundle publishes the verifier key: name+keyID+base64(0x02 || SPKI) (C2SP).
+    bundle = await (await client.get("/api/v1/trust-bundle")).json()
+    name, key_id_hex, key64 = bundle["log"]["verifier_key"].split("+", 2)
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert name == origin == bundle["log"]["origin"]
+    assert base64.b64decode(key64) == b"\x02" + spki
+    assert bytes.fromhex(key_id_hex) == hashlib.sha256(spki).digest()[:4]
     first = await _sign(client, batch_token)
     assert first.status == 201
     body = await first.json()
