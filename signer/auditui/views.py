@@ -154,6 +154,15 @@ def authenticated(handler: PageHandler) -> Callable[[web.Request], Awaitable[web
             if session is None:
                 raise web.HTTPSeeOther(f"/audit/login?{urlencode({'next': request.path_qs})}")
             return await handler(request, ui, session)
+        except FormError as exc:
+            return render(
+                request,
+                "error.html",
+                status=400,
+                title="Invalid request",
+                message=str(exc),
+                session=session,
+            )
         except (SignerError, IdpError) as exc:
             return error_page(request, exc, session)
 
@@ -227,12 +236,6 @@ def _export_args(request: web.Request, ui: AuditUi) -> tuple[str, Search, dateti
     return request.match_info["fmt"], search, as_of
 
 
-def invalid_export(request: web.Request, exc: FormError, session: UiSession) -> web.Response:
-    return render(
-        request, "error.html", status=400, title="Invalid export", message=str(exc), session=session
-    )
-
-
 def _download_name(as_of: datetime, suffix: str) -> str:
     return f"qes-audit-{as_of.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}.{suffix}"
 
@@ -240,17 +243,7 @@ def _download_name(as_of: datetime, suffix: str) -> str:
 @authenticated
 async def export(request: web.Request, ui: AuditUi, session: UiSession) -> web.StreamResponse:
     """The whole search (every page), streamed: JSON Lines or CSV."""
-    try:
-        fmt, search, as_of = _export_args(request, ui)
-    except FormError as exc:
-        return render(
-            request,
-            "error.html",
-            status=400,
-            title="Invalid export",
-            message=str(exc),
-            session=session,
-        )
+    fmt, search, as_of = _export_args(request, ui)
     resp = web.StreamResponse(
         headers={
             "Content-Type": f"{exports.FORMATS[fmt]}; charset=utf-8",
@@ -270,17 +263,7 @@ async def export(request: web.Request, ui: AuditUi, session: UiSession) -> web.S
 @authenticated
 async def export_manifest(request: web.Request, ui: AuditUi, session: UiSession) -> web.Response:
     """The manifest of the export with the same query: its SHA-256, rows, filters, as_of."""
-    try:
-        fmt, search, as_of = _export_args(request, ui)
-    except FormError as exc:
-        return render(
-            request,
-            "error.html",
-            status=400,
-            title="Invalid export",
-            message=str(exc),
-            session=session,
-        )
+    fmt, search, as_of = _export_args(request, ui)
     body = await exports.manifest(
         ui.records,
         exports.pinned(search.filter, as_of),

@@ -289,3 +289,26 @@ async def test_an_idle_session_expires(audit_site: AuditSite, browser: Browser) 
         async with http.get(f"{audit_site.url}/audit", allow_redirects=False) as r:
             assert r.status == 303
     await context.close()
+
+
+async def test_bad_input_gets_an_html_page_with_the_field_named(
+    audit_site: AuditSite, browser: Browser
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await log_in(page, audit_site, "carol")
+    bad = await page.goto(f"{audit_site.url}/audit?status=bogus&subject=x")
+    assert bad is not None and bad.status == 400
+    await expect(page.get_by_role("alert")).to_have_text(
+        "Outcome: choose issued, completed or failed."
+    )
+    await expect(page.get_by_label("Identity (token subject)")).to_have_value("x")
+    assert "default-src 'none'" in bad.headers["content-security-policy"]
+    jar = {SESSION_COOKIE: await session_cookie(context) or ""}
+    async with (
+        aiohttp.ClientSession(cookies=jar) as http,
+        http.get(f"{audit_site.url}/audit/export.csv?digest=zz", allow_redirects=False) as r,
+    ):
+        assert r.status == 400 and r.content_type == "text/html"
+        assert "Digest: give a SHA-256/384/512 digest" in await r.text()
+    await context.close()
