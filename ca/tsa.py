@@ -39,6 +39,7 @@ from ca.settings import CaNames
 __all__ = [
     "HASH_ALGORITHMS",
     "TimeStampAuthority",
+    "TimeStampResp",
     "TsaError",
     "build_tsa_certificate",
 ]
@@ -71,7 +72,7 @@ class TsaError(CaError):
     """A time-stamp token cannot be made: bad input, wrong key or no usable time."""
 
 
-class _TimeStampResp(core.Sequence):  # type: ignore[misc]
+class TimeStampResp(core.Sequence):  # type: ignore[misc]
     """RFC 3161 §2.4.2 TimeStampResp, with ``timeStampToken`` OPTIONAL as the RFC says
     (asn1crypto's own class makes it mandatory, so a rejection could not be encoded)."""
 
@@ -508,7 +509,7 @@ def _rejection(failure: str, reason: str) -> bytes:
             "fail_info": tsp.PKIFailureInfo({failure}),
         }
     )
-    return bytes(_TimeStampResp({"status": status}).dump())
+    return bytes(TimeStampResp({"status": status}).dump())
 
 
 def _digital_signature_only() -> x509.KeyUsage:

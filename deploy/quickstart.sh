@@ -273,6 +273,14 @@ sign_and_verify() {
   echo "        $c3"
   echo "      (the certificate is valid for 10 minutes; later add -attime $(date +%s) to the last command)"
 
+  # The same document as CAdES B-T: the built-in TSA time-stamps the signature in the same step.
+  out=$("$QES" sign "$doc" --format cades --quiet --token-file "$DATA/batch.token" 2>&1) || fail "qes sign --format cades failed: $(tail -n 1 <<<"$out")"
+  local c4="openssl cms -verify -binary -inform DER -in $doc.p7s -content $doc -CAfile $dir/root.pem -purpose any -cades -out /dev/null"
+  local r4
+  r4=$($c4 2>&1) || fail "CAdES signature does NOT verify: $r4"
+  echo "      CAdES B-T signature $doc.p7s (time-stamped at once): OpenSSL: $r4. Repeat with:"
+  echo "        $c4"
+
   fetch_token demo-auditor "$DATA/auditor.token"
   echo "      audit log (.venv/bin/qes audit list --token-file $DATA/auditor.token --limit 5):"
   out=$("$QES" audit list --token-file "$DATA/auditor.token" --limit 5 2>&1) || fail "qes audit list failed: $(tail -n 1 <<<"$out")"

@@ -21,7 +21,7 @@ from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer import auditui
-from signer.api import certificates, meta, pdf_upload, signatures
+from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
@@ -30,8 +30,10 @@ from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.storage.authority import CaCertificateStore
 from signer.storage.db import create_pool
+from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
-from signer.timestamping import BuiltinTimeStamps, TimeStampSource
+from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
+from signer.translog import LogPublisher, load_privacy_key
 
 log = structlog.get_logger(__name__)
 REPLAY_PURGE_SECONDS = 300
@@ -68,7 +70,10 @@ async def load_time_stamps(
     """The configured signature-time-stamp source (STANDARDS.md §3)."""
     tsa = settings.tsa
     if tsa.url is not None:
-        raise ConfigError("tsa.url: external time-stamp authorities are not supported yet")
+        if tsa.trust_anchor_file is None:
+            raise ConfigError("tsa.trust_anchor_file: required with tsa.url")
+        anchors = tsa.trust_anchor_file
+        return await asyncio.to_thread(ExternalTimeStamps.from_pem, tsa.url, anchors, tsa.timeout)
     cert = await store.load(tsa.label)
     if cert is None:
         raise ConfigError("no TSA certificate in the database: run `qes init` first")
@@ -91,6 +96,7 @@ def _resources(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.database.url is None:
             raise ConfigError("database.url: not configured (set QES_DATABASE_URL)")
+        privacy_key = load_privacy_key(settings)  # before opening anything: a config error
         hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
         pool = None
         try:
@@ -104,6 +110,8 @@ def _resources(
             chain = await load_chain(ca_store, settings)
             time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
             records = RecordStore(pool)
+            log_store = LogStore(pool, settings.log.origin)
+            publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
                 signing = SigningService(
@@ -111,6 +119,7 @@ def _resources(
                     ca=IssuingCA(chain, settings.ca.policy, clock),
                     ca_key_label=settings.ca.issuing_label,
                     records=records,
+                    privacy_key=privacy_key,
                     clock=clock,
                     time_stamps=time_stamps,
                     max_clock_skew=settings.tsa.max_clock_skew,
@@ -123,6 +132,8 @@ def _resources(
                     tokens=registry,
                     clock=clock,
                     time_stamps=time_stamps,
+                    log=log_store,
+                    publisher=publisher,
                 )
                 if settings.audit.ui is not None:
                     app[auditui.AUDIT_UI] = auditui.build(
@@ -136,10 +147,13 @@ def _resources(
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
+                integrator = asyncio.create_task(publisher.run())
                 try:
                     yield
                 finally:
                     purger.cancel()
+                    integrator.cancel()
+                    await asyncio.gather(integrator, return_exceptions=True)
                     await signing.stop()
         finally:
             if pool is not None:
@@ -170,6 +184,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_post("/api/v1/signatures/pdf", pdf_upload.sign_pdf)
     app.router.add_get("/api/v1/certificates", certificates.list_certificates)
     app.router.add_get("/api/v1/certificates/{serial}", certificates.show_certificate)
+    app.router.add_get("/api/v1/log/checkpoint", translog.latest_checkpoint)
+    app.router.add_post("/api/v1/log/checkpoints", translog.publish_checkpoint)
+    app.router.add_get("/api/v1/log/proof/inclusion", translog.inclusion)
+    app.router.add_get("/api/v1/log/proof/consistency", translog.consistency)
+    app.router.add_get("/api/v1/log/entries/{idx}", translog.entry)
     app.router.add_get("/healthz", meta.healthz)
     app.router.add_get("/readyz", meta.readyz)
     app.router.add_get("/openapi.json", meta.openapi)
@@ -177,6 +196,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/ca/root.cer", meta.root_certificate)
     app.router.add_get("/ca/issuing.cer", meta.issuing_certificate)
     app.router.add_get("/ca/root.crl", meta.root_crl)
+    app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
+    app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
+    app.router.add_post("/tsa", tsa.time_stamp)
     if settings.audit.ui is not None:
         auditui.add_routes(app)
     return app

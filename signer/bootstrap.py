@@ -4,7 +4,11 @@ TSA's key and certificate (RFC 3161 §2.3, STANDARDS.md §3) unless an external 
 Idempotent: when the keys exist and the stored certificates match them, nothing changes. It
 never replaces an existing key unless ``force`` is given. A missing TSA key (a CA made before
 the TSA existed) is created without ``force``: that replaces nothing; a TSA certificate that
-does not match its key or the current issuing CA is re-issued for the same key.
+does not match its key or the current issuing CA is re-issued for the same key. The
+transparency-log key (``[log] key_label``) is created when absent and never replaced, even
+with ``force``: checkpoints already published must stay verifiable. For development, the log
+privacy key file is created in the data directory when no privacy key is configured
+(:mod:`signer.translog`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ from signer.config import Settings
 from signer.errors import SignerError
 from signer.hsm import Hsm, HsmSession
 from signer.storage.authority import CaCertificateStore
+from signer.translog import (
+    ensure_dev_privacy_key,
+    log_verifier,
+    make_log_key,
+    privacy_key_path,
+)
 
 
 class AlreadyInitialised(SignerError):
@@ -125,15 +135,14 @@ def _make_tsa(
         and _issued_by(stored.tsa, chain.issuing)
     ):
         return stored.tsa, False
-    public = settings.server.public_url
     cert = build_tsa_certificate(
         session.token_key(settings.ca.issuing_label),
         chain.issuing,
         session.token_key(tsa.label).public_key(),
         settings.ca.names,
         tsa.common_name,
-        ca_issuers_url=f"{public}/ca/issuing.cer",
-        crl_url=f"{public}/ca/issuing.crl",
+        ca_issuers_url=settings.ca.policy.ca_issuers_url,
+        crl_url=settings.ca.issuing_crl_url,
         now=now,
         lifetime=min(tsa.lifetime, chain.issuing.not_valid_after_utc - now),
     )
@@ -165,3 +174,30 @@ async def init_ca(
     if result.tsa is not None and result.tsa_created:
         await store.save(settings.tsa.label, result.tsa, now)
     return result
+
+
+@dataclass(frozen=True)
+class LogInitResult:
+    key_created: bool
+    vkey: str
+    privacy_key_file: str | None
+
+    def describe(self) -> str:
+        verb = "created" if self.key_created else "already present"
+        line = f"log key {verb}; checkpoint verifier key: {self.vkey}"
+        if self.privacy_key_file:
+            line += f"\nlog privacy key written to {self.privacy_key_file} (development only)"
+        return line
+
+
+async def init_log(hsm: Hsm, settings: Settings) -> LogInitResult:
+    """Create the log key when absent (never replaced) and the development privacy key."""
+
+    def make(session: HsmSession) -> tuple[bool, str]:
+        created = make_log_key(session, settings.log, force=False)
+        return created, log_verifier(session, settings.log).vkey()
+
+    created, vkey = await hsm.run(make)
+    written = ensure_dev_privacy_key(settings)
+    path = str(privacy_key_path(settings)) if written else None
+    return LogInitResult(key_created=created, vkey=vkey, privacy_key_file=path)

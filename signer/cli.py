@@ -1,4 +1,4 @@
-"""The `qes` command: init, serve, sign, audit, db.
+"""The `qes` command: init, serve, sign, verify, audit, db.
 
 Every failure ends with one line on stderr and a non-zero exit code; tracebacks are for bugs.
 """
@@ -44,7 +44,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 async def _init(settings: Any, force: bool) -> str:
-    from signer.bootstrap import init_ca
+    from signer.bootstrap import init_ca, init_log
     from signer.hsm import Hsm
     from signer.storage.authority import CaCertificateStore
     from signer.storage.db import create_pool
@@ -63,6 +63,7 @@ async def _init(settings: Any, force: bool) -> str:
             result = await init_ca(
                 hsm, CaCertificateStore(pool), settings, datetime.now(UTC), force=force
             )
+            log_result = await init_log(hsm, settings)
         finally:
             await pool.close()
     finally:
@@ -77,6 +78,7 @@ async def _init(settings: Any, force: bool) -> str:
         lines.append(f"TSA {tsa_verb}: {result.tsa.subject.rfc4514_string()}")
     else:
         lines.append(f"TSA: external, {settings.tsa.url}")
+    lines.append(log_result.describe())
     return "\n".join(lines)
 
 
@@ -317,6 +319,51 @@ def _read_token(path: str) -> str:
     return token
 
 
+# ---------------------------------------------------------------- verify
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Offline validation (signer.verify): exit 0 valid, 1 invalid (failing checks named),
+    2 when the inputs cannot be read as a document, a signature and a trust bundle."""
+    import json
+
+    from signer import verify
+
+    for name in ("pyhanko", "pyhanko_certvalidator"):  # every finding is in the report
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    reports: tuple[verify.SignatureReport, ...]
+    try:
+        trust = verify.load_trust_bundle(Path(args.trust).read_bytes())
+        now = _utc(args.at)
+        document = Path(args.file).read_bytes()
+        if args.signature is not None:
+            label = f"{Path(args.file).name} / {Path(args.signature).name}"
+            signature = Path(args.signature).read_bytes()
+            reports = (verify.verify_cades(document, signature, trust, now=now, label=label),)
+        elif document.startswith(b"%PDF-"):
+            reports = verify.verify_pades(document, trust, now=now, label=Path(args.file).name)
+        else:
+            return _fail(f"{args.file}: not a PDF; give the detached SIGNATURE file too", 2)
+    except OSError as exc:
+        return _fail(f"{exc.filename}: {exc.strerror or exc}", 2)
+    except verify.VerifyError as exc:
+        return _fail(str(exc), 2)
+    except ValueError:
+        return _fail(f"--at {args.at}: not an ISO 8601 time", 2)
+    if args.json:
+        print(json.dumps([r.as_json() for r in reports], indent=2))
+    else:
+        print("\n".join(verify.render_text(r) for r in reports))
+    return 0 if all(r.valid for r in reports) else 1
+
+
+def _utc(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 # ---------------------------------------------------------------- audit
 
 
@@ -405,6 +452,113 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- audit: transparency log
+
+
+async def _log_verifier(settings: Any, vkey: str | None) -> Any:
+    """The checkpoint verifier: ``--vkey`` when given, else the log key's public half (HSM)."""
+    from ca.checkpoint import NoteError, NoteVerifier
+    from signer.hsm import Hsm
+    from signer.translog import log_verifier
+
+    if vkey:
+        try:
+            return NoteVerifier.from_vkey(vkey)
+        except NoteError as exc:
+            raise SignerError(f"--vkey: {exc}") from exc
+    hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
+    try:
+        return await hsm.run(lambda s: log_verifier(s, settings.log))
+    finally:
+        await asyncio.to_thread(hsm.close)
+
+
+async def _connect(settings: Any) -> Any:
+    import asyncpg
+
+    if settings.database.url is None:
+        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
+    try:
+        return await asyncpg.connect(settings.database.url.reveal(), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SignerError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+
+async def _audit_verify(settings: Any, vkey: str | None, quiet: bool) -> str:
+    from signer.audit import verify_log
+    from signer.translog import load_privacy_key
+
+    key = load_privacy_key(settings)
+    verifier = await _log_verifier(settings, vkey)
+    conn = await _connect(settings)
+    try:
+        total = await conn.fetchval("SELECT size FROM log_state WHERE id = 1")
+        bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="entry", desc="verifying", file=sys.stderr)
+        try:
+            report = await verify_log(
+                conn, verifier, settings.log.origin, key, bar.update if bar else lambda n: None
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        await conn.close()
+    root = base64.b64encode(report.checkpoint.root_hash).decode()
+    return (
+        f"log verified: {report.entries} entries; signed checkpoint size "
+        f"{report.checkpoint.size}, root {root}"
+    )
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from signer.audit import LogVerificationFailed
+
+    try:
+        print(asyncio.run(_audit_verify(_settings(args), args.vkey, args.quiet)))
+    except LogVerificationFailed as exc:
+        return _fail(f"log verification failed: {exc}")
+    return 0
+
+
+async def _audit_consistency(settings: Any, vkey: str | None, old: str, new: str) -> str:
+    from signer.audit import check_consistency
+    from signer.storage.db import create_pool
+    from signer.storage.log import LogStore
+
+    verifier = await _log_verifier(settings, vkey)
+    if settings.database.url is None:
+        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
+    pool = await create_pool(
+        settings.database.url.reveal(),
+        min_size=1,
+        max_size=1,
+        command_timeout=settings.database.command_timeout,
+    )
+    try:
+        a, b, path = await check_consistency(
+            LogStore(pool, settings.log.origin), verifier, settings.log.origin, old, new
+        )
+    finally:
+        await pool.close()
+    lines = [f"consistent: size {a.size} -> {b.size} (RFC 9162 consistency proof)"]
+    lines += [base64.b64encode(h).decode() for h in path]
+    return "\n".join(lines)
+
+
+def cmd_audit_consistency(args: argparse.Namespace) -> int:
+    from signer.audit import LogVerificationFailed
+
+    try:
+        print(asyncio.run(_audit_consistency(_settings(args), args.vkey, args.old, args.new)))
+    except LogVerificationFailed as exc:
+        return _fail(f"consistency check failed: {exc}")
+    return 0
+
+
 # ---------------------------------------------------------------- db
 
 
@@ -457,6 +611,14 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("--quiet", "-q", action="store_true")
     sign.set_defaults(func=cmd_sign)
 
+    ver = sub.add_parser("verify", help="validate a CAdES or PAdES signature offline")
+    ver.add_argument("file", metavar="FILE", help="the PDF, or the document signed by SIGNATURE")
+    ver.add_argument("signature", metavar="SIGNATURE", nargs="?", help="detached CAdES (.p7s)")
+    ver.add_argument("--trust", required=True, metavar="BUNDLE", help="PEM trust bundle")
+    ver.add_argument("--at", metavar="TIME", help="validation time, ISO 8601 UTC (default now)")
+    ver.add_argument("--json", action="store_true", help="machine-readable output")
+    ver.set_defaults(func=cmd_verify)
+
     audit = sub.add_parser("audit", help="inspect issued certificates (auditor token)")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     for sp in (
@@ -474,6 +636,20 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("serial")
     show.add_argument("--pem", action="store_true", help="also print the certificate")
     show.set_defaults(func=cmd_audit_show)
+
+    verify = with_config(
+        asub.add_parser("verify", help="recompute the transparency log and check its checkpoint")
+    )
+    consistency = with_config(
+        asub.add_parser("consistency", help="prove a later checkpoint extends an earlier one")
+    )
+    for sp in (verify, consistency):
+        sp.add_argument("--vkey", help="checkpoint verifier key (default: the log key in the HSM)")
+    verify.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    verify.set_defaults(func=cmd_audit_verify)
+    consistency.add_argument("old", help="checkpoint file, or size of a stored checkpoint")
+    consistency.add_argument("new", help="checkpoint file, or size of a stored checkpoint")
+    consistency.set_defaults(func=cmd_audit_consistency)
 
     db = sub.add_parser("db", help="a private PostgreSQL in the data directory")
     db.add_argument("action", choices=("start", "stop", "url"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from ca.authority import CaNames, IssuancePolicy
 from ca.errors import CaError
@@ -60,6 +61,8 @@ class CaSettings:
     curve: Curve = "P-256"
     root_lifetime: timedelta = timedelta(days=3650 * 2)
     issuing_lifetime: timedelta = timedelta(days=3650)
+    #: The issuing CA's CRL (served at /ca/issuing.crl), named in the TSA certificate.
+    issuing_crl_url: str = "http://127.0.0.1:8780/ca/issuing.crl"
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,24 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """The transparency log (issue 5): checkpoint signer and entry privacy key.
+
+    ``origin`` is the checkpoint's first line and the note key name (C2SP tlog-checkpoint:
+    a schema-less URL identifying the log). ``privacy_key`` is the HMAC key of the entries'
+    keyed commitments (``ca.logentry``), hex, from ``privacy_key_env`` (default
+    ``QES_LOG_PRIVACY_KEY``) or ``privacy_key_file``; when neither is set the service uses
+    ``<data_dir>/log-privacy.key``, which ``qes init`` creates for development.
+    """
+
+    origin: str
+    key_label: str = "qes-log"
+    checkpoint_interval_seconds: float = 5.0
+    privacy_key: Secret | None = None
+    privacy_key_id: str = "k1"
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     database: DatabaseSettings
@@ -117,6 +138,7 @@ class Settings:
     issuers: tuple[IssuerSettings, ...]
     audit: AuditSettings
     data_dir: Path
+    log: LogSettings
 
 
 class _Section:
@@ -204,7 +226,7 @@ def _literal(text: str) -> Any:
 
 
 def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
-    known = {"data_dir", "server", "database", "hsm", "ca", "tsa", "issuers", "audit"}
+    known = {"data_dir", "server", "database", "hsm", "ca", "tsa", "issuers", "audit", "log"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -221,6 +243,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         issuers=_issuers(raw.get("issuers", {})),
         audit=_audit(_Section("audit", raw.get("audit", {})), env, base),
         data_dir=(base / data_dir).resolve(),
+        log=_log(_Section("log", raw.get("log", {})), env, base, server),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -346,12 +369,19 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
     )
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
+    issuing_crl_url = s.get("issuing_crl_url", str, f"{server.public_url}/ca/issuing.crl")
+    s.check(
+        "issuing_crl_url",
+        issuing_crl_url.startswith(("http://", "https://")),
+        "must be an http(s) URL",
+    )
     result = CaSettings(
         names=names,
         policy=policy,
         curve=curve,
         root_label=s.get("root_label", str, "qes-root-ca"),
         issuing_label=s.get("issuing_label", str, "qes-issuing-ca"),
+        issuing_crl_url=issuing_crl_url,
     )
     s.done()
     return result
@@ -459,5 +489,28 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
             lifetime=timedelta(hours=hours),
         )
     result = AuditSettings(role=role, ui=ui)
+    s.done()
+    return result
+
+
+def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings) -> LogSettings:
+    default_origin = urlsplit(server.public_url).netloc + "/log"
+    origin = s.get("origin", str, default_origin)
+    s.check(
+        "origin",
+        bool(origin) and "+" not in origin and not any(c.isspace() for c in origin),
+        "must be non-empty without spaces or '+' (it is the note key name)",
+    )
+    interval = s.get("checkpoint_interval_seconds", float, 5.0)
+    s.check("checkpoint_interval_seconds", 0.1 <= interval <= 3600, "must be 0.1 .. 3600")
+    key_id = s.get("privacy_key_id", str, "k1")
+    s.check("privacy_key_id", 0 < len(key_id) <= 64 and key_id.isascii(), "1..64 ASCII chars")
+    result = LogSettings(
+        origin=origin,
+        key_label=s.get("key_label", str, "qes-log"),
+        checkpoint_interval_seconds=interval,
+        privacy_key=_secret(s, "privacy_key", env, base, "QES_LOG_PRIVACY_KEY"),
+        privacy_key_id=key_id,
+    )
     s.done()
     return result

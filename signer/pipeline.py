@@ -24,6 +24,7 @@ than the HSM work itself; a lone request is never held back waiting for company.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import Chain, IssuingCA
 from ca.errors import ProfileError
+from ca.logentry import PrivacyKey
 from ca.profiles import Level, Subject, subject_from_attributes
 from idp_adapter.principal import Principal
 from signer.errors import (
@@ -49,6 +51,7 @@ from signer.formats.cms import cades_b_t, pades_b_t
 from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
 from signer.storage.records import Completion, IdempotencyKey, IssuedRecord, RecordStore
 from signer.timestamping import TimeStampSource, checked
+from signer.translog import issuance_entry, refusal_entry
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +100,8 @@ class SignatureResult:
     destruction: Destruction
     format: SignatureFormat = "raw"
     time_stamps: tuple[bytes, ...] = ()
+    #: Index of the request's entry in the transparency log (sequenced with the completion).
+    log_index: int | None = None
 
 
 # A hop takes at most this many waiting requests, and stops adding requests once this many
@@ -154,11 +159,13 @@ class SigningService:
         ca: IssuingCA,
         ca_key_label: str,
         records: RecordStore,
+        privacy_key: PrivacyKey,
         clock: Callable[[], datetime],
         time_stamps: TimeStampSource,
         max_clock_skew: timedelta,
     ) -> None:
         self._hsm = hsm
+        self._privacy_key = privacy_key
         self._time_stamps = time_stamps
         self._max_skew = max_clock_skew
         self._ca = ca
@@ -215,8 +222,13 @@ class SigningService:
     ) -> _Outcome:
         """Sign ``request`` for ``principal``; returns the result and its rendered response
         (``render`` runs before the completion commit, so the idempotent response is stored
-        with it)."""
-        level, subject = self.authorize(principal, request.profile)
+        with it, plus ``"log": {"index": N}``). A request refused by policy is logged as a
+        refusal entry before the refusal is raised."""
+        try:
+            level, subject = self.authorize(principal, request.profile)
+        except (ProfileNotAllowed, SubjectNotIssuable) as exc:
+            await self._log_refusal(principal, request, request_id, exc)
+            raise
         if self._queue is None:
             raise HsmUnavailable("the signing service is not running")
         job = _Job(
@@ -232,6 +244,26 @@ class SigningService:
         )
         self._queue.put_nowait(job)
         return await job.future
+
+    async def _log_refusal(
+        self, principal: Principal, request: SignatureRequest, request_id: str, exc: RequestError
+    ) -> None:
+        """Append the refusal entry (who asked, what, why); a refusal stands even when the
+        log is unreachable, so that failure is only logged."""
+        entry = refusal_entry(
+            principal,
+            record_id=str(uuid.uuid4()),
+            request_id=request_id,
+            refused_at=self._clock(),
+            profile=request.profile or principal.default_profile,
+            hash_algorithm=request.hash_algorithm,
+            digests=request.digests,
+            reason=exc.slug,
+        )
+        try:
+            await self._records.refuse(entry.encode(self._privacy_key))
+        except DatabaseUnavailable:
+            log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
 
     async def _lane(self, queue: asyncio.Queue[_Job]) -> None:
         while True:
@@ -251,9 +283,11 @@ class SigningService:
     async def _run(self, jobs: list[_Job]) -> None:
         """One hop for ``jobs``, then their records; settles every job's future."""
         loop = asyncio.get_running_loop()
+        issued: dict[uuid.UUID, IssuedRecord] = {}  # written on the thread, read after the hop
 
         def commit_issued(batch: list[tuple[_Job, x509.Certificate, KeyEvidence]]) -> None:
             records = [self._issued_record(job, cert, ev) for job, cert, ev in batch]
+            issued.update((r.id, r) for r in records)
             fut = asyncio.run_coroutine_threadsafe(self._records.record_issued(records), loop)
             try:
                 fut.result(ISSUED_COMMIT_TIMEOUT)
@@ -275,7 +309,7 @@ class SigningService:
         completions: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, _Failed):
-                await self._record_failure(job, outcome)
+                await self._record_failure(job, outcome, issued.get(job.record_id))
                 _settle(job, outcome.cause)
                 continue
             result = SignatureResult(
@@ -293,7 +327,7 @@ class SigningService:
             )
             completions.append((job, result, job.render(result) if job.render else None))
         if completions:
-            await self._complete(completions)
+            await self._complete(completions, issued)
 
     def _cycle(
         self,
@@ -397,9 +431,12 @@ class SigningService:
         )
 
     async def _complete(
-        self, done: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]]
+        self,
+        done: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]],
+        issued: Mapping[uuid.UUID, IssuedRecord],
     ) -> None:
         at = self._clock()
+        key = self._privacy_key
         try:
             completed = await self._records.complete(
                 [
@@ -411,6 +448,14 @@ class SigningService:
                         time_stamps=result.time_stamps,
                         idempotency=job.idempotency,
                         response=response,
+                        entry=issuance_entry(
+                            issued[job.record_id],
+                            completed_at=at,
+                            destruction=result.destruction.as_dict(),
+                            signed_count=len(result.signatures),
+                            failure=None,
+                            certificate=result.certificate,
+                        ).encode(key),
                     )
                     for job, result, response in done
                 ]
@@ -421,7 +466,8 @@ class SigningService:
                 _settle(job, exc)
             return
         for job, result, response in done:
-            if job.record_id not in completed:
+            index = completed.get(job.record_id)
+            if index is None:
                 log.error("completion_not_recorded", serial=result.serial)
                 _settle(job, DatabaseUnavailable(f"record {job.record_id} was not 'issued'"))
                 continue
@@ -435,9 +481,13 @@ class SigningService:
                 request_id=job.request_id,
             )
             if not job.future.done():
-                job.future.set_result((result, response))
+                logged = dataclasses.replace(result, log_index=index)
+                body = None if response is None else {**response, "log": {"index": index}}
+                job.future.set_result((logged, body))
 
-    async def _record_failure(self, job: _Job, failed: _Failed) -> None:
+    async def _record_failure(
+        self, job: _Job, failed: _Failed, record: IssuedRecord | None
+    ) -> None:
         destruction = failed.destruction.as_dict() if failed.destruction else None
         log.warning(
             "signing_failed",
@@ -446,13 +496,21 @@ class SigningService:
             destruction=destruction,
             request_id=job.request_id,
         )
-        if not failed.recorded:
+        if not failed.recorded or record is None:
             return
         cause = failed.cause
         reason = cause.slug if isinstance(cause, SignerError) else "internal-error"
+        at = self._clock()
+        entry = issuance_entry(
+            record, completed_at=at, destruction=destruction, signed_count=0, failure=reason
+        )
         try:
             await self._records.fail(
-                job.record_id, failure=reason, destruction=destruction, at=self._clock()
+                job.record_id,
+                failure=reason,
+                destruction=destruction,
+                at=at,
+                entry=entry.encode(self._privacy_key),
             )
         except DatabaseUnavailable:
             log.error("failure_not_recorded", record_id=str(job.record_id))

@@ -8,10 +8,11 @@ import time
 from datetime import timedelta
 
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import build_crl
-from signer.api.openapi import document
+from signer.api.openapi import PEM_CHAIN, document
 from signer.api.problems import NotFound, all_kinds
 from signer.api.state import CRL_CACHE, SERVICES, Services
 from signer.errors import SignerError
@@ -81,26 +82,59 @@ async def issuing_certificate(request: web.Request) -> web.Response:
 
 
 async def root_crl(request: web.Request) -> web.Response:
-    """The root's CRL over the CA certificates, re-signed at most hourly per process."""
+    """The root's CRL over the CA certificates it issued (the issuing CA)."""
+    services: Services = request.app[SERVICES]
+    chain = services.signing.chain
+    return await _crl(request, services.settings.ca.root_label, chain.root)
+
+
+async def issuing_crl(request: web.Request) -> web.Response:
+    """The issuing CA's CRL: the CRL distribution point of the TSA certificate, which is
+    long-lived and so revocation-checked (RFC 5280 §4.2.1.13, EN 319 422 §7)."""
+    services: Services = request.app[SERVICES]
+    chain = services.signing.chain
+    return await _crl(request, services.settings.ca.issuing_label, chain.issuing)
+
+
+async def _crl(request: web.Request, label: str, issuer: x509.Certificate) -> web.Response:
+    """A CRL of ``issuer``, re-signed at most hourly per process and issuer."""
     services: Services = request.app[SERVICES]
     cache = request.app[CRL_CACHE]
-    if "der" not in cache or time.monotonic() - cache["at"] > CRL_CACHE_SECONDS:
-        cache.update(at=time.monotonic(), der=await make_root_crl(services))
-    return web.Response(body=cache["der"], content_type="application/pkix-crl")
+    cached = cache.get(label)
+    if cached is None or time.monotonic() - cached[0] > CRL_CACHE_SECONDS:
+        cached = (time.monotonic(), await make_crl(services, label, issuer))
+        cache[label] = cached
+    return web.Response(body=cached[1], content_type="application/pkix-crl")
 
 
-async def make_root_crl(services: Services) -> bytes:
-    """A CRL over the CA certificates (none revoked), signed by the root key in the HSM.
+async def make_crl(services: Services, label: str, issuer: x509.Certificate) -> bytes:
+    """A CRL (none revoked) signed in the HSM by the CA key ``label`` of ``issuer``.
 
-    Short-term end-entity certificates need none (RFC 9608), but the CA certificates above them
-    are checked for revocation as usual (EN 319 411-1 CSS-6.3.10), so the root publishes one.
+    Short-term end-entity certificates need none (RFC 9608), but the CA and TSA certificates
+    are checked for revocation as usual (EN 319 411-1 CSS-6.3.10), so both CAs publish one.
     """
-    label = services.settings.ca.root_label
-    root = services.signing.chain.root
     now = services.clock()
 
     def sign(session: HsmSession) -> bytes:
-        crl = build_crl(session.token_key(label), root, now, timedelta(days=7))
+        crl = build_crl(session.token_key(label), issuer, now, timedelta(days=7))
         return crl.public_bytes(Encoding.DER)
 
     return await services.hsm.run(sign)
+
+
+async def trust_bundle(request: web.Request) -> web.Response:
+    """What relying parties trust: root, issuing CA, and the TSA certificate (or the external
+    TSA's anchors). JSON by default; the concatenated PEM for ``Accept:
+    application/pem-certificate-chain`` (RFC 8555 §9.1)."""
+    services: Services = request.app[SERVICES]
+    chain = services.signing.chain
+    root, issuing = _pem(chain.root), _pem(chain.issuing)
+    tsa = [_pem(cert) for cert in services.time_stamps.certificates]
+    pem = "".join(dict.fromkeys([root, issuing, *tsa]))  # an anchor may repeat the root
+    if PEM_CHAIN in request.headers.get("Accept", ""):
+        return web.Response(text=pem, content_type=PEM_CHAIN)
+    return web.json_response({"root": root, "issuing_ca": issuing, "tsa": tsa, "pem": pem})
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(Encoding.PEM).decode("ascii")

@@ -14,8 +14,11 @@ from signer.api.problems import (
     IdempotencyInProgress,
     IdempotencyMismatch,
     IdpUnreachable,
+    InvalidLogQuery,
     InvalidRequest,
+    LogSizeUnavailable,
     MalformedJson,
+    NoCheckpoint,
     NoDigests,
     NotFound,
     TokenReplayed,
@@ -25,6 +28,13 @@ from signer.api.problems import (
     UnsupportedFormat,
     UnsupportedMediaType,
     WrongDigestLength,
+)
+from signer.api.tsa import (
+    MAX_QUERY_OCTETS,
+    QUERY_TYPE,
+    REPLY_TYPE,
+    NoBuiltinTsa,
+    TimeStampQueryExpected,
 )
 from signer.config import DIGEST_SIZES, ServerSettings
 from signer.errors import (
@@ -39,6 +49,7 @@ from signer.pipeline import ProfileNotAllowed, SubjectNotIssuable
 from signer.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+PEM_CHAIN = "application/pem-certificate-chain"  # RFC 8555 §9.1
 _SIGN_ERRORS: list[type[SignerError]] = [
     MalformedJson,
     InvalidRequest,
@@ -63,6 +74,12 @@ _SIGN_ERRORS: list[type[SignerError]] = [
     IdpUnreachable,
     TimeStampUnavailable,
     TimeStampClockSkew,
+]
+_TSA_ERRORS: list[type[SignerError]] = [
+    NoBuiltinTsa,
+    BodyTooLarge,
+    TimeStampQueryExpected,
+    HsmUnavailable,
 ]
 _AUDIT_ERRORS: list[type[SignerError]] = [
     InvalidRequest,
@@ -158,6 +175,23 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
                 "key": {"type": "object"},
             },
         },
+        "TrustBundle": {
+            "type": "object",
+            "required": ["root", "issuing_ca", "tsa", "pem"],
+            "properties": {
+                "root": {"type": "string", "description": "PEM: the root CA certificate"},
+                "issuing_ca": {"type": "string", "description": "PEM: the issuing CA"},
+                "tsa": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": (
+                        "PEM: the built-in TSA's certificate, or the external TSA's trust "
+                        "anchors and intermediates"
+                    ),
+                },
+                "pem": {"type": "string", "description": "All of the above, concatenated"},
+            },
+        },
         "CertificateRecord": {
             "type": "object",
             "required": ["serial", "status", "subject_dn"],
@@ -191,6 +225,75 @@ def _query(name: str, description: str, fmt: str | None = None) -> dict[str, Any
         "required": False,
         "schema": schema,
         "description": description,
+    }
+
+
+_LOG_ERRORS: list[type[SignerError]] = [InvalidLogQuery, LogSizeUnavailable, NoCheckpoint]
+_NOTE = {
+    "description": "C2SP tlog-checkpoint in a C2SP signed note (ECDSA P-256, type 0x02)",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+_PROOF = {"type": "object", "description": "RFC 9162 proof; hashes are base64"}
+
+
+def _int_query(name: str, description: str, required: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": description,
+    }
+
+
+def _log_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The transparency log (issue 5): public checkpoints and proofs, auditor entries."""
+    audit = _errors([Unauthenticated, AuditorRoleRequired, InvalidLogQuery, NotFound])
+    size = "tree size (default: the latest checkpoint's)"
+    return {
+        "/api/v1/log/checkpoint": {
+            "get": {
+                "summary": "Latest signed checkpoint",
+                "responses": {"200": _NOTE, **_errors([NoCheckpoint])},
+            }
+        },
+        "/api/v1/log/checkpoints": {
+            "post": {
+                "summary": "Integrate now and publish a checkpoint (auditors)",
+                "security": bearer,
+                "responses": {"201": _NOTE, "200": _NOTE, **audit},
+            }
+        },
+        "/api/v1/log/proof/inclusion": {
+            "get": {
+                "summary": "RFC 9162 §2.1.3 inclusion proof",
+                "parameters": [
+                    _int_query("index", "leaf index", True),
+                    _int_query("size", size, False),
+                ],
+                "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
+            }
+        },
+        "/api/v1/log/proof/consistency": {
+            "get": {
+                "summary": "RFC 9162 §2.1.4 consistency proof",
+                "parameters": [
+                    _int_query("old", "old tree size", True),
+                    _int_query("new", size, False),
+                ],
+                "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
+            }
+        },
+        "/api/v1/log/entries/{idx}": {
+            "get": {
+                "summary": "One log entry's canonical bytes (auditors)",
+                "security": bearer,
+                "parameters": [
+                    {"name": "idx", "in": "path", "required": True, "schema": {"type": "integer"}}
+                ],
+                "responses": {"200": _json({"type": "object"}, "Entry"), **audit},
+            }
+        },
     }
 
 
@@ -325,6 +428,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
                     },
                 }
             },
+            **_log_paths(bearer),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
@@ -384,9 +488,67 @@ def document(server: ServerSettings) -> dict[str, Any]:
             },
             "/ca/root.crl": {
                 "get": {
-                    "summary": "CRL over the CA certificates",
+                    "summary": "The root CA's CRL (over the issuing CA certificate)",
                     "responses": {
                         "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
+                    },
+                }
+            },
+            "/ca/issuing.crl": {
+                "get": {
+                    "summary": "The issuing CA's CRL (over the TSA certificate)",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
+                    },
+                }
+            },
+            "/api/v1/trust-bundle": {
+                "get": {
+                    "summary": "Certificates relying parties trust: root, issuing CA, TSA",
+                    "description": (
+                        "Public. JSON by default; the concatenated PEM with "
+                        f"`Accept: {PEM_CHAIN}` (RFC 8555 §9.1)."
+                    ),
+                    "responses": {
+                        "200": {
+                            "description": "The bundle",
+                            "content": {
+                                "application/json": {"schema": {"$ref": ref + "TrustBundle"}},
+                                PEM_CHAIN: {"schema": {"type": "string"}},
+                            },
+                        }
+                    },
+                }
+            },
+            "/tsa": {
+                "post": {
+                    "summary": "RFC 3161 time-stamp authority (built-in TSA only)",
+                    "description": (
+                        "Public, no authentication: the organisation's time-stamping service, "
+                        "usable by `openssl ts` and any RFC 3161 client (RFC 3161 §3.4). The "
+                        "body is a DER TimeStampReq; the answer a DER TimeStampResp, signed by "
+                        "the TSA key in the HSM. A malformed or unacceptable query is answered "
+                        "with 200 and a rejection PKIStatusInfo (RFC 3161 §2.4.2). 404 when the "
+                        "service is configured with an external TSA."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            QUERY_TYPE: {
+                                "schema": {
+                                    "type": "string",
+                                    "contentMediaType": QUERY_TYPE,
+                                    "maxLength": MAX_QUERY_OCTETS,
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "TimeStampResp: granted, or a rejection",
+                            "content": {REPLY_TYPE: {}},
+                        },
+                        **_errors(_TSA_ERRORS),
                     },
                 }
             },

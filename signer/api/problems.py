@@ -123,6 +123,24 @@ class NotFound(RequestError):
     status = 404
 
 
+class InvalidLogQuery(RequestError):
+    slug = "invalid-log-query"
+    title = "The log query parameters are missing or out of range"
+    status = 400
+
+
+class LogSizeUnavailable(RequestError):
+    slug = "log-size-unavailable"
+    title = "The log has not integrated a tree of this size yet"
+    status = 404
+
+
+class NoCheckpoint(RequestError):
+    slug = "no-checkpoint"
+    title = "The log has not published a checkpoint yet"
+    status = 404
+
+
 class MethodNotAllowed(RequestError):
     slug = "method-not-allowed"
     title = "Method not allowed"

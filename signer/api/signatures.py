@@ -32,6 +32,7 @@ from signer.api.problems import (
     WrongDigestLength,
 )
 from signer.api.state import REQUEST_ID, SERVICES, Services
+from signer.api.translog import proof_url
 from signer.config import DIGEST_SIZES
 from signer.pipeline import FORMATS, SignatureRequest, SignatureResult
 from signer.storage.records import IdempotencyKey, IdempotencyOutcome
@@ -116,7 +117,8 @@ async def create_signatures(request: web.Request) -> web.Response:
     if idem is not None:
         claim = await services.records.claim_idempotency(idem, services.clock())
         if claim.outcome is IdempotencyOutcome.REPLAY:
-            return web.json_response(claim.response, headers={"Idempotent-Replayed": "true"})
+            replay = with_proof_url(claim.response or {}, settings.public_url)
+            return web.json_response(replay, headers={"Idempotent-Replayed": "true"})
         if claim.outcome is IdempotencyOutcome.MISMATCH:
             raise IdempotencyMismatch()
         if claim.outcome is IdempotencyOutcome.IN_PROGRESS:
@@ -133,7 +135,17 @@ async def create_signatures(request: web.Request) -> web.Response:
         if idem is not None:
             await services.records.release_idempotency(idem)
         raise
-    return web.json_response(response, status=201)
+    return web.json_response(with_proof_url(response or {}, settings.public_url), status=201)
+
+
+def with_proof_url(response: Mapping[str, Any], public_url: str) -> Mapping[str, Any]:
+    """Add ``log.proof_url`` next to the ``log.index`` the pipeline (or the stored idempotent
+    response) carries: the inclusion proof, available once a checkpoint covers the entry."""
+    entry = response.get("log")
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("index"), int):
+        return response
+    index = entry["index"]
+    return {**response, "log": {**entry, "proof_url": proof_url(public_url, index)}}
 
 
 def _idempotency_key(

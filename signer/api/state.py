@@ -13,8 +13,10 @@ from idp_adapter.registry import IssuerRegistry
 from signer.config import Settings
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
+from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
 from signer.timestamping import TimeStampSource
+from signer.translog import LogPublisher
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,11 @@ class Services:
     tokens: IssuerRegistry
     clock: Callable[[], datetime]
     time_stamps: TimeStampSource
+    log: LogStore
+    publisher: LogPublisher
 
 
 SERVICES = web.AppKey("services", Services)
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
-CRL_CACHE = web.AppKey("root_crl", dict)
+CRL_CACHE = web.AppKey("crl_cache", dict)  # CA key label -> (monotonic time, DER CRL)

@@ -68,6 +68,8 @@ class Completion:
     idempotency: IdempotencyKey | None = None
     response: Mapping[str, Any] | None = None
     time_stamps: Sequence[bytes] = ()
+    #: The canonical log entry (:class:`ca.logentry.IssuanceEntry`) appended with the record.
+    entry: bytes = b""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,34 +141,76 @@ _INSERT_ISSUED = (
     " VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
 )
 # One statement: data-modifying CTEs run exactly once and commit together (PostgreSQL docs,
-# "Data-Modifying Statements in WITH"); an idempotency response is stored only with its record.
+# "Data-Modifying Statements in WITH"); an idempotency response is stored only with its record,
+# and each completed record's log entry is sequenced with it. `seq` takes the row lock of
+# log_state (UPDATE ... SET size = size + n): a writer from any process waits for the previous
+# one to commit and then re-reads the row (READ COMMITTED re-check of the updated row), so
+# indexes are consecutive, committed in index order, never duplicated. RFC 9162 §2.1.1 leaf:
+# SHA-256(0x00 || entry).
 _COMPLETE = """
 WITH done AS (
     UPDATE signing_records AS r
        SET status = 'completed', completed_at = c.at, signed_count = c.n, destruction = c.d
-      FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::jsonb[]) AS c(id, at, n, d)
+      FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::jsonb[], $10::bytea[])
+           WITH ORDINALITY AS c(id, at, n, d, entry, ord)
      WHERE r.id = c.id AND r.status = 'issued'
-    RETURNING r.id
+    RETURNING r.id, c.entry, c.ord
+), seq AS (
+    UPDATE log_state SET size = size + (SELECT count(*) FROM done)
+     WHERE id = 1 AND EXISTS (SELECT 1 FROM done)
+    RETURNING size - (SELECT count(*) FROM done) AS base
+), appended AS (
+    INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
+    SELECT seq.base + row_number() OVER (ORDER BY done.ord) - 1, 'issuance', done.id,
+           done.entry, sha256('\\x00'::bytea || done.entry)
+      FROM done, seq
+    RETURNING idx, record_id
 ), responses AS (
     UPDATE idempotency_keys AS k
-       SET record_id = i.record_id, response = i.response
+       SET record_id = i.record_id,
+           response = i.response || jsonb_build_object('log', jsonb_build_object('index', a.idx))
       FROM unnest($5::text[], $6::text[], $7::text[], $8::uuid[], $9::jsonb[])
            AS i(token_issuer, token_subject, key, record_id, response)
+      JOIN appended AS a ON a.record_id = i.record_id
      WHERE k.token_issuer = i.token_issuer AND k.token_subject = i.token_subject
-       AND k.key = i.key AND i.record_id IN (SELECT id FROM done)
+       AND k.key = i.key
 )
-SELECT id FROM done
+"""
+_COMPLETE_RESULT = "SELECT record_id AS id, idx FROM appended\n"
+_COMPLETE += _COMPLETE_RESULT
+# The failure path: same sequencing for one record (an issuance entry with outcome 'failed').
+_FAIL = """
+WITH done AS (
+    UPDATE signing_records SET status = 'failed', completed_at = $2, failure = $3,
+           destruction = $4, signed_count = 0
+     WHERE id = $1 AND status = 'issued'
+    RETURNING id
+), seq AS (
+    UPDATE log_state SET size = size + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM done)
+    RETURNING size - 1 AS base
+)
+INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
+SELECT seq.base, 'issuance', done.id, $5::bytea, sha256('\\x00'::bytea || $5::bytea)
+  FROM done, seq
+RETURNING idx
+"""
+# A refused request: no record row, the entry alone tells who asked, what and why.
+_REFUSE = """
+WITH seq AS (UPDATE log_state SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS base)
+INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
+SELECT seq.base, 'refusal', NULL, $1::bytea, sha256('\\x00'::bytea || $1::bytea) FROM seq
+RETURNING idx
 """
 # The same, also keeping the signatures' time-stamp tokens (CAdES/PAdES B-T evidence).
-_COMPLETE_WITH_TIME_STAMPS = _COMPLETE.removesuffix("SELECT id FROM done\n") + (  # noqa: S608
+_COMPLETE_WITH_TIME_STAMPS = _COMPLETE.removesuffix(_COMPLETE_RESULT) + (  # noqa: S608
     """, stamps AS (
     INSERT INTO signature_time_stamps (record_id, position, token)
     SELECT t.record_id, t.position, t.token
-      FROM unnest($10::uuid[], $11::int[], $12::bytea[]) AS t(record_id, position, token)
+      FROM unnest($11::uuid[], $12::int[], $13::bytea[]) AS t(record_id, position, token)
      WHERE t.record_id IN (SELECT id FROM done)
 )
-SELECT id FROM done
 """
+    + _COMPLETE_RESULT
 )
 _SELECT = f"SELECT {_COLUMNS} FROM signing_records"  # noqa: S608 - fixed column list
 
@@ -194,7 +238,7 @@ def _issued_args(r: IssuedRecord) -> tuple[Any, ...]:
     )
 
 
-def _row(r: asyncpg.Record) -> SigningRecord:
+def record_from_row(r: asyncpg.Record) -> SigningRecord:
     return SigningRecord(
         id=r["id"],
         serial=r["serial"],
@@ -238,11 +282,12 @@ class RecordStore:
         async with guard("record issued certificates"):
             await self._pool.executemany(_INSERT_ISSUED, [_issued_args(r) for r in records])
 
-    async def complete(self, completions: Sequence[Completion]) -> frozenset[uuid.UUID]:
-        """Mark records completed, with their idempotent responses, in one statement (one
-        transaction, one round trip). Returns the ids that were completed; a record not in state
-        'issued' is left alone and its id missing from the result (its signatures must not be
-        released)."""
+    async def complete(self, completions: Sequence[Completion]) -> Mapping[uuid.UUID, int]:
+        """Mark records completed, store their idempotent responses and append their log
+        entries, in one statement (one transaction, one round trip). Returns the log index of
+        each completed record; a record not in state 'issued' is left alone and missing from
+        the result (its signatures must not be released). A stored idempotent response gets
+        ``"log": {"index": N}`` added, as the live response does."""
         idem = [c for c in completions if c.idempotency is not None]
         stamps = [(c.record_id, i, t) for c in completions for i, t in enumerate(c.time_stamps)]
         extra: tuple[list[Any], ...] = ()
@@ -260,9 +305,10 @@ class RecordStore:
                 [c.idempotency.key for c in idem if c.idempotency],
                 [c.record_id for c in idem],
                 [json.dumps(c.response) for c in idem],
+                [c.entry for c in completions],
                 *extra,
             )
-        return frozenset(r["id"] for r in rows)
+        return {r["id"]: r["idx"] for r in rows}
 
     async def fail(
         self,
@@ -271,17 +317,27 @@ class RecordStore:
         failure: str,
         destruction: Mapping[str, bool] | None,
         at: datetime,
-    ) -> None:
-        """Mark an issued record failed: the certificate exists but released no signature."""
+        entry: bytes,
+    ) -> int | None:
+        """Mark an issued record failed (the certificate exists but released no signature) and
+        append its log entry in the same statement; returns the entry's index, or None when
+        the record was not 'issued'."""
         async with guard("mark signing record failed"):
-            await self._pool.execute(
-                "UPDATE signing_records SET status='failed', completed_at=$2, failure=$3,"
-                " destruction=$4, signed_count=0 WHERE id=$1 AND status='issued'",
+            idx: int | None = await self._pool.fetchval(
+                _FAIL,
                 record_id,
                 at,
                 failure,
                 json.dumps(dict(destruction)) if destruction is not None else None,
+                entry,
             )
+        return idx
+
+    async def refuse(self, entry: bytes) -> int:
+        """Append the log entry of a refused request (:class:`ca.logentry.RefusalEntry`)."""
+        async with guard("log refused request"):
+            idx: int = await self._pool.fetchval(_REFUSE, entry)
+        return idx
 
     async def claim_idempotency(self, key: IdempotencyKey, at: datetime) -> IdempotencyClaim:
         """Reserve ``key`` for this request, or report the earlier request that holds it."""
@@ -368,7 +424,9 @@ class RecordStore:
                 "SELECT token FROM signature_time_stamps WHERE record_id=$1 ORDER BY position",
                 row["id"],
             )
-        return dataclasses.replace(_row(row), time_stamps=tuple(bytes(t["token"]) for t in tokens))
+        return dataclasses.replace(
+            record_from_row(row), time_stamps=tuple(bytes(t["token"]) for t in tokens)
+        )
 
     async def search(
         self, f: RecordFilter, *, limit: int, after: Cursor | None = None
@@ -379,7 +437,7 @@ class RecordStore:
         sql = f"{_SELECT} {where} ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
         async with guard("search signing records"):
             rows = await self._pool.fetch(sql, *args)
-        return [_row(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
 
 def _where(f: RecordFilter, after: Cursor | None) -> tuple[str, list[Any]]:

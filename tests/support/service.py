@@ -19,8 +19,9 @@ from tests.support.softhsm import SoftHsmToken
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "deploy" / "dev" / "qes.toml"
-# The long-lived token keys `qes init` creates with the dev config: CA keys and the TSA key.
-LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa")
+# The long-lived token keys `qes init` creates with the dev config: CA, TSA and log keys.
+TEST_LOG_PRIVACY_KEY = "74657374206f6e6c79206c6f672070726976616379206b65792c207075626c6963"
+LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-log")
 
 
 def free_port() -> int:
@@ -53,6 +54,10 @@ def service_env(
         # addresses in AIA/CRL DP as internal names, rightly so for a real deployment).
         "QES__CA__CA_ISSUERS_URL": "http://pki.example.com/qes/issuing.cer",
         "QES__CA__CRL_URL": "http://pki.example.com/qes/root.crl",
+        "QES__CA__ISSUING_CRL_URL": "http://pki.example.com/qes/issuing.crl",
+        # One log privacy key for every process of a test run (they share one database, and
+        # `qes audit verify` rebuilds entries with it). Test-only, public.
+        "QES_LOG_PRIVACY_KEY": TEST_LOG_PRIVACY_KEY,
         **extra,
     }
 

@@ -1,0 +1,231 @@
+"""`qes audit verify` / `qes audit consistency`: check the transparency log from the database.
+
+:func:`verify_log` recomputes everything the log claims, in index order, and stops at the first
+entry that is wrong, naming it and why:
+
+1. every stored checkpoint is a signed note of the log key (C2SP signed-note "Signatures") and a
+   checkpoint of this log's origin (C2SP tlog-checkpoint), and its row's size and root match it;
+2. indexes are 0, 1, 2, ... with no gap (a deleted row) and no more rows than sequenced;
+3. each entry's leaf hash is ``SHA-256(0x00 || entry)`` (RFC 9162 §2.1.1) and its bytes parse
+   as a ``ca.logentry`` entry of the stored kind;
+4. an issuance entry equals the entry rebuilt from its ``signing_records`` row with the privacy
+   key, so an altered record is caught by the entry that commits to it;
+5. every perfect subtree the integrator stored equals the one recomputed from the entries (an
+   altered, inserted or reordered row changes the level-0 node at its index);
+6. the root at every checkpoint size equals the signed root (RFC 9162 §2.1.1 ``MTH``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from ca.checkpoint import Checkpoint, NoteError, NoteVerifier, open_checkpoint
+from ca.errors import CaError
+from ca.logentry import EntryKind, LogEntryError, PrivacyKey, entry_fields
+from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
+from signer.storage.log import LogStore, fetch_nodes
+from signer.storage.records import SigningRecord, record_from_row
+from signer.translog import issuance_entry
+
+BATCH = 2000
+_KINDS = {EntryKind.ISSUANCE: "issuance", EntryKind.REFUSAL: "refusal"}
+_ENTRIES = """
+SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*
+  FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
+ WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2
+"""
+
+
+class LogVerificationFailed(Exception):
+    """The log does not verify; ``index`` is the first bad entry (None: not entry-specific)."""
+
+    def __init__(self, index: int | None, why: str) -> None:
+        super().__init__(f"entry {index}: {why}" if index is not None else why)
+        self.index = index
+        self.why = why
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    entries: int
+    checkpoint: Checkpoint
+
+
+def _check_checkpoints(
+    rows: list[asyncpg.Record], verifier: NoteVerifier, origin: str
+) -> list[Checkpoint]:
+    checkpoints = []
+    for row in rows:
+        try:
+            checkpoint = open_checkpoint(row["note"], verifier, origin)
+        except (NoteError, CaError) as exc:
+            raise LogVerificationFailed(None, f"checkpoint of size {row['size']}: {exc}") from exc
+        if (checkpoint.size, checkpoint.root_hash) != (row["size"], bytes(row["root"])):
+            raise LogVerificationFailed(None, f"checkpoint row {row['size']} differs from its note")
+        checkpoints.append(checkpoint)
+    if not checkpoints:
+        raise LogVerificationFailed(None, "no signed checkpoint to verify against")
+    return checkpoints
+
+
+def _first_difference(logged: bytes, rebuilt: bytes) -> str:
+    try:
+        _, have = entry_fields(logged)
+        _, want = entry_fields(rebuilt)
+    except LogEntryError:
+        return "entry bytes"
+    for (name, a), (_, b) in zip(have, want, strict=False):
+        if a != b:
+            return name
+    return "entry bytes"
+
+
+def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> bytes:
+    """Checks 3 and 4 for one row; returns its leaf hash."""
+    idx, entry = row["idx"], bytes(row["entry"])
+    leaf = leaf_hash(entry)
+    if bytes(row["leaf_hash"]) != leaf:
+        raise LogVerificationFailed(idx, "stored leaf hash is not SHA-256(0x00 || entry)")
+    try:
+        kind, fields = entry_fields(entry)
+    except LogEntryError as exc:
+        raise LogVerificationFailed(idx, f"entry bytes do not parse: {exc}") from exc
+    if _KINDS[kind] != row["kind"]:
+        raise LogVerificationFailed(idx, f"entry is a {_KINDS[kind]}, row says {row['kind']}")
+    named = dict(fields)["record_id"].decode()
+    if kind is EntryKind.REFUSAL:
+        if row["record_id"] is not None:
+            raise LogVerificationFailed(idx, "a refusal entry must not name a signing record")
+        return leaf
+    if row["record_id"] is None or str(row["record_id"]) != named:
+        raise LogVerificationFailed(idx, f"entry names record {named}, row another")
+    if row["id"] is None:
+        raise LogVerificationFailed(idx, f"signing record {named} is missing")
+    record: SigningRecord = record_from_row(row)
+    if record.status not in ("completed", "failed") or record.completed_at is None:
+        raise LogVerificationFailed(idx, f"signing record {named} is not finished")
+    try:
+        rebuilt = issuance_entry(
+            record,
+            completed_at=record.completed_at,
+            destruction=record.destruction,
+            signed_count=record.signed_count or 0,
+            failure=record.failure,
+        ).encode(key)
+    except (CaError, ValueError) as exc:
+        raise LogVerificationFailed(idx, f"signing record {named} is malformed: {exc}") from exc
+    if rebuilt != entry:
+        field = _first_difference(entry, rebuilt)
+        raise LogVerificationFailed(
+            idx, f"does not match signing record {named} (field {field} differs)"
+        )
+    return leaf
+
+
+async def verify_log(
+    conn: asyncpg.Connection,
+    verifier: NoteVerifier,
+    origin: str,
+    key: PrivacyKey,
+    progress: Callable[[int], None] = lambda n: None,
+) -> VerifyReport:
+    """Checks 1-6 (module docstring) in one REPEATABLE READ snapshot; raises
+    :class:`LogVerificationFailed` naming the first bad entry."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        checkpoints = _check_checkpoints(
+            list(await conn.fetch("SELECT size, root, note FROM log_checkpoints ORDER BY size")),
+            verifier,
+            origin,
+        )
+        sequenced = await conn.fetchval("SELECT size FROM log_state WHERE id = 1")
+        integrated = await conn.fetchval("SELECT integrated FROM log_tree WHERE id = 1")
+        tree = CompactRange.empty()
+        pending = [c for c in checkpoints if c.size > 0]
+        good = 0  # the largest checkpoint size verified so far
+        while True:
+            rows = await conn.fetch(_ENTRIES, tree.size, BATCH)
+            if not rows:
+                break
+            leaves = []
+            for expected, row in enumerate(rows, start=tree.size):
+                if row["idx"] != expected:
+                    raise LogVerificationFailed(expected, "is missing (the next row is later)")
+                if expected >= sequenced:
+                    raise LogVerificationFailed(expected, "is beyond the sequenced log size")
+                leaves.append(_check_entry(row, key))
+            start = tree
+            _, nodes = start.extend(leaves)
+            await _check_nodes(conn, [n for n in nodes if n.id.end <= integrated])
+            for leaf in leaves:
+                tree, _ = tree.append(leaf)
+                while pending and pending[0].size == tree.size:
+                    checkpoint = pending.pop(0)
+                    if tree.root() != checkpoint.root_hash:
+                        raise LogVerificationFailed(
+                            good,
+                            f"entries {good}..{checkpoint.size - 1} do not match the signed"
+                            f" checkpoint of size {checkpoint.size}",
+                        )
+                    good = checkpoint.size
+            progress(len(leaves))
+        if tree.size < sequenced:
+            raise LogVerificationFailed(tree.size, "is missing (log size is larger)")
+        if pending:
+            raise LogVerificationFailed(
+                tree.size, f"is missing: the signed checkpoint covers {pending[0].size}"
+            )
+        return VerifyReport(tree.size, checkpoints[-1])
+
+
+async def _check_nodes(conn: asyncpg.Connection, nodes: list[Node]) -> None:
+    """Check 5: the stored perfect subtrees equal the recomputed ones (one query)."""
+    held = await fetch_nodes(conn, [n.id for n in nodes])
+    for node in sorted(nodes, key=lambda n: (n.id.end, n.id.level)):  # leaves before parents
+        try:
+            same = held.node_hashes([node.id])[0] == node.hash
+        except MerkleError:
+            same = False
+        if not same:
+            raise LogVerificationFailed(
+                node.id.begin,
+                f"differs from the integrated tree (node level {node.id.level}"
+                f" over entries {node.id.begin}..{node.id.end - 1})",
+            )
+
+
+async def check_consistency(
+    store: LogStore, verifier: NoteVerifier, origin: str, old: str, new: str
+) -> tuple[Checkpoint, Checkpoint, tuple[bytes, ...]]:
+    """Verify that checkpoint ``new`` extends ``old`` (RFC 9162 §2.1.4.2) with a proof from the
+    stored tree. ``old``/``new`` are checkpoint files or sizes of stored checkpoints."""
+    stored = {c.size: c.note for c in await store.checkpoints()}
+
+    def load(spec: str) -> Checkpoint:
+        note = stored.get(int(spec)) if spec.isdigit() else _read_note(spec)
+        if note is None:
+            raise LogVerificationFailed(None, f"no stored checkpoint of size {spec}")
+        try:
+            return open_checkpoint(note, verifier, origin)
+        except (NoteError, CaError) as exc:
+            raise LogVerificationFailed(None, f"checkpoint {spec}: {exc}") from exc
+
+    a, b = load(old), load(new)
+    if a.size > b.size:
+        raise LogVerificationFailed(None, f"old size {a.size} exceeds new size {b.size}")
+    proof = await store.consistency_proof(a.size, b.size)
+    try:
+        verify_consistency(proof, a.tree_head, b.tree_head)
+    except MerkleError as exc:
+        raise LogVerificationFailed(None, f"not consistent: {exc}") from exc
+    return a, b, proof.path
+
+
+def _read_note(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise LogVerificationFailed(None, f"cannot read checkpoint file {path}") from exc

@@ -1,0 +1,192 @@
+"""The transparency log as a service (issue 5): entries, the integrator task, the log key.
+
+- :func:`issuance_entry` / :func:`refusal_entry` turn what the pipeline records into the
+  canonical entries of :mod:`ca.logentry`. ``qes audit verify`` rebuilds issuance entries from
+  ``signing_records`` rows with the same function, so an altered record no longer matches the
+  entry it is committed by.
+- :class:`LogPublisher` integrates sequenced entries and publishes signed checkpoints (C2SP
+  tlog-checkpoint in a C2SP signed note, ECDSA P-256 type 0x02 with the HSM log key) every
+  ``[log] checkpoint_interval_seconds`` and on demand. Every process runs one; the database
+  lets one integrate at a time.
+- :func:`load_privacy_key` reads the HMAC key of the entries' keyed commitments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+from cryptography import x509
+
+from ca.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
+from ca.errors import CaError
+from ca.logentry import IssuanceEntry, PrivacyKey, RefusalEntry, Requester, RequestSummary
+from idp_adapter.principal import Principal
+from signer.config import LogSettings, Settings
+from signer.errors import ConfigError, SignerError
+from signer.hsm import Hsm, HsmSession
+from signer.storage.log import LogStore, StoredCheckpoint
+from signer.storage.records import IssuedRecord
+
+log = structlog.get_logger(__name__)
+PRIVACY_KEY_FILE = "log-privacy.key"
+
+
+def issuance_entry(
+    record: IssuedRecord,
+    *,
+    completed_at: datetime,
+    destruction: Mapping[str, bool] | None,
+    signed_count: int,
+    failure: str | None,
+    certificate: x509.Certificate | None = None,
+) -> IssuanceEntry:
+    """The log entry of a finished record (``ca.logentry`` issuance, kind 0x01).
+
+    Everything comes from the record's columns (``certificate`` only saves re-parsing the DER
+    the record holds), so an auditor recomputes it from the database row.
+    """
+    return IssuanceEntry(
+        record_id=str(record.id),
+        request_id=record.request_id,
+        issued_at=record.created_at,
+        completed_at=completed_at,
+        requester=Requester(
+            issuer_name=record.issuer_name,
+            token_issuer=record.token_issuer,
+            token_subject=record.token_subject,
+            client_id=record.client_id,
+        ),
+        request=RequestSummary(
+            record.profile, record.subject_type, record.hash_algorithm, record.digests
+        ),
+        certificate=certificate or x509.load_der_x509_certificate(record.certificate_der),
+        key_evidence=record.key_evidence,
+        destruction=destruction,
+        signed_count=signed_count,
+        failure=failure,
+    )
+
+
+def refusal_entry(
+    principal: Principal,
+    *,
+    record_id: str,
+    request_id: str,
+    refused_at: datetime,
+    profile: str | None,
+    hash_algorithm: str,
+    digests: tuple[bytes, ...],
+    reason: str,
+) -> RefusalEntry:
+    """The log entry of a request refused by policy (kind 0x02); ``reason`` is a stable slug."""
+    return RefusalEntry(
+        record_id=record_id,
+        request_id=request_id,
+        refused_at=refused_at,
+        requester=Requester(
+            issuer_name=principal.issuer_name,
+            token_issuer=principal.issuer,
+            token_subject=principal.subject,
+            client_id=principal.client_id,
+        ),
+        request=RequestSummary(profile, principal.subject_type, hash_algorithm, digests),
+        reason=reason,
+    )
+
+
+def privacy_key_path(settings: Settings) -> Path:
+    return settings.data_dir / PRIVACY_KEY_FILE
+
+
+def load_privacy_key(settings: Settings) -> PrivacyKey:
+    """The configured privacy key (hex, ≥ 32 bytes), else ``<data_dir>/log-privacy.key``."""
+    secret = settings.log.privacy_key
+    if secret is None:
+        path = privacy_key_path(settings)
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"log.privacy_key: not configured and {path} is unreadable: run `qes init`"
+            ) from exc
+    else:
+        text = secret.reveal().strip()
+    try:
+        return PrivacyKey(settings.log.privacy_key_id, bytes.fromhex(text))
+    except (ValueError, CaError) as exc:
+        raise ConfigError("log.privacy_key: must be at least 32 bytes in hex") from exc
+
+
+def ensure_dev_privacy_key(settings: Settings) -> bool:
+    """`qes init`: create ``<data_dir>/log-privacy.key`` (0600) when no key is configured.
+
+    Returns True when a file was created. A production deployment configures
+    ``privacy_key_env`` / ``privacy_key_file`` from its secret store instead.
+    """
+    if settings.log.privacy_key is not None:
+        return False
+    path = privacy_key_path(settings)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("x", encoding="ascii") as f:
+        path.chmod(0o600)
+        f.write(secrets.token_hex(32) + "\n")
+    return True
+
+
+def log_verifier(session: HsmSession, settings: LogSettings) -> NoteVerifier:
+    """The note verifier of the HSM log key (call on the HSM worker thread)."""
+    return NoteVerifier(settings.origin, session.token_key(settings.key_label).public_key())
+
+
+def make_log_key(session: HsmSession, settings: LogSettings, *, force: bool) -> bool:
+    """`qes init`: create the P-256 log key as a token object; True when created."""
+    if session.has_token_key(settings.key_label) and not force:
+        return False
+    session.create_token_key(settings.key_label, "P-256", replace=force)
+    return True
+
+
+class LogPublisher:
+    """Integrates and publishes checkpoints, periodically (:meth:`run`) and on demand."""
+
+    def __init__(
+        self,
+        *,
+        store: LogStore,
+        hsm: Hsm,
+        settings: LogSettings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._hsm = hsm
+        self._settings = settings
+        self._clock = clock
+
+    async def _sign(self, checkpoint: Checkpoint) -> str:
+        label, name = self._settings.key_label, self._settings.origin
+        return await self._hsm.run(
+            lambda s: sign_checkpoint(checkpoint, NoteSigner(name, s.token_key(label)))
+        )
+
+    async def publish(self, *, force: bool = False) -> StoredCheckpoint | None:
+        """Integrate what is sequenced; sign and store a checkpoint when the tree grew."""
+        published = await self._store.integrate(self._sign, self._clock(), force=force)
+        if published is not None:
+            log.info("checkpoint_published", size=published.size)
+        return published
+
+    async def run(self) -> None:
+        """Every ``checkpoint_interval_seconds`` until cancelled; errors are logged, not fatal."""
+        while True:
+            try:
+                await self.publish()
+            except SignerError as exc:
+                log.warning("checkpoint_failed", error=str(exc))
+            await asyncio.sleep(self._settings.checkpoint_interval_seconds)

@@ -1,0 +1,609 @@
+"""Offline validation of the service's CAdES and PAdES baseline B-T signatures (``qes verify``).
+
+The model is STANDARDS.md §4 on top of ETSI EN 319 102-1 §5 (basic signature validation with a
+signature-time-stamp, §5.5 "validation process for Signatures with Time"): a 10-minute
+certificate has long expired when anybody verifies, so
+
+- the signature is checked for integrity (RFC 5652 §5.4, §11.2; EN 319 122-1 §5.2.2 for the
+  signing-certificate-v2 binding; for PDFs the ``/ByteRange`` coverage and later incremental
+  updates, EN 319 142-1 §5.1 and ISO 32000-2 §12.8.1);
+- the signature-time-stamp (RFC 3161 §2.4.2, EN 319 122-1 §5.3) is checked to cover the
+  SignerInfo signature value, to be signed correctly and by a TSA certificate with the critical
+  timeStamping EKU (RFC 3161 §2.3) that chains to a trust anchor *now*;
+- the signer's chain is validated at the token's genTime instead of now (EN 319 102-1 §5.6.2.1,
+  past signature validation with a proof of existence), every certificate's validity window
+  containing genTime;
+- revocation is not checked: the short-term leaf says so itself (RFC 9608 noRevAvail, ETSI
+  validity-assured EN 319 412-1 §5.2), and the tool is offline, so CA revocation is reported as
+  not checked rather than silently assumed.
+
+pyHanko does the cryptographic work (``validate_sig_integrity``, ``validate_tst_signed_data``,
+``pyhanko_certvalidator`` path validation, PDF coverage and difference analysis); this module
+chooses the validation moments, names each check and reports a verdict. The pyHanko calls are
+coroutines: the public functions are synchronous and run them on a private event loop, so call
+them from a worker thread when already inside one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from io import BytesIO
+from typing import Any
+
+from asn1crypto import cms, pem, tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.general import CMSExtractionError, extract_certificate_info
+from pyhanko.sign.validation.generic_cms import validate_sig_integrity, validate_tst_signed_data
+from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
+from pyhanko_certvalidator import CertificateValidator, ValidationContext
+from pyhanko_certvalidator.errors import PathBuildingError, ValidationError
+
+from ca import oids
+from signer.errors import SignerError
+
+__all__ = [
+    "Check",
+    "SignatureReport",
+    "TimeStamp",
+    "TrustBundle",
+    "VerifyError",
+    "load_trust_bundle",
+    "render_text",
+    "verify_cades",
+    "verify_pades",
+]
+
+_OID_SIGNATURE_TIME_STAMP = "1.2.840.113549.1.9.16.2.14"
+_OID_ORGANIZATION_IDENTIFIER = "2.5.4.97"
+#: Certificate policies issued by ``ca.extensions``: (level, policy name, legal person?).
+_POLICIES: dict[str, tuple[str, str, bool | None]] = {
+    oids.QCP_N_QSCD.dotted_string: ("QES", "QCP-n-qscd", False),
+    oids.QCP_L_QSCD.dotted_string: ("QES", "QCP-l-qscd", True),
+    oids.QCP_N.dotted_string: ("qualified (AdES/QC)", "QCP-n", False),
+    oids.QCP_L.dotted_string: ("qualified (AdES/QC)", "QCP-l", True),
+    oids.NCP_PLUS.dotted_string: ("advanced", "NCP+", None),
+}
+_SHORT_TERM_MARKERS = {
+    oids.NO_REV_AVAIL.dotted_string: "noRevAvail",
+    oids.VALIDITY_ASSURED_SHORT_TERM.dotted_string: "validity-assured",
+}
+#: RFC 4514 leaves these as dotted OIDs; the names are the X.520 / EN 319 412 ones.
+_DN_NAMES = {
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.SURNAME: "surname",
+    NameOID.GIVEN_NAME: "givenName",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+    NameOID.PSEUDONYM: "pseudonym",
+}
+#: Clock tolerance between genTime and certificate validity, as pyhanko_certvalidator's default.
+_TOLERANCE = timedelta(seconds=1)
+
+
+class VerifyError(SignerError):
+    """The inputs cannot be validated at all (unreadable bundle, not a CMS, no signature): a
+    usage error, as opposed to a signature that was read and found invalid."""
+
+    slug = "verify-input-error"
+    title = "Signature inputs unreadable"
+    status = 400
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named validation step and its outcome; ``detail`` says why, in one line."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class TimeStamp:
+    """The signature-time-stamp's genTime and the TSA certificate's subject."""
+
+    gen_time: datetime
+    tsa: str
+
+
+@dataclass(frozen=True)
+class SignatureReport:
+    """The verdict on one signature: who, when, at which level, and every check made.
+
+    ``valid`` holds exactly when every check passed (EN 319 102-1 §5.1: TOTAL-PASSED); the
+    failing checks' names say what failed.
+    """
+
+    label: str
+    form: str
+    signer: str
+    legal_person: bool
+    level: str
+    policy: str
+    serial: str
+    claimed_time: datetime | None
+    time_stamp: TimeStamp | None
+    chain: tuple[str, ...]
+    revocation: str
+    checks: tuple[Check, ...]
+
+    def __post_init__(self) -> None:
+        if not self.checks:
+            raise ValueError("checks: a report without checks is no verdict")
+
+    @property
+    def valid(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(check for check in self.checks if not check.ok)
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain JSON values for ``qes verify --json``."""
+        return {
+            "label": self.label,
+            "valid": self.valid,
+            "form": self.form,
+            "signer": self.signer,
+            "legal_person": self.legal_person,
+            "level": self.level,
+            "policy": self.policy,
+            "serial": self.serial,
+            "claimed_time": _iso(self.claimed_time),
+            "time_stamp": None
+            if self.time_stamp is None
+            else {"gen_time": _iso(self.time_stamp.gen_time), "tsa": self.time_stamp.tsa},
+            "chain": list(self.chain),
+            "revocation": self.revocation,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "failed": [c.name for c in self.failures],
+        }
+
+
+@dataclass(frozen=True)
+class TrustBundle:
+    """The relying party's trust: self-signed roots are anchors, the rest usable intermediates
+    (never trusted by themselves; RFC 5280 §6.1 path validation ends at an anchor)."""
+
+    roots: tuple[asn1_x509.Certificate, ...]
+    intermediates: tuple[asn1_x509.Certificate, ...]
+
+    def __post_init__(self) -> None:
+        if not self.roots:
+            raise VerifyError("trust bundle: no self-signed root certificate in it")
+
+
+def load_trust_bundle(data: bytes) -> TrustBundle:
+    """Parse a PEM bundle (one or more CERTIFICATE blocks); raises :class:`VerifyError`."""
+    certs: list[asn1_x509.Certificate] = []
+    try:
+        if pem.detect(data):
+            for kind, _, der in pem.unarmor(data, multiple=True):
+                if kind == "CERTIFICATE":
+                    certs.append(asn1_x509.Certificate.load(der))
+        for cert in certs:
+            cert.native  # noqa: B018  (decode fully now, so a broken block is an input error)
+    except (ValueError, TypeError) as exc:
+        raise VerifyError(f"trust bundle: not a PEM certificate bundle ({exc})") from exc
+    if not certs:
+        raise VerifyError("trust bundle: no PEM certificate in it")
+    roots = tuple(c for c in certs if c.self_signed == "maybe" or c.self_signed == "yes")
+    return TrustBundle(roots, tuple(c for c in certs if c not in roots))
+
+
+def verify_cades(
+    document: bytes, signature: bytes, trust: TrustBundle, *, now: datetime, label: str = ""
+) -> SignatureReport:
+    """Validate a detached CAdES signature (EN 319 122-1) over ``document`` at moment ``now``.
+
+    Raises :class:`VerifyError` when ``signature`` is not a DER CMS SignedData with one
+    SignerInfo; every other problem is a failing check in the report.
+    """
+    _check_moment(now)
+    signed_data = _load_signed_data(signature)
+    digest_algorithm = _signer_info(signed_data)["digest_algorithm"]["algorithm"].native
+    try:
+        digest = hashlib.new(digest_algorithm, document).digest()
+    except (ValueError, TypeError) as exc:
+        raise VerifyError(f"signature: unsupported digest algorithm {digest_algorithm}") from exc
+    return asyncio.run(_verify_signed_data(signed_data, digest, trust, now, label=label, pdf=None))
+
+
+def verify_pades(
+    pdf: bytes, trust: TrustBundle, *, now: datetime, label: str = ""
+) -> tuple[SignatureReport, ...]:
+    """Validate every signature field of a PDF (EN 319 142-1), one report per signature.
+
+    Raises :class:`VerifyError` when the bytes are not a readable PDF or hold no signature.
+    """
+    _check_moment(now)
+    try:
+        reader = PdfFileReader(BytesIO(pdf), strict=False)
+        embedded = list(reader.embedded_signatures)
+    except (PyHankoPdfError, ValueError, TypeError, KeyError) as exc:
+        raise VerifyError(f"{label or 'PDF'}: not a readable PDF ({exc})") from exc
+    if not embedded:
+        raise VerifyError(f"{label or 'PDF'}: no signature fields with a signature")
+    return tuple(asyncio.run(_verify_all_fields(embedded, trust, now, label)))
+
+
+async def _verify_all_fields(
+    embedded: Sequence[EmbeddedPdfSignature], trust: TrustBundle, now: datetime, label: str
+) -> list[SignatureReport]:
+    reports = []
+    for field in embedded:
+        name = f"{label}: field {field.field_name}" if label else f"field {field.field_name}"
+        digest = field.compute_digest()
+        reports.append(
+            await _verify_signed_data(field.signed_data, digest, trust, now, label=name, pdf=field)
+        )
+    return reports
+
+
+async def _verify_signed_data(
+    signed_data: cms.SignedData,
+    digest: bytes,
+    trust: TrustBundle,
+    now: datetime,
+    *,
+    label: str,
+    pdf: EmbeddedPdfSignature | None,
+) -> SignatureReport:
+    """The checks shared by CAdES and PAdES for one SignedData with one SignerInfo."""
+    signer_info = _signer_info(signed_data)
+    try:
+        cert_info = extract_certificate_info(signed_data)
+    except CMSExtractionError as exc:
+        raise VerifyError(f"{label or 'signature'}: signer certificate not in the CMS") from exc
+    leaf = cert_info.signer_cert
+    embedded = tuple(cert_info.other_certs)
+    checks = [*_integrity(signer_info, leaf, digest), _signing_certificate(signer_info, leaf)]
+    if pdf is not None:
+        checks.append(_pdf_coverage(pdf))
+    tokens = _time_stamp_tokens(signer_info)
+    stamp: TimeStamp | None = None
+    if len(tokens) != 1:
+        why = "no signature-time-stamp (B-B only)" if not tokens else f"{len(tokens)} tokens"
+        checks.append(Check("time-stamp", False, f"{why}; this verifier expects exactly one"))
+    else:
+        stamp, token_checks = await _time_stamp_checks(tokens[0], signer_info, trust, now)
+        checks.extend(token_checks)
+    moment = now if stamp is None else stamp.gen_time
+    chain, chain_check = await _chain_at(leaf, embedded, trust, moment, stamp is not None)
+    checks.append(chain_check)
+    checks.append(_profile(signer_info, pdf))
+    level, policy, legal = _level(leaf)
+    return SignatureReport(
+        label=label,
+        form=_form(pdf, bool(tokens)),
+        signer=_dn(leaf),
+        legal_person=legal,
+        level=level,
+        policy=policy,
+        serial=format(leaf.serial_number, "x"),
+        claimed_time=_claimed_time(signer_info, pdf),
+        time_stamp=stamp,
+        chain=chain,
+        revocation=_revocation(leaf),
+        checks=tuple(checks),
+    )
+
+
+def _integrity(
+    signer_info: cms.SignerInfo, leaf: asn1_x509.Certificate, digest: bytes
+) -> list[Check]:
+    """RFC 5652 §11.2 (message-digest equals the content digest) and §5.4/§5.6 (the signature
+    value verifies over the DER signed attributes with the signer certificate's key)."""
+    try:
+        intact, valid = validate_sig_integrity(signer_info, leaf, "data", digest)
+    except (ValueError, TypeError, KeyError) as exc:
+        return [Check("message-digest", False, f"cannot be checked: {exc}")]
+    return [
+        Check(
+            "message-digest",
+            intact,
+            "equals the document digest" if intact else "does not match the document digest",
+        ),
+        Check(
+            "signature-value",
+            valid,
+            "verifies with the signer certificate's key"
+            if valid
+            else "does not verify over the signed attributes",
+        ),
+    ]
+
+
+def _signing_certificate(signer_info: cms.SignerInfo, leaf: asn1_x509.Certificate) -> Check:
+    """signing-certificate-v2 binds the signer certificate (RFC 5035 §3, EN 319 122-1
+    §5.2.2.3): its first ESSCertIDv2 hash is the certificate's hash, serial and issuer match."""
+    values = [
+        a["values"][0]
+        for a in signer_info["signed_attrs"] or ()
+        if a["type"].native == "signing_certificate_v2"
+    ]
+    if len(values) != 1:
+        return Check("signing-certificate", False, "no single signing-certificate-v2 attribute")
+    ess = values[0]["certs"][0]
+    algorithm = ess["hash_algorithm"]["algorithm"].native
+    matches = hashlib.new(algorithm, leaf.dump()).digest() == ess["cert_hash"].native
+    serial = ess["issuer_serial"]
+    if serial.native is not None:
+        matches = matches and serial["serial_number"].native == leaf.serial_number
+    detail = "binds the signer certificate" if matches else "names another certificate"
+    return Check("signing-certificate", matches, detail)
+
+
+def _pdf_coverage(field: EmbeddedPdfSignature) -> Check:
+    """The ``/ByteRange`` covers the whole revision except the ``/Contents`` hole (ISO 32000-2
+    §12.8.1) and later incremental updates change nothing but what a signature may add
+    (pyHanko's difference analysis; EN 319 142-1 §5.1)."""
+    try:
+        field.compute_integrity_info()  # type: ignore[no-untyped-call]
+        info = field.summarise_integrity_info()
+    except (PyHankoPdfError, ValueError, KeyError) as exc:
+        return Check("byte-range", False, f"cannot be evaluated: {exc}")
+    coverage = info["coverage"].name.lower().replace("_", " ")
+    if not info["docmdp_ok"]:
+        diff = info["diff_result"]
+        why = getattr(diff, "exc", None) or getattr(diff, "modification_level", "unknown")
+        return Check("byte-range", False, f"coverage {coverage}; modified after signing: {why}")
+    return Check("byte-range", True, f"covers the {coverage} except /Contents; no later changes")
+
+
+def _time_stamp_tokens(signer_info: cms.SignerInfo) -> list[cms.ContentInfo]:
+    return [
+        value
+        for attribute in signer_info["unsigned_attrs"] or ()
+        if attribute["type"].dotted == _OID_SIGNATURE_TIME_STAMP
+        for value in attribute["values"]
+    ]
+
+
+async def _time_stamp_checks(
+    token: cms.ContentInfo, signer_info: cms.SignerInfo, trust: TrustBundle, now: datetime
+) -> tuple[TimeStamp | None, list[Check]]:
+    """RFC 3161 §2.4.2 and EN 319 122-1 §5.3: the token's messageImprint is the hash of the
+    SignerInfo signature value, its own CMS signature verifies, and its TSA certificate has
+    the critical timeStamping EKU (RFC 3161 §2.3) and chains to a trust anchor at ``now``
+    (STANDARDS.md §4: the token is what carries the signature past the leaf's expiry)."""
+    signature_value = signer_info["signature"].native
+    try:
+        tst_signed_data = token["content"]
+        tst_info = tst_signed_data["encap_content_info"]["content"].parsed
+        if not isinstance(tst_info, tsp.TSTInfo):
+            raise ValueError("does not encapsulate a TSTInfo")
+        context = _context(trust, tst_signed_data, now)
+        status = await validate_tst_signed_data(
+            tst_signed_data,
+            context,
+            lambda algorithm: hashlib.new(algorithm, signature_value).digest(),
+        )
+    except Exception as exc:  # pyHanko raises many types for malformed tokens
+        return None, [Check("time-stamp", False, f"unreadable token: {exc}")]
+    tsa_cert: asn1_x509.Certificate = status["signing_cert"]
+    stamp = TimeStamp(tst_info["gen_time"].native, _dn(tsa_cert))
+    token_ok = bool(status["intact"] and status["valid"])
+    checks = [
+        Check(
+            "time-stamp",
+            token_ok,
+            f"covers the signature value, genTime {_iso(stamp.gen_time)}"
+            if token_ok
+            else "imprint does not cover the signature value or the token signature is invalid",
+        )
+    ]
+    problem = status["trust_problem_indic"]
+    eku = tsa_cert.extended_key_usage_value
+    critical_eku = (
+        "extended_key_usage" in tsa_cert.critical_extensions
+        and eku is not None
+        and eku.native == ["time_stamping"]
+    )
+    if not critical_eku:
+        checks.append(Check("tsa-certificate", False, "no critical timeStamping-only EKU"))
+    elif problem is not None:
+        checks.append(Check("tsa-certificate", False, f"not trusted now: {_indication(problem)}"))
+    elif stamp.gen_time > now + _TOLERANCE:
+        checks.append(Check("tsa-certificate", False, "genTime lies after the validation time"))
+    else:
+        checks.append(
+            Check("tsa-certificate", True, "timeStamping EKU, chains to a trusted root now")
+        )
+    return stamp, checks
+
+
+async def _chain_at(
+    leaf: asn1_x509.Certificate,
+    embedded: Iterable[asn1_x509.Certificate],
+    trust: TrustBundle,
+    moment: datetime,
+    at_gen_time: bool,
+) -> tuple[tuple[str, ...], Check]:
+    """RFC 5280 §6.1 path validation of the signer certificate at ``moment`` (genTime when
+    there is a token: EN 319 102-1 §5.6.2.1), with nonRepudiation (EN 319 412-2 §4.3.2), and
+    every certificate's notBefore <= moment <= notAfter named when it fails."""
+    when = "the time-stamp" if at_gen_time else "the validation time"
+    pool = [*embedded, *trust.intermediates, *trust.roots]
+    for cert in _issuer_walk(leaf, pool):
+        window = cert["tbs_certificate"]["validity"]
+        not_before, not_after = window["not_before"].native, window["not_after"].native
+        if not not_before - _TOLERANCE <= moment <= not_after + _TOLERANCE:
+            edge = (
+                f"notAfter {_iso(not_after)}"
+                if moment > not_after
+                else f"notBefore {_iso(not_before)}"
+            )
+            detail = f"{_dn(cert)} not valid at {when} {_iso(moment)} ({edge})"
+            return (), Check("signer-chain", False, detail)
+    context = ValidationContext(
+        trust_roots=list(trust.roots),
+        other_certs=[*trust.intermediates, *embedded],
+        moment=moment,
+        allow_fetching=False,
+        revocation_mode="soft-fail",
+    )
+    try:
+        validator = CertificateValidator(leaf, validation_context=context)
+        path = await validator.async_validate_usage({"non_repudiation"})  # type: ignore[no-untyped-call]
+    except PathBuildingError as exc:
+        return (), Check("signer-chain", False, f"no path to a trusted root: {exc}")
+    except ValidationError as exc:
+        return (), Check("signer-chain", False, f"invalid at {when}: {exc}")
+    names = ["leaf"] + ["issuing CA"] * (path.pkix_len - 1) + ["root (trusted)"]
+    subjects = tuple(_dn(cert) for cert in reversed(list(path.iter_certs(include_root=True))))
+    detail = f"valid at {when} {_iso(moment)}: {' -> '.join(names)}"
+    return subjects, Check("signer-chain", True, detail)
+
+
+def _issuer_walk(
+    leaf: asn1_x509.Certificate, pool: Sequence[asn1_x509.Certificate]
+) -> list[asn1_x509.Certificate]:
+    """The leaf and its issuers found by name in ``pool`` (for naming an expired link; the
+    cryptographic path is pyhanko_certvalidator's)."""
+    walk = [leaf]
+    while len(walk) < 8 and walk[-1].self_signed == "no":
+        issuer = next((c for c in pool if c.subject == walk[-1].issuer and c not in walk), None)
+        if issuer is None:
+            break
+        walk.append(issuer)
+    return walk
+
+
+def _profile(signer_info: cms.SignerInfo, pdf: EmbeddedPdfSignature | None) -> Check:
+    """Baseline B-B attributes: content-type, message-digest, signing-certificate-v2 (EN 319
+    122-1 §6.3); PAdES adds ``/SubFilter /ETSI.CAdES.detached`` and forbids signing-time
+    (EN 319 142-1 §6.3)."""
+    present = {a["type"].native for a in signer_info["signed_attrs"] or ()}
+    missing = {"content_type", "message_digest", "signing_certificate_v2"} - present
+    if missing:
+        return Check("profile", False, f"missing signed attributes: {', '.join(sorted(missing))}")
+    if pdf is not None:
+        sub_filter = pdf.sig_object.get("/SubFilter")
+        if sub_filter != "/ETSI.CAdES.detached":
+            return Check("profile", False, f"/SubFilter {sub_filter}, not /ETSI.CAdES.detached")
+        if "signing_time" in present:
+            return Check("profile", False, "PAdES baseline forbids the signing-time attribute")
+    return Check("profile", True, "baseline signed attributes present")
+
+
+def _level(leaf: asn1_x509.Certificate) -> tuple[str, str, bool]:
+    """Level from the ETSI policy OID (EN 319 411-1 §5.3, EN 319 411-2 §5.3); legal person from
+    the QCP-l policies or, for NCP+, an organizationIdentifier in the subject (EN 319 412-3)."""
+    policies = leaf.certificate_policies_value
+    found = [p["policy_identifier"].dotted for p in policies or ()]
+    legal_by_subject = any(
+        attribute["type"].dotted == _OID_ORGANIZATION_IDENTIFIER
+        for rdn in leaf.subject.chosen
+        for attribute in rdn
+    )
+    for oid in found:
+        if oid in _POLICIES:
+            level, name, legal = _POLICIES[oid]
+            return level, name, legal_by_subject if legal is None else legal
+    return "unknown (no ETSI policy)", "-", legal_by_subject
+
+
+def _revocation(leaf: asn1_x509.Certificate) -> str:
+    """RFC 9608 §2 and EN 319 412-1 §5.2: a short-term certificate needs no revocation data."""
+    present = {e["extn_id"].dotted for e in leaf["tbs_certificate"]["extensions"] or ()}
+    markers = [name for oid, name in _SHORT_TERM_MARKERS.items() if oid in present]
+    offline = "offline: no CRL or OCSP fetched for the CA or TSA certificates"
+    if markers:
+        return f"not checked: short-term certificate ({', '.join(markers)}); {offline}"
+    return f"NOT CHECKED: the certificate has no short-term marker; {offline}"
+
+
+def _form(pdf: EmbeddedPdfSignature | None, has_token: bool) -> str:
+    level = "B-T" if has_token else "B-B"
+    return f"PAdES-{level}" if pdf is not None else f"CAdES-{level}"
+
+
+def _claimed_time(signer_info: cms.SignerInfo, pdf: EmbeddedPdfSignature | None) -> datetime | None:
+    if pdf is not None:
+        claimed: datetime | None = pdf.self_reported_timestamp
+        return claimed
+    for attribute in signer_info["signed_attrs"] or ():
+        if attribute["type"].native == "signing_time":
+            value: datetime = attribute["values"][0].native
+            return value
+    return None
+
+
+def _context(
+    trust: TrustBundle, signed_data: cms.SignedData, moment: datetime
+) -> ValidationContext:
+    embedded = [c.chosen for c in signed_data["certificates"] or () if c.name == "certificate"]
+    return ValidationContext(
+        trust_roots=list(trust.roots),
+        other_certs=[*trust.intermediates, *embedded],
+        moment=moment,
+        allow_fetching=False,
+        revocation_mode="soft-fail",
+    )
+
+
+def _check_moment(now: datetime) -> None:
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise VerifyError("now: must be a timezone-aware datetime")
+
+
+def _load_signed_data(data: bytes) -> cms.SignedData:
+    try:
+        info = cms.ContentInfo.load(data, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise ValueError("content type is not signed-data")
+        signed_data: cms.SignedData = info["content"]
+        _signer_info(signed_data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise VerifyError(f"signature: not a DER CMS SignedData ({exc})") from exc
+    return signed_data
+
+
+def _signer_info(signed_data: cms.SignedData) -> cms.SignerInfo:
+    infos = signed_data["signer_infos"]
+    if len(infos) != 1:
+        raise VerifyError(f"signature: {len(infos)} SignerInfos, expected exactly one")
+    info: cms.SignerInfo = infos[0]
+    return info
+
+
+def _dn(cert: asn1_x509.Certificate) -> str:
+    """RFC 4514 string of the subject, as ``openssl`` and the service's own messages show it."""
+    return x509.load_der_x509_certificate(cert.dump()).subject.rfc4514_string(_DN_NAMES)
+
+
+def _indication(problem: Any) -> str:
+    return str(getattr(problem, "name", problem)).lower().replace("_", " ")
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_text(report: SignatureReport) -> str:
+    """The readable summary of one signature (``qes verify`` without ``--json``)."""
+    verdict = "VALID" if report.valid else "INVALID"
+    kind = "legal person, seal" if report.legal_person else "natural person, signature"
+    lines = [
+        f"{verdict}  {report.form}  {report.label}",
+        f"  signed by   {report.signer} ({kind})",
+        f"  level       {report.level} ({report.policy}), certificate serial {report.serial}",
+    ]
+    if report.claimed_time is not None:
+        lines.append(f"  claimed     {_iso(report.claimed_time)} (signer's clock, not evidence)")
+    if report.time_stamp is not None:
+        lines.append(f"  time-stamp  {_iso(report.time_stamp.gen_time)} by {report.time_stamp.tsa}")
+    chain = next(c for c in report.checks if c.name == "signer-chain")
+    lines.append(f"  chain       {chain.detail}")
+    lines.append(f"  revocation  {report.revocation}")
+    lines.extend(f"  FAILED      {c.name}: {c.detail}" for c in report.failures)
+    return "\n".join(lines)
