@@ -3,12 +3,15 @@
 An export is pinned to an ``as_of`` time (rows created before it only), so the manifest, made by
 a second request with the same query, hashes the same rows as the download it describes as long
 as none of them changes state in between (records still ``issued`` may complete later).
-The manifest's ``checkpoint`` (the Merkle-log checkpoint the export is consistent with) and its
-signature are left to the transparency log's integration.
+The manifest names the transparency log's signed checkpoint published (integrating everything
+sequenced) just before the rows are hashed: every finished record of the export has its log
+entry inside that tree. The manifest itself is not signed yet (the log key signs checkpoints
+only; a manifest signature needs its own key or note type).
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -19,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from signer.api.certificates import summary
+from signer.storage.log import StoredCheckpoint
 from signer.storage.records import Cursor, RecordFilter, RecordStore, SigningRecord
 
 PAGE = 500
@@ -132,6 +136,7 @@ async def manifest(
     query: Mapping[str, str],
     as_of: datetime,
     now: datetime,
+    checkpoint: StoredCheckpoint | None,
 ) -> dict[str, Any]:
     """What an export of ``fmt`` with these filters contains: its SHA-256 and row count."""
     sha, rows = hashlib.sha256(), 0
@@ -148,5 +153,11 @@ async def manifest(
         "filters": dict(query),
         "as_of": as_of.isoformat(),
         "generated_at": now.isoformat(),
-        "checkpoint": None,
+        "checkpoint": None
+        if checkpoint is None
+        else {
+            "size": checkpoint.size,
+            "root_hash": base64.b64encode(checkpoint.root).decode(),
+            "note": checkpoint.note,
+        },
     }

@@ -26,7 +26,7 @@ from cryptography import x509
 from idp_adapter.errors import IdpError
 from signer.api.certificates import decode_cursor, encode_cursor
 from signer.api.problems import translate
-from signer.api.state import REQUEST_ID
+from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.auditui import export as exports
 from signer.auditui.login import AuditLogin, LoginFailed, NotAnAuditor
 from signer.auditui.query import STATUSES, FormError, Search, parse_search, parse_time
@@ -262,8 +262,12 @@ async def export(request: web.Request, ui: AuditUi, session: UiSession) -> web.S
 
 @authenticated
 async def export_manifest(request: web.Request, ui: AuditUi, session: UiSession) -> web.Response:
-    """The manifest of the export with the same query: its SHA-256, rows, filters, as_of."""
+    """The manifest of the export with the same query: its SHA-256, rows, filters, as_of and
+    the log checkpoint (published now, so it covers every record finished so far)."""
     fmt, search, as_of = _export_args(request, ui)
+    services: Services = request.app[SERVICES]
+    checkpoint = await services.publisher.publish(force=True)
+    checkpoint = checkpoint or await services.log.latest_checkpoint()
     body = await exports.manifest(
         ui.records,
         exports.pinned(search.filter, as_of),
@@ -271,6 +275,7 @@ async def export_manifest(request: web.Request, ui: AuditUi, session: UiSession)
         query=search.values,
         as_of=as_of,
         now=ui.clock(),
+        checkpoint=checkpoint,
     )
     body["exported_by"] = {"issuer": session.token_issuer, "subject": session.token_subject}
     name = _download_name(as_of, f"{fmt}.manifest.json")

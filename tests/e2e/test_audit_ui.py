@@ -147,7 +147,11 @@ async def test_auditor_searches_opens_a_record_and_exports(
         manifest = json.loads(Path(await (await info.value).path()).read_text())
         assert manifest["format"] == fmt and manifest["rows"] == 3
         assert manifest["sha256"] == hashlib.sha256(exported[fmt]).hexdigest()
-        assert manifest["filters"] == {"since": since} and manifest["checkpoint"] is None
+        assert manifest["filters"] == {"since": since}
+        checkpoint = manifest["checkpoint"]
+        assert checkpoint["size"] >= 3, "the log holds at least this test's three records"
+        body = f"\n{checkpoint['size']}\n{checkpoint['root_hash']}\n"
+        assert body in checkpoint["note"] and "\n\n\u2014 " in checkpoint["note"]
 
     await page.get_by_role("link", name=two["serial"]).click()
     await expect(page.get_by_role("heading", level=1)).to_contain_text(two["serial"])
