@@ -58,6 +58,8 @@ def service_env(
         # One log privacy key for every process of a test run (they share one database, and
         # `qes audit verify` rebuilds entries with it). Test-only, public.
         "QES_LOG_PRIVACY_KEY": TEST_LOG_PRIVACY_KEY,
+        # ... and one log origin (the default derives it from public_url, port included).
+        "QES__LOG__ORIGIN": "qes-signer.test/log",
         **extra,
     }
 
