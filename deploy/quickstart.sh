@@ -211,7 +211,10 @@ signer() {
     return
   fi
   port_busy 8780 && fail "port 8780 is taken by another process (another checkout's signer? run its 'deploy/quickstart.sh stop')"
-  launch "$DATA/signer.pid" "$DATA/signer.log" "$QES" serve --config "$CONFIG"
+  # The audit web UI's OIDC client (demo secret from $IDP_CONFIG, public like every demo secret).
+  QES__AUDIT__UI_CLIENT_ID=demo-audit-ui QES__AUDIT__UI_ISSUER=demo_people \
+    QES_AUDIT_UI_CLIENT_SECRET=demo-only-audit-ui-secret-not-for-production \
+    launch "$DATA/signer.pid" "$DATA/signer.log" "$QES" serve --config "$CONFIG"
   for i in $(seq 600); do
     [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] && break
     alive "$DATA/signer.pid" serve || { tail -n 15 "$DATA/signer.log" >&2; fail "signer exited (log: $DATA/signer.log)"; }
@@ -293,6 +296,7 @@ Running (development only; demo IdP secrets are public):
               API description: $SIGNER_URL/openapi.json
   dev IdP     $IDP_URL  pid $(cat "$DATA/idp.pid" 2>/dev/null || echo '?')  log $DATA/idp.log
               users alice/demo-alice, bob/demo-bob; clients demo-batch, demo-auditor ($IDP_CONFIG)
+  audit UI    $SIGNER_URL/audit  (log in as carol / demo-carol, the demo auditor)
 EOF
   if [ -d "$DATA/postgres/data" ] && [ "${QES_DATABASE_URL:-}" = "$("$QES" db url --data-dir "$ROOT/$DATA/postgres" 2>/dev/null)" ]; then
     echo "  PostgreSQL  $QES_DATABASE_URL  log $DATA/postgres/postgres.log"

@@ -18,7 +18,7 @@ have_cmd node || need+=(nodejs)
 have_cmd npm || need+=(npm)
 have_cmd python3 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
-[ "${QES_WITH_BROWSER:-0}" = 1 ] && { have_cmd chromium || need+=(chromium); }
+have_cmd chromium || need+=(chromium) # the audit UI's browser tests (Playwright drives it)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -20,6 +20,7 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
+from signer import auditui
 from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
@@ -134,6 +135,15 @@ def _resources(
                     log=log_store,
                     publisher=publisher,
                 )
+                if settings.audit.ui is not None:
+                    app[auditui.AUDIT_UI] = auditui.build(
+                        settings,
+                        pool=pool,
+                        http=http,
+                        tokens=registry,
+                        records=records,
+                        clock=clock,
+                    )
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
@@ -189,4 +199,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
     app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
     app.router.add_post("/tsa", tsa.time_stamp)
+    if settings.audit.ui is not None:
+        auditui.add_routes(app)
     return app

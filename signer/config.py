@@ -88,8 +88,26 @@ class TsaSettings:
 
 
 @dataclass(frozen=True)
+class AuditUiSettings:
+    """The audit web UI's OpenID Connect client (RFC 6749 §2, OIDC Core §3.1).
+
+    ``issuer`` names an ``[issuers.*]`` entry whose ``issuer`` URL is the OpenID Provider; the
+    redirect URI is ``{public_url}/audit/callback``. Sessions end after ``idle`` without a
+    request or ``lifetime`` after login, whichever comes first.
+    """
+
+    client_id: str
+    client_secret: Secret
+    issuer: str
+    scope: str = "openid profile email roles"
+    idle: timedelta = timedelta(minutes=30)
+    lifetime: timedelta = timedelta(hours=8)
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     role: str = "qes-auditor"
+    ui: AuditUiSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -216,17 +234,21 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     if not isinstance(data_dir, str):
         raise ConfigError(f"data_dir: expected a string, got {data_dir!r}")
     server = _server(_Section("server", raw.get("server", {})))
-    return Settings(
+    settings = Settings(
         server=server,
         database=_database(_Section("database", raw.get("database", {})), env, base),
         hsm=_hsm(_Section("hsm", raw.get("hsm", {})), env, base),
         ca=_ca(_Section("ca", raw.get("ca", {})), server),
         tsa=_tsa(_Section("tsa", raw.get("tsa", {})), base),
         issuers=_issuers(raw.get("issuers", {})),
-        audit=_audit(_Section("audit", raw.get("audit", {}))),
+        audit=_audit(_Section("audit", raw.get("audit", {})), env, base),
         data_dir=(base / data_dir).resolve(),
         log=_log(_Section("log", raw.get("log", {})), env, base, server),
     )
+    ui = settings.audit.ui
+    if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
+        raise ConfigError(f"audit.ui_issuer: no [issuers.{ui.issuer}] is configured")
+    return settings
 
 
 def _server(s: _Section) -> ServerSettings:
@@ -446,8 +468,27 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
         raise ConfigError(f"{s.name}: {exc}") from exc
 
 
-def _audit(s: _Section) -> AuditSettings:
-    result = AuditSettings(role=s.get("role", str, "qes-auditor"))
+def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
+    role = s.get("role", str, "qes-auditor")
+    client_id = s.get("ui_client_id", str, None)
+    ui = None
+    if client_id is not None:
+        secret = _secret(s, "ui_client_secret", env, base, "QES_AUDIT_UI_CLIENT_SECRET")
+        s.check("ui_client_secret", secret is not None, "set $QES_AUDIT_UI_CLIENT_SECRET or a file")
+        idle = s.get("ui_idle_minutes", int, 30)
+        s.check("ui_idle_minutes", 1 <= idle <= 24 * 60, "must be between 1 and 1440")
+        hours = s.get("ui_max_hours", int, 8)
+        s.check("ui_max_hours", 1 <= hours <= 24, "must be between 1 and 24")
+        assert secret is not None
+        ui = AuditUiSettings(
+            client_id=client_id,
+            client_secret=secret,
+            issuer=s.get("ui_issuer", str),
+            scope=s.get("ui_scope", str, AuditUiSettings.scope),
+            idle=timedelta(minutes=idle),
+            lifetime=timedelta(hours=hours),
+        )
+    result = AuditSettings(role=role, ui=ui)
     s.done()
     return result
 

@@ -158,6 +158,7 @@ function buildProvider(config) {
       openid: ['sub', 'acr', 'amr', 'auth_time'],
       profile: ['name', 'given_name', 'family_name', 'birthdate', 'country', 'pno'],
       email: ['email', 'email_verified'],
+      roles: ['roles'], // scope "roles": the signer's audit UI reads the auditor role from the ID token
     },
     acrValues: [ACR],
     scopes: ['openid', 'offline_access', 'sign'],

@@ -109,8 +109,9 @@ async def list_certificates(request: web.Request) -> web.Response:
     unknown = set(q) - {*_FILTERS, "since", "until", "limit", "cursor"}
     if unknown:
         raise InvalidRequest(f"unknown query parameters {sorted(unknown)}")
+    given: dict[str, Any] = {field: q.get(param) for param, field in _FILTERS.items()}
     flt = RecordFilter(
-        **{field: q.get(param) for param, field in _FILTERS.items()},
+        **given,
         since=_time("since", q.get("since")),
         until=_time("until", q.get("until")),
     )

@@ -93,6 +93,8 @@ class RecordFilter:
     since: datetime | None = None
     until: datetime | None = None
     status: str | None = None
+    digest: bytes | None = None
+    subject_dn_contains: str | None = None
 
 
 @dataclass(frozen=True)
@@ -457,6 +459,10 @@ def _where(f: RecordFilter, after: Cursor | None) -> tuple[str, list[Any]]:
     ):
         if value is not None:
             add(column + " = {}", value)
+    if f.digest is not None:
+        add("digests @> ARRAY[{}]::bytea[]", f.digest)
+    if f.subject_dn_contains is not None:
+        add("subject_dn ILIKE {} ESCAPE '\\'", "%" + _like_escape(f.subject_dn_contains) + "%")
     if f.since is not None:
         add("created_at >= {}", f.since)
     if f.until is not None:
@@ -464,3 +470,8 @@ def _where(f: RecordFilter, after: Cursor | None) -> tuple[str, list[Any]]:
     if after is not None:
         add("(created_at, id) < ({}, {})", after.created_at, after.id)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _like_escape(text: str) -> str:
+    """Match ``text`` literally inside a LIKE pattern (its ``\\``, ``%`` and ``_``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

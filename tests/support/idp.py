@@ -260,6 +260,17 @@ class RunningIdp:
         raise RuntimeError("too many redirects")
 
 
+def with_redirect_uri(
+    clients: Sequence[Mapping[str, Any]], client_id: str, uri: str
+) -> list[dict[str, Any]]:
+    """``clients`` with one more registered redirect URI for ``client_id`` (a test's port)."""
+    out = [dict(c) for c in clients]
+    for c in out:
+        if c["client_id"] == client_id:
+            c["redirect_uris"] = [*c["redirect_uris"], uri]
+    return out
+
+
 def _wait_ready(process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

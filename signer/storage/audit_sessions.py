@@ -1,0 +1,108 @@
+"""The audit web UI's login flows and sessions in PostgreSQL (migration 0004).
+
+Keys are SHA-256 hashes of the browser-held random values; the values themselves are never
+stored or logged. Flows are single-use: :meth:`AuditSessionStore.take_flow` deletes the row it
+returns, so a replayed callback finds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from signer.storage.records import guard
+
+
+@dataclass(frozen=True)
+class LoginFlow:
+    """RFC 6749 §4.1 / RFC 7636 / OIDC Core §3.1.2.1 values of one login in progress."""
+
+    state: str
+    nonce: str
+    verifier: str
+    return_to: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class UiSession:
+    csrf_token: str
+    token_issuer: str
+    token_subject: str
+    display_name: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class AuditSessionStore:
+    """The pool is owned by the caller (the app's cleanup_ctx)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def save_flow(self, id_hash: bytes, flow: LoginFlow, now: datetime) -> None:
+        """Store a new flow; expired flows and sessions are dropped on the way."""
+        async with (
+            guard("save audit login flow"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("DELETE FROM audit_login_flows WHERE expires_at < $1", now)
+            await conn.execute("DELETE FROM audit_ui_sessions WHERE expires_at < $1", now)
+            await conn.execute(
+                "INSERT INTO audit_login_flows (id_hash, state, nonce, verifier, return_to,"
+                " expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
+                id_hash,
+                flow.state,
+                flow.nonce,
+                flow.verifier,
+                flow.return_to,
+                flow.expires_at,
+            )
+
+    async def take_flow(self, id_hash: bytes, now: datetime) -> LoginFlow | None:
+        """The unexpired flow for this browser, deleted in the same statement (single use)."""
+        async with guard("take audit login flow"):
+            row = await self._pool.fetchrow(
+                "DELETE FROM audit_login_flows WHERE id_hash=$1 RETURNING state, nonce,"
+                " verifier, return_to, expires_at",
+                id_hash,
+            )
+        if row is None or row["expires_at"] <= now:
+            return None
+        return LoginFlow(**dict(row))
+
+    async def create_session(self, id_hash: bytes, session: UiSession, now: datetime) -> None:
+        async with guard("create audit UI session"):
+            await self._pool.execute(
+                "INSERT INTO audit_ui_sessions (id_hash, csrf_token, token_issuer, token_subject,"
+                " display_name, created_at, last_seen, expires_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                id_hash,
+                session.csrf_token,
+                session.token_issuer,
+                session.token_subject,
+                session.display_name,
+                session.created_at,
+                now,
+                session.expires_at,
+            )
+
+    async def touch(self, id_hash: bytes, now: datetime, idle: timedelta) -> UiSession | None:
+        """The live session (seen within ``idle``, before its absolute expiry), marked seen."""
+        async with guard("read audit UI session"):
+            row = await self._pool.fetchrow(
+                "UPDATE audit_ui_sessions SET last_seen=$2 WHERE id_hash=$1"
+                " AND last_seen > $3 AND expires_at > $2 RETURNING csrf_token, token_issuer,"
+                " token_subject, display_name, created_at, expires_at",
+                id_hash,
+                now,
+                now - idle,
+            )
+        return None if row is None else UiSession(**dict(row))
+
+    async def end(self, id_hash: bytes) -> None:
+        async with guard("end audit UI session"):
+            await self._pool.execute("DELETE FROM audit_ui_sessions WHERE id_hash=$1", id_hash)
