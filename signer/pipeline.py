@@ -175,6 +175,7 @@ class SigningService:
         self._chain_pem = ca.chain.pem()
         self._queue: asyncio.Queue[_Job] | None = None
         self._lanes: list[asyncio.Task[None]] = []
+        self._finishing: set[asyncio.Task[None]] = set()
 
     @property
     def chain(self) -> Chain:
@@ -202,11 +203,13 @@ class SigningService:
     async def stop(self) -> None:
         """Stop the lanes; requests still waiting fail with HsmUnavailable. A hop already on a
         worker thread runs to its end there (its keys are destroyed); its records stay
-        'issued', visibly incomplete, as after a crash."""
+        'issued', visibly incomplete, as after a crash. Hops whose records are being finished
+        are awaited."""
         lanes, self._lanes = self._lanes, []
         for lane in lanes:
             lane.cancel()
         await asyncio.gather(*lanes, return_exceptions=True)
+        await asyncio.gather(*self._finishing, return_exceptions=True)
         queue, self._queue = self._queue, None
         while queue is not None and not queue.empty():
             _settle(queue.get_nowait(), HsmUnavailable("the signer is shutting down"))
@@ -306,6 +309,34 @@ class SigningService:
             if not isinstance(exc, Exception):
                 raise
             return
+        # The records are finished off the lane, so its HSM session takes the next hop while
+        # this hop's completion commits (stop() waits for these).
+        task = asyncio.create_task(self._finish(jobs, outcomes, issued))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(
+        self,
+        jobs: list[_Job],
+        outcomes: list[_Signed | _Failed],
+        issued: Mapping[uuid.UUID, IssuedRecord],
+    ) -> None:
+        """Record how each request of a hop ended, then settle its future."""
+        try:
+            await self._finish_records(jobs, outcomes, issued)
+        except BaseException as exc:  # a bug must not leave a caller waiting forever
+            log.exception("finishing_failed")
+            for job in jobs:
+                _settle(job, exc if isinstance(exc, Exception) else HsmUnavailable("stopping"))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _finish_records(
+        self,
+        jobs: list[_Job],
+        outcomes: list[_Signed | _Failed],
+        issued: Mapping[uuid.UUID, IssuedRecord],
+    ) -> None:
         completions: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, _Failed):
