@@ -237,7 +237,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     settings = Settings(
         server=server,
         database=_database(_Section("database", raw.get("database", {})), env, base),
-        hsm=_hsm(_Section("hsm", raw.get("hsm", {})), env, base),
+        hsm=_hsm(_Section("hsm", raw.get("hsm", {})), env, base, server),
         ca=_ca(_Section("ca", raw.get("ca", {})), server),
         tsa=_tsa(_Section("tsa", raw.get("tsa", {})), base),
         issuers=_issuers(raw.get("issuers", {})),
@@ -322,13 +322,22 @@ def _database(s: _Section, env: Mapping[str, str], base: Path) -> DatabaseSettin
     return result
 
 
-def _hsm(s: _Section, env: Mapping[str, str], base: Path) -> HsmSettings:
+def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings) -> HsmSettings:
     module = s.get("module", str, "/usr/lib/softhsm/libsofthsm2.so")
     label = s.get("token_label", str, "qes")
     pin = _secret(s, "pin", env, base, "QES_HSM_PIN")
     s.check("pin", pin is not None, "no HSM PIN: set QES_HSM_PIN or hsm.pin_file")
-    sessions = s.get("sessions", int, 4)
-    s.check("sessions", 1 <= sessions <= 256, "must be between 1 and 256")
+    sessions = s.get("sessions", (int, str), "auto")
+    if sessions == "auto":
+        # An in-process software HSM is CPU-bound: one session per core the process may use
+        # (bench/run.py: with 2 workers on 2 cores, 1 session each beat 2 each end to end).
+        # A network HSM is latency-bound and wants more: set a number.
+        sessions = max(1, (os.cpu_count() or 1) // server.workers)
+    s.check(
+        "sessions",
+        isinstance(sessions, int) and 1 <= sessions <= 256,
+        "must be 'auto' or between 1 and 256",
+    )
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
     assert pin is not None

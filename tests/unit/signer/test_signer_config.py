@@ -52,6 +52,8 @@ def test_pin_from_a_file(tmp_path: Path) -> None:
         ("[server]\ncolour = 1\n", ENV, "server.colour: unknown setting"),
         ("[ca]\nvalidity_seconds = 601\n", ENV, "ca.validity_seconds: must be between 60 and 600"),
         ('[hsm]\ncurve = "P-521"\n', ENV, "hsm.curve: must be 'P-256' or 'P-384'"),
+        ('[hsm]\nsessions = "many"\n', ENV, "hsm.sessions: must be 'auto' or between 1 and 256"),
+        ("[hsm]\nsessions = 0\n", ENV, "hsm.sessions: must be 'auto' or between 1 and 256"),
         ('[ca]\ncountry = "Germany"\n', ENV, "ca: "),
         ('[database]\nurl = "mysql://x"\n', ENV, "database.url: must be a postgresql:// URL"),
         ('[issuers.x]\naudience = "a"\n', ENV, "issuers.x.issuer: required setting is missing"),
@@ -73,6 +75,20 @@ def test_bad_values_name_the_key(
     with pytest.raises(ConfigError) as info:
         load_settings(cfg, env=env)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "expected"), [(1, 2, 2), (2, 2, 1), (4, 2, 1), (2, 8, 4)]
+)
+def test_auto_sessions_share_the_cores_among_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, cores: int, expected: int
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    cfg = tmp_path / "qes.toml"
+    cfg.write_text(f'[server]\nworkers = {workers}\n[hsm]\nsessions = "auto"\n')
+    assert load_settings(cfg, env=ENV).hsm.sessions == expected
+    cfg.write_text(f"[server]\nworkers = {workers}\n[hsm]\nsessions = 3\n")
+    assert load_settings(cfg, env=ENV).hsm.sessions == 3
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
