@@ -36,19 +36,12 @@ from run import (
     API_PATH,
     LONG_LIVED_LABELS,
     BenchError,
-    SignerProcess,
-    free_port,
     machine_busy,
-    qes_init,
-    service_env,
+    start_service,
     step,
     stop_signer,
     table,
 )
-
-from tests.support.idp import DEMO_SECRETS, start_idp
-from tests.support.pg import admin_url, scratch_database
-from tests.support.softhsm import SoftHsmToken
 
 BATCH = 100
 
@@ -151,32 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     try:
         with contextlib.ExitStack() as stack:
-            with step("throwaway SoftHSM2 token, scratch database, dev IdP"):
-                token = SoftHsmToken.create(tmp / "softhsm", label="qes-bench")
-                token.activate()
-                database_url = stack.enter_context(
-                    scratch_database(stack.enter_context(admin_url()))
-                )
-                idp = stack.enter_context(start_idp(tmp / "idp"))
-                port = free_port()
-                env = service_env(
-                    token=token,
-                    database_url=database_url,
-                    idp=idp,
-                    port=port,
-                    data_dir=tmp / "data",
-                    SOFTHSM2_CONF=str(token.conf),
-                    QES__SERVER__WORKERS=str(args.workers),
-                )
-            with step("qes init"):
-                qes_init(env, tmp / "init.log")
-            with step(f"qes serve, {args.workers} workers"):
-                batch_token = asyncio.run(
-                    idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
-                )
-                signer = SignerProcess(env, port, tmp / "signer.log")
-                stack.callback(stop_signer, signer, 5.0)
-                signer.start(timeout=60)
+            bench = start_service(stack, tmp, args.workers)
+            token, signer, batch_token = bench.token, bench.signer, bench.batch_token
             for n in range(args.rounds):
                 for fmt in ("raw", "cades"):
                     with step(f"round {n + 1}: {fmt}, {args.concurrency} connections"):

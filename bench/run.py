@@ -722,6 +722,52 @@ def qes_init(env: dict[str, str], log: Path) -> None:
         raise BenchError(f"qes init failed: {done.stderr.strip()[-500:]}")
 
 
+@dataclass
+class BenchService:
+    """What :func:`start_service` started (stopped by the caller's ExitStack)."""
+
+    token: SoftHsmToken
+    env: dict[str, str]
+    idp: Any
+    signer: SignerProcess
+    batch_token: str
+
+
+def start_service(
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    workers: int,
+    extra: dict[str, str] | None = None,
+    db_options: list[str] | None = None,
+) -> BenchService:
+    """Throwaway SoftHSM2 token, scratch database and dev IdP, ``qes init``, then ``qes serve``
+    with ``workers`` processes; everything is registered on ``stack`` to be stopped."""
+    with step("throwaway SoftHSM2 token, scratch database, dev IdP"):
+        token = SoftHsmToken.create(tmp / "softhsm", label="qes-bench")
+        token.activate()  # this process never loads the module; children inherit
+        database_url = stack.enter_context(scratch_database(stack.enter_context(admin_url())))
+        idp = stack.enter_context(start_idp(tmp / "idp"))
+        port = free_port()
+        env = service_env(
+            token=token,
+            database_url=with_options(database_url, db_options or []),
+            idp=idp,
+            port=port,
+            data_dir=tmp / "data",
+            SOFTHSM2_CONF=str(token.conf),
+            QES__SERVER__WORKERS=str(workers),
+            **(extra or {}),
+        )
+    with step("qes init"):
+        qes_init(env, tmp / "init.log")
+    with step(f"qes serve, {workers} workers"):
+        batch_token = asyncio.run(idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"]))
+        signer = SignerProcess(env, port, tmp / "signer.log")
+        stack.callback(stop_signer, signer, 5.0)
+        signer.start(timeout=60)
+    return BenchService(token, env, idp, signer, batch_token)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=2, help="processes for (a) and (b)")
@@ -763,33 +809,14 @@ def main(argv: list[str] | None = None) -> int:
     leftover = -1
     try:
         with contextlib.ExitStack() as stack:
-            with step("throwaway SoftHSM2 token, scratch database, dev IdP"):
-                token = SoftHsmToken.create(tmp / "softhsm", label="qes-bench")
-                token.activate()  # this process never loads the module; children inherit
-                database_url = stack.enter_context(
-                    scratch_database(stack.enter_context(admin_url()))
-                )
-                idp = stack.enter_context(start_idp(tmp / "idp"))
-                port = free_port()
-                env = service_env(
-                    token=token,
-                    database_url=with_options(database_url, args.db_option),
-                    idp=idp,
-                    port=port,
-                    data_dir=tmp / "data",
-                    SOFTHSM2_CONF=str(token.conf),
-                    QES__SERVER__WORKERS=str(args.workers),
-                    **extra,
-                )
-            with step("qes init"):
-                qes_init(env, tmp / "init.log")
-            with step(f"qes serve, {args.workers} workers"):
-                batch_token = asyncio.run(
-                    idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
-                )
-                signer = SignerProcess(env, port, tmp / "signer.log")
-                stack.callback(stop_signer, signer, 5.0)
-                signer.start(timeout=60)
+            bench = start_service(stack, tmp, args.workers, extra, args.db_option)
+            token, env, idp, signer, batch_token = (
+                bench.token,
+                bench.env,
+                bench.idp,
+                bench.signer,
+                bench.batch_token,
+            )
             rounds = measure_rounds(signer, batch_token, env, args, idp.process.pid, args.profile)
             shutdown = stop_signer(signer)
         with step("token objects, listed from a separate process"):

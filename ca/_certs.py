@@ -61,19 +61,30 @@ def utc_seconds(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(microsecond=0)
 
 
-def ca_key_usage() -> x509.KeyUsage:
-    """keyCertSign + cRLSign (RFC 5280 §4.2.1.3), used critical on CA certificates."""
+def key_usage(
+    *,
+    digital_signature: bool = False,
+    content_commitment: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    """A keyUsage with only the given bits set (RFC 5280 §4.2.1.3)."""
     return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
+        digital_signature=digital_signature,
+        content_commitment=content_commitment,
         key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def ca_key_usage() -> x509.KeyUsage:
+    """keyCertSign + cRLSign (RFC 5280 §4.2.1.3), used critical on CA certificates."""
+    return key_usage(key_cert_sign=True, crl_sign=True)
 
 
 def subject_key_identifier(cert: x509.Certificate) -> x509.SubjectKeyIdentifier:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from ca import oids
-from ca._certs import subject_key_identifier
+from ca._certs import key_usage, subject_key_identifier
 from ca.profiles import Level, NaturalPerson, Subject
 from ca.qcstatements import QcStatementsSpec, encode_qc_statements
 
@@ -94,7 +94,7 @@ def leaf_extensions(
     - qcStatements (EN 319 412-5), subjectAltName rfc822Name when an e-mail is given.
     """
     extensions: list[tuple[x509.ExtensionType, bool]] = [
-        (_non_repudiation_only(), True),
+        (key_usage(content_commitment=True), True),
         (
             x509.CertificatePolicies(
                 [
@@ -131,17 +131,3 @@ def leaf_extensions(
     if isinstance(subject, NaturalPerson) and subject.email is not None:
         extensions.append((x509.SubjectAlternativeName([x509.RFC822Name(subject.email)]), False))
     return extensions
-
-
-def _non_repudiation_only() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=True,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )

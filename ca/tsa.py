@@ -30,7 +30,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from ca import _validate, der
-from ca._certs import check_serial, hash_for, random_serial, subject_key_identifier, utc_seconds
+from ca._certs import (
+    check_serial,
+    hash_for,
+    key_usage,
+    random_serial,
+    subject_key_identifier,
+    utc_seconds,
+)
 from ca.cacerts import _check_issuer, _check_lifetime
 from ca.errors import CaError, PolicyError, ProfileError
 from ca.profiles import LegalPerson
@@ -161,7 +168,7 @@ def build_tsa_certificate(
         .serial_number(random_serial())
         .not_valid_before(start)
         .not_valid_after(start + lifetime)
-        .add_extension(_digital_signature_only(), critical=True)
+        .add_extension(key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(tsa_public_key), critical=False)
         .add_extension(
@@ -510,17 +517,3 @@ def _rejection(failure: str, reason: str) -> bytes:
         }
     )
     return bytes(TimeStampResp({"status": status}).dump())
-
-
-def _digital_signature_only() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )

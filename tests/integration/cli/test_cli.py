@@ -6,33 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.idp import DEMO_SECRETS, RunningIdp
-from tests.support.service import DEV_CONFIG, ROOT, SignerProcess, free_port, service_env
+from tests.support.service import DEV_CONFIG, ROOT, SignerProcess, free_port
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature, run
-
-
-@pytest.fixture(scope="module")
-def signer(
-    softhsm_token: SoftHsmToken,
-    database_url: str,
-    idp: RunningIdp,
-    ca_ready: None,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[SignerProcess]:
-    port = free_port()
-    work = tmp_path_factory.mktemp("cli-signer")
-    env = service_env(
-        token=softhsm_token, database_url=database_url, idp=idp, port=port, data_dir=work
-    )
-    process = SignerProcess(env, port, work / "signer.log").start()
-    yield process
-    process.stop()
 
 
 def qes(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

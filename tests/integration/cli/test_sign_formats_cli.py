@@ -6,39 +6,18 @@ from __future__ import annotations
 import os
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.integration.cli.test_cli import qes, token_file
 from tests.support.idp import RunningIdp
 from tests.support.pdfs import multi_page_pdf
-from tests.support.service import SignerProcess, free_port, service_env
-from tests.support.softhsm import SoftHsmToken
+from tests.support.service import SignerProcess
 from tests.support.verify import run
 
 PYHANKO = str(Path(sys.executable).parent / "pyhanko")
-
-
-@pytest.fixture(scope="module")
-def signer(
-    softhsm_token: SoftHsmToken,
-    database_url: str,
-    idp: RunningIdp,
-    ca_ready: None,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[SignerProcess]:
-    port = free_port()
-    work = tmp_path_factory.mktemp("cli-formats")
-    env = service_env(
-        token=softhsm_token, database_url=database_url, idp=idp, port=port, data_dir=work
-    )
-    process = SignerProcess(env, port, work / "signer.log").start()
-    yield process
-    process.stop()
 
 
 def root_pem(signer: SignerProcess, folder: Path) -> Path:
