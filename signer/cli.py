@@ -527,6 +527,20 @@ async def _log_verifier(settings: Any, vkey: str | None) -> Any:
         await asyncio.to_thread(hsm.close)
 
 
+async def _pool(settings: Any) -> Any:
+    """A one-connection pool (migrations applied) for the audit commands."""
+    from signer.storage.db import create_pool
+
+    if settings.database.url is None:
+        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
+    return await create_pool(
+        settings.database.url.reveal(),
+        min_size=1,
+        max_size=1,
+        command_timeout=settings.database.command_timeout,
+    )
+
+
 async def _connect(settings: Any) -> Any:
     import asyncpg
 
@@ -588,18 +602,10 @@ async def _audit_verify_export(
     settings: Any, vkey: str | None, data: bytes, body: dict[str, Any]
 ) -> str:
     from signer.audit import verify_export
-    from signer.storage.db import create_pool
     from signer.storage.log import LogStore
 
     verifier = await _log_verifier(settings, vkey)
-    if settings.database.url is None:
-        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
-    pool = await create_pool(
-        settings.database.url.reveal(),
-        min_size=1,
-        max_size=1,
-        command_timeout=settings.database.command_timeout,
-    )
+    pool = await _pool(settings)
     try:
         origin = settings.log.origin
         report = await verify_export(LogStore(pool, origin), verifier, origin, data, body)
@@ -635,18 +641,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 async def _audit_consistency(settings: Any, vkey: str | None, old: str, new: str) -> str:
     from signer.audit import check_consistency
-    from signer.storage.db import create_pool
     from signer.storage.log import LogStore
 
     verifier = await _log_verifier(settings, vkey)
-    if settings.database.url is None:
-        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
-    pool = await create_pool(
-        settings.database.url.reveal(),
-        min_size=1,
-        max_size=1,
-        command_timeout=settings.database.command_timeout,
-    )
+    pool = await _pool(settings)
     try:
         a, b, path = await check_consistency(
             LogStore(pool, settings.log.origin), verifier, settings.log.origin, old, new
@@ -669,19 +667,6 @@ def cmd_audit_consistency(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- audit: retention, GDPR
-
-
-async def _pool(settings: Any) -> Any:
-    from signer.storage.db import create_pool
-
-    if settings.database.url is None:
-        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
-    return await create_pool(
-        settings.database.url.reveal(),
-        min_size=1,
-        max_size=1,
-        command_timeout=settings.database.command_timeout,
-    )
 
 
 def _cutoff(text: str) -> datetime:

@@ -6,12 +6,8 @@ an edited manifest, a broken signature and a checkpoint that is not in the log."
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
 import json
-import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,23 +27,16 @@ from signer.api.state import SERVICES
 from signer.auditui import export as exports
 from signer.storage.log import StoredCheckpoint
 from signer.storage.records import RecordFilter
-from tests.support.service import DEV_CONFIG, ROOT, api_headers
+from tests.support.service import DEV_CONFIG, run_qes, sign_random
 from tests.support.signed_note import verify_note_independently
 
 
 async def _qes_verify(env: dict[str, str], export: Path, manifest: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "signer", "audit", "verify", "--config", str(DEV_CONFIG)),
+    return await run_qes(
+        *("audit", "verify", "--config", str(DEV_CONFIG)),
         *("--export", str(export), "--manifest", str(manifest)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, **env},
+        env=env,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def _export(client: TestClient, flt: RecordFilter, fmt: str, **kw: Any) -> tuple[bytes, Any]:
@@ -75,9 +64,8 @@ async def _export(client: TestClient, flt: RecordFilter, fmt: str, **kw: Any) ->
 
 
 async def _sign(client: TestClient, token: str) -> None:
-    body = {"hash_algorithm": "sha256", "hashes": [base64.b64encode(os.urandom(32)).decode()]}
-    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(token))
-    assert resp.status == 201
+    status, _ = await sign_random(client, token)
+    assert status == 201
 
 
 async def test_manifest_is_a_signed_note_and_the_cli_verifies_exports(

@@ -6,11 +6,7 @@ catching an altered one."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,32 +17,11 @@ from aiohttp.test_utils import TestClient
 
 from signer import retention
 from signer.storage.retention import SUBJECT_RECORDS, RetentionStore
-from tests.support.service import DEV_CONFIG, ROOT, api_headers
+from tests.support.service import DEV_CONFIG, api_headers, run_qes, sign_random
 
 
 async def qes(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "signer", "audit", *args, "--config", str(DEV_CONFIG)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, **env},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-async def _sign(client: TestClient, token: str, profile: str | None = None) -> Any:
-    body: dict[str, Any] = {
-        "hash_algorithm": "sha256",
-        "hashes": [base64.b64encode(os.urandom(32)).decode()],
-    }
-    if profile:
-        body["profile"] = profile
-    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(token))
-    return resp.status, await resp.json()
+    return await run_qes("audit", *args, "--config", str(DEV_CONFIG), env=env)
 
 
 async def test_subject_request_lists_records_entries_and_refusals(
@@ -56,10 +31,10 @@ async def test_subject_request_lists_records_entries_and_refusals(
     signer_env: dict[str, str],
     idp: Any,
 ) -> None:
-    first = await _sign(client, alice_token)
-    refused = await _sign(client, alice_token, profile="no-such-profile")
-    second = await _sign(client, alice_token)
-    batch = await _sign(client, batch_token)
+    first = await sign_random(client, alice_token)
+    refused = await sign_random(client, alice_token, profile="no-such-profile")
+    second = await sign_random(client, alice_token)
+    batch = await sign_random(client, batch_token)
     assert (first[0], refused[0], second[0], batch[0]) == (201, 403, 201, 201)
     refusal_index = first[1]["log"]["index"] + 1
     assert second[1]["log"]["index"] == refusal_index + 1
@@ -188,7 +163,7 @@ async def test_purge_respects_retention_and_the_log_still_verifies(
     signer_env: dict[str, str],
     snapshot: Snapshot,
 ) -> None:
-    status, signed = await _sign(client, alice_token)
+    status, signed = await sign_random(client, alice_token)
     assert status == 201
     await client.post("/api/v1/log/checkpoints", headers=api_headers(auditor_token))
     await snapshot.take()

@@ -5,13 +5,9 @@ keeps failing stopping the watcher with the entry to resume from, and resuming w
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
 import hmac
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.support.service import ROOT, api_headers, free_port
+from tests.support.service import api_headers, free_port, run_qes, sign_random
 
 SECRET = b"webhook secret for the watch test"
 
@@ -63,17 +59,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
-async def _sign(client: TestClient, token: str, profile: str | None = None) -> Any:
-    body: dict[str, Any] = {
-        "hash_algorithm": "sha256",
-        "hashes": [base64.b64encode(os.urandom(32)).decode()],
-    }
-    if profile:
-        body["profile"] = profile
-    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(token))
-    return resp.status, await resp.json()
-
-
 async def _integrate(client: TestClient, auditor_token: str) -> int:
     resp = await client.post("/api/v1/log/checkpoints", headers=api_headers(auditor_token))
     assert resp.status in (200, 201)
@@ -84,17 +69,10 @@ async def _integrate(client: TestClient, auditor_token: str) -> int:
 async def _watch(client: TestClient, token_file: Path, *args: str) -> tuple[int, str, str]:
     """`qes audit watch` in a child process (the service runs on this event loop)."""
     base = str(client.make_url("")).rstrip("/")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "signer", "audit", "watch", "--url", base, "--token-file", str(token_file)),
+    return await run_qes(
+        *("audit", "watch", "--url", base, "--token-file", str(token_file)),
         *("--interval", "0.1", "--once", "-q", *args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def _indexes(stdout: str) -> list[int]:
@@ -110,10 +88,10 @@ async def test_watch_prints_filters_and_delivers_signed_webhooks(
     tmp_path: Path,
 ) -> None:
     start = await _integrate(client, auditor_token)
-    first = await _sign(client, batch_token)
-    refused = await _sign(client, batch_token, profile="no-such-profile")
-    other = await _sign(client, alice_token)  # another client (demo-web): filtered out
-    second = await _sign(client, batch_token)
+    first = await sign_random(client, batch_token)
+    refused = await sign_random(client, batch_token, profile="no-such-profile")
+    other = await sign_random(client, alice_token)  # another client (demo-web): filtered out
+    second = await sign_random(client, batch_token)
     assert (first[0], refused[0], other[0], second[0]) == (201, 403, 201, 201)
     i1, i2 = first[1]["log"]["index"], second[1]["log"]["index"]
     assert other[1]["log"]["index"] == i1 + 2 and i2 == i1 + 3
@@ -156,7 +134,7 @@ async def test_watch_prints_filters_and_delivers_signed_webhooks(
     assert code == 0 and out == ""
 
     # Resume after the last printed index: only what came later.
-    third = await _sign(client, batch_token)
+    third = await sign_random(client, batch_token)
     await _integrate(client, auditor_token)
     code, out, err = await _watch(client, tokens, "--from", str(i2 + 1), "--client", "demo-batch")
     assert code == 0, err
@@ -166,7 +144,7 @@ async def test_watch_prints_filters_and_delivers_signed_webhooks(
 async def test_a_webhook_that_keeps_failing_stops_the_watch_naming_the_entry(
     client: TestClient, batch_token: str, auditor_token: str, receiver: Receiver, tmp_path: Path
 ) -> None:
-    status, signed = await _sign(client, batch_token)
+    status, signed = await sign_random(client, batch_token)
     assert status == 201
     index = signed["log"]["index"]
     await _integrate(client, auditor_token)
