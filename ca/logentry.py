@@ -74,6 +74,7 @@ __all__ = [
     "RefusalEntry",
     "RequestSummary",
     "Requester",
+    "decode_time",
     "digests_sha256",
     "entry_fields",
 ]
@@ -160,6 +161,13 @@ def _flags(value: object, what: str, *, optional: bool = False) -> bytes:
     items.sort()
     body = b"".join(bytes([len(raw)]) + raw + bytes([flag]) for raw, flag in items)
     return len(items).to_bytes(4, "big") + body
+
+
+def decode_time(value: bytes) -> datetime:
+    """A ``time`` field's value (u64 microseconds since 1970, UTC) as a datetime."""
+    if not isinstance(value, bytes) or len(value) != 8:
+        raise LogEntryError("time: must be 8 bytes")
+    return _EPOCH + int.from_bytes(value, "big") * _MICROSECOND
 
 
 def digests_sha256(digests: tuple[bytes, ...]) -> bytes:

@@ -134,6 +134,7 @@ def _resources(
                     time_stamps=time_stamps,
                     log=log_store,
                     publisher=publisher,
+                    privacy_key=privacy_key,
                 )
                 if settings.audit.ui is not None:
                     app[auditui.AUDIT_UI] = auditui.build(
@@ -188,6 +189,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_post("/api/v1/log/checkpoints", translog.publish_checkpoint)
     app.router.add_get("/api/v1/log/proof/inclusion", translog.inclusion)
     app.router.add_get("/api/v1/log/proof/consistency", translog.consistency)
+    app.router.add_get("/api/v1/log/entries", translog.list_entries)
     app.router.add_get("/api/v1/log/entries/{idx}", translog.entry)
     app.router.add_get("/healthz", meta.healthz)
     app.router.add_get("/readyz", meta.readyz)

@@ -13,19 +13,34 @@ entry that is wrong, naming it and why:
 5. every perfect subtree the integrator stored equals the one recomputed from the entries (an
    altered, inserted or reordered row changes the level-0 node at its index);
 6. the root at every checkpoint size equals the signed root (RFC 9162 §2.1.1 ``MTH``).
+
+A record erased by ``qes audit purge`` (retention, GDPR Art. 17) is a tombstone: its entry
+still verifies by leaf hash and tree (3, 5, 6); check 4 compares only the fields the tombstone
+keeps (serial, times, outcome, IdP, profile, counts; the erased ones are skipped) and the
+report counts it as purged.
+
+:func:`verify_export` checks an audit-UI export against its signed manifest
+(:mod:`signer.manifest`) and the manifest's checkpoint against the latest one (RFC 9162
+§2.1.4.2 consistency proof).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from ca.checkpoint import Checkpoint, NoteError, NoteVerifier, open_checkpoint
 from ca.errors import CaError
-from ca.logentry import EntryKind, LogEntryError, PrivacyKey, entry_fields
+from ca.logentry import EntryKind, LogEntryError, PrivacyKey, decode_time, entry_fields
 from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
+from signer.manifest import ManifestError, open_manifest
 from signer.storage.log import LogStore, fetch_nodes
 from signer.storage.records import SigningRecord, record_from_row
 from signer.translog import issuance_entry
@@ -52,6 +67,7 @@ class LogVerificationFailed(Exception):
 class VerifyReport:
     entries: int
     checkpoint: Checkpoint
+    purged: int = 0
 
 
 def _check_checkpoints(
@@ -83,8 +99,36 @@ def _first_difference(logged: bytes, rebuilt: bytes) -> str:
     return "entry bytes"
 
 
-def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> bytes:
-    """Checks 3 and 4 for one row; returns its leaf hash."""
+def _tombstone_differs(fields: Mapping[str, bytes], record: SigningRecord) -> str | None:
+    """The first field a purged record still holds that differs from its entry, if any.
+
+    The personal fields are gone (``signer.retention``); what is left must still match, so a
+    record cannot be altered and then passed off as purged."""
+    outcome = "completed" if record.status == "completed" else "failed"
+    assert record.completed_at is not None
+    kept: dict[str, bytes | datetime] = {
+        "certificate_serial": bytes.fromhex(record.serial),
+        "issued_at": record.created_at,
+        "completed_at": record.completed_at,
+        "outcome": outcome.encode(),
+        "failure": (record.failure or "").encode(),
+        "issuer_name": record.issuer_name.encode(),
+        "token_issuer": record.token_issuer.encode(),
+        "profile": record.profile.encode(),
+        "hash_algorithm": record.hash_algorithm.encode(),
+        "signed_count": (record.signed_count or 0).to_bytes(8, "big"),
+    }
+    for name, want in kept.items():
+        have: object = fields[name]
+        if isinstance(want, datetime):
+            have = decode_time(fields[name])
+        if have != want:
+            return name
+    return None
+
+
+def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> tuple[bytes, bool]:
+    """Checks 3 and 4 for one row; returns its leaf hash and whether its record is purged."""
     idx, entry = row["idx"], bytes(row["entry"])
     leaf = leaf_hash(entry)
     if bytes(row["leaf_hash"]) != leaf:
@@ -99,7 +143,7 @@ def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> bytes:
     if kind is EntryKind.REFUSAL:
         if row["record_id"] is not None:
             raise LogVerificationFailed(idx, "a refusal entry must not name a signing record")
-        return leaf
+        return leaf, False
     if row["record_id"] is None or str(row["record_id"]) != named:
         raise LogVerificationFailed(idx, f"entry names record {named}, row another")
     if row["id"] is None:
@@ -107,6 +151,13 @@ def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> bytes:
     record: SigningRecord = record_from_row(row)
     if record.status not in ("completed", "failed") or record.completed_at is None:
         raise LogVerificationFailed(idx, f"signing record {named} is not finished")
+    if record.purged:
+        differs = _tombstone_differs(dict(fields), record)
+        if differs is not None:
+            raise LogVerificationFailed(
+                idx, f"does not match purged signing record {named} (field {differs} differs)"
+            )
+        return leaf, True
     try:
         rebuilt = issuance_entry(
             record,
@@ -122,7 +173,7 @@ def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> bytes:
         raise LogVerificationFailed(
             idx, f"does not match signing record {named} (field {field} differs)"
         )
-    return leaf
+    return leaf, False
 
 
 async def verify_log(
@@ -145,6 +196,7 @@ async def verify_log(
         tree = CompactRange.empty()
         pending = [c for c in checkpoints if c.size > 0]
         good = 0  # the largest checkpoint size verified so far
+        purged = 0
         while True:
             rows = await conn.fetch(_ENTRIES, tree.size, BATCH)
             if not rows:
@@ -155,7 +207,9 @@ async def verify_log(
                     raise LogVerificationFailed(expected, "is missing (the next row is later)")
                 if expected >= sequenced:
                     raise LogVerificationFailed(expected, "is beyond the sequenced log size")
-                leaves.append(_check_entry(row, key))
+                leaf, erased = _check_entry(row, key)
+                leaves.append(leaf)
+                purged += erased
             start = tree
             _, nodes = start.extend(leaves)
             await _check_nodes(conn, [n for n in nodes if n.id.end <= integrated])
@@ -177,7 +231,7 @@ async def verify_log(
             raise LogVerificationFailed(
                 tree.size, f"is missing: the signed checkpoint covers {pending[0].size}"
             )
-        return VerifyReport(tree.size, checkpoints[-1])
+        return VerifyReport(tree.size, checkpoints[-1], purged)
 
 
 async def _check_nodes(conn: asyncpg.Connection, nodes: list[Node]) -> None:
@@ -229,3 +283,70 @@ def _read_note(path: str) -> str:
             return f.read()
     except OSError as exc:
         raise LogVerificationFailed(None, f"cannot read checkpoint file {path}") from exc
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    rows: int
+    sha256: str
+    checkpoint: Checkpoint
+    latest: Checkpoint
+
+
+def _count_rows(data: bytes, fmt: str) -> int:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LogVerificationFailed(None, "export is not UTF-8") from exc
+    if fmt == "jsonl":
+        return text.count("\n")
+    if fmt == "csv":
+        return max(sum(1 for _ in csv.reader(io.StringIO(text, newline=""))) - 1, 0)
+    raise LogVerificationFailed(None, f"manifest: unknown export format {fmt!r}")
+
+
+async def verify_export(
+    store: LogStore,
+    verifier: NoteVerifier,
+    origin: str,
+    export: bytes,
+    manifest: Mapping[str, Any],
+) -> ExportReport:
+    """The manifest is a note of the log key; the export has its SHA-256 and row count; its
+    checkpoint is a signed checkpoint of this log, and the latest one extends it."""
+    try:
+        signed = open_manifest(manifest, verifier, origin)
+    except ManifestError as exc:
+        raise LogVerificationFailed(None, str(exc)) from exc
+    digest = hashlib.sha256(export).hexdigest()
+    if digest != signed.get("sha256"):
+        raise LogVerificationFailed(None, "export: SHA-256 differs from the signed manifest")
+    rows = _count_rows(export, str(signed.get("format")))
+    if rows != signed.get("rows"):
+        raise LogVerificationFailed(
+            None, f"export: {rows} rows, the manifest says {signed['rows']}"
+        )
+    named = signed.get("checkpoint")
+    if not isinstance(named, dict) or not isinstance(named.get("note"), str):
+        raise LogVerificationFailed(None, "manifest: names no checkpoint")
+    try:
+        checkpoint = open_checkpoint(named["note"], verifier, origin)
+    except (NoteError, CaError) as exc:
+        raise LogVerificationFailed(None, f"manifest checkpoint: {exc}") from exc
+    if checkpoint.size != named.get("size"):
+        raise LogVerificationFailed(None, "manifest: checkpoint size differs from its note")
+    latest_row = await store.latest_checkpoint()
+    if latest_row is None:
+        raise LogVerificationFailed(None, "the log has no checkpoint")
+    try:
+        latest = open_checkpoint(latest_row.note, verifier, origin)
+    except (NoteError, CaError) as exc:
+        raise LogVerificationFailed(None, f"latest checkpoint: {exc}") from exc
+    if latest.size < checkpoint.size:
+        raise LogVerificationFailed(None, "manifest checkpoint is larger than the latest one")
+    proof = await store.consistency_proof(checkpoint.size, latest.size)
+    try:
+        verify_consistency(proof, checkpoint.tree_head, latest.tree_head)
+    except MerkleError as exc:
+        raise LogVerificationFailed(None, f"manifest checkpoint is not in the log: {exc}") from exc
+    return ExportReport(rows, digest, checkpoint, latest)

@@ -452,6 +452,60 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_watch(args: argparse.Namespace) -> int:
+    """Follow the log (signer.watch): a line per matching entry, optionally a signed webhook."""
+    from signer.watch import Watch, WatchStopped, Webhook, entry_line
+
+    if not args.interval > 0:
+        return _fail("--interval must be a positive number of seconds")
+    webhook = None
+    if args.webhook:
+        if not args.webhook_secret_file:
+            return _fail("--webhook needs --webhook-secret-file (deliveries are HMAC-signed)")
+        secret = _read_token(args.webhook_secret_file).encode()
+        webhook = Webhook(args.webhook, secret, args.webhook_attempts, args.webhook_backoff)
+    _read_token(args.token_file)  # fail now, not at the first poll
+    watch = Watch(
+        client=lambda: ApiClient(args.url, _read_token(args.token_file)),
+        start=args.from_index,
+        subject=args.identity,
+        issuer=args.issuer,
+        client_id=args.client,
+        interval=args.interval,
+        once=args.once,
+    )
+    bar = None
+    try:
+        for items, position, size in watch.pages():
+            if bar is None and not args.quiet and sys.stderr.isatty() and size - position > 1000:
+                from tqdm import tqdm
+
+                bar = tqdm(
+                    total=size - args.from_index,
+                    unit="entry",
+                    desc="catching up",
+                    file=sys.stderr,
+                    initial=position - args.from_index,
+                )
+            for item in items:
+                if webhook is not None:
+                    webhook.deliver(item)
+                _print_progress_safe(bar, entry_line(item))
+            sys.stdout.flush()
+            if bar is not None:
+                bar.n = min(position, size) - args.from_index
+                bar.refresh()
+                if position >= size:
+                    bar.close()
+                    bar = None
+    except WatchStopped as exc:
+        return _fail(str(exc))
+    finally:
+        if bar is not None:
+            bar.close()
+    return 0
+
+
 # ---------------------------------------------------------------- audit: transparency log
 
 
@@ -471,6 +525,20 @@ async def _log_verifier(settings: Any, vkey: str | None) -> Any:
         return await hsm.run(lambda s: log_verifier(s, settings.log))
     finally:
         await asyncio.to_thread(hsm.close)
+
+
+async def _pool(settings: Any) -> Any:
+    """A one-connection pool (migrations applied) for the audit commands."""
+    from signer.storage.db import create_pool
+
+    if settings.database.url is None:
+        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
+    return await create_pool(
+        settings.database.url.reveal(),
+        min_size=1,
+        max_size=1,
+        command_timeout=settings.database.command_timeout,
+    )
 
 
 async def _connect(settings: Any) -> Any:
@@ -508,36 +576,75 @@ async def _audit_verify(settings: Any, vkey: str | None, quiet: bool) -> str:
     finally:
         await conn.close()
     root = base64.b64encode(report.checkpoint.root_hash).decode()
+    purged = f" ({report.purged} purged: fields not compared)" if report.purged else ""
     return (
-        f"log verified: {report.entries} entries; signed checkpoint size "
+        f"log verified: {report.entries} entries{purged}; signed checkpoint size "
         f"{report.checkpoint.size}, root {root}"
+    )
+
+
+def _read_export(export: str, manifest: str) -> tuple[bytes, dict[str, Any]]:
+    import json
+
+    try:
+        data = Path(export).read_bytes()
+        body = json.loads(Path(manifest).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SignerError(f"{exc.filename}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise SignerError(f"{manifest}: not a JSON manifest") from exc
+    if not isinstance(body, dict):
+        raise SignerError(f"{manifest}: not a JSON manifest")
+    return data, body
+
+
+async def _audit_verify_export(
+    settings: Any, vkey: str | None, data: bytes, body: dict[str, Any]
+) -> str:
+    from signer.audit import verify_export
+    from signer.storage.log import LogStore
+
+    verifier = await _log_verifier(settings, vkey)
+    pool = await _pool(settings)
+    try:
+        origin = settings.log.origin
+        report = await verify_export(LogStore(pool, origin), verifier, origin, data, body)
+    finally:
+        await pool.close()
+    return (
+        f"export verified: {report.rows} rows, sha256 {report.sha256}; manifest signed by the"
+        f" log key; its checkpoint (size {report.checkpoint.size}) is consistent with the"
+        f" latest (size {report.latest.size})"
     )
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from signer.audit import LogVerificationFailed
 
+    if (args.export is None) != (args.manifest is None):
+        return _fail("--export and --manifest go together")
     try:
+        if args.export is not None:
+            print(
+                asyncio.run(
+                    _audit_verify_export(
+                        _settings(args), args.vkey, *_read_export(args.export, args.manifest)
+                    )
+                )
+            )
+            return 0
         print(asyncio.run(_audit_verify(_settings(args), args.vkey, args.quiet)))
     except LogVerificationFailed as exc:
-        return _fail(f"log verification failed: {exc}")
+        return _fail(f"{'export' if args.export else 'log'} verification failed: {exc}")
     return 0
 
 
 async def _audit_consistency(settings: Any, vkey: str | None, old: str, new: str) -> str:
     from signer.audit import check_consistency
-    from signer.storage.db import create_pool
     from signer.storage.log import LogStore
 
     verifier = await _log_verifier(settings, vkey)
-    if settings.database.url is None:
-        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
-    pool = await create_pool(
-        settings.database.url.reveal(),
-        min_size=1,
-        max_size=1,
-        command_timeout=settings.database.command_timeout,
-    )
+    pool = await _pool(settings)
     try:
         a, b, path = await check_consistency(
             LogStore(pool, settings.log.origin), verifier, settings.log.origin, old, new
@@ -559,6 +666,101 @@ def cmd_audit_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- audit: retention, GDPR
+
+
+def _cutoff(text: str) -> datetime:
+    """An ISO 8601 date (midnight UTC) or time; ``SignerError`` when it is neither."""
+    try:
+        return _utc(text)
+    except ValueError as exc:
+        raise SignerError(f"--before {text}: not an ISO 8601 date") from exc
+
+
+async def _audit_purge(settings: Any, before: datetime) -> int:
+    from signer import retention
+    from signer.storage.retention import RetentionStore
+
+    pool = await _pool(settings)
+    try:
+        return await retention.purge(
+            RetentionStore(pool),
+            before,
+            now=datetime.now(UTC),
+            retention_days=settings.audit.retention_days,
+        )
+    finally:
+        await pool.close()
+
+
+def cmd_audit_purge(args: argparse.Namespace) -> int:
+    """Erase the personal payload of records older than the retention (GDPR Art. 17)."""
+    settings = _settings(args)
+    count = asyncio.run(_audit_purge(settings, _cutoff(args.before)))
+    print(f"purged {count} record(s) created before {args.before}; their log entries remain")
+    return 0
+
+
+async def _audit_subject(settings: Any, subject: str, issuer: str | None) -> Any:
+    from signer import retention
+    from signer.storage.retention import RetentionStore
+    from signer.translog import load_privacy_key
+
+    key = load_privacy_key(settings)
+    pool = await _pool(settings)
+    try:
+        return await retention.find_subject(RetentionStore(pool), key, subject, issuer)
+    finally:
+        await pool.close()
+
+
+def cmd_audit_subject(args: argparse.Namespace) -> int:
+    """A data-subject access request (GDPR Art. 15): the person's records and log entries."""
+    import json
+
+    report = asyncio.run(_audit_subject(_settings(args), args.subject, args.issuer))
+    records = [
+        {
+            "serial": r.serial,
+            "status": r.status,
+            "created_at": r.created_at.isoformat(),
+            "issuer": r.issuer,
+            "client_id": r.client_id,
+            "profile": r.profile,
+            "subject_dn": r.subject_dn,
+            "log_index": r.log_index,
+        }
+        for r in report.records
+    ]
+    if args.json:
+        body = {"subject": report.subject, "records": records, "refusals": list(report.refusals)}
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"{len(records)} signing record(s) of {report.subject}")
+    if records:
+        print(
+            _table(
+                [
+                    [
+                        r["created_at"][:19].replace("T", " "),
+                        r["serial"],
+                        r["status"],
+                        r["profile"],
+                        r["client_id"] or "-",
+                        str(r["log_index"]) if r["log_index"] is not None else "-",
+                        r["subject_dn"],
+                    ]
+                    for r in records
+                ],
+                ["created (UTC)", "serial", "status", "profile", "client", "log index", "subject"],
+            )
+        )
+    print(f"{len(report.refusals)} refused request(s) in the log")
+    for item in report.refusals:
+        print(f"  log index {item['index']}  {item['time']}  {item['reason']}")
+    return 0
+
+
 # ---------------------------------------------------------------- db
 
 
@@ -576,6 +778,12 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+
+def _index(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("must be a non-negative integer")
+    return int(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -637,6 +845,42 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--pem", action="store_true", help="also print the certificate")
     show.set_defaults(func=cmd_audit_show)
 
+    watch = asub.add_parser("watch", help="follow new log entries; print them or post a webhook")
+    watch.add_argument("--token-file", required=True, help="file holding the auditor token")
+    watch.add_argument("--url", default=url)
+    watch.add_argument("--identity", help="token subject to follow")
+    watch.add_argument("--issuer", help="token issuer (iss) of --identity")
+    watch.add_argument("--client", help="relying-party client id to follow")
+    watch.add_argument(
+        "--from",
+        dest="from_index",
+        type=_index,
+        default=0,
+        metavar="INDEX",
+        help="first log index (resume: the last printed index + 1)",
+    )
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    watch.add_argument("--once", action="store_true", help="stop when caught up")
+    watch.add_argument("--webhook", metavar="URL", help="POST each entry as JSON")
+    watch.add_argument("--webhook-secret-file", help="HMAC-SHA256 key for the signature header")
+    watch.add_argument("--webhook-attempts", type=int, default=6)
+    watch.add_argument("--webhook-backoff", type=float, default=1.0, help="first retry delay, s")
+    watch.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    watch.set_defaults(func=cmd_audit_watch)
+
+    purge = with_config(
+        asub.add_parser("purge", help="erase personal data of records older than the retention")
+    )
+    purge.add_argument("--before", required=True, metavar="DATE", help="ISO 8601 date, UTC")
+    purge.set_defaults(func=cmd_audit_purge)
+    subject = with_config(
+        asub.add_parser("subject", help="data-subject request: a person's records and entries")
+    )
+    subject.add_argument("--subject", required=True, help="token subject (sub)")
+    subject.add_argument("--issuer", help="token issuer (iss)")
+    subject.add_argument("--json", action="store_true", help="machine-readable output")
+    subject.set_defaults(func=cmd_audit_subject)
+
     verify = with_config(
         asub.add_parser("verify", help="recompute the transparency log and check its checkpoint")
     )
@@ -646,6 +890,8 @@ def parser() -> argparse.ArgumentParser:
     for sp in (verify, consistency):
         sp.add_argument("--vkey", help="checkpoint verifier key (default: the log key in the HSM)")
     verify.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    verify.add_argument("--export", metavar="FILE", help="an audit-UI export to check ...")
+    verify.add_argument("--manifest", metavar="FILE", help="... against its signed manifest")
     verify.set_defaults(func=cmd_audit_verify)
     consistency.add_argument("old", help="checkpoint file, or size of a stored checkpoint")
     consistency.add_argument("new", help="checkpoint file, or size of a stored checkpoint")

@@ -104,10 +104,25 @@ class AuditUiSettings:
     lifetime: timedelta = timedelta(hours=8)
 
 
+#: Default retention of signing records: 7 years (2557 days, leap days included).
+DEFAULT_RETENTION_DAYS = 2557
+#: Shortest retention accepted: one year, so a typo cannot make `qes audit purge` erase the
+#: recent evidence a dispute or an incident investigation needs.
+MIN_RETENTION_DAYS = 365
+
+
 @dataclass(frozen=True)
 class AuditSettings:
+    """Auditor role, optional web UI, and how long signing records are kept.
+
+    ``retention_days``: `qes audit purge` erases the personal payload only of records older
+    than this (GDPR Art. 5(1)(e) storage limitation and Art. 17 erasure, against the evidence
+    a trust service keeps, eIDAS Art. 24(2)(h)); the log entries stay.
+    """
+
     role: str = "qes-auditor"
     ui: AuditUiSettings | None = None
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -497,7 +512,13 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
             idle=timedelta(minutes=idle),
             lifetime=timedelta(hours=hours),
         )
-    result = AuditSettings(role=role, ui=ui)
+    retention = s.get("retention_days", int, DEFAULT_RETENTION_DAYS)
+    s.check(
+        "retention_days",
+        MIN_RETENTION_DAYS <= retention <= 100 * 366,
+        f"must be {MIN_RETENTION_DAYS} .. 36600 days",
+    )
+    result = AuditSettings(role=role, ui=ui, retention_days=retention)
     s.done()
     return result
 

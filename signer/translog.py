@@ -9,6 +9,8 @@
   ``[log] checkpoint_interval_seconds`` and on demand. Every process runs one; the database
   lets one integrate at a time.
 - :func:`load_privacy_key` reads the HMAC key of the entries' keyed commitments.
+- :func:`describe_entry` turns a logged entry into what ``qes audit watch`` shows, matching
+  refusals against an identity through the same keyed commitments (``ca.logentry``).
 """
 
 from __future__ import annotations
@@ -16,20 +18,32 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from cryptography import x509
 
-from ca.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
+from ca.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint, sign_note
 from ca.errors import CaError
-from ca.logentry import IssuanceEntry, PrivacyKey, RefusalEntry, Requester, RequestSummary
+from ca.logentry import (
+    EntryKind,
+    IssuanceEntry,
+    LogEntryError,
+    PrivacyKey,
+    RefusalEntry,
+    Requester,
+    RequestSummary,
+    decode_time,
+    entry_fields,
+)
 from idp_adapter.principal import Principal
 from signer.config import LogSettings, Settings
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm, HsmSession
-from signer.storage.log import LogStore, StoredCheckpoint
+from signer.storage.log import LoggedEntry, LogStore, StoredCheckpoint
 from signer.storage.records import IssuedRecord
 
 log = structlog.get_logger(__name__)
@@ -97,6 +111,88 @@ def refusal_entry(
         request=RequestSummary(profile, principal.subject_type, hash_algorithm, digests),
         reason=reason,
     )
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Whose entries to show: token subject (with its issuer ``iss``) and RP client id."""
+
+    subject: str | None = None
+    issuer: str | None = None
+    client_id: str | None = None
+
+
+def _committed(key: PrivacyKey, record_id: str, name: str, value: str, field: bytes) -> bool:
+    return bool(field) and key.commit(record_id, name, value.encode()) == field
+
+
+def _matches(
+    item: LoggedEntry, fields: Mapping[str, bytes], key: PrivacyKey, flt: EntryFilter
+) -> bool:
+    """Issuance: compare the record's clear columns. Refusal: recompute the keyed commitments
+    of the asked identifiers for this entry's record id (``ca.logentry`` ``commit``)."""
+    if item.kind == "issuance":
+        wanted = (
+            (flt.subject, item.token_subject),
+            (flt.issuer, item.token_issuer),
+            (flt.client_id, item.client_id),
+        )
+        return all(want is None or want == have for want, have in wanted)
+    record_id = fields["record_id"].decode()
+    if flt.issuer is not None and fields["token_issuer"].decode() != flt.issuer:
+        return False
+    for name, want in (("token_subject", flt.subject), ("client_id", flt.client_id)):
+        if want is not None and not _committed(key, record_id, name, want, fields[name]):
+            return False
+    return True
+
+
+def describe_entry(item: LoggedEntry, key: PrivacyKey, flt: EntryFilter) -> dict[str, Any] | None:
+    """The decoded fields of one entry for auditors (``qes audit watch``), or None when it
+    does not match ``flt``.
+
+    Issuance entries show their record's clear identifiers. A refusal holds identifiers only
+    as keyed commitments (``ca.logentry``), so its ``subject``/``client_id`` are shown only
+    when the filter asked for them and the commitment matched; otherwise they are None. An
+    entry whose bytes do not parse is shown to every watcher as ``malformed``.
+    """
+    try:
+        kind, raw = entry_fields(item.entry)
+    except LogEntryError:  # never hidden: shown to every watcher (`qes audit verify` says why)
+        return {"index": item.idx, "kind": item.kind, "outcome": "malformed", "time": None}
+    fields = dict(raw)
+    if item.purged and (flt.subject or flt.client_id):
+        return None  # erased identifiers (GDPR Art. 17) match nobody
+    if not _matches(item, fields, key, flt):
+        return None
+    text = {n: fields[n].decode() or None for n in ("issuer_name", "token_issuer", "profile")}
+    common = {
+        "index": item.idx,
+        "kind": item.kind,
+        "issuer": text["token_issuer"],
+        "issuer_name": text["issuer_name"],
+        "profile": text["profile"],
+        "purged": item.purged,
+    }
+    if kind is EntryKind.ISSUANCE:
+        return {
+            **common,
+            "outcome": fields["outcome"].decode(),
+            "time": decode_time(fields["completed_at"]).isoformat(),
+            "serial": fields["certificate_serial"].hex(),  # whole bytes, as serial_hex
+            "subject": None if item.purged else item.token_subject,
+            "client_id": None if item.purged else item.client_id,
+            "reason": fields["failure"].decode() or None,
+        }
+    return {
+        **common,
+        "outcome": "refused",
+        "time": decode_time(fields["refused_at"]).isoformat(),
+        "serial": None,
+        "subject": flt.subject,
+        "client_id": flt.client_id,
+        "reason": fields["reason"].decode(),
+    }
 
 
 def privacy_key_path(settings: Settings) -> Path:
@@ -173,6 +269,14 @@ class LogPublisher:
         label, name = self._settings.key_label, self._settings.origin
         return await self._hsm.run(
             lambda s: sign_checkpoint(checkpoint, NoteSigner(name, s.token_key(label)))
+        )
+
+    async def sign_note(self, text: str) -> str:
+        """``text`` as a C2SP signed note of the log key (key name = origin): export
+        manifests (:mod:`signer.manifest`), whose first line keeps them apart from checkpoints."""
+        label, name = self._settings.key_label, self._settings.origin
+        return await self._hsm.run(
+            lambda s: sign_note(text, (NoteSigner(name, s.token_key(label)),)).to_text()
         )
 
     async def publish(self, *, force: bool = False) -> StoredCheckpoint | None:

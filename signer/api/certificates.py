@@ -53,13 +53,16 @@ def summary(rec: SigningRecord) -> dict[str, Any]:
         "key_evidence": dict(rec.key_evidence),
         "key_destroyed": bool(rec.destruction and rec.destruction.get("confirmed_absent")),
         "failure": rec.failure,
+        "purged": rec.purged,
     }
 
 
 def detail(rec: SigningRecord) -> dict[str, Any]:
     body = summary(rec)
-    cert = x509.load_der_x509_certificate(rec.certificate_der)
-    body["certificate"] = cert.public_bytes(Encoding.PEM).decode()
+    body["certificate"] = None
+    if not rec.purged:
+        cert = x509.load_der_x509_certificate(rec.certificate_der)
+        body["certificate"] = cert.public_bytes(Encoding.PEM).decode()
     body["digests"] = [base64.b64encode(d).decode() for d in rec.digests]
     body["destruction"] = dict(rec.destruction) if rec.destruction else None
     body["request_id"] = rec.request_id

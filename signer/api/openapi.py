@@ -199,6 +199,10 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
                 "serial": {"type": "string"},
                 "status": {"enum": ["issued", "completed", "failed"]},
                 "subject_dn": {"type": "string"},
+                "purged": {
+                    "type": "boolean",
+                    "description": "personal payload erased after retention (tombstone)",
+                },
             },
         },
         "CertificatePage": {
@@ -234,6 +238,35 @@ _NOTE = {
     "content": {"text/plain": {"schema": {"type": "string"}}},
 }
 _PROOF = {"type": "object", "description": "RFC 9162 proof; hashes are base64"}
+_ENTRY_PAGE = {
+    "type": "object",
+    "required": ["items", "next", "tree_size"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "kind", "outcome", "time"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "kind": {"enum": ["issuance", "refusal"]},
+                    "outcome": {"enum": ["completed", "failed", "refused", "malformed"]},
+                    "time": {"type": ["string", "null"], "format": "date-time"},
+                    "serial": {"type": ["string", "null"]},
+                    "subject": {"type": ["string", "null"]},
+                    "issuer": {"type": ["string", "null"]},
+                    "issuer_name": {"type": ["string", "null"]},
+                    "client_id": {"type": ["string", "null"]},
+                    "profile": {"type": ["string", "null"]},
+                    "reason": {"type": ["string", "null"]},
+                    "purged": {"type": "boolean"},
+                },
+            },
+        },
+        "next": {"type": "integer", "description": "index to continue from"},
+        "tree_size": {"type": "integer", "description": "integrated entries"},
+    },
+}
 
 
 def _int_query(name: str, description: str, required: bool) -> dict[str, Any]:
@@ -282,6 +315,20 @@ def _log_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
                     _int_query("new", size, False),
                 ],
                 "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
+            }
+        },
+        "/api/v1/log/entries": {
+            "get": {
+                "summary": "Entries from an index with decoded fields, filtered (auditors)",
+                "security": bearer,
+                "parameters": [
+                    _int_query("from", "first index to scan (default 0)", False),
+                    _int_query("limit", "entries to scan, 1..1000 (default 100)", False),
+                    _query("subject", "token subject (refusals: matched by keyed commitment)"),
+                    _query("issuer", "token issuer (iss)"),
+                    _query("client_id", "relying-party client id"),
+                ],
+                "responses": {"200": _json(_ENTRY_PAGE, "Entries"), **audit},
             }
         },
         "/api/v1/log/entries/{idx}": {

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from aiohttp import web
 
+from ca.logentry import PrivacyKey
 from idp_adapter.principal import Principal
 from idp_adapter.registry import IssuerRegistry
 from signer.config import Settings
@@ -30,6 +31,7 @@ class Services:
     time_stamps: TimeStampSource
     log: LogStore
     publisher: LogPublisher
+    privacy_key: PrivacyKey
 
 
 SERVICES = web.AppKey("services", Services)

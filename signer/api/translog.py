@@ -17,9 +17,12 @@ from ca.merkle import leaf_hash
 from signer.api.auth import authenticate_auditor
 from signer.api.problems import InvalidLogQuery, LogSizeUnavailable, NoCheckpoint, NotFound
 from signer.api.state import SERVICES, Services
+from signer.translog import EntryFilter, describe_entry
 
 NOTE_TYPE = "text/plain"
 MAX_INDEX = 2**63 - 1
+MAX_SCAN = 1000
+_LIST_PARAMS = {"from", "limit", "subject", "issuer", "client_id"}
 
 
 def _b64(data: bytes) -> str:
@@ -128,6 +131,32 @@ async def entry(request: web.Request) -> web.Response:
             "created_at": stored.created_at.isoformat(),
         }
     )
+
+
+async def list_entries(request: web.Request) -> web.Response:
+    """Entries from index ``from`` (default 0) with their decoded fields (auditors).
+
+    Scans at most ``limit`` (1..1000, default 100) integrated entries, so every entry shown
+    has an RFC 9162 inclusion proof in the latest tree, and returns those matching
+    ``subject``/``issuer``/``client_id`` plus ``next``, the index to continue from. ``next``
+    equal to ``tree_size`` means caught up. Refusals match through keyed commitments.
+    """
+    await authenticate_auditor(request)
+    unknown = set(request.query) - _LIST_PARAMS
+    if unknown:
+        raise InvalidLogQuery(f"unknown query parameters {sorted(unknown)}")
+    start = _int(request, "from", 0)
+    limit = _int(request, "limit", 100)
+    if not 1 <= limit <= MAX_SCAN:
+        raise InvalidLogQuery(f"limit must be 1..{MAX_SCAN}")
+    q = request.query
+    flt = EntryFilter(q.get("subject") or None, q.get("issuer") or None, q.get("client_id") or None)
+    services: Services = request.app[SERVICES]
+    size = await services.log.integrated_size()
+    end = min(size, start + limit) if start < size else start
+    window = await services.log.entries_window(start, end) if end > start else []
+    items = [d for e in window if (d := describe_entry(e, services.privacy_key, flt))]
+    return web.json_response({"items": items, "next": end, "tree_size": size})
 
 
 def proof_url(public_url: str, index: int) -> str:

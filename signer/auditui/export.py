@@ -5,8 +5,9 @@ a second request with the same query, hashes the same rows as the download it de
 as none of them changes state in between (records still ``issued`` may complete later).
 The manifest names the transparency log's signed checkpoint published (integrating everything
 sequenced) just before the rows are hashed: every finished record of the export has its log
-entry inside that tree. The manifest itself is not signed yet (the log key signs checkpoints
-only; a manifest signature needs its own key or note type).
+entry inside that tree. The manifest is signed with the log key as a C2SP signed note whose
+first line is ``<origin>/export`` (:mod:`signer.manifest` says why that key and that line);
+``qes audit verify --export FILE --manifest FILE`` checks it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from signer.api.certificates import summary
+from signer.manifest import sign_manifest
 from signer.storage.log import StoredCheckpoint
 from signer.storage.records import Cursor, RecordFilter, RecordStore, SigningRecord
 
@@ -161,3 +163,22 @@ async def manifest(
             "note": checkpoint.note,
         },
     }
+
+
+async def signed_manifest(
+    store: RecordStore,
+    flt: RecordFilter,
+    fmt: str,
+    *,
+    query: Mapping[str, str],
+    as_of: datetime,
+    now: datetime,
+    checkpoint: StoredCheckpoint | None,
+    exported_by: Mapping[str, str],
+    origin: str,
+    sign: Callable[[str], Awaitable[str]],
+) -> dict[str, Any]:
+    """:func:`manifest` plus who exported, signed as a note of the log key (``signed_note``)."""
+    body = await manifest(store, flt, fmt, query=query, as_of=as_of, now=now, checkpoint=checkpoint)
+    body["exported_by"] = dict(exported_by)
+    return await sign_manifest(body, origin, sign)

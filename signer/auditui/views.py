@@ -224,7 +224,7 @@ def _detail(rec: SigningRecord) -> dict[str, Any]:
 async def detail_page(request: web.Request, ui: AuditUi, session: UiSession) -> web.Response:
     serial = request.match_info["serial"].lower()
     rec = await ui.records.get(serial) if _SERIAL.match(serial) else None
-    if rec is None:
+    if rec is None or rec.purged:  # a tombstone has no certificate or identity left to show
         return render(request, "not_found.html", status=404, session=session, serial=serial)
     return render(request, "detail.html", session=session, **_detail(rec))
 
@@ -263,12 +263,13 @@ async def export(request: web.Request, ui: AuditUi, session: UiSession) -> web.S
 @authenticated
 async def export_manifest(request: web.Request, ui: AuditUi, session: UiSession) -> web.Response:
     """The manifest of the export with the same query: its SHA-256, rows, filters, as_of and
-    the log checkpoint (published now, so it covers every record finished so far)."""
+    the log checkpoint (published now, so it covers every record finished so far), signed by
+    the log key (``signed_note``, :mod:`signer.manifest`)."""
     fmt, search, as_of = _export_args(request, ui)
     services: Services = request.app[SERVICES]
     checkpoint = await services.publisher.publish(force=True)
     checkpoint = checkpoint or await services.log.latest_checkpoint()
-    body = await exports.manifest(
+    body = await exports.signed_manifest(
         ui.records,
         exports.pinned(search.filter, as_of),
         fmt,
@@ -276,8 +277,10 @@ async def export_manifest(request: web.Request, ui: AuditUi, session: UiSession)
         as_of=as_of,
         now=ui.clock(),
         checkpoint=checkpoint,
+        exported_by={"issuer": session.token_issuer, "subject": session.token_subject},
+        origin=services.settings.log.origin,
+        sign=services.publisher.sign_note,
     )
-    body["exported_by"] = {"issuer": session.token_issuer, "subject": session.token_subject}
     name = _download_name(as_of, f"{fmt}.manifest.json")
     return web.Response(
         text=json.dumps(body, indent=2) + "\n",

@@ -63,6 +63,34 @@ class StoredEntry:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class LoggedEntry:
+    """An entry with the clear fields of the signing record it commits to (issuance only).
+
+    Refusals have no record, so their record fields are None; a purged record (retention,
+    GDPR Art. 17) has ``purged`` set and its personal fields blanked.
+    """
+
+    idx: int
+    kind: str
+    entry: bytes
+    serial: str | None
+    token_issuer: str | None
+    token_subject: str | None
+    client_id: str | None
+    purged: bool
+
+
+#: Entries in an index window with their records' clear identifiers (one query). A record is
+#: a tombstone when its certificate was erased by `qes audit purge` (see signer.retention).
+_ENTRIES_WINDOW = """
+SELECT e.idx, e.kind, e.entry, r.serial, r.token_issuer, r.token_subject, r.client_id,
+       coalesce(octet_length(r.certificate) = 0, false) AS purged
+  FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
+ WHERE e.idx >= $1 AND e.idx < $2 ORDER BY e.idx
+"""
+
+
 async def fetch_nodes(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[NodeId]) -> NodeMap:
     """The stored hashes of ``ids`` in one query, as a :class:`ca.merkle.NodeMap`."""
     if not ids:
@@ -177,6 +205,24 @@ class LogStore:
         async with guard("read consistency proof nodes"):
             nodes = await fetch_nodes(self._pool, consistency_node_ids(old, new))
         return consistency_proof(nodes, old, new)
+
+    async def entries_window(self, start: int, end: int) -> list[LoggedEntry]:
+        """Entries ``start <= idx < end`` in index order, joined with their records."""
+        async with guard("read log entries"):
+            rows = await self._pool.fetch(_ENTRIES_WINDOW, start, end)
+        return [
+            LoggedEntry(
+                r["idx"],
+                r["kind"],
+                bytes(r["entry"]),
+                r["serial"],
+                r["token_issuer"],
+                r["token_subject"],
+                r["client_id"],
+                r["purged"],
+            )
+            for r in rows
+        ]
 
     async def entry(self, idx: int) -> StoredEntry | None:
         async with guard("read log entry"):

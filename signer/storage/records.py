@@ -83,6 +83,11 @@ class SigningRecord(IssuedRecord):
     failure: str | None
     time_stamps: tuple[bytes, ...] = ()
 
+    @property
+    def purged(self) -> bool:
+        """A tombstone: `qes audit purge` erased the personal payload (signer.retention)."""
+        return not self.certificate_der
+
 
 @dataclass(frozen=True)
 class RecordFilter:

@@ -16,11 +16,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.conftest import AuditSite
 from tests.support.idp import DEMO_PASSWORDS, DEMO_SECRETS
 from tests.support.service import api_headers
+from tests.support.signed_note import verify_note_independently
 
 SESSION_COOKIE = "qes-audit-session"
 
@@ -140,6 +143,15 @@ async def test_auditor_searches_opens_a_record_and_exports(
     assert {r["serial"] for r in rows} == {*batch_serials, mine["serial"]}
     assert {r["subject"] for r in rows} == {"demo-batch", "alice"}
 
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{audit_site.url}/api/v1/trust-bundle") as r,
+    ):
+        log_bundle = (await r.json())["log"]
+    log_origin = log_bundle["origin"]
+    spki = base64.b64decode(log_bundle["verifier_key"].split("+", 2)[2])[1:]
+    log_key = serialization.load_der_public_key(spki)
+    assert isinstance(log_key, ec.EllipticCurvePublicKey)
     manifests = page.get_by_role("link", name="manifest")
     for index, fmt in enumerate(("jsonl", "csv")):
         async with page.expect_download() as info:
@@ -152,6 +164,12 @@ async def test_auditor_searches_opens_a_record_and_exports(
         assert checkpoint["size"] >= 3, "the log holds at least this test's three records"
         body = f"\n{checkpoint['size']}\n{checkpoint['root_hash']}\n"
         assert body in checkpoint["note"] and "\n\n\u2014 " in checkpoint["note"]
+        # Signed by the log key as a C2SP note "<origin>/export" (checked from the spec text).
+        text = verify_note_independently(manifest["signed_note"], log_key, log_origin)
+        assert text.split("\n")[0] == log_origin + "/export"
+        assert json.loads(text.split("\n")[1]) == {
+            k: v for k, v in manifest.items() if k != "signed_note"
+        }
 
     await page.get_by_role("link", name=two["serial"]).click()
     await expect(page.get_by_role("heading", level=1)).to_contain_text(two["serial"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import signal
 import socket
@@ -115,3 +117,34 @@ class SignerProcess:
 
 def api_headers(token: str, **extra: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **{k: str(v) for k, v in extra.items()}}
+
+
+async def run_qes(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+    """`qes ARGS` in a child process without blocking the event loop (a test's service may be
+    running on it); returns exit code, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "signer",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def sign_random(client: Any, token: str, profile: str | None = None) -> tuple[int, Any]:
+    """POST one random SHA-256 digest to ``/api/v1/signatures`` through an aiohttp test client;
+    returns the status and the JSON body (a problem for refusals)."""
+    body: dict[str, Any] = {
+        "hash_algorithm": "sha256",
+        "hashes": [base64.b64encode(os.urandom(32)).decode()],
+    }
+    if profile:
+        body["profile"] = profile
+    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(token))
+    return resp.status, await resp.json()

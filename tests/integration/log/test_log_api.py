@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pymerkle import InclusionProof as PymerkleInclusionProof
 from pymerkle import verify_inclusion as pymerkle_verify_inclusion
@@ -19,30 +19,15 @@ from tlog_scales.tlog import InclusionProof as ScalesInclusionProof
 
 from signer.api.state import SERVICES
 from tests.support.service import api_headers
+from tests.support.signed_note import verify_note_independently
 
 
 def open_note_independently(
     note: str, public_key: ec.EllipticCurvePublicKey, name: str
 ) -> tuple[str, int, bytes]:
-    """C2SP signed-note + tlog-checkpoint, read from the spec text: the text ends at the last
-    blank line; signature lines are "— <name> <base64(4-byte key ID || signature)>"; for type
-    0x02 (transparency-dev ECDSA) the key ID is SHA-256(DER SubjectPublicKeyInfo)[:4] and the
-    signature is DER ECDSA over SHA-256 of the text. Body: origin, decimal size, base64 root."""
-    text, _, sigs = note.rpartition("\n\n")
-    text += "\n"
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    key_id = hashlib.sha256(spki).digest()[:4]
-    verified = 0
-    for line in sigs.rstrip("\n").split("\n"):
-        assert line.startswith("\u2014 ")
-        signer, blob64 = line[2:].split(" ")
-        blob = base64.b64decode(blob64, validate=True)
-        if signer == name and blob[:4] == key_id:
-            public_key.verify(blob[4:], text.encode(), ec.ECDSA(hashes.SHA256()))
-            verified += 1
-    assert verified == 1
+    """C2SP signed-note (tests.support.signed_note, written from the spec text) + C2SP
+    tlog-checkpoint body: origin, decimal size, base64 root."""
+    text = verify_note_independently(note, public_key, name)
     origin, size, root64 = text.rstrip("\n").split("\n")[:3]
     assert origin == name
     return origin, int(size), base64.b64decode(root64, validate=True)

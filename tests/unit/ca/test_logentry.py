@@ -31,6 +31,7 @@ from ca.logentry import (
     RefusalEntry,
     Requester,
     RequestSummary,
+    decode_time,
     digests_sha256,
     entry_fields,
 )
@@ -439,3 +440,12 @@ def test_invalid_values_are_refused() -> None:
 def test_entry_fields_rejects_malformed_bytes(mutate: Any) -> None:
     with pytest.raises(LogEntryError):
         entry_fields(mutate(issuance().encode(KEY)))
+
+
+def test_decode_time_reads_a_time_field_back() -> None:
+    moment = datetime(2026, 11, 21, 19, 40, 5, 123456, tzinfo=UTC)
+    micros = calendar.timegm(moment.timetuple()) * 1_000_000 + moment.microsecond
+    assert decode_time(struct.pack(">Q", micros)) == moment
+    assert decode_time(b"\0" * 8) == datetime(1970, 1, 1, tzinfo=UTC)
+    with pytest.raises(LogEntryError):
+        decode_time(b"\0" * 7)

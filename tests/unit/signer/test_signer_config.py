@@ -94,3 +94,11 @@ def test_auto_sessions_share_the_cores_among_the_workers(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config file .*nope\.toml"):
         load_settings(tmp_path / "nope.toml", env=ENV)
+
+
+def test_retention_defaults_to_seven_years_and_refuses_less_than_one() -> None:
+    assert load_settings(DEV_CONFIG, env=ENV).audit.retention_days == 2557
+    s = load_settings(DEV_CONFIG, env={**ENV, "QES__AUDIT__RETENTION_DAYS": "3650"})
+    assert s.audit.retention_days == 3650
+    with pytest.raises(ConfigError, match=r"^audit\.retention_days: must be 365"):
+        load_settings(DEV_CONFIG, env={**ENV, "QES__AUDIT__RETENTION_DAYS": "364"})
