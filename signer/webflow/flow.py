@@ -515,6 +515,8 @@ class WebSigning:
 
     async def _embed(self, req: StoredRequest, result: SignatureResult) -> list[bytes]:
         """Format 'pades': each CMS into its prepared PDF (ISO 32000-2 §12.8.1)."""
+        if req.format != "pades":
+            return []
         stored = await self._pdfs(req)
         prepared = [
             PreparedPdf(p.prepared, d, req.hash_algorithm, p.reserved_start, p.reserved_end)
