@@ -501,6 +501,9 @@ class WebSigning:
             await self._requests.finish(req.id, self._clock(), status="failed", error=exc.slug)
             log.warning("web_signing_failed", id=str(req.id), kind=exc.slug, error=str(exc))
             return Decision(back_to_rp(req, error="server_error"), "failed")
+        except Exception:  # a bug: the request must not stay 'signing'
+            await self._requests.finish(req.id, self._clock(), status="failed", error="internal")
+            raise
         body = self.result_body(req, result)
         await self._requests.finish(
             req.id,

@@ -116,3 +116,33 @@ def test_back_to_rp_keeps_the_query_and_encodes_state() -> None:
     assert parse_qsl(parts.query) == [("tenant", "7"), ("id", "42"), ("state", "a&b=c d")]
     denied = back_to_rp(req, error="access_denied")
     assert parse_qsl(urlsplit(denied).query)[1] == ("error", "access_denied")
+
+
+@pytest.mark.parametrize(
+    ("claims", "email"),
+    [
+        ({"email": "a@example.com", "email_verified": True}, "a@example.com"),
+        ({"email": "a@example.com", "email_verified": False}, None),
+        ({"email": "a@example.com", "email_verified": "true"}, None),
+        ({"email": "a@example.com"}, None),
+        ({"email_verified": True}, None),
+    ],
+)
+def test_only_a_verified_email_identifies_the_signer(
+    claims: dict[str, object], email: str | None
+) -> None:
+    from idp_adapter import IssuerSettings
+    from idp_adapter._mapping import build_principal
+
+    settings = IssuerSettings(
+        name="people",
+        issuer="https://idp.example.com",
+        audience="urn:x",
+        subject_type="natural",
+        subject={"common_name": "{sub}", "surname": "{sub}", "country": "DE"},
+        profiles=("advanced",),
+        default_profile="advanced",
+    )
+    full = {"iss": "https://idp.example.com", "sub": "alice", **claims}
+    principal = build_principal(settings, full, datetime.now(UTC))
+    assert principal.email == email
