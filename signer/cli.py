@@ -524,20 +524,26 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _audit_consistency(settings: Any, vkey: str | None, old: str, new: str) -> str:
-    from signer.audit import check_consistency
+async def _one_connection_pool(settings: Any) -> Any:
+    """A one-connection pool (schema migrated) for an operator command."""
     from signer.storage.db import create_pool
-    from signer.storage.log import LogStore
 
-    verifier = await _log_verifier(settings, vkey)
     if settings.database.url is None:
         raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
-    pool = await create_pool(
+    return await create_pool(
         settings.database.url.reveal(),
         min_size=1,
         max_size=1,
         command_timeout=settings.database.command_timeout,
     )
+
+
+async def _audit_consistency(settings: Any, vkey: str | None, old: str, new: str) -> str:
+    from signer.audit import check_consistency
+    from signer.storage.log import LogStore
+
+    verifier = await _log_verifier(settings, vkey)
+    pool = await _one_connection_pool(settings)
     try:
         a, b, path = await check_consistency(
             LogStore(pool, settings.log.origin), verifier, settings.log.origin, old, new
@@ -564,18 +570,10 @@ def cmd_audit_consistency(args: argparse.Namespace) -> int:
 
 async def _client(settings: Any, args: argparse.Namespace) -> str:
     """The relying-party registry, straight in the database (an operator's command)."""
-    from signer.storage.db import create_pool
     from signer.storage.signing_requests import RpClientStore
     from signer.webflow.registry import RpRegistry
 
-    if settings.database.url is None:
-        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
-    pool = await create_pool(
-        settings.database.url.reveal(),
-        min_size=1,
-        max_size=1,
-        command_timeout=settings.database.command_timeout,
-    )
+    pool = await _one_connection_pool(settings)
     try:
         registry = RpRegistry(RpClientStore(pool), lambda: datetime.now(UTC))
         if args.client_command == "add":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ from signer.api.problems import translate
 from signer.api.signing_requests import WEB_SIGNING
 from signer.api.state import REQUEST_ID
 from signer.auditui.views import SECURITY_HEADERS, Cookies
+from signer.auditui.views import templates as audit_templates
 from signer.errors import RequestError, SignerError
 from signer.webflow import flow as f
 
@@ -72,17 +72,8 @@ _MESSAGES: Mapping[type[SignerError], str] = {
 }
 
 
-def _when(value: datetime | None) -> str:
-    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("signer", "webflow/templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["when"] = _when
+    env = audit_templates("webflow/templates")
     env.filters["hash_name"] = lambda name: name.upper().replace("SHA", "SHA-")
     return env
 
