@@ -63,6 +63,13 @@ def _amr(claims: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _verified_email(claims: Mapping[str, Any]) -> str | None:
+    email = claims.get("email")
+    if claims.get("email_verified") is not True or not isinstance(email, str) or not email:
+        return None
+    return email
+
+
 def build_principal(
     settings: IssuerSettings, claims: Mapping[str, Any], expires_at: datetime
 ) -> Principal:
@@ -85,4 +92,5 @@ def build_principal(
         acr=_optional_str(claims, "acr"),
         amr=_amr(claims),
         auth_time=None if auth_time is None else datetime.fromtimestamp(auth_time, UTC),
+        email=_verified_email(claims),
     )

@@ -77,11 +77,16 @@ class CodeFlowClient:
         self._http = http
         self._endpoints: _Endpoints | None = None
 
-    async def authorization_url(self, req: CodeFlowRequest) -> str:
+    async def authorization_url(
+        self, req: CodeFlowRequest, extra: Mapping[str, str] | None = None
+    ) -> str:
         """RFC 6749 §4.1.1 + RFC 7636 §4.3 + OIDC Core §3.1.2.1: ``response_type=code``,
-        ``state``, ``nonce`` and an S256 ``code_challenge``."""
+        ``state``, ``nonce`` and an S256 ``code_challenge``; ``extra`` adds optional request
+        parameters (``acr_values``, ``max_age``, ``prompt``, ``login_hint``) but can never
+        replace one of those."""
         endpoints = await self._discover()
         params = {
+            **(extra or {}),
             "response_type": "code",
             "client_id": self.client_id,
             "redirect_uri": self.redirect_uri,

@@ -18,6 +18,8 @@ class Principal:
     Core §2); ``client_id`` is RFC 9068 §2.2 ``client_id`` or OIDC ``azp``; ``attributes``
     is the rendered subject mapping (certificate-subject fields); ``token_id`` is ``jti``.
     ``acr``/``amr``/``auth_time`` follow OIDC Core §2 when the token carries them.
+    ``email`` is the ``email`` claim only when ``email_verified`` is true (OIDC Core §5.1,
+    §5.7: an unverified address identifies nobody).
     """
 
     issuer: str
@@ -34,3 +36,4 @@ class Principal:
     acr: str | None = None
     amr: tuple[str, ...] = ()
     auth_time: datetime | None = None
+    email: str | None = None

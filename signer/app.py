@@ -20,7 +20,7 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer import auditui
+from signer import auditui, webflow
 from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
@@ -145,6 +145,16 @@ def _resources(
                         records=records,
                         clock=clock,
                     )
+                if settings.web_signing is not None:
+                    webflow.build(
+                        app,
+                        settings,
+                        pool=pool,
+                        http=http,
+                        tokens=registry,
+                        signing=signing,
+                        clock=clock,
+                    )
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
@@ -203,4 +213,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_post("/tsa", tsa.time_stamp)
     if settings.audit.ui is not None:
         auditui.add_routes(app)
+    if settings.web_signing is not None:
+        webflow.add_routes(app, settings.server.public_url)
     return app

@@ -126,6 +126,25 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class WebSigningSettings:
+    """Web apps send a person to sign (issue 4): the signer's own OIDC client at the IdP.
+
+    ``issuer`` names an ``[issuers.*]`` entry (the subject mapping of the certificate); the
+    redirect URI is ``{public_url}/sign/callback``. Every login is fresh (``prompt=login``,
+    ``max_age``; OIDC Core §3.1.2.1) and its ``auth_time`` must follow the request's creation.
+    ``acr_levels`` orders the ``acr`` values relying parties may require, weakest first.
+    """
+
+    client_id: str
+    client_secret: Secret
+    issuer: str
+    scope: str = "openid profile email"
+    request_lifetime: timedelta = timedelta(minutes=15)
+    max_age: timedelta = timedelta(minutes=5)
+    acr_levels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """The transparency log (issue 5): checkpoint signer and entry privacy key.
 
@@ -154,6 +173,7 @@ class Settings:
     audit: AuditSettings
     data_dir: Path
     log: LogSettings
+    web_signing: WebSigningSettings | None = None
 
 
 class _Section:
@@ -241,7 +261,18 @@ def _literal(text: str) -> Any:
 
 
 def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
-    known = {"data_dir", "server", "database", "hsm", "ca", "tsa", "issuers", "audit", "log"}
+    known = {
+        "data_dir",
+        "server",
+        "database",
+        "hsm",
+        "ca",
+        "tsa",
+        "issuers",
+        "audit",
+        "log",
+        "web_signing",
+    }
     for key in raw:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -259,10 +290,14 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         audit=_audit(_Section("audit", raw.get("audit", {})), env, base),
         data_dir=(base / data_dir).resolve(),
         log=_log(_Section("log", raw.get("log", {})), env, base, server),
+        web_signing=_web_signing(_Section("web_signing", raw.get("web_signing", {})), env, base),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
         raise ConfigError(f"audit.ui_issuer: no [issuers.{ui.issuer}] is configured")
+    web = settings.web_signing
+    if web is not None and web.issuer not in {i.name for i in settings.issuers}:
+        raise ConfigError(f"web_signing.issuer: no [issuers.{web.issuer}] is configured")
     return settings
 
 
@@ -519,6 +554,37 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
         f"must be {MIN_RETENTION_DAYS} .. 36600 days",
     )
     result = AuditSettings(role=role, ui=ui, retention_days=retention)
+    s.done()
+    return result
+
+
+def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningSettings | None:
+    client_id = s.get("client_id", str, None)
+    if client_id is None:
+        s.done()
+        return None
+    secret = _secret(s, "client_secret", env, base, "QES_WEB_SIGNING_CLIENT_SECRET")
+    s.check("client_secret", secret is not None, "set $QES_WEB_SIGNING_CLIENT_SECRET or a file")
+    minutes = s.get("request_minutes", int, 15)
+    s.check("request_minutes", 1 <= minutes <= 24 * 60, "must be between 1 and 1440")
+    max_age = s.get("max_age_seconds", int, 300)
+    s.check("max_age_seconds", 30 <= max_age <= 3600, "must be between 30 and 3600")
+    levels = s.get("acr_levels", list, [])
+    s.check(
+        "acr_levels",
+        all(isinstance(v, str) and v for v in levels) and len(set(levels)) == len(levels),
+        "must be distinct non-empty strings, weakest first",
+    )
+    assert secret is not None
+    result = WebSigningSettings(
+        client_id=client_id,
+        client_secret=secret,
+        issuer=s.get("issuer", str),
+        scope=s.get("scope", str, WebSigningSettings.scope),
+        request_lifetime=timedelta(minutes=minutes),
+        max_age=timedelta(seconds=max_age),
+        acr_levels=tuple(levels),
+    )
     s.done()
     return result
 

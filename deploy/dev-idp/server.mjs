@@ -110,7 +110,10 @@ function interactionRoutes(provider, users) {
       ctx.body = loginPage(details.uid, details.params.client_id);
       return undefined;
     }
-    const location = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+    // The consent step keeps the login just submitted (as in oidc-provider's own example):
+    // without it a prompt=login authorization request would ask for the login again.
+    const merge = details.prompt.name === 'consent';
+    const location = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
     ctx.status = 303;
     ctx.redirect(location);
     return undefined;

@@ -29,6 +29,7 @@ from signer.api.problems import (
     UnsupportedMediaType,
     WrongDigestLength,
 )
+from signer.api.signing_requests import MAX_DOCUMENTS
 from signer.api.tsa import (
     MAX_QUERY_OCTETS,
     QUERY_TYPE,
@@ -47,6 +48,8 @@ from signer.errors import (
 from signer.formats import PdfError
 from signer.pipeline import ProfileNotAllowed, SubjectNotIssuable
 from signer.timestamping import TimeStampClockSkew, TimeStampUnavailable
+from signer.webflow import flow
+from signer.webflow.registry import InvalidClient
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 PEM_CHAIN = "application/pem-certificate-chain"  # RFC 8555 §9.1
@@ -344,6 +347,70 @@ def _log_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
     }
 
 
+def _web_signing_paths() -> dict[str, Any]:
+    """Issue 4: web apps (relying parties, HTTP Basic with client id + secret) send a person
+    to ``sign_url``; only the owning RP reads the result."""
+    basic: list[dict[str, list[str]]] = [{"rp_basic": []}]
+    doc = {
+        "type": "object",
+        "description": "label plus digest, or (format pades) label plus the PDF",
+        "required": ["label"],
+        "properties": {
+            "label": {"type": "string", "maxLength": 200},
+            "digest": {"type": "string", "contentEncoding": "base64"},
+            "pdf": {"type": "string", "contentEncoding": "base64"},
+        },
+    }
+    body = {
+        "type": "object",
+        "required": ["documents", "redirect_uri", "state"],
+        "additionalProperties": False,
+        "properties": {
+            "documents": {"type": "array", "items": doc, "minItems": 1, "maxItems": MAX_DOCUMENTS},
+            "hash_algorithm": {"enum": ["sha256", "sha384", "sha512"], "default": "sha256"},
+            "format": {"enum": ["raw", "cades", "pades"], "default": "cades"},
+            "profile": {"enum": ["qes", "qualified", "advanced"]},
+            "redirect_uri": {"type": "string", "description": "exactly a registered one"},
+            "state": {"type": "string", "maxLength": 512},
+            "acr": {"type": "string", "description": "minimum assurance (web_signing.acr_levels)"},
+            "signer": {
+                "type": "object",
+                "description": "the only person who may sign: {subject} or {email}",
+                "properties": {"subject": {"type": "string"}, "email": {"type": "string"}},
+            },
+        },
+    }
+    errors: list[type[SignerError]] = [
+        MalformedJson, InvalidRequest, UnsupportedFormat, InvalidClient,
+        flow.UnregisteredRedirect, flow.UnsupportedAcr, PdfError,
+    ]  # fmt: skip
+    read_errors: list[type[SignerError]] = [InvalidClient, flow.SigningRequestNotFound]
+    status = {"type": "object", "description": "id, status, sign_url, documents, result"}
+    return {
+        "/api/v1/signing-requests": {
+            "post": {
+                "summary": "Create a signing request; send the browser to its sign_url",
+                "security": basic,
+                "requestBody": {"content": {"application/json": {"schema": body}}},
+                "responses": {"201": _json(status, "Created"), **_errors(errors)},
+            }
+        },
+        "/api/v1/signing-requests/{id}": {
+            "get": {
+                "summary": "Status and, once completed, signatures, chain and record URL",
+                "security": basic,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(status, "The request"),
+                    **_errors(read_errors),
+                },
+            }
+        },
+    }
+
+
 def document(server: ServerSettings) -> dict[str, Any]:
     ref = "#/components/schemas/"
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -358,7 +425,8 @@ def document(server: ServerSettings) -> dict[str, Any]:
         "servers": [{"url": server.public_url}],
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "rp_basic": {"type": "http", "scheme": "basic"},
             },
             "schemas": _schemas(server),
         },
@@ -476,6 +544,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
                 }
             },
             **_log_paths(bearer),
+            **_web_signing_paths(),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

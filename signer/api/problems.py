@@ -194,7 +194,7 @@ def problem_response(
         body["detail"] = detail
     headers = {}
     if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        headers["WWW-Authenticate"] = getattr(err, "challenge", 'Bearer error="invalid_token"')
     if status == 503:
         headers["Retry-After"] = "5"
     return web.Response(

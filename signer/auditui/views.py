@@ -98,9 +98,11 @@ def _when(value: datetime | None) -> str:
     return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def templates() -> jinja2.Environment:
+def templates(folder: str = "auditui/templates") -> jinja2.Environment:
+    """Autoescaped, strict templates from ``folder`` of the signer package (also the
+    signing pages')."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("signer", "auditui/templates"),
+        loader=jinja2.PackageLoader("signer", folder),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )

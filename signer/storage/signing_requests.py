@@ -1,0 +1,454 @@
+"""Relying parties, their signing requests and the web signing flow's state (migration 0005).
+
+Everything a second replica needs to serve the next step lives here: the OIDC login in
+progress, the consent session and the signature activation. Browser-held values and RP
+secrets are stored only as SHA-256 hashes. Login flows, consent sessions and activations are
+single-use: the statement that uses one also deletes or consumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from signer.storage.records import guard
+
+
+@dataclass(frozen=True)
+class RpClient:
+    """A registered relying party; ``redirect_uris`` are matched exactly (RFC 6749 §3.1.2.3)."""
+
+    client_id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    created_at: datetime
+    rotated_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    id: uuid.UUID
+    client_id: str
+    format: str
+    profile: str | None
+    hash_algorithm: str
+    labels: tuple[str, ...]
+    digests: tuple[bytes, ...]
+    redirect_uri: str
+    state: str
+    acr: str | None
+    acr_accepted: tuple[str, ...] | None
+    expected_subject: str | None
+    expected_email: str | None
+    created_at: datetime
+    expires_at: datetime
+
+    def __post_init__(self) -> None:
+        if not self.digests or len(self.labels) != len(self.digests):
+            raise ValueError("one label per digest, at least one")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredRequest(NewRequest):
+    status: str
+    ended_at: datetime | None
+    signer_subject: str | None
+    record_serial: str | None
+    result: Mapping[str, Any] | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RequestPdf:
+    """A PDF of a 'pades' request: as sent, as prepared (signature field with a zero-filled
+    ``/Contents`` at ``[reserved_start, reserved_end)``), and signed once done."""
+
+    original: bytes
+    prepared: bytes
+    reserved_start: int
+    reserved_end: int
+    signed: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LoginFlow:
+    """RFC 6749 §4.1 / RFC 7636 / OIDC Core §3.1.2.1 values of one login for one request."""
+
+    request_id: uuid.UUID
+    state: str
+    nonce: str
+    verifier: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ConsentSession:
+    request_id: uuid.UUID
+    csrf_token: str
+    principal: Mapping[str, Any]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Signature activation data (ETSI TS 119 432 SAD; CEN EN 419 241-1 sole control): who
+    consented, how they authenticated, to which digests, until when. Single-use."""
+
+    id: uuid.UUID
+    request_id: uuid.UUID
+    token_issuer: str
+    token_subject: str
+    email: str | None
+    acr: str | None
+    auth_time: datetime | None
+    hash_algorithm: str
+    digests: tuple[bytes, ...]
+    created_at: datetime
+    expires_at: datetime
+
+
+_SELECT_REQUEST = (
+    "SELECT id, client_id, format, profile, hash_algorithm, labels, digests, redirect_uri, state,"
+    " acr, acr_accepted, expected_subject, expected_email, created_at, expires_at, status,"
+    " ended_at, signer_subject, record_serial, result, error FROM signing_requests WHERE id=$1"
+)
+# One statement consumes the activation and moves its request to 'signing' (see activate()).
+_ACTIVATE = (
+    "WITH act AS ("
+    "  UPDATE signature_activations SET consumed_at=$2"
+    "  WHERE id=$1 AND consumed_at IS NULL AND expires_at > $2"
+    "  RETURNING request_id, token_issuer, token_subject, email, acr, auth_time,"
+    "   hash_algorithm, digests)"
+    " UPDATE signing_requests r SET status='signing', signer_issuer=act.token_issuer,"
+    "  signer_subject=act.token_subject"
+    " FROM act WHERE r.id=act.request_id AND r.status='pending' AND r.expires_at > $2"
+    "  AND act.token_issuer=$3"
+    "  AND r.hash_algorithm=act.hash_algorithm AND r.digests=act.digests"
+    "  AND (r.expected_subject IS NULL OR r.expected_subject=act.token_subject)"
+    "  AND (r.expected_email IS NULL OR lower(r.expected_email)=lower(act.email))"
+    "  AND (r.acr_accepted IS NULL OR act.acr=ANY(r.acr_accepted))"
+    "  AND act.auth_time IS NOT NULL AND act.auth_time >= r.created_at - $4::interval"
+    " RETURNING r.id, r.client_id, r.format, r.profile, r.hash_algorithm, r.labels, r.digests,"
+    "  r.redirect_uri, r.state, r.acr, r.acr_accepted, r.expected_subject, r.expected_email,"
+    "  r.created_at, r.expires_at, r.status, r.ended_at, r.signer_subject, r.record_serial,"
+    "  r.result, r.error"
+)
+
+
+def _request(row: asyncpg.Record) -> StoredRequest:
+    values = dict(row)
+    values["labels"] = tuple(values["labels"])
+    values["digests"] = tuple(values["digests"])
+    accepted = values["acr_accepted"]
+    values["acr_accepted"] = None if accepted is None else tuple(accepted)
+    values["result"] = None if values["result"] is None else json.loads(values["result"])
+    return StoredRequest(**values)
+
+
+class RpClientStore:
+    """The relying-party registry; the pool is owned by the caller."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def add(self, client: RpClient, secret_hash: bytes) -> None:
+        async with guard("register relying party"):
+            await self._pool.execute(
+                "INSERT INTO rp_clients (client_id, name, secret_hash, redirect_uris, created_at)"
+                " VALUES ($1,$2,$3,$4,$5)",
+                client.client_id,
+                client.name,
+                secret_hash,
+                list(client.redirect_uris),
+                client.created_at,
+            )
+
+    async def get(self, client_id: str) -> tuple[RpClient, bytes] | None:
+        """The client and its secret hash, revoked ones included (the caller decides)."""
+        async with guard("read relying party"):
+            row = await self._pool.fetchrow(
+                "SELECT client_id, name, redirect_uris, created_at, rotated_at, revoked_at,"
+                " secret_hash FROM rp_clients WHERE client_id=$1",
+                client_id,
+            )
+        if row is None:
+            return None
+        values = dict(row)
+        secret_hash = values.pop("secret_hash")
+        values["redirect_uris"] = tuple(values["redirect_uris"])
+        return RpClient(**values), secret_hash
+
+    async def all(self) -> list[RpClient]:
+        async with guard("list relying parties"):
+            rows = await self._pool.fetch(
+                "SELECT client_id, name, redirect_uris, created_at, rotated_at, revoked_at"
+                " FROM rp_clients ORDER BY created_at, client_id"
+            )
+        return [RpClient(**{**dict(r), "redirect_uris": tuple(r["redirect_uris"])}) for r in rows]
+
+    async def rotate(self, client_id: str, secret_hash: bytes, now: datetime) -> bool:
+        """Replace the secret of a client that is not revoked; the old one stops working."""
+        async with guard("rotate relying-party secret"):
+            done = await self._pool.fetchval(
+                "UPDATE rp_clients SET secret_hash=$2, rotated_at=$3"
+                " WHERE client_id=$1 AND revoked_at IS NULL RETURNING true",
+                client_id,
+                secret_hash,
+                now,
+            )
+        return bool(done)
+
+    async def revoke(self, client_id: str, now: datetime) -> bool:
+        async with guard("revoke relying party"):
+            done = await self._pool.fetchval(
+                "UPDATE rp_clients SET revoked_at=$2"
+                " WHERE client_id=$1 AND revoked_at IS NULL RETURNING true",
+                client_id,
+                now,
+            )
+        return bool(done)
+
+
+class SigningRequestStore:
+    """Signing requests and the flow state of the browser steps."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, req: NewRequest, pdfs: Sequence[RequestPdf] = ()) -> None:
+        """Store the request (and its prepared PDFs, format 'pades') in one transaction."""
+        async with (
+            guard("create signing request"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute(
+                "INSERT INTO signing_requests (id, client_id, status, format, profile,"
+                " hash_algorithm, labels, digests, redirect_uri, state, acr, acr_accepted,"
+                " expected_subject, expected_email, created_at, expires_at)"
+                " VALUES ($1,$2,'pending',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+                req.id,
+                req.client_id,
+                req.format,
+                req.profile,
+                req.hash_algorithm,
+                list(req.labels),
+                list(req.digests),
+                req.redirect_uri,
+                req.state,
+                req.acr,
+                None if req.acr_accepted is None else list(req.acr_accepted),
+                req.expected_subject,
+                req.expected_email,
+                req.created_at,
+                req.expires_at,
+            )
+            if not pdfs:
+                return
+            await conn.executemany(
+                "INSERT INTO signing_request_pdfs (request_id, position, original, prepared,"
+                " reserved_start, reserved_end) VALUES ($1,$2,$3,$4,$5,$6)",
+                [
+                    (req.id, i, p.original, p.prepared, p.reserved_start, p.reserved_end)
+                    for i, p in enumerate(pdfs)
+                ],
+            )
+
+    async def pdfs(self, request_id: uuid.UUID) -> list[RequestPdf]:
+        async with guard("read request PDFs"):
+            rows = await self._pool.fetch(
+                "SELECT original, prepared, reserved_start, reserved_end, signed"
+                " FROM signing_request_pdfs WHERE request_id=$1 ORDER BY position",
+                request_id,
+            )
+        return [RequestPdf(**dict(r)) for r in rows]
+
+    async def get(self, request_id: uuid.UUID, now: datetime) -> StoredRequest | None:
+        """The request; a pending one past its expiry is marked 'expired' on the way."""
+        async with guard("read signing request"):
+            await self._pool.execute(
+                "UPDATE signing_requests SET status='expired', ended_at=$2"
+                " WHERE id=$1 AND status='pending' AND expires_at <= $2",
+                request_id,
+                now,
+            )
+            row = await self._pool.fetchrow(_SELECT_REQUEST, request_id)
+        return None if row is None else _request(row)
+
+    async def save_flow(self, id_hash: bytes, flow: LoginFlow, now: datetime) -> None:
+        """Store a login flow; expired flows and consent sessions are dropped on the way."""
+        async with (
+            guard("save signing login flow"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("DELETE FROM signing_login_flows WHERE expires_at < $1", now)
+            await conn.execute("DELETE FROM signing_consent_sessions WHERE expires_at < $1", now)
+            await conn.execute(
+                "INSERT INTO signing_login_flows (id_hash, request_id, state, nonce,"
+                " verifier, expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
+                id_hash,
+                flow.request_id,
+                flow.state,
+                flow.nonce,
+                flow.verifier,
+                flow.expires_at,
+            )
+
+    async def take_flow(self, id_hash: bytes, now: datetime) -> LoginFlow | None:
+        """The unexpired flow for this browser, deleted in the same statement (single use)."""
+        async with guard("take signing login flow"):
+            row = await self._pool.fetchrow(
+                "DELETE FROM signing_login_flows WHERE id_hash=$1"
+                " RETURNING request_id, state, nonce, verifier, expires_at",
+                id_hash,
+            )
+        if row is None or row["expires_at"] <= now:
+            return None
+        return LoginFlow(**dict(row))
+
+    async def create_session(self, id_hash: bytes, session: ConsentSession) -> None:
+        async with guard("create consent session"):
+            await self._pool.execute(
+                "INSERT INTO signing_consent_sessions (id_hash, request_id, csrf_token,"
+                " principal, expires_at) VALUES ($1,$2,$3,$4::jsonb,$5)",
+                id_hash,
+                session.request_id,
+                session.csrf_token,
+                json.dumps(dict(session.principal)),
+                session.expires_at,
+            )
+
+    async def session(
+        self, id_hash: bytes, request_id: uuid.UUID, now: datetime
+    ) -> ConsentSession | None:
+        async with guard("read consent session"):
+            row = await self._pool.fetchrow(
+                "SELECT request_id, csrf_token, principal, expires_at"
+                " FROM signing_consent_sessions"
+                " WHERE id_hash=$1 AND request_id=$2 AND expires_at > $3",
+                id_hash,
+                request_id,
+                now,
+            )
+        return None if row is None else _session(row)
+
+    async def take_session(
+        self, id_hash: bytes, request_id: uuid.UUID, now: datetime
+    ) -> ConsentSession | None:
+        """The consent session, deleted in the same statement: one decision per login."""
+        async with guard("take consent session"):
+            row = await self._pool.fetchrow(
+                "DELETE FROM signing_consent_sessions WHERE id_hash=$1 AND request_id=$2"
+                " RETURNING request_id, csrf_token, principal, expires_at",
+                id_hash,
+                request_id,
+            )
+        if row is None or row["expires_at"] <= now:
+            return None
+        return _session(row)
+
+    async def add_activation(self, act: Activation) -> None:
+        async with guard("create signature activation"):
+            await self._pool.execute(
+                "INSERT INTO signature_activations (id, request_id, token_issuer, token_subject,"
+                " email, acr, auth_time, hash_algorithm, digests, created_at, expires_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                act.id,
+                act.request_id,
+                act.token_issuer,
+                act.token_subject,
+                act.email,
+                act.acr,
+                act.auth_time,
+                act.hash_algorithm,
+                list(act.digests),
+                act.created_at,
+                act.expires_at,
+            )
+
+    async def activate(
+        self, activation_id: uuid.UUID, issuer: str, now: datetime, skew: timedelta
+    ) -> StoredRequest | None:
+        """Consume the activation and move its request from 'pending' to 'signing', in one
+        statement that checks everything sole control needs (ETSI TS 119 432 SAD checks):
+
+        the activation is unused and unexpired; its request is pending and unexpired; the
+        digests and hash algorithm are exactly the request's; the subject is the request's
+        expected signer (``sub`` or verified e-mail) when one was named; the ``acr`` is one
+        the request accepts; the login happened after the request was created (``auth_time``
+        no earlier than ``created_at - skew``) and the token came from ``issuer``.
+
+        Returns the request (now 'signing'), or None when any check fails; the activation is
+        used up either way.
+        """
+        async with guard("consume signature activation"):
+            row = await self._pool.fetchrow(
+                _ACTIVATE,
+                activation_id,
+                now,
+                issuer,
+                skew,
+            )
+        return None if row is None else _request(row)
+
+    async def finish(
+        self,
+        request_id: uuid.UUID,
+        now: datetime,
+        *,
+        status: str,
+        serial: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        signed_pdfs: Sequence[bytes] = (),
+    ) -> bool:
+        """End a request that is 'signing' (completed or failed), with its signed PDFs."""
+        async with (
+            guard("finish signing request"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            done = await conn.fetchval(
+                "UPDATE signing_requests SET status=$2, ended_at=$3, record_serial=$4,"
+                " result=$5::jsonb, error=$6 WHERE id=$1 AND status='signing' RETURNING true",
+                request_id,
+                status,
+                now,
+                serial,
+                None if result is None else json.dumps(dict(result)),
+                error,
+            )
+            if done and signed_pdfs:
+                await conn.executemany(
+                    "UPDATE signing_request_pdfs SET signed=$3 WHERE request_id=$1 AND position=$2",
+                    [(request_id, i, pdf) for i, pdf in enumerate(signed_pdfs)],
+                )
+        return bool(done)
+
+    async def cancel(self, request_id: uuid.UUID, now: datetime) -> bool:
+        """The signer declined: a pending request becomes 'cancelled'."""
+        async with guard("cancel signing request"):
+            done = await self._pool.fetchval(
+                "UPDATE signing_requests SET status='cancelled', ended_at=$2"
+                " WHERE id=$1 AND status='pending' RETURNING true",
+                request_id,
+                now,
+            )
+        return bool(done)
+
+
+def _session(row: asyncpg.Record) -> ConsentSession:
+    return ConsentSession(
+        request_id=row["request_id"],
+        csrf_token=row["csrf_token"],
+        principal=json.loads(row["principal"]),
+        expires_at=row["expires_at"],
+    )
