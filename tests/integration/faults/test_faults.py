@@ -209,14 +209,28 @@ async def test_sigterm_finishes_in_flight_requests(
     )
     signer = SignerProcess(env, port, tmp_path / "signer.log").start()
     token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    loop = asyncio.get_running_loop()
+    finished: dict[int, float] = {}
+
+    async def timed(n: int) -> tuple[int, Any]:
+        result = await post(session, signer.url, token)
+        finished[n] = loop.time()
+        return result
+
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        in_flight = [asyncio.create_task(post(session, signer.url, token)) for _ in range(24)]
-        await asyncio.sleep(0.15)
+        # Open the connections first, so that the burst below is on the server at once
+        # (a fixed sleep raced connection setup on a loaded machine).
+        warm = await asyncio.gather(*(post(session, signer.url, token) for _ in range(24)))
+        assert {code for code, _ in warm} == {201}, warm
+        in_flight = [asyncio.create_task(timed(n)) for n in range(24)]
+        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         signer.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        stopped_at = loop.time()
         results = await asyncio.gather(*in_flight)
     assert signer.proc.wait(30) == 0  # type: ignore[union-attr]
     codes = [code for code, _ in results]
-    assert 201 in codes, codes
+    after_stop = [code for n, (code, _) in enumerate(results) if finished[n] > stopped_at]
+    assert 201 in after_stop, f"no request in flight at SIGTERM was finished: {codes}"
     # accepted requests complete; connections opened after the listener closed are refused
     assert set(codes) <= {201, 503, -1}, codes
     recorded = await statuses(database_url)
