@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca.authority import Chain, IssuingCA
 from ca.errors import ProfileError
 from ca.logentry import PrivacyKey
-from ca.profiles import Level, Subject, subject_from_attributes
+from ca.profiles import Level, NaturalPerson, Subject, subject_from_attributes
 from idp_adapter.principal import Principal
 from signer.errors import (
     DatabaseUnavailable,
@@ -452,6 +452,7 @@ class SigningService:
             profile=job.level.value,
             subject_type=principal.subject_type,
             subject_dn=cert.subject.rfc4514_string(),
+            email=job.subject.email if isinstance(job.subject, NaturalPerson) else None,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
             certificate_der=cert.public_bytes(Encoding.DER),

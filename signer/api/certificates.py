@@ -26,6 +26,7 @@ _FILTERS = {
     "client_id": "client_id",
     "serial": "serial",
     "status": "status",
+    "email": "email",
 }
 
 
@@ -36,6 +37,7 @@ def summary(rec: SigningRecord) -> dict[str, Any]:
         "created_at": rec.created_at.isoformat(),
         "completed_at": rec.completed_at.isoformat() if rec.completed_at else None,
         "subject_dn": rec.subject_dn,
+        "email": rec.email,
         "identity": {
             "issuer": rec.token_issuer,
             "issuer_name": rec.issuer_name,

@@ -510,6 +510,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
                         _query("client_id", "client id"),
                         _query("serial", "serial, hex"),
                         _query("status", "issued, completed or failed"),
+                        _query("email", "the certificate's e-mail address (case-insensitive)"),
                         _query("since", "created at or after", "date-time"),
                         _query("until", "created before", "date-time"),
                         {

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from signer.storage.records import RecordFilter
 
-FIELDS = ("subject", "dn", "client_id", "serial", "digest", "since", "until", "status")
+FIELDS = ("subject", "email", "dn", "client_id", "serial", "digest", "since", "until", "status")
 STATUSES = ("issued", "completed", "failed")
 DIGEST_SIZES = (32, 48, 64)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -80,6 +80,7 @@ def parse_search(query: Mapping[str, str]) -> Search:
         status=status,
         digest=parse_digest(values["digest"]) if "digest" in values else None,
         subject_dn_contains=values.get("dn"),
+        email=values.get("email"),
         since=since,
         until=until,
     )

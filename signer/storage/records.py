@@ -55,6 +55,8 @@ class IssuedRecord:
     hash_algorithm: str
     digests: tuple[bytes, ...]
     signature_format: str = "raw"
+    #: The certificate's subjectAltName e-mail (natural persons), for search.
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class RecordFilter:
     status: str | None = None
     digest: bytes | None = None
     subject_dn_contains: str | None = None
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,15 +138,15 @@ _COLUMNS = (
     "id, serial, status, request_id, created_at, completed_at, token_issuer, issuer_name,"
     " token_subject, client_id, profile, subject_type, subject_dn, not_before, not_after,"
     " certificate, key_evidence, hash_algorithm, digests, signed_count, destruction, failure,"
-    " signature_format"
+    " signature_format, email"
 )
 
 
 _INSERT_ISSUED = (
     "INSERT INTO signing_records (id, serial, status, request_id, created_at, token_issuer,"
     " issuer_name, token_subject, client_id, profile, subject_type, subject_dn, not_before,"
-    " not_after, certificate, key_evidence, hash_algorithm, digests, signature_format)"
-    " VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
+    " not_after, certificate, key_evidence, hash_algorithm, digests, signature_format, email)"
+    " VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
 )
 # One statement: data-modifying CTEs run exactly once and commit together (PostgreSQL docs,
 # "Data-Modifying Statements in WITH"); an idempotency response is stored only with its record,
@@ -240,6 +243,7 @@ def _issued_args(r: IssuedRecord) -> tuple[Any, ...]:
         r.hash_algorithm,
         list(r.digests),
         r.signature_format,
+        r.email,
     )
 
 
@@ -268,6 +272,7 @@ def record_from_row(r: asyncpg.Record) -> SigningRecord:
         destruction=json.loads(r["destruction"]) if r["destruction"] else None,
         failure=r["failure"],
         signature_format=r["signature_format"],
+        email=r["email"],
     )
 
 
@@ -466,6 +471,8 @@ def _where(f: RecordFilter, after: Cursor | None) -> tuple[str, list[Any]]:
             add(column + " = {}", value)
     if f.digest is not None:
         add("digests @> ARRAY[{}]::bytea[]", f.digest)
+    if f.email is not None:
+        add("lower(email) = lower({})", f.email)
     if f.subject_dn_contains is not None:
         add("subject_dn ILIKE {} ESCAPE '\\'", "%" + _like_escape(f.subject_dn_contains) + "%")
     if f.since is not None:

@@ -22,8 +22,8 @@ from signer.storage.records import guard
 PURGE = """
 WITH gone AS (
     UPDATE signing_records
-       SET token_subject = '', client_id = NULL, subject_dn = '', certificate = ''::bytea,
-           digests = '{}'
+       SET token_subject = '', client_id = NULL, subject_dn = '', email = NULL,
+           certificate = ''::bytea, digests = '{}'
      WHERE created_at < $1 AND octet_length(certificate) > 0
     RETURNING id
 ), stamps AS (

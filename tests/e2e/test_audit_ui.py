@@ -121,8 +121,10 @@ async def test_auditor_searches_opens_a_record_and_exports(
     digest_hex = hashlib.sha256(b"invoice-3").hexdigest()
     await search(page, **{"Signed digest (hex or base64)": digest_hex})
     assert await result_serials(page) == {two["serial"]}
-    await search(page, **{"Name or e-mail in the certificate subject": "alice example"})
+    await search(page, **{"Name in the certificate subject": "alice example"})
     assert mine["serial"] in await result_serials(page)
+    await search(page, **{"E-mail (in the certificate)": "ALICE@example.com", "From (UTC)": since})
+    assert await result_serials(page) == {mine["serial"]}
 
     await search(page, **{"From (UTC)": since})
     assert await result_serials(page) == {*batch_serials, mine["serial"]}

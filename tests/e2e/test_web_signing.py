@@ -583,7 +583,7 @@ async def test_a_double_submit_signs_once(site: Site, rp: Rp, browser: Browser) 
     await page.context.close()
 
 
-@pytest.mark.parametrize("expected", [{"email": "alice@example.test"}, {"subject": "alice"}])
+@pytest.mark.parametrize("expected", [{"email": "alice@example.com"}, {"subject": "alice"}])
 async def test_only_the_expected_signer_can_complete_the_request(
     site: Site, rp: Rp, browser: Browser, expected: dict[str, str]
 ) -> None:
@@ -594,7 +594,7 @@ async def test_only_the_expected_signer_can_complete_the_request(
     await page.goto(created["sign_url"])
     authorize = next(u for u in seen if u.startswith(site.idp.issuer) and "state=" in u)
     hint = parse_qs(urlsplit(authorize).query).get("login_hint")
-    assert hint == (["alice@example.test"] if "email" in expected else None)
+    assert hint == (["alice@example.com"] if "email" in expected else None)
     await idp_login(page, site, "bob")
     assert page.url.startswith(f"{site.url}/sign/callback")
     await expect(page.get_by_role("heading", level=1)).to_have_text(

@@ -147,6 +147,15 @@ async def test_filters_and_cursor_pagination(
         alice["items"][0]["subject_dn"].startswith("2.5.4.5=PNODE-1234567890")
         or "PNODE-1234567890" in alice["items"][0]["subject_dn"]
     )
+    assert alice["items"][0]["email"] == "alice@example.com"
+    by_email = await (
+        await client.get(
+            "/api/v1/certificates",
+            headers=auditor,
+            params={"email": "Alice@Example.COM", "since": start.isoformat()},
+        )
+    ).json()
+    assert [i["serial"] for i in by_email["items"]] == [serials[1]]
     by_serial = await (
         await client.get("/api/v1/certificates", headers=auditor, params={"serial": serials[2]})
     ).json()

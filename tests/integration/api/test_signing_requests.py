@@ -296,7 +296,7 @@ def activation(req: Any, **over: Any) -> Any:
         "request_id": req.id,
         "token_issuer": ISSUER,
         "token_subject": "alice",
-        "email": "alice@example.test",
+        "email": "alice@example.com",
         "acr": MFA,
         "auth_time": now,
         "hash_algorithm": "sha256",
@@ -349,9 +349,9 @@ async def test_expected_email_and_request_expiry(stores: tuple[Any, Any]) -> Non
     now = datetime.now(UTC)
     skew = timedelta(seconds=30)
     by_email = await new_request(
-        store, client, expected_subject=None, expected_email="Alice@Example.test"
+        store, client, expected_subject=None, expected_email="Alice@Example.com"
     )
-    for email in (None, "bob@example.test"):
+    for email in (None, "bob@example.com"):
         act = activation(by_email, email=email)
         await store.add_activation(act)
         assert await store.activate(act.id, ISSUER, now, skew) is None
@@ -401,7 +401,7 @@ def test_principal_survives_the_database_round_trip() -> None:
         acr=PWD,
         amr=("pwd",),
         auth_time=now,
-        email="alice@example.test",
+        email="alice@example.com",
     )
     back = principal_from_json(json.loads(json.dumps(principal_json(p))))
     assert replace(back, attributes=dict(back.attributes)) == replace(
