@@ -102,20 +102,20 @@ async def _per_signature(url: str, token: str, fmt: str) -> dict:
     return {"batched": batched, "single": single}
 
 
-def _child(kind: str, args: tuple[Any, ...], out: Any) -> None:
+def _child(fn: Any, args: tuple[Any, ...], out: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        fn = _throughput if kind == "throughput" else _per_signature
         out.put(asyncio.run(fn(*args)))
     except BaseException as exc:
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def in_child(kind: str, *args: Any, timeout: float) -> dict:
-    """Load generators run in their own process, as in bench/run.py (CPU apart from ours)."""
+def in_child(fn: Any, *args: Any, timeout: float) -> dict:
+    """``await fn(*args)`` in a process of its own, as the load generators of bench/run.py
+    (their CPU apart from ours); its result must be a dict, ``{"error": ...}`` on failure."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(kind, args, out), daemon=True)
+    proc = ctx.Process(target=_child, args=(fn, args, out), daemon=True)
     proc.start()
     try:
         result: dict = out.get(timeout=timeout)
@@ -124,7 +124,7 @@ def in_child(kind: str, *args: Any, timeout: float) -> dict:
         if proc.is_alive():
             proc.terminate()
     if "error" in result:
-        raise BenchError(f"{kind} load generator: {result['error']}")
+        raise BenchError(f"{fn.__name__} load generator: {result['error']}")
     return result
 
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 for fmt in ("raw", "cades"):
                     with step(f"round {n + 1}: {fmt}, {args.concurrency} connections"):
                         r = in_child(
-                            "throughput",
+                            _throughput,
                             signer.url,
                             batch_token,
                             fmt,
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 for fmt in ("raw", "cades"):
                     with step(f"round {n + 1}: {fmt}, 1 x {BATCH} vs {BATCH} x 1 digest"):
                         per_sig[fmt].append(
-                            in_child("per_signature", signer.url, batch_token, fmt, timeout=300)
+                            in_child(_per_signature, signer.url, batch_token, fmt, timeout=300)
                         )
             stop_signer(signer)
         leftover = sum(1 for o in token.list_objects() if o.label not in LONG_LIVED_LABELS)

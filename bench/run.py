@@ -73,12 +73,13 @@ class BenchError(RuntimeError):
 # ------------------------------------------------------------------ (a) raw HSM cycle
 
 
-def hsm_worker(env: dict[str, str], seconds: float, ready: Any, start: Any, out: Any) -> None:
-    """Child process of (a): open the HSM, warm up, wait for ``start``, run cycles, report."""
-    os.environ.update(env)  # SOFTHSM2_CONF must be set before the PKCS#11 module loads
+def child_main(work: Any, args: tuple[Any, ...], ready: Any, start: Any, out: Any) -> None:
+    """Body of a measuring child process: ``out.put(await work(*args, ready, start))`` in a
+    fresh event loop, or the error with its causes (and a ready signal, so that the parent
+    never waits for a child that died)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     try:
-        out.put(asyncio.run(_hsm_cycles(env, seconds, ready, start)))
+        out.put(asyncio.run(work(*args, ready, start)))
     except BaseException as exc:
         causes = [exc]
         while causes[-1].__cause__ is not None and len(causes) < 5:
@@ -86,6 +87,12 @@ def hsm_worker(env: dict[str, str], seconds: float, ready: Any, start: Any, out:
         text = " <- ".join(f"{type(e).__name__}: {e}" for e in causes)
         out.put({"pid": os.getpid(), "error": text})
         ready.put(os.getpid())  # never leave the parent waiting
+
+
+def hsm_worker(env: dict[str, str], seconds: float, ready: Any, start: Any, out: Any) -> None:
+    """Child process of (a): open the HSM, warm up, wait for ``start``, run cycles, report."""
+    os.environ.update(env)  # SOFTHSM2_CONF must be set before the PKCS#11 module loads
+    child_main(_hsm_cycles, (env, seconds), ready, start, out)
 
 
 async def _hsm_cycles(env: dict[str, str], seconds: float, ready: Any, start: Any) -> dict:
@@ -162,11 +169,22 @@ async def _hsm_cycles(env: dict[str, str], seconds: float, ready: Any, start: An
     }
 
 
-def measure_hsm(env: dict[str, str], workers: int, seconds: float) -> dict[str, Any]:
+def run_processes(
+    target: Any,
+    args: tuple[Any, ...],
+    workers: int,
+    seconds: float,
+    label: str,
+    groups: Any = None,
+) -> tuple[list[dict[str, Any]], CpuMeter]:
+    """``workers`` spawned processes of ``target(*args, ready, start, out)`` (see
+    :func:`child_main`): all warm up and say ready, then start together; returns their
+    results and the CPU used meanwhile by them (``label``) and by the process groups that
+    ``groups()`` names once they are ready (e.g. the database backends they opened)."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: the module is initialised per process
     ready, out, start = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [
-        ctx.Process(target=hsm_worker, args=(env, seconds, ready, start, out), daemon=True)
+        ctx.Process(target=target, args=(*args, ready, start, out), daemon=True)
         for _ in range(workers)
     ]
     try:
@@ -174,7 +192,8 @@ def measure_hsm(env: dict[str, str], workers: int, seconds: float) -> dict[str, 
             p.start()
         for _ in procs:
             ready.get(timeout=120)
-        meter = CpuMeter({"(a) workers": [p.pid for p in procs if p.pid is not None]})
+        pids = [p.pid for p in procs if p.pid is not None]
+        meter = CpuMeter({label: pids, **(groups() if groups else {})})
         meter.start()
         start.set()
         results = [out.get(timeout=seconds + 120) for _ in procs]
@@ -188,7 +207,12 @@ def measure_hsm(env: dict[str, str], workers: int, seconds: float) -> dict[str, 
                 p.join(10)
     errors = [r["error"] for r in results if "error" in r]
     if errors:
-        raise BenchError(f"(a) worker failed: {errors[0]}")
+        raise BenchError(f"{label}: a process failed: {errors[0]}")
+    return results, meter
+
+
+def measure_hsm(env: dict[str, str], workers: int, seconds: float) -> dict[str, Any]:
+    results, meter = run_processes(hsm_worker, (env, seconds), workers, seconds, "(a) workers")
     return {
         "rate": sum(r["cycles"] / r["elapsed"] for r in results),
         "per_process": [round(r["cycles"] / r["elapsed"]) for r in results],
@@ -768,6 +792,19 @@ def start_service(
     return BenchService(token, env, idp, signer, batch_token)
 
 
+def clean_up(tmp: Path, *, keep: bool) -> None:
+    """Remove the run's temp dir; with ``keep``, remove only its secrets (token, IdP keys)."""
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    for secret_file in (tmp / "softhsm").rglob("*"):
+        if secret_file.is_file():
+            secret_file.unlink()
+    for config in (tmp / "idp").glob("*.private.json"):
+        config.unlink()
+    print(f"kept logs in {tmp}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=2, help="processes for (a) and (b)")
@@ -831,15 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.alarm(0)
-        if args.keep:
-            for secret_file in (tmp / "softhsm").rglob("*"):
-                if secret_file.is_file():
-                    secret_file.unlink()
-            for config in (tmp / "idp").glob("*.private.json"):
-                config.unlink()
-            print(f"kept logs in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(tmp, keep=args.keep)
     print()
     print(
         f"qes-signer bench: {args.workers} processes, {args.seconds:g} s each,"
