@@ -192,11 +192,13 @@ idp() {
 
 init_ca() {
   local out
-  # stdout: log lines (migrations), then one summary line; stderr: the reason on failure.
+  # stdout: log lines (migrations), then the summary (CA, TSA, log key lines); stderr: the
+  # reason on failure. The whole summary stays in init.log.
   out=$("$QES" init --config "$CONFIG" 2>"$DATA/init.log") ||
     fail "qes init failed: $(tail -n 1 "$DATA/init.log")"
-  out=$(tail -n 1 <<<"$out")
-  step 5/7 "CA: ${out#CA }"
+  printf '%s\n' "$out" >>"$DATA/init.log"
+  out=$(grep -m 1 '^CA ' <<<"$out" || true)
+  step 5/7 "CA: ${out#CA } (CA, TSA and log keys: $DATA/init.log)"
 }
 
 signer() {
