@@ -11,13 +11,13 @@ the same HSM hop) and embeds the CMS. PDF work runs in a worker thread, never in
 from __future__ import annotations
 
 import asyncio
-import io
 from datetime import datetime
 
 from aiohttp import web
 
 from signer.api.auth import authenticate
-from signer.api.problems import BodyTooLarge, InvalidRequest, UnsupportedMediaType
+from signer.api.body import read_limited
+from signer.api.problems import InvalidRequest, UnsupportedMediaType
 from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.formats.pdf import embed, prepare
 from signer.pipeline import SignatureRequest
@@ -31,14 +31,7 @@ async def read_pdf(request: web.Request, limit: int) -> bytes:
     the JSON limit); 415 unless ``application/pdf``, 413 over the limit."""
     if request.content_type != PDF:
         raise UnsupportedMediaType(f"content type {request.content_type!r}, expected {PDF}")
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"{request.content_length} > {limit} octets")
-    body = io.BytesIO()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        body.write(chunk)
-        if body.tell() > limit:
-            raise BodyTooLarge(f"more than {limit} octets")
-    return body.getvalue()
+    return await read_limited(request, limit)
 
 
 def _field(request: web.Request) -> str:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from signer.api.problems import BodyTooLarge, NotFound, UnsupportedMediaType
+from signer.api.body import read_limited
+from signer.api.problems import NotFound, UnsupportedMediaType
 from signer.api.state import SERVICES, Services
 from signer.timestamping import BuiltinTimeStamps, reply_status
 
@@ -53,15 +54,3 @@ async def time_stamp(request: web.Request) -> web.Response:
     reply = await services.hsm.run(lambda session: source.respond(session, query))
     log.info("time_stamp_reply", status=reply_status(reply), query_octets=len(query))
     return web.Response(body=reply, content_type=REPLY_TYPE)
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The body, reading at most ``limit`` + 1 octets; 413 beyond ``limit``."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"Content-Length {request.content_length} > {limit}")
-    body = bytearray()
-    while chunk := await request.content.read(limit + 1 - len(body)):
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge(f"body over {limit} octets")
-    return bytes(body)
