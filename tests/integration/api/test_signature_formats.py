@@ -188,6 +188,33 @@ async def test_pades_b_t_for_a_prepared_pdf(
         rejected = run(*command, tampered)
         assert rejected.returncode != 0 and not rejected.stdout.strip().endswith(":VALID")
 
+    # OpenSSL on the same signature: the CMS over the signed byte range (ISO 32000-2 §12.8.1),
+    # at the token's genTime, and the signature-time-stamp token on its own.
+    cms_der = base64.b64decode(b64)
+    token = signature_time_stamp(cms_der)
+    (cms_path, token_path) = (tmp_path / "pades.p7s", tmp_path / "pades-token.der")
+    cms_path.write_bytes(cms_der)
+    token_path.write_bytes(token)
+    start, end = prepared.reserved_start, prepared.reserved_end
+    for name, pdf in (("signed", data), ("tampered", tampered.read_bytes())):
+        content = tmp_path / f"{name}.byterange"
+        content.write_bytes(pdf[:start] + pdf[end:])
+        done = run(
+            "openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", cms_path,
+            "-content", content, "-CAfile", root, "-purpose", "any", "-cades",
+            "-attime", str(int(gen_time(token).timestamp())), "-out", "/dev/null",
+        )  # fmt: skip
+        if name == "signed":
+            assert done.returncode == 0 and "Verification successful" in done.stderr, done.stderr
+        else:
+            assert done.returncode != 0
+    imprint = hashlib.sha256(signer_info(cms_der)["signature"].native).hexdigest()
+    ts = run(
+        "openssl", "ts", "-verify", "-token_in", "-in", token_path, "-digest", imprint,
+        "-CAfile", root,
+    )  # fmt: skip
+    assert ts.returncode == 0 and "Verification: OK" in ts.stdout, ts.stdout + ts.stderr
+
 
 async def test_unknown_format_is_a_problem(client: TestClient, batch_token: str) -> None:
     resp = await client.post(
