@@ -26,10 +26,12 @@ report counts it as purged.
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -350,3 +352,71 @@ async def verify_export(
     except MerkleError as exc:
         raise LogVerificationFailed(None, f"manifest checkpoint is not in the log: {exc}") from exc
     return ExportReport(rows, digest, checkpoint, latest)
+
+
+# -- offline: a log export, checked against its signed checkpoint --------------------------------
+
+#: Entries per database round trip when exporting the log.
+EXPORT_WINDOW = 10_000
+
+
+async def export_log(
+    store: LogStore, origin: str, write: Callable[[str], object]
+) -> Checkpoint | None:
+    """Write the log up to its latest checkpoint as JSON Lines: a header ``{"origin",
+    "checkpoint"}`` (the signed note), then ``{"index", "entry"}`` (base64) in index order.
+
+    Everything an offline verifier needs to recompute the tree (RFC 9162 §2.1.1) and compare
+    it with the signed tree head; returns the checkpoint, or None when none is published."""
+    latest = await store.latest_checkpoint()
+    if latest is None:
+        return None
+    write(json.dumps({"origin": origin, "checkpoint": latest.note}) + "\n")
+    for start in range(0, latest.size, EXPORT_WINDOW):
+        for row in await store.entries_window(start, min(start + EXPORT_WINDOW, latest.size)):
+            entry = base64.b64encode(row.entry).decode("ascii")
+            write(json.dumps({"index": row.idx, "entry": entry}) + "\n")
+    return Checkpoint(origin, latest.size, latest.root)
+
+
+def verify_log_export(lines: Iterable[bytes | str], verifier: NoteVerifier) -> VerifyReport:
+    """Recompute the Merkle tree from an exported log (:func:`export_log`) and check it against
+    the export's checkpoint, whose signature must verify with ``verifier`` (C2SP signed-note,
+    tlog-checkpoint). No database: a copy held by an auditor proves what the log said.
+
+    Names the first entry that is out of order, missing, malformed or unparseable; a root that
+    differs from the signed one means some entry of ``[0, size)`` was altered (a root alone
+    cannot say which: compare with the service's inclusion proofs to find it)."""
+    it = iter(lines)
+    try:
+        header = json.loads(next(it))
+        checkpoint = open_checkpoint(header["checkpoint"], verifier, header["origin"])
+    except StopIteration:
+        raise LogVerificationFailed(None, "the export is empty") from None
+    except (ValueError, KeyError, TypeError, CaError) as exc:
+        raise LogVerificationFailed(None, f"export header: {exc}") from exc
+    tree = CompactRange.empty()
+    count = 0
+    for raw in it:
+        if count == checkpoint.size:
+            raise LogVerificationFailed(count, "the export goes on past its checkpoint")
+        try:
+            line = json.loads(raw)
+            index, entry = line["index"], base64.b64decode(line["entry"], validate=True)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LogVerificationFailed(count, f"not an export line: {exc}") from exc
+        if index != count:
+            raise LogVerificationFailed(count, f"expected entry {count}, found {index}")
+        try:
+            entry_fields(entry)
+        except LogEntryError as exc:
+            raise LogVerificationFailed(count, f"entry bytes do not parse: {exc}") from exc
+        tree, _ = tree.append(leaf_hash(entry))
+        count += 1
+    if count != checkpoint.size:
+        raise LogVerificationFailed(count, f"the export ends at {count} of {checkpoint.size}")
+    if tree.root() != checkpoint.root_hash:
+        raise LogVerificationFailed(
+            None, f"the entries' root differs from the signed checkpoint of size {count}"
+        )
+    return VerifyReport(entries=count, checkpoint=checkpoint)

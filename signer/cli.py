@@ -618,12 +618,59 @@ async def _audit_verify_export(
     )
 
 
+def _audit_verify_log_export(args: argparse.Namespace) -> str:
+    from signer.audit import verify_log_export
+
+    settings = None if args.vkey else _settings(args)
+    verifier = asyncio.run(_log_verifier(settings, args.vkey))
+    try:
+        with open(args.log_export, "rb") as f:
+            report = verify_log_export(f, verifier)
+    except OSError as exc:
+        raise SignerError(f"{args.log_export}: {exc.strerror}") from exc
+    return (
+        f"log export verified: {report.entries} entries; their root is the one the log key"
+        f" signed for {report.checkpoint.origin} at size {report.checkpoint.size}"
+    )
+
+
+async def _audit_export_log(settings: Any, write: Any) -> Any:
+    from signer.audit import export_log
+    from signer.storage.log import LogStore
+
+    pool = await _pool(settings)
+    try:
+        return await export_log(LogStore(pool, settings.log.origin), settings.log.origin, write)
+    finally:
+        await pool.close()
+
+
+def cmd_audit_export_log(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.out == "-":
+        checkpoint = asyncio.run(_audit_export_log(settings, sys.stdout.write))
+    else:
+        try:
+            with open(args.out, "w", encoding="utf-8") as out:
+                checkpoint = asyncio.run(_audit_export_log(settings, out.write))
+        except OSError as exc:
+            return _fail(f"{args.out}: {exc.strerror}")
+    if checkpoint is None:
+        return _fail("no checkpoint published yet: nothing to export")
+    if args.out != "-":
+        print(f"exported {checkpoint.size} entries up to the checkpoint of size {checkpoint.size}")
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from signer.audit import LogVerificationFailed
 
     if (args.export is None) != (args.manifest is None):
         return _fail("--export and --manifest go together")
     try:
+        if args.log_export is not None:
+            print(_audit_verify_log_export(args))
+            return 0
         if args.export is not None:
             print(
                 asyncio.run(
@@ -635,7 +682,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             return 0
         print(asyncio.run(_audit_verify(_settings(args), args.vkey, args.quiet)))
     except LogVerificationFailed as exc:
-        return _fail(f"{'export' if args.export else 'log'} verification failed: {exc}")
+        what = "export" if args.export else "log export" if args.log_export else "log"
+        return _fail(f"{what} verification failed: {exc}")
     return 0
 
 
@@ -934,7 +982,17 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     verify.add_argument("--export", metavar="FILE", help="an audit-UI export to check ...")
     verify.add_argument("--manifest", metavar="FILE", help="... against its signed manifest")
+    verify.add_argument(
+        "--log-export",
+        metavar="FILE",
+        help="check an exported log offline (no database; give --vkey for no HSM either)",
+    )
     verify.set_defaults(func=cmd_audit_verify)
+    export_log = with_config(
+        asub.add_parser("export-log", help="write the log up to its checkpoint (JSON Lines)")
+    )
+    export_log.add_argument("out", metavar="FILE", help="where to write it ('-' for stdout)")
+    export_log.set_defaults(func=cmd_audit_export_log)
     consistency.add_argument("old", help="checkpoint file, or size of a stored checkpoint")
     consistency.add_argument("new", help="checkpoint file, or size of a stored checkpoint")
     consistency.set_defaults(func=cmd_audit_consistency)
