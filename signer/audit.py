@@ -361,7 +361,10 @@ EXPORT_WINDOW = 10_000
 
 
 async def export_log(
-    store: LogStore, origin: str, write: Callable[[str], object]
+    store: LogStore,
+    origin: str,
+    write: Callable[[str], object],
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Checkpoint | None:
     """Write the log up to its latest checkpoint as JSON Lines: a header ``{"origin",
     "checkpoint"}`` (the signed note), then ``{"index", "entry"}`` (base64) in index order.
@@ -376,6 +379,7 @@ async def export_log(
         for row in await store.entries_window(start, min(start + EXPORT_WINDOW, latest.size)):
             entry = base64.b64encode(row.entry).decode("ascii")
             write(json.dumps({"index": row.idx, "entry": entry}) + "\n")
+        progress(min(start + EXPORT_WINDOW, latest.size), latest.size)
     return Checkpoint(origin, latest.size, latest.root)
 
 

@@ -635,14 +635,28 @@ def _audit_verify_log_export(args: argparse.Namespace) -> str:
 
 
 async def _audit_export_log(settings: Any, write: Any) -> Any:
-    from signer.audit import export_log
+    from signer.audit import EXPORT_WINDOW, export_log
     from signer.storage.log import LogStore
+
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and sys.stderr.isatty() and total > EXPORT_WINDOW:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="entry", desc="exporting", file=sys.stderr)
+        if bar is not None:
+            bar.update(done - bar.n)
 
     pool = await _pool(settings)
     try:
-        return await export_log(LogStore(pool, settings.log.origin), settings.log.origin, write)
+        store = LogStore(pool, settings.log.origin)
+        return await export_log(store, settings.log.origin, write, progress)
     finally:
         await pool.close()
+        if bar is not None:
+            bar.close()
 
 
 def cmd_audit_export_log(args: argparse.Namespace) -> int:
