@@ -433,14 +433,24 @@ class SigningRequestStore:
                 )
         return bool(done)
 
-    async def cancel(self, request_id: uuid.UUID, now: datetime) -> bool:
-        """The signer declined: a pending request becomes 'cancelled'."""
+    async def cancel(
+        self,
+        request_id: uuid.UUID,
+        now: datetime,
+        *,
+        status: str = "cancelled",
+        error: str | None = None,
+    ) -> bool:
+        """The signer declined (or the IdP refused the login): a pending request becomes
+        'cancelled', or 'failed' with ``error`` when the IdP reported a failure."""
         async with guard("cancel signing request"):
             done = await self._pool.fetchval(
-                "UPDATE signing_requests SET status='cancelled', ended_at=$2"
+                "UPDATE signing_requests SET status=$3, ended_at=$2, error=$4"
                 " WHERE id=$1 AND status='pending' RETURNING true",
                 request_id,
                 now,
+                status,
+                error,
             )
         return bool(done)
 

@@ -190,6 +190,20 @@ class Decision:
     status: str
 
 
+#: IdP errors that mean the person did not (or could not) log in: the request is cancelled.
+IDP_REFUSALS = frozenset({
+    "access_denied", "login_required", "consent_required", "interaction_required",
+    "account_selection_required",
+})  # fmt: skip
+#: Other IdP errors named by RFC 6749 §4.1.2.1 and OIDC Core §3.1.2.6 (logged by name).
+IDP_FAILURES = frozenset({
+    "invalid_request", "unauthorized_client", "unsupported_response_type", "invalid_scope",
+    "server_error", "temporarily_unavailable", "invalid_request_uri",
+    "invalid_request_object", "request_not_supported", "request_uri_not_supported",
+    "registration_not_supported",
+})  # fmt: skip
+
+
 def digest(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
 
@@ -372,6 +386,30 @@ class WebSigning:
         await self._requests.create_session(digest(session_id), session)
         log.info("signer_logged_in", id=str(req.id), subject=principal.subject, acr=principal.acr)
         return Consenting(session_id, req.id)
+
+    async def idp_refused(self, flow_id: str | None, state: str | None, error: str) -> Decision:
+        """The IdP answered with ``error`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6) for the flow
+        this browser started: the flow is used up, the request ends (nothing is signed) and
+        the browser goes back to the RP. A refusal by the person (``access_denied``,
+        ``login_required``, ...) cancels the request and the RP gets ``access_denied``; any
+        other error fails it and the RP gets ``server_error``. A callback without this
+        browser's flow or with another ``state`` changes nothing: it cannot end a request."""
+        now = self._clock()
+        flow = await self._requests.take_flow(digest(flow_id), now) if flow_id else None
+        if flow is None:
+            raise SignerLoginFailed("no login flow for this browser (expired, used or foreign)")
+        if not state or not hmac.compare_digest(state.encode(), flow.state.encode()):
+            raise SignerLoginFailed("state does not match the flow this browser started")
+        req = await self._pending(flow.request_id)
+        refused = error in IDP_REFUSALS
+        status, rp_error = ("cancelled", "access_denied") if refused else ("failed", "server_error")
+        if not await self._requests.cancel(
+            req.id, now, status=status, error=None if refused else "idp_error"
+        ):
+            raise RequestNotPending(f"{req.id} ended meanwhile")
+        code = error if error in IDP_REFUSALS or error in IDP_FAILURES else "other"
+        log.warning("web_signing_idp_error", id=str(req.id), idp_error=code, status=status)
+        return Decision(back_to_rp(req, error=rp_error), status)
 
     def check_signer(self, req: StoredRequest, p: Principal) -> None:
         """The request's expected signer, assurance and freshness (checked again, atomically,
