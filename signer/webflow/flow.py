@@ -54,6 +54,7 @@ from signer.storage.signing_requests import (
     SigningRequestStore,
     StoredRequest,
 )
+from signer.webflow.webhooks import Webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -156,6 +157,8 @@ class Order:
     expected_email: str | None
     #: Format 'pades': the PDFs themselves (``digests`` is then empty until prepared).
     pdfs: tuple[bytes, ...] = ()
+    #: Told when the request ends (``signer.webflow.webhooks``).
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,9 @@ class WebSigning:
         public_url: str,
         clock: Callable[[], datetime],
         random: Callable[[int], str] = secrets.token_urlsafe,
+        webhooks: Webhooks | None = None,
     ) -> None:
+        self._webhooks = webhooks
         self._client = client
         self._tokens = tokens
         self._issuer = issuer
@@ -314,6 +319,7 @@ class WebSigning:
             acr_accepted=accepted,
             expected_subject=order.expected_subject,
             expected_email=order.expected_email,
+            webhook_url=order.webhook_url,
             created_at=now,
             expires_at=now + self.policy.request_lifetime,
         )
@@ -322,10 +328,19 @@ class WebSigning:
         return await self._pending(new.id)
 
     async def get(self, request_id: uuid.UUID) -> StoredRequest:
+        """The request; one found past its expiry ends as 'expired' here (and is told)."""
+        expired = await self._requests.expire(request_id, self._clock())
         req = await self._requests.get(request_id, self._clock())
         if req is None:
             raise SigningRequestNotFound(str(request_id))
+        if expired:
+            self._ended(req, "expired")
         return req
+
+    def _ended(self, req: StoredRequest, status: str) -> None:
+        """The request's end is committed: its webhook, if any, is sent in the background."""
+        if self._webhooks is not None:
+            self._webhooks.notify(req, status)
 
     async def _pending(self, request_id: uuid.UUID) -> StoredRequest:
         req = await self.get(request_id)
@@ -409,6 +424,7 @@ class WebSigning:
             raise RequestNotPending(f"{req.id} ended meanwhile")
         code = error if error in IDP_REFUSALS or error in IDP_FAILURES else "other"
         log.warning("web_signing_idp_error", id=str(req.id), idp_error=code, status=status)
+        self._ended(req, status)
         return Decision(back_to_rp(req, error=rp_error), status)
 
     def check_signer(self, req: StoredRequest, p: Principal) -> None:
@@ -494,12 +510,15 @@ class WebSigning:
             if not await self._requests.cancel(req.id, self._clock()):
                 raise RequestNotPending(f"{request_id} ended meanwhile")
             log.info("signing_request_cancelled", id=str(req.id))
+            self._ended(req, "cancelled")
             return Decision(back_to_rp(req, error="access_denied"), "cancelled")
         if decision != "sign":
             raise CsrfRejected(f"unknown decision {decision[:20]!r}")
         signer = principal_from_json(taken.principal)
         activation = await self._activate(req, signer)
-        return await self._sign(activation, signer, http_request_id)
+        done = await self._sign(activation, signer, http_request_id)
+        self._ended(req, done.status)  # completed or failed, committed
+        return done
 
     async def _activate(self, req: StoredRequest, signer: Principal) -> Activation:
         """The consent's signature activation data: this request, this subject with its acr
