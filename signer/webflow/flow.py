@@ -367,15 +367,20 @@ class WebSigning:
             extra["login_hint"] = req.expected_email
         return Started(flow_id, await self._client.authorization_url(flow_req, extra))
 
-    async def finish(self, flow_id: str | None, state: str | None, code: str | None) -> Consenting:
-        """Redeem the code of the flow this browser started (used up either way), verify the
-        ID token and the signer, and open the consent session."""
-        now = self._clock()
+    async def _take_flow(self, flow_id: str | None, state: str | None, now: datetime) -> LoginFlow:
+        """The flow this browser started (used up here), if ``state`` is its state."""
         flow = await self._requests.take_flow(digest(flow_id), now) if flow_id else None
         if flow is None:
             raise SignerLoginFailed("no login flow for this browser (expired, used or foreign)")
         if not state or not hmac.compare_digest(state.encode(), flow.state.encode()):
             raise SignerLoginFailed("state does not match the flow this browser started")
+        return flow
+
+    async def finish(self, flow_id: str | None, state: str | None, code: str | None) -> Consenting:
+        """Redeem the code of the flow this browser started (used up either way), verify the
+        ID token and the signer, and open the consent session."""
+        now = self._clock()
+        flow = await self._take_flow(flow_id, state, now)
         if not code:
             raise SignerLoginFailed("the authorization response has no code")
         try:
@@ -410,11 +415,7 @@ class WebSigning:
         other error fails it and the RP gets ``server_error``. A callback without this
         browser's flow or with another ``state`` changes nothing: it cannot end a request."""
         now = self._clock()
-        flow = await self._requests.take_flow(digest(flow_id), now) if flow_id else None
-        if flow is None:
-            raise SignerLoginFailed("no login flow for this browser (expired, used or foreign)")
-        if not state or not hmac.compare_digest(state.encode(), flow.state.encode()):
-            raise SignerLoginFailed("state does not match the flow this browser started")
+        flow = await self._take_flow(flow_id, state, now)
         req = await self._pending(flow.request_id)
         refused = error in IDP_REFUSALS
         status, rp_error = ("cancelled", "access_denied") if refused else ("failed", "server_error")

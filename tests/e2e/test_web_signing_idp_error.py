@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from playwright.async_api import Browser, Page, expect
 
-from tests.e2e import test_web_signing as web
 from tests.e2e.test_web_signing import (
     Rp,
     Site,
@@ -25,15 +24,6 @@ from tests.e2e.test_web_signing import (
     nothing_signed,
     records_of,
 )
-
-# The module's fixtures, used here by name (each module gets its own IdP, RP and signer).
-sign_port = web.sign_port
-sign_idp = web.sign_idp
-sign_env = web.sign_env
-rp_port = web.rp_port
-rp = web.rp
-rp_app = web.rp_app
-site = web.site
 
 
 async def at_idp(browser: Browser, site: Site, sign_url: str) -> tuple[Page, str]:

@@ -24,18 +24,8 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser
 
-from tests.e2e import test_web_signing as web_signing
 from tests.e2e.test_web_signing import Rp, Site, back_at_rp, create, documents, fetch, to_consent
 from tests.support.service import free_port
-
-# The module's fixtures, used here by name (each module gets its own IdP, RP and signer).
-sign_port = web_signing.sign_port
-sign_idp = web_signing.sign_idp
-sign_env = web_signing.sign_env
-rp_port = web_signing.rp_port
-rp = web_signing.rp
-rp_app = web_signing.rp_app
-site = web_signing.site
 
 
 @dataclass
