@@ -2,8 +2,10 @@
 # Quick start: from a fresh Debian/Ubuntu checkout to a running signer and one verified signature.
 #
 #   bash deploy/quickstart.sh         install what is missing, start SoftHSM2 token, PostgreSQL,
-#                                     dev IdP and signer, sign a sample file, verify it with OpenSSL
-#   bash deploy/quickstart.sh stop    stop the signer, the dev IdP and the private PostgreSQL
+#                                     dev IdP, signer (web signing on) and the example web app,
+#                                     sign a sample file, verify it with OpenSSL
+#   bash deploy/quickstart.sh stop    stop the example web app, the signer, the dev IdP and the
+#                                     private PostgreSQL
 #
 # Everything it creates lives in .qes/ (gitignored). Running it again reuses the HSM token, the
 # database and the CA and restarts nothing that already runs. Set QES_DATABASE_URL to use your own
@@ -16,6 +18,8 @@ DATA=.qes
 CONFIG=deploy/dev/qes.toml
 SIGNER_URL=http://127.0.0.1:8780
 IDP_URL=http://127.0.0.1:9400
+RP_URL=http://127.0.0.1:8090
+RP_PORT=8090
 IDP_CONFIG=deploy/dev-idp/demo.json
 HSM_LABEL=qes-dev
 QES=.venv/bin/qes
@@ -83,6 +87,7 @@ http_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/
 # ------------------------------------------------------------------ stop
 
 cmd_stop() {
+  terminate "$DATA/rp.pid" "example-rp/rp.py" "example web app"
   terminate "$DATA/signer.pid" "serve" "signer"
   terminate "$DATA/idp.pid" "server.mjs" "dev IdP"
   if [ ! -d "$DATA/postgres/data" ] || [ ! -x "$QES" ]; then
@@ -105,6 +110,9 @@ preflight() {
   if ! alive "$DATA/signer.pid" serve && port_busy 8780; then
     fail "port 8780 is taken by another process (another checkout's signer? run its 'deploy/quickstart.sh stop')"
   fi
+  if ! alive "$DATA/rp.pid" example-rp/rp.py && port_busy $RP_PORT; then
+    fail "port $RP_PORT is taken by another process (another checkout's example web app? run its 'deploy/quickstart.sh stop')"
+  fi
 }
 
 setup() {
@@ -122,7 +130,7 @@ setup() {
     tail -n 15 "$DATA/setup.log" >&2
     fail "deploy/setup.sh failed (log: $DATA/setup.log)"
   fi
-  step 1/7 "setup: system packages, .venv and dev IdP modules present (log: $DATA/setup.log)"
+  step 1/8 "setup: system packages, .venv and dev IdP modules present (log: $DATA/setup.log)"
 }
 
 # A random secret saved once (0600) and reused afterwards.
@@ -150,18 +158,18 @@ EOF
   QES_HSM_PIN=$(cat "$DATA/hsm-pin")
   export QES_HSM_PIN
   if softhsm2-util --show-slots 2>/dev/null | grep -Eq "Label: +$HSM_LABEL *$"; then
-    step 2/7 "HSM: SoftHSM2 token '$HSM_LABEL' reused ($dir)"
+    step 2/8 "HSM: SoftHSM2 token '$HSM_LABEL' reused ($dir)"
     return
   fi
   softhsm2-util --init-token --free --label "$HSM_LABEL" \
     --so-pin "$(cat "$DATA/hsm-so-pin")" --pin "$QES_HSM_PIN" >"$DATA/softhsm.log" 2>&1 ||
     fail "softhsm2-util --init-token failed: $(tail -n 1 "$DATA/softhsm.log")"
-  step 2/7 "HSM: SoftHSM2 token '$HSM_LABEL' created ($dir, PINs in $DATA/hsm-pin, $DATA/hsm-so-pin)"
+  step 2/8 "HSM: SoftHSM2 token '$HSM_LABEL' created ($dir, PINs in $DATA/hsm-pin, $DATA/hsm-so-pin)"
 }
 
 database() {
   if [ -n "${QES_DATABASE_URL:-}" ]; then
-    step 3/7 "database: using \$QES_DATABASE_URL"
+    step 3/8 "database: using \$QES_DATABASE_URL"
     return
   fi
   local url verb=started
@@ -169,14 +177,14 @@ database() {
   url=$("$QES" db start --data-dir "$ROOT/$DATA/postgres" 2>"$DATA/db.log") ||
     fail "private PostgreSQL did not start: $(tail -n 1 "$DATA/db.log") (log: $DATA/postgres/postgres.log)"
   export QES_DATABASE_URL=$url
-  step 3/7 "database: private PostgreSQL $verb at $url (data: $DATA/postgres)"
+  step 3/8 "database: private PostgreSQL $verb at $url (data: $DATA/postgres)"
 }
 
 idp() {
   local discovery=$IDP_URL/.well-known/openid-configuration i
   if alive "$DATA/idp.pid" server.mjs; then
     [ "$(http_status "$discovery")" = 200 ] || fail "dev IdP (pid $(cat "$DATA/idp.pid")) runs but $discovery does not answer; see $DATA/idp.log"
-    step 4/7 "dev IdP: already running at $IDP_URL (pid $(cat "$DATA/idp.pid"))"
+    step 4/8 "dev IdP: already running at $IDP_URL (pid $(cat "$DATA/idp.pid"))"
     return
   fi
   port_busy 9400 && fail "port 9400 is taken by another process (another checkout's IdP? run its 'deploy/quickstart.sh stop')"
@@ -187,7 +195,7 @@ idp() {
     sleep 0.1
   done
   [ "$(http_status "$discovery")" = 200 ] || { tail -n 10 "$DATA/idp.log" >&2; fail "dev IdP not ready after 30 s (log: $DATA/idp.log)"; }
-  step 4/7 "dev IdP: started at $IDP_URL (pid $(cat "$DATA/idp.pid"), log $DATA/idp.log)"
+  step 4/8 "dev IdP: started at $IDP_URL (pid $(cat "$DATA/idp.pid"), log $DATA/idp.log)"
 }
 
 init_ca() {
@@ -198,7 +206,7 @@ init_ca() {
     fail "qes init failed: $(tail -n 1 "$DATA/init.log")"
   printf '%s\n' "$out" >>"$DATA/init.log"
   out=$(grep -m 1 '^CA ' <<<"$out" || true)
-  step 5/7 "CA: ${out#CA } (CA, TSA and log keys: $DATA/init.log)"
+  step 5/8 "CA: ${out#CA } (CA, TSA and log keys: $DATA/init.log)"
 }
 
 signer() {
@@ -209,13 +217,16 @@ signer() {
       sleep 0.1
     done
     [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] || { tail -n 10 "$DATA/signer.log" >&2; fail "signer (pid $(cat "$DATA/signer.pid")) runs but $SIGNER_URL/readyz is not 200 (log: $DATA/signer.log)"; }
-    step 6/7 "signer: already running at $SIGNER_URL (pid $(cat "$DATA/signer.pid"))"
+    step 6/8 "signer: already running at $SIGNER_URL (pid $(cat "$DATA/signer.pid"))"
     return
   fi
   port_busy 8780 && fail "port 8780 is taken by another process (another checkout's signer? run its 'deploy/quickstart.sh stop')"
   # The audit web UI's OIDC client (demo secret from $IDP_CONFIG, public like every demo secret).
+  # Web signing (web apps send a person to sign) through the demo-signer-web client.
   QES__AUDIT__UI_CLIENT_ID=demo-audit-ui QES__AUDIT__UI_ISSUER=demo_people \
     QES_AUDIT_UI_CLIENT_SECRET=demo-only-audit-ui-secret-not-for-production \
+    QES__WEB_SIGNING__CLIENT_ID=demo-signer-web QES__WEB_SIGNING__ISSUER=demo_people \
+    QES_WEB_SIGNING_CLIENT_SECRET=$(demo_secret demo-signer-web) \
     launch "$DATA/signer.pid" "$DATA/signer.log" "$QES" serve --config "$CONFIG"
   for i in $(seq 600); do
     [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] && break
@@ -223,13 +234,56 @@ signer() {
     sleep 0.1
   done
   [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] || { tail -n 15 "$DATA/signer.log" >&2; fail "signer not ready after 60 s (log: $DATA/signer.log)"; }
-  step 6/7 "signer: started at $SIGNER_URL (pid $(cat "$DATA/signer.pid"), log $DATA/signer.log)"
+  step 6/8 "signer: started at $SIGNER_URL (pid $(cat "$DATA/signer.pid"), log $DATA/signer.log)"
+}
+
+# The example web app: registered once with `qes client add` (its id and secret kept in
+# $DATA/example-rp.env, 0600, and registered again only if the database no longer knows it),
+# then started on $RP_URL.
+example_rp() {
+  local creds=$DATA/example-rp.env i out id=""
+  if [ -s "$creds" ]; then
+    id=$(sed -n 's/^QES_RP_CLIENT_ID=//p' "$creds")
+  fi
+  if [ -z "$id" ] || ! "$QES" client list --config "$CONFIG" 2>>"$DATA/rp.log" | grep -Eq "^$id +.* active "; then
+    out=$("$QES" client add "Example web app" --redirect-uri "$RP_URL/signed" --config "$CONFIG" 2>>"$DATA/rp.log") ||
+      fail "qes client add failed (log: $DATA/rp.log)"
+    (umask 077 && sed -n -e 's/^client_id: /QES_RP_CLIENT_ID=/p' -e 's/^client_secret: /QES_RP_CLIENT_SECRET=/p' <<<"$out" >"$creds")
+    id=$(sed -n 's/^QES_RP_CLIENT_ID=//p' "$creds")
+    [ -n "$id" ] || fail "qes client add printed no client_id"
+  fi
+  chmod 600 "$creds"
+  if alive "$DATA/rp.pid" example-rp/rp.py; then
+    [ "$(http_status "$RP_URL/")" = 200 ] || fail "example web app (pid $(cat "$DATA/rp.pid")) runs but $RP_URL/ does not answer 200 (log: $DATA/rp.log)"
+    step 7/8 "example web app: already running at $RP_URL (pid $(cat "$DATA/rp.pid"), client $id)"
+    return
+  fi
+  port_busy $RP_PORT && fail "port $RP_PORT is taken by another process (another checkout's example web app? run its 'deploy/quickstart.sh stop')"
+  (
+    set -a
+    # shellcheck disable=SC1090
+    . "$creds"
+    set +a
+    QES_URL=$SIGNER_URL QES_RP_URL=$RP_URL launch "$DATA/rp.pid" "$DATA/rp.log" "$PY" deploy/example-rp/rp.py
+  )
+  for i in $(seq 100); do
+    [ "$(http_status "$RP_URL/")" = 200 ] && break
+    alive "$DATA/rp.pid" example-rp/rp.py || { tail -n 10 "$DATA/rp.log" >&2; fail "example web app exited (log: $DATA/rp.log)"; }
+    sleep 0.1
+  done
+  [ "$(http_status "$RP_URL/")" = 200 ] || { tail -n 10 "$DATA/rp.log" >&2; fail "example web app not ready after 10 s (log: $DATA/rp.log)"; }
+  step 7/8 "example web app: started at $RP_URL (pid $(cat "$DATA/rp.pid"), client $id, log $DATA/rp.log)"
+}
+
+# The client secret of demo client $1 in $IDP_CONFIG (public demo values).
+demo_secret() {
+  "$PY" -c 'import json,sys; print(next(c["client_secret"] for c in json.load(open(sys.argv[1]))["clients"] if c["client_id"] == sys.argv[2]))' "$IDP_CONFIG" "$1"
 }
 
 # Client-credentials token (RFC 6749 §4.4) for demo client $1 into file $2 (0600).
 fetch_token() {
   local client=$1 out=$2 secret endpoint body code
-  secret=$("$PY" -c 'import json,sys; print(next(c["client_secret"] for c in json.load(open(sys.argv[1]))["clients"] if c["client_id"] == sys.argv[2]))' "$IDP_CONFIG" "$client")
+  secret=$(demo_secret "$client")
   endpoint=$(curl -sS --max-time 5 "$IDP_URL/.well-known/openid-configuration" |
     "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token_endpoint"])') ||
     fail "cannot read the token endpoint from $IDP_URL/.well-known/openid-configuration"
@@ -256,7 +310,7 @@ sign_and_verify() {
   fetch_token demo-batch "$DATA/batch.token"
   out=$("$QES" sign "$doc" --token-file "$DATA/batch.token" 2>&1) || fail "qes sign failed: $(tail -n 1 <<<"$out")"
   serial=$(sed -n 's/^signed .* with certificate \([0-9a-f]*\) .*/\1/p' <<<"$out")
-  step 7/7 "signed $doc: $(head -n 1 <<<"$out" | sed 's/^signed 1 file(s) with //')"
+  step 8/8 "signed $doc: $(head -n 1 <<<"$out" | sed 's/^signed 1 file(s) with //')"
 
   # Split the chain (leaf, issuing CA, root) for `openssl verify`.
   awk -v d="$dir" '/-----BEGIN CERTIFICATE-----/{n++} n==1{print >(d"/leaf.pem")} n==2{print >(d"/issuing.pem")} n==3{print >(d"/root.pem")}' "$doc.chain.pem"
@@ -299,6 +353,9 @@ Running (development only; demo IdP secrets are public):
   dev IdP     $IDP_URL  pid $(cat "$DATA/idp.pid" 2>/dev/null || echo '?')  log $DATA/idp.log
               users alice/demo-alice, bob/demo-bob; clients demo-batch, demo-auditor ($IDP_CONFIG)
   audit UI    $SIGNER_URL/audit  (log in as carol / demo-carol, the demo auditor)
+  example app $RP_URL  pid $(cat "$DATA/rp.pid" 2>/dev/null || echo '?')  log $DATA/rp.log
+              upload a file, sign it in the browser as alice / demo-alice, download the
+              signature (web signing; the app's client id and secret: $DATA/example-rp.env)
 EOF
   if [ -d "$DATA/postgres/data" ] && [ "${QES_DATABASE_URL:-}" = "$("$QES" db url --data-dir "$ROOT/$DATA/postgres" 2>/dev/null)" ]; then
     echo "  PostgreSQL  $QES_DATABASE_URL  log $DATA/postgres/postgres.log"
@@ -321,6 +378,7 @@ case "${1:-start}" in
     idp
     init_ca
     signer
+    example_rp
     sign_and_verify
     summary
     ;;

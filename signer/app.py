@@ -23,6 +23,7 @@ from idp_adapter.registry import IssuerRegistry
 from signer import auditui, webflow
 from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
+from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
 from signer.errors import ConfigError, SignerError
@@ -164,6 +165,8 @@ def _resources(
                 finally:
                     purger.cancel()
                     integrator.cancel()
+                    if WEBHOOKS in app:
+                        await app[WEBHOOKS].close()
                     await asyncio.gather(integrator, return_exceptions=True)
                     await signing.stop()
         finally:

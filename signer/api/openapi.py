@@ -378,6 +378,14 @@ def _web_signing_paths() -> dict[str, Any]:
                 "description": "the only person who may sign: {subject} or {email}",
                 "properties": {"subject": {"type": "string"}, "email": {"type": "string"}},
             },
+            "webhook_url": {
+                "type": "string",
+                "format": "uri",
+                "description": "https (http on loopback): POSTed {id, state, status} when the"
+                " request ends, X-Qes-Timestamp and X-Qes-Signature-256 (HMAC-SHA-256 of"
+                " timestamp.body, key HMAC-SHA-256(SHA-256(client_secret),"
+                " 'qes-signer webhook v1'))",
+            },
         },
     }
     errors: list[type[SignerError]] = [

@@ -13,6 +13,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,12 +27,17 @@ from signer.config import DIGEST_SIZES
 from signer.pipeline import FORMATS
 from signer.storage.signing_requests import RpClient, StoredRequest
 from signer.webflow.flow import Order, SigningRequestNotFound, WebSigning
-from signer.webflow.registry import InvalidClient, RpRegistry
+from signer.webflow.registry import InvalidClient, RegistryError, RpRegistry, check_redirect_uri
+from signer.webflow.webhooks import Webhooks
 
 WEB_SIGNING = web.AppKey("web_signing", WebSigning)
 RP_REGISTRY = web.AppKey("rp_registry", RpRegistry)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 MAX_DOCUMENTS = 100
-_FIELDS = {"documents", "hash_algorithm", "format", "profile", "redirect_uri", "state", "acr"}
+_FIELDS = {
+    "documents", "hash_algorithm", "format", "profile", "redirect_uri", "state", "acr",
+    "webhook_url",
+}  # fmt: skip
 
 
 async def authenticate_rp(request: web.Request) -> RpClient:
@@ -92,6 +98,17 @@ def _signer(value: Any) -> tuple[str | None, str | None]:
     return subject, email
 
 
+def _webhook_url(body: Mapping[str, Any]) -> str | None:
+    """Optional; https, or http on loopback, no fragment (checked like redirect URIs)."""
+    url = _text(body, "webhook_url", 2000, required=False)
+    if url is None:
+        return None
+    try:
+        return check_redirect_uri(url)
+    except RegistryError as exc:
+        raise InvalidRequest(f"webhook_url: {exc}".replace("redirect URI", "URI")) from exc
+
+
 def parse_order(body: Any) -> Order:
     """Validate the body; every bad field is a 422 problem naming it (RFC 9457)."""
     if not isinstance(body, dict):
@@ -123,6 +140,7 @@ def parse_order(body: Any) -> Order:
         acr=_text(body, "acr", 255, required=False),
         expected_subject=subject,
         expected_email=email,
+        webhook_url=_webhook_url(body),
     )
 
 
@@ -146,7 +164,19 @@ def _summary(req: StoredRequest, flow: WebSigning) -> dict[str, Any]:
         body["signer"] = {"subject": req.signer_subject}
     if req.error is not None:
         body["error"] = req.error
+    if req.webhook_url is not None:
+        body["webhook"] = {
+            "url": req.webhook_url,
+            "attempts": req.webhook_attempts,
+            "last_result": req.webhook_result,
+            "last_attempt_at": _iso(req.webhook_attempted_at),
+            "delivered_at": _iso(req.webhook_delivered_at),
+        }
     return body
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 async def create_signing_request(request: web.Request) -> web.Response:

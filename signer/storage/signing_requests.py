@@ -49,6 +49,8 @@ class NewRequest:
     expected_email: str | None
     created_at: datetime
     expires_at: datetime
+    #: Where the RP wants to be told that the request ended (``webflow.webhooks``).
+    webhook_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.digests or len(self.labels) != len(self.digests):
@@ -63,6 +65,10 @@ class StoredRequest(NewRequest):
     record_serial: str | None
     result: Mapping[str, Any] | None
     error: str | None
+    webhook_attempts: int = 0
+    webhook_result: str | None = None
+    webhook_attempted_at: datetime | None = None
+    webhook_delivered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class Activation:
 _SELECT_REQUEST = (
     "SELECT id, client_id, format, profile, hash_algorithm, labels, digests, redirect_uri, state,"
     " acr, acr_accepted, expected_subject, expected_email, created_at, expires_at, status,"
-    " ended_at, signer_subject, record_serial, result, error FROM signing_requests WHERE id=$1"
+    " ended_at, signer_subject, record_serial, result, error, webhook_url, webhook_attempts,"
+    " webhook_result, webhook_attempted_at, webhook_delivered_at FROM signing_requests WHERE id=$1"
 )
 # One statement consumes the activation and moves its request to 'signing' (see activate()).
 _ACTIVATE = (
@@ -138,7 +145,8 @@ _ACTIVATE = (
     " RETURNING r.id, r.client_id, r.format, r.profile, r.hash_algorithm, r.labels, r.digests,"
     "  r.redirect_uri, r.state, r.acr, r.acr_accepted, r.expected_subject, r.expected_email,"
     "  r.created_at, r.expires_at, r.status, r.ended_at, r.signer_subject, r.record_serial,"
-    "  r.result, r.error"
+    "  r.result, r.error, r.webhook_url, r.webhook_attempts, r.webhook_result,"
+    "  r.webhook_attempted_at, r.webhook_delivered_at"
 )
 
 
@@ -232,8 +240,8 @@ class SigningRequestStore:
             await conn.execute(
                 "INSERT INTO signing_requests (id, client_id, status, format, profile,"
                 " hash_algorithm, labels, digests, redirect_uri, state, acr, acr_accepted,"
-                " expected_subject, expected_email, created_at, expires_at)"
-                " VALUES ($1,$2,'pending',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+                " expected_subject, expected_email, created_at, expires_at, webhook_url)"
+                " VALUES ($1,$2,'pending',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
                 req.id,
                 req.client_id,
                 req.format,
@@ -249,6 +257,7 @@ class SigningRequestStore:
                 req.expected_email,
                 req.created_at,
                 req.expires_at,
+                req.webhook_url,
             )
             if not pdfs:
                 return
@@ -269,6 +278,33 @@ class SigningRequestStore:
                 request_id,
             )
         return [RequestPdf(**dict(r)) for r in rows]
+
+    async def expire(self, request_id: uuid.UUID, now: datetime) -> bool:
+        """Mark a pending request past its expiry 'expired'; True if this call did it."""
+        async with guard("expire signing request"):
+            done = await self._pool.fetchval(
+                "UPDATE signing_requests SET status='expired', ended_at=$2"
+                " WHERE id=$1 AND status='pending' AND expires_at <= $2 RETURNING true",
+                request_id,
+                now,
+            )
+        return bool(done)
+
+    async def record_webhook(
+        self, request_id: uuid.UUID, now: datetime, *, result: str, delivered: bool
+    ) -> None:
+        """One delivery attempt of the request's completion webhook and how it went."""
+        async with guard("record webhook delivery"):
+            await self._pool.execute(
+                "UPDATE signing_requests SET webhook_attempts=webhook_attempts+1,"
+                " webhook_result=$3, webhook_attempted_at=$2,"
+                " webhook_delivered_at=CASE WHEN $4 THEN $2 ELSE webhook_delivered_at END"
+                " WHERE id=$1",
+                request_id,
+                now,
+                result,
+                delivered,
+            )
 
     async def get(self, request_id: uuid.UUID, now: datetime) -> StoredRequest | None:
         """The request; a pending one past its expiry is marked 'expired' on the way."""
@@ -433,14 +469,24 @@ class SigningRequestStore:
                 )
         return bool(done)
 
-    async def cancel(self, request_id: uuid.UUID, now: datetime) -> bool:
-        """The signer declined: a pending request becomes 'cancelled'."""
+    async def cancel(
+        self,
+        request_id: uuid.UUID,
+        now: datetime,
+        *,
+        status: str = "cancelled",
+        error: str | None = None,
+    ) -> bool:
+        """The signer declined (or the IdP refused the login): a pending request becomes
+        'cancelled', or 'failed' with ``error`` when the IdP reported a failure."""
         async with guard("cancel signing request"):
             done = await self._pool.fetchval(
-                "UPDATE signing_requests SET status='cancelled', ended_at=$2"
+                "UPDATE signing_requests SET status=$3, ended_at=$2, error=$4"
                 " WHERE id=$1 AND status='pending' RETURNING true",
                 request_id,
                 now,
+                status,
+                error,
             )
         return bool(done)
 

@@ -24,6 +24,7 @@ from signer.storage.signing_requests import RpClientStore, SigningRequestStore
 from signer.webflow import views
 from signer.webflow.flow import WebPolicy, WebSigning
 from signer.webflow.registry import RpRegistry
+from signer.webflow.webhooks import Webhooks
 
 __all__ = ["add_routes", "build", "cookies_for"]
 
@@ -59,12 +60,15 @@ def build(
         scope=web_settings.scope,
     )
     rps = RpClientStore(pool)
+    requests = SigningRequestStore(pool)
+    webhooks = Webhooks(requests=requests, rps=rps, http=http)
+    app[api.WEBHOOKS] = webhooks  # closed by signer.app when the service stops
     app[api.RP_REGISTRY] = RpRegistry(rps, clock)
     app[api.WEB_SIGNING] = WebSigning(
         client=client,
         tokens=tokens,
         issuer=issuer,
-        requests=SigningRequestStore(pool),
+        requests=requests,
         rps=rps,
         signing=signing,
         policy=WebPolicy(
@@ -74,6 +78,7 @@ def build(
         ),
         public_url=public_url,
         clock=clock,
+        webhooks=webhooks,
     )
 
 

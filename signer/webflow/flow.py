@@ -54,6 +54,7 @@ from signer.storage.signing_requests import (
     SigningRequestStore,
     StoredRequest,
 )
+from signer.webflow.webhooks import Webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -156,6 +157,8 @@ class Order:
     expected_email: str | None
     #: Format 'pades': the PDFs themselves (``digests`` is then empty until prepared).
     pdfs: tuple[bytes, ...] = ()
+    #: Told when the request ends (``signer.webflow.webhooks``).
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,20 @@ class Decision:
 
     redirect_url: str
     status: str
+
+
+#: IdP errors that mean the person did not (or could not) log in: the request is cancelled.
+IDP_REFUSALS = frozenset({
+    "access_denied", "login_required", "consent_required", "interaction_required",
+    "account_selection_required",
+})  # fmt: skip
+#: Other IdP errors named by RFC 6749 §4.1.2.1 and OIDC Core §3.1.2.6 (logged by name).
+IDP_FAILURES = frozenset({
+    "invalid_request", "unauthorized_client", "unsupported_response_type", "invalid_scope",
+    "server_error", "temporarily_unavailable", "invalid_request_uri",
+    "invalid_request_object", "request_not_supported", "request_uri_not_supported",
+    "registration_not_supported",
+})  # fmt: skip
 
 
 def digest(value: str) -> bytes:
@@ -251,7 +268,9 @@ class WebSigning:
         public_url: str,
         clock: Callable[[], datetime],
         random: Callable[[int], str] = secrets.token_urlsafe,
+        webhooks: Webhooks | None = None,
     ) -> None:
+        self._webhooks = webhooks
         self._client = client
         self._tokens = tokens
         self._issuer = issuer
@@ -300,6 +319,7 @@ class WebSigning:
             acr_accepted=accepted,
             expected_subject=order.expected_subject,
             expected_email=order.expected_email,
+            webhook_url=order.webhook_url,
             created_at=now,
             expires_at=now + self.policy.request_lifetime,
         )
@@ -308,10 +328,19 @@ class WebSigning:
         return await self._pending(new.id)
 
     async def get(self, request_id: uuid.UUID) -> StoredRequest:
+        """The request; one found past its expiry ends as 'expired' here (and is told)."""
+        expired = await self._requests.expire(request_id, self._clock())
         req = await self._requests.get(request_id, self._clock())
         if req is None:
             raise SigningRequestNotFound(str(request_id))
+        if expired:
+            self._ended(req, "expired")
         return req
+
+    def _ended(self, req: StoredRequest, status: str) -> None:
+        """The request's end is committed: its webhook, if any, is sent in the background."""
+        if self._webhooks is not None:
+            self._webhooks.notify(req, status)
 
     async def _pending(self, request_id: uuid.UUID) -> StoredRequest:
         req = await self.get(request_id)
@@ -338,15 +367,20 @@ class WebSigning:
             extra["login_hint"] = req.expected_email
         return Started(flow_id, await self._client.authorization_url(flow_req, extra))
 
-    async def finish(self, flow_id: str | None, state: str | None, code: str | None) -> Consenting:
-        """Redeem the code of the flow this browser started (used up either way), verify the
-        ID token and the signer, and open the consent session."""
-        now = self._clock()
+    async def _take_flow(self, flow_id: str | None, state: str | None, now: datetime) -> LoginFlow:
+        """The flow this browser started (used up here), if ``state`` is its state."""
         flow = await self._requests.take_flow(digest(flow_id), now) if flow_id else None
         if flow is None:
             raise SignerLoginFailed("no login flow for this browser (expired, used or foreign)")
         if not state or not hmac.compare_digest(state.encode(), flow.state.encode()):
             raise SignerLoginFailed("state does not match the flow this browser started")
+        return flow
+
+    async def finish(self, flow_id: str | None, state: str | None, code: str | None) -> Consenting:
+        """Redeem the code of the flow this browser started (used up either way), verify the
+        ID token and the signer, and open the consent session."""
+        now = self._clock()
+        flow = await self._take_flow(flow_id, state, now)
         if not code:
             raise SignerLoginFailed("the authorization response has no code")
         try:
@@ -372,6 +406,27 @@ class WebSigning:
         await self._requests.create_session(digest(session_id), session)
         log.info("signer_logged_in", id=str(req.id), subject=principal.subject, acr=principal.acr)
         return Consenting(session_id, req.id)
+
+    async def idp_refused(self, flow_id: str | None, state: str | None, error: str) -> Decision:
+        """The IdP answered with ``error`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6) for the flow
+        this browser started: the flow is used up, the request ends (nothing is signed) and
+        the browser goes back to the RP. A refusal by the person (``access_denied``,
+        ``login_required``, ...) cancels the request and the RP gets ``access_denied``; any
+        other error fails it and the RP gets ``server_error``. A callback without this
+        browser's flow or with another ``state`` changes nothing: it cannot end a request."""
+        now = self._clock()
+        flow = await self._take_flow(flow_id, state, now)
+        req = await self._pending(flow.request_id)
+        refused = error in IDP_REFUSALS
+        status, rp_error = ("cancelled", "access_denied") if refused else ("failed", "server_error")
+        if not await self._requests.cancel(
+            req.id, now, status=status, error=None if refused else "idp_error"
+        ):
+            raise RequestNotPending(f"{req.id} ended meanwhile")
+        code = error if error in IDP_REFUSALS or error in IDP_FAILURES else "other"
+        log.warning("web_signing_idp_error", id=str(req.id), idp_error=code, status=status)
+        self._ended(req, status)
+        return Decision(back_to_rp(req, error=rp_error), status)
 
     def check_signer(self, req: StoredRequest, p: Principal) -> None:
         """The request's expected signer, assurance and freshness (checked again, atomically,
@@ -456,12 +511,15 @@ class WebSigning:
             if not await self._requests.cancel(req.id, self._clock()):
                 raise RequestNotPending(f"{request_id} ended meanwhile")
             log.info("signing_request_cancelled", id=str(req.id))
+            self._ended(req, "cancelled")
             return Decision(back_to_rp(req, error="access_denied"), "cancelled")
         if decision != "sign":
             raise CsrfRejected(f"unknown decision {decision[:20]!r}")
         signer = principal_from_json(taken.principal)
         activation = await self._activate(req, signer)
-        return await self._sign(activation, signer, http_request_id)
+        done = await self._sign(activation, signer, http_request_id)
+        self._ended(req, done.status)  # completed or failed, committed
+        return done
 
     async def _activate(self, req: StoredRequest, signer: Principal) -> Activation:
         """The consent's signature activation data: this request, this subject with its acr

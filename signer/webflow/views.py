@@ -159,8 +159,13 @@ async def callback(request: web.Request) -> web.StreamResponse:
     q = request.query
     flow_id = request.cookies.get(cookies.flow)
     try:
-        if "error" in q:
-            await flow.finish(flow_id, None, None)
+        if "error" in q:  # §4.1.2.1: the IdP refused; the request ends, the RP is told
+            decision = await flow.idp_refused(flow_id, q.get("state"), q["error"])
+            resp = web.Response(
+                status=303, headers={"Location": decision.redirect_url, **SECURITY_HEADERS}
+            )
+            cookies.clear(resp, cookies.flow)
+            return resp
         done = await flow.finish(flow_id, q.get("state"), q.get("code"))
     except (SignerError, IdpError) as exc:
         resp = error_page(request, exc)

@@ -117,3 +117,18 @@ async def browser() -> AsyncIterator[object]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# The web-signing fixtures of test_web_signing.py (signer, dev IdP, registered RP), shared by
+# the other web-signing modules; module-scoped ones are set up once per module that uses them.
+from tests.e2e.test_web_signing import (  # noqa: E402
+    rp,
+    rp_app,
+    rp_port,
+    sign_env,
+    sign_idp,
+    sign_port,
+    site,
+)
+
+__all__ = ["rp", "rp_app", "rp_port", "sign_env", "sign_idp", "sign_port", "site"]
