@@ -47,8 +47,8 @@ from tests.support.service import DEV_CONFIG, ROOT, free_port, service_env
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature, run
 
-PWD = "urn:qes-signer:dev-idp:pwd"  # the only acr the dev IdP can assert
-MFA = "urn:qes-signer:dev-idp:mfa"  # a stronger level it cannot reach
+PWD = "urn:qes-signer:dev-idp:pwd"  # the dev IdP's password level
+MFA = "urn:qes-signer:dev-idp:mfa"  # password and one-time code, when acr_values asks for it
 RP_NAME = "Demo Contracts GmbH"
 PYHANKO = str(Path(sys.executable).parent / "pyhanko")
 
@@ -616,8 +616,10 @@ async def test_only_the_expected_signer_can_complete_the_request(
 async def test_a_login_below_the_required_acr_is_refused(
     site: Site, rp: Rp, browser: Browser
 ) -> None:
-    """The dev IdP can only assert the password level (``PWD``); a request that requires
-    ``MFA`` asks for it with ``acr_values`` and refuses the weaker login it gets back."""
+    """A request that requires ``MFA`` asks for it with ``acr_values``; carol has no second
+    factor at the dev IdP, which (acr_values being voluntary) asserts the password level
+    (``PWD``) for her: the signer refuses that weaker login. The step-up itself is in
+    test_web_signing_step_up.py."""
     created = await create(site, rp, documents(b"needs mfa"), acr=MFA)
     page = await (await browser.new_context()).new_page()
     seen: list[str] = []
@@ -626,7 +628,7 @@ async def test_a_login_below_the_required_acr_is_refused(
     authorize = next(u for u in seen if u.startswith(site.idp.issuer) and "state=" in u)
     sent = parse_qs(urlsplit(authorize).query)
     assert sent["acr_values"] == [MFA] and sent["prompt"] == ["login"] and "max_age" in sent
-    await idp_login(page, site, "alice")
+    await idp_login(page, site, "carol")
     await expect(page.get_by_role("heading", level=1)).to_have_text(
         "The login does not reach the assurance level this request requires"
     )
