@@ -293,6 +293,21 @@ def chain_files(result: dict[str, Any], folder: Path) -> tuple[Path, Path, Path]
     return paths[0], paths[1], paths[2]
 
 
+def verify_raw(signed: dict[str, Any], content: bytes, folder: Path) -> Path:
+    """OpenSSL verifies the chain and the raw signature of the one document (and refuses it
+    for other content); returns the leaf certificate's path."""
+    leaf, issuing, root = chain_files(signed, folder)
+    openssl_verify_chain(root, issuing, leaf)
+    doc, sig = folder / "doc.bin", folder / "doc.sig"
+    doc.write_bytes(content)
+    sig.write_bytes(base64.b64decode(signed["documents"][0]["signature"]))
+    verified = openssl_verify_signature(leaf, sig, doc, "sha256")
+    assert verified.returncode == 0 and "Verified OK" in verified.stdout, verified.stderr
+    doc.write_bytes(content + b"x")
+    assert openssl_verify_signature(leaf, sig, doc, "sha256").returncode != 0
+    return leaf
+
+
 # ------------------------------------------------------------------ the happy paths
 
 
@@ -326,15 +341,7 @@ async def test_one_document_signed_in_the_browser_verified_by_openssl(
     assert result["status"] == "completed" and result["signer"] == {"subject": "alice"}
     signed = result["result"]
     assert [d["label"] for d in signed["documents"]] == ["Document 1.pdf"]
-    leaf, issuing, root = chain_files(signed, tmp_path)
-    openssl_verify_chain(root, issuing, leaf)
-    doc, sig = tmp_path / "doc.bin", tmp_path / "doc.sig"
-    doc.write_bytes(content)
-    sig.write_bytes(base64.b64decode(signed["documents"][0]["signature"]))
-    verified = openssl_verify_signature(leaf, sig, doc, "sha256")
-    assert verified.returncode == 0 and "Verified OK" in verified.stdout, verified.stderr
-    doc.write_bytes(content + b"x")
-    assert openssl_verify_signature(leaf, sig, doc, "sha256").returncode != 0
+    leaf = verify_raw(signed, content, tmp_path)
     cert = x509.load_pem_x509_certificate(leaf.read_bytes())
     assert "CN=Alice Example" in cert.subject.rfc4514_string()
     assert signed["record_url"].endswith(signed["serial"])

@@ -10,7 +10,6 @@ the signer on a real port, a registered RP) are those of ``test_web_signing.py``
 
 from __future__ import annotations
 
-import base64
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,14 @@ from tests.e2e.test_web_signing import (
     Rp,
     Site,
     back_at_rp,
-    chain_files,
     create,
     documents,
     fetch,
     nothing_signed,
     shot,
+    verify_raw,
 )
 from tests.support.idp import DEMO_PASSWORDS, DEMO_USERS
-from tests.support.verify import openssl_verify_chain, openssl_verify_signature
 
 OTPS = {u["username"]: u["otp"] for u in DEMO_USERS if "otp" in u}
 
@@ -76,24 +74,20 @@ async def activation_acr(site: Site, request_id: str) -> str | None:
     return None if acr is None else str(acr)
 
 
-async def sign_and_verify(page: Page, site: Site, rp: Rp, created: dict[str, Any], content: bytes,
-                          folder: Path) -> None:  # fmt: skip
-    """Sign on the consent page, come back to the RP, verify the signature with OpenSSL."""
+async def second_factor_then_sign(page: Page, site: Site, rp: Rp, created: dict[str, Any],
+                                  content: bytes, folder: Path) -> None:  # fmt: skip
+    """The right code on the IdP's second-factor page, the consent page at MFA, Sign, back at
+    the RP; OpenSSL verifies the signature and the activation was bound to MFA."""
+    await enter_code(page, OTPS["alice"])
+    await page.wait_for_url(f"{site.url}/sign/*/consent")
+    await expect(page.locator("dd", has_text="alice at")).to_contain_text(f"({MFA})")
     await page.get_by_role("button", name="Sign", exact=True).click()
     await page.wait_for_url(f"{rp.redirect_uri}?**")
     assert back_at_rp(page.url, rp) == {"id": [created["id"]], "state": [created["state"]]}
     result = await fetch(site, rp, created["id"])
     assert result["status"] == "completed" and result["signer"] == {"subject": "alice"}
-    signed = result["result"]
-    leaf, issuing, root = chain_files(signed, folder)
-    openssl_verify_chain(root, issuing, leaf)
-    doc, sig = folder / "doc.bin", folder / "doc.sig"
-    doc.write_bytes(content)
-    sig.write_bytes(base64.b64decode(signed["documents"][0]["signature"]))
-    verified = openssl_verify_signature(leaf, sig, doc, "sha256")
-    assert verified.returncode == 0 and "Verified OK" in verified.stdout, verified.stderr
-    doc.write_bytes(content + b"x")
-    assert openssl_verify_signature(leaf, sig, doc, "sha256").returncode != 0
+    verify_raw(result["result"], content, folder)
+    assert await activation_acr(site, created["id"]) == MFA
 
 
 async def test_an_mfa_request_gets_the_second_factor_and_signs_at_mfa(
@@ -111,12 +105,7 @@ async def test_an_mfa_request_gets_the_second_factor_and_signs_at_mfa(
     await password(page, site, "alice")
     await second_factor_asked(page, site)
     await page.screenshot(path=shot(artifacts / "web-signing-second-factor.png"), full_page=True)
-    await enter_code(page, OTPS["alice"])
-    await page.wait_for_url(f"{site.url}/sign/*/consent")
-    await expect(page.locator("dd", has_text="alice at")).to_contain_text(f"({MFA})")
-
-    await sign_and_verify(page, site, rp, created, content, tmp_path)
-    assert await activation_acr(site, created["id"]) == MFA
+    await second_factor_then_sign(page, site, rp, created, content, tmp_path)
     await page.context.close()
 
 
@@ -142,11 +131,7 @@ async def test_a_password_session_is_stepped_up_for_an_mfa_request(
     await password(page, site, "alice")
     await second_factor_asked(page, site)
     await nothing_signed(site, rp, second["id"])
-    await enter_code(page, OTPS["alice"])
-    await page.wait_for_url(f"{site.url}/sign/*/consent")
-    await expect(page.locator("dd", has_text="alice at")).to_contain_text(f"({MFA})")
-    await sign_and_verify(page, site, rp, second, content, tmp_path)
-    assert await activation_acr(site, second["id"]) == MFA
+    await second_factor_then_sign(page, site, rp, second, content, tmp_path)
     await page.context.close()
 
 
