@@ -1,10 +1,12 @@
 // Development OpenID Provider for qes-signer: integration tests and the quick start.
-// NOT FOR PRODUCTION: in-memory storage, plain-text demo passwords, a minimal login form.
+// NOT FOR PRODUCTION: in-memory storage, plain-text demo passwords and one-time codes, a minimal
+// login form. Two assurance levels: PWD (password) and, only when the authorization request's
+// acr_values asks for it, MFA (password, then the user's fixed demo code "otp" on a second page).
 //
 // Usage: node server.mjs CONFIG.json   (or DEV_IDP_CONFIG=CONFIG.json node server.mjs)
 // Config: { issuer, port, resource, access_token_ttl?, jwks? | jwks_file?, jwks_max_age?, cookie_keys?,
 //           clients: [{ client_id, client_secret?, grant_types, ..., claims? }],
-//           users: [{ username, password, sub?, claims }] }
+//           users: [{ username, password, otp?, sub?, claims }] }
 // Prints "dev-idp listening on <issuer>" when ready; exits cleanly on SIGTERM/SIGINT.
 
 import crypto from 'node:crypto';
@@ -14,6 +16,8 @@ import Provider, { errors } from 'oidc-provider';
 
 const RESERVED = new Set(['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti', 'client_id', 'scope', 'cnf']);
 const ACR = 'urn:qes-signer:dev-idp:pwd';
+const ACR_MFA = 'urn:qes-signer:dev-idp:mfa';
+const PENDING_MS = 10 * 60 * 1000; // as the Interaction TTL
 
 function loadConfig() {
   const file = process.argv[2] || process.env.DEV_IDP_CONFIG;
@@ -60,6 +64,23 @@ ${error ? `<p role="alert">${esc(error)}</p>` : ''}
 <button type="submit">Sign in</button></form></body></html>`;
 }
 
+function otpPage(uid, error) {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>dev-idp second factor</title></head>
+<body><h1>Development IdP (not for production)</h1><p>Second factor: enter your one-time code</p>
+${error ? `<p role="alert">${esc(error)}</p>` : ''}
+<form method="post" action="/interaction/${esc(uid)}/otp">
+<label>One-time code <input name="otp" inputmode="numeric" autocomplete="one-time-code" autofocus></label>
+<button type="submit">Verify</button></form></body></html>`;
+}
+
+// MFA only when acr_values (OIDC Core 3.1.2.1) asks for it and does not also accept PWD (the
+// lowest level the RP accepts is enough), and the user has a second factor: acr_values is
+// voluntary, so a user without one still logs in, at PWD, and the RP decides.
+function wantsMfa(details, user) {
+  const asked = String(details.params.acr_values || '').split(' ');
+  return asked.includes(ACR_MFA) && !asked.includes(ACR) && Boolean(user.otp);
+}
+
 async function readForm(req) {
   const chunks = [];
   let size = 0;
@@ -86,8 +107,16 @@ async function autoConsent(provider, details) {
 }
 
 function interactionRoutes(provider, users) {
+  const usersBySub = new Map([...users.values()].map((u) => [u.sub, u]));
+  // Interaction uid -> { sub, at } after a correct password, until the second factor is correct.
+  const pending = new Map();
+  const html = (ctx, status, body) => {
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.body = body;
+  };
   return async (ctx, next) => {
-    const m = ctx.path.match(/^\/interaction\/([\w-]+)(\/login)?$/);
+    const m = ctx.path.match(/^\/interaction\/([\w-]+)(\/login|\/otp)?$/);
     if (!m) return next();
     ctx.set('cache-control', 'no-store');
     const details = await provider.interactionDetails(ctx.req, ctx.res);
@@ -95,19 +124,41 @@ function interactionRoutes(provider, users) {
     let result;
     if (details.prompt.name === 'consent') {
       result = { consent: { grantId: await autoConsent(provider, details) } };
-    } else if (ctx.method === 'POST' && m[2]) {
+    } else if (ctx.method === 'POST' && m[2] === '/login') {
       const form = await readForm(ctx.req);
       const user = users.get(form.get('username') || '');
       if (!user || !safeEqual(user.password, form.get('password') || '')) {
-        ctx.status = 401;
-        ctx.type = 'html';
-        ctx.body = loginPage(details.uid, details.params.client_id, 'Invalid username or password');
+        html(ctx, 401, loginPage(details.uid, details.params.client_id, 'Invalid username or password'));
+        return undefined;
+      }
+      if (wantsMfa(details, user)) {
+        const now = Date.now();
+        for (const [uid, p] of pending) if (now - p.at > PENDING_MS) pending.delete(uid);
+        pending.set(details.uid, { sub: user.sub, at: now });
+        html(ctx, 200, otpPage(details.uid));
         return undefined;
       }
       result = { login: { accountId: user.sub, acr: ACR, amr: ['pwd'], remember: false } };
+    } else if (ctx.method === 'POST' && m[2] === '/otp') {
+      const form = await readForm(ctx.req);
+      const step = pending.get(details.uid);
+      const user = step && Date.now() - step.at <= PENDING_MS && usersBySub.get(step.sub);
+      if (!user) {
+        pending.delete(details.uid);
+        html(ctx, 401, loginPage(details.uid, details.params.client_id, 'Sign in with your password first'));
+        return undefined;
+      }
+      if (!safeEqual(user.otp, form.get('otp') || '')) {
+        step.tries = (step.tries || 0) + 1;
+        if (step.tries >= 5) pending.delete(details.uid); // then the password again
+        html(ctx, 401, otpPage(details.uid, 'Invalid one-time code'));
+        return undefined;
+      }
+      pending.delete(details.uid);
+      result = { login: { accountId: user.sub, acr: ACR_MFA, amr: ['pwd', 'otp'], remember: false } };
     } else {
-      ctx.type = 'html';
-      ctx.body = loginPage(details.uid, details.params.client_id);
+      pending.delete(details.uid);
+      html(ctx, 200, loginPage(details.uid, details.params.client_id));
       return undefined;
     }
     // The consent step keeps the login just submitted (as in oidc-provider's own example):
@@ -163,7 +214,7 @@ function buildProvider(config) {
       email: ['email', 'email_verified'],
       roles: ['roles'], // scope "roles": the signer's audit UI reads the auditor role from the ID token
     },
-    acrValues: [ACR],
+    acrValues: [ACR, ACR_MFA],
     scopes: ['openid', 'offline_access', 'sign'],
     pkce: { required: () => true },
     features: {

@@ -47,8 +47,8 @@ from tests.support.service import DEV_CONFIG, ROOT, free_port, service_env
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature, run
 
-PWD = "urn:qes-signer:dev-idp:pwd"  # the only acr the dev IdP can assert
-MFA = "urn:qes-signer:dev-idp:mfa"  # a stronger level it cannot reach
+PWD = "urn:qes-signer:dev-idp:pwd"  # the dev IdP's password level
+MFA = "urn:qes-signer:dev-idp:mfa"  # password and one-time code, when acr_values asks for it
 RP_NAME = "Demo Contracts GmbH"
 PYHANKO = str(Path(sys.executable).parent / "pyhanko")
 
@@ -293,6 +293,21 @@ def chain_files(result: dict[str, Any], folder: Path) -> tuple[Path, Path, Path]
     return paths[0], paths[1], paths[2]
 
 
+def verify_raw(signed: dict[str, Any], content: bytes, folder: Path) -> Path:
+    """OpenSSL verifies the chain and the raw signature of the one document (and refuses it
+    for other content); returns the leaf certificate's path."""
+    leaf, issuing, root = chain_files(signed, folder)
+    openssl_verify_chain(root, issuing, leaf)
+    doc, sig = folder / "doc.bin", folder / "doc.sig"
+    doc.write_bytes(content)
+    sig.write_bytes(base64.b64decode(signed["documents"][0]["signature"]))
+    verified = openssl_verify_signature(leaf, sig, doc, "sha256")
+    assert verified.returncode == 0 and "Verified OK" in verified.stdout, verified.stderr
+    doc.write_bytes(content + b"x")
+    assert openssl_verify_signature(leaf, sig, doc, "sha256").returncode != 0
+    return leaf
+
+
 # ------------------------------------------------------------------ the happy paths
 
 
@@ -326,15 +341,7 @@ async def test_one_document_signed_in_the_browser_verified_by_openssl(
     assert result["status"] == "completed" and result["signer"] == {"subject": "alice"}
     signed = result["result"]
     assert [d["label"] for d in signed["documents"]] == ["Document 1.pdf"]
-    leaf, issuing, root = chain_files(signed, tmp_path)
-    openssl_verify_chain(root, issuing, leaf)
-    doc, sig = tmp_path / "doc.bin", tmp_path / "doc.sig"
-    doc.write_bytes(content)
-    sig.write_bytes(base64.b64decode(signed["documents"][0]["signature"]))
-    verified = openssl_verify_signature(leaf, sig, doc, "sha256")
-    assert verified.returncode == 0 and "Verified OK" in verified.stdout, verified.stderr
-    doc.write_bytes(content + b"x")
-    assert openssl_verify_signature(leaf, sig, doc, "sha256").returncode != 0
+    leaf = verify_raw(signed, content, tmp_path)
     cert = x509.load_pem_x509_certificate(leaf.read_bytes())
     assert "CN=Alice Example" in cert.subject.rfc4514_string()
     assert signed["record_url"].endswith(signed["serial"])
@@ -616,8 +623,10 @@ async def test_only_the_expected_signer_can_complete_the_request(
 async def test_a_login_below_the_required_acr_is_refused(
     site: Site, rp: Rp, browser: Browser
 ) -> None:
-    """The dev IdP can only assert the password level (``PWD``); a request that requires
-    ``MFA`` asks for it with ``acr_values`` and refuses the weaker login it gets back."""
+    """A request that requires ``MFA`` asks for it with ``acr_values``; carol has no second
+    factor at the dev IdP, which (acr_values being voluntary) asserts the password level
+    (``PWD``) for her: the signer refuses that weaker login. The step-up itself is in
+    test_web_signing_step_up.py."""
     created = await create(site, rp, documents(b"needs mfa"), acr=MFA)
     page = await (await browser.new_context()).new_page()
     seen: list[str] = []
@@ -626,7 +635,7 @@ async def test_a_login_below_the_required_acr_is_refused(
     authorize = next(u for u in seen if u.startswith(site.idp.issuer) and "state=" in u)
     sent = parse_qs(urlsplit(authorize).query)
     assert sent["acr_values"] == [MFA] and sent["prompt"] == ["login"] and "max_age" in sent
-    await idp_login(page, site, "alice")
+    await idp_login(page, site, "carol")
     await expect(page.get_by_role("heading", level=1)).to_have_text(
         "The login does not reach the assurance level this request requires"
     )
