@@ -2,14 +2,17 @@
 
 DEMO ONLY: keeps its few values in process memory and a cookie. It shows the whole contract:
 
-1. the person uploads a file; the app hashes it (the file never leaves the app);
+1. the person uploads a file: a PDF goes to the signer, which adds the signature field and
+   returns the signed PDF (PAdES B-T); any other file is only hashed (it never leaves the app)
+   and gets a detached CAdES B-T signature;
 2. ``POST /api/v1/signing-requests`` with the app's client id and secret (HTTP Basic), the
-   label and SHA-256, format ``cades``, the registered redirect URI and a fresh ``state``
-   (bound to this browser by a cookie, RFC 6749 §10.12);
+   label and the PDF (format ``pades``) or SHA-256 (format ``cades``), the registered redirect
+   URI and a fresh ``state`` (bound to this browser by a cookie, RFC 6749 §10.12);
 3. the browser goes to ``sign_url``, logs in at the IdP, consents, and comes back with
    ``id`` and ``state`` (or ``error``);
-4. the app checks ``state``, fetches ``GET /api/v1/signing-requests/{id}`` and offers the
-   detached CAdES signature (``.p7s``) and the certificate chain for download.
+4. the app checks ``state``, fetches ``GET /api/v1/signing-requests/{id}`` (and for a PDF its
+   ``signed_pdf_url``) and offers the signed PDF or the ``.p7s``, and the certificate chain, for
+   download.
 
     qes client add "Example RP" --redirect-uri http://127.0.0.1:8090/signed
     QES_RP_CLIENT_ID=… QES_RP_CLIENT_SECRET=… python deploy/example-rp/rp.py
@@ -77,14 +80,17 @@ async def start(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text="no file")
     content = upload.file.read()
     state = secrets.token_urlsafe(24)
+    label = upload.filename or "document"
+    if content.lstrip().startswith(b"%PDF-"):
+        document = {"label": label, "pdf": base64.b64encode(content).decode()}
+        fmt = "pades"
+    else:
+        digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
+        document = {"label": label, "digest": digest}
+        fmt = "cades"
     body = {
-        "documents": [
-            {
-                "label": upload.filename or "document",
-                "digest": base64.b64encode(hashlib.sha256(content).digest()).decode(),
-            }
-        ],
-        "format": "cades",
+        "documents": [document],
+        "format": fmt,
         "redirect_uri": cfg.redirect_uri,
         "state": state,
     }
@@ -123,16 +129,29 @@ async def signed(request: web.Request) -> web.Response:
         return page("Not signed", f"<p id=error>{html.escape(str(result.get('status')))}</p>")
     signed_result = result["result"]
     doc = signed_result["documents"][0]
-    p7s = doc["signature"]
     chain = base64.b64encode(signed_result["chain"].encode()).decode()
     host = urlsplit(signed_result["record_url"]).netloc
+    if "signed_pdf_url" in doc:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(doc["signed_pdf_url"], headers=auth) as r,
+        ):
+            pdf = base64.b64encode(await r.read()).decode()
+        download = (
+            f'<a id=pdf download="signed.pdf" href="data:application/pdf;base64,{pdf}">'
+            "Download the signed PDF</a> "
+        )
+    else:
+        download = (
+            f'<a id=p7s download="signature.p7s" href="data:application/pkcs7-signature;'
+            f'base64,{doc["signature"]}">Download signature (.p7s)</a> '
+        )
     return page(
         "Signed",
         f"<p id=label>{html.escape(doc['label'])}</p>"
         f"<p>Certificate serial <code id=serial>{html.escape(signed_result['serial'])}</code>"
         f" (record at {html.escape(host)})</p>"
-        f'<p><a id=p7s download="signature.p7s" href="data:application/pkcs7-signature;'
-        f'base64,{p7s}">Download signature (.p7s)</a> '
+        f"<p>{download}"
         f'<a id=chain download="chain.pem" href="data:application/x-pem-file;base64,{chain}">'
         "Download certificate chain</a></p>",
     )

@@ -709,10 +709,13 @@ def _load_example_rp() -> Any:
     return module
 
 
+@pytest.mark.parametrize("kind", ["text", "pdf"])
 async def test_the_example_rp_app_end_to_end(
-    site: Site, sign_env: dict[str, str], browser: Browser, tmp_path: Path
+    site: Site, sign_env: dict[str, str], browser: Browser, tmp_path: Path, kind: str
 ) -> None:
-    """deploy/example-rp/rp.py as the web app: upload, sign at the signer, come back."""
+    """deploy/example-rp/rp.py as the web app: upload, sign at the signer, come back. A text
+    file gets a detached CAdES signature (checked by OpenSSL), a PDF comes back signed
+    (PAdES, checked by pyHanko)."""
     example = _load_example_rp()
     port = free_port()
     own = f"http://127.0.0.1:{port}"
@@ -730,8 +733,8 @@ async def test_the_example_rp_app_end_to_end(
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        content = b"Quarterly report\n" * 30
-        upload = tmp_path / "report.txt"
+        content = multi_page_pdf(2) if kind == "pdf" else b"Quarterly report\n" * 30
+        upload = tmp_path / ("report.pdf" if kind == "pdf" else "report.txt")
         upload.write_bytes(content)
         page = await (await browser.new_context()).new_page()
         await page.goto(own)
@@ -743,16 +746,32 @@ async def test_the_example_rp_app_end_to_end(
         await expect(page.get_by_role("heading", level=1)).to_have_text(
             "Example RP asks you to sign 1 document"
         )
-        await expect(page.locator("#documents")).to_contain_text("report.txt")
+        await expect(page.locator("#documents")).to_contain_text(upload.name)
         await page.get_by_role("button", name="Sign", exact=True).click()
         await page.wait_for_url(f"{own}/signed?**")
         await expect(page.get_by_role("heading", level=1)).to_have_text("Signed")
-        p7s_href = await page.locator("#p7s").get_attribute("href")
+        download_href = await page.locator("#pdf" if kind == "pdf" else "#p7s").get_attribute(
+            "href"
+        )
         chain_href = await page.locator("#chain").get_attribute("href")
         await page.context.close()
     finally:
         await runner.cleanup()
-    assert p7s_href and chain_href
+    assert download_href and chain_href
+    if kind == "pdf":
+        chain = x509.load_pem_x509_certificates(base64.b64decode(chain_href.split(",", 1)[1]))
+        root = tmp_path / "root.pem"
+        root.write_bytes(chain[-1].public_bytes(Encoding.PEM))
+        signed_pdf = tmp_path / "signed.pdf"
+        signed_pdf.write_bytes(base64.b64decode(download_href.split(",", 1)[1]))
+        validated = run(
+            PYHANKO, "sign", "validate", "--trust", root, "--trust-replace",
+            "--no-revocation-check", "--executive-summary", signed_pdf,
+        )  # fmt: skip
+        assert validated.returncode == 0, validated.stdout + validated.stderr
+        assert validated.stdout.strip().endswith(":VALID"), validated.stdout
+        return
+    p7s_href = download_href
     sig_path, doc_path, chain_path = tmp_path / "s.p7s", tmp_path / "doc", tmp_path / "c.pem"
     sig_path.write_bytes(base64.b64decode(p7s_href.split(",", 1)[1]))
     doc_path.write_bytes(content)
