@@ -80,9 +80,9 @@ from ca.errors import CaError
 __all__ = [
     "ENTRY_MAGIC",
     "ENTRY_VERSION",
+    "ApprovalEntry",
     "EntryKind",
     "IssuanceEntry",
-    "ApprovalEntry",
     "LogEntryError",
     "PrivacyKey",
     "RefusalEntry",

@@ -20,11 +20,12 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer import auditui, webflow
+from signer import approvals, auditui, webflow
 from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
+from signer.approvals.service import ApprovalPolicy
 from signer.config import Settings
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
@@ -92,7 +93,7 @@ async def load_time_stamps(
 
 
 def _resources(
-    settings: Settings, clock: Callable[[], datetime]
+    settings: Settings, clock: Callable[[], datetime], approval_policy: ApprovalPolicy | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.database.url is None:
@@ -156,6 +157,14 @@ def _resources(
                         signing=signing,
                         clock=clock,
                     )
+                expiry = None
+                if approval_policy is not None:
+                    approvals_service = approvals.build(
+                        app, settings, policy=approval_policy, pool=pool, http=http,
+                        tokens=registry, signing=signing, privacy_key=privacy_key, clock=clock,
+                        render=lambda r: signatures.render_result(r, settings.server.public_url),
+                    )  # fmt: skip
+                    expiry = asyncio.create_task(approvals_service.run_expiry())
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
@@ -167,6 +176,10 @@ def _resources(
                     integrator.cancel()
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
+                    if expiry is not None:
+                        expiry.cancel()
+                    if approvals.WEBHOOKS in app:
+                        await app[approvals.WEBHOOKS].close()
                     await asyncio.gather(integrator, return_exceptions=True)
                     await signing.stop()
         finally:
@@ -187,13 +200,20 @@ async def _purge_replay_records(records: RecordStore, clock: Callable[[], dateti
             log.warning("replay_purge_failed", error=str(exc))
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    approval_policy: ApprovalPolicy | None = None,
+) -> web.Application:
+    """The app; ``approval_policy`` decides which batch requests wait for m-of-n approval
+    (issue 7; None: none do)."""
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[request_id_middleware, problem_middleware],
     )
     app[CRL_CACHE] = {}
-    app.cleanup_ctx.append(_resources(settings, clock))
+    app.cleanup_ctx.append(_resources(settings, clock, approval_policy))
     app.router.add_post("/api/v1/signatures", signatures.create_signatures)
     app.router.add_post("/api/v1/signatures/pdf", pdf_upload.sign_pdf)
     app.router.add_get("/api/v1/certificates", certificates.list_certificates)
@@ -218,4 +238,5 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         auditui.add_routes(app)
     if settings.web_signing is not None:
         webflow.add_routes(app, settings.server.public_url)
+    approvals.add_routes(app, settings)
     return app

@@ -9,7 +9,10 @@ entry that is wrong, naming it and why:
 3. each entry's leaf hash is ``SHA-256(0x00 || entry)`` (RFC 9162 §2.1.1) and its bytes parse
    as a ``ca.logentry`` entry of the stored kind;
 4. an issuance entry equals the entry rebuilt from its ``signing_records`` row with the privacy
-   key, so an altered record is caught by the entry that commits to it;
+   key, so an altered record is caught by the entry that commits to it; an approval entry
+   (issue 7) equals the one rebuilt from its ``approval_decisions`` row and the request it
+   decided (``approval_requests``), so an altered approver, decision, time or digest list is
+   caught the same way;
 5. every perfect subtree the integrator stored equals the one recomputed from the entries (an
    altered, inserted or reordered row changes the level-0 node at its index);
 6. the root at every checkpoint size equals the signed root (RFC 9162 §2.1.1 ``MTH``).
@@ -31,6 +34,7 @@ import csv
 import hashlib
 import io
 import json
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,12 +47,17 @@ from ca.errors import CaError
 from ca.logentry import EntryKind, LogEntryError, PrivacyKey, decode_time, entry_fields
 from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
 from signer.manifest import ManifestError, open_manifest
+from signer.storage.approvals import fetch_decisions
 from signer.storage.log import LogStore, fetch_nodes
 from signer.storage.records import SigningRecord, record_from_row
-from signer.translog import issuance_entry
+from signer.translog import DecisionFields, RequestFields, approval_entry, issuance_entry
 
 BATCH = 2000
-_KINDS = {EntryKind.ISSUANCE: "issuance", EntryKind.REFUSAL: "refusal"}
+_KINDS = {
+    EntryKind.ISSUANCE: "issuance",
+    EntryKind.REFUSAL: "refusal",
+    EntryKind.APPROVAL: "approval",
+}
 _ENTRIES = """
 SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*
   FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
@@ -129,8 +138,48 @@ def _tombstone_differs(fields: Mapping[str, bytes], record: SigningRecord) -> st
     return None
 
 
-def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> tuple[bytes, bool]:
-    """Checks 3 and 4 for one row; returns its leaf hash and whether its record is purged."""
+def _check_approval(
+    idx: int,
+    entry: bytes,
+    named: str,
+    decisions: Mapping[uuid.UUID, asyncpg.Record],
+    key: PrivacyKey,
+) -> None:
+    """Check 4 for an approval entry: rebuilt from its decision and request rows."""
+    try:
+        row = decisions.get(uuid.UUID(named))
+    except ValueError:
+        row = None
+    if row is None:
+        raise LogVerificationFailed(idx, f"approval decision {named} is missing")
+    try:
+        rebuilt = approval_entry(
+            RequestFields(
+                str(row["approval_request"]), row["requester_issuer"], row["requester_subject"],
+                row["approver_group"], row["approvals_required"], row["hash_algorithm"],
+                tuple(bytes(d) for d in row["digests"]),
+            ),
+            DecisionFields(
+                named, row["request_id"], row["decided_at"], row["decision"], row["issuer_name"],
+                row["token_issuer"], row["token_subject"], row["email"],
+            ),
+        ).encode(key)  # fmt: skip
+    except (CaError, ValueError) as exc:
+        raise LogVerificationFailed(idx, f"approval decision {named} is malformed: {exc}") from exc
+    if rebuilt != entry:
+        field = _first_difference(entry, rebuilt)
+        raise LogVerificationFailed(
+            idx, f"does not match approval decision {named} (field {field} differs)"
+        )
+
+
+def _check_entry(
+    row: asyncpg.Record,
+    key: PrivacyKey,
+    decisions: Mapping[uuid.UUID, asyncpg.Record] | None = None,
+) -> tuple[bytes, bool]:
+    """Checks 3 and 4 for one row; returns its leaf hash and whether its record is purged.
+    ``decisions`` holds the approval decisions of the batch (by id)."""
     idx, entry = row["idx"], bytes(row["entry"])
     leaf = leaf_hash(entry)
     if bytes(row["leaf_hash"]) != leaf:
@@ -142,6 +191,11 @@ def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> tuple[bytes, bool]:
     if _KINDS[kind] != row["kind"]:
         raise LogVerificationFailed(idx, f"entry is a {_KINDS[kind]}, row says {row['kind']}")
     named = dict(fields)["record_id"].decode()
+    if kind is EntryKind.APPROVAL:
+        if row["record_id"] is not None:
+            raise LogVerificationFailed(idx, "an approval entry must not name a signing record")
+        _check_approval(idx, entry, named, decisions or {}, key)
+        return leaf, False
     if kind is EntryKind.REFUSAL:
         if row["record_id"] is not None:
             raise LogVerificationFailed(idx, "a refusal entry must not name a signing record")
@@ -178,6 +232,20 @@ def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> tuple[bytes, bool]:
     return leaf, False
 
 
+def _approval_ids(rows: Iterable[asyncpg.Record]) -> list[uuid.UUID]:
+    """The decision ids named by the approval entries among ``rows`` (unparseable: skipped,
+    the entry's own check names it)."""
+    ids = []
+    for row in rows:
+        if row["kind"] != "approval":
+            continue
+        try:
+            ids.append(uuid.UUID(dict(entry_fields(bytes(row["entry"]))[1])["record_id"].decode()))
+        except (LogEntryError, ValueError):
+            continue
+    return ids
+
+
 async def verify_log(
     conn: asyncpg.Connection,
     verifier: NoteVerifier,
@@ -204,12 +272,13 @@ async def verify_log(
             if not rows:
                 break
             leaves = []
+            decisions = await fetch_decisions(conn, _approval_ids(rows))
             for expected, row in enumerate(rows, start=tree.size):
                 if row["idx"] != expected:
                     raise LogVerificationFailed(expected, "is missing (the next row is later)")
                 if expected >= sequenced:
                     raise LogVerificationFailed(expected, "is beyond the sequenced log size")
-                leaf, erased = _check_entry(row, key)
+                leaf, erased = _check_entry(row, key, decisions)
                 leaves.append(leaf)
                 purged += erased
             start = tree

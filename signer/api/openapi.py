@@ -252,8 +252,17 @@ _ENTRY_PAGE = {
                 "required": ["index", "kind", "outcome", "time"],
                 "properties": {
                     "index": {"type": "integer"},
-                    "kind": {"enum": ["issuance", "refusal"]},
-                    "outcome": {"enum": ["completed", "failed", "refused", "malformed"]},
+                    "kind": {"enum": ["issuance", "refusal", "approval"]},
+                    "outcome": {
+                        "enum": [
+                            "completed",
+                            "failed",
+                            "refused",
+                            "malformed",
+                            "approved",
+                            "denied",
+                        ]
+                    },
                     "time": {"type": ["string", "null"], "format": "date-time"},
                     "serial": {"type": ["string", "null"]},
                     "subject": {"type": ["string", "null"]},

@@ -38,6 +38,8 @@ from signer.pipeline import FORMATS, SignatureRequest, SignatureResult
 from signer.storage.records import IdempotencyKey, IdempotencyOutcome
 
 MAX_IDEMPOTENCY_KEY = 255
+#: Extra fields of a body, used when the request is held for approval (signer.approvals).
+HOLD_FIELDS = frozenset({"labels", "reason", "webhook_url"})
 
 
 async def read_json(request: web.Request) -> Any:
@@ -54,7 +56,7 @@ async def read_json(request: web.Request) -> Any:
 def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
-    unknown = set(body) - {"hash_algorithm", "hashes", "profile", "format"}
+    unknown = set(body) - {"hash_algorithm", "hashes", "profile", "format", *HOLD_FIELDS}
     if unknown:
         raise InvalidRequest(f"unknown fields {sorted(unknown)}")
     algorithm = body.get("hash_algorithm")
@@ -113,6 +115,12 @@ async def create_signatures(request: web.Request) -> web.Response:
     body = await read_json(request)
     sign_request = parse_signature_request(body, max_digests=settings.max_digests)
     principal = await authenticate(request)  # after parsing: a bad body never burns a jti
+    from signer.approvals import api as approvals  # it imports this module
+
+    requirement = approvals.requirement_of(request, principal)
+    if requirement is not None:  # held for m-of-n approval (issue 7): 202 and a status URL
+        hold = approvals.parse_hold(body, sign_request)
+        return await approvals.hold(request, principal, hold, requirement)
     idem = _idempotency_key(request, principal.issuer, principal.subject, body)
     if idem is not None:
         claim = await services.records.claim_idempotency(idem, services.clock())
