@@ -25,11 +25,13 @@ from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
-from signer.approvals.service import ApprovalPolicy
+from signer.approvals.service import ApprovalPolicy, CurrentPolicy
 from signer.config import Settings
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
+from signer.policy import PolicyFileError
+from signer.policy_file import PolicyFile
 from signer.storage.authority import CaCertificateStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
@@ -157,10 +159,15 @@ def _resources(
                         signing=signing,
                         clock=clock,
                     )
-                expiry = None
-                if approval_policy is not None:
+                expiry = reloader = None
+                policy = approval_policy
+                if policy is None and settings.policy.file is not None:
+                    policy_file = await _load_policy(settings)
+                    policy = CurrentPolicy(lambda: policy_file.current)
+                    reloader = asyncio.create_task(policy_file.run())
+                if policy is not None:
                     approvals_service = approvals.build(
-                        app, settings, policy=approval_policy, pool=pool, http=http,
+                        app, settings, policy=policy, pool=pool, http=http,
                         tokens=registry, signing=signing, privacy_key=privacy_key, clock=clock,
                         render=lambda r: signatures.render_result(r, settings.server.public_url),
                     )  # fmt: skip
@@ -176,8 +183,9 @@ def _resources(
                     integrator.cancel()
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
-                    if expiry is not None:
-                        expiry.cancel()
+                    for task in (expiry, reloader):
+                        if task is not None:
+                            task.cancel()
                     if approvals.WEBHOOKS in app:
                         await app[approvals.WEBHOOKS].close()
                     await asyncio.gather(integrator, return_exceptions=True)
@@ -188,6 +196,17 @@ def _resources(
             await asyncio.to_thread(hsm.close)
 
     return ctx
+
+
+async def _load_policy(settings: Settings) -> PolicyFile:
+    """The policy file (``[policy] file``); a bad one stops the start, naming its line."""
+    assert settings.policy.file is not None
+    policy_file = PolicyFile(settings.policy.file, interval=settings.policy.reload_seconds)
+    try:
+        await asyncio.to_thread(policy_file.load)
+    except PolicyFileError as exc:
+        raise ConfigError(f"policy.file {settings.policy.file}: {exc}") from exc
+    return policy_file
 
 
 async def _purge_replay_records(records: RecordStore, clock: Callable[[], datetime]) -> None:

@@ -17,7 +17,7 @@ from ca.logentry import PrivacyKey
 from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
 from signer.approvals import api, ui
-from signer.approvals.service import ApprovalPolicy, ApprovalService, Render, principal_data
+from signer.approvals.service import ApprovalPolicy, ApprovalService, Render
 from signer.auditui.login import AuditLogin
 from signer.auditui.views import STATIC_DIR as AUDIT_STATIC
 from signer.config import Settings
@@ -25,6 +25,7 @@ from signer.pipeline import SigningService
 from signer.storage.approvals import ApprovalStore
 from signer.storage.audit_sessions import AuditSessionStore
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore
+from signer.webflow.flow import principal_json
 from signer.webflow.webhooks import Webhooks
 
 __all__ = ["add_routes", "build"]
@@ -80,7 +81,7 @@ def build(
             lifetime=ui_settings.lifetime,
             clock=clock,
             realm="approvals",
-            keep_principal=principal_data,
+            keep_principal=principal_json,
         )
         app[ui.APPROVAL_UI] = ui.ApprovalUi(
             login=login,

@@ -30,7 +30,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -48,6 +48,8 @@ from signer.storage.approvals import (
     StoredApprovalRequest,
 )
 from signer.translog import DecisionFields, RequestFields, approval_entry
+from signer.webflow.flow import principal_from_json as principal_from_data
+from signer.webflow.flow import principal_json as principal_data
 from signer.webflow.webhooks import Webhooks, webhook_key
 
 log = structlog.get_logger(__name__)
@@ -120,32 +122,23 @@ class ApprovalPolicy(Protocol):
     def is_member(self, group: str, principal: Principal) -> bool: ...
 
 
+class CurrentPolicy:
+    """The policy in force, read on every call (the policy file reloads without a restart:
+    ``signer.policy_file.PolicyFile.current``), as an :class:`ApprovalPolicy`."""
+
+    def __init__(self, current: Callable[[], ApprovalPolicy]) -> None:
+        self._current = current
+
+    def decide(self, principal: Principal, *, client_id: str | None) -> PolicyDecision:
+        return self._current().decide(principal, client_id=client_id)
+
+    def is_member(self, group: str, principal: Principal) -> bool:
+        return self._current().is_member(group, principal)
+
+
 def digest_commitment(digests: tuple[bytes, ...]) -> str:
     """What an approver is shown and sends back: hex of ``ca.logentry.digests_sha256``."""
     return digests_sha256(digests).hex()
-
-
-def principal_data(principal: Principal) -> dict[str, Any]:
-    """The requester as JSON-able data (stored with the request, used again to sign)."""
-    data = {f.name: getattr(principal, f.name) for f in fields(principal)}
-    data["attributes"] = dict(principal.attributes)
-    data["profiles"] = list(principal.profiles)
-    data["roles"] = sorted(principal.roles)
-    data["amr"] = list(principal.amr)
-    for name in ("expires_at", "auth_time"):
-        value = data[name]
-        data[name] = value.isoformat() if value is not None else None
-    return data
-
-
-def principal_from_data(data: Mapping[str, Any]) -> Principal:
-    d = dict(data)
-    d["profiles"] = tuple(d["profiles"])
-    d["roles"] = frozenset(d["roles"])
-    d["amr"] = tuple(d["amr"])
-    for name in ("expires_at", "auth_time"):
-        d[name] = datetime.fromisoformat(d[name]) if d[name] is not None else None
-    return Principal(**d)
 
 
 def display_name(principal: Principal) -> str:

@@ -21,15 +21,12 @@ from aiohttp import web
 from idp_adapter.errors import IdpError
 from signer.api.problems import translate
 from signer.api.state import REQUEST_ID
-from signer.approvals.service import (
-    ApprovalService,
-    digest_commitment,
-    principal_from_data,
-)
+from signer.approvals.service import ApprovalNotFound, ApprovalService, digest_commitment
 from signer.auditui.login import AuditLogin
 from signer.auditui.views import SECURITY_HEADERS, Cookies, templates
 from signer.errors import RequestError, SignerError
 from signer.storage.audit_sessions import UiSession
+from signer.webflow.flow import principal_from_json as principal_from_data
 
 log = structlog.get_logger(__name__)
 FLOW_COOKIE_SECONDS = 600
@@ -103,8 +100,6 @@ def _id(request: web.Request) -> uuid.UUID:
     try:
         return uuid.UUID(request.match_info["id"])
     except ValueError as exc:
-        from signer.approvals.service import ApprovalNotFound
-
         raise ApprovalNotFound("not an id") from exc
 
 

@@ -42,7 +42,7 @@ class UiSession:
     created_at: datetime
     expires_at: datetime
     realm: str = "audit"
-    #: The verified principal (``signer.approvals.service.principal_data``), if kept.
+    #: The verified principal (``signer.webflow.flow.principal_json``), if kept.
     principal: Mapping[str, Any] | None = None
 
 

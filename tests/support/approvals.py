@@ -1,45 +1,15 @@
-"""A temporary in-test policy for approvals (issue 7) implementing the agreed interface of
-``signer.policy`` (``decide(principal, *, client_id).approvals`` and ``is_member``), used until
-the policy file can be merged: every requester but ``alice`` needs 2 approvals from the group
-``seal-approvers``, whose members are the identities with that role (dana, erik, fiona in
-deploy/dev-idp/demo.json)."""
+"""Approvals (issue 7) as the tests see them: the development policy (deploy/dev/policy.toml)
+holds every request of the demo client ``demo-seal-batch`` and every approver's own request for
+2 approvals of the group ``seal-approvers`` (dana, erik, fiona in deploy/dev-idp/demo.json)."""
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
-
-from idp_adapter.principal import Principal
 
 GROUP = "seal-approvers"
 APPROVERS = ("dana", "erik", "fiona")
-
-
-@dataclass(frozen=True)
-class ApprovalRequirement:
-    required: int
-    group: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    approvals: ApprovalRequirement | None
-
-
-@dataclass(frozen=True)
-class TwoOfThreePolicy:
-    required: int = 2
-    group: str = GROUP
-    exempt: frozenset[str] = frozenset({"alice"})
-
-    def decide(self, principal: Principal, *, client_id: str | None) -> Decision:
-        if principal.subject in self.exempt:
-            return Decision(None)
-        return Decision(ApprovalRequirement(self.required, self.group))
-
-    def is_member(self, group: str, principal: Principal) -> bool:
-        return group in principal.roles
+SEAL_CLIENT = "demo-seal-batch"
 
 
 def commitment(digests: list[bytes]) -> str:

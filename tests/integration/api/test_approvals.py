@@ -4,8 +4,9 @@ digests, the signature made once and verified by OpenSSL against its chain, the 
 the transparency log (``qes audit verify`` recomputes them), the completion webhook, and every
 refusal with nothing signed.
 
-The policy is the temporary in-test one of ``tests/support/approvals.py`` (the agreed
-``signer.policy`` interface)."""
+The policy is the development policy file (deploy/dev/policy.toml, read by the real
+``signer.policy_file``): ``demo-seal-batch`` and the approvers themselves need 2 of
+``seal-approvers``; everyone else signs at once."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.logentry import EntryKind, entry_fields
-from tests.support.approvals import TwoOfThreePolicy, commitment
-from tests.support.idp import DEMO_PASSWORDS, FakeClock, RunningIdp
+from tests.support.approvals import SEAL_CLIENT, commitment
+from tests.support.idp import DEMO_PASSWORDS, DEMO_SECRETS, FakeClock, RunningIdp
 from tests.support.service import DEV_CONFIG, ROOT, api_headers, free_port
 
 LIFETIME_MINUTES = 2
@@ -55,12 +56,18 @@ async def api(
     from signer.config import load_settings
 
     settings = load_settings(DEV_CONFIG, env=approval_env)
-    app = create_app(settings, clock=clock, approval_policy=TwoOfThreePolicy())
+    assert settings.policy.file is not None and settings.policy.file.name == "policy.toml"
+    app = create_app(settings, clock=clock)
     client: TestClient = await aiohttp_client(app)
     yield client
     services = app[SERVICES]
     leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])
     assert leftover == [], f"session objects left in the HSM after the test: {leftover}"
+
+
+@pytest.fixture
+async def seal_token(idp: RunningIdp) -> str:
+    return await idp.client_token(SEAL_CLIENT, DEMO_SECRETS[SEAL_CLIENT])
 
 
 @pytest.fixture
@@ -165,7 +172,7 @@ async def sink() -> AsyncIterator[tuple[WebhookSink, str]]:
 
 async def test_two_of_three_approval_signs_once_and_logs_every_decision(
     api: TestClient,
-    batch_token: str,
+    seal_token: str,
     auditor_token: str,
     people: dict[str, str],
     database_url: str,
@@ -176,9 +183,9 @@ async def test_two_of_three_approval_signs_once_and_logs_every_decision(
     receiver, hook_url = sink
     documents = [b"invoice 2026-0042\n" * 20, os.urandom(3000)]
     digests = [hashlib.sha256(d).digest() for d in documents]
-    before = await records_of(database_url, "demo-batch")
+    before = await records_of(database_url, SEAL_CLIENT)
     held = await request_approval(
-        api, batch_token, digests, format="cades", labels=["Invoice 42", "Annex"],
+        api, seal_token, digests, format="cades", labels=["Invoice 42", "Annex"],
         reason="Quarterly invoices, seal needed", webhook_url=hook_url,
     )  # fmt: skip
     assert held["status"] == "pending"
@@ -189,24 +196,24 @@ async def test_two_of_three_approval_signs_once_and_logs_every_decision(
     assert [d["label"] for d in held["documents"]] == ["Invoice 42", "Annex"]
     assert held["reason"] == "Quarterly invoices, seal needed"
     secret = held["webhook"]["secret"]
-    assert await records_of(database_url, "demo-batch") == before  # nothing signed yet
+    assert await records_of(database_url, SEAL_CLIENT) == before  # nothing signed yet
 
     # Approvers see it (who asks, what, why); the requester polls: still pending.
     resp = await api.get("/api/v1/approval-requests", headers=api_headers(people["dana"]))
     listed = {r["id"]: r for r in (await resp.json())["requests"]}
-    assert held["id"] in listed and listed[held["id"]]["requester"]["subject"] == "demo-batch"
-    assert (await status(api, batch_token, held))[1]["status"] == "pending"
+    assert held["id"] in listed and listed[held["id"]]["requester"]["subject"] == SEAL_CLIENT
+    assert (await status(api, seal_token, held))[1]["status"] == "pending"
 
     code, after_one = await decide(api, people["dana"], held)
     assert code == 200 and after_one["status"] == "pending"
     assert after_one["approval"]["approvals"] == 1
-    assert await records_of(database_url, "demo-batch") == before
+    assert await records_of(database_url, SEAL_CLIENT) == before
 
     code, done = await decide(api, people["erik"], held)
     assert code == 200 and done["status"] == "completed", done
-    assert await records_of(database_url, "demo-batch") == before + 1
+    assert await records_of(database_url, SEAL_CLIENT) == before + 1
     # The requester collects: the body of a 201 signing response, plus the approval.
-    code, polled = await status(api, batch_token, held)
+    code, polled = await status(api, seal_token, held)
     assert code == 200 and polled["status"] == "completed"
     for key in ("serial", "signatures", "certificate", "chain", "record_url", "key", "log"):
         assert key in polled, key
@@ -218,7 +225,7 @@ async def test_two_of_three_approval_signs_once_and_logs_every_decision(
     # A third approval changes nothing: the request is no longer pending.
     code, problem = await decide(api, people["fiona"], held)
     assert (code, problem["type"]) == (409, "/problems/approval-not-pending")
-    assert await records_of(database_url, "demo-batch") == before + 1
+    assert await records_of(database_url, SEAL_CLIENT) == before + 1
 
     # Both decisions are log entries over the exact digests.
     conn = await asyncpg.connect(database_url)
@@ -272,14 +279,14 @@ async def test_two_of_three_approval_signs_once_and_logs_every_decision(
 
 async def test_refusals_sign_nothing(
     api: TestClient,
-    batch_token: str,
+    seal_token: str,
     people: dict[str, str],
     database_url: str,
     clock: FakeClock,
 ) -> None:
     digests = [os.urandom(32), os.urandom(32)]
-    held = await request_approval(api, batch_token, digests, reason="refusal checks")
-    before = await records_of(database_url, "demo-batch")
+    held = await request_approval(api, seal_token, digests, reason="refusal checks")
+    before = await records_of(database_url, SEAL_CLIENT)
 
     # A non-member (alice has no seal-approvers role); she cannot even see it.
     code, problem = await decide(api, people["alice"], held)
@@ -306,26 +313,26 @@ async def test_refusals_sign_nothing(
     clock.advance(LIFETIME_MINUTES * 60 + 1)
     code, problem = await decide(api, people["erik"], held)
     assert (code, problem["type"]) == (410, "/problems/approval-expired")
-    code, expired = await status(api, batch_token, held)
+    code, expired = await status(api, seal_token, held)
     assert code == 200 and expired["status"] == "expired"
     assert expired["approval"]["approvals"] == 1
-    assert await records_of(database_url, "demo-batch") == before
+    assert await records_of(database_url, SEAL_CLIENT) == before
     assert await records_of(database_url, "erik") == 0
 
 
 async def test_one_denial_ends_the_request(
-    api: TestClient, batch_token: str, people: dict[str, str], database_url: str
+    api: TestClient, seal_token: str, people: dict[str, str], database_url: str
 ) -> None:
-    held = await request_approval(api, batch_token, [os.urandom(32)])
-    before = await records_of(database_url, "demo-batch")
+    held = await request_approval(api, seal_token, [os.urandom(32)])
+    before = await records_of(database_url, SEAL_CLIENT)
     assert (await decide(api, people["dana"], held))[0] == 200
     code, denied = await decide(api, people["fiona"], held, "deny")
     assert code == 200 and denied["status"] == "denied"
     assert [d["decision"] for d in denied["approval"]["decisions"]] == ["approved", "denied"]
     code, problem = await decide(api, people["erik"], held)
     assert (code, problem["type"]) == (409, "/problems/approval-not-pending")
-    assert (await status(api, batch_token, held))[1]["status"] == "denied"
-    assert await records_of(database_url, "demo-batch") == before
+    assert (await status(api, seal_token, held))[1]["status"] == "denied"
+    assert await records_of(database_url, SEAL_CLIENT) == before
 
 
 async def test_requests_without_a_requirement_are_signed_at_once(
@@ -346,21 +353,21 @@ async def test_requests_without_a_requirement_are_signed_at_once(
     ],
 )
 async def test_bad_hold_fields_are_problems(
-    api: TestClient, batch_token: str, extra: dict[str, Any], why: str
+    api: TestClient, seal_token: str, extra: dict[str, Any], why: str
 ) -> None:
     body = {"hash_algorithm": "sha256", "hashes": [b64(os.urandom(32))] * 2, **extra}
-    resp = await api.post("/api/v1/signatures", json=body, headers=api_headers(batch_token))
+    resp = await api.post("/api/v1/signatures", json=body, headers=api_headers(seal_token))
     assert resp.status == 422
     assert resp.content_type == "application/problem+json"
     assert (await resp.json())["type"] == "/problems/invalid-request"
 
 
 async def test_unknown_and_malformed_ids_are_404(
-    api: TestClient, batch_token: str, people: dict[str, str]
+    api: TestClient, seal_token: str, people: dict[str, str]
 ) -> None:
     resp = await api.get(
         "/api/v1/approval-requests/00000000-0000-4000-8000-000000000000",
-        headers=api_headers(batch_token),
+        headers=api_headers(seal_token),
     )
     assert resp.status == 404 and (await resp.json())["type"] == "/problems/approval-not-found"
     resp = await api.post(
