@@ -376,3 +376,38 @@ async def test_unknown_and_malformed_ids_are_404(
         headers=api_headers(people["dana"]),
     )
     assert resp.status == 404
+
+
+async def test_pdf_upload_is_held_and_the_signed_pdf_collected(
+    api: TestClient, seal_token: str, people: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.support.pdfs import multi_page_pdf
+
+    pdf = multi_page_pdf(2)
+    resp = await api.post(
+        "/api/v1/signatures/pdf?label=Board%20minutes.pdf&reason=Board%20resolution",
+        data=pdf,
+        headers={**api_headers(seal_token), "Content-Type": "application/pdf"},
+    )
+    assert resp.status == 202, await resp.text()
+    held = await resp.json()
+    assert held["format"] == "pades" and held["documents"][0]["label"] == "Board minutes.pdf"
+    assert held["reason"] == "Board resolution" and "document_url" not in held
+    document = f"/api/v1/approval-requests/{held['id']}/document.pdf"
+    assert (await api.get(document, headers=api_headers(seal_token))).status == 404
+    for approver in ("fiona", "dana"):
+        code, body = await decide(api, people[approver], held)
+        assert code == 200, body
+    assert body["status"] == "completed" and body["document_url"].endswith(document)
+    resp = await api.get(document, headers=api_headers(seal_token))
+    assert resp.status == 200 and resp.content_type == "application/pdf"
+    signed = tmp_path / "minutes.signed.pdf"
+    signed.write_bytes(await resp.read())
+    chain = x509.load_pem_x509_certificates(body["chain"].encode())
+    (tmp_path / "root.pem").write_bytes(chain[-1].public_bytes(Encoding.PEM))
+    pyhanko = str(Path(sys.executable).parent / "pyhanko")
+    done = run(
+        pyhanko, "sign", "validate", "--trust", tmp_path / "root.pem", "--trust-replace",
+        "--no-revocation-check", "--executive-summary", signed,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), done.stdout
