@@ -117,21 +117,20 @@ async def create_signatures(request: web.Request) -> web.Response:
     principal = await authenticate(request)  # after parsing: a bad body never burns a jti
     from signer.approvals import api as approvals  # it imports this module
 
-    requirement = approvals.requirement_of(request, principal)
-    if requirement is not None:  # held for m-of-n approval (issue 7): 202 and a status URL
-        hold = approvals.parse_hold(body, sign_request)
-        return await approvals.hold(request, principal, hold, requirement)
     idem = _idempotency_key(request, principal.issuer, principal.subject, body)
     if idem is not None:
         claim = await services.records.claim_idempotency(idem, services.clock())
         if claim.outcome is IdempotencyOutcome.REPLAY:
-            replay = with_proof_url(claim.response or {}, settings.public_url)
-            return web.json_response(replay, headers={"Idempotent-Replayed": "true"})
+            return approvals.replay(with_proof_url(claim.response or {}, settings.public_url))
         if claim.outcome is IdempotencyOutcome.MISMATCH:
             raise IdempotencyMismatch()
         if claim.outcome is IdempotencyOutcome.IN_PROGRESS:
             raise IdempotencyInProgress()
     try:
+        requirement = approvals.requirement_of(request, principal)
+        if requirement is not None:  # held for m-of-n approval (issue 7): 202, status URL
+            hold = approvals.parse_hold(body, sign_request)
+            return await approvals.hold(request, principal, hold, requirement, idem)
         _, response = await services.signing.sign(
             principal,
             sign_request,

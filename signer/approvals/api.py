@@ -34,6 +34,7 @@ from signer.approvals.service import (
 from signer.formats.pdf import PreparedPdf
 from signer.pipeline import SignatureRequest
 from signer.storage.approvals import StoredApprovalRequest
+from signer.storage.records import IdempotencyKey
 from signer.webflow.registry import RegistryError, check_redirect_uri
 
 APPROVALS = web.AppKey("approvals", ApprovalService)
@@ -81,16 +82,33 @@ def requirement_of(request: web.Request, principal: Principal) -> Requirement | 
 
 
 async def hold(
-    request: web.Request, principal: Principal, hold: Hold, requirement: Requirement
+    request: web.Request,
+    principal: Principal,
+    hold: Hold,
+    requirement: Requirement,
+    idempotency: IdempotencyKey | None,
 ) -> web.Response:
-    """Store the request and answer 202 with its status URL."""
+    """Store the request and answer 202 with its status URL. With an ``Idempotency-Key`` the
+    answer (without the webhook secret, which is shown once) is kept for replays."""
     service = request.app[APPROVALS]
     held = await service.hold(principal, hold, requirement, request_id=request[REQUEST_ID])
     body = render(request, held.request)
+    if idempotency is not None:
+        await request.app[SERVICES].records.keep_response(idempotency, body)
     if held.webhook_secret is not None:
         body["webhook"]["secret"] = held.webhook_secret
     url = status_url(request, held.request.id)
     return web.json_response(body, status=202, headers={"Location": url})
+
+
+def replay(response: Mapping[str, Any]) -> web.Response:
+    """An ``Idempotency-Key`` replay: a held request's 202 (its status URL tells the rest),
+    else the stored signing response."""
+    headers = {"Idempotent-Replayed": "true"}
+    url = response.get("status_url")
+    if isinstance(url, str):
+        return web.json_response(response, status=202, headers={**headers, "Location": url})
+    return web.json_response(response, headers=headers)
 
 
 def render(request: web.Request, req: StoredApprovalRequest) -> dict[str, Any]:

@@ -411,3 +411,26 @@ async def test_pdf_upload_is_held_and_the_signed_pdf_collected(
         "--no-revocation-check", "--executive-summary", signed,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), done.stdout
+
+
+async def test_idempotency_key_replays_the_held_request(
+    api: TestClient, seal_token: str, people: dict[str, str], sink: tuple[WebhookSink, str]
+) -> None:
+    _, hook_url = sink
+    body = {"hash_algorithm": "sha256", "hashes": [b64(os.urandom(32))], "webhook_url": hook_url}
+    headers = api_headers(seal_token, **{"Idempotency-Key": f"seal-{os.urandom(4).hex()}"})
+    first = await api.post("/api/v1/signatures", json=body, headers=headers)
+    assert first.status == 202
+    held = await first.json()
+    again = await api.post("/api/v1/signatures", json=body, headers=headers)
+    assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
+    replayed = await again.json()
+    assert replayed["id"] == held["id"] and again.headers["Location"] == held["status_url"]
+    assert "secret" in held["webhook"] and "secret" not in replayed["webhook"]  # shown once
+    resp = await api.get("/api/v1/approval-requests", headers=api_headers(people["dana"]))
+    ids = [r["id"] for r in (await resp.json())["requests"]]
+    assert ids.count(held["id"]) == 1 and len(ids) == len(set(ids))
+    other = await api.post(
+        "/api/v1/signatures", json={**body, "hashes": [b64(os.urandom(32))]}, headers=headers
+    )
+    assert other.status == 422
