@@ -21,11 +21,12 @@ from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer import auditui, webflow
-from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
+from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
+from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
@@ -113,6 +114,7 @@ def _resources(
             records = RecordStore(pool)
             log_store = LogStore(pool, settings.log.origin)
             publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
+            gate = await open_gate(settings, pool, privacy_key, clock)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
                 signing = SigningService(
@@ -124,6 +126,7 @@ def _resources(
                     clock=clock,
                     time_stamps=time_stamps,
                     max_clock_skew=settings.tsa.max_clock_skew,
+                    gate=gate,
                 )
                 app[SERVICES] = Services(
                     settings=settings,
@@ -160,11 +163,14 @@ def _resources(
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
                 integrator = asyncio.create_task(publisher.run())
+                gatekeeper = asyncio.create_task(gate.run())
                 try:
                     yield
                 finally:
                     purger.cancel()
                     integrator.cancel()
+                    gatekeeper.cancel()
+                    await asyncio.gather(gatekeeper, return_exceptions=True)
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
                     await asyncio.gather(integrator, return_exceptions=True)
@@ -214,6 +220,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
     app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
     app.router.add_post("/tsa", tsa.time_stamp)
+    admin.add_routes(app)
     if settings.audit.ui is not None:
         auditui.add_routes(app)
     if settings.web_signing is not None:

@@ -160,15 +160,19 @@ class Decision:
     rate_limit: RateLimit | None
     approvals: ApprovalRequirement | None
 
+    def check_profile(self, profile: str) -> None:
+        """Refuse a certificate profile or level this decision does not allow."""
+        if profile not in self.profiles:
+            raise PolicyProfileNotAllowed(f"rule {self.rule!r}: profile {profile!r}")
+        if profile not in self.levels:  # a profile name is its level (ca.profiles.Level)
+            raise PolicyLevelNotAllowed(f"rule {self.rule!r}: level {profile!r}")
+
     def check(self, principal: Principal, *, profile: str, digests: int) -> None:
         """Refuse a request this decision does not cover (profile, level, ``acr``, count).
 
         ``acr`` is compared exactly (OIDC Core §2: its values are issuer-defined, not ordered);
         the web flow asks for it with ``acr_values`` (step-up) before it gets here."""
-        if profile not in self.profiles:
-            raise PolicyProfileNotAllowed(f"rule {self.rule!r}: profile {profile!r}")
-        if profile not in self.levels:  # a profile name is its level (ca.profiles.Level)
-            raise PolicyLevelNotAllowed(f"rule {self.rule!r}: level {profile!r}")
+        self.check_profile(profile)
         if self.required_acr is not None and principal.acr != self.required_acr:
             raise AcrRequired(f"rule {self.rule!r}: acr {principal.acr!r}")
         if self.max_digests is not None and digests > self.max_digests:
@@ -462,8 +466,6 @@ def _rate_limit(value: Any, path: tuple[str | int, ...]) -> RateLimit:
         _count(value["per_minute"], (*path, "per_minute")) if "per_minute" in value else None
     )
     per_day = _count(value["per_day"], (*path, "per_day")) if "per_day" in value else None
-    if per_minute is not None and per_day is not None and per_day < per_minute:
-        raise _Invalid((*path, "per_day"), "rate_limit.per_day is below per_minute")
     return RateLimit(per_minute=per_minute, per_day=per_day)
 
 

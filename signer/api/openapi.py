@@ -252,7 +252,7 @@ _ENTRY_PAGE = {
                 "required": ["index", "kind", "outcome", "time"],
                 "properties": {
                     "index": {"type": "integer"},
-                    "kind": {"enum": ["issuance", "refusal"]},
+                    "kind": {"enum": ["issuance", "refusal", "admin"]},
                     "outcome": {"enum": ["completed", "failed", "refused", "malformed"]},
                     "time": {"type": ["string", "null"], "format": "date-time"},
                     "serial": {"type": ["string", "null"]},
