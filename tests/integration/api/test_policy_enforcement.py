@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
@@ -423,3 +424,75 @@ def test_cli_suspend_list_resume(policy_env: dict[str, str], policy_idp: Running
     assert gone.returncode == 1
     assert gone.stderr.strip() == f"qes: identity {iss} cli-person is not suspended"
     assert "cli-person" not in qes(policy_env, "suspensions").stdout
+
+
+# ------------------------------------------------------------------ kill switch (two replicas)
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    policy_env: dict[str, str], ca_ready: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SignerProcess, SignerProcess]]:
+    work = tmp_path_factory.mktemp("policy-replicas")
+    procs = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            env = {
+                **policy_env,
+                "QES__SERVER__PORT": str(port),
+                "QES__SERVER__PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "QES__POLICY__RELOAD_SECONDS": "1.0",  # the default: NOTIFY must beat the poll
+            }
+            procs.append(SignerProcess(env, port, work / f"{name}.log").start())
+        yield procs[0], procs[1]
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+async def _until(
+    http: aiohttp.ClientSession, url: str, bearer: str, want: int, start: float
+) -> float:
+    """Sign on ``url`` until the status is ``want``; seconds since ``start`` when it was."""
+    body = {"hash_algorithm": "sha256", "hashes": [base64.b64encode(os.urandom(32)).decode()]}
+    while time.monotonic() - start < 10:
+        async with http.post(
+            f"{url}/api/v1/signatures", json=body, headers=api_headers(bearer)
+        ) as resp:
+            if resp.status == want:
+                if want == 403:
+                    assert slug(await resp.json()) == "suspended"
+                return time.monotonic() - start
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{url} never answered {want}")
+
+
+async def test_suspend_identity_reaches_every_replica_within_a_second(
+    replicas: tuple[SignerProcess, SignerProcess],
+    policy_idp: RunningIdp,
+    policy_env: dict[str, str],
+) -> None:
+    a, b = replicas
+    victim = await token(policy_idp, "pol-victim")
+    root = await token(policy_idp, "pol-admin")
+    async with aiohttp.ClientSession() as http:
+        for proc in (a, b):
+            assert await _until(http, proc.url, victim, 201, time.monotonic()) < 10
+        # suspend through the operator's CLI (a third process): committed when it exits
+        done = await asyncio.to_thread(
+            qes, policy_env, "suspend", "identity", policy_idp.issuer, "pol-victim"
+        )
+        assert done.returncode == 0, done.stderr
+        start = time.monotonic()
+        took = await asyncio.gather(*(_until(http, p.url, victim, 403, start) for p in (a, b)))
+        assert max(took) < 1.0, took
+        # resume through replica A's admin API: B follows within a second as well
+        ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-victim"}
+        async with http.post(
+            f"{a.url}/api/v1/admin/suspensions/resume", json=ident, headers=api_headers(root)
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        start = time.monotonic()
+        took = await asyncio.gather(*(_until(http, p.url, victim, 201, start) for p in (a, b)))
+        assert max(took) < 1.0, took
