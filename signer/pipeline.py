@@ -50,7 +50,7 @@ from signer.errors import (
 )
 from signer.formats.cms import cades_b_t, pades_b_t
 from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
-from signer.policy import PolicyRefusal
+from signer.policy import Decision, PolicyRefusal
 from signer.storage.records import Completion, IdempotencyKey, IssuedRecord, RecordStore
 from signer.timestamping import TimeStampSource, checked
 from signer.translog import issuance_entry, refusal_entry
@@ -196,6 +196,24 @@ class SigningService:
         except (ValueError, ProfileError) as exc:
             raise SubjectNotIssuable(f"{principal.subject}: {exc}") from exc
         return level, subject
+
+    async def screen(
+        self, principal: Principal, request: SignatureRequest, *, request_id: str
+    ) -> Decision | None:
+        """Before consent (web signing): the kill switch, the matching rule, profile and level,
+        without counting a rate limit; a refusal is logged as at signing. The caller steps the
+        login up to the decision's ``acr_accepted``."""
+        if self.gate is None:
+            return None
+        try:
+            return self.gate.screen(
+                principal,
+                client_id=principal.client_id,
+                profile=request.profile or principal.default_profile,
+            )
+        except PolicyRefusal as exc:
+            await self._log_refusal(principal, request, request_id, exc)
+            raise
 
     async def _admit(
         self, principal: Principal, request: SignatureRequest, approved: bool
