@@ -82,11 +82,14 @@ class SuspensionSet:
     everything: bool = False
     identities: frozenset[tuple[str, str]] = frozenset()
     clients: frozenset[str] = frozenset()
+    #: The suspensions themselves (who, since when, why), for the audit UI's banner.
+    items: tuple[Suspension, ...] = ()
 
     @classmethod
     def of(cls, suspensions: list[Suspension]) -> SuspensionSet:
         targets = [s.target for s in suspensions]
         return cls(
+            items=tuple(suspensions),
             everything=any(t.scope == "all" for t in targets),
             identities=frozenset(
                 (t.token_issuer or "", t.token_subject or "")

@@ -4,6 +4,7 @@ on the signer's page, before any consent. A real `qes serve`, the real dev IdP, 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -63,6 +64,7 @@ def site(
     policy = work / "policy.toml"
     policy.write_text(POLICY)
     clients = with_redirect_uri(DEMO_CLIENTS, "demo-signer-web", f"{url}/sign/callback")
+    clients = with_redirect_uri(clients, "demo-audit-ui", f"{url}/audit/callback")
     with start_idp(work / "idp", clients=clients) as idp:
         env = service_env(
             token=softhsm_token,
@@ -74,6 +76,9 @@ def site(
             QES__WEB_SIGNING__ISSUER="demo_people",
             QES_WEB_SIGNING_CLIENT_SECRET=DEMO_SECRETS["demo-signer-web"],
             QES__POLICY__FILE=f'"{policy}"',
+            QES__AUDIT__UI_CLIENT_ID="demo-audit-ui",
+            QES__AUDIT__UI_ISSUER="demo_people",
+            QES_AUDIT_UI_CLIENT_SECRET=DEMO_SECRETS["demo-audit-ui"],
         )
         signer = SignerProcess(env, port, work / "signer.log").start()
         try:
@@ -115,13 +120,19 @@ async def create(http: aiohttp.ClientSession, url: str, rp: dict[str, str], data
 
 
 async def login(
-    http: aiohttp.ClientSession, idp: RunningIdp, authorize: str, callback: str, *, otp: bool
+    http: aiohttp.ClientSession,
+    idp: RunningIdp,
+    authorize: str,
+    callback: str,
+    *,
+    otp: bool,
+    user: str = "alice",
 ) -> str:
     """The IdP's pages as a browser posts them (password, then the code when asked)."""
     page = await idp._follow(http, "GET", authorize, None, callback)
     action = _FORM_ACTION.search(page)
     assert action, page[:300]
-    form = {"username": "alice", "password": DEMO_PASSWORDS["alice"]}
+    form = {"username": user, "password": DEMO_PASSWORDS[user]}
     after = await idp._follow(http, "POST", urljoin(authorize, action[1]), form, callback)
     if otp:
         assert "One-time code" in after, after[:300]  # the IdP asks for the second factor
@@ -211,3 +222,39 @@ async def test_suspended_signer_is_told_on_the_signing_page(
     assert "Signing is suspended by the service&#39;s administrator" in page, page
     assert "Nothing was signed" in page
     assert still["status"] == "pending"  # refused before consent: the RP's request stays open
+
+
+async def test_audit_ui_shows_what_is_suspended(
+    site: tuple[SignerProcess, RunningIdp, dict[str, str]],
+) -> None:
+    signer, idp, env = site
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        async with http.get(f"{signer.url}/audit/login", allow_redirects=False) as r:
+            assert r.status in (302, 303), await r.text()
+            authorize = r.headers["Location"]
+        callback = await login(
+            http, idp, authorize, f"{signer.url}/audit/callback", otp=False, user="carol"
+        )
+        async with http.get(callback, allow_redirects=False) as r:
+            assert r.status in (302, 303), await r.text()
+        async with http.get(f"{signer.url}/audit") as r:
+            assert r.status == 200
+            assert "Signing is suspended" not in await r.text()
+        done = qes(env, "suspend", "client", "payroll-rp", "--reason", "leaked secret")
+        assert done.returncode == 0, done.stderr
+        try:
+            async with http.get(f"{signer.url}/audit") as r:  # the CLI committed: < 1 s since
+                page = await r.text()
+            if "Signing is suspended" not in page:  # the NOTIFY may still be on its way
+                await asyncio.sleep(1.0)
+                async with http.get(f"{signer.url}/audit") as r:
+                    page = await r.text()
+        finally:
+            assert qes(env, "resume", "client", "payroll-rp").returncode == 0
+        assert "Signing is suspended (kill switch)" in page
+        assert "Relying party <strong>payroll-rp</strong>" in page
+        assert "reason: leaked secret" in page
+        await asyncio.sleep(1.0)
+        async with http.get(f"{signer.url}/audit") as r:
+            assert "Signing is suspended" not in await r.text()
