@@ -14,6 +14,7 @@ Each action is logged (``ca.logentry`` kind 0x04) and reaches every replica with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,8 +23,16 @@ from signer.api.auth import authenticate
 from signer.api.problems import Forbidden, InvalidRequest
 from signer.api.signatures import read_json
 from signer.api.state import REQUEST_ID, SERVICES, Services
-from signer.enforcement import Gate
-from signer.errors import SignerError
+from signer.enforcement import ApprovalRequired, Gate, NotSuspended, Suspended
+from signer.errors import DatabaseUnavailable, SignerError
+from signer.policy import (
+    AcrRequired,
+    PolicyDenied,
+    PolicyLevelNotAllowed,
+    PolicyProfileNotAllowed,
+    PolicyTooManyDigests,
+    RateLimited,
+)
 from signer.storage.policy import Suspension, Target
 
 MAX_REASON = 500
@@ -135,3 +144,68 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/admin/suspensions", list_suspensions)
     app.router.add_post("/api/v1/admin/suspensions", suspend)
     app.router.add_post("/api/v1/admin/suspensions/resume", resume)
+
+
+#: What the policy and the kill switch add to every signing endpoint's problems.
+POLICY_ERRORS: list[type[SignerError]] = [
+    PolicyDenied,
+    PolicyProfileNotAllowed,
+    PolicyLevelNotAllowed,
+    AcrRequired,
+    PolicyTooManyDigests,
+    ApprovalRequired,
+    Suspended,
+    RateLimited,
+]
+
+
+def admin_paths(
+    bearer: list[dict[str, list[str]]], errors: Callable[[list[type[SignerError]]], Any]
+) -> dict[str, Any]:
+    """OpenAPI 3.1 paths of the kill switch (``signer.api.openapi`` merges them)."""
+    target = {
+        "type": "object",
+        "required": ["scope"],
+        "additionalProperties": False,
+        "properties": {
+            "scope": {"enum": ["identity", "client", "all"]},
+            "issuer": {"type": "string", "description": "scope identity: the token's iss"},
+            "subject": {"type": "string", "description": "scope identity: the token's sub"},
+            "client_id": {"type": "string", "description": "scope client"},
+            "reason": {"type": "string", "maxLength": MAX_REASON},
+        },
+    }
+    body = {"required": True, "content": {"application/json": {"schema": target}}}
+    ok = {"description": "Done", "content": {"application/json": {"schema": {"type": "object"}}}}
+    common = [AdminRoleRequired, DatabaseUnavailable]
+    return {
+        "/api/v1/admin/suspensions": {
+            "get": {
+                "summary": "What is suspended (administrator role)",
+                "security": bearer,
+                "responses": {"200": ok, **errors(common)},
+            },
+            "post": {
+                "summary": "Suspend an identity, an RP client or the whole signer",
+                "description": (
+                    "Effective on every replica within a second; logged (entry kind 0x04). "
+                    "201 when it changed something, 200 when it was already suspended. "
+                    "Suspended requests get 403 `/problems/suspended`."
+                ),
+                "security": bearer,
+                "requestBody": body,
+                "responses": {"201": ok, "200": ok, **errors([InvalidRequest, *common])},
+            },
+        },
+        "/api/v1/admin/suspensions/resume": {
+            "post": {
+                "summary": "Lift a suspension",
+                "security": bearer,
+                "requestBody": body,
+                "responses": {
+                    "200": ok,
+                    **errors([InvalidRequest, NotSuspended, *common]),
+                },
+            }
+        },
+    }

@@ -496,3 +496,16 @@ async def test_suspend_identity_reaches_every_replica_within_a_second(
         start = time.monotonic()
         took = await asyncio.gather(*(_until(http, p.url, victim, 201, start) for p in (a, b)))
         assert max(took) < 1.0, took
+
+
+async def test_openapi_and_problem_pages_document_policy_and_kill_switch(
+    pclient: TestClient,
+) -> None:
+    doc = await (await pclient.get("/openapi.json")).json()
+    responses = doc["paths"]["/api/v1/signatures"]["post"]["responses"]
+    assert "/problems/rate-limited" in responses["429"]["description"]
+    assert "/problems/suspended" in responses["403"]["description"]
+    assert {"get", "post"} <= set(doc["paths"]["/api/v1/admin/suspensions"])
+    assert "post" in doc["paths"]["/api/v1/admin/suspensions/resume"]
+    for kind in ("suspended", "rate-limited", "policy-denied", "policy-acr-required"):
+        assert (await pclient.get(f"/problems/{kind}")).status == 200, kind
