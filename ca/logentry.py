@@ -1,8 +1,9 @@
 """Canonical bytes of issued-certificate log entries: the ``entry`` of RFC 9162 §2.1.1 leaves.
 
-Three kinds of entry go into the log: a finished issuance (the certificate, who asked, what was
-signed, key evidence and destruction), a refused request (who asked, what, why refused) and a
-human approval or denial of a batch request (who decided, for whom, over which digests).
+These kinds of entry go into the log: a finished issuance (the certificate, who asked, what was
+signed, key evidence and destruction), a refused request (who asked, what, why refused), a
+human approval or denial of a batch request (who decided, for whom, over which digests) and an
+administrative action (the kill switch).
 Personal identifiers never appear in clear: the token subject, e-mail address, RP client id
 and the certificate's subject name enter the entry only as keyed commitments under a
 log-privacy key. A leaf, a proof or an exported entry therefore reveals nothing personal,
@@ -14,7 +15,7 @@ Encoding, version 1 (this is the specification an external auditor implements)::
     entry  = magic version kind field*
     magic  = "qes-log-entry"                   13 ASCII bytes
     version= 0x01                              1 byte
-    kind   = 0x01 issuance | 0x02 refusal | 0x03 approval
+    kind   = 0x01 issuance | 0x02 refusal | 0x03 approval | 0x04 administrative action
                                                1 byte
     field  = u8(len(name)) name u32(len(value)) value
                                                name: ASCII; u8/u32/u64 are unsigned big-endian
@@ -62,6 +63,15 @@ is also the digest commitment the approver was shown and sent back, so the entry
 digests a person approved. The approver fields carry the same names as a requester's, so a
 watcher filtering by identity finds that person's approvals too.
 
+Administrative action (kind 0x04; a kill-switch suspend or resume): ``privacy_key_id`` text,
+``record_id`` text (the action's id), ``request_id`` text, ``acted_at`` time, ``action`` text
+(``suspend`` | ``resume``), ``scope`` text (``identity`` | ``client`` | ``all``),
+``actor_issuer`` text? (``iss`` of the administrator's token; absent for the operator's CLI),
+``actor_subject`` commit (the administrator's ``sub``, or ``cli:<user>``), ``token_issuer``
+text? and ``token_subject`` commit? (the identity acted on, scope ``identity`` only),
+``client_id`` commit? (scope ``client`` only), ``reason`` commit? (free text, so committed:
+it may name people).
+
 The log leaf is ``SHA-256(0x00 || entry)`` (:func:`ca.merkle.leaf_hash`). Pure: no I/O.
 """
 
@@ -80,6 +90,7 @@ from ca.errors import CaError
 __all__ = [
     "ENTRY_MAGIC",
     "ENTRY_VERSION",
+    "AdminActionEntry",
     "ApprovalEntry",
     "EntryKind",
     "IssuanceEntry",
@@ -111,6 +122,7 @@ class EntryKind(enum.IntEnum):
     ISSUANCE = 1
     REFUSAL = 2
     APPROVAL = 3
+    ADMIN = 4
 
 
 _ISSUANCE_FIELDS = (
@@ -131,10 +143,15 @@ _APPROVAL_FIELDS = (
     "requester_subject", "approver_group", "approvals_required", "hash_algorithm",
     "digest_count", "digests_sha256",
 )  # fmt: skip
+_ADMIN_FIELDS = (
+    "privacy_key_id", "record_id", "request_id", "acted_at", "action", "scope", "actor_issuer",
+    "actor_subject", "token_issuer", "token_subject", "client_id", "reason",
+)  # fmt: skip
 _FIELDS = {
     EntryKind.ISSUANCE: _ISSUANCE_FIELDS,
     EntryKind.REFUSAL: _REFUSAL_FIELDS,
     EntryKind.APPROVAL: _APPROVAL_FIELDS,
+    EntryKind.ADMIN: _ADMIN_FIELDS,
 }
 #: The ``decision`` values of an approval entry.
 DECISIONS = ("approved", "denied")
@@ -418,6 +435,63 @@ class RefusalEntry:
         w.add("hash_algorithm", _text(self.request.hash_algorithm, "hash_algorithm", optional=True))
         w.add_digests(self.request)
         w.add("reason", _text(self.reason, "reason"))
+        return w.finish()
+
+
+@dataclass(frozen=True)
+class AdminActionEntry:
+    """An administrative action: an administrator suspended or resumed an identity
+    (``token_issuer`` + ``token_subject``), an RP client (``client_id``) or the whole signer.
+
+    Exactly the target fields of the ``scope`` are given. ``actor_subject`` is who acted (the
+    ``sub`` of an admin token from ``actor_issuer``, or ``cli:<user>`` for the operator's
+    command); it, the target's ``sub``, the client id and the free-text ``reason`` enter the
+    entry only as commitments.
+    """
+
+    record_id: str
+    request_id: str
+    acted_at: datetime
+    action: str
+    scope: str
+    actor_issuer: str | None
+    actor_subject: str
+    token_issuer: str | None = None
+    token_subject: str | None = None
+    client_id: str | None = None
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ("suspend", "resume"):
+            raise LogEntryError("action: must be 'suspend' or 'resume'")
+        targets = {
+            "identity": self.token_issuer is not None and self.token_subject is not None,
+            "client": self.client_id is not None,
+        }
+        if self.scope not in ("identity", "client", "all"):
+            raise LogEntryError("scope: must be 'identity', 'client' or 'all'")
+        for scope, given in targets.items():
+            if given != (self.scope == scope):
+                raise LogEntryError(f"scope {self.scope}: target fields do not match the scope")
+        if self.scope != "identity" and (self.token_issuer or self.token_subject):
+            raise LogEntryError(f"scope {self.scope}: no identity may be given")
+        _time(self.acted_at, "acted_at")
+        _text(self.actor_subject, "actor_subject")
+        for name in ("actor_issuer", "token_issuer", "token_subject", "client_id", "reason"):
+            _text(getattr(self, name), name, optional=True)
+
+    def encode(self, key: PrivacyKey) -> bytes:
+        """The canonical entry bytes (module docstring, kind 0x04)."""
+        w = _start(EntryKind.ADMIN, key, self.record_id, self.request_id)
+        w.add("acted_at", _time(self.acted_at, "acted_at"))
+        w.add("action", _text(self.action, "action"))
+        w.add("scope", _text(self.scope, "scope"))
+        w.add("actor_issuer", _text(self.actor_issuer, "actor_issuer", optional=True))
+        w.commit("actor_subject", self.actor_subject)
+        w.add("token_issuer", _text(self.token_issuer, "token_issuer", optional=True))
+        w.commit("token_subject", self.token_subject, optional=True)
+        w.commit("client_id", self.client_id, optional=True)
+        w.commit("reason", self.reason, optional=True)
         return w.finish()
 
 

@@ -21,17 +21,16 @@ from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer import approvals, auditui, webflow
-from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
+from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.approvals.service import ApprovalPolicy, CurrentPolicy
 from signer.config import Settings
+from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
-from signer.policy import PolicyFileError
-from signer.policy_file import PolicyFile
 from signer.storage.authority import CaCertificateStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
@@ -116,6 +115,7 @@ def _resources(
             records = RecordStore(pool)
             log_store = LogStore(pool, settings.log.origin)
             publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
+            gate = await open_gate(settings, pool, privacy_key, clock)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
                 signing = SigningService(
@@ -127,6 +127,7 @@ def _resources(
                     clock=clock,
                     time_stamps=time_stamps,
                     max_clock_skew=settings.tsa.max_clock_skew,
+                    gate=gate,
                 )
                 app[SERVICES] = Services(
                     settings=settings,
@@ -159,12 +160,11 @@ def _resources(
                         signing=signing,
                         clock=clock,
                     )
-                expiry = reloader = None
+                expiry = None
                 policy = approval_policy
-                if policy is None and settings.policy.file is not None:
-                    policy_file = await _load_policy(settings)
+                if policy is None and gate.policy is not None:
+                    policy_file = gate.policy  # the one the gate reloads
                     policy = CurrentPolicy(lambda: policy_file.current)
-                    reloader = asyncio.create_task(policy_file.run())
                 if policy is not None:
                     approvals_service = approvals.build(
                         app, settings, policy=policy, pool=pool, http=http,
@@ -176,16 +176,18 @@ def _resources(
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
                 integrator = asyncio.create_task(publisher.run())
+                gatekeeper = asyncio.create_task(gate.run())
                 try:
                     yield
                 finally:
                     purger.cancel()
                     integrator.cancel()
+                    gatekeeper.cancel()
+                    await asyncio.gather(gatekeeper, return_exceptions=True)
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
-                    for task in (expiry, reloader):
-                        if task is not None:
-                            task.cancel()
+                    if expiry is not None:
+                        expiry.cancel()
                     if approvals.WEBHOOKS in app:
                         await app[approvals.WEBHOOKS].close()
                     await asyncio.gather(integrator, return_exceptions=True)
@@ -196,17 +198,6 @@ def _resources(
             await asyncio.to_thread(hsm.close)
 
     return ctx
-
-
-async def _load_policy(settings: Settings) -> PolicyFile:
-    """The policy file (``[policy] file``); a bad one stops the start, naming its line."""
-    assert settings.policy.file is not None
-    policy_file = PolicyFile(settings.policy.file, interval=settings.policy.reload_seconds)
-    try:
-        await asyncio.to_thread(policy_file.load)
-    except PolicyFileError as exc:
-        raise ConfigError(f"policy.file {settings.policy.file}: {exc}") from exc
-    return policy_file
 
 
 async def _purge_replay_records(records: RecordStore, clock: Callable[[], datetime]) -> None:
@@ -253,6 +244,7 @@ def create_app(
     app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
     app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
     app.router.add_post("/tsa", tsa.time_stamp)
+    admin.add_routes(app)
     if settings.audit.ui is not None:
         auditui.add_routes(app)
     if settings.web_signing is not None:

@@ -46,9 +46,11 @@ from ca.checkpoint import Checkpoint, NoteError, NoteVerifier, open_checkpoint
 from ca.errors import CaError
 from ca.logentry import EntryKind, LogEntryError, PrivacyKey, decode_time, entry_fields
 from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
+from signer.enforcement import admin_entry
 from signer.manifest import ManifestError, open_manifest
 from signer.storage.approvals import fetch_decisions
 from signer.storage.log import LogStore, fetch_nodes
+from signer.storage.policy import AdminAction, PolicyStore
 from signer.storage.records import SigningRecord, record_from_row
 from signer.translog import DecisionFields, RequestFields, approval_entry, issuance_entry
 
@@ -57,6 +59,7 @@ _KINDS = {
     EntryKind.ISSUANCE: "issuance",
     EntryKind.REFUSAL: "refusal",
     EntryKind.APPROVAL: "approval",
+    EntryKind.ADMIN: "admin",
 }
 _ENTRIES = """
 SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*
@@ -176,10 +179,10 @@ def _check_approval(
 def _check_entry(
     row: asyncpg.Record,
     key: PrivacyKey,
+    actions: Mapping[str, AdminAction] | None = None,
     decisions: Mapping[uuid.UUID, asyncpg.Record] | None = None,
 ) -> tuple[bytes, bool]:
-    """Checks 3 and 4 for one row; returns its leaf hash and whether its record is purged.
-    ``decisions`` holds the approval decisions of the batch (by id)."""
+    """Checks 3 and 4 for one row; returns its leaf hash and whether its record is purged."""
     idx, entry = row["idx"], bytes(row["entry"])
     leaf = leaf_hash(entry)
     if bytes(row["leaf_hash"]) != leaf:
@@ -191,14 +194,17 @@ def _check_entry(
     if _KINDS[kind] != row["kind"]:
         raise LogVerificationFailed(idx, f"entry is a {_KINDS[kind]}, row says {row['kind']}")
     named = dict(fields)["record_id"].decode()
+    if kind is EntryKind.REFUSAL:
+        if row["record_id"] is not None:
+            raise LogVerificationFailed(idx, "a refusal entry must not name a signing record")
+        return leaf, False
+    if kind is EntryKind.ADMIN:
+        _check_admin(idx, entry, named, row, key, actions or {})
+        return leaf, False
     if kind is EntryKind.APPROVAL:
         if row["record_id"] is not None:
             raise LogVerificationFailed(idx, "an approval entry must not name a signing record")
         _check_approval(idx, entry, named, decisions or {}, key)
-        return leaf, False
-    if kind is EntryKind.REFUSAL:
-        if row["record_id"] is not None:
-            raise LogVerificationFailed(idx, "a refusal entry must not name a signing record")
         return leaf, False
     if row["record_id"] is None or str(row["record_id"]) != named:
         raise LogVerificationFailed(idx, f"entry names record {named}, row another")
@@ -230,6 +236,51 @@ def _check_entry(
             idx, f"does not match signing record {named} (field {field} differs)"
         )
     return leaf, False
+
+
+def _check_admin(
+    idx: int,
+    entry: bytes,
+    named: str,
+    row: asyncpg.Record,
+    key: PrivacyKey,
+    actions: Mapping[str, AdminAction],
+) -> None:
+    """Check 4 for an administrative action (kind 0x04): its ``admin_actions`` row rebuilds
+    the entry byte for byte."""
+    if row["record_id"] is not None:
+        raise LogVerificationFailed(idx, "an admin entry must not name a signing record")
+    action = actions.get(named)
+    if action is None:
+        raise LogVerificationFailed(idx, f"admin action {named} is missing")
+    try:
+        rebuilt = admin_entry(action).encode(key)
+    except (CaError, ValueError) as exc:
+        raise LogVerificationFailed(idx, f"admin action {named} is malformed: {exc}") from exc
+    if rebuilt != entry:
+        field = _first_difference(entry, rebuilt)
+        raise LogVerificationFailed(
+            idx, f"does not match admin action {named} (field {field} differs)"
+        )
+
+
+async def _admin_actions(
+    conn: asyncpg.Connection, rows: list[asyncpg.Record]
+) -> dict[str, AdminAction]:
+    """The admin actions the batch's admin entries name (one query; none: no query)."""
+    ids = []
+    for row in rows:
+        if row["kind"] == "admin":
+            try:
+                ids.append(
+                    uuid.UUID(dict(entry_fields(bytes(row["entry"]))[1])["record_id"].decode())
+                )
+            except (LogEntryError, ValueError, UnicodeDecodeError):
+                continue  # _check_entry names what is wrong with it
+    if not ids:
+        return {}
+    found = await PolicyStore.actions_on(conn, ids)
+    return {str(k): v for k, v in found.items()}
 
 
 def _approval_ids(rows: Iterable[asyncpg.Record]) -> list[uuid.UUID]:
@@ -272,13 +323,14 @@ async def verify_log(
             if not rows:
                 break
             leaves = []
+            actions = await _admin_actions(conn, rows)
             decisions = await fetch_decisions(conn, _approval_ids(rows))
             for expected, row in enumerate(rows, start=tree.size):
                 if row["idx"] != expected:
                     raise LogVerificationFailed(expected, "is missing (the next row is later)")
                 if expected >= sequenced:
                     raise LogVerificationFailed(expected, "is beyond the sequenced log size")
-                leaf, erased = _check_entry(row, key, decisions)
+                leaf, erased = _check_entry(row, key, actions, decisions)
                 leaves.append(leaf)
                 purged += erased
             start = tree

@@ -19,8 +19,9 @@ Conditions (all optional; a rule without conditions matches everyone, so no rule
                    of these domains (exact, case-insensitive; subdomains are listed explicitly)
 
 Decisions (all optional): ``profiles`` and ``levels`` (subsets of qes/qualified/advanced; the
-issuer's own ``profiles`` still apply), ``acr`` (the token's ``acr`` must equal it; in web
-signing it triggers the step-up login), ``max_digests`` per request, ``rate_limit = {
+issuer's own ``profiles`` still apply), ``acr`` (the token's ``acr`` must be it, or a stronger
+level of the top-level ``acr_levels = ["weakest", …, "strongest"]`` when the file gives one;
+in web signing it triggers the step-up login), ``max_digests`` per request, ``rate_limit = {
 per_minute = N, per_day = N }`` per identity (``iss`` + ``sub``; fixed UTC windows shared by
 all replicas), and ``approvals = { required = M, group = "NAME" }``: M distinct members of an
 approver group must approve.
@@ -159,17 +160,28 @@ class Decision:
     max_digests: int | None
     rate_limit: RateLimit | None
     approvals: ApprovalRequirement | None
+    #: The ``acr`` values that satisfy ``required_acr``: it and every stronger level of the
+    #: file's ``acr_levels`` (weakest first); just ``required_acr`` without ``acr_levels``.
+    acr_accepted: tuple[str, ...] = ()
 
-    def check(self, principal: Principal, *, profile: str, digests: int) -> None:
-        """Refuse a request this decision does not cover (profile, level, ``acr``, count).
+    def __post_init__(self) -> None:
+        if self.required_acr is not None and not self.acr_accepted:
+            object.__setattr__(self, "acr_accepted", (self.required_acr,))
 
-        ``acr`` is compared exactly (OIDC Core §2: its values are issuer-defined, not ordered);
-        the web flow asks for it with ``acr_values`` (step-up) before it gets here."""
+    def check_profile(self, profile: str) -> None:
+        """Refuse a certificate profile or level this decision does not allow."""
         if profile not in self.profiles:
             raise PolicyProfileNotAllowed(f"rule {self.rule!r}: profile {profile!r}")
         if profile not in self.levels:  # a profile name is its level (ca.profiles.Level)
             raise PolicyLevelNotAllowed(f"rule {self.rule!r}: level {profile!r}")
-        if self.required_acr is not None and principal.acr != self.required_acr:
+
+    def check(self, principal: Principal, *, profile: str, digests: int) -> None:
+        """Refuse a request this decision does not cover (profile, level, ``acr``, count).
+
+        ``acr`` values are issuer-defined and unordered (OIDC Core §2), so the order comes from
+        the file's ``acr_levels``; the web flow asks for it with ``acr_values`` (step-up)."""
+        self.check_profile(profile)
+        if self.required_acr is not None and principal.acr not in self.acr_accepted:
             raise AcrRequired(f"rule {self.rule!r}: acr {principal.acr!r}")
         if self.max_digests is not None and digests > self.max_digests:
             raise PolicyTooManyDigests(f"rule {self.rule!r}: {digests} > {self.max_digests}")
@@ -320,7 +332,7 @@ def _syntax_error(exc: tomllib.TOMLDecodeError, text: str) -> PolicyFileError:
 
 
 def _policy(raw: Mapping[str, Any]) -> Policy:
-    unknown = sorted(set(raw) - {"rule", "approver_groups"})
+    unknown = sorted(set(raw) - {"rule", "approver_groups", "acr_levels"})
     if unknown:
         raise _Invalid(
             (unknown[0],),
@@ -335,9 +347,15 @@ def _policy(raw: Mapping[str, Any]) -> Policy:
         raise _Invalid(("rule",), "rule must be an array of tables ([[rule]])")
     if not rules_raw:
         raise _Invalid(("rule",), "the policy has no [[rule]]: it would refuse every request")
+    acr_levels: tuple[str, ...] = ()
+    if "acr_levels" in raw:
+        acr_levels = tuple(raw["acr_levels"]) if isinstance(raw["acr_levels"], list) else ()
+        _strings(raw["acr_levels"], ("acr_levels",))
+        if len(set(acr_levels)) != len(acr_levels):
+            raise _Invalid(("acr_levels",), "acr_levels must not repeat a value")
     rules: list[Rule] = []
     for i, body in enumerate(rules_raw):
-        rule = _rule(i, body, groups)
+        rule = _rule(i, body, groups, acr_levels)
         if rules and rules[-1].conditions.matches_everyone:
             raise _Invalid(
                 ("rule", i),
@@ -404,7 +422,12 @@ def _group(name: str, body: Any) -> ApproverGroup:
     return group
 
 
-def _rule(i: int, body: Mapping[str, Any], groups: Mapping[str, ApproverGroup]) -> Rule:
+def _rule(
+    i: int,
+    body: Mapping[str, Any],
+    groups: Mapping[str, ApproverGroup],
+    acr_levels: tuple[str, ...],
+) -> Rule:
     path: tuple[str | int, ...] = ("rule", i)
     unknown = sorted(set(body) - _RULE_KEYS)
     if unknown:
@@ -428,6 +451,11 @@ def _rule(i: int, body: Mapping[str, Any], groups: Mapping[str, ApproverGroup]) 
     acr = body.get("acr")
     if acr is not None and (not isinstance(acr, str) or not acr):
         raise _Invalid((*path, "acr"), "acr must be a non-empty string")
+    accepted: tuple[str, ...] = ()
+    if acr is not None and acr_levels:
+        if acr not in acr_levels:
+            raise _Invalid((*path, "acr"), f"acr {acr!r} is not one of acr_levels")
+        accepted = acr_levels[acr_levels.index(acr) :]
     decision = Decision(
         rule=name,
         profiles=_strings(body["profiles"], (*path, "profiles"), allowed=PROFILES)
@@ -446,6 +474,7 @@ def _rule(i: int, body: Mapping[str, Any], groups: Mapping[str, ApproverGroup]) 
         approvals=_approvals(body["approvals"], (*path, "approvals"), groups)
         if "approvals" in body
         else None,
+        acr_accepted=accepted,
     )
     return Rule(name=name, conditions=Conditions(**cond), allow=allow, decision=decision)
 
@@ -462,8 +491,6 @@ def _rate_limit(value: Any, path: tuple[str | int, ...]) -> RateLimit:
         _count(value["per_minute"], (*path, "per_minute")) if "per_minute" in value else None
     )
     per_day = _count(value["per_day"], (*path, "per_day")) if "per_day" in value else None
-    if per_minute is not None and per_day is not None and per_day < per_minute:
-        raise _Invalid((*path, "per_day"), "rate_limit.per_day is below per_minute")
     return RateLimit(per_minute=per_minute, per_day=per_day)
 
 

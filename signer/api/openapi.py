@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from signer.api.admin import POLICY_ERRORS, admin_paths
 from signer.api.problems import (
     AuditorRoleRequired,
     BodyTooLarge,
@@ -77,6 +78,7 @@ _SIGN_ERRORS: list[type[SignerError]] = [
     IdpUnreachable,
     TimeStampUnavailable,
     TimeStampClockSkew,
+    *POLICY_ERRORS,
 ]
 _TSA_ERRORS: list[type[SignerError]] = [
     NoBuiltinTsa,
@@ -252,7 +254,7 @@ _ENTRY_PAGE = {
                 "required": ["index", "kind", "outcome", "time"],
                 "properties": {
                     "index": {"type": "integer"},
-                    "kind": {"enum": ["issuance", "refusal", "approval"]},
+                    "kind": {"enum": ["issuance", "refusal", "approval", "admin"]},
                     "outcome": {
                         "enum": [
                             "completed",
@@ -261,6 +263,8 @@ _ENTRY_PAGE = {
                             "malformed",
                             "approved",
                             "denied",
+                            "suspend",
+                            "resume",
                         ]
                     },
                     "time": {"type": ["string", "null"], "format": "date-time"},
@@ -563,6 +567,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
             },
             **_log_paths(bearer),
             **_web_signing_paths(),
+            **admin_paths(bearer, _errors),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

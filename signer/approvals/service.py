@@ -41,6 +41,7 @@ from idp_adapter.principal import Principal
 from signer.errors import RequestError, SignerError
 from signer.formats.pdf import PreparedPdf, embed
 from signer.pipeline import SignatureRequest, SignatureResult, SigningService
+from signer.policy import PolicyRefusal
 from signer.storage.approvals import (
     ApprovalStore,
     NewApprovalRequest,
@@ -191,8 +192,12 @@ class ApprovalService:
         self._webhooks = webhooks
 
     def requirement(self, principal: Principal) -> Requirement | None:
-        """The policy's approval requirement for this requester, if any."""
-        return self._policy.decide(principal, client_id=principal.client_id).approvals
+        """The policy's approval requirement for this requester, if any. A request the policy
+        refuses outright is not held: it goes on to the pipeline, which refuses and logs it."""
+        try:
+            return self._policy.decide(principal, client_id=principal.client_id).approvals
+        except PolicyRefusal:
+            return None
 
     def is_member(self, group: str, principal: Principal) -> bool:
         return self._policy.is_member(group, principal)
@@ -200,8 +205,7 @@ class ApprovalService:
     async def hold(
         self, principal: Principal, hold: Hold, requirement: Requirement, *, request_id: str
     ) -> Held:
-        # The profile is checked now: a request that could never be signed is not held.
-        self._signing.authorize(principal, hold.request.profile)
+        await self._admit(principal, hold.request, request_id)
         now = self._clock()
         secret = secrets.token_urlsafe(32) if hold.webhook_url else None
         new = NewApprovalRequest(
@@ -240,6 +244,22 @@ class ApprovalService:
             digests=len(new.digests),
         )
         return Held(stored, secret)
+
+    async def _admit(
+        self, principal: Principal, request: SignatureRequest, request_id: str
+    ) -> None:
+        """Everything but the approval, before anything is held: the kill switch, the rule,
+        profile and level (refusals logged by the pipeline), ``acr`` and digest count, the
+        identity's profiles; the request counts against the requester's rate limit now (and
+        once more when it is signed)."""
+        gate = self._signing.gate
+        decision = await self._signing.screen(principal, request, request_id=request_id)
+        profile = request.profile or principal.default_profile
+        if decision is not None:
+            decision.check(principal, profile=profile, digests=len(request.digests))
+        self._signing.authorize(principal, request.profile)
+        if gate is not None:
+            await gate.count(principal, decision)
 
     async def expire(self) -> None:
         """Mark overdue requests expired (and tell their webhooks)."""
@@ -351,7 +371,7 @@ class ApprovalService:
         )
         try:
             result, response = await self._signing.sign(
-                principal, request, request_id=req.request_id, render=self._render
+                principal, request, request_id=req.request_id, render=self._render, approved=True
             )
             signed_pdf = None
             if req.pdf is not None and req.pdf_reserved is not None:

@@ -43,6 +43,7 @@ from signer.api.signatures import render_result
 from signer.errors import RequestError, SignerError
 from signer.formats.pdf import PreparedPdf, embed, prepare
 from signer.pipeline import SignatureFormat, SignatureRequest, SignatureResult, SigningService
+from signer.policy import PolicyRefusal
 from signer.storage.signing_requests import (
     Activation,
     ConsentSession,
@@ -100,6 +101,19 @@ class WrongSigner(RequestError):
     slug = "wrong-signer"
     title = "This signing request is meant for another person"
     status = 403
+
+
+class StepUpRequired(RequestError):
+    """The signing policy needs a stronger login for this signer: log in again (the request
+    now asks for ``acr_values``); not an error the person sees."""
+
+    slug = "step-up-required"
+    title = "A stronger login is needed for this request"
+    status = 403
+
+    def __init__(self, request_id: uuid.UUID) -> None:
+        super().__init__(f"step-up for {request_id}")
+        self.request_id = request_id
 
 
 class AssuranceTooLow(RequestError):
@@ -398,6 +412,7 @@ class WebSigning:
         req = await self._pending(flow.request_id)
         self.check_signer(req, principal)
         self._signing.authorize(principal, req.profile)  # refuses before any consent is shown
+        await self._step_up(req, principal)
         session_id = self._random(32)
         session = ConsentSession(
             request_id=req.id,
@@ -408,6 +423,26 @@ class WebSigning:
         await self._requests.create_session(digest(session_id), session)
         log.info("signer_logged_in", id=str(req.id), subject=principal.subject, acr=principal.acr)
         return Consenting(session_id, req.id)
+
+    async def _step_up(self, req: StoredRequest, principal: Principal) -> None:
+        """The signing policy (kill switch, rule, profile) before consent; when its rule needs
+        an ``acr`` this login lacks, the request is narrowed to the accepted levels and the
+        browser logs in again with ``acr_values`` (OIDC Core §3.1.2.1), the existing step-up.
+        A login that still falls short is then refused by :meth:`check_signer`."""
+        as_rp = dataclasses.replace(principal, client_id=req.client_id)
+        order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
+        decision = await self._signing.screen(as_rp, order, request_id=str(req.id))
+        if decision is None or not decision.acr_accepted or principal.acr in decision.acr_accepted:
+            return
+        wanted = decision.acr_accepted
+        if req.acr_accepted is not None:  # the RP asked too: both must be met
+            wanted = tuple(a for a in req.acr_accepted if a in decision.acr_accepted)
+        if not wanted:
+            raise AssuranceTooLow(f"policy rule {decision.rule!r} and the request's acr differ")
+        if not await self._requests.require_acr(req.id, wanted):
+            raise RequestNotPending(f"{req.id} ended meanwhile")
+        log.info("policy_step_up", id=str(req.id), rule=decision.rule, acr=list(wanted))
+        raise StepUpRequired(req.id)
 
     async def idp_refused(self, flow_id: str | None, state: str | None, error: str) -> Decision:
         """The IdP answered with ``error`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6) for the flow
@@ -518,10 +553,23 @@ class WebSigning:
         if decision != "sign":
             raise CsrfRejected(f"unknown decision {decision[:20]!r}")
         signer = principal_from_json(taken.principal)
+        await self._refuse_by_policy(req, signer, http_request_id)
         activation = await self._activate(req, signer)
         done = await self._sign(activation, signer, http_request_id)
         self._ended(req, done.status)  # completed or failed, committed
         return done
+
+    async def _refuse_by_policy(self, req: StoredRequest, signer: Principal, http_id: str) -> None:
+        """Suspended or no longer allowed since the login: the request ends as 'failed' (the
+        RP hears of it), and the person sees why instead of a bare redirect."""
+        as_rp = dataclasses.replace(signer, client_id=req.client_id)
+        order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
+        try:
+            await self._signing.screen(as_rp, order, request_id=http_id)
+        except PolicyRefusal as exc:
+            await self._requests.finish(req.id, self._clock(), status="failed", error=exc.slug)
+            self._ended(req, "failed")
+            raise
 
     async def _activate(self, req: StoredRequest, signer: Principal) -> Activation:
         """The consent's signature activation data: this request, this subject with its acr

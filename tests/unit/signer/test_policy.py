@@ -256,3 +256,18 @@ def test_qes_policy_check(tmp_path: Path) -> None:
     assert failed.stderr.strip().splitlines() == [
         f"qes: {bad}: line {line}: max_digests must be an integer between 1 and 100000"
     ]
+
+
+def test_acr_levels_order_the_required_acr() -> None:
+    text = 'acr_levels = ["pwd", "mfa", "hardware"]\n[[rule]]\nname = "strong"\nacr = "mfa"\n'
+    decision = parse_policy(text).decide(person(), client_id=None)
+    assert decision.acr_accepted == ("mfa", "hardware")
+    for acr in ("mfa", "hardware"):
+        decision.check(person(acr=acr), profile="qes", digests=1)
+    for acr in ("pwd", None):
+        with pytest.raises(AcrRequired):
+            decision.check(person(acr=acr), profile="qes", digests=1)
+    with pytest.raises(PolicyFileError, match="line 3: acr 'otp' is not one of acr_levels"):
+        parse_policy('acr_levels = ["pwd"]\n[[rule]]\nacr = "otp"\nname = "x"\n')
+    with pytest.raises(PolicyFileError, match="line 1: acr_levels must not repeat"):
+        parse_policy('acr_levels = ["pwd", "pwd"]\n[[rule]]\nname = "x"\n')

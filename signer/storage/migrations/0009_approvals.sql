@@ -67,9 +67,11 @@ CREATE TABLE approval_decisions (
     UNIQUE (approval_request, token_issuer, token_subject)
 );
 
+-- Every kind of entry there is (the kill switch's 'admin' included): whichever migration
+-- redefines this constraint last must list them all.
 ALTER TABLE log_entries DROP CONSTRAINT log_entries_kind_check;
 ALTER TABLE log_entries ADD CONSTRAINT log_entries_kind_check
-    CHECK (kind IN ('issuance', 'refusal', 'approval'));
+    CHECK (kind IN ('issuance', 'refusal', 'approval', 'admin'));
 
 -- The approvers' web UI reuses the audit UI's login sessions: a session belongs to one UI
 -- (realm), and keeps the verified principal so group membership is checked per action.

@@ -1,0 +1,514 @@
+"""The signing policy and the kill switch through the batch API (issue 7 items 1 and 3): real
+IdP tokens (a dev IdP with the policy clients), the real HSM and PostgreSQL; what is signed
+is checked by OpenSSL; refusals and admin actions are log entries `qes audit verify` accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.integration.api.policy_support import CLIENTS, policy_text, post_sign, token
+from tests.support.idp import DEMO_PASSWORDS, FakeClock, RunningIdp, start_idp
+from tests.support.pdfs import multi_page_pdf
+from tests.support.service import (
+    DEV_CONFIG,
+    ROOT,
+    SignerProcess,
+    api_headers,
+    free_port,
+    service_env,
+)
+from tests.support.softhsm import SoftHsmToken
+from tests.support.verify import openssl_verify_chain, openssl_verify_signature
+
+
+@pytest.fixture(scope="module")
+def policy_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIdp]:
+    with start_idp(tmp_path_factory.mktemp("policy-idp"), clients=CLIENTS) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory, policy_idp: RunningIdp) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "policy.toml"
+    path.write_text(policy_text(policy_idp.issuer))
+    return path
+
+
+@pytest.fixture(scope="module")
+def policy_env(
+    softhsm_token: SoftHsmToken,
+    database_url: str,
+    policy_idp: RunningIdp,
+    policy_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
+    return service_env(
+        token=softhsm_token,
+        database_url=database_url,
+        idp=policy_idp,
+        port=free_port(),
+        data_dir=tmp_path_factory.mktemp("policy-data"),
+        QES__POLICY__FILE=f'"{policy_file}"',
+        QES__POLICY__RELOAD_SECONDS="0.2",
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def pclient(
+    aiohttp_client: Any, policy_env: dict[str, str], ca_ready: None, clock: FakeClock
+) -> AsyncIterator[TestClient]:
+    from signer.api.state import SERVICES
+    from signer.app import create_app
+    from signer.config import load_settings
+
+    app = create_app(load_settings(DEV_CONFIG, env=policy_env), clock=clock)
+    client: TestClient = await aiohttp_client(app)
+    yield client
+    services = app[SERVICES]
+    leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])
+    assert leftover == []
+    assert services.hsm.live_ephemeral_keys() == 0
+
+
+def slug(body: dict[str, Any]) -> str:
+    return str(body["type"]).removeprefix("/problems/")
+
+
+async def refusals(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM log_entries WHERE kind='refusal'")
+        return count
+    finally:
+        await conn.close()
+
+
+def qes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "signer", *args, "--config", str(DEV_CONFIG)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=False,
+        timeout=120,
+    )
+
+
+# ------------------------------------------------------------------ rule kinds
+
+
+async def test_group_rule_decides_profiles_and_levels(
+    pclient: TestClient, policy_idp: RunningIdp, tmp_path: Path
+) -> None:
+    bearer = await token(policy_idp, "pol-treasury")
+    data = b"treasury payment order 4711\n"
+    digest = hashlib.sha256(data).digest()
+    resp = await pclient.post(
+        "/api/v1/signatures",
+        json={
+            "hash_algorithm": "sha256",
+            "hashes": [base64.b64encode(digest).decode()],
+            "profile": "advanced",
+        },
+        headers=api_headers(bearer),
+    )
+    body = await resp.json()
+    assert resp.status == 201, body
+    certs = x509.load_pem_x509_certificates(body["chain"].encode())
+    paths = []
+    for name, cert in zip(("leaf", "issuing", "root"), certs, strict=True):
+        (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+        paths.append(tmp_path / f"{name}.pem")
+    openssl_verify_chain(paths[2], paths[1], paths[0])
+    (tmp_path / "doc").write_bytes(data)
+    (tmp_path / "doc.sig").write_bytes(base64.b64decode(body["signatures"][0]))
+    done = openssl_verify_signature(paths[0], tmp_path / "doc.sig", tmp_path / "doc", "sha256")
+    assert done.returncode == 0 and "Verified OK" in done.stdout
+    # the rule allows profiles advanced+qualified but only the advanced level
+    status, body, _ = await post_sign(pclient, bearer, profile="qualified")
+    assert (status, slug(body)) == (403, "policy-level-not-allowed")
+    status, body, _ = await post_sign(pclient, bearer)  # default profile qes
+    assert (status, slug(body)) == (403, "policy-profile-not-allowed")
+
+
+async def test_subject_rule_and_no_matching_rule_refuse(
+    pclient: TestClient, policy_idp: RunningIdp, database_url: str
+) -> None:
+    before = await refusals(database_url)
+    status, body, _ = await post_sign(pclient, await token(policy_idp, "pol-denied"))
+    assert (status, slug(body)) == (403, "policy-denied")
+    assert body["title"] == "The signing policy does not allow this request"
+    status, body, _ = await post_sign(pclient, await token(policy_idp, "pol-nomatch"))
+    assert (status, slug(body)) == (403, "policy-denied")
+    assert await refusals(database_url) == before + 2  # both are refusal entries
+
+
+async def test_client_and_issuer_rule(pclient: TestClient, policy_idp: RunningIdp) -> None:
+    bearer = await token(policy_idp, "pol-victim")  # rule "workloads": issuer + client
+    status, body, _ = await post_sign(pclient, bearer)
+    assert status == 201, body
+
+
+async def test_email_domain_rule_and_levels(pclient: TestClient, policy_idp: RunningIdp) -> None:
+    alice = await policy_idp.user_token("alice", DEMO_PASSWORDS["alice"], "demo-web")
+    status, body, _ = await post_sign(pclient, alice, profile="advanced")
+    assert status == 201, body
+    status, body, _ = await post_sign(pclient, alice)  # default qes: level not allowed
+    assert (status, slug(body)) == (403, "policy-level-not-allowed")
+
+
+async def test_acr_rule(pclient: TestClient, policy_idp: RunningIdp) -> None:
+    status, body, _ = await post_sign(pclient, await token(policy_idp, "pol-acr"))
+    assert (status, slug(body)) == (403, "policy-acr-required")
+
+
+async def test_max_digests_rule(pclient: TestClient, policy_idp: RunningIdp) -> None:
+    bearer = await token(policy_idp, "pol-digests")
+    status, body, _ = await post_sign(pclient, bearer, n=2)
+    assert status == 201 and len(body["signatures"]) == 2
+    status, body, _ = await post_sign(pclient, bearer, n=3)
+    assert (status, slug(body)) == (403, "policy-too-many-digests")
+
+
+async def test_approval_rule_is_not_signed_without_approval(
+    pclient: TestClient, policy_idp: RunningIdp
+) -> None:
+    """The batch API holds it for the rule's approvers (signer.approvals): 202, no signature."""
+    status, body, headers = await post_sign(pclient, await token(policy_idp, "pol-approve"))
+    assert (status, body["status"]) == (202, "pending"), body
+    assert body["approval"]["group"] == "treasurers" and "signatures" not in body
+    assert headers["Location"] == body["status_url"]
+
+
+async def test_per_minute_limit_429_with_retry_after(
+    pclient: TestClient, policy_idp: RunningIdp, clock: FakeClock
+) -> None:
+    now = clock()
+    if now.second >= 50:  # keep the three requests inside one minute window
+        clock.advance(60 - now.second - now.microsecond / 1e6 + 0.01)
+    bearer = await token(policy_idp, "pol-minute")
+    for _ in range(2):
+        status, body, _ = await post_sign(pclient, bearer)
+        assert status == 201, body
+    status, body, headers = await post_sign(pclient, bearer)
+    assert (status, slug(body)) == (429, "rate-limited")
+    now = clock()
+    expected = math.ceil(60 - now.second - now.microsecond / 1e6)
+    retry = int(headers["Retry-After"])
+    assert expected - 2 <= retry <= expected + 1, (retry, expected)
+    clock.advance(retry)  # the window frees when the header said
+    status, body, _ = await post_sign(pclient, bearer)
+    assert status == 201, body
+
+
+async def test_per_day_limit_429_with_retry_after(
+    pclient: TestClient, policy_idp: RunningIdp, clock: FakeClock
+) -> None:
+    bearer = await token(policy_idp, "pol-day")
+    for _ in range(3):
+        status, body, _ = await post_sign(pclient, bearer)
+        assert status == 201, body
+    status, body, headers = await post_sign(pclient, bearer)
+    assert (status, slug(body)) == (429, "rate-limited")
+    now = clock()
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    expected = (midnight - now).total_seconds()
+    assert expected - 3 <= int(headers["Retry-After"]) <= expected + 1
+
+
+async def test_refusals_and_pdf_upload_are_enforced_too(
+    pclient: TestClient, policy_idp: RunningIdp
+) -> None:
+    resp = await pclient.post(
+        "/api/v1/signatures/pdf",
+        data=multi_page_pdf(1),
+        headers={
+            **api_headers(await token(policy_idp, "pol-denied")),
+            "Content-Type": "application/pdf",
+        },
+    )
+    assert resp.status == 403
+    assert slug(await resp.json()) == "policy-denied"
+
+
+# ------------------------------------------------------------------ reload
+
+
+async def test_reload_without_restart_and_a_bad_file_keeps_the_old_policy(
+    pclient: TestClient, policy_idp: RunningIdp, policy_file: Path
+) -> None:
+    original = policy_file.read_text()
+    bearer = await token(policy_idp, "pol-nomatch")
+    try:
+        policy_file.write_text(original.replace('"demo-batch", "pol-victim"', '"pol-nomatch"'))
+        deadline = time.monotonic() + 5
+        while True:
+            status, body, _ = await post_sign(pclient, bearer)
+            if status == 201 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 201, body  # the new rule set is in force, no restart
+        # a broken file (semantic error) is refused: the rule set in force stays
+        policy_file.write_text(original.replace("max_digests = 2", 'max_digests = "two"'))
+        await asyncio.sleep(1.0)
+        status, body, _ = await post_sign(pclient, bearer)
+        assert status == 201, body
+        # and a syntax error too
+        policy_file.write_text(original + "\n[[rule]\n")
+        await asyncio.sleep(1.0)
+        status, body, _ = await post_sign(pclient, bearer)
+        assert status == 201, body
+    finally:
+        policy_file.write_text(original)
+        await asyncio.sleep(1.0)
+    status, body, _ = await post_sign(pclient, bearer)
+    assert (status, slug(body)) == (403, "policy-denied")
+
+
+def test_bad_policy_file_stops_the_start_naming_the_line(
+    policy_env: dict[str, str], tmp_path: Path, ca_ready: None
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nname = "x"\n\nrate_limit = { per_minute = 0 }\n')
+    check = subprocess.run(
+        [sys.executable, "-m", "signer", "policy", "check", str(bad)],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 1
+    assert check.stderr.strip() == (
+        f"qes: {bad}: line 4: per_minute must be an integer between 1 and 10000000"
+    )
+    port = free_port()
+    env = {**policy_env, "QES__POLICY__FILE": f'"{bad}"', "QES__SERVER__PORT": str(port)}
+    with pytest.raises(RuntimeError, match=r"line 4: per_minute must be an integer"):
+        SignerProcess(env, port, tmp_path / "serve.log").start()
+
+
+# ------------------------------------------------------------------ kill switch (one process)
+
+
+async def admin(client: TestClient, bearer: str, path: str, body: Any | None = None) -> Any:
+    if body is None:
+        resp = await client.get(path, headers=api_headers(bearer))
+    else:
+        resp = await client.post(path, json=body, headers=api_headers(bearer))
+    return resp.status, await resp.json()
+
+
+async def test_admin_api_suspends_and_resumes_identity_client_and_all(
+    pclient: TestClient, policy_idp: RunningIdp, policy_env: dict[str, str], database_url: str
+) -> None:
+    root = await token(policy_idp, "pol-admin")
+    victim = await token(policy_idp, "pol-victim")
+    batch = await policy_idp.client_token("demo-batch", "demo-only-batch-secret-not-for-production")
+    url = "/api/v1/admin/suspensions"
+    # only the admin role may
+    status, body = await admin(pclient, victim, url, {"scope": "all"})
+    assert (status, slug(body)) == (403, "admin-role-required")
+    status, body = await admin(pclient, root, url, {"scope": "client"})
+    assert (status, slug(body)) == (422, "invalid-request")
+
+    ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-victim"}
+    status, body = await admin(pclient, root, url, {**ident, "reason": "key compromise drill"})
+    assert status == 201 and body["changed"], body
+    status, body = await admin(pclient, root, url, ident)  # again: nothing changes
+    assert status == 200 and not body["changed"]
+    status, body, _ = await post_sign(pclient, victim)
+    assert (status, slug(body)) == (403, "suspended")
+    assert (await post_sign(pclient, batch))[0] == 201  # someone else still signs
+    status, body = await admin(pclient, root, url)
+    assert [s["subject"] for s in body["suspensions"]] == ["pol-victim"]
+    assert body["suspensions"][0]["reason"] == "key compromise drill"
+    status, body = await admin(pclient, root, f"{url}/resume", ident)
+    assert status == 200, body
+    assert (await post_sign(pclient, victim))[0] == 201
+    status, body = await admin(pclient, root, f"{url}/resume", ident)
+    assert (status, slug(body)) == (404, "not-suspended")
+
+    client = {"scope": "client", "client_id": "demo-batch"}
+    assert (await admin(pclient, root, url, client))[0] == 201
+    assert slug((await post_sign(pclient, batch))[1]) == "suspended"
+    assert (await post_sign(pclient, victim))[0] == 201
+    assert (await admin(pclient, root, f"{url}/resume", client))[0] == 200
+    assert (await post_sign(pclient, batch))[0] == 201
+
+    assert (await admin(pclient, root, url, {"scope": "all", "reason": "incident 42"}))[0] == 201
+    for bearer in (batch, victim):
+        assert slug((await post_sign(pclient, bearer))[1]) == "suspended"
+    assert (await admin(pclient, root, f"{url}/resume", {"scope": "all"}))[0] == 200
+    assert (await post_sign(pclient, victim))[0] == 201
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        kinds = await conn.fetch("SELECT action, scope FROM admin_actions ORDER BY acted_at")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in kinds][-6:] == [
+        ("suspend", "identity"), ("resume", "identity"), ("suspend", "client"),
+        ("resume", "client"), ("suspend", "all"), ("resume", "all"),
+    ]  # fmt: skip
+    # the log, refusals and admin actions included, verifies (checkpoint over all of it)
+    auditor = await policy_idp.client_token(
+        "demo-auditor", "demo-only-auditor-secret-not-for-production"
+    )
+    resp = await pclient.post("/api/v1/log/checkpoints", headers=api_headers(auditor))
+    assert resp.status in (200, 201), await resp.text()
+    done = qes(policy_env, "audit", "verify", "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("log verified")
+
+
+async def test_audit_verify_catches_an_altered_admin_action(
+    pclient: TestClient, policy_idp: RunningIdp, policy_env: dict[str, str], database_url: str
+) -> None:
+    done = qes(policy_env, "suspend", "client", "nobody-uses-this", "--reason", "drill")
+    assert done.returncode == 0, done.stderr
+    done = qes(policy_env, "resume", "client", "nobody-uses-this")
+    assert done.returncode == 0, done.stderr
+    auditor = await policy_idp.client_token(
+        "demo-auditor", "demo-only-auditor-secret-not-for-production"
+    )
+    resp = await pclient.post("/api/v1/log/checkpoints", headers=api_headers(auditor))
+    assert resp.status in (200, 201)
+    conn = await asyncpg.connect(database_url)
+    try:
+        action_id = await conn.fetchval(
+            "SELECT id FROM admin_actions WHERE client_id = 'nobody-uses-this'"
+            " AND action = 'suspend'"
+        )
+        await conn.execute("UPDATE admin_actions SET reason = 'altered' WHERE id = $1", action_id)
+        try:
+            bad = qes(policy_env, "audit", "verify", "-q")
+        finally:
+            await conn.execute("UPDATE admin_actions SET reason = 'drill' WHERE id = $1", action_id)
+    finally:
+        await conn.close()
+    assert bad.returncode == 1
+    assert f"does not match admin action {action_id} (field reason differs)" in bad.stderr
+    assert qes(policy_env, "audit", "verify", "-q").returncode == 0
+
+
+def test_cli_suspend_list_resume(policy_env: dict[str, str], policy_idp: RunningIdp) -> None:
+    iss = policy_idp.issuer
+    done = qes(policy_env, "suspend", "identity", iss, "cli-person", "--reason", "left the bank")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(f"suspended: identity {iss} cli-person (logged")
+    again = qes(policy_env, "suspend", "identity", iss, "cli-person")
+    assert again.stdout.strip() == f"already suspended: identity {iss} cli-person"
+    listed = qes(policy_env, "suspensions")
+    assert "identity" in listed.stdout and "cli-person" in listed.stdout
+    assert "left the bank" in listed.stdout
+    assert qes(policy_env, "resume", "identity", iss, "cli-person").returncode == 0
+    gone = qes(policy_env, "resume", "identity", iss, "cli-person")
+    assert gone.returncode == 1
+    assert gone.stderr.strip() == f"qes: identity {iss} cli-person is not suspended"
+    assert "cli-person" not in qes(policy_env, "suspensions").stdout
+
+
+# ------------------------------------------------------------------ kill switch (two replicas)
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    policy_env: dict[str, str], ca_ready: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SignerProcess, SignerProcess]]:
+    work = tmp_path_factory.mktemp("policy-replicas")
+    procs = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            env = {
+                **policy_env,
+                "QES__SERVER__PORT": str(port),
+                "QES__SERVER__PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "QES__POLICY__RELOAD_SECONDS": "1.0",  # the default: NOTIFY must beat the poll
+            }
+            procs.append(SignerProcess(env, port, work / f"{name}.log").start())
+        yield procs[0], procs[1]
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+async def _until(
+    http: aiohttp.ClientSession, url: str, bearer: str, want: int, start: float
+) -> float:
+    """Sign on ``url`` until the status is ``want``; seconds since ``start`` when it was."""
+    body = {"hash_algorithm": "sha256", "hashes": [base64.b64encode(os.urandom(32)).decode()]}
+    while time.monotonic() - start < 10:
+        async with http.post(
+            f"{url}/api/v1/signatures", json=body, headers=api_headers(bearer)
+        ) as resp:
+            if resp.status == want:
+                if want == 403:
+                    assert slug(await resp.json()) == "suspended"
+                return time.monotonic() - start
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{url} never answered {want}")
+
+
+async def test_suspend_identity_reaches_every_replica_within_a_second(
+    replicas: tuple[SignerProcess, SignerProcess],
+    policy_idp: RunningIdp,
+    policy_env: dict[str, str],
+) -> None:
+    a, b = replicas
+    victim = await token(policy_idp, "pol-victim")
+    root = await token(policy_idp, "pol-admin")
+    async with aiohttp.ClientSession() as http:
+        for proc in (a, b):
+            assert await _until(http, proc.url, victim, 201, time.monotonic()) < 10
+        # suspend through the operator's CLI (a third process): committed when it exits
+        done = await asyncio.to_thread(
+            qes, policy_env, "suspend", "identity", policy_idp.issuer, "pol-victim"
+        )
+        assert done.returncode == 0, done.stderr
+        start = time.monotonic()
+        took = await asyncio.gather(*(_until(http, p.url, victim, 403, start) for p in (a, b)))
+        assert max(took) < 1.0, took
+        # resume through replica A's admin API: B follows within a second as well
+        ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-victim"}
+        async with http.post(
+            f"{a.url}/api/v1/admin/suspensions/resume", json=ident, headers=api_headers(root)
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        start = time.monotonic()
+        took = await asyncio.gather(*(_until(http, p.url, victim, 201, start) for p in (a, b)))
+        assert max(took) < 1.0, took
+
+
+async def test_openapi_and_problem_pages_document_policy_and_kill_switch(
+    pclient: TestClient,
+) -> None:
+    doc = await (await pclient.get("/openapi.json")).json()
+    responses = doc["paths"]["/api/v1/signatures"]["post"]["responses"]
+    assert "/problems/rate-limited" in responses["429"]["description"]
+    assert "/problems/suspended" in responses["403"]["description"]
+    assert {"get", "post"} <= set(doc["paths"]["/api/v1/admin/suspensions"])
+    assert "post" in doc["paths"]["/api/v1/admin/suspensions/resume"]
+    for kind in ("suspended", "rate-limited", "policy-denied", "policy-acr-required"):
+        assert (await pclient.get(f"/problems/{kind}")).status == 200, kind
