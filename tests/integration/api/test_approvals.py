@@ -434,3 +434,31 @@ async def test_idempotency_key_replays_the_held_request(
         "/api/v1/signatures", json={**body, "hashes": [b64(os.urandom(32))]}, headers=headers
     )
     assert other.status == 422
+
+
+async def test_kill_switch_stops_holding_and_signing(
+    api: TestClient, seal_token: str, people: dict[str, str], database_url: str
+) -> None:
+    """A suspended client cannot have requests held, and a request held before the suspension
+    is not signed when its last approval comes in: it fails with ``suspended``."""
+    from signer.api.state import SERVICES
+    from signer.storage.policy import Target
+
+    suspensions = api.app[SERVICES].signing.gate.suspensions
+    target = Target("client", client_id=SEAL_CLIENT)
+    held = await request_approval(api, seal_token, [os.urandom(32)])
+    before = await records_of(database_url, SEAL_CLIENT)
+    assert (await decide(api, people["dana"], held))[0] == 200
+    await suspensions.act("suspend", target, actor_issuer=None, actor_subject="cli:test",
+                          request_id="approvals-test")  # fmt: skip
+    try:
+        body = {"hash_algorithm": "sha256", "hashes": [b64(os.urandom(32))]}
+        resp = await api.post("/api/v1/signatures", json=body, headers=api_headers(seal_token))
+        assert resp.status == 403 and (await resp.json())["type"] == "/problems/suspended"
+        code, failed = await decide(api, people["erik"], held)
+        assert code == 200 and (failed["status"], failed["error"]) == ("failed", "suspended")
+        assert failed["approval"]["approvals"] == 2  # the approvals stand, in the log too
+        assert await records_of(database_url, SEAL_CLIENT) == before
+    finally:
+        await suspensions.act("resume", target, actor_issuer=None, actor_subject="cli:test",
+                              request_id="approvals-test")  # fmt: skip
