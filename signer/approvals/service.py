@@ -378,10 +378,11 @@ class ApprovalService:
                 prepared = PreparedPdf(req.pdf, req.digests[0], req.hash_algorithm,
                                        *req.pdf_reserved)  # fmt: skip
                 signed_pdf = await asyncio.to_thread(embed, prepared, result.signatures[0])
-        except SignerError as exc:
-            failed = await self._store.fail(req.id, at=self._clock(), error=exc.slug)
-            log.warning("approval_signing_failed", id=str(req.id), error=exc.slug)
-            if failed is None:
+        except Exception as exc:  # a bug too: the request must not stay 'signing' for ever
+            slug = exc.slug if isinstance(exc, SignerError) else "internal-error"
+            failed = await self._store.fail(req.id, at=self._clock(), error=slug)
+            log.warning("approval_signing_failed", id=str(req.id), error=slug)
+            if failed is None or not isinstance(exc, SignerError):
                 raise
             self._notify(failed)  # the approval stands; the request shows why it failed
             return failed

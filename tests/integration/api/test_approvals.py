@@ -257,6 +257,14 @@ async def test_two_of_three_approval_signs_once_and_logs_every_decision(
     # `qes audit verify` recomputes the approval entries from the database.
     resp = await api.post("/api/v1/log/checkpoints", headers=api_headers(auditor_token))
     assert resp.status in (200, 201)
+    # Auditors see the decisions; filtering by an approver finds that approver's entry.
+    resp = await api.get(
+        f"/api/v1/log/entries?from={indexes[0]}&limit=2&subject=dana",
+        headers=api_headers(auditor_token),
+    )
+    (shown,) = (await resp.json())["items"]
+    assert (shown["index"], shown["kind"], shown["outcome"]) == (indexes[0], "approval", "approved")
+    assert shown["approval_request"] == held["id"] and shown["subject"] == "dana"
     verified = run(sys.executable, "-m", "signer", "audit", "verify", "--config", DEV_CONFIG,
                    env=approval_env)  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
