@@ -39,14 +39,20 @@ async def user_token_file(idp: RunningIdp, user: str, folder: Path) -> Path:
     return path
 
 
-async def pending_id(signer: SignerProcess, token: Path) -> str:
-    """The id of the request `qes approvals list` shows (polled until the sign call made it)."""
+async def listed(signer: SignerProcess, token: Path) -> set[str]:
+    code, out, err = await qes("approvals", "list", "--token-file", token, "--url", signer.url)
+    assert code == 0, err
+    return set(re.findall(f"^({UUID}) ", out, re.MULTILINE))
+
+
+async def new_request(signer: SignerProcess, token: Path, known: set[str]) -> str:
+    """The id of the one request `qes approvals list` shows that is not in ``known`` (polled
+    until the sign call has made it; other tests' requests may be pending too)."""
     for _ in range(100):
-        code, out, err = await qes("approvals", "list", "--token-file", token, "--url", signer.url)
-        assert code == 0, err
-        found = re.search(f"^({UUID}) ", out, re.MULTILINE)
-        if found:
-            return found[1]
+        fresh = await listed(signer, token) - known
+        if fresh:
+            (found,) = fresh
+            return found
         await asyncio.sleep(0.2)
     raise AssertionError("the held request never showed up")
 
@@ -69,17 +75,16 @@ async def test_sign_waits_for_two_cli_approvals(
     first = ID.search(err)
     assert first is not None
 
+    known = await listed(signer, dana)
+    assert first[1] in known
+    code, out, _ = await qes("approvals", "deny", first[1], "--token-file", dana,
+                             "--url", signer.url)  # fmt: skip
+    assert code == 0 and "is denied" in out
     signing = asyncio.create_task(
         qes("sign", document, "--token-file", seal, "--url", signer.url,
             "--wait-approval", "120")
     )  # fmt: skip
-    await asyncio.sleep(1)
-    request_id = await pending_id(signer, dana)
-    if request_id == first[1]:  # the list is oldest first: deny the first one, take the next
-        code, out, _ = await qes("approvals", "deny", request_id, "--token-file", dana,
-                                 "--url", signer.url)  # fmt: skip
-        assert code == 0 and "is denied" in out
-        request_id = await pending_id(signer, dana)
+    request_id = await new_request(signer, dana, known)
 
     code, out, err = await qes("approvals", "show", request_id, "--token-file", erik,
                                "--url", signer.url)  # fmt: skip
