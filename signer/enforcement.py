@@ -42,6 +42,8 @@ from signer.storage.policy import (
 )
 
 log = structlog.get_logger(__name__)
+MAX_REASON = 500
+LISTEN_CONNECT_TIMEOUT = 5.0
 
 __all__ = [
     "ApprovalRequired",
@@ -67,6 +69,12 @@ class ApprovalRequired(PolicyRefusal):
 
     slug = "approval-required"
     title = "The signing policy requires approval for this request"
+
+
+class ReasonTooLong(RequestError):
+    slug = "invalid-request"
+    title = "The request is not valid"
+    status = 422
 
 
 class NotSuspended(RequestError):
@@ -100,10 +108,14 @@ class SuspensionSet:
         )
 
     def check(self, principal: Principal, client_id: str | None) -> None:
-        if self.everything:
-            raise Suspended("the whole signer is suspended")
+        self.check_client(client_id)
         if (principal.issuer, principal.subject) in self.identities:
             raise Suspended(f"identity {principal.subject} is suspended")
+
+    def check_client(self, client_id: str | None) -> None:
+        """The whole signer, or this RP client (before anyone has logged in)."""
+        if self.everything:
+            raise Suspended("the whole signer is suspended")
         if client_id is not None and client_id in self.clients:
             raise Suspended(f"client {client_id} is suspended")
 
@@ -184,6 +196,8 @@ class Suspensions:
     ) -> AdminAction | None:
         """Suspend or resume ``target``, logged (kind 0x04) in the same transaction. None when
         it was already so (suspend twice); :class:`NotSuspended` to resume what is not."""
+        if reason is not None and len(reason) > MAX_REASON:
+            raise ReasonTooLong(f"reason is longer than {MAX_REASON} characters")
         done = AdminAction(
             id=uuid.uuid4(),
             request_id=request_id,
@@ -234,9 +248,9 @@ class Suspensions:
         if self._dsn is None:
             return None
         try:
-            conn = await asyncpg.connect(self._dsn)
+            conn = await asyncpg.connect(self._dsn, timeout=LISTEN_CONNECT_TIMEOUT)
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             log.warning("suspensions_listen_failed", error=str(exc))
             return None
         return conn

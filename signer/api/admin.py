@@ -23,7 +23,7 @@ from signer.api.auth import authenticate
 from signer.api.problems import Forbidden, InvalidRequest
 from signer.api.signatures import read_json
 from signer.api.state import REQUEST_ID, SERVICES, Services
-from signer.enforcement import ApprovalRequired, Gate, NotSuspended, Suspended
+from signer.enforcement import MAX_REASON, ApprovalRequired, Gate, NotSuspended, Suspended
 from signer.errors import DatabaseUnavailable, SignerError
 from signer.policy import (
     AcrRequired,
@@ -34,8 +34,6 @@ from signer.policy import (
     RateLimited,
 )
 from signer.storage.policy import Suspension, Target
-
-MAX_REASON = 500
 
 
 class AdminRoleRequired(Forbidden):

@@ -223,7 +223,7 @@ async def test_per_minute_limit_429_with_retry_after(
 
 
 async def test_per_day_limit_429_with_retry_after(
-    pclient: TestClient, policy_idp: RunningIdp, clock: FakeClock
+    pclient: TestClient, policy_idp: RunningIdp, clock: FakeClock, database_url: str
 ) -> None:
     bearer = await token(policy_idp, "pol-day")
     for _ in range(3):
@@ -235,6 +235,16 @@ async def test_per_day_limit_429_with_retry_after(
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     expected = (midnight - now).total_seconds()
     assert expected - 3 <= int(headers["Retry-After"]) <= expected + 1
+    # refused requests count nothing: the day window still holds exactly the three signed
+    assert (await post_sign(pclient, bearer))[0] == 429
+    conn = await asyncpg.connect(database_url)
+    try:
+        counts = await conn.fetch(
+            "SELECT span, count FROM policy_rate_windows WHERE token_subject = 'pol-day'"
+        )
+    finally:
+        await conn.close()
+    assert dict((r["span"], r["count"]) for r in counts) == {"minute": 3, "day": 3}
 
 
 async def test_refusals_and_pdf_upload_are_enforced_too(

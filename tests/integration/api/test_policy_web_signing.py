@@ -96,13 +96,19 @@ def qes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def rp(site: tuple[SignerProcess, RunningIdp, dict[str, str]]) -> dict[str, str]:
+def registered(site: tuple[SignerProcess, RunningIdp, dict[str, str]]) -> tuple[str, str]:
+    """A registered RP: its client id and secret."""
     added = qes(site[2], "client", "add", "Policy RP", "--redirect-uri", RP_URI)
     assert added.returncode == 0, added.stderr
     client_id = re.search(r"client_id: (\S+)", added.stdout)
     secret = re.search(r"client_secret: (\S+)", added.stdout)
     assert client_id and secret
-    return {"Authorization": aiohttp.encode_basic_auth(client_id[1], secret[1])}
+    return client_id[1], secret[1]
+
+
+@pytest.fixture(scope="module")
+def rp(registered: tuple[str, str]) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(*registered)}
 
 
 async def create(http: aiohttp.ClientSession, url: str, rp: dict[str, str], data: bytes) -> str:
@@ -258,3 +264,38 @@ async def test_audit_ui_shows_what_is_suspended(
         await asyncio.sleep(1.0)
         async with http.get(f"{signer.url}/audit") as r:
             assert "Signing is suspended" not in await r.text()
+
+
+async def test_suspended_rp_client_cannot_create_or_start_requests(
+    site: tuple[SignerProcess, RunningIdp, dict[str, str]],
+    rp: dict[str, str],
+    registered: tuple[str, str],
+) -> None:
+    signer, _, env = site
+    client_id = registered[0]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        waiting = await create(http, signer.url, rp, b"created before the suspension\n")
+        done = qes(env, "suspend", "client", client_id, "--reason", "rp compromised")
+        assert done.returncode == 0, done.stderr
+        try:
+            await asyncio.sleep(0.5)  # NOTIFY reaches the serving process
+            digest = base64.b64encode(hashlib.sha256(b"x").digest()).decode()
+            body = {
+                "documents": [{"label": "x", "digest": digest}],
+                "format": "raw",
+                "redirect_uri": RP_URI,
+                "state": "s",
+            }
+            async with http.post(
+                f"{signer.url}/api/v1/signing-requests", json=body, headers=rp
+            ) as r:
+                assert r.status == 403
+                assert r.content_type == "application/problem+json"
+                assert (await r.json())["type"] == "/problems/suspended"
+            async with http.get(f"{signer.url}/sign/{waiting}", allow_redirects=False) as r:
+                assert r.status == 403  # told before any login
+                assert "Signing is suspended" in await r.text()
+        finally:
+            assert qes(env, "resume", "client", client_id).returncode == 0
+        await asyncio.sleep(0.5)
+        assert (await start(http, signer.url, waiting)).startswith(site[1].issuer)
