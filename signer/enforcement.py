@@ -120,6 +120,22 @@ class SuspensionSet:
             raise Suspended(f"client {client_id} is suspended")
 
 
+class UnknownIssuer(RequestError):
+    slug = "invalid-request"
+    title = "The request is not valid"
+    status = 422
+
+
+def resolve_issuer(settings: Settings, value: str) -> str:
+    """The ``iss`` of a configured issuer, given as its ``iss`` or as its configured name (an
+    operator may type either); anything else is refused (a typo would suspend no one)."""
+    for issuer in settings.issuers:
+        if value in (issuer.issuer, issuer.name):
+            return issuer.issuer
+    known = sorted({i.issuer for i in settings.issuers} | {i.name for i in settings.issuers})
+    raise UnknownIssuer(f"issuer {value!r} is not configured (one of: {', '.join(known)})")
+
+
 def cli_actor() -> str:
     """Who runs an operator command, for the log (committed, never in clear)."""
     try:

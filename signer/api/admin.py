@@ -23,7 +23,14 @@ from signer.api.auth import authenticate
 from signer.api.problems import Forbidden, InvalidRequest
 from signer.api.signatures import read_json
 from signer.api.state import REQUEST_ID, SERVICES, Services
-from signer.enforcement import MAX_REASON, ApprovalRequired, Gate, NotSuspended, Suspended
+from signer.enforcement import (
+    MAX_REASON,
+    ApprovalRequired,
+    Gate,
+    NotSuspended,
+    Suspended,
+    resolve_issuer,
+)
 from signer.errors import DatabaseUnavailable, SignerError
 from signer.policy import (
     AcrRequired,
@@ -103,10 +110,18 @@ async def list_suspensions(request: web.Request) -> web.Response:
     return web.json_response({"suspensions": [suspension_json(s) for s in items]})
 
 
+def _resolved(services: Services, target: Target) -> Target:
+    if target.token_issuer is None:
+        return target
+    issuer = resolve_issuer(services.settings, target.token_issuer)
+    return Target("identity", token_issuer=issuer, token_subject=target.token_subject)
+
+
 async def suspend(request: web.Request) -> web.Response:
     body = await read_json(request)
     target, reason = parse_target(body)
-    _, gate, issuer, subject = await _admin(request)
+    services, gate, issuer, subject = await _admin(request)
+    target = _resolved(services, target)
     done = await gate.suspensions.act(
         "suspend",
         target,
@@ -125,7 +140,8 @@ async def suspend(request: web.Request) -> web.Response:
 async def resume(request: web.Request) -> web.Response:
     body = await read_json(request)
     target, reason = parse_target(body)
-    _, gate, issuer, subject = await _admin(request)
+    services, gate, issuer, subject = await _admin(request)
+    target = _resolved(services, target)
     done = await gate.suspensions.act(
         "resume",
         target,

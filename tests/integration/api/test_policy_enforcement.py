@@ -434,6 +434,14 @@ def test_cli_suspend_list_resume(policy_env: dict[str, str], policy_idp: Running
     assert gone.returncode == 1
     assert gone.stderr.strip() == f"qes: identity {iss} cli-person is not suspended"
     assert "cli-person" not in qes(policy_env, "suspensions").stdout
+    # the issuer by its configured name works; a typo suspends no one and says why
+    by_name = qes(policy_env, "suspend", "identity", "demo_people", "cli-person")
+    assert by_name.stdout.strip().startswith(f"suspended: identity {iss} cli-person")
+    assert qes(policy_env, "resume", "identity", iss, "cli-person").returncode == 0
+    typo = qes(policy_env, "suspend", "identity", "https://idp.example.org", "cli-person")
+    assert typo.returncode == 1
+    assert typo.stderr.startswith("qes: issuer 'https://idp.example.org' is not configured")
+    assert len(typo.stderr.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------ kill switch (two replicas)
