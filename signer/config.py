@@ -164,7 +164,7 @@ class LogSettings:
 
 @dataclass(frozen=True)
 class PolicySettings:
-    """The signing policy and the kill switch (``signer.policy``, ``signer.suspensions``).
+    """The signing policy and the kill switch (``signer.policy``, ``signer.enforcement``).
 
     ``file`` None: no policy file, each issuer's ``profiles`` decide (as before). The file is
     checked every ``reload_seconds`` and swapped when it changed and validates. ``admin_role``

@@ -246,13 +246,13 @@ class Suspensions:
             while True:
                 if conn is None or conn.is_closed():
                     conn = await self._listen()
+                self._wake.clear()  # before the read: a NOTIFY from now on wakes the next one
                 try:
                     version = await self._store.version()
                     if version != self._version:
                         await self.refresh()
                 except DatabaseUnavailable as exc:
                     log.warning("suspensions_poll_failed", error=str(exc))
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
         finally:
