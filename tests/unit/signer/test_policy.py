@@ -271,3 +271,27 @@ def test_acr_levels_order_the_required_acr() -> None:
         parse_policy('acr_levels = ["pwd"]\n[[rule]]\nacr = "otp"\nname = "x"\n')
     with pytest.raises(PolicyFileError, match="line 1: acr_levels must not repeat"):
         parse_policy('acr_levels = ["pwd", "pwd"]\n[[rule]]\nname = "x"\n')
+
+
+def test_policy_settings(tmp_path: Path) -> None:
+    from signer.config import load_settings
+    from signer.errors import ConfigError
+    from tests.support.service import DEV_CONFIG
+
+    env = {"QES_HSM_PIN": "1234"}
+    plain = load_settings(DEV_CONFIG, env=env).policy
+    assert (plain.file, plain.reload_seconds, plain.admin_role) == (None, 1.0, "qes-admin")
+    set_ = load_settings(
+        DEV_CONFIG,
+        env={**env, "QES__POLICY__FILE": "policy.toml", "QES__POLICY__ADMIN_ROLE": "ops"},
+    ).policy
+    assert set_.file == (DEV_CONFIG.parent / "policy.toml").resolve()  # next to the config
+    assert set_.admin_role == "ops"
+    for key, value, why in [
+        ("RELOAD_SECONDS", "0", "policy.reload_seconds: must be between 0.1 and 60"),
+        ("ADMIN_ROLE", '" "', "policy.admin_role: must not be empty"),
+        ("COLOUR", "1", "policy.colour: unknown setting"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_settings(DEV_CONFIG, env={**env, f"QES__POLICY__{key}": value})
+        assert str(info.value) == why
