@@ -387,6 +387,25 @@ async def test_admin_api_suspends_and_resumes_identity_client_and_all(
     done = qes(policy_env, "audit", "verify", "-q")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("log verified")
+    # auditors find the admin actions about an identity through the keyed commitments
+    found: list[dict[str, Any]] = []
+    start = 0
+    while True:
+        resp = await pclient.get(
+            "/api/v1/log/entries",
+            params={"from": start, "limit": 1000, "subject": "pol-victim"},
+            headers=api_headers(auditor),
+        )
+        page = await resp.json()
+        assert resp.status == 200, page
+        found += page["items"]
+        if page["next"] >= page["tree_size"]:
+            break
+        start = page["next"]
+    admin_entries = [(e["outcome"], e["reason"]) for e in found if e["kind"] == "admin"]
+    assert admin_entries[-2:] == [("suspend", "identity"), ("resume", "identity")]
+    refused = [e for e in found if e["kind"] == "refusal" and e["reason"] == "suspended"]
+    assert refused and all(e["subject"] == "pol-victim" for e in refused)
 
 
 async def test_audit_verify_catches_an_altered_admin_action(
