@@ -295,3 +295,16 @@ def test_policy_settings(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             load_settings(DEV_CONFIG, env={**env, f"QES__POLICY__{key}": value})
         assert str(info.value) == why
+
+
+def test_the_shipped_example_policy_is_valid() -> None:
+    from tests.support.service import DEV_CONFIG
+
+    policy = parse_policy((DEV_CONFIG.parent / "policy.example.toml").read_text())
+    assert [r.name for r in policy.rules] == ["demo-batch", "treasury", "people"]
+    alice = person(issuer="http://127.0.0.1:9400")
+    assert policy.decide(alice, client_id="demo-web").rule == "people"
+    treasurer = replace(alice, groups=frozenset({"treasury"}))
+    assert policy.decide(treasurer, client_id="demo-web").required_acr is not None
+    auditor = replace(alice, roles=frozenset({"qes-auditor"}))
+    assert policy.is_member("auditors", auditor) and not policy.is_member("auditors", alice)
