@@ -8,6 +8,7 @@ state by a separate process listing the token (plain python-pkcs11).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -21,6 +22,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -28,8 +30,9 @@ from ca.logentry import entry_fields
 from signer.hsm.credential import CREDENTIAL_PREFIX
 from signer.storage.csc import CredentialAuthorization
 from tests.support.idp import DEMO_PASSWORDS, RunningIdp
+from tests.support.service import DEV_CONFIG, run_qes
 from tests.support.softhsm import SoftHsmToken
-from tests.support.verify import openssl_verify_chain, openssl_verify_signature
+from tests.support.verify import openssl_verify_chain, openssl_verify_signature, run
 
 ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 SHA256 = "2.16.840.1.101.3.4.2.1"
@@ -463,3 +466,103 @@ async def _use_up(csc: Csc, token: str, credential_id: str) -> None:
     sad = await csc.authorize(token, credential_id, [digest])
     status, body = await csc.sign(token, credential_id, sad, [digest])
     assert status == 200, body
+
+
+async def test_a_sad_used_twice_at_once_signs_once(csc: Csc, batch_token: str) -> None:
+    """Two signHash calls with one SAD at the same moment: the row locks let one sign."""
+    digest = digest_of(b"raced")
+    credential_id = await csc.new_credential(batch_token)
+    sad = await csc.authorize(batch_token, credential_id, [digest])
+    results = await asyncio.gather(
+        *(csc.sign(batch_token, credential_id, sad, [digest]) for _ in range(4))
+    )
+    assert sorted(status for status, _ in results) == [200, 400, 400, 400], results
+    record = await csc.record(credential_id)
+    assert (record["status"], record["signed_count"]) == ("completed", 1)
+
+
+async def test_time_stamp_from_the_built_in_tsa(csc: Csc, batch_token: str, tmp_path: Path) -> None:
+    content = b"time-stamp me"
+    digest = digest_of(content)
+    status, body = await csc.call(
+        "signatures/timestamp",
+        batch_token,
+        {"hash": b64s([digest])[0], "hashAlgo": SHA256, "nonce": "0badc0ffee"},
+    )
+    assert status == 200, body
+    token = base64.b64decode(body["timestamp"])
+    info = cms.ContentInfo.load(token)["content"]["encap_content_info"]["content"].parsed
+    assert info["nonce"].native == 0x0BADC0FFEE
+    assert info["message_imprint"]["hashed_message"].native == digest
+    resp = await csc.client.get("/api/v1/trust-bundle")
+    bundle = await resp.json()
+    (tmp_path / "root.pem").write_text(bundle["root"])
+    (tmp_path / "issuing.pem").write_text(bundle["issuing_ca"])
+    (tmp_path / "token.der").write_bytes(token)
+    verified = run(
+        "openssl", "ts", "-verify", "-token_in", "-in", tmp_path / "token.der",
+        "-digest", digest.hex(), "-CAfile", tmp_path / "root.pem",
+        "-untrusted", tmp_path / "issuing.pem",
+    )  # fmt: skip
+    assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout + verified.stderr
+    for bad, param in (
+        ({"hash": b64s([digest])[0], "hashAlgo": "1.2.3"}, "Unsupported hash algorithm"),
+        (
+            {"hash": b64s([digest])[0], "hashAlgo": SHA256, "nonce": "xyz"},
+            "Invalid parameter nonce",
+        ),
+        ({"hash": b64s([digest])[0], "hashAlgo": SHA384}, "Invalid parameter hash"),
+    ):
+        status, body = await csc.call("signatures/timestamp", batch_token, bad)
+        assert status == 400 and body["error_description"] == param, body
+    status, body = await csc.call("signatures/timestamp", None, {"hash": b64s([digest])[0]})
+    assert status == 401
+
+
+async def test_sweeper_destroys_orphan_keys(csc: Csc, softhsm_token: SoftHsmToken) -> None:
+    """A key whose credential row was never committed (a crash in between) is found by its
+    label's expiry and destroyed; one whose label has not expired is left alone."""
+    from signer.api.state import SERVICES
+    from signer.csc.api import CSC
+    from signer.hsm.credential import credential_label
+
+    hsm = csc.app[SERVICES].hsm
+    now = datetime.now(UTC)
+    stale = credential_label("orphan-stale", now - timedelta(minutes=2))
+    fresh = credential_label("orphan-fresh", now + timedelta(minutes=5))
+    for label in (stale, fresh):
+        await hsm.run(lambda s, lb=label: s.generate_credential_key(lb))
+    await csc.app[CSC].sweep()
+    assert stale not in token_labels(softhsm_token)
+    assert fresh in token_labels(softhsm_token)
+    csc.clock.offset = timedelta(minutes=7)
+    await csc.app[CSC].sweep()
+    assert fresh not in token_labels(softhsm_token)
+
+
+async def test_audit_verify_accepts_csc_records(
+    csc: Csc, batch_token: str, auditor_token: str, signer_env: dict[str, str]
+) -> None:
+    """A CSC signature and an expired unused credential are records and log entries like any
+    other: `qes audit verify` rebuilds their entries from the records and accepts the log."""
+    from signer.csc.api import CSC
+
+    credential_id = await csc.new_credential(batch_token)
+    await _use_up(csc, batch_token, credential_id)
+    await csc.new_credential(batch_token)
+    csc.clock.offset = PAST_CREDENTIAL_EXPIRY
+    await csc.app[CSC].sweep()
+    csc.clock.offset = timedelta(0)
+    resp = await csc.client.post(
+        "/api/v1/log/checkpoints", headers={"Authorization": f"Bearer {auditor_token}"}
+    )
+    assert resp.status in (200, 201), await resp.text()
+    status, out, err = await run_qes("audit", "verify", "--config", str(DEV_CONFIG), env=signer_env)
+    assert status == 0, out + err
+    record = await csc.record(credential_id)
+    resp = await csc.client.get(
+        f"/api/v1/certificates/{record['serial']}",
+        headers={"Authorization": f"Bearer {auditor_token}"},
+    )
+    shown = await resp.json()
+    assert resp.status == 200 and shown["status"] == "completed", shown
