@@ -174,6 +174,10 @@ async def test_info_advertises_both_versions(csc: Csc) -> None:
     assert ECDSA_SHA256 in v2["signAlgorithms"]["algos"]
     resp = await csc.client.get("/csc/v2/info")
     assert resp.status == 200 and (await resp.json())["specs"] == v2["specs"]
+    doc = await (await csc.client.get("/openapi.json")).json()
+    for version in ("v1", "v2"):
+        for method in v1["methods"]:
+            assert f"/csc/{version}/{method}" in doc["paths"], method
 
 
 async def test_v1_flow_signs_once_and_destroys_the_key(
