@@ -570,3 +570,25 @@ async def test_audit_verify_accepts_csc_records(
     )
     shown = await resp.json()
     assert resp.status == 200 and shown["status"] == "completed", shown
+
+
+async def test_sweeper_ends_a_credential_whose_signer_died(
+    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken
+) -> None:
+    """A credential left 'signing' (its process died after consuming the SAD) is left to its
+    signer for a grace period after expiry, then its key is destroyed and its record fails
+    with csc-signing-interrupted; nothing was released, so nothing is completed."""
+    from signer.csc.api import CSC
+    from signer.csc.service import SIGNING_GRACE
+
+    credential_id = await csc.new_credential(batch_token)
+    await csc.pool.execute("UPDATE csc_credentials SET state='signing' WHERE id=$1", credential_id)
+    csc.clock.offset = PAST_CREDENTIAL_EXPIRY
+    await csc.app[CSC].sweep()
+    assert (await csc.record(credential_id))["state"] == "signing"  # within the grace
+    csc.clock.offset = PAST_CREDENTIAL_EXPIRY + SIGNING_GRACE
+    await csc.app[CSC].sweep()
+    record = await csc.record(credential_id)
+    assert (record["state"], record["end_reason"]) == ("destroyed", "failed")
+    assert (record["status"], record["failure"]) == ("failed", "csc-signing-interrupted")
+    assert not any(credential_id in label for label in token_labels(softhsm_token))
