@@ -462,6 +462,10 @@ async def test_bad_requests_get_csc_errors(csc: Csc, batch_token: str) -> None:
         status, body = await csc.call("credentials/authorize", batch_token, body_in)
         assert status == 400, body
         assert body["error_description"] == f"Invalid parameter {param}", (body_in, body)
+    status, body = await csc.call(
+        "credentials/authorize", batch_token, {"credentialID": "x", "numSignatures": 1}, "v2"
+    )
+    assert status == 400 and body["error_description"] == "Invalid parameter hashes", body
 
 
 async def _use_up(csc: Csc, token: str, credential_id: str) -> None:
