@@ -377,9 +377,13 @@ async def test_credential_token_only_for_its_credential(csc: Csc, batch_token: s
                                      hashlib.sha256(token.encode()).digest())  # fmt: skip
     assert stored == 1  # only the hash is kept
 
+    size = await csc.log_size()
     status, body = await csc.sign(token, second, None, [digest])
     assert status == 400, body
     assert body["error_description"] == "The credential token does not authorize this credential"
+    (kind, fields), *_ = await csc.entries_since(size)  # logged as the token owner's refusal
+    assert (kind, fields["reason"]) == ("refusal", b"csc-credential-token-mismatch")
+    assert fields["token_issuer"].decode() == row["token_issuer"]
     assert (await csc.record(second))["state"] == "active"
     status, body = await csc.sign(token, first, "also-a-sad", [digest])
     assert status == 400, body  # a credential token and a SAD: which one was meant?
