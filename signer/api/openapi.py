@@ -39,6 +39,7 @@ from signer.api.tsa import (
     TimeStampQueryExpected,
 )
 from signer.config import DIGEST_SIZES, ServerSettings
+from signer.csc.openapi import csc_paths
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -557,6 +558,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
             **_log_paths(bearer),
             **_web_signing_paths(),
             **admin_paths(bearer, _errors),
+            **csc_paths(),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
