@@ -173,6 +173,7 @@ def _resources(
                     time_stamps=time_stamps,
                     clock=clock,
                     settings=settings.csc,
+                    gate=gate,
                 )
                 await csc.sweep_logged()  # keys of credentials that expired while we were down
                 await signing.start(lanes=settings.hsm.sessions)

@@ -108,9 +108,12 @@ class SuspensionSet:
         )
 
     def check(self, principal: Principal, client_id: str | None) -> None:
+        self.check_identity(principal.issuer, principal.subject, client_id)
+
+    def check_identity(self, issuer: str, subject: str, client_id: str | None) -> None:
         self.check_client(client_id)
-        if (principal.issuer, principal.subject) in self.identities:
-            raise Suspended(f"identity {principal.subject} is suspended")
+        if (issuer, subject) in self.identities:
+            raise Suspended(f"identity {subject} is suspended")
 
     def check_client(self, client_id: str | None) -> None:
         """The whole signer, or this RP client (before anyone has logged in)."""

@@ -546,3 +546,88 @@ async def test_openapi_and_problem_pages_document_policy_and_kill_switch(
     assert "post" in doc["paths"]["/api/v1/admin/suspensions/resume"]
     for kind in ("suspended", "rate-limited", "policy-denied", "policy-acr-required"):
         assert (await pclient.get(f"/problems/{kind}")).status == 200, kind
+
+
+# ------------------------------------------------------------------ CSC API
+
+
+async def csc(client: TestClient, method: str, bearer: str, body: dict[str, Any]) -> Any:
+    resp = await client.post(f"/csc/v1/{method}", json=body, headers=api_headers(bearer))
+    return resp.status, await resp.json(), resp.headers
+
+
+async def test_csc_api_is_under_the_policy_and_the_kill_switch(
+    pclient: TestClient, policy_idp: RunningIdp, clock: FakeClock, database_url: str
+) -> None:
+    now = clock()
+    if now.second >= 45:  # keep the credentials/list calls inside one minute window
+        clock.advance(60 - now.second - now.microsecond / 1e6 + 0.01)
+    status, body, _ = await csc(
+        pclient, "credentials/list", await token(policy_idp, "pol-denied"), {}
+    )
+    assert (status, body["error"]) == (400, "access_denied")
+    assert body["error_description"] == "The signing policy does not allow this request"
+
+    bearer = await token(policy_idp, "pol-csc")
+    root = await token(policy_idp, "pol-admin")
+    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 200, body
+    (credential,) = body["credentialIDs"]
+    digests = [hashlib.sha256(b"csc %d" % i).digest() for i in range(3)]
+
+    def authorize(n: int) -> dict[str, Any]:
+        return {
+            "credentialID": credential,
+            "numSignatures": n,
+            "hash": [base64.b64encode(d).decode() for d in digests[:n]],
+        }
+
+    status, body, _ = await csc(pclient, "credentials/authorize", bearer, authorize(3))
+    assert (status, body["error"]) == (400, "access_denied")  # the rule's max_digests is 2
+    assert body["error_description"] == "The signing policy allows fewer digests per request"
+    status, body, _ = await csc(pclient, "credentials/authorize", bearer, authorize(2))
+    assert status == 200, body
+    sad = body["SAD"]
+    # suspended after the SAD was issued: signHash signs nothing
+    ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-csc"}
+    assert (await admin(pclient, root, "/api/v1/admin/suspensions", ident))[0] == 201
+    try:
+        sign = {
+            "credentialID": credential,
+            "SAD": sad,
+            "hashAlgo": "2.16.840.1.101.3.4.2.1",
+            "signAlgo": "1.2.840.10045.4.3.2",
+            "hash": authorize(2)["hash"],
+        }
+        status, body, _ = await csc(pclient, "signatures/signHash", bearer, sign)
+        assert (status, body["error"]) == (400, "access_denied")
+        assert "suspended" in body["error_description"]
+        status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+        assert (status, body["error"]) == (400, "access_denied")
+    finally:
+        assert (await admin(pclient, root, "/api/v1/admin/suspensions/resume", ident))[0] == 200
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT r.status, r.signed_count, r.failure, r.destruction FROM csc_credentials c"
+            " JOIN signing_records r ON r.id = c.record_id WHERE c.id = $1",
+            credential,
+        )
+    finally:
+        await conn.close()
+    assert row is not None and (row["status"], row["failure"]) == ("failed", "suspended")
+    assert not row["signed_count"] and row["destruction"] is not None  # key destroyed now
+    # the rule's rate limit counts credentials (one key and certificate each): 3 per minute
+    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 200, body
+    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 200, body
+    status, body, headers = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 429, body
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    # the unused credentials (the suspended one included) expire; the sweeper destroys keys
+    from signer.csc.api import CSC
+
+    clock.advance(575)  # past the certificates (600 s less the 30 s backdate)
+    await pclient.server.app[CSC].sweep()  # the background sweeper may have been first
+    assert await pclient.server.app[CSC].sweep() == 0
