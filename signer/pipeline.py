@@ -40,7 +40,7 @@ from ca.errors import ProfileError
 from ca.logentry import PrivacyKey, RefusalEntry, Requester, RequestSummary
 from ca.profiles import Level, NaturalPerson, Subject, subject_from_attributes
 from idp_adapter.principal import Principal
-from signer.enforcement import Gate
+from signer.enforcement import ApprovalRequired, Gate
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -206,11 +206,14 @@ class SigningService:
         if self.gate is None:
             return None
         try:
-            return self.gate.screen(
+            decision = self.gate.screen(
                 principal,
                 client_id=principal.client_id,
                 profile=request.profile or principal.default_profile,
             )
+            if decision is not None and decision.approvals is not None:  # not collectable here
+                raise ApprovalRequired(f"rule {decision.rule!r} needs approvals")
+            return decision
         except PolicyRefusal as exc:
             await self._log_refusal(principal, request, request_id, exc)
             raise

@@ -45,9 +45,18 @@ POLICY = f"""\
 acr_levels = ["{PWD}", "{MFA}"]
 
 [[rule]]
+name = "carol-needs-approval"
+issuers = ["ISSUER"]
+subjects = ["carol"]
+approvals = {{ required = 1, group = "auditors" }}
+
+[[rule]]
 name = "people-need-mfa"
 email_domains = ["example.com"]
 acr = "{MFA}"
+
+[approver_groups.auditors]
+roles = ["qes-auditor"]
 """
 
 
@@ -62,10 +71,10 @@ def site(
     url = f"http://127.0.0.1:{port}"
     work = tmp_path_factory.mktemp("policy-web")
     policy = work / "policy.toml"
-    policy.write_text(POLICY)
     clients = with_redirect_uri(DEMO_CLIENTS, "demo-signer-web", f"{url}/sign/callback")
     clients = with_redirect_uri(clients, "demo-audit-ui", f"{url}/audit/callback")
     with start_idp(work / "idp", clients=clients) as idp:
+        policy.write_text(POLICY.replace("ISSUER", idp.issuer))
         env = service_env(
             token=softhsm_token,
             database_url=database_url,
@@ -299,3 +308,19 @@ async def test_suspended_rp_client_cannot_create_or_start_requests(
             assert qes(env, "resume", "client", client_id).returncode == 0
         await asyncio.sleep(0.5)
         assert (await start(http, signer.url, waiting)).startswith(site[1].issuer)
+
+
+async def test_a_rule_needing_approvals_is_refused_before_consent(
+    site: tuple[SignerProcess, RunningIdp, dict[str, str]], rp: dict[str, str]
+) -> None:
+    signer, idp, _ = site
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        request_id = await create(http, signer.url, rp, b"carol's order\n")
+        authorize = await start(http, signer.url, request_id)
+        callback = await login(
+            http, idp, authorize, f"{signer.url}/sign/callback", otp=False, user="carol"
+        )
+        async with http.get(callback, allow_redirects=False) as r:
+            assert r.status == 403
+            page = await r.text()
+    assert "The signing policy requires approval for this request." in page
