@@ -72,8 +72,8 @@ class ApprovalRequired(PolicyRefusal):
 
 
 class ReasonTooLong(RequestError):
-    slug = "invalid-request"
-    title = "The request is not valid"
+    slug = "reason-too-long"
+    title = "The reason is longer than 500 characters"
     status = 422
 
 
@@ -124,8 +124,8 @@ class SuspensionSet:
 
 
 class UnknownIssuer(RequestError):
-    slug = "invalid-request"
-    title = "The request is not valid"
+    slug = "unknown-issuer"
+    title = "The issuer is not one this service trusts"
     status = 422
 
 

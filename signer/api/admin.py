@@ -29,6 +29,7 @@ from signer.enforcement import (
     Gate,
     NotSuspended,
     Suspended,
+    UnknownIssuer,
     resolve_issuer,
 )
 from signer.errors import DatabaseUnavailable, SignerError
@@ -208,7 +209,11 @@ def admin_paths(
                 ),
                 "security": bearer,
                 "requestBody": body,
-                "responses": {"201": ok, "200": ok, **errors([InvalidRequest, *common])},
+                "responses": {
+                    "201": ok,
+                    "200": ok,
+                    **errors([InvalidRequest, UnknownIssuer, *common]),
+                },
             },
         },
         "/api/v1/admin/suspensions/resume": {
@@ -218,7 +223,7 @@ def admin_paths(
                 "requestBody": body,
                 "responses": {
                     "200": ok,
-                    **errors([InvalidRequest, NotSuspended, *common]),
+                    **errors([InvalidRequest, UnknownIssuer, NotSuspended, *common]),
                 },
             }
         },

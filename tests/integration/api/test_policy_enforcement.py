@@ -339,6 +339,9 @@ async def test_admin_api_suspends_and_resumes_identity_client_and_all(
     status, body = await admin(pclient, root, url, {"scope": "client"})
     assert (status, slug(body)) == (422, "invalid-request")
 
+    typo = {"scope": "identity", "issuer": "https://idp.example.org", "subject": "pol-victim"}
+    status, body = await admin(pclient, root, url, typo)
+    assert (status, slug(body)) == (422, "unknown-issuer")
     ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-victim"}
     status, body = await admin(pclient, root, url, {**ident, "reason": "key compromise drill"})
     assert status == 201 and body["changed"], body
