@@ -285,7 +285,9 @@ async def open_gate(
     line) and the suspensions read; :meth:`Gate.run` keeps both current."""
     policy = None
     if settings.policy.file is not None:
-        policy = PolicyFile(settings.policy.file, interval=settings.policy.reload_seconds)
+        policy = PolicyFile(
+            settings.policy.file, interval=settings.policy.reload_seconds, clock=clock
+        )
         try:
             await asyncio.to_thread(policy.load)
         except PolicyFileError as exc:

@@ -1,4 +1,5 @@
-"""Admin API of the kill switch (issue 7): suspend and resume identities, clients, the signer.
+"""Admin API of the kill switch (issue 7): suspend and resume identities, clients, the signer;
+and which policy file a replica enforces (``GET /api/v1/admin/policy``).
 
 ``GET /api/v1/admin/suspensions`` lists what is suspended; ``POST /api/v1/admin/suspensions``
 suspends (201; 200 when it already was), ``POST /api/v1/admin/suspensions/resume`` resumes
@@ -155,7 +156,26 @@ async def resume(request: web.Request) -> web.Response:
     return web.json_response({"suspended": False, "action_id": str(done.id)})
 
 
+async def show_policy(request: web.Request) -> web.Response:
+    """The rule set this replica enforces: file, SHA-256, rule names, when it was loaded, and
+    the last refused version since (``rejected``); ``{"file": null}`` without a policy file."""
+    _, gate, _, _ = await _admin(request)
+    if gate.policy is None:
+        return web.json_response({"file": None})
+    status = gate.policy.status
+    return web.json_response(
+        {
+            "file": status.file,
+            "sha256": status.sha256,
+            "rules": list(status.rules),
+            "loaded_at": status.loaded_at.isoformat(),
+            "rejected": status.rejected,
+        }
+    )
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/admin/policy", show_policy)
     app.router.add_get("/api/v1/admin/suspensions", list_suspensions)
     app.router.add_post("/api/v1/admin/suspensions", suspend)
     app.router.add_post("/api/v1/admin/suspensions/resume", resume)
@@ -194,6 +214,18 @@ def admin_paths(
     ok = {"description": "Done", "content": {"application/json": {"schema": {"type": "object"}}}}
     common = [AdminRoleRequired, DatabaseUnavailable]
     return {
+        "/api/v1/admin/policy": {
+            "get": {
+                "summary": "The signing policy this replica enforces (administrator role)",
+                "description": (
+                    "file, sha256 and rule names of the rule set in force, loaded_at, and "
+                    "rejected: the error of the last refused version since (null when the "
+                    "file on disk is the one in force)."
+                ),
+                "security": bearer,
+                "responses": {"200": ok, **errors(common)},
+            }
+        },
         "/api/v1/admin/suspensions": {
             "get": {
                 "summary": "What is suspended (administrator role)",

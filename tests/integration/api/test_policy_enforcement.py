@@ -270,8 +270,19 @@ async def test_reload_without_restart_and_a_bad_file_keeps_the_old_policy(
 ) -> None:
     original = policy_file.read_text()
     bearer = await token(policy_idp, "pol-nomatch")
+    root = await token(policy_idp, "pol-admin")
+
+    async def in_force() -> dict[str, Any]:
+        status, body = await admin(pclient, root, "/api/v1/admin/policy")
+        assert status == 200, body
+        return dict(body)
+
+    first = await in_force()
+    assert first["sha256"] == hashlib.sha256(original.encode()).hexdigest()
+    assert first["rejected"] is None and "workloads" in first["rules"]
     try:
-        policy_file.write_text(original.replace('"demo-batch", "pol-victim"', '"pol-nomatch"'))
+        edited = original.replace('"demo-batch", "pol-victim"', '"pol-nomatch"')
+        policy_file.write_text(edited)
         deadline = time.monotonic() + 5
         while True:
             status, body, _ = await post_sign(pclient, bearer)
@@ -279,21 +290,33 @@ async def test_reload_without_restart_and_a_bad_file_keeps_the_old_policy(
                 break
             await asyncio.sleep(0.1)
         assert status == 201, body  # the new rule set is in force, no restart
+        assert (await in_force())["sha256"] == hashlib.sha256(edited.encode()).hexdigest()
         # a broken file (semantic error) is refused: the rule set in force stays
-        policy_file.write_text(original.replace("max_digests = 2", 'max_digests = "two"'))
+        broken = original.replace("max_digests = 2", 'max_digests = "two"')
+        policy_file.write_text(broken)
         await asyncio.sleep(1.0)
         status, body, _ = await post_sign(pclient, bearer)
         assert status == 201, body
+        line = broken.splitlines().index('max_digests = "two"') + 1
+        now = await in_force()
+        assert now["sha256"] == hashlib.sha256(edited.encode()).hexdigest()
+        assert now["rejected"] == (
+            f"line {line}: max_digests must be an integer between 1 and 100000"
+        )
         # and a syntax error too
         policy_file.write_text(original + "\n[[rule]\n")
         await asyncio.sleep(1.0)
         status, body, _ = await post_sign(pclient, bearer)
         assert status == 201, body
+        assert str((await in_force())["rejected"]).startswith(
+            f"line {len(original.splitlines()) + 2}: "
+        )
     finally:
         policy_file.write_text(original)
         await asyncio.sleep(1.0)
     status, body, _ = await post_sign(pclient, bearer)
     assert (status, slug(body)) == (403, "policy-denied")
+    assert (await in_force())["rejected"] is None
 
 
 def test_bad_policy_file_stops_the_start_naming_the_line(
