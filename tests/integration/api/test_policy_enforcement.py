@@ -155,6 +155,14 @@ async def test_group_rule_decides_profiles_and_levels(
     assert (status, slug(body)) == (403, "policy-profile-not-allowed")
 
 
+async def test_role_rule(pclient: TestClient, policy_idp: RunningIdp) -> None:
+    bearer = await token(policy_idp, "pol-admin")  # roles: qes-admin -> rule "admins"
+    status, body, _ = await post_sign(pclient, bearer, profile="advanced")
+    assert status == 201, body
+    status, body, _ = await post_sign(pclient, bearer, profile="qualified")
+    assert (status, slug(body)) == (403, "policy-profile-not-allowed")
+
+
 async def test_subject_rule_and_no_matching_rule_refuse(
     pclient: TestClient, policy_idp: RunningIdp, database_url: str
 ) -> None:

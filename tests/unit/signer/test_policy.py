@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from ca.logentry import PrivacyKey
 from idp_adapter.principal import Principal
 from signer.policy import (
     AcrRequired,
@@ -26,6 +27,7 @@ from signer.policy import (
 from signer.policy_file import PolicyFile
 
 ISS = "https://idp.example.com"
+KEY_FOR_TESTS = PrivacyKey("test", bytes(32))
 OTHER = "https://other.example.com"
 
 
@@ -308,3 +310,34 @@ def test_the_shipped_example_policy_is_valid() -> None:
     assert policy.decide(treasurer, client_id="demo-web").required_acr is not None
     auditor = replace(alice, roles=frozenset({"qes-auditor"}))
     assert policy.is_member("auditors", auditor) and not policy.is_member("auditors", alice)
+
+
+async def test_no_rate_limit_rule_no_database_round_trip(tmp_path: Path) -> None:
+    """The hot path (issue 2's benchmark): suspensions and the decision are in memory; only a
+    rule with a rate limit reaches the store."""
+    from datetime import UTC, datetime
+    from typing import Any
+
+    from signer.enforcement import Gate, Suspensions
+
+    class Store:  # stands in for PolicyStore: counts the round trips it is asked for
+        calls = 0
+
+        async def count(self, *args: object) -> None:
+            Store.calls += 1
+
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY)
+    holder = PolicyFile(path)
+    holder.load()
+    store: Any = Store()
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    gate = Gate(
+        suspensions=Suspensions(store, KEY_FOR_TESTS, now), policy=holder, store=store, clock=now
+    )
+    staff = person()  # rule "staff": no rate limit
+    await gate.count(staff, gate.check(staff, client_id=None, profile="advanced", digests=1))
+    assert Store.calls == 0
+    bot = person(roles=frozenset({"signing-bot"}))  # rule "bots": a rate limit
+    await gate.count(bot, gate.check(bot, client_id=None, profile="advanced", digests=1))
+    assert Store.calls == 1
