@@ -1,0 +1,1 @@
+"""The Cloud Signature Consortium API (issue 6)."""
