@@ -279,3 +279,109 @@ async def metadata(request: web.Request) -> web.Response:
         content_type="application/json",
         headers={"Cache-Control": "max-age=3600"},
     )
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The OpenAPI description of this flow's endpoints (for ``signer.api.openapi``)."""
+    q = [
+        ("response_type", "code", True),
+        ("client_id", "a relying party registered with `qes client add`", True),
+        ("redirect_uri", "exactly one of the client's registered redirect URIs", True),
+        ("scope", "credential", True),
+        ("code_challenge", "PKCE S256 challenge (RFC 7636), 43 characters", True),
+        ("code_challenge_method", "S256 (plain is refused)", True),
+        ("credentialID", "from credentials/list", True),
+        ("numSignatures", "number of hashes", True),
+        ("hashes", "base64url hashes separated by commas", True),
+        ("hashAlgorithmOID", "2.16.840.1.101.3.4.2.1 (SHA-256), .2 (SHA-384), .3 (SHA-512)", True),
+        ("state", "returned unchanged", False),
+        ("description", "shown on the consent page (up to 500 characters)", False),
+        ("account_token", "accepted and ignored", False),
+        ("lang", "passed to the IdP as ui_locales", False),
+    ]
+    params = [
+        {"name": n, "in": "query", "required": r, "description": d, "schema": {"type": "string"}}
+        for n, d, r in q
+    ]
+    form = {
+        "type": "object",
+        "required": ["grant_type", "code", "code_verifier", "redirect_uri"],
+        "properties": {
+            "grant_type": {"const": "authorization_code"},
+            "code": {"type": "string"},
+            "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128},
+            "redirect_uri": {"type": "string"},
+            "client_id": {"type": "string", "description": "client_secret_post"},
+            "client_secret": {"type": "string", "description": "client_secret_post"},
+        },
+    }
+    token_body = {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in"],
+        "properties": {
+            "access_token": {
+                "type": "string",
+                "description": "credential token: the bearer token of signatures/signHash for"
+                " this credential and these hashes, without SAD",
+            },
+            "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer"},
+            "scope": {"const": "credential"},
+            "credentialID": {"type": "string"},
+        },
+    }
+    oauth_error = {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "enum": [
+                                "invalid_request", "invalid_client", "invalid_grant",
+                                "unsupported_grant_type",
+                            ]
+                        },
+                        "error_description": {"type": "string"},
+                    },
+                }
+            }
+        }
+    }  # fmt: skip
+    return {
+        f"{BASE}/authorize": {
+            "get": {
+                "summary": "CSC v2 credential authorization (OAuth2 code flow with PKCE): the"
+                " owner logs in afresh, sees the hashes and consents",
+                "parameters": params,
+                "responses": {
+                    "303": {
+                        "description": "to the IdP login; errors after the redirect URI is"
+                        " trusted go back to it as error=…&state=… (RFC 6749 §4.1.2.1)"
+                    },
+                    "400": {"description": "HTML page: unknown client or redirect_uri"},
+                },
+            }
+        },
+        f"{BASE}/token": {
+            "post": {
+                "summary": "Exchange the code for a credential token (RFC 6749 §4.1.3)",
+                "security": [{"rp_basic": []}, {}],
+                "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": form}}},
+                "responses": {
+                    "200": {
+                        "description": "RFC 6749 §5.1",
+                        "content": {"application/json": {"schema": token_body}},
+                    },
+                    "400": {"description": "RFC 6749 §5.2", **oauth_error},
+                    "401": {"description": "invalid_client", **oauth_error},
+                },
+            }
+        },
+        "/.well-known/oauth-authorization-server/csc/v2": {
+            "get": {
+                "summary": "RFC 8414 authorization server metadata (issuer {public_url}/csc/v2)",
+                "responses": {"200": {"description": "metadata JSON"}},
+            }
+        },
+    }
