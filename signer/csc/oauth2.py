@@ -124,7 +124,8 @@ class IssuedToken:
 
 
 class CredentialAuthority(Protocol):
-    """The CSC core as this flow uses it: look a credential up, grant, revoke."""
+    """The CSC core as this flow uses it: look a credential up, grant (raises a
+    :class:`RequestError` when the credential cannot be authorised), revoke."""
 
     async def credential(self, credential_id: str) -> CredentialFacts | None: ...
 
@@ -594,7 +595,11 @@ class CredentialOAuth2:
             amr=signer.amr,
             auth_time=signer.auth_time,
         )
-        return await self._credentials.grant(grant)
+        try:
+            return await self._credentials.grant(grant)
+        except RequestError as exc:  # used, expired or gone meanwhile: the core refused
+            log.info("csc_oauth2_grant_refused", id=str(req.id), kind=exc.slug)
+            raise await self._failed(req, "the credential can no longer be authorised") from exc
 
     async def _failed(self, req: Stored, description: str) -> TokenError:
         await self._store.fail_redeemed(req.id, self._clock(), description)

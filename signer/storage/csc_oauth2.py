@@ -285,3 +285,15 @@ class CscOAuth2Store:
         async with guard("read CSC OAuth2 authorization"):
             row = await self._pool.fetchrow(_SELECT + " WHERE id=$1", request_id)
         return None if row is None else _row(row)
+
+    async def revoke_authorization(self, secret_hash: bytes, now: datetime) -> bool:
+        """Revoke an unconsumed CSC authorization (a credential token) by ending its life now:
+        ``signHash`` then refuses it as expired. False when it is unknown or already used."""
+        async with guard("revoke CSC authorization"):
+            done = await self._pool.fetchval(
+                "UPDATE csc_authorizations SET expires_at=least(expires_at, $2)"
+                " WHERE secret_hash=$1 AND consumed_at IS NULL RETURNING true",
+                secret_hash,
+                now,
+            )
+        return bool(done)
