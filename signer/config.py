@@ -165,6 +165,23 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class CscSettings:
+    """The Cloud Signature Consortium API (issue 6; ``signer.csc``).
+
+    A credential lives as long as its certificate (``ca.validity_seconds``); its SAD lives
+    ``sad_lifetime`` at most (never past the credential). ``max_active_credentials`` bounds the
+    unused credentials one identity may hold (each is a key in the HSM); ``max_signatures`` is
+    the most hashes one authorization may cover (CSC ``multisign``); every
+    ``sweep_interval_seconds`` each process destroys the keys of expired credentials.
+    """
+
+    sad_lifetime: timedelta = timedelta(minutes=5)
+    max_active_credentials: int = 5
+    max_signatures: int = 100
+    sweep_interval_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     database: DatabaseSettings
@@ -176,6 +193,7 @@ class Settings:
     data_dir: Path
     log: LogSettings
     web_signing: WebSigningSettings | None = None
+    csc: CscSettings = CscSettings()
 
 
 class _Section:
@@ -274,6 +292,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "audit",
         "log",
         "web_signing",
+        "csc",
     }
     for key in raw:
         if key not in known:
@@ -293,6 +312,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         data_dir=(base / data_dir).resolve(),
         log=_log(_Section("log", raw.get("log", {})), env, base, server),
         web_signing=_web_signing(_Section("web_signing", raw.get("web_signing", {})), env, base),
+        csc=_csc(_Section("csc", raw.get("csc", {})), server),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -616,6 +636,30 @@ def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         checkpoint_interval_seconds=interval,
         privacy_key=_secret(s, "privacy_key", env, base, "QES_LOG_PRIVACY_KEY"),
         privacy_key_id=key_id,
+    )
+    s.done()
+    return result
+
+
+def _csc(s: _Section, server: ServerSettings) -> CscSettings:
+    d = CscSettings()
+    sad = s.get("sad_lifetime_seconds", int, int(d.sad_lifetime.total_seconds()))
+    s.check("sad_lifetime_seconds", 10 <= sad <= 600, "must be between 10 and 600")
+    active = s.get("max_active_credentials", int, d.max_active_credentials)
+    s.check("max_active_credentials", 1 <= active <= 1000, "must be between 1 and 1000")
+    most = s.get("max_signatures", int, min(d.max_signatures, server.max_digests))
+    s.check(
+        "max_signatures",
+        1 <= most <= server.max_digests,
+        f"must be between 1 and server.max_digests ({server.max_digests})",
+    )
+    sweep = s.get("sweep_interval_seconds", float, d.sweep_interval_seconds)
+    s.check("sweep_interval_seconds", 0.1 <= sweep <= 300, "must be between 0.1 and 300")
+    result = CscSettings(
+        sad_lifetime=timedelta(seconds=sad),
+        max_active_credentials=active,
+        max_signatures=most,
+        sweep_interval_seconds=sweep,
     )
     s.done()
     return result
