@@ -13,18 +13,82 @@ from datetime import datetime
 import aiohttp
 import asyncpg
 from aiohttp import web
+from cryptography import x509
 
 from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
 from signer.config import Settings
 from signer.csc import oauth2_views as views
-from signer.csc.oauth2 import CredentialAuthority, CredentialOAuth2, OAuth2Policy
+from signer.csc.oauth2 import (
+    CredentialAuthority,
+    CredentialFacts,
+    CredentialGrant,
+    CredentialOAuth2,
+    IssuedToken,
+    OAuth2Policy,
+)
+from signer.csc.service import CscService, secret_hash
+from signer.storage.csc import CredentialAuthorization, CscStore
 from signer.storage.csc_oauth2 import CscOAuth2Store
 from signer.storage.signing_requests import RpClientStore
 from signer.webflow.registry import RpRegistry
 
-__all__ = ["add_routes", "build"]
+__all__ = ["CoreCredentials", "add_routes", "build"]
 CALLBACK = f"{views.BASE}/callback"
+
+
+class CoreCredentials:
+    """:class:`CredentialAuthority` on the CSC core: its credentials, its authorization secrets
+    (``CscService.create_authorization``), revocation by the secret's SHA-256."""
+
+    def __init__(
+        self,
+        service: CscService,
+        credentials: CscStore,
+        store: CscOAuth2Store,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._service = service
+        self._credentials = credentials
+        self._store = store
+        self._clock = clock
+
+    async def credential(self, credential_id: str) -> CredentialFacts | None:
+        found = await self._credentials.get(credential_id)
+        if found is None or found.record.purged:
+            return None
+        return CredentialFacts(
+            credential_id=found.id,
+            owner_issuer=found.token_issuer,
+            owner_subject=found.token_subject,
+            certificate=x509.load_der_x509_certificate(found.record.certificate_der),
+            expires_at=found.expires_at,
+            usable=found.state == "active",
+        )
+
+    async def grant(self, grant: CredentialGrant) -> IssuedToken:
+        """The core's single-use authorization for exactly this credential, owner, hash
+        algorithm, hashes, count and authentication; it cuts the expiry to the credential's."""
+        secret = await self._service.create_authorization(
+            CredentialAuthorization(
+                credential_id=grant.credential_id,
+                token_issuer=grant.owner_issuer,
+                token_subject=grant.owner_subject,
+                hash_algorithm=grant.hash_algorithm_oid,
+                digests=grant.hashes,
+                count=grant.num_signatures,
+                expires_at=grant.expires_at,
+                acr=grant.acr,
+                amr=grant.amr,
+                auth_time=grant.auth_time,
+            )
+        )
+        found = await self._credentials.get(grant.credential_id)
+        expires = min(grant.expires_at, found.expires_at) if found else grant.expires_at
+        return IssuedToken(secret, secret_hash(secret).hex(), expires)
+
+    async def revoke(self, ref: str) -> None:
+        await self._store.revoke_authorization(bytes.fromhex(ref), self._clock())
 
 
 def build(
@@ -34,7 +98,7 @@ def build(
     pool: asyncpg.Pool,
     http: aiohttp.ClientSession,
     tokens: IssuerRegistry,
-    credentials: CredentialAuthority,
+    csc: CscService,
     clock: Callable[[], datetime],
 ) -> None:
     """Put the flow on ``app`` (called from the app's startup, resources already open)."""
@@ -55,17 +119,19 @@ def build(
         levels = web_settings.acr_levels
         accepted = levels[levels.index(web_settings.credential_acr) :]
     rps = RpClientStore(pool)
+    store = CscOAuth2Store(pool)
+    credentials: CredentialAuthority = CoreCredentials(csc, CscStore(pool), store, clock)
     app[views.CSC_OAUTH2] = CredentialOAuth2(
         idp=idp,
         tokens=tokens,
-        store=CscOAuth2Store(pool),
+        store=store,
         rps=rps,
         registry=RpRegistry(rps, clock),
         credentials=credentials,
         policy=OAuth2Policy(
             max_age=web_settings.max_age,
             acr_accepted=accepted,
-            max_hashes=settings.server.max_digests,
+            max_hashes=settings.csc.max_signatures,
         ),
         public_url=public_url,
         clock=clock,
