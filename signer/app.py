@@ -26,10 +26,13 @@ from signer.api.problems import Handler, problem_middleware
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
+from signer.csc import api as csc_api
+from signer.csc.service import CscService
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.storage.authority import CaCertificateStore
+from signer.storage.csc import CscStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
@@ -156,15 +159,31 @@ def _resources(
                         signing=signing,
                         clock=clock,
                     )
+                app[csc_api.CSC] = csc = CscService(
+                    hsm=hsm,
+                    ca=IssuingCA(chain, settings.ca.policy, clock),
+                    ca_key_label=settings.ca.issuing_label,
+                    store=CscStore(pool),
+                    records=records,
+                    policy=signing.authorize,
+                    privacy_key=privacy_key,
+                    time_stamps=time_stamps,
+                    clock=clock,
+                    settings=settings.csc,
+                )
+                await csc.sweep_logged()  # keys of credentials that expired while we were down
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
                 integrator = asyncio.create_task(publisher.run())
+                sweeper = asyncio.create_task(csc.run_sweeper())
                 try:
                     yield
                 finally:
                     purger.cancel()
                     integrator.cancel()
+                    sweeper.cancel()
+                    await asyncio.gather(sweeper, return_exceptions=True)
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
                     await asyncio.gather(integrator, return_exceptions=True)
@@ -214,6 +233,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
     app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
     app.router.add_post("/tsa", tsa.time_stamp)
+    csc_api.add_routes(app)
     if settings.audit.ui is not None:
         auditui.add_routes(app)
     if settings.web_signing is not None:

@@ -20,6 +20,10 @@ class CscError(RequestError):
     error = "invalid_request"
     description = "The request is invalid"
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.title = cls.description  # the /problems/<slug> page of each kind
+
 
 class CscInvalidToken(CscError):
     slug = "csc-invalid-token"

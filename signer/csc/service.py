@@ -155,6 +155,9 @@ class CscService:
         self._clock = clock
         self.settings = settings
 
+    def now(self) -> datetime:
+        return self._clock()
+
     @property
     def chain(self) -> tuple[x509.Certificate, x509.Certificate]:
         """The issuing CA and root certificates that follow every credential's certificate."""

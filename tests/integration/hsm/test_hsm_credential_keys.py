@@ -62,7 +62,8 @@ def test_another_process_signs_with_the_key_and_destroys_it(
     assert label in hsm.run_sync(lambda s: s.credential_labels())
     # An independent process (plain python-pkcs11) sees both halves as token objects.
     seen = [o for o in softhsm_token.list_objects() if o.label == label]
-    assert sorted(o.cls for o in seen) == ["PRIVATE_KEY", "PUBLIC_KEY"] and all(o.token for o in seen)
+    assert sorted(o.cls for o in seen) == ["PRIVATE_KEY", "PUBLIC_KEY"]
+    assert all(o.token for o in seen)
 
     digest = hashlib.sha256(b"signed by the other replica").digest()
     proc = softhsm_token.python(
