@@ -18,6 +18,7 @@ from cryptography import x509
 from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
 from signer.config import Settings
+from signer.csc import api as csc_api
 from signer.csc import oauth2_views as views
 from signer.csc.oauth2 import (
     CredentialAuthority,
@@ -35,6 +36,7 @@ from signer.webflow.registry import RpRegistry
 
 __all__ = ["CoreCredentials", "add_routes", "build"]
 CALLBACK = f"{views.BASE}/callback"
+METHODS = ("oauth2/authorize", "oauth2/token")
 
 
 class CoreCredentials:
@@ -139,6 +141,8 @@ def build(
 
 
 def add_routes(app: web.Application, public_url: str) -> None:
+    app[csc_api.OAUTH2_INFO] = views.info_fields(public_url)
+    app[csc_api.EXTRA_METHODS] = [*app.get(csc_api.EXTRA_METHODS, []), *METHODS]
     app[views.OAUTH2_COOKIES] = views.cookies_for(public_url)
     app[views.OAUTH2_TEMPLATES] = views.templates()
     r = app.router

@@ -262,14 +262,10 @@ def metadata_for(public_url: str) -> dict[str, Any]:
     }
 
 
-def info_fields(public_url: str) -> dict[str, Any]:
-    """What ``info`` adds for this flow (CSC API v2 §11.1; v1 §11.1 ``oauth2``)."""
-    return {
-        "authType": ["oauth2code"],
-        "oauth2": f"{public_url}/csc/v2",
-        "oauth2Issuer": f"{public_url}/csc/v2",
-        "methods": ["oauth2/authorize", "oauth2/token"],
-    }
+def info_fields(public_url: str) -> dict[str, str]:
+    """``info``'s ``oauth2`` (the base URI clients append ``/oauth2/authorize`` to, CSC API
+    v1 §11.1) and ``oauth2Issuer`` (RFC 8414 issuer, v2 §11.1)."""
+    return {"oauth2": f"{public_url}/csc/v2", "oauth2Issuer": f"{public_url}/csc/v2"}
 
 
 async def metadata(request: web.Request) -> web.Response:

@@ -13,12 +13,13 @@ tests/e2e/artifacts/ (gitignored).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -42,6 +43,8 @@ from tests.support.idp import (
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature
 
 SHA256 = "2.16.840.1.101.3.4.2.1"
+#: Past a credential's 10-minute certificate and the sweeper's one-minute grace.
+EXPIRED = 600 + 60 + 5
 ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 
 
@@ -58,6 +61,36 @@ def sign_idp(tmp_path_factory: pytest.TempPathFactory, sign_port: int) -> Iterat
             u["claims"]["email_verified"] = True
     with start_idp(tmp_path_factory.mktemp("csc-idp"), clients=clients, users=users) as idp:
         yield idp
+
+
+@pytest.fixture(scope="module")
+def sign_env(sign_env: dict[str, str]) -> dict[str, str]:
+    """The shared signer environment with a quick CSC sweeper (see ``credentials_swept``)."""
+    return {**sign_env, "QES__CSC__SWEEP_INTERVAL_SECONDS": "0.2"}
+
+
+@pytest.fixture(autouse=True)
+async def credentials_swept(site: Site) -> AsyncIterator[None]:
+    """After each test, the signer's clock jumps past every credential's expiry until its
+    sweeper has destroyed their keys (the record says 'expired unused'), then jumps back: the
+    token holds only the long-lived keys again (checked at the end of the session)."""
+    yield
+    site.clock.advance(EXPIRED)
+    try:
+        conn = await asyncpg.connect(site.database_url)
+        try:
+            for _ in range(100):
+                left = await conn.fetchval(
+                    "SELECT count(*) FROM csc_credentials WHERE state <> 'destroyed'"
+                )
+                if left == 0:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+        assert left == 0, f"{left} credentials not swept"
+    finally:
+        site.clock.advance(-EXPIRED)
 
 
 # ------------------------------------------------------------------ the client's side
@@ -423,8 +456,8 @@ async def test_token_endpoint_errors_follow_rfc_6749(site: Site, rp: Rp) -> None
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{site.url}/csc/v2/oauth2/token", data=form) as r:
             assert r.status == 401 and (await r.json())["error"] == "invalid_client"
-        bad = aiohttp.BasicAuth(rp.client_id, "wrong-secret")
-        async with http.post(f"{site.url}/csc/v2/oauth2/token", data=form, auth=bad) as r:
+        bad = {"Authorization": aiohttp.encode_basic_auth(rp.client_id, "wrong-secret")}
+        async with http.post(f"{site.url}/csc/v2/oauth2/token", data=form, headers=bad) as r:
             assert r.status == 401 and (await r.json())["error"] == "invalid_client"
             assert r.headers["WWW-Authenticate"].startswith("Basic")
         async with http.post(f"{site.url}/csc/v2/oauth2/token", data=form, headers=rp.auth) as r:

@@ -63,7 +63,9 @@ def test_metadata_and_info_name_the_same_issuer() -> None:
     meta = metadata_for("https://signer.example.com")
     info = info_fields("https://signer.example.com")
     assert meta["issuer"] == info["oauth2Issuer"] == "https://signer.example.com/csc/v2"
+    # CSC API v1 §11.1: clients append /oauth2/authorize (and /oauth2/token) to ``oauth2``.
     assert meta["authorization_endpoint"] == info["oauth2"] + "/oauth2/authorize"
+    assert meta["token_endpoint"] == info["oauth2"] + "/oauth2/token"
     assert meta["code_challenge_methods_supported"] == ["S256"]
 
 
