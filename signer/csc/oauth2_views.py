@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import jinja2
 import structlog
 from aiohttp import web
+from cryptography import x509
 from cryptography.x509.oid import NameOID
 from multidict import MultiMapping
 
@@ -168,10 +169,14 @@ def _request_id(request: web.Request) -> uuid.UUID:
 
 
 def _subject_rows(view: o.ConsentView) -> list[tuple[str, str]]:
-    return [
-        (_NAME_FIELDS.get(a.oid, a.oid.dotted_string), str(a.value))
-        for a in view.credential.certificate.subject
-    ]
+    """The certificate's subject name, then its e-mail addresses (subjectAltName)."""
+    cert = view.credential.certificate
+    rows = [(_NAME_FIELDS.get(a.oid, a.oid.dotted_string), str(a.value)) for a in cert.subject]
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return rows
+    return rows + [("E-mail", email) for email in san.get_values_for_type(x509.RFC822Name)]
 
 
 async def consent_page(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -27,6 +28,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from playwright.async_api import Browser, Page, expect
@@ -40,6 +42,7 @@ from tests.support.idp import (
     start_idp,
     with_redirect_uri,
 )
+from tests.support.service import DEV_CONFIG, free_port
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature
 
 SHA256 = "2.16.840.1.101.3.4.2.1"
@@ -91,6 +94,27 @@ async def credentials_swept(site: Site) -> AsyncIterator[None]:
         assert left == 0, f"{left} credentials not swept"
     finally:
         site.clock.advance(-EXPIRED)
+
+
+@asynccontextmanager
+async def replica(env: dict[str, str]) -> AsyncIterator[str]:
+    """A second signer process's app on its own port, same database, HSM token and public
+    URL (replicas behind one name); yields its URL and checks its HSM sessions afterwards."""
+    from signer.api.state import SERVICES
+    from signer.app import create_app
+    from signer.config import load_settings
+
+    port = free_port()
+    app = create_app(load_settings(DEV_CONFIG, env={**env, "QES__SERVER__PORT": str(port)}))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"http://127.0.0.1:{port}"
+        services = app[SERVICES]
+        assert await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]]) == []
+    finally:
+        await runner.cleanup()
 
 
 # ------------------------------------------------------------------ the client's side
@@ -191,8 +215,9 @@ async def approve(page: Page, rp: Rp, state: str) -> str:
 
 
 async def redeem(
-    site: Site, rp: Rp, code: str, verifier: str, *, basic: bool = True
+    site: Site, rp: Rp, code: str, verifier: str, *, basic: bool = True, at: str | None = None
 ) -> tuple[int, dict[str, Any]]:
+    """``oauth2/token`` at the site, or at another replica's URL ``at``."""
     form = {
         "grant_type": "authorization_code",
         "code": code,
@@ -204,7 +229,7 @@ async def redeem(
         form.update(client_id=rp.client_id, client_secret=rp.secret)
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{site.url}/csc/v2/oauth2/token", data=form, headers=headers) as r,
+        http.post(f"{at or site.url}/csc/v2/oauth2/token", data=form, headers=headers) as r,
     ):
         assert r.headers.get("Cache-Control") == "no-store"
         body: dict[str, Any] = await r.json()
@@ -293,7 +318,7 @@ async def test_credential_token_from_the_browser_flow_signs_the_authorised_hash(
     await expect(page.locator("#rp-name")).to_contain_text(RP_NAME)
     await expect(page.locator("#description")).to_contain_text("Employment contract")
     subject = page.locator("#certificate-subject")
-    for text in ("Alice Example", "PNODE-1234567890", "DE"):
+    for text in ("Alice Example", "PNODE-1234567890", "DE", "alice@example.com"):
         await expect(subject).to_contain_text(text)
     await page.screenshot(path=shot(artifacts / "csc-oauth2-consent.png"), full_page=True)
     code = await approve(page, rp, state)
@@ -333,8 +358,9 @@ async def test_credential_token_from_the_browser_flow_signs_the_authorised_hash(
 
 
 async def test_a_code_used_twice_is_refused_and_its_token_revoked(
-    site: Site, rp: Rp, browser: Browser
+    site: Site, rp: Rp, browser: Browser, sign_env: dict[str, str]
 ) -> None:
+    """Also across replicas: the code is redeemed at one process and replayed at another."""
     token = await alice_token(site)
     credential_id = await new_credential(site, token)
     digest = hashlib.sha256(b"offer").digest()
@@ -342,7 +368,9 @@ async def test_a_code_used_twice_is_refused_and_its_token_revoked(
     url, state = authorize_url(site, rp, credential_id, [digest], challenge)
     code = await approve(await to_consent(browser, site, url), rp, state)
 
-    status, first = await redeem(site, rp, code, verifier, basic=False)  # client_secret_post
+    # The first redemption at another replica, client_secret_post; the second here, Basic.
+    async with replica(sign_env) as other:
+        status, first = await redeem(site, rp, code, verifier, basic=False, at=other)
     assert status == 200, first
     status, second = await redeem(site, rp, code, verifier)
     assert (status, second["error"]) == (400, "invalid_grant"), second
