@@ -59,6 +59,7 @@ P256 = "1.2.840.10045.3.1.7"
 #: CSC v2 signatureQualifier of each certificate profile.
 QUALIFIERS = {"qes": "eu_eidas_qes", "qualified": "eu_eidas_aesqc", "advanced": "eu_eidas_aes"}
 _DIGEST_SIZES = {32: "sha256", 48: "sha384", 64: "sha512"}
+_HASHES: dict[str, str] = {"v1": "hash", "v2": "hashes"}
 _Handler = Callable[[web.Request, Version, dict[str, Any]], Awaitable[Mapping[str, Any]]]
 
 
@@ -181,9 +182,12 @@ def _credential_id(body: Mapping[str, Any]) -> str:
     return value
 
 
-def _hashes(body: Mapping[str, Any], limit: int) -> tuple[str, tuple[bytes, ...]]:
-    """(parameter name, decoded digests) from v1 ``hash`` or v2 ``hashes``."""
-    name = "hash" if "hash" in body else "hashes"
+def _hashes(
+    body: Mapping[str, Any], limit: int, version: Version = "v1"
+) -> tuple[str, tuple[bytes, ...]]:
+    """(parameter name, decoded digests) from v1 ``hash`` or v2 ``hashes`` (either is
+    accepted on both paths; a missing one is named as the path's version calls it)."""
+    name = "hash" if "hash" in body else "hashes" if "hashes" in body else _HASHES[version]
     items = body.get(name)
     if not isinstance(items, list) or not items:
         raise CscInvalidParameter(name, "must be a non-empty list of base64 strings")
@@ -342,7 +346,7 @@ async def credentials_authorize(
     principal = await _principal(request)
     csc = request.app[CSC]
     credential_id = _credential_id(body)
-    name, digests = _hashes(body, csc.settings.max_signatures)
+    name, digests = _hashes(body, csc.settings.max_signatures, version)
     count = body.get("numSignatures")
     if not isinstance(count, int) or isinstance(count, bool) or count != len(digests):
         raise CscInvalidParameter("numSignatures", f"must equal the number of {name}")
@@ -362,7 +366,7 @@ async def sign_hash(
     credential_id = _credential_id(body)
     if body.get("operationMode", "S") != "S":
         raise CscInvalidParameter("operationMode", "only synchronous operation (S)")
-    name, digests = _hashes(body, csc.settings.max_signatures)
+    name, digests = _hashes(body, csc.settings.max_signatures, version)
     oid = _sign_algo(body, digests, name)
     sad = _text(body, "SAD", required=False)
     principal: Principal | None = None

@@ -57,7 +57,13 @@ from signer.csc.errors import (
     TooManyCredentials,
     TooManySignatures,
 )
-from signer.errors import DatabaseUnavailable, HsmUnavailable, KeyNotDestroyed, SignerError
+from signer.errors import (
+    DatabaseUnavailable,
+    HsmUnavailable,
+    KeyNotDestroyed,
+    RequestError,
+    SignerError,
+)
 from signer.hsm import Destruction, Hsm, HsmSession
 from signer.hsm.credential import credential_label, label_expiry
 from signer.pipeline import serial_hex
@@ -170,21 +176,9 @@ class CscService:
         ``qes-cred:<id>@<expiry>``), its certificate from the CA (same policy and subject
         rules as the batch API), its "issued" record and the credential row committed before
         the hop ends. Any failure destroys the key."""
-        try:
-            level, subject = self._policy(principal, None)
-        except SignerError as exc:
-            await self._refuse(_requester(principal), principal.subject_type, None, request_id, exc)
-            raise
-        now = self._clock()
-        active = await self._store.count_active(principal.issuer, principal.subject, now)
-        if active >= self.settings.max_active_credentials:
-            refused = TooManyCredentials(f"{principal.subject} holds {active} unused credentials")
-            await self._refuse(
-                _requester(principal), principal.subject_type, None, request_id, refused
-            )
-            raise refused
+        level, subject = await self._admit(principal, request_id)
         credential_id = secrets.token_urlsafe(18)
-        label = credential_label(credential_id, now + self._ca.policy.validity)
+        label = credential_label(credential_id, self._clock() + self._ca.policy.validity)
         loop = asyncio.get_running_loop()
 
         def commit(record: IssuedRecord, credential: NewCredential) -> None:
@@ -200,24 +194,12 @@ class CscService:
         def hop(session: HsmSession) -> None:
             key = session.generate_credential_key(label)
             try:
-                cert = self._ca.issue(
-                    session.token_key(self._ca_label), key.private.public_key(), subject, level
-                )
+                ca_key = session.token_key(self._ca_label)
+                cert = self._ca.issue(ca_key, key.private.public_key(), subject, level)
                 record = self._issued_record(
-                    principal, level, subject, cert, key.evidence.as_dict()
+                    principal, level, subject, cert, key.evidence.as_dict(), request_id
                 )
-                record = dataclasses.replace(record, request_id=request_id)
-                commit(
-                    record,
-                    NewCredential(
-                        id=credential_id,
-                        token_issuer=principal.issuer,
-                        token_subject=principal.subject,
-                        key_label=label,
-                        created_at=record.created_at,
-                        expires_at=cert.not_valid_after_utc,
-                    ),
-                )
+                commit(record, _new_credential(credential_id, label, record))
             except BaseException:
                 _destroy_quietly(session, label)
                 raise
@@ -228,6 +210,21 @@ class CscService:
             raise DatabaseUnavailable(f"credential {credential_id} vanished after its commit")
         log.info("csc_credential_created", serial=created.record.serial, subject=principal.subject)
         return created
+
+    async def _admit(self, principal: Principal, request_id: str) -> tuple[Level, Subject]:
+        """Policy (may this identity sign, with which subject) and the bound on unused
+        credentials; a refusal is logged before it is raised."""
+        try:
+            level, subject = self._policy(principal, None)
+            active = await self._store.count_active(
+                principal.issuer, principal.subject, self._clock()
+            )
+            if active >= self.settings.max_active_credentials:
+                raise TooManyCredentials(f"{principal.subject} holds {active} unused credentials")
+        except RequestError as exc:
+            await self._refuse(_requester(principal), principal.subject_type, None, request_id, exc)
+            raise
+        return level, subject
 
     # -- credentials/info ------------------------------------------------------------------------
 
@@ -558,13 +555,14 @@ class CscService:
         subject: Subject,
         cert: x509.Certificate,
         evidence: dict[str, bool],
+        request_id: str,
     ) -> IssuedRecord:
         """The record of a credential's certificate; the digests are unknown until signHash
         (``hash_algorithm`` "none" and no digests until then)."""
         return IssuedRecord(
             id=uuid.uuid4(),
             serial=serial_hex(cert),
-            request_id="",
+            request_id=request_id,
             created_at=self._clock(),
             token_issuer=principal.issuer,
             issuer_name=principal.issuer_name,
@@ -582,6 +580,17 @@ class CscService:
             digests=(),
             signature_format="raw",
         )
+
+
+def _new_credential(credential_id: str, label: str, record: IssuedRecord) -> NewCredential:
+    return NewCredential(
+        id=credential_id,
+        token_issuer=record.token_issuer,
+        token_subject=record.token_subject,
+        key_label=label,
+        created_at=record.created_at,
+        expires_at=record.not_after,
+    )
 
 
 def _requester(principal: Principal) -> Requester:

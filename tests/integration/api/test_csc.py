@@ -377,9 +377,13 @@ async def test_credential_token_only_for_its_credential(csc: Csc, batch_token: s
                                      hashlib.sha256(token.encode()).digest())  # fmt: skip
     assert stored == 1  # only the hash is kept
 
+    size = await csc.log_size()
     status, body = await csc.sign(token, second, None, [digest])
     assert status == 400, body
     assert body["error_description"] == "The credential token does not authorize this credential"
+    (kind, fields), *_ = await csc.entries_since(size)  # logged as the token owner's refusal
+    assert (kind, fields["reason"]) == ("refusal", b"csc-credential-token-mismatch")
+    assert fields["token_issuer"].decode() == row["token_issuer"]
     assert (await csc.record(second))["state"] == "active"
     status, body = await csc.sign(token, first, "also-a-sad", [digest])
     assert status == 400, body  # a credential token and a SAD: which one was meant?
@@ -462,6 +466,10 @@ async def test_bad_requests_get_csc_errors(csc: Csc, batch_token: str) -> None:
         status, body = await csc.call("credentials/authorize", batch_token, body_in)
         assert status == 400, body
         assert body["error_description"] == f"Invalid parameter {param}", (body_in, body)
+    status, body = await csc.call(
+        "credentials/authorize", batch_token, {"credentialID": "x", "numSignatures": 1}, "v2"
+    )
+    assert status == 400 and body["error_description"] == "Invalid parameter hashes", body
 
 
 async def _use_up(csc: Csc, token: str, credential_id: str) -> None:
