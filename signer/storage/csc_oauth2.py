@@ -70,6 +70,17 @@ _COLUMNS = (
     " signer_issuer, signer_subject, csrf_token, redeemed_at, token_ref, error"
 )
 
+#: Ended rows keep no browser handle, OIDC secret or verified login (data minimisation).
+_CLEARED = (
+    " flow_hash=NULL, oidc_state=NULL, oidc_nonce=NULL, oidc_verifier=NULL, session_hash=NULL,"
+    " csrf_token=NULL, principal=NULL"
+)
+_EXPIRE = (
+    "UPDATE csc_oauth2_requests SET status='expired', error='expired', ended_at=$1,"  # noqa: S608 - fixed columns
+    + _CLEARED
+    + " WHERE (status IN ('login', 'consent') AND expires_at <= $1)"
+    " OR (status='approved' AND code_expires_at <= $1)"
+)
 _RETURNING = f" RETURNING {_COLUMNS}"
 _SELECT = f"SELECT {_COLUMNS} FROM csc_oauth2_requests"  # noqa: S608 - fixed column list
 _TAKE_LOGIN = (
@@ -98,9 +109,15 @@ class CscOAuth2Store:
         self._pool = pool
 
     async def create(self, new: NewAuthorization, flow_hash: bytes, login: OidcLogin) -> None:
-        """Store the request with the login it starts (status ``login``)."""
-        async with guard("create CSC OAuth2 authorization"):
-            await self._pool.execute(
+        """Store the request with the login it starts (status ``login``); open requests past
+        their expiry (and approved ones whose code expired) end as ``expired`` on the way."""
+        async with (
+            guard("create CSC OAuth2 authorization"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute(_EXPIRE, new.created_at)
+            await conn.execute(
                 "INSERT INTO csc_oauth2_requests (id, client_id, redirect_uri, state,"
                 " credential_id, num_signatures, hash_algorithm_oid, hashes, code_challenge,"
                 " description, lang, status, created_at, expires_at, flow_hash, oidc_state,"
@@ -214,8 +231,8 @@ class CscOAuth2Store:
         async with guard("end CSC OAuth2 authorization"):
             row = await self._pool.fetchrow(
                 "UPDATE csc_oauth2_requests SET status=$3, error=$4, ended_at=$2,"  # noqa: S608 - fixed column list
-                " flow_hash=NULL, session_hash=NULL, csrf_token=NULL"
-                " WHERE id=$1 AND status IN ('login', 'consent')"
+                + _CLEARED
+                + " WHERE id=$1 AND status IN ('login', 'consent')"
                 " AND ($5::bytea IS NULL OR session_hash=$5)" + _RETURNING,
                 request_id,
                 now,
@@ -262,8 +279,9 @@ class CscOAuth2Store:
         meanwhile (the caller then revokes the token: RFC 6749 §4.1.2)."""
         async with guard("attach CSC OAuth2 token"):
             done = await self._pool.fetchval(
-                "UPDATE csc_oauth2_requests SET token_ref=$2, ended_at=$3"
-                " WHERE id=$1 AND status='redeemed' AND reused_at IS NULL RETURNING true",
+                "UPDATE csc_oauth2_requests SET token_ref=$2, ended_at=$3,"  # noqa: S608 - fixed columns
+                + _CLEARED
+                + " WHERE id=$1 AND status='redeemed' AND reused_at IS NULL RETURNING true",
                 request_id,
                 token_ref,
                 now,
@@ -274,8 +292,9 @@ class CscOAuth2Store:
         """A redeemed code that yielded no token (wrong verifier, credential gone)."""
         async with guard("fail CSC OAuth2 code"):
             await self._pool.execute(
-                "UPDATE csc_oauth2_requests SET status='failed', error=$3, ended_at=$2"
-                " WHERE id=$1 AND status='redeemed' AND token_ref IS NULL",
+                "UPDATE csc_oauth2_requests SET status='failed', error=$3, ended_at=$2,"  # noqa: S608 - fixed columns
+                + _CLEARED
+                + " WHERE id=$1 AND status='redeemed' AND token_ref IS NULL",
                 request_id,
                 now,
                 error,

@@ -3,7 +3,8 @@
 -- through the person's OIDC login and consent to the single-use authorization code and the
 -- credential token it was exchanged for. Any replica serves any step. Browser-held values
 -- (login and consent cookies) and the code are stored only as SHA-256; each is cleared by the
--- statement that uses it.
+-- statement that uses it. The verified login (principal: name, e-mail, identifiers) is kept
+-- only while the request is open; an ended row keeps the signer's issuer and subject.
 CREATE TABLE csc_oauth2_requests (
     id                 uuid PRIMARY KEY,
     client_id          text NOT NULL REFERENCES rp_clients (client_id),
@@ -17,7 +18,8 @@ CREATE TABLE csc_oauth2_requests (
     description        text,
     lang               text,
     status             text NOT NULL CHECK (status IN
-                           ('login', 'consent', 'approved', 'redeemed', 'denied', 'failed')),
+                           ('login', 'consent', 'approved', 'redeemed', 'denied', 'failed',
+                            'expired')),
     created_at         timestamptz NOT NULL,
     expires_at         timestamptz NOT NULL,
     -- The person's OIDC login at the IdP (RFC 6749 §4.1.1, OIDC Core §3.1.2.1).
