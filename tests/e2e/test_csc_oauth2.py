@@ -498,6 +498,9 @@ async def test_token_endpoint_errors_follow_rfc_6749(site: Site, rp: Rp) -> None
             assert r.status == 400 and (await r.json())["error"] == "invalid_request"
         async with http.get(f"{site.url}/.well-known/oauth-authorization-server/csc/v2") as r:
             meta = await r.json()
+        async with http.get(f"{site.url}/openapi.json") as r:
+            paths = (await r.json())["paths"]
+    assert {"/csc/v2/oauth2/authorize", "/csc/v2/oauth2/token"} <= set(paths)
     assert meta["token_endpoint"] == f"{site.url}/csc/v2/oauth2/token"
     status, info = await csc(site, "info", "", {})
     assert status == 200, info
