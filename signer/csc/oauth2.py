@@ -43,7 +43,7 @@ import structlog
 from cryptography import x509
 
 from idp_adapter.codeflow import CodeExchangeFailed, CodeFlowClient, CodeFlowRequest
-from idp_adapter.errors import InvalidToken
+from idp_adapter.errors import IdentityNotAllowed, InvalidToken
 from idp_adapter.principal import Principal
 from idp_adapter.registry import IssuerRegistry
 from signer.errors import RequestError
@@ -466,6 +466,10 @@ class CredentialOAuth2:
         except (CodeExchangeFailed, InvalidToken) as exc:
             await self._end(req, "failed", "login_failed")
             raise AuthorizationLoginFailed(f"code or ID token refused: {exc}") from exc
+        except IdentityNotAllowed as exc:  # not mappable, so not the (mapped) owner either
+            err = NotCredentialOwner(f"identity not allowed: {exc}")
+            err.back_url = (await self._end(req, "denied", err.slug)).url
+            raise err from exc
         await self._check_signer(req, principal)
         session_id, csrf = self._random(32), self._random(32)
         if not await self._store.open_consent(
