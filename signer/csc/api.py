@@ -23,6 +23,7 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from idp_adapter.errors import IdentityNotAllowed, IdpUnavailable, InvalidToken
@@ -54,8 +55,8 @@ log = structlog.get_logger(__name__)
 CSC = web.AppKey("csc", CscService)
 Version = Literal["v1", "v2"]
 SPECS: dict[str, str] = {"v1": "1.0.4.0", "v2": "2.0.0.2"}
-#: P-256 (secp256r1) named curve OID (RFC 5480 §2.1.1.1).
-P256 = "1.2.840.10045.3.1.7"
+#: Named curve OIDs (RFC 5480 §2.1.1.1) of the curves credential keys may have.
+CURVE_OIDS = {"secp256r1": "1.2.840.10045.3.1.7", "secp384r1": "1.3.132.0.34"}
 #: CSC v2 signatureQualifier of each certificate profile.
 QUALIFIERS = {"qes": "eu_eidas_qes", "qualified": "eu_eidas_aesqc", "advanced": "eu_eidas_aes"}
 _DIGEST_SIZES = {32: "sha256", 48: "sha384", 64: "sha512"}
@@ -305,6 +306,9 @@ def _describe(
     if which not in ("none", "single", "chain"):
         raise CscInvalidParameter("certificates", "must be none, single or chain")
     cert = x509.load_der_x509_certificate(credential.record.certificate_der)
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):  # the HSM makes EC keys only
+        raise TypeError(f"credential {credential.id}: not an EC key")
     chain = [cert, *csc.chain][: {"none": 0, "single": 1, "chain": 3}[which]]
     usable = credential.state == "active" and credential.expires_at > csc.now()
     cert_info: dict[str, Any] = {
@@ -324,8 +328,8 @@ def _describe(
         "key": {
             "status": "enabled" if usable else "disabled",
             "algo": list(ECDSA_WITH),
-            "len": 256,
-            "curve": P256,
+            "len": public.curve.key_size,
+            "curve": CURVE_OIDS[public.curve.name],
         },
         "cert": cert_info,
         "authMode": "implicit",

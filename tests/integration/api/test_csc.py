@@ -193,6 +193,7 @@ async def test_v1_flow_signs_once_and_destroys_the_key(
     assert status == 200, info
     assert info["key"]["status"] == "enabled" and ECDSA_SHA256 in info["key"]["algo"]
     assert info["SCAL"] == "2" and isinstance(info["multisign"], int)
+    assert (info["key"]["len"], info["key"]["curve"]) == (256, "1.2.840.10045.3.1.7")
     leaf, issuing, root = (
         x509.load_der_x509_certificate(base64.b64decode(c)) for c in info["cert"]["certificates"]
     )
