@@ -506,3 +506,23 @@ async def test_token_endpoint_errors_follow_rfc_6749(site: Site, rp: Rp) -> None
     assert status == 200, info
     assert info["oauth2Issuer"] == meta["issuer"]
     assert {"oauth2/authorize", "oauth2/token"} <= set(info["methods"])
+
+
+async def test_cancel_and_a_forged_consent_authorise_nothing(
+    site: Site, rp: Rp, browser: Browser
+) -> None:
+    token = await alice_token(site)
+    credential_id = await new_credential(site, token)
+    _, challenge = pkce()
+    url, state = authorize_url(site, rp, credential_id, [hashlib.sha256(b"y").digest()], challenge)
+    page = await to_consent(browser, site, url)
+    # The same browser (its consent cookie) posting without this session's CSRF token.
+    forged = await page.request.post(page.url, form={"decision": "sign", "csrf": "guess"})
+    assert forged.status == 403 and "code=" not in forged.url
+    await page.get_by_role("button", name="Cancel", exact=True).click()
+    await page.wait_for_url(f"{rp.redirect_uri}?**")
+    assert parse_qs(urlsplit(page.url).query) == {"error": ["access_denied"], "state": [state]}
+    await page.context.close()
+    row = await oauth2_row(site, credential_id)
+    assert (row["status"], row["error"], row["code_hash"]) == ("denied", "cancelled", None)
+    await unused(site, credential_id)
