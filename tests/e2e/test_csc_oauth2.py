@@ -526,3 +526,41 @@ async def test_cancel_and_a_forged_consent_authorise_nothing(
     row = await oauth2_row(site, credential_id)
     assert (row["status"], row["error"], row["code_hash"]) == ("denied", "cancelled", None)
     await unused(site, credential_id)
+
+
+async def test_several_hashes_are_shown_and_signed_once_each(
+    site: Site, rp: Rp, browser: Browser, tmp_path: Path
+) -> None:
+    token = await alice_token(site)
+    credential_id = await new_credential(site, token)
+    (leaf, _, _) = await credential_chain(site, token, credential_id)
+    documents = [b"offer", b"terms and conditions" * 50, b"data processing agreement"]
+    digests = [hashlib.sha256(d).digest() for d in documents]
+    verifier, challenge = pkce()
+    url, state = authorize_url(site, rp, credential_id, digests, challenge)
+    page = await to_consent(browser, site, url)
+    await expect(page.get_by_role("heading", level=1)).to_have_text(
+        f"{RP_NAME} asks you to authorise 3 signatures"
+    )
+    rows = page.locator("#hashes tbody tr")
+    await expect(rows).to_have_count(3)
+    for n, d in enumerate(digests):
+        await expect(rows.nth(n)).to_contain_text(d.hex())
+    code = await approve(page, rp, state)
+    status, issued = await redeem(site, rp, code, verifier)
+    assert status == 200, issued
+    # A subset is more than nothing but not what was authorised: refused, nothing signed.
+    status, body = await sign_hash(site, issued["access_token"], credential_id, digests[:2])
+    assert status == 400 and "signatures" not in body, body
+    await unused(site, credential_id)
+    status, body = await sign_hash(site, issued["access_token"], credential_id, digests)
+    assert status == 200 and len(body["signatures"]) == 3, body
+    pem = leaf.public_bytes(Encoding.PEM)
+    (tmp_path / "leaf.pem").write_bytes(pem)
+    for n, (document, signature) in enumerate(zip(documents, body["signatures"], strict=True)):
+        (tmp_path / f"doc{n}").write_bytes(document)
+        (tmp_path / f"doc{n}.sig").write_bytes(base64.b64decode(signature))
+        done = openssl_verify_signature(
+            tmp_path / "leaf.pem", tmp_path / f"doc{n}.sig", tmp_path / f"doc{n}", "sha256"
+        )
+        assert done.returncode == 0 and "Verified OK" in done.stdout, done.stderr
