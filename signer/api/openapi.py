@@ -38,6 +38,7 @@ from signer.api.tsa import (
     TimeStampQueryExpected,
 )
 from signer.config import DIGEST_SIZES, ServerSettings
+from signer.csc import oauth2_views as csc_oauth2
 from signer.csc.openapi import csc_paths
 from signer.errors import (
     DatabaseUnavailable,
@@ -556,6 +557,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
             **_log_paths(bearer),
             **_web_signing_paths(),
             **csc_paths(),
+            **csc_oauth2.openapi_paths(),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
