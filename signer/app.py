@@ -27,6 +27,7 @@ from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.config import Settings
 from signer.csc import api as csc_api
+from signer.csc import oauth2_setup as csc_oauth2
 from signer.csc.service import CscService
 from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
@@ -175,6 +176,10 @@ def _resources(
                     settings=settings.csc,
                     gate=gate,
                 )
+                if settings.web_signing is not None:  # the v2 OAuth2 credential flow
+                    csc_oauth2.build(
+                        app, settings, pool=pool, http=http, tokens=registry, csc=csc, clock=clock
+                    )
                 await csc.sweep_logged()  # keys of credentials that expired while we were down
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
@@ -246,4 +251,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         auditui.add_routes(app)
     if settings.web_signing is not None:
         webflow.add_routes(app, settings.server.public_url)
+    if settings.web_signing is not None:
+        csc_oauth2.add_routes(app, settings.server.public_url)
     return app

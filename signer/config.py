@@ -142,6 +142,8 @@ class WebSigningSettings:
     request_lifetime: timedelta = timedelta(minutes=15)
     max_age: timedelta = timedelta(minutes=5)
     acr_levels: tuple[str, ...] = ()
+    #: The least ``acr`` (one of ``acr_levels``) of a CSC v2 OAuth2 credential authorisation.
+    credential_acr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -627,6 +629,12 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
         all(isinstance(v, str) and v for v in levels) and len(set(levels)) == len(levels),
         "must be distinct non-empty strings, weakest first",
     )
+    credential_acr = s.get("credential_acr", str, None)
+    s.check(
+        "credential_acr",
+        credential_acr is None or credential_acr in levels,
+        "must be one of acr_levels",
+    )
     assert secret is not None
     result = WebSigningSettings(
         client_id=client_id,
@@ -636,6 +644,7 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
         request_lifetime=timedelta(minutes=minutes),
         max_age=timedelta(seconds=max_age),
         acr_levels=tuple(levels),
+        credential_acr=credential_acr,
     )
     s.done()
     return result

@@ -39,6 +39,7 @@ from signer.api.tsa import (
     TimeStampQueryExpected,
 )
 from signer.config import DIGEST_SIZES, ServerSettings
+from signer.csc import oauth2_views as csc_oauth2
 from signer.csc.openapi import csc_paths
 from signer.errors import (
     DatabaseUnavailable,
@@ -559,6 +560,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
             **_web_signing_paths(),
             **admin_paths(bearer, _errors),
             **csc_paths(),
+            **csc_oauth2.openapi_paths(),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

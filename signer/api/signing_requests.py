@@ -26,11 +26,10 @@ from signer.api.state import REQUEST_ID, SERVICES
 from signer.config import DIGEST_SIZES
 from signer.pipeline import FORMATS
 from signer.storage.signing_requests import RpClient, StoredRequest
-from signer.webflow.flow import Order, SigningRequestNotFound, WebSigning
+from signer.webflow.flow import WEB_SIGNING, Order, SigningRequestNotFound, WebSigning
 from signer.webflow.registry import InvalidClient, RegistryError, RpRegistry, check_redirect_uri
 from signer.webflow.webhooks import Webhooks
 
-WEB_SIGNING = web.AppKey("web_signing", WebSigning)
 RP_REGISTRY = web.AppKey("rp_registry", RpRegistry)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 MAX_DOCUMENTS = 100

@@ -250,10 +250,9 @@ def _b64(data: bytes) -> str:
 
 async def info(request: web.Request, version: Version, body: dict[str, Any]) -> Mapping[str, Any]:
     """``info`` (v1.0.4.0 §11.1, v2.0.0.2 §11.1): what pyHanko and v2 clients need, including
-    the OAuth2 issuer of the v2 credential flow (``{public_url}/csc/v2/oauth2``)."""
+    ``oauth2``/``oauth2Issuer`` of the v2 credential flow when it is on (:data:`OAUTH2_INFO`)."""
     services = request.app[SERVICES]
-    public = services.settings.server.public_url
-    oauth2 = f"{public}/csc/v2/oauth2"
+    oauth2 = request.app.get(OAUTH2_INFO)
     methods = [m for m, _ in ENDPOINTS] + list(request.app.get(EXTRA_METHODS, ()))
     answer: dict[str, Any] = {
         "specs": SPECS[version],
@@ -261,13 +260,14 @@ async def info(request: web.Request, version: Version, body: dict[str, Any]) -> 
         "region": services.settings.ca.names.country,
         "lang": "en-US",
         "description": "Remote signing with one-shot HSM keys and 10-minute certificates",
-        "authType": ["external", "oauth2code"],
-        "oauth2": oauth2,
+        "authType": ["external", "oauth2code"] if oauth2 else ["external"],
         "methods": methods,
     }
+    if oauth2:
+        answer["oauth2"] = oauth2["oauth2"]
     if version == "v2":
         answer |= {
-            "oauth2Issuer": oauth2,
+            **({"oauth2Issuer": oauth2["oauth2Issuer"]} if oauth2 else {}),
             "asynchronousOperationMode": False,
             "validationInfo": False,
             "signAlgorithms": {"algos": list(ECDSA_WITH), "algoParams": []},
@@ -438,6 +438,8 @@ ENDPOINTS: tuple[tuple[str, _Handler], ...] = (
 )
 #: Further CSC methods another module serves (e.g. ``oauth2/authorize``), listed by ``info``.
 EXTRA_METHODS = web.AppKey("csc_extra_methods", list)
+#: ``oauth2`` (base URI) and ``oauth2Issuer`` of the v2 OAuth2 credential flow, when it is on.
+OAUTH2_INFO = web.AppKey("csc_oauth2_info", dict)
 
 
 def add_routes(app: web.Application) -> None:

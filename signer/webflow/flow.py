@@ -33,6 +33,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
+from aiohttp import web
 
 from ca.profiles import Level, Subject
 from idp_adapter.codeflow import CodeExchangeFailed, CodeFlowClient, CodeFlowRequest
@@ -659,3 +660,7 @@ class WebSigning:
         body["log"] = {"index": result.log_index}
         body["signed_at"] = self._clock().astimezone(UTC).isoformat()
         return body
+
+
+#: Where the app keeps its :class:`WebSigning` (read by the RP API and the pages).
+WEB_SIGNING = web.AppKey("web_signing", WebSigning)
