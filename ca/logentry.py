@@ -365,8 +365,12 @@ class IssuanceEntry:
     def __post_init__(self) -> None:
         if not isinstance(self.certificate, x509.Certificate):
             raise LogEntryError("certificate: must be an x509.Certificate")
-        if not isinstance(self.request, RequestSummary) or not self.request.digests:
-            raise LogEntryError("request: must be a RequestSummary with at least one digest")
+        if not isinstance(self.request, RequestSummary):
+            raise LogEntryError("request: must be a RequestSummary")
+        if not self.request.digests and self.failure is None:
+            # Only a failed issuance may have none: a CSC credential's certificate is issued
+            # before its digests are known, and one that expired unused signed nothing.
+            raise LogEntryError("request: a completed issuance has at least one digest")
         _text(self.request.profile, "request.profile")
         _text(self.request.hash_algorithm, "request.hash_algorithm")
         _check_requester(self.requester, required=True)

@@ -27,11 +27,15 @@ from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.approvals.service import ApprovalPolicy, CurrentPolicy
 from signer.config import Settings
+from signer.csc import api as csc_api
+from signer.csc import oauth2_setup as csc_oauth2
+from signer.csc.service import CscService
 from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.storage.authority import CaCertificateStore
+from signer.storage.csc import CscStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
@@ -172,11 +176,30 @@ def _resources(
                         render=lambda r: signatures.render_result(r, settings.server.public_url),
                     )  # fmt: skip
                     expiry = asyncio.create_task(approvals_service.run_expiry())
+                app[csc_api.CSC] = csc = CscService(
+                    hsm=hsm,
+                    ca=IssuingCA(chain, settings.ca.policy, clock),
+                    ca_key_label=settings.ca.issuing_label,
+                    store=CscStore(pool),
+                    records=records,
+                    policy=signing.authorize,
+                    privacy_key=privacy_key,
+                    time_stamps=time_stamps,
+                    clock=clock,
+                    settings=settings.csc,
+                    gate=gate,
+                )
+                if settings.web_signing is not None:  # the v2 OAuth2 credential flow
+                    csc_oauth2.build(
+                        app, settings, pool=pool, http=http, tokens=registry, csc=csc, clock=clock
+                    )
+                await csc.sweep_logged()  # keys of credentials that expired while we were down
                 await signing.start(lanes=settings.hsm.sessions)
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
                 integrator = asyncio.create_task(publisher.run())
                 gatekeeper = asyncio.create_task(gate.run())
+                sweeper = asyncio.create_task(csc.run_sweeper())
                 try:
                     yield
                 finally:
@@ -184,6 +207,8 @@ def _resources(
                     integrator.cancel()
                     gatekeeper.cancel()
                     await asyncio.gather(gatekeeper, return_exceptions=True)
+                    sweeper.cancel()
+                    await asyncio.gather(sweeper, return_exceptions=True)
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
                     if expiry is not None:
@@ -245,9 +270,12 @@ def create_app(
     app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
     app.router.add_post("/tsa", tsa.time_stamp)
     admin.add_routes(app)
+    csc_api.add_routes(app)
     if settings.audit.ui is not None:
         auditui.add_routes(app)
     if settings.web_signing is not None:
         webflow.add_routes(app, settings.server.public_url)
     approvals.add_routes(app, settings)
+    if settings.web_signing is not None:
+        csc_oauth2.add_routes(app, settings.server.public_url)
     return app

@@ -32,11 +32,13 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _target(args: argparse.Namespace) -> Any:
+def _target(args: argparse.Namespace, settings: Any) -> Any:
+    from signer.enforcement import resolve_issuer
     from signer.storage.policy import Target
 
     if args.scope == "identity":
-        return Target("identity", token_issuer=args.issuer, token_subject=args.subject)
+        issuer = resolve_issuer(settings, args.issuer)
+        return Target("identity", token_issuer=issuer, token_subject=args.subject)
     if args.scope == "client":
         return Target("client", client_id=args.client_id)
     return Target("all")
@@ -69,7 +71,7 @@ async def _kill_switch(args: argparse.Namespace, action: str | None) -> str:
             if not rows:
                 return "nothing is suspended"
             return _table(rows, ["SCOPE", "ISSUER / CLIENT", "SUBJECT", "SINCE", "REASON"])
-        target = _target(args)
+        target = _target(args, settings)
         done = await switch.act(
             action,
             target,
@@ -103,7 +105,7 @@ def cmd_suspensions(args: argparse.Namespace) -> int:
 def _targets(parser: argparse.ArgumentParser, with_config: WithConfig, *, reason: bool) -> None:
     scopes = parser.add_subparsers(dest="scope", required=True)
     identity = with_config(scopes.add_parser("identity", help="one identity (iss + sub)"))
-    identity.add_argument("issuer", help="the token issuer (iss)")
+    identity.add_argument("issuer", help="the token issuer: its iss, or its [issuers.NAME]")
     identity.add_argument("subject", help="the token subject (sub)")
     client = with_config(scopes.add_parser("client", help="an RP client (client_id / azp)"))
     client.add_argument("client_id")

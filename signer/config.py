@@ -142,6 +142,8 @@ class WebSigningSettings:
     request_lifetime: timedelta = timedelta(minutes=15)
     max_age: timedelta = timedelta(minutes=5)
     acr_levels: tuple[str, ...] = ()
+    #: The least ``acr`` (one of ``acr_levels``) of a CSC v2 OAuth2 credential authorisation.
+    credential_acr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ class LogSettings:
 
 @dataclass(frozen=True)
 class PolicySettings:
-    """The signing policy and the kill switch (``signer.policy``, ``signer.suspensions``).
+    """The signing policy and the kill switch (``signer.policy``, ``signer.enforcement``).
 
     ``file`` None: no policy file, each issuer's ``profiles`` decide (as before). The file is
     checked every ``reload_seconds`` and swapped when it changed and validates. ``admin_role``
@@ -183,6 +185,23 @@ class PolicySettings:
     file: Path | None = None
     reload_seconds: float = 1.0
     admin_role: str = "qes-admin"
+
+
+@dataclass(frozen=True)
+class CscSettings:
+    """The Cloud Signature Consortium API (issue 6; ``signer.csc``).
+
+    A credential lives as long as its certificate (``ca.validity_seconds``); its SAD lives
+    ``sad_lifetime`` at most (never past the credential). ``max_active_credentials`` bounds the
+    unused credentials one identity may hold (each is a key in the HSM); ``max_signatures`` is
+    the most hashes one authorization may cover (CSC ``multisign``); every
+    ``sweep_interval_seconds`` each process destroys the keys of expired credentials.
+    """
+
+    sad_lifetime: timedelta = timedelta(minutes=5)
+    max_active_credentials: int = 5
+    max_signatures: int = 100
+    sweep_interval_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +218,7 @@ class Settings:
     web_signing: WebSigningSettings | None = None
     approvals: ApprovalsSettings = ApprovalsSettings()
     policy: PolicySettings = PolicySettings()
+    csc: CscSettings = CscSettings()
 
 
 class _Section:
@@ -299,6 +319,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "web_signing",
         "approvals",
         "policy",
+        "csc",
     }
     for key in raw:
         if key not in known:
@@ -320,6 +341,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         web_signing=_web_signing(_Section("web_signing", raw.get("web_signing", {})), env, base),
         approvals=_approvals(_Section("approvals", raw.get("approvals", {})), env, base),
         policy=_policy(_Section("policy", raw.get("policy", {})), base),
+        csc=_csc(_Section("csc", raw.get("csc", {})), server),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -623,6 +645,12 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
         all(isinstance(v, str) and v for v in levels) and len(set(levels)) == len(levels),
         "must be distinct non-empty strings, weakest first",
     )
+    credential_acr = s.get("credential_acr", str, None)
+    s.check(
+        "credential_acr",
+        credential_acr is None or credential_acr in levels,
+        "must be one of acr_levels",
+    )
     assert secret is not None
     result = WebSigningSettings(
         client_id=client_id,
@@ -632,6 +660,7 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
         request_lifetime=timedelta(minutes=minutes),
         max_age=timedelta(seconds=max_age),
         acr_levels=tuple(levels),
+        credential_acr=credential_acr,
     )
     s.done()
     return result
@@ -677,6 +706,30 @@ def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         checkpoint_interval_seconds=interval,
         privacy_key=_secret(s, "privacy_key", env, base, "QES_LOG_PRIVACY_KEY"),
         privacy_key_id=key_id,
+    )
+    s.done()
+    return result
+
+
+def _csc(s: _Section, server: ServerSettings) -> CscSettings:
+    d = CscSettings()
+    sad = s.get("sad_lifetime_seconds", int, int(d.sad_lifetime.total_seconds()))
+    s.check("sad_lifetime_seconds", 10 <= sad <= 600, "must be between 10 and 600")
+    active = s.get("max_active_credentials", int, d.max_active_credentials)
+    s.check("max_active_credentials", 1 <= active <= 1000, "must be between 1 and 1000")
+    most = s.get("max_signatures", int, min(d.max_signatures, server.max_digests))
+    s.check(
+        "max_signatures",
+        1 <= most <= server.max_digests,
+        f"must be between 1 and server.max_digests ({server.max_digests})",
+    )
+    sweep = s.get("sweep_interval_seconds", float, d.sweep_interval_seconds)
+    s.check("sweep_interval_seconds", 0.1 <= sweep <= 300, "must be between 0.1 and 300")
+    result = CscSettings(
+        sad_lifetime=timedelta(seconds=sad),
+        max_active_credentials=active,
+        max_signatures=most,
+        sweep_interval_seconds=sweep,
     )
     s.done()
     return result

@@ -42,6 +42,8 @@ from signer.storage.policy import (
 )
 
 log = structlog.get_logger(__name__)
+MAX_REASON = 500
+LISTEN_CONNECT_TIMEOUT = 5.0
 
 __all__ = [
     "ApprovalRequired",
@@ -67,6 +69,12 @@ class ApprovalRequired(PolicyRefusal):
 
     slug = "approval-required"
     title = "The signing policy requires approval for this request"
+
+
+class ReasonTooLong(RequestError):
+    slug = "reason-too-long"
+    title = "The reason is longer than 500 characters"
+    status = 422
 
 
 class NotSuspended(RequestError):
@@ -100,12 +108,35 @@ class SuspensionSet:
         )
 
     def check(self, principal: Principal, client_id: str | None) -> None:
+        self.check_identity(principal.issuer, principal.subject, client_id)
+
+    def check_identity(self, issuer: str, subject: str, client_id: str | None) -> None:
+        self.check_client(client_id)
+        if (issuer, subject) in self.identities:
+            raise Suspended(f"identity {subject} is suspended")
+
+    def check_client(self, client_id: str | None) -> None:
+        """The whole signer, or this RP client (before anyone has logged in)."""
         if self.everything:
             raise Suspended("the whole signer is suspended")
-        if (principal.issuer, principal.subject) in self.identities:
-            raise Suspended(f"identity {principal.subject} is suspended")
         if client_id is not None and client_id in self.clients:
             raise Suspended(f"client {client_id} is suspended")
+
+
+class UnknownIssuer(RequestError):
+    slug = "unknown-issuer"
+    title = "The issuer is not one this service trusts"
+    status = 422
+
+
+def resolve_issuer(settings: Settings, value: str) -> str:
+    """The ``iss`` of a configured issuer, given as its ``iss`` or as its configured name (an
+    operator may type either); anything else is refused (a typo would suspend no one)."""
+    for issuer in settings.issuers:
+        if value in (issuer.issuer, issuer.name):
+            return issuer.issuer
+    known = sorted({i.issuer for i in settings.issuers} | {i.name for i in settings.issuers})
+    raise UnknownIssuer(f"issuer {value!r} is not configured (one of: {', '.join(known)})")
 
 
 def cli_actor() -> str:
@@ -184,6 +215,8 @@ class Suspensions:
     ) -> AdminAction | None:
         """Suspend or resume ``target``, logged (kind 0x04) in the same transaction. None when
         it was already so (suspend twice); :class:`NotSuspended` to resume what is not."""
+        if reason is not None and len(reason) > MAX_REASON:
+            raise ReasonTooLong(f"reason is longer than {MAX_REASON} characters")
         done = AdminAction(
             id=uuid.uuid4(),
             request_id=request_id,
@@ -216,13 +249,13 @@ class Suspensions:
             while True:
                 if conn is None or conn.is_closed():
                     conn = await self._listen()
+                self._wake.clear()  # before the read: a NOTIFY from now on wakes the next one
                 try:
                     version = await self._store.version()
                     if version != self._version:
                         await self.refresh()
                 except DatabaseUnavailable as exc:
                     log.warning("suspensions_poll_failed", error=str(exc))
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
         finally:
@@ -234,9 +267,9 @@ class Suspensions:
         if self._dsn is None:
             return None
         try:
-            conn = await asyncpg.connect(self._dsn)
+            conn = await asyncpg.connect(self._dsn, timeout=LISTEN_CONNECT_TIMEOUT)
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             log.warning("suspensions_listen_failed", error=str(exc))
             return None
         return conn
@@ -252,7 +285,9 @@ async def open_gate(
     line) and the suspensions read; :meth:`Gate.run` keeps both current."""
     policy = None
     if settings.policy.file is not None:
-        policy = PolicyFile(settings.policy.file, interval=settings.policy.reload_seconds)
+        policy = PolicyFile(
+            settings.policy.file, interval=settings.policy.reload_seconds, clock=clock
+        )
         try:
             await asyncio.to_thread(policy.load)
         except PolicyFileError as exc:

@@ -37,10 +37,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import Chain, IssuingCA
 from ca.errors import ProfileError
-from ca.logentry import PrivacyKey
+from ca.logentry import PrivacyKey, RefusalEntry, Requester, RequestSummary
 from ca.profiles import Level, NaturalPerson, Subject, subject_from_attributes
 from idp_adapter.principal import Principal
-from signer.enforcement import Gate
+from signer.enforcement import ApprovalRequired, Gate
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -206,13 +206,42 @@ class SigningService:
         if self.gate is None:
             return None
         try:
-            return self.gate.screen(
+            decision = self.gate.screen(
                 principal,
                 client_id=principal.client_id,
                 profile=request.profile or principal.default_profile,
             )
+            if decision is not None and decision.approvals is not None:  # not collectable here
+                raise ApprovalRequired(f"rule {decision.rule!r} needs approvals")
+            return decision
         except PolicyRefusal as exc:
             await self._log_refusal(principal, request, request_id, exc)
+            raise
+
+    async def screen_client(
+        self, client_id: str, request: SignatureRequest, *, request_id: str
+    ) -> None:
+        """Web signing before anyone logs in: is the RP client (or everything) suspended? A
+        refusal is a refusal entry naming only the client (committed)."""
+        if self.gate is None:
+            return
+        try:
+            self.gate.suspensions.current.check_client(client_id)
+        except PolicyRefusal as exc:
+            entry = RefusalEntry(
+                record_id=str(uuid.uuid4()),
+                request_id=request_id,
+                refused_at=self._clock(),
+                requester=Requester(None, None, None, client_id=client_id),
+                request=RequestSummary(
+                    request.profile, None, request.hash_algorithm, request.digests
+                ),
+                reason=exc.slug,
+            )
+            try:
+                await self._records.refuse(entry.encode(self._privacy_key))
+            except DatabaseUnavailable:
+                log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
             raise
 
     async def _admit(

@@ -227,7 +227,6 @@ class Rule:
     conditions: Conditions
     allow: bool
     decision: Decision
-    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -276,10 +275,6 @@ class Policy:
         """Whether ``principal`` belongs to the approver group (unknown group: no one)."""
         found = self.approver_groups.get(group)
         return found is not None and found.contains(principal)
-
-    @property
-    def has_rate_limits(self) -> bool:
-        return any(r.decision.rate_limit is not None for r in self.rules)
 
 
 def _email_domain(email: str | None) -> str | None:

@@ -11,9 +11,12 @@ the new rule set, never a mix); content that does not is logged as ``policy reje
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -23,7 +26,7 @@ from signer.policy import Policy, PolicyFileError, parse_policy
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["PolicyFile", "load_policy_file"]
+__all__ = ["PolicyFile", "PolicyStatus", "load_policy_file"]
 
 
 def load_policy_file(path: Path) -> Policy:
@@ -45,14 +48,40 @@ class _Seen:
     sha256: bytes
 
 
+@dataclass(frozen=True)
+class PolicyStatus:
+    """What this process enforces (for operators: did my edit take, on this replica?)."""
+
+    file: str
+    sha256: str
+    rules: tuple[str, ...]
+    loaded_at: datetime
+    #: The last version refused since then ("line N: …"), None when the file is in force.
+    rejected: str | None
+
+
 class PolicyFile:
     """The policy in force for one process; ``current`` is read on every request (no I/O)."""
 
-    def __init__(self, path: Path, *, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._path = path
         self._interval = interval
+        self._clock = clock
         self._policy: Policy | None = None
         self._seen: _Seen | None = None
+        self._status: PolicyStatus | None = None
+
+    @property
+    def status(self) -> PolicyStatus:
+        if self._status is None:
+            raise RuntimeError("policy not loaded: call load() first")
+        return self._status
 
     @property
     def path(self) -> Path:
@@ -80,7 +109,7 @@ class PolicyFile:
         stat = self._stat()
         if stat is None:
             if self._seen is not None and self._seen.size >= 0:
-                log.error(f"policy rejected: {self._path} is missing; keeping the old policy")
+                self._reject(f"{self._path} is missing; keeping the old policy")
                 self._seen = _Seen(-1, -1, b"")
             return False
         if self._seen is not None and (stat[0], stat[1]) == (self._seen.mtime_ns, self._seen.size):
@@ -88,7 +117,7 @@ class PolicyFile:
         try:
             text = self._read()
         except (ConfigError, PolicyFileError) as exc:
-            log.error(f"policy rejected: {exc}", file=str(self._path))
+            self._reject(str(exc))
             return False
         digest = hashlib.sha256(text.encode()).digest()
         seen = _Seen(stat[0], stat[1], digest)
@@ -99,10 +128,15 @@ class PolicyFile:
         try:
             policy = parse_policy(text)
         except PolicyFileError as exc:
-            log.error(f"policy rejected: {exc}", file=str(self._path), line=exc.line)
+            self._reject(str(exc), line=exc.line)
             return False
         self._swap(policy, seen)
         return True
+
+    def _reject(self, why: str, *, line: int | None = None) -> None:
+        log.error(f"policy rejected: {why}", file=str(self._path), line=line)
+        if self._status is not None:
+            self._status = dataclasses.replace(self._status, rejected=why)
 
     async def run(self) -> None:
         """Check the file forever (a task owned by the app's cleanup context)."""
@@ -116,6 +150,13 @@ class PolicyFile:
     def _swap(self, policy: Policy, seen: _Seen) -> None:
         self._policy = policy
         self._seen = seen
+        self._status = PolicyStatus(
+            file=str(self._path),
+            sha256=seen.sha256.hex(),
+            rules=tuple(r.name for r in policy.rules),
+            loaded_at=self._clock(),
+            rejected=None,
+        )
         log.info(
             "policy loaded",
             file=str(self._path),

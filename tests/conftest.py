@@ -23,18 +23,24 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> SoftHsmToken:
 @pytest.fixture(scope="session", autouse=True)
 def no_ephemeral_key_survives() -> Iterator[None]:
     """After the whole session, a separate process lists the test token: every object must be
-    a labelled long-lived key; an ephemeral key made as a token object by mistake, or an
-    unlabelled object, fails the run. (Session objects die with their process by design; the
+    a labelled long-lived key; an ephemeral key made as a token object by mistake, a CSC
+    credential key (``qes-cred:…``) that outlived its test, or an unlabelled object, fails
+    the run. (Session objects die with their process by design; the
     ``client`` fixture checks those in-process after every API test.)"""
     yield
+    from signer.hsm.credential import CREDENTIAL_PREFIX
     from signer.hsm.session import EPHEMERAL_LABEL
     from tests.support import softhsm
 
     token = softhsm._SESSION_TOKEN
     if token is None:  # no test in this run touched the HSM
         return
-    leftovers = [o for o in token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
-    assert leftovers == [], f"ephemeral objects survived in the token: {leftovers}"
+    leftovers = [
+        o
+        for o in token.list_objects()
+        if o.label in ("", EPHEMERAL_LABEL) or o.label.startswith(CREDENTIAL_PREFIX)
+    ]
+    assert leftovers == [], f"ephemeral or CSC credential keys survived in the token: {leftovers}"
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +108,8 @@ async def client(
     leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])
     assert leftover == [], f"session objects left in the HSM after the test: {leftover}"
     assert services.hsm.live_ephemeral_keys() == 0
+    credential_keys = await services.hsm.run(lambda s: s.credential_labels())
+    assert credential_keys == set(), f"CSC credential keys left in the HSM: {credential_keys}"
 
 
 @pytest.fixture

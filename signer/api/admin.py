@@ -1,4 +1,5 @@
-"""Admin API of the kill switch (issue 7): suspend and resume identities, clients, the signer.
+"""Admin API of the kill switch (issue 7): suspend and resume identities, clients, the signer;
+and which policy file a replica enforces (``GET /api/v1/admin/policy``).
 
 ``GET /api/v1/admin/suspensions`` lists what is suspended; ``POST /api/v1/admin/suspensions``
 suspends (201; 200 when it already was), ``POST /api/v1/admin/suspensions/resume`` resumes
@@ -23,7 +24,15 @@ from signer.api.auth import authenticate
 from signer.api.problems import Forbidden, InvalidRequest
 from signer.api.signatures import read_json
 from signer.api.state import REQUEST_ID, SERVICES, Services
-from signer.enforcement import ApprovalRequired, Gate, NotSuspended, Suspended
+from signer.enforcement import (
+    MAX_REASON,
+    ApprovalRequired,
+    Gate,
+    NotSuspended,
+    Suspended,
+    UnknownIssuer,
+    resolve_issuer,
+)
 from signer.errors import DatabaseUnavailable, SignerError
 from signer.policy import (
     AcrRequired,
@@ -34,8 +43,6 @@ from signer.policy import (
     RateLimited,
 )
 from signer.storage.policy import Suspension, Target
-
-MAX_REASON = 500
 
 
 class AdminRoleRequired(Forbidden):
@@ -105,10 +112,18 @@ async def list_suspensions(request: web.Request) -> web.Response:
     return web.json_response({"suspensions": [suspension_json(s) for s in items]})
 
 
+def _resolved(services: Services, target: Target) -> Target:
+    if target.token_issuer is None:
+        return target
+    issuer = resolve_issuer(services.settings, target.token_issuer)
+    return Target("identity", token_issuer=issuer, token_subject=target.token_subject)
+
+
 async def suspend(request: web.Request) -> web.Response:
     body = await read_json(request)
     target, reason = parse_target(body)
-    _, gate, issuer, subject = await _admin(request)
+    services, gate, issuer, subject = await _admin(request)
+    target = _resolved(services, target)
     done = await gate.suspensions.act(
         "suspend",
         target,
@@ -127,7 +142,8 @@ async def suspend(request: web.Request) -> web.Response:
 async def resume(request: web.Request) -> web.Response:
     body = await read_json(request)
     target, reason = parse_target(body)
-    _, gate, issuer, subject = await _admin(request)
+    services, gate, issuer, subject = await _admin(request)
+    target = _resolved(services, target)
     done = await gate.suspensions.act(
         "resume",
         target,
@@ -140,7 +156,26 @@ async def resume(request: web.Request) -> web.Response:
     return web.json_response({"suspended": False, "action_id": str(done.id)})
 
 
+async def show_policy(request: web.Request) -> web.Response:
+    """The rule set this replica enforces: file, SHA-256, rule names, when it was loaded, and
+    the last refused version since (``rejected``); ``{"file": null}`` without a policy file."""
+    _, gate, _, _ = await _admin(request)
+    if gate.policy is None:
+        return web.json_response({"file": None})
+    status = gate.policy.status
+    return web.json_response(
+        {
+            "file": status.file,
+            "sha256": status.sha256,
+            "rules": list(status.rules),
+            "loaded_at": status.loaded_at.isoformat(),
+            "rejected": status.rejected,
+        }
+    )
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/admin/policy", show_policy)
     app.router.add_get("/api/v1/admin/suspensions", list_suspensions)
     app.router.add_post("/api/v1/admin/suspensions", suspend)
     app.router.add_post("/api/v1/admin/suspensions/resume", resume)
@@ -179,6 +214,18 @@ def admin_paths(
     ok = {"description": "Done", "content": {"application/json": {"schema": {"type": "object"}}}}
     common = [AdminRoleRequired, DatabaseUnavailable]
     return {
+        "/api/v1/admin/policy": {
+            "get": {
+                "summary": "The signing policy this replica enforces (administrator role)",
+                "description": (
+                    "file, sha256 and rule names of the rule set in force, loaded_at, and "
+                    "rejected: the error of the last refused version since (null when the "
+                    "file on disk is the one in force)."
+                ),
+                "security": bearer,
+                "responses": {"200": ok, **errors(common)},
+            }
+        },
         "/api/v1/admin/suspensions": {
             "get": {
                 "summary": "What is suspended (administrator role)",
@@ -194,7 +241,11 @@ def admin_paths(
                 ),
                 "security": bearer,
                 "requestBody": body,
-                "responses": {"201": ok, "200": ok, **errors([InvalidRequest, *common])},
+                "responses": {
+                    "201": ok,
+                    "200": ok,
+                    **errors([InvalidRequest, UnknownIssuer, *common]),
+                },
             },
         },
         "/api/v1/admin/suspensions/resume": {
@@ -204,7 +255,7 @@ def admin_paths(
                 "requestBody": body,
                 "responses": {
                     "200": ok,
-                    **errors([InvalidRequest, NotSuspended, *common]),
+                    **errors([InvalidRequest, UnknownIssuer, NotSuspended, *common]),
                 },
             }
         },

@@ -48,6 +48,8 @@ from signer.approvals.service import (
     SelfApproval,
 )
 from signer.config import DIGEST_SIZES, ServerSettings
+from signer.csc import oauth2_views as csc_oauth2
+from signer.csc.openapi import csc_paths
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -703,6 +705,8 @@ def document(server: ServerSettings) -> dict[str, Any]:
             **_web_signing_paths(),
             **_approval_paths(bearer),
             **admin_paths(bearer, _errors),
+            **csc_paths(),
+            **csc_oauth2.openapi_paths(),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

@@ -22,15 +22,14 @@ from aiohttp import web
 from ca.profiles import Level
 from signer.api.problems import InvalidRequest, UnsupportedFormat
 from signer.api.signatures import read_json, with_proof_url
-from signer.api.state import SERVICES
+from signer.api.state import REQUEST_ID, SERVICES
 from signer.config import DIGEST_SIZES
 from signer.pipeline import FORMATS
 from signer.storage.signing_requests import RpClient, StoredRequest
-from signer.webflow.flow import Order, SigningRequestNotFound, WebSigning
+from signer.webflow.flow import WEB_SIGNING, Order, SigningRequestNotFound, WebSigning
 from signer.webflow.registry import InvalidClient, RegistryError, RpRegistry, check_redirect_uri
 from signer.webflow.webhooks import Webhooks
 
-WEB_SIGNING = web.AppKey("web_signing", WebSigning)
 RP_REGISTRY = web.AppKey("rp_registry", RpRegistry)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 MAX_DOCUMENTS = 100
@@ -184,7 +183,7 @@ async def create_signing_request(request: web.Request) -> web.Response:
     order = parse_order(body)
     rp = await authenticate_rp(request)
     flow = request.app[WEB_SIGNING]
-    req = await flow.create(rp, order)
+    req = await flow.create(rp, order, http_id=request[REQUEST_ID])
     return web.json_response(
         _summary(req, flow), status=201, headers={"Location": f"{request.path}/{req.id}"}
     )

@@ -15,6 +15,7 @@ from signer.hsm.hsm import Hsm
 from signer.hsm.key import HsmEcPrivateKey
 from signer.hsm.session import HsmSession
 from signer.hsm.types import (
+    CredentialKey,
     Destruction,
     EphemeralKey,
     HsmSettings,
@@ -23,6 +24,7 @@ from signer.hsm.types import (
 )
 
 __all__ = [
+    "CredentialKey",
     "Destruction",
     "EphemeralKey",
     "Hsm",

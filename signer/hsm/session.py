@@ -10,8 +10,16 @@ from pkcs11.exceptions import ObjectHandleInvalid, PKCS11Error
 
 from signer.errors import HsmUnavailable, KeyNotDestroyed, KeyPolicyViolation
 from signer.hsm._context import pkcs11_errors_as_unavailable as _translated
+from signer.hsm.credential import CREDENTIAL_PREFIX
 from signer.hsm.key import EC_PARAMS, HsmEcPrivateKey, public_key_from_attributes
-from signer.hsm.types import Curve, Destruction, EphemeralKey, KeyEvidence, TokenKeyExists
+from signer.hsm.types import (
+    CredentialKey,
+    Curve,
+    Destruction,
+    EphemeralKey,
+    KeyEvidence,
+    TokenKeyExists,
+)
 
 if TYPE_CHECKING:
     from signer.hsm._module import Module
@@ -133,6 +141,108 @@ class HsmSession:
     def _destroy_quietly(self, *handles: int) -> None:
         for handle in handles:
             self._destroy_handle(handle, [])
+
+    # -- CSC credential keys (token objects shared by every process) -----------------------------
+
+    @_translated
+    def generate_credential_key(self, label: str, curve: Curve | None = None) -> CredentialKey:
+        """C_GenerateKeyPair of token objects (CKA_TOKEN=true) labelled ``label``, sensitive and
+        never extractable, so any process logged in to the token can sign with it
+        (signer.hsm.credential). The evidence is read back as for ephemeral keys; a key that
+        fails it is destroyed and KeyPolicyViolation raised."""
+        if not label.startswith(CREDENTIAL_PREFIX):
+            raise ValueError(f"credential key labels start with {CREDENTIAL_PREFIX!r}")
+        curve = curve or self._curve
+        public, private = self._generate(curve, secrets.token_bytes(16), label, store=True)
+        handles = (int(private.handle), int(public.handle))
+        try:
+            evidence = _read_evidence(private)
+            public_key = public_key_from_attributes(EC_PARAMS[curve], public[Attribute.EC_POINT])
+        except BaseException:
+            self._destroy_quietly(*handles)
+            raise
+        if not evidence.acceptable_as_credential():
+            self._destroy_quietly(*handles)
+            raise KeyPolicyViolation(
+                f"credential key evidence not acceptable: {evidence.as_dict()}"
+            )
+        key = self._credential_private_key(private, public_key, label)
+        return CredentialKey(key, evidence, label)
+
+    @_translated
+    def credential_key(self, label: str) -> HsmEcPrivateKey:
+        """The credential key labelled ``label``, looked up in the token (made by any process).
+
+        HsmUnavailable when it is not there (destroyed, or never made)."""
+        query = {Attribute.LABEL: label, Attribute.TOKEN: True}
+        private = self._find_one(query, ObjectClass.PRIVATE_KEY)
+        public = self._find_one(query, ObjectClass.PUBLIC_KEY)
+        public_key = public_key_from_attributes(
+            public[Attribute.EC_PARAMS], public[Attribute.EC_POINT]
+        )
+        return self._credential_private_key(private, public_key, label)
+
+    @_translated
+    def destroy_labelled(self, label: str) -> Destruction:
+        """C_DestroyObject every token object labelled ``label``, then confirm none is left.
+
+        The objects are collected before anything is destroyed (python-pkcs11 issue #59: never
+        destroy while a C_FindObjects search is open). "Nothing there" is not an error (another
+        process may have destroyed them first): the receipt then says neither half was
+        destroyed by this call, and confirmed_absent. Only a failed confirmation raises
+        KeyNotDestroyed.
+        """
+        query = {Attribute.LABEL: label, Attribute.TOKEN: True}
+        found = list(self._p11.get_objects(query))
+        classes: dict[int, ObjectClass | None] = {}
+        for obj in found:
+            try:
+                classes[int(obj.handle)] = obj[Attribute.CLASS]
+            except ObjectHandleInvalid:  # destroyed meanwhile by another process
+                continue
+        destroyed = {h: self._destroy_handle(h, []) for h in classes}
+        try:
+            absent = not list(self._p11.get_objects(query)) and not any(
+                self._module.handle_resolves(self.handle, h) for h in classes
+            )
+        except (PKCS11Error, HsmUnavailable) as exc:
+            raise KeyNotDestroyed(f"cannot confirm destruction of {label!r}") from exc
+        if not absent:
+            raise KeyNotDestroyed(f"credential key {label!r} still resolves")
+        return Destruction(
+            private_destroyed=any(
+                destroyed[h] for h, c in classes.items() if c == ObjectClass.PRIVATE_KEY
+            ),
+            public_destroyed=any(
+                destroyed[h] for h, c in classes.items() if c == ObjectClass.PUBLIC_KEY
+            ),
+            confirmed_absent=True,
+        )
+
+    @_translated
+    def credential_labels(self) -> set[str]:
+        """The labels of every credential key object in the token (any process's)."""
+        objects = list(self._p11.get_objects({Attribute.TOKEN: True}))  # search finished first
+        labels = set()
+        for obj in objects:
+            try:
+                label = obj[Attribute.LABEL]
+            except (ObjectHandleInvalid, PKCS11Error):  # destroyed meanwhile
+                continue
+            if isinstance(label, str) and label.startswith(CREDENTIAL_PREFIX):
+                labels.add(label)
+        return labels
+
+    def _credential_private_key(self, private: Any, public_key: Any, label: str) -> HsmEcPrivateKey:
+        return HsmEcPrivateKey(
+            session=self,
+            p11_key=private,
+            public_key=public_key,
+            locate=lambda s: s._find_one(
+                {Attribute.LABEL: label, Attribute.TOKEN: True}, ObjectClass.PRIVATE_KEY
+            ),
+            name=f"credential label={label!r}",
+        )
 
     # -- long-lived token keys -------------------------------------------------------------------
 

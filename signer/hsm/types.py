@@ -69,6 +69,18 @@ class KeyEvidence:
             and not self.token
         )
 
+    def acceptable_as_credential(self) -> bool:
+        """The same evidence for a CSC credential key, which is a token object by design
+        (signer.hsm.credential): only CKA_TOKEN differs."""
+        return (
+            self.local
+            and self.never_extractable
+            and self.always_sensitive
+            and self.sensitive
+            and not self.extractable
+            and self.token
+        )
+
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
 
@@ -88,6 +100,15 @@ class Destruction:
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialKey:
+    """A CSC credential's key pair: token objects sharing one CKA_LABEL (hsm.credential)."""
+
+    private: HsmEcPrivateKey
+    evidence: KeyEvidence
+    label: str
 
 
 @dataclass(frozen=True, slots=True)

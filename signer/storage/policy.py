@@ -1,8 +1,9 @@
 """Policy state shared by every replica: rate-limit windows, suspensions, admin actions.
 
-Rate limits count in fixed UTC windows (the minute, the day) per identity. One transaction
-upserts both windows (the row lock serializes concurrent requests of the same identity, on any
-replica) and rolls back when a limit is exceeded, so a refused request consumes nothing.
+Rate limits count in fixed UTC windows (the minute, the day) per identity. One statement
+(``policy_rate_take``) upserts the windows (the row lock serializes concurrent requests of the
+same identity, on any replica) and undoes its counts when a limit is exceeded, so a refused
+request consumes nothing.
 
 A suspend or resume is one transaction: the action row, the change to ``suspensions``, the
 version bump that pollers see, the log entry (``ca.logentry`` kind 0x04, sequenced like the
@@ -23,15 +24,6 @@ from signer.storage.records import guard
 NOTIFY_CHANNEL = "qes_suspensions"
 SPANS = ("minute", "day")
 
-_COUNT = """
-INSERT INTO policy_rate_windows AS w (token_issuer, token_subject, span, starts_at, count)
-SELECT $1, $2, s.span, s.starts_at, 1
-  FROM unnest($3::text[], $4::timestamptz[]) AS s(span, starts_at)
-ON CONFLICT (token_issuer, token_subject, span) DO UPDATE
-   SET count = CASE WHEN w.starts_at = EXCLUDED.starts_at THEN w.count + 1 ELSE 1 END,
-       starts_at = EXCLUDED.starts_at
-RETURNING span, count
-"""
 _LOG_ADMIN = """
 WITH seq AS (UPDATE log_state SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS base)
 INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
@@ -120,28 +112,17 @@ class PolicyStore:
 
     async def count(self, issuer: str, subject: str, windows: Sequence[Window]) -> str | None:
         """Count one request in each window; the span whose limit it would pass (nothing is
-        counted then), else None."""
-        async with guard("count rate limit"), self._pool.acquire() as conn:
-            tx = conn.transaction()
-            await tx.start()
-            try:
-                rows = await conn.fetch(
-                    _COUNT,
-                    issuer,
-                    subject,
-                    [w.span for w in windows],
-                    [w.starts_at for w in windows],
-                )
-                counts = {r["span"]: r["count"] for r in rows}
-                over = next((w.span for w in windows if counts[w.span] > w.limit), None)
-            except BaseException:
-                await tx.rollback()
-                raise
-            if over is None:
-                await tx.commit()
-            else:
-                await tx.rollback()
-            return over
+        counted then), else None. One statement: ``policy_rate_take`` (migration)."""
+        async with guard("count rate limit"):
+            over: str | None = await self._pool.fetchval(
+                "SELECT policy_rate_take($1, $2, $3::text[], $4::timestamptz[], $5::int[])",
+                issuer,
+                subject,
+                [w.span for w in windows],
+                [w.starts_at for w in windows],
+                [w.limit for w in windows],
+            )
+        return over
 
     async def version(self) -> int:
         async with guard("read suspensions version"):

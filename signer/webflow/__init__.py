@@ -22,7 +22,7 @@ from signer.config import Settings
 from signer.pipeline import SigningService
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore
 from signer.webflow import views
-from signer.webflow.flow import WebPolicy, WebSigning
+from signer.webflow.flow import WEB_SIGNING, WebPolicy, WebSigning
 from signer.webflow.registry import RpRegistry
 from signer.webflow.webhooks import Webhooks
 
@@ -64,7 +64,7 @@ def build(
     webhooks = Webhooks(requests=requests, rps=rps, http=http)
     app[api.WEBHOOKS] = webhooks  # closed by signer.app when the service stops
     app[api.RP_REGISTRY] = RpRegistry(rps, clock)
-    app[api.WEB_SIGNING] = WebSigning(
+    app[WEB_SIGNING] = WebSigning(
         client=client,
         tokens=tokens,
         issuer=issuer,

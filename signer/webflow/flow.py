@@ -33,6 +33,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
+from aiohttp import web
 
 from ca.profiles import Level, Subject
 from idp_adapter.codeflow import CodeExchangeFailed, CodeFlowClient, CodeFlowRequest
@@ -301,10 +302,16 @@ class WebSigning:
     def sign_url(self, request_id: uuid.UUID) -> str:
         return f"{self._public_url}/sign/{request_id}"
 
-    async def create(self, rp: RpClient, order: Order) -> StoredRequest:
-        """Register a request of ``rp``; the redirect URI must be registered, exactly."""
+    async def create(
+        self, rp: RpClient, order: Order, *, http_id: str | None = None
+    ) -> StoredRequest:
+        """Register a request of ``rp``; the redirect URI must be registered, exactly, and the
+        client (or the whole signer) not suspended."""
         if order.redirect_uri not in rp.redirect_uris:
             raise UnregisteredRedirect(f"{rp.client_id}: redirect_uri not registered")
+        summary = SignatureRequest(order.hash_algorithm, order.digests, profile=order.profile)
+        http_id = http_id or str(uuid.uuid4())
+        await self._signing.screen_client(rp.client_id, summary, request_id=http_id)
         accepted = None
         if order.acr is not None:
             if order.acr not in self.policy.acr_levels:
@@ -369,6 +376,8 @@ class WebSigning:
         §7.1), ``prompt=login`` + ``max_age``, ``acr_values`` when required (OIDC Core
         §3.1.2.1), ``login_hint`` when the expected signer is known by e-mail."""
         req = await self._pending(request_id)
+        order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
+        await self._signing.screen_client(req.client_id, order, request_id=str(req.id))
         now = self._clock()
         flow_req = CodeFlowRequest(self._random(32), self._random(32), self._random(64))
         flow_id = self._random(32)
@@ -651,3 +660,7 @@ class WebSigning:
         body["log"] = {"index": result.log_index}
         body["signed_at"] = self._clock().astimezone(UTC).isoformat()
         return body
+
+
+#: Where the app keeps its :class:`WebSigning` (read by the RP API and the pages).
+WEB_SIGNING = web.AppKey("web_signing", WebSigning)

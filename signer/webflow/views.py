@@ -21,7 +21,6 @@ from cryptography.x509.oid import NameOID
 
 from idp_adapter.errors import IdpError
 from signer.api.problems import translate
-from signer.api.signing_requests import WEB_SIGNING
 from signer.api.state import REQUEST_ID
 from signer.auditui.views import SECURITY_HEADERS, Cookies
 from signer.auditui.views import templates as audit_templates
@@ -29,6 +28,7 @@ from signer.enforcement import Suspended
 from signer.errors import RequestError, SignerError
 from signer.policy import PolicyDenied
 from signer.webflow import flow as f
+from signer.webflow.flow import WEB_SIGNING
 
 log = structlog.get_logger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"

@@ -45,6 +45,7 @@ BOTS = [
     bot("pol-approve"),
     bot("pol-victim"),
     bot("pol-admin", roles=["qes-admin"]),
+    bot("pol-csc"),
 ]
 CLIENTS = [*DEMO_CLIENTS, *BOTS]
 
@@ -89,6 +90,12 @@ max_digests = 2
 name = "strong-client"
 clients = ["pol-acr"]
 acr = "{MFA}"
+
+[[rule]]
+name = "csc-bot"
+clients = ["pol-csc"]
+max_digests = 2
+rate_limit = {{ per_minute = 3 }}
 
 [[rule]]
 name = "needs-approval"

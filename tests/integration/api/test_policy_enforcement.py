@@ -155,6 +155,14 @@ async def test_group_rule_decides_profiles_and_levels(
     assert (status, slug(body)) == (403, "policy-profile-not-allowed")
 
 
+async def test_role_rule(pclient: TestClient, policy_idp: RunningIdp) -> None:
+    bearer = await token(policy_idp, "pol-admin")  # roles: qes-admin -> rule "admins"
+    status, body, _ = await post_sign(pclient, bearer, profile="advanced")
+    assert status == 201, body
+    status, body, _ = await post_sign(pclient, bearer, profile="qualified")
+    assert (status, slug(body)) == (403, "policy-profile-not-allowed")
+
+
 async def test_subject_rule_and_no_matching_rule_refuse(
     pclient: TestClient, policy_idp: RunningIdp, database_url: str
 ) -> None:
@@ -226,7 +234,7 @@ async def test_per_minute_limit_429_with_retry_after(
 
 
 async def test_per_day_limit_429_with_retry_after(
-    pclient: TestClient, policy_idp: RunningIdp, clock: FakeClock
+    pclient: TestClient, policy_idp: RunningIdp, clock: FakeClock, database_url: str
 ) -> None:
     bearer = await token(policy_idp, "pol-day")
     for _ in range(3):
@@ -238,6 +246,16 @@ async def test_per_day_limit_429_with_retry_after(
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     expected = (midnight - now).total_seconds()
     assert expected - 3 <= int(headers["Retry-After"]) <= expected + 1
+    # refused requests count nothing: the day window still holds exactly the three signed
+    assert (await post_sign(pclient, bearer))[0] == 429
+    conn = await asyncpg.connect(database_url)
+    try:
+        counts = await conn.fetch(
+            "SELECT span, count FROM policy_rate_windows WHERE token_subject = 'pol-day'"
+        )
+    finally:
+        await conn.close()
+    assert dict((r["span"], r["count"]) for r in counts) == {"minute": 3, "day": 3}
 
 
 async def test_refusals_and_pdf_upload_are_enforced_too(
@@ -263,8 +281,19 @@ async def test_reload_without_restart_and_a_bad_file_keeps_the_old_policy(
 ) -> None:
     original = policy_file.read_text()
     bearer = await token(policy_idp, "pol-nomatch")
+    root = await token(policy_idp, "pol-admin")
+
+    async def in_force() -> dict[str, Any]:
+        status, body = await admin(pclient, root, "/api/v1/admin/policy")
+        assert status == 200, body
+        return dict(body)
+
+    first = await in_force()
+    assert first["sha256"] == hashlib.sha256(original.encode()).hexdigest()
+    assert first["rejected"] is None and "workloads" in first["rules"]
     try:
-        policy_file.write_text(original.replace('"demo-batch", "pol-victim"', '"pol-nomatch"'))
+        edited = original.replace('"demo-batch", "pol-victim"', '"pol-nomatch"')
+        policy_file.write_text(edited)
         deadline = time.monotonic() + 5
         while True:
             status, body, _ = await post_sign(pclient, bearer)
@@ -272,21 +301,33 @@ async def test_reload_without_restart_and_a_bad_file_keeps_the_old_policy(
                 break
             await asyncio.sleep(0.1)
         assert status == 201, body  # the new rule set is in force, no restart
+        assert (await in_force())["sha256"] == hashlib.sha256(edited.encode()).hexdigest()
         # a broken file (semantic error) is refused: the rule set in force stays
-        policy_file.write_text(original.replace("max_digests = 2", 'max_digests = "two"'))
+        broken = original.replace("max_digests = 2", 'max_digests = "two"')
+        policy_file.write_text(broken)
         await asyncio.sleep(1.0)
         status, body, _ = await post_sign(pclient, bearer)
         assert status == 201, body
+        line = broken.splitlines().index('max_digests = "two"') + 1
+        now = await in_force()
+        assert now["sha256"] == hashlib.sha256(edited.encode()).hexdigest()
+        assert now["rejected"] == (
+            f"line {line}: max_digests must be an integer between 1 and 100000"
+        )
         # and a syntax error too
         policy_file.write_text(original + "\n[[rule]\n")
         await asyncio.sleep(1.0)
         status, body, _ = await post_sign(pclient, bearer)
         assert status == 201, body
+        assert str((await in_force())["rejected"]).startswith(
+            f"line {len(original.splitlines()) + 2}: "
+        )
     finally:
         policy_file.write_text(original)
         await asyncio.sleep(1.0)
     status, body, _ = await post_sign(pclient, bearer)
     assert (status, slug(body)) == (403, "policy-denied")
+    assert (await in_force())["rejected"] is None
 
 
 def test_bad_policy_file_stops_the_start_naming_the_line(
@@ -332,6 +373,9 @@ async def test_admin_api_suspends_and_resumes_identity_client_and_all(
     status, body = await admin(pclient, root, url, {"scope": "client"})
     assert (status, slug(body)) == (422, "invalid-request")
 
+    typo = {"scope": "identity", "issuer": "https://idp.example.org", "subject": "pol-victim"}
+    status, body = await admin(pclient, root, url, typo)
+    assert (status, slug(body)) == (422, "unknown-issuer")
     ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-victim"}
     status, body = await admin(pclient, root, url, {**ident, "reason": "key compromise drill"})
     assert status == 201 and body["changed"], body
@@ -380,6 +424,25 @@ async def test_admin_api_suspends_and_resumes_identity_client_and_all(
     done = qes(policy_env, "audit", "verify", "-q")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("log verified")
+    # auditors find the admin actions about an identity through the keyed commitments
+    found: list[dict[str, Any]] = []
+    start = 0
+    while True:
+        resp = await pclient.get(
+            "/api/v1/log/entries",
+            params={"from": start, "limit": 1000, "subject": "pol-victim"},
+            headers=api_headers(auditor),
+        )
+        page = await resp.json()
+        assert resp.status == 200, page
+        found += page["items"]
+        if page["next"] >= page["tree_size"]:
+            break
+        start = page["next"]
+    admin_entries = [(e["outcome"], e["reason"]) for e in found if e["kind"] == "admin"]
+    assert admin_entries[-2:] == [("suspend", "identity"), ("resume", "identity")]
+    refused = [e for e in found if e["kind"] == "refusal" and e["reason"] == "suspended"]
+    assert refused and all(e["subject"] == "pol-victim" for e in refused)
 
 
 async def test_audit_verify_catches_an_altered_admin_action(
@@ -427,6 +490,14 @@ def test_cli_suspend_list_resume(policy_env: dict[str, str], policy_idp: Running
     assert gone.returncode == 1
     assert gone.stderr.strip() == f"qes: identity {iss} cli-person is not suspended"
     assert "cli-person" not in qes(policy_env, "suspensions").stdout
+    # the issuer by its configured name works; a typo suspends no one and says why
+    by_name = qes(policy_env, "suspend", "identity", "demo_people", "cli-person")
+    assert by_name.stdout.strip().startswith(f"suspended: identity {iss} cli-person")
+    assert qes(policy_env, "resume", "identity", iss, "cli-person").returncode == 0
+    typo = qes(policy_env, "suspend", "identity", "https://idp.example.org", "cli-person")
+    assert typo.returncode == 1
+    assert typo.stderr.startswith("qes: issuer 'https://idp.example.org' is not configured")
+    assert len(typo.stderr.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------ kill switch (two replicas)
@@ -489,6 +560,7 @@ async def test_suspend_identity_reaches_every_replica_within_a_second(
         assert done.returncode == 0, done.stderr
         start = time.monotonic()
         took = await asyncio.gather(*(_until(http, p.url, victim, 403, start) for p in (a, b)))
+        print(f"suspend reached replicas A, B after {took[0]:.3f} s, {took[1]:.3f} s")
         assert max(took) < 1.0, took
         # resume through replica A's admin API: B follows within a second as well
         ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-victim"}
@@ -498,6 +570,7 @@ async def test_suspend_identity_reaches_every_replica_within_a_second(
             assert resp.status == 200, await resp.text()
         start = time.monotonic()
         took = await asyncio.gather(*(_until(http, p.url, victim, 201, start) for p in (a, b)))
+        print(f"resume reached replicas A, B after {took[0]:.3f} s, {took[1]:.3f} s")
         assert max(took) < 1.0, took
 
 
@@ -512,3 +585,88 @@ async def test_openapi_and_problem_pages_document_policy_and_kill_switch(
     assert "post" in doc["paths"]["/api/v1/admin/suspensions/resume"]
     for kind in ("suspended", "rate-limited", "policy-denied", "policy-acr-required"):
         assert (await pclient.get(f"/problems/{kind}")).status == 200, kind
+
+
+# ------------------------------------------------------------------ CSC API
+
+
+async def csc(client: TestClient, method: str, bearer: str, body: dict[str, Any]) -> Any:
+    resp = await client.post(f"/csc/v1/{method}", json=body, headers=api_headers(bearer))
+    return resp.status, await resp.json(), resp.headers
+
+
+async def test_csc_api_is_under_the_policy_and_the_kill_switch(
+    pclient: TestClient, policy_idp: RunningIdp, clock: FakeClock, database_url: str
+) -> None:
+    now = clock()
+    if now.second >= 45:  # keep the credentials/list calls inside one minute window
+        clock.advance(60 - now.second - now.microsecond / 1e6 + 0.01)
+    status, body, _ = await csc(
+        pclient, "credentials/list", await token(policy_idp, "pol-denied"), {}
+    )
+    assert (status, body["error"]) == (400, "access_denied")
+    assert body["error_description"] == "The signing policy does not allow this request"
+
+    bearer = await token(policy_idp, "pol-csc")
+    root = await token(policy_idp, "pol-admin")
+    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 200, body
+    (credential,) = body["credentialIDs"]
+    digests = [hashlib.sha256(b"csc %d" % i).digest() for i in range(3)]
+
+    def authorize(n: int) -> dict[str, Any]:
+        return {
+            "credentialID": credential,
+            "numSignatures": n,
+            "hash": [base64.b64encode(d).decode() for d in digests[:n]],
+        }
+
+    status, body, _ = await csc(pclient, "credentials/authorize", bearer, authorize(3))
+    assert (status, body["error"]) == (400, "access_denied")  # the rule's max_digests is 2
+    assert body["error_description"] == "The signing policy allows fewer digests per request"
+    status, body, _ = await csc(pclient, "credentials/authorize", bearer, authorize(2))
+    assert status == 200, body
+    sad = body["SAD"]
+    # suspended after the SAD was issued: signHash signs nothing
+    ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-csc"}
+    assert (await admin(pclient, root, "/api/v1/admin/suspensions", ident))[0] == 201
+    try:
+        sign = {
+            "credentialID": credential,
+            "SAD": sad,
+            "hashAlgo": "2.16.840.1.101.3.4.2.1",
+            "signAlgo": "1.2.840.10045.4.3.2",
+            "hash": authorize(2)["hash"],
+        }
+        status, body, _ = await csc(pclient, "signatures/signHash", bearer, sign)
+        assert (status, body["error"]) == (400, "access_denied")
+        assert "suspended" in body["error_description"]
+        status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+        assert (status, body["error"]) == (400, "access_denied")
+    finally:
+        assert (await admin(pclient, root, "/api/v1/admin/suspensions/resume", ident))[0] == 200
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT r.status, r.signed_count, r.failure, r.destruction FROM csc_credentials c"
+            " JOIN signing_records r ON r.id = c.record_id WHERE c.id = $1",
+            credential,
+        )
+    finally:
+        await conn.close()
+    assert row is not None and (row["status"], row["failure"]) == ("failed", "suspended")
+    assert not row["signed_count"] and row["destruction"] is not None  # key destroyed now
+    # the rule's rate limit counts credentials (one key and certificate each): 3 per minute
+    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 200, body
+    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 200, body
+    status, body, headers = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 429, body
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    # the unused credentials (the suspended one included) expire; the sweeper destroys keys
+    from signer.csc.api import CSC
+
+    clock.advance(575)  # past the certificates (600 s less the 30 s backdate)
+    await pclient.server.app[CSC].sweep()  # the background sweeper may have been first
+    assert await pclient.server.app[CSC].sweep() == 0

@@ -45,9 +45,18 @@ POLICY = f"""\
 acr_levels = ["{PWD}", "{MFA}"]
 
 [[rule]]
+name = "carol-needs-approval"
+issuers = ["ISSUER"]
+subjects = ["carol"]
+approvals = {{ required = 1, group = "auditors" }}
+
+[[rule]]
 name = "people-need-mfa"
 email_domains = ["example.com"]
 acr = "{MFA}"
+
+[approver_groups.auditors]
+roles = ["qes-auditor"]
 """
 
 
@@ -62,10 +71,10 @@ def site(
     url = f"http://127.0.0.1:{port}"
     work = tmp_path_factory.mktemp("policy-web")
     policy = work / "policy.toml"
-    policy.write_text(POLICY)
     clients = with_redirect_uri(DEMO_CLIENTS, "demo-signer-web", f"{url}/sign/callback")
     clients = with_redirect_uri(clients, "demo-audit-ui", f"{url}/audit/callback")
     with start_idp(work / "idp", clients=clients) as idp:
+        policy.write_text(POLICY.replace("ISSUER", idp.issuer))
         env = service_env(
             token=softhsm_token,
             database_url=database_url,
@@ -96,13 +105,19 @@ def qes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def rp(site: tuple[SignerProcess, RunningIdp, dict[str, str]]) -> dict[str, str]:
+def registered(site: tuple[SignerProcess, RunningIdp, dict[str, str]]) -> tuple[str, str]:
+    """A registered RP: its client id and secret."""
     added = qes(site[2], "client", "add", "Policy RP", "--redirect-uri", RP_URI)
     assert added.returncode == 0, added.stderr
     client_id = re.search(r"client_id: (\S+)", added.stdout)
     secret = re.search(r"client_secret: (\S+)", added.stdout)
     assert client_id and secret
-    return {"Authorization": aiohttp.encode_basic_auth(client_id[1], secret[1])}
+    return client_id[1], secret[1]
+
+
+@pytest.fixture(scope="module")
+def rp(registered: tuple[str, str]) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(*registered)}
 
 
 async def create(http: aiohttp.ClientSession, url: str, rp: dict[str, str], data: bytes) -> str:
@@ -258,3 +273,54 @@ async def test_audit_ui_shows_what_is_suspended(
         await asyncio.sleep(1.0)
         async with http.get(f"{signer.url}/audit") as r:
             assert "Signing is suspended" not in await r.text()
+
+
+async def test_suspended_rp_client_cannot_create_or_start_requests(
+    site: tuple[SignerProcess, RunningIdp, dict[str, str]],
+    rp: dict[str, str],
+    registered: tuple[str, str],
+) -> None:
+    signer, _, env = site
+    client_id = registered[0]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        waiting = await create(http, signer.url, rp, b"created before the suspension\n")
+        done = qes(env, "suspend", "client", client_id, "--reason", "rp compromised")
+        assert done.returncode == 0, done.stderr
+        try:
+            await asyncio.sleep(0.5)  # NOTIFY reaches the serving process
+            digest = base64.b64encode(hashlib.sha256(b"x").digest()).decode()
+            body = {
+                "documents": [{"label": "x", "digest": digest}],
+                "format": "raw",
+                "redirect_uri": RP_URI,
+                "state": "s",
+            }
+            async with http.post(
+                f"{signer.url}/api/v1/signing-requests", json=body, headers=rp
+            ) as r:
+                assert r.status == 403
+                assert r.content_type == "application/problem+json"
+                assert (await r.json())["type"] == "/problems/suspended"
+            async with http.get(f"{signer.url}/sign/{waiting}", allow_redirects=False) as r:
+                assert r.status == 403  # told before any login
+                assert "Signing is suspended" in await r.text()
+        finally:
+            assert qes(env, "resume", "client", client_id).returncode == 0
+        await asyncio.sleep(0.5)
+        assert (await start(http, signer.url, waiting)).startswith(site[1].issuer)
+
+
+async def test_a_rule_needing_approvals_is_refused_before_consent(
+    site: tuple[SignerProcess, RunningIdp, dict[str, str]], rp: dict[str, str]
+) -> None:
+    signer, idp, _ = site
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        request_id = await create(http, signer.url, rp, b"carol's order\n")
+        authorize = await start(http, signer.url, request_id)
+        callback = await login(
+            http, idp, authorize, f"{signer.url}/sign/callback", otp=False, user="carol"
+        )
+        async with http.get(callback, allow_redirects=False) as r:
+            assert r.status == 403
+            page = await r.text()
+    assert "The signing policy requires approval for this request." in page

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from ca.logentry import PrivacyKey
 from idp_adapter.principal import Principal
 from signer.policy import (
     AcrRequired,
@@ -26,6 +27,7 @@ from signer.policy import (
 from signer.policy_file import PolicyFile
 
 ISS = "https://idp.example.com"
+KEY_FOR_TESTS = PrivacyKey("test", bytes(32))
 OTHER = "https://other.example.com"
 
 
@@ -271,3 +273,71 @@ def test_acr_levels_order_the_required_acr() -> None:
         parse_policy('acr_levels = ["pwd"]\n[[rule]]\nacr = "otp"\nname = "x"\n')
     with pytest.raises(PolicyFileError, match="line 1: acr_levels must not repeat"):
         parse_policy('acr_levels = ["pwd", "pwd"]\n[[rule]]\nname = "x"\n')
+
+
+def test_policy_settings(tmp_path: Path) -> None:
+    from signer.config import load_settings
+    from signer.errors import ConfigError
+    from tests.support.service import DEV_CONFIG
+
+    env = {"QES_HSM_PIN": "1234"}
+    plain = load_settings(DEV_CONFIG, env=env).policy
+    assert (plain.file, plain.reload_seconds, plain.admin_role) == (None, 1.0, "qes-admin")
+    set_ = load_settings(
+        DEV_CONFIG,
+        env={**env, "QES__POLICY__FILE": "policy.toml", "QES__POLICY__ADMIN_ROLE": "ops"},
+    ).policy
+    assert set_.file == (DEV_CONFIG.parent / "policy.toml").resolve()  # next to the config
+    assert set_.admin_role == "ops"
+    for key, value, why in [
+        ("RELOAD_SECONDS", "0", "policy.reload_seconds: must be between 0.1 and 60"),
+        ("ADMIN_ROLE", '" "', "policy.admin_role: must not be empty"),
+        ("COLOUR", "1", "policy.colour: unknown setting"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_settings(DEV_CONFIG, env={**env, f"QES__POLICY__{key}": value})
+        assert str(info.value) == why
+
+
+def test_the_shipped_example_policy_is_valid() -> None:
+    from tests.support.service import DEV_CONFIG
+
+    policy = parse_policy((DEV_CONFIG.parent / "policy.example.toml").read_text())
+    assert [r.name for r in policy.rules] == ["demo-batch", "treasury", "people"]
+    alice = person(issuer="http://127.0.0.1:9400")
+    assert policy.decide(alice, client_id="demo-web").rule == "people"
+    treasurer = replace(alice, groups=frozenset({"treasury"}))
+    assert policy.decide(treasurer, client_id="demo-web").required_acr is not None
+    auditor = replace(alice, roles=frozenset({"qes-auditor"}))
+    assert policy.is_member("auditors", auditor) and not policy.is_member("auditors", alice)
+
+
+async def test_no_rate_limit_rule_no_database_round_trip(tmp_path: Path) -> None:
+    """The hot path (issue 2's benchmark): suspensions and the decision are in memory; only a
+    rule with a rate limit reaches the store."""
+    from datetime import UTC, datetime
+    from typing import Any
+
+    from signer.enforcement import Gate, Suspensions
+
+    class Store:  # stands in for PolicyStore: counts the round trips it is asked for
+        calls = 0
+
+        async def count(self, *args: object) -> None:
+            Store.calls += 1
+
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY)
+    holder = PolicyFile(path)
+    holder.load()
+    store: Any = Store()
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    gate = Gate(
+        suspensions=Suspensions(store, KEY_FOR_TESTS, now), policy=holder, store=store, clock=now
+    )
+    staff = person()  # rule "staff": no rate limit
+    await gate.count(staff, gate.check(staff, client_id=None, profile="advanced", digests=1))
+    assert Store.calls == 0
+    bot = person(roles=frozenset({"signing-bot"}))  # rule "bots": a rate limit
+    await gate.count(bot, gate.check(bot, client_id=None, profile="advanced", digests=1))
+    assert Store.calls == 1

@@ -102,3 +102,23 @@ def test_retention_defaults_to_seven_years_and_refuses_less_than_one() -> None:
     assert s.audit.retention_days == 3650
     with pytest.raises(ConfigError, match=r"^audit\.retention_days: must be 365"):
         load_settings(DEV_CONFIG, env={**ENV, "QES__AUDIT__RETENTION_DAYS": "364"})
+
+
+def test_csc_settings_defaults_overrides_and_bad_values() -> None:
+    s = load_settings(DEV_CONFIG, env=ENV).csc
+    assert (s.sad_lifetime.total_seconds(), s.max_active_credentials) == (300, 5)
+    assert (s.max_signatures, s.sweep_interval_seconds) == (100, 5.0)
+    s = load_settings(
+        DEV_CONFIG,
+        env={**ENV, "QES__CSC__SAD_LIFETIME_SECONDS": "60", "QES__CSC__MAX_SIGNATURES": "7"},
+    ).csc
+    assert (s.sad_lifetime.total_seconds(), s.max_signatures) == (60, 7)
+    for key, value, message in (
+        ("SAD_LIFETIME_SECONDS", "601", r"^csc\.sad_lifetime_seconds: must be between"),
+        ("MAX_SIGNATURES", "1001", r"^csc\.max_signatures: must be between 1 and server"),
+        ("MAX_ACTIVE_CREDENTIALS", "0", r"^csc\.max_active_credentials: must be between"),
+        ("SWEEP_INTERVAL_SECONDS", '"often"', r"^csc\.sweep_interval_seconds: expected a number"),
+        ("COLOUR", "1", r"^csc\.colour: unknown setting"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(DEV_CONFIG, env={**ENV, f"QES__CSC__{key}": value})

@@ -12,6 +12,38 @@ CREATE TABLE policy_rate_windows (
     PRIMARY KEY (token_issuer, token_subject, span)
 );
 
+-- Count one request of an identity in each of its windows, in one statement (one round trip):
+-- returns NULL, or the first span whose limit the request would pass, in which case nothing
+-- is counted (the block's savepoint is rolled back), so a refused request consumes nothing.
+CREATE FUNCTION policy_rate_take(
+    p_issuer text, p_subject text, p_spans text[], p_starts timestamptz[], p_limits integer[]
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    i integer;
+    n integer;
+    over text;
+BEGIN
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(p_spans, 1), 0) LOOP
+            INSERT INTO policy_rate_windows AS w
+                   (token_issuer, token_subject, span, starts_at, count)
+            VALUES (p_issuer, p_subject, p_spans[i], p_starts[i], 1)
+            ON CONFLICT (token_issuer, token_subject, span) DO UPDATE
+               SET count = CASE WHEN w.starts_at = EXCLUDED.starts_at THEN w.count + 1 ELSE 1 END,
+                   starts_at = EXCLUDED.starts_at
+            RETURNING w.count INTO n;
+            IF n > p_limits[i] THEN
+                over := p_spans[i];
+                RAISE EXCEPTION 'rate limit' USING ERRCODE = 'QR429';
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN SQLSTATE 'QR429' THEN
+        RETURN over;
+    END;
+    RETURN NULL;
+END;
+$$;
+
 -- Every administrative action (suspend / resume), append-only: the row an auditor recomputes
 -- the action's log entry from (ca.logentry kind 0x04).
 CREATE TABLE admin_actions (

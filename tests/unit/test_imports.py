@@ -1,0 +1,74 @@
+"""Every module imports on its own, and imports point inward (DESIGN.md, "Layout and the
+direction of imports": ``signer`` -> ``ca``, ``signer`` -> ``idp_adapter``, never back, and
+``ca`` and ``idp_adapter`` know nothing of each other)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("ca", "idp_adapter", "signer")
+
+
+def _modules(package: str) -> list[str]:
+    names = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def _imported(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_each_module_imports_in_a_fresh_interpreter() -> None:
+    """An import cycle shows only when a module is the first of its cycle to be imported, so
+    each module is imported first in a clean interpreter of its own."""
+    script = (
+        "import importlib, sys\n"
+        "failed = []\n"
+        "OURS = ('ca', 'idp_adapter', 'signer')\n"
+        "for name in sys.argv[1:]:\n"
+        "    for loaded in [m for m in sys.modules if m.split('.')[0] in OURS]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{name}: {type(exc).__name__}: {exc}')\n"
+        "print('\\n'.join(failed))\n"
+        "sys.exit(1 if failed else 0)\n"
+    )
+    modules = [m for package in PACKAGES for m in _modules(package) if m != "signer.__main__"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"), [("ca", {"signer", "idp_adapter"}), ("idp_adapter", {"signer", "ca"})]
+)
+def test_inner_packages_import_nothing_outward(package: str, forbidden: set[str]) -> None:
+    outward = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / package).rglob("*.py")
+        for name in _imported(path)
+        if name.split(".")[0] in forbidden
+    }
+    assert not outward
