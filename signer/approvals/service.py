@@ -253,7 +253,9 @@ class ApprovalService:
         identity's profiles; the request counts against the requester's rate limit now (and
         once more when it is signed)."""
         gate = self._signing.gate
-        decision = await self._signing.screen(principal, request, request_id=request_id)
+        decision = await self._signing.screen(
+            principal, request, request_id=request_id, approvals=True
+        )
         profile = request.profile or principal.default_profile
         if decision is not None:
             decision.check(principal, profile=profile, digests=len(request.digests))
