@@ -199,9 +199,6 @@ class ApprovalService:
         except PolicyRefusal:
             return None
 
-    def is_member(self, group: str, principal: Principal) -> bool:
-        return self._policy.is_member(group, principal)
-
     async def hold(
         self, principal: Principal, hold: Hold, requirement: Requirement, *, request_id: str
     ) -> Held:

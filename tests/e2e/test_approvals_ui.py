@@ -188,3 +188,32 @@ async def test_two_approvers_approve_in_the_browser_then_the_requester_collects(
         assert "Verification successful" in verified.stderr
     by = [d["by"] for d in done["approval"]["decisions"]]
     assert by == ["Dana Approver", "Erik Prüfer"]
+
+
+async def test_one_denial_in_the_browser_ends_the_request(
+    approvals_site: str, approvals_idp: RunningIdp, browser: Browser, artifacts: Path
+) -> None:
+    site, idp = approvals_site, approvals_idp
+    seal = await idp.client_token(SEAL_CLIENT, DEMO_SECRETS[SEAL_CLIENT])
+    digest = hashlib.sha256(b"wire transfer 1,000,000 EUR").digest()
+    code, held = await api("POST", f"{site}/api/v1/signatures", seal, {
+        "hash_algorithm": "sha256", "hashes": [base64.b64encode(digest).decode()],
+        "labels": ["Transfer order.pdf"], "reason": "Urgent transfer",
+    })  # fmt: skip
+    assert code == 202, held
+    context = await browser.new_context()
+    page = await context.new_page()
+    await log_in(page, site, idp, "fiona", f"/approvals/{held['id']}")
+    await expect(page.locator("#reason")).to_have_text("Urgent transfer")
+    await page.get_by_role("button", name="Deny").click()
+    await expect(page.locator("#status")).to_have_text("denied")
+    await expect(page.locator("#message")).to_contain_text("denied")
+    await page.screenshot(path=shot(artifacts / "approvals-fiona-denied.png"), full_page=True)
+    code, body = await api("GET", held["status_url"], seal)
+    assert code == 200 and body["status"] == "denied" and "signatures" not in body
+    code, problem = await api(
+        "POST", f"{held['status_url']}/approve",
+        await idp.user_token("dana", DEMO_PASSWORDS["dana"], "demo-web"),
+        {"digest_commitment": held["digest_commitment"]},
+    )  # fmt: skip
+    assert (code, problem["type"]) == (409, "/problems/approval-not-pending")
