@@ -110,17 +110,24 @@ async def list_page(request: web.Request, ui: ApprovalUi, session: UiSession) ->
     return render(request, "list.html", session=session, rows=rows)
 
 
-async def _detail(
-    request: web.Request, ui: ApprovalUi, session: UiSession, message: str | None = None
-) -> web.Response:
+@authenticated
+async def detail_page(request: web.Request, ui: ApprovalUi, session: UiSession) -> web.Response:
+    """One request; after a decision (``?decided=1``, the redirect of the form's POST) it says
+    what this approver's decision did."""
     assert session.principal is not None
     principal = principal_from_data(session.principal)
     req = await ui.service.visible(_id(request), principal)
-    decided = any(
-        (d.token_issuer, d.token_subject) == (principal.issuer, principal.subject)
+    own = [
+        d
         for d in req.decisions
-    )
+        if (d.token_issuer, d.token_subject) == (principal.issuer, principal.subject)
+    ]
     mine = (req.token_issuer, req.token_subject) == (principal.issuer, principal.subject)
+    message = None
+    if own and request.query.get("decided") == "1":
+        message = f"Your decision is recorded: {own[0].decision}; the request is {req.status}."
+        if own[0].decision == "approved":
+            message = f"You approved: {req.approvals} of {req.approvals_required}; {req.status}."
     return render(
         request,
         "detail.html",
@@ -128,19 +135,15 @@ async def _detail(
         r=req,
         documents=[(label, d.hex()) for label, d in zip(req.labels, req.digests, strict=True)],
         commitment=digest_commitment(req.digests),
-        can_decide=req.status == "pending" and not decided and not mine,
+        can_decide=req.status == "pending" and not own and not mine,
         message=message,
     )
 
 
 @authenticated
-async def detail_page(request: web.Request, ui: ApprovalUi, session: UiSession) -> web.Response:
-    return await _detail(request, ui, session)
-
-
-@authenticated
 async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> web.Response:
-    """The form's POST: CSRF token of this session, the commitment shown, approve or deny."""
+    """The form's POST: CSRF token of this session, the commitment shown, approve or deny;
+    then back to the request's page (POST/redirect/GET: a reload never posts again)."""
     form = await request.post()
     token, commitment, choice = (
         form.get("csrf"),
@@ -169,10 +172,8 @@ async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> we
         commitment=commitment,
         http_request_id=request[REQUEST_ID],
     )
-    message = f"Your decision is recorded: {req.status}."
-    if choice == "approve":
-        message = f"You approved. {req.approvals} of {req.approvals_required}; now {req.status}."
-    return await _detail(request, ui, session, message)
+    location = f"/approvals/{req.id}?decided=1"
+    return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
 
 
 async def login(request: web.Request) -> web.StreamResponse:
