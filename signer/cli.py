@@ -765,13 +765,17 @@ def cmd_audit_purge(args: argparse.Namespace) -> int:
 
 async def _audit_subject(settings: Any, subject: str, issuer: str | None) -> Any:
     from signer import retention
+    from signer.backfill import backfill
+    from signer.storage.backfill import BackfillStore
     from signer.storage.retention import RetentionStore
     from signer.translog import load_privacy_key
 
     key = load_privacy_key(settings)
     pool = await _pool(settings)
     try:
-        return await retention.find_subject(RetentionStore(pool), key, subject, issuer)
+        await backfill(BackfillStore(pool), key)  # older entries into the subject index first
+        issuers = sorted({i.issuer for i in settings.issuers})
+        return await retention.find_subject(RetentionStore(pool), key, subject, issuer, issuers)
     finally:
         await pool.close()
 
@@ -981,7 +985,7 @@ def parser() -> argparse.ArgumentParser:
         asub.add_parser("subject", help="data-subject request: a person's records and entries")
     )
     subject.add_argument("--subject", required=True, help="token subject (sub)")
-    subject.add_argument("--issuer", help="token issuer (iss)")
+    subject.add_argument("--issuer", help="token issuer (iss); default: every configured issuer")
     subject.add_argument("--json", action="store_true", help="machine-readable output")
     subject.set_defaults(func=cmd_audit_subject)
 

@@ -263,6 +263,20 @@ _ENTRY_PAGE = {
                     "profile": {"type": ["string", "null"]},
                     "reason": {"type": ["string", "null"]},
                     "purged": {"type": "boolean"},
+                    "signature_format": {
+                        "type": ["string", "null"],
+                        "description": "raw, cades or pades (entry version 2)",
+                    },
+                    "claimed_issuer": {
+                        "type": ["string", "null"],
+                        "description": "refusal before authentication: the iss the token"
+                        " claimed, UNVERIFIED (only when it names a trusted issuer)",
+                    },
+                    "suppressed": {
+                        "type": "integer",
+                        "description": "reason refusals-suppressed: how many rate-limited"
+                        " refusals this aggregate entry stands for (else 0)",
+                    },
                 },
             },
         },

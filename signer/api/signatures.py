@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from signer.api.auth import authenticate
 from signer.api.problems import (
     IdempotencyInProgress,
     IdempotencyMismatch,
@@ -31,6 +30,7 @@ from signer.api.problems import (
     UnsupportedMediaType,
     WrongDigestLength,
 )
+from signer.api.refused import authenticate_signing
 from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.api.translog import proof_url
 from signer.config import DIGEST_SIZES
@@ -107,22 +107,34 @@ def render_result(result: SignatureResult, public_url: str) -> Mapping[str, Any]
     }
 
 
+async def _read(request: web.Request, max_digests: int) -> tuple[Any, SignatureRequest]:
+    body = await read_json(request)
+    return body, parse_signature_request(body, max_digests=max_digests)
+
+
 async def create_signatures(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
     settings = services.settings.server
-    body = await read_json(request)
-    sign_request = parse_signature_request(body, max_digests=settings.max_digests)
-    principal = await authenticate(request)  # after parsing: a bad body never burns a jti
+    # The body first: a bad body never burns a jti. A refusal at either step is logged.
+    (body, sign_request), principal = await authenticate_signing(
+        request, lambda: _read(request, settings.max_digests), lambda parsed: parsed[1]
+    )
     idem = _idempotency_key(request, principal.issuer, principal.subject, body)
     if idem is not None:
         claim = await services.records.claim_idempotency(idem, services.clock())
         if claim.outcome is IdempotencyOutcome.REPLAY:
             replay = with_proof_url(claim.response or {}, settings.public_url)
             return web.json_response(replay, headers={"Idempotent-Replayed": "true"})
-        if claim.outcome is IdempotencyOutcome.MISMATCH:
-            raise IdempotencyMismatch()
-        if claim.outcome is IdempotencyOutcome.IN_PROGRESS:
-            raise IdempotencyInProgress()
+        if claim.outcome is not IdempotencyOutcome.NEW:
+            refused = (
+                IdempotencyMismatch()
+                if claim.outcome is IdempotencyOutcome.MISMATCH
+                else IdempotencyInProgress()
+            )
+            await services.signing.log_refusal(
+                principal, sign_request, request[REQUEST_ID], refused
+            )
+            raise refused
     try:
         _, response = await services.signing.sign(
             principal,
