@@ -82,8 +82,26 @@ async def _init(settings: Any, force: bool) -> str:
     return "\n".join(lines)
 
 
+def warn_derived_origin(settings: Any) -> None:
+    """A structlog warning when ``log.origin`` was derived from ``server.public_url``.
+
+    The origin names the log in every checkpoint and is the log key's note name (C2SP
+    tlog-checkpoint): once checkpoints are published it must never change, while a public URL
+    does (a new host name, a port, a proxy). Production sets ``[log] origin`` explicitly."""
+    if settings.log.origin_derived:
+        import structlog
+
+        structlog.get_logger("signer.cli").warning(
+            "log_origin_derived",
+            origin=settings.log.origin,
+            advice="set [log] origin (QES__LOG__ORIGIN) explicitly and never change it:"
+            " checkpoints signed under one origin do not verify under another",
+        )
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    warn_derived_origin(settings)
     print(asyncio.run(_init(settings, args.force)))
     return 0
 
@@ -100,11 +118,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for signum in _STOP_SIGNALS:  # from the first moment: a stop during start-up is honoured
         signal.signal(signum, _note_stop)
     settings = _settings(args)
-    if settings.server.workers > 1 and not args.single:
-        return _supervise(args, settings.server.workers)
     from signer.logging import configure
 
     configure(settings.server.log_format)
+    if not args.single:  # once per `qes serve`, not once per worker
+        warn_derived_origin(settings)
+    if settings.server.workers > 1 and not args.single:
+        return _supervise(args, settings.server.workers)
     asyncio.run(_serve(settings))
     return 0
 
