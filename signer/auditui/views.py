@@ -24,7 +24,7 @@ from aiohttp import web
 from cryptography import x509
 
 from idp_adapter.errors import IdpError
-from signer.api.certificates import decode_cursor, encode_cursor
+from signer.api.certificates import decode_cursor, email_notice, encode_cursor
 from signer.api.problems import translate
 from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.auditui import export as exports
@@ -173,7 +173,12 @@ def authenticated(handler: PageHandler) -> Callable[[web.Request], Awaitable[web
 
 @authenticated
 async def search_page(request: web.Request, ui: AuditUi, session: UiSession) -> web.Response:
-    context: dict[str, Any] = {"session": session, "statuses": STATUSES, "error": None}
+    context: dict[str, Any] = {
+        "session": session,
+        "statuses": STATUSES,
+        "error": None,
+        "email_notice": None,
+    }
     try:
         search = parse_search(request.query)
         cursor = request.query.get("cursor")
@@ -189,6 +194,8 @@ async def search_page(request: web.Request, ui: AuditUi, session: UiSession) -> 
     rows = await ui.records.search(search.filter, limit=PAGE_SIZE + 1, after=after)
     page = rows[:PAGE_SIZE]
     as_of = ui.clock().isoformat()
+    if search.filter.email is not None and (before := await ui.records.emails_unknown_before()):
+        context["email_notice"] = email_notice(before)
     context.update(
         values=search.values,
         rows=page,

@@ -446,6 +446,16 @@ class RecordStore:
             record_from_row(row), time_stamps=tuple(bytes(t["token"]) for t in tokens)
         )
 
+    async def emails_unknown_before(self) -> datetime | None:
+        """Records created before this time may still lack their e-mail column (records made
+        before it existed: :mod:`signer.backfill` reads it from their certificates); None
+        once that has run, so an e-mail search is complete."""
+        async with guard("read e-mail backfill state"):
+            row = await self._pool.fetchrow(
+                "SELECT emails_before, emails_done FROM log_backfill WHERE id = 1"
+            )
+        return None if row is None or row["emails_done"] else row["emails_before"]
+
     async def search(
         self, f: RecordFilter, *, limit: int, after: Cursor | None = None
     ) -> Sequence[SigningRecord]:
