@@ -15,7 +15,7 @@ CREATE INDEX log_entries_subject ON log_entries (subject_key) WHERE subject_key 
 -- data-subject lookup recomputes those for this fixed, never-growing range (every later entry
 -- is found through the index). `emails_before`: records created before this migration may
 -- lack their e-mail column; signer.backfill fills it from the certificate's subjectAltName
--- and then sets `emails_done`.
+-- and then sets `emails_done`. A database with nothing to backfill starts out done.
 CREATE TABLE log_backfill (
     id                      integer PRIMARY KEY CHECK (id = 1),
     legacy_refusals_below   bigint NOT NULL CHECK (legacy_refusals_below >= 0),
@@ -23,7 +23,11 @@ CREATE TABLE log_backfill (
     emails_before           timestamptz NOT NULL DEFAULT now(),
     emails_done             boolean NOT NULL DEFAULT false
 );
-INSERT INTO log_backfill (id, legacy_refusals_below) SELECT 1, size FROM log_state;
+INSERT INTO log_backfill (id, legacy_refusals_below, subject_keys_done, emails_done)
+SELECT 1, size, size = 0,
+       NOT EXISTS (SELECT 1 FROM signing_records
+                    WHERE email IS NULL AND octet_length(certificate) > 0)
+  FROM log_state;
 
 -- Rate limit of refusals logged before authentication (signer.refusals): per window, per
 -- source (a keyed hash of the client address) and for all sources together (source = '').
