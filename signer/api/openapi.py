@@ -217,6 +217,11 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
                     "items": {"$ref": "#/components/schemas/CertificateRecord"},
                 },
                 "next_cursor": {"type": ["string", "null"]},
+                "notice": {
+                    "type": "string",
+                    "description": "with an e-mail filter, while records made before the"
+                    " e-mail column still lack it: which ones may be missing",
+                },
             },
         },
     }
