@@ -9,6 +9,9 @@
 -- appended before this column existed and not yet backfilled (signer.backfill).
 ALTER TABLE log_entries ADD COLUMN subject_key bytea;
 CREATE INDEX log_entries_subject ON log_entries (subject_key) WHERE subject_key IS NOT NULL;
+-- The audit UI lists refused requests newest first (outcome "refused"), without reading the
+-- issuance entries in between.
+CREATE INDEX log_entries_refusals ON log_entries (idx) WHERE kind = 'refusal';
 
 -- One row of backfill bookkeeping. Refusal entries below `legacy_refusals_below` were appended
 -- before subject_key existed: their identifiers are only per-entry commitments, so a
