@@ -30,7 +30,14 @@ from datetime import UTC, datetime
 
 import structlog
 
-from ca.logentry import SUPPRESSED_REASON, PrivacyKey, RefusalEntry, Requester, RequestSummary
+from ca.logentry import (
+    SUPPRESSED_REASON,
+    LogEntryError,
+    PrivacyKey,
+    RefusalEntry,
+    Requester,
+    RequestSummary,
+)
 from signer.config import LogSettings
 from signer.errors import DatabaseUnavailable, SignerError
 from signer.storage.refusals import ClosedWindow, RefusalStore
@@ -81,18 +88,20 @@ class RefusalLog:
         log is unreachable (the refusal stands either way; that failure goes to the log)."""
         at = self._clock()
         address = refused.client_address or UNKNOWN_ADDRESS
-        entry = RefusalEntry(
-            record_id=str(uuid.uuid4()),
-            request_id=refused.request_id,
-            refused_at=at,
-            requester=Requester(None, None, None),
-            request=RequestSummary(refused.profile, None, refused.hash_algorithm, refused.digests),
-            reason=refused.reason,
-            claimed_issuer=refused.claimed_issuer,
-            client_address=address,
-            signature_format=refused.signature_format,
-        )
         try:
+            entry = RefusalEntry(
+                record_id=str(uuid.uuid4()),
+                request_id=refused.request_id,
+                refused_at=at,
+                requester=Requester(None, None, None),
+                request=RequestSummary(
+                    refused.profile, None, refused.hash_algorithm, refused.digests
+                ),
+                reason=refused.reason,
+                claimed_issuer=refused.claimed_issuer,
+                client_address=address,
+                signature_format=refused.signature_format,
+            )
             return await self._store.admit(
                 source=source_index(self._key, address),
                 address=address,
@@ -101,7 +110,7 @@ class RefusalLog:
                 total=self._settings.refusals_total,
                 entry=entry.encode(self._key),
             )
-        except DatabaseUnavailable as exc:
+        except (DatabaseUnavailable, LogEntryError) as exc:  # the refusal stands regardless
             log.error("refusal_not_logged", reason=refused.reason, error=str(exc))
             return None
 

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from ca.profiles import Level
 from idp_adapter.errors import IdentityNotAllowed, InvalidToken
 from idp_adapter.principal import Principal
 from signer.api.auth import authenticate
@@ -24,6 +25,9 @@ from signer.refusals import RefusalLog, Refused
 
 T = TypeVar("T")
 REFUSAL_LOG = web.AppKey("refusal_log", RefusalLog)
+#: An unauthenticated request's profile enters the log only when it names a real one: no text
+#: an anonymous caller chose goes into the log.
+PROFILES = frozenset(level.value for level in Level)
 
 
 def refusal_reason(exc: BaseException) -> str | None:
@@ -62,7 +66,7 @@ async def log_refusal(
             reason=reason,
             client_address=request.remote,
             claimed_issuer=claimed,
-            profile=asked.profile if asked else None,
+            profile=asked.profile if asked and asked.profile in PROFILES else None,
             hash_algorithm=asked.hash_algorithm if asked else None,
             digests=asked.digests if asked else (),
             signature_format=asked.format if asked else None,

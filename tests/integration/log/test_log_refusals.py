@@ -156,6 +156,14 @@ async def test_refusals_before_authentication_are_logged_and_searchable(
     assert by_reason["wrong-digest-length"][1]["digest_count"] == struct.pack(">Q", 0)
     assert by_reason["token.malformed"][1]["signature_format"] == b"pades"  # the PDF upload
 
+    # Text an anonymous caller chose never enters the log: a profile is kept only when real.
+    mark = await _log_size(database_url)
+    for profile in ("", "evil-profile", "qualified"):
+        resp = await client.post("/api/v1/signatures", json=body(digest, profile=profile))
+        assert resp.status == 401
+    profiles = [f["profile"] for _, f, _ in await _entries(database_url, mark)]
+    assert profiles == [b"", b"", b"qualified"]
+
     # The auditors' log search shows them as refused, with the reason.
     checkpoint = await client.post("/api/v1/log/checkpoints", headers=api_headers(auditor_token))
     assert checkpoint.status in (200, 201)
