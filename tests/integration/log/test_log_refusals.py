@@ -270,3 +270,37 @@ async def test_per_source_and_all_sources_limits_add_up(
     )
     assert counts == [(1, True)] * 25 + [(15, False)]
     assert 50 + sum(c for c, _ in counts) == 90
+
+
+async def test_refusals_after_authentication_name_who_asked(
+    client: TestClient, batch_token: str, database_url: str
+) -> None:
+    """An Idempotency-Key reused with another body, or malformed, is refused after the token
+    verified: logged unlimited, with the verified identity (and its subject index)."""
+    key = {"Idempotency-Key": f"refusal-test-{os.urandom(4).hex()}"}
+    first = await client.post(
+        "/api/v1/signatures", json=body(os.urandom(32)), headers=api_headers(batch_token, **key)
+    )
+    assert first.status == 201
+    start = await _log_size(database_url)
+    other = await client.post(
+        "/api/v1/signatures", json=body(os.urandom(32)), headers=api_headers(batch_token, **key)
+    )
+    assert other.status == 422
+    bad_key = api_headers(batch_token, **{"Idempotency-Key": "x" * 300})
+    malformed = await client.post("/api/v1/signatures", json=body(os.urandom(32)), headers=bad_key)
+    assert malformed.status == 422
+    logged = await _entries(database_url, start)
+    assert [f["reason"] for _, f, _ in logged] == [b"idempotency-key-reused", b"invalid-request"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        keys = await conn.fetch(
+            "SELECT subject_key FROM log_entries WHERE idx = ANY($1::bigint[])",
+            [idx for idx, _, _ in logged],
+        )
+    finally:
+        await conn.close()
+    for _, fields, _ in logged:
+        assert fields["issuer_name"] == b"demo_organisations" and fields["claimed_issuer"] == b""
+        assert len(fields["token_subject"]) == 32  # a commitment to the verified subject
+    assert all(r["subject_key"] is not None for r in keys)
