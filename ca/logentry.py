@@ -319,7 +319,9 @@ def _check_requester(requester: object, *, required: bool) -> None:
 class _Writer:
     """Collects one entry's fields and checks they come in the kind's table order."""
 
-    def __init__(self, kind: EntryKind, key: PrivacyKey, record_id: str, version: int) -> None:
+    def __init__(
+        self, kind: EntryKind, key: PrivacyKey, record_id: str, version: int = ENTRY_VERSION
+    ) -> None:
         if not isinstance(key, PrivacyKey):
             raise LogEntryError("key: must be a PrivacyKey")
         table = _table(version, kind)
@@ -363,7 +365,7 @@ class _Writer:
 
 
 def _start(
-    kind: EntryKind, key: PrivacyKey, record_id: str, request_id: str, version: int
+    kind: EntryKind, key: PrivacyKey, record_id: str, request_id: str, version: int = ENTRY_VERSION
 ) -> _Writer:
     _text(record_id, "record_id")
     writer = _Writer(kind, key, record_id, _version(version))
