@@ -101,7 +101,6 @@ def warn_derived_origin(settings: Any) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    warn_derived_origin(settings)
     print(asyncio.run(_init(settings, args.force)))
     return 0
 
