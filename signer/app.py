@@ -23,8 +23,10 @@ from idp_adapter.registry import IssuerRegistry
 from signer import auditui, webflow
 from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
+from signer.api.refused import REFUSAL_LOG
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
+from signer.backfill import backfill_quietly
 from signer.config import Settings
 from signer.csc import api as csc_api
 from signer.csc import oauth2_setup as csc_oauth2
@@ -32,11 +34,14 @@ from signer.csc.service import CscService
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
+from signer.refusals import RefusalLog
 from signer.storage.authority import CaCertificateStore
+from signer.storage.backfill import BackfillStore
 from signer.storage.csc import CscStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
+from signer.storage.refusals import RefusalStore
 from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.translog import LogPublisher, load_privacy_key
 
@@ -117,6 +122,9 @@ def _resources(
             records = RecordStore(pool)
             log_store = LogStore(pool, settings.log.origin)
             publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
+            app[REFUSAL_LOG] = refusal_log = RefusalLog(
+                store=RefusalStore(pool), key=privacy_key, settings=settings.log, clock=clock
+            )
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
                 signing = SigningService(
@@ -182,13 +190,19 @@ def _resources(
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
                 integrator = asyncio.create_task(publisher.run())
                 sweeper = asyncio.create_task(csc.run_sweeper())
+                refusal_windows = asyncio.create_task(refusal_log.run())
+                backfiller = asyncio.create_task(backfill_quietly(BackfillStore(pool), privacy_key))
                 try:
                     yield
                 finally:
                     purger.cancel()
                     integrator.cancel()
                     sweeper.cancel()
-                    await asyncio.gather(sweeper, return_exceptions=True)
+                    refusal_windows.cancel()
+                    backfiller.cancel()
+                    await asyncio.gather(
+                        sweeper, refusal_windows, backfiller, return_exceptions=True
+                    )
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
                     await asyncio.gather(integrator, return_exceptions=True)

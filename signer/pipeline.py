@@ -51,7 +51,7 @@ from signer.formats.cms import cades_b_t, pades_b_t
 from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
 from signer.storage.records import Completion, IdempotencyKey, IssuedRecord, RecordStore
 from signer.timestamping import TimeStampSource, checked
-from signer.translog import issuance_entry, refusal_entry
+from signer.translog import issuance_entry, refusal_entry, subject_index
 
 log = structlog.get_logger(__name__)
 
@@ -230,7 +230,7 @@ class SigningService:
         try:
             level, subject = self.authorize(principal, request.profile)
         except (ProfileNotAllowed, SubjectNotIssuable) as exc:
-            await self._log_refusal(principal, request, request_id, exc)
+            await self.log_refusal(principal, request, request_id, exc)
             raise
         if self._queue is None:
             raise HsmUnavailable("the signing service is not running")
@@ -248,11 +248,12 @@ class SigningService:
         self._queue.put_nowait(job)
         return await job.future
 
-    async def _log_refusal(
+    async def log_refusal(
         self, principal: Principal, request: SignatureRequest, request_id: str, exc: RequestError
     ) -> None:
-        """Append the refusal entry (who asked, what, why); a refusal stands even when the
-        log is unreachable, so that failure is only logged."""
+        """Append the refusal entry of an authenticated request (who asked, what, why) with
+        its subject index; a refusal stands even when the log is unreachable, so that failure
+        is only logged. (Requests refused before authentication: :mod:`signer.refusals`.)"""
         entry = refusal_entry(
             principal,
             record_id=str(uuid.uuid4()),
@@ -262,9 +263,13 @@ class SigningService:
             hash_algorithm=request.hash_algorithm,
             digests=request.digests,
             reason=exc.slug,
+            signature_format=request.format,
         )
         try:
-            await self._records.refuse(entry.encode(self._privacy_key))
+            await self._records.refuse(
+                entry.encode(self._privacy_key),
+                subject_index(self._privacy_key, principal.issuer, principal.subject),
+            )
         except DatabaseUnavailable:
             log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
 
@@ -487,7 +492,9 @@ class SigningService:
                             signed_count=len(result.signatures),
                             failure=None,
                             certificate=result.certificate,
+                            time_stamps=result.time_stamps,
                         ).encode(key),
+                        subject_key=subject_index(key, job.principal.issuer, job.principal.subject),
                     )
                     for job, result, response in done
                 ]
@@ -543,6 +550,9 @@ class SigningService:
                 destruction=destruction,
                 at=at,
                 entry=entry.encode(self._privacy_key),
+                subject_key=subject_index(
+                    self._privacy_key, record.token_issuer, record.token_subject
+                ),
             )
         except DatabaseUnavailable:
             log.error("failure_not_recorded", record_id=str(job.record_id))

@@ -395,8 +395,12 @@ class WebSigning:
         except (CodeExchangeFailed, InvalidToken) as exc:  # e.g. a code from another flow
             raise SignerLoginFailed(f"code or ID token refused: {exc}") from exc
         req = await self._pending(flow.request_id)
-        self.check_signer(req, principal)
-        self._signing.authorize(principal, req.profile)  # refuses before any consent is shown
+        try:
+            self.check_signer(req, principal)
+            self._signing.authorize(principal, req.profile)  # refuses before any consent
+        except RequestError as exc:  # a refused request: in the log, with who asked (issue 5)
+            await self._log_refusal(req, principal, exc)
+            raise
         session_id = self._random(32)
         session = ConsentSession(
             request_id=req.id,
@@ -407,6 +411,12 @@ class WebSigning:
         await self._requests.create_session(digest(session_id), session)
         log.info("signer_logged_in", id=str(req.id), subject=principal.subject, acr=principal.acr)
         return Consenting(session_id, req.id)
+
+    async def _log_refusal(self, req: StoredRequest, signer: Principal, exc: RequestError) -> None:
+        fmt = cast(SignatureFormat, req.format)
+        order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile, format=fmt)
+        as_rp = dataclasses.replace(signer, client_id=req.client_id)
+        await self._signing.log_refusal(as_rp, order, str(req.id), exc)
 
     async def idp_refused(self, flow_id: str | None, state: str | None, error: str) -> Decision:
         """The IdP answered with ``error`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6) for the flow
