@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -295,7 +296,8 @@ async def test_refusals_sign_nothing(
 ) -> None:
     """SAD used twice; hashes not authorized; more signatures than authorized; another user's
     credential; unsupported signAlgo; missing SAD: each refused with CSC's error body, the
-    record still 'issued' (or, after the one good use, 'completed' once), each refusal logged."""
+    record still 'issued' (or, after the one good use, 'completed' once), each refusal logged
+    (by the service with the requester, or by the edge when refused before the service)."""
     one, two = digest_of(b"authorized"), digest_of(b"never authorized")
     credential_id = await csc.new_credential(alice_token)
     sad = await csc.authorize(alice_token, credential_id, [one])
@@ -311,9 +313,9 @@ async def test_refusals_sign_nothing(
             sad,
             [one],
             {"signAlgo": "1.2.840.113549.1.1.11"},
-            "",
+            "csc-unsupported-sign-algo",
         ),
-        ("no SAD", alice_token, None, [one], {}, ""),
+        ("no SAD", alice_token, None, [one], {}, "csc-sad-missing"),
         ("unknown SAD", alice_token, "qcsc_not-a-sad", [one], {}, "csc-invalid-sad"),
     ]
     logged = []
@@ -323,8 +325,7 @@ async def test_refusals_sign_nothing(
         assert body["error"] == "invalid_request" and body["error_description"], (what, body)
         record = await csc.record(credential_id)
         assert (record["state"], record["status"]) == ("active", "issued"), what
-        if reason:
-            logged.append(reason)
+        logged.append(reason)
     refusals = [f["reason"].decode() for k, f in await csc.entries_since(size) if k == "refusal"]
     assert refusals == logged
 
@@ -471,6 +472,38 @@ async def test_bad_requests_get_csc_errors(csc: Csc, batch_token: str) -> None:
         "credentials/authorize", batch_token, {"credentialID": "x", "numSignatures": 1}, "v2"
     )
     assert status == 400 and body["error_description"] == "Invalid parameter hashes", body
+
+
+async def test_refusals_before_the_service_are_logged(
+    aiohttp_client: Callable[..., Any],
+    settings: Any,
+    ca_ready: None,
+    batch_token: str,
+    database_url: str,
+) -> None:
+    """Issue 5, "every refused request": a CSC call that creates, authorizes or uses a key and
+    is refused at the edge (no or bad token, bad parameters) is a refusal entry; reading
+    ``info`` is not a signing request and is not logged. (Own app: limits high enough that the
+    refusals of the module's other tests in this window cannot suppress these.)"""
+    from signer.app import create_app
+
+    log_settings = dataclasses.replace(settings.log, refusals_per_source=100_000)
+    app = create_app(dataclasses.replace(settings, log=log_settings))
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
+        csc = Csc(await aiohttp_client(app), Clock(), app, pool)
+        size = await csc.log_size()
+        assert (await csc.call("credentials/list", None, {}))[0] == 401
+        bad_count = {"credentialID": "x", "numSignatures": 2, "hash": b64s([os.urandom(32)])}
+        sign = {**bad_count, "SAD": "x", "signAlgo": "1.2.840.10045.4.3.2"}
+        assert (await csc.call("signatures/signHash", "not-a-jwt", sign))[0] == 401
+        assert (await csc.call("credentials/authorize", batch_token, bad_count))[0] == 400
+        assert (await csc.call("credentials/info", None, {"credentialID": "x"}))[0] == 401
+        logged = await csc.entries_since(size)
+    assert [(kind, f["reason"].decode()) for kind, f in logged] == [
+        ("refusal", "csc-invalid-token"),
+        ("refusal", "token.malformed"),
+        ("refusal", "csc-invalid-parameter"),
+    ]
 
 
 async def _use_up(csc: Csc, token: str, credential_id: str) -> None:
