@@ -634,3 +634,31 @@ async def test_sweeper_ends_a_credential_whose_signer_died(
     assert (record["state"], record["end_reason"]) == ("destroyed", "failed")
     assert (record["status"], record["failure"]) == ("failed", "csc-signing-interrupted")
     assert not any(credential_id in label for label in token_labels(softhsm_token))
+
+
+async def test_ended_credentials_are_pruned_after_a_day_and_their_records_stay(
+    csc: Csc, batch_token: str
+) -> None:
+    """Data minimisation: the credential and SAD rows of a credential that ended more than
+    KEEP_ENDED ago are deleted by the sweeper; the signing record (the audit trail) stays."""
+    from signer.csc.api import CSC
+    from signer.csc.service import KEEP_ENDED
+
+    credential_id = await csc.new_credential(batch_token)
+    await _use_up(csc, batch_token, credential_id)
+    record_id = (await csc.record(credential_id))["id"]
+    await csc.app[CSC].sweep_logged()
+    assert await csc.pool.fetchval(
+        "SELECT count(*) FROM csc_credentials WHERE id=$1", credential_id
+    )
+    csc.clock.offset = KEEP_ENDED + timedelta(seconds=1)
+    await csc.app[CSC].sweep_logged()
+    for table in ("csc_credentials", "csc_authorizations"):
+        column = "id" if table == "csc_credentials" else "credential_id"
+        left = await csc.pool.fetchval(
+            f"SELECT count(*) FROM {table} WHERE {column}=$1",  # noqa: S608 - fixed names
+            credential_id,
+        )
+        assert left == 0, table
+    status = await csc.pool.fetchval("SELECT status FROM signing_records WHERE id=$1", record_id)
+    assert status == "completed"
