@@ -243,6 +243,19 @@ class CscService:
             principal, client_id=principal.client_id, profile=profile, digests=digests
         )
 
+    async def screen_signer(
+        self, principal: Principal, client_id: str, digests: int, request_id: str
+    ) -> None:
+        """The v2 OAuth2 credential flow, after the owner's login: the kill switch and the
+        policy's rule for this signer and client (profile, digest count, acr, approvals); a
+        refusal is logged as a refusal entry before it is raised."""
+        as_client = dataclasses.replace(principal, client_id=client_id)
+        try:
+            self._screen(as_client, digests=digests)
+        except PolicyRefusal as exc:
+            await self._refuse(_requester(as_client), principal.subject_type, None, request_id, exc)
+            raise
+
     # -- credentials/info ------------------------------------------------------------------------
 
     async def credential(self, principal: Principal, credential_id: str) -> Credential:
