@@ -13,7 +13,7 @@ Encoding (this is the specification an external auditor implements)::
     entry  = magic version kind field*
     magic  = "qes-log-entry"                   13 ASCII bytes
     version= 0x02 (written now) | 0x01 (older entries, still valid)      1 byte
-    kind   = 0x01 issuance | 0x02 refusal      1 byte
+    kind   = 0x01 issuance | 0x02 refusal | 0x04 administrative action   1 byte
     field  = u8(len(name)) name u32(len(value)) value
                                                name: ASCII; u8/u32/u64 are unsigned big-endian
 
@@ -77,6 +77,16 @@ Refusal, version 1: ``privacy_key_id``, ``record_id``, ``request_id``, ``refused
 ``profile``?, ``subject_type``?, ``hash_algorithm``?, ``digest_count``, ``digests_sha256``,
 ``reason``, types as above.
 
+Administrative action (kind 0x04, version 2; a kill-switch suspend or resume):
+``privacy_key_id`` text,
+``record_id`` text (the action's id), ``request_id`` text, ``acted_at`` time, ``action`` text
+(``suspend`` | ``resume``), ``scope`` text (``identity`` | ``client`` | ``all``),
+``actor_issuer`` text? (``iss`` of the administrator's token; absent for the operator's CLI),
+``actor_subject`` commit (the administrator's ``sub``, or ``cli:<user>``), ``token_issuer``
+text? and ``token_subject`` commit? (the identity acted on, scope ``identity`` only),
+``client_id`` commit? (scope ``client`` only), ``reason`` commit? (free text, so committed:
+it may name people).
+
 The log leaf is ``SHA-256(0x00 || entry)`` (:func:`ca.merkle.leaf_hash`). Pure: no I/O.
 """
 
@@ -97,6 +107,7 @@ __all__ = [
     "ENTRY_VERSION",
     "ENTRY_VERSIONS",
     "SUPPRESSED_REASON",
+    "AdminActionEntry",
     "EntryKind",
     "IssuanceEntry",
     "LogEntryError",
@@ -135,6 +146,7 @@ class EntryKind(enum.IntEnum):
 
     ISSUANCE = 1
     REFUSAL = 2
+    ADMIN = 4
 
 
 _ISSUANCE_FIELDS = (
@@ -151,7 +163,15 @@ _REFUSAL_FIELDS = (
     "subject_type", "hash_algorithm", "signature_format", "digest_count", "digests_sha256",
     "reason", "suppressed",
 )  # fmt: skip
-_FIELDS = {EntryKind.ISSUANCE: _ISSUANCE_FIELDS, EntryKind.REFUSAL: _REFUSAL_FIELDS}
+_ADMIN_FIELDS = (
+    "privacy_key_id", "record_id", "request_id", "acted_at", "action", "scope", "actor_issuer",
+    "actor_subject", "token_issuer", "token_subject", "client_id", "reason",
+)  # fmt: skip
+_FIELDS = {
+    EntryKind.ISSUANCE: _ISSUANCE_FIELDS,
+    EntryKind.REFUSAL: _REFUSAL_FIELDS,
+    EntryKind.ADMIN: _ADMIN_FIELDS,
+}
 #: Version 1 (the first entries of a log): the same kinds without the version-2 fields.
 _V2_ONLY = frozenset(
     {"signature_format", "time_stamp_count", "time_stamps_sha256", "claimed_issuer",
@@ -164,7 +184,8 @@ _V1_FIELDS = {
 
 
 def _table(version: int, kind: EntryKind) -> tuple[str, ...] | None:
-    """The field names of ``kind`` in ``version``, or None when that pair does not exist."""
+    """The field names of ``kind`` in ``version``, or None when that pair does not exist
+    (administrative actions exist from version 2 on)."""
     if version == 1:
         return _V1_FIELDS.get(kind)
     return _FIELDS.get(kind) if version == ENTRY_VERSION else None
@@ -518,6 +539,63 @@ class RefusalEntry:
         w.add_digests(self.request)
         w.add("reason", _text(self.reason, "reason"))
         w.add("suppressed", _u64(self.suppressed))
+        return w.finish()
+
+
+@dataclass(frozen=True)
+class AdminActionEntry:
+    """An administrative action: an administrator suspended or resumed an identity
+    (``token_issuer`` + ``token_subject``), an RP client (``client_id``) or the whole signer.
+
+    Exactly the target fields of the ``scope`` are given. ``actor_subject`` is who acted (the
+    ``sub`` of an admin token from ``actor_issuer``, or ``cli:<user>`` for the operator's
+    command); it, the target's ``sub``, the client id and the free-text ``reason`` enter the
+    entry only as commitments.
+    """
+
+    record_id: str
+    request_id: str
+    acted_at: datetime
+    action: str
+    scope: str
+    actor_issuer: str | None
+    actor_subject: str
+    token_issuer: str | None = None
+    token_subject: str | None = None
+    client_id: str | None = None
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ("suspend", "resume"):
+            raise LogEntryError("action: must be 'suspend' or 'resume'")
+        targets = {
+            "identity": self.token_issuer is not None and self.token_subject is not None,
+            "client": self.client_id is not None,
+        }
+        if self.scope not in ("identity", "client", "all"):
+            raise LogEntryError("scope: must be 'identity', 'client' or 'all'")
+        for scope, given in targets.items():
+            if given != (self.scope == scope):
+                raise LogEntryError(f"scope {self.scope}: target fields do not match the scope")
+        if self.scope != "identity" and (self.token_issuer or self.token_subject):
+            raise LogEntryError(f"scope {self.scope}: no identity may be given")
+        _time(self.acted_at, "acted_at")
+        _text(self.actor_subject, "actor_subject")
+        for name in ("actor_issuer", "token_issuer", "token_subject", "client_id", "reason"):
+            _text(getattr(self, name), name, optional=True)
+
+    def encode(self, key: PrivacyKey) -> bytes:
+        """The canonical entry bytes (module docstring, kind 0x04)."""
+        w = _start(EntryKind.ADMIN, key, self.record_id, self.request_id)
+        w.add("acted_at", _time(self.acted_at, "acted_at"))
+        w.add("action", _text(self.action, "action"))
+        w.add("scope", _text(self.scope, "scope"))
+        w.add("actor_issuer", _text(self.actor_issuer, "actor_issuer", optional=True))
+        w.commit("actor_subject", self.actor_subject)
+        w.add("token_issuer", _text(self.token_issuer, "token_issuer", optional=True))
+        w.commit("token_subject", self.token_subject, optional=True)
+        w.commit("client_id", self.client_id, optional=True)
+        w.commit("reason", self.reason, optional=True)
         return w.finish()
 
 

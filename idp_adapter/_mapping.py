@@ -43,15 +43,19 @@ def _check_required(settings: IssuerSettings, claims: Mapping[str, Any]) -> None
 
 
 def _roles(settings: IssuerSettings, claims: Mapping[str, Any]) -> frozenset[str]:
+    return _string_set(claims, settings.roles_claim)
+
+
+def _string_set(claims: Mapping[str, Any], path: str) -> frozenset[str]:
     """A JSON array of strings, or one space-separated string (as OAuth ``scope``)."""
-    value = lookup(claims, settings.roles_claim)
+    value = lookup(claims, path)
     if value is MISSING or value is None:
         return frozenset()
     if isinstance(value, str):
         return frozenset(value.split())
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return frozenset(value)
-    raise IdentityNotAllowed(f"claim {settings.roles_claim!r} must be a list of strings")
+    raise IdentityNotAllowed(f"claim {path!r} must be a list of strings")
 
 
 def _amr(claims: Mapping[str, Any]) -> tuple[str, ...]:
@@ -93,4 +97,5 @@ def build_principal(
         amr=_amr(claims),
         auth_time=None if auth_time is None else datetime.fromtimestamp(auth_time, UTC),
         email=_verified_email(claims),
+        groups=_string_set(claims, settings.groups_claim),
     )

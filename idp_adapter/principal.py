@@ -19,7 +19,8 @@ class Principal:
     is the rendered subject mapping (certificate-subject fields); ``token_id`` is ``jti``.
     ``acr``/``amr``/``auth_time`` follow OIDC Core §2 when the token carries them.
     ``email`` is the ``email`` claim only when ``email_verified`` is true (OIDC Core §5.1,
-    §5.7: an unverified address identifies nobody).
+    §5.7: an unverified address identifies nobody). ``groups`` is the issuer's group claim
+    (``groups_claim``, default ``groups``), as ``roles``; the signing policy matches both.
     """
 
     issuer: str
@@ -37,3 +38,4 @@ class Principal:
     amr: tuple[str, ...] = ()
     auth_time: datetime | None = None
     email: str | None = None
+    groups: frozenset[str] = frozenset()

@@ -71,6 +71,7 @@ class IssuerSettings:
     require_jti: bool = False
     required_claims: Mapping[str, str | bool | int] = field(default_factory=dict)
     roles_claim: str = "roles"
+    groups_claim: str = "groups"
     jwks_uri: str | None = None
     match_claims: Mapping[str, str | bool | int] = field(default_factory=dict)
     templates: Mapping[str, Template] = field(init=False, repr=False, compare=False)
@@ -107,6 +108,8 @@ class IssuerSettings:
         self._set("match_claims", _claim_values(self.match_claims, "match_claims"))
         if not isinstance(self.roles_claim, str) or not valid_path(self.roles_claim):
             raise ValueError("roles_claim must be a claim name or dotted path")
+        if not isinstance(self.groups_claim, str) or not valid_path(self.groups_claim):
+            raise ValueError("groups_claim must be a claim name or dotted path")
 
     def _validate_subject(self) -> None:
         if not isinstance(self.subject, Mapping) or not self.subject:

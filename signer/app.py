@@ -21,7 +21,7 @@ from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer import auditui, webflow
-from signer.api import certificates, meta, pdf_upload, signatures, translog, tsa
+from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.refused import REFUSAL_LOG
 from signer.api.signing_requests import WEBHOOKS
@@ -31,6 +31,7 @@ from signer.config import Settings
 from signer.csc import api as csc_api
 from signer.csc import oauth2_setup as csc_oauth2
 from signer.csc.service import CscService
+from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
@@ -125,6 +126,7 @@ def _resources(
             app[REFUSAL_LOG] = refusal_log = RefusalLog(
                 store=RefusalStore(pool), key=privacy_key, settings=settings.log, clock=clock
             )
+            gate = await open_gate(settings, pool, privacy_key, clock)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
                 signing = SigningService(
@@ -136,6 +138,7 @@ def _resources(
                     clock=clock,
                     time_stamps=time_stamps,
                     max_clock_skew=settings.tsa.max_clock_skew,
+                    gate=gate,
                 )
                 app[SERVICES] = Services(
                     settings=settings,
@@ -179,6 +182,7 @@ def _resources(
                     time_stamps=time_stamps,
                     clock=clock,
                     settings=settings.csc,
+                    gate=gate,
                 )
                 if settings.web_signing is not None:  # the v2 OAuth2 credential flow
                     csc_oauth2.build(
@@ -189,6 +193,7 @@ def _resources(
                 log.info("started", public_url=settings.server.public_url)
                 purger = asyncio.create_task(_purge_replay_records(records, clock))
                 integrator = asyncio.create_task(publisher.run())
+                gatekeeper = asyncio.create_task(gate.run())
                 sweeper = asyncio.create_task(csc.run_sweeper())
                 refusal_windows = asyncio.create_task(refusal_log.run())
                 backfiller = asyncio.create_task(backfill_quietly(BackfillStore(pool), privacy_key))
@@ -197,6 +202,8 @@ def _resources(
                 finally:
                     purger.cancel()
                     integrator.cancel()
+                    gatekeeper.cancel()
+                    await asyncio.gather(gatekeeper, return_exceptions=True)
                     sweeper.cancel()
                     refusal_windows.cancel()
                     backfiller.cancel()
@@ -252,6 +259,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
     app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
     app.router.add_post("/tsa", tsa.time_stamp)
+    admin.add_routes(app)
     csc_api.add_routes(app)
     if settings.audit.ui is not None:
         auditui.add_routes(app)

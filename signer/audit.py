@@ -33,6 +33,7 @@ import csv
 import hashlib
 import io
 import json
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,13 +52,15 @@ from ca.logentry import (
     entry_version,
 )
 from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
+from signer.enforcement import admin_entry
 from signer.manifest import ManifestError, open_manifest
 from signer.storage.log import LogStore, fetch_nodes
+from signer.storage.policy import AdminAction, PolicyStore
 from signer.storage.records import SigningRecord, record_from_row
 from signer.translog import issuance_entry
 
 BATCH = 2000
-_KINDS = {EntryKind.ISSUANCE: "issuance", EntryKind.REFUSAL: "refusal"}
+_KINDS = {EntryKind.ISSUANCE: "issuance", EntryKind.REFUSAL: "refusal", EntryKind.ADMIN: "admin"}
 _ENTRIES = """
 SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*, ts.tokens AS time_stamp_tokens
   FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
@@ -146,7 +149,9 @@ def _tombstone_differs(
     return None
 
 
-def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> tuple[bytes, bool]:
+def _check_entry(
+    row: asyncpg.Record, key: PrivacyKey, actions: Mapping[str, AdminAction] | None = None
+) -> tuple[bytes, bool]:
     """Checks 3 and 4 for one row; returns its leaf hash and whether its record is purged."""
     idx, entry = row["idx"], bytes(row["entry"])
     leaf = leaf_hash(entry)
@@ -163,6 +168,9 @@ def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> tuple[bytes, bool]:
     if kind is EntryKind.REFUSAL:
         if row["record_id"] is not None:
             raise LogVerificationFailed(idx, "a refusal entry must not name a signing record")
+        return leaf, False
+    if kind is EntryKind.ADMIN:
+        _check_admin(idx, entry, named, row, key, actions or {})
         return leaf, False
     if row["record_id"] is None or str(row["record_id"]) != named:
         raise LogVerificationFailed(idx, f"entry names record {named}, row another")
@@ -197,6 +205,51 @@ def _check_entry(row: asyncpg.Record, key: PrivacyKey) -> tuple[bytes, bool]:
     return leaf, False
 
 
+def _check_admin(
+    idx: int,
+    entry: bytes,
+    named: str,
+    row: asyncpg.Record,
+    key: PrivacyKey,
+    actions: Mapping[str, AdminAction],
+) -> None:
+    """Check 4 for an administrative action (kind 0x04): its ``admin_actions`` row rebuilds
+    the entry byte for byte."""
+    if row["record_id"] is not None:
+        raise LogVerificationFailed(idx, "an admin entry must not name a signing record")
+    action = actions.get(named)
+    if action is None:
+        raise LogVerificationFailed(idx, f"admin action {named} is missing")
+    try:
+        rebuilt = admin_entry(action).encode(key)
+    except (CaError, ValueError) as exc:
+        raise LogVerificationFailed(idx, f"admin action {named} is malformed: {exc}") from exc
+    if rebuilt != entry:
+        field = _first_difference(entry, rebuilt)
+        raise LogVerificationFailed(
+            idx, f"does not match admin action {named} (field {field} differs)"
+        )
+
+
+async def _admin_actions(
+    conn: asyncpg.Connection, rows: list[asyncpg.Record]
+) -> dict[str, AdminAction]:
+    """The admin actions the batch's admin entries name (one query; none: no query)."""
+    ids = []
+    for row in rows:
+        if row["kind"] == "admin":
+            try:
+                ids.append(
+                    uuid.UUID(dict(entry_fields(bytes(row["entry"]))[1])["record_id"].decode())
+                )
+            except (LogEntryError, ValueError, UnicodeDecodeError):
+                continue  # _check_entry names what is wrong with it
+    if not ids:
+        return {}
+    found = await PolicyStore.actions_on(conn, ids)
+    return {str(k): v for k, v in found.items()}
+
+
 async def verify_log(
     conn: asyncpg.Connection,
     verifier: NoteVerifier,
@@ -223,12 +276,13 @@ async def verify_log(
             if not rows:
                 break
             leaves = []
+            actions = await _admin_actions(conn, rows)
             for expected, row in enumerate(rows, start=tree.size):
                 if row["idx"] != expected:
                     raise LogVerificationFailed(expected, "is missing (the next row is later)")
                 if expected >= sequenced:
                     raise LogVerificationFailed(expected, "is beyond the sequenced log size")
-                leaf, erased = _check_entry(row, key)
+                leaf, erased = _check_entry(row, key, actions)
                 leaves.append(leaf)
                 purged += erased
             start = tree

@@ -1048,6 +1048,10 @@ def parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=("start", "stop", "url"))
     db.add_argument("--data-dir", default=".qes/postgres")
     db.set_defaults(func=cmd_db)
+
+    from signer.cli_policy import register as register_policy
+
+    register_policy(sub, with_config)
     return p
 
 

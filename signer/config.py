@@ -173,6 +173,19 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """The signing policy and the kill switch (``signer.policy``, ``signer.enforcement``).
+
+    ``file`` None: no policy file, each issuer's ``profiles`` decide (as before). The file is
+    checked every ``reload_seconds`` and swapped when it changed and validates. ``admin_role``
+    is the role (``roles_claim``) a token needs for the admin API (suspend/resume)."""
+
+    file: Path | None = None
+    reload_seconds: float = 1.0
+    admin_role: str = "qes-admin"
+
+
+@dataclass(frozen=True)
 class CscSettings:
     """The Cloud Signature Consortium API (issue 6; ``signer.csc``).
 
@@ -201,6 +214,7 @@ class Settings:
     data_dir: Path
     log: LogSettings
     web_signing: WebSigningSettings | None = None
+    policy: PolicySettings = PolicySettings()
     csc: CscSettings = CscSettings()
 
 
@@ -300,6 +314,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "audit",
         "log",
         "web_signing",
+        "policy",
         "csc",
     }
     for key in raw:
@@ -320,6 +335,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         data_dir=(base / data_dir).resolve(),
         log=_log(_Section("log", raw.get("log", {})), env, base, server),
         web_signing=_web_signing(_Section("web_signing", raw.get("web_signing", {})), env, base),
+        policy=_policy(_Section("policy", raw.get("policy", {})), base),
         csc=_csc(_Section("csc", raw.get("csc", {})), server),
     )
     ui = settings.audit.ui
@@ -542,6 +558,7 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
         "required_claims": dict(s.get("required_claims", dict, {})),
         "match_claims": dict(s.get("match_claims", dict, {})),
         "roles_claim": s.get("roles_claim", str, "roles"),
+        "groups_claim": s.get("groups_claim", str, "groups"),
         "jwks_uri": s.get("jwks_uri", str, None),
         "leeway": timedelta(seconds=s.get("leeway_seconds", int, 30)),
     }
@@ -586,6 +603,21 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
     result = AuditSettings(role=role, ui=ui, retention_days=retention)
     s.done()
     return result
+
+
+def _policy(s: _Section, base: Path) -> PolicySettings:
+    file = s.get("file", str, None)
+    s.check("file", file is None or bool(file), "must be a path")
+    seconds = s.get("reload_seconds", float, 1.0)
+    s.check("reload_seconds", 0.1 <= seconds <= 60, "must be between 0.1 and 60")
+    role = s.get("admin_role", str, "qes-admin")
+    s.check("admin_role", bool(role.strip()), "must not be empty")
+    s.done()
+    return PolicySettings(
+        file=None if file is None else (base / file).resolve(),
+        reload_seconds=seconds,
+        admin_role=role,
+    )
 
 
 def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningSettings | None:

@@ -37,9 +37,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import Chain, IssuingCA
 from ca.errors import ProfileError
-from ca.logentry import PrivacyKey
+from ca.logentry import PrivacyKey, RefusalEntry, Requester, RequestSummary
 from ca.profiles import Level, NaturalPerson, Subject, subject_from_attributes
 from idp_adapter.principal import Principal
+from signer.enforcement import ApprovalRequired, Gate
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -49,6 +50,7 @@ from signer.errors import (
 )
 from signer.formats.cms import cades_b_t, pades_b_t
 from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
+from signer.policy import Decision, PolicyRefusal
 from signer.storage.records import Completion, IdempotencyKey, IssuedRecord, RecordStore
 from signer.timestamping import TimeStampSource, checked
 from signer.translog import issuance_entry, refusal_entry, subject_index
@@ -163,8 +165,10 @@ class SigningService:
         clock: Callable[[], datetime],
         time_stamps: TimeStampSource,
         max_clock_skew: timedelta,
+        gate: Gate | None = None,
     ) -> None:
         self._hsm = hsm
+        self.gate = gate
         self._privacy_key = privacy_key
         self._time_stamps = time_stamps
         self._max_skew = max_clock_skew
@@ -192,6 +196,69 @@ class SigningService:
         except (ValueError, ProfileError) as exc:
             raise SubjectNotIssuable(f"{principal.subject}: {exc}") from exc
         return level, subject
+
+    async def screen(
+        self, principal: Principal, request: SignatureRequest, *, request_id: str
+    ) -> Decision | None:
+        """Before consent (web signing): the kill switch, the matching rule, profile and level,
+        without counting a rate limit; a refusal is logged as at signing. The caller steps the
+        login up to the decision's ``acr_accepted``."""
+        if self.gate is None:
+            return None
+        try:
+            decision = self.gate.screen(
+                principal,
+                client_id=principal.client_id,
+                profile=request.profile or principal.default_profile,
+            )
+            if decision is not None and decision.approvals is not None:  # not collectable here
+                raise ApprovalRequired(f"rule {decision.rule!r} needs approvals")
+            return decision
+        except PolicyRefusal as exc:
+            await self.log_refusal(principal, request, request_id, exc)
+            raise
+
+    async def screen_client(
+        self, client_id: str, request: SignatureRequest, *, request_id: str
+    ) -> None:
+        """Web signing before anyone logs in: is the RP client (or everything) suspended? A
+        refusal is a refusal entry naming only the client (committed)."""
+        if self.gate is None:
+            return
+        try:
+            self.gate.suspensions.current.check_client(client_id)
+        except PolicyRefusal as exc:
+            entry = RefusalEntry(
+                record_id=str(uuid.uuid4()),
+                request_id=request_id,
+                refused_at=self._clock(),
+                requester=Requester(None, None, None, client_id=client_id),
+                request=RequestSummary(
+                    request.profile, None, request.hash_algorithm, request.digests
+                ),
+                reason=exc.slug,
+            )
+            try:
+                await self._records.refuse(entry.encode(self._privacy_key))
+            except DatabaseUnavailable:
+                log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
+            raise
+
+    async def _admit(
+        self, principal: Principal, request: SignatureRequest, approved: bool
+    ) -> tuple[Level, Subject]:
+        if self.gate is None:
+            return self.authorize(principal, request.profile)
+        decision = self.gate.check(
+            principal,
+            client_id=principal.client_id,
+            profile=request.profile or principal.default_profile,
+            digests=len(request.digests),
+            approved=approved,
+        )
+        authorized = self.authorize(principal, request.profile)
+        await self.gate.count(principal, decision)  # last: a refused request counts nothing
+        return authorized
 
     async def start(self, lanes: int) -> None:
         """Start one lane per HSM session (call once, on the serving loop)."""
@@ -222,14 +289,17 @@ class SigningService:
         request_id: str,
         idempotency: IdempotencyKey | None = None,
         render: Callable[[SignatureResult], Mapping[str, Any]] | None = None,
+        approved: bool = False,
     ) -> _Outcome:
         """Sign ``request`` for ``principal``; returns the result and its rendered response
         (``render`` runs before the completion commit, so the idempotent response is stored
         with it, plus ``"log": {"index": N}``). A request refused by policy is logged as a
-        refusal entry before the refusal is raised."""
+        refusal entry before the refusal is raised. With a :class:`~signer.enforcement.Gate`
+        the kill switch, the policy file and its rate limit apply too (``approved``: the
+        rule's m-of-n approval is in)."""
         try:
-            level, subject = self.authorize(principal, request.profile)
-        except (ProfileNotAllowed, SubjectNotIssuable) as exc:
+            level, subject = await self._admit(principal, request, approved)
+        except (ProfileNotAllowed, SubjectNotIssuable, PolicyRefusal) as exc:
             await self.log_refusal(principal, request, request_id, exc)
             raise
         if self._queue is None:

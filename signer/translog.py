@@ -211,6 +211,8 @@ def describe_entry(item: LoggedEntry, key: PrivacyKey, flt: EntryFilter) -> dict
         return None  # erased identifiers (GDPR Art. 17) match nobody
     if not _matches(item, fields, key, flt):
         return None
+    if kind is EntryKind.ADMIN:
+        return _describe_admin(item, fields, flt)
     text = {n: fields[n].decode() or None for n in ("issuer_name", "token_issuer", "profile")}
     common = {
         "index": item.idx,
@@ -243,6 +245,28 @@ def describe_entry(item: LoggedEntry, key: PrivacyKey, flt: EntryFilter) -> dict
         # refusals an aggregate entry stands for (signer.refusals).
         "claimed_issuer": fields.get("claimed_issuer", b"").decode() or None,
         "suppressed": int.from_bytes(fields.get("suppressed", b""), "big"),
+    }
+
+
+def _describe_admin(
+    item: LoggedEntry, fields: Mapping[str, bytes], flt: EntryFilter
+) -> dict[str, Any]:
+    """An administrative action (kill switch): ``outcome`` is the action, ``reason`` its scope
+    (the free-text reason is only committed)."""
+    return {
+        "index": item.idx,
+        "kind": item.kind,
+        "issuer": fields["token_issuer"].decode() or None,
+        "issuer_name": None,
+        "profile": None,
+        "purged": item.purged,
+        "signature_format": None,
+        "outcome": fields["action"].decode(),
+        "time": decode_time(fields["acted_at"]).isoformat(),
+        "serial": None,
+        "subject": flt.subject,
+        "client_id": flt.client_id,
+        "reason": fields["scope"].decode(),
     }
 
 

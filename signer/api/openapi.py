@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from signer.api.admin import POLICY_ERRORS, admin_paths
 from signer.api.problems import (
     AuditorRoleRequired,
     BodyTooLarge,
@@ -79,6 +80,7 @@ _SIGN_ERRORS: list[type[SignerError]] = [
     IdpUnreachable,
     TimeStampUnavailable,
     TimeStampClockSkew,
+    *POLICY_ERRORS,
 ]
 _TSA_ERRORS: list[type[SignerError]] = [
     NoBuiltinTsa,
@@ -259,7 +261,7 @@ _ENTRY_PAGE = {
                 "required": ["index", "kind", "outcome", "time"],
                 "properties": {
                     "index": {"type": "integer"},
-                    "kind": {"enum": ["issuance", "refusal"]},
+                    "kind": {"enum": ["issuance", "refusal", "admin"]},
                     "outcome": {"enum": ["completed", "failed", "refused", "malformed"]},
                     "time": {"type": ["string", "null"], "format": "date-time"},
                     "serial": {"type": ["string", "null"]},
@@ -575,6 +577,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
             },
             **_log_paths(bearer),
             **_web_signing_paths(),
+            **admin_paths(bearer, _errors),
             **csc_paths(),
             **csc_oauth2.openapi_paths(),
             "/healthz": {

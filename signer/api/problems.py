@@ -197,6 +197,9 @@ def problem_response(
         headers["WWW-Authenticate"] = getattr(err, "challenge", 'Bearer error="invalid_token"')
     if status == 503:
         headers["Retry-After"] = "5"
+    retry_after = getattr(err, "retry_after", None)
+    if status == 429 and isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)  # RFC 6585 §4, RFC 9110 §10.2.3
     return web.Response(
         status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
     )

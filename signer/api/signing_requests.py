@@ -22,7 +22,7 @@ from aiohttp import web
 from ca.profiles import Level
 from signer.api.problems import InvalidRequest, UnsupportedFormat
 from signer.api.signatures import read_json, with_proof_url
-from signer.api.state import SERVICES
+from signer.api.state import REQUEST_ID, SERVICES
 from signer.config import DIGEST_SIZES
 from signer.pipeline import FORMATS
 from signer.storage.signing_requests import RpClient, StoredRequest
@@ -183,7 +183,7 @@ async def create_signing_request(request: web.Request) -> web.Response:
     order = parse_order(body)
     rp = await authenticate_rp(request)
     flow = request.app[WEB_SIGNING]
-    req = await flow.create(rp, order)
+    req = await flow.create(rp, order, http_id=request[REQUEST_ID])
     return web.json_response(
         _summary(req, flow), status=201, headers={"Location": f"{request.path}/{req.id}"}
     )

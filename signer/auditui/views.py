@@ -32,6 +32,7 @@ from signer.auditui.login import AuditLogin, LoginFailed, NotAnAuditor
 from signer.auditui.query import STATUSES, FormError, Search, parse_search, parse_time
 from signer.errors import RequestError, SignerError
 from signer.storage.audit_sessions import UiSession
+from signer.storage.policy import Suspension
 from signer.storage.records import RecordStore, SigningRecord
 from signer.timestamping import gen_time
 from signer.translog import EntryFilter, describe_entry, subject_index
@@ -113,10 +114,18 @@ def templates(folder: str = "auditui/templates") -> jinja2.Environment:
 
 def render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
     ui = request.app[AUDIT_UI]
+    context.setdefault("suspensions", _suspensions(request))
     html = ui.templates.get_template(name).render(request_id=request.get(REQUEST_ID), **context)
     resp = web.Response(text=html, content_type="text/html", status=status)
     resp.headers.update(SECURITY_HEADERS)
     return resp
+
+
+def _suspensions(request: web.Request) -> tuple[Suspension, ...]:
+    """What the kill switch suspends now (this process's in-memory copy: no I/O)."""
+    services = request.app.get(SERVICES)
+    gate = None if services is None else services.signing.gate
+    return () if gate is None else gate.suspensions.current.items
 
 
 _MESSAGES: Mapping[type[SignerError], str] = {

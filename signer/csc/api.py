@@ -125,6 +125,9 @@ def error_response(exc: BaseException, request: web.Request) -> web.Response:
         headers["WWW-Authenticate"] = f'Bearer error="{error}"'
     if status == 503:
         headers["Retry-After"] = "5"
+    retry_after = getattr(exc, "retry_after", None)
+    if status == 429 and isinstance(retry_after, int):  # the signing policy's rate limit
+        headers["Retry-After"] = str(retry_after)
     return web.json_response(
         {"error": error, "error_description": description}, status=status, headers=headers
     )
@@ -142,6 +145,8 @@ def _classify(exc: BaseException) -> tuple[int, str, str]:
         return 503, "temporarily_unavailable", "The identity provider is unavailable"
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return 400, "invalid_request", "The request body is too large"
+    if isinstance(exc, RequestError) and exc.status == 429:  # policy rate limit (RFC 6585 §4)
+        return 429, "access_denied", exc.title
     if isinstance(exc, RequestError):  # policy refusals of the pipeline (profile, subject)
         return 400, "access_denied" if exc.status == 403 else "invalid_request", exc.title
     if isinstance(exc, SignerError) and exc.status == 503:

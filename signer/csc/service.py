@@ -57,6 +57,7 @@ from signer.csc.errors import (
     TooManyCredentials,
     TooManySignatures,
 )
+from signer.enforcement import Gate, Suspended
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -67,6 +68,7 @@ from signer.errors import (
 from signer.hsm import Destruction, Hsm, HsmSession
 from signer.hsm.credential import credential_label, label_expiry
 from signer.pipeline import serial_hex
+from signer.policy import Decision, PolicyRefusal
 from signer.storage.csc import (
     AuthorizationCheck,
     Credential,
@@ -153,8 +155,10 @@ class CscService:
         time_stamps: TimeStampSource,
         clock: Callable[[], datetime],
         settings: CscSettings,
+        gate: Gate | None = None,
     ) -> None:
         self._hsm = hsm
+        self._gate = gate
         self._ca = ca
         self._ca_label = ca_key_label
         self._store = store
@@ -219,16 +223,42 @@ class CscService:
         """Policy (may this identity sign, with which subject) and the bound on unused
         credentials; a refusal is logged before it is raised."""
         try:
+            decision = self._screen(principal, digests=0)
             level, subject = self._policy(principal, None)
             active = await self._store.count_active(
                 principal.issuer, principal.subject, self._clock()
             )
             if active >= self.settings.max_active_credentials:
                 raise TooManyCredentials(f"{principal.subject} holds {active} unused credentials")
+            if self._gate is not None:  # a credential is one signing request: count it here
+                await self._gate.count(principal, decision)
         except RequestError as exc:
             await self._refuse(_requester(principal), principal.subject_type, None, request_id, exc)
             raise
         return level, subject
+
+    def _screen(self, principal: Principal, *, digests: int) -> Decision | None:
+        """The kill switch and the signing policy (``signer.enforcement``): at credentials/list
+        (no digests yet) and again at credentials/authorize (the digest count, acr)."""
+        if self._gate is None:
+            return None
+        profile = principal.default_profile  # CSC credentials use the identity's default
+        return self._gate.check(
+            principal, client_id=principal.client_id, profile=profile, digests=digests
+        )
+
+    async def screen_signer(
+        self, principal: Principal, client_id: str, digests: int, request_id: str
+    ) -> None:
+        """The v2 OAuth2 credential flow, after the owner's login: the kill switch and the
+        policy's rule for this signer and client (profile, digest count, acr, approvals); a
+        refusal is logged as a refusal entry before it is raised."""
+        as_client = dataclasses.replace(principal, client_id=client_id)
+        try:
+            self._screen(as_client, digests=digests)
+        except PolicyRefusal as exc:
+            await self._refuse(_requester(as_client), principal.subject_type, None, request_id, exc)
+            raise
 
     # -- credentials/info ------------------------------------------------------------------------
 
@@ -283,7 +313,8 @@ class CscService:
         try:
             credential = await self.credential(principal, credential_id)
             _check_usable(credential, now)
-        except CscError as exc:
+            self._screen(principal, digests=len(digests))
+        except (CscError, PolicyRefusal) as exc:
             await self._refuse(
                 _requester(principal), principal.subject_type, hash_oid, request_id, exc, digests
             )
@@ -347,6 +378,21 @@ class CscService:
             await self._refuse_signing(principal, None, hash_oid, digests, request_id, unknown)
             raise unknown
         _, credential = taken
+        if self._gate is not None:  # suspended since the SAD: the SAD is used up, nothing signed
+            r = credential.record
+            try:
+                self._gate.suspensions.current.check_identity(
+                    r.token_issuer, r.token_subject, r.client_id
+                )
+            except Suspended as exc:  # the key is destroyed now, its record fails 'suspended'
+                label = credential.key_label
+                destruction = await self._hsm.run(lambda s: _destroy_quietly(s, label))
+                failed = _Failed(exc, destruction)
+                await self._end(credential, ("signing",), "failed", exc.slug, failed)
+                await self._refuse_signing(
+                    principal, credential, hash_oid, digests, request_id, exc
+                )
+                raise
         outcome = await self._hsm.run(lambda s: _sign_and_destroy(s, credential, digests))
         if isinstance(outcome, _Failed):
             await self._end(credential, ("signing",), "failed", _slug(outcome.cause), outcome)

@@ -490,6 +490,19 @@ class SigningRequestStore:
             )
         return bool(done)
 
+    async def require_acr(self, request_id: uuid.UUID, accepted: Sequence[str]) -> bool:
+        """The signing policy needs a stronger login (issue 7): from now on the request accepts
+        only ``accepted`` (weakest first), at login and when the activation is consumed."""
+        async with guard("require acr"):
+            done = await self._pool.fetchval(
+                "UPDATE signing_requests SET acr=$2, acr_accepted=$3"
+                " WHERE id=$1 AND status='pending' RETURNING true",
+                request_id,
+                accepted[0],
+                list(accepted),
+            )
+        return bool(done)
+
 
 def _session(row: asyncpg.Record) -> ConsentSession:
     return ConsentSession(

@@ -44,6 +44,7 @@ from signer.api.signatures import render_result
 from signer.errors import RequestError, SignerError
 from signer.formats.pdf import PreparedPdf, embed, prepare
 from signer.pipeline import SignatureFormat, SignatureRequest, SignatureResult, SigningService
+from signer.policy import PolicyRefusal
 from signer.storage.signing_requests import (
     Activation,
     ConsentSession,
@@ -101,6 +102,19 @@ class WrongSigner(RequestError):
     slug = "wrong-signer"
     title = "This signing request is meant for another person"
     status = 403
+
+
+class StepUpRequired(RequestError):
+    """The signing policy needs a stronger login for this signer: log in again (the request
+    now asks for ``acr_values``); not an error the person sees."""
+
+    slug = "step-up-required"
+    title = "A stronger login is needed for this request"
+    status = 403
+
+    def __init__(self, request_id: uuid.UUID) -> None:
+        super().__init__(f"step-up for {request_id}")
+        self.request_id = request_id
 
 
 class AssuranceTooLow(RequestError):
@@ -231,6 +245,7 @@ def principal_json(p: Principal) -> dict[str, Any]:
         attributes=dict(p.attributes),
         profiles=list(p.profiles),
         roles=sorted(p.roles),
+        groups=sorted(p.groups),
         amr=list(p.amr),
         expires_at=p.expires_at.isoformat(),
         auth_time=p.auth_time.isoformat() if p.auth_time else None,
@@ -246,6 +261,7 @@ def principal_from_json(v: Mapping[str, Any]) -> Principal:
             "attributes": dict(v["attributes"]),
             "profiles": tuple(v["profiles"]),
             "roles": frozenset(v["roles"]),
+            "groups": frozenset(v.get("groups", ())),
             "amr": tuple(v["amr"]),
             "expires_at": datetime.fromisoformat(v["expires_at"]),
             "auth_time": datetime.fromisoformat(auth_time) if auth_time else None,
@@ -286,10 +302,16 @@ class WebSigning:
     def sign_url(self, request_id: uuid.UUID) -> str:
         return f"{self._public_url}/sign/{request_id}"
 
-    async def create(self, rp: RpClient, order: Order) -> StoredRequest:
-        """Register a request of ``rp``; the redirect URI must be registered, exactly."""
+    async def create(
+        self, rp: RpClient, order: Order, *, http_id: str | None = None
+    ) -> StoredRequest:
+        """Register a request of ``rp``; the redirect URI must be registered, exactly, and the
+        client (or the whole signer) not suspended."""
         if order.redirect_uri not in rp.redirect_uris:
             raise UnregisteredRedirect(f"{rp.client_id}: redirect_uri not registered")
+        summary = SignatureRequest(order.hash_algorithm, order.digests, profile=order.profile)
+        http_id = http_id or str(uuid.uuid4())
+        await self._signing.screen_client(rp.client_id, summary, request_id=http_id)
         accepted = None
         if order.acr is not None:
             if order.acr not in self.policy.acr_levels:
@@ -354,6 +376,8 @@ class WebSigning:
         §7.1), ``prompt=login`` + ``max_age``, ``acr_values`` when required (OIDC Core
         §3.1.2.1), ``login_hint`` when the expected signer is known by e-mail."""
         req = await self._pending(request_id)
+        order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
+        await self._signing.screen_client(req.client_id, order, request_id=str(req.id))
         now = self._clock()
         flow_req = CodeFlowRequest(self._random(32), self._random(32), self._random(64))
         flow_id = self._random(32)
@@ -401,6 +425,7 @@ class WebSigning:
         except RequestError as exc:  # a refused request: in the log, with who asked (issue 5)
             await self._log_refusal(req, principal, exc)
             raise
+        await self._step_up(req, principal)  # the policy logs its own refusals
         session_id = self._random(32)
         session = ConsentSession(
             request_id=req.id,
@@ -411,6 +436,28 @@ class WebSigning:
         await self._requests.create_session(digest(session_id), session)
         log.info("signer_logged_in", id=str(req.id), subject=principal.subject, acr=principal.acr)
         return Consenting(session_id, req.id)
+
+    async def _step_up(self, req: StoredRequest, principal: Principal) -> None:
+        """The signing policy (kill switch, rule, profile) before consent; when its rule needs
+        an ``acr`` this login lacks, the request is narrowed to the accepted levels and the
+        browser logs in again with ``acr_values`` (OIDC Core §3.1.2.1), the existing step-up.
+        A login that still falls short is then refused by :meth:`check_signer`."""
+        as_rp = dataclasses.replace(principal, client_id=req.client_id)
+        order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
+        decision = await self._signing.screen(as_rp, order, request_id=str(req.id))
+        if decision is None or not decision.acr_accepted or principal.acr in decision.acr_accepted:
+            return
+        wanted = decision.acr_accepted
+        if req.acr_accepted is not None:  # the RP asked too: both must be met
+            wanted = tuple(a for a in req.acr_accepted if a in decision.acr_accepted)
+        if not wanted:
+            exc = AssuranceTooLow(f"policy rule {decision.rule!r} and the request's acr differ")
+            await self._log_refusal(req, principal, exc)
+            raise exc
+        if not await self._requests.require_acr(req.id, wanted):
+            raise RequestNotPending(f"{req.id} ended meanwhile")
+        log.info("policy_step_up", id=str(req.id), rule=decision.rule, acr=list(wanted))
+        raise StepUpRequired(req.id)
 
     async def _log_refusal(self, req: StoredRequest, signer: Principal, exc: RequestError) -> None:
         fmt = cast(SignatureFormat, req.format)
@@ -527,10 +574,23 @@ class WebSigning:
         if decision != "sign":
             raise CsrfRejected(f"unknown decision {decision[:20]!r}")
         signer = principal_from_json(taken.principal)
+        await self._refuse_by_policy(req, signer, http_request_id)
         activation = await self._activate(req, signer)
         done = await self._sign(activation, signer, http_request_id)
         self._ended(req, done.status)  # completed or failed, committed
         return done
+
+    async def _refuse_by_policy(self, req: StoredRequest, signer: Principal, http_id: str) -> None:
+        """Suspended or no longer allowed since the login: the request ends as 'failed' (the
+        RP hears of it), and the person sees why instead of a bare redirect."""
+        as_rp = dataclasses.replace(signer, client_id=req.client_id)
+        order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
+        try:
+            await self._signing.screen(as_rp, order, request_id=http_id)
+        except PolicyRefusal as exc:
+            await self._requests.finish(req.id, self._clock(), status="failed", error=exc.slug)
+            self._ended(req, "failed")
+            raise
 
     async def _activate(self, req: StoredRequest, signer: Principal) -> Activation:
         """The consent's signature activation data: this request, this subject with its acr

@@ -24,7 +24,9 @@ from signer.api.problems import translate
 from signer.api.state import REQUEST_ID
 from signer.auditui.views import SECURITY_HEADERS, Cookies
 from signer.auditui.views import templates as audit_templates
+from signer.enforcement import Suspended
 from signer.errors import RequestError, SignerError
+from signer.policy import PolicyDenied
 from signer.webflow import flow as f
 from signer.webflow.flow import WEB_SIGNING
 
@@ -69,6 +71,11 @@ _MESSAGES: Mapping[type[SignerError], str] = {
     " cancelled, or it expired. Nothing was signed now.",
     f.ActivationRefused: "The signature could not be activated for this request. Nothing was"
     " signed.",
+    Suspended: "Signing is suspended by the service's administrator, for you, for the"
+    " application that sent you here, or for the whole service. Nothing was signed. Please"
+    " contact the application's or the signing service's support.",
+    PolicyDenied: "The signing policy of this service does not allow you to sign for the"
+    " application that sent you here. Nothing was signed.",
 }
 
 
@@ -167,6 +174,12 @@ async def callback(request: web.Request) -> web.StreamResponse:
             cookies.clear(resp, cookies.flow)
             return resp
         done = await flow.finish(flow_id, q.get("state"), q.get("code"))
+    except f.StepUpRequired as step:  # the policy needs a stronger login: log in again
+        resp = web.Response(
+            status=303, headers={"Location": f"/sign/{step.request_id}", **SECURITY_HEADERS}
+        )
+        cookies.clear(resp, cookies.flow)
+        return resp
     except (SignerError, IdpError) as exc:
         resp = error_page(request, exc)
         cookies.clear(resp, cookies.flow)

@@ -1,0 +1,212 @@
+"""Policy state shared by every replica: rate-limit windows, suspensions, admin actions.
+
+Rate limits count in fixed UTC windows (the minute, the day) per identity. One statement
+(``policy_rate_take``) upserts the windows (the row lock serializes concurrent requests of the
+same identity, on any replica) and undoes its counts when a limit is exceeded, so a refused
+request consumes nothing.
+
+A suspend or resume is one transaction: the action row, the change to ``suspensions``, the
+version bump that pollers see, the log entry (``ca.logentry`` kind 0x04, sequenced like the
+other entries) and ``pg_notify('qes_suspensions')`` (delivered at commit, PostgreSQL NOTIFY).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from signer.storage.records import guard
+
+NOTIFY_CHANNEL = "qes_suspensions"
+SPANS = ("minute", "day")
+
+_LOG_ADMIN = """
+WITH seq AS (UPDATE log_state SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS base)
+INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
+SELECT seq.base, 'admin', NULL, $1::bytea, sha256('\\x00'::bytea || $1::bytea) FROM seq
+RETURNING idx
+"""
+_ACTION_COLUMNS = (
+    "id, request_id, action, scope, token_issuer, token_subject, client_id, reason,"
+    " actor_issuer, actor_subject, acted_at"
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    span: str  # 'minute' | 'day'
+    starts_at: datetime
+    limit: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a suspension applies to: an identity, an RP client, or everything."""
+
+    scope: str  # 'identity' | 'client' | 'all'
+    token_issuer: str | None = None
+    token_subject: str | None = None
+    client_id: str | None = None
+
+    def __post_init__(self) -> None:
+        identity = self.token_issuer is not None and self.token_subject is not None
+        if self.scope not in ("identity", "client", "all"):
+            raise ValueError(f"unknown scope {self.scope!r}")
+        if identity != (self.scope == "identity") or (self.client_id is not None) != (
+            self.scope == "client"
+        ):
+            raise ValueError(f"scope {self.scope}: target fields do not match")
+
+    def describe(self) -> str:
+        if self.scope == "identity":
+            return f"identity {self.token_issuer} {self.token_subject}"
+        if self.scope == "client":
+            return f"client {self.client_id}"
+        return "the whole signer"
+
+
+@dataclass(frozen=True)
+class AdminAction:
+    id: uuid.UUID
+    request_id: str
+    action: str  # 'suspend' | 'resume'
+    target: Target
+    reason: str | None
+    actor_issuer: str | None
+    actor_subject: str
+    acted_at: datetime
+
+
+@dataclass(frozen=True)
+class Suspension:
+    target: Target
+    action: AdminAction  # the suspend that is in force
+
+
+def _action(row: asyncpg.Record) -> AdminAction:
+    return AdminAction(
+        id=row["id"],
+        request_id=row["request_id"],
+        action=row["action"],
+        target=Target(row["scope"], row["token_issuer"], row["token_subject"], row["client_id"]),
+        reason=row["reason"],
+        actor_issuer=row["actor_issuer"],
+        actor_subject=row["actor_subject"],
+        acted_at=row["acted_at"],
+    )
+
+
+def _key(t: Target) -> tuple[str, str, str, str]:
+    return (t.scope, t.token_issuer or "", t.token_subject or "", t.client_id or "")
+
+
+class PolicyStore:
+    """SQL of the signing policy and the kill switch (no I/O in ``__init__``)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def count(self, issuer: str, subject: str, windows: Sequence[Window]) -> str | None:
+        """Count one request in each window; the span whose limit it would pass (nothing is
+        counted then), else None. One statement: ``policy_rate_take`` (migration)."""
+        async with guard("count rate limit"):
+            over: str | None = await self._pool.fetchval(
+                "SELECT policy_rate_take($1, $2, $3::text[], $4::timestamptz[], $5::int[])",
+                issuer,
+                subject,
+                [w.span for w in windows],
+                [w.starts_at for w in windows],
+                [w.limit for w in windows],
+            )
+        return over
+
+    async def version(self) -> int:
+        async with guard("read suspensions version"):
+            version: int = await self._pool.fetchval(
+                "SELECT version FROM suspensions_version WHERE id = 1"
+            )
+        return version
+
+    async def suspensions(self) -> tuple[int, list[Suspension]]:
+        """The version and every suspension in force (one snapshot)."""
+        async with (
+            guard("read suspensions"),
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            version = await conn.fetchval("SELECT version FROM suspensions_version WHERE id = 1")
+            rows = await conn.fetch(
+                "SELECT a.* FROM suspensions AS s JOIN admin_actions AS a"
+                " ON a.id = s.action_id ORDER BY a.acted_at"
+            )
+        return version, [Suspension(a.target, a) for a in map(_action, rows)]
+
+    async def act(self, action: AdminAction, entry: bytes) -> bool:
+        """Apply a suspend or resume with its log entry; False (and nothing written) when it
+        changes nothing (already suspended / not suspended)."""
+        t = action.target
+        async with (
+            guard("record administrative action"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("SELECT version FROM suspensions_version WHERE id = 1 FOR UPDATE")
+            exists = await conn.fetchval(
+                "SELECT true FROM suspensions WHERE scope = $1 AND token_issuer = $2"
+                " AND token_subject = $3 AND client_id = $4",
+                *_key(t),
+            )
+            if bool(exists) == (action.action == "suspend"):
+                return False
+            await conn.execute(
+                f"INSERT INTO admin_actions ({_ACTION_COLUMNS})"  # noqa: S608
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                action.id,
+                action.request_id,
+                action.action,
+                t.scope,
+                t.token_issuer,
+                t.token_subject,
+                t.client_id,
+                action.reason,
+                action.actor_issuer,
+                action.actor_subject,
+                action.acted_at,
+            )
+            if action.action == "suspend":
+                await conn.execute(
+                    "INSERT INTO suspensions (scope, token_issuer, token_subject, client_id,"
+                    " action_id) VALUES ($1,$2,$3,$4,$5)",
+                    *_key(t),
+                    action.id,
+                )
+            else:
+                await conn.execute(
+                    "DELETE FROM suspensions WHERE scope = $1 AND token_issuer = $2"
+                    " AND token_subject = $3 AND client_id = $4",
+                    *_key(t),
+                )
+            version = await conn.fetchval(
+                "UPDATE suspensions_version SET version = version + 1 WHERE id = 1"
+                " RETURNING version"
+            )
+            await conn.fetchval(_LOG_ADMIN, entry)
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(version))
+        return True
+
+    @staticmethod
+    async def actions_on(
+        conn: asyncpg.Connection, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, AdminAction]:
+        """Admin actions by id, on the caller's connection (``qes audit verify`` rebuilds
+        their entries inside its snapshot)."""
+        async with guard("read admin actions"):
+            rows = await conn.fetch(
+                f"SELECT {_ACTION_COLUMNS} FROM admin_actions WHERE id = ANY($1::uuid[])",  # noqa: S608
+                list(ids),
+            )
+        return {r["id"]: _action(r) for r in rows}
