@@ -10,18 +10,18 @@ log-privacy key. A leaf, a proof or an exported entry therefore reveals nothing 
 while an auditor who holds the full record and the privacy key recomputes the entry
 byte for byte and checks it against the log.
 
-Encoding, version 1 (this is the specification an external auditor implements)::
+Encoding (this is the specification an external auditor implements)::
 
     entry  = magic version kind field*
     magic  = "qes-log-entry"                   13 ASCII bytes
-    version= 0x01                              1 byte
+    version= 0x02 (written now) | 0x01 (older entries, still valid)      1 byte
     kind   = 0x01 issuance | 0x02 refusal | 0x03 approval | 0x04 administrative action
                                                1 byte
     field  = u8(len(name)) name u32(len(value)) value
                                                name: ASCII; u8/u32/u64 are unsigned big-endian
 
-Every field of the kind's table below is present, once, in table order; a decoder rejects
-anything else. Value types:
+Every field of the kind's table for the entry's version (below) is present, once, in table
+order; a decoder rejects anything else. Value types:
 
 - ``text``: UTF-8 of the string exactly as recorded (no normalisation); never empty when
   present. An optional (``?``) value that is absent is encoded with length 0.
@@ -34,25 +34,53 @@ anything else. Value types:
   field name, ``record_id`` the UTF-8 of the entry's ``record_id`` and ``value`` the UTF-8 of
   the identifier (for ``certificate_subject``: the DER of the subject ``Name``). Binding the
   record id makes commitments to the same person unlinkable across entries; the key stops
-  dictionary attacks on guessable identifiers.
+  dictionary attacks on guessable identifiers. The domain string stays ``qes-log-entry/1``
+  in every entry version.
 - ``flags``: ``u32(count)`` then, sorted by name bytes, ``u8(len(name)) name u8(0|1)``.
 - ``digests``: ``digest_count`` is u64; ``digests_sha256`` is
   ``SHA-256(lp(digest_1) || ... || lp(digest_n))`` over the digests in request order.
+- ``time_stamps`` (version 2): ``time_stamp_count`` is u64; ``time_stamps_sha256`` is
+  ``SHA-256(lp(token_1) || ... || lp(token_n))`` over the DER of the RFC 3161 TimeStampTokens
+  of the signatures, in signature order (empty input for ``raw`` signatures).
 
-Issuance (kind 0x01): ``privacy_key_id`` text, ``record_id`` text, ``request_id`` text,
-``issued_at`` time, ``completed_at`` time, ``outcome`` text (``completed`` | ``failed``),
+Issuance (kind 0x01), version 2: ``privacy_key_id`` text, ``record_id`` text, ``request_id``
+text, ``issued_at`` time, ``completed_at`` time, ``outcome`` text (``completed`` | ``failed``),
 ``failure`` text?, ``issuer_name`` text, ``token_issuer`` text, ``token_subject`` commit,
 ``email`` commit?, ``client_id`` commit?, ``profile`` text, ``subject_type`` text?,
 ``certificate_serial`` serial, ``certificate_sha256`` bytes32, ``certificate_subject`` commit,
-``not_before`` time, ``not_after`` time, ``hash_algorithm`` text, ``digest_count`` u64,
-``digests_sha256`` bytes32, ``key_evidence`` flags, ``destruction`` flags?, ``signed_count`` u64.
+``not_before`` time, ``not_after`` time, ``hash_algorithm`` text, ``signature_format`` text
+(``raw`` | ``cades`` | ``pades``: what each digest was turned into), ``digest_count`` u64,
+``digests_sha256`` bytes32, ``key_evidence`` flags, ``destruction`` flags?, ``signed_count``
+u64, ``time_stamp_count`` u64, ``time_stamps_sha256`` bytes32.
 
-Refusal (kind 0x02): ``privacy_key_id`` text, ``record_id`` text, ``request_id`` text,
-``refused_at`` time, ``issuer_name`` text?, ``token_issuer`` text?, ``token_subject``
-commit?, ``email`` commit?, ``client_id`` commit?, ``profile`` text?, ``subject_type`` text?,
-``hash_algorithm`` text?, ``digest_count`` u64, ``digests_sha256`` bytes32, ``reason`` text.
+Issuance, version 1: the same without ``signature_format``, ``time_stamp_count`` and
+``time_stamps_sha256``.
 
-Approval (kind 0x03): ``privacy_key_id`` text, ``record_id`` text (the decision's id),
+Refusal (kind 0x02), version 2: ``privacy_key_id`` text, ``record_id`` text, ``request_id``
+text, ``refused_at`` time, ``issuer_name`` text?, ``token_issuer`` text?, ``claimed_issuer``
+text?, ``token_subject`` commit?, ``email`` commit?, ``client_id`` commit?, ``client_address``
+commit?, ``profile`` text?, ``subject_type`` text?, ``hash_algorithm`` text?,
+``signature_format`` text?, ``digest_count`` u64, ``digests_sha256`` bytes32, ``reason`` text,
+``suppressed`` u64.
+
+- ``issuer_name``/``token_issuer``/``token_subject``/``client_id`` are those of a *verified*
+  token; a request refused before its token verified has none of them.
+- ``claimed_issuer`` is the ``iss`` an unverified token *claims* (only when it names an issuer
+  the service trusts, so no attacker-chosen text enters the log): never evidence of who asked.
+  It is never present together with ``token_issuer``.
+- ``client_address`` commits to the network address the request came from (personal data).
+- ``suppressed`` is 0 for one refused request. An entry with reason ``refusals-suppressed``
+  instead stands for ``suppressed`` (≥ 1) further refusals that were not logged one by one
+  because the rate limit for unauthenticated refusals bit: from the committed
+  ``client_address``, or from every address when it is absent, in the window that begins at
+  ``refused_at``; its digests are empty.
+
+Refusal, version 1: ``privacy_key_id``, ``record_id``, ``request_id``, ``refused_at``,
+``issuer_name``?, ``token_issuer``?, ``token_subject``?, ``email``?, ``client_id``?,
+``profile``?, ``subject_type``?, ``hash_algorithm``?, ``digest_count``, ``digests_sha256``,
+``reason``, types as above.
+
+Approval (kind 0x03, version 2): ``privacy_key_id`` text, ``record_id`` text (the decision's id),
 ``request_id`` text (of the HTTP request that decided), ``decided_at`` time, ``decision`` text
 (``approved`` | ``denied``), ``approval_request`` text (the id of the request decided on),
 ``issuer_name`` text, ``token_issuer`` text, ``token_subject`` commit, ``email`` commit?,
@@ -63,7 +91,8 @@ is also the digest commitment the approver was shown and sent back, so the entry
 digests a person approved. The approver fields carry the same names as a requester's, so a
 watcher filtering by identity finds that person's approvals too.
 
-Administrative action (kind 0x04; a kill-switch suspend or resume): ``privacy_key_id`` text,
+Administrative action (kind 0x04, version 2; a kill-switch suspend or resume):
+``privacy_key_id`` text,
 ``record_id`` text (the action's id), ``request_id`` text, ``acted_at`` time, ``action`` text
 (``suspend`` | ``resume``), ``scope`` text (``identity`` | ``client`` | ``all``),
 ``actor_issuer`` text? (``iss`` of the administrator's token; absent for the operator's CLI),
@@ -90,6 +119,8 @@ from ca.errors import CaError
 __all__ = [
     "ENTRY_MAGIC",
     "ENTRY_VERSION",
+    "ENTRY_VERSIONS",
+    "SUPPRESSED_REASON",
     "AdminActionEntry",
     "ApprovalEntry",
     "EntryKind",
@@ -102,10 +133,15 @@ __all__ = [
     "decode_time",
     "digests_sha256",
     "entry_fields",
+    "entry_version",
+    "time_stamps_sha256",
 ]
 
 ENTRY_MAGIC = b"qes-log-entry"
-ENTRY_VERSION = 1
+#: The version :meth:`IssuanceEntry.encode` and :meth:`RefusalEntry.encode` write.
+ENTRY_VERSION = 2
+#: Every version a decoder accepts (entries already in a log keep verifying).
+ENTRY_VERSIONS = (1, 2)
 _COMMIT_DOMAIN = b"qes-log-entry/1"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -114,6 +150,10 @@ _MAX_DIGEST = 64
 
 class LogEntryError(CaError):
     """A log entry cannot be built from the given values, or encoded bytes do not parse."""
+
+
+#: The reason of a refusal entry that stands for ``suppressed`` refusals not logged one by one.
+SUPPRESSED_REASON = "refusals-suppressed"
 
 
 class EntryKind(enum.IntEnum):
@@ -129,13 +169,15 @@ _ISSUANCE_FIELDS = (
     "privacy_key_id", "record_id", "request_id", "issued_at", "completed_at", "outcome",
     "failure", "issuer_name", "token_issuer", "token_subject", "email", "client_id", "profile",
     "subject_type", "certificate_serial", "certificate_sha256", "certificate_subject",
-    "not_before", "not_after", "hash_algorithm", "digest_count", "digests_sha256",
-    "key_evidence", "destruction", "signed_count",
+    "not_before", "not_after", "hash_algorithm", "signature_format", "digest_count",
+    "digests_sha256", "key_evidence", "destruction", "signed_count", "time_stamp_count",
+    "time_stamps_sha256",
 )  # fmt: skip
 _REFUSAL_FIELDS = (
     "privacy_key_id", "record_id", "request_id", "refused_at", "issuer_name", "token_issuer",
-    "token_subject", "email", "client_id", "profile", "subject_type", "hash_algorithm",
-    "digest_count", "digests_sha256", "reason",
+    "claimed_issuer", "token_subject", "email", "client_id", "client_address", "profile",
+    "subject_type", "hash_algorithm", "signature_format", "digest_count", "digests_sha256",
+    "reason", "suppressed",
 )  # fmt: skip
 _APPROVAL_FIELDS = (
     "privacy_key_id", "record_id", "request_id", "decided_at", "decision", "approval_request",
@@ -155,6 +197,23 @@ _FIELDS = {
 }
 #: The ``decision`` values of an approval entry.
 DECISIONS = ("approved", "denied")
+#: Version 1 (the first entries of a log): the same kinds without the version-2 fields.
+_V2_ONLY = frozenset(
+    {"signature_format", "time_stamp_count", "time_stamps_sha256", "claimed_issuer",
+     "client_address", "suppressed"}
+)  # fmt: skip
+_V1_FIELDS = {
+    kind: tuple(name for name in _FIELDS[kind] if name not in _V2_ONLY)
+    for kind in (EntryKind.ISSUANCE, EntryKind.REFUSAL)
+}
+
+
+def _table(version: int, kind: EntryKind) -> tuple[str, ...] | None:
+    """The field names of ``kind`` in ``version``, or None when that pair does not exist
+    (approvals and administrative actions exist from version 2 on)."""
+    if version == 1:
+        return _V1_FIELDS.get(kind)
+    return _FIELDS.get(kind) if version == ENTRY_VERSION else None
 
 
 def _lp(data: bytes) -> bytes:
@@ -220,6 +279,19 @@ def digests_sha256(digests: tuple[bytes, ...]) -> bytes:
     for item in digests:
         digest.update(_lp(item))
     return digest.finalize()
+
+
+def time_stamps_sha256(tokens: tuple[bytes, ...]) -> bytes:
+    """``SHA-256(lp(token_1) || ... || lp(token_n))``, the ``time_stamps_sha256`` field
+    (version 2) over the DER RFC 3161 TimeStampTokens in signature order."""
+    return digests_sha256(tokens)
+
+
+def _version(value: object) -> int:
+    if value not in ENTRY_VERSIONS:
+        raise LogEntryError(f"version: must be one of {ENTRY_VERSIONS}")
+    assert isinstance(value, int)
+    return value
 
 
 @dataclass(frozen=True)
@@ -293,15 +365,22 @@ def _check_requester(requester: object, *, required: bool) -> None:
 class _Writer:
     """Collects one entry's fields and checks they come in the kind's table order."""
 
-    def __init__(self, kind: EntryKind, key: PrivacyKey, record_id: str) -> None:
+    def __init__(
+        self, kind: EntryKind, key: PrivacyKey, record_id: str, version: int = ENTRY_VERSION
+    ) -> None:
         if not isinstance(key, PrivacyKey):
             raise LogEntryError("key: must be a PrivacyKey")
-        self._names = iter(_FIELDS[kind])
+        table = _table(version, kind)
+        assert table is not None  # every kind is written in the current version
+        self.version = version
+        self._names = iter(table)
         self._key = key
         self._record_id = record_id
-        self._out = bytearray(ENTRY_MAGIC + bytes([ENTRY_VERSION, kind]))
+        self._out = bytearray(ENTRY_MAGIC + bytes([version, kind]))
 
     def add(self, name: str, value: bytes) -> None:
+        if self.version == 1 and name in _V2_ONLY:
+            return  # not a field of version 1 (the caller checked it carries no information)
         if next(self._names) != name:
             raise AssertionError(f"field {name} out of order")  # a bug here, not bad input
         self._out += bytes([len(name)]) + name.encode("ascii") + _lp(value)
@@ -331,9 +410,11 @@ class _Writer:
         return bytes(self._out)
 
 
-def _start(kind: EntryKind, key: PrivacyKey, record_id: str, request_id: str) -> _Writer:
+def _start(
+    kind: EntryKind, key: PrivacyKey, record_id: str, request_id: str, version: int = ENTRY_VERSION
+) -> _Writer:
     _text(record_id, "record_id")
-    writer = _Writer(kind, key, record_id)
+    writer = _Writer(kind, key, record_id, _version(version))
     writer.add("privacy_key_id", _text(key.key_id, "privacy_key_id"))
     writer.add("record_id", _text(record_id, "record_id"))
     writer.add("request_id", _text(request_id, "request_id"))
@@ -348,6 +429,8 @@ class IssuanceEntry:
     A completed entry must carry the destruction result; ``key_evidence`` and
     ``destruction`` are the flag mappings the pipeline records (for example
     ``{"local": True, "never_extractable": True, "always_sensitive": True}``).
+    ``signature_format`` (``raw`` | ``cades`` | ``pades``) and ``time_stamps`` (the DER RFC
+    3161 tokens of the signatures, in order) enter version-2 entries only.
     """
 
     record_id: str
@@ -361,8 +444,14 @@ class IssuanceEntry:
     destruction: Mapping[str, bool] | None
     signed_count: int
     failure: str | None = None
+    signature_format: str = "raw"
+    time_stamps: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "time_stamps", tuple(self.time_stamps))
+        if not all(isinstance(t, bytes) and t for t in self.time_stamps):
+            raise LogEntryError("time_stamps: non-empty DER tokens")
+        _text(self.signature_format, "signature_format")
         if not isinstance(self.certificate, x509.Certificate):
             raise LogEntryError("certificate: must be an x509.Certificate")
         if not isinstance(self.request, RequestSummary):
@@ -380,10 +469,11 @@ class IssuanceEntry:
             raise LogEntryError("completed_at: must not be before issued_at")
         _count(self.signed_count, "signed_count")
 
-    def encode(self, key: PrivacyKey) -> bytes:
-        """The canonical entry bytes (module docstring, kind 0x01)."""
+    def encode(self, key: PrivacyKey, *, version: int = ENTRY_VERSION) -> bytes:
+        """The canonical entry bytes (module docstring, kind 0x01). ``version=1`` rebuilds an
+        entry logged before version 2 (it leaves out the format and the time-stamps)."""
         cert = self.certificate
-        w = _start(EntryKind.ISSUANCE, key, self.record_id, self.request_id)
+        w = _start(EntryKind.ISSUANCE, key, self.record_id, self.request_id, version)
         w.add("issued_at", _time(self.issued_at, "issued_at"))
         w.add("completed_at", _time(self.completed_at, "completed_at"))
         w.add("outcome", b"completed" if self.failure is None else b"failed")
@@ -400,10 +490,13 @@ class IssuanceEntry:
         w.add("not_before", _time(cert.not_valid_before_utc, "not_before"))
         w.add("not_after", _time(cert.not_valid_after_utc, "not_after"))
         w.add("hash_algorithm", _text(self.request.hash_algorithm, "hash_algorithm"))
+        w.add("signature_format", _text(self.signature_format, "signature_format"))
         w.add_digests(self.request)
         w.add("key_evidence", _flags(self.key_evidence, "key_evidence"))
         w.add("destruction", _flags(self.destruction, "destruction", optional=True))
         w.add("signed_count", _u64(self.signed_count))
+        w.add("time_stamp_count", _u64(len(self.time_stamps)))
+        w.add("time_stamps_sha256", time_stamps_sha256(self.time_stamps))
         return w.finish()
 
 
@@ -413,6 +506,11 @@ class RefusalEntry:
 
     ``reason`` is a fixed code (for example ``policy.profile_not_allowed``), not free text:
     it is stored in clear and must not carry personal data.
+
+    Version 2 adds: ``claimed_issuer``, the unverified ``iss`` of a token that did not verify
+    (the caller passes it only when it names a trusted issuer); ``client_address``, committed;
+    ``signature_format`` asked for; and ``suppressed``, the number of refusals an aggregate
+    entry (reason :data:`SUPPRESSED_REASON`) stands for (0 for a single refusal).
     """
 
     record_id: str
@@ -421,6 +519,10 @@ class RefusalEntry:
     requester: Requester
     request: RequestSummary
     reason: str
+    claimed_issuer: str | None = None
+    client_address: str | None = None
+    signature_format: str | None = None
+    suppressed: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.request, RequestSummary):
@@ -428,17 +530,40 @@ class RefusalEntry:
         _check_requester(self.requester, required=False)
         _time(self.refused_at, "refused_at")
         _text(self.reason, "reason")
+        for name in ("claimed_issuer", "client_address", "signature_format"):
+            _text(getattr(self, name), name, optional=True)
+        if self.claimed_issuer is not None and self.requester.token_issuer is not None:
+            raise LogEntryError("claimed_issuer: only for a token that did not verify")
+        _count(self.suppressed, "suppressed")
+        if (self.reason == SUPPRESSED_REASON) != (self.suppressed > 0):
+            raise LogEntryError(f"suppressed: > 0 exactly when reason is {SUPPRESSED_REASON}")
+        if self.suppressed and self.request.digests:
+            raise LogEntryError("suppressed: an aggregate entry carries no digests")
 
-    def encode(self, key: PrivacyKey) -> bytes:
+    def encode(self, key: PrivacyKey, *, version: int = ENTRY_VERSION) -> bytes:
         """The canonical entry bytes (module docstring, kind 0x02)."""
-        w = _start(EntryKind.REFUSAL, key, self.record_id, self.request_id)
+        extra = (self.claimed_issuer, self.client_address, self.signature_format)
+        if version == 1 and (any(v is not None for v in extra) or self.suppressed):
+            raise LogEntryError("version 1 refusals have no claimed issuer, address, format")
+        w = _start(EntryKind.REFUSAL, key, self.record_id, self.request_id, version)
         w.add("refused_at", _time(self.refused_at, "refused_at"))
-        w.add_requester(self.requester, optional=True)
+        _check_requester(self.requester, required=False)
+        who = self.requester
+        w.add("issuer_name", _text(who.issuer_name, "issuer_name", optional=True))
+        w.add("token_issuer", _text(who.token_issuer, "token_issuer", optional=True))
+        w.add("claimed_issuer", _text(self.claimed_issuer, "claimed_issuer", optional=True))
+        w.commit("token_subject", who.token_subject, optional=True)
+        w.commit("email", who.email, optional=True)
+        w.commit("client_id", who.client_id, optional=True)
+        if version >= 2:
+            w.commit("client_address", self.client_address, optional=True)
         w.add("profile", _text(self.request.profile, "profile", optional=True))
         w.add("subject_type", _text(self.request.subject_type, "subject_type", optional=True))
         w.add("hash_algorithm", _text(self.request.hash_algorithm, "hash_algorithm", optional=True))
+        w.add("signature_format", _text(self.signature_format, "format", optional=True))
         w.add_digests(self.request)
         w.add("reason", _text(self.reason, "reason"))
+        w.add("suppressed", _u64(self.suppressed))
         return w.finish()
 
 
@@ -556,19 +681,20 @@ def entry_fields(data: bytes) -> tuple[EntryKind, tuple[tuple[str, bytes], ...]]
     """Split encoded entry bytes into their kind and ``(name, value)`` fields, strictly.
 
     For auditors and tools: show an entry, or name the first field where a recomputed entry
-    differs from the logged one. Raises :class:`LogEntryError` for anything that is not a
-    version-1 entry with exactly its kind's fields in order.
+    differs from the logged one. Raises :class:`LogEntryError` for anything that is not an
+    entry of a supported version (:data:`ENTRY_VERSIONS`, see :func:`entry_version`) with
+    exactly its kind's fields for that version, in order.
     """
     data = bytes(data)
     head = len(ENTRY_MAGIC)
-    if len(data) < head + 2 or data[:head] != ENTRY_MAGIC:
-        raise LogEntryError("entry: wrong magic")
-    if data[head] != ENTRY_VERSION:
-        raise LogEntryError(f"entry: unsupported version {data[head]}")
+    version = entry_version(data)
     try:
         kind = EntryKind(data[head + 1])
     except ValueError:
         raise LogEntryError(f"entry: unknown kind {data[head + 1]}") from None
+    table = _table(version, kind)
+    if table is None:
+        raise LogEntryError(f"entry: no {kind.name.lower()} entries in version {version}")
     fields: list[tuple[str, bytes]] = []
     offset = head + 2
     while offset < len(data):
@@ -582,6 +708,19 @@ def entry_fields(data: bytes) -> tuple[EntryKind, tuple[tuple[str, bytes], ...]]
             raise LogEntryError(f"entry: field {name} is truncated")
         fields.append((name, data[name_end + 4 : value_end]))
         offset = value_end
-    if tuple(name for name, _ in fields) != _FIELDS[kind]:
-        raise LogEntryError(f"entry: fields are not those of a {kind.name.lower()} entry")
+    if tuple(name for name, _ in fields) != table:
+        raise LogEntryError(
+            f"entry: fields are not those of a version-{version} {kind.name.lower()} entry"
+        )
     return kind, tuple(fields)
+
+
+def entry_version(data: bytes) -> int:
+    """The version byte of encoded entry bytes (one of :data:`ENTRY_VERSIONS`): which table
+    :func:`entry_fields` reads, and how an auditor rebuilds the entry from its record."""
+    head = len(ENTRY_MAGIC)
+    if len(data) < head + 2 or bytes(data[:head]) != ENTRY_MAGIC:
+        raise LogEntryError("entry: wrong magic")
+    if data[head] not in ENTRY_VERSIONS:
+        raise LogEntryError(f"entry: unsupported version {data[head]}")
+    return int(data[head])

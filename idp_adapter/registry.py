@@ -103,6 +103,16 @@ class IssuerRegistry:
             self._remember(digest, principal, settings)
         return principal
 
+    def claimed_issuer(self, token: str) -> str | None:
+        """The ``iss`` a token claims, *unverified*, when it names a configured issuer (else
+        None): for recording a refused request, never as evidence of who sent it. Anything
+        else the token claims is attacker-chosen text and is not returned."""
+        try:
+            iss = parse(token).claims.get("iss")
+        except InvalidToken:
+            return None
+        return iss if isinstance(iss, str) and iss in self._entries else None
+
     def _still_valid(self, digest: bytes) -> Principal | None:
         """A token verified before is accepted again without re-checking its signature until
         ``exp`` (+ leeway): batch jobs present one token for thousands of requests. Time only

@@ -23,9 +23,11 @@ from idp_adapter.registry import IssuerRegistry
 from signer import approvals, auditui, webflow
 from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
+from signer.api.refused import REFUSAL_LOG
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.approvals.service import ApprovalPolicy, CurrentPolicy
+from signer.backfill import backfill_quietly
 from signer.config import Settings
 from signer.csc import api as csc_api
 from signer.csc import oauth2_setup as csc_oauth2
@@ -34,11 +36,14 @@ from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
+from signer.refusals import RefusalLog
 from signer.storage.authority import CaCertificateStore
+from signer.storage.backfill import BackfillStore
 from signer.storage.csc import CscStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
+from signer.storage.refusals import RefusalStore
 from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.translog import LogPublisher, load_privacy_key
 
@@ -119,6 +124,9 @@ def _resources(
             records = RecordStore(pool)
             log_store = LogStore(pool, settings.log.origin)
             publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
+            app[REFUSAL_LOG] = refusal_log = RefusalLog(
+                store=RefusalStore(pool), key=privacy_key, settings=settings.log, clock=clock
+            )
             gate = await open_gate(settings, pool, privacy_key, clock)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
@@ -200,6 +208,8 @@ def _resources(
                 integrator = asyncio.create_task(publisher.run())
                 gatekeeper = asyncio.create_task(gate.run())
                 sweeper = asyncio.create_task(csc.run_sweeper())
+                refusal_windows = asyncio.create_task(refusal_log.run())
+                backfiller = asyncio.create_task(backfill_quietly(BackfillStore(pool), privacy_key))
                 try:
                     yield
                 finally:
@@ -208,7 +218,11 @@ def _resources(
                     gatekeeper.cancel()
                     await asyncio.gather(gatekeeper, return_exceptions=True)
                     sweeper.cancel()
-                    await asyncio.gather(sweeper, return_exceptions=True)
+                    refusal_windows.cancel()
+                    backfiller.cancel()
+                    await asyncio.gather(
+                        sweeper, refusal_windows, backfiller, return_exceptions=True
+                    )
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
                     if expiry is not None:

@@ -8,11 +8,13 @@ entry that is wrong, naming it and why:
 2. indexes are 0, 1, 2, ... with no gap (a deleted row) and no more rows than sequenced;
 3. each entry's leaf hash is ``SHA-256(0x00 || entry)`` (RFC 9162 §2.1.1) and its bytes parse
    as a ``ca.logentry`` entry of the stored kind;
-4. an issuance entry equals the entry rebuilt from its ``signing_records`` row with the privacy
-   key, so an altered record is caught by the entry that commits to it; an approval entry
-   (issue 7) equals the one rebuilt from its ``approval_decisions`` row and the request it
-   decided (``approval_requests``), so an altered approver, decision, time or digest list is
-   caught the same way;
+4. an issuance entry equals the entry rebuilt from its ``signing_records`` row and the row's
+   ``signature_time_stamps`` with the privacy key, in the entry's own version (``ca.logentry``
+   versions 1 and 2; version 2 also commits to the signature format and the time-stamp
+   tokens), so an altered record or token is caught by the entry that commits to it; an
+   approval entry (issue 7) equals the one rebuilt from its ``approval_decisions`` row and the
+   request it decided (``approval_requests``), so an altered approver, decision, time or digest
+   list is caught the same way;
 5. every perfect subtree the integrator stored equals the one recomputed from the entries (an
    altered, inserted or reordered row changes the level-0 node at its index);
 6. the root at every checkpoint size equals the signed root (RFC 9162 §2.1.1 ``MTH``).
@@ -44,7 +46,14 @@ import asyncpg
 
 from ca.checkpoint import Checkpoint, NoteError, NoteVerifier, open_checkpoint
 from ca.errors import CaError
-from ca.logentry import EntryKind, LogEntryError, PrivacyKey, decode_time, entry_fields
+from ca.logentry import (
+    EntryKind,
+    LogEntryError,
+    PrivacyKey,
+    decode_time,
+    entry_fields,
+    entry_version,
+)
 from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
 from signer.enforcement import admin_entry
 from signer.manifest import ManifestError, open_manifest
@@ -62,8 +71,12 @@ _KINDS = {
     EntryKind.ADMIN: "admin",
 }
 _ENTRIES = """
-SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*
+SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*, ts.tokens AS time_stamp_tokens
   FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
+  LEFT JOIN LATERAL (
+      SELECT array_agg(t.token ORDER BY t.position) AS tokens
+        FROM signature_time_stamps AS t WHERE t.record_id = e.record_id
+  ) AS ts ON true
  WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2
 """
 
@@ -113,7 +126,9 @@ def _first_difference(logged: bytes, rebuilt: bytes) -> str:
     return "entry bytes"
 
 
-def _tombstone_differs(fields: Mapping[str, bytes], record: SigningRecord) -> str | None:
+def _tombstone_differs(
+    fields: Mapping[str, bytes], record: SigningRecord, version: int
+) -> str | None:
     """The first field a purged record still holds that differs from its entry, if any.
 
     The personal fields are gone (``signer.retention``); what is left must still match, so a
@@ -132,6 +147,8 @@ def _tombstone_differs(fields: Mapping[str, bytes], record: SigningRecord) -> st
         "hash_algorithm": record.hash_algorithm.encode(),
         "signed_count": (record.signed_count or 0).to_bytes(8, "big"),
     }
+    if version >= 2:  # the format is not personal; the time-stamp tokens went with the purge
+        kept["signature_format"] = record.signature_format.encode()
     for name, want in kept.items():
         have: object = fields[name]
         if isinstance(want, datetime):
@@ -189,6 +206,7 @@ def _check_entry(
         raise LogVerificationFailed(idx, "stored leaf hash is not SHA-256(0x00 || entry)")
     try:
         kind, fields = entry_fields(entry)
+        version = entry_version(entry)
     except LogEntryError as exc:
         raise LogVerificationFailed(idx, f"entry bytes do not parse: {exc}") from exc
     if _KINDS[kind] != row["kind"]:
@@ -214,7 +232,7 @@ def _check_entry(
     if record.status not in ("completed", "failed") or record.completed_at is None:
         raise LogVerificationFailed(idx, f"signing record {named} is not finished")
     if record.purged:
-        differs = _tombstone_differs(dict(fields), record)
+        differs = _tombstone_differs(dict(fields), record, version)
         if differs is not None:
             raise LogVerificationFailed(
                 idx, f"does not match purged signing record {named} (field {differs} differs)"
@@ -227,7 +245,8 @@ def _check_entry(
             destruction=record.destruction,
             signed_count=record.signed_count or 0,
             failure=record.failure,
-        ).encode(key)
+            time_stamps=tuple(bytes(t) for t in row["time_stamp_tokens"] or ()),
+        ).encode(key, version=version)
     except (CaError, ValueError) as exc:
         raise LogVerificationFailed(idx, f"signing record {named} is malformed: {exc}") from exc
     if rebuilt != entry:

@@ -82,6 +82,23 @@ async def _init(settings: Any, force: bool) -> str:
     return "\n".join(lines)
 
 
+def warn_derived_origin(settings: Any) -> None:
+    """A structlog warning when ``log.origin`` was derived from ``server.public_url``.
+
+    The origin names the log in every checkpoint and is the log key's note name (C2SP
+    tlog-checkpoint): once checkpoints are published it must never change, while a public URL
+    does (a new host name, a port, a proxy). Production sets ``[log] origin`` explicitly."""
+    if settings.log.origin_derived:
+        import structlog
+
+        structlog.get_logger("signer.cli").warning(
+            "log_origin_derived",
+            origin=settings.log.origin,
+            advice="set [log] origin (QES__LOG__ORIGIN) explicitly and never change it:"
+            " checkpoints signed under one origin do not verify under another",
+        )
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(asyncio.run(_init(settings, args.force)))
@@ -100,11 +117,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for signum in _STOP_SIGNALS:  # from the first moment: a stop during start-up is honoured
         signal.signal(signum, _note_stop)
     settings = _settings(args)
-    if settings.server.workers > 1 and not args.single:
-        return _supervise(args, settings.server.workers)
     from signer.logging import configure
 
     configure(settings.server.log_format)
+    if not args.single:  # once per `qes serve`, not once per worker
+        warn_derived_origin(settings)
+    if settings.server.workers > 1 and not args.single:
+        return _supervise(args, settings.server.workers)
     asyncio.run(_serve(settings))
     return 0
 
@@ -774,13 +793,17 @@ def cmd_audit_purge(args: argparse.Namespace) -> int:
 
 async def _audit_subject(settings: Any, subject: str, issuer: str | None) -> Any:
     from signer import retention
+    from signer.backfill import backfill
+    from signer.storage.backfill import BackfillStore
     from signer.storage.retention import RetentionStore
     from signer.translog import load_privacy_key
 
     key = load_privacy_key(settings)
     pool = await _pool(settings)
     try:
-        return await retention.find_subject(RetentionStore(pool), key, subject, issuer)
+        await backfill(BackfillStore(pool), key)  # older entries into the subject index first
+        issuers = sorted({i.issuer for i in settings.issuers})
+        return await retention.find_subject(RetentionStore(pool), key, subject, issuer, issuers)
     finally:
         await pool.close()
 
@@ -997,7 +1020,7 @@ def parser() -> argparse.ArgumentParser:
         asub.add_parser("subject", help="data-subject request: a person's records and entries")
     )
     subject.add_argument("--subject", required=True, help="token subject (sub)")
-    subject.add_argument("--issuer", help="token issuer (iss)")
+    subject.add_argument("--issuer", help="token issuer (iss); default: every configured issuer")
     subject.add_argument("--json", action="store_true", help="machine-readable output")
     subject.set_defaults(func=cmd_audit_subject)
 

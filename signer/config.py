@@ -172,6 +172,14 @@ class LogSettings:
     checkpoint_interval_seconds: float = 5.0
     privacy_key: Secret | None = None
     privacy_key_id: str = "k1"
+    #: True when ``origin`` was not configured but derived from ``server.public_url``.
+    origin_derived: bool = False
+    #: Refusals before authentication (signer.refusals): at most ``refusals_per_source`` entries
+    #: per client address and ``refusals_total`` for all addresses per window; the rest are
+    #: counted in one aggregate entry per window.
+    refusal_window_seconds: int = 60
+    refusals_per_source: int = 10
+    refusals_total: int = 600
 
 
 @dataclass(frozen=True)
@@ -690,7 +698,9 @@ def _approvals(s: _Section, env: Mapping[str, str], base: Path) -> ApprovalsSett
 
 def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings) -> LogSettings:
     default_origin = urlsplit(server.public_url).netloc + "/log"
-    origin = s.get("origin", str, default_origin)
+    origin = s.get("origin", str, None)
+    derived = origin is None
+    origin = default_origin if origin is None else origin
     s.check(
         "origin",
         bool(origin) and "+" not in origin and not any(c.isspace() for c in origin),
@@ -700,12 +710,26 @@ def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
     s.check("checkpoint_interval_seconds", 0.1 <= interval <= 3600, "must be 0.1 .. 3600")
     key_id = s.get("privacy_key_id", str, "k1")
     s.check("privacy_key_id", 0 < len(key_id) <= 64 and key_id.isascii(), "1..64 ASCII chars")
+    window = s.get("refusal_window_seconds", int, 60)
+    s.check("refusal_window_seconds", 1 <= window <= 3600, "must be 1 .. 3600")
+    per_source = s.get("refusals_per_source", int, 10)
+    s.check("refusals_per_source", 1 <= per_source <= 100_000, "must be 1 .. 100000")
+    total = s.get("refusals_total", int, 600)
+    s.check(
+        "refusals_total",
+        per_source <= total <= 1_000_000,
+        "must be between refusals_per_source and 1000000",
+    )
     result = LogSettings(
         origin=origin,
         key_label=s.get("key_label", str, "qes-log"),
         checkpoint_interval_seconds=interval,
         privacy_key=_secret(s, "privacy_key", env, base, "QES_LOG_PRIVACY_KEY"),
         privacy_key_id=key_id,
+        origin_derived=derived,
+        refusal_window_seconds=window,
+        refusals_per_source=per_source,
+        refusals_total=total,
     )
     s.done()
     return result

@@ -53,7 +53,7 @@ from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
 from signer.policy import Decision, PolicyRefusal
 from signer.storage.records import Completion, IdempotencyKey, IssuedRecord, RecordStore
 from signer.timestamping import TimeStampSource, checked
-from signer.translog import issuance_entry, refusal_entry
+from signer.translog import issuance_entry, refusal_entry, subject_index
 
 log = structlog.get_logger(__name__)
 
@@ -221,7 +221,7 @@ class SigningService:
                 raise ApprovalRequired(f"rule {decision.rule!r} needs approvals")
             return decision
         except PolicyRefusal as exc:
-            await self._log_refusal(principal, request, request_id, exc)
+            await self.log_refusal(principal, request, request_id, exc)
             raise
 
     async def screen_client(
@@ -306,7 +306,7 @@ class SigningService:
         try:
             level, subject = await self._admit(principal, request, approved)
         except (ProfileNotAllowed, SubjectNotIssuable, PolicyRefusal) as exc:
-            await self._log_refusal(principal, request, request_id, exc)
+            await self.log_refusal(principal, request, request_id, exc)
             raise
         if self._queue is None:
             raise HsmUnavailable("the signing service is not running")
@@ -324,11 +324,12 @@ class SigningService:
         self._queue.put_nowait(job)
         return await job.future
 
-    async def _log_refusal(
+    async def log_refusal(
         self, principal: Principal, request: SignatureRequest, request_id: str, exc: RequestError
     ) -> None:
-        """Append the refusal entry (who asked, what, why); a refusal stands even when the
-        log is unreachable, so that failure is only logged."""
+        """Append the refusal entry of an authenticated request (who asked, what, why) with
+        its subject index; a refusal stands even when the log is unreachable, so that failure
+        is only logged. (Requests refused before authentication: :mod:`signer.refusals`.)"""
         entry = refusal_entry(
             principal,
             record_id=str(uuid.uuid4()),
@@ -338,9 +339,13 @@ class SigningService:
             hash_algorithm=request.hash_algorithm,
             digests=request.digests,
             reason=exc.slug,
+            signature_format=request.format,
         )
         try:
-            await self._records.refuse(entry.encode(self._privacy_key))
+            await self._records.refuse(
+                entry.encode(self._privacy_key),
+                subject_index(self._privacy_key, principal.issuer, principal.subject),
+            )
         except DatabaseUnavailable:
             log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
 
@@ -563,7 +568,9 @@ class SigningService:
                             signed_count=len(result.signatures),
                             failure=None,
                             certificate=result.certificate,
+                            time_stamps=result.time_stamps,
                         ).encode(key),
+                        subject_key=subject_index(key, job.principal.issuer, job.principal.subject),
                     )
                     for job, result, response in done
                 ]
@@ -619,6 +626,9 @@ class SigningService:
                 destruction=destruction,
                 at=at,
                 entry=entry.encode(self._privacy_key),
+                subject_key=subject_index(
+                    self._privacy_key, record.token_issuer, record.token_subject
+                ),
             )
         except DatabaseUnavailable:
             log.error("failure_not_recorded", record_id=str(job.record_id))

@@ -6,15 +6,18 @@
   checkpoint and every proof are unchanged and ``qes audit verify`` still verifies (it checks a
   tombstone's remaining fields against its entry and reports it as purged). A date inside the
   retention period is refused, whatever else is asked.
-- :func:`find_subject` (``qes audit subject``, GDPR Art. 15 right of access): a person's records
-  through the ``token_subject`` index, with their log entry indexes through the record-id
-  index; and the person's refusal entries, which hold identifiers only as keyed commitments
-  bound to each entry's random record id (``ca.logentry``), so they are found by recomputing
-  the commitment per refusal entry (a scan of refusal entries only, batch by batch).
+- :func:`find_subject` (``qes audit subject``, GDPR Art. 15 right of access): a person's
+  issuance and refusal entries through the subject index (``log_entries.subject_key``, a keyed
+  hash of token issuer and subject: :func:`signer.translog.subject_index`), with their
+  records; records still 'issued' (no entry yet) through the ``token_subject`` index. Only
+  refusal entries appended before the subject index existed are found by recomputing their
+  per-entry commitments (``ca.logentry``): a fixed range that never grows
+  (:mod:`signer.backfill`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 from ca.logentry import PrivacyKey
 from signer.errors import SignerError
 from signer.storage.retention import RetentionStore, SubjectRecord
-from signer.translog import EntryFilter, describe_entry
+from signer.translog import EntryFilter, describe_entry, subject_index
 
 REFUSAL_BATCH = 5000
 
@@ -57,17 +60,25 @@ class SubjectReport:
 
 
 async def find_subject(
-    store: RetentionStore, key: PrivacyKey, subject: str, issuer: str | None
+    store: RetentionStore,
+    key: PrivacyKey,
+    subject: str,
+    issuer: str | None,
+    issuers: Sequence[str] = (),
 ) -> SubjectReport:
-    """Everything the service holds about ``subject`` (at ``issuer`` when given)."""
-    records = await store.subject_records(subject, issuer)
+    """Everything the service holds about ``subject`` at ``issuer``, or, when no issuer is
+    given, at any of ``issuers`` (the configured ones: the index is keyed by issuer too)."""
+    keys = [subject_index(key, iss, subject) for iss in ([issuer] if issuer else issuers)]
+    records = await store.subject_records(keys, subject, issuer)
     wanted = EntryFilter(subject=subject, issuer=issuer)
-    refusals: list[dict[str, Any]] = []
+    found = await store.subject_refusals(keys)
+    refusals = [d for e in found if (d := describe_entry(e, key, wanted))]
     start = 0
-    while True:
-        batch = await store.refusals(start, REFUSAL_BATCH)
+    while True:  # refusals from before the subject index: recompute their commitments
+        batch = await store.legacy_refusals(start, REFUSAL_BATCH)
         refusals += [d for e in batch if (d := describe_entry(e, key, wanted))]
         if len(batch) < REFUSAL_BATCH:
             break
         start = batch[-1].idx + 1
+    refusals.sort(key=lambda d: int(d["index"]))
     return SubjectReport(subject, tuple(records), tuple(refusals))

@@ -13,11 +13,17 @@
 - :func:`load_privacy_key` reads the HMAC key of the entries' keyed commitments.
 - :func:`describe_entry` turns a logged entry into what ``qes audit watch`` shows, matching
   refusals against an identity through the same keyed commitments (``ca.logentry``).
+- :func:`subject_index` is the deterministic keyed hash of (token issuer, subject) stored
+  beside each entry (``log_entries.subject_key``), so a data-subject request is an index
+  lookup; :func:`source_index` is the keyed hash that groups refusals by client address for
+  the rate limit (:mod:`signer.refusals`). Both use keys derived from the privacy key (RFC
+  5869 HKDF, one ``info`` label each), distinct from the per-entry commitment key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +33,8 @@ from typing import Any
 
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ca.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint, sign_note
 from ca.errors import CaError
@@ -61,11 +69,13 @@ def issuance_entry(
     signed_count: int,
     failure: str | None,
     certificate: x509.Certificate | None = None,
+    time_stamps: tuple[bytes, ...] = (),
 ) -> IssuanceEntry:
     """The log entry of a finished record (``ca.logentry`` issuance, kind 0x01).
 
-    Everything comes from the record's columns (``certificate`` only saves re-parsing the DER
-    the record holds), so an auditor recomputes it from the database row.
+    Everything comes from the record's columns and its stored time-stamp tokens
+    (``certificate`` only saves re-parsing the DER the record holds), so an auditor
+    recomputes it from the database rows.
     """
     return IssuanceEntry(
         record_id=str(record.id),
@@ -86,6 +96,8 @@ def issuance_entry(
         destruction=destruction,
         signed_count=signed_count,
         failure=failure,
+        signature_format=record.signature_format,
+        time_stamps=time_stamps,
     )
 
 
@@ -99,6 +111,7 @@ def refusal_entry(
     hash_algorithm: str,
     digests: tuple[bytes, ...],
     reason: str,
+    signature_format: str | None = None,
 ) -> RefusalEntry:
     """The log entry of a request refused by policy (kind 0x02); ``reason`` is a stable slug."""
     return RefusalEntry(
@@ -113,7 +126,40 @@ def refusal_entry(
         ),
         request=RequestSummary(profile, principal.subject_type, hash_algorithm, digests),
         reason=reason,
+        signature_format=signature_format,
     )
+
+
+SUBJECT_INDEX_INFO = b"qes-log-subject-index/1"
+SOURCE_INDEX_INFO = b"qes-log-refusal-source/1"
+
+
+@functools.lru_cache(maxsize=8)
+def _derived(secret: bytes, info: bytes) -> bytes:
+    """HKDF-SHA-256 (RFC 5869) of the privacy key with ``info``: one key per purpose."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+
+
+def _keyed(key: PrivacyKey, info: bytes, *parts: str) -> bytes:
+    mac = hmac.HMAC(_derived(key.secret, info), hashes.SHA256())
+    for part in parts:
+        raw = part.encode("utf-8")
+        mac.update(len(raw).to_bytes(4, "big") + raw)
+    return mac.finalize()
+
+
+def subject_index(key: PrivacyKey, issuer: str, subject: str) -> bytes:
+    """``HMAC-SHA-256(HKDF(privacy key, info="qes-log-subject-index/1"), lp(iss) || lp(sub))``.
+
+    The same person (``sub`` at ``iss``) always gets the same value, so it can be indexed; it
+    reveals nothing without the privacy key, and it is kept beside the entry, not in it (the
+    leaf stays unlinkable, and a purge erases the value without touching the tree)."""
+    return _keyed(key, SUBJECT_INDEX_INFO, issuer, subject)
+
+
+def source_index(key: PrivacyKey, address: str) -> bytes:
+    """The keyed hash that groups refusals by client address (``log_refusal_windows``)."""
+    return _keyed(key, SOURCE_INDEX_INFO, address)
 
 
 @dataclass(frozen=True)
@@ -223,6 +269,7 @@ def describe_entry(item: LoggedEntry, key: PrivacyKey, flt: EntryFilter) -> dict
         "issuer_name": text["issuer_name"],
         "profile": text["profile"],
         "purged": item.purged,
+        "signature_format": fields.get("signature_format", b"").decode() or None,  # version 2
     }
     if kind is EntryKind.ISSUANCE:
         return {
@@ -253,6 +300,10 @@ def describe_entry(item: LoggedEntry, key: PrivacyKey, flt: EntryFilter) -> dict
         "subject": flt.subject,
         "client_id": flt.client_id,
         "reason": fields["reason"].decode(),
+        # Version 2: the iss an unverified token claimed (never who asked), and how many
+        # refusals an aggregate entry stands for (signer.refusals).
+        "claimed_issuer": fields.get("claimed_issuer", b"").decode() or None,
+        "suppressed": int.from_bytes(fields.get("suppressed", b""), "big"),
     }
 
 
@@ -268,6 +319,7 @@ def _describe_admin(
         "issuer_name": None,
         "profile": None,
         "purged": item.purged,
+        "signature_format": None,
         "outcome": fields["action"].decode(),
         "time": decode_time(fields["acted_at"]).isoformat(),
         "serial": None,

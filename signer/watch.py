@@ -54,6 +54,10 @@ def entry_line(item: dict[str, Any]) -> str:
     ]
     if item.get("reason"):
         parts.append(f"reason={item['reason']}")
+    if item.get("claimed_issuer"):  # a refusal before authentication: never who asked
+        parts.append(f"claimed_issuer={item['claimed_issuer']}(unverified)")
+    if item.get("suppressed"):  # an aggregate of rate-limited refusals (signer.refusals)
+        parts.append(f"suppressed={item['suppressed']}")
     if item.get("purged"):
         parts.append("purged")
     return "  ".join(parts)

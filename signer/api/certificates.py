@@ -125,11 +125,22 @@ async def list_certificates(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
     rows = await services.records.search(flt, limit=limit + 1, after=after)
     page = rows[:limit]
-    body = {
+    body: dict[str, Any] = {
         "items": [summary(r) for r in page],
         "next_cursor": encode_cursor(page[-1]) if len(rows) > limit else None,
     }
+    if flt.email is not None and (before := await services.records.emails_unknown_before()):
+        body["notice"] = email_notice(before)
     return web.json_response(body)
+
+
+def email_notice(before: datetime) -> str:
+    """Said with an e-mail search while older records' e-mails are still being filled in."""
+    return (
+        f"E-mail not recorded yet for records created before {before.isoformat()}: it is being"
+        " read from their certificates (signer.backfill, at the service's start); until then"
+        " an e-mail search may miss them. Search them by identity, name or serial."
+    )
 
 
 async def show_certificate(request: web.Request) -> web.Response:

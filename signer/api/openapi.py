@@ -246,6 +246,11 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
                     "items": {"$ref": "#/components/schemas/CertificateRecord"},
                 },
                 "next_cursor": {"type": ["string", "null"]},
+                "notice": {
+                    "type": "string",
+                    "description": "with an e-mail filter, while records made before the"
+                    " e-mail column still lack it: which ones may be missing",
+                },
             },
         },
     }
@@ -303,6 +308,20 @@ _ENTRY_PAGE = {
                     "profile": {"type": ["string", "null"]},
                     "reason": {"type": ["string", "null"]},
                     "purged": {"type": "boolean"},
+                    "signature_format": {
+                        "type": ["string", "null"],
+                        "description": "raw, cades or pades (entry version 2)",
+                    },
+                    "claimed_issuer": {
+                        "type": ["string", "null"],
+                        "description": "refusal before authentication: the iss the token"
+                        " claimed, UNVERIFIED (only when it names a trusted issuer)",
+                    },
+                    "suppressed": {
+                        "type": "integer",
+                        "description": "reason refusals-suppressed: how many rate-limited"
+                        " refusals this aggregate entry stands for (else 0)",
+                    },
                 },
             },
         },

@@ -15,9 +15,9 @@ from datetime import datetime
 
 from aiohttp import web
 
-from signer.api.auth import authenticate
 from signer.api.body import read_limited
 from signer.api.problems import InvalidRequest, UnsupportedMediaType
+from signer.api.refused import authenticate_signing
 from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.formats.pdf import embed, prepare
 from signer.pipeline import SignatureRequest
@@ -43,9 +43,16 @@ def _field(request: web.Request) -> str:
 
 async def sign_pdf(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
-    field, profile = _field(request), request.query.get("profile")
-    document = await read_pdf(request, services.settings.server.max_pdf_bytes)
-    principal = await authenticate(request)  # after reading: a bad body never burns a jti
+    profile = request.query.get("profile")
+
+    async def read() -> tuple[str, bytes]:
+        field = _field(request)
+        return field, await read_pdf(request, services.settings.server.max_pdf_bytes)
+
+    # After reading: a bad body never burns a jti. A refusal at either step is logged.
+    (field, document), principal = await authenticate_signing(
+        request, read, lambda _: SignatureRequest("sha256", (), profile=profile, format="pades")
+    )
     now: datetime = services.clock()
     prepared = await asyncio.to_thread(prepare, document, field, now)
     sign_request = SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades")

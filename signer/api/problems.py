@@ -147,7 +147,7 @@ class MethodNotAllowed(RequestError):
     status = 405
 
 
-_TOKEN_DETAIL = {
+TOKEN_DETAIL = {
     "expired": "The token has expired.",
     "not_yet_valid": "The token is not valid yet.",
     "issued_in_future": "The token was issued in the future.",
@@ -169,7 +169,7 @@ def translate(exc: BaseException) -> tuple[SignerError, str | None] | None:
         return exc, None
     if isinstance(exc, InvalidToken):
         kind = TokenReplayed() if exc.reason == "replayed" else Unauthenticated()
-        return kind, _TOKEN_DETAIL.get(exc.reason)
+        return kind, TOKEN_DETAIL.get(exc.reason)
     if isinstance(exc, IdentityNotAllowed):
         return Forbidden(), None
     if isinstance(exc, IdpUnavailable):

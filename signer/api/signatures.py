@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from signer.api.auth import authenticate
+from idp_adapter.principal import Principal
 from signer.api.problems import (
     IdempotencyInProgress,
     IdempotencyMismatch,
@@ -31,9 +31,11 @@ from signer.api.problems import (
     UnsupportedMediaType,
     WrongDigestLength,
 )
+from signer.api.refused import authenticate_signing
 from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.api.translog import proof_url
 from signer.config import DIGEST_SIZES
+from signer.errors import RequestError
 from signer.pipeline import FORMATS, SignatureRequest, SignatureResult
 from signer.storage.records import IdempotencyKey, IdempotencyOutcome
 
@@ -109,23 +111,27 @@ def render_result(result: SignatureResult, public_url: str) -> Mapping[str, Any]
     }
 
 
+async def _read(request: web.Request, max_digests: int) -> tuple[Any, SignatureRequest]:
+    body = await read_json(request)
+    return body, parse_signature_request(body, max_digests=max_digests)
+
+
 async def create_signatures(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
     settings = services.settings.server
-    body = await read_json(request)
-    sign_request = parse_signature_request(body, max_digests=settings.max_digests)
-    principal = await authenticate(request)  # after parsing: a bad body never burns a jti
+    # The body first: a bad body never burns a jti. A refusal at either step is logged.
+    (body, sign_request), principal = await authenticate_signing(
+        request, lambda: _read(request, settings.max_digests), lambda parsed: parsed[1]
+    )
+    try:
+        idem, replay = await _claim(request, services, principal, body)
+    except RequestError as exc:  # refused after authentication: logged with who asked
+        await services.signing.log_refusal(principal, sign_request, request[REQUEST_ID], exc)
+        raise
     from signer.approvals import api as approvals  # it imports this module
 
-    idem = _idempotency_key(request, principal.issuer, principal.subject, body)
-    if idem is not None:
-        claim = await services.records.claim_idempotency(idem, services.clock())
-        if claim.outcome is IdempotencyOutcome.REPLAY:
-            return approvals.replay(with_proof_url(claim.response or {}, settings.public_url))
-        if claim.outcome is IdempotencyOutcome.MISMATCH:
-            raise IdempotencyMismatch()
-        if claim.outcome is IdempotencyOutcome.IN_PROGRESS:
-            raise IdempotencyInProgress()
+    if replay is not None:
+        return approvals.replay(replay)
     try:
         requirement = approvals.requirement_of(request, principal)
         if requirement is not None:  # held for m-of-n approval (issue 7): 202, status URL
@@ -143,6 +149,23 @@ async def create_signatures(request: web.Request) -> web.Response:
             await services.records.release_idempotency(idem)
         raise
     return web.json_response(with_proof_url(response or {}, settings.public_url), status=201)
+
+
+async def _claim(
+    request: web.Request, services: Services, principal: Principal, body: Any
+) -> tuple[IdempotencyKey | None, Mapping[str, Any] | None]:
+    """The request's Idempotency-Key, claimed; or the stored response of its first run."""
+    idem = _idempotency_key(request, principal.issuer, principal.subject, body)
+    if idem is None:
+        return None, None
+    claim = await services.records.claim_idempotency(idem, services.clock())
+    if claim.outcome is IdempotencyOutcome.REPLAY:
+        return idem, with_proof_url(claim.response or {}, services.settings.server.public_url)
+    if claim.outcome is IdempotencyOutcome.MISMATCH:
+        raise IdempotencyMismatch()
+    if claim.outcome is IdempotencyOutcome.IN_PROGRESS:
+        raise IdempotencyInProgress()
+    return idem, None
 
 
 def with_proof_url(response: Mapping[str, Any], public_url: str) -> Mapping[str, Any]:

@@ -13,7 +13,10 @@ from urllib.parse import urlencode
 from signer.storage.records import RecordFilter
 
 FIELDS = ("subject", "email", "dn", "client_id", "serial", "digest", "since", "until", "status")
-STATUSES = ("issued", "completed", "failed")
+STATUSES = ("issued", "completed", "failed", "refused")
+#: Refused requests have no record: they are searched in the log, by identity and time only
+#: (their other details are in the entry as keyed hashes, see ca.logentry).
+REFUSAL_FIELDS = frozenset({"subject", "since", "until", "status"})
 DIGEST_SIZES = (32, 48, 64)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _SERIAL = re.compile(r"^[0-9a-fA-F]{1,64}$")
@@ -65,7 +68,12 @@ def parse_search(query: Mapping[str, str]) -> Search:
     values = {k: query[k].strip() for k in FIELDS if query.get(k, "").strip()}
     status = values.get("status")
     if status is not None and status not in STATUSES:
-        raise FormError("Outcome: choose issued, completed or failed.")
+        raise FormError("Outcome: choose issued, completed, failed or refused.")
+    if status == "refused" and set(values) - REFUSAL_FIELDS:
+        raise FormError(
+            "Outcome refused: search refused requests by identity and time only (their"
+            " other details are kept as keyed hashes)."
+        )
     serial = values.get("serial")
     if serial is not None and not _SERIAL.match(serial):
         raise FormError("Serial: give the certificate serial number in hex.")

@@ -24,7 +24,7 @@ from aiohttp import web
 from cryptography import x509
 
 from idp_adapter.errors import IdpError
-from signer.api.certificates import decode_cursor, encode_cursor
+from signer.api.certificates import decode_cursor, email_notice, encode_cursor
 from signer.api.problems import translate
 from signer.api.state import REQUEST_ID, SERVICES, Services
 from signer.auditui import export as exports
@@ -35,6 +35,7 @@ from signer.storage.audit_sessions import UiSession
 from signer.storage.policy import Suspension
 from signer.storage.records import RecordStore, SigningRecord
 from signer.timestamping import gen_time
+from signer.translog import EntryFilter, describe_entry, subject_index
 
 log = structlog.get_logger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -182,10 +183,18 @@ def authenticated(handler: PageHandler) -> Callable[[web.Request], Awaitable[web
 
 @authenticated
 async def search_page(request: web.Request, ui: AuditUi, session: UiSession) -> web.Response:
-    context: dict[str, Any] = {"session": session, "statuses": STATUSES, "error": None}
+    context: dict[str, Any] = {
+        "session": session,
+        "statuses": STATUSES,
+        "error": None,
+        "email_notice": None,
+        "refusals": None,
+    }
     try:
         search = parse_search(request.query)
         cursor = request.query.get("cursor")
+        if search.filter.status == "refused":
+            return await _refusals_page(request, search, cursor, context)
         after = decode_cursor(cursor) if cursor else None
     except (FormError, RequestError) as exc:
         values = {k: v for k, v in request.query.items() if k != "cursor"}
@@ -198,12 +207,47 @@ async def search_page(request: web.Request, ui: AuditUi, session: UiSession) -> 
     rows = await ui.records.search(search.filter, limit=PAGE_SIZE + 1, after=after)
     page = rows[:PAGE_SIZE]
     as_of = ui.clock().isoformat()
+    if search.filter.email is not None and (before := await ui.records.emails_unknown_before()):
+        context["email_notice"] = email_notice(before)
     context.update(
         values=search.values,
         rows=page,
         next_query=search.query(cursor=encode_cursor(page[-1])) if len(rows) > PAGE_SIZE else None,
         first_query=search.query() if cursor else None,
         export_query=search.query(as_of=as_of),
+    )
+    return render(request, "search.html", **context)
+
+
+async def _refusals_page(
+    request: web.Request, search: Search, cursor: str | None, context: dict[str, Any]
+) -> web.Response:
+    """Outcome "refused": refusal entries of the log, newest first (they have no record). By
+    identity through the subject index (every configured issuer), and by time."""
+    if cursor is not None and not cursor.isdigit():
+        raise RequestError("invalid refusal cursor")
+    services: Services = request.app[SERVICES]
+    flt = search.filter
+    keys = None
+    if flt.subject is not None:
+        issuers = sorted({i.issuer for i in services.settings.issuers})
+        keys = [subject_index(services.privacy_key, iss, flt.subject) for iss in issuers]
+    entries = await services.log.refusals(
+        subject_keys=keys,
+        since=flt.since,
+        until=flt.until,
+        before=int(cursor) if cursor else None,
+        limit=PAGE_SIZE + 1,
+    )
+    page = entries[:PAGE_SIZE]
+    wanted = EntryFilter(subject=flt.subject)
+    context.update(
+        values=search.values,
+        rows=None,
+        refusals=[d for e in page if (d := describe_entry(e, services.privacy_key, wanted))],
+        next_query=search.query(cursor=str(page[-1].idx)) if len(entries) > PAGE_SIZE else None,
+        first_query=search.query() if cursor else None,
+        export_query=None,
     )
     return render(request, "search.html", **context)
 

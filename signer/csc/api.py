@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from idp_adapter.errors import IdentityNotAllowed, IdpUnavailable, InvalidToken
 from idp_adapter.principal import Principal
-from signer.api.problems import _TOKEN_DETAIL
+from signer.api.problems import TOKEN_DETAIL
+from signer.api.refused import log_refusal
 from signer.api.state import REQUEST_ID, SERVICES
 from signer.csc.errors import (
     CscError,
@@ -53,6 +54,7 @@ from signer.storage.csc import Credential
 log = structlog.get_logger(__name__)
 
 CSC = web.AppKey("csc", CscService)
+_HANDED_OVER = web.RequestKey("csc_handed_over", bool)
 Version = Literal["v1", "v2"]
 SPECS: dict[str, str] = {"v1": "1.0.4.0", "v2": "2.0.0.2"}
 #: Named curve OIDs (RFC 5480 §2.1.1.1) of the curves credential keys may have.
@@ -75,9 +77,18 @@ def route(handler: _Handler, version: Version) -> Callable[[web.Request], Awaita
             body = await _body(request)
             return web.json_response(await handler(request, version, body))
         except Exception as exc:
+            if handler in _SIGNING and not request.get(_HANDED_OVER, False):
+                await log_refusal(request, exc, None)
             return error_response(exc, request)
 
     return wrapped
+
+
+def _service(request: web.Request) -> CscService:
+    """The CSC service, for a request that passed the edge's checks: from here on the service
+    logs its own refusals (with the requester), so the edge no longer does."""
+    request[_HANDED_OVER] = True
+    return request.app[CSC]
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -126,7 +137,7 @@ def _classify(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, CscError):
         return exc.status, exc.error, exc.description
     if isinstance(exc, InvalidToken):
-        detail = _TOKEN_DETAIL.get(exc.reason, "The access token is invalid")
+        detail = TOKEN_DETAIL.get(exc.reason, "The access token is invalid")
         return 401, "invalid_token", detail
     if isinstance(exc, IdentityNotAllowed):
         return 400, "access_denied", "This identity may not use the signing service"
@@ -285,7 +296,7 @@ async def credentials_list(
     if user is not None and user != principal.subject:
         raise CscInvalidParameter("userID", "not the bearer's identity")
     csc = request.app[CSC]
-    credential = await csc.create_credential(principal, request[REQUEST_ID])
+    credential = await _service(request).create_credential(principal, request[REQUEST_ID])
     answer: dict[str, Any] = {"credentialIDs": [credential.id]}
     if version == "v2" and _flag(body, "credentialInfo", False):
         described = _describe(csc, credential, version, body)
@@ -360,7 +371,9 @@ async def credentials_authorize(
     if not isinstance(count, int) or isinstance(count, bool) or count != len(digests):
         raise CscInvalidParameter("numSignatures", f"must equal the number of {name}")
     oid = _hash_oid(body, digests, name)
-    authorized = await csc.authorize(principal, credential_id, oid, digests, request[REQUEST_ID])
+    authorized = await _service(request).authorize(
+        principal, credential_id, oid, digests, request[REQUEST_ID]
+    )
     return {"SAD": authorized.secret, "expiresIn": authorized.expires_in}
 
 
@@ -388,7 +401,7 @@ async def sign_hash(
         if sad is None:
             raise SadMissing("no SAD and no credential token")
         secret = sad
-    signatures = await csc.sign_hash(
+    signatures = await _service(request).sign_hash(
         principal=principal,
         secret=secret,
         credential_id=credential_id,
@@ -436,6 +449,9 @@ ENDPOINTS: tuple[tuple[str, _Handler], ...] = (
     ("signatures/signHash", sign_hash),
     ("signatures/timestamp", time_stamp),
 )
+#: The methods that create, authorize or use a key: a refusal of theirs before the service takes
+#: over (bad token, bad parameters) goes to the transparency log like any signing refusal.
+_SIGNING = frozenset((credentials_list, credentials_authorize, sign_hash))
 #: Further CSC methods another module serves (e.g. ``oauth2/authorize``), listed by ``info``.
 EXTRA_METHODS = web.AppKey("csc_extra_methods", list)
 #: ``oauth2`` (base URI) and ``oauth2Issuer`` of the v2 OAuth2 credential flow, when it is on.

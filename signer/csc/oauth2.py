@@ -33,7 +33,7 @@ import hmac
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -182,6 +182,20 @@ class AuthorizationAssuranceTooLow(EndsAuthorization):
     slug = "csc-oauth2-assurance-too-low"
     title = "The login does not reach the assurance level this service requires"
     status = 403
+
+
+class PolicyRefusedAuthorization(EndsAuthorization):
+    """The signing policy or the kill switch refuses this signer (``signer.enforcement``); the
+    refusal's own problem type (``suspended``, ``policy-denied``, …) is kept."""
+
+    def __init__(self, refusal: RequestError) -> None:
+        super().__init__(str(refusal))
+        self.slug, self.title, self.status = refusal.slug, refusal.title, refusal.status
+
+
+#: The signing policy's check of a logged-in signer: (signer, client id, number of hashes,
+#: request id); raises a RequestError (``signer.policy.PolicyRefusal``) to refuse.
+Screen = Callable[[Principal, str, int, str], Awaitable[None]]
 
 
 class NoAuthorizationConsent(RequestError):
@@ -335,8 +349,10 @@ class CredentialOAuth2:
         public_url: str,
         clock: Callable[[], datetime],
         random: Callable[[int], str] = secrets.token_urlsafe,
+        screen: Screen | None = None,
     ) -> None:
         self.public_url = public_url
+        self._screen = screen
         self._idp = idp
         self._tokens = tokens
         self._store = store
@@ -491,6 +507,11 @@ class CredentialOAuth2:
             err = AuthorizationLoginNotFresh(f"auth_time {p.auth_time} < {req.created_at}")
         elif accepted is not None and p.acr not in accepted:
             err = AuthorizationAssuranceTooLow(f"acr {p.acr!r}, need one of {list(accepted)}")
+        elif self._screen is not None:
+            try:
+                await self._screen(p, req.client_id, len(req.hashes), str(req.id))
+            except RequestError as refusal:
+                err = PolicyRefusedAuthorization(refusal)
         if err is not None:
             err.back_url = (await self._end(req, "denied", err.slug)).url
             raise err

@@ -137,6 +137,7 @@ def build(
         ),
         public_url=public_url,
         clock=clock,
+        screen=csc.screen_signer,
     )
 
 

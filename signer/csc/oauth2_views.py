@@ -62,6 +62,8 @@ _MESSAGES: Mapping[type[SignerError], str] = {
     o.NoAuthorizationConsent: "There is no open consent in this browser for this"
     " authorisation (it was already answered, or it expired). Nothing was authorised now.",
     o.AuthorizationCsrf: "The consent form was not issued to this browser. Nothing was authorised.",
+    o.PolicyRefusedAuthorization: "The signing policy of this service, or a suspension by its"
+    " administrator, does not allow this authorisation. Nothing was authorised.",
 }
 HASH_NAMES = {"sha256": "SHA-256", "sha384": "SHA-384", "sha512": "SHA-512"}
 

@@ -99,6 +99,10 @@ ECDSA_WITH = {
 EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 #: How long past its expiry a credential caught mid-signature is left to its signer.
 SIGNING_GRACE = timedelta(seconds=60)
+#: How long the working rows of an ended credential (and of a v2 OAuth2 request) are kept for
+#: an operator's inspection before the sweeper deletes them; the signing record and its log
+#: entry are the audit trail and stay for the retention period.
+KEEP_ENDED = timedelta(days=1)
 #: How long a worker thread waits for the credential's "issued" commit.
 COMMIT_TIMEOUT = 10.0
 FAILURE_EXPIRED_UNUSED = "csc-credential-expired-unused"
@@ -242,6 +246,19 @@ class CscService:
         return self._gate.check(
             principal, client_id=principal.client_id, profile=profile, digests=digests
         )
+
+    async def screen_signer(
+        self, principal: Principal, client_id: str, digests: int, request_id: str
+    ) -> None:
+        """The v2 OAuth2 credential flow, after the owner's login: the kill switch and the
+        policy's rule for this signer and client (profile, digest count, acr, approvals); a
+        refusal is logged as a refusal entry before it is raised."""
+        as_client = dataclasses.replace(principal, client_id=client_id)
+        try:
+            self._screen(as_client, digests=digests)
+        except PolicyRefusal as exc:
+            await self._refuse(_requester(as_client), principal.subject_type, None, request_id, exc)
+            raise
 
     # -- credentials/info ------------------------------------------------------------------------
 
@@ -493,11 +510,14 @@ class CscService:
     async def sweep_logged(self) -> None:
         try:
             ended = await self.sweep()
+            pruned = await self._store.prune(self._clock() - KEEP_ENDED)
         except SignerError as exc:
             log.warning("csc_sweep_failed", error=str(exc))
             return
         if ended:
             log.info("csc_credentials_expired", count=ended)
+        if pruned:
+            log.info("csc_credentials_pruned", count=pruned)
 
     # -- records and refusals --------------------------------------------------------------------
 

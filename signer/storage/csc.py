@@ -384,6 +384,31 @@ class CscStore:
             )
         return [_credential(r) for r in rows]
 
+    async def prune(self, ended_before: datetime) -> int:
+        """Delete the working rows of credentials that ended before ``ended_before`` (their
+        authorizations go with them, and the v2 OAuth2 requests that ended by then): the
+        audit record is the signing record and its log entry, which stay; these rows only
+        repeat who asked for which digests (data minimisation, GDPR Art. 5(1)(c)).
+        Returns how many credentials were deleted."""
+        async with (
+            guard("prune ended CSC credentials"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute(
+                "DELETE FROM csc_oauth2_requests WHERE ended_at < $1"
+                " OR (ended_at IS NULL AND expires_at < $1"
+                " AND coalesce(code_expires_at, expires_at) < $1)",
+                ended_before,
+            )
+            deleted: int = await conn.fetchval(
+                "WITH gone AS (DELETE FROM csc_credentials"
+                " WHERE state = 'destroyed' AND ended_at < $1 RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                ended_before,
+            )
+        return deleted
+
     async def known_labels(self, labels: Sequence[str]) -> Mapping[str, str]:
         """Of ``labels``, those that name a credential not yet destroyed, with its state."""
         async with guard("read CSC credential labels"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -89,6 +89,23 @@ SELECT e.idx, e.kind, e.entry, r.serial, r.token_issuer, r.token_subject, r.clie
   FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
  WHERE e.idx >= $1 AND e.idx < $2 ORDER BY e.idx
 """
+
+
+#: Refusal entries newest first in a time range (append time), below index $3 (keyset
+#: pagination), through log_entries_refusals: never the issuance entries in between. The
+#: second form takes only those of some subject index keys ($5), through log_entries_subject.
+_REFUSALS_PAGE = """
+SELECT idx, entry FROM log_entries
+ WHERE kind = 'refusal' AND created_at >= $1 AND created_at < $2 AND idx < $3
+ ORDER BY idx DESC LIMIT $4
+"""
+_SUBJECT_REFUSALS_PAGE = """
+SELECT idx, entry FROM log_entries
+ WHERE kind = 'refusal' AND created_at >= $1 AND created_at < $2 AND idx < $3
+   AND subject_key = ANY($5::bytea[])
+ ORDER BY idx DESC LIMIT $4
+"""
+_NO_TIME = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
 
 async def fetch_nodes(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[NodeId]) -> NodeMap:
@@ -221,6 +238,29 @@ class LogStore:
                 r["client_id"],
                 r["purged"],
             )
+            for r in rows
+        ]
+
+    async def refusals(
+        self,
+        *,
+        subject_keys: Sequence[bytes] | None,
+        since: datetime | None,
+        until: datetime | None,
+        before: int | None,
+        limit: int,
+    ) -> list[LoggedEntry]:
+        """Refusal entries, newest first (see ``_REFUSALS_PAGE``)."""
+        args: list[object] = [since or _NO_TIME[0], until or _NO_TIME[1], before, limit]
+        if before is None:
+            args[2] = 2**63 - 1
+        sql = _REFUSALS_PAGE
+        if subject_keys is not None:
+            sql, args = _SUBJECT_REFUSALS_PAGE, [*args, list(subject_keys)]
+        async with guard("read refusal entries"):
+            rows = await self._pool.fetch(sql, *args)
+        return [
+            LoggedEntry(r["idx"], "refusal", bytes(r["entry"]), None, None, None, None, False)
             for r in rows
         ]
 

@@ -72,6 +72,8 @@ class Completion:
     time_stamps: Sequence[bytes] = ()
     #: The canonical log entry (:class:`ca.logentry.IssuanceEntry`) appended with the record.
     entry: bytes = b""
+    #: The entry's keyed subject index (:func:`signer.translog.subject_index`).
+    subject_key: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,18 +161,19 @@ _COMPLETE = """
 WITH done AS (
     UPDATE signing_records AS r
        SET status = 'completed', completed_at = c.at, signed_count = c.n, destruction = c.d
-      FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::jsonb[], $10::bytea[])
-           WITH ORDINALITY AS c(id, at, n, d, entry, ord)
+      FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::jsonb[], $10::bytea[],
+                  $11::bytea[])
+           WITH ORDINALITY AS c(id, at, n, d, entry, subject_key, ord)
      WHERE r.id = c.id AND r.status = 'issued'
-    RETURNING r.id, c.entry, c.ord
+    RETURNING r.id, c.entry, c.subject_key, c.ord
 ), seq AS (
     UPDATE log_state SET size = size + (SELECT count(*) FROM done)
      WHERE id = 1 AND EXISTS (SELECT 1 FROM done)
     RETURNING size - (SELECT count(*) FROM done) AS base
 ), appended AS (
-    INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
+    INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash, subject_key)
     SELECT seq.base + row_number() OVER (ORDER BY done.ord) - 1, 'issuance', done.id,
-           done.entry, sha256('\\x00'::bytea || done.entry)
+           done.entry, sha256('\\x00'::bytea || done.entry), done.subject_key
       FROM done, seq
     RETURNING idx, record_id
 ), responses AS (
@@ -197,16 +200,17 @@ WITH done AS (
     UPDATE log_state SET size = size + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM done)
     RETURNING size - 1 AS base
 )
-INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
-SELECT seq.base, 'issuance', done.id, $5::bytea, sha256('\\x00'::bytea || $5::bytea)
+INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash, subject_key)
+SELECT seq.base, 'issuance', done.id, $5::bytea, sha256('\\x00'::bytea || $5::bytea), $6::bytea
   FROM done, seq
 RETURNING idx
 """
 # A refused request: no record row, the entry alone tells who asked, what and why.
 _REFUSE = """
 WITH seq AS (UPDATE log_state SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS base)
-INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
-SELECT seq.base, 'refusal', NULL, $1::bytea, sha256('\\x00'::bytea || $1::bytea) FROM seq
+INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash, subject_key)
+SELECT seq.base, 'refusal', NULL, $1::bytea, sha256('\\x00'::bytea || $1::bytea), $2::bytea
+  FROM seq
 RETURNING idx
 """
 # The same, also keeping the signatures' time-stamp tokens (CAdES/PAdES B-T evidence).
@@ -214,7 +218,7 @@ _COMPLETE_WITH_TIME_STAMPS = _COMPLETE.removesuffix(_COMPLETE_RESULT) + (  # noq
     """, stamps AS (
     INSERT INTO signature_time_stamps (record_id, position, token)
     SELECT t.record_id, t.position, t.token
-      FROM unnest($11::uuid[], $12::int[], $13::bytea[]) AS t(record_id, position, token)
+      FROM unnest($12::uuid[], $13::int[], $14::bytea[]) AS t(record_id, position, token)
      WHERE t.record_id IN (SELECT id FROM done)
 )
 """
@@ -316,6 +320,7 @@ class RecordStore:
                 [c.record_id for c in idem],
                 [json.dumps(c.response) for c in idem],
                 [c.entry for c in completions],
+                [c.subject_key for c in completions],
                 *extra,
             )
         return {r["id"]: r["idx"] for r in rows}
@@ -328,6 +333,7 @@ class RecordStore:
         destruction: Mapping[str, bool] | None,
         at: datetime,
         entry: bytes,
+        subject_key: bytes | None = None,
     ) -> int | None:
         """Mark an issued record failed (the certificate exists but released no signature) and
         append its log entry in the same statement; returns the entry's index, or None when
@@ -340,13 +346,15 @@ class RecordStore:
                 failure,
                 json.dumps(dict(destruction)) if destruction is not None else None,
                 entry,
+                subject_key,
             )
         return idx
 
-    async def refuse(self, entry: bytes) -> int:
-        """Append the log entry of a refused request (:class:`ca.logentry.RefusalEntry`)."""
+    async def refuse(self, entry: bytes, subject_key: bytes | None = None) -> int:
+        """Append the log entry of a refused request (:class:`ca.logentry.RefusalEntry`) with
+        its subject index (None when no identity was verified)."""
         async with guard("log refused request"):
-            idx: int = await self._pool.fetchval(_REFUSE, entry)
+            idx: int = await self._pool.fetchval(_REFUSE, entry, subject_key)
         return idx
 
     async def claim_idempotency(self, key: IdempotencyKey, at: datetime) -> IdempotencyClaim:
@@ -450,6 +458,16 @@ class RecordStore:
         return dataclasses.replace(
             record_from_row(row), time_stamps=tuple(bytes(t["token"]) for t in tokens)
         )
+
+    async def emails_unknown_before(self) -> datetime | None:
+        """Records created before this time may still lack their e-mail column (records made
+        before it existed: :mod:`signer.backfill` reads it from their certificates); None
+        once that has run, so an e-mail search is complete."""
+        async with guard("read e-mail backfill state"):
+            row = await self._pool.fetchrow(
+                "SELECT emails_before, emails_done FROM log_backfill WHERE id = 1"
+            )
+        return None if row is None or row["emails_done"] else row["emails_before"]
 
     async def search(
         self, f: RecordFilter, *, limit: int, after: Cursor | None = None

@@ -419,9 +419,13 @@ class WebSigning:
         except (CodeExchangeFailed, InvalidToken) as exc:  # e.g. a code from another flow
             raise SignerLoginFailed(f"code or ID token refused: {exc}") from exc
         req = await self._pending(flow.request_id)
-        self.check_signer(req, principal)
-        self._signing.authorize(principal, req.profile)  # refuses before any consent is shown
-        await self._step_up(req, principal)
+        try:
+            self.check_signer(req, principal)
+            self._signing.authorize(principal, req.profile)  # refuses before any consent
+        except RequestError as exc:  # a refused request: in the log, with who asked (issue 5)
+            await self._log_refusal(req, principal, exc)
+            raise
+        await self._step_up(req, principal)  # the policy logs its own refusals
         session_id = self._random(32)
         session = ConsentSession(
             request_id=req.id,
@@ -447,11 +451,19 @@ class WebSigning:
         if req.acr_accepted is not None:  # the RP asked too: both must be met
             wanted = tuple(a for a in req.acr_accepted if a in decision.acr_accepted)
         if not wanted:
-            raise AssuranceTooLow(f"policy rule {decision.rule!r} and the request's acr differ")
+            exc = AssuranceTooLow(f"policy rule {decision.rule!r} and the request's acr differ")
+            await self._log_refusal(req, principal, exc)
+            raise exc
         if not await self._requests.require_acr(req.id, wanted):
             raise RequestNotPending(f"{req.id} ended meanwhile")
         log.info("policy_step_up", id=str(req.id), rule=decision.rule, acr=list(wanted))
         raise StepUpRequired(req.id)
+
+    async def _log_refusal(self, req: StoredRequest, signer: Principal, exc: RequestError) -> None:
+        fmt = cast(SignatureFormat, req.format)
+        order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile, format=fmt)
+        as_rp = dataclasses.replace(signer, client_id=req.client_id)
+        await self._signing.log_refusal(as_rp, order, str(req.id), exc)
 
     async def idp_refused(self, flow_id: str | None, state: str | None, error: str) -> Decision:
         """The IdP answered with ``error`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6) for the flow

@@ -200,6 +200,48 @@ async def test_auditor_searches_opens_a_record_and_exports(
     await context.close()
 
 
+async def test_refused_requests_are_found_with_outcome_refused(
+    audit_site: AuditSite, browser: Browser, artifacts: Path
+) -> None:
+    """A policy refusal (alice, a profile she may not use) and a refusal before
+    authentication (a token that is not a JWT) are log entries the search shows as refused;
+    by identity only alice's, found through the subject index."""
+    alice = await audit_site.idp.user_token("alice", DEMO_PASSWORDS["alice"], "demo-web")
+    since = await after_this_second()
+    body = {"hash_algorithm": "sha256", "hashes": [base64.b64encode(b"d" * 32).decode()]}
+    async with aiohttp.ClientSession() as http:
+        for token, extra, status in (
+            (alice, {"profile": "no-such-profile"}, 403),
+            ("not-a-jwt", {}, 401),
+        ):
+            async with http.post(
+                f"{audit_site.url}/api/v1/signatures",
+                json={**body, **extra},
+                headers=api_headers(token),
+            ) as r:
+                assert r.status == status, await r.text()
+
+    context = await browser.new_context()
+    page = await context.new_page()
+    await log_in(page, audit_site, "carol")
+    await search(page, **{"Outcome": "refused", "From (UTC)": since})
+    rows = page.locator("#refusals tbody tr")
+    await expect(rows).to_have_count(2)
+    texts = await rows.all_inner_texts()
+    assert "token.malformed" in texts[0] and "not authenticated" in texts[0]
+    assert "profile-not-allowed" in texts[1] and "no-such-profile" in texts[1]
+    await page.screenshot(path=shot(artifacts / "search-refused.png"), full_page=True)
+    await search(
+        page, **{"Outcome": "refused", "Identity (token subject)": "alice", "From (UTC)": since}
+    )
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("alice")
+    await expect(rows.first).to_contain_text("profile-not-allowed")
+    await search(page, **{"Outcome": "refused", "Relying party (client id)": "demo-web"})
+    await expect(page.get_by_role("alert")).to_contain_text("Outcome refused")
+    await context.close()
+
+
 async def test_a_person_without_the_auditor_role_gets_403(
     audit_site: AuditSite, browser: Browser, artifacts: Path
 ) -> None:
@@ -324,7 +366,7 @@ async def test_bad_input_gets_an_html_page_with_the_field_named(
     bad = await page.goto(f"{audit_site.url}/audit?status=bogus&subject=x")
     assert bad is not None and bad.status == 400
     await expect(page.get_by_role("alert")).to_have_text(
-        "Outcome: choose issued, completed or failed."
+        "Outcome: choose issued, completed, failed or refused."
     )
     await expect(page.get_by_label("Identity (token subject)")).to_have_value("x")
     assert "default-src 'none'" in bad.headers["content-security-policy"]

@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from playwright.async_api import Browser, Page, expect
 
+from ca.logentry import entry_fields
 from tests.support.idp import (
     DEMO_CLIENTS,
     DEMO_PASSWORDS,
@@ -241,6 +242,17 @@ async def to_consent(browser: Browser, site: Site, sign_url: str, user: str = "a
     await idp_login(page, site, user)
     await page.wait_for_url(f"{site.url}/sign/*/consent")
     return page
+
+
+async def refusal_reasons(site: Site, request_id: str) -> list[str]:
+    """The reasons of the log's refusal entries for this signing request (``ca.logentry``)."""
+    conn = await asyncpg.connect(site.database_url)
+    try:
+        rows = await conn.fetch("SELECT entry FROM log_entries WHERE kind = 'refusal'")
+    finally:
+        await conn.close()
+    fields = [dict(entry_fields(bytes(r["entry"]))[1]) for r in rows]
+    return [f["reason"].decode() for f in fields if f["request_id"] == request_id.encode()]
 
 
 async def nothing_signed(site: Site, rp: Rp, request_id: str) -> None:
@@ -611,6 +623,7 @@ async def test_only_the_expected_signer_can_complete_the_request(
     assert consent is not None and consent.status == 403
     await nothing_signed(site, rp, created["id"])
     assert (await fetch(site, rp, created["id"]))["status"] == "pending"
+    assert await refusal_reasons(site, created["id"]) == ["wrong-signer"]  # in the log (issue 5)
     await page.context.close()
 
     alice = await to_consent(browser, site, created["sign_url"], "alice")  # still signable
@@ -641,6 +654,7 @@ async def test_a_login_below_the_required_acr_is_refused(
     )
     await nothing_signed(site, rp, created["id"])
     assert (await fetch(site, rp, created["id"]))["status"] == "pending"
+    assert await refusal_reasons(site, created["id"]) == ["assurance-too-low"]
     await page.context.close()
 
     fine = await create(site, rp, documents(b"password is enough"), acr=PWD)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -295,7 +296,8 @@ async def test_refusals_sign_nothing(
 ) -> None:
     """SAD used twice; hashes not authorized; more signatures than authorized; another user's
     credential; unsupported signAlgo; missing SAD: each refused with CSC's error body, the
-    record still 'issued' (or, after the one good use, 'completed' once), each refusal logged."""
+    record still 'issued' (or, after the one good use, 'completed' once), each refusal logged
+    (by the service with the requester, or by the edge when refused before the service)."""
     one, two = digest_of(b"authorized"), digest_of(b"never authorized")
     credential_id = await csc.new_credential(alice_token)
     sad = await csc.authorize(alice_token, credential_id, [one])
@@ -311,9 +313,9 @@ async def test_refusals_sign_nothing(
             sad,
             [one],
             {"signAlgo": "1.2.840.113549.1.1.11"},
-            "",
+            "csc-unsupported-sign-algo",
         ),
-        ("no SAD", alice_token, None, [one], {}, ""),
+        ("no SAD", alice_token, None, [one], {}, "csc-sad-missing"),
         ("unknown SAD", alice_token, "qcsc_not-a-sad", [one], {}, "csc-invalid-sad"),
     ]
     logged = []
@@ -323,8 +325,7 @@ async def test_refusals_sign_nothing(
         assert body["error"] == "invalid_request" and body["error_description"], (what, body)
         record = await csc.record(credential_id)
         assert (record["state"], record["status"]) == ("active", "issued"), what
-        if reason:
-            logged.append(reason)
+        logged.append(reason)
     refusals = [f["reason"].decode() for k, f in await csc.entries_since(size) if k == "refusal"]
     assert refusals == logged
 
@@ -473,6 +474,38 @@ async def test_bad_requests_get_csc_errors(csc: Csc, batch_token: str) -> None:
     assert status == 400 and body["error_description"] == "Invalid parameter hashes", body
 
 
+async def test_refusals_before_the_service_are_logged(
+    aiohttp_client: Callable[..., Any],
+    settings: Any,
+    ca_ready: None,
+    batch_token: str,
+    database_url: str,
+) -> None:
+    """Issue 5, "every refused request": a CSC call that creates, authorizes or uses a key and
+    is refused at the edge (no or bad token, bad parameters) is a refusal entry; reading
+    ``info`` is not a signing request and is not logged. (Own app: limits high enough that the
+    refusals of the module's other tests in this window cannot suppress these.)"""
+    from signer.app import create_app
+
+    log_settings = dataclasses.replace(settings.log, refusals_per_source=100_000)
+    app = create_app(dataclasses.replace(settings, log=log_settings))
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
+        csc = Csc(await aiohttp_client(app), Clock(), app, pool)
+        size = await csc.log_size()
+        assert (await csc.call("credentials/list", None, {}))[0] == 401
+        bad_count = {"credentialID": "x", "numSignatures": 2, "hash": b64s([os.urandom(32)])}
+        sign = {**bad_count, "SAD": "x", "signAlgo": "1.2.840.10045.4.3.2"}
+        assert (await csc.call("signatures/signHash", "not-a-jwt", sign))[0] == 401
+        assert (await csc.call("credentials/authorize", batch_token, bad_count))[0] == 400
+        assert (await csc.call("credentials/info", None, {"credentialID": "x"}))[0] == 401
+        logged = await csc.entries_since(size)
+    assert [(kind, f["reason"].decode()) for kind, f in logged] == [
+        ("refusal", "csc-invalid-token"),
+        ("refusal", "token.malformed"),
+        ("refusal", "csc-invalid-parameter"),
+    ]
+
+
 async def _use_up(csc: Csc, token: str, credential_id: str) -> None:
     """Sign once with a credential so its key is destroyed (tests leave no key behind)."""
     digest = digest_of(credential_id.encode())
@@ -601,3 +634,31 @@ async def test_sweeper_ends_a_credential_whose_signer_died(
     assert (record["state"], record["end_reason"]) == ("destroyed", "failed")
     assert (record["status"], record["failure"]) == ("failed", "csc-signing-interrupted")
     assert not any(credential_id in label for label in token_labels(softhsm_token))
+
+
+async def test_ended_credentials_are_pruned_after_a_day_and_their_records_stay(
+    csc: Csc, batch_token: str
+) -> None:
+    """Data minimisation: the credential and SAD rows of a credential that ended more than
+    KEEP_ENDED ago are deleted by the sweeper; the signing record (the audit trail) stays."""
+    from signer.csc.api import CSC
+    from signer.csc.service import KEEP_ENDED
+
+    credential_id = await csc.new_credential(batch_token)
+    await _use_up(csc, batch_token, credential_id)
+    record_id = (await csc.record(credential_id))["id"]
+    await csc.app[CSC].sweep_logged()
+    assert await csc.pool.fetchval(
+        "SELECT count(*) FROM csc_credentials WHERE id=$1", credential_id
+    )
+    csc.clock.offset = KEEP_ENDED + timedelta(seconds=1)
+    await csc.app[CSC].sweep_logged()
+    for table in ("csc_credentials", "csc_authorizations"):
+        column = "id" if table == "csc_credentials" else "credential_id"
+        left = await csc.pool.fetchval(
+            f"SELECT count(*) FROM {table} WHERE {column}=$1",  # noqa: S608 - fixed names
+            credential_id,
+        )
+        assert left == 0, table
+    status = await csc.pool.fetchval("SELECT status FROM signing_records WHERE id=$1", record_id)
+    assert status == "completed"

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -189,3 +190,98 @@ async def test_tampering_is_caught_and_names_the_entry(
 
     again = qes_audit_verify(env)
     assert again.returncode == 0, again.stderr
+
+
+async def test_time_stamp_tokens_and_format_are_bound_to_the_entry(
+    client: TestClient,
+    batch_token: str,
+    auditor_token: str,
+    database_url: str,
+    signer_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Entry version 2: a CAdES request's entry commits to its format and to its signature's
+    RFC 3161 token (parsed by OpenSSL here, so it is a real one). Changing the token, dropping
+    it, or changing the record's format makes `qes audit verify` name the entry."""
+    digest = os.urandom(32)
+    body = {
+        "hash_algorithm": "sha256",
+        "hashes": [base64.b64encode(digest).decode()],
+        "format": "cades",
+    }
+    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(batch_token))
+    assert resp.status == 201, await resp.text()
+    signed = await resp.json()
+    idx = signed["log"]["index"]
+    record = await client.get(
+        f"/api/v1/certificates/{signed['serial']}", headers=api_headers(auditor_token)
+    )
+    token = base64.b64decode((await record.json())["time_stamps"][0]["token"])
+    (tmp_path / "token.der").write_bytes(token)
+    shown = subprocess.run(
+        ["openssl", "ts", "-reply", "-token_in", "-in", tmp_path / "token.der", "-text"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0 and "Hash Algorithm: sha256" in shown.stdout, shown.stderr
+    checkpoint = await client.post("/api/v1/log/checkpoints", headers=api_headers(auditor_token))
+    assert checkpoint.status in (200, 201)
+    env = signer_env
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("SELECT pg_advisory_lock($1)", INTEGRATOR_LOCK)
+    try:
+        record_id = await conn.fetchval("SELECT record_id FROM log_entries WHERE idx = $1", idx)
+        stored = await conn.fetchval(
+            "SELECT token FROM signature_time_stamps WHERE record_id = $1", record_id
+        )
+        assert bytes(stored) == token
+
+        async def swap_token() -> None:  # a token of another signature, well-formed
+            await conn.execute(
+                "UPDATE signature_time_stamps SET token = set_byte(token, length(token) - 1,"
+                " get_byte(token, length(token) - 1) # 1) WHERE record_id = $1",
+                record_id,
+            )
+
+        async def restore_token() -> None:
+            await conn.execute(
+                "UPDATE signature_time_stamps SET token = $2 WHERE record_id = $1",
+                record_id,
+                stored,
+            )
+
+        message = await _tampered(env, conn, swap_token, restore_token)
+        assert f"entry {idx}: does not match signing record" in message
+        assert "time_stamps_sha256" in message
+
+        async def drop_token() -> None:
+            await conn.execute("DELETE FROM signature_time_stamps WHERE record_id = $1", record_id)
+
+        async def put_back() -> None:
+            await conn.execute(
+                "INSERT INTO signature_time_stamps (record_id, position, token) VALUES ($1, 0, $2)",
+                record_id,
+                stored,
+            )
+
+        message = await _tampered(env, conn, drop_token, put_back)
+        assert f"entry {idx}:" in message and "time_stamp_count" in message
+
+        async def other_format() -> None:
+            await conn.execute(
+                "UPDATE signing_records SET signature_format = 'pades' WHERE id = $1", record_id
+            )
+
+        async def cades_again() -> None:
+            await conn.execute(
+                "UPDATE signing_records SET signature_format = 'cades' WHERE id = $1", record_id
+            )
+
+        message = await _tampered(env, conn, other_format, cades_again)
+        assert f"entry {idx}:" in message and "signature_format" in message
+        clean = qes_audit_verify(env)
+        assert clean.returncode == 0, clean.stderr
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", INTEGRATOR_LOCK)
+        await conn.close()

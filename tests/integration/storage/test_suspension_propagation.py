@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -15,8 +16,13 @@ from ca.logentry import PrivacyKey
 from signer.enforcement import Suspensions
 from signer.storage.db import create_pool
 from signer.storage.policy import PolicyStore, Target
+from signer.translog import load_privacy_key
 
-KEY = PrivacyKey("test", bytes(32))
+
+@pytest.fixture
+def key(settings: Any) -> PrivacyKey:
+    """The run's log privacy key: these actions join the shared log, which must verify."""
+    return load_privacy_key(settings)
 
 
 @pytest.fixture
@@ -41,11 +47,11 @@ async def _seen_after(watcher: Suspensions, client: str, *, suspended: bool) -> 
 
 @pytest.mark.parametrize(("listen", "poll"), [(True, 30.0), (False, 0.2)])
 async def test_another_process_sees_the_change(
-    pool: asyncpg.Pool, database_url: str, listen: bool, poll: float
+    pool: asyncpg.Pool, database_url: str, key: PrivacyKey, listen: bool, poll: float
 ) -> None:
     store = PolicyStore(pool)
-    watcher = Suspensions(store, KEY, now, dsn=database_url if listen else None, poll=poll)
-    admin = Suspensions(store, KEY, now)  # the other process (as the CLI is)
+    watcher = Suspensions(store, key, now, dsn=database_url if listen else None, poll=poll)
+    admin = Suspensions(store, key, now)  # the other process (as the CLI is)
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.sleep(0.5)  # listening (or polling) has begun

@@ -1,8 +1,8 @@
 """Log entries: the module docstring is a spec an auditor can implement, and nothing leaks.
 
-``spec_*`` below re-implement the version-1 encoding from the docstring alone, with the
-standard library (struct, hmac, hashlib), the way an external auditor would; the entries
-``ca.logentry`` builds must equal them byte for byte.
+``spec_*`` below re-implement the version-1 and version-2 encodings from the docstring alone,
+with the standard library (struct, hmac, hashlib), the way an external auditor would; the
+entries ``ca.logentry`` builds must equal them byte for byte.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from ca.authority import IssuingCA
 from ca.errors import CaError
 from ca.logentry import (
+    SUPPRESSED_REASON,
     EntryKind,
     IssuanceEntry,
     LogEntryError,
@@ -34,6 +35,8 @@ from ca.logentry import (
     decode_time,
     digests_sha256,
     entry_fields,
+    entry_version,
+    time_stamps_sha256,
 )
 from ca.merkle import CompactRange, LeafHashReader, inclusion_proof, leaf_hash, verify_inclusion
 from ca.profiles import Level, NaturalPerson
@@ -152,7 +155,7 @@ def spec_digests(digests: tuple[bytes, ...]) -> list[bytes]:
     ]
 
 
-def spec_issuance(e: IssuanceEntry) -> bytes:
+def spec_issuance(e: IssuanceEntry, version: int = 1) -> bytes:
     rid = e.record_id
     cert = e.certificate
     der = cert.public_bytes(serialization.Encoding.DER)
@@ -181,12 +184,19 @@ def spec_issuance(e: IssuanceEntry) -> bytes:
         spec_field("not_before", spec_time(cert.not_valid_before_utc)),
         spec_field("not_after", spec_time(cert.not_valid_after_utc)),
         spec_field("hash_algorithm", b"sha256"),
+        *([spec_field("signature_format", e.signature_format.encode())] if version == 2 else []),
         *spec_digests(e.request.digests),
         spec_field("key_evidence", spec_flags(dict(e.key_evidence))),
         spec_field("destruction", spec_flags(dict(e.destruction)) if e.destruction else b""),
         spec_field("signed_count", struct.pack(">Q", e.signed_count)),
     ]
-    return b"qes-log-entry\x01\x01" + b"".join(fields)
+    if version == 2:
+        tokens = b"".join(lp(t) for t in e.time_stamps)
+        fields += [
+            spec_field("time_stamp_count", struct.pack(">Q", len(e.time_stamps))),
+            spec_field("time_stamps_sha256", hashlib.sha256(tokens).digest()),
+        ]
+    return b"qes-log-entry" + bytes([version, 1]) + b"".join(fields)
 
 
 def spec_text(value: str | None) -> bytes:
@@ -197,8 +207,9 @@ def spec_optional_commit(name: str, record_id: str, value: str | None) -> bytes:
     return b"" if value is None else spec_commit(name, record_id, value.encode())
 
 
-def spec_refusal(e: RefusalEntry) -> bytes:
+def spec_refusal(e: RefusalEntry, version: int = 1) -> bytes:
     rid, who, what = e.record_id, e.requester, e.request
+    v2 = version == 2
     fields = [
         spec_field("privacy_key_id", b"2026-01"),
         spec_field("record_id", rid.encode()),
@@ -206,27 +217,64 @@ def spec_refusal(e: RefusalEntry) -> bytes:
         spec_field("refused_at", spec_time(e.refused_at)),
         spec_field("issuer_name", spec_text(who.issuer_name)),
         spec_field("token_issuer", spec_text(who.token_issuer)),
+        *([spec_field("claimed_issuer", spec_text(e.claimed_issuer))] if v2 else []),
         spec_field("token_subject", spec_optional_commit("token_subject", rid, who.token_subject)),
         spec_field("email", spec_optional_commit("email", rid, who.email)),
         spec_field("client_id", spec_optional_commit("client_id", rid, who.client_id)),
+        *(
+            [
+                spec_field(
+                    "client_address", spec_optional_commit("client_address", rid, e.client_address)
+                )
+            ]
+            if v2
+            else []
+        ),
         spec_field("profile", spec_text(what.profile)),
         spec_field("subject_type", spec_text(what.subject_type)),
         spec_field("hash_algorithm", spec_text(what.hash_algorithm)),
+        *([spec_field("signature_format", spec_text(e.signature_format))] if v2 else []),
         *spec_digests(what.digests),
         spec_field("reason", e.reason.encode()),
+        *([spec_field("suppressed", struct.pack(">Q", e.suppressed))] if v2 else []),
     ]
-    return b"qes-log-entry\x01\x02" + b"".join(fields)
+    return b"qes-log-entry" + bytes([version, 2]) + b"".join(fields)
 
 
 def test_issuance_entry_follows_the_spec() -> None:
     entry = issuance()
-    assert entry.encode(KEY) == spec_issuance(entry)
+    assert entry.encode(KEY, version=1) == spec_issuance(entry)
+    assert entry.encode(KEY) == spec_issuance(entry, version=2)
+
+
+def test_version_2_issuance_commits_to_format_and_time_stamps() -> None:
+    tokens = (b"\x30\x03token-1", b"\x30\x03token-2")
+    entry = issuance(signature_format="cades", time_stamps=tokens)
+    encoded = entry.encode(KEY)
+    assert encoded == spec_issuance(entry, version=2) and entry_version(encoded) == 2
+    fields = dict(entry_fields(encoded)[1])
+    assert fields["signature_format"] == b"cades"
+    assert fields["time_stamp_count"] == struct.pack(">Q", 2)
+    assert fields["time_stamps_sha256"] == time_stamps_sha256(tokens)
+    # Any change of a token, their order or the format changes the entry; v1 ignores them.
+    for other in (
+        issuance(signature_format="pades", time_stamps=tokens),
+        issuance(signature_format="cades", time_stamps=tokens[::-1]),
+        issuance(signature_format="cades", time_stamps=(tokens[0], tokens[1] + b"x")),
+        issuance(signature_format="cades", time_stamps=tokens[:1]),
+    ):
+        assert other.encode(KEY) != encoded
+        assert other.encode(KEY, version=1) == entry.encode(KEY, version=1)
+    # A version-1 entry keeps decoding with its own table.
+    v1 = entry.encode(KEY, version=1)
+    assert entry_version(v1) == 1 and "signature_format" not in dict(entry_fields(v1)[1])
 
 
 def test_failed_issuance_follows_the_spec() -> None:
     entry = issuance(failure="key_not_destroyed", destruction=None, signed_count=0)
-    encoded = entry.encode(KEY)
+    encoded = entry.encode(KEY, version=1)
     assert encoded == spec_issuance(entry)
+    assert entry.encode(KEY) == spec_issuance(entry, version=2)
     fields = dict(entry_fields(encoded)[1])
     assert (fields["outcome"], fields["failure"], fields["destruction"]) == (
         b"failed",
@@ -241,17 +289,57 @@ def test_refusal_of_an_unknown_requester_follows_the_spec() -> None:
         request=RequestSummary(profile="qes", subject_type=None, hash_algorithm=None),
         reason="token.invalid_signature",
     )
-    assert entry.encode(KEY) == spec_refusal(entry)
+    assert entry.encode(KEY, version=1) == spec_refusal(entry)
+    assert entry.encode(KEY) == spec_refusal(entry, version=2)
 
 
 def test_refusal_entry_follows_the_spec_and_is_pinned() -> None:
     """Version 1 is frozen. The constant was computed once from ``spec_refusal`` above; a
-    change to the encoding needs ENTRY_VERSION 2, not a new constant."""
-    encoded = refusal().encode(KEY)
+    change to the encoding needs a new ENTRY_VERSION, not a new constant."""
+    encoded = refusal().encode(KEY, version=1)
     assert encoded == spec_refusal(refusal())
     assert leaf_hash(encoded).hex() == (
         "46ae8ff437ba9d35469044ef466d1fba9c555c976529d488cbb783577c3b7066"
     )
+    assert refusal().encode(KEY) == spec_refusal(refusal(), version=2)
+
+
+def test_unauthenticated_refusal_and_suppressed_aggregate_follow_the_spec() -> None:
+    anonymous = refusal(
+        requester=Requester(None, None, None),
+        request=RequestSummary(None, None, "sha256", DIGESTS[:1]),
+        reason="token.bad_signature",
+        claimed_issuer="https://idp.example.com/realms/staff",
+        client_address="192.0.2.7",
+        signature_format="cades",
+    )
+    encoded = anonymous.encode(KEY)
+    assert encoded == spec_refusal(anonymous, version=2)
+    fields = dict(entry_fields(encoded)[1])
+    assert fields["claimed_issuer"] == b"https://idp.example.com/realms/staff"
+    assert fields["token_issuer"] == b"" and b"192.0.2.7" not in encoded
+    assert fields["client_address"] == spec_commit(
+        "client_address", anonymous.record_id, b"192.0.2.7"
+    )
+    aggregate = refusal(
+        requester=Requester(None, None, None),
+        request=RequestSummary(None, None, None),
+        reason=SUPPRESSED_REASON,
+        client_address="192.0.2.7",
+        suppressed=990,
+    )
+    assert aggregate.encode(KEY) == spec_refusal(aggregate, version=2)
+    assert dict(entry_fields(aggregate.encode(KEY))[1])["suppressed"] == struct.pack(">Q", 990)
+    for bad in (
+        lambda: refusal(claimed_issuer="https://x.example.com"),  # the token did verify
+        lambda: refusal(reason=SUPPRESSED_REASON),  # an aggregate of nothing
+        lambda: refusal(suppressed=3),  # a count under another reason
+        lambda: replace(aggregate, request=REQUEST),  # an aggregate with digests
+        lambda: anonymous.encode(KEY, version=1),  # not representable in version 1
+        lambda: refusal().encode(KEY, version=3),
+    ):
+        with pytest.raises(LogEntryError):
+            bad()
 
 
 # -- Structure, privacy, auditability ------------------------------------------------------------
@@ -262,7 +350,9 @@ def test_entry_fields_names_every_field_in_order() -> None:
     assert kind is EntryKind.ISSUANCE
     names = [name for name, _ in fields]
     assert names[:4] == ["privacy_key_id", "record_id", "request_id", "issued_at"]
-    assert names[-1] == "signed_count" and len(names) == 25
+    assert names[-1] == "time_stamps_sha256" and len(names) == 28
+    v1_names = [name for name, _ in entry_fields(issuance().encode(KEY, version=1))[1]]
+    assert v1_names[-1] == "signed_count" and len(v1_names) == 25
     values = dict(fields)
     assert values["certificate_serial"] == bytes.fromhex("0123456789abcdef0123")
     assert values["issued_at"] == struct.pack(">Q", 1772366400123456)
@@ -382,7 +472,7 @@ def test_certificate_from_the_issuing_ca(
     cert = issuing_ca.issue(issuing_key, leaf_key.public_key(), natural_person, Level.QES)
     entry = issuance(certificate=cert)
     encoded = entry.encode(KEY)
-    assert encoded == spec_issuance(entry)
+    assert encoded == spec_issuance(entry, version=2)
     assert natural_person.surname is not None
     assert natural_person.surname.encode() not in encoded
 
@@ -429,12 +519,13 @@ def test_invalid_values_are_refused() -> None:
     "mutate",
     [
         lambda b: b"qes-log-entrX" + b[13:],  # magic
-        lambda b: b[:13] + b"\x02" + b[14:],  # version
+        lambda b: b[:13] + b"\x03" + b[14:],  # unsupported version
+        lambda b: b[:13] + b"\x01" + b[14:],  # version-2 fields under version 1
         lambda b: b[:14] + b"\x09" + b[15:],  # kind
         lambda b: b[:14] + b"\x02" + b[15:],  # issuance fields under the refusal kind
         lambda b: b[:-1],  # truncated value
         lambda b: b + spec_field("extra", b""),  # one field too many
-        lambda b: b[:-24] + b[-12:] + b[-24:-12],  # garbled tail
+        lambda b: b[:-80] + b[-68:] + b[-80:-68],  # garbled tail (field headers)
     ],
 )
 def test_entry_fields_rejects_malformed_bytes(mutate: Any) -> None:

@@ -13,7 +13,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ca.logentry import AdminActionEntry, EntryKind, LogEntryError, PrivacyKey, entry_fields
+from ca.logentry import (
+    AdminActionEntry,
+    EntryKind,
+    LogEntryError,
+    PrivacyKey,
+    entry_fields,
+)
 
 SECRET = bytes(range(32))
 KEY = PrivacyKey("2026-01", SECRET)
@@ -41,7 +47,7 @@ def spec(e: AdminActionEntry) -> bytes:
     micros = calendar.timegm(e.acted_at.utctimetuple()) * 1_000_000 + e.acted_at.microsecond
     return (
         b"qes-log-entry"
-        + bytes([1, 4])
+        + bytes([2, 4])  # version 2, kind 0x04
         + b"".join(
             [
                 field("privacy_key_id", b"2026-01"),

@@ -83,7 +83,7 @@ def spec_approval(e: ApprovalEntry) -> bytes:
         spec_field("hash_algorithm", b"sha256"),
         *spec_digests(e.request.digests),
     ]
-    return b"qes-log-entry\x01\x03" + b"".join(fields)
+    return b"qes-log-entry\x02\x03" + b"".join(fields)
 
 
 @pytest.mark.parametrize("decision", ["approved", "denied"])

@@ -81,6 +81,7 @@ def test_search_form_values_become_a_filter() -> None:
         ({"serial": "xyz"}, "Serial"),
         ({"since": "yesterday"}, "From"),
         ({"since": "2026-01-02T00:00", "until": "2026-01-01T00:00"}, "Until"),
+        ({"status": "refused", "client_id": "app"}, "Outcome refused"),
     ],
 )
 def test_bad_search_values_name_the_field(query: dict[str, str], field: str) -> None:
@@ -124,3 +125,8 @@ def test_audit_ui_settings_refuse_a_missing_secret_or_unknown_issuer() -> None:
     env = {**ENV, **UI, "QES_AUDIT_UI_CLIENT_SECRET": "x", "QES__AUDIT__UI_IDLE_MINUTES": "0"}
     with pytest.raises(ConfigError, match=r"audit\.ui_idle_minutes"):
         load_settings(DEV_CONFIG, env=env)
+
+
+def test_refused_requests_are_searched_by_identity_and_time() -> None:
+    s = parse_search({"status": "refused", "subject": "alice", "since": "2026-01-31T14:30"})
+    assert s.filter.status == "refused" and s.filter.subject == "alice"

@@ -122,3 +122,24 @@ def test_csc_settings_defaults_overrides_and_bad_values() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings(DEV_CONFIG, env={**ENV, f"QES__CSC__{key}": value})
+
+
+def test_log_origin_and_refusal_limits() -> None:
+    derived = load_settings(DEV_CONFIG, env=ENV).log
+    assert derived.origin == "127.0.0.1:8780/log" and derived.origin_derived is True
+    assert (derived.refusal_window_seconds, derived.refusals_per_source) == (60, 10)
+    assert derived.refusals_total == 600
+    given = load_settings(
+        DEV_CONFIG,
+        env={**ENV, "QES__LOG__ORIGIN": "example.com/log", "QES__LOG__REFUSALS_PER_SOURCE": "3"},
+    ).log
+    assert given.origin == "example.com/log" and given.origin_derived is False
+    assert given.refusals_per_source == 3
+    for key, value in (
+        ("REFUSAL_WINDOW_SECONDS", "0"),
+        ("REFUSALS_PER_SOURCE", "0"),
+        ("REFUSALS_TOTAL", "5"),  # below refusals_per_source (10)
+        ("REFUSALS_TOTAL", '"many"'),
+    ):
+        with pytest.raises(ConfigError, match=f"log.{key.lower()}"):
+            load_settings(DEV_CONFIG, env={**ENV, f"QES__LOG__{key}": value})
