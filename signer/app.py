@@ -26,7 +26,7 @@ from signer.api.problems import Handler, problem_middleware
 from signer.api.refused import REFUSAL_LOG
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
-from signer.approvals.service import ApprovalPolicy, CurrentPolicy
+from signer.approvals.service import CurrentPolicy
 from signer.backfill import backfill_quietly
 from signer.config import Settings
 from signer.csc import api as csc_api
@@ -103,7 +103,7 @@ async def load_time_stamps(
 
 
 def _resources(
-    settings: Settings, clock: Callable[[], datetime], approval_policy: ApprovalPolicy | None
+    settings: Settings, clock: Callable[[], datetime]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.database.url is None:
@@ -173,13 +173,11 @@ def _resources(
                         clock=clock,
                     )
                 expiry = None
-                policy = approval_policy
-                if policy is None and gate.policy is not None:
+                if gate.policy is not None:  # m-of-n approvals come from the policy file
                     policy_file = gate.policy  # the one the gate reloads
-                    policy = CurrentPolicy(lambda: policy_file.current)
-                if policy is not None:
                     approvals_service = approvals.build(
-                        app, settings, policy=policy, pool=pool, http=http,
+                        app, settings, policy=CurrentPolicy(lambda: policy_file.current),
+                        pool=pool, http=http,
                         tokens=registry, signing=signing, privacy_key=privacy_key, clock=clock,
                         render=lambda r: signatures.render_result(r, settings.server.public_url),
                     )  # fmt: skip
@@ -249,20 +247,13 @@ async def _purge_replay_records(records: RecordStore, clock: Callable[[], dateti
             log.warning("replay_purge_failed", error=str(exc))
 
 
-def create_app(
-    settings: Settings,
-    *,
-    clock: Callable[[], datetime] = utc_now,
-    approval_policy: ApprovalPolicy | None = None,
-) -> web.Application:
-    """The app; ``approval_policy`` decides which batch requests wait for m-of-n approval
-    (issue 7; None: none do)."""
+def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[request_id_middleware, problem_middleware],
     )
     app[CRL_CACHE] = {}
-    app.cleanup_ctx.append(_resources(settings, clock, approval_policy))
+    app.cleanup_ctx.append(_resources(settings, clock))
     app.router.add_post("/api/v1/signatures", signatures.create_signatures)
     app.router.add_post("/api/v1/signatures/pdf", pdf_upload.sign_pdf)
     app.router.add_get("/api/v1/certificates", certificates.list_certificates)
