@@ -470,3 +470,34 @@ async def test_kill_switch_stops_holding_and_signing(
     finally:
         await suspensions.act("resume", target, actor_issuer=None, actor_subject="cli:test",
                               request_id="approvals-test")  # fmt: skip
+
+
+async def test_expiry_and_denial_reach_the_webhook(
+    api: TestClient,
+    seal_token: str,
+    people: dict[str, str],
+    clock: FakeClock,
+    sink: tuple[WebhookSink, str],
+) -> None:
+    receiver, hook_url = sink
+    denied = await request_approval(api, seal_token, [os.urandom(32)], webhook_url=hook_url)
+    expiring = await request_approval(api, seal_token, [os.urandom(32)], webhook_url=hook_url)
+    assert (await decide(api, people["dana"], denied, "deny"))[0] == 200
+    clock.advance(LIFETIME_MINUTES * 60 + 1)
+    assert (await status(api, seal_token, expiring))[1]["status"] == "expired"
+    for _ in range(100):
+        if len(receiver.received) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    bodies = sorted(body for _, body in receiver.received)
+    assert bodies == sorted(
+        f'{{"id":"{held["id"]}","status":"{state}"}}'.encode()
+        for held, state in ((denied, "denied"), (expiring, "expired"))
+    )
+    for _ in range(50):  # the attempt is recorded just after the POST was answered
+        code, shown = await status(api, seal_token, expiring)
+        if shown["webhook"]["delivered_at"] is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert code == 200 and shown["webhook"]["attempts"] == 1
+    assert shown["webhook"]["last_result"] == "HTTP 204" and shown["webhook"]["delivered_at"]
