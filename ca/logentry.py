@@ -1,7 +1,9 @@
 """Canonical bytes of issued-certificate log entries: the ``entry`` of RFC 9162 §2.1.1 leaves.
 
-Two kinds of entry go into the log: a finished issuance (the certificate, who asked, what was
-signed, key evidence and destruction) and a refused request (who asked, what, why refused).
+These kinds of entry go into the log: a finished issuance (the certificate, who asked, what was
+signed, key evidence and destruction), a refused request (who asked, what, why refused), a
+human approval or denial of a batch request (who decided, for whom, over which digests) and an
+administrative action (the kill switch).
 Personal identifiers never appear in clear: the token subject, e-mail address, RP client id
 and the certificate's subject name enter the entry only as keyed commitments under a
 log-privacy key. A leaf, a proof or an exported entry therefore reveals nothing personal,
@@ -13,7 +15,8 @@ Encoding (this is the specification an external auditor implements)::
     entry  = magic version kind field*
     magic  = "qes-log-entry"                   13 ASCII bytes
     version= 0x02 (written now) | 0x01 (older entries, still valid)      1 byte
-    kind   = 0x01 issuance | 0x02 refusal | 0x04 administrative action   1 byte
+    kind   = 0x01 issuance | 0x02 refusal | 0x03 approval | 0x04 administrative action
+                                               1 byte
     field  = u8(len(name)) name u32(len(value)) value
                                                name: ASCII; u8/u32/u64 are unsigned big-endian
 
@@ -77,6 +80,17 @@ Refusal, version 1: ``privacy_key_id``, ``record_id``, ``request_id``, ``refused
 ``profile``?, ``subject_type``?, ``hash_algorithm``?, ``digest_count``, ``digests_sha256``,
 ``reason``, types as above.
 
+Approval (kind 0x03, version 2): ``privacy_key_id`` text, ``record_id`` text (the decision's id),
+``request_id`` text (of the HTTP request that decided), ``decided_at`` time, ``decision`` text
+(``approved`` | ``denied``), ``approval_request`` text (the id of the request decided on),
+``issuer_name`` text, ``token_issuer`` text, ``token_subject`` commit, ``email`` commit?,
+``client_id`` commit? (these five: the approver), ``requester_issuer`` text,
+``requester_subject`` commit, ``approver_group`` text, ``approvals_required`` u64,
+``hash_algorithm`` text, ``digest_count`` u64, ``digests_sha256`` bytes32. ``digests_sha256``
+is also the digest commitment the approver was shown and sent back, so the entry proves which
+digests a person approved. The approver fields carry the same names as a requester's, so a
+watcher filtering by identity finds that person's approvals too.
+
 Administrative action (kind 0x04, version 2; a kill-switch suspend or resume):
 ``privacy_key_id`` text,
 ``record_id`` text (the action's id), ``request_id`` text, ``acted_at`` time, ``action`` text
@@ -108,6 +122,7 @@ __all__ = [
     "ENTRY_VERSIONS",
     "SUPPRESSED_REASON",
     "AdminActionEntry",
+    "ApprovalEntry",
     "EntryKind",
     "IssuanceEntry",
     "LogEntryError",
@@ -146,6 +161,7 @@ class EntryKind(enum.IntEnum):
 
     ISSUANCE = 1
     REFUSAL = 2
+    APPROVAL = 3
     ADMIN = 4
 
 
@@ -163,6 +179,12 @@ _REFUSAL_FIELDS = (
     "subject_type", "hash_algorithm", "signature_format", "digest_count", "digests_sha256",
     "reason", "suppressed",
 )  # fmt: skip
+_APPROVAL_FIELDS = (
+    "privacy_key_id", "record_id", "request_id", "decided_at", "decision", "approval_request",
+    "issuer_name", "token_issuer", "token_subject", "email", "client_id", "requester_issuer",
+    "requester_subject", "approver_group", "approvals_required", "hash_algorithm",
+    "digest_count", "digests_sha256",
+)  # fmt: skip
 _ADMIN_FIELDS = (
     "privacy_key_id", "record_id", "request_id", "acted_at", "action", "scope", "actor_issuer",
     "actor_subject", "token_issuer", "token_subject", "client_id", "reason",
@@ -170,8 +192,11 @@ _ADMIN_FIELDS = (
 _FIELDS = {
     EntryKind.ISSUANCE: _ISSUANCE_FIELDS,
     EntryKind.REFUSAL: _REFUSAL_FIELDS,
+    EntryKind.APPROVAL: _APPROVAL_FIELDS,
     EntryKind.ADMIN: _ADMIN_FIELDS,
 }
+#: The ``decision`` values of an approval entry.
+DECISIONS = ("approved", "denied")
 #: Version 1 (the first entries of a log): the same kinds without the version-2 fields.
 _V2_ONLY = frozenset(
     {"signature_format", "time_stamp_count", "time_stamps_sha256", "claimed_issuer",
@@ -185,7 +210,7 @@ _V1_FIELDS = {
 
 def _table(version: int, kind: EntryKind) -> tuple[str, ...] | None:
     """The field names of ``kind`` in ``version``, or None when that pair does not exist
-    (administrative actions exist from version 2 on)."""
+    (approvals and administrative actions exist from version 2 on)."""
     if version == 1:
         return _V1_FIELDS.get(kind)
     return _FIELDS.get(kind) if version == ENTRY_VERSION else None
@@ -596,6 +621,59 @@ class AdminActionEntry:
         w.commit("token_subject", self.token_subject, optional=True)
         w.commit("client_id", self.client_id, optional=True)
         w.commit("reason", self.reason, optional=True)
+        return w.finish()
+
+
+@dataclass(frozen=True)
+class ApprovalEntry:
+    """One approver's decision on a batch request that needs m-of-n approval (issue 7).
+
+    ``approver`` is who decided (all of issuer name, ``iss`` and subject required);
+    ``requester`` is who asked (``token_issuer`` and ``token_subject`` are used). ``request``
+    holds the hash algorithm and the exact digests approved or denied, in request order.
+    """
+
+    record_id: str
+    request_id: str
+    decided_at: datetime
+    decision: str
+    approval_request: str
+    approver: Requester
+    requester: Requester
+    approver_group: str
+    approvals_required: int
+    request: RequestSummary
+
+    def __post_init__(self) -> None:
+        if self.decision not in DECISIONS:
+            raise LogEntryError(f"decision: must be one of {', '.join(DECISIONS)}")
+        _text(self.approval_request, "approval_request")
+        _check_requester(self.approver, required=True)
+        if not isinstance(self.requester, Requester):
+            raise LogEntryError("requester: must be a Requester")
+        _text(self.requester.token_issuer, "requester.token_issuer")
+        _text(self.requester.token_subject, "requester.token_subject")
+        _text(self.approver_group, "approver_group")
+        if _count(self.approvals_required, "approvals_required") < 1:
+            raise LogEntryError("approvals_required: must be at least 1")
+        if not isinstance(self.request, RequestSummary) or not self.request.digests:
+            raise LogEntryError("request: must be a RequestSummary with at least one digest")
+        _text(self.request.hash_algorithm, "request.hash_algorithm")
+        _time(self.decided_at, "decided_at")
+
+    def encode(self, key: PrivacyKey) -> bytes:
+        """The canonical entry bytes (module docstring, kind 0x03)."""
+        w = _start(EntryKind.APPROVAL, key, self.record_id, self.request_id)
+        w.add("decided_at", _time(self.decided_at, "decided_at"))
+        w.add("decision", _text(self.decision, "decision"))
+        w.add("approval_request", _text(self.approval_request, "approval_request"))
+        w.add_requester(self.approver, optional=False)
+        w.add("requester_issuer", _text(self.requester.token_issuer, "requester_issuer"))
+        w.commit("requester_subject", self.requester.token_subject)
+        w.add("approver_group", _text(self.approver_group, "approver_group"))
+        w.add("approvals_required", _u64(self.approvals_required))
+        w.add("hash_algorithm", _text(self.request.hash_algorithm, "hash_algorithm"))
+        w.add_digests(self.request)
         return w.finish()
 
 

@@ -227,6 +227,8 @@ signer() {
     QES_AUDIT_UI_CLIENT_SECRET=demo-only-audit-ui-secret-not-for-production \
     QES__WEB_SIGNING__CLIENT_ID=demo-signer-web QES__WEB_SIGNING__ISSUER=demo_people \
     QES_WEB_SIGNING_CLIENT_SECRET=$(demo_secret demo-signer-web) \
+    QES__APPROVALS__UI_CLIENT_ID=demo-approvals-ui QES__APPROVALS__UI_ISSUER=demo_people \
+    QES_APPROVALS_UI_CLIENT_SECRET=$(demo_secret demo-approvals-ui) \
     launch "$DATA/signer.pid" "$DATA/signer.log" "$QES" serve --config "$CONFIG"
   for i in $(seq 600); do
     [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] && break
@@ -342,6 +344,18 @@ sign_and_verify() {
   out=$("$QES" audit list --token-file "$DATA/auditor.token" --limit 5 2>&1) || fail "qes audit list failed: $(tail -n 1 <<<"$out")"
   grep -v -e '^more: ' -e '^$' <<<"$out" | sed 's/^/        /' # the newest 5 are enough here
   [ -z "$serial" ] || echo "      one record in full: .venv/bin/qes audit show $serial --token-file $DATA/auditor.token"
+
+  # The seal job's signatures wait for 2 of the 3 seal approvers (deploy/dev/policy.toml).
+  fetch_token demo-seal-batch "$DATA/seal.token"
+  out=$("$QES" sign "$doc" --token-file "$DATA/seal.token" 2>&1) || true
+  case $out in
+    *"held for approval"*)
+      echo "      seal job (demo-seal-batch): ${out#qes: }"
+      echo "        approve at $SIGNER_URL/approvals as dana / demo-dana and erik / demo-erik,"
+      echo "        or: .venv/bin/qes approvals list --token-file <an approver's token>; then"
+      echo "        .venv/bin/qes sign $doc --token-file $DATA/seal.token --wait-approval 600 collects it" ;;
+    *) fail "the seal job's request was not held for approval: $(tail -n 1 <<<"$out")" ;;
+  esac
 }
 
 summary() {
@@ -353,6 +367,8 @@ Running (development only; demo IdP secrets are public):
   dev IdP     $IDP_URL  pid $(cat "$DATA/idp.pid" 2>/dev/null || echo '?')  log $DATA/idp.log
               users alice/demo-alice, bob/demo-bob; clients demo-batch, demo-auditor ($IDP_CONFIG)
   audit UI    $SIGNER_URL/audit  (log in as carol / demo-carol, the demo auditor)
+  approvals   $SIGNER_URL/approvals  (dana, erik, fiona / demo-<name>: 2 of 3 approve the
+              seal job demo-seal-batch's signatures; deploy/dev/policy.toml)
   example app $RP_URL  pid $(cat "$DATA/rp.pid" 2>/dev/null || echo '?')  log $DATA/rp.log
               upload a file, sign it in the browser as alice / demo-alice, download the
               signature (web signing; the app's client id and secret: $DATA/example-rp.env)

@@ -20,12 +20,13 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer import auditui, webflow
+from signer import approvals, auditui, webflow
 from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.refused import REFUSAL_LOG
 from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
+from signer.approvals.service import CurrentPolicy
 from signer.backfill import backfill_quietly
 from signer.config import Settings
 from signer.csc import api as csc_api
@@ -171,6 +172,16 @@ def _resources(
                         signing=signing,
                         clock=clock,
                     )
+                expiry = None
+                if gate.policy is not None:  # m-of-n approvals come from the policy file
+                    policy_file = gate.policy  # the one the gate reloads
+                    approvals_service = approvals.build(
+                        app, settings, policy=CurrentPolicy(lambda: policy_file.current),
+                        pool=pool, http=http,
+                        tokens=registry, signing=signing, privacy_key=privacy_key, clock=clock,
+                        render=lambda r: signatures.render_result(r, settings.server.public_url),
+                    )  # fmt: skip
+                    expiry = asyncio.create_task(approvals_service.run_expiry())
                 app[csc_api.CSC] = csc = CscService(
                     hsm=hsm,
                     ca=IssuingCA(chain, settings.ca.policy, clock),
@@ -212,6 +223,10 @@ def _resources(
                     )
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()
+                    if expiry is not None:
+                        expiry.cancel()
+                    if approvals.WEBHOOKS in app:
+                        await app[approvals.WEBHOOKS].close()
                     await asyncio.gather(integrator, return_exceptions=True)
                     await signing.stop()
         finally:
@@ -265,6 +280,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         auditui.add_routes(app)
     if settings.web_signing is not None:
         webflow.add_routes(app, settings.server.public_url)
+    approvals.add_routes(app, settings)
     if settings.web_signing is not None:
         csc_oauth2.add_routes(app, settings.server.public_url)
     return app

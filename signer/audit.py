@@ -11,7 +11,10 @@ entry that is wrong, naming it and why:
 4. an issuance entry equals the entry rebuilt from its ``signing_records`` row and the row's
    ``signature_time_stamps`` with the privacy key, in the entry's own version (``ca.logentry``
    versions 1 and 2; version 2 also commits to the signature format and the time-stamp
-   tokens), so an altered record or token is caught by the entry that commits to it;
+   tokens), so an altered record or token is caught by the entry that commits to it; an
+   approval entry (issue 7) equals the one rebuilt from its ``approval_decisions`` row and the
+   request it decided (``approval_requests``), so an altered approver, decision, time or digest
+   list is caught the same way;
 5. every perfect subtree the integrator stored equals the one recomputed from the entries (an
    altered, inserted or reordered row changes the level-0 node at its index);
 6. the root at every checkpoint size equals the signed root (RFC 9162 §2.1.1 ``MTH``).
@@ -54,13 +57,19 @@ from ca.logentry import (
 from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
 from signer.enforcement import admin_entry
 from signer.manifest import ManifestError, open_manifest
+from signer.storage.approvals import fetch_decisions
 from signer.storage.log import LogStore, fetch_nodes
 from signer.storage.policy import AdminAction, PolicyStore
 from signer.storage.records import SigningRecord, record_from_row
-from signer.translog import issuance_entry
+from signer.translog import DecisionFields, RequestFields, approval_entry, issuance_entry
 
 BATCH = 2000
-_KINDS = {EntryKind.ISSUANCE: "issuance", EntryKind.REFUSAL: "refusal", EntryKind.ADMIN: "admin"}
+_KINDS = {
+    EntryKind.ISSUANCE: "issuance",
+    EntryKind.REFUSAL: "refusal",
+    EntryKind.APPROVAL: "approval",
+    EntryKind.ADMIN: "admin",
+}
 _ENTRIES = """
 SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*, ts.tokens AS time_stamp_tokens
   FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
@@ -149,8 +158,46 @@ def _tombstone_differs(
     return None
 
 
+def _check_approval(
+    idx: int,
+    entry: bytes,
+    named: str,
+    decisions: Mapping[uuid.UUID, asyncpg.Record],
+    key: PrivacyKey,
+) -> None:
+    """Check 4 for an approval entry: rebuilt from its decision and request rows."""
+    try:
+        row = decisions.get(uuid.UUID(named))
+    except ValueError:
+        row = None
+    if row is None:
+        raise LogVerificationFailed(idx, f"approval decision {named} is missing")
+    try:
+        rebuilt = approval_entry(
+            RequestFields(
+                str(row["approval_request"]), row["requester_issuer"], row["requester_subject"],
+                row["approver_group"], row["approvals_required"], row["hash_algorithm"],
+                tuple(bytes(d) for d in row["digests"]),
+            ),
+            DecisionFields(
+                named, row["request_id"], row["decided_at"], row["decision"], row["issuer_name"],
+                row["token_issuer"], row["token_subject"], row["email"],
+            ),
+        ).encode(key)  # fmt: skip
+    except (CaError, ValueError) as exc:
+        raise LogVerificationFailed(idx, f"approval decision {named} is malformed: {exc}") from exc
+    if rebuilt != entry:
+        field = _first_difference(entry, rebuilt)
+        raise LogVerificationFailed(
+            idx, f"does not match approval decision {named} (field {field} differs)"
+        )
+
+
 def _check_entry(
-    row: asyncpg.Record, key: PrivacyKey, actions: Mapping[str, AdminAction] | None = None
+    row: asyncpg.Record,
+    key: PrivacyKey,
+    actions: Mapping[str, AdminAction] | None = None,
+    decisions: Mapping[uuid.UUID, asyncpg.Record] | None = None,
 ) -> tuple[bytes, bool]:
     """Checks 3 and 4 for one row; returns its leaf hash and whether its record is purged."""
     idx, entry = row["idx"], bytes(row["entry"])
@@ -171,6 +218,11 @@ def _check_entry(
         return leaf, False
     if kind is EntryKind.ADMIN:
         _check_admin(idx, entry, named, row, key, actions or {})
+        return leaf, False
+    if kind is EntryKind.APPROVAL:
+        if row["record_id"] is not None:
+            raise LogVerificationFailed(idx, "an approval entry must not name a signing record")
+        _check_approval(idx, entry, named, decisions or {}, key)
         return leaf, False
     if row["record_id"] is None or str(row["record_id"]) != named:
         raise LogVerificationFailed(idx, f"entry names record {named}, row another")
@@ -250,6 +302,20 @@ async def _admin_actions(
     return {str(k): v for k, v in found.items()}
 
 
+def _approval_ids(rows: Iterable[asyncpg.Record]) -> list[uuid.UUID]:
+    """The decision ids named by the approval entries among ``rows`` (unparseable: skipped,
+    the entry's own check names it)."""
+    ids = []
+    for row in rows:
+        if row["kind"] != "approval":
+            continue
+        try:
+            ids.append(uuid.UUID(dict(entry_fields(bytes(row["entry"]))[1])["record_id"].decode()))
+        except (LogEntryError, ValueError):
+            continue
+    return ids
+
+
 async def verify_log(
     conn: asyncpg.Connection,
     verifier: NoteVerifier,
@@ -277,12 +343,13 @@ async def verify_log(
                 break
             leaves = []
             actions = await _admin_actions(conn, rows)
+            decisions = await fetch_decisions(conn, _approval_ids(rows))
             for expected, row in enumerate(rows, start=tree.size):
                 if row["idx"] != expected:
                     raise LogVerificationFailed(expected, "is missing (the next row is later)")
                 if expected >= sequenced:
                     raise LogVerificationFailed(expected, "is beyond the sequenced log size")
-                leaf, erased = _check_entry(row, key, actions)
+                leaf, erased = _check_entry(row, key, actions, decisions)
                 leaves.append(leaf)
                 purged += erased
             start = tree

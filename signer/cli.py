@@ -283,6 +283,15 @@ def cmd_sign(args: argparse.Namespace) -> int:
         if args.profile:
             body["profile"] = args.profile
         result = client.call("POST", "/api/v1/signatures", body)
+        if "status_url" in result:  # held for m-of-n approval (signer.approvals)
+            from signer import cli_approvals
+
+            result = cli_approvals.wait(client, result, args.wait_approval)
+            if result["status"] != "completed":
+                reason = result.get("error") or result["status"]
+                if result["status"] == "pending":
+                    raise ClientError(cli_approvals.held_message(result))
+                raise ClientError(f"approval request {result['id']} ended: {reason}")
         for job, sig in zip(chunk, result["signatures"], strict=True):
             written.append(_write(job, base64.b64decode(sig), args.format, result["chain"]))
             if bar is not None:
@@ -932,6 +941,13 @@ def parser() -> argparse.ArgumentParser:
     sign = sub.add_parser("sign", help="sign files; documents never leave this machine")
     sign.add_argument("files", nargs="+", metavar="FILE")
     sign.add_argument("--token-file", required=True, help="file holding the bearer token")
+    sign.add_argument(
+        "--wait-approval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when the policy holds the request for approval, wait this long for it",
+    )
     sign.add_argument("--url", default=url, help=f"signer base URL (default {url})")
     sign.add_argument("--hash", choices=HASHES, default="sha256")
     sign.add_argument("--profile", choices=("qes", "qualified", "advanced"))
@@ -1052,6 +1068,9 @@ def parser() -> argparse.ArgumentParser:
     from signer.cli_policy import register as register_policy
 
     register_policy(sub, with_config)
+    from signer.cli_approvals import register as register_approvals
+
+    register_approvals(sub, url)
     return p
 
 

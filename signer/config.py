@@ -147,6 +147,16 @@ class WebSigningSettings:
 
 
 @dataclass(frozen=True)
+class ApprovalsSettings:
+    """m-of-n approval of batch signatures (issue 7): how long a held request waits, and the
+    approvers' web UI's OIDC client (redirect URI ``{public_url}/approvals/callback``; ``ui``
+    None: no web UI, the API and ``qes approvals`` still work)."""
+
+    request_lifetime: timedelta = timedelta(hours=24)
+    ui: AuditUiSettings | None = None
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """The transparency log (issue 5): checkpoint signer and entry privacy key.
 
@@ -214,6 +224,7 @@ class Settings:
     data_dir: Path
     log: LogSettings
     web_signing: WebSigningSettings | None = None
+    approvals: ApprovalsSettings = ApprovalsSettings()
     policy: PolicySettings = PolicySettings()
     csc: CscSettings = CscSettings()
 
@@ -314,6 +325,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "audit",
         "log",
         "web_signing",
+        "approvals",
         "policy",
         "csc",
     }
@@ -335,12 +347,16 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         data_dir=(base / data_dir).resolve(),
         log=_log(_Section("log", raw.get("log", {})), env, base, server),
         web_signing=_web_signing(_Section("web_signing", raw.get("web_signing", {})), env, base),
+        approvals=_approvals(_Section("approvals", raw.get("approvals", {})), env, base),
         policy=_policy(_Section("policy", raw.get("policy", {})), base),
         csc=_csc(_Section("csc", raw.get("csc", {})), server),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
         raise ConfigError(f"audit.ui_issuer: no [issuers.{ui.issuer}] is configured")
+    approver_ui = settings.approvals.ui
+    if approver_ui is not None and approver_ui.issuer not in {i.name for i in settings.issuers}:
+        raise ConfigError(f"approvals.ui_issuer: no [issuers.{approver_ui.issuer}] is configured")
     web = settings.web_signing
     if web is not None and web.issuer not in {i.name for i in settings.issuers}:
         raise ConfigError(f"web_signing.issuer: no [issuers.{web.issuer}] is configured")
@@ -654,6 +670,28 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
         acr_levels=tuple(levels),
         credential_acr=credential_acr,
     )
+    s.done()
+    return result
+
+
+def _approvals(s: _Section, env: Mapping[str, str], base: Path) -> ApprovalsSettings:
+    minutes = s.get("request_minutes", int, 24 * 60)
+    s.check("request_minutes", 1 <= minutes <= 14 * 24 * 60, "must be between 1 and 20160")
+    client_id = s.get("ui_client_id", str, None)
+    ui = None
+    if client_id is not None:
+        secret = _secret(s, "ui_client_secret", env, base, "QES_APPROVALS_UI_CLIENT_SECRET")
+        s.check(
+            "ui_client_secret", secret is not None, "set $QES_APPROVALS_UI_CLIENT_SECRET or a file"
+        )
+        assert secret is not None
+        ui = AuditUiSettings(
+            client_id=client_id,
+            client_secret=secret,
+            issuer=s.get("ui_issuer", str),
+            scope=s.get("ui_scope", str, AuditUiSettings.scope),
+        )
+    result = ApprovalsSettings(request_lifetime=timedelta(minutes=minutes), ui=ui)
     s.done()
     return result
 

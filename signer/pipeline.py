@@ -198,11 +198,17 @@ class SigningService:
         return level, subject
 
     async def screen(
-        self, principal: Principal, request: SignatureRequest, *, request_id: str
+        self,
+        principal: Principal,
+        request: SignatureRequest,
+        *,
+        request_id: str,
+        approvals: bool = False,
     ) -> Decision | None:
         """Before consent (web signing): the kill switch, the matching rule, profile and level,
         without counting a rate limit; a refusal is logged as at signing. The caller steps the
-        login up to the decision's ``acr_accepted``."""
+        login up to the decision's ``acr_accepted``. ``approvals``: the caller collects a
+        rule's m-of-n approvals (a batch request held by ``signer.approvals``)."""
         if self.gate is None:
             return None
         try:
@@ -211,7 +217,7 @@ class SigningService:
                 client_id=principal.client_id,
                 profile=request.profile or principal.default_profile,
             )
-            if decision is not None and decision.approvals is not None:  # not collectable here
+            if decision is not None and decision.approvals is not None and not approvals:
                 raise ApprovalRequired(f"rule {decision.rule!r} needs approvals")
             return decision
         except PolicyRefusal as exc:

@@ -1,5 +1,7 @@
 """The transparency log as a service (issue 5): entries, the integrator task, the log key.
 
+- :func:`approval_entry` is the entry of an approver's decision (issue 7), rebuilt by
+  ``qes audit verify`` from ``approval_decisions`` and ``approval_requests`` rows.
 - :func:`issuance_entry` / :func:`refusal_entry` turn what the pipeline records into the
   canonical entries of :mod:`ca.logentry`. ``qes audit verify`` rebuilds issuance entries from
   ``signing_records`` rows with the same function, so an altered record no longer matches the
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ca.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint, sign_note
 from ca.errors import CaError
 from ca.logentry import (
+    ApprovalEntry,
     EntryKind,
     IssuanceEntry,
     LogEntryError,
@@ -160,6 +163,49 @@ def source_index(key: PrivacyKey, address: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class RequestFields:
+    """What an approval entry takes from the request (also rebuilt by ``qes audit verify``)."""
+
+    id: str
+    token_issuer: str
+    token_subject: str
+    approver_group: str
+    approvals_required: int
+    hash_algorithm: str
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class DecisionFields:
+    """What an approval entry takes from the decision (also rebuilt by ``qes audit verify``)."""
+
+    id: str
+    request_id: str
+    decided_at: datetime
+    decision: str
+    issuer_name: str
+    token_issuer: str
+    token_subject: str
+    email: str | None
+
+
+def approval_entry(req: RequestFields, d: DecisionFields) -> ApprovalEntry:
+    """The log entry of one decision (``ca.logentry`` kind 0x03)."""
+    return ApprovalEntry(
+        record_id=d.id,
+        request_id=d.request_id,
+        decided_at=d.decided_at,
+        decision=d.decision,
+        approval_request=req.id,
+        approver=Requester(d.issuer_name, d.token_issuer, d.token_subject, email=d.email),
+        requester=Requester(None, req.token_issuer, req.token_subject),
+        approver_group=req.approver_group,
+        approvals_required=req.approvals_required,
+        request=RequestSummary(None, None, req.hash_algorithm, req.digests),
+    )
+
+
+@dataclass(frozen=True)
 class EntryFilter:
     """Whose entries to show: token subject (with its issuer ``iss``) and RP client id."""
 
@@ -213,7 +259,9 @@ def describe_entry(item: LoggedEntry, key: PrivacyKey, flt: EntryFilter) -> dict
         return None
     if kind is EntryKind.ADMIN:
         return _describe_admin(item, fields, flt)
-    text = {n: fields[n].decode() or None for n in ("issuer_name", "token_issuer", "profile")}
+    text = {
+        n: fields.get(n, b"").decode() or None for n in ("issuer_name", "token_issuer", "profile")
+    }
     common = {
         "index": item.idx,
         "kind": item.kind,
@@ -232,6 +280,17 @@ def describe_entry(item: LoggedEntry, key: PrivacyKey, flt: EntryFilter) -> dict
             "subject": None if item.purged else item.token_subject,
             "client_id": None if item.purged else item.client_id,
             "reason": fields["failure"].decode() or None,
+        }
+    if kind is EntryKind.APPROVAL:  # the identity is the approver's (ca.logentry kind 0x03)
+        return {
+            **common,
+            "outcome": fields["decision"].decode(),
+            "time": decode_time(fields["decided_at"]).isoformat(),
+            "serial": None,
+            "subject": flt.subject,
+            "client_id": flt.client_id,
+            "reason": None,
+            "approval_request": fields["approval_request"].decode(),
         }
     return {
         **common,

@@ -38,6 +38,15 @@ from signer.api.tsa import (
     NoBuiltinTsa,
     TimeStampQueryExpected,
 )
+from signer.approvals.service import (
+    AlreadyDecided,
+    ApprovalExpired,
+    ApprovalNotFound,
+    DigestsMismatch,
+    NotAnApprover,
+    NotPending,
+    SelfApproval,
+)
 from signer.config import DIGEST_SIZES, ServerSettings
 from signer.csc import oauth2_views as csc_oauth2
 from signer.csc.openapi import csc_paths
@@ -156,6 +165,22 @@ def _schemas(server: ServerSettings) -> dict[str, Any]:
                         "(/SubFilter ETSI.CAdES.detached) per digest of a PDF's /ByteRange"
                     ),
                 },
+                "labels": {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": 200},
+                    "description": "One label per digest, shown to approvers when the policy "
+                    "holds the request for m-of-n approval (default: 'digest N')",
+                },
+                "reason": {
+                    "type": "string",
+                    "maxLength": 1000,
+                    "description": "Why, shown to approvers when the request is held",
+                },
+                "webhook_url": {
+                    "type": "string",
+                    "description": "https (or http on loopback): told when a held request "
+                    "ends; the 202 carries the webhook secret, once",
+                },
             },
         },
         "SignatureResponse": {
@@ -261,8 +286,19 @@ _ENTRY_PAGE = {
                 "required": ["index", "kind", "outcome", "time"],
                 "properties": {
                     "index": {"type": "integer"},
-                    "kind": {"enum": ["issuance", "refusal", "admin"]},
-                    "outcome": {"enum": ["completed", "failed", "refused", "malformed"]},
+                    "kind": {"enum": ["issuance", "refusal", "approval", "admin"]},
+                    "outcome": {
+                        "enum": [
+                            "completed",
+                            "failed",
+                            "refused",
+                            "malformed",
+                            "approved",
+                            "denied",
+                            "suspend",
+                            "resume",
+                        ]
+                    },
                     "time": {"type": ["string", "null"], "format": "date-time"},
                     "serial": {"type": ["string", "null"]},
                     "subject": {"type": ["string", "null"]},
@@ -442,6 +478,113 @@ def _web_signing_paths() -> dict[str, Any]:
     }
 
 
+def _approval_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """m-of-n approval of batch signatures (issue 7, ``signer.approvals``)."""
+    status = {
+        "type": "object",
+        "required": ["id", "status", "status_url", "expires_at", "documents", "approval"],
+        "description": "A held request; once completed also every field of the 201 signing "
+        "response (serial, signatures, certificate, chain, record_url, key, log), and "
+        "document_url for a PDF upload",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"enum": ["pending", "signing", "completed", "failed", "denied", "expired"]},
+            "status_url": {"type": "string"},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "requester": {"type": "object"},
+            "reason": {"type": ["string", "null"]},
+            "documents": {"type": "array", "items": {"type": "object"}},
+            "digest_commitment": {
+                "type": "string",
+                "description": "hex SHA-256(u32(len(d1)) d1 ... u32(len(dn)) dn): send it back "
+                "to approve or deny exactly these digests",
+            },
+            "approval": {"type": "object", "description": "group, required, approvals, decisions"},
+        },
+    }
+    decide_errors: list[type[SignerError]] = [
+        MalformedJson, InvalidRequest, Unauthenticated, NotAnApprover, SelfApproval,
+        ApprovalNotFound, AlreadyDecided, NotPending, DigestsMismatch, ApprovalExpired,
+        DatabaseUnavailable,
+    ]  # fmt: skip
+    path_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["digest_commitment"],
+                    "properties": {"digest_commitment": {"type": "string"}},
+                }
+            }
+        },
+    }
+
+    def decide(summary: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "security": bearer,
+                "parameters": path_id,
+                "requestBody": body,
+                "responses": {"200": _json(status, "The request after it"),
+                              **_errors(decide_errors)},
+            }
+        }  # fmt: skip
+
+    return {
+        "/api/v1/approval-requests": {
+            "get": {
+                "summary": "Pending requests of the approver groups the caller belongs to",
+                "security": bearer,
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"requests": {"items": status}}},
+                        "Oldest first",
+                    ),
+                    **_errors([Unauthenticated, ApprovalNotFound]),
+                },
+            }
+        },
+        "/api/v1/approval-requests/{id}": {
+            "get": {
+                "summary": "Status of a held request (its requester or an approver)",
+                "security": bearer,
+                "parameters": path_id,
+                "responses": {
+                    "200": _json(status, "The request"),
+                    **_errors([Unauthenticated, ApprovalNotFound]),
+                },
+            }
+        },
+        "/api/v1/approval-requests/{id}/document.pdf": {
+            "get": {
+                "summary": "The signed PDF of a completed PDF upload",
+                "security": bearer,
+                "parameters": path_id,
+                "responses": {
+                    "200": {
+                        "description": "The signed PDF",
+                        "content": {"application/pdf": {"schema": {"type": "string"}}},
+                    },
+                    **_errors([Unauthenticated, ApprovalNotFound, NotFound]),
+                },
+            }
+        },
+        "/api/v1/approval-requests/{id}/approve": decide(
+            "Approve the exact digests (the m-th approval signs)"
+        ),
+        "/api/v1/approval-requests/{id}/deny": decide("Deny (one denial ends the request)"),
+    }
+
+
+HELD = {
+    "description": "Held for m-of-n approval: Location is the status URL",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
+
+
 def document(server: ServerSettings) -> dict[str, Any]:
     ref = "#/components/schemas/"
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -482,6 +625,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json({"$ref": ref + "SignatureResponse"}, "Signed"),
+                        "202": HELD,
                         "200": _json(
                             {"$ref": ref + "SignatureResponse"},
                             "Replay of an earlier response for the same Idempotency-Key",
@@ -527,6 +671,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
                             },
                             "content": {"application/pdf": {"schema": {"type": "string"}}},
                         },
+                        "202": HELD,
                         **_errors([*_SIGN_ERRORS, PdfError]),
                     },
                 }
@@ -577,6 +722,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
             },
             **_log_paths(bearer),
             **_web_signing_paths(),
+            **_approval_paths(bearer),
             **admin_paths(bearer, _errors),
             **csc_paths(),
             **csc_oauth2.openapi_paths(),

@@ -55,11 +55,14 @@ async def sign_pdf(request: web.Request) -> web.Response:
     )
     now: datetime = services.clock()
     prepared = await asyncio.to_thread(prepare, document, field, now)
-    result, _ = await services.signing.sign(
-        principal,
-        SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades"),
-        request_id=request[REQUEST_ID],
-    )
+    sign_request = SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades")
+    from signer.approvals import api as approvals  # it imports signer.api
+
+    requirement = approvals.requirement_of(request, principal)
+    if requirement is not None:  # held for m-of-n approval (issue 7): 202 and a status URL
+        hold = approvals.pdf_hold(request, sign_request, prepared)
+        return await approvals.hold(request, principal, hold, requirement, None)
+    result, _ = await services.signing.sign(principal, sign_request, request_id=request[REQUEST_ID])
     signed = await asyncio.to_thread(embed, prepared, result.signatures[0])
     public_url = services.settings.server.public_url
     return web.Response(

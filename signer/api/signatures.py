@@ -40,6 +40,8 @@ from signer.pipeline import FORMATS, SignatureRequest, SignatureResult
 from signer.storage.records import IdempotencyKey, IdempotencyOutcome
 
 MAX_IDEMPOTENCY_KEY = 255
+#: Extra fields of a body, used when the request is held for approval (signer.approvals).
+HOLD_FIELDS = frozenset({"labels", "reason", "webhook_url"})
 
 
 async def read_json(request: web.Request) -> Any:
@@ -56,7 +58,7 @@ async def read_json(request: web.Request) -> Any:
 def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
-    unknown = set(body) - {"hash_algorithm", "hashes", "profile", "format"}
+    unknown = set(body) - {"hash_algorithm", "hashes", "profile", "format", *HOLD_FIELDS}
     if unknown:
         raise InvalidRequest(f"unknown fields {sorted(unknown)}")
     algorithm = body.get("hash_algorithm")
@@ -126,9 +128,15 @@ async def create_signatures(request: web.Request) -> web.Response:
     except RequestError as exc:  # refused after authentication: logged with who asked
         await services.signing.log_refusal(principal, sign_request, request[REQUEST_ID], exc)
         raise
+    from signer.approvals import api as approvals  # it imports this module
+
     if replay is not None:
-        return web.json_response(replay, headers={"Idempotent-Replayed": "true"})
+        return approvals.replay(replay)
     try:
+        requirement = approvals.requirement_of(request, principal)
+        if requirement is not None:  # held for m-of-n approval (issue 7): 202, status URL
+            hold = approvals.parse_hold(body, sign_request)
+            return await approvals.hold(request, principal, hold, requirement, idem)
         _, response = await services.signing.sign(
             principal,
             sign_request,

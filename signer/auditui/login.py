@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from idp_adapter.codeflow import CodeFlowClient, CodeFlowRequest
+from idp_adapter.principal import Principal
 from idp_adapter.registry import IssuerRegistry
 from signer.errors import RequestError
 from signer.storage.audit_sessions import AuditSessionStore, LoginFlow, UiSession
@@ -64,12 +66,17 @@ class AuditLogin:
         client: CodeFlowClient,
         tokens: IssuerRegistry,
         store: AuditSessionStore,
-        role: str,
+        role: str | None,
         idle: timedelta,
         lifetime: timedelta,
         clock: Callable[[], datetime],
         random: Callable[[int], str] = secrets.token_urlsafe,
+        realm: str = "audit",
+        keep_principal: Callable[[Principal], Mapping[str, Any]] | None = None,
     ) -> None:
+        """``role`` None admits every verified identity (the approvers' UI checks group
+        membership per action, with the principal ``keep_principal`` stores in the session);
+        ``realm`` keeps each UI's sessions apart."""
         self._client = client
         self._tokens = tokens
         self._store = store
@@ -78,6 +85,8 @@ class AuditLogin:
         self._lifetime = lifetime
         self._clock = clock
         self._random = random
+        self._realm = realm
+        self._keep = keep_principal
 
     async def begin(self, return_to: str) -> Started:
         """A new flow: fresh state, nonce and 64-byte PKCE verifier (RFC 7636 §7.1)."""
@@ -106,7 +115,7 @@ class AuditLogin:
         principal = await self._tokens.verify_id_token(
             id_token, client_id=self._client.client_id, nonce=flow.nonce
         )
-        if self._role not in principal.roles:
+        if self._role is not None and self._role not in principal.roles:
             raise NotAnAuditor(f"{principal.subject} lacks role {self._role!r}")
         name = principal.attributes.get("common_name") or principal.subject
         session_id = self._random(32)
@@ -117,6 +126,8 @@ class AuditLogin:
             display_name=name,
             created_at=now,
             expires_at=now + self._lifetime,
+            realm=self._realm,
+            principal=self._keep(principal) if self._keep else None,
         )
         await self._store.create_session(digest(session_id), session, now)
         return LoggedIn(session_id, flow.return_to)
@@ -124,7 +135,7 @@ class AuditLogin:
     async def session(self, session_id: str | None) -> UiSession | None:
         if not session_id:
             return None
-        return await self._store.touch(digest(session_id), self._clock(), self.idle)
+        return await self._store.touch(digest(session_id), self._clock(), self.idle, self._realm)
 
     async def logout(self, session_id: str) -> None:
         await self._store.end(digest(session_id))

@@ -1,5 +1,9 @@
 """The audit web UI's login flows and sessions in PostgreSQL (migration 0004).
 
+The approvers' UI (``signer.approvals``) uses the same tables: each session belongs to one
+``realm`` (``audit`` or ``approvals``) and is only found in its own, and it keeps the verified
+principal as JSON so that group membership can be checked per action.
+
 Keys are SHA-256 hashes of the browser-held random values; the values themselves are never
 stored or logged. Flows are single-use: :meth:`AuditSessionStore.take_flow` deletes the row it
 returns, so a replayed callback finds nothing.
@@ -7,8 +11,11 @@ returns, so a replayed callback finds nothing.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -34,6 +41,16 @@ class UiSession:
     display_name: str
     created_at: datetime
     expires_at: datetime
+    realm: str = "audit"
+    #: The verified principal (``signer.webflow.flow.principal_json``), if kept.
+    principal: Mapping[str, Any] | None = None
+
+
+def _session(row: asyncpg.Record) -> UiSession:
+    data = dict(row)
+    if data["principal"] is not None:
+        data["principal"] = json.loads(data["principal"])
+    return UiSession(**data)
 
 
 class AuditSessionStore:
@@ -78,8 +95,8 @@ class AuditSessionStore:
         async with guard("create audit UI session"):
             await self._pool.execute(
                 "INSERT INTO audit_ui_sessions (id_hash, csrf_token, token_issuer, token_subject,"
-                " display_name, created_at, last_seen, expires_at)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                " display_name, created_at, last_seen, expires_at, realm, principal)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
                 id_hash,
                 session.csrf_token,
                 session.token_issuer,
@@ -88,20 +105,27 @@ class AuditSessionStore:
                 session.created_at,
                 now,
                 session.expires_at,
+                session.realm,
+                None if session.principal is None else json.dumps(dict(session.principal)),
             )
 
-    async def touch(self, id_hash: bytes, now: datetime, idle: timedelta) -> UiSession | None:
-        """The live session (seen within ``idle``, before its absolute expiry), marked seen."""
+    async def touch(
+        self, id_hash: bytes, now: datetime, idle: timedelta, realm: str = "audit"
+    ) -> UiSession | None:
+        """The live session of ``realm`` (seen within ``idle``, before its absolute expiry),
+        marked seen."""
         async with guard("read audit UI session"):
             row = await self._pool.fetchrow(
                 "UPDATE audit_ui_sessions SET last_seen=$2 WHERE id_hash=$1"
-                " AND last_seen > $3 AND expires_at > $2 RETURNING csrf_token, token_issuer,"
-                " token_subject, display_name, created_at, expires_at",
+                " AND last_seen > $3 AND expires_at > $2 AND realm=$4 RETURNING csrf_token,"
+                " token_issuer, token_subject, display_name, created_at, expires_at, realm,"
+                " principal",
                 id_hash,
                 now,
                 now - idle,
+                realm,
             )
-        return None if row is None else UiSession(**dict(row))
+        return None if row is None else _session(row)
 
     async def end(self, id_hash: bytes) -> None:
         async with guard("end audit UI session"):

@@ -402,6 +402,19 @@ class RecordStore:
             )
         return bool(status == "UPDATE 1")
 
+    async def keep_response(self, key: IdempotencyKey, response: Mapping[str, Any]) -> None:
+        """Store the answer of a request that made no record (a batch request held for
+        approval, signer.approvals), so a retry with the same key replays it."""
+        async with guard("store idempotent response"):
+            await self._pool.execute(
+                "UPDATE idempotency_keys SET response=$4 WHERE token_issuer=$1"
+                " AND token_subject=$2 AND key=$3 AND response IS NULL",
+                key.token_issuer,
+                key.token_subject,
+                key.key,
+                json.dumps(dict(response)),
+            )
+
     async def release_idempotency(self, key: IdempotencyKey) -> None:
         """Free a key whose request failed, so that a retry can run it again."""
         async with guard("release idempotency key"):

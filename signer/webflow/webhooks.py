@@ -44,6 +44,8 @@ from signer.storage.signing_requests import RpClientStore, SigningRequestStore, 
 from signer.watch import MAX_BACKOFF, SIGNATURE_HEADER, signature
 
 TIMESTAMP_HEADER = "X-Qes-Timestamp"
+#: Told of each delivery attempt: its result text and whether it was delivered.
+RecordAttempt = Callable[[str, bool], Awaitable[None]]
 KEY_LABEL = b"qes-signer webhook v1"
 
 log = structlog.get_logger(__name__)
@@ -131,28 +133,50 @@ class Webhooks:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return False, type(exc).__name__
 
+    def send(self, url: str, key: bytes, body: bytes, record: RecordAttempt, *, name: str) -> None:
+        """Schedule a signed POST of ``body`` to ``url`` with retries (the scheme above);
+        ``record`` is told of every attempt. Also used by approval requests (issue 7)."""
+        task = asyncio.get_running_loop().create_task(self._send(url, key, body, record, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(
+        self, url: str, key: bytes, body: bytes, record: RecordAttempt, name: str
+    ) -> None:
+        try:
+            await self._attempts(url, key, body, record, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a background task: log, never crash the loop
+            log.exception("webhook_delivery_error", id=name)
+
+    async def _attempts(
+        self, url: str, key: bytes, body: bytes, record: RecordAttempt, name: str
+    ) -> None:
+        delay = self.backoff
+        result = "not attempted"
+        for attempt in range(self.attempts):
+            if attempt:
+                await self._sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+            ok, result = await self._post(url, key, body)
+            await record(result, ok)
+            if ok:
+                log.info("webhook_delivered", id=name, attempts=attempt + 1)
+                return
+        log.warning("webhook_gave_up", id=name, attempts=self.attempts, result=result)
+
     async def _deliver(self, request_id: uuid.UUID, client_id: str, url: str, body: bytes) -> None:
+        async def record(result: str, delivered: bool) -> None:
+            await self._requests.record_webhook(
+                request_id, datetime.now(UTC), result=result, delivered=delivered
+            )
+
         try:
             found = await self._rps.get(client_id)
             if found is None:
                 return
-            key = webhook_key(found[1])
-            delay = self.backoff
-            result = "not attempted"
-            for attempt in range(self.attempts):
-                if attempt:
-                    await self._sleep(delay)
-                    delay = min(delay * 2, MAX_BACKOFF)
-                ok, result = await self._post(url, key, body)
-                await self._requests.record_webhook(
-                    request_id, datetime.now(UTC), result=result, delivered=ok
-                )
-                if ok:
-                    log.info("webhook_delivered", id=str(request_id), attempts=attempt + 1)
-                    return
-            log.warning(
-                "webhook_gave_up", id=str(request_id), attempts=self.attempts, result=result
-            )
+            await self._attempts(url, webhook_key(found[1]), body, record, str(request_id))
         except asyncio.CancelledError:
             raise
         except Exception:  # a background task: log, never crash the loop

@@ -205,8 +205,11 @@ async def test_max_digests_rule(pclient: TestClient, policy_idp: RunningIdp) -> 
 async def test_approval_rule_is_not_signed_without_approval(
     pclient: TestClient, policy_idp: RunningIdp
 ) -> None:
-    status, body, _ = await post_sign(pclient, await token(policy_idp, "pol-approve"))
-    assert (status, slug(body)) == (403, "approval-required")
+    """The batch API holds it for the rule's approvers (signer.approvals): 202, no signature."""
+    status, body, headers = await post_sign(pclient, await token(policy_idp, "pol-approve"))
+    assert (status, body["status"]) == (202, "pending"), body
+    assert body["approval"]["group"] == "treasurers" and "signatures" not in body
+    assert headers["Location"] == body["status_url"]
 
 
 async def test_per_minute_limit_429_with_retry_after(

@@ -281,13 +281,14 @@ def test_policy_settings(tmp_path: Path) -> None:
     from tests.support.service import DEV_CONFIG
 
     env = {"QES_HSM_PIN": "1234"}
-    plain = load_settings(DEV_CONFIG, env=env).policy
-    assert (plain.file, plain.reload_seconds, plain.admin_role) == (None, 1.0, "qes-admin")
+    plain = load_settings(DEV_CONFIG, env=env).policy  # the dev policy (approvals demo)
+    dev_policy = (DEV_CONFIG.parent / "policy.toml").resolve()
+    assert (plain.file, plain.reload_seconds, plain.admin_role) == (dev_policy, 1.0, "qes-admin")
     set_ = load_settings(
         DEV_CONFIG,
-        env={**env, "QES__POLICY__FILE": "policy.toml", "QES__POLICY__ADMIN_ROLE": "ops"},
+        env={**env, "QES__POLICY__FILE": "policy.example.toml", "QES__POLICY__ADMIN_ROLE": "ops"},
     ).policy
-    assert set_.file == (DEV_CONFIG.parent / "policy.toml").resolve()  # next to the config
+    assert set_.file == (DEV_CONFIG.parent / "policy.example.toml").resolve()  # next to it
     assert set_.admin_role == "ops"
     for key, value, why in [
         ("RELOAD_SECONDS", "0", "policy.reload_seconds: must be between 0.1 and 60"),
