@@ -263,7 +263,8 @@ class SigningService:
             approved=approved,
         )
         authorized = self.authorize(principal, request.profile)
-        await self.gate.count(principal, decision)  # last: a refused request counts nothing
+        if not approved:  # a held request was counted once, when it was made
+            await self.gate.count(principal, decision)  # last: a refused one counts nothing
         return authorized
 
     async def start(self, lanes: int) -> None:

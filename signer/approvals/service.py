@@ -247,8 +247,8 @@ class ApprovalService:
     ) -> None:
         """Everything but the approval, before anything is held: the kill switch, the rule,
         profile and level (refusals logged by the pipeline), ``acr`` and digest count, the
-        identity's profiles; the request counts against the requester's rate limit now (and
-        once more when it is signed)."""
+        identity's profiles; the request counts against the requester's rate limit now, once
+        (its signing, with ``approved=True``, counts nothing more)."""
         gate = self._signing.gate
         decision = await self._signing.screen(
             principal, request, request_id=request_id, approvals=True

@@ -501,3 +501,37 @@ async def test_expiry_and_denial_reach_the_webhook(
         await asyncio.sleep(0.1)
     assert code == 200 and shown["webhook"]["attempts"] == 1
     assert shown["webhook"]["last_result"] == "HTTP 204" and shown["webhook"]["delivered_at"]
+
+
+async def test_a_held_request_counts_once_against_the_rate_limit(
+    aiohttp_client: Callable[..., Any],
+    approval_env: dict[str, str],
+    ca_ready: None,
+    seal_token: str,
+    people: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A held request is counted when it is made; its signing after the m-th approval does not
+    count it again (with one per minute, the approved request is signed, the next one is 429)."""
+    from signer.app import create_app
+    from signer.config import load_settings
+
+    policy = (DEV_CONFIG.parent / "policy.toml").read_text()
+    marker = 'name = "seal-needs-two-approvers"\n'
+    assert marker in policy
+    limited = tmp_path / "policy.toml"
+    limited.write_text(policy.replace(marker, marker + "rate_limit = { per_minute = 1 }\n"))
+    env = {**approval_env, "QES__POLICY__FILE": f'"{limited}"'}
+    clock = FakeClock()
+    clock.advance(60)  # a minute window no other test of the seal client has counted in
+    client: TestClient = await aiohttp_client(
+        create_app(load_settings(DEV_CONFIG, env=env), clock=clock)
+    )
+    digests = [hashlib.sha256(b"rate-limited seal").digest()]
+    held = await request_approval(client, seal_token, digests)
+    assert (await decide(client, people["dana"], held))[0] == 200
+    code, done = await decide(client, people["erik"], held)
+    assert code == 200 and done["status"] == "completed", done
+    body = {"hash_algorithm": "sha256", "hashes": [b64(d) for d in digests]}
+    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(seal_token))
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
