@@ -103,7 +103,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         if r.status != 201:
             return page("The signer refused the request", html.escape(str(created)))
     cfg.pending[state] = created["id"]
-    resp = web.HTTPSeeOther(created["sign_url"])
+    resp = web.Response(status=303, headers={"Location": created["sign_url"]})
     resp.set_cookie(STATE_COOKIE, state, httponly=True, samesite="Lax", max_age=1800)
     return resp
 
