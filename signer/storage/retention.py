@@ -16,9 +16,11 @@ e-mail, principal JSON, digests, labels, reason, PDFs, result and webhook are er
 their log entries commit to in clear (ids, times, decision, issuers, group, counts, hash
 algorithm, action, scope) stays, so ``qes audit verify`` still checks it. An optional text
 that was present is erased to '' rather than NULL, so the entry's "was there one" still
-matches. An admin action whose suspension is still in force is kept: it is the reason the
-identity or client is refused today. A person's approval and admin rows are found through
-indexes on their (subject, issuer) columns, which a tombstone no longer holds.
+matches. A request still 'pending' whose expiry passed before the cut-off has ended too (no
+sweep noticed it yet): it becomes 'expired' as it is purged. A request left 'signing' by a
+crash is kept for the auditors. An admin action whose suspension is still in force is kept: it
+is the reason the identity or client is refused today. A person's approval and admin rows are
+found through indexes on their (subject, issuer) columns, which a tombstone no longer holds.
 """
 
 from __future__ import annotations
@@ -53,9 +55,12 @@ WITH gone AS (
        SET purged_at = $2, token_subject = '', client_id = NULL, display_name = '',
            principal = '{}', digests = '{}', labels = '{}', reason = NULL, pdf = NULL,
            pdf_reserved_start = NULL, pdf_reserved_end = NULL, signed_pdf = NULL, result = NULL,
-           webhook_url = NULL, webhook_secret_hash = NULL
+           webhook_url = NULL, webhook_secret_hash = NULL,
+           status = CASE WHEN status = 'pending' THEN 'expired' ELSE status END,
+           ended_at = coalesce(ended_at, expires_at)
      WHERE created_at < $1 AND purged_at IS NULL
-       AND status IN ('completed', 'failed', 'denied', 'expired')
+       AND (status IN ('completed', 'failed', 'denied', 'expired')
+            OR (status = 'pending' AND expires_at < $1))
     RETURNING id
 ), decisions AS (
     UPDATE approval_decisions

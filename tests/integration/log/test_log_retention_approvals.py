@@ -126,6 +126,9 @@ async def test_subject_purge_and_verify_cover_approvals_and_admin_actions(
     # The seal client asks, dana denies.
     theirs = await hold(api, seal, reason="seal")
     assert (await decide(api, people["dana"], theirs, "deny"))["status"] == "denied"
+    # Two more wait: one past its expiry that no sweep has noticed (the service was down),
+    # one still open.
+    lapsed, waiting = await hold(api, seal), await hold(api, seal)
     # Admin actions from the CLI: one suspension lifted again, one still in force.
     gone, kept = f"gdpr-left-{uuid.uuid4().hex[:8]}", f"gdpr-kept-{uuid.uuid4().hex[:8]}"
     for args in (("suspend", gone, "--reason", "left the bank"), ("resume", gone),
@@ -168,6 +171,11 @@ async def test_subject_purge_and_verify_cover_approvals_and_admin_actions(
     await snapshot.take()
     pool = snapshot.pool
     now = datetime.now(UTC)
+    await pool.execute(
+        "UPDATE approval_requests SET expires_at = $2 WHERE id = $1",
+        uuid.UUID(lapsed["id"]),
+        now - timedelta(minutes=1),
+    )
     purged = await retention.purge(
         RetentionStore(pool),
         now + timedelta(seconds=1),
@@ -176,7 +184,12 @@ async def test_subject_purge_and_verify_cover_approvals_and_admin_actions(
     )
     assert purged.approval_requests >= 2 and purged.approval_decisions >= 3
     assert purged.admin_actions >= 2
-    ours = {mine["id"], theirs["id"]}
+    status_of = "SELECT status, purged_at IS NOT NULL FROM approval_requests WHERE id = $1"
+    assert tuple(await pool.fetchrow(status_of, uuid.UUID(lapsed["id"]))) == ("expired", True)
+    assert tuple(await pool.fetchrow(status_of, uuid.UUID(waiting["id"]))) == ("pending", False)
+    still_waiting = (await subject(signer_env, SEAL_CLIENT))["approval_requests"]
+    assert waiting["id"] in [r["id"] for r in still_waiting]
+    ours = {mine["id"], theirs["id"], lapsed["id"]}
     for who in ("dana", "erik", "fiona", SEAL_CLIENT, gone):
         found = await subject(signer_env, who)
         assert not ours & {r["id"] for r in found["approval_requests"]}, who
@@ -243,6 +256,7 @@ async def test_subject_purge_and_verify_cover_approvals_and_admin_actions(
 
     code, out, err = await qes(signer_env, "resume", "identity", idp.issuer, kept)
     assert code == 0, err
+    assert (await decide(api, people["dana"], waiting, "deny"))["status"] == "denied"
 
 
 async def test_approval_and_admin_lookups_are_index_scans(database_url: str) -> None:
