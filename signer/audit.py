@@ -182,8 +182,6 @@ def _approval_tombstone_differs(
     ids, time, decision, the approver's IdP, the requester's ``iss``, group, count and hash
     algorithm, and whether an e-mail was given; the approver's subject, e-mail and name, the
     requester's subject and the digests are erased and skipped."""
-    if row["token_subject"] != "" or row["email"] not in (None, ""):
-        return "token_subject (the request is purged, its decision still holds personal data)"
     kept: dict[str, bytes | datetime | bool] = {
         "record_id": named.encode(),
         "request_id": row["request_id"].encode(),
@@ -237,6 +235,10 @@ def _check_approval(
     if row is None:
         raise LogVerificationFailed(idx, f"approval decision {named} is missing")
     if row["request_purged_at"] is not None:
+        if row["token_subject"] != "" or row["email"] not in (None, ""):
+            raise LogVerificationFailed(
+                idx, f"approval decision {named} of a purged request still names its approver"
+            )
         differs = _approval_tombstone_differs(dict(entry_fields(entry)[1]), row, named)
         if differs is not None:
             raise LogVerificationFailed(

@@ -245,6 +245,23 @@ async def test_subject_purge_and_verify_cover_approvals_and_admin_actions(
     assert f"entry {denied['log_index']}: does not match purged approval decision" in err
     assert "field decision differs" in err
 
+    await pool.execute(
+        "UPDATE approval_decisions SET token_subject = 'dana' WHERE id = $1", denied["id"]
+    )
+    try:
+        code, _, err = await qes(signer_env, "audit", "verify", "-q")
+    finally:
+        await pool.execute(
+            "UPDATE approval_decisions SET token_subject = '' WHERE id = $1", denied["id"]
+        )
+    assert code == 1
+    assert f"entry {denied['log_index']}: approval decision {denied['id']} of a purged" in err
+
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "UPDATE admin_actions SET actor_subject = 'cli:someone' WHERE id = $1",
+            uuid.UUID(target["admin_actions"][0]["id"]),
+        )
     lifted = uuid.UUID(target["admin_actions"][1]["id"])
     await pool.execute("UPDATE admin_actions SET reason = '' WHERE id = $1", lifted)
     try:
