@@ -22,7 +22,9 @@ entry that is wrong, naming it and why:
 A record erased by ``qes audit purge`` (retention, GDPR Art. 17) is a tombstone: its entry
 still verifies by leaf hash and tree (3, 5, 6); check 4 compares only the fields the tombstone
 keeps (serial, times, outcome, IdP, profile, counts; the erased ones are skipped) and the
-report counts it as purged.
+report counts it as purged. The same holds for a purged approval decision (its request is a
+tombstone: ids, time, decision, IdPs, group, count, hash algorithm are compared) and a purged
+admin action (ids, time, action, scope, IdPs, and which optional fields were given).
 
 :func:`verify_export` checks an audit-UI export against its signed manifest
 (:mod:`signer.manifest`) and the manifest's checkpoint against the latest one (RFC 9162
@@ -149,13 +151,72 @@ def _tombstone_differs(
     }
     if version >= 2:  # the format is not personal; the time-stamp tokens went with the purge
         kept["signature_format"] = record.signature_format.encode()
+    return _kept_differs(fields, kept)
+
+
+def _kept_differs(
+    fields: Mapping[str, bytes], kept: Mapping[str, bytes | datetime | bool]
+) -> str | None:
+    """The first of ``kept`` whose entry field differs: bytes compare as they are, times as
+    decoded ``time`` fields, and a bool says whether an erased optional field was present
+    (its commitment is non-empty exactly when it was)."""
     for name, want in kept.items():
         have: object = fields[name]
-        if isinstance(want, datetime):
+        if isinstance(want, bool):
+            have = fields[name] != b""
+        elif isinstance(want, datetime):
             have = decode_time(fields[name])
         if have != want:
             return name
     return None
+
+
+def _text_or_empty(value: str | None) -> bytes:
+    return (value or "").encode()
+
+
+def _approval_tombstone_differs(
+    fields: Mapping[str, bytes], row: asyncpg.Record, named: str
+) -> str | None:
+    """What a purged decision (its request is a tombstone) still holds must match its entry:
+    ids, time, decision, the approver's IdP, the requester's ``iss``, group, count and hash
+    algorithm, and whether an e-mail was given; the approver's subject, e-mail and name, the
+    requester's subject and the digests are erased and skipped."""
+    kept: dict[str, bytes | datetime | bool] = {
+        "record_id": named.encode(),
+        "request_id": row["request_id"].encode(),
+        "decided_at": row["decided_at"],
+        "decision": row["decision"].encode(),
+        "approval_request": str(row["approval_request"]).encode(),
+        "issuer_name": row["issuer_name"].encode(),
+        "token_issuer": row["token_issuer"].encode(),
+        "email": row["email"] is not None,
+        "requester_issuer": row["requester_issuer"].encode(),
+        "approver_group": row["approver_group"].encode(),
+        "approvals_required": int(row["approvals_required"]).to_bytes(8, "big"),
+        "hash_algorithm": row["hash_algorithm"].encode(),
+    }
+    return _kept_differs(fields, kept)
+
+
+def _admin_tombstone_differs(fields: Mapping[str, bytes], action: AdminAction) -> str | None:
+    """What a purged admin action still holds must match its entry: ids, time, action, scope,
+    the actor's and the target's ``iss``, and which of target subject, client id and reason
+    were given (their values are erased)."""
+    t = action.target
+    kept: dict[str, bytes | datetime | bool] = {
+        "record_id": str(action.id).encode(),
+        "request_id": action.request_id.encode(),
+        "acted_at": action.acted_at,
+        "action": action.action.encode(),
+        "scope": t.scope.encode(),
+        "actor_issuer": _text_or_empty(action.actor_issuer),
+        "token_issuer": _text_or_empty(t.token_issuer),
+        "token_subject": t.token_subject is not None,
+        "client_id": t.client_id is not None,
+        "reason": action.reason is not None,
+    }
+    return _kept_differs(fields, kept)
 
 
 def _check_approval(
@@ -164,14 +225,26 @@ def _check_approval(
     named: str,
     decisions: Mapping[uuid.UUID, asyncpg.Record],
     key: PrivacyKey,
-) -> None:
-    """Check 4 for an approval entry: rebuilt from its decision and request rows."""
+) -> bool:
+    """Check 4 for an approval entry: rebuilt from its decision and request rows, or, when
+    the request is purged, its tombstone's remaining fields; returns whether it is purged."""
     try:
         row = decisions.get(uuid.UUID(named))
     except ValueError:
         row = None
     if row is None:
         raise LogVerificationFailed(idx, f"approval decision {named} is missing")
+    if row["request_purged_at"] is not None:
+        if row["token_subject"] != "" or row["email"] not in (None, ""):
+            raise LogVerificationFailed(
+                idx, f"approval decision {named} of a purged request still names its approver"
+            )
+        differs = _approval_tombstone_differs(dict(entry_fields(entry)[1]), row, named)
+        if differs is not None:
+            raise LogVerificationFailed(
+                idx, f"does not match purged approval decision {named} (field {differs} differs)"
+            )
+        return True
     try:
         rebuilt = approval_entry(
             RequestFields(
@@ -191,6 +264,7 @@ def _check_approval(
         raise LogVerificationFailed(
             idx, f"does not match approval decision {named} (field {field} differs)"
         )
+    return False
 
 
 def _check_entry(
@@ -217,13 +291,11 @@ def _check_entry(
             raise LogVerificationFailed(idx, "a refusal entry must not name a signing record")
         return leaf, False
     if kind is EntryKind.ADMIN:
-        _check_admin(idx, entry, named, row, key, actions or {})
-        return leaf, False
+        return leaf, _check_admin(idx, entry, named, row, key, actions or {})
     if kind is EntryKind.APPROVAL:
         if row["record_id"] is not None:
             raise LogVerificationFailed(idx, "an approval entry must not name a signing record")
-        _check_approval(idx, entry, named, decisions or {}, key)
-        return leaf, False
+        return leaf, _check_approval(idx, entry, named, decisions or {}, key)
     if row["record_id"] is None or str(row["record_id"]) != named:
         raise LogVerificationFailed(idx, f"entry names record {named}, row another")
     if row["id"] is None:
@@ -264,14 +336,22 @@ def _check_admin(
     row: asyncpg.Record,
     key: PrivacyKey,
     actions: Mapping[str, AdminAction],
-) -> None:
+) -> bool:
     """Check 4 for an administrative action (kind 0x04): its ``admin_actions`` row rebuilds
-    the entry byte for byte."""
+    the entry byte for byte, or, when purged, its tombstone's remaining fields match; returns
+    whether it is purged."""
     if row["record_id"] is not None:
         raise LogVerificationFailed(idx, "an admin entry must not name a signing record")
     action = actions.get(named)
     if action is None:
         raise LogVerificationFailed(idx, f"admin action {named} is missing")
+    if action.purged:
+        differs = _admin_tombstone_differs(dict(entry_fields(entry)[1]), action)
+        if differs is not None:
+            raise LogVerificationFailed(
+                idx, f"does not match purged admin action {named} (field {differs} differs)"
+            )
+        return True
     try:
         rebuilt = admin_entry(action).encode(key)
     except (CaError, ValueError) as exc:
@@ -281,6 +361,7 @@ def _check_admin(
         raise LogVerificationFailed(
             idx, f"does not match admin action {named} (field {field} differs)"
         )
+    return False
 
 
 async def _admin_actions(

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -767,7 +767,7 @@ def _cutoff(text: str) -> datetime:
         raise SignerError(f"--before {text}: not an ISO 8601 date") from exc
 
 
-async def _audit_purge(settings: Any, before: datetime) -> int:
+async def _audit_purge(settings: Any, before: datetime) -> Any:
     from signer import retention
     from signer.storage.retention import RetentionStore
 
@@ -786,8 +786,12 @@ async def _audit_purge(settings: Any, before: datetime) -> int:
 def cmd_audit_purge(args: argparse.Namespace) -> int:
     """Erase the personal payload of records older than the retention (GDPR Art. 17)."""
     settings = _settings(args)
-    count = asyncio.run(_audit_purge(settings, _cutoff(args.before)))
-    print(f"purged {count} record(s) created before {args.before}; their log entries remain")
+    done = asyncio.run(_audit_purge(settings, _cutoff(args.before)))
+    print(
+        f"purged {done.records} record(s), {done.approval_requests} approval request(s) with"
+        f" {done.approval_decisions} decision(s) and {done.admin_actions} admin action(s) from"
+        f" before {args.before}; their log entries remain"
+    )
     return 0
 
 
@@ -826,9 +830,10 @@ def cmd_audit_subject(args: argparse.Namespace) -> int:
         }
         for r in report.records
     ]
+    approvals = _subject_approvals(report)
     if args.json:
         body = {"subject": report.subject, "records": records, "refusals": list(report.refusals)}
-        print(json.dumps(body, indent=2))
+        print(json.dumps({**body, **approvals}, indent=2))
         return 0
     print(f"{len(records)} signing record(s) of {report.subject}")
     if records:
@@ -852,7 +857,35 @@ def cmd_audit_subject(args: argparse.Namespace) -> int:
     print(f"{len(report.refusals)} refused request(s) in the log")
     for item in report.refusals:
         print(f"  log index {item['index']}  {item['time']}  {item['reason']}")
+    _print_subject_approvals(approvals)
     return 0
+
+
+def _subject_approvals(report: Any) -> dict[str, list[dict[str, Any]]]:
+    """The approval requests, decisions and admin actions of a subject report, as JSON."""
+
+    def plain(item: Any) -> dict[str, Any]:
+        out = asdict(item)
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in out.items()}
+
+    return {
+        "approval_requests": [plain(r) for r in report.approval_requests],
+        "approval_decisions": [plain(d) for d in report.approval_decisions],
+        "admin_actions": [plain(a) for a in report.admin_actions],
+    }
+
+
+def _print_subject_approvals(found: dict[str, list[dict[str, Any]]]) -> None:
+    print(f"{len(found['approval_requests'])} approval request(s) made")
+    for r in found["approval_requests"]:
+        print(f"  {r['created_at'][:19]}  {r['id']}  {r['status']}  {r['digest_count']} digest(s)")
+    print(f"{len(found['approval_decisions'])} approval decision(s) made")
+    for d in found["approval_decisions"]:
+        print(f"  log index {d['log_index']}  {d['decided_at'][:19]}  {d['decision']}"
+              f" request {d['approval_request']}")  # fmt: skip
+    print(f"{len(found['admin_actions'])} admin action(s) as target or actor")
+    for a in found["admin_actions"]:
+        print(f"  {a['acted_at'][:19]}  {a['id']}  {a['action']} {a['scope']} (as {a['role']})")
 
 
 # ---------------------------------------------------------------- client (relying parties)

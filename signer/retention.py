@@ -6,9 +6,12 @@
   checkpoint and every proof are unchanged and ``qes audit verify`` still verifies (it checks a
   tombstone's remaining fields against its entry and reports it as purged). A date inside the
   retention period is refused, whatever else is asked.
+- Approval requests (issue 7) that ended, their decisions and admin actions (the kill switch)
+  are purged in the same transaction and verified the same way (:mod:`signer.audit`).
 - :func:`find_subject` (``qes audit subject``, GDPR Art. 15 right of access): a person's
-  issuance and refusal entries through the subject index (``log_entries.subject_key``, a keyed
-  hash of token issuer and subject: :func:`signer.translog.subject_index`), with their
+  approval requests, decisions and admin actions through their rows' (subject, issuer) indexes,
+  and issuance and refusal entries through the subject index (``log_entries.subject_key``, a
+  keyed hash of token issuer and subject: :func:`signer.translog.subject_index`), with their
   records; records still 'issued' (no entry yet) through the ``token_subject`` index. Only
   refusal entries appended before the subject index existed are found by recomputing their
   per-entry commitments (``ca.logentry``): a fixed range that never grows
@@ -24,7 +27,14 @@ from typing import Any
 
 from ca.logentry import PrivacyKey
 from signer.errors import SignerError
-from signer.storage.retention import RetentionStore, SubjectRecord
+from signer.storage.retention import (
+    Purged,
+    RetentionStore,
+    SubjectAdminAction,
+    SubjectApprovalRequest,
+    SubjectDecision,
+    SubjectRecord,
+)
 from signer.translog import EntryFilter, describe_entry, subject_index
 
 REFUSAL_BATCH = 5000
@@ -41,15 +51,16 @@ def earliest_allowed(now: datetime, retention_days: int) -> datetime:
 
 async def purge(
     store: RetentionStore, before: datetime, *, now: datetime, retention_days: int
-) -> int:
-    """Tombstone every record created before ``before``; refuses a date within retention."""
+) -> Purged:
+    """Tombstone every record, ended approval request (with its decisions) and admin action
+    from before ``before``; refuses a date within retention."""
     limit = earliest_allowed(now, retention_days)
     if before > limit:
         raise RetentionRefused(
             f"--before {before.date().isoformat()} is inside the {retention_days}-day retention"
             f" period: records created after {limit.date().isoformat()} must be kept"
         )
-    return await store.purge(before)
+    return await store.purge(before, now)
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,9 @@ class SubjectReport:
     subject: str
     records: tuple[SubjectRecord, ...]
     refusals: tuple[dict[str, Any], ...]
+    approval_requests: tuple[SubjectApprovalRequest, ...] = ()
+    approval_decisions: tuple[SubjectDecision, ...] = ()
+    admin_actions: tuple[SubjectAdminAction, ...] = ()
 
 
 async def find_subject(
@@ -67,7 +81,11 @@ async def find_subject(
     issuers: Sequence[str] = (),
 ) -> SubjectReport:
     """Everything the service holds about ``subject`` at ``issuer``, or, when no issuer is
-    given, at any of ``issuers`` (the configured ones: the index is keyed by issuer too)."""
+    given, at any of ``issuers`` (the configured ones: the index is keyed by issuer too).
+    Approval requests, decisions and admin actions (as target or actor) come from their rows'
+    (subject, issuer) indexes; with no issuer, at any issuer."""
+    if not subject:
+        raise SignerError("--subject must not be empty")
     keys = [subject_index(key, iss, subject) for iss in ([issuer] if issuer else issuers)]
     records = await store.subject_records(keys, subject, issuer)
     wanted = EntryFilter(subject=subject, issuer=issuer)
@@ -81,4 +99,7 @@ async def find_subject(
             break
         start = batch[-1].idx + 1
     refusals.sort(key=lambda d: int(d["index"]))
-    return SubjectReport(subject, tuple(records), tuple(refusals))
+    requests, decisions, actions = await store.subject_approvals(subject, issuer)
+    return SubjectReport(
+        subject, tuple(records), tuple(refusals), tuple(requests), tuple(decisions), tuple(actions)
+    )

@@ -330,7 +330,7 @@ async def fetch_decisions(
         "SELECT d.id, d.decision, d.request_id, d.decided_at, d.issuer_name, d.token_issuer,"
         " d.token_subject, d.email, d.approval_request, r.token_issuer AS requester_issuer,"
         " r.token_subject AS requester_subject, r.approver_group, r.approvals_required,"
-        " r.hash_algorithm, r.digests"
+        " r.hash_algorithm, r.digests, r.purged_at AS request_purged_at"
         " FROM approval_decisions AS d JOIN approval_requests AS r ON r.id = d.approval_request"
         " WHERE d.id = ANY($1::uuid[])",
         list(ids),
@@ -349,7 +349,7 @@ async def _decisions(conn: asyncpg.Connection, request_id: uuid.UUID) -> list[St
 
 async def _load(conn: asyncpg.Connection, request_id: uuid.UUID) -> StoredApprovalRequest | None:
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM approval_requests WHERE id=$1",  # noqa: S608
+        f"SELECT {_COLUMNS} FROM approval_requests WHERE id=$1 AND purged_at IS NULL",  # noqa: S608
         request_id,
     )
     return None if row is None else _request(row, await _decisions(conn, request_id))

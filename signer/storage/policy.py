@@ -79,6 +79,8 @@ class AdminAction:
     actor_issuer: str | None
     actor_subject: str
     acted_at: datetime
+    #: A tombstone of ``qes audit purge``: subjects, client id and reason are erased.
+    purged: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def _action(row: asyncpg.Record) -> AdminAction:
         actor_issuer=row["actor_issuer"],
         actor_subject=row["actor_subject"],
         acted_at=row["acted_at"],
+        purged=row.get("purged_at") is not None,
     )
 
 
@@ -206,7 +209,8 @@ class PolicyStore:
         their entries inside its snapshot)."""
         async with guard("read admin actions"):
             rows = await conn.fetch(
-                f"SELECT {_ACTION_COLUMNS} FROM admin_actions WHERE id = ANY($1::uuid[])",  # noqa: S608
+                f"SELECT {_ACTION_COLUMNS}, purged_at FROM admin_actions"  # noqa: S608
+                " WHERE id = ANY($1::uuid[])",
                 list(ids),
             )
         return {r["id"]: _action(r) for r in rows}
