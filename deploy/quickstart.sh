@@ -351,9 +351,10 @@ sign_and_verify() {
   case $out in
     *"held for approval"*)
       echo "      seal job (demo-seal-batch): ${out#qes: }"
-      echo "        approve at $SIGNER_URL/approvals as dana / demo-dana and erik / demo-erik,"
-      echo "        or: .venv/bin/qes approvals list --token-file <an approver's token>; then"
-      echo "        .venv/bin/qes sign $doc --token-file $DATA/seal.token --wait-approval 600 collects it" ;;
+      echo "        approve it in a browser at $SIGNER_URL/approvals as dana / demo-dana, then as"
+      echo "        erik / demo-erik (scripts: qes approvals list|approve with an approver's access"
+      echo "        token from the IdP); then collect the signature:"
+      echo "        .venv/bin/qes sign $doc --token-file $DATA/seal.token --wait-approval 600" ;;
     *) fail "the seal job's request was not held for approval: $(tail -n 1 <<<"$out")" ;;
   esac
 }
