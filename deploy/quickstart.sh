@@ -351,10 +351,12 @@ sign_and_verify() {
   case $out in
     *"held for approval"*)
       echo "      seal job (demo-seal-batch): ${out#qes: }"
-      echo "        approve it in a browser at $SIGNER_URL/approvals as dana / demo-dana, then as"
-      echo "        erik / demo-erik (scripts: qes approvals list|approve with an approver's access"
-      echo "        token from the IdP); then collect the signature:"
-      echo "        .venv/bin/qes sign $doc --token-file $DATA/seal.token --wait-approval 600" ;;
+      echo "        it is listed at $SIGNER_URL/approvals (log in as dana / demo-dana or erik / demo-erik)."
+      echo "        To see one through: run"
+      echo "          .venv/bin/qes sign $doc --token-file $DATA/seal.token --wait-approval 600"
+      echo "        and, while it waits, approve its request there as dana, then as erik: it writes the"
+      echo "        signature once the second approval is in. (Scripts use qes approvals list|approve"
+      echo "        with an approver's access token from the IdP.)" ;;
     *) fail "the seal job's request was not held for approval: $(tail -n 1 <<<"$out")" ;;
   esac
 }
