@@ -62,6 +62,12 @@ class Hsm:
         )
         self._live: dict[bytes, tuple[float, int, int]] = {}
         self._live_lock = threading.Lock()
+        #: Serialises this process's creation, destruction and listing of token objects (CSC
+        #: credential keys): SoftHSM fails concurrent token-object writes from several sessions
+        #: of one process with CKR_GENERAL_ERROR and can leave half a key pair behind, and a
+        #: listing that meets a half-built object fails (seen under two threads; processes
+        #: are kept apart by SoftHSM's own file locks).
+        self.token_objects = threading.RLock()
 
     @property
     def token_label(self) -> str:

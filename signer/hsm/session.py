@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from signer.hsm.hsm import Hsm
 
 EPHEMERAL_LABEL = "qes-ephemeral"
+#: Tries of a token-object search that another process's destruction cut short.
+LISTING_ATTEMPTS = 5
 _EVIDENCE = (
     Attribute.LOCAL,
     Attribute.NEVER_EXTRACTABLE,
@@ -152,7 +154,10 @@ class HsmSession:
         fails it is destroyed and KeyPolicyViolation raised."""
         if not label.startswith(CREDENTIAL_PREFIX):
             raise ValueError(f"credential key labels start with {CREDENTIAL_PREFIX!r}")
-        curve = curve or self._curve
+        with self._owner.token_objects:
+            return self._generate_credential_key(label, curve or self._curve)
+
+    def _generate_credential_key(self, label: str, curve: Curve) -> CredentialKey:
         public, private = self._generate(curve, secrets.token_bytes(16), label, store=True)
         handles = (int(private.handle), int(public.handle))
         try:
@@ -175,11 +180,12 @@ class HsmSession:
 
         HsmUnavailable when it is not there (destroyed, or never made)."""
         query = {Attribute.LABEL: label, Attribute.TOKEN: True}
-        private = self._find_one(query, ObjectClass.PRIVATE_KEY)
-        public = self._find_one(query, ObjectClass.PUBLIC_KEY)
-        public_key = public_key_from_attributes(
-            public[Attribute.EC_PARAMS], public[Attribute.EC_POINT]
-        )
+        with self._owner.token_objects:
+            private = self._find_one(query, ObjectClass.PRIVATE_KEY, by_id=True)
+            public = self._find_one(query, ObjectClass.PUBLIC_KEY, by_id=True)
+            public_key = public_key_from_attributes(
+                public[Attribute.EC_PARAMS], public[Attribute.EC_POINT]
+            )
         return self._credential_private_key(private, public_key, label)
 
     @_translated
@@ -193,7 +199,11 @@ class HsmSession:
         KeyNotDestroyed.
         """
         query = {Attribute.LABEL: label, Attribute.TOKEN: True}
-        found = list(self._p11.get_objects(query))
+        with self._owner.token_objects:
+            return self._destroy_labelled(label, query)
+
+    def _destroy_labelled(self, label: str, query: dict[Any, Any]) -> Destruction:
+        found = self._listed(query)
         classes: dict[int, ObjectClass | None] = {}
         for obj in found:
             try:
@@ -222,7 +232,8 @@ class HsmSession:
     @_translated
     def credential_labels(self) -> set[str]:
         """The labels of every credential key object in the token (any process's)."""
-        objects = list(self._p11.get_objects({Attribute.TOKEN: True}))  # search finished first
+        with self._owner.token_objects:
+            objects = self._listed({Attribute.TOKEN: True})  # search finished first
         labels = set()
         for obj in objects:
             try:
@@ -238,11 +249,15 @@ class HsmSession:
             session=self,
             p11_key=private,
             public_key=public_key,
-            locate=lambda s: s._find_one(
-                {Attribute.LABEL: label, Attribute.TOKEN: True}, ObjectClass.PRIVATE_KEY
-            ),
+            locate=lambda s: s._find_credential_private(label),
             name=f"credential label={label!r}",
         )
+
+    def _find_credential_private(self, label: str) -> Any:
+        with self._owner.token_objects:
+            return self._find_one(
+                {Attribute.LABEL: label, Attribute.TOKEN: True}, ObjectClass.PRIVATE_KEY, by_id=True
+            )
 
     # -- long-lived token keys -------------------------------------------------------------------
 
@@ -343,12 +358,26 @@ class HsmSession:
             },
         )
 
-    def _find_one(self, query: dict[Any, Any], cls: ObjectClass) -> Any:
-        found = list(self._p11.get_objects({**query, Attribute.CLASS: cls}))
+    def _listed(self, query: dict[Any, Any]) -> list[Any]:
+        """The objects matching ``query``, the search finished before anything else; retried
+        when another process destroys a found object before python-pkcs11 reads its class."""
+        for attempt in range(1, LISTING_ATTEMPTS + 1):
+            try:
+                return list(self._p11.get_objects(query))
+            except ObjectHandleInvalid:
+                if attempt == LISTING_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _find_one(self, query: dict[Any, Any], cls: ObjectClass, *, by_id: bool = False) -> Any:
+        """The one object of class ``cls`` matching ``query``. ``by_id``: several found
+        objects with one CKA_ID count as one (SoftHSM, re-reading a token that another process
+        changed, can list a token object of this process twice)."""
+        found = self._listed({**query, Attribute.CLASS: cls})
         what = f"{cls.name.lower().replace('_', ' ')} matching {_describe(query)}"
         if not found:
             raise HsmUnavailable(f"no {what} in token {self._owner.token_label!r}")
-        if len(found) > 1:
+        if len(found) > 1 and not (by_id and len({bytes(o[Attribute.ID]) for o in found}) == 1):
             raise HsmUnavailable(f"{len(found)} objects: {what} (ambiguous)")
         return found[0]
 

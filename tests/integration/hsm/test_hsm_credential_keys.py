@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,3 +100,79 @@ def test_another_process_signs_with_the_key_and_destroys_it(
 def test_credential_labels_must_use_the_prefix(hsm: Hsm) -> None:
     with pytest.raises(ValueError, match="qes-cred:"):
         hsm.run_sync(lambda s: s.generate_credential_key("it-not-a-credential"))
+
+
+# A second replica's worker: credential keys made, used and destroyed in a loop for a while.
+_CHURN = r"""
+import os, sys, time
+from datetime import UTC, datetime, timedelta
+from signer.hsm import Hsm, HsmSettings
+from signer.hsm.credential import credential_label
+from signer.secrets import Secret
+hsm = Hsm.open(HsmSettings(module=sys.argv[1], token_label=sys.argv[2],
+                           pin=Secret(os.environ["QES_TEST_PIN"]), sessions=2))
+end, n = time.monotonic() + float(sys.argv[3]), 0
+while time.monotonic() < end:
+    label = credential_label(f"churn-{os.getpid()}-{n}", datetime.now(UTC) + timedelta(minutes=5))
+    hsm.run_sync(lambda s: (s.generate_credential_key(label),
+                            s.credential_key(label).sign_digest(bytes(32)),
+                            s.destroy_labelled(label)))
+    n += 1
+hsm.close()
+print(n)
+"""
+
+
+def test_credential_key_churn_in_threads_and_two_processes_fails_nothing(
+    hsm: Hsm, softhsm_token: SoftHsmToken
+) -> None:
+    """CSC credentials made, used and destroyed at once by several sessions of this process
+    (and a sweeper listing them) and by another process. Unserialised, SoftHSM failed such
+    concurrent token-object writes of one process with CKR_GENERAL_ERROR and left half a key
+    pair behind, and listed another process's changes twice ("ambiguous")."""
+    seconds = 3.0
+    other = softhsm_token.python(
+        _CHURN, softhsm_token.module, softhsm_token.label, str(seconds),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    end = time.monotonic() + seconds
+    failures: list[BaseException] = []
+    made = [0, 0]
+
+    def churn(worker: int) -> None:
+        while time.monotonic() < end:
+            label = credential_label(
+                f"churn-{worker}-{made[worker]}", datetime.now(UTC) + timedelta(minutes=5)
+            )
+            try:
+                hsm.run_sync(
+                    lambda s, lb=label: (
+                        s.generate_credential_key(lb),
+                        s.credential_key(lb).sign_digest(bytes(32)),
+                        s.destroy_labelled(lb),
+                    )
+                )
+                made[worker] += 1
+            except Exception as exc:
+                failures.append(exc)
+
+    def sweep() -> None:
+        while time.monotonic() < end:
+            try:
+                hsm.run_sync(lambda s: s.credential_labels())
+            except Exception as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(2)]
+    threads.append(threading.Thread(target=sweep))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    assert failures == []
+    assert min(made) > 10 and int(out) > 10
+    leftover = [o for o in softhsm_token.list_objects() if o.label.startswith("qes-cred:")]
+    assert leftover == []
+    assert [o for o in hsm.run_sync(lambda s: s.object_summary()) if not o[0]] == []
