@@ -48,6 +48,8 @@ async def time_stamp(request: web.Request) -> web.Response:
     source = services.time_stamps
     if not isinstance(source, BuiltinTimeStamps):
         raise NoBuiltinTsa()
+    if services.signing.gate is not None:  # "suspend all" stops the TSA key too
+        services.signing.gate.suspensions.current.check_client(None)
     if request.content_type != QUERY_TYPE:
         raise TimeStampQueryExpected(f"content type {request.content_type!r}")
     query = await read_limited(request, MAX_QUERY_OCTETS)

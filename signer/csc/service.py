@@ -437,7 +437,10 @@ class CscService:
 
     async def time_stamp(self, digest: bytes, hash_name: str, nonce: int | None) -> bytes:
         """A DER TimeStampToken over ``digest`` from the configured TSA (built-in: the HSM's TSA
-        key; external: its verified token), echoing ``nonce`` when given (RFC 3161 §2.4.1)."""
+        key; external: its verified token), echoing ``nonce`` when given (RFC 3161 §2.4.1).
+        Refused while the whole signer is suspended (the kill switch stops every key's use)."""
+        if self._gate is not None:
+            self._gate.suspensions.current.check_client(None)
         source = self._time_stamps
 
         def hop(session: HsmSession) -> bytes:

@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from asn1crypto import tsp
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -408,8 +409,33 @@ async def test_admin_api_suspends_and_resumes_identity_client_and_all(
     assert (await admin(pclient, root, url, {"scope": "all", "reason": "incident 42"}))[0] == 201
     for bearer in (batch, victim):
         assert slug((await post_sign(pclient, bearer))[1]) == "suspended"
+    # ... and the built-in TSA, whose key is the signer's too (RFC 3161 over HTTP, §3.4)
+    query = tsp.TimeStampReq(
+        {
+            "version": "v1",
+            "message_imprint": {
+                "hash_algorithm": {"algorithm": "sha256"},
+                "hashed_message": bytes(32),
+            },
+            "cert_req": True,
+        }
+    ).dump()
+    tsa_headers = {"Content-Type": "application/timestamp-query"}
+    resp = await pclient.post("/tsa", data=query, headers=tsa_headers)
+    assert (resp.status, slug(await resp.json())) == (403, "suspended")
+    stamp = {"hash": base64.b64encode(bytes(32)).decode(), "hashAlgo": "2.16.840.1.101.3.4.2.1"}
+    resp = await pclient.post(
+        "/csc/v1/signatures/timestamp", json=stamp, headers=api_headers(batch)
+    )
+    assert (resp.status, (await resp.json())["error"]) == (400, "access_denied")
     assert (await admin(pclient, root, f"{url}/resume", {"scope": "all"}))[0] == 200
+    resp = await pclient.post(
+        "/csc/v1/signatures/timestamp", json=stamp, headers=api_headers(batch)
+    )
+    assert resp.status == 200 and "timestamp" in await resp.json()
     assert (await post_sign(pclient, victim))[0] == 201
+    resp = await pclient.post("/tsa", data=query, headers=tsa_headers)
+    assert resp.status == 200 and resp.content_type == "application/timestamp-reply"
 
     conn = await asyncpg.connect(database_url)
     try:
