@@ -23,7 +23,7 @@ from signer.api.problems import translate
 from signer.api.state import REQUEST_ID
 from signer.approvals.service import ApprovalNotFound, ApprovalService, digest_commitment
 from signer.auditui.login import AuditLogin
-from signer.auditui.views import SECURITY_HEADERS, Cookies, templates
+from signer.auditui.views import SECURITY_HEADERS, Cookies, finish_login, templates
 from signer.errors import RequestError, SignerError
 from signer.storage.audit_sessions import UiSession
 from signer.webflow.flow import principal_from_json as principal_from_data
@@ -191,20 +191,9 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 async def callback(request: web.Request) -> web.StreamResponse:
     ui = request.app[APPROVAL_UI]
-    q = request.query
-    try:
-        flow = request.cookies.get(ui.cookies.flow)
-        if "error" in q:
-            await ui.login.finish(flow, None, None)
-        done = await ui.login.finish(flow, q.get("state"), q.get("code"))
-    except (SignerError, IdpError) as exc:
-        resp = error_page(request, exc, None)
-        ui.cookies.clear(resp, ui.cookies.flow)
-        return resp
-    resp = web.Response(status=303, headers={"Location": done.return_to, **SECURITY_HEADERS})
-    ui.cookies.clear(resp, ui.cookies.flow)
-    ui.cookies.put(resp, ui.cookies.session, done.session_id, None)
-    log.info("approvals_login")
+    resp, started = await finish_login(request, ui.login, ui.cookies, error_page)
+    if started:
+        log.info("approvals_login")
     return resp
 
 

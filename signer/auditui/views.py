@@ -361,25 +361,37 @@ async def login(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def callback(request: web.Request) -> web.StreamResponse:
+async def finish_login(
+    request: web.Request,
+    login: AuditLogin,
+    cookies: Cookies,
+    failed: Callable[[web.Request, Exception, UiSession | None], web.Response],
+) -> tuple[web.StreamResponse, bool]:
     """RFC 6749 §4.1.2: the IdP's answer; code redeemed (§4.1.3), ID token verified (OIDC
-    Core §3.1.3.7), role checked, session started. The flow is used up whatever happens."""
-    ui = request.app[AUDIT_UI]
+    Core §3.1.3.7), role checked, session started. The flow is used up whatever happens.
+    Shared by the audit and the approvals UI (``failed`` renders the UI's error page);
+    returns the response and whether a session started."""
     q = request.query
+    flow = request.cookies.get(cookies.flow)
     try:
         if "error" in q:
-            await ui.login.finish(request.cookies.get(ui.cookies.flow), None, None)
-        done = await ui.login.finish(
-            request.cookies.get(ui.cookies.flow), q.get("state"), q.get("code")
-        )
+            await login.finish(flow, None, None)
+        done = await login.finish(flow, q.get("state"), q.get("code"))
     except (SignerError, IdpError) as exc:
-        resp = error_page(request, exc, None)
-        ui.cookies.clear(resp, ui.cookies.flow)
-        return resp
+        resp = failed(request, exc, None)
+        cookies.clear(resp, cookies.flow)
+        return resp, False
     resp = web.Response(status=303, headers={"Location": done.return_to, **SECURITY_HEADERS})
-    ui.cookies.clear(resp, ui.cookies.flow)
-    ui.cookies.put(resp, ui.cookies.session, done.session_id, None)
-    log.info("audit_login")
+    cookies.clear(resp, cookies.flow)
+    cookies.put(resp, cookies.session, done.session_id, None)
+    return resp, True
+
+
+async def callback(request: web.Request) -> web.StreamResponse:
+    ui = request.app[AUDIT_UI]
+    resp, started = await finish_login(request, ui.login, ui.cookies, error_page)
+    if started:
+        log.info("audit_login")
     return resp
 
 
