@@ -169,6 +169,17 @@ def _pem(der: bytes) -> bytes:
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
 
 
+def sign_hash_body(credential_id: str, sad: str, digest: bytes) -> dict[str, Any]:
+    """A CSC v1 signHash body: one SHA-256 digest, ECDSA with SHA-256."""
+    return {
+        "credentialID": credential_id,
+        "SAD": sad,
+        "hashAlgo": "2.16.840.1.101.3.4.2.1",
+        "signAlgo": "1.2.840.10045.4.3.2",
+        "hash": [base64.b64encode(digest).decode()],
+    }
+
+
 async def test_each_step_on_another_replica(
     replicas: tuple[SignerProcess, SignerProcess],
     batch_token: str,
@@ -203,13 +214,7 @@ async def test_each_step_on_another_replica(
             assert resp.status == 200, authorized
         async with http.post(
             f"{a.url}/csc/v1/signatures/signHash",
-            json={
-                "credentialID": credential_id,
-                "SAD": authorized["SAD"],
-                "hashAlgo": "2.16.840.1.101.3.4.2.1",
-                "signAlgo": "1.2.840.10045.4.3.2",
-                "hash": [base64.b64encode(digest).decode()],
-            },
+            json=sign_hash_body(credential_id, authorized["SAD"], digest),
             headers=headers,
         ) as resp:
             signed = await resp.json()
@@ -217,13 +222,7 @@ async def test_each_step_on_another_replica(
         # the same SAD on the other replica: already used
         async with http.post(
             f"{b.url}/csc/v1/signatures/signHash",
-            json={
-                "credentialID": credential_id,
-                "SAD": authorized["SAD"],
-                "hashAlgo": "2.16.840.1.101.3.4.2.1",
-                "signAlgo": "1.2.840.10045.4.3.2",
-                "hash": [base64.b64encode(digest).decode()],
-            },
+            json=sign_hash_body(credential_id, authorized["SAD"], digest),
             headers=headers,
         ) as resp:
             again = await resp.json()
