@@ -3,7 +3,7 @@
 # and a real OpenID Provider process. Installs what is missing first (deploy/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash deploy/setup.sh
+bash deploy/setup.sh --test
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
