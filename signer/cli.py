@@ -1108,6 +1108,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from signer.logging import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
     args = parser().parse_args(argv)
     if args.command != "serve":
         from signer.logging import configure

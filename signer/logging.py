@@ -7,8 +7,29 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import structlog
+
+# Our own packages: a warning attributed to one of them (our code, or our call of a deprecated
+# API) is ours to see and fix, and pytest turns it into an error (pyproject.toml).
+OWN_PACKAGES = ("ca", "idp_adapter", "signer")
+_NOT_OURS = r"(?!(?:%s)(?:\.|$)|__main__$)" % "|".join(OWN_PACKAGES)
+
+
+def quiet_third_party_warnings() -> None:
+    """Keep other packages' deprecation notices away from the person at the terminal.
+
+    A deprecation raised inside a dependency (cryptography 51 warns when pyHanko imports DSA) says
+    nothing the user of ``qes`` can act on, and would land in the middle of a command's output.
+    Only deprecation categories are filtered, and only when the module they are attributed to is
+    not one of ours: our own warnings, and every real error, still show. Called first thing by
+    each entry point (``qes`` and every ``qes serve`` worker), before anything imports pyHanko.
+    """
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    for category in (DeprecationWarning, PendingDeprecationWarning, CryptographyDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=_NOT_OURS)
 
 
 def configure(fmt: str = "json", level: int = logging.INFO) -> None:
