@@ -14,7 +14,7 @@ import structlog
 # Our own packages: a warning attributed to one of them (our code, or our call of a deprecated
 # API) is ours to see and fix, and pytest turns it into an error (pyproject.toml).
 OWN_PACKAGES = ("ca", "idp_adapter", "signer")
-_NOT_OURS = r"(?!(?:%s)(?:\.|$)|__main__$)" % "|".join(OWN_PACKAGES)
+_NOT_OURS = r"(?!(?:" + "|".join(OWN_PACKAGES) + r")(?:\.|$)|__main__$)"
 
 
 def quiet_third_party_warnings() -> None:
