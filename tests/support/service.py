@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from signer.api.server import SignerRunner
 from tests.support.idp import RunningIdp
 from tests.support.softhsm import SoftHsmToken
 
@@ -113,6 +117,13 @@ class SignerProcess:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+
+
+class SignerTestServer(TestServer):
+    """aiohttp's test server on the runner ``qes serve`` uses (its quiet parse-error path)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return SignerRunner(self.app, **kwargs)
 
 
 def api_headers(token: str, **extra: Any) -> dict[str, str]:
