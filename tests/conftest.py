@@ -12,7 +12,13 @@ from aiohttp.test_utils import TestClient
 from tests.support import leaks
 from tests.support.idp import DEMO_PASSWORDS, DEMO_SECRETS, RunningIdp, start_idp
 from tests.support.pg import admin_url, scratch_database
-from tests.support.service import DEV_CONFIG, SignerTestServer, free_port, service_env
+from tests.support.service import (
+    DEV_CONFIG,
+    SignerTestServer,
+    assert_hsm_clean,
+    free_port,
+    service_env,
+)
 from tests.support.softhsm import SoftHsmToken, session_token
 
 
@@ -136,18 +142,12 @@ async def client(
     settings,
     ca_ready,  # type: ignore[no-untyped-def]
 ) -> AsyncIterator[TestClient]:
-    from signer.api.state import SERVICES
     from signer.app import create_app
 
     app = create_app(settings)
     test_client = await aiohttp_client(SignerTestServer(app))  # type: ignore[operator]
     yield test_client
-    services = app[SERVICES]
-    leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])
-    assert leftover == [], f"session objects left in the HSM after the test: {leftover}"
-    assert services.hsm.live_ephemeral_keys() == 0
-    credential_keys = await services.hsm.run(lambda s: s.credential_labels())
-    assert credential_keys == set(), f"CSC credential keys left in the HSM: {credential_keys}"
+    await assert_hsm_clean(app)
 
 
 @pytest.fixture

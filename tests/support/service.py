@@ -126,6 +126,19 @@ class SignerTestServer(TestServer):
         return SignerRunner(self.app, **kwargs)
 
 
+async def assert_hsm_clean(app: web.Application) -> None:
+    """After a test on an in-process app: no session object and no live ephemeral key left in
+    its HSM, and no CSC credential key."""
+    from signer.api.state import SERVICES
+
+    services = app[SERVICES]
+    leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])
+    assert leftover == [], f"session objects left in the HSM after the test: {leftover}"
+    assert services.hsm.live_ephemeral_keys() == 0
+    credential_keys = await services.hsm.run(lambda s: s.credential_labels())
+    assert credential_keys == set(), f"CSC credential keys left in the HSM: {credential_keys}"
+
+
 def api_headers(token: str, **extra: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **{k: str(v) for k, v in extra.items()}}
 

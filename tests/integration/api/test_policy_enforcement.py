@@ -39,7 +39,6 @@ from tests.support.service import (
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature
 
-
 POLICY_ROLES = '["qes-admin", "treasury", "treasurer", "seal-approvers", "qes-auditor"]'
 
 

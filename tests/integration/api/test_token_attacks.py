@@ -40,6 +40,7 @@ from tests.support.service import (
     DEV_CONFIG,
     SignerTestServer,
     api_headers,
+    assert_hsm_clean,
     free_port,
     service_env,
     sign_random,
@@ -221,7 +222,6 @@ async def aclient(
     ca_ready: None,
     clock: FakeClock,
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    from signer.api.state import SERVICES
     from signer.app import create_app
     from signer.config import load_settings
 
@@ -229,10 +229,7 @@ async def aclient(
     server = SignerTestServer(app, host="127.0.0.1", port=attack_port)
     client: TestClient[Any, Any] = await aiohttp_client(server)
     yield client
-    services = app[SERVICES]
-    leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])
-    assert leftover == []
-    assert services.hsm.live_ephemeral_keys() == 0
+    await assert_hsm_clean(app)
 
 
 async def records_of(database_url: str, issuer: str) -> int:
