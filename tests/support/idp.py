@@ -34,7 +34,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, Key, KeySet
 
 from idp_adapter import IssuerRegistry, IssuerSettings
-from tests.support.leaks import record
+from tests.support.leaks import record, register_log
 
 IDP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "dev-idp"
 DEMO = json.loads((IDP_DIR / "demo.json").read_text())
@@ -315,7 +315,7 @@ def start_idp(
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"dev-idp-{port}.private.json"
     config_path.write_text(json.dumps(config))
-    log_path = workdir / f"dev-idp-{port}.log"
+    log_path = register_log(workdir / f"dev-idp-{port}.log")
     node = shutil.which("node") or "node"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

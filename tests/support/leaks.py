@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Finding", "record", "register_log", "scan", "state"]
+__all__ = ["Finding", "keep_output", "record", "register_log", "scan", "state"]
 
 #: Segments shorter than this are not searched for (an empty or 2-byte signature is everywhere).
 MIN_SECRET = 16
@@ -43,6 +43,14 @@ def register_log(path: Path) -> Path:
     """A log file outside the usual places that the scan must read too."""
     state.logs.add(path)
     return path
+
+
+def keep_output(what: str, output: bytes) -> None:
+    """A child process's output that the test read from a pipe (a ``qes`` command's stderr is
+    its log): appended to the session's logs, so the scan reads it too."""
+    if state.dir is not None:
+        with (state.dir / "child-processes.log").open("ab") as out:
+            out.write(f"== {what}\n".encode() + output + b"\n")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 
 from signer.api.server import SignerRunner
 from tests.support.idp import RunningIdp
+from tests.support.leaks import keep_output, register_log
 from tests.support.softhsm import SoftHsmToken
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +85,7 @@ class SignerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> SignerProcess:
-        out = self.log.open("ab")
+        out = register_log(self.log).open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "signer", "serve", "--config", str(DEV_CONFIG)],
             env={**os.environ, **self.env},
@@ -158,6 +159,7 @@ async def run_qes(*args: str, env: Mapping[str, str] | None = None) -> tuple[int
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
+    keep_output(f"qes {args[0] if args else ''}", out + err)
     return proc.returncode, out.decode(), err.decode()
 
 
