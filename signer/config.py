@@ -23,7 +23,7 @@ from ca.errors import CaError
 from idp_adapter.settings import IssuerSettings
 from signer.errors import ConfigError
 from signer.hsm import HsmSettings
-from signer.hsm.types import Curve
+from signer.hsm.types import Curve, HsmMember
 from signer.secrets import Secret
 
 T = TypeVar("T")
@@ -452,10 +452,45 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
     )
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
+    call_timeout = s.get("call_timeout_seconds", float, 15.0)
+    s.check("call_timeout_seconds", 0 < call_timeout <= 600, "must be > 0 and <= 600")
+    backoff = s.get("reconnect_max_seconds", float, 5.0)
+    s.check("reconnect_max_seconds", 0 < backoff <= 600, "must be > 0 and <= 600")
+    standbys = s.get("standby", list, [])
     assert pin is not None
-    result = HsmSettings(module=module, token_label=label, pin=pin, sessions=sessions, curve=curve)
+    result = HsmSettings(
+        module=module,
+        token_label=label,
+        pin=pin,
+        sessions=sessions,
+        curve=curve,
+        module_env=_module_env(s),
+        standbys=tuple(
+            _hsm_member(_Section(f"hsm.standby[{i}]", t), label) for i, t in enumerate(standbys)
+        ),
+        call_timeout_seconds=call_timeout,
+        reconnect_max_seconds=backoff,
+    )
     s.done()
     return result
+
+
+def _hsm_member(s: _Section, default_label: str) -> HsmMember:
+    """One more member of the HSM's HA group (the same token's keys, the same PIN)."""
+    result = HsmMember(
+        module=s.get("module", str),
+        token_label=s.get("token_label", str, default_label),
+        module_env=_module_env(s),
+    )
+    s.done()
+    return result
+
+
+def _module_env(s: _Section) -> tuple[tuple[str, str], ...]:
+    table = s.get("module_env", dict, {})
+    for name, value in table.items():
+        s.check("module_env", isinstance(value, str), f"{name}: expected a string")
+    return tuple(sorted(table.items()))
 
 
 def _ca(s: _Section, server: ServerSettings) -> CaSettings:
