@@ -250,9 +250,13 @@ class Hsm:
         return all(link.wait_idle(max(0.0, deadline - time.monotonic())) for link in links)
 
     def _timed_out(self, link: Link, timeout: float) -> None:
+        """A hop missed its deadline: the HSM counts as down at once (the hops queued behind
+        it fail now instead of waiting a deadline each) until the probe hears from it."""
         self.stats.calls_timed_out += 1
         log.warning("hsm_call_timed_out", member=link.member.describe(), timeout=timeout)
-        self._recovery.kick(link, f"no answer within {timeout:g} s")
+        reason = f"no answer within {timeout:g} s"
+        self._mark_down(link, reason)
+        self._recovery.kick(link, reason)
 
     def _mark_down(self, link: Link, reason: str) -> None:
         with self._state:
