@@ -44,6 +44,8 @@ from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
+from signer.storage.sweeper import SweeperStore
+from signer.sweeper import SWEEPER, Sweeper
 from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.translog import LogPublisher, load_privacy_key
 
@@ -208,6 +210,10 @@ def _resources(
                 sweeper = asyncio.create_task(csc.run_sweeper())
                 refusal_windows = asyncio.create_task(refusal_log.run())
                 backfiller = asyncio.create_task(backfill_quietly(BackfillStore(pool), privacy_key))
+                app[SWEEPER] = swept = Sweeper(
+                    SweeperStore(pool), privacy_key, clock, settings.sweeper
+                )
+                sweeper_task = asyncio.create_task(swept.run())
                 try:
                     yield
                 finally:
@@ -218,8 +224,9 @@ def _resources(
                     sweeper.cancel()
                     refusal_windows.cancel()
                     backfiller.cancel()
+                    sweeper_task.cancel()
                     await asyncio.gather(
-                        sweeper, refusal_windows, backfiller, return_exceptions=True
+                        sweeper, refusal_windows, backfiller, sweeper_task, return_exceptions=True
                     )
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()

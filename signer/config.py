@@ -213,6 +213,19 @@ class CscSettings:
 
 
 @dataclass(frozen=True)
+class SweeperSettings:
+    """What a crash left half-done is ended by every replica's sweeper (``signer.sweeper``):
+    every ``interval_seconds``, batch records 'issued' for longer than
+    ``issued_after_seconds`` and web-signing/approval requests still 'signing'
+    ``signing_after_seconds`` past their expiry. Both must exceed ``hsm.call_timeout_seconds``
+    plus the commit timeouts (a live request is never ended under its feet)."""
+
+    interval_seconds: float = 30.0
+    issued_after_seconds: float = 120.0
+    signing_after_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     database: DatabaseSettings
@@ -227,6 +240,7 @@ class Settings:
     approvals: ApprovalsSettings = ApprovalsSettings()
     policy: PolicySettings = PolicySettings()
     csc: CscSettings = CscSettings()
+    sweeper: SweeperSettings = SweeperSettings()
 
 
 class _Section:
@@ -328,6 +342,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "approvals",
         "policy",
         "csc",
+        "sweeper",
     }
     for key in raw:
         if key not in known:
@@ -350,6 +365,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         approvals=_approvals(_Section("approvals", raw.get("approvals", {})), env, base),
         policy=_policy(_Section("policy", raw.get("policy", {})), base),
         csc=_csc(_Section("csc", raw.get("csc", {})), server),
+        sweeper=_sweeper(_Section("sweeper", raw.get("sweeper", {}))),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -361,6 +377,20 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     if web is not None and web.issuer not in {i.name for i in settings.issuers}:
         raise ConfigError(f"web_signing.issuer: no [issuers.{web.issuer}] is configured")
     return settings
+
+
+def _sweeper(s: _Section) -> SweeperSettings:
+    d = SweeperSettings()
+    values = {}
+    for key, low in (
+        ("interval_seconds", 0.1),
+        ("issued_after_seconds", 1.0),
+        ("signing_after_seconds", 1.0),
+    ):
+        values[key] = s.get(key, float, getattr(d, key))
+        s.check(key, low <= values[key] <= 86400, f"must be between {low:g} and 86400")
+    s.done()
+    return SweeperSettings(**values)
 
 
 def _server(s: _Section) -> ServerSettings:
