@@ -28,6 +28,7 @@ from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.approvals.service import CurrentPolicy
 from signer.backfill import backfill_quietly
+from signer.checkpoint_anchor import CheckpointAnchor, check_anchor_quietly
 from signer.config import Settings
 from signer.csc import api as csc_api
 from signer.csc import oauth2_setup as csc_oauth2
@@ -37,6 +38,7 @@ from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.refusals import RefusalLog
+from signer.storage.anchor import AnchorStore
 from signer.storage.authority import CaCertificateStore
 from signer.storage.backfill import BackfillStore
 from signer.storage.csc import CscStore
@@ -125,7 +127,13 @@ def _resources(
             time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
             records = RecordStore(pool)
             log_store = LogStore(pool, settings.log.origin)
-            publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
+            anchor = None
+            if settings.log.anchor_file is not None:
+                anchor = CheckpointAnchor(settings.log.anchor_file, AnchorStore(pool))
+                await check_anchor_quietly(anchor)
+            publisher = LogPublisher(
+                store=log_store, hsm=hsm, settings=settings.log, clock=clock, anchor=anchor
+            )
             app[REFUSAL_LOG] = refusal_log = RefusalLog(
                 store=RefusalStore(pool), key=privacy_key, settings=settings.log, clock=clock
             )
@@ -142,6 +150,7 @@ def _resources(
                     time_stamps=time_stamps,
                     max_clock_skew=settings.tsa.max_clock_skew,
                     gate=gate,
+                    log_guard=anchor.refuse_if_halted if anchor is not None else None,
                 )
                 app[SERVICES] = Services(
                     settings=settings,
@@ -196,6 +205,7 @@ def _resources(
                     clock=clock,
                     settings=settings.csc,
                     gate=gate,
+                    log_guard=anchor.refuse_if_halted if anchor is not None else None,
                 )
                 if settings.web_signing is not None:  # the v2 OAuth2 credential flow
                     csc_oauth2.build(

@@ -180,6 +180,9 @@ class LogSettings:
     refusal_window_seconds: int = 60
     refusals_per_source: int = 10
     refusals_total: int = 600
+    #: Where the newest published checkpoint is also kept, outside the database (issue 14,
+    #: signer.checkpoint_anchor): storage that does not fail over or restore with PostgreSQL.
+    anchor_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -795,9 +798,18 @@ def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         refusal_window_seconds=window,
         refusals_per_source=per_source,
         refusals_total=total,
+        anchor_file=_optional_path(s, "anchor_file", base),
     )
     s.done()
     return result
+
+
+def _optional_path(s: _Section, key: str, base: Path) -> Path | None:
+    value: str | None = s.get(key, str, None)
+    if value is None:
+        return None
+    s.check(key, bool(value.strip()), "must be a path")
+    return (base / value).resolve()
 
 
 def _csc(s: _Section, server: ServerSettings) -> CscSettings:

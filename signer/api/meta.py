@@ -49,6 +49,11 @@ async def readyz(request: web.Request) -> web.Response:
     checks["hsm"] = "ok" if ok else "unavailable"
     if not ok:
         reasons["hsm"] = why
+    anchor = services.publisher.anchor
+    if anchor is not None:
+        checks["log"] = "ok" if anchor.halted is None else "behind published checkpoint"
+        if anchor.halted is not None:
+            reasons["log"] = str(anchor.halted)
     ready = all(v == "ok" for v in checks.values())
     body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": checks}
     if reasons:
