@@ -93,7 +93,7 @@ http_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/
 cmd_stop() {
   terminate "$DATA/rp.pid" "example-rp/rp.py" "example web app"
   terminate "$DATA/signer.pid" "serve" "signer"
-  terminate "$DATA/hsm-server.pid" "p11-kit" "HSM server"
+  terminate "$DATA/hsm-server.pid" "hsm.sock" "HSM server"
   terminate "$DATA/idp.pid" "server.mjs" "dev IdP"
   if [ ! -d "$DATA/postgres/data" ] || [ ! -x "$QES" ]; then
     echo "PostgreSQL: no private cluster in $DATA/postgres"
@@ -180,7 +180,7 @@ hsm_server() {
   [ "$HSM_SERVER" = 1 ] || return 0
   command -v p11-kit >/dev/null && [ -e "$P11KIT_CLIENT" ] ||
     fail "--hsm-server needs p11-kit and p11-kit-modules (bash deploy/setup.sh installs them)"
-  if ! alive "$DATA/hsm-server.pid" p11-kit; then
+  if ! alive "$DATA/hsm-server.pid" hsm.sock; then
     rm -f "$HSM_SOCKET"
     launch "$DATA/hsm-server.pid" "$DATA/hsm-server.log" p11-kit server -f -n "$HSM_SOCKET" \
       --provider /usr/lib/softhsm/libsofthsm2.so "pkcs11:token=$HSM_LABEL"
