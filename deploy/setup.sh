@@ -5,8 +5,8 @@
 #   bash deploy/setup.sh          what the service and the quick start need: SoftHSM2, p11-kit
 #                                 (the quick start's --hsm-server), OpenSSL,
 #                                 PostgreSQL, Node.js (the demo IdP), .venv from requirements/run.txt
-#   bash deploy/setup.sh --test   also what the tests need: Chromium (driven by Playwright) and
-#                                 .venv from requirements/test.txt
+#   bash deploy/setup.sh --test   also what the tests need: Chromium (driven by Playwright),
+#                                 pgBackRest and .venv from requirements/test.txt
 #
 # Python packages come only from the committed lock, hash-checked (pip --require-hashes); the
 # project itself is then installed without dependencies. When a lock file changes, the next run
@@ -43,6 +43,7 @@ have_cmd python3 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "$set_name" = test ]; then
   have_cmd chromium || need+=(chromium) # the browser tests (Playwright drives Debian's build)
+  have_cmd pgbackrest || need+=(pgbackrest) # the backup and restore drill (deploy/pgbackrest)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
