@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -103,7 +104,8 @@ class Recovery:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._busy: set[int] = set()  # members with a bounded call still stuck in them
+        #: Members with bounded calls still running (stuck in a hung HSM), and how many.
+        self._busy: Counter[int] = Counter()
 
     def kick(self, link: Link, reason: str | None) -> None:
         """Check ``link`` (the one a hop failed on) unless a check is already running."""
@@ -133,7 +135,10 @@ class Recovery:
         while not self._stop.is_set():
             link = hsm._current()
             probe_timeout = min(hsm.settings.call_timeout_seconds, PROBE_TIMEOUT)
-            outcome = self._on_member(link, link.probe, probe_timeout)
+            if self._busy[hsm.settings.members.index(link.member)]:
+                outcome: _Bounded[None] = _Bounded(timed_out=True)  # the last probe still hangs
+            else:
+                outcome = self._on_member(link, link.probe, probe_timeout)
             if not outcome.timed_out and outcome.error is None:
                 hsm._mark_up(link)
                 return
@@ -153,7 +158,7 @@ class Recovery:
         start = members.index(failed.member)
         for step in range(1, len(members) + 1):
             index = (start + step) % len(members)
-            if index in self._busy or (index == start and hung):
+            if self._busy[index] or (index == start and hung):
                 continue  # a call is stuck in it: wait until it answers or dies
             hsm.stats.reconnect_attempts += 1
             timeout = hsm.settings.call_timeout_seconds
@@ -176,14 +181,16 @@ class Recovery:
 
     def _on_member_index(self, index: int, fn: Callable[[], T], timeout: float) -> _Bounded[T]:
         """``bounded(fn)``; the member counts as busy until ``fn`` returns, however late."""
-        self._busy.add(index)
+        with self._lock:
+            self._busy[index] += 1
         hsm = self._hsm
 
         def guarded() -> T:
             try:
                 return fn()
             finally:
-                self._busy.discard(index)
+                with self._lock:
+                    self._busy[index] -= 1
 
         def late(value: T) -> None:
             from signer.hsm.link import Link

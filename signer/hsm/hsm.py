@@ -95,7 +95,7 @@ class Hsm:
             links = [link for link in (self._link, *self._retired) if link is not None]
         self._recovery.stop(self.settings.call_timeout_seconds)
         for link in links:
-            link.executor.shutdown(wait=False)
+            link.executor.shutdown(wait=False, cancel_futures=True)  # queued hops never run
             if link.wait_idle(self.settings.call_timeout_seconds):
                 link.close()
             else:  # stuck in a hung HSM: closed when its hop returns

@@ -17,17 +17,17 @@ import pytest
 
 from signer.hsm.session import EPHEMERAL_LABEL
 from tests.integration.faults.test_checkpoint_anchor import (
+    anchored_env,
     anchored_size,
     log_size,
     qes_audit_anchor,
     sign_n,
 )
-from tests.integration.faults.test_faults import copy_ca_certificates
 from tests.integration.log.test_log_tamper import qes_audit_verify
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.pg import private_cluster_dir
 from tests.support.pgbackrest import BackedUpCluster
-from tests.support.service import SignerProcess, free_port, service_env
+from tests.support.service import SignerProcess, free_port
 from tests.support.softhsm import SoftHsmToken
 
 
@@ -57,19 +57,12 @@ async def test_backup_keep_signing_restore_verify_and_catch_the_lost_tail(
 ) -> None:
     backed = await asyncio.to_thread(BackedUpCluster.create, drill_root)
     live = backed.cluster.url()
-    labels = (settings.ca.root_label, settings.ca.issuing_label, settings.tsa.label)
-    await copy_ca_certificates(database_url, live, labels)
     anchor = tmp_path / "anchor.json"
     port = free_port()
-    env = service_env(
-        token=softhsm_token,
-        database_url=live,
-        idp=idp,
-        port=port,
-        data_dir=tmp_path,
-        QES__LOG__ANCHOR_FILE=f'"{anchor}"',
-        QES__LOG__CHECKPOINT_INTERVAL_SECONDS="0.3",
-    )
+    env = await anchored_env(
+        token=softhsm_token, sessions_db=database_url, target=live, idp=idp,
+        settings=settings, data_dir=tmp_path, anchor=anchor, port=port,
+    )  # fmt: skip
     token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
     signer = SignerProcess(env, port, tmp_path / "signer.log").start()
     try:

@@ -65,6 +65,32 @@ async def anchored_size(anchor: Path, at_least: int) -> int:
     raise AssertionError(f"no checkpoint of size >= {at_least} anchored in {anchor}")
 
 
+async def anchored_env(
+    *,
+    token: SoftHsmToken,
+    sessions_db: str,
+    target: str,
+    idp: RunningIdp,
+    settings: Any,
+    data_dir: Path,
+    anchor: Path,
+    port: int,
+) -> dict[str, str]:
+    """The environment of a `qes serve` on ``target`` (the session's CA made known to it)
+    with a checkpoint anchor and a fast checkpoint interval."""
+    labels = (settings.ca.root_label, settings.ca.issuing_label, settings.tsa.label)
+    await copy_ca_certificates(sessions_db, target, labels)
+    return service_env(
+        token=token,
+        database_url=target,
+        idp=idp,
+        port=port,
+        data_dir=data_dir,
+        QES__LOG__ANCHOR_FILE=f'"{anchor}"',
+        QES__LOG__CHECKPOINT_INTERVAL_SECONDS="0.3",
+    )
+
+
 async def sign_n(url: str, token: str, n: int) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(n):
@@ -83,19 +109,12 @@ async def test_restore_from_an_old_backup_is_caught_and_the_operator_decides(
     tmp_path: Path,
 ) -> None:
     live, restored = two_databases
-    labels = (settings.ca.root_label, settings.ca.issuing_label, settings.tsa.label)
-    await copy_ca_certificates(database_url, live, labels)
     anchor = tmp_path / "anchor" / "checkpoint.json"
     port = free_port()
-    env = service_env(
-        token=softhsm_token,
-        database_url=live,
-        idp=idp,
-        port=port,
-        data_dir=tmp_path,
-        QES__LOG__ANCHOR_FILE=f'"{anchor}"',
-        QES__LOG__CHECKPOINT_INTERVAL_SECONDS="0.3",
-    )
+    env = await anchored_env(
+        token=softhsm_token, sessions_db=database_url, target=live, idp=idp,
+        settings=settings, data_dir=tmp_path, anchor=anchor, port=port,
+    )  # fmt: skip
     token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
     signer = SignerProcess(env, port, tmp_path / "signer.log").start()
     try:

@@ -6,8 +6,6 @@ approval request left 'signing' past its expiry is ended too; `qes audit verify`
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +17,12 @@ import asyncpg
 import pytest
 
 from signer.hsm.session import EPHEMERAL_LABEL
-from tests.integration.faults.test_faults import copy_ca_certificates, post, statuses
+from tests.integration.faults.test_faults import (
+    copy_ca_certificates,
+    post,
+    sign_then_sigkill,
+    statuses,
+)
 from tests.integration.log.test_log_tamper import qes_audit_verify
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.pg import scratch_database
@@ -121,26 +124,7 @@ async def test_sigkill_mid_flow_then_the_sweeper_ends_what_was_left(
     left_issued: list[str] = []
     for attempt in range(5):  # a kill lands between "issued" and "completed" in most runs
         signer = SignerProcess(env, port, tmp_path / f"signer{attempt}.log").start()
-        done: list[tuple[int, Any]] = []
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-                enough = asyncio.Event()
-
-                async def worker() -> None:
-                    for _ in range(200):
-                        result = await post(session, signer.url, token)  # noqa: B023
-                        done.append(result)  # noqa: B023
-                        if sum(1 for c, _ in done if c == 201) >= 20:  # noqa: B023
-                            enough.set()  # noqa: B023
-                        if result[0] == -1:
-                            return
-
-                workers = [asyncio.create_task(worker()) for _ in range(16)]
-                await asyncio.wait_for(enough.wait(), 60)
-                os.killpg(signer.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-                await asyncio.gather(*workers)
-        finally:
-            signer.kill()
+        await sign_then_sigkill(signer, token, signed=20)
         recorded = await statuses(own_database)
         left_issued = [s for s, status in recorded.items() if status == "issued"]
         if left_issued:
