@@ -141,8 +141,12 @@ async def capacity(stack: Stack, seconds: float, concurrency: int) -> float:
     return done / seconds
 
 
-async def load(stack: Stack, rate: float, seconds: float, samples: list[Sample]) -> None:
-    """Open loop at ``rate`` requests/s (at most 256 in flight)."""
+async def load(
+    stack: Stack, rate: float, seconds: float, samples: list[Sample], faults_over: asyncio.Event
+) -> None:
+    """Open loop at ``rate`` requests/s (at most 256 in flight), for ``seconds`` and at least
+    until 5 s after the last fault was repaired (a slow restart on a busy machine must not
+    leave its recovery unmeasured)."""
     limit = asyncio.Semaphore(256)
     tasks: set[asyncio.Task[None]] = set()
     start = time.monotonic()
@@ -152,8 +156,13 @@ async def load(stack: Stack, rate: float, seconds: float, samples: list[Sample])
             async with limit:
                 samples.append(await request(session, stack, n))
 
+        def end() -> float:
+            if faults_over.is_set() and stack.faults:
+                return max(start + seconds, stack.faults[-1].repaired + 5)
+            return start + seconds
+
         n = 0
-        while (now := time.monotonic()) - start < seconds:
+        while (now := time.monotonic()) < end() or not faults_over.is_set():
             due = start + n / rate
             if due > now:
                 await asyncio.sleep(due - now)
@@ -181,7 +190,14 @@ def fault_actions(stack: Stack) -> dict[str, tuple[Callable[[], object], Callabl
     }
 
 
-async def chaos(stack: Stack, every: float, seconds: float) -> None:
+async def chaos(stack: Stack, every: float, seconds: float, over: asyncio.Event) -> None:
+    try:
+        await _chaos(stack, every, seconds)
+    finally:
+        over.set()
+
+
+async def _chaos(stack: Stack, every: float, seconds: float) -> None:
     actions = fault_actions(stack)
     start = time.monotonic()
     i = 0
@@ -310,8 +326,9 @@ async def soak(args: argparse.Namespace, stack: Stack) -> int:
     samples: list[Sample] = []
     start = time.monotonic()
     refresher = asyncio.create_task(refresh_token(stack))
+    over = asyncio.Event()
     await asyncio.gather(
-        load(stack, rate, seconds, samples), chaos(stack, args.fault_every, seconds)
+        load(stack, rate, seconds, samples, over), chaos(stack, args.fault_every, seconds, over)
     )
     refresher.cancel()
     await asyncio.sleep(1)
