@@ -4,8 +4,12 @@
 #   bash deploy/quickstart.sh         install what is missing, start SoftHSM2 token, PostgreSQL,
 #                                     dev IdP, signer (web signing on) and the example web app,
 #                                     sign a sample file, verify it with OpenSSL
-#   bash deploy/quickstart.sh stop    stop the example web app, the signer, the dev IdP and the
-#                                     private PostgreSQL
+#   bash deploy/quickstart.sh start --hsm-server
+#                                     the same, with the SoftHSM2 token behind `p11-kit server` (an
+#                                     HSM in another process, as a network HSM is: kill it, hang
+#                                     it with SIGSTOP, start it again, and watch the signer cope)
+#   bash deploy/quickstart.sh stop    stop the example web app, the signer, the dev IdP, the HSM
+#                                     server and the private PostgreSQL
 #
 # Everything it creates lives in .qes/ (gitignored). Running it again reuses the HSM token, the
 # database and the CA and restarts nothing that already runs. Set QES_DATABASE_URL to use your own
@@ -89,6 +93,7 @@ http_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/
 cmd_stop() {
   terminate "$DATA/rp.pid" "example-rp/rp.py" "example web app"
   terminate "$DATA/signer.pid" "serve" "signer"
+  terminate "$DATA/hsm-server.pid" "hsm.sock" "HSM server"
   terminate "$DATA/idp.pid" "server.mjs" "dev IdP"
   if [ ! -d "$DATA/postgres/data" ] || [ ! -x "$QES" ]; then
     echo "PostgreSQL: no private cluster in $DATA/postgres"
@@ -165,6 +170,31 @@ EOF
     --so-pin "$(cat "$DATA/hsm-so-pin")" --pin "$QES_HSM_PIN" >"$DATA/softhsm.log" 2>&1 ||
     fail "softhsm2-util --init-token failed: $(tail -n 1 "$DATA/softhsm.log")"
   step 2/8 "HSM: SoftHSM2 token '$HSM_LABEL' created ($dir, PINs in $DATA/hsm-pin, $DATA/hsm-so-pin)"
+}
+
+# --hsm-server: the token behind p11-kit server (OPERATIONS.md); the signer loads p11-kit's
+# client module and finds the server through P11_KIT_SERVER_ADDRESS (hsm.module_env).
+P11KIT_CLIENT=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+HSM_SOCKET=$ROOT/$DATA/hsm.sock
+hsm_server() {
+  [ "$HSM_SERVER" = 1 ] || return 0
+  command -v p11-kit >/dev/null && [ -e "$P11KIT_CLIENT" ] ||
+    fail "--hsm-server needs p11-kit and p11-kit-modules (bash deploy/setup.sh installs them)"
+  if ! alive "$DATA/hsm-server.pid" hsm.sock; then
+    rm -f "$HSM_SOCKET"
+    launch "$DATA/hsm-server.pid" "$DATA/hsm-server.log" p11-kit server -f -n "$HSM_SOCKET" \
+      --provider /usr/lib/softhsm/libsofthsm2.so "pkcs11:token=$HSM_LABEL"
+    local i
+    for i in $(seq 50); do
+      [ -S "$HSM_SOCKET" ] && break
+      sleep 0.1
+    done
+    [ -S "$HSM_SOCKET" ] || fail "p11-kit server did not start (log: $DATA/hsm-server.log)"
+  fi
+  export QES__HSM__MODULE=$P11KIT_CLIENT
+  export QES__HSM__MODULE_ENV="{P11_KIT_SERVER_ADDRESS = \"unix:path=$HSM_SOCKET\"}"
+  export QES__HSM__CALL_TIMEOUT_SECONDS=${QES__HSM__CALL_TIMEOUT_SECONDS:-5}
+  step 2/8 "HSM: p11-kit server (pid $(cat "$DATA/hsm-server.pid")) exports token '$HSM_LABEL' on $DATA/hsm.sock"
 }
 
 database() {
@@ -386,13 +416,23 @@ EOF
 Tokens expire after 10 minutes; run this script again for fresh ones (nothing is restarted).
 Stop everything: bash deploy/quickstart.sh stop
 EOF
+  if [ "$HSM_SERVER" = 1 ]; then
+    cat <<EOF
+  HSM server  p11-kit server, process group $(cat "$DATA/hsm-server.pid"): kill -9 -- -PID (dies),
+              kill -STOP -- -PID (hangs), kill -CONT -- -PID; bash deploy/quickstart.sh start
+              --hsm-server brings a killed one back; watch $SIGNER_URL/readyz
+EOF
+  fi
 }
 
+HSM_SERVER=0
+[ "${2:-}" = --hsm-server ] && HSM_SERVER=1
 case "${1:-start}" in
   start)
     preflight
     setup
     hsm
+    hsm_server
     database
     idp
     init_ca
@@ -403,5 +443,5 @@ case "${1:-start}" in
     ;;
   stop) cmd_stop ;;
   -h | --help | help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) fail "unknown command '$1' (use: bash deploy/quickstart.sh [start|stop])" ;;
+  *) fail "unknown command '$1' (use: bash deploy/quickstart.sh [start [--hsm-server]|stop])" ;;
 esac

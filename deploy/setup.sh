@@ -2,10 +2,11 @@
 # Installs what qes-signer needs on a Debian/Ubuntu machine and prepares the project. Safe to run
 # again: it does nothing already done.
 #
-#   bash deploy/setup.sh          what the service and the quick start need: SoftHSM2, OpenSSL,
+#   bash deploy/setup.sh          what the service and the quick start need: SoftHSM2, p11-kit
+#                                 (the quick start's --hsm-server), OpenSSL,
 #                                 PostgreSQL, Node.js (the demo IdP), .venv from requirements/run.txt
-#   bash deploy/setup.sh --test   also what the tests need: Chromium (driven by Playwright) and
-#                                 .venv from requirements/test.txt
+#   bash deploy/setup.sh --test   also what the tests need: Chromium (driven by Playwright),
+#                                 pgBackRest and .venv from requirements/test.txt
 #
 # Python packages come only from the committed lock, hash-checked (pip --require-hashes); the
 # project itself is then installed without dependencies. When a lock file changes, the next run
@@ -32,12 +33,17 @@ have_cmd pkcs11-tool || need+=(opensc)
 have_cmd openssl || need+=(openssl)
 have_cmd curl || need+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# the HSM in another process (p11-kit server + its client module): the quick start's
+# --hsm-server and the fault tests
+have_cmd p11-kit || need+=(p11-kit)
+[ -e /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] || need+=(p11-kit-modules)
 have_cmd node || need+=(nodejs)
 have_cmd npm || need+=(npm)
 have_cmd python3 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "$set_name" = test ]; then
   have_cmd chromium || need+=(chromium) # the browser tests (Playwright drives Debian's build)
+  have_cmd pgbackrest || need+=(pgbackrest) # the backup and restore drill (deploy/pgbackrest)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

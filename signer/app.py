@@ -29,6 +29,7 @@ from signer.api.signing_requests import WEBHOOKS
 from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
 from signer.approvals.service import CurrentPolicy
 from signer.backfill import backfill_quietly
+from signer.checkpoint_anchor import CheckpointAnchor, check_anchor_quietly
 from signer.config import Settings
 from signer.csc import api as csc_api
 from signer.csc import oauth2_setup as csc_oauth2
@@ -38,6 +39,7 @@ from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
 from signer.refusals import RefusalLog
+from signer.storage.anchor import AnchorStore
 from signer.storage.authority import CaCertificateStore
 from signer.storage.backfill import BackfillStore
 from signer.storage.csc import CscStore
@@ -45,6 +47,8 @@ from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
+from signer.storage.sweeper import SweeperStore
+from signer.sweeper import SWEEPER, Sweeper
 from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.translog import LogPublisher, load_privacy_key
 
@@ -141,7 +145,13 @@ def _resources(
             time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
             records = RecordStore(pool)
             log_store = LogStore(pool, settings.log.origin)
-            publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
+            anchor = None
+            if settings.log.anchor_file is not None:
+                anchor = CheckpointAnchor(settings.log.anchor_file, AnchorStore(pool))
+                await check_anchor_quietly(anchor)
+            publisher = LogPublisher(
+                store=log_store, hsm=hsm, settings=settings.log, clock=clock, anchor=anchor
+            )
             app[REFUSAL_LOG] = refusal_log = RefusalLog(
                 store=RefusalStore(pool), key=privacy_key, settings=settings.log, clock=clock
             )
@@ -164,6 +174,7 @@ def _resources(
                     time_stamps=time_stamps,
                     max_clock_skew=settings.tsa.max_clock_skew,
                     gate=gate,
+                    log_guard=anchor.refuse_if_halted if anchor is not None else None,
                 )
                 app[SERVICES] = Services(
                     settings=settings,
@@ -218,6 +229,7 @@ def _resources(
                     clock=clock,
                     settings=settings.csc,
                     gate=gate,
+                    log_guard=anchor.refuse_if_halted if anchor is not None else None,
                 )
                 if settings.web_signing is not None:  # the v2 OAuth2 credential flow
                     csc_oauth2.build(
@@ -232,6 +244,10 @@ def _resources(
                 sweeper = asyncio.create_task(csc.run_sweeper())
                 refusal_windows = asyncio.create_task(refusal_log.run())
                 backfiller = asyncio.create_task(backfill_quietly(BackfillStore(pool), privacy_key))
+                app[SWEEPER] = swept = Sweeper(
+                    SweeperStore(pool), privacy_key, clock, settings.sweeper
+                )
+                sweeper_task = asyncio.create_task(swept.run())
                 try:
                     yield
                 finally:
@@ -242,8 +258,9 @@ def _resources(
                     sweeper.cancel()
                     refusal_windows.cancel()
                     backfiller.cancel()
+                    sweeper_task.cancel()
                     await asyncio.gather(
-                        sweeper, refusal_windows, backfiller, return_exceptions=True
+                        sweeper, refusal_windows, backfiller, sweeper_task, return_exceptions=True
                     )
                     if WEBHOOKS in app:
                         await app[WEBHOOKS].close()

@@ -1099,6 +1099,9 @@ def parser() -> argparse.ArgumentParser:
     db.add_argument("--data-dir", default=".qes/postgres")
     db.set_defaults(func=cmd_db)
 
+    from signer.cli_anchor import register as register_anchor
+
+    register_anchor(asub, with_config)
     from signer.cli_policy import register as register_policy
 
     register_policy(sub, with_config)

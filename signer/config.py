@@ -23,7 +23,7 @@ from ca.errors import CaError
 from idp_adapter.settings import IssuerSettings
 from signer.errors import ConfigError
 from signer.hsm import HsmSettings
-from signer.hsm.types import Curve
+from signer.hsm.types import Curve, HsmMember
 from signer.secrets import Secret
 
 T = TypeVar("T")
@@ -180,6 +180,9 @@ class LogSettings:
     refusal_window_seconds: int = 60
     refusals_per_source: int = 10
     refusals_total: int = 600
+    #: Where the newest published checkpoint is also kept, outside the database (issue 14,
+    #: signer.checkpoint_anchor): storage that does not fail over or restore with PostgreSQL.
+    anchor_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,19 @@ class CscSettings:
 
 
 @dataclass(frozen=True)
+class SweeperSettings:
+    """What a crash left half-done is ended by every replica's sweeper (``signer.sweeper``):
+    every ``interval_seconds``, batch records 'issued' for longer than
+    ``issued_after_seconds`` and web-signing/approval requests still 'signing'
+    ``signing_after_seconds`` past their expiry. Both must exceed ``hsm.call_timeout_seconds``
+    plus the commit timeouts (a live request is never ended under its feet)."""
+
+    interval_seconds: float = 30.0
+    issued_after_seconds: float = 120.0
+    signing_after_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     database: DatabaseSettings
@@ -227,6 +243,7 @@ class Settings:
     approvals: ApprovalsSettings = ApprovalsSettings()
     policy: PolicySettings = PolicySettings()
     csc: CscSettings = CscSettings()
+    sweeper: SweeperSettings = SweeperSettings()
 
 
 class _Section:
@@ -328,6 +345,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "approvals",
         "policy",
         "csc",
+        "sweeper",
     }
     for key in raw:
         if key not in known:
@@ -350,6 +368,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         approvals=_approvals(_Section("approvals", raw.get("approvals", {})), env, base),
         policy=_policy(_Section("policy", raw.get("policy", {})), base),
         csc=_csc(_Section("csc", raw.get("csc", {})), server),
+        sweeper=_sweeper(_Section("sweeper", raw.get("sweeper", {}))),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -361,6 +380,20 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     if web is not None and web.issuer not in {i.name for i in settings.issuers}:
         raise ConfigError(f"web_signing.issuer: no [issuers.{web.issuer}] is configured")
     return settings
+
+
+def _sweeper(s: _Section) -> SweeperSettings:
+    d = SweeperSettings()
+    values = {}
+    for key, low in (
+        ("interval_seconds", 0.1),
+        ("issued_after_seconds", 1.0),
+        ("signing_after_seconds", 1.0),
+    ):
+        values[key] = s.get(key, float, getattr(d, key))
+        s.check(key, low <= values[key] <= 86400, f"must be between {low:g} and 86400")
+    s.done()
+    return SweeperSettings(**values)
 
 
 def _server(s: _Section) -> ServerSettings:
@@ -452,10 +485,45 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
     )
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
+    call_timeout = s.get("call_timeout_seconds", float, 15.0)
+    s.check("call_timeout_seconds", 0 < call_timeout <= 600, "must be > 0 and <= 600")
+    backoff = s.get("reconnect_max_seconds", float, 5.0)
+    s.check("reconnect_max_seconds", 0 < backoff <= 600, "must be > 0 and <= 600")
+    standbys = s.get("standby", list, [])
     assert pin is not None
-    result = HsmSettings(module=module, token_label=label, pin=pin, sessions=sessions, curve=curve)
+    result = HsmSettings(
+        module=module,
+        token_label=label,
+        pin=pin,
+        sessions=sessions,
+        curve=curve,
+        module_env=_module_env(s),
+        standbys=tuple(
+            _hsm_member(_Section(f"hsm.standby[{i}]", t), label) for i, t in enumerate(standbys)
+        ),
+        call_timeout_seconds=call_timeout,
+        reconnect_max_seconds=backoff,
+    )
     s.done()
     return result
+
+
+def _hsm_member(s: _Section, default_label: str) -> HsmMember:
+    """One more member of the HSM's HA group (the same token's keys, the same PIN)."""
+    result = HsmMember(
+        module=s.get("module", str),
+        token_label=s.get("token_label", str, default_label),
+        module_env=_module_env(s),
+    )
+    s.done()
+    return result
+
+
+def _module_env(s: _Section) -> tuple[tuple[str, str], ...]:
+    table = s.get("module_env", dict, {})
+    for name, value in table.items():
+        s.check("module_env", isinstance(value, str), f"{name}: expected a string")
+    return tuple(sorted(table.items()))
 
 
 def _ca(s: _Section, server: ServerSettings) -> CaSettings:
@@ -732,9 +800,18 @@ def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         refusal_window_seconds=window,
         refusals_per_source=per_source,
         refusals_total=total,
+        anchor_file=_optional_path(s, "anchor_file", base),
     )
     s.done()
     return result
+
+
+def _optional_path(s: _Section, key: str, base: Path) -> Path | None:
+    value: str | None = s.get(key, str, None)
+    if value is None:
+        return None
+    s.check(key, bool(value.strip()), "must be a path")
+    return (base / value).resolve()
 
 
 def _csc(s: _Section, server: ServerSettings) -> CscSettings:

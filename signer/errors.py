@@ -63,3 +63,13 @@ class RequestError(SignerError):
     slug = "bad-request"
     title = "Bad request"
     status = 400
+
+
+class LogBehindCheckpoint(SignerError):
+    """The database's transparency log does not extend the newest published checkpoint (kept
+    outside the database: ``log.anchor_file``): restored from an old backup, or a failover lost
+    entries. Nothing is signed or published until the operator decides (``qes audit anchor``)."""
+
+    slug = "log-behind-checkpoint"
+    title = "The signing log is behind its published checkpoint"
+    status = 503

@@ -166,9 +166,12 @@ class SigningService:
         time_stamps: TimeStampSource,
         max_clock_skew: timedelta,
         gate: Gate | None = None,
+        log_guard: Callable[[], None] | None = None,
     ) -> None:
         self._hsm = hsm
         self.gate = gate
+        #: Raises while the log is behind its published checkpoint (signer.checkpoint_anchor).
+        self.log_guard = log_guard
         self._privacy_key = privacy_key
         self._time_stamps = time_stamps
         self._max_skew = max_clock_skew
@@ -304,6 +307,8 @@ class SigningService:
         refusal entry before the refusal is raised. With a :class:`~signer.enforcement.Gate`
         the kill switch, the policy file and its rate limit apply too (``approved``: the
         rule's m-of-n approval is in)."""
+        if self.log_guard is not None:
+            self.log_guard()
         try:
             level, subject = await self._admit(principal, request, approved)
         except (ProfileNotAllowed, SubjectNotIssuable, PolicyRefusal) as exc:

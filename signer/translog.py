@@ -51,6 +51,7 @@ from ca.logentry import (
     entry_fields,
 )
 from idp_adapter.principal import Principal
+from signer.checkpoint_anchor import CheckpointAnchor
 from signer.config import LogSettings, Settings
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm, HsmSession
@@ -393,11 +394,13 @@ class LogPublisher:
         hsm: Hsm,
         settings: LogSettings,
         clock: Callable[[], datetime],
+        anchor: CheckpointAnchor | None = None,
     ) -> None:
         self._store = store
         self._hsm = hsm
         self._settings = settings
         self._clock = clock
+        self.anchor = anchor
 
     async def _sign(self, checkpoint: Checkpoint) -> str:
         label, name = self._settings.key_label, self._settings.origin
@@ -414,10 +417,18 @@ class LogPublisher:
         )
 
     async def publish(self, *, force: bool = False) -> StoredCheckpoint | None:
-        """Integrate what is sequenced; sign and store a checkpoint when the tree grew."""
+        """Integrate what is sequenced; sign and store a checkpoint when the tree grew. With an
+        anchor, the log must extend the newest published checkpoint first (else
+        LogBehindCheckpoint, and signing halts), and the new one becomes the anchor."""
+        if self.anchor is not None:
+            await self.anchor.require()
         published = await self._store.integrate(self._sign, self._clock(), force=force)
         if published is not None:
             log.info("checkpoint_published", size=published.size)
+            if self.anchor is not None:
+                self.anchor.advance(
+                    self._settings.origin, published.size, published.root, published.note
+                )
         return published
 
     async def run(self) -> None:

@@ -29,24 +29,36 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: PostgreSQL answers and the HSM has a usable session."""
+    """Readiness: PostgreSQL answers, and the HSM answers for real (a round trip checking the
+    login and finding the issuing CA's key), so an orchestrator takes a replica whose HSM is
+    gone or hangs out of rotation; ``reasons`` says why not (for the operator)."""
     services: Services = request.app[SERVICES]
     checks: dict[str, str] = {}
+    reasons: dict[str, str] = {}
     try:
         await asyncio.wait_for(services.records.ping(), READY_TIMEOUT)
         checks["database"] = "ok"
-    except (SignerError, TimeoutError):
+    except (SignerError, TimeoutError) as exc:
         checks["database"] = "unavailable"
+        reasons["database"] = str(exc) or "no answer within the deadline"
+    label = services.settings.ca.issuing_label
     try:
-        ok = await asyncio.wait_for(services.hsm.ready(), READY_TIMEOUT)
-        checks["hsm"] = "ok" if ok else "unavailable"
-    except (SignerError, TimeoutError):
-        checks["hsm"] = "unavailable"
+        ok, why = await asyncio.wait_for(services.hsm.readiness(label), READY_TIMEOUT + 1)
+    except TimeoutError:
+        ok, why = False, "no answer within the deadline"
+    checks["hsm"] = "ok" if ok else "unavailable"
+    if not ok:
+        reasons["hsm"] = why
+    anchor = services.publisher.anchor
+    if anchor is not None:
+        checks["log"] = "ok" if anchor.halted is None else "behind published checkpoint"
+        if anchor.halted is not None:
+            reasons["log"] = str(anchor.halted)
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status=200 if ready else 503,
-    )
+    body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": checks}
+    if reasons:
+        body["reasons"] = reasons
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def openapi(request: web.Request) -> web.Response:

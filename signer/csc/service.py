@@ -156,9 +156,11 @@ class CscService:
         clock: Callable[[], datetime],
         settings: CscSettings,
         gate: Gate | None = None,
+        log_guard: Callable[[], None] | None = None,
     ) -> None:
         self._hsm = hsm
         self._gate = gate
+        self._log_guard = log_guard or (lambda: None)  # signer.checkpoint_anchor
         self._ca = ca
         self._ca_label = ca_key_label
         self._store = store
@@ -184,6 +186,7 @@ class CscService:
         ``qes-cred:<id>@<expiry>``), its certificate from the CA (same policy and subject
         rules as the batch API), its "issued" record and the credential row committed before
         the hop ends. Any failure destroys the key."""
+        self._log_guard()
         level, subject = await self._admit(principal, request_id)
         credential_id = secrets.token_urlsafe(18)
         label = credential_label(credential_id, self._clock() + self._ca.policy.validity)
@@ -355,6 +358,7 @@ class CscService:
         every binding holds (:func:`_binding_check`); then the key signs in one HSM hop and is
         destroyed, and the record is completed with its log entry before anything is returned.
         """
+        self._log_guard()
         now = self._clock()
         seen: list[Credential] = []
         check = _binding_check(principal, credential_id, hash_oid, digests, now, seen)

@@ -16,11 +16,14 @@ session logs the application out and destroys every session object.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hmac
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,13 +83,33 @@ class _Attribute(ctypes.Structure):
 
 @dataclass
 class Module:
-    """One loaded and OS-locking-initialised PKCS#11 module in this process."""
+    """One loaded and OS-locking-initialised PKCS#11 module in this process.
+
+    ``epoch`` counts re-initialisations (:meth:`reinitialize`): a login or session of an older
+    epoch is dead, and whoever notices a dead module first re-initialises it once for all.
+    """
 
     path: str
     lib: Any  # pkcs11._pkcs11.lib
-    c: ctypes.CDLL
+    c: FunctionList
     pid: int
     logins: dict[int, _Login] = field(default_factory=dict)
+    env: tuple[tuple[str, str], ...] = ()
+    epoch: int = 0
+
+    def reinitialize(self, seen_epoch: int) -> int:
+        """C_Finalize then C_Initialize with OS locking, unless someone already did it since
+        ``seen_epoch``; returns the current epoch. Every session and login of the process on
+        this module is gone afterwards (PKCS#11 v2.40 §5.4 C_Finalize): a network HSM's client
+        reconnects to its server only this way (p11-kit's client does)."""
+        with _LOCK:
+            if self.epoch != seen_epoch:
+                return self.epoch
+            self.logins.clear()
+            with _module_env(self.env):
+                _reinitialise_with_os_locking(self.c, self.path)
+            self.epoch += 1
+            return self.epoch
 
     def login(self, token: Any, pin: Secret) -> _Login:
         """Return the process's shared logged-in session for ``token``, creating it if needed."""
@@ -100,7 +123,7 @@ class Module:
             existing.refs += 1
             return existing
         session = _login_with_retry(self, token, pin)
-        entry = _Login(module=self, slot_id=slot_id, session=session, pin=pin)
+        entry = _Login(module=self, slot_id=slot_id, session=session, pin=pin, epoch=self.epoch)
         self.logins[slot_id] = entry
         return entry
 
@@ -153,61 +176,120 @@ class _Login:
     session: Any  # pkcs11.Session, opened without PIN then logged in through ctypes
     pin: Secret = field(repr=False)
     refs: int = 1
+    epoch: int = 0
 
     def release(self) -> None:
-        """Drop one reference; the last one closes the session (the application logs out)."""
+        """Drop one reference; the last one closes the session (the application logs out).
+
+        A login of a module re-initialised since is already gone: nothing to close."""
         with _LOCK:
             self.refs -= 1
             if self.refs > 0:
                 return
-            self.module.logins.pop(self.slot_id, None)
-        self.session.close()
+            if self.module.logins.get(self.slot_id) is self:
+                del self.module.logins[self.slot_id]
+            elif self.epoch != self.module.epoch:
+                return
+        with contextlib.suppress(PKCS11Error):  # the HSM went away: sessions died with it
+            self.session.close()
 
 
 _LOCK = threading.RLock()
 _MODULES: dict[str, Module] = {}
 
 
-def load_module(path: str) -> Module:
-    """Load ``path`` once per process (cached by path, redone after a fork), with OS locking."""
+def load_module(path: str, env: tuple[tuple[str, str], ...] = ()) -> Module:
+    """Load ``path`` once per process (cached by path, redone after a fork), with OS locking.
+
+    ``env``: variables the module reads while it initialises (a network HSM client's server
+    address, e.g. p11-kit's ``P11_KIT_SERVER_ADDRESS``), set only for that moment."""
     with _LOCK:
         cached = _MODULES.get(path)
         if cached is not None and cached.pid == os.getpid():
             return cached
         if not os.path.exists(path):
             raise HsmUnavailable(f"PKCS#11 module not found: {path}")
-        try:
-            lib = pkcs11.lib(path)
-        except PKCS11Error as exc:
-            raise HsmUnavailable(f"cannot load PKCS#11 module {path}: {exc}") from exc
-        c = ctypes.CDLL(path)
-        _declare(c)
-        _reinitialise_with_os_locking(c, path)
-        module = Module(path=path, lib=lib, c=c, pid=os.getpid())
+        with _module_env(env):
+            try:
+                lib = pkcs11.lib(path)
+            except PKCS11Error as exc:
+                raise HsmUnavailable(f"cannot load PKCS#11 module {path}: {exc}") from exc
+            c = FunctionList.of(path, lib)
+            _reinitialise_with_os_locking(c, path)
+        module = Module(path=path, lib=lib, c=c, pid=os.getpid(), env=env)
         _MODULES[path] = module
         return module
 
 
-def _declare(c: ctypes.CDLL) -> None:
-    ulong, vp = ctypes.c_ulong, ctypes.c_void_p
-    c.C_Finalize.argtypes = [vp]
-    c.C_Initialize.argtypes = [vp]
-    c.C_Login.argtypes = [ulong, ulong, ctypes.c_char_p, ulong]
-    c.C_GetSessionInfo.argtypes = [ulong, vp]
-    c.C_GetAttributeValue.argtypes = [ulong, ulong, vp, ulong]
-    c.C_DestroyObject.argtypes = [ulong, ulong]
-    for name in (
-        "C_Finalize",
-        "C_Initialize",
-        "C_Login",
-        "C_GetSessionInfo",
-        "C_GetAttributeValue",
-        "C_DestroyObject",
-    ):
-        getattr(c, name).restype = ulong
+@contextmanager
+def _module_env(env: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    """Set ``env`` in the process environment for the duration (under _LOCK), then restore."""
+    saved = {name: os.environ.get(name) for name, _ in env}
+    os.environ.update(dict(env))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-def _reinitialise_with_os_locking(c: ctypes.CDLL, path: str) -> None:
+class FunctionList:
+    """The few PKCS#11 functions called through ``ctypes``, taken from the module's
+    ``CK_FUNCTION_LIST`` (PKCS#11 v2.40 §5.2 C_GetFunctionList) rather than its exported
+    symbols: a client module such as p11-kit's exports C_GetFunctionList alone."""
+
+    #: Positions in CK_FUNCTION_LIST after its CK_VERSION (PKCS#11 v2.40 §3.6 pkcs11f.h order).
+    _INDEX = {
+        "C_Initialize": 0,
+        "C_Finalize": 1,
+        "C_GetSessionInfo": 15,
+        "C_Login": 18,
+        "C_DestroyObject": 22,
+        "C_GetAttributeValue": 24,
+    }
+    _ARGS: dict[str, list[Any]] = {
+        "C_Initialize": [ctypes.c_void_p],
+        "C_Finalize": [ctypes.c_void_p],
+        "C_GetSessionInfo": [ctypes.c_ulong, ctypes.c_void_p],
+        "C_Login": [ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong],
+        "C_DestroyObject": [ctypes.c_ulong, ctypes.c_ulong],
+        "C_GetAttributeValue": [ctypes.c_ulong, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong],
+    }
+
+    def __init__(self, functions: Mapping[str, Callable[..., int]]) -> None:
+        self._functions = functions
+
+    def __getattr__(self, name: str) -> Callable[..., int]:
+        try:
+            return self._functions[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def of(cls, path: str, lib: Any) -> FunctionList:
+        """The function list python-pkcs11's ``lib`` calls through.
+
+        It must be that very list: a client module such as p11-kit's hands out a new instance,
+        with its own connection and session handles, on every C_GetFunctionList call.
+        python-pkcs11 keeps the pointer in the first field of its ``lib`` object (``cdef
+        CK_FUNCTION_LIST *funclist`` right after the object header, python-pkcs11 0.10
+        _pkcs11.pyx ``HasFuncList``); it is read there and checked to be a function list."""
+        address = ctypes.c_void_p.from_address(id(lib) + object.__basicsize__).value
+        if not address or ctypes.c_ubyte.from_address(address).value not in (2, 3):
+            raise HsmUnavailable(f"cannot find the PKCS#11 function list of {path}")
+        size = ctypes.sizeof(ctypes.c_void_p)
+        slots = ctypes.cast(address + size, ctypes.POINTER(ctypes.c_void_p))  # past CK_VERSION
+        functions: dict[str, Callable[..., int]] = {}
+        for name, index in cls._INDEX.items():
+            prototype = ctypes.CFUNCTYPE(ctypes.c_ulong, *cls._ARGS[name])
+            functions[name] = prototype(slots[index])
+        return cls(functions)
+
+
+def _reinitialise_with_os_locking(c: FunctionList, path: str) -> None:
     """C_Finalize(NULL) then C_Initialize({flags: CKF_OS_LOCKING_OK}) (STANDARDS.md §8)."""
     c.C_Finalize(None)  # CKR_CRYPTOKI_NOT_INITIALIZED is fine here
     args = _InitArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)

@@ -23,7 +23,7 @@ from signer.hsm.types import (
 
 if TYPE_CHECKING:
     from signer.hsm._module import Module
-    from signer.hsm.hsm import Hsm
+    from signer.hsm.link import Link
 
 EPHEMERAL_LABEL = "qes-ephemeral"
 #: Tries of a token-object search that another process's destruction cut short.
@@ -45,7 +45,7 @@ class HsmSession:
     Never shared between threads at once: ``Hsm`` hands it to one callback at a time.
     """
 
-    def __init__(self, owner: Hsm, p11: Any, module: Module, curve: Curve) -> None:
+    def __init__(self, owner: Link, p11: Any, module: Module, curve: Curve) -> None:
         self._owner = owner
         self._p11 = p11
         self._module = module

@@ -22,25 +22,62 @@ class TokenKeyExists(ConfigError):
     title = "A key with this label already exists in the HSM"
 
 
+Env = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
-class HsmSettings:
-    """Where the HSM is and how to use it. ``pin`` is never shown by ``repr``."""
+class HsmMember:
+    """One HSM of an HA group: a PKCS#11 module, the token's label in it, and the variables
+    the module reads when it initialises (a network HSM client's server address)."""
 
     module: str
     token_label: str
-    pin: Secret = field(repr=False)
-    sessions: int = 4
-    curve: Curve = "P-256"
+    module_env: Env = ()
 
     def __post_init__(self) -> None:
         if not self.module:
             raise ConfigError("hsm.module: path of the PKCS#11 module is empty")
         if not self.token_label:
             raise ConfigError("hsm.token_label: empty")
+
+    def describe(self) -> str:
+        return f"token {self.token_label!r} in {self.module}"
+
+
+@dataclass(frozen=True)
+class HsmSettings:
+    """Where the HSM is and how to use it. ``pin`` is never shown by ``repr``.
+
+    ``standbys``: further members of an HA group holding copies of the same long-lived keys
+    (same PIN), used in order when the current one fails. ``call_timeout_seconds``: the
+    deadline of every hop; ``reconnect_max_seconds``: the longest pause between reconnection
+    attempts (the backoff doubles from 0.1 s up to it)."""
+
+    module: str
+    token_label: str
+    pin: Secret = field(repr=False)
+    sessions: int = 4
+    curve: Curve = "P-256"
+    module_env: Env = ()
+    standbys: tuple[HsmMember, ...] = ()
+    call_timeout_seconds: float = 15.0
+    reconnect_max_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        HsmMember(self.module, self.token_label, self.module_env)  # same checks
+        if not 0 < self.call_timeout_seconds <= 600:
+            raise ConfigError("hsm.call_timeout_seconds: must be > 0 and <= 600")
+        if not 0 < self.reconnect_max_seconds <= 600:
+            raise ConfigError("hsm.reconnect_max_seconds: must be > 0 and <= 600")
         if not isinstance(self.sessions, int) or self.sessions < 1:
             raise ConfigError(f"hsm.sessions: must be an integer >= 1, got {self.sessions!r}")
         if self.curve not in CURVES:
             raise ConfigError(f"hsm.curve: must be one of {CURVES}, got {self.curve!r}")
+
+    @property
+    def members(self) -> tuple[HsmMember, ...]:
+        """The HA group in order of preference: the main module first, then the standbys."""
+        return (HsmMember(self.module, self.token_label, self.module_env), *self.standbys)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,34 @@ async def post(session: aiohttp.ClientSession, url: str, token: str) -> tuple[in
         return -1, repr(exc)
 
 
+async def sign_then_sigkill(
+    signer: SignerProcess, token: str, *, signed: int
+) -> list[tuple[int, Any]]:
+    """16 clients sign back to back; once ``signed`` signatures are in, the whole process group
+    is SIGKILLed mid-flow. Returns every client's results (the last ones are -1)."""
+    done: list[tuple[int, Any]] = []
+    enough = asyncio.Event()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+
+            async def worker() -> None:
+                for _ in range(200):
+                    result = await post(session, signer.url, token)
+                    done.append(result)
+                    if sum(1 for c, _ in done if c == 201) >= signed:
+                        enough.set()
+                    if result[0] == -1:
+                        return
+
+            workers = [asyncio.create_task(worker()) for _ in range(16)]
+            await asyncio.wait_for(enough.wait(), 60)
+            os.killpg(signer.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            await asyncio.gather(*workers)
+    finally:
+        signer.kill()
+    return done
+
+
 async def statuses(url: str) -> dict[str, str]:
     conn = await asyncpg.connect(url)
     try:
@@ -159,26 +187,7 @@ async def test_sigkill_under_load_leaves_no_key_and_honest_records(
     )
     signer = SignerProcess(env, port, tmp_path / "signer.log").start()
     token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
-    done: list[tuple[int, Any]] = []
-    enough = asyncio.Event()
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-
-            async def worker() -> None:
-                for _ in range(200):
-                    result = await post(session, signer.url, token)
-                    done.append(result)
-                    if sum(1 for c, _ in done if c == 201) >= 40:
-                        enough.set()
-                    if result[0] == -1:
-                        return
-
-            workers = [asyncio.create_task(worker()) for _ in range(16)]
-            await asyncio.wait_for(enough.wait(), 60)
-            os.killpg(signer.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-            await asyncio.gather(*workers)
-    finally:
-        signer.kill()
+    done = await sign_then_sigkill(signer, token, signed=40)
 
     leftovers = [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
     assert leftovers == [], leftovers

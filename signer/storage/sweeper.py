@@ -1,0 +1,103 @@
+"""SQL of the sweeper (signer.sweeper): ending what a crash left half-done.
+
+Every replica runs the sweeper; one at a time does the work, under a transaction-level
+advisory lock that the others try and skip (as the log integrator does, signer.storage.log).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from signer.storage.records import _COLUMNS, _FAIL, IssuedRecord, guard, record_from_row
+
+# pg_try_advisory_xact_lock key of the sweeper: the bytes of "qes-swp" as a bigint.
+SWEEPER_LOCK = 0x7165732D737770
+SWEEP_BATCH = 500
+
+# A web-signing or approval request is moved to 'signing' before its expiry and signs within
+# seconds; one still 'signing' past its expiry plus a grace period was left by a crash.
+# Batch records left 'issued' (their process died between the "issued" commit and the end of
+# the request): never a CSC credential's record, which its own sweeper ends (signer.csc).
+_STUCK_ISSUED = (
+    f"SELECT {_COLUMNS} FROM signing_records AS r"  # noqa: S608 - fixed column list
+    " WHERE r.status = 'issued' AND r.created_at < $1"
+    " AND NOT EXISTS (SELECT 1 FROM csc_credentials AS c WHERE c.record_id = r.id)"
+    " ORDER BY r.created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+_STUCK_WEB = (
+    "UPDATE signing_requests SET status = 'failed', ended_at = $1, error = 'abandoned'"
+    " WHERE status = 'signing' AND expires_at < $2 RETURNING id"
+)
+_STUCK_APPROVALS = (
+    "UPDATE approval_requests SET status = 'failed', ended_at = $1, error = 'abandoned'"
+    " WHERE status = 'signing' AND expires_at < $2 RETURNING id"
+)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one sweep ended (ids), or ``ran=False`` when another replica held the lock."""
+
+    ran: bool
+    abandoned_records: tuple[uuid.UUID, ...] = ()
+    abandoned_web_requests: tuple[uuid.UUID, ...] = ()
+    abandoned_approvals: tuple[uuid.UUID, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "abandoned_records": len(self.abandoned_records),
+            "abandoned_web_requests": len(self.abandoned_web_requests),
+            "abandoned_approvals": len(self.abandoned_approvals),
+        }
+
+
+#: Builds the log entry (encoded) and subject index of an abandoned record.
+EntryFor = Callable[[IssuedRecord, datetime], tuple[bytes, bytes | None]]
+
+
+class SweeperStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def sweep(
+        self,
+        *,
+        now: datetime,
+        issued_before: datetime,
+        signing_expired_before: datetime,
+        entry_for: EntryFor,
+    ) -> SweepResult:
+        """One sweep in one transaction, if this process gets the lock (else ``ran=False``).
+
+        An abandoned record ends 'failed' with failure 'abandoned' and its issuance log entry
+        (outcome failed, no destruction receipt: the key was a session object and died with
+        its process's session), appended in the same statement as the status change."""
+        async with guard("sweep"), self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEPER_LOCK):
+                return SweepResult(ran=False)
+            rows = await conn.fetch(_STUCK_ISSUED, issued_before, SWEEP_BATCH)
+            abandoned = []
+            for row in rows:
+                record = record_from_row(row)
+                entry, subject_key = entry_for(record, now)
+                idx = await conn.fetchval(
+                    _FAIL, record.id, now, "abandoned", None, entry, subject_key
+                )
+                if idx is not None:
+                    abandoned.append(record.id)
+            return SweepResult(
+                ran=True,
+                abandoned_records=tuple(abandoned),
+                abandoned_web_requests=await _ids(conn, _STUCK_WEB, now, signing_expired_before),
+                abandoned_approvals=await _ids(conn, _STUCK_APPROVALS, now, signing_expired_before),
+            )
+
+
+async def _ids(conn: asyncpg.Connection, sql: str, *args: object) -> tuple[uuid.UUID, ...]:
+    rows: Sequence[asyncpg.Record] = await conn.fetch(sql, *args)
+    return tuple(r["id"] for r in rows)

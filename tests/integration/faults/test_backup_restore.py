@@ -1,0 +1,101 @@
+"""Restore drill with pgBackRest (the committed deploy/pgbackrest/pgbackrest.conf): WAL
+archiving and a full backup of a signing service's database, signing goes on, then two
+restores into fresh clusters. Recovered to the newest archived WAL (point-in-time recovery),
+nothing is lost: `qes audit verify` and `qes audit anchor` pass. Recovered only to the end of
+the backup, `qes audit verify` still passes on the restored data, and the checkpoint anchor
+catches the lost tail, naming it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signer.hsm.session import EPHEMERAL_LABEL
+from tests.integration.faults.test_checkpoint_anchor import (
+    anchored_env,
+    anchored_size,
+    log_size,
+    qes_audit_anchor,
+    sign_n,
+)
+from tests.integration.log.test_log_tamper import qes_audit_verify
+from tests.support.idp import DEMO_SECRETS, RunningIdp
+from tests.support.pg import private_cluster_dir
+from tests.support.pgbackrest import BackedUpCluster
+from tests.support.service import SignerProcess, free_port
+from tests.support.softhsm import SoftHsmToken
+
+
+@pytest.fixture
+def drill_root() -> Iterator[Path]:
+    root = private_cluster_dir()
+    try:
+        yield root
+    finally:
+        for cluster in ("pg", "latest", "backup-end"):
+            from signer.localdb import LocalPostgres
+
+            if (root / cluster / "data").exists():
+                LocalPostgres(root / cluster).stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.timeout(600)
+async def test_backup_keep_signing_restore_verify_and_catch_the_lost_tail(
+    softhsm_token: SoftHsmToken,
+    database_url: str,
+    idp: RunningIdp,
+    settings: Any,
+    ca_ready: None,
+    tmp_path: Path,
+    drill_root: Path,
+) -> None:
+    backed = await asyncio.to_thread(BackedUpCluster.create, drill_root)
+    live = backed.cluster.url()
+    anchor = tmp_path / "anchor.json"
+    port = free_port()
+    env = await anchored_env(
+        token=softhsm_token, sessions_db=database_url, target=live, idp=idp,
+        settings=settings, data_dir=tmp_path, anchor=anchor, port=port,
+    )  # fmt: skip
+    token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    signer = SignerProcess(env, port, tmp_path / "signer.log").start()
+    try:
+        await sign_n(signer.url, token, 3)
+        at_backup = await log_size(live)
+        await anchored_size(anchor, at_backup)
+        await asyncio.to_thread(backed.run, "backup", "--type=full")
+        await sign_n(signer.url, token, 4)  # signing goes on after the backup
+        newest = await anchored_size(anchor, at_backup + 4)
+        await backed.archive_now()  # the WAL of those signatures is in the repository
+    finally:
+        signer.stop()
+
+    latest = await asyncio.to_thread(backed.restore, drill_root / "latest")
+    lenv = {**env, "QES_DATABASE_URL": latest.url()}
+    assert await log_size(latest.url()) >= newest
+    verified = await asyncio.to_thread(qes_audit_verify, lenv)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    told = await asyncio.to_thread(qes_audit_anchor, lenv)
+    assert told.returncode == 0, told.stdout + told.stderr
+    latest.stop()
+
+    old = await asyncio.to_thread(
+        backed.restore, drill_root / "backup-end", "--type=immediate", "--target-action=promote"
+    )
+    oenv = {**env, "QES_DATABASE_URL": old.url()}
+    restored_size = await log_size(old.url())
+    assert restored_size < newest
+    verified = await asyncio.to_thread(qes_audit_verify, oenv)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    told = await asyncio.to_thread(qes_audit_anchor, oenv)
+    assert told.returncode == 1, told.stdout + told.stderr
+    missing = newest - restored_size
+    assert f"entries {restored_size} to {newest - 1} ({missing}) are missing" in told.stdout
+    leftovers = [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
+    assert leftovers == []

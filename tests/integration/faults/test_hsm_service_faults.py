@@ -1,0 +1,144 @@
+"""`qes serve` whose HSM (SoftHSM2 behind p11-kit server) is killed, hung and brought back
+under load: every refusal is 503 problem+json ``hsm-unavailable`` within the deadline,
+/readyz turns 503 with the reason, signing resumes without a restart, no signature leaves
+without its completed record, and the token holds only the long-lived keys afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from signer.hsm.session import EPHEMERAL_LABEL
+from tests.integration.faults.test_faults import BODY, statuses
+from tests.support.idp import DEMO_SECRETS, RunningIdp
+from tests.support.p11kit import P11KitServer
+from tests.support.service import SignerProcess, api_headers, free_port, service_env
+from tests.support.softhsm import SoftHsmToken
+
+DEADLINE = 2.0
+
+
+@pytest.fixture
+def hsm_server(
+    softhsm_token: SoftHsmToken, ca_ready: None, tmp_path: Path
+) -> Iterator[P11KitServer]:
+    server = P11KitServer.for_token(softhsm_token, tmp_path, "hsm").start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def timed_post(
+    session: aiohttp.ClientSession, url: str, token: str
+) -> tuple[int, Any, float]:
+    started = time.monotonic()
+    try:
+        async with session.post(
+            f"{url}/api/v1/signatures", json=BODY, headers=api_headers(token)
+        ) as resp:
+            body = await resp.json(content_type=None)
+            return resp.status, (body, resp.content_type), time.monotonic() - started
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return -1, repr(exc), time.monotonic() - started
+
+
+async def readyz(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(f"{url}/readyz") as resp:
+        return resp.status, await resp.json()
+
+
+async def load(
+    session: aiohttp.ClientSession, url: str, token: str, stop: asyncio.Event
+) -> list[tuple[int, Any, float, float]]:
+    """Back-to-back requests until ``stop``; (status, body, seconds, sent at)."""
+    seen = []
+    while not stop.is_set():
+        sent = time.monotonic()
+        code, body, took = await timed_post(session, url, token)
+        seen.append((code, body, took, sent))
+        if code != 201:
+            await asyncio.sleep(0.02)
+    return seen
+
+
+def check_refusals(results: list[tuple[int, Any, float, float]]) -> None:
+    for code, body, took, _ in results:
+        assert code in (201, 503), (code, body)
+        assert took < DEADLINE + 1.5, f"a request took {took:.2f} s (deadline {DEADLINE} s)"
+        if code == 503:
+            payload, content_type = body
+            assert content_type == "application/problem+json"
+            assert payload["type"] == "/problems/hsm-unavailable", payload
+            assert "signatures" not in payload
+
+
+@pytest.mark.timeout(240)
+async def test_hsm_killed_and_hung_under_load_recovers_without_restart(
+    softhsm_token: SoftHsmToken,
+    database_url: str,
+    idp: RunningIdp,
+    hsm_server: P11KitServer,
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = service_env(
+        token=softhsm_token,
+        database_url=database_url,
+        idp=idp,
+        port=port,
+        data_dir=tmp_path,
+        QES__HSM__CALL_TIMEOUT_SECONDS=str(DEADLINE),
+        QES__HSM__RECONNECT_MAX_SECONDS="0.5",
+        QES__HSM__SESSIONS="2",
+        **hsm_server.env_overrides(),
+    )
+    signer = SignerProcess(env, port, tmp_path / "signer.log").start()
+    token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    recoveries: dict[str, float] = {}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            for fault in ("kill", "hang"):
+                stop = asyncio.Event()
+                loads = [
+                    asyncio.create_task(load(session, signer.url, token, stop)) for _ in range(6)
+                ]
+                await asyncio.sleep(1.0)
+                if fault == "kill":
+                    hsm_server.kill()
+                else:
+                    hsm_server.hang()
+                faulted = time.monotonic()
+                await asyncio.sleep(DEADLINE + 1.5)
+                code, ready = await readyz(session, signer.url)
+                assert code == 503 and ready["checks"]["hsm"] == "unavailable", ready
+                assert ready["reasons"]["hsm"], ready
+                if fault == "kill":
+                    hsm_server.start()
+                else:
+                    hsm_server.resume()
+                back = time.monotonic()
+                while (await timed_post(session, signer.url, token))[0] != 201:
+                    assert time.monotonic() - back < 20, "signing did not resume"
+                    await asyncio.sleep(0.05)
+                recoveries[fault] = time.monotonic() - back
+                stop.set()
+                results = [r for task in loads for r in await task]
+                check_refusals(results)
+                during = [c for c, _, _, sent in results if faulted + 0.1 < sent < back]
+                assert during and set(during) == {503}, during
+                assert (await readyz(session, signer.url))[0] == 200
+                recorded = await statuses(database_url)
+                for _code, (payload, _), _, _ in (r for r in results if r[0] == 201):
+                    assert recorded[payload["serial"]] == "completed"
+    finally:
+        signer.stop()
+    print(f"time to sign again after the HSM returned: {recoveries}")
+    leftovers = [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
+    assert leftovers == []
