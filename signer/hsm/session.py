@@ -105,6 +105,12 @@ class HsmSession:
         try:
             absent = self._confirm_absent(key.key_id, key.private_handle, key.public_handle)
         except (PKCS11Error, HsmUnavailable) as exc:
+            if not self._session_alive():
+                # The HSM (or our session in it) is gone: an ephemeral key is a session object,
+                # destroyed when its session ends (PKCS#11 v2.40 §4.4), so it ended with it.
+                raise HsmUnavailable(
+                    f"session lost while destroying {key.key_id.hex()} (a session object)"
+                ) from exc
             raise KeyNotDestroyed(f"cannot confirm destruction of {key.key_id.hex()}") from exc
         if not absent:
             cause = errors[0] if errors else None
@@ -134,6 +140,14 @@ class HsmSession:
         except HsmUnavailable as exc:
             errors.append(exc)
             return False
+
+    def _session_alive(self) -> bool:
+        """True if C_GetSessionInfo still answers for this session."""
+        try:
+            self._module.session_state(self.handle)
+        except (PKCS11Error, HsmUnavailable):
+            return False
+        return True
 
     def _confirm_absent(self, key_id: bytes, *handles: int) -> bool:
         if list(self._p11.get_objects({Attribute.ID: key_id})):
