@@ -452,8 +452,17 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
     )
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
+    renew = s.get("reinitialise_after", int, 10_000)
+    s.check("reinitialise_after", renew >= 0, "must be >= 0 (0: never)")
     assert pin is not None
-    result = HsmSettings(module=module, token_label=label, pin=pin, sessions=sessions, curve=curve)
+    result = HsmSettings(
+        module=module,
+        token_label=label,
+        pin=pin,
+        sessions=sessions,
+        curve=curve,
+        reinitialise_after=renew,
+    )
     s.done()
     return result
 

@@ -10,6 +10,7 @@ blocking the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import queue
 import threading
@@ -28,8 +29,10 @@ from signer.hsm._module import (
     CKS_RW_USER_FUNCTIONS,
     Module,
     _Login,
+    _reinitialise_with_os_locking,
     load_module,
 )
+from signer.hsm._recycle import ObjectBudget
 from signer.hsm.session import HsmSession
 from signer.hsm.types import HsmSettings
 
@@ -68,6 +71,9 @@ class Hsm:
         #: listing that meets a half-built object fails (seen under two threads; processes
         #: are kept apart by SoftHSM's own file locks).
         self.token_objects = threading.RLock()
+        #: Renews the library after ``settings.reinitialise_after`` session objects: SoftHSM
+        #: 2.6 frees destroyed session objects only in C_Finalize (signer.hsm._recycle).
+        self.object_budget = ObjectBudget(settings.reinitialise_after, self._reinitialise)
 
     @property
     def token_label(self) -> str:
@@ -112,9 +118,11 @@ class Hsm:
         executor.shutdown(wait=True)
         try:
             for session in self._sessions:
-                session._p11.close()
+                with contextlib.suppress(PKCS11Error):  # gone with a failed renewal
+                    session._p11.close()
         finally:
-            self._login.release()
+            if self._login.refs > 0:
+                self._login.release()
 
     async def run(self, fn: Callable[[HsmSession], T]) -> T:
         """Run ``fn(session)`` on a worker thread holding a free session: one thread hop.
@@ -166,14 +174,47 @@ class Hsm:
         return executor
 
     def _call(self, fn: Callable[[HsmSession], T]) -> T:
-        session = self._free.get_nowait()  # never empty: one session per worker thread
-        try:
-            with holding(session):
-                return fn(session)
-        except PKCS11Error as exc:
-            raise HsmUnavailable(f"PKCS#11 call failed: {type(exc).__name__} {exc}") from exc
-        finally:
+        with self.object_budget.hop():
+            session = self._free.get_nowait()  # never empty: one session per worker thread
+            try:
+                with holding(session):
+                    return fn(session)
+            except PKCS11Error as exc:
+                raise HsmUnavailable(f"PKCS#11 call failed: {type(exc).__name__} {exc}") from exc
+            finally:
+                self._free.put(session)
+
+    def _reinitialise(self) -> bool:
+        """Renew this process's library instance (ObjectBudget calls it with no callback
+        running): close the sessions, C_Finalize, C_Initialize with OS locking, log in, open
+        fresh sessions. New HsmSession objects, so no key bound to an old session or handle
+        is ever used again. False, doing nothing, if another Hsm of the process shares it."""
+        if self._login.refs > 1:
+            return False
+        module, settings = self._module, self.settings
+        with _LOCK:
+            for session in self._sessions:
+                with contextlib.suppress(PKCS11Error):
+                    session._p11.close()
+            if self._login.refs > 0:
+                with contextlib.suppress(PKCS11Error):
+                    self._login.release()
+            module.logins.pop(self._login.slot_id, None)
+            try:
+                _reinitialise_with_os_locking(module.c, module.path)
+                token = _find_token(module, settings.token_label)
+                self._login = module.login(token, settings.pin)
+                opened = [token.open(rw=True) for _ in range(settings.sessions)]
+            except PKCS11Error as exc:
+                raise HsmUnavailable("cannot renew the PKCS#11 library instance") from exc
+        while not self._free.empty():
+            self._free.get_nowait()
+        self._sessions = [HsmSession(self, s, module, settings.curve) for s in opened]
+        for session in self._sessions:
             self._free.put(session)
+        with self._live_lock:
+            self._live.clear()  # session objects all died with C_Finalize
+        return True
 
     def _logged_in(self, session: HsmSession) -> bool:
         state = self._module.session_state(session.handle)
@@ -184,6 +225,7 @@ class Hsm:
             session._token_keys.pop(label, None)
 
     def _track(self, key_id: bytes, private_handle: int, public_handle: int) -> None:
+        self.object_budget.created(2)
         with self._live_lock:
             self._live[key_id] = (self._clock(), private_handle, public_handle)
 

@@ -31,6 +31,10 @@ class HsmSettings:
     pin: Secret = field(repr=False)
     sessions: int = 4
     curve: Curve = "P-256"
+    #: Session objects (two per ephemeral key) after which the process renews its PKCS#11
+    #: library instance (C_Finalize/C_Initialize): SoftHSM 2.6 frees destroyed session objects
+    #: only then (signer.hsm._recycle). 0: never.
+    reinitialise_after: int = 10_000
 
     def __post_init__(self) -> None:
         if not self.module:
@@ -39,6 +43,10 @@ class HsmSettings:
             raise ConfigError("hsm.token_label: empty")
         if not isinstance(self.sessions, int) or self.sessions < 1:
             raise ConfigError(f"hsm.sessions: must be an integer >= 1, got {self.sessions!r}")
+        if not isinstance(self.reinitialise_after, int) or self.reinitialise_after < 0:
+            raise ConfigError(
+                f"hsm.reinitialise_after: must be an integer >= 0, got {self.reinitialise_after!r}"
+            )
         if self.curve not in CURVES:
             raise ConfigError(f"hsm.curve: must be one of {CURVES}, got {self.curve!r}")
 
