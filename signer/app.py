@@ -22,6 +22,7 @@ from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer import approvals, auditui, webflow
 from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
+from signer.api.connections import connection_limits, hygiene_middleware
 from signer.api.problems import Handler, problem_middleware
 from signer.api.refused import REFUSAL_LOG
 from signer.api.signing_requests import WEBHOOKS
@@ -250,7 +251,11 @@ async def _purge_replay_records(records: RecordStore, clock: Callable[[], dateti
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[request_id_middleware, problem_middleware],
+        middlewares=[
+            request_id_middleware,
+            problem_middleware,
+            hygiene_middleware(connection_limits(settings.server)),
+        ],
     )
     app[CRL_CACHE] = {}
     app.cleanup_ctx.append(_resources(settings, clock))

@@ -42,6 +42,12 @@ class ServerSettings:
     max_digests: int = 1000
     shutdown_timeout: float = 20.0
     log_format: str = "json"
+    #: Connection hygiene (signer.api.connections): seconds for the first request head, for
+    #: a whole request body, idle between requests; connections per worker process.
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 15.0
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True)
@@ -379,6 +385,12 @@ def _server(s: _Section) -> ServerSettings:
     s.check("max_digests", 1 <= max_digests <= 100_000, "must be between 1 and 100000")
     log_format = s.get("log_format", str, d.log_format)
     s.check("log_format", log_format in ("json", "console"), "must be 'json' or 'console'")
+    timeouts = {}
+    for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
+        timeouts[key] = float(s.get(key, (int, float), getattr(d, key)))
+        s.check(key, 0.1 <= timeouts[key] <= 3600, "must be between 0.1 and 3600 seconds")
+    max_connections = s.get("max_connections", int, d.max_connections)
+    s.check("max_connections", 1 <= max_connections <= 1_000_000, "must be 1 .. 1000000")
     result = ServerSettings(
         host=s.get("host", str, d.host),
         port=port,
@@ -389,6 +401,8 @@ def _server(s: _Section) -> ServerSettings:
         max_digests=max_digests,
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
         log_format=log_format,
+        max_connections=max_connections,
+        **timeouts,
     )
     s.done()
     return result
