@@ -48,6 +48,10 @@ class ServerSettings:
     body_timeout: float = 60.0
     keepalive_timeout: float = 15.0
     max_connections: int = 1000
+    #: Anonymous endpoints (signer.public_limits): requests per minute per client address and
+    #: for all addresses together, shared by every replica; 0: no limit.
+    public_per_address_per_minute: int = 600
+    public_total_per_minute: int = 6000
 
 
 @dataclass(frozen=True)
@@ -391,6 +395,10 @@ def _server(s: _Section) -> ServerSettings:
         s.check(key, 0.1 <= timeouts[key] <= 3600, "must be between 0.1 and 3600 seconds")
     max_connections = s.get("max_connections", int, d.max_connections)
     s.check("max_connections", 1 <= max_connections <= 1_000_000, "must be 1 .. 1000000")
+    public = {}
+    for key in ("public_per_address_per_minute", "public_total_per_minute"):
+        public[key] = s.get(key, int, getattr(d, key))
+        s.check(key, 0 <= public[key] <= 10_000_000, "must be 0 (no limit) .. 10000000")
     result = ServerSettings(
         host=s.get("host", str, d.host),
         port=port,
@@ -402,7 +410,11 @@ def _server(s: _Section) -> ServerSettings:
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
         log_format=log_format,
         max_connections=max_connections,
-        **timeouts,
+        header_timeout=timeouts["header_timeout"],
+        body_timeout=timeouts["body_timeout"],
+        keepalive_timeout=timeouts["keepalive_timeout"],
+        public_per_address_per_minute=public["public_per_address_per_minute"],
+        public_total_per_minute=public["public_total_per_minute"],
     )
     s.done()
     return result
