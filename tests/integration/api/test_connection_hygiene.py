@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.idp import RunningIdp
-from tests.support.service import SignerProcess, free_port, service_env
+from tests.support.service import SignerProcess, running_signer
 from tests.support.softhsm import SoftHsmToken
 
 HEADER_TIMEOUT = 2.5
@@ -33,28 +33,22 @@ def signer(
     ca_ready: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SignerProcess]:
-    port = free_port()
-    work = tmp_path_factory.mktemp("hygiene-signer")
-    env = service_env(
+    with running_signer(
         token=softhsm_token,
         database_url=database_url,
         idp=idp,
-        port=port,
-        data_dir=work,
+        work=tmp_path_factory.mktemp("hygiene-signer"),
         QES__SERVER__WORKERS="1",
         QES__SERVER__HEADER_TIMEOUT=str(HEADER_TIMEOUT),
         QES__SERVER__BODY_TIMEOUT=str(BODY_TIMEOUT),
         QES__SERVER__KEEPALIVE_TIMEOUT=str(KEEPALIVE_TIMEOUT),
         QES__SERVER__MAX_CONNECTIONS=str(MAX_CONNECTIONS),
-    )
-    process = SignerProcess(env, port, work / "signer.log").start()
-    yield process
-    process.stop()
+    ) as process:
+        yield process
 
 
 def _connect(signer: SignerProcess) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", signer.port), timeout=10)
-    return sock
+    return socket.create_connection(("127.0.0.1", signer.port), timeout=10)
 
 
 def _read_response(sock: socket.socket, timeout: float) -> tuple[int, dict[str, str], bytes]:
