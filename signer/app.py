@@ -23,10 +23,12 @@ from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer import approvals, auditui, webflow
 from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
+from signer.api.connections import connection_limits, hygiene_middleware
 from signer.api.problems import Handler, problem_middleware
+from signer.api.public_limits import PUBLIC_LIMITER, public_limit_middleware
 from signer.api.refused import REFUSAL_LOG
 from signer.api.signing_requests import WEBHOOKS
-from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
+from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, TRUST_BUNDLE_CACHE, Services
 from signer.approvals.service import CurrentPolicy
 from signer.backfill import backfill_quietly
 from signer.checkpoint_anchor import CheckpointAnchor, check_anchor_quietly
@@ -38,6 +40,7 @@ from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
 from signer.hsm import Hsm
 from signer.pipeline import SigningService
+from signer.public_limits import PublicLimiter
 from signer.refusals import RefusalLog
 from signer.storage.anchor import AnchorStore
 from signer.storage.authority import CaCertificateStore
@@ -45,6 +48,7 @@ from signer.storage.backfill import BackfillStore
 from signer.storage.csc import CscStore
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
+from signer.storage.public_limits import PublicLimitStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
 from signer.storage.sweeper import SweeperStore
@@ -151,6 +155,13 @@ def _resources(
                 await check_anchor_quietly(anchor)
             publisher = LogPublisher(
                 store=log_store, hsm=hsm, settings=settings.log, clock=clock, anchor=anchor
+            )
+            app[PUBLIC_LIMITER] = PublicLimiter(
+                store=PublicLimitStore(pool),
+                key=privacy_key,
+                per_address=settings.server.public_per_address_per_minute,
+                total=settings.server.public_total_per_minute,
+                clock=clock,
             )
             app[REFUSAL_LOG] = refusal_log = RefusalLog(
                 store=RefusalStore(pool), key=privacy_key, settings=settings.log, clock=clock
@@ -291,9 +302,15 @@ async def _purge_replay_records(records: RecordStore, clock: Callable[[], dateti
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[request_id_middleware, problem_middleware],
+        middlewares=[
+            request_id_middleware,
+            problem_middleware,
+            hygiene_middleware(connection_limits(settings.server)),
+            public_limit_middleware,
+        ],
     )
     app[CRL_CACHE] = {}
+    app[TRUST_BUNDLE_CACHE] = {}
     app.cleanup_ctx.append(_resources(settings, clock))
     app.router.add_post("/api/v1/signatures", signatures.create_signatures)
     app.router.add_post("/api/v1/signatures/pdf", pdf_upload.sign_pdf)

@@ -132,12 +132,13 @@ async def _serve(settings: Any) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully: stop accepting, let in-flight
     requests finish (up to ``server.shutdown_timeout``), close the pool and the HSM. Repeated
     signals (the process group's and the supervisor's) trigger one shutdown, not several."""
-    from aiohttp import web
 
+    from signer.api.connections import AcceptErrorLog, GuardedSite, connection_limits
     from signer.api.server import SignerRunner
     from signer.app import create_app
 
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorLog())
     for signum in _STOP_SIGNALS:  # during setup too: one stop, however many signals
         loop.add_signal_handler(signum, _stop_requested.append, signum)
     runner = SignerRunner(
@@ -145,13 +146,15 @@ async def _serve(settings: Any) -> None:
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.server.shutdown_timeout,
+        keepalive_timeout=settings.server.keepalive_timeout,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(
+        site = GuardedSite(
             runner,
-            settings.server.host,
-            settings.server.port,
+            connection_limits(settings.server),
+            host=settings.server.host,
+            port=settings.server.port,
             reuse_port=settings.server.workers > 1,
         )
         await site.start()

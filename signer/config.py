@@ -42,6 +42,16 @@ class ServerSettings:
     max_digests: int = 1000
     shutdown_timeout: float = 20.0
     log_format: str = "json"
+    #: Connection hygiene (signer.api.connections): seconds for the first request head, for
+    #: a whole request body, idle between requests; connections per worker process.
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 15.0
+    max_connections: int = 1000
+    #: Anonymous endpoints (signer.public_limits): requests per minute per client address and
+    #: for all addresses together, shared by every replica; 0: no limit.
+    public_per_address_per_minute: int = 600
+    public_total_per_minute: int = 6000
 
 
 @dataclass(frozen=True)
@@ -412,6 +422,16 @@ def _server(s: _Section) -> ServerSettings:
     s.check("max_digests", 1 <= max_digests <= 100_000, "must be between 1 and 100000")
     log_format = s.get("log_format", str, d.log_format)
     s.check("log_format", log_format in ("json", "console"), "must be 'json' or 'console'")
+    timeouts = {}
+    for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
+        timeouts[key] = float(s.get(key, (int, float), getattr(d, key)))
+        s.check(key, 0.1 <= timeouts[key] <= 3600, "must be between 0.1 and 3600 seconds")
+    max_connections = s.get("max_connections", int, d.max_connections)
+    s.check("max_connections", 1 <= max_connections <= 1_000_000, "must be 1 .. 1000000")
+    public = {}
+    for key in ("public_per_address_per_minute", "public_total_per_minute"):
+        public[key] = s.get(key, int, getattr(d, key))
+        s.check(key, 0 <= public[key] <= 10_000_000, "must be 0 (no limit) .. 10000000")
     result = ServerSettings(
         host=s.get("host", str, d.host),
         port=port,
@@ -422,6 +442,12 @@ def _server(s: _Section) -> ServerSettings:
         max_digests=max_digests,
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
         log_format=log_format,
+        max_connections=max_connections,
+        header_timeout=timeouts["header_timeout"],
+        body_timeout=timeouts["body_timeout"],
+        keepalive_timeout=timeouts["keepalive_timeout"],
+        public_per_address_per_minute=public["public_per_address_per_minute"],
+        public_total_per_minute=public["public_total_per_minute"],
     )
     s.done()
     return result
@@ -490,6 +516,8 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
     backoff = s.get("reconnect_max_seconds", float, 5.0)
     s.check("reconnect_max_seconds", 0 < backoff <= 600, "must be > 0 and <= 600")
     standbys = s.get("standby", list, [])
+    renew = s.get("reinitialise_after", int, 10_000)
+    s.check("reinitialise_after", renew >= 0, "must be >= 0 (0: never)")
     assert pin is not None
     result = HsmSettings(
         module=module,
@@ -503,6 +531,7 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         ),
         call_timeout_seconds=call_timeout,
         reconnect_max_seconds=backoff,
+        reinitialise_after=renew,
     )
     s.done()
     return result

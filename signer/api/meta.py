@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import time
 from datetime import timedelta
 
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import build_crl
 from signer.api.openapi import PEM_CHAIN, document
 from signer.api.problems import NotFound, all_kinds
-from signer.api.state import CRL_CACHE, SERVICES, Services
+from signer.api.state import CRL_CACHE, SERVICES, TRUST_BUNDLE_CACHE, Services
 from signer.errors import SignerError
 from signer.hsm import HsmSession
 from signer.translog import log_verifier
@@ -141,23 +143,36 @@ async def trust_bundle(request: web.Request) -> web.Response:
     application/pem-certificate-chain`` (RFC 8555 §9.1)."""
     services: Services = request.app[SERVICES]
     chain = services.signing.chain
-    root, issuing = _pem(chain.root), _pem(chain.issuing)
-    tsa = [_pem(cert) for cert in services.time_stamps.certificates]
-    pem = "".join(dict.fromkeys([root, issuing, *tsa]))  # an anchor may repeat the root
+    certificates = (chain.root, chain.issuing, *services.time_stamps.certificates)
+    settings = services.settings.log
+    cache = request.app[TRUST_BUNDLE_CACHE]
+    fingerprints = tuple(c.fingerprint(SHA256()) for c in certificates)
+    key = (fingerprints, settings.origin, settings.key_label)
+    if key not in cache:  # once per change of what it is built from; one HSM hop then
+        cache.clear()
+        cache[key] = await _build_trust_bundle(services, certificates)
+    pem, body = cache[key]
     if PEM_CHAIN in request.headers.get("Accept", ""):
         return web.Response(text=pem, content_type=PEM_CHAIN)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _build_trust_bundle(
+    services: Services, certificates: tuple[x509.Certificate, ...]
+) -> tuple[str, bytes]:
+    root, issuing, *tsa = (_pem(cert) for cert in certificates)
+    pem = "".join(dict.fromkeys([root, issuing, *tsa]))  # an anchor may repeat the root
     settings = services.settings.log
     vkey = await services.hsm.run(lambda s: log_verifier(s, settings).vkey())
-    return web.json_response(
-        {
-            "root": root,
-            "issuing_ca": issuing,
-            "tsa": tsa,
-            "pem": pem,
-            # C2SP signed-note verifier key of the transparency log's checkpoints.
-            "log": {"origin": settings.origin, "verifier_key": vkey},
-        }
-    )
+    bundle = {
+        "root": root,
+        "issuing_ca": issuing,
+        "tsa": tsa,
+        "pem": pem,
+        # C2SP signed-note verifier key of the transparency log's checkpoints.
+        "log": {"origin": settings.origin, "verifier_key": vkey},
+    }
+    return pem, json.dumps(bundle).encode()
 
 
 def _pem(cert: x509.Certificate) -> str:

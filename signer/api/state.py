@@ -38,3 +38,6 @@ SERVICES = web.AppKey("services", Services)
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 CRL_CACHE = web.AppKey("crl_cache", dict)  # CA key label -> (monotonic time, DER CRL)
+#: What the trust bundle was built from (certificate fingerprints, log origin and key label)
+#: -> its JSON body: built once per change, not per request (issue 17, item 8).
+TRUST_BUNDLE_CACHE = web.AppKey("trust_bundle_cache", dict)

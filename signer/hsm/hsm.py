@@ -22,6 +22,7 @@ import structlog
 from signer.errors import HsmUnavailable
 from signer.hsm._context import current_session
 from signer.hsm._module import _LOCK, load_module
+from signer.hsm._recycle import ObjectBudget
 from signer.hsm.health import HsmStats, Recovery
 from signer.hsm.link import Link
 from signer.hsm.session import HsmSession
@@ -53,6 +54,9 @@ class Hsm:
         self._recovery = Recovery(self)
         self._live: dict[bytes, tuple[float, int, int, int]] = {}
         self._live_lock = threading.Lock()
+        #: Renews the library after ``settings.reinitialise_after`` session objects: SoftHSM
+        #: 2.6 frees destroyed session objects only in C_Finalize (signer.hsm._recycle).
+        self.object_budget = ObjectBudget(settings.reinitialise_after, self._renew_library)
         #: Serialises this process's creation, destruction and listing of token objects (CSC
         #: credential keys): SoftHSM fails concurrent token-object writes from several sessions
         #: of one process with CKR_GENERAL_ERROR and can leave half a key pair behind, and a
@@ -224,6 +228,20 @@ class Hsm:
         module.reinitialize(epoch)
         return self._probed(member)
 
+    def _renew_library(self) -> bool:
+        """The object budget's renewal, with no hop running: renew the current link in place
+        (signer.hsm._recycle). Not while an outage is handled or a retired link is still
+        being closed (their sessions are the module's too); the budget asks again later."""
+        with self._state:
+            link, busy = self._link, self._down is not None or bool(self._retired)
+        if link is None or busy or self._closed:
+            return False
+        if not link.renew(self.settings.pin, self.settings.sessions):
+            return False
+        dropped = self._forget_link_keys(link.id)  # session objects all died with C_Finalize
+        log.info("hsm_link_renewed", member=link.member.describe(), keys_closed=dropped)
+        return True
+
     def _probed(self, member: HsmMember) -> Link:
         link = self._try_open(member)
         try:
@@ -342,6 +360,7 @@ class Hsm:
     # -- ephemeral key bookkeeping (HsmSession reports through its Link) -------------------------
 
     def _track(self, key_id: bytes, private_handle: int, public_handle: int, link: int) -> None:
+        self.object_budget.created(2)
         with self._live_lock:
             self._live[key_id] = (self._clock(), private_handle, public_handle, link)
 

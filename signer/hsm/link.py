@@ -117,19 +117,49 @@ class Link:
 
     def call(self, fn: Callable[[HsmSession], T]) -> T:
         """Run ``fn`` on this worker thread's session (the body of one hop)."""
-        with self._idle:
-            self._inflight += 1
-        session = self.free.get_nowait()  # never empty: one session per worker thread
-        try:
-            with holding(session):
-                return fn(session)
-        except PKCS11Error as exc:
-            raise HsmUnavailable(f"PKCS#11 call failed: {type(exc).__name__} {exc}") from exc
-        finally:
-            self.free.put(session)
+        with self.owner.object_budget.hop():
             with self._idle:
-                self._inflight -= 1
-                self._idle.notify_all()
+                self._inflight += 1
+            session = self.free.get_nowait()  # never empty: one session per worker thread
+            try:
+                with holding(session):
+                    return fn(session)
+            except PKCS11Error as exc:
+                raise HsmUnavailable(f"PKCS#11 call failed: {type(exc).__name__} {exc}") from exc
+            finally:
+                self.free.put(session)
+                with self._idle:
+                    self._inflight -= 1
+                    self._idle.notify_all()
+
+    def renew(self, pin: Secret, sessions: int) -> bool:
+        """Renew the module's library instance under this link, which no hop uses now (the
+        object budget holds them back): close the sessions, C_Finalize and C_Initialize, log in
+        again and open fresh sessions, as new HsmSession objects so no key bound to an old
+        session or handle is used again (PKCS#11 v2.40 §5.4, §5.6). False, doing nothing, if
+        another Hsm of the process shares the login (and so the library instance)."""
+        if self.login.refs > 1 or self.closed:
+            return False
+        self._close_p11([s._p11 for s in self.sessions])
+        epoch = self.module.reinitialize(self.epoch)
+        with _LOCK:
+            token = _find_token(self.module, self.member.token_label)
+            try:
+                self.login = self.module.login(token, pin)
+                opened = [token.open(rw=True) for _ in range(sessions)]
+            except PKCS11Error as exc:
+                raise HsmUnavailable(
+                    f"cannot renew the library of {self.member.describe()}"
+                ) from exc
+        self.epoch = epoch
+        while not self.free.empty():
+            self.free.get_nowait()
+        self.sessions = [
+            HsmSession(self, s, self.module, self.owner.settings.curve) for s in opened
+        ]
+        for session in self.sessions:
+            self.free.put(session)
+        return True
 
     def probe(self) -> None:
         """Ask the HSM for real whether the login still stands (C_GetSessionInfo on the login

@@ -62,6 +62,10 @@ class HsmSettings:
     standbys: tuple[HsmMember, ...] = ()
     call_timeout_seconds: float = 15.0
     reconnect_max_seconds: float = 5.0
+    #: Session objects (two per ephemeral key) after which the process renews its PKCS#11
+    #: library instance (C_Finalize/C_Initialize): SoftHSM 2.6 frees destroyed session objects
+    #: only then (signer.hsm._recycle). 0: never.
+    reinitialise_after: int = 10_000
 
     def __post_init__(self) -> None:
         HsmMember(self.module, self.token_label, self.module_env)  # same checks
@@ -71,6 +75,10 @@ class HsmSettings:
             raise ConfigError("hsm.reconnect_max_seconds: must be > 0 and <= 600")
         if not isinstance(self.sessions, int) or self.sessions < 1:
             raise ConfigError(f"hsm.sessions: must be an integer >= 1, got {self.sessions!r}")
+        if not isinstance(self.reinitialise_after, int) or self.reinitialise_after < 0:
+            raise ConfigError(
+                f"hsm.reinitialise_after: must be an integer >= 0, got {self.reinitialise_after!r}"
+            )
         if self.curve not in CURVES:
             raise ConfigError(f"hsm.curve: must be one of {CURVES}, got {self.curve!r}")
 

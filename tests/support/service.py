@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,23 @@ async def assert_hsm_clean(app: web.Application) -> None:
     assert services.hsm.live_ephemeral_keys() == 0
     credential_keys = await services.hsm.run(lambda s: s.credential_labels())
     assert credential_keys == set(), f"CSC credential keys left in the HSM: {credential_keys}"
+
+
+@contextlib.contextmanager
+def running_signer(
+    *, token: SoftHsmToken, database_url: str, idp: RunningIdp, work: Path, **extra: str
+) -> Iterator[SignerProcess]:
+    """`qes serve` on a free port with the development config and ``extra`` overrides, logging
+    to ``work/signer.log``; stopped on exit."""
+    port = free_port()
+    env = service_env(
+        token=token, database_url=database_url, idp=idp, port=port, data_dir=work, **extra
+    )
+    process = SignerProcess(env, port, work / "signer.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 def api_headers(token: str, **extra: Any) -> dict[str, str]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.idp import RunningIdp
-from tests.support.service import SignerProcess, free_port, service_env
+from tests.support.service import SignerProcess, running_signer
 from tests.support.softhsm import SoftHsmToken
 
 
@@ -19,11 +19,8 @@ def signer(
     ca_ready: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SignerProcess]:
-    port = free_port()
     work = tmp_path_factory.mktemp("cli-signer")
-    env = service_env(
-        token=softhsm_token, database_url=database_url, idp=idp, port=port, data_dir=work
-    )
-    process = SignerProcess(env, port, work / "signer.log").start()
-    yield process
-    process.stop()
+    with running_signer(
+        token=softhsm_token, database_url=database_url, idp=idp, work=work
+    ) as process:
+        yield process
