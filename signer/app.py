@@ -20,23 +20,25 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer import approvals, auditui, webflow
-from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
-from signer.api.problems import Handler, problem_middleware
-from signer.api.refused import REFUSAL_LOG
-from signer.api.signing_requests import WEBHOOKS
-from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
-from signer.approvals.service import CurrentPolicy
-from signer.backfill import backfill_quietly
-from signer.config import Settings
-from signer.csc import api as csc_api
-from signer.csc import oauth2_setup as csc_oauth2
-from signer.csc.service import CscService
-from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
-from signer.hsm import Hsm
-from signer.pipeline import SigningService
-from signer.refusals import RefusalLog
+from signer.flows.approvals import CurrentPolicy
+from signer.http import approvals
+from signer.http import audit as auditui
+from signer.http import sign as webflow
+from signer.http.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
+from signer.http.api.signing_requests import WEBHOOKS
+from signer.http.csc import api as csc_api
+from signer.http.csc import oauth2_setup as csc_oauth2
+from signer.http.kit.problems import Handler, problem_middleware
+from signer.http.kit.refused import REFUSAL_LOG
+from signer.http.kit.state import CRL_CACHE, REQUEST_ID, SERVICES, Services
+from signer.keys import Hsm
+from signer.policy.enforcement import open_gate
+from signer.policy.refusals import RefusalLog
+from signer.settings.config import Settings
+from signer.signing.csc import CscService
+from signer.signing.pipeline import SigningService
+from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.authority import CaCertificateStore
 from signer.storage.backfill import BackfillStore
 from signer.storage.csc import CscStore
@@ -44,8 +46,8 @@ from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
-from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
-from signer.translog import LogPublisher, load_privacy_key
+from signer.translog.backfill import backfill_quietly
+from signer.translog.log import LogPublisher, load_privacy_key
 
 log = structlog.get_logger(__name__)
 REPLAY_PURGE_SECONDS = 300

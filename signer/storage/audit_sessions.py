@@ -1,6 +1,6 @@
 """The audit web UI's login flows and sessions in PostgreSQL (migration 0004).
 
-The approvers' UI (``signer.approvals``) uses the same tables: each session belongs to one
+The approvers' UI (``signer.http.approvals``) uses the same tables: each session belongs to one
 ``realm`` (``audit`` or ``approvals``) and is only found in its own, and it keeps the verified
 principal as JSON so that group membership can be checked per action.
 
@@ -42,7 +42,7 @@ class UiSession:
     created_at: datetime
     expires_at: datetime
     realm: str = "audit"
-    #: The verified principal (``signer.webflow.flow.principal_json``), if kept.
+    #: The verified principal (``signer.flows.websign.principal_json``), if kept.
     principal: Mapping[str, Any] | None = None
 
 

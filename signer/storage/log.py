@@ -82,7 +82,7 @@ class LoggedEntry:
 
 
 #: Entries in an index window with their records' clear identifiers (one query). A record is
-#: a tombstone when its certificate was erased by `qes audit purge` (see signer.retention).
+#: a tombstone when its certificate was erased by `qes audit purge` (see signer.translog.retention).
 _ENTRIES_WINDOW = """
 SELECT e.idx, e.kind, e.entry, r.serial, r.token_issuer, r.token_subject, r.client_id,
        coalesce(octet_length(r.certificate) = 0, false) AS purged

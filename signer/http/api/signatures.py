@@ -1,0 +1,191 @@
+"""``POST /api/v1/signatures``: batch signing of digests with a bearer token.
+
+The handler parses and validates, asks the service, and renders; policy and the key's life are
+in :mod:`signer.signing.pipeline`. ``Idempotency-Key`` follows
+draft-ietf-httpapi-idempotency-key-header: a retry with the same key and body replays the
+stored response (no second key or certificate),
+the same key with another body is refused with 422, and one still running with 409.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from idp_adapter.principal import Principal
+from signer.errors import RequestError
+from signer.http.api.translog import proof_url
+from signer.http.kit.problems import (
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    InvalidRequest,
+    MalformedJson,
+    NoDigests,
+    TooManyDigests,
+    UnsupportedAlgorithm,
+    UnsupportedFormat,
+    UnsupportedMediaType,
+    WrongDigestLength,
+)
+from signer.http.kit.refused import authenticate_signing
+from signer.http.kit.state import REQUEST_ID, SERVICES, Services
+from signer.settings.config import DIGEST_SIZES
+from signer.signing.pipeline import FORMATS, SignatureRequest, SignatureResult
+from signer.storage.records import IdempotencyKey, IdempotencyOutcome
+
+MAX_IDEMPOTENCY_KEY = 255
+#: Extra fields of a body, used when the request is held for approval (signer.http.approvals).
+HOLD_FIELDS = frozenset({"labels", "reason", "webhook_url"})
+
+
+async def read_json(request: web.Request) -> Any:
+    """The JSON body; 415 for another media type, 413 over the limit, 400 when malformed."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(f"content type {request.content_type!r}")
+    raw = await request.read()  # aiohttp enforces client_max_size -> 413
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedJson(str(exc)) from exc
+
+
+def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    unknown = set(body) - {"hash_algorithm", "hashes", "profile", "format", *HOLD_FIELDS}
+    if unknown:
+        raise InvalidRequest(f"unknown fields {sorted(unknown)}")
+    algorithm = body.get("hash_algorithm")
+    if algorithm not in DIGEST_SIZES:
+        raise UnsupportedAlgorithm(f"hash_algorithm {algorithm!r}")
+    hashes = body.get("hashes")
+    if not isinstance(hashes, list):
+        raise InvalidRequest("hashes must be a list of base64 strings")
+    if not hashes:
+        raise NoDigests()
+    if len(hashes) > max_digests:
+        raise TooManyDigests(f"{len(hashes)} > {max_digests}")
+    profile = body.get("profile")
+    if profile is not None and not isinstance(profile, str):
+        raise InvalidRequest("profile must be a string")
+    fmt = body.get("format", "raw")
+    if fmt not in FORMATS:
+        raise UnsupportedFormat(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    size = DIGEST_SIZES[algorithm]
+    digests = []
+    for i, item in enumerate(hashes):
+        if not isinstance(item, str):
+            raise InvalidRequest(f"hashes[{i}] is not a string")
+        try:
+            digest = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(f"hashes[{i}] is not base64") from exc
+        if len(digest) != size:
+            raise WrongDigestLength(f"hashes[{i}] has {len(digest)} bytes, {algorithm} has {size}")
+        digests.append(digest)
+    return SignatureRequest(
+        hash_algorithm=algorithm, digests=tuple(digests), profile=profile, format=fmt
+    )
+
+
+def render_result(result: SignatureResult, public_url: str) -> Mapping[str, Any]:
+    pem = result.certificate.public_bytes(Encoding.PEM).decode()
+    return {
+        "serial": result.serial,
+        "profile": result.profile,
+        "format": result.format,
+        "signature_algorithm": "ecdsa",
+        "signatures": [base64.b64encode(s).decode() for s in result.signatures],
+        "certificate": pem,
+        "chain": pem + result.chain_pem,
+        "not_before": result.certificate.not_valid_before_utc.isoformat(),
+        "not_after": result.certificate.not_valid_after_utc.isoformat(),
+        "record_url": f"{public_url}/api/v1/certificates/{result.serial}",
+        "key": {"evidence": result.evidence.as_dict(), "destruction": result.destruction.as_dict()},
+    }
+
+
+async def _read(request: web.Request, max_digests: int) -> tuple[Any, SignatureRequest]:
+    body = await read_json(request)
+    return body, parse_signature_request(body, max_digests=max_digests)
+
+
+async def create_signatures(request: web.Request) -> web.Response:
+    services: Services = request.app[SERVICES]
+    settings = services.settings.server
+    # The body first: a bad body never burns a jti. A refusal at either step is logged.
+    (body, sign_request), principal = await authenticate_signing(
+        request, lambda: _read(request, settings.max_digests), lambda parsed: parsed[1]
+    )
+    try:
+        idem, replay = await _claim(request, services, principal, body)
+    except RequestError as exc:  # refused after authentication: logged with who asked
+        await services.signing.log_refusal(principal, sign_request, request[REQUEST_ID], exc)
+        raise
+    from signer.http.approvals import api as approvals  # it imports this module
+
+    if replay is not None:
+        return approvals.replay(replay)
+    try:
+        requirement = approvals.requirement_of(request, principal)
+        if requirement is not None:  # held for m-of-n approval (issue 7): 202, status URL
+            hold = approvals.parse_hold(body, sign_request)
+            return await approvals.hold(request, principal, hold, requirement, idem)
+        _, response = await services.signing.sign(
+            principal,
+            sign_request,
+            request_id=request[REQUEST_ID],
+            idempotency=idem,
+            render=lambda r: render_result(r, settings.public_url),
+        )
+    except BaseException:
+        if idem is not None:
+            await services.records.release_idempotency(idem)
+        raise
+    return web.json_response(with_proof_url(response or {}, settings.public_url), status=201)
+
+
+async def _claim(
+    request: web.Request, services: Services, principal: Principal, body: Any
+) -> tuple[IdempotencyKey | None, Mapping[str, Any] | None]:
+    """The request's Idempotency-Key, claimed; or the stored response of its first run."""
+    idem = _idempotency_key(request, principal.issuer, principal.subject, body)
+    if idem is None:
+        return None, None
+    claim = await services.records.claim_idempotency(idem, services.clock())
+    if claim.outcome is IdempotencyOutcome.REPLAY:
+        return idem, with_proof_url(claim.response or {}, services.settings.server.public_url)
+    if claim.outcome is IdempotencyOutcome.MISMATCH:
+        raise IdempotencyMismatch()
+    if claim.outcome is IdempotencyOutcome.IN_PROGRESS:
+        raise IdempotencyInProgress()
+    return idem, None
+
+
+def with_proof_url(response: Mapping[str, Any], public_url: str) -> Mapping[str, Any]:
+    """Add ``log.proof_url`` next to the ``log.index`` the pipeline (or the stored idempotent
+    response) carries: the inclusion proof, available once a checkpoint covers the entry."""
+    entry = response.get("log")
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("index"), int):
+        return response
+    index = entry["index"]
+    return {**response, "log": {**entry, "proof_url": proof_url(public_url, index)}}
+
+
+def _idempotency_key(
+    request: web.Request, issuer: str, subject: str, body: Any
+) -> IdempotencyKey | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidRequest("Idempotency-Key must be 1..255 printable characters")
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return IdempotencyKey(issuer, subject, key, hashlib.sha256(canonical).digest())

@@ -1,0 +1,81 @@
+"""The auditor web UI (``/audit``): OIDC login with the auditor role, search, record detail and
+exports, rendered on the server (jinja2, autoescaped); it works without JavaScript.
+
+:func:`build` wires the service from what :mod:`signer.app` already opened; :func:`add_routes`
+registers the pages. The JSON API for the same data is ``/api/v1/certificates``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from idp_adapter.codeflow import CodeFlowClient
+from idp_adapter.registry import IssuerRegistry
+from signer.flows.login import AuditLogin
+from signer.http.audit import views
+from signer.http.audit.views import AUDIT_UI, STATIC_DIR, AuditUi, Cookies, templates
+from signer.settings.config import Settings
+from signer.storage.audit_sessions import AuditSessionStore
+from signer.storage.records import RecordStore
+
+__all__ = ["add_routes", "build"]
+
+
+def build(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    tokens: IssuerRegistry,
+    records: RecordStore,
+    clock: Callable[[], datetime],
+) -> AuditUi:
+    ui = settings.audit.ui
+    assert ui is not None
+    issuer = next(i.issuer for i in settings.issuers if i.name == ui.issuer)
+    public_url = settings.server.public_url
+    client = CodeFlowClient(
+        issuer,
+        ui.client_id,
+        ui.client_secret.reveal(),
+        f"{public_url}/audit/callback",
+        http,
+        scope=ui.scope,
+    )
+    login = AuditLogin(
+        client=client,
+        tokens=tokens,
+        store=AuditSessionStore(pool),
+        role=settings.audit.role,
+        idle=ui.idle,
+        lifetime=ui.lifetime,
+        clock=clock,
+    )
+    return AuditUi(
+        login=login,
+        records=records,
+        templates=templates(),
+        cookies=Cookies.for_url(public_url),
+        clock=clock,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/audit", views.search_page)
+    r.add_get("/audit/records/{serial}", views.detail_page)
+    r.add_get("/audit/export.{fmt:jsonl|csv}", views.export)
+    r.add_get("/audit/manifest.{fmt:jsonl|csv}.json", views.export_manifest)
+    r.add_get("/audit/login", views.login)
+    r.add_get("/audit/callback", views.callback)
+    r.add_post("/audit/logout", views.logout)
+    r.add_get("/audit/logged-out", views.logged_out)
+    r.add_static("/audit/static", STATIC_DIR)
+
+
+__all__ += ["AUDIT_UI"]

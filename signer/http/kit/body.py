@@ -1,0 +1,23 @@
+"""Request bodies that are not JSON, read from the stream with a limit of their own.
+
+aiohttp's ``client_max_size`` is the JSON limit (``server.max_body_bytes``); ``request.content``
+is not subject to it, so each raw-body endpoint states its own limit here.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from signer.http.kit.problems import BodyTooLarge
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, reading at most ``limit`` + 1 octets; 413 beyond ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"Content-Length {request.content_length} > {limit}")
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"body over {limit} octets")
+    return bytes(body)
