@@ -27,7 +27,7 @@ def commitment(digests: list[bytes]) -> str:
 
 
 def _read_token(path: str) -> str:
-    from signer.cli.main import _read_token as read
+    from signer.cli.common import read_token as read
 
     return read(path)
 
@@ -45,7 +45,7 @@ def _line(req: dict[str, Any]) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from signer.cli.main import _table
+    from signer.cli.common import table as _table
 
     client = ApiClient(args.url, _read_token(args.token_file))
     pending = client.get(PATH)["requests"]

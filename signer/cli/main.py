@@ -22,22 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from signer.cli.client import ApiClient, ClientError
+from signer.cli.common import DEFAULT_URL, connect, fail, load, read_token, table
+from signer.cli.common import pool as open_pool
 from signer.errors import SignerError
 
-DEFAULT_URL = "http://127.0.0.1:8780"
 HASHES = ("sha256", "sha384", "sha512")
-
-
-def _fail(message: str, code: int = 1) -> int:
-    print(f"qes: {message}", file=sys.stderr)
-    return code
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from signer.settings.config import load_settings
-
-    path = args.config or os.environ.get("QES_CONFIG")
-    return load_settings(Path(path) if path else None)
 
 
 # ---------------------------------------------------------------- init / serve
@@ -100,7 +89,7 @@ def warn_derived_origin(settings: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = load(args)
     print(asyncio.run(_init(settings, args.force)))
     return 0
 
@@ -116,7 +105,7 @@ def _note_stop(signum: int, _frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     for signum in _STOP_SIGNALS:  # from the first moment: a stop during start-up is honoured
         signal.signal(signum, _note_stop)
-    settings = _settings(args)
+    settings = load(args)
     from signer.settings.logging import configure
 
     configure(settings.server.log_format)
@@ -264,10 +253,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.files]
     for f in files:
         if not f.is_file():
-            return _fail(f"{f}: not a readable file")
+            return fail(f"{f}: not a readable file")
         if args.format == "pades" and not _is_pdf(f):
-            return _fail(f"{f}: not a PDF; use --format cades for other files")
-    token = _read_token(args.token_file)
+            return fail(f"{f}: not a PDF; use --format cades for other files")
+    token = read_token(args.token_file)
     client = ApiClient(args.url, token)
     show = len(files) > 1 and not args.quiet
     jobs = [_prepare(f, args) for f in _progress(files, show, "preparing")]
@@ -337,16 +326,6 @@ def _verify_hint(document: Path, written: Path, args: argparse.Namespace) -> str
     return f"verify: {bundle} > trust.pem && qes verify {target} --trust trust.pem"
 
 
-def _read_token(path: str) -> str:
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ClientError(f"cannot read token file {path}: {exc.strerror}") from exc
-    if not token:
-        raise ClientError(f"token file {path} is empty")
-    return token
-
-
 # ---------------------------------------------------------------- verify
 
 
@@ -371,13 +350,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         elif document.startswith(b"%PDF-"):
             reports = verify.verify_pades(document, trust, now=now, label=Path(args.file).name)
         else:
-            return _fail(f"{args.file}: not a PDF; give the detached SIGNATURE file too", 2)
+            return fail(f"{args.file}: not a PDF; give the detached SIGNATURE file too", 2)
     except OSError as exc:
-        return _fail(f"{exc.filename}: {exc.strerror or exc}", 2)
+        return fail(f"{exc.filename}: {exc.strerror or exc}", 2)
     except verify.VerifyError as exc:
-        return _fail(str(exc), 2)
+        return fail(str(exc), 2)
     except ValueError:
-        return _fail(f"--at {args.at}: not an ISO 8601 time", 2)
+        return fail(f"--at {args.at}: not an ISO 8601 time", 2)
     if args.json:
         print(json.dumps([r.as_json() for r in reports], indent=2))
     else:
@@ -395,17 +374,8 @@ def _utc(text: str | None) -> datetime:
 # ---------------------------------------------------------------- audit
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True))
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 def cmd_audit_list(args: argparse.Namespace) -> int:
-    client = ApiClient(args.url, _read_token(args.token_file))
+    client = ApiClient(args.url, read_token(args.token_file))
     page = client.get(
         "/api/v1/certificates",
         subject=args.subject,
@@ -431,7 +401,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         for r in page["items"]
     ]
     print(
-        _table(
+        table(
             rows,
             [
                 "created (UTC)",
@@ -451,7 +421,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
-    client = ApiClient(args.url, _read_token(args.token_file))
+    client = ApiClient(args.url, read_token(args.token_file))
     rec = client.get(f"/api/v1/certificates/{args.serial}")
     ident = rec["identity"]
     fields = [
@@ -485,16 +455,16 @@ def cmd_audit_watch(args: argparse.Namespace) -> int:
     from signer.cli.watch import Watch, WatchStopped, Webhook, entry_line
 
     if not args.interval > 0:
-        return _fail("--interval must be a positive number of seconds")
+        return fail("--interval must be a positive number of seconds")
     webhook = None
     if args.webhook:
         if not args.webhook_secret_file:
-            return _fail("--webhook needs --webhook-secret-file (deliveries are HMAC-signed)")
-        secret = _read_token(args.webhook_secret_file).encode()
+            return fail("--webhook needs --webhook-secret-file (deliveries are HMAC-signed)")
+        secret = read_token(args.webhook_secret_file).encode()
         webhook = Webhook(args.webhook, secret, args.webhook_attempts, args.webhook_backoff)
-    _read_token(args.token_file)  # fail now, not at the first poll
+    read_token(args.token_file)  # fail now, not at the first poll
     watch = Watch(
-        client=lambda: ApiClient(args.url, _read_token(args.token_file)),
+        client=lambda: ApiClient(args.url, read_token(args.token_file)),
         start=args.from_index,
         subject=args.identity,
         issuer=args.issuer,
@@ -527,7 +497,7 @@ def cmd_audit_watch(args: argparse.Namespace) -> int:
                     bar.close()
                     bar = None
     except WatchStopped as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     finally:
         if bar is not None:
             bar.close()
@@ -555,38 +525,13 @@ async def _log_verifier(settings: Any, vkey: str | None) -> Any:
         await asyncio.to_thread(hsm.close)
 
 
-async def _pool(settings: Any) -> Any:
-    """A one-connection pool (migrations applied) for the audit commands."""
-    from signer.storage.db import create_pool
-
-    if settings.database.url is None:
-        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
-    return await create_pool(
-        settings.database.url.reveal(),
-        min_size=1,
-        max_size=1,
-        command_timeout=settings.database.command_timeout,
-    )
-
-
-async def _connect(settings: Any) -> Any:
-    import asyncpg
-
-    if settings.database.url is None:
-        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
-    try:
-        return await asyncpg.connect(settings.database.url.reveal(), timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise SignerError(f"cannot connect to PostgreSQL: {exc}") from exc
-
-
 async def _audit_verify(settings: Any, vkey: str | None, quiet: bool) -> str:
     from signer.translog.audit import verify_log
     from signer.translog.log import load_privacy_key
 
     key = load_privacy_key(settings)
     verifier = await _log_verifier(settings, vkey)
-    conn = await _connect(settings)
+    conn = await connect(settings)
     try:
         total = await conn.fetchval("SELECT size FROM log_state WHERE id = 1")
         bar = None
@@ -633,7 +578,7 @@ async def _audit_verify_export(
     from signer.translog.audit import verify_export
 
     verifier = await _log_verifier(settings, vkey)
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         origin = settings.log.origin
         report = await verify_export(LogStore(pool, origin), verifier, origin, data, body)
@@ -649,7 +594,7 @@ async def _audit_verify_export(
 def _audit_verify_log_export(args: argparse.Namespace) -> str:
     from signer.translog.audit import verify_log_export
 
-    settings = None if args.vkey else _settings(args)
+    settings = None if args.vkey else load(args)
     verifier = asyncio.run(_log_verifier(settings, args.vkey))
     try:
         with open(args.log_export, "rb") as f:
@@ -677,7 +622,7 @@ async def _audit_export_log(settings: Any, write: Any) -> Any:
         if bar is not None:
             bar.update(done - bar.n)
 
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         store = LogStore(pool, settings.log.origin)
         return await export_log(store, settings.log.origin, write, progress)
@@ -688,7 +633,7 @@ async def _audit_export_log(settings: Any, write: Any) -> Any:
 
 
 def cmd_audit_export_log(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = load(args)
     if args.out == "-":
         checkpoint = asyncio.run(_audit_export_log(settings, sys.stdout.write))
     else:
@@ -696,9 +641,9 @@ def cmd_audit_export_log(args: argparse.Namespace) -> int:
             with open(args.out, "w", encoding="utf-8") as out:
                 checkpoint = asyncio.run(_audit_export_log(settings, out.write))
         except OSError as exc:
-            return _fail(f"{args.out}: {exc.strerror}")
+            return fail(f"{args.out}: {exc.strerror}")
     if checkpoint is None:
-        return _fail("no checkpoint published yet: nothing to export")
+        return fail("no checkpoint published yet: nothing to export")
     if args.out != "-":
         print(f"exported {checkpoint.size} entries up to the checkpoint of size {checkpoint.size}")
     return 0
@@ -708,7 +653,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from signer.translog.audit import LogVerificationFailed
 
     if (args.export is None) != (args.manifest is None):
-        return _fail("--export and --manifest go together")
+        return fail("--export and --manifest go together")
     try:
         if args.log_export is not None:
             print(_audit_verify_log_export(args))
@@ -717,15 +662,15 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             print(
                 asyncio.run(
                     _audit_verify_export(
-                        _settings(args), args.vkey, *_read_export(args.export, args.manifest)
+                        load(args), args.vkey, *_read_export(args.export, args.manifest)
                     )
                 )
             )
             return 0
-        print(asyncio.run(_audit_verify(_settings(args), args.vkey, args.quiet)))
+        print(asyncio.run(_audit_verify(load(args), args.vkey, args.quiet)))
     except LogVerificationFailed as exc:
         what = "export" if args.export else "log export" if args.log_export else "log"
-        return _fail(f"{what} verification failed: {exc}")
+        return fail(f"{what} verification failed: {exc}")
     return 0
 
 
@@ -734,7 +679,7 @@ async def _audit_consistency(settings: Any, vkey: str | None, old: str, new: str
     from signer.translog.audit import check_consistency
 
     verifier = await _log_verifier(settings, vkey)
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         a, b, path = await check_consistency(
             LogStore(pool, settings.log.origin), verifier, settings.log.origin, old, new
@@ -750,9 +695,9 @@ def cmd_audit_consistency(args: argparse.Namespace) -> int:
     from signer.translog.audit import LogVerificationFailed
 
     try:
-        print(asyncio.run(_audit_consistency(_settings(args), args.vkey, args.old, args.new)))
+        print(asyncio.run(_audit_consistency(load(args), args.vkey, args.old, args.new)))
     except LogVerificationFailed as exc:
-        return _fail(f"consistency check failed: {exc}")
+        return fail(f"consistency check failed: {exc}")
     return 0
 
 
@@ -771,7 +716,7 @@ async def _audit_purge(settings: Any, before: datetime) -> Any:
     from signer.storage.retention import RetentionStore
     from signer.translog import retention
 
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         return await retention.purge(
             RetentionStore(pool),
@@ -785,7 +730,7 @@ async def _audit_purge(settings: Any, before: datetime) -> Any:
 
 def cmd_audit_purge(args: argparse.Namespace) -> int:
     """Erase the personal payload of records older than the retention (GDPR Art. 17)."""
-    settings = _settings(args)
+    settings = load(args)
     done = asyncio.run(_audit_purge(settings, _cutoff(args.before)))
     print(
         f"purged {done.records} record(s), {done.approval_requests} approval request(s) with"
@@ -803,7 +748,7 @@ async def _audit_subject(settings: Any, subject: str, issuer: str | None) -> Any
     from signer.translog.log import load_privacy_key
 
     key = load_privacy_key(settings)
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         await backfill(BackfillStore(pool), key)  # older entries into the subject index first
         issuers = sorted({i.issuer for i in settings.issuers})
@@ -816,7 +761,7 @@ def cmd_audit_subject(args: argparse.Namespace) -> int:
     """A data-subject access request (GDPR Art. 15): the person's records and log entries."""
     import json
 
-    report = asyncio.run(_audit_subject(_settings(args), args.subject, args.issuer))
+    report = asyncio.run(_audit_subject(load(args), args.subject, args.issuer))
     records = [
         {
             "serial": r.serial,
@@ -838,7 +783,7 @@ def cmd_audit_subject(args: argparse.Namespace) -> int:
     print(f"{len(records)} signing record(s) of {report.subject}")
     if records:
         print(
-            _table(
+            table(
                 [
                     [
                         r["created_at"][:19].replace("T", " "),
@@ -896,7 +841,7 @@ async def _client(settings: Any, args: argparse.Namespace) -> str:
     from signer.flows.registry import RpRegistry
     from signer.storage.signing_requests import RpClientStore
 
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         registry = RpRegistry(RpClientStore(pool), lambda: datetime.now(UTC))
         if args.client_command == "add":
@@ -920,13 +865,13 @@ async def _client(settings: Any, args: argparse.Namespace) -> str:
             ]
             for c in await registry.all()
         ]
-        return _table(rows, ["CLIENT ID", "NAME", "STATUS", "REDIRECT URIS"])
+        return table(rows, ["CLIENT ID", "NAME", "STATUS", "REDIRECT URIS"])
     finally:
         await pool.close()
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    print(asyncio.run(_client(_settings(args), args)))
+    print(asyncio.run(_client(load(args), args)))
     return 0
 
 
@@ -1119,11 +1064,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ClientError, SignerError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return fail("interrupted", 130)
     except Exception as exc:  # a bug or an unexpected library error: still one line
         name = type(exc).__module__.split(".")[0]
         if name in ("pkcs11", "asyncpg", "aiohttp"):
-            return _fail(f"{type(exc).__name__}: {exc}")
+            return fail(f"{type(exc).__name__}: {exc}")
         raise

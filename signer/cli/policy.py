@@ -47,7 +47,9 @@ def _target(args: argparse.Namespace, settings: Any) -> Any:
 async def _kill_switch(args: argparse.Namespace, action: str | None) -> str:
     """Suspend, resume or list, straight in the database (an operator's command, like
     ``qes client``): the same transaction and log entry as the admin API."""
-    from signer.cli.main import _pool, _settings, _table
+    from signer.cli.common import load as _settings
+    from signer.cli.common import pool as _pool
+    from signer.cli.common import table as _table
     from signer.policy.enforcement import Suspensions, cli_actor
     from signer.storage.policy import PolicyStore
     from signer.translog.log import load_privacy_key

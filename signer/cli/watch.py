@@ -14,8 +14,6 @@ HMAC over the raw body, compares in constant time, and deduplicates by index.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 import urllib.error
@@ -25,20 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from signer.cli.client import ApiClient, ClientError
+from signer.flows.webhooks import MAX_BACKOFF, SIGNATURE_HEADER, signature
 
-SIGNATURE_HEADER = "X-Qes-Signature-256"
 INDEX_HEADER = "X-Qes-Log-Index"
-MAX_BACKOFF = 60.0
 MAX_POLL_FAILURES = 10
 
 
 class WatchStopped(Exception):
     """The watcher cannot go on; the message is one line and names where to resume."""
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """The ``X-Qes-Signature-256`` value: ``sha256=`` + hex HMAC-SHA-256 of ``body``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 def entry_line(item: dict[str, Any]) -> str:

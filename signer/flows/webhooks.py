@@ -34,21 +34,29 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
-import aiohttp
 import structlog
 
-from signer.cli.watch import MAX_BACKOFF, SIGNATURE_HEADER, signature
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore, StoredRequest
 
 TIMESTAMP_HEADER = "X-Qes-Timestamp"
+SIGNATURE_HEADER = "X-Qes-Signature-256"
+MAX_BACKOFF = 60.0
+#: One POST: ``(url, body, headers, timeout seconds)`` -> (delivered (2xx), result text). The
+#: HTTP edge supplies it (``signer.http.kit.outbound``), so this module stays free of aiohttp.
+Post = Callable[[str, bytes, Mapping[str, str], float], Awaitable[tuple[bool, str]]]
 #: Told of each delivery attempt: its result text and whether it was delivered.
 RecordAttempt = Callable[[str, bool], Awaitable[None]]
 KEY_LABEL = b"qes-signer webhook v1"
 
 log = structlog.get_logger(__name__)
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """The ``X-Qes-Signature-256`` value: ``sha256=`` + hex HMAC-SHA-256 of ``body``."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 def webhook_key(secret_hash: bytes) -> bytes:
@@ -77,7 +85,7 @@ class Webhooks:
         *,
         requests: SigningRequestStore,
         rps: RpClientStore,
-        http: aiohttp.ClientSession,
+        post: Post,
         attempts: int = 6,
         backoff: float = 1.0,
         timeout: float = 10.0,
@@ -86,7 +94,7 @@ class Webhooks:
     ) -> None:
         self._requests = requests
         self._rps = rps
-        self._http = http
+        self._post_once = post
         self.attempts = attempts
         self.backoff = backoff
         self.timeout = timeout
@@ -121,17 +129,7 @@ class Webhooks:
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: signature(key, signed_bytes(timestamp, body)),
         }
-        try:
-            async with self._http.post(
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as resp:
-                return 200 <= resp.status < 300, f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return False, type(exc).__name__
+        return await self._post_once(url, body, headers, self.timeout)
 
     def send(self, url: str, key: bytes, body: bytes, record: RecordAttempt, *, name: str) -> None:
         """Schedule a signed POST of ``body`` to ``url`` with retries (the scheme above);

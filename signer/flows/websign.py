@@ -33,7 +33,6 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
-from aiohttp import web
 
 from ca.profiles import Level, Subject
 from idp_adapter.codeflow import CodeExchangeFailed, CodeFlowClient, CodeFlowRequest
@@ -43,7 +42,6 @@ from idp_adapter.registry import IssuerRegistry
 from signer.errors import RequestError, SignerError
 from signer.flows.webhooks import Webhooks
 from signer.formats.pdf import PreparedPdf, embed, prepare
-from signer.http.api.signatures import render_result
 from signer.policy.rules import PolicyRefusal
 from signer.signing.pipeline import (
     SignatureFormat,
@@ -51,6 +49,7 @@ from signer.signing.pipeline import (
     SignatureResult,
     SigningService,
 )
+from signer.signing.results import render_result
 from signer.storage.signing_requests import (
     Activation,
     ConsentSession,
@@ -677,7 +676,3 @@ class WebSigning:
         body["log"] = {"index": result.log_index}
         body["signed_at"] = self._clock().astimezone(UTC).isoformat()
         return body
-
-
-#: Where the app keeps its :class:`WebSigning` (read by the RP API and the pages).
-WEB_SIGNING = web.AppKey("web_signing", WebSigning)

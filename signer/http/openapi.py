@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -27,7 +29,6 @@ from signer.flows.approvals import (
 from signer.flows.registry import InvalidClient
 from signer.formats import PdfError
 from signer.http.api.admin import POLICY_ERRORS, admin_paths
-from signer.http.api.signing_requests import MAX_DOCUMENTS
 from signer.http.api.tsa import (
     MAX_QUERY_OCTETS,
     QUERY_TYPE,
@@ -37,6 +38,7 @@ from signer.http.api.tsa import (
 )
 from signer.http.csc import oauth2_views as csc_oauth2
 from signer.http.csc.openapi import csc_paths
+from signer.http.kit.links import PEM_CHAIN
 from signer.http.kit.problems import (
     AuditorRoleRequired,
     BodyTooLarge,
@@ -59,12 +61,13 @@ from signer.http.kit.problems import (
     UnsupportedMediaType,
     WrongDigestLength,
 )
+from signer.http.kit.state import SERVICES, Services
+from signer.http.sign.api import MAX_DOCUMENTS
 from signer.settings.config import DIGEST_SIZES, ServerSettings
 from signer.signing.pipeline import ProfileNotAllowed, SubjectNotIssuable
 from signer.signing.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
-PEM_CHAIN = "application/pem-certificate-chain"  # RFC 8555 §9.1
 _SIGN_ERRORS: list[type[SignerError]] = [
     MalformedJson,
     InvalidRequest,
@@ -851,3 +854,9 @@ def document(server: ServerSettings) -> dict[str, Any]:
             },
         },
     }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: the document for this deployment's configuration."""
+    services: Services = request.app[SERVICES]
+    return web.json_response(document(services.settings.server))

@@ -12,16 +12,9 @@ See STANDARDS.md §8 for the PKCS#11 facts this package is built around.
 """
 
 from signer.keys.hsm import Hsm
-from signer.keys.key import HsmEcPrivateKey
+from signer.keys.key import CredentialKey, EphemeralKey, HsmEcPrivateKey
 from signer.keys.session import HsmSession
-from signer.keys.types import (
-    CredentialKey,
-    Destruction,
-    EphemeralKey,
-    HsmSettings,
-    KeyEvidence,
-    TokenKeyExists,
-)
+from signer.keys.types import Destruction, HsmSettings, KeyEvidence, TokenKeyExists
 
 __all__ = [
     "CredentialKey",

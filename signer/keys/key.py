@@ -16,6 +16,7 @@ up once (by CKA_ID or CKA_LABEL) and the result cached per session.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from asn1crypto.core import OctetString
@@ -29,7 +30,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from signer.errors import HsmUnavailable
 from signer.keys._context import current_session, pkcs11_errors_as_unavailable
-from signer.keys.types import Curve
+from signer.keys.types import Curve, KeyEvidence
 
 EC_PARAMS: dict[Curve, bytes] = {
     "P-256": encode_named_curve_parameters("secp256r1"),
@@ -178,3 +179,23 @@ class HsmEcPrivateKey(ec.EllipticCurvePrivateKey):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> HsmEcPrivateKey:
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialKey:
+    """A CSC credential's key pair: token objects sharing one CKA_LABEL (hsm.credential)."""
+
+    private: HsmEcPrivateKey
+    evidence: KeyEvidence
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class EphemeralKey:
+    """One request's key pair: session objects sharing a random CKA_ID."""
+
+    private: HsmEcPrivateKey
+    evidence: KeyEvidence
+    key_id: bytes
+    private_handle: int
+    public_handle: int

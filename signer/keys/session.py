@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pkcs11.exceptions import ObjectHandleInvalid, PKCS11Error
@@ -11,19 +13,33 @@ from pkcs11.exceptions import ObjectHandleInvalid, PKCS11Error
 from signer.errors import HsmUnavailable, KeyNotDestroyed, KeyPolicyViolation
 from signer.keys._context import pkcs11_errors_as_unavailable as _translated
 from signer.keys.credential import CREDENTIAL_PREFIX
-from signer.keys.key import EC_PARAMS, HsmEcPrivateKey, public_key_from_attributes
-from signer.keys.types import (
+from signer.keys.key import (
+    EC_PARAMS,
     CredentialKey,
-    Curve,
-    Destruction,
     EphemeralKey,
-    KeyEvidence,
-    TokenKeyExists,
+    HsmEcPrivateKey,
+    public_key_from_attributes,
 )
+from signer.keys.types import Curve, Destruction, KeyEvidence, TokenKeyExists
 
 if TYPE_CHECKING:
     from signer.keys._module import Module
-    from signer.keys.hsm import Hsm
+
+
+class KeyTracker(Protocol):
+    """What a session needs of its pool (``Hsm``): the record of live ephemeral keys, so a
+    key a failed request left behind is found and destroyed, and the lock that serialises
+    token-object changes. A Protocol, so this module never imports the pool that imports it."""
+
+    token_objects: AbstractContextManager[Any]
+
+    def _track(self, key_id: bytes, private_handle: int, public_handle: int) -> None: ...
+    def _untrack(self, key_id: bytes) -> None: ...
+    def _stale(self, max_age_seconds: float) -> Iterator[tuple[bytes, int, int]]: ...
+    def _forget_token_key(self, label: str) -> None: ...
+    @property
+    def token_label(self) -> str: ...
+
 
 EPHEMERAL_LABEL = "qes-ephemeral"
 #: Tries of a token-object search that another process's destruction cut short.
@@ -45,7 +61,7 @@ class HsmSession:
     Never shared between threads at once: ``Hsm`` hands it to one callback at a time.
     """
 
-    def __init__(self, owner: Hsm, p11: Any, module: Module, curve: Curve) -> None:
+    def __init__(self, owner: KeyTracker, p11: Any, module: Module, curve: Curve) -> None:
         self._owner = owner
         self._p11 = p11
         self._module = module

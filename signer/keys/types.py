@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from signer.errors import ConfigError
 from signer.secrets import Secret
-
-if TYPE_CHECKING:
-    from signer.keys.key import HsmEcPrivateKey
 
 Curve = Literal["P-256", "P-384"]
 CURVES: tuple[Curve, ...] = ("P-256", "P-384")
@@ -100,23 +97,3 @@ class Destruction:
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialKey:
-    """A CSC credential's key pair: token objects sharing one CKA_LABEL (hsm.credential)."""
-
-    private: HsmEcPrivateKey
-    evidence: KeyEvidence
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class EphemeralKey:
-    """One request's key pair: session objects sharing a random CKA_ID."""
-
-    private: HsmEcPrivateKey
-    evidence: KeyEvidence
-    key_id: bytes
-    private_handle: int
-    public_handle: int

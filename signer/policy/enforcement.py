@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 
-from ca.logentry import AdminActionEntry, PrivacyKey
+from ca.logentry import PrivacyKey
 from idp_adapter.principal import Principal
 from signer.errors import ConfigError, DatabaseUnavailable, RequestError
 from signer.policy.file import PolicyFile
@@ -40,6 +40,7 @@ from signer.storage.policy import (
     Target,
     Window,
 )
+from signer.translog.log import admin_entry
 
 log = structlog.get_logger(__name__)
 MAX_REASON = 500
@@ -145,24 +146,6 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):
         return "cli:unknown"
-
-
-def admin_entry(action: AdminAction) -> AdminActionEntry:
-    """The log entry of an admin action (``ca.logentry`` kind 0x04), from its row's values."""
-    t = action.target
-    return AdminActionEntry(
-        record_id=str(action.id),
-        request_id=action.request_id,
-        acted_at=action.acted_at,
-        action=action.action,
-        scope=t.scope,
-        actor_issuer=action.actor_issuer,
-        actor_subject=action.actor_subject,
-        token_issuer=t.token_issuer,
-        token_subject=t.token_subject,
-        client_id=t.client_id,
-        reason=action.reason,
-    )
 
 
 class Suspensions:

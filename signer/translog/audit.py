@@ -57,12 +57,17 @@ from ca.logentry import (
     entry_version,
 )
 from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
-from signer.policy.enforcement import admin_entry
 from signer.storage.approvals import fetch_decisions
 from signer.storage.log import LogStore, fetch_nodes
 from signer.storage.policy import AdminAction, PolicyStore
 from signer.storage.records import SigningRecord, record_from_row
-from signer.translog.log import DecisionFields, RequestFields, approval_entry, issuance_entry
+from signer.translog.log import (
+    DecisionFields,
+    RequestFields,
+    admin_entry,
+    approval_entry,
+    issuance_entry,
+)
 from signer.translog.manifest import ManifestError, open_manifest
 
 BATCH = 2000

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ca.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint, sign_note
 from ca.errors import CaError
 from ca.logentry import (
+    AdminActionEntry,
     ApprovalEntry,
     EntryKind,
     IssuanceEntry,
@@ -55,6 +56,7 @@ from signer.errors import ConfigError, SignerError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import LogSettings, Settings
 from signer.storage.log import LoggedEntry, LogStore, StoredCheckpoint
+from signer.storage.policy import AdminAction
 from signer.storage.records import IssuedRecord
 
 log = structlog.get_logger(__name__)
@@ -429,3 +431,21 @@ class LogPublisher:
             except SignerError as exc:
                 log.warning("checkpoint_failed", error=str(exc))
             await asyncio.sleep(self._settings.checkpoint_interval_seconds)
+
+
+def admin_entry(action: AdminAction) -> AdminActionEntry:
+    """The log entry of an admin action (``ca.logentry`` kind 0x04), from its row's values."""
+    t = action.target
+    return AdminActionEntry(
+        record_id=str(action.id),
+        request_id=action.request_id,
+        acted_at=action.acted_at,
+        action=action.action,
+        scope=t.scope,
+        actor_issuer=action.actor_issuer,
+        actor_subject=action.actor_subject,
+        token_issuer=t.token_issuer,
+        token_subject=t.token_subject,
+        client_id=t.client_id,
+        reason=action.reason,
+    )

@@ -21,8 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from signer.errors import DatabaseUnavailable, SignerError
-from signer.http.api.signatures import read_json
 from signer.http.kit.auth import authenticate
+from signer.http.kit.body import read_json
 from signer.http.kit.problems import Forbidden, InvalidRequest
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.policy.enforcement import (

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import build_crl
 from signer.errors import SignerError
+from signer.http.kit.links import PEM_CHAIN
 from signer.http.kit.problems import NotFound, all_kinds
 from signer.http.kit.state import CRL_CACHE, SERVICES, Services
-from signer.http.openapi import PEM_CHAIN, document
 from signer.keys import HsmSession
 from signer.translog.log import log_verifier
 
@@ -47,11 +47,6 @@ async def readyz(request: web.Request) -> web.Response:
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,
     )
-
-
-async def openapi(request: web.Request) -> web.Response:
-    services: Services = request.app[SERVICES]
-    return web.json_response(document(services.settings.server))
 
 
 async def problem_page(request: web.Request) -> web.Response:

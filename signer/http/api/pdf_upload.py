@@ -16,6 +16,7 @@ from datetime import datetime
 from aiohttp import web
 
 from signer.formats.pdf import embed, prepare
+from signer.http.kit import hold as approvals
 from signer.http.kit.body import read_limited
 from signer.http.kit.problems import InvalidRequest, UnsupportedMediaType
 from signer.http.kit.refused import authenticate_signing
@@ -56,7 +57,6 @@ async def sign_pdf(request: web.Request) -> web.Response:
     now: datetime = services.clock()
     prepared = await asyncio.to_thread(prepare, document, field, now)
     sign_request = SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades")
-    from signer.http.approvals import api as approvals  # it imports signer.http.api
 
     requirement = approvals.requirement_of(request, principal)
     if requirement is not None:  # held for m-of-n approval (issue 7): 202 and a status URL

@@ -17,43 +17,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from idp_adapter.principal import Principal
 from signer.errors import RequestError
-from signer.http.api.translog import proof_url
+from signer.http.kit import hold as approvals
+from signer.http.kit.body import read_json
+from signer.http.kit.links import with_proof_url
 from signer.http.kit.problems import (
     IdempotencyInProgress,
     IdempotencyMismatch,
     InvalidRequest,
-    MalformedJson,
     NoDigests,
     TooManyDigests,
     UnsupportedAlgorithm,
     UnsupportedFormat,
-    UnsupportedMediaType,
     WrongDigestLength,
 )
 from signer.http.kit.refused import authenticate_signing
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.settings.config import DIGEST_SIZES
-from signer.signing.pipeline import FORMATS, SignatureRequest, SignatureResult
+from signer.signing.pipeline import FORMATS, SignatureRequest
+from signer.signing.results import render_result
 from signer.storage.records import IdempotencyKey, IdempotencyOutcome
 
 MAX_IDEMPOTENCY_KEY = 255
 #: Extra fields of a body, used when the request is held for approval (signer.http.approvals).
 HOLD_FIELDS = frozenset({"labels", "reason", "webhook_url"})
-
-
-async def read_json(request: web.Request) -> Any:
-    """The JSON body; 415 for another media type, 413 over the limit, 400 when malformed."""
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(f"content type {request.content_type!r}")
-    raw = await request.read()  # aiohttp enforces client_max_size -> 413
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedJson(str(exc)) from exc
 
 
 def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
@@ -95,23 +84,6 @@ def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
     )
 
 
-def render_result(result: SignatureResult, public_url: str) -> Mapping[str, Any]:
-    pem = result.certificate.public_bytes(Encoding.PEM).decode()
-    return {
-        "serial": result.serial,
-        "profile": result.profile,
-        "format": result.format,
-        "signature_algorithm": "ecdsa",
-        "signatures": [base64.b64encode(s).decode() for s in result.signatures],
-        "certificate": pem,
-        "chain": pem + result.chain_pem,
-        "not_before": result.certificate.not_valid_before_utc.isoformat(),
-        "not_after": result.certificate.not_valid_after_utc.isoformat(),
-        "record_url": f"{public_url}/api/v1/certificates/{result.serial}",
-        "key": {"evidence": result.evidence.as_dict(), "destruction": result.destruction.as_dict()},
-    }
-
-
 async def _read(request: web.Request, max_digests: int) -> tuple[Any, SignatureRequest]:
     body = await read_json(request)
     return body, parse_signature_request(body, max_digests=max_digests)
@@ -129,7 +101,6 @@ async def create_signatures(request: web.Request) -> web.Response:
     except RequestError as exc:  # refused after authentication: logged with who asked
         await services.signing.log_refusal(principal, sign_request, request[REQUEST_ID], exc)
         raise
-    from signer.http.approvals import api as approvals  # it imports this module
 
     if replay is not None:
         return approvals.replay(replay)
@@ -167,16 +138,6 @@ async def _claim(
     if claim.outcome is IdempotencyOutcome.IN_PROGRESS:
         raise IdempotencyInProgress()
     return idem, None
-
-
-def with_proof_url(response: Mapping[str, Any], public_url: str) -> Mapping[str, Any]:
-    """Add ``log.proof_url`` next to the ``log.index`` the pipeline (or the stored idempotent
-    response) carries: the inclusion proof, available once a checkpoint covers the entry."""
-    entry = response.get("log")
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("index"), int):
-        return response
-    index = entry["index"]
-    return {**response, "log": {**entry, "proof_url": proof_url(public_url, index)}}
 
 
 def _idempotency_key(

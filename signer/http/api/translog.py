@@ -157,7 +157,3 @@ async def list_entries(request: web.Request) -> web.Response:
     window = await services.log.entries_window(start, end) if end > start else []
     items = [d for e in window if (d := describe_entry(e, services.privacy_key, flt))]
     return web.json_response({"items": items, "next": end, "tree_size": size})
-
-
-def proof_url(public_url: str, index: int) -> str:
-    return f"{public_url}/api/v1/log/proof/inclusion?index={index}"

@@ -21,7 +21,9 @@ from signer.flows.login import AuditLogin
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import principal_json
 from signer.http.approvals import api, ui
-from signer.http.audit.views import STATIC_DIR as AUDIT_STATIC
+from signer.http.browser import STATIC_DIR as AUDIT_STATIC
+from signer.http.kit.hold import APPROVALS
+from signer.http.kit.outbound import poster
 from signer.settings.config import Settings
 from signer.signing.pipeline import SigningService
 from signer.storage.approvals import ApprovalStore
@@ -47,7 +49,9 @@ def build(
     render: Render,
 ) -> ApprovalService:
     """Put the service (and the UI, when configured) on ``app``; returns the service."""
-    webhooks = Webhooks(requests=SigningRequestStore(pool), rps=RpClientStore(pool), http=http)
+    webhooks = Webhooks(
+        requests=SigningRequestStore(pool), rps=RpClientStore(pool), post=poster(http)
+    )
     service = ApprovalService(
         store=ApprovalStore(pool),
         policy=policy,
@@ -58,7 +62,7 @@ def build(
         render=render,
         webhooks=webhooks,
     )
-    app[api.APPROVALS] = service
+    app[APPROVALS] = service
     app[WEBHOOKS] = webhooks
     ui_settings = settings.approvals.ui
     if ui_settings is not None:

@@ -23,7 +23,7 @@ from signer.errors import RequestError, SignerError
 from signer.flows.approvals import ApprovalNotFound, ApprovalService, digest_commitment
 from signer.flows.login import AuditLogin
 from signer.flows.websign import principal_from_json as principal_from_data
-from signer.http.audit.views import SECURITY_HEADERS, Cookies, finish_login, templates
+from signer.http.browser import SECURITY_HEADERS, Cookies, finish_login, templates
 from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID
 from signer.storage.audit_sessions import UiSession

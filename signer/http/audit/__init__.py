@@ -18,7 +18,8 @@ from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
 from signer.flows.login import AuditLogin
 from signer.http.audit import views
-from signer.http.audit.views import AUDIT_UI, STATIC_DIR, AuditUi, Cookies, templates
+from signer.http.audit.views import AUDIT_UI, AuditUi
+from signer.http.browser import STATIC_DIR, Cookies, templates
 from signer.settings.config import Settings
 from signer.storage.audit_sessions import AuditSessionStore
 from signer.storage.records import RecordStore
@@ -59,7 +60,7 @@ def build(
     return AuditUi(
         login=login,
         records=records,
-        templates=templates(),
+        templates=templates("http/audit/templates"),
         cookies=Cookies.for_url(public_url),
         clock=clock,
     )

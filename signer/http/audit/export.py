@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from signer.http.api.certificates import summary
+from signer.http.kit.records import summary
 from signer.storage.log import StoredCheckpoint
 from signer.storage.records import Cursor, RecordFilter, RecordStore, SigningRecord
 from signer.translog.manifest import sign_manifest

@@ -14,7 +14,6 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,10 +25,11 @@ from cryptography import x509
 from idp_adapter.errors import IdpError
 from signer.errors import RequestError, SignerError
 from signer.flows.login import AuditLogin, LoginFailed, NotAnAuditor
-from signer.http.api.certificates import decode_cursor, email_notice, encode_cursor
 from signer.http.audit import export as exports
 from signer.http.audit.query import STATUSES, FormError, Search, parse_search, parse_time
+from signer.http.browser import SECURITY_HEADERS, Cookies, finish_login
 from signer.http.kit.problems import translate
+from signer.http.kit.records import decode_cursor, email_notice, encode_cursor
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.signing.timestamping import gen_time
 from signer.storage.audit_sessions import UiSession
@@ -38,49 +38,10 @@ from signer.storage.records import RecordStore, SigningRecord
 from signer.translog.log import EntryFilter, describe_entry, subject_index
 
 log = structlog.get_logger(__name__)
-STATIC_DIR = Path(__file__).parent / "static"
 PAGE_SIZE = 50
 FLOW_COOKIE_SECONDS = 600
 _SERIAL = re.compile(r"^[0-9a-f]{1,64}$")
 _SAFE_RETURN = re.compile(r"^/audit(?:[/?][^\\\s]*)?$")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self';"
-    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-@dataclass(frozen=True)
-class Cookies:
-    """Cookie names and flags: ``__Host-`` (Secure, Path=/, no Domain) when served over https
-    (RFC 6265bis §4.1.3.2); always HttpOnly and SameSite=Lax, so the IdP's redirect back (a
-    top-level GET) carries the flow cookie and cross-site POSTs carry nothing."""
-
-    session: str
-    flow: str
-    secure: bool
-
-    @classmethod
-    def for_url(cls, public_url: str) -> Cookies:
-        secure = public_url.startswith("https://")
-        prefix = "__Host-" if secure else ""
-        return cls(f"{prefix}qes-audit-session", f"{prefix}qes-audit-login", secure)
-
-    def put(self, resp: web.StreamResponse, name: str, value: str, max_age: int | None) -> None:
-        resp.set_cookie(
-            name,
-            value,
-            path="/",
-            max_age=max_age,
-            httponly=True,
-            samesite="Lax",
-            secure=self.secure,
-        )
-
-    def clear(self, resp: web.StreamResponse, name: str) -> None:
-        self.put(resp, name, "", 0)
 
 
 @dataclass(frozen=True)
@@ -94,22 +55,6 @@ class AuditUi:
 
 AUDIT_UI = web.AppKey("audit_ui", AuditUi)
 PageHandler = Callable[[web.Request, AuditUi, UiSession], Awaitable[web.StreamResponse]]
-
-
-def _when(value: datetime | None) -> str:
-    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def templates(folder: str = "http/audit/templates") -> jinja2.Environment:
-    """Autoescaped, strict templates from ``folder`` of the signer package (also the
-    signing pages')."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("signer", folder),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["when"] = _when
-    return env
 
 
 def render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
@@ -359,32 +304,6 @@ async def login(request: web.Request) -> web.StreamResponse:
     resp = web.Response(status=303, headers={"Location": started.redirect_url, **SECURITY_HEADERS})
     ui.cookies.put(resp, ui.cookies.flow, started.flow_id, FLOW_COOKIE_SECONDS)
     return resp
-
-
-async def finish_login(
-    request: web.Request,
-    login: AuditLogin,
-    cookies: Cookies,
-    failed: Callable[[web.Request, Exception, UiSession | None], web.Response],
-) -> tuple[web.StreamResponse, bool]:
-    """RFC 6749 §4.1.2: the IdP's answer; code redeemed (§4.1.3), ID token verified (OIDC
-    Core §3.1.3.7), role checked, session started. The flow is used up whatever happens.
-    Shared by the audit and the approvals UI (``failed`` renders the UI's error page);
-    returns the response and whether a session started."""
-    q = request.query
-    flow = request.cookies.get(cookies.flow)
-    try:
-        if "error" in q:
-            await login.finish(flow, None, None)
-        done = await login.finish(flow, q.get("state"), q.get("code"))
-    except (SignerError, IdpError) as exc:
-        resp = failed(request, exc, None)
-        cookies.clear(resp, cookies.flow)
-        return resp, False
-    resp = web.Response(status=303, headers={"Location": done.return_to, **SECURITY_HEADERS})
-    cookies.clear(resp, cookies.flow)
-    cookies.put(resp, cookies.session, done.session_id, None)
-    return resp, True
 
 
 async def callback(request: web.Request) -> web.StreamResponse:

@@ -25,7 +25,8 @@ from multidict import MultiMapping
 from idp_adapter.errors import IdpError
 from signer.errors import SignerError
 from signer.flows import csc_oauth2 as o
-from signer.http.audit.views import SECURITY_HEADERS, Cookies
+from signer.http.browser import SECURITY_HEADERS, Cookies
+from signer.http.browser import templates as browser_templates
 from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID
 
@@ -77,16 +78,7 @@ def cookies_for(public_url: str) -> Cookies:
 
 def templates() -> jinja2.Environment:
     """This flow's pages, extending the signing pages' ``base.html``."""
-    from signer.http.sign.views import templates as sign_templates
-
-    env = sign_templates()
-    env.loader = jinja2.ChoiceLoader(
-        [
-            jinja2.PackageLoader("signer", "http/csc/templates"),
-            *([env.loader] if env.loader else []),
-        ]
-    )
-    return env
+    return browser_templates("http/csc/templates", "http/sign/templates")
 
 
 def _render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:

@@ -1,4 +1,5 @@
-"""Request bodies that are not JSON, read from the stream with a limit of their own.
+"""Request bodies: JSON (under aiohttp's ``client_max_size``), and bodies that are not JSON,
+read from the stream with a limit of their own.
 
 aiohttp's ``client_max_size`` is the JSON limit (``server.max_body_bytes``); ``request.content``
 is not subject to it, so each raw-body endpoint states its own limit here.
@@ -6,9 +7,12 @@ is not subject to it, so each raw-body endpoint states its own limit here.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aiohttp import web
 
-from signer.http.kit.problems import BodyTooLarge
+from signer.http.kit.problems import BodyTooLarge, MalformedJson, UnsupportedMediaType
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -21,3 +25,14 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BodyTooLarge(f"body over {limit} octets")
     return bytes(body)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The JSON body; 415 for another media type, 413 over the limit, 400 when malformed."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(f"content type {request.content_type!r}")
+    raw = await request.read()  # aiohttp enforces client_max_size -> 413
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedJson(str(exc)) from exc

@@ -11,6 +11,7 @@ from aiohttp import web
 from ca.logentry import PrivacyKey
 from idp_adapter.principal import Principal
 from idp_adapter.registry import IssuerRegistry
+from signer.flows.websign import WebSigning
 from signer.keys import Hsm
 from signer.settings.config import Settings
 from signer.signing.pipeline import SigningService
@@ -37,4 +38,6 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
+#: Where the app keeps its :class:`WebSigning` (read by the RP API and the pages).
+WEB_SIGNING = web.AppKey("web_signing", WebSigning)
 CRL_CACHE = web.AppKey("crl_cache", dict)  # CA key label -> (monotonic time, DER CRL)

@@ -17,11 +17,12 @@ from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
 from signer.flows.registry import RpRegistry
 from signer.flows.webhooks import Webhooks
-from signer.flows.websign import WEB_SIGNING, WebPolicy, WebSigning
-from signer.http.api import signing_requests as api
-from signer.http.audit.views import STATIC_DIR as AUDIT_STATIC
-from signer.http.audit.views import Cookies
-from signer.http.sign import views
+from signer.flows.websign import WebPolicy, WebSigning
+from signer.http.browser import STATIC_DIR as AUDIT_STATIC
+from signer.http.browser import Cookies
+from signer.http.kit.outbound import poster
+from signer.http.kit.state import WEB_SIGNING
+from signer.http.sign import api, views
 from signer.settings.config import Settings
 from signer.signing.pipeline import SigningService
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore
@@ -61,7 +62,7 @@ def build(
     )
     rps = RpClientStore(pool)
     requests = SigningRequestStore(pool)
-    webhooks = Webhooks(requests=requests, rps=rps, http=http)
+    webhooks = Webhooks(requests=requests, rps=rps, post=poster(http))
     app[api.WEBHOOKS] = webhooks  # closed by signer.app when the service stops
     app[api.RP_REGISTRY] = RpRegistry(rps, clock)
     app[WEB_SIGNING] = WebSigning(

@@ -22,11 +22,10 @@ from cryptography.x509.oid import NameOID
 from idp_adapter.errors import IdpError
 from signer.errors import RequestError, SignerError
 from signer.flows import websign as f
-from signer.flows.websign import WEB_SIGNING
-from signer.http.audit.views import SECURITY_HEADERS, Cookies
-from signer.http.audit.views import templates as audit_templates
+from signer.http.browser import SECURITY_HEADERS, Cookies
+from signer.http.browser import templates as browser_templates
 from signer.http.kit.problems import translate
-from signer.http.kit.state import REQUEST_ID
+from signer.http.kit.state import REQUEST_ID, WEB_SIGNING
 from signer.policy.enforcement import Suspended
 from signer.policy.rules import PolicyDenied
 
@@ -80,9 +79,7 @@ _MESSAGES: Mapping[type[SignerError], str] = {
 
 
 def templates() -> jinja2.Environment:
-    env = audit_templates("http/sign/templates")
-    env.filters["hash_name"] = lambda name: name.upper().replace("SHA", "SHA-")
-    return env
+    return browser_templates("http/sign/templates")
 
 
 TEMPLATES = web.AppKey("web_signing_templates", jinja2.Environment)

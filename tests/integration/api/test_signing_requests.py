@@ -119,7 +119,7 @@ class Creds:
 
 
 async def register(web: TestClient, name: str = "Contracts") -> Creds:
-    from signer.http.api.signing_requests import RP_REGISTRY
+    from signer.http.sign.api import RP_REGISTRY
 
     added = await web.app[RP_REGISTRY].add(name, [URI])
     return Creds(added.client.client_id, added.secret)
@@ -155,7 +155,7 @@ async def test_rp_authentication(web: TestClient) -> None:
     r = await web.post(url, json=body(), headers=auth.h)
     assert r.status == 201
 
-    from signer.http.api.signing_requests import RP_REGISTRY
+    from signer.http.sign.api import RP_REGISTRY
 
     new_secret = await web.app[RP_REGISTRY].rotate(auth.login)
     assert (await web.post(url, json=body(), headers=auth.h)).status == 401

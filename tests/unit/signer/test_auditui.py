@@ -12,7 +12,7 @@ from idp_adapter.codeflow import s256_challenge
 from signer.errors import ConfigError
 from signer.http.audit.export import csv_row, pinned
 from signer.http.audit.query import FormError, parse_digest, parse_search
-from signer.http.audit.views import Cookies
+from signer.http.browser import Cookies
 from signer.settings.config import load_settings
 from signer.storage.records import RecordFilter, _like_escape
 from tests.support.service import DEV_CONFIG

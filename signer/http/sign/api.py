@@ -22,10 +22,11 @@ from aiohttp import web
 from ca.profiles import Level
 from signer.flows.registry import InvalidClient, RegistryError, RpRegistry, check_redirect_uri
 from signer.flows.webhooks import Webhooks
-from signer.flows.websign import WEB_SIGNING, Order, SigningRequestNotFound, WebSigning
-from signer.http.api.signatures import read_json, with_proof_url
+from signer.flows.websign import Order, SigningRequestNotFound, WebSigning
+from signer.http.kit.body import read_json
+from signer.http.kit.links import with_proof_url
 from signer.http.kit.problems import InvalidRequest, UnsupportedFormat
-from signer.http.kit.state import REQUEST_ID, SERVICES
+from signer.http.kit.state import REQUEST_ID, SERVICES, WEB_SIGNING
 from signer.settings.config import DIGEST_SIZES
 from signer.signing.pipeline import FORMATS
 from signer.storage.signing_requests import RpClient, StoredRequest

@@ -1,0 +1,103 @@
+"""The browser kit: what every HTML surface (audit, approvals, web signing, CSC OAuth2) shares.
+
+Security headers, cookie names and flags, the autoescaped template environment, the shared
+stylesheet (``static/``) and the end of the OpenID Connect code flow (RFC 6749 §4.1.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+from idp_adapter.errors import IdpError
+from signer.errors import SignerError
+from signer.flows.login import AuditLogin
+from signer.storage.audit_sessions import UiSession
+
+STATIC_DIR = Path(__file__).parent / "static"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Cookies:
+    """Cookie names and flags: ``__Host-`` (Secure, Path=/, no Domain) when served over https
+    (RFC 6265bis §4.1.3.2); always HttpOnly and SameSite=Lax, so the IdP's redirect back (a
+    top-level GET) carries the flow cookie and cross-site POSTs carry nothing."""
+
+    session: str
+    flow: str
+    secure: bool
+
+    @classmethod
+    def for_url(cls, public_url: str) -> Cookies:
+        secure = public_url.startswith("https://")
+        prefix = "__Host-" if secure else ""
+        return cls(f"{prefix}qes-audit-session", f"{prefix}qes-audit-login", secure)
+
+    def put(self, resp: web.StreamResponse, name: str, value: str, max_age: int | None) -> None:
+        resp.set_cookie(
+            name,
+            value,
+            path="/",
+            max_age=max_age,
+            httponly=True,
+            samesite="Lax",
+            secure=self.secure,
+        )
+
+    def clear(self, resp: web.StreamResponse, name: str) -> None:
+        self.put(resp, name, "", 0)
+
+
+def _when(value: datetime | None) -> str:
+    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def templates(*folders: str) -> jinja2.Environment:
+    """Autoescaped, strict templates from ``folders`` of the signer package, first match wins
+    (a surface's own pages first, then the pages it extends)."""
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader([jinja2.PackageLoader("signer", f) for f in folders]),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["when"] = _when
+    env.filters["hash_name"] = lambda name: name.upper().replace("SHA", "SHA-")
+    return env
+
+
+async def finish_login(
+    request: web.Request,
+    login: AuditLogin,
+    cookies: Cookies,
+    failed: Callable[[web.Request, Exception, UiSession | None], web.Response],
+) -> tuple[web.StreamResponse, bool]:
+    """RFC 6749 §4.1.2: the IdP's answer; code redeemed (§4.1.3), ID token verified (OIDC
+    Core §3.1.3.7), role checked, session started. The flow is used up whatever happens.
+    Shared by the audit and the approvals UI (``failed`` renders the UI's error page);
+    returns the response and whether a session started."""
+    q = request.query
+    flow = request.cookies.get(cookies.flow)
+    try:
+        if "error" in q:
+            await login.finish(flow, None, None)
+        done = await login.finish(flow, q.get("state"), q.get("code"))
+    except (SignerError, IdpError) as exc:
+        resp = failed(request, exc, None)
+        cookies.clear(resp, cookies.flow)
+        return resp, False
+    resp = web.Response(status=303, headers={"Location": done.return_to, **SECURITY_HEADERS})
+    cookies.clear(resp, cookies.flow)
+    cookies.put(resp, cookies.session, done.session_id, None)
+    return resp, True
