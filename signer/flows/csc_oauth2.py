@@ -42,14 +42,14 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import structlog
 from cryptography import x509
 
-from idp_adapter.codeflow import CodeExchangeFailed, CodeFlowClient, CodeFlowRequest
+from idp_adapter.codeflow import CodeExchangeFailed
 from idp_adapter.errors import IdentityNotAllowed, InvalidToken
 from idp_adapter.principal import Principal
-from idp_adapter.registry import IssuerRegistry
 from signer.errors import RequestError
+from signer.flows.login import BrowserLogin, Started
 from signer.flows.registry import InvalidClient, RpRegistry
 from signer.flows.websign import IDP_FAILURES, IDP_REFUSALS, principal_from_json, principal_json
-from signer.storage.csc_oauth2 import CscOAuth2Store, NewAuthorization, OidcLogin
+from signer.storage.csc_oauth2 import CscOAuth2Store, NewAuthorization
 from signer.storage.csc_oauth2 import StoredAuthorization as Stored
 from signer.storage.signing_requests import RpClient, RpClientStore
 
@@ -252,12 +252,6 @@ class OAuth2Policy:
 
 
 @dataclass(frozen=True)
-class Started:
-    flow_id: str
-    redirect_url: str
-
-
-@dataclass(frozen=True)
 class Consenting:
     session_id: str
     request_id: uuid.UUID
@@ -340,8 +334,7 @@ class CredentialOAuth2:
     def __init__(
         self,
         *,
-        idp: CodeFlowClient,
-        tokens: IssuerRegistry,
+        login: BrowserLogin,
         store: CscOAuth2Store,
         rps: RpClientStore,
         registry: RpRegistry,
@@ -354,8 +347,7 @@ class CredentialOAuth2:
     ) -> None:
         self.public_url = public_url
         self._screen = screen
-        self._idp = idp
-        self._tokens = tokens
+        self._login = login
         self._store = store
         self._rps = rps
         self._registry = registry
@@ -384,18 +376,15 @@ class CredentialOAuth2:
             log.info("csc_oauth2_refused", client_id=rp.client_id, error=exc.description)
             params = {"error": exc.error, "error_description": exc.description, "state": state}
             raise BackToClient(with_query(redirect_uri, params), exc.error) from exc
-        login = OidcLogin(self._random(32), self._random(32), self._random(64))
-        flow_id = self._random(32)
-        await self._store.create(new, digest(flow_id), login)
+        await self._store.create(new)
         extra = {"prompt": "login", "max_age": str(int(self.policy.max_age.total_seconds()))}
         if self.policy.acr_accepted:
             extra["acr_values"] = " ".join(reversed(self.policy.acr_accepted))
         if new.lang:
             extra["ui_locales"] = new.lang
-        flow_req = CodeFlowRequest(login.state, login.nonce, login.verifier)
-        url = await self._idp.authorization_url(flow_req, extra)
+        started = await self._login.begin(subject_id=new.id, extra=extra)
         log.info("csc_oauth2_started", id=str(new.id), client_id=rp.client_id)
-        return Started(flow_id, url)
+        return started
 
     async def _trusted_client(self, q: Mapping[str, str]) -> RpClient:
         found = await self._rps.get(q.get("client_id", "")) if q.get("client_id") else None
@@ -462,24 +451,22 @@ class CredentialOAuth2:
         """The IdP's answer for the login this browser started (used up here): a fresh login
         of the credential's owner opens the consent; anything else ends the request."""
         now = self._clock()
-        taken = await self._store.take_login(digest(flow_id), now) if flow_id else None
-        if taken is None:
+        login = await self._login.take(flow_id)
+        req = await self._store.logging_in(login.subject_id, now) if login.subject_id else None
+        if req is None:
             raise AuthorizationLoginFailed("no login flow for this browser")
-        req, login = taken
-        if not state or not hmac.compare_digest(state.encode(), login.state.encode()):
+        try:
+            self._login.check_state(login, state)
+        except AuthorizationLoginFailed:
             await self._end(req, "failed", "login_failed")
-            raise AuthorizationLoginFailed("state does not match the flow")
+            raise
         if error is not None or not code:  # RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6 at the IdP
             refused = error in IDP_REFUSALS
             status, send = ("denied", "access_denied") if refused else ("failed", "server_error")
             known = error in IDP_REFUSALS or error in IDP_FAILURES
             raise await self._end(req, status, f"idp:{error if known else 'other'}", send=send)
         try:
-            id_token = await self._idp.redeem(code, login.verifier)
-            principal = await self._tokens.verify_id_token(
-                id_token, client_id=self._idp.client_id, nonce=login.nonce,
-                max_age=self.policy.max_age,
-            )  # fmt: skip
+            principal = await self._login.identify(login, code)
         except (CodeExchangeFailed, InvalidToken) as exc:
             await self._end(req, "failed", "login_failed")
             raise AuthorizationLoginFailed(f"code or ID token refused: {exc}") from exc

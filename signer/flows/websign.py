@@ -35,11 +35,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import structlog
 
 from ca.profiles import Level, Subject
-from idp_adapter.codeflow import CodeExchangeFailed, CodeFlowClient, CodeFlowRequest
+from idp_adapter.codeflow import CodeExchangeFailed
 from idp_adapter.errors import InvalidToken
 from idp_adapter.principal import Principal
-from idp_adapter.registry import IssuerRegistry
 from signer.errors import RequestError, SignerError
+from signer.flows.login import BrowserLogin, Started
 from signer.flows.webhooks import Webhooks
 from signer.formats.pdf import PreparedPdf, embed, prepare
 from signer.policy.rules import PolicyRefusal
@@ -50,10 +50,10 @@ from signer.signing.pipeline import (
     SigningService,
 )
 from signer.signing.results import render_result
+from signer.storage.login_flows import LoginFlow
 from signer.storage.signing_requests import (
     Activation,
     ConsentSession,
-    LoginFlow,
     NewRequest,
     RequestPdf,
     RpClient,
@@ -64,7 +64,6 @@ from signer.storage.signing_requests import (
 
 log = structlog.get_logger(__name__)
 
-FLOW_LIFETIME = timedelta(minutes=10)
 CONSENT_LIFETIME = timedelta(minutes=10)
 #: The activation lives only between the click on Sign and the pipeline picking it up.
 ACTIVATION_LIFETIME = timedelta(seconds=60)
@@ -181,12 +180,6 @@ class Order:
 
 
 @dataclass(frozen=True)
-class Started:
-    flow_id: str
-    redirect_url: str
-
-
-@dataclass(frozen=True)
 class Consenting:
     session_id: str
     request_id: uuid.UUID
@@ -224,6 +217,13 @@ IDP_FAILURES = frozenset({
     "invalid_request_object", "request_not_supported", "request_uri_not_supported",
     "registration_not_supported",
 })  # fmt: skip
+
+
+def _subject(flow: LoginFlow) -> uuid.UUID:
+    """The signing request a web-signing login was started for (always set by :meth:`begin`)."""
+    if flow.subject_id is None:
+        raise SignerLoginFailed("the login flow names no signing request")
+    return flow.subject_id
 
 
 def digest(value: str) -> bytes:
@@ -279,8 +279,7 @@ class WebSigning:
     def __init__(
         self,
         *,
-        client: CodeFlowClient,
-        tokens: IssuerRegistry,
+        login: BrowserLogin,
         issuer: str,
         requests: SigningRequestStore,
         rps: RpClientStore,
@@ -292,8 +291,7 @@ class WebSigning:
         webhooks: Webhooks | None = None,
     ) -> None:
         self._webhooks = webhooks
-        self._client = client
-        self._tokens = tokens
+        self._login = login
         self._issuer = issuer
         self._requests = requests
         self._rps = rps
@@ -382,47 +380,29 @@ class WebSigning:
         req = await self._pending(request_id)
         order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
         await self._signing.screen_client(req.client_id, order, request_id=str(req.id))
-        now = self._clock()
-        flow_req = CodeFlowRequest(self._random(32), self._random(32), self._random(64))
-        flow_id = self._random(32)
-        flow = LoginFlow(
-            req.id, flow_req.state, flow_req.nonce, flow_req.verifier, now + FLOW_LIFETIME
-        )
-        await self._requests.save_flow(digest(flow_id), flow, now)
         extra = {"prompt": "login", "max_age": str(int(self.policy.max_age.total_seconds()))}
         if req.acr is not None:
             extra["acr_values"] = " ".join(reversed(req.acr_accepted or (req.acr,)))
         if req.expected_email is not None:
             extra["login_hint"] = req.expected_email
-        return Started(flow_id, await self._client.authorization_url(flow_req, extra))
+        return await self._login.begin(subject_id=req.id, extra=extra)
 
-    async def _take_flow(self, flow_id: str | None, state: str | None, now: datetime) -> LoginFlow:
+    async def _take_flow(self, flow_id: str | None, state: str | None) -> LoginFlow:
         """The flow this browser started (used up here), if ``state`` is its state."""
-        flow = await self._requests.take_flow(digest(flow_id), now) if flow_id else None
-        if flow is None:
-            raise SignerLoginFailed("no login flow for this browser (expired, used or foreign)")
-        if not state or not hmac.compare_digest(state.encode(), flow.state.encode()):
-            raise SignerLoginFailed("state does not match the flow this browser started")
+        flow = await self._login.take(flow_id)
+        self._login.check_state(flow, state)
         return flow
 
     async def finish(self, flow_id: str | None, state: str | None, code: str | None) -> Consenting:
         """Redeem the code of the flow this browser started (used up either way), verify the
         ID token and the signer, and open the consent session."""
         now = self._clock()
-        flow = await self._take_flow(flow_id, state, now)
-        if not code:
-            raise SignerLoginFailed("the authorization response has no code")
+        flow = await self._take_flow(flow_id, state)
         try:
-            id_token = await self._client.redeem(code, flow.verifier)
-            principal = await self._tokens.verify_id_token(
-                id_token,
-                client_id=self._client.client_id,
-                nonce=flow.nonce,
-                max_age=self.policy.max_age,
-            )
+            principal = await self._login.identify(flow, code)
         except (CodeExchangeFailed, InvalidToken) as exc:  # e.g. a code from another flow
             raise SignerLoginFailed(f"code or ID token refused: {exc}") from exc
-        req = await self._pending(flow.request_id)
+        req = await self._pending(_subject(flow))
         try:
             self.check_signer(req, principal)
             self._signing.authorize(principal, req.profile)  # refuses before any consent
@@ -437,7 +417,7 @@ class WebSigning:
             principal=principal_json(principal),
             expires_at=min(now + CONSENT_LIFETIME, req.expires_at),
         )
-        await self._requests.create_session(digest(session_id), session)
+        await self._requests.create_session(digest(session_id), session, now)
         log.info("signer_logged_in", id=str(req.id), subject=principal.subject, acr=principal.acr)
         return Consenting(session_id, req.id)
 
@@ -477,8 +457,8 @@ class WebSigning:
         other error fails it and the RP gets ``server_error``. A callback without this
         browser's flow or with another ``state`` changes nothing: it cannot end a request."""
         now = self._clock()
-        flow = await self._take_flow(flow_id, state, now)
-        req = await self._pending(flow.request_id)
+        flow = await self._take_flow(flow_id, state)
+        req = await self._pending(_subject(flow))
         refused = error in IDP_REFUSALS
         status, rp_error = ("cancelled", "access_denied") if refused else ("failed", "server_error")
         if not await self._requests.cancel(

@@ -14,14 +14,14 @@ import asyncpg
 from aiohttp import web
 
 from ca.logentry import PrivacyKey
-from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
 from signer.flows.approvals import ApprovalPolicy, ApprovalService, Render
-from signer.flows.login import AuditLogin
+from signer.flows.login import AuditLogin, LoginFailed
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import principal_json
 from signer.http.approvals import api, ui
 from signer.http.browser import STATIC_DIR as AUDIT_STATIC
+from signer.http.browser import browser_login
 from signer.http.kit.hold import APPROVALS
 from signer.http.kit.outbound import poster
 from signer.settings.config import Settings
@@ -66,19 +66,19 @@ def build(
     app[WEBHOOKS] = webhooks
     ui_settings = settings.approvals.ui
     if ui_settings is not None:
-        issuer = next(i.issuer for i in settings.issuers if i.name == ui_settings.issuer)
         public_url = settings.server.public_url
-        client = CodeFlowClient(
-            issuer,
-            ui_settings.client_id,
-            ui_settings.client_secret.reveal(),
-            f"{public_url}/approvals/callback",
-            http,
-            scope=ui_settings.scope,
-        )
         login = AuditLogin(
-            client=client,
-            tokens=tokens,
+            login=browser_login(
+                settings,
+                ui_settings,
+                callback="/approvals/callback",
+                purpose="approvals",
+                failed=LoginFailed,
+                pool=pool,
+                http=http,
+                tokens=tokens,
+                clock=clock,
+            ),
             store=AuditSessionStore(pool),
             role=None,
             idle=ui_settings.idle,

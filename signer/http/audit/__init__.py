@@ -14,12 +14,11 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
-from signer.flows.login import AuditLogin
+from signer.flows.login import AuditLogin, LoginFailed
 from signer.http.audit import views
 from signer.http.audit.views import AUDIT_UI, AuditUi
-from signer.http.browser import STATIC_DIR, Cookies, templates
+from signer.http.browser import STATIC_DIR, Cookies, browser_login, templates
 from signer.settings.config import Settings
 from signer.storage.audit_sessions import AuditSessionStore
 from signer.storage.records import RecordStore
@@ -38,19 +37,19 @@ def build(
 ) -> AuditUi:
     ui = settings.audit.ui
     assert ui is not None
-    issuer = next(i.issuer for i in settings.issuers if i.name == ui.issuer)
     public_url = settings.server.public_url
-    client = CodeFlowClient(
-        issuer,
-        ui.client_id,
-        ui.client_secret.reveal(),
-        f"{public_url}/audit/callback",
-        http,
-        scope=ui.scope,
-    )
     login = AuditLogin(
-        client=client,
-        tokens=tokens,
+        login=browser_login(
+            settings,
+            ui,
+            callback="/audit/callback",
+            purpose="audit",
+            failed=LoginFailed,
+            pool=pool,
+            http=http,
+            tokens=tokens,
+            clock=clock,
+        ),
         store=AuditSessionStore(pool),
         role=settings.audit.role,
         idle=ui.idle,

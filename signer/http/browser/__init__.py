@@ -8,18 +8,76 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
+import aiohttp
+import asyncpg
 import jinja2
 from aiohttp import web
 
+from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.errors import IdpError
-from signer.errors import SignerError
-from signer.flows.login import AuditLogin
+from idp_adapter.registry import IssuerRegistry
+from signer.errors import RequestError, SignerError
+from signer.flows.login import AuditLogin, BrowserLogin
+from signer.secrets import Secret
+from signer.settings.config import Settings
 from signer.storage.audit_sessions import UiSession
+from signer.storage.login_flows import LoginFlowStore
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+class LoginClient(Protocol):
+    """A surface's OIDC client settings (``[audit.ui]``, ``[approvals]``, ``[web_signing]``)."""
+
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_secret(self) -> Secret: ...
+    @property
+    def scope(self) -> str: ...
+
+
+def browser_login(
+    settings: Settings,
+    client: LoginClient,
+    *,
+    callback: str,
+    purpose: str,
+    failed: type[RequestError],
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    tokens: IssuerRegistry,
+    clock: Callable[[], datetime],
+    max_age: timedelta | None = None,
+) -> BrowserLogin:
+    """The one login, for the surface whose callback path is ``callback``: its OIDC client at
+    the configured issuer, the shared flow table, its own error and step-up age."""
+    issuer = next(i.issuer for i in settings.issuers if i.name == client.issuer)
+    code_flow = CodeFlowClient(
+        issuer,
+        client.client_id,
+        client.client_secret.reveal(),
+        f"{settings.server.public_url}{callback}",
+        http,
+        scope=client.scope,
+    )
+    return BrowserLogin(
+        client=code_flow,
+        tokens=tokens,
+        flows=LoginFlowStore(pool),
+        purpose=purpose,
+        failed=failed,
+        clock=clock,
+        max_age=max_age,
+    )
+
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self';"
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",

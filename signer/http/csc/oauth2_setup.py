@@ -15,9 +15,9 @@ import asyncpg
 from aiohttp import web
 from cryptography import x509
 
-from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
 from signer.flows.csc_oauth2 import (
+    AuthorizationLoginFailed,
     CredentialAuthority,
     CredentialFacts,
     CredentialGrant,
@@ -26,6 +26,7 @@ from signer.flows.csc_oauth2 import (
     OAuth2Policy,
 )
 from signer.flows.registry import RpRegistry
+from signer.http.browser import browser_login
 from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_views as views
 from signer.settings.config import Settings
@@ -106,15 +107,18 @@ def build(
     """Put the flow on ``app`` (called from the app's startup, resources already open)."""
     web_settings = settings.web_signing
     assert web_settings is not None
-    issuer = next(i.issuer for i in settings.issuers if i.name == web_settings.issuer)
     public_url = settings.server.public_url
-    idp = CodeFlowClient(
-        issuer,
-        web_settings.client_id,
-        web_settings.client_secret.reveal(),
-        f"{public_url}{CALLBACK}",
-        http,
-        scope=web_settings.scope,
+    login = browser_login(
+        settings,
+        web_settings,
+        callback=CALLBACK,
+        purpose="csc",
+        failed=AuthorizationLoginFailed,
+        pool=pool,
+        http=http,
+        tokens=tokens,
+        clock=clock,
+        max_age=web_settings.max_age,
     )
     accepted = None
     if web_settings.credential_acr is not None:
@@ -124,8 +128,7 @@ def build(
     store = CscOAuth2Store(pool)
     credentials: CredentialAuthority = CoreCredentials(csc, CscStore(pool), store, clock)
     app[views.CSC_OAUTH2] = CredentialOAuth2(
-        idp=idp,
-        tokens=tokens,
+        login=login,
         store=store,
         rps=rps,
         registry=RpRegistry(rps, clock),

@@ -13,13 +13,12 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.registry import IssuerRegistry
 from signer.flows.registry import RpRegistry
 from signer.flows.webhooks import Webhooks
-from signer.flows.websign import WebPolicy, WebSigning
+from signer.flows.websign import SignerLoginFailed, WebPolicy, WebSigning
 from signer.http.browser import STATIC_DIR as AUDIT_STATIC
-from signer.http.browser import Cookies
+from signer.http.browser import Cookies, browser_login
 from signer.http.kit.outbound import poster
 from signer.http.kit.state import WEB_SIGNING
 from signer.http.sign import api, views
@@ -52,13 +51,17 @@ def build(
     assert web_settings is not None
     issuer = next(i.issuer for i in settings.issuers if i.name == web_settings.issuer)
     public_url = settings.server.public_url
-    client = CodeFlowClient(
-        issuer,
-        web_settings.client_id,
-        web_settings.client_secret.reveal(),
-        f"{public_url}/sign/callback",
-        http,
-        scope=web_settings.scope,
+    login = browser_login(
+        settings,
+        web_settings,
+        callback="/sign/callback",
+        purpose="sign",
+        failed=SignerLoginFailed,
+        pool=pool,
+        http=http,
+        tokens=tokens,
+        clock=clock,
+        max_age=web_settings.max_age,
     )
     rps = RpClientStore(pool)
     requests = SigningRequestStore(pool)
@@ -66,8 +69,7 @@ def build(
     app[api.WEBHOOKS] = webhooks  # closed by signer.app when the service stops
     app[api.RP_REGISTRY] = RpRegistry(rps, clock)
     app[WEB_SIGNING] = WebSigning(
-        client=client,
-        tokens=tokens,
+        login=login,
         issuer=issuer,
         requests=requests,
         rps=rps,
