@@ -87,7 +87,7 @@ def settings(signer_env: dict[str, str]):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def ca_ready(settings) -> None:  # type: ignore[no-untyped-def]
     """`qes init` once per session, through the same code path as the CLI."""
-    from signer.cli.main import _init
+    from signer.cli.service import _init
 
     asyncio.run(_init(settings, force=False))
 

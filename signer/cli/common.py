@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,33 @@ async def connect(settings: Any) -> Any:
         return await asyncpg.connect(settings.database.url.reveal(), timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
         raise SignerError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+
+def progress_items(items: Sequence[Path], enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit="file", desc=desc, file=sys.stderr)
+
+
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc=desc, file=sys.stderr)
+
+
+def print_above_bar(bar: Any, line: str) -> None:
+    if bar is None:
+        print(line)
+    else:
+        bar.write(line, file=sys.stdout)
+
+
+def utc_time(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)

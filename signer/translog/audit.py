@@ -58,7 +58,13 @@ from ca.logentry import (
 )
 from ca.merkle import CompactRange, MerkleError, Node, leaf_hash, verify_consistency
 from signer.storage.approvals import fetch_decisions
-from signer.storage.log import LogStore, fetch_nodes
+from signer.storage.log import (
+    LogStore,
+    fetch_checkpoints,
+    fetch_entries,
+    fetch_nodes,
+    fetch_sizes,
+)
 from signer.storage.policy import AdminAction, PolicyStore
 from signer.storage.records import SigningRecord, record_from_row
 from signer.translog.log import (
@@ -77,15 +83,6 @@ _KINDS = {
     EntryKind.APPROVAL: "approval",
     EntryKind.ADMIN: "admin",
 }
-_ENTRIES = """
-SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*, ts.tokens AS time_stamp_tokens
-  FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
-  LEFT JOIN LATERAL (
-      SELECT array_agg(t.token ORDER BY t.position) AS tokens
-        FROM signature_time_stamps AS t WHERE t.record_id = e.record_id
-  ) AS ts ON true
- WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2
-"""
 
 
 class LogVerificationFailed(Exception):
@@ -413,18 +410,17 @@ async def verify_log(
     :class:`LogVerificationFailed` naming the first bad entry."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         checkpoints = _check_checkpoints(
-            list(await conn.fetch("SELECT size, root, note FROM log_checkpoints ORDER BY size")),
+            await fetch_checkpoints(conn),
             verifier,
             origin,
         )
-        sequenced = await conn.fetchval("SELECT size FROM log_state WHERE id = 1")
-        integrated = await conn.fetchval("SELECT integrated FROM log_tree WHERE id = 1")
+        sequenced, integrated = await fetch_sizes(conn)
         tree = CompactRange.empty()
         pending = [c for c in checkpoints if c.size > 0]
         good = 0  # the largest checkpoint size verified so far
         purged = 0
         while True:
-            rows = await conn.fetch(_ENTRIES, tree.size, BATCH)
+            rows = await fetch_entries(conn, tree.size, BATCH)
             if not rows:
                 break
             leaves = []

@@ -261,6 +261,13 @@ def describe_entry(item: LoggedEntry, key: PrivacyKey, flt: EntryFilter) -> dict
         return None
     if kind is EntryKind.ADMIN:
         return _describe_admin(item, fields, flt)
+    return _describe_signing(kind, item, fields, flt)
+
+
+def _describe_signing(
+    kind: EntryKind, item: LoggedEntry, fields: Mapping[str, bytes], flt: EntryFilter
+) -> dict[str, Any]:
+    """An issuance, approval or refusal entry's fields (see :func:`describe_entry`)."""
     text = {
         n: fields.get(n, b"").decode() or None for n in ("issuer_name", "token_issuer", "profile")
     }

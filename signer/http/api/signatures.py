@@ -1,31 +1,24 @@
 """``POST /api/v1/signatures``: batch signing of digests with a bearer token.
 
 The handler parses and validates, asks the service, and renders; policy and the key's life are
-in :mod:`signer.signing.pipeline`. ``Idempotency-Key`` follows
-draft-ietf-httpapi-idempotency-key-header: a retry with the same key and body replays the
-stored response (no second key or certificate),
-the same key with another body is refused with 422, and one still running with 409.
+in :mod:`signer.signing.pipeline`; ``Idempotency-Key`` in :mod:`signer.http.kit.idempotency`;
+holding for approval in :mod:`signer.http.kit.hold`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from idp_adapter.principal import Principal
 from signer.errors import RequestError
 from signer.http.kit import hold as approvals
 from signer.http.kit.body import read_json
+from signer.http.kit.idempotency import claim, release
 from signer.http.kit.links import with_proof_url
 from signer.http.kit.problems import (
-    IdempotencyInProgress,
-    IdempotencyMismatch,
     InvalidRequest,
     NoDigests,
     TooManyDigests,
@@ -38,9 +31,7 @@ from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.settings.config import DIGEST_SIZES
 from signer.signing.pipeline import FORMATS, SignatureRequest
 from signer.signing.results import render_result
-from signer.storage.records import IdempotencyKey, IdempotencyOutcome
 
-MAX_IDEMPOTENCY_KEY = 255
 #: Extra fields of a body, used when the request is held for approval (signer.http.approvals).
 HOLD_FIELDS = frozenset({"labels", "reason", "webhook_url"})
 
@@ -97,7 +88,7 @@ async def create_signatures(request: web.Request) -> web.Response:
         request, lambda: _read(request, settings.max_digests), lambda parsed: parsed[1]
     )
     try:
-        idem, replay = await _claim(request, services, principal, body)
+        idem, replay = await claim(request, services, principal, body)
     except RequestError as exc:  # refused after authentication: logged with who asked
         await services.signing.log_refusal(principal, sign_request, request[REQUEST_ID], exc)
         raise
@@ -117,36 +108,6 @@ async def create_signatures(request: web.Request) -> web.Response:
             render=lambda r: render_result(r, settings.public_url),
         )
     except BaseException:
-        if idem is not None:
-            await services.records.release_idempotency(idem)
+        await release(services, idem)
         raise
     return web.json_response(with_proof_url(response or {}, settings.public_url), status=201)
-
-
-async def _claim(
-    request: web.Request, services: Services, principal: Principal, body: Any
-) -> tuple[IdempotencyKey | None, Mapping[str, Any] | None]:
-    """The request's Idempotency-Key, claimed; or the stored response of its first run."""
-    idem = _idempotency_key(request, principal.issuer, principal.subject, body)
-    if idem is None:
-        return None, None
-    claim = await services.records.claim_idempotency(idem, services.clock())
-    if claim.outcome is IdempotencyOutcome.REPLAY:
-        return idem, with_proof_url(claim.response or {}, services.settings.server.public_url)
-    if claim.outcome is IdempotencyOutcome.MISMATCH:
-        raise IdempotencyMismatch()
-    if claim.outcome is IdempotencyOutcome.IN_PROGRESS:
-        raise IdempotencyInProgress()
-    return idem, None
-
-
-def _idempotency_key(
-    request: web.Request, issuer: str, subject: str, body: Any
-) -> IdempotencyKey | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise InvalidRequest("Idempotency-Key must be 1..255 printable characters")
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return IdempotencyKey(issuer, subject, key, hashlib.sha256(canonical).digest())

@@ -23,13 +23,20 @@ from signer.errors import RequestError, SignerError
 from signer.flows.approvals import ApprovalNotFound, ApprovalService, digest_commitment
 from signer.flows.login import AuditLogin
 from signer.flows.websign import principal_from_json as principal_from_data
-from signer.http.browser import SECURITY_HEADERS, Cookies, finish_login, templates
+from signer.http.browser import (
+    SECURITY_HEADERS,
+    Cookies,
+    Surface,
+    end_session,
+    finish_login,
+    start_login,
+    templates,
+)
 from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID
 from signer.storage.audit_sessions import UiSession
 
 log = structlog.get_logger(__name__)
-FLOW_COOKIE_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,21 @@ def cookies_for(public_url: str) -> Cookies:
     return Cookies(f"{prefix}qes-approvals-session", f"{prefix}qes-approvals-login", secure)
 
 
+APPROVAL_PAGES = Surface(
+    name="Approvals",
+    label="Approvals",
+    stylesheets=("/approvals/static/audit.css",),
+    footer="Your approval is bound to the exact digests shown and is recorded in the"
+    " transparency log.",
+    home="/approvals",
+    login="/approvals/login",
+    logout="/approvals/logout",
+    back_label="Back to the list",
+)
+
+
 def page_templates() -> jinja2.Environment:
-    return templates("http/approvals/templates")
+    return templates(APPROVAL_PAGES, "http/approvals/templates")
 
 
 def render(
@@ -178,15 +198,7 @@ async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> we
 
 async def login(request: web.Request) -> web.StreamResponse:
     ui = request.app[APPROVAL_UI]
-    wanted = request.query.get("next", "/approvals")
-    safe = wanted.startswith("/approvals") and "//" not in wanted and "\\" not in wanted
-    try:
-        started = await ui.login.begin(wanted if safe else "/approvals")
-    except (SignerError, IdpError) as exc:
-        return error_page(request, exc, None)
-    resp = web.Response(status=303, headers={"Location": started.redirect_url, **SECURITY_HEADERS})
-    ui.cookies.put(resp, ui.cookies.flow, started.flow_id, FLOW_COOKIE_SECONDS)
-    return resp
+    return await start_login(request, ui.login, ui.cookies, "/approvals", error_page)
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
@@ -199,22 +211,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     ui = request.app[APPROVAL_UI]
-    session_id = request.cookies.get(ui.cookies.session)
-    form = await request.post()
-    token = form.get("csrf")
-    session = await ui.login.session(session_id)
-    if session is not None and session_id:
-        if not isinstance(token, str) or not hmac.compare_digest(
-            token.encode(), session.csrf_token.encode()
-        ):
-            return render(request, "error.html", status=403, title="Logout refused",
-                          message="Reload the page and try again.", session=session)  # fmt: skip
-        await ui.login.logout(session_id)
-    resp = web.Response(
-        status=303, headers={"Location": "/approvals/logged-out", **SECURITY_HEADERS}
-    )
-    ui.cookies.clear(resp, ui.cookies.session)
-    return resp
+    return await end_session(request, ui.login, ui.cookies, "/approvals", error_page, render)
 
 
 async def logged_out(request: web.Request) -> web.Response:

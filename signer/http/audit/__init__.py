@@ -18,12 +18,25 @@ from idp_adapter.registry import IssuerRegistry
 from signer.flows.login import AuditLogin, LoginFailed
 from signer.http.audit import views
 from signer.http.audit.views import AUDIT_UI, AuditUi
-from signer.http.browser import STATIC_DIR, Cookies, browser_login, templates
+from signer.http.browser import STATIC_DIR, Cookies, Surface, browser_login, templates
 from signer.settings.config import Settings
 from signer.storage.audit_sessions import AuditSessionStore
 from signer.storage.records import RecordStore
 
 __all__ = ["add_routes", "build"]
+
+
+AUDIT_PAGES = Surface(
+    name="Audit",
+    label="Audit",
+    stylesheets=("/audit/static/audit.css",),
+    footer="Every certificate is issued for one request, valid for 10 minutes; its key is"
+    " destroyed afterwards.",
+    home="/audit",
+    login="/audit/login",
+    logout="/audit/logout",
+    back_label="Back to the search",
+)
 
 
 def build(
@@ -59,7 +72,7 @@ def build(
     return AuditUi(
         login=login,
         records=records,
-        templates=templates("http/audit/templates"),
+        templates=templates(AUDIT_PAGES, "http/audit/templates"),
         cookies=Cookies.for_url(public_url),
         clock=clock,
     )

@@ -8,7 +8,6 @@ carries the session's CSRF token. Failures render an HTML page, never a stack tr
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,7 +26,7 @@ from signer.errors import RequestError, SignerError
 from signer.flows.login import AuditLogin, LoginFailed, NotAnAuditor
 from signer.http.audit import export as exports
 from signer.http.audit.query import STATUSES, FormError, Search, parse_search, parse_time
-from signer.http.browser import SECURITY_HEADERS, Cookies, finish_login
+from signer.http.browser import SECURITY_HEADERS, Cookies, end_session, finish_login, start_login
 from signer.http.kit.problems import translate
 from signer.http.kit.records import decode_cursor, email_notice, encode_cursor
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
@@ -39,9 +38,7 @@ from signer.translog.log import EntryFilter, describe_entry, subject_index
 
 log = structlog.get_logger(__name__)
 PAGE_SIZE = 50
-FLOW_COOKIE_SECONDS = 600
 _SERIAL = re.compile(r"^[0-9a-f]{1,64}$")
-_SAFE_RETURN = re.compile(r"^/audit(?:[/?][^\\\s]*)?$")
 
 
 @dataclass(frozen=True)
@@ -293,17 +290,8 @@ async def export_manifest(request: web.Request, ui: AuditUi, session: UiSession)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """Start RFC 6749 §4.1.1: a flow cookie for this browser, then off to the IdP."""
     ui = request.app[AUDIT_UI]
-    wanted = request.query.get("next", "/audit")
-    return_to = wanted if _SAFE_RETURN.match(wanted) and "//" not in wanted else "/audit"
-    try:
-        started = await ui.login.begin(return_to)
-    except (SignerError, IdpError) as exc:
-        return error_page(request, exc, None)
-    resp = web.Response(status=303, headers={"Location": started.redirect_url, **SECURITY_HEADERS})
-    ui.cookies.put(resp, ui.cookies.flow, started.flow_id, FLOW_COOKIE_SECONDS)
-    return resp
+    return await start_login(request, ui.login, ui.cookies, "/audit", error_page)
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
@@ -315,32 +303,8 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    """End the session; the form must carry its CSRF token."""
     ui = request.app[AUDIT_UI]
-    session_id = request.cookies.get(ui.cookies.session)
-    form = await request.post()
-    token = form.get("csrf")
-    try:
-        session = await ui.login.session(session_id)
-    except (SignerError, IdpError) as exc:
-        return error_page(request, exc, None)
-    if session is not None and session_id:
-        if not isinstance(token, str) or not hmac.compare_digest(
-            token.encode(), session.csrf_token.encode()
-        ):
-            return render(
-                request,
-                "error.html",
-                status=403,
-                title="Logout refused",
-                message="The logout form was not issued by this session. Reload the page and"
-                " try again.",
-                session=session,
-            )
-        await ui.login.logout(session_id)
-    resp = web.Response(status=303, headers={"Location": "/audit/logged-out", **SECURITY_HEADERS})
-    ui.cookies.clear(resp, ui.cookies.session)
-    return resp
+    return await end_session(request, ui.login, ui.cookies, "/audit", error_page, render)
 
 
 async def logged_out(request: web.Request) -> web.Response:

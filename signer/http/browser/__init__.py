@@ -6,6 +6,8 @@ stylesheet (``static/``) and the end of the OpenID Connect code flow (RFC 6749 �
 
 from __future__ import annotations
 
+import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -122,14 +124,43 @@ def _when(value: datetime | None) -> str:
     return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def templates(*folders: str) -> jinja2.Environment:
-    """Autoescaped, strict templates from ``folders`` of the signer package, first match wins
-    (a surface's own pages first, then the pages it extends)."""
+@dataclass(frozen=True)
+class Surface:
+    """What the one ``base.html`` and ``error.html`` say for a surface: its name and label,
+    home and login (UIs with sessions), logout form target, stylesheets, footer line."""
+
+    name: str
+    label: str
+    stylesheets: tuple[str, ...]
+    footer: str
+    home: str | None = None
+    login: str | None = None
+    logout: str | None = None
+    back_label: str = ""
+    narrow: bool = False
+
+
+#: The pages a person signs on: web signing and the CSC OAuth2 consent (static files under /sign).
+SIGNING_PAGES = Surface(
+    name="Sign",
+    label="Signing",
+    stylesheets=("/sign/static/base/audit.css", "/sign/static/sign.css"),
+    footer="Your key is created for this request only, certified for 10 minutes and destroyed"
+    " right after signing.",
+    narrow=True,
+)
+
+
+def templates(surface: Surface, *folders: str) -> jinja2.Environment:
+    """Autoescaped, strict templates: the surface's own ``folders`` first, then the one
+    ``base.html`` / ``error.html`` of every surface (this package's ``templates/``)."""
+    loaders = [jinja2.PackageLoader("signer", f) for f in (*folders, "http/browser/templates")]
     env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.PackageLoader("signer", f) for f in folders]),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.globals["surface"] = surface
     env.filters["when"] = _when
     env.filters["hash_name"] = lambda name: name.upper().replace("SHA", "SHA-")
     return env
@@ -159,3 +190,62 @@ async def finish_login(
     cookies.clear(resp, cookies.flow)
     cookies.put(resp, cookies.session, done.session_id, None)
     return resp, True
+
+
+FLOW_COOKIE_SECONDS = 600  # a login flow lives 10 minutes (flows.login.FLOW_LIFETIME)
+ErrorPage = Callable[[web.Request, Exception, UiSession | None], web.Response]
+Render = Callable[..., web.Response]
+
+
+def _return_to(wanted: str, home: str) -> str:
+    """Only a path of this UI (no scheme, host, ``//`` or backslash): no open redirect."""
+    ok = re.fullmatch(re.escape(home) + r"(?:[/?][^\\\s]*)?", wanted) and "//" not in wanted
+    return wanted if ok else home
+
+
+async def start_login(
+    request: web.Request, login: AuditLogin, cookies: Cookies, home: str, failed: ErrorPage
+) -> web.StreamResponse:
+    """RFC 6749 §4.1.1 for a UI: a flow cookie for this browser, then off to the IdP; the
+    browser comes back to the page it asked for (``next``, within ``home``)."""
+    try:
+        started = await login.begin(_return_to(request.query.get("next", home), home))
+    except (SignerError, IdpError) as exc:
+        return failed(request, exc, None)
+    resp = web.Response(status=303, headers={"Location": started.redirect_url, **SECURITY_HEADERS})
+    cookies.put(resp, cookies.flow, started.flow_id, FLOW_COOKIE_SECONDS)
+    return resp
+
+
+async def end_session(
+    request: web.Request,
+    login: AuditLogin,
+    cookies: Cookies,
+    home: str,
+    failed: ErrorPage,
+    render: Render,
+) -> web.StreamResponse:
+    """End a UI session; the form must carry the session's CSRF token."""
+    session_id = request.cookies.get(cookies.session)
+    token = (await request.post()).get("csrf")
+    try:
+        session = await login.session(session_id)
+    except (SignerError, IdpError) as exc:
+        return failed(request, exc, None)
+    if session is not None and session_id:
+        if not isinstance(token, str) or not hmac.compare_digest(
+            token.encode(), session.csrf_token.encode()
+        ):
+            return render(
+                request,
+                "error.html",
+                status=403,
+                title="Logout refused",
+                message="The logout form was not issued by this session. Reload the page and"
+                " try again.",
+                session=session,
+            )
+        await login.logout(session_id)
+    resp = web.Response(status=303, headers={"Location": f"{home}/logged-out", **SECURITY_HEADERS})
+    cookies.clear(resp, cookies.session)
+    return resp

@@ -25,7 +25,7 @@ from multidict import MultiMapping
 from idp_adapter.errors import IdpError
 from signer.errors import SignerError
 from signer.flows import csc_oauth2 as o
-from signer.http.browser import SECURITY_HEADERS, Cookies
+from signer.http.browser import SECURITY_HEADERS, SIGNING_PAGES, Cookies
 from signer.http.browser import templates as browser_templates
 from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID
@@ -77,8 +77,8 @@ def cookies_for(public_url: str) -> Cookies:
 
 
 def templates() -> jinja2.Environment:
-    """This flow's pages, extending the signing pages' ``base.html``."""
-    return browser_templates("http/csc/templates", "http/sign/templates")
+    """This flow's consent page; the base and error pages are the browser kit's."""
+    return browser_templates(SIGNING_PAGES, "http/csc/templates")
 
 
 def _render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
@@ -108,7 +108,7 @@ def _error_page(request: web.Request, exc: Exception) -> web.Response:
     message = _MESSAGES.get(type(err), "The request could not be completed. Try again later.")
     back = err.back_url if isinstance(err, o.EndsAuthorization) else None
     return _render(
-        request, "oauth2_error.html", status=err.status, title=err.title, message=message,
+        request, "error.html", status=err.status, title=err.title, message=message,
         back_url=back, signer=None,
     )  # fmt: skip
 

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from idp_adapter.errors import IdpError
 from signer.errors import RequestError, SignerError
 from signer.flows import websign as f
-from signer.http.browser import SECURITY_HEADERS, Cookies
+from signer.http.browser import SECURITY_HEADERS, SIGNING_PAGES, Cookies
 from signer.http.browser import templates as browser_templates
 from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID, WEB_SIGNING
@@ -79,7 +79,7 @@ _MESSAGES: Mapping[type[SignerError], str] = {
 
 
 def templates() -> jinja2.Environment:
-    return browser_templates("http/sign/templates")
+    return browser_templates(SIGNING_PAGES, "http/sign/templates")
 
 
 TEMPLATES = web.AppKey("web_signing_templates", jinja2.Environment)
