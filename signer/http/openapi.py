@@ -5,6 +5,7 @@ Built from the same problem kinds the middleware renders, so the two cannot drif
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -478,6 +479,23 @@ def _web_signing_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/signing-requests/{id}/documents/{n}.pdf": {
+            "get": {
+                "summary": "Signed PDF n (from 1) of a completed PAdES request",
+                "security": basic,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "n", "in": "path", "required": True, "schema": {"type": "integer"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The signed PDF",
+                        "content": {"application/pdf": {"schema": {}}},
+                    },
+                    **_errors(read_errors),
+                },
+            }
+        },
     }
 
 
@@ -586,6 +604,62 @@ HELD = {
     "description": "Held for m-of-n approval: Location is the status URL",
     "headers": {"Location": {"schema": {"type": "string"}}},
 }
+
+
+#: The browser surfaces' routes: pages (HTML), redirects (303, to the IdP or the next page) and
+#: files. Not an API; listed so that the document names every route the service serves.
+#: (path, method, what it answers, summary)
+BROWSER_ROUTES: tuple[tuple[str, str, str, str], ...] = (
+    ("/sign/{id}", "get", "redirect", "Web signing: the signer's login for a request"),
+    ("/sign/callback", "get", "redirect", "Web signing: the IdP's answer (RFC 6749 §4.1.2)"),
+    ("/sign/{id}/consent", "get", "html", "Web signing: what will be signed; Sign or Cancel"),
+    ("/sign/{id}/consent", "post", "redirect", "Web signing: the decision, back to the app"),
+    ("/sign/{id}/documents/{n}", "get", "pdf", "Web signing: a PDF as the app sent it"),
+    ("/sign/static/{file}", "get", "file", "Web signing: stylesheet"),
+    ("/sign/static/base/{file}", "get", "file", "Web signing: the shared stylesheet"),
+    ("/csc/v2/oauth2/callback", "get", "redirect", "CSC OAuth2: the IdP's answer"),
+    ("/csc/v2/oauth2/consent/{id}", "get", "html", "CSC OAuth2: the owner's consent page"),
+    ("/csc/v2/oauth2/consent/{id}", "post", "redirect", "CSC OAuth2: the owner's decision"),
+    ("/audit", "get", "html", "Audit UI: search the signing records"),
+    ("/audit/records/{serial}", "get", "html", "Audit UI: one record"),
+    ("/audit/export.{fmt}", "get", "file", "Audit UI: export the search (jsonl or csv)"),
+    ("/audit/manifest.{fmt}.json", "get", "file", "Audit UI: the export's signed manifest"),
+    ("/audit/login", "get", "redirect", "Audit UI: log in at the IdP"),
+    ("/audit/callback", "get", "redirect", "Audit UI: the IdP's answer"),
+    ("/audit/logout", "post", "redirect", "Audit UI: end the session (CSRF token)"),
+    ("/audit/logged-out", "get", "html", "Audit UI: logged out"),
+    ("/audit/static/{file}", "get", "file", "Audit UI: stylesheet"),
+    ("/approvals", "get", "html", "Approvals UI: the requests waiting for you"),
+    ("/approvals/{id}", "get", "html", "Approvals UI: one request, every digest"),
+    ("/approvals/{id}/decide", "post", "redirect", "Approvals UI: approve or deny"),
+    ("/approvals/login", "get", "redirect", "Approvals UI: log in at the IdP"),
+    ("/approvals/callback", "get", "redirect", "Approvals UI: the IdP's answer"),
+    ("/approvals/logout", "post", "redirect", "Approvals UI: end the session (CSRF token)"),
+    ("/approvals/logged-out", "get", "html", "Approvals UI: logged out"),
+    ("/approvals/static/{file}", "get", "file", "Approvals UI: stylesheet"),
+)
+_ANSWERS = {
+    "html": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {}}}}},
+    "redirect": {"303": {"description": "See Other: the IdP, the next page or the app"}},
+    "pdf": {"200": {"description": "PDF", "content": {"application/pdf": {"schema": {}}}}},
+    "file": {"200": {"description": "File"}},
+}
+
+
+def _browser_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for path, method, answer, summary in BROWSER_ROUTES:
+        names = re.findall(r"\{(\w+)\}", path)
+        parameters = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+        ]
+        paths.setdefault(path, {})[method] = {
+            "summary": summary,
+            "tags": ["Browser pages"],
+            "parameters": parameters,
+            "responses": _ANSWERS[answer],
+        }
+    return paths
 
 
 def document(server: ServerSettings) -> dict[str, Any]:
@@ -729,6 +803,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
             **admin_paths(bearer, _errors),
             **csc_paths(),
             **csc_oauth2.openapi_paths(),
+            **_browser_paths(),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

@@ -116,7 +116,8 @@ async def fetch_nodes(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[Nod
     return NodeMap({NodeId(r["level"], r["index"]): bytes(r["hash"]) for r in rows})
 
 
-_ENTRIES = """  # every entry with its record and time-stamp tokens (audit verify)
+#: Every entry with its signing record and the record's time-stamp tokens (`qes audit verify`).
+_ENTRIES = """
 SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*, ts.tokens AS time_stamp_tokens
   FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
   LEFT JOIN LATERAL (

@@ -147,4 +147,15 @@ def csc_paths() -> dict[str, Any]:
                     },
                 }
             }
+        paths[f"/csc/{version}/info"]["get"] = {
+            "summary": f"CSC {version}: the service's information (also by GET)",
+            "tags": ["CSC API"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": _METHODS["info"][3]}},
+                }
+            },
+        }
     return paths
