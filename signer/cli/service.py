@@ -107,11 +107,12 @@ async def _serve(settings: Any) -> None:
     from aiohttp import web
 
     from signer.app import create_app
+    from signer.http.kit.server import SignerRunner
 
     loop = asyncio.get_running_loop()
     for signum in _STOP_SIGNALS:  # during setup too: one stop, however many signals
         loop.add_signal_handler(signum, _stop_requested.append, signum)
-    runner = web.AppRunner(
+    runner = SignerRunner(
         create_app(settings),
         handle_signals=False,
         access_log=None,

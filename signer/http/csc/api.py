@@ -28,18 +28,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from idp_adapter.errors import IdentityNotAllowed, IdpUnavailable, InvalidToken
 from idp_adapter.principal import Principal
-from signer.errors import RequestError, SignerError
+from signer.http.kit.auth import bearer_token
 from signer.http.kit.problems import TOKEN_DETAIL
 from signer.http.kit.refused import log_refusal
 from signer.http.kit.state import REQUEST_ID, SERVICES
-from signer.signing.csc import (
-    EC_PUBLIC_KEY,
-    ECDSA_WITH,
-    HASH_NAMES,
-    HASH_OIDS,
-    CscService,
-    is_credential_token,
-)
 from signer.signing.csc_errors import (
     CscError,
     CscInvalidParameter,
@@ -49,6 +41,15 @@ from signer.signing.csc_errors import (
     UnsupportedHashAlgo,
     UnsupportedSignAlgo,
 )
+from signer.signing.csc import (
+    EC_PUBLIC_KEY,
+    ECDSA_WITH,
+    HASH_NAMES,
+    HASH_OIDS,
+    CscService,
+    is_credential_token,
+)
+from signer.errors import RequestError, SignerError
 from signer.storage.csc import Credential
 
 log = structlog.get_logger(__name__)
@@ -162,10 +163,10 @@ async def _principal(request: web.Request) -> Principal:
 
 
 def _bearer(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
         raise CscInvalidToken("no bearer token")
-    return token.strip()
+    return token
 
 
 # -- parameters ----------------------------------------------------------------------------------

@@ -16,12 +16,12 @@ from aiohttp import web
 from ca.profiles import Level
 from idp_adapter.errors import IdentityNotAllowed, InvalidToken
 from idp_adapter.principal import Principal
-from signer.errors import RequestError
-from signer.http.kit.auth import authenticate
+from signer.http.kit.auth import authenticate, claimed_bearer_token
 from signer.http.kit.problems import Unauthenticated
 from signer.http.kit.state import REQUEST_ID, SERVICES
-from signer.policy.refusals import RefusalLog, Refused
+from signer.errors import RequestError
 from signer.signing.pipeline import SignatureRequest
+from signer.policy.refusals import RefusalLog, Refused
 
 T = TypeVar("T")
 REFUSAL_LOG = web.AppKey("refusal_log", RefusalLog)
@@ -45,11 +45,6 @@ def refusal_reason(exc: BaseException) -> str | None:
     return None
 
 
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
-
-
 async def log_refusal(
     request: web.Request, exc: BaseException, asked: SignatureRequest | None
 ) -> None:
@@ -58,7 +53,7 @@ async def log_refusal(
     refusals = request.app.get(REFUSAL_LOG)
     if reason is None or refusals is None:
         return
-    token = _bearer(request)
+    token = claimed_bearer_token(request)
     claimed = request.app[SERVICES].tokens.claimed_issuer(token) if token else None
     await refusals.log(
         Refused(
