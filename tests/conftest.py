@@ -143,7 +143,6 @@ async def client(
     ca_ready,  # type: ignore[no-untyped-def]
 ) -> AsyncIterator[TestClient]:
     from signer.app import create_app
-    from signer.http.kit.state import SERVICES
 
     app = create_app(settings)
     test_client = await aiohttp_client(SignerTestServer(app))  # type: ignore[operator]

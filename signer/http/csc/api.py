@@ -28,10 +28,19 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from idp_adapter.errors import IdentityNotAllowed, IdpUnavailable, InvalidToken
 from idp_adapter.principal import Principal
+from signer.errors import RequestError, SignerError
 from signer.http.kit.auth import bearer_token
 from signer.http.kit.problems import TOKEN_DETAIL
 from signer.http.kit.refused import log_refusal
 from signer.http.kit.state import REQUEST_ID, SERVICES
+from signer.signing.csc import (
+    EC_PUBLIC_KEY,
+    ECDSA_WITH,
+    HASH_NAMES,
+    HASH_OIDS,
+    CscService,
+    is_credential_token,
+)
 from signer.signing.csc_errors import (
     CscError,
     CscInvalidParameter,
@@ -41,15 +50,6 @@ from signer.signing.csc_errors import (
     UnsupportedHashAlgo,
     UnsupportedSignAlgo,
 )
-from signer.signing.csc import (
-    EC_PUBLIC_KEY,
-    ECDSA_WITH,
-    HASH_NAMES,
-    HASH_OIDS,
-    CscService,
-    is_credential_token,
-)
-from signer.errors import RequestError, SignerError
 from signer.storage.csc import Credential
 
 log = structlog.get_logger(__name__)

@@ -16,12 +16,12 @@ from aiohttp import web
 from ca.profiles import Level
 from idp_adapter.errors import IdentityNotAllowed, InvalidToken
 from idp_adapter.principal import Principal
+from signer.errors import RequestError
 from signer.http.kit.auth import authenticate, claimed_bearer_token
 from signer.http.kit.problems import Unauthenticated
 from signer.http.kit.state import REQUEST_ID, SERVICES
-from signer.errors import RequestError
-from signer.signing.pipeline import SignatureRequest
 from signer.policy.refusals import RefusalLog, Refused
+from signer.signing.pipeline import SignatureRequest
 
 T = TypeVar("T")
 REFUSAL_LOG = web.AppKey("refusal_log", RefusalLog)
