@@ -93,7 +93,7 @@ from ca.logentry import PrivacyKey, RefusalEntry, Requester, RequestSummary
 from ca.merkle import InclusionProof, leaf_hash, verify_inclusion
 from signer.storage.db import create_pool, migrate
 from signer.storage.records import Completion, RecordFilter, RecordStore, record_from_row
-from signer.translog import issuance_entry
+from signer.translog.log import issuance_entry
 from tests.support.idp import DEMO_SECRETS, start_idp
 from tests.support.pg import admin_url, scratch_database
 from tests.support.softhsm import SoftHsmToken
@@ -981,8 +981,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def privacy_key(env: dict[str, str]) -> PrivacyKey:
-    from signer.config import load_settings
-    from signer.translog import load_privacy_key
+    from signer.settings.config import load_settings
+    from signer.translog.log import load_privacy_key
 
     return load_privacy_key(load_settings(DEV_CONFIG, env=env))
 

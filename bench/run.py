@@ -5,7 +5,7 @@
 Sets up a throwaway SoftHSM2 token, a scratch PostgreSQL database and the dev IdP (the test
 helpers in tests/support), runs ``qes init`` through the CLI, then measures
 
-(a) the raw HSM cycle through ``signer.hsm``: keygen -> ``IssuingCA.issue`` with the CA token
+(a) the raw HSM cycle through ``signer.keys``: keygen -> ``IssuingCA.issue`` with the CA token
     key -> ``sign_digest`` -> ``destroy``, one ``Hsm.run`` hop per cycle, in N processes, each
     an asyncio loop keeping twice as many cycles in flight as it has sessions;
 (b) ``qes serve`` with ``server.workers = N``: POST /api/v1/signatures with one random SHA-256
@@ -99,8 +99,8 @@ async def _hsm_cycles(env: dict[str, str], seconds: float, ready: Any, start: An
     from ca.authority import IssuingCA
     from ca.profiles import LegalPerson, Level
     from signer.app import load_chain, utc_now
-    from signer.config import load_settings
-    from signer.hsm import Hsm, HsmSession
+    from signer.keys import Hsm, HsmSession
+    from signer.settings.config import load_settings
     from signer.storage.authority import CaCertificateStore
     from signer.storage.db import create_pool
 

@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `signer` and `tests.suppo
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
-from signer.localdb import LocalPostgres  # noqa: E402
+from signer.cli.localdb import LocalPostgres  # noqa: E402
 from tests.support.idp import DEMO_SECRETS, start_idp  # noqa: E402
 from tests.support.p11kit import P11KitServer  # noqa: E402
 from tests.support.pg import private_cluster_dir  # noqa: E402

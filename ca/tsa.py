@@ -134,15 +134,7 @@ def build_tsa_certificate(
     Raises :class:`PolicyError` for unusable settings, keys or issuer.
     """
     start = utc_seconds(now)
-    _check_lifetime(lifetime)
-    _check_issuer(issuing_key, issuing, start)
-    if start + lifetime > issuing.not_valid_after_utc:
-        raise PolicyError("lifetime: TSA certificate would outlive the issuing CA certificate")
-    if not isinstance(tsa_public_key, ec.EllipticCurvePublicKey):
-        raise PolicyError("tsa_public_key: must be an EC public key")
-    hash_for(tsa_public_key)  # the TSA key must be on a supported curve
-    if tsa_public_key == issuing.public_key():
-        raise PolicyError("tsa_public_key: must not be the issuing CA's key")
+    _check_tsa_inputs(issuing_key, issuing, tsa_public_key, start, lifetime)
     try:
         subject = LegalPerson(
             names.country, names.organization, names.organization_identifier, common_name
@@ -151,15 +143,6 @@ def build_tsa_certificate(
         _validate.url("crl_url", crl_url)
     except ProfileError as exc:
         raise PolicyError(str(exc)) from exc
-    crl_dp = x509.DistributionPoint(
-        full_name=[x509.UniformResourceIdentifier(crl_url)],
-        relative_name=None,
-        reasons=None,
-        crl_issuer=None,
-    )
-    aia = x509.AccessDescription(
-        AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers_url)
-    )
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -177,10 +160,48 @@ def build_tsa_certificate(
             ),
             critical=False,
         )
-        .add_extension(x509.AuthorityInformationAccess([aia]), critical=False)
-        .add_extension(x509.CRLDistributionPoints([crl_dp]), critical=False)
     )
-    return builder.sign(issuing_key, hash_for(issuing.public_key()))
+    return _with_locations(builder, ca_issuers_url, crl_url).sign(
+        issuing_key, hash_for(issuing.public_key())
+    )
+
+
+def _check_tsa_inputs(
+    issuing_key: ec.EllipticCurvePrivateKey,
+    issuing: x509.Certificate,
+    tsa_public_key: ec.EllipticCurvePublicKey,
+    start: datetime,
+    lifetime: timedelta,
+) -> None:
+    """A usable lifetime inside the issuer's validity, and a TSA key of its own on a supported
+    curve; raises :class:`PolicyError`."""
+    _check_lifetime(lifetime)
+    _check_issuer(issuing_key, issuing, start)
+    if start + lifetime > issuing.not_valid_after_utc:
+        raise PolicyError("lifetime: TSA certificate would outlive the issuing CA certificate")
+    if not isinstance(tsa_public_key, ec.EllipticCurvePublicKey):
+        raise PolicyError("tsa_public_key: must be an EC public key")
+    hash_for(tsa_public_key)  # the TSA key must be on a supported curve
+    if tsa_public_key == issuing.public_key():
+        raise PolicyError("tsa_public_key: must not be the issuing CA's key")
+
+
+def _with_locations(
+    builder: x509.CertificateBuilder, ca_issuers_url: str, crl_url: str
+) -> x509.CertificateBuilder:
+    """AIA caIssuers (RFC 5280 §4.2.2.1) and one CRL distribution point (§4.2.1.13)."""
+    crl_dp = x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(crl_url)],
+        relative_name=None,
+        reasons=None,
+        crl_issuer=None,
+    )
+    aia = x509.AccessDescription(
+        AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers_url)
+    )
+    return builder.add_extension(
+        x509.AuthorityInformationAccess([aia]), critical=False
+    ).add_extension(x509.CRLDistributionPoints([crl_dp]), critical=False)
 
 
 @dataclass(frozen=True)

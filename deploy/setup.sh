@@ -89,11 +89,18 @@ install_set() {
   rm -f "$log"
 }
 
+project_hash() { sha256sum pyproject.toml | cut -d' ' -f1; }
 if ! installed run; then
   install_set run
+  rm -f "$(stamp project)"
+  lock_hash run >"$(stamp run)"
+fi
+# The project itself (editable) again when pyproject.toml changed: a moved console script or
+# package data must reach an existing .venv too.
+if [ ! -f "$(stamp project)" ] || [ "$(cat "$(stamp project)")" != "$(project_hash)" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     --no-build-isolation --no-index -e .
-  lock_hash run >"$(stamp run)"
+  project_hash >"$(stamp project)"
 fi
 if [ "$set_name" = test ] && ! installed test; then
   install_set test

@@ -9,6 +9,8 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== lint-imports"
+.venv/bin/lint-imports
 echo "== pytest"
 set +e
 .venv/bin/pytest "$@"

@@ -1,5 +1,5 @@
 import sys
 
-from signer.cli import main
+from signer.cli.main import main
 
 sys.exit(main())

@@ -10,38 +10,46 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
+import asyncpg
 import structlog
 from aiohttp import web
 
 from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
+from ca.logentry import PrivacyKey
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer import approvals, auditui, webflow
-from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
-from signer.api.connections import connection_limits, hygiene_middleware
-from signer.api.problems import Handler, problem_middleware
-from signer.api.public_limits import PUBLIC_LIMITER, public_limit_middleware
-from signer.api.refused import REFUSAL_LOG
-from signer.api.signing_requests import WEBHOOKS
-from signer.api.state import CRL_CACHE, REQUEST_ID, SERVICES, TRUST_BUNDLE_CACHE, Services
-from signer.approvals.service import CurrentPolicy
-from signer.backfill import backfill_quietly
-from signer.checkpoint_anchor import CheckpointAnchor, check_anchor_quietly
-from signer.config import Settings
-from signer.csc import api as csc_api
-from signer.csc import oauth2_setup as csc_oauth2
-from signer.csc.service import CscService
-from signer.enforcement import open_gate
 from signer.errors import ConfigError, SignerError
-from signer.hsm import Hsm
-from signer.pipeline import SigningService
-from signer.public_limits import PublicLimiter
-from signer.refusals import RefusalLog
+from signer.flows.approvals import ApprovalService, CurrentPolicy
+from signer.http import approvals, openapi
+from signer.http import audit as auditui
+from signer.http import sign as webflow
+from signer.http.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
+from signer.http.csc import api as csc_api
+from signer.http.csc import oauth2_setup as csc_oauth2
+from signer.http.kit.connections import connection_limits, hygiene_middleware
+from signer.http.kit.problems import Handler, problem_middleware
+from signer.http.kit.public_limits import PUBLIC_LIMITER, public_limit_middleware
+from signer.http.kit.refused import REFUSAL_LOG
+from signer.http.kit.state import CRL_CACHE, REQUEST_ID, SERVICES, TRUST_BUNDLE_CACHE, Services
+from signer.http.sign.api import WEBHOOKS
+from signer.keys import Hsm
+from signer.policy.enforcement import open_gate
+from signer.policy.public_limits import PublicLimiter
+from signer.policy.refusals import RefusalLog
+from signer.settings.config import Settings
+from signer.signing.csc import CscService
+from signer.signing.pipeline import SigningService
+from signer.signing.results import render_result
+from signer.signing.sweeper import Sweeper
+from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.anchor import AnchorStore
 from signer.storage.authority import CaCertificateStore
 from signer.storage.backfill import BackfillStore
@@ -52,12 +60,14 @@ from signer.storage.public_limits import PublicLimitStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
 from signer.storage.sweeper import SweeperStore
-from signer.sweeper import SWEEPER, Sweeper
-from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
-from signer.translog import LogPublisher, load_privacy_key
+from signer.translog.anchor import CheckpointAnchor, check_anchor_quietly
+from signer.translog.backfill import backfill_quietly
+from signer.translog.log import LogPublisher, load_privacy_key
 
 log = structlog.get_logger(__name__)
 REPLAY_PURGE_SECONDS = 300
+_APPROVALS = web.AppKey("approval_service", ApprovalService)
+_SWEEPER = web.AppKey("sweeper", Sweeper)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -128,163 +138,228 @@ async def load_time_stamps(
     return BuiltinTimeStamps(authority, tsa.label)
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """What the lower resources opened, for the ones above them (one app key, set once)."""
+
+    hsm: Hsm
+    pool: asyncpg.Pool
+    http: aiohttp.ClientSession
+    privacy_key: PrivacyKey
+
+
+_OPENED = web.AppKey("opened", _Opened)
+_Step = Callable[
+    [web.Application, Settings, Callable[[], datetime]], AbstractAsyncContextManager[None]
+]
+
+
+@asynccontextmanager
+async def _connections(
+    app: web.Application, settings: Settings, clock: Callable[[], datetime]
+) -> AsyncIterator[None]:
+    """The HSM, the database pool and the HTTP client session (IdPs, webhooks)."""
+    if settings.database.url is None:
+        raise ConfigError("database.url: not configured (set QES_DATABASE_URL)")
+    privacy_key = load_privacy_key(settings)  # before opening anything: a config error
+    async with AsyncExitStack() as stack:
+        hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
+        stack.push_async_callback(asyncio.to_thread, hsm.close)
+        pool = await create_pool(
+            settings.database.url.reveal(),
+            min_size=settings.database.pool_min,
+            max_size=settings.database.pool_max,
+            command_timeout=settings.database.command_timeout,
+        )
+        stack.push_async_callback(pool.close)
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        )
+        app[_OPENED] = _Opened(hsm=hsm, pool=pool, http=http, privacy_key=privacy_key)
+        yield
+
+
+def _csc(
+    settings: Settings,
+    o: _Opened,
+    clock: Callable[[], datetime],
+    chain: Chain,
+    signing: SigningService,
+    records: RecordStore,
+    time_stamps: TimeStampSource,
+    log_guard: Callable[[], None] | None,
+) -> CscService:
+    """The CSC credential service: the pipeline's CA, records, time stamps and gate."""
+    return CscService(
+        hsm=o.hsm,
+        ca=IssuingCA(chain, settings.ca.policy, clock),
+        ca_key_label=settings.ca.issuing_label,
+        store=CscStore(o.pool),
+        records=records,
+        policy=signing.authorize,
+        privacy_key=o.privacy_key,
+        time_stamps=time_stamps,
+        clock=clock,
+        settings=settings.csc,
+        gate=signing.gate,
+        log_guard=log_guard,
+    )
+
+
+async def _anchor(settings: Settings, pool: asyncpg.Pool) -> CheckpointAnchor | None:
+    """The newest published checkpoint kept outside the database (issue 14), checked now."""
+    if settings.log.anchor_file is None:
+        return None
+    anchor = CheckpointAnchor(settings.log.anchor_file, AnchorStore(pool))
+    await check_anchor_quietly(anchor)
+    return anchor
+
+
+def _public_limiter(settings: Settings, o: _Opened, clock: Callable[[], datetime]) -> PublicLimiter:
+    """The anonymous endpoints' limits, counted in PostgreSQL for every replica (issue 17)."""
+    return PublicLimiter(
+        store=PublicLimitStore(o.pool),
+        key=o.privacy_key,
+        per_address=settings.server.public_per_address_per_minute,
+        total=settings.server.public_total_per_minute,
+        clock=clock,
+    )
+
+
+@asynccontextmanager
+async def _core(
+    app: web.Application, settings: Settings, clock: Callable[[], datetime]
+) -> AsyncIterator[None]:
+    """The signing pipeline and what it stands on: CA chain, time stamps, records, the log,
+    the policy gate, the refusal log and the token verifier; stopped after the surfaces."""
+    o = app[_OPENED]
+    ca_store = CaCertificateStore(o.pool)
+    chain = await load_chain(ca_store, settings)
+    time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
+    records = RecordStore(o.pool)
+    log_store = LogStore(o.pool, settings.log.origin)
+    anchor = await _anchor(settings, o.pool)
+    log_guard = anchor.refuse_if_halted if anchor is not None else None
+    app[PUBLIC_LIMITER] = _public_limiter(settings, o, clock)
+    app[REFUSAL_LOG] = RefusalLog(
+        store=RefusalStore(o.pool), key=o.privacy_key, settings=settings.log, clock=clock
+    )
+    gate = await open_gate(settings, o.pool, o.privacy_key, clock)
+    signing = SigningService(
+        hsm=o.hsm,
+        ca=IssuingCA(chain, settings.ca.policy, clock),
+        ca_key_label=settings.ca.issuing_label,
+        records=records,
+        privacy_key=o.privacy_key,
+        clock=clock,
+        time_stamps=time_stamps,
+        max_clock_skew=settings.tsa.max_clock_skew,
+        gate=gate,
+        log_guard=log_guard,
+    )
+    app[SERVICES] = Services(
+        settings=settings,
+        hsm=o.hsm,
+        records=records,
+        signing=signing,
+        tokens=IssuerRegistry(
+            settings.issuers, o.http, clock, replay=records, on_ignored_roles=log_ignored_roles
+        ),
+        clock=clock,
+        time_stamps=time_stamps,
+        log=log_store,
+        publisher=LogPublisher(
+            store=log_store, hsm=o.hsm, settings=settings.log, clock=clock, anchor=anchor
+        ),
+        privacy_key=o.privacy_key,
+    )
+    app[csc_api.CSC] = _csc(settings, o, clock, chain, signing, records, time_stamps, log_guard)
+    await signing.start(lanes=settings.hsm.sessions)
+    try:
+        yield
+    finally:
+        await signing.stop()
+
+
+@asynccontextmanager
+async def _surfaces(
+    app: web.Application, settings: Settings, clock: Callable[[], datetime]
+) -> AsyncIterator[None]:
+    """The configured browser surfaces and approvals; their webhook senders closed at the end."""
+    o, services = app[_OPENED], app[SERVICES]
+    common = {"pool": o.pool, "http": o.http, "tokens": services.tokens, "clock": clock}
+    if settings.audit.ui is not None:
+        app[auditui.AUDIT_UI] = auditui.build(settings, records=services.records, **common)
+    if settings.web_signing is not None:
+        webflow.build(app, settings, signing=services.signing, **common)
+        # the v2 OAuth2 credential flow
+        csc_oauth2.build(app, settings, csc=app[csc_api.CSC], **common)
+    gate = services.signing.gate
+    if gate is not None and gate.policy is not None:  # m-of-n approvals: the policy file's
+        policy_file = gate.policy  # the one the gate reloads
+        app[_APPROVALS] = approvals.build(
+            app,
+            settings,
+            policy=CurrentPolicy(lambda: policy_file.current),
+            signing=services.signing,
+            privacy_key=o.privacy_key,
+            render=lambda r: render_result(r, settings.server.public_url),
+            **common,
+        )
+    try:
+        yield
+    finally:
+        for key in (WEBHOOKS, approvals.WEBHOOKS):
+            if key in app:
+                await app[key].close()
+
+
+@asynccontextmanager
+async def _background(
+    app: web.Application, settings: Settings, clock: Callable[[], datetime]
+) -> AsyncIterator[None]:
+    """The service's loops: token-id purge, log integration, policy reload, CSC key sweep,
+    refusal windows, subject-index backfill, approval expiry, the sweeper of what a crash left
+    (issue 14). Cancelled and awaited at stop."""
+    o, services, csc = app[_OPENED], app[SERVICES], app[csc_api.CSC]
+    await csc.sweep_logged()  # keys of credentials that expired while we were down
+    loops: list[Coroutine[Any, Any, None]] = [
+        _purge_replay_records(services.records, clock),
+        services.publisher.run(),
+        csc.run_sweeper(),
+        app[REFUSAL_LOG].run(),
+        backfill_quietly(BackfillStore(o.pool), o.privacy_key),
+    ]
+    app[_SWEEPER] = swept = Sweeper(SweeperStore(o.pool), o.privacy_key, clock, settings.sweeper)
+    loops.append(swept.run())
+    if services.signing.gate is not None:
+        loops.append(services.signing.gate.run())
+    if _APPROVALS in app:
+        loops.append(app[_APPROVALS].run_expiry())
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_STEPS: tuple[_Step, ...] = (_connections, _core, _surfaces, _background)
+
+
 def _resources(
     settings: Settings, clock: Callable[[], datetime]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """One cleanup context over the steps above, entered in order and closed in reverse; a
+    step that fails to start closes the ones before it."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if settings.database.url is None:
-            raise ConfigError("database.url: not configured (set QES_DATABASE_URL)")
-        privacy_key = load_privacy_key(settings)  # before opening anything: a config error
-        hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
-        pool = None
-        try:
-            pool = await create_pool(
-                settings.database.url.reveal(),
-                min_size=settings.database.pool_min,
-                max_size=settings.database.pool_max,
-                command_timeout=settings.database.command_timeout,
-            )
-            ca_store = CaCertificateStore(pool)
-            chain = await load_chain(ca_store, settings)
-            time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
-            records = RecordStore(pool)
-            log_store = LogStore(pool, settings.log.origin)
-            anchor = None
-            if settings.log.anchor_file is not None:
-                anchor = CheckpointAnchor(settings.log.anchor_file, AnchorStore(pool))
-                await check_anchor_quietly(anchor)
-            publisher = LogPublisher(
-                store=log_store, hsm=hsm, settings=settings.log, clock=clock, anchor=anchor
-            )
-            app[PUBLIC_LIMITER] = PublicLimiter(
-                store=PublicLimitStore(pool),
-                key=privacy_key,
-                per_address=settings.server.public_per_address_per_minute,
-                total=settings.server.public_total_per_minute,
-                clock=clock,
-            )
-            app[REFUSAL_LOG] = refusal_log = RefusalLog(
-                store=RefusalStore(pool), key=privacy_key, settings=settings.log, clock=clock
-            )
-            gate = await open_gate(settings, pool, privacy_key, clock)
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-                registry = IssuerRegistry(
-                    settings.issuers,
-                    http,
-                    clock,
-                    replay=records,
-                    on_ignored_roles=log_ignored_roles,
-                )
-                signing = SigningService(
-                    hsm=hsm,
-                    ca=IssuingCA(chain, settings.ca.policy, clock),
-                    ca_key_label=settings.ca.issuing_label,
-                    records=records,
-                    privacy_key=privacy_key,
-                    clock=clock,
-                    time_stamps=time_stamps,
-                    max_clock_skew=settings.tsa.max_clock_skew,
-                    gate=gate,
-                    log_guard=anchor.refuse_if_halted if anchor is not None else None,
-                )
-                app[SERVICES] = Services(
-                    settings=settings,
-                    hsm=hsm,
-                    records=records,
-                    signing=signing,
-                    tokens=registry,
-                    clock=clock,
-                    time_stamps=time_stamps,
-                    log=log_store,
-                    publisher=publisher,
-                    privacy_key=privacy_key,
-                )
-                if settings.audit.ui is not None:
-                    app[auditui.AUDIT_UI] = auditui.build(
-                        settings,
-                        pool=pool,
-                        http=http,
-                        tokens=registry,
-                        records=records,
-                        clock=clock,
-                    )
-                if settings.web_signing is not None:
-                    webflow.build(
-                        app,
-                        settings,
-                        pool=pool,
-                        http=http,
-                        tokens=registry,
-                        signing=signing,
-                        clock=clock,
-                    )
-                expiry = None
-                if gate.policy is not None:  # m-of-n approvals come from the policy file
-                    policy_file = gate.policy  # the one the gate reloads
-                    approvals_service = approvals.build(
-                        app, settings, policy=CurrentPolicy(lambda: policy_file.current),
-                        pool=pool, http=http,
-                        tokens=registry, signing=signing, privacy_key=privacy_key, clock=clock,
-                        render=lambda r: signatures.render_result(r, settings.server.public_url),
-                    )  # fmt: skip
-                    expiry = asyncio.create_task(approvals_service.run_expiry())
-                app[csc_api.CSC] = csc = CscService(
-                    hsm=hsm,
-                    ca=IssuingCA(chain, settings.ca.policy, clock),
-                    ca_key_label=settings.ca.issuing_label,
-                    store=CscStore(pool),
-                    records=records,
-                    policy=signing.authorize,
-                    privacy_key=privacy_key,
-                    time_stamps=time_stamps,
-                    clock=clock,
-                    settings=settings.csc,
-                    gate=gate,
-                    log_guard=anchor.refuse_if_halted if anchor is not None else None,
-                )
-                if settings.web_signing is not None:  # the v2 OAuth2 credential flow
-                    csc_oauth2.build(
-                        app, settings, pool=pool, http=http, tokens=registry, csc=csc, clock=clock
-                    )
-                await csc.sweep_logged()  # keys of credentials that expired while we were down
-                await signing.start(lanes=settings.hsm.sessions)
-                log.info("started", public_url=settings.server.public_url)
-                purger = asyncio.create_task(_purge_replay_records(records, clock))
-                integrator = asyncio.create_task(publisher.run())
-                gatekeeper = asyncio.create_task(gate.run())
-                sweeper = asyncio.create_task(csc.run_sweeper())
-                refusal_windows = asyncio.create_task(refusal_log.run())
-                backfiller = asyncio.create_task(backfill_quietly(BackfillStore(pool), privacy_key))
-                app[SWEEPER] = swept = Sweeper(
-                    SweeperStore(pool), privacy_key, clock, settings.sweeper
-                )
-                sweeper_task = asyncio.create_task(swept.run())
-                try:
-                    yield
-                finally:
-                    purger.cancel()
-                    integrator.cancel()
-                    gatekeeper.cancel()
-                    await asyncio.gather(gatekeeper, return_exceptions=True)
-                    sweeper.cancel()
-                    refusal_windows.cancel()
-                    backfiller.cancel()
-                    sweeper_task.cancel()
-                    await asyncio.gather(
-                        sweeper, refusal_windows, backfiller, sweeper_task, return_exceptions=True
-                    )
-                    if WEBHOOKS in app:
-                        await app[WEBHOOKS].close()
-                    if expiry is not None:
-                        expiry.cancel()
-                    if approvals.WEBHOOKS in app:
-                        await app[approvals.WEBHOOKS].close()
-                    await asyncio.gather(integrator, return_exceptions=True)
-                    await signing.stop()
-        finally:
-            if pool is not None:
-                await pool.close()
-            await asyncio.to_thread(hsm.close)
+        async with AsyncExitStack() as stack:
+            for step in _STEPS:
+                await stack.enter_async_context(step(app, settings, clock))
+            log.info("started", public_url=settings.server.public_url)
+            yield
 
     return ctx
 
@@ -324,7 +399,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/api/v1/log/entries/{idx}", translog.entry)
     app.router.add_get("/healthz", meta.healthz)
     app.router.add_get("/readyz", meta.readyz)
-    app.router.add_get("/openapi.json", meta.openapi)
+    app.router.add_get("/openapi.json", openapi.openapi)
     app.router.add_get("/problems/{slug}", meta.problem_page)
     app.router.add_get("/ca/root.cer", meta.root_certificate)
     app.router.add_get("/ca/issuing.cer", meta.issuing_certificate)

@@ -72,8 +72,8 @@ def no_ephemeral_key_survives() -> Iterator[None]:
     the run. (Session objects die with their process by design; the
     ``client`` fixture checks those in-process after every API test.)"""
     yield
-    from signer.hsm.credential import CREDENTIAL_PREFIX
-    from signer.hsm.session import EPHEMERAL_LABEL
+    from signer.keys.credential import CREDENTIAL_PREFIX
+    from signer.keys.session import EPHEMERAL_LABEL
     from tests.support import softhsm
 
     token = softhsm._SESSION_TOKEN
@@ -123,7 +123,7 @@ def signer_env(
 
 @pytest.fixture(scope="session")
 def settings(signer_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    from signer.config import load_settings
+    from signer.settings.config import load_settings
 
     return load_settings(DEV_CONFIG, env=signer_env)
 
@@ -131,7 +131,7 @@ def settings(signer_env: dict[str, str]):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def ca_ready(settings) -> None:  # type: ignore[no-untyped-def]
     """`qes init` once per session, through the same code path as the CLI."""
-    from signer.cli import _init
+    from signer.cli.service import _init
 
     asyncio.run(_init(settings, force=False))
 

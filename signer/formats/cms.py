@@ -1,7 +1,7 @@
 """Detached CMS signatures at baseline level B-T: CAdES for any file, PAdES for PDF fields.
 
 The private-key operation is the caller's key's ``sign()``, called once in the calling thread:
-an :class:`~signer.hsm.key.HsmEcPrivateKey` signs exactly like an in-memory key, on the HSM
+an :class:`~signer.keys.key.HsmEcPrivateKey` signs exactly like an in-memory key, on the HSM
 session that the current ``Hsm.run`` callback holds. The signature-time-stamp comes from a
 caller-provided :class:`Timestamper` (in the service the built-in TSA in the same HSM hop,
 :meth:`ca.tsa.TimeStampAuthority.timestamp_digest`), so the token is made while the 10-minute

@@ -1,4 +1,4 @@
-"""SQL of the checkpoint anchor check (signer.checkpoint_anchor): the log's sizes and the
+"""SQL of the checkpoint anchor check (signer.translog.anchor): the log's sizes and the
 tree's root at an earlier size, read from the stored nodes."""
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""The audit web UI's login flows and sessions in PostgreSQL (migration 0004).
+"""The audit web UI's sessions in PostgreSQL (migration 0004; the login flows are the one
+table of :mod:`signer.storage.login_flows`).
 
-The approvers' UI (``signer.approvals``) uses the same tables: each session belongs to one
+The approvers' UI (``signer.http.approvals``) uses the same tables: each session belongs to one
 ``realm`` (``audit`` or ``approvals``) and is only found in its own, and it keeps the verified
 principal as JSON so that group membership can be checked per action.
 
 Keys are SHA-256 hashes of the browser-held random values; the values themselves are never
-stored or logged. Flows are single-use: :meth:`AuditSessionStore.take_flow` deletes the row it
-returns, so a replayed callback finds nothing.
+stored or logged.
 """
 
 from __future__ import annotations
@@ -23,17 +23,6 @@ from signer.storage.records import guard
 
 
 @dataclass(frozen=True)
-class LoginFlow:
-    """RFC 6749 §4.1 / RFC 7636 / OIDC Core §3.1.2.1 values of one login in progress."""
-
-    state: str
-    nonce: str
-    verifier: str
-    return_to: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
 class UiSession:
     csrf_token: str
     token_issuer: str
@@ -42,7 +31,7 @@ class UiSession:
     created_at: datetime
     expires_at: datetime
     realm: str = "audit"
-    #: The verified principal (``signer.webflow.flow.principal_json``), if kept.
+    #: The verified principal (``signer.flows.websign.principal_json``), if kept.
     principal: Mapping[str, Any] | None = None
 
 
@@ -59,41 +48,11 @@ class AuditSessionStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def save_flow(self, id_hash: bytes, flow: LoginFlow, now: datetime) -> None:
-        """Store a new flow; expired flows and sessions are dropped on the way."""
-        async with (
-            guard("save audit login flow"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
-            await conn.execute("DELETE FROM audit_login_flows WHERE expires_at < $1", now)
+    async def create_session(self, id_hash: bytes, session: UiSession, now: datetime) -> None:
+        """Store a new session; expired sessions are dropped on the way."""
+        async with guard("create audit UI session"), self._pool.acquire() as conn:
             await conn.execute("DELETE FROM audit_ui_sessions WHERE expires_at < $1", now)
             await conn.execute(
-                "INSERT INTO audit_login_flows (id_hash, state, nonce, verifier, return_to,"
-                " expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
-                id_hash,
-                flow.state,
-                flow.nonce,
-                flow.verifier,
-                flow.return_to,
-                flow.expires_at,
-            )
-
-    async def take_flow(self, id_hash: bytes, now: datetime) -> LoginFlow | None:
-        """The unexpired flow for this browser, deleted in the same statement (single use)."""
-        async with guard("take audit login flow"):
-            row = await self._pool.fetchrow(
-                "DELETE FROM audit_login_flows WHERE id_hash=$1 RETURNING state, nonce,"
-                " verifier, return_to, expires_at",
-                id_hash,
-            )
-        if row is None or row["expires_at"] <= now:
-            return None
-        return LoginFlow(**dict(row))
-
-    async def create_session(self, id_hash: bytes, session: UiSession, now: datetime) -> None:
-        async with guard("create audit UI session"):
-            await self._pool.execute(
                 "INSERT INTO audit_ui_sessions (id_hash, csrf_token, token_issuer, token_subject,"
                 " display_name, created_at, last_seen, expires_at, realm, principal)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",

@@ -55,15 +55,6 @@ class StoredAuthorization(NewAuthorization):
     error: str | None
 
 
-@dataclass(frozen=True)
-class OidcLogin:
-    """The signer's own authorization request to the IdP for this row (RFC 7636, OIDC)."""
-
-    state: str
-    nonce: str
-    verifier: str
-
-
 _COLUMNS = (
     "id, client_id, redirect_uri, state, credential_id, num_signatures, hash_algorithm_oid,"
     " hashes, code_challenge, description, lang, created_at, expires_at, status, principal,"
@@ -71,10 +62,7 @@ _COLUMNS = (
 )
 
 #: Ended rows keep no browser handle, OIDC secret or verified login (data minimisation).
-_CLEARED = (
-    " flow_hash=NULL, oidc_state=NULL, oidc_nonce=NULL, oidc_verifier=NULL, session_hash=NULL,"
-    " csrf_token=NULL, principal=NULL"
-)
+_CLEARED = " session_hash=NULL, csrf_token=NULL, principal=NULL"
 _EXPIRE = (
     "UPDATE csc_oauth2_requests SET status='expired', error='expired', ended_at=$1,"  # noqa: S608 - fixed columns
     + _CLEARED
@@ -83,15 +71,6 @@ _EXPIRE = (
 )
 _RETURNING = f" RETURNING {_COLUMNS}"
 _SELECT = f"SELECT {_COLUMNS} FROM csc_oauth2_requests"  # noqa: S608 - fixed column list
-_TAKE_LOGIN = (
-    "UPDATE csc_oauth2_requests r SET flow_hash=NULL, oidc_verifier=NULL"  # noqa: S608 - fixed column list
-    " FROM (SELECT id, oidc_verifier AS verifier FROM csc_oauth2_requests"
-    "       WHERE flow_hash=$1 FOR UPDATE) old"
-    " WHERE r.id=old.id AND r.status='login' AND r.expires_at > $2"
-    " RETURNING "
-    + ", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))
-    + ", r.oidc_state, r.oidc_nonce, old.verifier"
-)
 
 
 def _row(row: asyncpg.Record) -> StoredAuthorization:
@@ -108,9 +87,10 @@ class CscOAuth2Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, new: NewAuthorization, flow_hash: bytes, login: OidcLogin) -> None:
-        """Store the request with the login it starts (status ``login``); open requests past
-        their expiry (and approved ones whose code expired) end as ``expired`` on the way."""
+    async def create(self, new: NewAuthorization) -> None:
+        """Store the request (status ``login``: its login is in :mod:`signer.storage.login_flows`);
+        open requests past their expiry (and approved ones whose code expired) end as
+        ``expired`` on the way."""
         async with (
             guard("create CSC OAuth2 authorization"),
             self._pool.acquire() as conn,
@@ -120,9 +100,8 @@ class CscOAuth2Store:
             await conn.execute(
                 "INSERT INTO csc_oauth2_requests (id, client_id, redirect_uri, state,"
                 " credential_id, num_signatures, hash_algorithm_oid, hashes, code_challenge,"
-                " description, lang, status, created_at, expires_at, flow_hash, oidc_state,"
-                " oidc_nonce, oidc_verifier) VALUES"
-                " ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'login',$12,$13,$14,$15,$16,$17)",
+                " description, lang, status, created_at, expires_at) VALUES"
+                " ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'login',$12,$13)",
                 new.id,
                 new.client_id,
                 new.redirect_uri,
@@ -136,25 +115,16 @@ class CscOAuth2Store:
                 new.lang,
                 new.created_at,
                 new.expires_at,
-                flow_hash,
-                login.state,
-                login.nonce,
-                login.verifier,
             )
 
-    async def take_login(
-        self, flow_hash: bytes, now: datetime
-    ) -> tuple[StoredAuthorization, OidcLogin] | None:
-        """The login this browser started, used up in the same statement (single use)."""
-        async with guard("take CSC OAuth2 login"):
+    async def logging_in(self, request_id: uuid.UUID, now: datetime) -> StoredAuthorization | None:
+        """The request whose login the callback finishes: still in ``login`` and unexpired.
+        The login flow itself was used up (single use) by its own table."""
+        async with guard("read CSC OAuth2 login"):
             row = await self._pool.fetchrow(
-                _TAKE_LOGIN,
-                flow_hash,
-                now,
+                _SELECT + " WHERE id=$1 AND status='login' AND expires_at > $2", request_id, now
             )
-        if row is None:
-            return None
-        return _row(row), OidcLogin(row["oidc_state"], row["oidc_nonce"], row["verifier"])
+        return None if row is None else _row(row)
 
     async def open_consent(
         self,

@@ -82,7 +82,7 @@ class LoggedEntry:
 
 
 #: Entries in an index window with their records' clear identifiers (one query). A record is
-#: a tombstone when its certificate was erased by `qes audit purge` (see signer.retention).
+#: a tombstone when its certificate was erased by `qes audit purge` (see signer.translog.retention).
 _ENTRIES_WINDOW = """
 SELECT e.idx, e.kind, e.entry, r.serial, r.token_issuer, r.token_subject, r.client_id,
        coalesce(octet_length(r.certificate) = 0, false) AS purged
@@ -114,6 +114,36 @@ async def fetch_nodes(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[Nod
         return NodeMap({})
     rows = await conn.fetch(_NODES, [n.level for n in ids], [n.index for n in ids])
     return NodeMap({NodeId(r["level"], r["index"]): bytes(r["hash"]) for r in rows})
+
+
+#: Every entry with its signing record and the record's time-stamp tokens (`qes audit verify`).
+_ENTRIES = """
+SELECT e.idx, e.kind, e.record_id, e.entry, e.leaf_hash, r.*, ts.tokens AS time_stamp_tokens
+  FROM log_entries AS e LEFT JOIN signing_records AS r ON r.id = e.record_id
+  LEFT JOIN LATERAL (
+      SELECT array_agg(t.token ORDER BY t.position) AS tokens
+        FROM signature_time_stamps AS t WHERE t.record_id = e.record_id
+  ) AS ts ON true
+ WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2
+"""
+
+
+async def fetch_checkpoints(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every stored checkpoint (size, root, note), smallest first."""
+    return list(await conn.fetch("SELECT size, root, note FROM log_checkpoints ORDER BY size"))
+
+
+async def fetch_sizes(conn: asyncpg.Connection) -> tuple[int, int]:
+    """(entries sequenced, entries integrated into the tree)."""
+    sequenced = await conn.fetchval("SELECT size FROM log_state WHERE id = 1")
+    integrated = await conn.fetchval("SELECT integrated FROM log_tree WHERE id = 1")
+    return sequenced, integrated
+
+
+async def fetch_entries(conn: asyncpg.Connection, start: int, limit: int) -> list[asyncpg.Record]:
+    """Up to ``limit`` entries from index ``start``, each with its signing record's columns
+    and the record's time-stamp tokens in order (``qes audit verify``)."""
+    return list(await conn.fetch(_ENTRIES, start, limit))
 
 
 def _checkpoint(row: asyncpg.Record | None) -> StoredCheckpoint | None:

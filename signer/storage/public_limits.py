@@ -1,4 +1,5 @@
-"""SQL of the anonymous endpoints' rate limit (``public_rate_windows``, signer.public_limits).
+"""SQL of the anonymous endpoints' rate limit (``public_rate_windows``,
+signer.policy.public_limits).
 
 One statement counts a request against its source's row and the all-sources row (``source =
 ''``) of the window and returns both counts, so every replica shares one limit and a request

@@ -72,7 +72,7 @@ class Completion:
     time_stamps: Sequence[bytes] = ()
     #: The canonical log entry (:class:`ca.logentry.IssuanceEntry`) appended with the record.
     entry: bytes = b""
-    #: The entry's keyed subject index (:func:`signer.translog.subject_index`).
+    #: The entry's keyed subject index (:func:`signer.translog.log.subject_index`).
     subject_key: bytes | None = None
 
 
@@ -89,7 +89,7 @@ class SigningRecord(IssuedRecord):
 
     @property
     def purged(self) -> bool:
-        """A tombstone: `qes audit purge` erased the personal payload (signer.retention)."""
+        """A tombstone: `qes audit purge` erased the personal payload (translog.retention)."""
         return not self.certificate_der
 
 
@@ -404,7 +404,7 @@ class RecordStore:
 
     async def keep_response(self, key: IdempotencyKey, response: Mapping[str, Any]) -> None:
         """Store the answer of a request that made no record (a batch request held for
-        approval, signer.approvals), so a retry with the same key replays it."""
+        approval, signer.http.approvals), so a retry with the same key replays it."""
         async with guard("store idempotent response"):
             await self._pool.execute(
                 "UPDATE idempotency_keys SET response=$4 WHERE token_issuer=$1"
@@ -461,7 +461,7 @@ class RecordStore:
 
     async def emails_unknown_before(self) -> datetime | None:
         """Records created before this time may still lack their e-mail column (records made
-        before it existed: :mod:`signer.backfill` reads it from their certificates); None
+        before it existed: :mod:`signer.translog.backfill` reads it from their certificates); None
         once that has run, so an e-mail search is complete."""
         async with guard("read e-mail backfill state"):
             row = await self._pool.fetchrow(

@@ -83,7 +83,7 @@ SELECT (SELECT count(*) FROM gone) AS records, (SELECT count(*) FROM requests) A
 """
 
 #: A person's finished records through their entries' subject index (``log_entries_subject``,
-#: keys of ``signer.translog.subject_index``), plus records still 'issued' (no entry yet: a
+#: keys of ``signer.translog.log.subject_index``), plus records still 'issued' (no entry yet: a
 #: crash in between) through ``signing_records_subject``: index lookups only.
 SUBJECT_RECORDS = """
 SELECT r.serial, r.status, r.created_at, r.token_issuer, r.client_id, r.profile, r.subject_dn,

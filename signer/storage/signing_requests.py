@@ -84,17 +84,6 @@ class RequestPdf:
 
 
 @dataclass(frozen=True)
-class LoginFlow:
-    """RFC 6749 §4.1 / RFC 7636 / OIDC Core §3.1.2.1 values of one login for one request."""
-
-    request_id: uuid.UUID
-    state: str
-    nonce: str
-    verifier: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
 class ConsentSession:
     request_id: uuid.UUID
     csrf_token: str
@@ -318,41 +307,11 @@ class SigningRequestStore:
             row = await self._pool.fetchrow(_SELECT_REQUEST, request_id)
         return None if row is None else _request(row)
 
-    async def save_flow(self, id_hash: bytes, flow: LoginFlow, now: datetime) -> None:
-        """Store a login flow; expired flows and consent sessions are dropped on the way."""
-        async with (
-            guard("save signing login flow"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
-            await conn.execute("DELETE FROM signing_login_flows WHERE expires_at < $1", now)
+    async def create_session(self, id_hash: bytes, session: ConsentSession, now: datetime) -> None:
+        """Store a consent session; expired ones are dropped on the way."""
+        async with guard("create consent session"), self._pool.acquire() as conn:
             await conn.execute("DELETE FROM signing_consent_sessions WHERE expires_at < $1", now)
             await conn.execute(
-                "INSERT INTO signing_login_flows (id_hash, request_id, state, nonce,"
-                " verifier, expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
-                id_hash,
-                flow.request_id,
-                flow.state,
-                flow.nonce,
-                flow.verifier,
-                flow.expires_at,
-            )
-
-    async def take_flow(self, id_hash: bytes, now: datetime) -> LoginFlow | None:
-        """The unexpired flow for this browser, deleted in the same statement (single use)."""
-        async with guard("take signing login flow"):
-            row = await self._pool.fetchrow(
-                "DELETE FROM signing_login_flows WHERE id_hash=$1"
-                " RETURNING request_id, state, nonce, verifier, expires_at",
-                id_hash,
-            )
-        if row is None or row["expires_at"] <= now:
-            return None
-        return LoginFlow(**dict(row))
-
-    async def create_session(self, id_hash: bytes, session: ConsentSession) -> None:
-        async with guard("create consent session"):
-            await self._pool.execute(
                 "INSERT INTO signing_consent_sessions (id_hash, request_id, csrf_token,"
                 " principal, expires_at) VALUES ($1,$2,$3,$4::jsonb,$5)",
                 id_hash,

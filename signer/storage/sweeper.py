@@ -1,4 +1,4 @@
-"""SQL of the sweeper (signer.sweeper): ending what a crash left half-done.
+"""SQL of the sweeper (signer.signing.sweeper): ending what a crash left half-done.
 
 Every replica runs the sweeper; one at a time does the work, under a transaction-level
 advisory lock that the others try and skip (as the log integrator does, signer.storage.log).
@@ -22,7 +22,7 @@ SWEEP_BATCH = 500
 # A web-signing or approval request is moved to 'signing' before its expiry and signs within
 # seconds; one still 'signing' past its expiry plus a grace period was left by a crash.
 # Batch records left 'issued' (their process died between the "issued" commit and the end of
-# the request): never a CSC credential's record, which its own sweeper ends (signer.csc).
+# the request): never a CSC credential's record, which its own sweeper ends (signer.http.csc).
 _STUCK_ISSUED = (
     f"SELECT {_COLUMNS} FROM signing_records AS r"  # noqa: S608 - fixed column list
     " WHERE r.status = 'issued' AND r.created_at < $1"

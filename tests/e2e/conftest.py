@@ -56,7 +56,7 @@ def audit_settings(  # type: ignore[no-untyped-def]
     audit_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ):
-    from signer.config import load_settings
+    from signer.settings.config import load_settings
 
     env = service_env(
         token=softhsm_token,
@@ -79,8 +79,8 @@ async def audit_site(
     audit_port: int,
 ) -> AsyncIterator[AuditSite]:
     """The signer app on its public port; afterwards the same HSM check as ``client``."""
-    from signer.api.state import SERVICES
     from signer.app import create_app
+    from signer.http.kit.state import SERVICES
 
     clock = FakeClock()
     app = create_app(audit_settings, clock=clock)

@@ -61,9 +61,9 @@ async def approvals_site(
     ca_ready: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[str]:
-    from signer.api.state import SERVICES
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.http.kit.state import SERVICES
+    from signer.settings.config import load_settings
 
     env = service_env(
         token=softhsm_token,

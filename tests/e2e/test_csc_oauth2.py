@@ -101,9 +101,9 @@ async def credentials_swept(site: Site) -> AsyncIterator[None]:
 async def replica(env: dict[str, str]) -> AsyncIterator[str]:
     """A second signer process's app on its own port, same database, HSM token and public
     URL (replicas behind one name); yields its URL and checks its HSM sessions afterwards."""
-    from signer.api.state import SERVICES
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.http.kit.state import SERVICES
+    from signer.settings.config import load_settings
 
     port = free_port()
     app = create_app(load_settings(DEV_CONFIG, env={**env, "QES__SERVER__PORT": str(port)}))

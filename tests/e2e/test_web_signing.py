@@ -162,9 +162,9 @@ async def site(
     database_url: str,
     rp_app: None,
 ) -> AsyncIterator[Site]:
-    from signer.api.state import SERVICES
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.http.kit.state import SERVICES
+    from signer.settings.config import load_settings
 
     clock = FakeClock()
     app = create_app(load_settings(DEV_CONFIG, env=sign_env), clock=clock)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from signer.hsm.types import HsmMember
+from signer.keys.types import HsmMember
 from tests.support.softhsm import SoftHsmToken
 
 P11KIT_CLIENT = Path("/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so")

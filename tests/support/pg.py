@@ -2,7 +2,7 @@
 
 The admin URL comes from ``QES_TEST_PG_ADMIN_URL`` (default: the machine's server at
 127.0.0.1:5432 as ``postgres``). When nothing answers there, a private cluster is started with
-:class:`signer.localdb.LocalPostgres` in a temporary directory, so the suite also runs on a
+:class:`signer.cli.localdb.LocalPostgres` in a temporary directory, so the suite also runs on a
 machine with PostgreSQL installed but not running.
 """
 
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from signer.localdb import LocalPostgres
+from signer.cli.localdb import LocalPostgres
 
 DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
-from signer.localdb import LocalPostgres, _free_port
+from signer.cli.localdb import LocalPostgres, _free_port
 from tests.support.service import ROOT
 
 CONFIG = ROOT / "deploy" / "pgbackrest" / "pgbackrest.conf"

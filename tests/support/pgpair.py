@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from signer.localdb import LocalPostgres, _free_port
+from signer.cli.localdb import LocalPostgres, _free_port
 
 STANDBY_NAME = "standby1"
 

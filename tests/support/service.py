@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from signer.api.server import SignerRunner
+from signer.http.kit.server import SignerRunner
 from tests.support.idp import RunningIdp
 from tests.support.leaks import keep_output, register_log
 from tests.support.softhsm import SoftHsmToken
@@ -131,7 +131,7 @@ class SignerTestServer(TestServer):
 async def assert_hsm_clean(app: web.Application) -> None:
     """After a test on an in-process app: no session object and no live ephemeral key left in
     its HSM, and no CSC credential key."""
-    from signer.api.state import SERVICES
+    from signer.http.kit.state import SERVICES
 
     services = app[SERVICES]
     leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])

@@ -1,7 +1,7 @@
 """Fresh SoftHSM2 tokens for tests, and an independent (separate-process) object listing.
 
 SoftHSM2 reads ``SOFTHSM2_CONF`` when the module is initialised, and a process initialises the
-module once (``signer.hsm`` caches it by path). So there is **one token per test process**,
+module once (``signer.keys`` caches it by path). So there is **one token per test process**,
 created before anything loads the module and shared by every test of the process::
 
     # conftest.py (root or package); safe to define in several conftests: it is a singleton
@@ -14,7 +14,7 @@ created before anything loads the module and shared by every test of the process
 
     @pytest.fixture(scope="session")
     def hsm(softhsm_token):
-        from signer.hsm import Hsm
+        from signer.keys import Hsm
         h = Hsm.open(softhsm_token.settings(sessions=4))
         yield h
         h.close()
@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SOFTHSM_MODULE = os.environ.get("QES_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
 _SESSION_TOKEN: SoftHsmToken | None = None
 
-# Runs in a separate interpreter with plain python-pkcs11 (not signer.hsm): an independent view.
+# Runs in a separate interpreter with plain python-pkcs11 (not signer.keys): an independent view.
 _LIST_SCRIPT = r"""
 import json, os, sys
 import pkcs11
@@ -127,7 +127,7 @@ class SoftHsmToken:
 
     def settings(self, *, sessions: int = 4, curve: str = "P-256", pin: str | None = None) -> Any:
         """HsmSettings for this token (imported lazily so activation can come first)."""
-        from signer.hsm import HsmSettings
+        from signer.keys import HsmSettings
         from signer.secrets import Secret
 
         return HsmSettings(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,41 @@ def test_inner_packages_import_nothing_outward(package: str, forbidden: set[str]
         if name.split(".")[0] in forbidden
     }
     assert not outward
+
+
+def _contract(contract_id: str) -> dict[str, object]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return next(c for c in config["contracts"] if c["id"] == contract_id)
+
+
+def _layer_names(contract: dict[str, object]) -> set[str]:
+    layers = contract["layers"]
+    assert isinstance(layers, list)
+    return {name.strip() for layer in layers for name in layer.split("|")}
+
+
+@pytest.mark.parametrize(
+    ("contract_id", "package"), [("floors", "signer"), ("surfaces", "signer/http")]
+)
+def test_every_module_stands_on_a_floor(contract_id: str, package: str) -> None:
+    """The layer contracts only bind the modules they name: a new flat module or surface that
+    no layer names would escape them, so each child of the package must be on a floor."""
+    children = {
+        p.stem if p.is_file() else p.name
+        for p in (ROOT / package).iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
+    assert children - _layer_names(_contract(contract_id)) == set()
+
+
+def test_import_contracts_hold() -> None:
+    """`lint-imports` (the contracts in pyproject.toml) passes; deploy/test.sh runs it too, this
+    keeps a plain `pytest` run honest."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

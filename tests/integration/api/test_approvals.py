@@ -5,7 +5,7 @@ the transparency log (``qes audit verify`` recomputes them), the completion webh
 refusal with nothing signed.
 
 The policy is the development policy file (deploy/dev/policy.toml, read by the real
-``signer.policy_file``): ``demo-seal-batch`` and the approvers themselves need 2 of
+``signer.policy.file``): ``demo-seal-batch`` and the approvers themselves need 2 of
 ``seal-approvers``; everyone else signs at once."""
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ async def api(
     aiohttp_client: Callable[..., Any], approval_env: dict[str, str], ca_ready: None,
     clock: FakeClock,
 ) -> AsyncIterator[TestClient]:  # fmt: skip
-    from signer.api.state import SERVICES
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.http.kit.state import SERVICES
+    from signer.settings.config import load_settings
 
     settings = load_settings(DEV_CONFIG, env=approval_env)
     assert settings.policy.file is not None and settings.policy.file.name == "policy.toml"
@@ -449,7 +449,7 @@ async def test_kill_switch_stops_holding_and_signing(
 ) -> None:
     """A suspended client cannot have requests held, and a request held before the suspension
     is not signed when its last approval comes in: it fails with ``suspended``."""
-    from signer.api.state import SERVICES
+    from signer.http.kit.state import SERVICES
     from signer.storage.policy import Target
 
     suspensions = api.app[SERVICES].signing.gate.suspensions
@@ -514,7 +514,7 @@ async def test_a_held_request_counts_once_against_the_rate_limit(
     """A held request is counted when it is made; its signing after the m-th approval does not
     count it again (with one per minute, the approved request is signed, the next one is 429)."""
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.settings.config import load_settings
 
     policy = (DEV_CONFIG.parent / "policy.toml").read_text()
     marker = 'name = "seal-needs-two-approvers"\n'

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.logentry import entry_fields
-from signer.hsm.credential import CREDENTIAL_PREFIX
+from signer.keys.credential import CREDENTIAL_PREFIX
 from signer.storage.csc import CredentialAuthorization
 from tests.support.idp import DEMO_PASSWORDS, RunningIdp
 from tests.support.service import DEV_CONFIG, run_qes
@@ -133,8 +133,8 @@ async def csc(
     database_url: str,
     softhsm_token: SoftHsmToken,
 ) -> AsyncIterator[Csc]:
-    from signer.api.state import SERVICES
     from signer.app import create_app
+    from signer.http.kit.state import SERVICES
 
     clock = Clock()
     # Refusals refused at the edge are logged under a per-address rate limit shared by every
@@ -356,7 +356,7 @@ async def test_refusals_sign_nothing(
 async def test_credential_token_only_for_its_credential(csc: Csc, batch_token: str) -> None:
     """A v2 credential token (the bearer is the secret, no SAD) works for the credential it
     was made for and is refused for another one, even of the same owner."""
-    from signer.csc.api import CSC
+    from signer.http.csc.api import CSC
 
     service = csc.app[CSC]
     first = await csc.new_credential(batch_token)
@@ -406,7 +406,7 @@ async def test_credential_token_only_for_its_credential(csc: Csc, batch_token: s
 async def test_expired_credential_is_refused_and_swept(
     csc: Csc, batch_token: str, softhsm_token: SoftHsmToken
 ) -> None:
-    from signer.csc.api import CSC
+    from signer.http.csc.api import CSC
 
     digest = digest_of(b"too late")
     used_late = await csc.new_credential(batch_token)
@@ -558,9 +558,9 @@ async def test_time_stamp_from_the_built_in_tsa(csc: Csc, batch_token: str, tmp_
 async def test_sweeper_destroys_orphan_keys(csc: Csc, softhsm_token: SoftHsmToken) -> None:
     """A key whose credential row was never committed (a crash in between) is found by its
     label's expiry and destroyed; one whose label has not expired is left alone."""
-    from signer.api.state import SERVICES
-    from signer.csc.api import CSC
-    from signer.hsm.credential import credential_label
+    from signer.http.csc.api import CSC
+    from signer.http.kit.state import SERVICES
+    from signer.keys.credential import credential_label
 
     hsm = csc.app[SERVICES].hsm
     now = datetime.now(UTC)
@@ -581,7 +581,7 @@ async def test_audit_verify_accepts_csc_records(
 ) -> None:
     """A CSC signature and an expired unused credential are records and log entries like any
     other: `qes audit verify` rebuilds their entries from the records and accepts the log."""
-    from signer.csc.api import CSC
+    from signer.http.csc.api import CSC
 
     credential_id = await csc.new_credential(batch_token)
     await _use_up(csc, batch_token, credential_id)
@@ -610,8 +610,8 @@ async def test_sweeper_ends_a_credential_whose_signer_died(
     """A credential left 'signing' (its process died after consuming the SAD) is left to its
     signer for a grace period after expiry, then its key is destroyed and its record fails
     with csc-signing-interrupted; nothing was released, so nothing is completed."""
-    from signer.csc.api import CSC
-    from signer.csc.service import SIGNING_GRACE
+    from signer.http.csc.api import CSC
+    from signer.signing.csc import SIGNING_GRACE
 
     credential_id = await csc.new_credential(batch_token)
     await csc.pool.execute("UPDATE csc_credentials SET state='signing' WHERE id=$1", credential_id)
@@ -631,8 +631,8 @@ async def test_ended_credentials_are_pruned_after_a_day_and_their_records_stay(
 ) -> None:
     """Data minimisation: the credential and SAD rows of a credential that ended more than
     KEEP_ENDED ago are deleted by the sweeper; the signing record (the audit trail) stays."""
-    from signer.csc.api import CSC
-    from signer.csc.service import KEEP_ENDED
+    from signer.http.csc.api import CSC
+    from signer.signing.csc import KEEP_ENDED
 
     credential_id = await csc.new_credential(batch_token)
     await _use_up(csc, batch_token, credential_id)

@@ -31,7 +31,7 @@ from pyhanko.sign.signers.csc_signer import (
 )
 from pyhanko.sign.timestamps import HTTPTimeStamper
 
-from signer.hsm.credential import CREDENTIAL_PREFIX
+from signer.keys.credential import CREDENTIAL_PREFIX
 from tests.support.idp import RunningIdp
 from tests.support.pdfs import multi_page_pdf
 from tests.support.service import SignerProcess, free_port, service_env

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from signer.hsm.credential import CREDENTIAL_PREFIX
+from signer.keys.credential import CREDENTIAL_PREFIX
 from tests.support.idp import RunningIdp
 from tests.support.service import SignerProcess, free_port, service_env
 from tests.support.softhsm import SoftHsmToken

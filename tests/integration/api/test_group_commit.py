@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from signer import pipeline
+from signer.signing import pipeline
 from tests.support.service import api_headers
 from tests.support.verify import openssl_verify_signature
 

@@ -86,9 +86,9 @@ def clock() -> FakeClock:
 async def pclient(
     aiohttp_client: Any, policy_env: dict[str, str], ca_ready: None, clock: FakeClock
 ) -> AsyncIterator[TestClient]:
-    from signer.api.state import SERVICES
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.http.kit.state import SERVICES
+    from signer.settings.config import load_settings
 
     app = create_app(load_settings(DEV_CONFIG, env=policy_env), clock=clock)
     client: TestClient = await aiohttp_client(app)
@@ -211,7 +211,7 @@ async def test_max_digests_rule(pclient: TestClient, policy_idp: RunningIdp) -> 
 async def test_approval_rule_is_not_signed_without_approval(
     pclient: TestClient, policy_idp: RunningIdp
 ) -> None:
-    """The batch API holds it for the rule's approvers (signer.approvals): 202, no signature."""
+    """The batch API holds it for the rule's approvers (http.approvals): 202, no signature."""
     status, body, headers = await post_sign(pclient, await token(policy_idp, "pol-approve"))
     assert (status, body["status"]) == (202, "pending"), body
     assert body["approval"]["group"] == "treasurers" and "signatures" not in body
@@ -699,7 +699,7 @@ async def test_csc_api_is_under_the_policy_and_the_kill_switch(
     assert status == 429, body
     assert 1 <= int(headers["Retry-After"]) <= 60
     # the unused credentials (the suspended one included) expire; the sweeper destroys keys
-    from signer.csc.api import CSC
+    from signer.http.csc.api import CSC
 
     clock.advance(575)  # past the certificates (600 s less the 30 s backdate)
     await pclient.server.app[CSC].sweep()  # the background sweeper may have been first

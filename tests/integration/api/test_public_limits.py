@@ -13,12 +13,12 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from signer.api.state import SERVICES, TRUST_BUNDLE_CACHE
 from signer.app import create_app
-from signer.public_limits import PublicLimiter, PublicRateLimited
+from signer.http.kit.state import SERVICES, TRUST_BUNDLE_CACHE
+from signer.policy.public_limits import PublicLimiter, PublicRateLimited
 from signer.storage.db import create_pool
 from signer.storage.public_limits import PublicLimitStore
-from signer.translog import load_privacy_key
+from signer.translog.log import load_privacy_key
 
 
 class _Clock:

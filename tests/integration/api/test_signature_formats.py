@@ -24,7 +24,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 
 from signer.formats.cms import signature_time_stamp
 from signer.formats.pdf import embed, prepare
-from signer.timestamping import gen_time
+from signer.signing.timestamping import gen_time
 from tests.support.pdfs import multi_page_pdf
 from tests.support.service import api_headers
 

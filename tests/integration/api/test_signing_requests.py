@@ -101,7 +101,7 @@ async def web(
     aiohttp_client: Callable[..., Any], signer_env: dict[str, str], ca_ready: None
 ) -> AsyncIterator[TestClient]:
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.settings.config import load_settings
 
     app = create_app(load_settings(DEV_CONFIG, env={**signer_env, **WEB_ENV}))
     yield await aiohttp_client(app)
@@ -119,7 +119,7 @@ class Creds:
 
 
 async def register(web: TestClient, name: str = "Contracts") -> Creds:
-    from signer.api.signing_requests import RP_REGISTRY
+    from signer.http.sign.api import RP_REGISTRY
 
     added = await web.app[RP_REGISTRY].add(name, [URI])
     return Creds(added.client.client_id, added.secret)
@@ -155,7 +155,7 @@ async def test_rp_authentication(web: TestClient) -> None:
     r = await web.post(url, json=body(), headers=auth.h)
     assert r.status == 201
 
-    from signer.api.signing_requests import RP_REGISTRY
+    from signer.http.sign.api import RP_REGISTRY
 
     new_secret = await web.app[RP_REGISTRY].rotate(auth.login)
     assert (await web.post(url, json=body(), headers=auth.h)).status == 401
@@ -383,7 +383,7 @@ def test_principal_survives_the_database_round_trip() -> None:
     import json
 
     from idp_adapter.principal import Principal
-    from signer.webflow.flow import principal_from_json, principal_json
+    from signer.flows.websign import principal_from_json, principal_json
 
     now = datetime.now(UTC).replace(microsecond=0)
     p = Principal(

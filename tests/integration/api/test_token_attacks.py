@@ -223,7 +223,7 @@ async def aclient(
     clock: FakeClock,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.settings.config import load_settings
 
     app = create_app(load_settings(DEV_CONFIG, env=attack_env), clock=clock)
     server = SignerTestServer(app, host="127.0.0.1", port=attack_port)

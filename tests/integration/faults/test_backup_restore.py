@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from signer.hsm.session import EPHEMERAL_LABEL
+from signer.keys.session import EPHEMERAL_LABEL
 from tests.integration.faults.test_checkpoint_anchor import (
     anchored_env,
     anchored_size,
@@ -38,7 +38,7 @@ def drill_root() -> Iterator[Path]:
         yield root
     finally:
         for cluster in ("pg", "latest", "backup-end"):
-            from signer.localdb import LocalPostgres
+            from signer.cli.localdb import LocalPostgres
 
             if (root / cluster / "data").exists():
                 LocalPostgres(root / cluster).stop(mode="immediate")

@@ -19,8 +19,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from signer.hsm.session import EPHEMERAL_LABEL
-from signer.localdb import _bindir
+from signer.cli.localdb import _bindir
+from signer.keys.session import EPHEMERAL_LABEL
 from tests.integration.faults.test_faults import copy_ca_certificates, post
 from tests.integration.log.test_log_tamper import qes_audit_verify
 from tests.support.idp import DEMO_SECRETS, RunningIdp

@@ -20,8 +20,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from signer.hsm.session import EPHEMERAL_LABEL
-from signer.localdb import LocalPostgres
+from signer.cli.localdb import LocalPostgres
+from signer.keys.session import EPHEMERAL_LABEL
 from signer.storage.db import migrate
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.pg import private_cluster_dir
@@ -115,8 +115,8 @@ async def test_database_stopped_under_load(
     private_pg: LocalPostgres,
     batch_token: str,
 ) -> None:
-    from signer.api.state import SERVICES
     from signer.app import create_app
+    from signer.http.kit.state import SERVICES
     from signer.secrets import Secret
 
     db = dataclasses.replace(settings.database, url=Secret(private_pg.url()), command_timeout=2)

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from signer.errors import HsmUnavailable
-from signer.hsm import Hsm, HsmSession, HsmSettings
-from signer.hsm.session import EPHEMERAL_LABEL
+from signer.keys import Hsm, HsmSession, HsmSettings
+from signer.keys.session import EPHEMERAL_LABEL
 from signer.secrets import Secret
 from tests.support.p11kit import P11KitServer, token_copy
 from tests.support.softhsm import SoftHsmToken

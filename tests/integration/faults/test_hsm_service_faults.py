@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from signer.hsm.session import EPHEMERAL_LABEL
+from signer.keys.session import EPHEMERAL_LABEL
 from tests.integration.faults.test_faults import BODY, statuses
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.p11kit import P11KitServer

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from ca.merkle import TreeHead, verify_consistency
-from signer.hsm.session import EPHEMERAL_LABEL
+from signer.keys.session import EPHEMERAL_LABEL
 from signer.storage.log import LogStore
 from tests.integration.faults.test_faults import copy_ca_certificates, post, statuses
 from tests.support.idp import DEMO_SECRETS, RunningIdp

@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from signer.hsm.session import EPHEMERAL_LABEL
+from signer.keys.session import EPHEMERAL_LABEL
 from tests.integration.faults.test_faults import (
     copy_ca_certificates,
     post,

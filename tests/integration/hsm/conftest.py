@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from signer.hsm import Hsm
+from signer.keys import Hsm
 from tests.support.softhsm import SoftHsmToken, session_token
 
 # Long-lived keys these tests create; any other object left in the token is a leak.

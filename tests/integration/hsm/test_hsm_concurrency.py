@@ -11,7 +11,7 @@ import time
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from signer.hsm import Hsm, HsmSession
+from signer.keys import Hsm, HsmSession
 from tests.support.softhsm import SoftHsmToken
 
 TASKS = 8
@@ -67,7 +67,7 @@ async def test_eight_tasks_on_four_sessions_keep_the_loop_responsive(hsm: Hsm) -
 
 _CHILD = """
 import sys, time
-from signer.hsm import Hsm, HsmSettings
+from signer.keys import Hsm, HsmSettings
 from signer.secrets import Secret
 import os
 hsm = Hsm.open(HsmSettings(module=sys.argv[1], token_label=sys.argv[2],

@@ -16,15 +16,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from signer.errors import HsmUnavailable
-from signer.hsm import Hsm
-from signer.hsm.credential import credential_label, label_expiry
+from signer.keys import Hsm
+from signer.keys.credential import credential_label, label_expiry
 from tests.support.softhsm import SoftHsmToken
 
-# A second process, through signer.hsm as a replica would: find the key by label, sign a digest,
+# A second process, through signer.keys as a replica would: find the key by label, sign a digest,
 # destroy the pair, print the signature and the destruction receipt.
 _OTHER_PROCESS = r"""
 import json, os, sys
-from signer.hsm import Hsm, HsmSettings
+from signer.keys import Hsm, HsmSettings
 from signer.secrets import Secret
 hsm = Hsm.open(HsmSettings(module=sys.argv[1], token_label=sys.argv[2],
                            pin=Secret(os.environ["QES_TEST_PIN"]), sessions=1))
@@ -106,8 +106,8 @@ def test_credential_labels_must_use_the_prefix(hsm: Hsm) -> None:
 _CHURN = r"""
 import os, sys, time
 from datetime import UTC, datetime, timedelta
-from signer.hsm import Hsm, HsmSettings
-from signer.hsm.credential import credential_label
+from signer.keys import Hsm, HsmSettings
+from signer.keys.credential import credential_label
 from signer.secrets import Secret
 hsm = Hsm.open(HsmSettings(module=sys.argv[1], token_label=sys.argv[2],
                            pin=Secret(os.environ["QES_TEST_PIN"]), sessions=2))

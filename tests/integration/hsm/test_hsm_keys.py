@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from pkcs11.exceptions import PKCS11Error
 
 from signer.errors import HsmUnavailable
-from signer.hsm import Destruction, EphemeralKey, Hsm, HsmSession
+from signer.keys import Destruction, EphemeralKey, Hsm, HsmSession
 
 HASHES = {"P-256": hashes.SHA256(), "P-384": hashes.SHA384()}
 CURVE_NAMES = {"P-256": "secp256r1", "P-384": "secp384r1"}

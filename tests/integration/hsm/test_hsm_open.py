@@ -7,14 +7,14 @@ import subprocess
 import pytest
 
 from signer.errors import HsmUnavailable
-from signer.hsm import Hsm, HsmSettings
+from signer.keys import Hsm, HsmSettings
 from signer.secrets import Secret
 from tests.support.softhsm import SoftHsmToken
 
 _OPEN_WITH_WRONG_PIN = """
 import sys
 from signer.errors import HsmUnavailable
-from signer.hsm import Hsm, HsmSettings
+from signer.keys import Hsm, HsmSettings
 from signer.secrets import Secret
 try:
     Hsm.open(HsmSettings(module=sys.argv[1], token_label=sys.argv[2], pin=Secret("0000-wrong")))

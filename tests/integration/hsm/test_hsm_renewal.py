@@ -2,7 +2,7 @@
 
 SoftHSM 2.6 frees destroyed session objects only in C_Finalize, so a process that makes an
 ephemeral key per request grows by ~500 bytes per request unless it renews its library
-instance (signer.hsm._recycle). These tests count key cycles, never time them.
+instance (signer.keys._recycle). These tests count key cycles, never time them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from signer.hsm import Hsm
+from signer.keys import Hsm
 from tests.support.softhsm import SoftHsmToken
 
 # A child process: the test process's module is shared by the session ``hsm`` fixture, and a
@@ -25,7 +25,7 @@ import asyncio, json, secrets, sys
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from signer.hsm import Hsm, HsmSettings
+from signer.keys import Hsm, HsmSettings
 from signer.secrets import Secret
 import os
 

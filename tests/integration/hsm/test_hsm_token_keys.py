@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from signer.errors import HsmUnavailable
-from signer.hsm import Hsm, HsmEcPrivateKey, HsmSession, TokenKeyExists
+from signer.keys import Hsm, HsmEcPrivateKey, HsmSession, TokenKeyExists
 from tests.support.softhsm import SoftHsmToken
 
 

@@ -23,8 +23,8 @@ from ca.checkpoint import (
     open_checkpoint,
     sign_checkpoint,
 )
-from signer.api.state import SERVICES
-from signer.auditui import export as exports
+from signer.http.audit import export as exports
+from signer.http.kit.state import SERVICES
 from signer.storage.log import StoredCheckpoint
 from signer.storage.records import RecordFilter
 from tests.support.service import DEV_CONFIG, run_qes, sign_random

@@ -17,7 +17,7 @@ from pymerkle import verify_inclusion as pymerkle_verify_inclusion
 from tlog_scales.tlog import ConsistencyProof as ScalesConsistencyProof
 from tlog_scales.tlog import InclusionProof as ScalesInclusionProof
 
-from signer.api.state import SERVICES
+from signer.http.kit.state import SERVICES
 from tests.support.service import api_headers
 from tests.support.signed_note import verify_note_independently
 

@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from ca.logentry import PrivacyKey, RefusalEntry, Requester, RequestSummary
-from signer.backfill import backfill
-from signer.retention import find_subject
 from signer.storage.backfill import BackfillStore
 from signer.storage.db import Migration, migrate, migrations
 from signer.storage.records import IssuedRecord
 from signer.storage.retention import RetentionStore
-from signer.translog import issuance_entry, load_privacy_key, subject_index
+from signer.translog.backfill import backfill
+from signer.translog.log import issuance_entry, load_privacy_key, subject_index
+from signer.translog.retention import find_subject
 from tests.support.pg import scratch_database
 from tests.support.service import TEST_LOG_PRIVACY_KEY, api_headers, sign_random
 
@@ -71,7 +71,7 @@ async def test_older_records_get_their_email_and_subject_index(
         )
     ).json()
     email = record["email"]
-    # What the certificate says, read by cryptography (not by signer.backfill).
+    # What the certificate says, read by cryptography (not by signer.translog.backfill).
     cert = x509.load_pem_x509_certificate(record["certificate"].encode())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.RFC822Name) == [email]

@@ -2,7 +2,7 @@
 malformed, forged or untrusted token; a bad body) are log entries with outcome "refused", a
 stable reason and what is known, without attacker-chosen text or the client address in clear;
 a flood of bad tokens gives a bounded number of entries plus aggregate entries whose counts add
-up to every refusal (signer.refusals)."""
+up to every refusal (signer.policy.refusals)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from ca.logentry import SUPPRESSED_REASON, decode_time, entry_fields, entry_version
-from signer.api.refused import REFUSAL_LOG
-from signer.api.state import SERVICES
-from signer.refusals import RefusalLog, Refused
+from signer.http.kit.refused import REFUSAL_LOG
+from signer.http.kit.state import SERVICES
+from signer.policy.refusals import RefusalLog, Refused
 from signer.storage.refusals import RefusalStore
 from tests.support.idp import RunningIdp
 from tests.support.service import api_headers
@@ -236,7 +236,7 @@ async def test_per_source_and_all_sources_limits_add_up(
     """Thirty addresses, three refusals each, 2 per address and 50 in all per window: 50
     entries, 25 per-address aggregates of 1 and one all-sources aggregate of 15 (= 90)."""
     from signer.storage.db import create_pool
-    from signer.translog import load_privacy_key
+    from signer.translog.log import load_privacy_key
 
     at = [datetime.now(UTC).replace(microsecond=0) + timedelta(days=14)]
     limits = dataclasses.replace(settings.log, refusals_per_source=2, refusals_total=50)

@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from signer import retention
 from signer.storage.retention import SUBJECT_RECORDS, SUBJECT_REFUSALS, RetentionStore
+from signer.translog import retention
 from tests.support.service import DEV_CONFIG, api_headers, run_qes, sign_random
 
 

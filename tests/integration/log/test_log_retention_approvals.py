@@ -22,13 +22,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from signer import retention
 from signer.storage.retention import (
     SUBJECT_ADMIN_ACTIONS,
     SUBJECT_APPROVAL_REQUESTS,
     SUBJECT_DECISIONS,
     RetentionStore,
 )
+from signer.translog import retention
 from tests.integration.log.test_log_retention import Snapshot
 from tests.support.approvals import SEAL_CLIENT
 from tests.support.idp import DEMO_PASSWORDS, DEMO_SECRETS, RunningIdp
@@ -52,9 +52,9 @@ async def subject(env: dict[str, str], who: str, *extra: str) -> dict[str, Any]:
 async def api(
     aiohttp_client: Callable[..., Any], signer_env: dict[str, str], ca_ready: None
 ) -> AsyncIterator[TestClient]:
-    from signer.api.state import SERVICES
     from signer.app import create_app
-    from signer.config import load_settings
+    from signer.http.kit.state import SERVICES
+    from signer.settings.config import load_settings
 
     app = create_app(load_settings(DEV_CONFIG, env=signer_env))
     client: TestClient = await aiohttp_client(app)

@@ -29,7 +29,7 @@ from ca.logentry import PrivacyKey, entry_version
 from signer.storage.db import create_pool
 from signer.storage.log import LogStore
 from signer.storage.records import Completion, IssuedRecord, RecordStore
-from signer.translog import issuance_entry, subject_index
+from signer.translog.log import issuance_entry, subject_index
 from tests.support.pg import scratch_database
 from tests.support.service import DEV_CONFIG, ROOT, TEST_LOG_PRIVACY_KEY
 

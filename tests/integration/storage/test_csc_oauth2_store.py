@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from signer.storage.csc_oauth2 import CscOAuth2Store, NewAuthorization, OidcLogin
+from signer.storage.csc_oauth2 import CscOAuth2Store, NewAuthorization
 from signer.storage.db import create_pool
+from signer.storage.login_flows import LoginFlow, LoginFlowStore
 from signer.storage.signing_requests import RpClient, RpClientStore
 
 PRINCIPAL = {"issuer": "https://idp.example.com", "subject": "alice", "attributes": {"n": "A"}}
@@ -39,14 +40,24 @@ async def new_request(pool: asyncpg.Pool, now: datetime) -> tuple[NewAuthorizati
         lang=None, created_at=now, expires_at=now + timedelta(minutes=10),
     )  # fmt: skip
     flow = uuid.uuid4().bytes
-    await CscOAuth2Store(pool).create(new, flow, OidcLogin("st", "no", "ve" * 30))
+    await CscOAuth2Store(pool).create(new)
+    login = LoginFlow("csc", new.id, "st", "no", "ve" * 30, None, now + timedelta(minutes=10))
+    await LoginFlowStore(pool).save(flow, login, now)
     return new, flow
+
+
+async def take_login(pool: asyncpg.Pool, flow: bytes, now: datetime) -> object | None:
+    """What the callback does: use up the login flow, then find its request still logging in."""
+    login = await LoginFlowStore(pool).take(flow, "csc", now)
+    if login is None or login.subject_id is None:
+        return None
+    return await CscOAuth2Store(pool).logging_in(login.subject_id, now)
 
 
 async def test_login_consent_and_code_each_work_once_even_when_raced(pool: asyncpg.Pool) -> None:
     store, now = CscOAuth2Store(pool), datetime.now(UTC)
     new, flow = await new_request(pool, now)
-    taken = await asyncio.gather(*(store.take_login(flow, now) for _ in range(4)))
+    taken = await asyncio.gather(*(take_login(pool, flow, now) for _ in range(4)))
     assert sum(t is not None for t in taken) == 1
     assert await store.open_consent(new.id, b"session", "csrf", PRINCIPAL, now)
     approved = await asyncio.gather(
@@ -69,7 +80,7 @@ async def test_a_token_issued_after_a_replay_is_not_attached(pool: asyncpg.Pool)
     """RFC 6749 §4.1.2: the replay arrives between redemption and issuance."""
     store, now = CscOAuth2Store(pool), datetime.now(UTC)
     new, flow = await new_request(pool, now)
-    await store.take_login(flow, now)
+    await take_login(pool, flow, now)
     await store.open_consent(new.id, b"s2", "csrf", PRINCIPAL, now)
     await store.approve(new.id, b"s2", b"code2", now + timedelta(seconds=60), now)
     assert await store.redeem(b"code2", new.client_id, now) is not None
@@ -82,7 +93,7 @@ async def test_open_requests_past_their_expiry_end_expired_without_the_login(
 ) -> None:
     store, now = CscOAuth2Store(pool), datetime.now(UTC)
     stale, flow = await new_request(pool, now - timedelta(minutes=11))
-    await store.take_login(flow, now - timedelta(minutes=11))
+    await take_login(pool, flow, now - timedelta(minutes=11))
     await store.open_consent(stale.id, b"s3", "csrf", PRINCIPAL, now - timedelta(minutes=11))
     assert await store.consent(stale.id, b"s3", now) is None  # expired: no consent page
     await new_request(pool, now)  # any later request ends the stale ones

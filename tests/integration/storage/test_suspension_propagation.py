@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 
 from ca.logentry import PrivacyKey
-from signer.enforcement import Suspensions
+from signer.policy.enforcement import Suspensions
 from signer.storage.db import create_pool
 from signer.storage.policy import PolicyStore, Target
-from signer.translog import load_privacy_key
+from signer.translog.log import load_privacy_key
 
 
 @pytest.fixture

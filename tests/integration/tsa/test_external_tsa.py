@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from asn1crypto import cms
 
 from signer.formats.cms import signature_time_stamp
-from signer.timestamping import gen_time
+from signer.signing.timestamping import gen_time
 from tests.support.pki import Pki, make_pki, pem
 from tests.support.service import api_headers
 
@@ -75,8 +75,8 @@ def make_client(
 ) -> Callable[..., Any]:
     """A signer app configured with the external TSA ``url`` and ``anchors``; after the test,
     the same HSM checks as the ``client`` fixture."""
-    from signer.api.state import SERVICES
     from signer.app import create_app
+    from signer.http.kit.state import SERVICES
 
     apps: list[web.Application] = []
 
@@ -93,7 +93,7 @@ def make_client(
 
 
 async def assert_hsm_clean(client: TestClient) -> None:
-    from signer.api.state import SERVICES
+    from signer.http.kit.state import SERVICES
 
     services = client.app[SERVICES]
     leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])

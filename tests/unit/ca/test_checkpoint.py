@@ -441,7 +441,7 @@ def test_error_hierarchy() -> None:
 
 
 class SignOnlyKey(ec.EllipticCurvePrivateKey):
-    """Stands in for signer.hsm.key.HsmEcPrivateKey: only sign() and public_key() work.
+    """Stands in for signer.keys.key.HsmEcPrivateKey: only sign() and public_key() work.
 
     Reason for a test double: the real key needs SoftHSM (integration tests); this proves
     ca.checkpoint asks nothing else of the key.

@@ -1,4 +1,4 @@
-"""Value types and pure helpers of signer.hsm (no token needed)."""
+"""Value types and pure helpers of signer.keys (no token needed)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from signer.errors import ConfigError, HsmUnavailable
-from signer.hsm import Destruction, HsmSettings, KeyEvidence
-from signer.hsm.key import EC_PARAMS, digest_for, public_key_from_attributes
+from signer.keys import Destruction, HsmSettings, KeyEvidence
+from signer.keys.key import EC_PARAMS, digest_for, public_key_from_attributes
 from signer.secrets import Secret
 
 GOOD = KeyEvidence(

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 
 from idp_adapter.codeflow import s256_challenge
-from signer.auditui.export import csv_row, pinned
-from signer.auditui.query import FormError, parse_digest, parse_search
-from signer.auditui.views import Cookies
-from signer.config import load_settings
 from signer.errors import ConfigError
+from signer.http.audit.export import csv_row, pinned
+from signer.http.audit.query import FormError, parse_digest, parse_search
+from signer.http.browser import Cookies
+from signer.settings.config import load_settings
 from signer.storage.records import RecordFilter, _like_escape
 from tests.support.service import DEV_CONFIG
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from signer.api.connections import AcceptErrorLog, connection_limits
-from signer.config import ServerSettings, load_settings
 from signer.errors import ConfigError
+from signer.http.kit.connections import AcceptErrorLog, connection_limits
+from signer.settings.config import ServerSettings, load_settings
 from tests.support.service import DEV_CONFIG
 
 

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from signer.csc.oauth2 import TokenError, _basic, _Invalid, parse_hashes, s256, with_query
-from signer.csc.oauth2_views import info_fields, metadata_for
+from signer.flows.csc_oauth2 import TokenError, _basic, _Invalid, parse_hashes, s256, with_query
+from signer.http.csc.oauth2_views import info_fields, metadata_for
 
 
 def test_s256_matches_the_rfc_7636_appendix_b_example() -> None:
@@ -70,8 +70,8 @@ def test_metadata_and_info_name_the_same_issuer() -> None:
 
 
 def test_credential_acr_must_be_one_of_the_acr_levels() -> None:
-    from signer.config import load_settings
     from signer.errors import ConfigError
+    from signer.settings.config import load_settings
     from tests.support.service import DEV_CONFIG
 
     env = {

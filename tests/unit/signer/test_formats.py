@@ -34,7 +34,7 @@ AT_GEN_TIME = str(int((NOW + timedelta(seconds=1)).timestamp()))
 
 
 class DelegatingKey(ec.EllipticCurvePrivateKey):
-    """Stands in for ``signer.hsm.key.HsmEcPrivateKey``: an EllipticCurvePrivateKey subclass
+    """Stands in for ``signer.keys.key.HsmEcPrivateKey``: an EllipticCurvePrivateKey subclass
     that only signs (DER) and refuses to export, so the formats must not need anything else."""
 
     def __init__(self, inner: ec.EllipticCurvePrivateKey) -> None:

@@ -13,7 +13,8 @@ import structlog
 
 from ca.logentry import PrivacyKey
 from idp_adapter.principal import Principal
-from signer.policy import (
+from signer.policy.file import PolicyFile
+from signer.policy.rules import (
     AcrRequired,
     ApprovalRequirement,
     PolicyDenied,
@@ -24,7 +25,6 @@ from signer.policy import (
     RateLimit,
     parse_policy,
 )
-from signer.policy_file import PolicyFile
 
 ISS = "https://idp.example.com"
 KEY_FOR_TESTS = PrivacyKey("test", bytes(32))
@@ -276,8 +276,8 @@ def test_acr_levels_order_the_required_acr() -> None:
 
 
 def test_policy_settings(tmp_path: Path) -> None:
-    from signer.config import load_settings
     from signer.errors import ConfigError
+    from signer.settings.config import load_settings
     from tests.support.service import DEV_CONFIG
 
     env = {"QES_HSM_PIN": "1234"}
@@ -319,7 +319,7 @@ async def test_no_rate_limit_rule_no_database_round_trip(tmp_path: Path) -> None
     from datetime import UTC, datetime
     from typing import Any
 
-    from signer.enforcement import Gate, Suspensions
+    from signer.policy.enforcement import Gate, Suspensions
 
     class Store:  # stands in for PolicyStore: counts the round trips it is asked for
         calls = 0

@@ -9,7 +9,7 @@ import warnings
 import pytest
 from cryptography.utils import CryptographyDeprecationWarning
 
-from signer.logging import quiet_third_party_warnings
+from signer.settings.logging import quiet_third_party_warnings
 
 
 def _shown(category: type[Warning], module: str) -> bool:
@@ -49,7 +49,7 @@ def test_packages_named_like_ours_are_not_ours() -> None:
 def test_qes_prints_nothing_but_its_own_output() -> None:
     """The real entry point, in a fresh interpreter that imports pyHanko (cryptography 51 warns)."""
     code = (
-        "import sys; from signer.cli import main; "
+        "import sys; from signer.cli.main import main; "
         "sys.argv = ['qes', '--help']; "
         "import contextlib, io\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from signer.config import load_settings
 from signer.errors import ConfigError
+from signer.settings.config import load_settings
 from tests.support.service import DEV_CONFIG
 
 ENV = {"QES_HSM_PIN": "1234"}

@@ -1,5 +1,6 @@
-"""signer.tsp_verify: what an external TSA's reply must satisfy before its token is embedded.
-The accepted case is also accepted by ``openssl ts -verify``; every refusal names its reason."""
+"""signer.formats.tsp_verify: what an external TSA's reply must satisfy before its token is
+embedded. The accepted case is also accepted by ``openssl ts -verify``; every
+refusal names its reason."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.tsa import TimeStampResp
-from signer.tsp_verify import TokenRejected, verify_reply
+from signer.formats.tsp_verify import TokenRejected, verify_reply
 from tests.support.pki import Pki, make_pki
 
 DIGEST = hashlib.sha256(b"signature value").digest()

@@ -1,4 +1,4 @@
-"""Offline validation (``signer.verify``) against pyHanko's own verdicts (STANDARDS.md §5).
+"""Offline validation (``signer.formats.verify``) against pyHanko's own verdicts (STANDARDS.md §5).
 
 Every case is also judged by the ``pyhanko`` CLI as a subprocess: ``sign validate`` at the
 time-stamp's genTime (pyHanko's point-in-time validation, the moment our signer-chain check
@@ -29,7 +29,7 @@ from ca.profiles import LegalPerson, Level, NaturalPerson
 from ca.tsa import TimeStampAuthority
 from signer.formats.cms import cades_b_t, pades_b_t
 from signer.formats.pdf import embed, prepare
-from signer.verify import (
+from signer.formats.verify import (
     SignatureReport,
     TrustBundle,
     VerifyError,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signer.watch import entry_line
+from signer.cli.watch import entry_line
 
 
 def test_a_suppressed_aggregate_and_a_claimed_issuer_are_shown() -> None:

@@ -9,11 +9,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from signer.config import load_settings
 from signer.errors import ConfigError
+from signer.flows.registry import RegistryError, check_redirect_uri
+from signer.flows.websign import back_to_rp
+from signer.settings.config import load_settings
 from signer.storage.signing_requests import StoredRequest
-from signer.webflow.flow import back_to_rp
-from signer.webflow.registry import RegistryError, check_redirect_uri
 from tests.support.service import DEV_CONFIG
 
 BASE = {

@@ -1,0 +1,173 @@
+"""`qes init` and `qes serve`: the CA keys, and the HTTP service with its workers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from signer.cli.common import load
+from signer.errors import SignerError
+
+
+async def _init(settings: Any, force: bool) -> str:
+    from signer.keys import Hsm
+    from signer.signing.bootstrap import init_ca, init_log
+    from signer.storage.authority import CaCertificateStore
+    from signer.storage.db import create_pool
+
+    if settings.database.url is None:
+        raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
+    hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
+    try:
+        pool = await create_pool(
+            settings.database.url.reveal(),
+            min_size=1,
+            max_size=2,
+            command_timeout=settings.database.command_timeout,
+        )
+        try:
+            result = await init_ca(
+                hsm, CaCertificateStore(pool), settings, datetime.now(UTC), force=force
+            )
+            log_result = await init_log(hsm, settings)
+        finally:
+            await pool.close()
+    finally:
+        await asyncio.to_thread(hsm.close)
+    verb = "created" if result.created else "already present"
+    lines = [
+        f"CA {verb}: root {result.chain.root.subject.rfc4514_string()}, issuing "
+        f"{result.chain.issuing.subject.rfc4514_string()}"
+    ]
+    if result.tsa is not None:
+        tsa_verb = "created" if result.tsa_created else "already present"
+        lines.append(f"TSA {tsa_verb}: {result.tsa.subject.rfc4514_string()}")
+    else:
+        lines.append(f"TSA: external, {settings.tsa.url}")
+    lines.append(log_result.describe())
+    return "\n".join(lines)
+
+
+def warn_derived_origin(settings: Any) -> None:
+    """A structlog warning when ``log.origin`` was derived from ``server.public_url``.
+
+    The origin names the log in every checkpoint and is the log key's note name (C2SP
+    tlog-checkpoint): once checkpoints are published it must never change, while a public URL
+    does (a new host name, a port, a proxy). Production sets ``[log] origin`` explicitly."""
+    if settings.log.origin_derived:
+        import structlog
+
+        structlog.get_logger("signer.cli.main").warning(
+            "log_origin_derived",
+            origin=settings.log.origin,
+            advice="set [log] origin (QES__LOG__ORIGIN) explicitly and never change it:"
+            " checkpoints signed under one origin do not verify under another",
+        )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    settings = load(args)
+    print(asyncio.run(_init(settings, args.force)))
+    return 0
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_stop_requested: list[int] = []
+
+
+def _note_stop(signum: int, _frame: object) -> None:
+    _stop_requested.append(signum)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    for signum in _STOP_SIGNALS:  # from the first moment: a stop during start-up is honoured
+        signal.signal(signum, _note_stop)
+    settings = load(args)
+    from signer.settings.logging import configure
+
+    configure(settings.server.log_format)
+    if not args.single:  # once per `qes serve`, not once per worker
+        warn_derived_origin(settings)
+    if settings.server.workers > 1 and not args.single:
+        return _supervise(args, settings.server.workers)
+    asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Any) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully: stop accepting, let in-flight
+    requests finish (up to ``server.shutdown_timeout``), close the pool and the HSM. Repeated
+    signals (the process group's and the supervisor's) trigger one shutdown, not several."""
+    from signer.app import create_app
+    from signer.http.kit.connections import AcceptErrorLog, GuardedSite, connection_limits
+    from signer.http.kit.server import SignerRunner
+
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorLog())
+    for signum in _STOP_SIGNALS:  # during setup too: one stop, however many signals
+        loop.add_signal_handler(signum, _stop_requested.append, signum)
+    runner = SignerRunner(
+        create_app(settings),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        keepalive_timeout=settings.server.keepalive_timeout,
+    )
+    await runner.setup()
+    try:
+        site = GuardedSite(
+            runner,
+            connection_limits(settings.server),
+            host=settings.server.host,
+            port=settings.server.port,
+            reuse_port=settings.server.workers > 1,
+        )
+        await site.start()
+        stop = asyncio.Event()
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop.set)
+        if _stop_requested:
+            stop.set()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _supervise(args: argparse.Namespace, workers: int) -> int:
+    """One process per core sharing the port (SO_REUSEPORT); each opens its own HSM and pool."""
+    cmd = [sys.executable, "-m", "signer", "serve", "--single"]
+    if args.config:
+        cmd += ["--config", args.config]
+    children = [subprocess.Popen(cmd) for _ in range(workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        _stop_requested.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, forward)
+    for early in list(_stop_requested):  # arrived while the children were being started
+        forward(early, None)
+    codes = [child.wait() for child in children]
+    # A worker ended by the stop signal we forwarded (before its handler was up) stopped cleanly.
+    return max((0 if -c in _stop_requested else c for c in codes), key=abs)
+
+
+def register(
+    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser], url: str
+) -> None:
+    """Add this group's commands to the `qes` parser."""
+    init = with_config(sub.add_parser("init", help="create the CA keys in the HSM"))
+    init.add_argument("--force", action="store_true", help="replace existing CA keys")
+    init.set_defaults(func=cmd_init)
+    serve = with_config(sub.add_parser("serve", help="run the HTTP service"))
+    serve.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)

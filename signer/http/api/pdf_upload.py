@@ -1,0 +1,77 @@
+"""``POST /api/v1/signatures/pdf``: a whole PDF in, the PAdES B-T signed PDF out.
+
+For clients that would rather not prepare the signature field themselves (the batch API's
+``"format": "pades"`` signs a byte-range digest and the document never leaves the client). The
+service prepares an invisible signature field (ISO 32000-2 §12.8, ``/SubFilter
+/ETSI.CAdES.detached``, EN 319 142-1 §6.3), signs its byte-range digest through the same
+pipeline as every other request (one key, one certificate, one record, signature-time-stamp in
+the same HSM hop) and embeds the CMS. PDF work runs in a worker thread, never in the HSM hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from aiohttp import web
+
+from signer.formats.pdf import embed, prepare
+from signer.http.kit import hold as approvals
+from signer.http.kit.body import read_limited
+from signer.http.kit.problems import InvalidRequest, UnsupportedMediaType
+from signer.http.kit.refused import authenticate_signing
+from signer.http.kit.state import REQUEST_ID, SERVICES, Services
+from signer.signing.pipeline import SignatureRequest
+
+PDF = "application/pdf"
+DEFAULT_FIELD = "Signature1"
+
+
+async def read_pdf(request: web.Request, limit: int) -> bytes:
+    """The body, at most ``limit`` octets (read from the stream: aiohttp's client_max_size is
+    the JSON limit); 415 unless ``application/pdf``, 413 over the limit."""
+    if request.content_type != PDF:
+        raise UnsupportedMediaType(f"content type {request.content_type!r}, expected {PDF}")
+    return await read_limited(request, limit)
+
+
+def _field(request: web.Request) -> str:
+    name = request.query.get("field", DEFAULT_FIELD)
+    if not (0 < len(name) <= 64 and name.isprintable() and "." not in name):
+        raise InvalidRequest("field must be 1..64 printable characters without '.'")
+    return name
+
+
+async def sign_pdf(request: web.Request) -> web.Response:
+    services: Services = request.app[SERVICES]
+    profile = request.query.get("profile")
+
+    async def read() -> tuple[str, bytes]:
+        field = _field(request)
+        return field, await read_pdf(request, services.settings.server.max_pdf_bytes)
+
+    # After reading: a bad body never burns a jti. A refusal at either step is logged.
+    (field, document), principal = await authenticate_signing(
+        request, read, lambda _: SignatureRequest("sha256", (), profile=profile, format="pades")
+    )
+    now: datetime = services.clock()
+    prepared = await asyncio.to_thread(prepare, document, field, now)
+    sign_request = SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades")
+
+    requirement = approvals.requirement_of(request, principal)
+    if requirement is not None:  # held for m-of-n approval (issue 7): 202 and a status URL
+        hold = approvals.pdf_hold(request, sign_request, prepared)
+        return await approvals.hold(request, principal, hold, requirement, None)
+    result, _ = await services.signing.sign(principal, sign_request, request_id=request[REQUEST_ID])
+    signed = await asyncio.to_thread(embed, prepared, result.signatures[0])
+    public_url = services.settings.server.public_url
+    return web.Response(
+        body=signed,
+        content_type=PDF,
+        status=201,
+        headers={
+            "Content-Disposition": 'attachment; filename="signed.pdf"',
+            "Qes-Certificate-Serial": result.serial,
+            "Link": f'<{public_url}/api/v1/certificates/{result.serial}>; rel="related"',
+        },
+    )

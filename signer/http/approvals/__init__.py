@@ -1,0 +1,118 @@
+"""m-of-n human approval of batch signatures (issue 7): the service, its API and web UI.
+
+:func:`build` wires the service from what :mod:`signer.app` already opened; :func:`add_routes`
+registers the API and, when ``[approvals] ui_client_id`` is set, the approvers' pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from ca.logentry import PrivacyKey
+from idp_adapter.registry import IssuerRegistry
+from signer.flows.approvals import ApprovalPolicy, ApprovalService, Render
+from signer.flows.login import AuditLogin, LoginFailed
+from signer.flows.webhooks import Webhooks
+from signer.flows.websign import principal_json
+from signer.http.approvals import api, ui
+from signer.http.browser import STATIC_DIR as AUDIT_STATIC
+from signer.http.browser import browser_login
+from signer.http.kit.hold import APPROVALS
+from signer.http.kit.outbound import poster
+from signer.settings.config import Settings
+from signer.signing.pipeline import SigningService
+from signer.storage.approvals import ApprovalStore
+from signer.storage.audit_sessions import AuditSessionStore
+from signer.storage.signing_requests import RpClientStore, SigningRequestStore
+
+__all__ = ["add_routes", "build"]
+
+_ID = "{id:[0-9a-fA-F-]{36}}"
+
+
+def build(
+    app: web.Application,
+    settings: Settings,
+    *,
+    policy: ApprovalPolicy,
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    tokens: IssuerRegistry,
+    signing: SigningService,
+    privacy_key: PrivacyKey,
+    clock: Callable[[], datetime],
+    render: Render,
+) -> ApprovalService:
+    """Put the service (and the UI, when configured) on ``app``; returns the service."""
+    webhooks = Webhooks(
+        requests=SigningRequestStore(pool), rps=RpClientStore(pool), post=poster(http)
+    )
+    service = ApprovalService(
+        store=ApprovalStore(pool),
+        policy=policy,
+        signing=signing,
+        privacy_key=privacy_key,
+        clock=clock,
+        lifetime=settings.approvals.request_lifetime,
+        render=render,
+        webhooks=webhooks,
+    )
+    app[APPROVALS] = service
+    app[WEBHOOKS] = webhooks
+    ui_settings = settings.approvals.ui
+    if ui_settings is not None:
+        public_url = settings.server.public_url
+        login = AuditLogin(
+            login=browser_login(
+                settings,
+                ui_settings,
+                callback="/approvals/callback",
+                purpose="approvals",
+                failed=LoginFailed,
+                pool=pool,
+                http=http,
+                tokens=tokens,
+                clock=clock,
+            ),
+            store=AuditSessionStore(pool),
+            role=None,
+            idle=ui_settings.idle,
+            lifetime=ui_settings.lifetime,
+            clock=clock,
+            realm="approvals",
+            keep_principal=principal_json,
+        )
+        app[ui.APPROVAL_UI] = ui.ApprovalUi(
+            login=login,
+            service=service,
+            templates=ui.page_templates(),
+            cookies=ui.cookies_for(public_url),
+        )
+    return service
+
+
+WEBHOOKS = web.AppKey("approval_webhooks", Webhooks)
+
+
+def add_routes(app: web.Application, settings: Settings) -> None:
+    r = app.router
+    r.add_get("/api/v1/approval-requests", api.list_pending)
+    r.add_get(f"/api/v1/approval-requests/{_ID}", api.show)
+    r.add_get(f"/api/v1/approval-requests/{_ID}/document.pdf", api.document)
+    r.add_post(f"/api/v1/approval-requests/{_ID}/approve", api.approve)
+    r.add_post(f"/api/v1/approval-requests/{_ID}/deny", api.deny)
+    if settings.approvals.ui is None:
+        return
+    r.add_get("/approvals", ui.list_page)
+    r.add_get("/approvals/login", ui.login)
+    r.add_get("/approvals/callback", ui.callback)
+    r.add_post("/approvals/logout", ui.logout)
+    r.add_get("/approvals/logged-out", ui.logged_out)
+    r.add_static("/approvals/static", AUDIT_STATIC)
+    r.add_get(f"/approvals/{_ID}", ui.detail_page)
+    r.add_post(f"/approvals/{_ID}/decide", ui.decide)

@@ -1,0 +1,218 @@
+"""The approvers' web UI (``/approvals``): OIDC login (the audit UI's :class:`AuditLogin` and
+session store, realm ``approvals``), the pending requests of the approver's groups, one
+request with its requester, reason, expiry, labelled digests, digest commitment and decisions
+so far, and an Approve / Deny form that sends the commitment it showed back (CSRF-protected).
+Rendered on the server (jinja2, autoescaped); it works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import jinja2
+import structlog
+from aiohttp import web
+
+from idp_adapter.errors import IdpError
+from signer.errors import RequestError, SignerError
+from signer.flows.approvals import ApprovalNotFound, ApprovalService, digest_commitment
+from signer.flows.login import AuditLogin
+from signer.flows.websign import principal_from_json as principal_from_data
+from signer.http.browser import (
+    SECURITY_HEADERS,
+    Cookies,
+    Surface,
+    end_session,
+    finish_login,
+    start_login,
+    templates,
+)
+from signer.http.kit.problems import translate
+from signer.http.kit.state import REQUEST_ID
+from signer.storage.audit_sessions import UiSession
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ApprovalUi:
+    login: AuditLogin
+    service: ApprovalService
+    templates: jinja2.Environment
+    cookies: Cookies
+
+
+APPROVAL_UI = web.AppKey("approval_ui", ApprovalUi)
+PageHandler = Callable[[web.Request, ApprovalUi, UiSession], Awaitable[web.StreamResponse]]
+
+
+def cookies_for(public_url: str) -> Cookies:
+    secure = public_url.startswith("https://")
+    prefix = "__Host-" if secure else ""
+    return Cookies(f"{prefix}qes-approvals-session", f"{prefix}qes-approvals-login", secure)
+
+
+APPROVAL_PAGES = Surface(
+    name="Approvals",
+    label="Approvals",
+    stylesheets=("/approvals/static/audit.css",),
+    footer="Your approval is bound to the exact digests shown and is recorded in the"
+    " transparency log.",
+    home="/approvals",
+    login="/approvals/login",
+    logout="/approvals/logout",
+    back_label="Back to the list",
+)
+
+
+def page_templates() -> jinja2.Environment:
+    return templates(APPROVAL_PAGES, "http/approvals/templates")
+
+
+def render(
+    request: web.Request, name: str, *, status: int = 200, **context: object
+) -> web.Response:
+    ui = request.app[APPROVAL_UI]
+    html = ui.templates.get_template(name).render(request_id=request.get(REQUEST_ID), **context)
+    resp = web.Response(text=html, content_type="text/html", status=status)
+    resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
+def error_page(request: web.Request, exc: Exception, session: UiSession | None) -> web.Response:
+    """Fixed text per kind (a refusal's title); details only in the log."""
+    mapped = translate(exc)
+    err: SignerError = SignerError() if mapped is None else mapped[0]
+    if mapped is None:
+        log.exception("approval_ui_error", path=request.path)
+    else:
+        log.warning("approval_ui_failed", kind=err.slug, error=str(exc) or type(exc).__name__)
+    message = "The request could not be completed. Try again later."
+    if isinstance(err, RequestError):
+        message = err.title + "."
+    return render(
+        request, "error.html", status=err.status, title=err.title, message=message, session=session
+    )
+
+
+def authenticated(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        ui = request.app[APPROVAL_UI]
+        session = None
+        try:
+            session = await ui.login.session(request.cookies.get(ui.cookies.session))
+            if session is None or session.principal is None:
+                raise web.HTTPSeeOther(f"/approvals/login?{urlencode({'next': request.path})}")
+            return await handler(request, ui, session)
+        except (SignerError, IdpError) as exc:
+            return error_page(request, exc, session)
+
+    return wrapper
+
+
+def _id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["id"])
+    except ValueError as exc:
+        raise ApprovalNotFound("not an id") from exc
+
+
+@authenticated
+async def list_page(request: web.Request, ui: ApprovalUi, session: UiSession) -> web.Response:
+    assert session.principal is not None
+    rows = await ui.service.pending_for(principal_from_data(session.principal))
+    return render(request, "list.html", session=session, rows=rows)
+
+
+@authenticated
+async def detail_page(request: web.Request, ui: ApprovalUi, session: UiSession) -> web.Response:
+    """One request; after a decision (``?decided=1``, the redirect of the form's POST) it says
+    what this approver's decision did."""
+    assert session.principal is not None
+    principal = principal_from_data(session.principal)
+    req = await ui.service.visible(_id(request), principal)
+    own = [
+        d
+        for d in req.decisions
+        if (d.token_issuer, d.token_subject) == (principal.issuer, principal.subject)
+    ]
+    mine = (req.token_issuer, req.token_subject) == (principal.issuer, principal.subject)
+    message = None
+    if own and request.query.get("decided") == "1":
+        message = f"Your decision is recorded: {own[0].decision}; the request is {req.status}."
+        if own[0].decision == "approved":
+            message = f"You approved: {req.approvals} of {req.approvals_required}; {req.status}."
+    return render(
+        request,
+        "detail.html",
+        session=session,
+        r=req,
+        documents=[(label, d.hex()) for label, d in zip(req.labels, req.digests, strict=True)],
+        commitment=digest_commitment(req.digests),
+        can_decide=req.status == "pending" and not own and not mine,
+        message=message,
+    )
+
+
+@authenticated
+async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> web.Response:
+    """The form's POST: CSRF token of this session, the commitment shown, approve or deny;
+    then back to the request's page (POST/redirect/GET: a reload never posts again)."""
+    form = await request.post()
+    token, commitment, choice = (
+        form.get("csrf"),
+        form.get("digest_commitment"),
+        form.get("decision"),
+    )
+    if not isinstance(token, str) or not hmac.compare_digest(
+        token.encode(), session.csrf_token.encode()
+    ):
+        return render(
+            request,
+            "error.html",
+            status=403,
+            title="Form refused",
+            message="The form was not issued by this session. Reload the page and try again.",
+            session=session,
+        )
+    if choice not in ("approve", "deny") or not isinstance(commitment, str):
+        return render(request, "error.html", status=400, title="Invalid request",
+                      message="Choose Approve or Deny.", session=session)  # fmt: skip
+    assert session.principal is not None
+    req = await ui.service.decide(
+        _id(request),
+        principal_from_data(session.principal),
+        approve=choice == "approve",
+        commitment=commitment,
+        http_request_id=request[REQUEST_ID],
+    )
+    location = f"/approvals/{req.id}?decided=1"
+    return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    ui = request.app[APPROVAL_UI]
+    return await start_login(request, ui.login, ui.cookies, "/approvals", error_page)
+
+
+async def callback(request: web.Request) -> web.StreamResponse:
+    ui = request.app[APPROVAL_UI]
+    resp, started = await finish_login(request, ui.login, ui.cookies, error_page)
+    if started:
+        log.info("approvals_login")
+    return resp
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    ui = request.app[APPROVAL_UI]
+    return await end_session(request, ui.login, ui.cookies, "/approvals", error_page, render)
+
+
+async def logged_out(request: web.Request) -> web.Response:
+    return render(request, "logged_out.html", session=None)

@@ -1,0 +1,94 @@
+"""The auditor web UI (``/audit``): OIDC login with the auditor role, search, record detail and
+exports, rendered on the server (jinja2, autoescaped); it works without JavaScript.
+
+:func:`build` wires the service from what :mod:`signer.app` already opened; :func:`add_routes`
+registers the pages. The JSON API for the same data is ``/api/v1/certificates``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from idp_adapter.registry import IssuerRegistry
+from signer.flows.login import AuditLogin, LoginFailed
+from signer.http.audit import views
+from signer.http.audit.views import AUDIT_UI, AuditUi
+from signer.http.browser import STATIC_DIR, Cookies, Surface, browser_login, templates
+from signer.settings.config import Settings
+from signer.storage.audit_sessions import AuditSessionStore
+from signer.storage.records import RecordStore
+
+__all__ = ["add_routes", "build"]
+
+
+AUDIT_PAGES = Surface(
+    name="Audit",
+    label="Audit",
+    stylesheets=("/audit/static/audit.css",),
+    footer="Every certificate is issued for one request, valid for 10 minutes; its key is"
+    " destroyed afterwards.",
+    home="/audit",
+    login="/audit/login",
+    logout="/audit/logout",
+    back_label="Back to the search",
+)
+
+
+def build(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    tokens: IssuerRegistry,
+    records: RecordStore,
+    clock: Callable[[], datetime],
+) -> AuditUi:
+    ui = settings.audit.ui
+    assert ui is not None
+    public_url = settings.server.public_url
+    login = AuditLogin(
+        login=browser_login(
+            settings,
+            ui,
+            callback="/audit/callback",
+            purpose="audit",
+            failed=LoginFailed,
+            pool=pool,
+            http=http,
+            tokens=tokens,
+            clock=clock,
+        ),
+        store=AuditSessionStore(pool),
+        role=settings.audit.role,
+        idle=ui.idle,
+        lifetime=ui.lifetime,
+        clock=clock,
+    )
+    return AuditUi(
+        login=login,
+        records=records,
+        templates=templates(AUDIT_PAGES, "http/audit/templates"),
+        cookies=Cookies.for_url(public_url),
+        clock=clock,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/audit", views.search_page)
+    r.add_get("/audit/records/{serial}", views.detail_page)
+    r.add_get("/audit/export.{fmt:jsonl|csv}", views.export)
+    r.add_get("/audit/manifest.{fmt:jsonl|csv}.json", views.export_manifest)
+    r.add_get("/audit/login", views.login)
+    r.add_get("/audit/callback", views.callback)
+    r.add_post("/audit/logout", views.logout)
+    r.add_get("/audit/logged-out", views.logged_out)
+    r.add_static("/audit/static", STATIC_DIR)
+
+
+__all__ += ["AUDIT_UI"]

@@ -1,0 +1,251 @@
+"""The browser kit: what every HTML surface (audit, approvals, web signing, CSC OAuth2) shares.
+
+Security headers, cookie names and flags, the autoescaped template environment, the shared
+stylesheet (``static/``) and the end of the OpenID Connect code flow (RFC 6749 §4.1.2).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import asyncpg
+import jinja2
+from aiohttp import web
+
+from idp_adapter.codeflow import CodeFlowClient
+from idp_adapter.errors import IdpError
+from idp_adapter.registry import IssuerRegistry
+from signer.errors import RequestError, SignerError
+from signer.flows.login import AuditLogin, BrowserLogin
+from signer.secrets import Secret
+from signer.settings.config import Settings
+from signer.storage.audit_sessions import UiSession
+from signer.storage.login_flows import LoginFlowStore
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class LoginClient(Protocol):
+    """A surface's OIDC client settings (``[audit.ui]``, ``[approvals]``, ``[web_signing]``)."""
+
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_secret(self) -> Secret: ...
+    @property
+    def scope(self) -> str: ...
+
+
+def browser_login(
+    settings: Settings,
+    client: LoginClient,
+    *,
+    callback: str,
+    purpose: str,
+    failed: type[RequestError],
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    tokens: IssuerRegistry,
+    clock: Callable[[], datetime],
+    max_age: timedelta | None = None,
+) -> BrowserLogin:
+    """The one login, for the surface whose callback path is ``callback``: its OIDC client at
+    the configured issuer, the shared flow table, its own error and step-up age."""
+    issuer = next(i.issuer for i in settings.issuers if i.name == client.issuer)
+    code_flow = CodeFlowClient(
+        issuer,
+        client.client_id,
+        client.client_secret.reveal(),
+        f"{settings.server.public_url}{callback}",
+        http,
+        scope=client.scope,
+    )
+    return BrowserLogin(
+        client=code_flow,
+        tokens=tokens,
+        flows=LoginFlowStore(pool),
+        purpose=purpose,
+        failed=failed,
+        clock=clock,
+        max_age=max_age,
+    )
+
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Cookies:
+    """Cookie names and flags: ``__Host-`` (Secure, Path=/, no Domain) when served over https
+    (RFC 6265bis §4.1.3.2); always HttpOnly and SameSite=Lax, so the IdP's redirect back (a
+    top-level GET) carries the flow cookie and cross-site POSTs carry nothing."""
+
+    session: str
+    flow: str
+    secure: bool
+
+    @classmethod
+    def for_url(cls, public_url: str) -> Cookies:
+        secure = public_url.startswith("https://")
+        prefix = "__Host-" if secure else ""
+        return cls(f"{prefix}qes-audit-session", f"{prefix}qes-audit-login", secure)
+
+    def put(self, resp: web.StreamResponse, name: str, value: str, max_age: int | None) -> None:
+        resp.set_cookie(
+            name,
+            value,
+            path="/",
+            max_age=max_age,
+            httponly=True,
+            samesite="Lax",
+            secure=self.secure,
+        )
+
+    def clear(self, resp: web.StreamResponse, name: str) -> None:
+        self.put(resp, name, "", 0)
+
+
+def _when(value: datetime | None) -> str:
+    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True)
+class Surface:
+    """What the one ``base.html`` and ``error.html`` say for a surface: its name and label,
+    home and login (UIs with sessions), logout form target, stylesheets, footer line."""
+
+    name: str
+    label: str
+    stylesheets: tuple[str, ...]
+    footer: str
+    home: str | None = None
+    login: str | None = None
+    logout: str | None = None
+    back_label: str = ""
+    narrow: bool = False
+
+
+#: The pages a person signs on: web signing and the CSC OAuth2 consent (static files under /sign).
+SIGNING_PAGES = Surface(
+    name="Sign",
+    label="Signing",
+    stylesheets=("/sign/static/base/audit.css", "/sign/static/sign.css"),
+    footer="Your key is created for this request only, certified for 10 minutes and destroyed"
+    " right after signing.",
+    narrow=True,
+)
+
+
+def templates(surface: Surface, *folders: str) -> jinja2.Environment:
+    """Autoescaped, strict templates: the surface's own ``folders`` first, then the one
+    ``base.html`` / ``error.html`` of every surface (this package's ``templates/``)."""
+    loaders = [jinja2.PackageLoader("signer", f) for f in (*folders, "http/browser/templates")]
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.globals["surface"] = surface
+    env.filters["when"] = _when
+    env.filters["hash_name"] = lambda name: name.upper().replace("SHA", "SHA-")
+    return env
+
+
+async def finish_login(
+    request: web.Request,
+    login: AuditLogin,
+    cookies: Cookies,
+    failed: Callable[[web.Request, Exception, UiSession | None], web.Response],
+) -> tuple[web.StreamResponse, bool]:
+    """RFC 6749 §4.1.2: the IdP's answer; code redeemed (§4.1.3), ID token verified (OIDC
+    Core §3.1.3.7), role checked, session started. The flow is used up whatever happens.
+    Shared by the audit and the approvals UI (``failed`` renders the UI's error page);
+    returns the response and whether a session started."""
+    q = request.query
+    flow = request.cookies.get(cookies.flow)
+    try:
+        if "error" in q:
+            await login.finish(flow, None, None)
+        done = await login.finish(flow, q.get("state"), q.get("code"))
+    except (SignerError, IdpError) as exc:
+        resp = failed(request, exc, None)
+        cookies.clear(resp, cookies.flow)
+        return resp, False
+    resp = web.Response(status=303, headers={"Location": done.return_to, **SECURITY_HEADERS})
+    cookies.clear(resp, cookies.flow)
+    cookies.put(resp, cookies.session, done.session_id, None)
+    return resp, True
+
+
+FLOW_COOKIE_SECONDS = 600  # a login flow lives 10 minutes (flows.login.FLOW_LIFETIME)
+ErrorPage = Callable[[web.Request, Exception, UiSession | None], web.Response]
+Render = Callable[..., web.Response]
+
+
+def _return_to(wanted: str, home: str) -> str:
+    """Only a path of this UI (no scheme, host, ``//`` or backslash): no open redirect."""
+    ok = re.fullmatch(re.escape(home) + r"(?:[/?][^\\\s]*)?", wanted) and "//" not in wanted
+    return wanted if ok else home
+
+
+async def start_login(
+    request: web.Request, login: AuditLogin, cookies: Cookies, home: str, failed: ErrorPage
+) -> web.StreamResponse:
+    """RFC 6749 §4.1.1 for a UI: a flow cookie for this browser, then off to the IdP; the
+    browser comes back to the page it asked for (``next``, within ``home``)."""
+    try:
+        started = await login.begin(_return_to(request.query.get("next", home), home))
+    except (SignerError, IdpError) as exc:
+        return failed(request, exc, None)
+    resp = web.Response(status=303, headers={"Location": started.redirect_url, **SECURITY_HEADERS})
+    cookies.put(resp, cookies.flow, started.flow_id, FLOW_COOKIE_SECONDS)
+    return resp
+
+
+async def end_session(
+    request: web.Request,
+    login: AuditLogin,
+    cookies: Cookies,
+    home: str,
+    failed: ErrorPage,
+    render: Render,
+) -> web.StreamResponse:
+    """End a UI session; the form must carry the session's CSRF token."""
+    session_id = request.cookies.get(cookies.session)
+    token = (await request.post()).get("csrf")
+    try:
+        session = await login.session(session_id)
+    except (SignerError, IdpError) as exc:
+        return failed(request, exc, None)
+    if session is not None and session_id:
+        if not isinstance(token, str) or not hmac.compare_digest(
+            token.encode(), session.csrf_token.encode()
+        ):
+            return render(
+                request,
+                "error.html",
+                status=403,
+                title="Logout refused",
+                message="The logout form was not issued by this session. Reload the page and"
+                " try again.",
+                session=session,
+            )
+        await login.logout(session_id)
+    resp = web.Response(status=303, headers={"Location": f"{home}/logged-out", **SECURITY_HEADERS})
+    cookies.clear(resp, cookies.session)
+    return resp

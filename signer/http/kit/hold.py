@@ -1,0 +1,174 @@
+"""Holding a batch request for m-of-n approval (issue 7), as the signing surfaces answer it:
+``202 Accepted`` (RFC 9110 §15.3.3) with ``Location`` = the status URL, the requirement and
+the digest commitment; and the JSON of an approval request, shared with the approvals API.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from idp_adapter.principal import Principal
+from signer.flows.approvals import (
+    ApprovalService,
+    Hold,
+    Requirement,
+    digest_commitment,
+)
+from signer.flows.registry import RegistryError, check_redirect_uri
+from signer.formats.pdf import PreparedPdf
+from signer.http.kit.links import with_proof_url
+from signer.http.kit.problems import InvalidRequest
+from signer.http.kit.state import REQUEST_ID, SERVICES
+from signer.signing.pipeline import SignatureRequest
+from signer.storage.approvals import StoredApprovalRequest
+from signer.storage.records import IdempotencyKey
+
+APPROVALS = web.AppKey("approvals", ApprovalService)
+MAX_LABEL = 200
+MAX_REASON = 1000
+
+
+def _text(value: Any, what: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise InvalidRequest(f"{what} must be a non-empty string of at most {limit} characters")
+    if not value.isprintable():
+        raise InvalidRequest(f"{what} must not contain control characters")
+    return value
+
+
+def parse_hold(body: Mapping[str, Any], request: SignatureRequest) -> Hold:
+    """``labels`` (one per digest, optional), ``reason`` and ``webhook_url`` of a batch body."""
+    labels = body.get("labels")
+    if labels is None:
+        labels = [f"digest {i + 1}" for i in range(len(request.digests))]
+    if not isinstance(labels, list) or len(labels) != len(request.digests):
+        raise InvalidRequest("labels must be a list with one label per hash")
+    checked = tuple(_text(v, f"labels[{i}]", MAX_LABEL) or "" for i, v in enumerate(labels))
+    url = body.get("webhook_url")
+    if url is not None:
+        try:
+            url = check_redirect_uri(_text(url, "webhook_url", 2000) or "")
+        except RegistryError as exc:
+            raise InvalidRequest(f"webhook_url: {exc}".replace("redirect URI", "URI")) from exc
+    reason = _text(body.get("reason"), "reason", MAX_REASON)
+    return Hold(request=request, labels=checked, reason=reason, webhook_url=url)
+
+
+def status_url(request: web.Request, approval_id: uuid.UUID) -> str:
+    public_url = request.app[SERVICES].settings.server.public_url
+    return f"{public_url}/api/v1/approval-requests/{approval_id}"
+
+
+def requirement_of(request: web.Request, principal: Principal) -> Requirement | None:
+    """The approval requirement for this requester (None: sign at once, or not configured)."""
+    service = request.app.get(APPROVALS)
+    return None if service is None else service.requirement(principal)
+
+
+async def hold(
+    request: web.Request,
+    principal: Principal,
+    hold: Hold,
+    requirement: Requirement,
+    idempotency: IdempotencyKey | None,
+) -> web.Response:
+    """Store the request and answer 202 with its status URL. With an ``Idempotency-Key`` the
+    answer (without the webhook secret, which is shown once) is kept for replays."""
+    service = request.app[APPROVALS]
+    held = await service.hold(principal, hold, requirement, request_id=request[REQUEST_ID])
+    body = render(request, held.request)
+    if idempotency is not None:
+        await request.app[SERVICES].records.keep_response(idempotency, body)
+    if held.webhook_secret is not None:
+        body["webhook"]["secret"] = held.webhook_secret
+    url = status_url(request, held.request.id)
+    return web.json_response(body, status=202, headers={"Location": url})
+
+
+def replay(response: Mapping[str, Any]) -> web.Response:
+    """An ``Idempotency-Key`` replay: a held request's 202 (its status URL tells the rest),
+    else the stored signing response."""
+    headers = {"Idempotent-Replayed": "true"}
+    url = response.get("status_url")
+    if isinstance(url, str):
+        return web.json_response(response, status=202, headers={**headers, "Location": url})
+    return web.json_response(response, headers=headers)
+
+
+def render(request: web.Request, req: StoredApprovalRequest) -> dict[str, Any]:
+    """The status body; a completed request carries its 201 signing response's fields."""
+    url = status_url(request, req.id)
+    body: dict[str, Any] = {}
+    if req.status == "completed" and req.result is not None:
+        public_url = request.app[SERVICES].settings.server.public_url
+        body.update(with_proof_url(req.result, public_url))
+        if req.kind == "pdf":
+            body["document_url"] = f"{url}/document.pdf"
+    body.update(
+        {
+            "id": str(req.id),
+            "status": req.status,
+            "status_url": url,
+            "created_at": req.created_at.isoformat(),
+            "expires_at": req.expires_at.isoformat(),
+            "requester": {
+                "issuer": req.token_issuer,
+                "subject": req.token_subject,
+                "name": req.display_name,
+                "client_id": req.client_id,
+            },
+            "reason": req.reason,
+            "format": req.format,
+            "profile": req.profile,
+            "hash_algorithm": req.hash_algorithm,
+            "documents": [
+                {"label": label, "digest": base64.b64encode(d).decode()}
+                for label, d in zip(req.labels, req.digests, strict=True)
+            ],
+            "digest_commitment": digest_commitment(req.digests),
+            "approval": {
+                "group": req.approver_group,
+                "required": req.approvals_required,
+                "approvals": req.approvals,
+                "decisions": [
+                    {
+                        "decision": d.decision,
+                        "by": d.display_name,
+                        "subject": d.token_subject,
+                        "at": d.decided_at.isoformat(),
+                        "log_index": d.log_index,
+                    }
+                    for d in req.decisions
+                ],
+            },
+        }
+    )
+    if req.error is not None:
+        body["error"] = req.error
+    if req.webhook_url is not None:
+        body["webhook"] = {
+            "url": req.webhook_url,
+            "attempts": req.webhook_attempts,
+            "last_result": req.webhook_result,
+            "delivered_at": _iso(req),
+        }
+    return body
+
+
+def _iso(req: StoredApprovalRequest) -> str | None:
+    at = req.webhook_delivered_at
+    return at.isoformat() if at is not None else None
+
+
+def pdf_hold(request: web.Request, sign_request: SignatureRequest, prepared: PreparedPdf) -> Hold:
+    """A PDF upload held for approval: query ``label`` (default ``document.pdf``), ``reason``."""
+    label = _text(request.query.get("label", "document.pdf"), "label", MAX_LABEL) or ""
+    reason = _text(request.query.get("reason"), "reason", MAX_REASON)
+    return Hold(request=sign_request, labels=(label,), reason=reason, pdf=prepared)

@@ -1,0 +1,268 @@
+"""RFC 9457 problem details at the HTTP edge.
+
+Errors raised below the edge know nothing of HTTP; this module maps each kind to a status, a
+stable ``type`` (a relative URI ``/problems/<slug>``, served as a short HTML explanation), a
+fixed ``title`` and, for some kinds, a fixed ``detail``. Exception messages go to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ca.errors import CaError
+from idp_adapter.errors import IdentityNotAllowed, IdpError, IdpUnavailable, InvalidToken
+from signer.errors import RequestError, SignerError
+from signer.http.kit.state import REQUEST_ID
+
+log = structlog.get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Unauthenticated(RequestError):
+    slug = "invalid-token"
+    title = "Missing or invalid bearer token"
+    status = 401
+
+
+class MalformedAuthorization(RequestError):
+    """RFC 6750 §3.1 ``invalid_request``: the header itself is not valid text."""
+
+    slug = "malformed-authorization"
+    title = "The Authorization header holds characters that are not allowed"
+    status = 400
+
+
+class MalformedRequest(RequestError):
+    """RFC 9112 §2.2: the request could not be parsed (answered by ``signer.http.kit.server``)."""
+
+    slug = "malformed-request"
+    title = "The request could not be parsed; its bytes are neither shown nor logged"
+    status = 400
+
+
+class TokenReplayed(Unauthenticated):
+    slug = "token-replayed"
+    title = "This token was already used"
+
+
+class Forbidden(RequestError):
+    slug = "identity-not-allowed"
+    title = "This identity is not allowed to do this"
+    status = 403
+
+
+class AuditorRoleRequired(Forbidden):
+    slug = "auditor-role-required"
+    title = "This endpoint needs a token with the auditor role"
+
+
+class IdpUnreachable(SignerError):
+    slug = "idp-unavailable"
+    title = "Identity provider unavailable"
+    status = 503
+
+
+class MalformedJson(RequestError):
+    slug = "malformed-json"
+    title = "The request body is not valid JSON"
+
+
+class InvalidRequest(RequestError):
+    slug = "invalid-request"
+    title = "The request body does not match the schema"
+    status = 422
+
+
+class UnsupportedMediaType(RequestError):
+    slug = "unsupported-media-type"
+    title = "Content-Type must be application/json"
+    status = 415
+
+
+class BodyTooLarge(RequestError):
+    slug = "body-too-large"
+    title = "The request body is larger than allowed"
+    status = 413
+
+
+class UnsupportedAlgorithm(RequestError):
+    slug = "unsupported-hash-algorithm"
+    title = "Unsupported hash algorithm"
+    status = 422
+
+
+class UnsupportedFormat(RequestError):
+    slug = "unsupported-signature-format"
+    title = "Unsupported signature format: use raw, cades or pades"
+    status = 422
+
+
+class WrongDigestLength(RequestError):
+    slug = "wrong-digest-length"
+    title = "A digest does not have the length of the hash algorithm"
+    status = 422
+
+
+class NoDigests(RequestError):
+    slug = "no-digests"
+    title = "The request contains no digests"
+    status = 422
+
+
+class TooManyDigests(RequestError):
+    slug = "too-many-digests"
+    title = "The request contains more digests than allowed"
+    status = 422
+
+
+class IdempotencyMismatch(RequestError):
+    slug = "idempotency-key-reused"
+    title = "This Idempotency-Key was used with a different request body"
+    status = 422
+
+
+class IdempotencyInProgress(RequestError):
+    slug = "idempotency-key-in-progress"
+    title = "A request with this Idempotency-Key is still being processed"
+    status = 409
+
+
+class NotFound(RequestError):
+    slug = "not-found"
+    title = "Not found"
+    status = 404
+
+
+class InvalidLogQuery(RequestError):
+    slug = "invalid-log-query"
+    title = "The log query parameters are missing or out of range"
+    status = 400
+
+
+class LogSizeUnavailable(RequestError):
+    slug = "log-size-unavailable"
+    title = "The log has not integrated a tree of this size yet"
+    status = 404
+
+
+class NoCheckpoint(RequestError):
+    slug = "no-checkpoint"
+    title = "The log has not published a checkpoint yet"
+    status = 404
+
+
+class MethodNotAllowed(RequestError):
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+    status = 405
+
+
+TOKEN_DETAIL = {
+    "expired": "The token has expired.",
+    "not_yet_valid": "The token is not valid yet.",
+    "issued_in_future": "The token was issued in the future.",
+    "bad_audience": "The token is not meant for this service.",
+    "unknown_issuer": "The token's issuer is not trusted by this service.",
+    "alg_not_allowed": "The token's signature algorithm is not allowed.",
+    "unknown_kid": "The token's signing key is unknown.",
+    "bad_signature": "The token's signature is invalid.",
+    "malformed": "The token is malformed.",
+    "missing_claim": "The token lacks a required claim.",
+    "replayed": "The token was already used.",
+    "not_access_token": "The token is not an access token (typ at+jwt, RFC 9068).",
+}
+
+
+def translate(exc: BaseException) -> tuple[SignerError, str | None] | None:
+    """Map errors of the inner packages to the signer's kinds and an optional fixed detail
+    (None: not an error we raise on purpose)."""
+    if isinstance(exc, SignerError):
+        return exc, None
+    if isinstance(exc, InvalidToken):
+        kind = TokenReplayed() if exc.reason == "replayed" else Unauthenticated()
+        return kind, TOKEN_DETAIL.get(exc.reason)
+    if isinstance(exc, IdentityNotAllowed):
+        return Forbidden(), None
+    if isinstance(exc, IdpUnavailable):
+        return IdpUnreachable(), None
+    if isinstance(exc, (IdpError, CaError)):
+        return SignerError(), None
+    return None
+
+
+def problem_response(
+    err: SignerError, request: web.Request, *, status: int | None = None, detail: str | None = None
+) -> web.Response:
+    status = status or err.status
+    body: dict[str, Any] = {
+        "type": f"/problems/{err.slug}",
+        "title": err.title,
+        "status": status,
+        "instance": request.path,
+        "request_id": request.get(REQUEST_ID),
+    }
+    if detail:
+        body["detail"] = detail
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = getattr(err, "challenge", 'Bearer error="invalid_token"')
+    if status == 503:
+        headers["Retry-After"] = "5"
+    retry_after = getattr(err, "retry_after", None)
+    if status == 429 and isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)  # RFC 6585 §4, RFC 9110 §10.2.3
+    return web.Response(
+        status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+_HTTP_KINDS: dict[int, type[SignerError]] = {
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: BodyTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as problem+json; log details, never the token or body."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = _HTTP_KINDS.get(exc.status, RequestError)
+        return problem_response(kind(), request, status=exc.status)
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            log.exception("unhandled_error", path=request.path)
+            return problem_response(SignerError(), request)
+        err, detail = mapped
+        level = "warning" if err.status < 500 else "error"
+        getattr(log, level)(
+            "request_failed",
+            kind=err.slug,
+            status=err.status,
+            error=str(exc) or type(exc).__name__,
+            cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
+        )
+        return problem_response(err, request, detail=detail)
+
+
+def all_kinds() -> dict[str, type[SignerError]]:
+    """Every problem kind by slug, for the /problems pages and the OpenAPI document."""
+    found: dict[str, type[SignerError]] = {}
+    stack: list[type[SignerError]] = [SignerError]
+    while stack:
+        cls = stack.pop()
+        found.setdefault(cls.slug, cls)
+        stack.extend(cls.__subclasses__())
+    return found

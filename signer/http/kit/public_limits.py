@@ -1,0 +1,33 @@
+"""The HTTP edge of the anonymous endpoints' rate limit (signer.policy.public_limits)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from signer.http.kit.problems import Handler
+from signer.policy.public_limits import PublicLimiter
+
+#: The endpoints anyone may call without a token (CSC ``info`` in both versions and methods).
+PUBLIC_PATHS = frozenset(
+    {
+        "/tsa",
+        "/api/v1/trust-bundle",
+        "/ca/root.cer",
+        "/ca/issuing.cer",
+        "/ca/root.crl",
+        "/ca/issuing.crl",
+        "/openapi.json",
+        "/csc/v1/info",
+        "/csc/v2/info",
+    }
+)
+PUBLIC_LIMITER = web.AppKey("public_limiter", PublicLimiter)
+
+
+@web.middleware
+async def public_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts a request to a public endpoint before it is served; 429 past the limits."""
+    limiter = request.app.get(PUBLIC_LIMITER)
+    if limiter is not None and request.path in PUBLIC_PATHS:
+        await limiter.admit(request.remote)
+    return await handler(request)

@@ -1,0 +1,937 @@
+"""The OpenAPI 3.1 description of every endpoint, its bodies and its errors.
+
+Built from the same problem kinds the middleware renders, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from signer.errors import (
+    DatabaseUnavailable,
+    HsmUnavailable,
+    KeyNotDestroyed,
+    KeyPolicyViolation,
+    SignerError,
+)
+from signer.flows import websign as flow
+from signer.flows.approvals import (
+    AlreadyDecided,
+    ApprovalExpired,
+    ApprovalNotFound,
+    DigestsMismatch,
+    NotAnApprover,
+    NotPending,
+    SelfApproval,
+)
+from signer.flows.registry import InvalidClient
+from signer.formats import PdfError
+from signer.http.api.admin import POLICY_ERRORS, admin_paths
+from signer.http.api.tsa import (
+    MAX_QUERY_OCTETS,
+    QUERY_TYPE,
+    REPLY_TYPE,
+    NoBuiltinTsa,
+    TimeStampQueryExpected,
+)
+from signer.http.csc import oauth2_views as csc_oauth2
+from signer.http.csc.openapi import csc_paths
+from signer.http.kit.links import PEM_CHAIN
+from signer.http.kit.problems import (
+    AuditorRoleRequired,
+    BodyTooLarge,
+    Forbidden,
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    IdpUnreachable,
+    InvalidLogQuery,
+    InvalidRequest,
+    LogSizeUnavailable,
+    MalformedJson,
+    NoCheckpoint,
+    NoDigests,
+    NotFound,
+    TokenReplayed,
+    TooManyDigests,
+    Unauthenticated,
+    UnsupportedAlgorithm,
+    UnsupportedFormat,
+    UnsupportedMediaType,
+    WrongDigestLength,
+)
+from signer.http.kit.state import SERVICES, Services
+from signer.http.sign.api import MAX_DOCUMENTS
+from signer.settings.config import DIGEST_SIZES, ServerSettings
+from signer.signing.pipeline import ProfileNotAllowed, SubjectNotIssuable
+from signer.signing.timestamping import TimeStampClockSkew, TimeStampUnavailable
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+_SIGN_ERRORS: list[type[SignerError]] = [
+    MalformedJson,
+    InvalidRequest,
+    Unauthenticated,
+    TokenReplayed,
+    Forbidden,
+    SubjectNotIssuable,
+    ProfileNotAllowed,
+    IdempotencyInProgress,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    IdempotencyMismatch,
+    UnsupportedAlgorithm,
+    UnsupportedFormat,
+    WrongDigestLength,
+    NoDigests,
+    TooManyDigests,
+    HsmUnavailable,
+    KeyPolicyViolation,
+    KeyNotDestroyed,
+    DatabaseUnavailable,
+    IdpUnreachable,
+    TimeStampUnavailable,
+    TimeStampClockSkew,
+    *POLICY_ERRORS,
+]
+_TSA_ERRORS: list[type[SignerError]] = [
+    NoBuiltinTsa,
+    BodyTooLarge,
+    TimeStampQueryExpected,
+    HsmUnavailable,
+]
+_AUDIT_ERRORS: list[type[SignerError]] = [
+    InvalidRequest,
+    Unauthenticated,
+    AuditorRoleRequired,
+    NotFound,
+    DatabaseUnavailable,
+    IdpUnreachable,
+]
+
+
+def _errors(kinds: list[type[SignerError]]) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for kind in kinds:
+        by_status.setdefault(kind.status, []).append(kind.slug)
+    return {
+        str(status): {
+            "description": "Problem kinds: " + ", ".join(f"`/problems/{s}`" for s in slugs),
+            "content": {"application/problem+json": {"schema": PROBLEM}},
+        }
+        for status, slugs in sorted(by_status.items())
+    }
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _schemas(server: ServerSettings) -> dict[str, Any]:
+    b64 = {"type": "string", "contentEncoding": "base64"}
+    return {
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status"],
+            "properties": {
+                "type": {"type": "string", "format": "uri-reference"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+                "request_id": {"type": "string"},
+            },
+        },
+        "SignatureRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["hash_algorithm", "hashes"],
+            "properties": {
+                "hash_algorithm": {"enum": sorted(DIGEST_SIZES)},
+                "hashes": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": server.max_digests,
+                    "items": b64,
+                    "description": "Digests, base64; signed in this order",
+                },
+                "profile": {
+                    "enum": ["qes", "qualified", "advanced"],
+                    "description": "Signature level; default: the identity's",
+                },
+                "format": {
+                    "enum": ["raw", "cades", "pades"],
+                    "default": "raw",
+                    "description": (
+                        "raw: DER ECDSA value per digest; cades: detached CAdES B-T (DER CMS) "
+                        "per document digest; pades: the CMS for a PAdES B-T signature field "
+                        "(/SubFilter ETSI.CAdES.detached) per digest of a PDF's /ByteRange"
+                    ),
+                },
+                "labels": {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": 200},
+                    "description": "One label per digest, shown to approvers when the policy "
+                    "holds the request for m-of-n approval (default: 'digest N')",
+                },
+                "reason": {
+                    "type": "string",
+                    "maxLength": 1000,
+                    "description": "Why, shown to approvers when the request is held",
+                },
+                "webhook_url": {
+                    "type": "string",
+                    "description": "https (or http on loopback): told when a held request "
+                    "ends; the 202 carries the webhook secret, once",
+                },
+            },
+        },
+        "SignatureResponse": {
+            "type": "object",
+            "required": ["serial", "signatures", "certificate", "chain", "record_url"],
+            "properties": {
+                "serial": {"type": "string", "description": "certificate serial, lowercase hex"},
+                "profile": {"type": "string"},
+                "format": {"enum": ["raw", "cades", "pades"]},
+                "signature_algorithm": {"const": "ecdsa"},
+                "signatures": {
+                    "type": "array",
+                    "items": b64,
+                    "description": (
+                        "Per digest, input order: DER Ecdsa-Sig-Value (raw) or DER CMS "
+                        "ContentInfo with its signature-time-stamp (cades, pades)"
+                    ),
+                },
+                "certificate": {"type": "string", "description": "PEM"},
+                "chain": {"type": "string", "description": "PEM: end entity, issuing CA, root"},
+                "not_before": {"type": "string", "format": "date-time"},
+                "not_after": {"type": "string", "format": "date-time"},
+                "record_url": {"type": "string", "format": "uri"},
+                "key": {"type": "object"},
+            },
+        },
+        "TrustBundle": {
+            "type": "object",
+            "required": ["root", "issuing_ca", "tsa", "pem"],
+            "properties": {
+                "root": {"type": "string", "description": "PEM: the root CA certificate"},
+                "issuing_ca": {"type": "string", "description": "PEM: the issuing CA"},
+                "tsa": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": (
+                        "PEM: the built-in TSA's certificate, or the external TSA's trust "
+                        "anchors and intermediates"
+                    ),
+                },
+                "pem": {"type": "string", "description": "All of the above, concatenated"},
+            },
+        },
+        "CertificateRecord": {
+            "type": "object",
+            "required": ["serial", "status", "subject_dn"],
+            "properties": {
+                "serial": {"type": "string"},
+                "status": {"enum": ["issued", "completed", "failed"]},
+                "subject_dn": {"type": "string"},
+                "purged": {
+                    "type": "boolean",
+                    "description": "personal payload erased after retention (tombstone)",
+                },
+            },
+        },
+        "CertificatePage": {
+            "type": "object",
+            "required": ["items", "next_cursor"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/CertificateRecord"},
+                },
+                "next_cursor": {"type": ["string", "null"]},
+                "notice": {
+                    "type": "string",
+                    "description": "with an e-mail filter, while records made before the"
+                    " e-mail column still lack it: which ones may be missing",
+                },
+            },
+        },
+    }
+
+
+def _query(name: str, description: str, fmt: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if fmt:
+        schema["format"] = fmt
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_LOG_ERRORS: list[type[SignerError]] = [InvalidLogQuery, LogSizeUnavailable, NoCheckpoint]
+_NOTE = {
+    "description": "C2SP tlog-checkpoint in a C2SP signed note (ECDSA P-256, type 0x02)",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+_PROOF = {"type": "object", "description": "RFC 9162 proof; hashes are base64"}
+_ENTRY_PAGE = {
+    "type": "object",
+    "required": ["items", "next", "tree_size"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "kind", "outcome", "time"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "kind": {"enum": ["issuance", "refusal", "approval", "admin"]},
+                    "outcome": {
+                        "enum": [
+                            "completed",
+                            "failed",
+                            "refused",
+                            "malformed",
+                            "approved",
+                            "denied",
+                            "suspend",
+                            "resume",
+                        ]
+                    },
+                    "time": {"type": ["string", "null"], "format": "date-time"},
+                    "serial": {"type": ["string", "null"]},
+                    "subject": {"type": ["string", "null"]},
+                    "issuer": {"type": ["string", "null"]},
+                    "issuer_name": {"type": ["string", "null"]},
+                    "client_id": {"type": ["string", "null"]},
+                    "profile": {"type": ["string", "null"]},
+                    "reason": {"type": ["string", "null"]},
+                    "purged": {"type": "boolean"},
+                    "signature_format": {
+                        "type": ["string", "null"],
+                        "description": "raw, cades or pades (entry version 2)",
+                    },
+                    "claimed_issuer": {
+                        "type": ["string", "null"],
+                        "description": "refusal before authentication: the iss the token"
+                        " claimed, UNVERIFIED (only when it names a trusted issuer)",
+                    },
+                    "suppressed": {
+                        "type": "integer",
+                        "description": "reason refusals-suppressed: how many rate-limited"
+                        " refusals this aggregate entry stands for (else 0)",
+                    },
+                },
+            },
+        },
+        "next": {"type": "integer", "description": "index to continue from"},
+        "tree_size": {"type": "integer", "description": "integrated entries"},
+    },
+}
+
+
+def _int_query(name: str, description: str, required: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": description,
+    }
+
+
+def _log_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The transparency log (issue 5): public checkpoints and proofs, auditor entries."""
+    audit = _errors([Unauthenticated, AuditorRoleRequired, InvalidLogQuery, NotFound])
+    size = "tree size (default: the latest checkpoint's)"
+    return {
+        "/api/v1/log/checkpoint": {
+            "get": {
+                "summary": "Latest signed checkpoint",
+                "responses": {"200": _NOTE, **_errors([NoCheckpoint])},
+            }
+        },
+        "/api/v1/log/checkpoints": {
+            "post": {
+                "summary": "Integrate now and publish a checkpoint (auditors)",
+                "security": bearer,
+                "responses": {"201": _NOTE, "200": _NOTE, **audit},
+            }
+        },
+        "/api/v1/log/proof/inclusion": {
+            "get": {
+                "summary": "RFC 9162 §2.1.3 inclusion proof",
+                "parameters": [
+                    _int_query("index", "leaf index", True),
+                    _int_query("size", size, False),
+                ],
+                "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
+            }
+        },
+        "/api/v1/log/proof/consistency": {
+            "get": {
+                "summary": "RFC 9162 §2.1.4 consistency proof",
+                "parameters": [
+                    _int_query("old", "old tree size", True),
+                    _int_query("new", size, False),
+                ],
+                "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
+            }
+        },
+        "/api/v1/log/entries": {
+            "get": {
+                "summary": "Entries from an index with decoded fields, filtered (auditors)",
+                "security": bearer,
+                "parameters": [
+                    _int_query("from", "first index to scan (default 0)", False),
+                    _int_query("limit", "entries to scan, 1..1000 (default 100)", False),
+                    _query("subject", "token subject (refusals: matched by keyed commitment)"),
+                    _query("issuer", "token issuer (iss)"),
+                    _query("client_id", "relying-party client id"),
+                ],
+                "responses": {"200": _json(_ENTRY_PAGE, "Entries"), **audit},
+            }
+        },
+        "/api/v1/log/entries/{idx}": {
+            "get": {
+                "summary": "One log entry's canonical bytes (auditors)",
+                "security": bearer,
+                "parameters": [
+                    {"name": "idx", "in": "path", "required": True, "schema": {"type": "integer"}}
+                ],
+                "responses": {"200": _json({"type": "object"}, "Entry"), **audit},
+            }
+        },
+    }
+
+
+def _web_signing_paths() -> dict[str, Any]:
+    """Issue 4: web apps (relying parties, HTTP Basic with client id + secret) send a person
+    to ``sign_url``; only the owning RP reads the result."""
+    basic: list[dict[str, list[str]]] = [{"rp_basic": []}]
+    doc = {
+        "type": "object",
+        "description": "label plus digest, or (format pades) label plus the PDF",
+        "required": ["label"],
+        "properties": {
+            "label": {"type": "string", "maxLength": 200},
+            "digest": {"type": "string", "contentEncoding": "base64"},
+            "pdf": {"type": "string", "contentEncoding": "base64"},
+        },
+    }
+    body = {
+        "type": "object",
+        "required": ["documents", "redirect_uri", "state"],
+        "additionalProperties": False,
+        "properties": {
+            "documents": {"type": "array", "items": doc, "minItems": 1, "maxItems": MAX_DOCUMENTS},
+            "hash_algorithm": {"enum": ["sha256", "sha384", "sha512"], "default": "sha256"},
+            "format": {"enum": ["raw", "cades", "pades"], "default": "cades"},
+            "profile": {"enum": ["qes", "qualified", "advanced"]},
+            "redirect_uri": {"type": "string", "description": "exactly a registered one"},
+            "state": {"type": "string", "maxLength": 512},
+            "acr": {"type": "string", "description": "minimum assurance (web_signing.acr_levels)"},
+            "signer": {
+                "type": "object",
+                "description": "the only person who may sign: {subject} or {email}",
+                "properties": {"subject": {"type": "string"}, "email": {"type": "string"}},
+            },
+            "webhook_url": {
+                "type": "string",
+                "format": "uri",
+                "description": "https (http on loopback): POSTed {id, state, status} when the"
+                " request ends, X-Qes-Timestamp and X-Qes-Signature-256 (HMAC-SHA-256 of"
+                " timestamp.body, key HMAC-SHA-256(SHA-256(client_secret),"
+                " 'qes-signer webhook v1'))",
+            },
+        },
+    }
+    errors: list[type[SignerError]] = [
+        MalformedJson, InvalidRequest, UnsupportedFormat, InvalidClient,
+        flow.UnregisteredRedirect, flow.UnsupportedAcr, PdfError,
+    ]  # fmt: skip
+    read_errors: list[type[SignerError]] = [InvalidClient, flow.SigningRequestNotFound]
+    status = {"type": "object", "description": "id, status, sign_url, documents, result"}
+    return {
+        "/api/v1/signing-requests": {
+            "post": {
+                "summary": "Create a signing request; send the browser to its sign_url",
+                "security": basic,
+                "requestBody": {"content": {"application/json": {"schema": body}}},
+                "responses": {"201": _json(status, "Created"), **_errors(errors)},
+            }
+        },
+        "/api/v1/signing-requests/{id}": {
+            "get": {
+                "summary": "Status and, once completed, signatures, chain and record URL",
+                "security": basic,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(status, "The request"),
+                    **_errors(read_errors),
+                },
+            }
+        },
+        "/api/v1/signing-requests/{id}/documents/{n}.pdf": {
+            "get": {
+                "summary": "Signed PDF n (from 1) of a completed PAdES request",
+                "security": basic,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "n", "in": "path", "required": True, "schema": {"type": "integer"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The signed PDF",
+                        "content": {"application/pdf": {"schema": {}}},
+                    },
+                    **_errors(read_errors),
+                },
+            }
+        },
+    }
+
+
+def _approval_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """m-of-n approval of batch signatures (issue 7, ``signer.http.approvals``)."""
+    status = {
+        "type": "object",
+        "required": ["id", "status", "status_url", "expires_at", "documents", "approval"],
+        "description": "A held request; once completed also every field of the 201 signing "
+        "response (serial, signatures, certificate, chain, record_url, key, log), and "
+        "document_url for a PDF upload",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"enum": ["pending", "signing", "completed", "failed", "denied", "expired"]},
+            "status_url": {"type": "string"},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "requester": {"type": "object"},
+            "reason": {"type": ["string", "null"]},
+            "documents": {"type": "array", "items": {"type": "object"}},
+            "digest_commitment": {
+                "type": "string",
+                "description": "hex SHA-256(u32(len(d1)) d1 ... u32(len(dn)) dn): send it back "
+                "to approve or deny exactly these digests",
+            },
+            "approval": {"type": "object", "description": "group, required, approvals, decisions"},
+        },
+    }
+    decide_errors: list[type[SignerError]] = [
+        MalformedJson, InvalidRequest, Unauthenticated, NotAnApprover, SelfApproval,
+        ApprovalNotFound, AlreadyDecided, NotPending, DigestsMismatch, ApprovalExpired,
+        DatabaseUnavailable,
+    ]  # fmt: skip
+    path_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["digest_commitment"],
+                    "properties": {"digest_commitment": {"type": "string"}},
+                }
+            }
+        },
+    }
+
+    def decide(summary: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "security": bearer,
+                "parameters": path_id,
+                "requestBody": body,
+                "responses": {"200": _json(status, "The request after it"),
+                              **_errors(decide_errors)},
+            }
+        }  # fmt: skip
+
+    return {
+        "/api/v1/approval-requests": {
+            "get": {
+                "summary": "Pending requests of the approver groups the caller belongs to",
+                "security": bearer,
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"requests": {"items": status}}},
+                        "Oldest first",
+                    ),
+                    **_errors([Unauthenticated, ApprovalNotFound]),
+                },
+            }
+        },
+        "/api/v1/approval-requests/{id}": {
+            "get": {
+                "summary": "Status of a held request (its requester or an approver)",
+                "security": bearer,
+                "parameters": path_id,
+                "responses": {
+                    "200": _json(status, "The request"),
+                    **_errors([Unauthenticated, ApprovalNotFound]),
+                },
+            }
+        },
+        "/api/v1/approval-requests/{id}/document.pdf": {
+            "get": {
+                "summary": "The signed PDF of a completed PDF upload",
+                "security": bearer,
+                "parameters": path_id,
+                "responses": {
+                    "200": {
+                        "description": "The signed PDF",
+                        "content": {"application/pdf": {"schema": {"type": "string"}}},
+                    },
+                    **_errors([Unauthenticated, ApprovalNotFound, NotFound]),
+                },
+            }
+        },
+        "/api/v1/approval-requests/{id}/approve": decide(
+            "Approve the exact digests (the m-th approval signs)"
+        ),
+        "/api/v1/approval-requests/{id}/deny": decide("Deny (one denial ends the request)"),
+    }
+
+
+HELD = {
+    "description": "Held for m-of-n approval: Location is the status URL",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
+
+
+#: The browser surfaces' routes: pages (HTML), redirects (303, to the IdP or the next page) and
+#: files. Not an API; listed so that the document names every route the service serves.
+#: (path, method, what it answers, summary)
+BROWSER_ROUTES: tuple[tuple[str, str, str, str], ...] = (
+    ("/sign/{id}", "get", "redirect", "Web signing: the signer's login for a request"),
+    ("/sign/callback", "get", "redirect", "Web signing: the IdP's answer (RFC 6749 §4.1.2)"),
+    ("/sign/{id}/consent", "get", "html", "Web signing: what will be signed; Sign or Cancel"),
+    ("/sign/{id}/consent", "post", "redirect", "Web signing: the decision, back to the app"),
+    ("/sign/{id}/documents/{n}", "get", "pdf", "Web signing: a PDF as the app sent it"),
+    ("/sign/static/{file}", "get", "file", "Web signing: stylesheet"),
+    ("/sign/static/base/{file}", "get", "file", "Web signing: the shared stylesheet"),
+    ("/csc/v2/oauth2/callback", "get", "redirect", "CSC OAuth2: the IdP's answer"),
+    ("/csc/v2/oauth2/consent/{id}", "get", "html", "CSC OAuth2: the owner's consent page"),
+    ("/csc/v2/oauth2/consent/{id}", "post", "redirect", "CSC OAuth2: the owner's decision"),
+    ("/audit", "get", "html", "Audit UI: search the signing records"),
+    ("/audit/records/{serial}", "get", "html", "Audit UI: one record"),
+    ("/audit/export.{fmt}", "get", "file", "Audit UI: export the search (jsonl or csv)"),
+    ("/audit/manifest.{fmt}.json", "get", "file", "Audit UI: the export's signed manifest"),
+    ("/audit/login", "get", "redirect", "Audit UI: log in at the IdP"),
+    ("/audit/callback", "get", "redirect", "Audit UI: the IdP's answer"),
+    ("/audit/logout", "post", "redirect", "Audit UI: end the session (CSRF token)"),
+    ("/audit/logged-out", "get", "html", "Audit UI: logged out"),
+    ("/audit/static/{file}", "get", "file", "Audit UI: stylesheet"),
+    ("/approvals", "get", "html", "Approvals UI: the requests waiting for you"),
+    ("/approvals/{id}", "get", "html", "Approvals UI: one request, every digest"),
+    ("/approvals/{id}/decide", "post", "redirect", "Approvals UI: approve or deny"),
+    ("/approvals/login", "get", "redirect", "Approvals UI: log in at the IdP"),
+    ("/approvals/callback", "get", "redirect", "Approvals UI: the IdP's answer"),
+    ("/approvals/logout", "post", "redirect", "Approvals UI: end the session (CSRF token)"),
+    ("/approvals/logged-out", "get", "html", "Approvals UI: logged out"),
+    ("/approvals/static/{file}", "get", "file", "Approvals UI: stylesheet"),
+)
+_ANSWERS = {
+    "html": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {}}}}},
+    "redirect": {"303": {"description": "See Other: the IdP, the next page or the app"}},
+    "pdf": {"200": {"description": "PDF", "content": {"application/pdf": {"schema": {}}}}},
+    "file": {"200": {"description": "File"}},
+}
+
+
+def _browser_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for path, method, answer, summary in BROWSER_ROUTES:
+        names = re.findall(r"\{(\w+)\}", path)
+        parameters = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+        ]
+        paths.setdefault(path, {})[method] = {
+            "summary": summary,
+            "tags": ["Browser pages"],
+            "parameters": parameters,
+            "responses": _ANSWERS[answer],
+        }
+    return paths
+
+
+def document(server: ServerSettings) -> dict[str, Any]:
+    ref = "#/components/schemas/"
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "qes-signer",
+            "version": "1",
+            "description": "Remote signing with ephemeral HSM keys and 10-minute "
+            "certificates (eIDAS AdES/QES).",
+        },
+        "servers": [{"url": server.public_url}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "rp_basic": {"type": "http", "scheme": "basic"},
+            },
+            "schemas": _schemas(server),
+        },
+        "paths": {
+            "/api/v1/signatures": {
+                "post": {
+                    "summary": "Sign digests with a fresh key and a 10-minute certificate",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": ref + "SignatureRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "201": _json({"$ref": ref + "SignatureResponse"}, "Signed"),
+                        "202": HELD,
+                        "200": _json(
+                            {"$ref": ref + "SignatureResponse"},
+                            "Replay of an earlier response for the same Idempotency-Key",
+                        ),
+                        **_errors(_SIGN_ERRORS),
+                    },
+                }
+            },
+            "/api/v1/signatures/pdf": {
+                "post": {
+                    "summary": "Sign a whole PDF (PAdES B-T) and get the signed PDF back",
+                    "description": (
+                        "The service adds an invisible signature field, signs its byte range "
+                        "with a fresh key and 10-minute certificate, time-stamps the signature "
+                        "and returns the signed PDF. The record's URL is in the Link header. "
+                        f"At most {server.max_pdf_bytes} octets."
+                    ),
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "profile",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"enum": ["qes", "qualified", "advanced"]},
+                        },
+                        {
+                            "name": "field",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 64, "default": "Signature1"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/pdf": {"schema": {"type": "string"}}},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "The signed PDF",
+                            "headers": {
+                                "Qes-Certificate-Serial": {"schema": {"type": "string"}},
+                                "Link": {"schema": {"type": "string"}},
+                            },
+                            "content": {"application/pdf": {"schema": {"type": "string"}}},
+                        },
+                        "202": HELD,
+                        **_errors([*_SIGN_ERRORS, PdfError]),
+                    },
+                }
+            },
+            "/api/v1/certificates": {
+                "get": {
+                    "summary": "Search issued certificates (auditor role)",
+                    "security": bearer,
+                    "parameters": [
+                        _query("subject", "token subject"),
+                        _query("issuer", "token issuer"),
+                        _query("client_id", "client id"),
+                        _query("serial", "serial, hex"),
+                        _query("status", "issued, completed or failed"),
+                        _query("email", "the certificate's e-mail address (case-insensitive)"),
+                        _query("since", "created at or after", "date-time"),
+                        _query("until", "created before", "date-time"),
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                        _query("cursor", "next_cursor of the previous page"),
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": ref + "CertificatePage"}, "A page"),
+                        **_errors(_AUDIT_ERRORS),
+                    },
+                }
+            },
+            "/api/v1/certificates/{serial}": {
+                "get": {
+                    "summary": "One issued certificate and its record (auditor role)",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "serial",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-fA-F]+$"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": ref + "CertificateRecord"}, "The record"),
+                        **_errors(_AUDIT_ERRORS),
+                    },
+                }
+            },
+            **_log_paths(bearer),
+            **_web_signing_paths(),
+            **_approval_paths(bearer),
+            **admin_paths(bearer, _errors),
+            **csc_paths(),
+            **csc_oauth2.openapi_paths(),
+            **_browser_paths(),
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "responses": {"200": _json({"type": "object"}, "Alive")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: database and HSM",
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready"),
+                        "503": _json({"type": "object"}, "Not ready"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+                }
+            },
+            "/problems/{slug}": {
+                "get": {
+                    "summary": "Explanation of a problem type",
+                    "parameters": [
+                        {
+                            "name": "slug",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "HTML", "content": {"text/html": {}}},
+                        "404": {
+                            "description": "Unknown problem type",
+                            "content": {"application/problem+json": {"schema": PROBLEM}},
+                        },
+                    },
+                }
+            },
+            "/ca/root.cer": {
+                "get": {
+                    "summary": "Root CA certificate (DER)",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-cert": {}}}
+                    },
+                }
+            },
+            "/ca/issuing.cer": {
+                "get": {
+                    "summary": "Issuing CA certificate (DER)",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-cert": {}}}
+                    },
+                }
+            },
+            "/ca/root.crl": {
+                "get": {
+                    "summary": "The root CA's CRL (over the issuing CA certificate)",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
+                    },
+                }
+            },
+            "/ca/issuing.crl": {
+                "get": {
+                    "summary": "The issuing CA's CRL (over the TSA certificate)",
+                    "responses": {
+                        "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
+                    },
+                }
+            },
+            "/api/v1/trust-bundle": {
+                "get": {
+                    "summary": "Certificates relying parties trust: root, issuing CA, TSA",
+                    "description": (
+                        "Public. JSON by default; the concatenated PEM with "
+                        f"`Accept: {PEM_CHAIN}` (RFC 8555 §9.1)."
+                    ),
+                    "responses": {
+                        "200": {
+                            "description": "The bundle",
+                            "content": {
+                                "application/json": {"schema": {"$ref": ref + "TrustBundle"}},
+                                PEM_CHAIN: {"schema": {"type": "string"}},
+                            },
+                        }
+                    },
+                }
+            },
+            "/tsa": {
+                "post": {
+                    "summary": "RFC 3161 time-stamp authority (built-in TSA only)",
+                    "description": (
+                        "Public, no authentication: the organisation's time-stamping service, "
+                        "usable by `openssl ts` and any RFC 3161 client (RFC 3161 §3.4). The "
+                        "body is a DER TimeStampReq; the answer a DER TimeStampResp, signed by "
+                        "the TSA key in the HSM. A malformed or unacceptable query is answered "
+                        "with 200 and a rejection PKIStatusInfo (RFC 3161 §2.4.2). 404 when the "
+                        "service is configured with an external TSA."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            QUERY_TYPE: {
+                                "schema": {
+                                    "type": "string",
+                                    "contentMediaType": QUERY_TYPE,
+                                    "maxLength": MAX_QUERY_OCTETS,
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "TimeStampResp: granted, or a rejection",
+                            "content": {REPLY_TYPE: {}},
+                        },
+                        **_errors(_TSA_ERRORS),
+                    },
+                }
+            },
+        },
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: the document for this deployment's configuration."""
+    services: Services = request.app[SERVICES]
+    return web.json_response(document(services.settings.server))

@@ -1,0 +1,143 @@
+"""Requests refused before authentication, in the log with a rate limit (issue 5).
+
+A signing request whose body is rejected or whose bearer token does not verify (missing, bad
+signature, expired, wrong audience, unknown issuer, replayed ``jti``, ...) is answered 4xx and
+appended to the log as a refusal entry (``ca.logentry`` version 2) with what is known: the
+stable reason (``token.<reason>`` or the problem slug), what was asked when the body parsed,
+the ``iss`` the token *claims* (``claimed_issuer``, only when it names a trusted issuer: never
+taken as who asked), and the client address as a keyed commitment (personal data). No verified
+identity, so no subject index.
+
+Nobody is accountable for such a request, so an attacker could fill the log with them. Per
+window of ``[log] refusal_window_seconds`` at most ``refusals_per_source`` entries per client
+address and ``refusals_total`` for all addresses together are appended one by one; every
+further refusal is only counted (in PostgreSQL, shared by all replicas). When the window has
+closed, one aggregate entry (reason ``refusals-suppressed``, ``suppressed`` = the count) per
+address that hit its limit, and one for the all-sources limit, is appended in the same
+transaction that deletes the counters (:class:`signer.storage.refusals.RefusalStore`), so
+``logged + suppressed`` always equals the number of refusals. Refusals of authenticated
+requests (policy) are logged by :class:`signer.signing.pipeline.SigningService`, not limited: their
+requester is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from ca.logentry import (
+    SUPPRESSED_REASON,
+    LogEntryError,
+    PrivacyKey,
+    RefusalEntry,
+    Requester,
+    RequestSummary,
+)
+from signer.errors import DatabaseUnavailable, SignerError
+from signer.settings.config import LogSettings
+from signer.storage.refusals import ClosedWindow, RefusalStore
+from signer.translog.log import source_index
+
+log = structlog.get_logger(__name__)
+UNKNOWN_ADDRESS = "unknown"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """What is known of a request refused before its token verified."""
+
+    request_id: str
+    reason: str
+    client_address: str | None
+    claimed_issuer: str | None = None
+    profile: str | None = None
+    hash_algorithm: str | None = None
+    digests: tuple[bytes, ...] = ()
+    signature_format: str | None = None
+
+
+class RefusalLog:
+    """Appends pre-authentication refusals under the rate limit; closes finished windows."""
+
+    def __init__(
+        self,
+        *,
+        store: RefusalStore,
+        key: PrivacyKey,
+        settings: LogSettings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._settings = settings
+        self._clock = clock
+
+    def window_start(self, at: datetime) -> datetime:
+        """The start of the window ``at`` falls in (windows are aligned to the epoch)."""
+        seconds = self._settings.refusal_window_seconds
+        epoch = int(at.timestamp()) // seconds * seconds
+        return datetime.fromtimestamp(epoch, UTC)
+
+    async def log(self, refused: Refused) -> int | None:
+        """The refusal's log index, or None when it was only counted (limit reached) or the
+        log is unreachable (the refusal stands either way; that failure goes to the log)."""
+        at = self._clock()
+        address = refused.client_address or UNKNOWN_ADDRESS
+        try:
+            entry = RefusalEntry(
+                record_id=str(uuid.uuid4()),
+                request_id=refused.request_id,
+                refused_at=at,
+                requester=Requester(None, None, None),
+                request=RequestSummary(
+                    refused.profile, None, refused.hash_algorithm, refused.digests
+                ),
+                reason=refused.reason,
+                claimed_issuer=refused.claimed_issuer,
+                client_address=address,
+                signature_format=refused.signature_format,
+            )
+            return await self._store.admit(
+                source=source_index(self._key, address),
+                address=address,
+                window_start=self.window_start(at),
+                per_source=self._settings.refusals_per_source,
+                total=self._settings.refusals_total,
+                entry=entry.encode(self._key),
+            )
+        except (DatabaseUnavailable, LogEntryError) as exc:  # the refusal stands regardless
+            log.error("refusal_not_logged", reason=refused.reason, error=str(exc))
+            return None
+
+    def _aggregate(self, window: ClosedWindow) -> bytes:
+        return RefusalEntry(
+            record_id=str(uuid.uuid4()),
+            request_id=f"window-{int(window.window_start.timestamp())}",
+            refused_at=window.window_start,
+            requester=Requester(None, None, None),
+            request=RequestSummary(None, None, None),
+            reason=SUPPRESSED_REASON,
+            client_address=window.address,
+            suppressed=window.suppressed,
+        ).encode(self._key)
+
+    async def flush(self) -> Sequence[int]:
+        """Close every window that has ended: append its aggregate entries, drop its counters."""
+        closed = await self._store.close_windows(self.window_start(self._clock()), self._aggregate)
+        if closed:
+            log.info("refusals_suppressed_logged", entries=len(closed))
+        return closed
+
+    async def run(self) -> None:
+        """Close windows twice per window length until cancelled; errors are logged."""
+        while True:
+            try:
+                await self.flush()
+            except SignerError as exc:
+                log.warning("refusal_windows_not_closed", error=str(exc))
+            await asyncio.sleep(self._settings.refusal_window_seconds / 2)

@@ -1,0 +1,203 @@
+"""`qes init`: create the CA keys inside the HSM and their certificates, and the built-in
+TSA's key and certificate (RFC 3161 §2.3, STANDARDS.md §3) unless an external TSA is configured.
+
+Idempotent: when the keys exist and the stored certificates match them, nothing changes. It
+never replaces an existing key unless ``force`` is given. A missing TSA key (a CA made before
+the TSA existed) is created without ``force``: that replaces nothing; a TSA certificate that
+does not match its key or the current issuing CA is re-issued for the same key. The
+transparency-log key (``[log] key_label``) is created when absent and never replaced, even
+with ``force``: checkpoints already published must stay verifiable. For development, the log
+privacy key file is created in the data directory when no privacy key is configured
+(:mod:`signer.translog.log`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ca.authority import Chain, build_issuing_certificate, build_root_certificate
+from ca.tsa import build_tsa_certificate
+from signer.errors import SignerError
+from signer.keys import Hsm, HsmSession
+from signer.settings.config import Settings
+from signer.storage.authority import CaCertificateStore
+from signer.translog.log import (
+    ensure_dev_privacy_key,
+    log_verifier,
+    make_log_key,
+    privacy_key_path,
+)
+
+
+class AlreadyInitialised(SignerError):
+    slug = "already-initialised"
+    title = "CA keys exist; use --force to replace them"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    chain: Chain
+    created: bool
+    tsa: x509.Certificate | None = None
+    tsa_created: bool = False
+
+
+@dataclass(frozen=True)
+class StoredCertificates:
+    root: x509.Certificate | None
+    issuing: x509.Certificate | None
+    tsa: x509.Certificate | None
+
+
+def _same_key(cert: x509.Certificate | None, session: HsmSession, label: str) -> bool:
+    if cert is None:
+        return False
+    raw = PublicFormat.SubjectPublicKeyInfo
+    held = session.token_key(label).public_key().public_bytes(Encoding.DER, raw)
+    return cert.public_key().public_bytes(Encoding.DER, raw) == held
+
+
+def make_ca(
+    session: HsmSession,
+    settings: Settings,
+    now: datetime,
+    *,
+    force: bool,
+    stored: StoredCertificates,
+) -> InitResult:
+    """Runs on the HSM worker thread: decide, create keys, build and sign the certificates."""
+    chain, created = _make_chain(session, settings, now, force=force, stored=stored)
+    if settings.tsa.url is not None:
+        return InitResult(chain, created)
+    tsa, tsa_created = _make_tsa(
+        session, settings, now, chain, force=force or created, stored=stored
+    )
+    return InitResult(chain, created, tsa, tsa_created)
+
+
+def _make_chain(
+    session: HsmSession,
+    settings: Settings,
+    now: datetime,
+    *,
+    force: bool,
+    stored: StoredCertificates,
+) -> tuple[Chain, bool]:
+    ca = settings.ca
+    have = [session.has_token_key(ca.root_label), session.has_token_key(ca.issuing_label)]
+    root, issuing = stored.root, stored.issuing
+    if (
+        all(have)
+        and not force
+        and root is not None
+        and issuing is not None
+        and _same_key(root, session, ca.root_label)
+        and _same_key(issuing, session, ca.issuing_label)
+    ):
+        return Chain(issuing=issuing, root=root), False
+    if any(have) and not force:
+        which = [lbl for lbl, h in zip((ca.root_label, ca.issuing_label), have, strict=True) if h]
+        raise AlreadyInitialised(
+            f"HSM already holds {', '.join(which)} without matching certificates; "
+            "run `qes init --force` to replace the CA keys"
+        )
+    root_key = session.create_token_key(ca.root_label, ca.curve, replace=force)
+    issuing_key = session.create_token_key(ca.issuing_label, ca.curve, replace=force)
+    root = build_root_certificate(root_key, ca.names, now, ca.root_lifetime)
+    issuing = build_issuing_certificate(
+        root_key, root, issuing_key.public_key(), ca.names, ca.policy, now, ca.issuing_lifetime
+    )
+    return Chain(issuing=issuing, root=root), True
+
+
+def _make_tsa(
+    session: HsmSession,
+    settings: Settings,
+    now: datetime,
+    chain: Chain,
+    *,
+    force: bool,
+    stored: StoredCertificates,
+) -> tuple[x509.Certificate, bool]:
+    """The TSA key (created when missing, replaced with ``force``) and a certificate for it
+    from the current issuing CA (kept when it still matches both)."""
+    tsa = settings.tsa
+    if force or not session.has_token_key(tsa.label):
+        session.create_token_key(tsa.label, settings.ca.curve, replace=True)
+    elif (
+        stored.tsa is not None
+        and _same_key(stored.tsa, session, tsa.label)
+        and _issued_by(stored.tsa, chain.issuing)
+    ):
+        return stored.tsa, False
+    cert = build_tsa_certificate(
+        session.token_key(settings.ca.issuing_label),
+        chain.issuing,
+        session.token_key(tsa.label).public_key(),
+        settings.ca.names,
+        tsa.common_name,
+        ca_issuers_url=settings.ca.policy.ca_issuers_url,
+        crl_url=settings.ca.issuing_crl_url,
+        now=now,
+        lifetime=min(tsa.lifetime, chain.issuing.not_valid_after_utc - now),
+    )
+    return cert, True
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+async def init_ca(
+    hsm: Hsm, store: CaCertificateStore, settings: Settings, now: datetime, *, force: bool
+) -> InitResult:
+    stored = StoredCertificates(
+        root=await store.load(settings.ca.root_label),
+        issuing=await store.load(settings.ca.issuing_label),
+        tsa=await store.load(settings.tsa.label),
+    )
+    result: InitResult = await hsm.run(
+        lambda s: make_ca(s, settings, now, force=force, stored=stored)
+    )
+    if result.created:
+        await store.save(settings.ca.root_label, result.chain.root, now)
+        await store.save(settings.ca.issuing_label, result.chain.issuing, now)
+    if result.tsa is not None and result.tsa_created:
+        await store.save(settings.tsa.label, result.tsa, now)
+    return result
+
+
+@dataclass(frozen=True)
+class LogInitResult:
+    key_created: bool
+    vkey: str
+    privacy_key_file: str | None
+
+    def describe(self) -> str:
+        verb = "created" if self.key_created else "already present"
+        line = f"log key {verb}; checkpoint verifier key: {self.vkey}"
+        if self.privacy_key_file:
+            line += f"\nlog privacy key written to {self.privacy_key_file} (development only)"
+        return line
+
+
+async def init_log(hsm: Hsm, settings: Settings) -> LogInitResult:
+    """Create the log key when absent (never replaced) and the development privacy key."""
+
+    def make(session: HsmSession) -> tuple[bool, str]:
+        created = make_log_key(session, settings.log, force=False)
+        return created, log_verifier(session, settings.log).vkey()
+
+    created, vkey = await hsm.run(make)
+    written = ensure_dev_privacy_key(settings)
+    path = str(privacy_key_path(settings)) if written else None
+    return LogInitResult(key_created=created, vkey=vkey, privacy_key_file=path)
