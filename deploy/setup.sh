@@ -4,8 +4,9 @@
 #
 #   bash deploy/setup.sh          what the service and the quick start need: SoftHSM2, OpenSSL,
 #                                 PostgreSQL, Node.js (the demo IdP), .venv from requirements/run.txt
-#   bash deploy/setup.sh --test   also what the tests need: Chromium (driven by Playwright) and
-#                                 .venv from requirements/test.txt
+#   bash deploy/setup.sh --test   also what the tests need: Chromium (driven by Playwright),
+#                                 HAProxy, Prometheus (promtool), buildah, mmdebstrap, podman,
+#                                 systemd-analyze, and .venv from requirements/test.txt
 #
 # Python packages come only from the committed lock, hash-checked (pip --require-hashes); the
 # project itself is then installed without dependencies. When a lock file changes, the next run
@@ -38,6 +39,15 @@ have_cmd python3 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "$set_name" = test ]; then
   have_cmd chromium || need+=(chromium) # the browser tests (Playwright drives Debian's build)
+  # The production pieces, tested for real: a load balancer in front of two replicas, a
+  # Prometheus that scrapes the service (promtool checks the alert rules), the container image
+  # built from a Debian base made here (no registry), and the systemd unit's checks.
+  have_cmd haproxy || need+=(haproxy)
+  have_cmd promtool || need+=(prometheus)
+  have_cmd buildah || need+=(buildah)
+  have_cmd mmdebstrap || need+=(mmdebstrap)
+  have_cmd podman || need+=(podman)
+  have_cmd systemd-analyze || need+=(systemd)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
