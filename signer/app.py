@@ -20,7 +20,8 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
-from signer import approvals, auditui, webflow
+from signer import approvals, auditui, gauges, webflow
+from signer.access_log import observe_middleware
 from signer.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.api.problems import Handler, problem_middleware
 from signer.api.refused import REFUSAL_LOG
@@ -45,6 +46,7 @@ from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
 from signer.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
+from signer.tls import hsts_middleware, hsts_wanted
 from signer.translog import LogPublisher, load_privacy_key
 
 log = structlog.get_logger(__name__)
@@ -208,6 +210,9 @@ def _resources(
                 sweeper = asyncio.create_task(csc.run_sweeper())
                 refusal_windows = asyncio.create_task(refusal_log.run())
                 backfiller = asyncio.create_task(backfill_quietly(BackfillStore(pool), privacy_key))
+                sampler = (
+                    asyncio.create_task(gauges.run(pool, hsm)) if settings.metrics.enabled else None
+                )
                 try:
                     yield
                 finally:
@@ -218,6 +223,8 @@ def _resources(
                     sweeper.cancel()
                     refusal_windows.cancel()
                     backfiller.cancel()
+                    if sampler is not None:
+                        sampler.cancel()
                     await asyncio.gather(
                         sweeper, refusal_windows, backfiller, return_exceptions=True
                     )
@@ -248,9 +255,12 @@ async def _purge_replay_records(records: RecordStore, clock: Callable[[], dateti
 
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> web.Application:
+    edge = [observe_middleware(access_log=settings.server.access_log)]
+    if hsts_wanted(settings.server):
+        edge.append(hsts_middleware(settings.server.hsts_max_age))
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[request_id_middleware, problem_middleware],
+        middlewares=[request_id_middleware, *edge, problem_middleware],
     )
     app[CRL_CACHE] = {}
     app.cleanup_ctx.append(_resources(settings, clock))

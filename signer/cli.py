@@ -120,20 +120,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from signer.logging import configure
 
     configure(settings.server.log_format)
+    from signer import serving
+
+    ssl_context = serving.listener_tls(settings, announce=not args.single)  # one-line errors
     if not args.single:  # once per `qes serve`, not once per worker
         warn_derived_origin(settings)
     if settings.server.workers > 1 and not args.single:
-        return _supervise(args, settings.server.workers)
-    asyncio.run(_serve(settings))
+        with serving.supervisor_metrics(settings):
+            return _supervise(args, settings.server.workers)
+    asyncio.run(_serve(settings, ssl_context))
     return 0
 
 
-async def _serve(settings: Any) -> None:
+async def _serve(settings: Any, ssl_context: Any = None) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully: stop accepting, let in-flight
     requests finish (up to ``server.shutdown_timeout``), close the pool and the HSM. Repeated
     signals (the process group's and the supervisor's) trigger one shutdown, not several."""
     from aiohttp import web
 
+    from signer import serving
     from signer.app import create_app
 
     loop = asyncio.get_running_loop()
@@ -152,6 +157,7 @@ async def _serve(settings: Any) -> None:
             settings.server.host,
             settings.server.port,
             reuse_port=settings.server.workers > 1,
+            ssl_context=ssl_context,
         )
         await site.start()
         stop = asyncio.Event()
@@ -159,7 +165,8 @@ async def _serve(settings: Any) -> None:
             loop.add_signal_handler(signum, stop.set)
         if _stop_requested:
             stop.set()
-        await stop.wait()
+        async with serving.running(settings, ssl_context):  # TLS reload, metrics, READY=1
+            await stop.wait()
     finally:
         await runner.cleanup()
 

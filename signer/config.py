@@ -32,6 +32,22 @@ DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """``[server.tls]``: the listener's certificate (RFC 8446; TLS 1.3 only unless
+    ``min_version = "1.2"``) and the optional client-certificate CA (mutual TLS). The files
+    are re-read when they change (``reload_seconds``), see :mod:`signer.tls`."""
+
+    certificate_file: Path
+    key_file: Path
+    min_version: str = "1.3"
+    client_ca_file: Path | None = None
+    #: With ``client_ca_file``: "required" (every client presents a certificate) or "optional"
+    #: (a client that presents one must chain to the CA; others still reach the bearer check).
+    client_auth: str = "required"
+    reload_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8780
@@ -42,6 +58,23 @@ class ServerSettings:
     max_digests: int = 1000
     shutdown_timeout: float = 20.0
     log_format: str = "json"
+    tls: TlsSettings | None = None
+    #: Development only: an http ``public_url`` on a host that is not loopback.
+    allow_http_public_url: bool = False
+    #: Strict-Transport-Security max-age (RFC 6797) sent when TLS is on or public_url is https.
+    hsts_max_age: int = 31_536_000
+    #: One structured line per request (signer.access_log); off by default.
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: Prometheus metrics on their own listener (signer.metrics), off unless
+    ``enabled``; with ``server.workers > 1`` one scrape holds every worker's counts."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9780
 
 
 @dataclass(frozen=True)
@@ -227,6 +260,7 @@ class Settings:
     approvals: ApprovalsSettings = ApprovalsSettings()
     policy: PolicySettings = PolicySettings()
     csc: CscSettings = CscSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 class _Section:
@@ -328,6 +362,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "approvals",
         "policy",
         "csc",
+        "metrics",
     }
     for key in raw:
         if key not in known:
@@ -335,7 +370,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     data_dir = raw.get("data_dir", ".qes")
     if not isinstance(data_dir, str):
         raise ConfigError(f"data_dir: expected a string, got {data_dir!r}")
-    server = _server(_Section("server", raw.get("server", {})))
+    server = _server(_Section("server", raw.get("server", {})), base)
     settings = Settings(
         server=server,
         database=_database(_Section("database", raw.get("database", {})), env, base),
@@ -350,6 +385,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         approvals=_approvals(_Section("approvals", raw.get("approvals", {})), env, base),
         policy=_policy(_Section("policy", raw.get("policy", {})), base),
         csc=_csc(_Section("csc", raw.get("csc", {})), server),
+        metrics=_metrics(_Section("metrics", raw.get("metrics", {}))),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -363,7 +399,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     return settings
 
 
-def _server(s: _Section) -> ServerSettings:
+def _server(s: _Section, base: Path) -> ServerSettings:
     d = ServerSettings()
     port = s.get("port", int, d.port)
     s.check("port", 0 <= port <= 65535, "must be between 0 and 65535")
@@ -379,6 +415,15 @@ def _server(s: _Section) -> ServerSettings:
     s.check("max_digests", 1 <= max_digests <= 100_000, "must be between 1 and 100000")
     log_format = s.get("log_format", str, d.log_format)
     s.check("log_format", log_format in ("json", "console"), "must be 'json' or 'console'")
+    allow_http = s.get("allow_http_public_url", bool, d.allow_http_public_url)
+    s.check(
+        "public_url",
+        public_url.startswith("https://") or allow_http or _loopback(public_url),
+        "must be an https URL (allow_http_public_url = true is for development only)",
+    )
+    hsts = s.get("hsts_max_age", int, d.hsts_max_age)
+    s.check("hsts_max_age", 0 <= hsts <= 2**31 - 1, "must be 0 or more seconds")
+    tls_table = s.get("tls", dict, None)
     result = ServerSettings(
         host=s.get("host", str, d.host),
         port=port,
@@ -389,6 +434,48 @@ def _server(s: _Section) -> ServerSettings:
         max_digests=max_digests,
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
         log_format=log_format,
+        tls=None if tls_table is None else _tls(_Section("server.tls", tls_table), base),
+        allow_http_public_url=allow_http,
+        hsts_max_age=hsts,
+        access_log=s.get("access_log", bool, d.access_log),
+    )
+    s.done()
+    return result
+
+
+def _loopback(url: str) -> bool:
+    """An http URL that only this machine can reach is a development set-up by construction."""
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _tls(s: _Section, base: Path) -> TlsSettings:
+    d_min, d_auth, d_reload = "1.3", "required", 5.0
+    min_version = s.get("min_version", str, d_min)
+    s.check("min_version", min_version in ("1.2", "1.3"), "must be '1.3' or '1.2'")
+    client_ca = s.get("client_ca_file", str, None)
+    client_auth = s.get("client_auth", str, d_auth)
+    s.check("client_auth", client_auth in ("required", "optional"), "'required' or 'optional'")
+    reload_seconds = s.get("reload_seconds", float, d_reload)
+    s.check("reload_seconds", 0.1 <= reload_seconds <= 3600, "must be 0.1 .. 3600 seconds")
+    result = TlsSettings(
+        certificate_file=base / s.get("certificate_file", str),
+        key_file=base / s.get("key_file", str),
+        min_version=min_version,
+        client_ca_file=None if client_ca is None else base / client_ca,
+        client_auth=client_auth,
+        reload_seconds=reload_seconds,
+    )
+    s.done()
+    return result
+
+
+def _metrics(s: _Section) -> MetricsSettings:
+    d = MetricsSettings()
+    port = s.get("port", int, d.port)
+    s.check("port", 0 <= port <= 65535, "must be between 0 and 65535")
+    result = MetricsSettings(
+        enabled=s.get("enabled", bool, d.enabled), host=s.get("host", str, d.host), port=port
     )
     s.done()
     return result

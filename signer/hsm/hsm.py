@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from pkcs11.exceptions import MultipleTokensReturned, NoSuchToken, PKCS11Error
 
+from signer import metrics
 from signer.errors import HsmUnavailable
 from signer.hsm._context import current_session, holding
 from signer.hsm._module import (
@@ -171,6 +172,7 @@ class Hsm:
             with holding(session):
                 return fn(session)
         except PKCS11Error as exc:
+            metrics.HSM_ERRORS.inc()
             raise HsmUnavailable(f"PKCS#11 call failed: {type(exc).__name__} {exc}") from exc
         finally:
             self._free.put(session)
