@@ -43,6 +43,8 @@ _HSM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 #: This module's own registry (not prometheus-client's global one): the metrics below are
 #: defined once per import of this module, and a second import must not collide.
 OWN = CollectorRegistry()
+if os.environ.get(MULTIPROC_ENV):  # the values below open their files in it right away
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 
 BUILD_INFO = Gauge(
     "qes_build_info",
