@@ -6,7 +6,8 @@
 #                                 PostgreSQL, Node.js (the demo IdP), .venv from requirements/run.txt
 #   bash deploy/setup.sh --test   also what the tests need: Chromium (driven by Playwright),
 #                                 HAProxy, Prometheus (promtool), buildah, mmdebstrap, podman,
-#                                 systemd-analyze, and .venv from requirements/test.txt
+#                                 systemd-analyze, kubectl (Kustomize), and .venv from
+#                                 requirements/test.txt
 #
 # Python packages come only from the committed lock, hash-checked (pip --require-hashes); the
 # project itself is then installed without dependencies. When a lock file changes, the next run
@@ -48,6 +49,7 @@ if [ "$set_name" = test ]; then
   have_cmd mmdebstrap || need+=(mmdebstrap)
   have_cmd podman || need+=(podman)
   have_cmd systemd-analyze || need+=(systemd)
+  have_cmd kubectl || need+=(kubernetes-client) # `kubectl kustomize` renders deploy/kubernetes/
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

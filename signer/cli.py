@@ -1111,6 +1111,9 @@ def parser() -> argparse.ArgumentParser:
     from signer.cli_approvals import register as register_approvals
 
     register_approvals(sub, url)
+    from signer.cli_migrate import register as register_migrate
+
+    register_migrate(sub, with_config)
     return p
 
 
