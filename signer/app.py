@@ -123,7 +123,9 @@ def _resources(
             ca_store = CaCertificateStore(pool)
             chain = await load_chain(ca_store, settings)
             time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
-            records = RecordStore(pool)
+            records = RecordStore(
+                pool, abandoned_after=timedelta(seconds=settings.server.idempotency_abandon_seconds)
+            )
             log_store = LogStore(pool, settings.log.origin)
             publisher = LogPublisher(store=log_store, hsm=hsm, settings=settings.log, clock=clock)
             app[REFUSAL_LOG] = refusal_log = RefusalLog(

@@ -65,6 +65,10 @@ class ServerSettings:
     hsts_max_age: int = 31_536_000
     #: One structured line per request (signer.access_log); off by default.
     access_log: bool = False
+    #: An Idempotency-Key whose request neither finished nor failed after this long belongs to
+    #: a process that died: a retry with the key runs the request afresh. Keep it above the
+    #: longest request (a large batch with time-stamps).
+    idempotency_abandon_seconds: int = 120
 
 
 @dataclass(frozen=True)
@@ -424,6 +428,8 @@ def _server(s: _Section, base: Path) -> ServerSettings:
     hsts = s.get("hsts_max_age", int, d.hsts_max_age)
     s.check("hsts_max_age", 0 <= hsts <= 2**31 - 1, "must be 0 or more seconds")
     tls_table = s.get("tls", dict, None)
+    abandon = s.get("idempotency_abandon_seconds", int, d.idempotency_abandon_seconds)
+    s.check("idempotency_abandon_seconds", 5 <= abandon <= 3600, "must be 5 .. 3600 seconds")
     result = ServerSettings(
         host=s.get("host", str, d.host),
         port=port,
@@ -438,6 +444,7 @@ def _server(s: _Section, base: Path) -> ServerSettings:
         allow_http_public_url=allow_http,
         hsts_max_age=hsts,
         access_log=s.get("access_log", bool, d.access_log),
+        idempotency_abandon_seconds=abandon,
     )
     s.done()
     return result

@@ -74,6 +74,7 @@ def test_tls_settings_resolve_against_the_config_file(tmp_path: Path) -> None:
         ("[metrics]\nport = 70000\n", "metrics.port"),
         ('[metrics]\nenabled = "yes"\n', "metrics.enabled"),
         ('[server]\naccess_log = "on"\n', "server.access_log"),
+        ("[server]\nidempotency_abandon_seconds = 1\n", "server.idempotency_abandon_seconds"),
     ],
 )  # fmt: skip
 def test_bad_production_settings_name_the_key(tmp_path: Path, text: str, key: str) -> None:
