@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -26,7 +27,12 @@ _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 async def sign_across(
-    first: str, second: str, idp: RunningIdp, env: Mapping[str, str], tmp_path: Path
+    first: str,
+    second: str,
+    idp: RunningIdp,
+    env: Mapping[str, str],
+    tmp_path: Path,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Register a relying party, create a signing request, log in, consent and collect the
     result, each step on ``first`` or ``second`` in turn (``first`` is the public URL); the
@@ -52,7 +58,8 @@ async def sign_across(
         "state": "st-1",
     }
     jar = aiohttp.CookieJar(unsafe=True)
-    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+    connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+    async with aiohttp.ClientSession(cookie_jar=jar, connector=connector) as http:
         async with http.post(f"{first}/api/v1/signing-requests", json=body, headers=rp) as r:
             assert r.status == 201, await r.text()
             created = await r.json()
