@@ -12,11 +12,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
+from io import BytesIO
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign import fields, signers
+from pyhanko.sign.signers.csc_signer import (
+    CSCServiceSessionInfo,
+    CSCSigner,
+    fetch_certs_in_csc_credential,
+)
 
+from tests.support.csc import HashBoundAuthorization, new_credential
 from tests.support.idp import (
     DEMO_CLIENTS,
     DEMO_SECRETS,
@@ -24,6 +35,7 @@ from tests.support.idp import (
     start_idp,
     with_redirect_uri,
 )
+from tests.support.pdfs import multi_page_pdf
 from tests.support.prod import (
     TlsFiles,
     check_with_openssl,
@@ -256,3 +268,39 @@ async def test_web_signing_flow_over_https(
             assert missing.value.headers["Strict-Transport-Security"].startswith("max-age=")
         finally:
             signer.stop()
+
+
+async def test_pyhanko_csc_signer_over_https(
+    tls_signer: tuple[SignerProcess, TlsFiles, object], idp: RunningIdp, tmp_path: Path
+) -> None:
+    """An unmodified pyHanko CSCSigner signs a PDF through the TLS listener (trusting the test
+    CA); the pyHanko CLI validates it."""
+    signer, files, _ = tls_signer
+    token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    connector = aiohttp.TCPConnector(ssl=files.client_context())
+    async with aiohttp.ClientSession(connector=connector) as http:
+        credential_id = await new_credential(http, signer.url, token)
+        session = CSCServiceSessionInfo(
+            service_url=signer.url, credential_id=credential_id, oauth_token=token
+        )
+        credential = await fetch_certs_in_csc_credential(http, session)
+        auth = HashBoundAuthorization(http, session, credential)
+        pdf_signer = signers.PdfSigner(
+            signers.PdfSignatureMetadata(
+                field_name="Signature1", subfilter=fields.SigSeedSubFilter.PADES,
+                md_algorithm="sha256",
+            ),
+            signer=CSCSigner(http, auth_manager=auth),
+        )  # fmt: skip
+        out = await pdf_signer.async_sign_pdf(IncrementalPdfFileWriter(BytesIO(multi_page_pdf(1))))
+    signed, root = tmp_path / "signed.pdf", tmp_path / "root.pem"
+    signed.write_bytes(out.getvalue())
+    root.write_bytes(
+        x509.load_der_x509_certificate(credential.chain[-1].dump()).public_bytes(Encoding.PEM)
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "pyhanko"), "sign", "validate", "--trust", str(root),
+         "--trust-replace", "--no-revocation-check", "--executive-summary", str(signed)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), done.stdout
