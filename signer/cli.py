@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from idp_adapter.errors import ConfigError as IdpConfigError
 from signer.client import ApiClient, ClientError
 from signer.errors import SignerError
 
@@ -1128,7 +1129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure("console", level=logging.WARNING)  # stdout is for the command's result
     try:
         return int(args.func(args))
-    except (ClientError, SignerError) as exc:
+    except (ClientError, SignerError, IdpConfigError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

@@ -124,3 +124,24 @@ def _receive(sock: socket.socket, proc: subprocess.Popen[bytes], log: Path) -> s
         except TimeoutError:
             assert proc.poll() is None, log.read_text()[-2000:]
     raise AssertionError(f"no READY=1 in 90 s: {log.read_text()[-2000:]}")
+
+
+def test_issuer_setup_error_stops_the_start_in_one_line(
+    softhsm_token: SoftHsmToken, database_url: str, idp: RunningIdp, ca_ready: None,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """An error found only while the service starts (two issuers with one URL, neither told
+    apart by match_claims) ends `qes serve` with one line, exit 1: what systemd logs."""
+    env = service_env(
+        token=softhsm_token, database_url=database_url, idp=idp, port=free_port(),
+        data_dir=tmp_path, QES__ISSUERS__DEMO_ORGANISATIONS__MATCH_CLAIMS="{}",
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "signer", "serve", "--config", str(DEV_CONFIG)],
+        env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("qes: issuers: ") and "match_claims" in last, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
