@@ -189,9 +189,26 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
         signal.signal(signum, forward)
     for early in list(_stop_requested):  # arrived while the children were being started
         forward(early, None)
-    codes = [child.wait() for child in children]
+    codes = _reap(len(children))
     # A worker ended by the stop signal we forwarded (before its handler was up) stopped cleanly.
     return max((0 if -c in _stop_requested else c for c in codes), key=abs)
+
+
+def _reap(count: int) -> list[int]:
+    """Exit codes of ``count`` children, in the order they end; each one's live metrics go as
+    it ends (a crashed worker's gauges must not stay in the sums of the others)."""
+    from signer import metrics
+
+    codes: list[int] = []
+    while len(codes) < count:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        codes.append(os.waitstatus_to_exitcode(status))
+        if metrics.multiprocess():
+            metrics.worker_exited(pid)
+    return codes
 
 
 # ---------------------------------------------------------------- sign

@@ -187,8 +187,10 @@ def prepare_multiprocess() -> str:
     return path
 
 
-def remove_multiprocess(path: str) -> None:
-    if not os.environ.get("QES_KEEP_METRICS_DIR"):
+def remove_multiprocess(path: str, *, created: bool) -> None:
+    """At the supervisor's exit: a directory it made goes; the operator's keeps its files
+    (the next start empties it)."""
+    if created:
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -58,13 +58,14 @@ def supervisor_metrics(settings: Settings) -> Iterator[None]:
     if not settings.metrics.enabled:
         yield
         return
+    created = not metrics.multiprocess()
     directory = metrics.prepare_multiprocess()  # before the first worker starts
     stop = _listen(settings)
     try:
         yield
     finally:
         stop()
-        metrics.remove_multiprocess(directory)
+        metrics.remove_multiprocess(directory, created=created)
 
 
 @contextlib.asynccontextmanager

@@ -140,6 +140,20 @@ def make_tls_files(directory: Path) -> tuple[TlsFiles, Any]:
     return files, server_ca
 
 
+def ephemeral_keys(token: Any) -> list[Any]:
+    """Objects a separate process sees in ``token`` that are not long-lived keys: ephemeral
+    keys made as token objects by mistake, CSC credential keys, unlabelled objects (the rule
+    of tests/conftest.py; other tests' long-lived keys in the session token are fine)."""
+    from signer.hsm.credential import CREDENTIAL_PREFIX
+    from signer.hsm.session import EPHEMERAL_LABEL
+
+    return [
+        o
+        for o in token.list_objects()
+        if o.label in ("", EPHEMERAL_LABEL) or o.label.startswith(CREDENTIAL_PREFIX)
+    ]
+
+
 def sign_request_body(content: bytes) -> dict[str, Any]:
     digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
     return {"hash_algorithm": "sha256", "hashes": [digest]}

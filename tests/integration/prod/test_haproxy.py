@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from tests.support.idp import DEMO_CLIENTS, DEMO_SECRETS, RunningIdp, start_idp, with_redirect_uri
-from tests.support.service import LONG_LIVED_LABELS, SignerProcess, free_port, service_env
+from tests.support.prod import ephemeral_keys
+from tests.support.service import SignerProcess, free_port, service_env
 from tests.support.softhsm import SoftHsmToken
 from tests.support.webflow import sign_across
 
@@ -253,11 +254,12 @@ async def test_replica_killed_mid_load_loses_nothing(
     assert all(status[s] in ("issued", "failed") for s in half_done)
     assert len(half_done) <= CLIENTS
     assert len(keys) == REQUESTS and all(k["answered"] for k in keys)
-    # The token: only the long-lived keys (A's session objects died with it; B is stopped).
+    # The token: no ephemeral key (A's session objects died with it; B is stopped meanwhile).
     balanced.b.stop()
-    left = [o for o in softhsm_token.list_objects() if o.label not in LONG_LIVED_LABELS]
-    assert left == [], left
-    balanced.b.start()
+    try:
+        assert ephemeral_keys(softhsm_token) == []
+    finally:
+        balanced.b.start()
 
 
 async def test_web_signing_alternates_replicas_through_the_balancer(

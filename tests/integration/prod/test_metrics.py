@@ -52,7 +52,6 @@ def metered(
         QES__METRICS__ENABLED="true",
         QES__METRICS__PORT=str(metrics_port),
         PROMETHEUS_MULTIPROC_DIR=str(multiproc),
-        QES_KEEP_METRICS_DIR="1",
     )
     process = SignerProcess(env, port, work / "signer.log").start()
     yield process, f"http://127.0.0.1:{metrics_port}/metrics", multiproc
