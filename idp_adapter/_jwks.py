@@ -28,7 +28,7 @@ from joserfc.jwk import Key, import_key
 from .errors import IdpUnavailable
 from .settings import IssuerSettings, check_url
 
-__all__ = ["JwksCache", "KeyIndex", "algorithms_for"]
+__all__ = ["IndexedKey", "JwksCache", "KeyIndex", "algorithms_for"]
 
 DEFAULT_MAX_AGE: Final = timedelta(seconds=300)
 MIN_MAX_AGE: Final = timedelta(seconds=30)
@@ -66,27 +66,39 @@ def algorithms_for(jwk: Mapping[str, Any]) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
+class IndexedKey:
+    """A usable public key of a JWK Set: the ``alg`` values it may verify, the joserfc key,
+    and its RFC 7638 thumbprint (what a cached verification remembers it was made with)."""
+
+    algorithms: frozenset[str]
+    key: Key
+    thumbprint: str
+
+
+@dataclass(frozen=True)
 class KeyIndex:
-    """An immutable, parsed JWK Set: ``kid`` -> (allowed algorithms, key)."""
+    """An immutable, parsed JWK Set: ``kid`` -> keys, plus the thumbprints of all of them."""
 
-    by_kid: Mapping[str, tuple[tuple[frozenset[str], Key], ...]]
-    anonymous: tuple[tuple[frozenset[str], Key], ...]
+    by_kid: Mapping[str, tuple[IndexedKey, ...]]
+    anonymous: tuple[IndexedKey, ...]
     expires_at: datetime
+    thumbprints: frozenset[str] = frozenset()
 
-    def find(self, kid: str | None, alg: str) -> Key | None:
+    def find(self, kid: str | None, alg: str) -> IndexedKey | None:
         """The key for ``kid`` that can verify ``alg``; without ``kid`` only an unambiguous one."""
         if kid is None:
-            fits = [k for algs, k in (*self.anonymous, *_flat(self.by_kid)) if alg in algs]
+            everything = (*self.anonymous, *(k for ks in self.by_kid.values() for k in ks))
+            fits = [k for k in everything if alg in k.algorithms]
             return fits[0] if len(fits) == 1 else None
-        return next((k for algs, k in self.by_kid.get(kid, ()) if alg in algs), None)
+        return next((k for k in self.by_kid.get(kid, ()) if alg in k.algorithms), None)
 
     @classmethod
     def parse(cls, document: Any, expires_at: datetime) -> KeyIndex:
         """Index the signature keys of a JWK Set; skip keys we cannot or must not use."""
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise IdpUnavailable("JWKS is not a JWK Set")
-        by_kid: dict[str, list[tuple[frozenset[str], Key]]] = {}
-        anonymous: list[tuple[frozenset[str], Key]] = []
+        by_kid: dict[str, list[IndexedKey]] = {}
+        anonymous: list[IndexedKey] = []
         for raw in document["keys"]:
             if not isinstance(raw, dict) or raw.get("use", "sig") != "sig" or "d" in raw:
                 continue
@@ -96,16 +108,16 @@ class KeyIndex:
                 continue
             try:
                 key = import_key(raw)
+                entry = IndexedKey(algs, key, key.thumbprint())
             except (JoseError, ValueError, TypeError):
                 continue
-            (anonymous if kid is None else by_kid.setdefault(kid, [])).append((algs, key))
+            (anonymous if kid is None else by_kid.setdefault(kid, [])).append(entry)
         frozen = {kid: tuple(keys) for kid, keys in by_kid.items()}
-        return cls(frozen, tuple(anonymous), expires_at)
+        prints = frozenset(k.thumbprint for k in (*anonymous, *_flat(frozen)))
+        return cls(frozen, tuple(anonymous), expires_at, prints)
 
 
-def _flat(
-    by_kid: Mapping[str, tuple[tuple[frozenset[str], Key], ...]],
-) -> list[tuple[frozenset[str], Key]]:
+def _flat(by_kid: Mapping[str, tuple[IndexedKey, ...]]) -> list[IndexedKey]:
     return [entry for entries in by_kid.values() for entry in entries]
 
 
@@ -144,12 +156,19 @@ class JwksCache:
         #: completed JWKS fetches (observability and tests)
         self.fetches = 0
 
-    @property
-    def valid_until(self) -> datetime | None:
-        """When the cached key set must be fetched again (None: nothing cached)."""
-        return self._index.expires_at if self._index is not None else None
+    def publishes(self, thumbprint: str) -> bool:
+        """Whether the key set as last fetched is still fresh and still holds this key.
 
-    async def key(self, kid: str | None, alg: str) -> Key | None:
+        A verification cached with a key ends the moment a fetch shows the issuer no longer
+        publishes it (rotation, OIDC Core §10.1.1), and whenever the set is stale."""
+        index = self._index
+        return (
+            index is not None
+            and self._clock() < index.expires_at
+            and thumbprint in index.thumbprints
+        )
+
+    async def key(self, kid: str | None, alg: str) -> IndexedKey | None:
         """The verification key for ``kid``/``alg``, or None when the JWKS has none.
 
         A fresh index is used as is; a stale or missing one is refetched. An unknown ``kid``

@@ -1,7 +1,9 @@
 """From verified claims to a :class:`~idp_adapter.principal.Principal`.
 
 OIDC Core §2 (``acr``, ``amr``, ``auth_time``, ``azp``), RFC 9068 §2.2 (``client_id``) and
-§2.2.3.1 (roles), RFC 7519 §4.1.7 (``jti``).
+§2.2.3.1 (roles and groups: RFC 9068 §7.2.1 leaves it to the resource server which issuer it
+trusts for them; here only the values listed in the issuer's ``grants_roles``), RFC 7519 §4.1.7
+(``jti``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .errors import IdentityNotAllowed, InvalidToken
 from .principal import Principal
 from .settings import IssuerSettings
 
-__all__ = ["build_principal", "claims_match"]
+__all__ = ["build_principal", "claims_match", "ungranted_roles"]
 
 
 def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
@@ -43,7 +45,23 @@ def _check_required(settings: IssuerSettings, claims: Mapping[str, Any]) -> None
 
 
 def _roles(settings: IssuerSettings, claims: Mapping[str, Any]) -> frozenset[str]:
-    return _string_set(claims, settings.roles_claim)
+    """The roles claimed that this issuer may grant (``grants_roles``); the rest count not."""
+    return _string_set(claims, settings.roles_claim) & settings.grants_roles
+
+
+def _groups(settings: IssuerSettings, claims: Mapping[str, Any]) -> frozenset[str]:
+    return _string_set(claims, settings.groups_claim) & settings.grants_roles
+
+
+def ungranted_roles(settings: IssuerSettings, claims: Mapping[str, Any]) -> frozenset[str]:
+    """Role and group values a verified token claims but its issuer may not grant."""
+    try:
+        claimed = _string_set(claims, settings.roles_claim) | _string_set(
+            claims, settings.groups_claim
+        )
+    except IdentityNotAllowed:
+        return frozenset()
+    return claimed - settings.grants_roles
 
 
 def _string_set(claims: Mapping[str, Any], path: str) -> frozenset[str]:
@@ -97,5 +115,5 @@ def build_principal(
         amr=_amr(claims),
         auth_time=None if auth_time is None else datetime.fromtimestamp(auth_time, UTC),
         email=_verified_email(claims),
-        groups=_string_set(claims, settings.groups_claim),
+        groups=_groups(settings, claims),
     )

@@ -22,11 +22,26 @@ from joserfc.jws import JWSRegistry
 
 from .errors import InvalidToken
 
-__all__ = ["Unverified", "check_claims", "check_header", "numeric_date", "parse", "verify"]
+__all__ = [
+    "ABSENT_TYP",
+    "Unverified",
+    "check_access_token",
+    "check_claims",
+    "check_header",
+    "check_id_token_type",
+    "normalize_typ",
+    "numeric_date",
+    "parse",
+    "verify",
+]
 
 MAX_TOKEN_LENGTH: Final = 16 * 1024
-#: RFC 7515 §4.1.9 / RFC 9068 §2.1: ``typ`` values we accept (case-insensitive).
-_TYPES: Final = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
+#: How a configured list of accepted ``typ`` values names "no ``typ`` header".
+ABSENT_TYP: Final = "absent"
+#: OIDC Core §2 / §3.1.3.7: claims only an ID token carries; never in an access token.
+_ID_TOKEN_CLAIMS: Final = ("nonce", "at_hash", "c_hash", "s_hash")
+#: ``typ`` values an ID token may carry (OIDC Core does not require one).
+_ID_TOKEN_TYPES: Final = frozenset({ABSENT_TYP, "jwt"})
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -88,13 +103,51 @@ def check_header(header: Mapping[str, Any]) -> tuple[str, str | None]:
         raise InvalidToken("alg_not_allowed", alg)
     if "crit" in header or "b64" in header or "enc" in header:
         raise InvalidToken("malformed", "unsupported header extension")
-    typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in _TYPES):
-        raise InvalidToken("malformed", "unexpected typ")
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise InvalidToken("malformed", "kid is not a string")
     return alg, kid
+
+
+def normalize_typ(value: str) -> str:
+    """RFC 7515 §4.1.9: ``typ`` is a media type, compared case-insensitively, and the
+    ``application/`` prefix may be left out; ``at+jwt`` and ``application/at+JWT`` are one."""
+    lowered = value.strip().lower()
+    return lowered.removeprefix("application/")
+
+
+def _typ(header: Mapping[str, Any]) -> str:
+    typ = header.get("typ", None)
+    if typ is None:
+        return ABSENT_TYP
+    if not isinstance(typ, str) or not typ.strip():
+        raise InvalidToken("malformed", "typ is not a media type")
+    return normalize_typ(typ)
+
+
+def check_access_token(
+    header: Mapping[str, Any], claims: Mapping[str, Any], accepted: frozenset[str]
+) -> None:
+    """RFC 9068 §4: a resource server accepts only tokens typed as access tokens.
+
+    ``accepted`` holds normalized ``typ`` values (default ``at+jwt``; an issuer of
+    workload-identity tokens may be configured for ``jwt`` or :data:`ABSENT_TYP`). A token with
+    an ID-token claim (``nonce``, ``at_hash``, ``c_hash``, ``s_hash``; OIDC Core §2, §3.3.2.11)
+    is an ID token whatever its ``typ`` says, and is refused: RFC 9068 §5 / RFC 8725 §3.11.
+    """
+    typ = _typ(header)
+    if typ not in accepted:
+        raise InvalidToken("not_access_token", f"typ {typ!r}")
+    for name in _ID_TOKEN_CLAIMS:
+        if name in claims:
+            raise InvalidToken("not_access_token", f"carries {name}")
+
+
+def check_id_token_type(header: Mapping[str, Any]) -> None:
+    """OIDC Core §2: an ID token has no ``typ`` or ``JWT``; an ``at+jwt`` (RFC 9068 §2.1) or
+    any other typed JWT is not an ID token (RFC 8725 §3.11, explicit typing)."""
+    if _typ(header) not in _ID_TOKEN_TYPES:
+        raise InvalidToken("malformed", "typ is not that of an ID token")
 
 
 def verify(token: Unverified, alg: str, key: Key) -> None:

@@ -18,7 +18,8 @@ __all__ = [
     "InvalidToken",
 ]
 
-#: Stable ``InvalidToken.reason`` codes (``bad_nonce``/``stale_auth``: ID tokens only).
+#: Stable ``InvalidToken.reason`` codes (``bad_nonce``/``stale_auth``: ID tokens only;
+#: ``not_access_token``: an ID token or another typed JWT presented as a bearer token).
 REASONS: Final = frozenset(
     {
         "malformed",
@@ -34,6 +35,7 @@ REASONS: Final = frozenset(
         "replayed",
         "bad_nonce",
         "stale_auth",
+        "not_access_token",
     }
 )
 

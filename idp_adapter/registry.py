@@ -6,23 +6,55 @@ import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 
 from ._jwks import JwksCache
-from ._mapping import build_principal, claims_match
-from ._verify import check_claims, check_header, numeric_date, parse, verify
+from ._mapping import build_principal, claims_match, ungranted_roles
+from ._verify import (
+    Unverified,
+    check_access_token,
+    check_claims,
+    check_header,
+    check_id_token_type,
+    numeric_date,
+    parse,
+    verify,
+)
 from .errors import ConfigError, IdentityNotAllowed, IdpError, InvalidToken
 from .principal import Principal
 from .replay import ReplayGuard
 from .settings import IssuerSettings
 
-__all__ = ["IssuerRegistry"]
+__all__ = ["IgnoredRoles", "IssuerRegistry"]
 
 #: Verified bearer tokens kept (LRU) so that a reused token skips its signature check.
 VERIFIED_TOKEN_CACHE = 4096
+
+#: Told of role/group values a verified token claimed from an issuer not trusted to grant them:
+#: ``(issuer name, subject, values)``. The signer logs it; the values are not counted.
+IgnoredRoles = Callable[[str, str, frozenset[str]], None]
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A verified token: its issuer entry, claims, ``exp``, and the key's RFC 7638 thumbprint."""
+
+    settings: IssuerSettings
+    claims: Mapping[str, Any]
+    expires_at: datetime
+    thumbprint: str
+
+
+@dataclass(frozen=True)
+class _Cached:
+    principal: Principal
+    deadline: float
+    issuer: str
+    thumbprint: str
 
 
 class IssuerRegistry:
@@ -31,6 +63,7 @@ class IssuerRegistry:
 
     ``clock`` returns timezone-aware datetimes. ``replay`` is required when any issuer sets
     ``require_jti``. ``jwks_min_refetch`` rate-limits unknown-``kid`` refetches per issuer.
+    ``on_ignored_roles`` is told of role claims from issuers not trusted to grant them.
     """
 
     def __init__(
@@ -41,6 +74,7 @@ class IssuerRegistry:
         replay: ReplayGuard | None = None,
         *,
         jwks_min_refetch: timedelta = timedelta(seconds=10),
+        on_ignored_roles: IgnoredRoles | None = None,
     ) -> None:
         by_issuer: dict[str, list[IssuerSettings]] = {}
         for s in issuers:
@@ -59,7 +93,8 @@ class IssuerRegistry:
             raise ConfigError("issuers: require_jti needs a ReplayGuard")
         self._clock = clock
         self._replay = replay
-        self._verified_tokens: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
+        self._on_ignored_roles = on_ignored_roles
+        self._verified_tokens: OrderedDict[bytes, _Cached] = OrderedDict()
         self._entries = {iss: tuple(group) for iss, group in by_issuer.items()}
         self._jwks = {
             iss: JwksCache(group[0], http, clock, jwks_min_refetch)
@@ -84,8 +119,9 @@ class IssuerRegistry:
         RFC 9068 §4 / RFC 7519 §7.2: parse; refuse ``none``/HMAC; pick the issuer by the
         (unverified) ``iss``; ``alg`` on the issuer's allow-list; key by ``kid`` from the
         issuer's JWKS (RFC 7517); signature; ``iss``/``aud``/``exp``/``nbf``/``iat``/``sub``;
+        ``typ`` one of the issuer's ``token_types`` (``at+jwt``) and no ID-token claim;
         subject mapping and ``required_claims``; last, the one-time ``jti`` when required, so
-        a refused token never consumes its ``jti``. ``typ: at+jwt`` is accepted, not required.
+        a refused token never consumes its ``jti``.
 
         :raises InvalidToken: with a stable ``reason``.
         :raises IdentityNotAllowed: valid token, identity not acceptable.
@@ -95,12 +131,21 @@ class IssuerRegistry:
         cached = self._still_valid(digest)
         if cached is not None:
             return cached
-        settings, claims, expires_at = await self._verified(token, audience=None)
-        principal = build_principal(settings, claims, expires_at)
-        if settings.require_jti:
-            await self._consume(settings.issuer, principal)
+        unverified = parse(token)
+        found = await self._verified(unverified, audience=None)
+        check_access_token(unverified.header, found.claims, found.settings.token_types)
+        principal = self._principal(found)
+        if found.settings.require_jti:
+            await self._consume(found.settings.issuer, principal)
         else:
-            self._remember(digest, principal, settings)
+            self._remember(digest, principal, found)
+        return principal
+
+    def _principal(self, found: _Verified) -> Principal:
+        principal = build_principal(found.settings, found.claims, found.expires_at)
+        ignored = ungranted_roles(found.settings, found.claims)
+        if ignored and self._on_ignored_roles is not None:
+            self._on_ignored_roles(found.settings.name, principal.subject, ignored)
         return principal
 
     def claimed_issuer(self, token: str) -> str | None:
@@ -117,25 +162,26 @@ class IssuerRegistry:
         """A token verified before is accepted again without re-checking its signature until
         ``exp`` (+ leeway): batch jobs present one token for thousands of requests. Time only
         moves forward, so its ``nbf``/``iat`` checks still hold; a token whose ``jti`` is
-        single-use is never cached. An entry also ends when the issuer's cached JWKS does, so a
-        key dropped from the JWKS stops being trusted exactly as without this cache."""
+        single-use is never cached. The entry counts only while the issuer's key set, as last
+        fetched, is fresh and still publishes the key that verified it: a JWKS fetch that drops
+        the key (rotation) ends every verification made with it at once, and a stale key set
+        sends the token through full verification, which fetches the set again."""
         hit = self._verified_tokens.get(digest)
         if hit is None:
             return None
-        principal, deadline = hit
-        if self._clock().timestamp() >= deadline:
+        if self._clock().timestamp() >= hit.deadline or not self._jwks[hit.issuer].publishes(
+            hit.thumbprint
+        ):
             del self._verified_tokens[digest]
             return None
         self._verified_tokens.move_to_end(digest)
-        return principal
+        return hit.principal
 
-    def _remember(self, digest: bytes, principal: Principal, settings: IssuerSettings) -> None:
-        deadline = principal.expires_at.timestamp() + settings.leeway.total_seconds()
-        keys_until = self._jwks[settings.issuer].valid_until
-        if keys_until is None:
-            return
-        deadline = min(deadline, keys_until.timestamp())
-        self._verified_tokens[digest] = (principal, deadline)
+    def _remember(self, digest: bytes, principal: Principal, found: _Verified) -> None:
+        deadline = principal.expires_at.timestamp() + found.settings.leeway.total_seconds()
+        self._verified_tokens[digest] = _Cached(
+            principal, deadline, found.settings.issuer, found.thumbprint
+        )
         if len(self._verified_tokens) > VERIFIED_TOKEN_CACHE:
             self._verified_tokens.popitem(last=False)
 
@@ -152,7 +198,10 @@ class IssuerRegistry:
 
         :raises InvalidToken: also ``bad_nonce`` and ``stale_auth``.
         """
-        settings, claims, expires_at = await self._verified(token, audience=client_id)
+        unverified = parse(token)
+        check_id_token_type(unverified.header)
+        found = await self._verified(unverified, audience=client_id)
+        settings, claims = found.settings, found.claims
         aud, azp = claims["aud"], claims.get("azp")
         if (isinstance(aud, list) and len(aud) > 1 and azp is None) or (
             azp is not None and azp != client_id
@@ -167,13 +216,10 @@ class IssuerRegistry:
             limit = (max_age + settings.leeway).total_seconds()
             if self._clock().timestamp() - auth_time > limit:
                 raise InvalidToken("stale_auth")
-        return build_principal(settings, claims, expires_at)
+        return self._principal(found)
 
-    async def _verified(
-        self, token: str, *, audience: str | None
-    ) -> tuple[IssuerSettings, Mapping[str, Any], datetime]:
-        """Parse, pick the issuer, check alg, key, signature and registered claims."""
-        unverified = parse(token)
+    async def _verified(self, unverified: Unverified, *, audience: str | None) -> _Verified:
+        """Pick the issuer, check alg, key, signature and registered claims."""
         alg, kid = check_header(unverified.header)
         iss = unverified.claims.get("iss")
         entries = self._entries.get(iss) if isinstance(iss, str) else None
@@ -185,7 +231,7 @@ class IssuerRegistry:
         key = await self._jwks[settings.issuer].key(kid, alg)
         if key is None:
             raise InvalidToken("unknown_kid")
-        verify(unverified, alg, key)
+        verify(unverified, alg, key.key)
         expires_at = check_claims(
             unverified.claims,
             issuer=settings.issuer,
@@ -193,7 +239,7 @@ class IssuerRegistry:
             now=self._clock(),
             leeway=settings.leeway,
         )
-        return settings, unverified.claims, expires_at
+        return _Verified(settings, unverified.claims, expires_at, key.thumbprint)
 
     @staticmethod
     def _select(entries: tuple[IssuerSettings, ...], claims: Mapping[str, Any]) -> IssuerSettings:

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from ._claims import Template, valid_path
+from ._verify import ABSENT_TYP, normalize_typ
 from .errors import ConfigError
 
 __all__ = ["PROFILES", "SUPPORTED_ALGORITHMS", "IssuerSettings", "check_url"]
@@ -33,6 +34,8 @@ _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _FIELD = re.compile(r"[a-z][a-z0-9_]*")
 _MAX_LEEWAY: Final = timedelta(minutes=5)
+#: RFC 6838 §4.2 media type name characters (``typ``, RFC 7515 §4.1.9, without ``application/``).
+_TYP = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*")
 
 
 def check_url(value: str, what: str) -> None:
@@ -57,6 +60,12 @@ class IssuerSettings:
     Several entries may share one ``issuer`` (one IdP issues both workload tokens, mapped to a
     legal person, and user tokens, mapped to a natural person): ``match_claims`` (exact match,
     type included) selects the entry, the first matching one in configuration order.
+
+    ``grants_roles`` lists the roles this issuer is trusted to grant: only these values of its
+    ``roles_claim`` and ``groups_claim`` count (auditor, approver group, admin, policy rules);
+    any other is ignored (default: none). Every other trusted issuer can sign, but cannot make
+    anyone an auditor or an approver. ``token_types`` are the bearer-token ``typ`` values
+    accepted (RFC 9068 §4: ``at+jwt``; ``jwt`` or ``absent`` for workload-identity issuers).
     """
 
     name: str
@@ -74,6 +83,8 @@ class IssuerSettings:
     groups_claim: str = "groups"
     jwks_uri: str | None = None
     match_claims: Mapping[str, str | bool | int] = field(default_factory=dict)
+    grants_roles: frozenset[str] = frozenset()
+    token_types: frozenset[str] = frozenset({"at+jwt"})
     templates: Mapping[str, Template] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +121,7 @@ class IssuerSettings:
             raise ValueError("roles_claim must be a claim name or dotted path")
         if not isinstance(self.groups_claim, str) or not valid_path(self.groups_claim):
             raise ValueError("groups_claim must be a claim name or dotted path")
+        self._validate_grants_and_types()
 
     def _validate_subject(self) -> None:
         if not isinstance(self.subject, Mapping) or not self.subject:
@@ -136,6 +148,20 @@ class IssuerSettings:
         if self.default_profile not in profiles:
             raise ValueError("default_profile must be one of profiles")
         self._set("profiles", profiles)
+
+    def _validate_grants_and_types(self) -> None:
+        grants = self.grants_roles
+        if isinstance(grants, str) or not all(isinstance(r, str) and r.strip() for r in grants):
+            raise ValueError("grants_roles must be a list of role names")
+        self._set("grants_roles", frozenset(grants))
+        types = self.token_types
+        if isinstance(types, str) or not types or not all(isinstance(t, str) for t in types):
+            raise ValueError('token_types must be a non-empty list such as ["at+jwt"]')
+        normalized = frozenset(normalize_typ(t) for t in types)
+        for typ in normalized:
+            if typ != ABSENT_TYP and not _TYP.fullmatch(typ):
+                raise ValueError(f"token_types: {typ!r} is not a media type (or {ABSENT_TYP!r})")
+        self._set("token_types", normalized)
 
     def _validate_algorithms(self) -> None:
         algorithms = tuple(self.algorithms)

@@ -7,6 +7,7 @@ closed in reverse; nothing does I/O at import or in ``__init__``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -56,6 +57,23 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+_ROLE_NAME = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+
+
+def log_ignored_roles(issuer_name: str, subject: str, values: frozenset[str]) -> None:
+    """Issue 18: a role or group claim from an issuer without ``grants_roles`` for it is
+    ignored, and said so. The values are the token's text: only short plain names are shown."""
+    shown = sorted(v for v in values if _ROLE_NAME.match(v))[:10]
+    log.warning(
+        "role_claims_ignored",
+        issuer=issuer_name,
+        subject_hash=hashlib.sha256(subject.encode()).hexdigest()[:16],
+        roles=shown,
+        count=len(values),
+        advice=f"list them in [issuers.{issuer_name}] grants_roles if this issuer may grant them",
+    )
 
 
 @web.middleware
@@ -133,7 +151,13 @@ def _resources(
             )
             gate = await open_gate(settings, pool, privacy_key, clock)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-                registry = IssuerRegistry(settings.issuers, http, clock, replay=records)
+                registry = IssuerRegistry(
+                    settings.issuers,
+                    http,
+                    clock,
+                    replay=records,
+                    on_ignored_roles=log_ignored_roles,
+                )
                 signing = SigningService(
                     hsm=hsm,
                     ca=IssuingCA(chain, settings.ca.policy, clock),

@@ -140,12 +140,13 @@ async def _serve(settings: Any, ssl_context: Any = None) -> None:
     from aiohttp import web
 
     from signer import serving
+    from signer.api.server import SignerRunner
     from signer.app import create_app
 
     loop = asyncio.get_running_loop()
     for signum in _STOP_SIGNALS:  # during setup too: one stop, however many signals
         loop.add_signal_handler(signum, _stop_requested.append, signum)
-    runner = web.AppRunner(
+    runner = SignerRunner(
         create_app(settings),
         handle_signals=False,
         access_log=None,

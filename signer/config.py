@@ -669,6 +669,8 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
         "match_claims": dict(s.get("match_claims", dict, {})),
         "roles_claim": s.get("roles_claim", str, "roles"),
         "groups_claim": s.get("groups_claim", str, "groups"),
+        "grants_roles": frozenset(s.get("grants_roles", list, [])),
+        "token_types": frozenset(s.get("token_types", list, ["at+jwt"])),
         "jwks_uri": s.get("jwks_uri", str, None),
         "leeway": timedelta(seconds=s.get("leeway_seconds", int, 30)),
     }

@@ -9,10 +9,54 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.support import leaks
 from tests.support.idp import DEMO_PASSWORDS, DEMO_SECRETS, RunningIdp, start_idp
 from tests.support.pg import admin_url, scratch_database
-from tests.support.service import DEV_CONFIG, free_port, service_env
+from tests.support.service import (
+    DEV_CONFIG,
+    SignerTestServer,
+    assert_hsm_clean,
+    free_port,
+    service_env,
+)
 from tests.support.softhsm import SoftHsmToken, session_token
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_leak_scan_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where the session-end token-leak scan looks (tests/support/leaks.py)."""
+    leaks.state.basetemp = tmp_path_factory.getbasetemp()
+    leaks.state.dir = tmp_path_factory.mktemp("test-process-logs")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the test process's own output and log records of every test phase (pytest captures
+    them; these are the in-process signer's logs) for the token-leak scan."""
+    if leaks.state.dir is None or not report.sections:
+        return
+    with (leaks.state.dir / "pytest-captured.log").open("a", errors="surrogateescape") as out:
+        for title, content in report.sections:
+            out.write(f"== {report.nodeid} {title}\n{content}\n")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Issue 18: after the whole run, no log line of any process holds a token a test sent,
+    whole or as its signature segment. A finding fails the run."""
+    files = leaks.log_files()
+    findings = leaks.scan(files, leaks.state.tokens)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and leaks.state.tokens:
+        reporter.write_line(
+            f"token-leak scan: {len(leaks.state.tokens)} tokens sent, {len(files)} log files "
+            f"read, {len(findings)} findings"
+        )
+    if not findings:
+        return
+    if reporter is not None:
+        for f in findings[:50]:
+            reporter.write_line(f"TOKEN LEAK: a {f.what} in {f.path}:{f.line}", red=True)
+        reporter.stats.setdefault("token leak", []).extend(findings)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -98,18 +142,12 @@ async def client(
     settings,
     ca_ready,  # type: ignore[no-untyped-def]
 ) -> AsyncIterator[TestClient]:
-    from signer.api.state import SERVICES
     from signer.app import create_app
 
     app = create_app(settings)
-    test_client = await aiohttp_client(app)  # type: ignore[operator]
+    test_client = await aiohttp_client(SignerTestServer(app))  # type: ignore[operator]
     yield test_client
-    services = app[SERVICES]
-    leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])
-    assert leftover == [], f"session objects left in the HSM after the test: {leftover}"
-    assert services.hsm.live_ephemeral_keys() == 0
-    credential_keys = await services.hsm.run(lambda s: s.credential_labels())
-    assert credential_keys == set(), f"CSC credential keys left in the HSM: {credential_keys}"
+    await assert_hsm_clean(app)
 
 
 @pytest.fixture

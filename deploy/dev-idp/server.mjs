@@ -198,6 +198,8 @@ function buildProvider(config) {
     scope: 'sign',
     audience: config.resource,
     accessTokenTTL: ttl,
+    // RFC 9068 JWT access tokens: oidc-provider signs them with typ "at+jwt", which the signer
+    // requires of bearer tokens (its ID tokens carry no such typ and are refused as bearer).
     accessTokenFormat: 'jwt',
     jwt: { sign: { alg: 'ES256' } },
   };

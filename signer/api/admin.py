@@ -120,9 +120,8 @@ def _resolved(services: Services, target: Target) -> Target:
 
 
 async def suspend(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    target, reason = parse_target(body)
-    services, gate, issuer, subject = await _admin(request)
+    services, gate, issuer, subject = await _admin(request)  # a non-admin learns nothing more
+    target, reason = parse_target(await read_json(request))
     target = _resolved(services, target)
     done = await gate.suspensions.act(
         "suspend",
@@ -133,16 +132,15 @@ async def suspend(request: web.Request) -> web.Response:
         reason=reason,
     )
     current = [s for s in await gate.suspensions.list() if s.target == target]
-    body = {"suspended": True, "changed": done is not None}
+    body: dict[str, Any] = {"suspended": True, "changed": done is not None}
     if current:
         body["suspension"] = suspension_json(current[0])
     return web.json_response(body, status=201 if done is not None else 200)
 
 
 async def resume(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    target, reason = parse_target(body)
-    services, gate, issuer, subject = await _admin(request)
+    services, gate, issuer, subject = await _admin(request)  # a non-admin learns nothing more
+    target, reason = parse_target(await read_json(request))
     target = _resolved(services, target)
     done = await gate.suspensions.act(
         "resume",

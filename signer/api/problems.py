@@ -31,6 +31,22 @@ class Unauthenticated(RequestError):
     status = 401
 
 
+class MalformedAuthorization(RequestError):
+    """RFC 6750 §3.1 ``invalid_request``: the header itself is not valid text."""
+
+    slug = "malformed-authorization"
+    title = "The Authorization header holds characters that are not allowed"
+    status = 400
+
+
+class MalformedRequest(RequestError):
+    """RFC 9112 §2.2: the request could not be parsed (answered by ``signer.api.server``)."""
+
+    slug = "malformed-request"
+    title = "The request could not be parsed; its bytes are neither shown nor logged"
+    status = 400
+
+
 class TokenReplayed(Unauthenticated):
     slug = "token-replayed"
     title = "This token was already used"
@@ -160,6 +176,7 @@ TOKEN_DETAIL = {
     "malformed": "The token is malformed.",
     "missing_claim": "The token lacks a required claim.",
     "replayed": "The token was already used.",
+    "not_access_token": "The token is not an access token (typ at+jwt, RFC 9068).",
 }
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from ca.profiles import Level
 from idp_adapter.errors import IdentityNotAllowed, InvalidToken
 from idp_adapter.principal import Principal
-from signer.api.auth import authenticate
+from signer.api.auth import authenticate, claimed_bearer_token
 from signer.api.problems import Unauthenticated
 from signer.api.state import REQUEST_ID, SERVICES
 from signer.errors import RequestError
@@ -45,11 +45,6 @@ def refusal_reason(exc: BaseException) -> str | None:
     return None
 
 
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
-
-
 async def log_refusal(
     request: web.Request, exc: BaseException, asked: SignatureRequest | None
 ) -> None:
@@ -58,7 +53,7 @@ async def log_refusal(
     refusals = request.app.get(REFUSAL_LOG)
     if reason is None or refusals is None:
         return
-    token = _bearer(request)
+    token = claimed_bearer_token(request)
     claimed = request.app[SERVICES].tokens.claimed_issuer(token) if token else None
     await refusals.log(
         Refused(

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from idp_adapter.errors import IdentityNotAllowed, IdpUnavailable, InvalidToken
 from idp_adapter.principal import Principal
+from signer.api.auth import bearer_token
 from signer.api.problems import TOKEN_DETAIL
 from signer.api.refused import log_refusal
 from signer.api.state import REQUEST_ID, SERVICES
@@ -162,10 +163,10 @@ async def _principal(request: web.Request) -> Principal:
 
 
 def _bearer(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
         raise CscInvalidToken("no bearer token")
-    return token.strip()
+    return token
 
 
 # -- parameters ----------------------------------------------------------------------------------

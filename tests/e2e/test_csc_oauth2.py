@@ -42,6 +42,7 @@ from tests.support.idp import (
     start_idp,
     with_redirect_uri,
 )
+from tests.support.leaks import record
 from tests.support.service import DEV_CONFIG, free_port
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature
 
@@ -233,6 +234,8 @@ async def redeem(
     ):
         assert r.headers.get("Cache-Control") == "no-store"
         body: dict[str, Any] = await r.json()
+        if isinstance(body.get("access_token"), str):
+            record(body["access_token"])  # the signer's credential token: never in a log
         return r.status, body
 
 

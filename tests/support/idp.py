@@ -34,6 +34,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, Key, KeySet
 
 from idp_adapter import IssuerRegistry, IssuerSettings
+from tests.support.leaks import record, register_log
 
 IDP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "dev-idp"
 DEMO = json.loads((IDP_DIR / "demo.json").read_text())
@@ -78,13 +79,13 @@ def compact(header: Mapping[str, Any], claims: Mapping[str, Any], signature: byt
     """A JWS compact serialization assembled by hand (for ``alg: none`` and forgeries)."""
     h = _b64url(json.dumps(header).encode())
     p = _b64url(json.dumps(claims).encode())
-    return f"{h}.{p}.{_b64url(signature)}"
+    return record(f"{h}.{p}.{_b64url(signature)}")
 
 
 def sign_jwt(key: Key, claims: Mapping[str, Any], header: Mapping[str, Any] | None = None) -> str:
     """Sign ``claims`` with ``key`` (joserfc), ES256 and the key's kid unless overridden."""
     full = {"alg": "ES256", "typ": "at+jwt", "kid": key.kid, **(header or {})}
-    return jwt.encode(full, dict(claims), key)
+    return record(jwt.encode(full, dict(claims), key))
 
 
 @dataclass
@@ -169,7 +170,7 @@ class RunningIdp:
                 body = await resp.json()
                 if resp.status != 200:
                     raise RuntimeError(f"token endpoint: {resp.status} {body}")
-                return str(body["access_token"])
+                return record(str(body["access_token"]))
 
     async def user_token(self, username: str, password: str, client_id: str, **kw: Any) -> str:
         """The access token of :meth:`user_login`."""
@@ -233,6 +234,9 @@ class RunningIdp:
                 body: dict[str, Any] = await resp.json()
                 if resp.status != 200:
                     raise RuntimeError(f"token endpoint: {resp.status} {body}")
+                for name in ("access_token", "id_token", "refresh_token"):
+                    if isinstance(body.get(name), str):
+                        record(body[name])
                 body["nonce"] = nonce
                 return body
 
@@ -311,7 +315,7 @@ def start_idp(
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"dev-idp-{port}.private.json"
     config_path.write_text(json.dumps(config))
-    log_path = workdir / f"dev-idp-{port}.log"
+    log_path = register_log(workdir / f"dev-idp-{port}.log")
     node = shutil.which("node") or "node"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from signer.api.server import SignerRunner
 from tests.support.idp import RunningIdp
+from tests.support.leaks import keep_output, register_log
 from tests.support.softhsm import SoftHsmToken
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +88,7 @@ class SignerProcess:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> SignerProcess:
-        out = self.log.open("ab")
+        out = register_log(self.log).open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "signer", "serve", "--config", str(DEV_CONFIG)],
             env={**os.environ, **self.env},
@@ -120,6 +125,26 @@ class SignerProcess:
         self.kill(signal.SIGTERM)
 
 
+class SignerTestServer(TestServer):
+    """aiohttp's test server on the runner ``qes serve`` uses (its quiet parse-error path)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return SignerRunner(self.app, **kwargs)
+
+
+async def assert_hsm_clean(app: web.Application) -> None:
+    """After a test on an in-process app: no session object and no live ephemeral key left in
+    its HSM, and no CSC credential key."""
+    from signer.api.state import SERVICES
+
+    services = app[SERVICES]
+    leftover = await services.hsm.run(lambda s: [o for o in s.object_summary() if not o[2]])
+    assert leftover == [], f"session objects left in the HSM after the test: {leftover}"
+    assert services.hsm.live_ephemeral_keys() == 0
+    credential_keys = await services.hsm.run(lambda s: s.credential_labels())
+    assert credential_keys == set(), f"CSC credential keys left in the HSM: {credential_keys}"
+
+
 def api_headers(token: str, **extra: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **{k: str(v) for k, v in extra.items()}}
 
@@ -139,6 +164,7 @@ async def run_qes(*args: str, env: Mapping[str, str] | None = None) -> tuple[int
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
+    keep_output(f"qes {args[0] if args else ''}", out + err)
     return proc.returncode, out.decode(), err.decode()
 
 

@@ -39,6 +39,8 @@ from tests.support.service import (
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature
 
+POLICY_ROLES = '["qes-admin", "treasury", "treasurer", "seal-approvers", "qes-auditor"]'
+
 
 @pytest.fixture(scope="module")
 def policy_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIdp]:
@@ -69,6 +71,9 @@ def policy_env(
         data_dir=tmp_path_factory.mktemp("policy-data"),
         QES__POLICY__FILE=f'"{policy_file}"',
         QES__POLICY__RELOAD_SECONDS="0.2",
+        # the roles and groups the policy file matches, granted by the test IdP (issue 18)
+        QES__ISSUERS__DEMO_ORGANISATIONS__GRANTS_ROLES=POLICY_ROLES,
+        QES__ISSUERS__DEMO_PEOPLE__GRANTS_ROLES=POLICY_ROLES,
     )
 
 

@@ -111,8 +111,8 @@ from signer.hsm.credential import credential_label
 from signer.secrets import Secret
 hsm = Hsm.open(HsmSettings(module=sys.argv[1], token_label=sys.argv[2],
                            pin=Secret(os.environ["QES_TEST_PIN"]), sessions=2))
-end, n = time.monotonic() + float(sys.argv[3]), 0
-while time.monotonic() < end:
+target, end, n = int(sys.argv[3]), time.monotonic() + 120, 0
+while n < target and time.monotonic() < end:
     label = credential_label(f"churn-{os.getpid()}-{n}", datetime.now(UTC) + timedelta(minutes=5))
     hsm.run_sync(lambda s: (s.generate_credential_key(label),
                             s.credential_key(label).sign_digest(bytes(32)),
@@ -130,17 +130,18 @@ def test_credential_key_churn_in_threads_and_two_processes_fails_nothing(
     (and a sweeper listing them) and by another process. Unserialised, SoftHSM failed such
     concurrent token-object writes of one process with CKR_GENERAL_ERROR and left half a key
     pair behind, and listed another process's changes twice ("ambiguous")."""
-    seconds = 3.0
+    cycles = 20  # per churner: counted, not timed, so a loaded machine churns as much
     other = softhsm_token.python(
-        _CHURN, softhsm_token.module, softhsm_token.label, str(seconds),
+        _CHURN, softhsm_token.module, softhsm_token.label, str(cycles),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    end = time.monotonic() + seconds
+    end = time.monotonic() + 120  # a safety net only; the counts below are what is asserted
     failures: list[BaseException] = []
     made = [0, 0]
+    churning = threading.Event()
 
     def churn(worker: int) -> None:
-        while time.monotonic() < end:
+        while made[worker] < cycles and time.monotonic() < end:
             label = credential_label(
                 f"churn-{worker}-{made[worker]}", datetime.now(UTC) + timedelta(minutes=5)
             )
@@ -157,22 +158,24 @@ def test_credential_key_churn_in_threads_and_two_processes_fails_nothing(
                 failures.append(exc)
 
     def sweep() -> None:
-        while time.monotonic() < end:
+        while not churning.is_set():
             try:
                 hsm.run_sync(lambda s: s.credential_labels())
             except Exception as exc:
                 failures.append(exc)
 
-    threads = [threading.Thread(target=churn, args=(i,)) for i in range(2)]
-    threads.append(threading.Thread(target=sweep))
-    for t in threads:
+    churners = [threading.Thread(target=churn, args=(i,)) for i in range(2)]
+    sweeper = threading.Thread(target=sweep)
+    for t in [*churners, sweeper]:
         t.start()
-    for t in threads:
+    for t in churners:
         t.join()
-    out, err = other.communicate(timeout=120)
+    out, err = other.communicate(timeout=180)
+    churning.set()
+    sweeper.join()
     assert other.returncode == 0, err
     assert failures == []
-    assert min(made) > 10 and int(out) > 10
+    assert made == [cycles, cycles] and int(out) == cycles
     leftover = [o for o in softhsm_token.list_objects() if o.label.startswith("qes-cred:")]
     assert leftover == []
     assert [o for o in hsm.run_sync(lambda s: s.object_summary()) if not o[0]] == []

@@ -42,7 +42,7 @@ async def expect_reason(registry_call: object, reason: str) -> None:
 async def test_client_credentials_token_maps_to_principal(
     idp: RunningIdp, make_registry: MakeRegistry
 ) -> None:
-    registry = make_registry(legal_settings(idp))
+    registry = make_registry(legal_settings(idp, grants_roles=["qes-batch"]))
     before = time.time()
     p = await registry.verify_bearer(await batch_token(idp))
     assert (p.issuer, p.issuer_name, p.subject, p.client_id) == (
@@ -68,9 +68,18 @@ async def test_client_credentials_token_maps_to_principal(
 async def test_auditor_client_carries_its_role(
     idp: RunningIdp, make_registry: MakeRegistry
 ) -> None:
-    settings = legal_settings(idp, subject={"common_name": "{org_name}", "country": "{country}"})
+    subject = {"common_name": "{org_name}", "country": "{country}"}
+    settings = legal_settings(idp, subject=subject, grants_roles=["qes-auditor"])
     p = await make_registry(settings).verify_bearer(await batch_token(idp, "demo-auditor"))
     assert p.roles == {"qes-auditor"}
+    # Issue 18: the same token from an issuer not trusted to grant roles carries none.
+    ignored: list[tuple[str, str, frozenset[str]]] = []
+    plain = make_registry(
+        legal_settings(idp, subject=subject), on_ignored_roles=lambda *a: ignored.append(a)
+    )
+    p = await plain.verify_bearer(await batch_token(idp, "demo-auditor"))
+    assert p.roles == frozenset()
+    assert ignored == [("dev", "demo-auditor", frozenset({"qes-auditor"}))]
 
 
 async def test_user_token_from_auth_code_flow(idp: RunningIdp, make_registry: MakeRegistry) -> None:

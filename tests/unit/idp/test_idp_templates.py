@@ -85,11 +85,13 @@ EXP = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def test_principal_from_claims() -> None:
-    p = build_principal(settings(), {**CLAIMS, "azp": "web", "amr": ["pwd"], "acr": "x"}, EXP)
+    granting = settings(grants_roles=["signer", "qes-auditor", "a", "b"])
+    p = build_principal(granting, {**CLAIMS, "azp": "web", "amr": ["pwd"], "acr": "x"}, EXP)
     assert dict(p.attributes) == {"common_name": "Erika Mustermann", "country": "DE"}
     assert p.roles == {"signer", "qes-auditor"}
     assert (p.client_id, p.acr, p.amr, p.subject) == ("web", "x", ("pwd",), "4711")
-    space = build_principal(settings(roles_claim="scope"), {**CLAIMS, "scope": "a b"}, EXP)
+    by_scope = settings(roles_claim="scope", grants_roles=["a", "b"])
+    space = build_principal(by_scope, {**CLAIMS, "scope": "a b"}, EXP)
     assert space.roles == {"a", "b"}
 
 
