@@ -24,6 +24,7 @@ SIGNER_URL=http://127.0.0.1:8780
 IDP_URL=http://127.0.0.1:9400
 RP_URL=http://127.0.0.1:8090
 RP_PORT=8090
+METRICS_URL=http://127.0.0.1:9780/metrics
 IDP_CONFIG=deploy/dev-idp/demo.json
 HSM_LABEL=qes-dev
 QES=.venv/bin/qes
@@ -251,6 +252,7 @@ signer() {
     return
   fi
   port_busy 8780 && fail "port 8780 is taken by another process (another checkout's signer? run its 'deploy/quickstart.sh stop')"
+  port_busy 9780 && fail "port 9780 (metrics) is taken by another process (another checkout's signer? run its 'deploy/quickstart.sh stop')"
   # The audit web UI's OIDC client (demo secret from $IDP_CONFIG, public like every demo secret).
   # Web signing (web apps send a person to sign) through the demo-signer-web client.
   QES__AUDIT__UI_CLIENT_ID=demo-audit-ui QES__AUDIT__UI_ISSUER=demo_people \
@@ -259,6 +261,7 @@ signer() {
     QES_WEB_SIGNING_CLIENT_SECRET=$(demo_secret demo-signer-web) \
     QES__APPROVALS__UI_CLIENT_ID=demo-approvals-ui QES__APPROVALS__UI_ISSUER=demo_people \
     QES_APPROVALS_UI_CLIENT_SECRET=$(demo_secret demo-approvals-ui) \
+    QES__METRICS__ENABLED=true QES__METRICS__PORT=9780 QES__SERVER__ACCESS_LOG=true \
     launch "$DATA/signer.pid" "$DATA/signer.log" "$QES" serve --config "$CONFIG"
   for i in $(seq 600); do
     [ "$(http_status "$SIGNER_URL/readyz")" = 200 ] && break
@@ -397,6 +400,7 @@ summary() {
 Running (development only; demo IdP secrets are public):
   signer      $SIGNER_URL  pid $(cat "$DATA/signer.pid" 2>/dev/null || echo '?')  log $DATA/signer.log
               API description: $SIGNER_URL/openapi.json
+              Prometheus metrics: $METRICS_URL  (access log in the signer log)
   dev IdP     $IDP_URL  pid $(cat "$DATA/idp.pid" 2>/dev/null || echo '?')  log $DATA/idp.log
               users alice/demo-alice, bob/demo-bob; clients demo-batch, demo-auditor ($IDP_CONFIG)
   audit UI    $SIGNER_URL/audit  (log in as carol / demo-carol, the demo auditor)

@@ -6,7 +6,9 @@
 #                                 (the quick start's --hsm-server), OpenSSL,
 #                                 PostgreSQL, Node.js (the demo IdP), .venv from requirements/run.txt
 #   bash deploy/setup.sh --test   also what the tests need: Chromium (driven by Playwright),
-#                                 pgBackRest and .venv from requirements/test.txt
+#                                 pgBackRest, HAProxy, Prometheus (promtool), buildah, mmdebstrap,
+#                                 podman, systemd-analyze, kubectl (Kustomize), and .venv from
+#                                 requirements/test.txt
 #
 # Python packages come only from the committed lock, hash-checked (pip --require-hashes); the
 # project itself is then installed without dependencies. When a lock file changes, the next run
@@ -44,6 +46,16 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "$set_name" = test ]; then
   have_cmd chromium || need+=(chromium) # the browser tests (Playwright drives Debian's build)
   have_cmd pgbackrest || need+=(pgbackrest) # the backup and restore drill (deploy/pgbackrest)
+  # The production pieces, tested for real: a load balancer in front of two replicas, a
+  # Prometheus that scrapes the service (promtool checks the alert rules), the container image
+  # built from a Debian base made here (no registry), and the systemd unit's checks.
+  have_cmd haproxy || need+=(haproxy)
+  have_cmd promtool || need+=(prometheus)
+  have_cmd buildah || need+=(buildah)
+  have_cmd mmdebstrap || need+=(mmdebstrap)
+  have_cmd podman || need+=(podman)
+  have_cmd systemd-analyze || need+=(systemd)
+  have_cmd kubectl || need+=(kubernetes-client) # `kubectl kustomize` renders deploy/kubernetes/
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

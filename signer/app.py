@@ -34,10 +34,12 @@ from signer.http import sign as webflow
 from signer.http.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
 from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_setup as csc_oauth2
+from signer.http.kit.access_log import observe_middleware
 from signer.http.kit.connections import connection_limits, hygiene_middleware
 from signer.http.kit.problems import Handler, problem_middleware
 from signer.http.kit.public_limits import PUBLIC_LIMITER, public_limit_middleware
 from signer.http.kit.refused import REFUSAL_LOG
+from signer.http.kit.tls import hsts_middleware, hsts_wanted
 from signer.http.kit.state import CRL_CACHE, REQUEST_ID, SERVICES, TRUST_BUNDLE_CACHE, Services
 from signer.http.sign.api import WEBHOOKS
 from signer.keys import Hsm
@@ -48,6 +50,7 @@ from signer.settings.config import Settings
 from signer.signing.csc import CscService
 from signer.signing.pipeline import SigningService
 from signer.signing.results import render_result
+from signer.signing import gauges
 from signer.signing.sweeper import Sweeper
 from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.anchor import AnchorStore
@@ -236,7 +239,9 @@ async def _core(
     ca_store = CaCertificateStore(o.pool)
     chain = await load_chain(ca_store, settings)
     time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
-    records = RecordStore(o.pool)
+    records = RecordStore(
+        o.pool, abandoned_after=timedelta(seconds=settings.server.idempotency_abandon_seconds)
+    )
     log_store = LogStore(o.pool, settings.log.origin)
     anchor = await _anchor(settings, o.pool)
     log_guard = anchor.refuse_if_halted if anchor is not None else None
@@ -332,6 +337,8 @@ async def _background(
     ]
     app[_SWEEPER] = swept = Sweeper(SweeperStore(o.pool), o.privacy_key, clock, settings.sweeper)
     loops.append(swept.run())
+    if settings.metrics.enabled:  # issue 13: gauges sampled for the scrape
+        loops.append(gauges.run(o.pool, o.hsm))
     if services.signing.gate is not None:
         loops.append(services.signing.gate.run())
     if _APPROVALS in app:
@@ -375,10 +382,17 @@ async def _purge_replay_records(records: RecordStore, clock: Callable[[], dateti
 
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> web.Application:
+    edge = [observe_middleware(access_log=settings.server.access_log)]
+    if hsts_wanted(settings.server):
+        edge.append(hsts_middleware(settings.server.hsts_max_age))
+    edge = [observe_middleware(access_log=settings.server.access_log)]
+    if hsts_wanted(settings.server):
+        edge.append(hsts_middleware(settings.server.hsts_max_age))
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[
             request_id_middleware,
+            *edge,
             problem_middleware,
             hygiene_middleware(connection_limits(settings.server)),
             public_limit_middleware,

@@ -11,7 +11,8 @@ import logging
 import os
 from collections.abc import Sequence
 
-from signer.cli import approvals, audit, clients, db, policy, service, sign
+from idp_adapter.errors import ConfigError as IdpConfigError
+from signer.cli import approvals, audit, clients, db, migrate, policy, service, sign
 from signer.cli.client import ClientError
 from signer.cli.common import DEFAULT_URL, fail
 from signer.errors import SignerError
@@ -30,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
         group.register(sub, with_config, url)
     policy.register(sub, with_config)
     approvals.register(sub, url)
+    migrate.register(sub, with_config)
     return p
 
 
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure("console", level=logging.WARNING)  # stdout is for the command's result
     try:
         return int(args.func(args))
-    except (ClientError, SignerError) as exc:
+    except (ClientError, SignerError, IdpConfigError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted", 130)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -92,19 +93,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from signer.settings.logging import configure
 
     configure(settings.server.log_format)
+    from signer.cli import serving
+
+    ssl_context = serving.listener_tls(settings, announce=not args.single)  # one-line errors
     if not args.single:  # once per `qes serve`, not once per worker
         warn_derived_origin(settings)
     if settings.server.workers > 1 and not args.single:
-        return _supervise(args, settings.server.workers)
-    asyncio.run(_serve(settings))
+        with serving.supervisor_metrics(settings):
+            return _supervise(args, settings.server.workers)
+    asyncio.run(_serve(settings, ssl_context))
     return 0
 
 
-async def _serve(settings: Any) -> None:
+async def _serve(settings: Any, ssl_context: Any = None) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully: stop accepting, let in-flight
     requests finish (up to ``server.shutdown_timeout``), close the pool and the HSM. Repeated
     signals (the process group's and the supervisor's) trigger one shutdown, not several."""
     from signer.app import create_app
+    from signer.cli import serving
     from signer.http.kit.connections import AcceptErrorLog, GuardedSite, connection_limits
     from signer.http.kit.server import SignerRunner
 
@@ -127,6 +133,7 @@ async def _serve(settings: Any) -> None:
             host=settings.server.host,
             port=settings.server.port,
             reuse_port=settings.server.workers > 1,
+            ssl_context=ssl_context,
         )
         await site.start()
         stop = asyncio.Event()
@@ -134,7 +141,8 @@ async def _serve(settings: Any) -> None:
             loop.add_signal_handler(signum, stop.set)
         if _stop_requested:
             stop.set()
-        await stop.wait()
+        async with serving.running(settings, ssl_context):  # TLS reload, metrics, READY=1
+            await stop.wait()
     finally:
         await runner.cleanup()
 
@@ -156,9 +164,26 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
         signal.signal(signum, forward)
     for early in list(_stop_requested):  # arrived while the children were being started
         forward(early, None)
-    codes = [child.wait() for child in children]
+    codes = _reap(len(children))
     # A worker ended by the stop signal we forwarded (before its handler was up) stopped cleanly.
     return max((0 if -c in _stop_requested else c for c in codes), key=abs)
+
+
+def _reap(count: int) -> list[int]:
+    """Exit codes of ``count`` children, in the order they end; each one's live metrics go as
+    it ends (a crashed worker's gauges must not stay in the sums of the others)."""
+    from signer import metrics
+
+    codes: list[int] = []
+    while len(codes) < count:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        codes.append(os.waitstatus_to_exitcode(status))
+        if metrics.multiprocess():
+            metrics.worker_exited(pid)
+    return codes
 
 
 def register(

@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from pkcs11.exceptions import PKCS11Error
 
+from signer import metrics
 from signer.errors import HsmUnavailable
 
 P = ParamSpec("P")
@@ -35,10 +36,12 @@ def holding(session: Any) -> Iterator[None]:
     if previous is not None:
         raise RuntimeError("nested HSM session use on one thread (Hsm.run inside Hsm.run?)")
     _LOCAL.session = session
+    metrics.HSM_IN_USE.inc()
     try:
         yield
     finally:
         _LOCAL.session = None
+        metrics.HSM_IN_USE.dec()
 
 
 def pkcs11_errors_as_unavailable(fn: Callable[P, R]) -> Callable[P, R]:
@@ -54,6 +57,7 @@ def pkcs11_errors_as_unavailable(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except PKCS11Error as exc:
+            metrics.HSM_ERRORS.inc()
             raise HsmUnavailable(f"{fn.__name__}: PKCS#11 {type(exc).__name__} {exc}") from exc
 
     return wrapper

@@ -28,6 +28,7 @@ from pkcs11 import Mechanism
 from pkcs11.exceptions import KeyHandleInvalid, ObjectHandleInvalid
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from signer import metrics
 from signer.errors import HsmUnavailable
 from signer.keys._context import current_session, pkcs11_errors_as_unavailable
 from signer.keys.types import Curve, KeyEvidence
@@ -128,6 +129,7 @@ class HsmEcPrivateKey(ec.EllipticCurvePrivateKey):
         s = int.from_bytes(raw[self._coord :], "big")
         return encode_dss_signature(r, s)
 
+    @metrics.timed(metrics.HSM_SECONDS, "sign")
     @pkcs11_errors_as_unavailable
     def _sign_raw(self, digest: bytes) -> bytes:
         session = current_session()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pkcs11.exceptions import MultipleTokensReturned, NoSuchToken, PKCS11Error
 
+from signer import metrics
 from signer.errors import HsmUnavailable
 from signer.keys._context import holding
 from signer.keys._module import (
@@ -143,6 +144,7 @@ class Link:
                 with holding(session):
                     return fn(session)
             except PKCS11Error as exc:
+                metrics.HSM_ERRORS.inc()
                 raise HsmUnavailable(f"PKCS#11 call failed: {type(exc).__name__} {exc}") from exc
             finally:
                 self.free.put(session)

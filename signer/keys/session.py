@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pkcs11.exceptions import ObjectHandleInvalid, PKCS11Error
 
+from signer import metrics
 from signer.errors import HsmUnavailable, KeyNotDestroyed, KeyPolicyViolation
 from signer.keys._context import pkcs11_errors_as_unavailable as _translated
 from signer.keys.credential import CREDENTIAL_PREFIX
@@ -76,6 +77,7 @@ class HsmSession:
 
     # -- ephemeral keys --------------------------------------------------------------------------
 
+    @metrics.timed(metrics.HSM_SECONDS, "generate")
     @_translated
     def generate_ephemeral(self, curve: Curve | None = None) -> EphemeralKey:
         """C_GenerateKeyPair of session objects (CKA_TOKEN=false), sensitive, non-extractable.
@@ -107,6 +109,7 @@ class HsmSession:
         self._owner._track(key_id, *handles)
         return EphemeralKey(key, evidence, key_id, *handles)
 
+    @metrics.timed(metrics.HSM_SECONDS, "destroy")
     @_translated
     def destroy(self, key: EphemeralKey) -> Destruction:
         """C_DestroyObject both halves, then confirm that neither resolves any more.

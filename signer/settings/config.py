@@ -32,6 +32,22 @@ DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """``[server.tls]``: the listener's certificate (RFC 8446; TLS 1.3 only unless
+    ``min_version = "1.2"``) and the optional client-certificate CA (mutual TLS). The files
+    are re-read when they change (``reload_seconds``), see :mod:`signer.tls`."""
+
+    certificate_file: Path
+    key_file: Path
+    min_version: str = "1.3"
+    client_ca_file: Path | None = None
+    #: With ``client_ca_file``: "required" (every client presents a certificate) or "optional"
+    #: (a client that presents one must chain to the CA; others still reach the bearer check).
+    client_auth: str = "required"
+    reload_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8780
@@ -52,6 +68,27 @@ class ServerSettings:
     #: for all addresses together, shared by every replica; 0: no limit.
     public_per_address_per_minute: int = 600
     public_total_per_minute: int = 6000
+    tls: TlsSettings | None = None
+    #: Development only: an http ``public_url`` on a host that is not loopback.
+    allow_http_public_url: bool = False
+    #: Strict-Transport-Security max-age (RFC 6797) sent when TLS is on or public_url is https.
+    hsts_max_age: int = 31_536_000
+    #: One structured line per request (signer.access_log); off by default.
+    access_log: bool = False
+    #: An Idempotency-Key whose request neither finished nor failed after this long belongs to
+    #: a process that died: a retry with the key runs the request afresh. Keep it above the
+    #: longest request (a large batch with time-stamps).
+    idempotency_abandon_seconds: int = 120
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: Prometheus metrics on their own listener (signer.metrics), off unless
+    ``enabled``; with ``server.workers > 1`` one scrape holds every worker's counts."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9780
 
 
 @dataclass(frozen=True)
@@ -254,6 +291,7 @@ class Settings:
     policy: PolicySettings = PolicySettings()
     csc: CscSettings = CscSettings()
     sweeper: SweeperSettings = SweeperSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 class _Section:
@@ -356,6 +394,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "policy",
         "csc",
         "sweeper",
+        "metrics",
     }
     for key in raw:
         if key not in known:
@@ -363,7 +402,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     data_dir = raw.get("data_dir", ".qes")
     if not isinstance(data_dir, str):
         raise ConfigError(f"data_dir: expected a string, got {data_dir!r}")
-    server = _server(_Section("server", raw.get("server", {})))
+    server = _server(_Section("server", raw.get("server", {})), base)
     settings = Settings(
         server=server,
         database=_database(_Section("database", raw.get("database", {})), env, base),
@@ -379,6 +418,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         policy=_policy(_Section("policy", raw.get("policy", {})), base),
         csc=_csc(_Section("csc", raw.get("csc", {})), server),
         sweeper=_sweeper(_Section("sweeper", raw.get("sweeper", {}))),
+        metrics=_metrics(_Section("metrics", raw.get("metrics", {}))),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -406,7 +446,23 @@ def _sweeper(s: _Section) -> SweeperSettings:
     return SweeperSettings(**values)
 
 
-def _server(s: _Section) -> ServerSettings:
+def _connection_limits(s: _Section, d: ServerSettings) -> dict[str, Any]:
+    """Connection hygiene and anonymous endpoints' limits (issue 17) of ``[server]``."""
+    limits: dict[str, Any] = {}
+    for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
+        limits[key] = float(s.get(key, (int, float), getattr(d, key)))
+        s.check(key, 0.1 <= limits[key] <= 3600, "must be between 0.1 and 3600 seconds")
+    limits["max_connections"] = s.get("max_connections", int, d.max_connections)
+    s.check(
+        "max_connections", 1 <= limits["max_connections"] <= 1_000_000, "must be 1 .. 1000000"
+    )
+    for key in ("public_per_address_per_minute", "public_total_per_minute"):
+        limits[key] = s.get(key, int, getattr(d, key))
+        s.check(key, 0 <= limits[key] <= 10_000_000, "must be 0 (no limit) .. 10000000")
+    return limits
+
+
+def _server(s: _Section, base: Path) -> ServerSettings:
     d = ServerSettings()
     port = s.get("port", int, d.port)
     s.check("port", 0 <= port <= 65535, "must be between 0 and 65535")
@@ -422,16 +478,17 @@ def _server(s: _Section) -> ServerSettings:
     s.check("max_digests", 1 <= max_digests <= 100_000, "must be between 1 and 100000")
     log_format = s.get("log_format", str, d.log_format)
     s.check("log_format", log_format in ("json", "console"), "must be 'json' or 'console'")
-    timeouts = {}
-    for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
-        timeouts[key] = float(s.get(key, (int, float), getattr(d, key)))
-        s.check(key, 0.1 <= timeouts[key] <= 3600, "must be between 0.1 and 3600 seconds")
-    max_connections = s.get("max_connections", int, d.max_connections)
-    s.check("max_connections", 1 <= max_connections <= 1_000_000, "must be 1 .. 1000000")
-    public = {}
-    for key in ("public_per_address_per_minute", "public_total_per_minute"):
-        public[key] = s.get(key, int, getattr(d, key))
-        s.check(key, 0 <= public[key] <= 10_000_000, "must be 0 (no limit) .. 10000000")
+    allow_http = s.get("allow_http_public_url", bool, d.allow_http_public_url)
+    s.check(
+        "public_url",
+        public_url.startswith("https://") or allow_http or _loopback(public_url),
+        "must be an https URL (allow_http_public_url = true is for development only)",
+    )
+    hsts = s.get("hsts_max_age", int, d.hsts_max_age)
+    s.check("hsts_max_age", 0 <= hsts <= 2**31 - 1, "must be 0 or more seconds")
+    tls_table = s.get("tls", dict, None)
+    abandon = s.get("idempotency_abandon_seconds", int, d.idempotency_abandon_seconds)
+    s.check("idempotency_abandon_seconds", 5 <= abandon <= 3600, "must be 5 .. 3600 seconds")
     result = ServerSettings(
         host=s.get("host", str, d.host),
         port=port,
@@ -442,12 +499,50 @@ def _server(s: _Section) -> ServerSettings:
         max_digests=max_digests,
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
         log_format=log_format,
-        max_connections=max_connections,
-        header_timeout=timeouts["header_timeout"],
-        body_timeout=timeouts["body_timeout"],
-        keepalive_timeout=timeouts["keepalive_timeout"],
-        public_per_address_per_minute=public["public_per_address_per_minute"],
-        public_total_per_minute=public["public_total_per_minute"],
+        **_connection_limits(s, d),
+        tls=None if tls_table is None else _tls(_Section("server.tls", tls_table), base),
+        allow_http_public_url=allow_http,
+        hsts_max_age=hsts,
+        access_log=s.get("access_log", bool, d.access_log),
+        idempotency_abandon_seconds=abandon,
+    )
+    s.done()
+    return result
+
+
+def _loopback(url: str) -> bool:
+    """An http URL that only this machine can reach is a development set-up by construction."""
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _tls(s: _Section, base: Path) -> TlsSettings:
+    d_min, d_auth, d_reload = "1.3", "required", 5.0
+    min_version = s.get("min_version", str, d_min)
+    s.check("min_version", min_version in ("1.2", "1.3"), "must be '1.3' or '1.2'")
+    client_ca = s.get("client_ca_file", str, None)
+    client_auth = s.get("client_auth", str, d_auth)
+    s.check("client_auth", client_auth in ("required", "optional"), "'required' or 'optional'")
+    reload_seconds = s.get("reload_seconds", float, d_reload)
+    s.check("reload_seconds", 0.1 <= reload_seconds <= 3600, "must be 0.1 .. 3600 seconds")
+    result = TlsSettings(
+        certificate_file=base / s.get("certificate_file", str),
+        key_file=base / s.get("key_file", str),
+        min_version=min_version,
+        client_ca_file=None if client_ca is None else base / client_ca,
+        client_auth=client_auth,
+        reload_seconds=reload_seconds,
+    )
+    s.done()
+    return result
+
+
+def _metrics(s: _Section) -> MetricsSettings:
+    d = MetricsSettings()
+    port = s.get("port", int, d.port)
+    s.check("port", 0 <= port <= 65535, "must be between 0 and 65535")
+    result = MetricsSettings(
+        enabled=s.get("enabled", bool, d.enabled), host=s.get("host", str, d.host), port=port
     )
     s.done()
     return result

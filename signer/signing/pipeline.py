@@ -40,6 +40,7 @@ from ca.errors import ProfileError
 from ca.logentry import PrivacyKey, RefusalEntry, Requester, RequestSummary
 from ca.profiles import Level, NaturalPerson, Subject, subject_from_attributes
 from idp_adapter.principal import Principal
+from signer import metrics
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -583,7 +584,8 @@ class SigningService:
             )
         except DatabaseUnavailable as exc:
             log.error("completion_not_recorded", serials=[r.serial for _, r, _ in done])
-            for job, _, _ in done:
+            for job, result, _ in done:
+                count_outcome(job.request, result.profile, "failed", len(job.request.digests))
                 _settle(job, exc)
             return
         for job, result, response in done:
@@ -592,6 +594,7 @@ class SigningService:
                 log.error("completion_not_recorded", serial=result.serial)
                 _settle(job, DatabaseUnavailable(f"record {job.record_id} was not 'issued'"))
                 continue
+            count_outcome(job.request, result.profile, "completed", len(result.signatures))
             log.info(
                 "signed",
                 serial=result.serial,
@@ -619,6 +622,7 @@ class SigningService:
         )
         if not failed.recorded or record is None:
             return
+        count_outcome(job.request, record.profile, "failed", len(job.request.digests))
         cause = failed.cause
         reason = cause.slug if isinstance(cause, SignerError) else "internal-error"
         at = self._clock()
@@ -667,6 +671,15 @@ def _sign_and_destroy(
     if not destruction.confirmed_absent:
         return _Failed(KeyNotDestroyed("key still resolves after destroy"), destruction, True)
     return _Signed(cert, key.evidence, signatures, time_stamps, destruction)
+
+
+def count_outcome(request: SignatureRequest, profile: str, outcome: str, digests: int) -> None:
+    """One certificate and its digests in the metrics, by profile, format and outcome."""
+    labels = (profile, request.format)
+    metrics.CERTIFICATES.labels(*labels, outcome).inc()
+    metrics.SIGNATURES.labels(*labels, "signed" if outcome == "completed" else "failed").inc(
+        digests
+    )
 
 
 def _settle(job: _Job, exc: BaseException) -> None:

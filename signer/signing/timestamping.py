@@ -28,6 +28,7 @@ from asn1crypto import cms, tsp
 from cryptography import x509
 
 from ca.tsa import HASH_ALGORITHMS, TimeStampAuthority, TimeStampResp
+from signer import metrics
 from signer.errors import ConfigError, SignerError
 from signer.formats.cms import Timestamper
 from signer.formats.tsp_verify import TokenRejected, verify_reply
@@ -233,6 +234,7 @@ def checked(
 
     def stamp(digest: bytes, hash_algorithm: str, /) -> bytes:
         token = timestamper(digest, hash_algorithm)
+        metrics.TIMESTAMPS.inc()
         skew = abs(gen_time(token) - clock())
         if skew > max_skew:
             raise TimeStampClockSkew(

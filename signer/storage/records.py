@@ -283,8 +283,9 @@ def record_from_row(r: asyncpg.Record) -> SigningRecord:
 class RecordStore:
     """The signer's PostgreSQL state. The pool is owned by the caller (the app's cleanup_ctx)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, abandoned_after: timedelta = ABANDONED_AFTER) -> None:
         self._pool = pool
+        self._abandoned_after = abandoned_after
 
     async def ping(self) -> None:
         async with guard("ping"):
@@ -383,7 +384,9 @@ class RecordStore:
         if bytes(row["body_sha256"]) != key.body_sha256:
             return IdempotencyClaim(IdempotencyOutcome.MISMATCH)
         if row["response"] is None:
-            if row["created_at"] < at - ABANDONED_AFTER and await self._take_over(key, row, at):
+            if row["created_at"] < at - self._abandoned_after and await self._take_over(
+                key, row, at
+            ):
                 return IdempotencyClaim(IdempotencyOutcome.NEW)
             return IdempotencyClaim(IdempotencyOutcome.IN_PROGRESS)
         return IdempotencyClaim(IdempotencyOutcome.REPLAY, json.loads(row["response"]))

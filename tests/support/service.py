@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -79,11 +80,13 @@ class SignerProcess:
     env: Mapping[str, str]
     port: int
     log: Path
+    #: The client side of ``[server.tls]`` (trusting the test CA); None: plain http.
+    tls: ssl.SSLContext | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> SignerProcess:
         out = register_log(self.log).open("ab")
@@ -106,7 +109,9 @@ class SignerProcess:
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310
+                f"{self.url}/readyz", timeout=1, context=self.tls
+            ) as r:
                 return bool(r.status == 200)
         except OSError:
             return False

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ca.errors import CaError
 from idp_adapter.errors import IdentityNotAllowed, IdpError, IdpUnavailable, InvalidToken
+from signer import metrics
 from signer.errors import RequestError, SignerError
 from signer.http.kit.state import REQUEST_ID
 
@@ -200,6 +201,7 @@ def problem_response(
     err: SignerError, request: web.Request, *, status: int | None = None, detail: str | None = None
 ) -> web.Response:
     status = status or err.status
+    metrics.REFUSALS.labels(err.slug, str(status)).inc()
     body: dict[str, Any] = {
         "type": f"/problems/{err.slug}",
         "title": err.title,

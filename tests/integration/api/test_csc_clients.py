@@ -23,8 +23,6 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers
 from pyhanko.sign.signers.csc_signer import (
-    CSCAuthorizationInfo,
-    CSCAuthorizationManager,
     CSCServiceSessionInfo,
     CSCSigner,
     fetch_certs_in_csc_credential,
@@ -32,6 +30,7 @@ from pyhanko.sign.signers.csc_signer import (
 from pyhanko.sign.timestamps import HTTPTimeStamper
 
 from signer.keys.credential import CREDENTIAL_PREFIX
+from tests.support.csc import HashBoundAuthorization, new_credential
 from tests.support.idp import RunningIdp
 from tests.support.pdfs import multi_page_pdf
 from tests.support.service import SignerProcess, free_port, service_env
@@ -71,32 +70,6 @@ def replicas(
     assert leftover == [], f"CSC credential keys left after the replicas stopped: {leftover}"
 
 
-class HashBoundAuthorization(CSCAuthorizationManager):
-    """The client's part of a CSC integration (pyHanko leaves it to the caller): ask
-    ``credentials/authorize`` for a SAD bound to exactly the hashes about to be signed."""
-
-    def __init__(self, http: aiohttp.ClientSession, *args: Any) -> None:
-        super().__init__(*args)
-        self.http = http
-        self.requests: list[dict[str, Any]] = []
-
-    async def authorize_signature(self, hash_b64s: list[str]) -> CSCAuthorizationInfo:
-        body = self.format_csc_auth_request(hash_b64s=hash_b64s)
-        self.requests.append(body)
-        url = self.csc_session_info.endpoint_url("credentials/authorize")
-        async with self.http.post(url, json=body, headers=self.auth_headers) as resp:
-            resp.raise_for_status()
-            return self.parse_csc_auth_response(await resp.json())
-
-
-async def _new_credential(http: aiohttp.ClientSession, url: str, token: str) -> str:
-    headers = {"Authorization": f"Bearer {token}"}
-    async with http.post(f"{url}/csc/v1/credentials/list", json={}, headers=headers) as resp:
-        body = await resp.json()
-        assert resp.status == 200, body
-    return str(body["credentialIDs"][0])
-
-
 @pytest.mark.parametrize("api_ver", ["v1", "v2"])
 async def test_pyhanko_csc_signer_signs_a_pdf_b_t(
     replicas: tuple[SignerProcess, SignerProcess],
@@ -106,7 +79,7 @@ async def test_pyhanko_csc_signer_signs_a_pdf_b_t(
 ) -> None:
     a, _ = replicas
     async with aiohttp.ClientSession() as http:
-        credential_id = await _new_credential(http, a.url, batch_token)
+        credential_id = await new_credential(http, a.url, batch_token)
         session = CSCServiceSessionInfo(
             service_url=a.url, credential_id=credential_id, oauth_token=batch_token,
             api_ver=api_ver,
@@ -193,7 +166,7 @@ async def test_each_step_on_another_replica(
     content = b"signed across replicas"
     digest = hashlib.sha256(content).digest()
     async with aiohttp.ClientSession() as http:
-        credential_id = await _new_credential(http, a.url, batch_token)
+        credential_id = await new_credential(http, a.url, batch_token)
         async with http.post(
             f"{b.url}/csc/v2/credentials/info",
             json={"credentialID": credential_id, "certificates": "chain"},
