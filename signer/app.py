@@ -39,18 +39,18 @@ from signer.http.kit.connections import connection_limits, hygiene_middleware
 from signer.http.kit.problems import Handler, problem_middleware
 from signer.http.kit.public_limits import PUBLIC_LIMITER, public_limit_middleware
 from signer.http.kit.refused import REFUSAL_LOG
-from signer.http.kit.tls import hsts_middleware, hsts_wanted
 from signer.http.kit.state import CRL_CACHE, REQUEST_ID, SERVICES, TRUST_BUNDLE_CACHE, Services
+from signer.http.kit.tls import hsts_middleware, hsts_wanted
 from signer.http.sign.api import WEBHOOKS
 from signer.keys import Hsm
 from signer.policy.enforcement import open_gate
 from signer.policy.public_limits import PublicLimiter
 from signer.policy.refusals import RefusalLog
 from signer.settings.config import Settings
+from signer.signing import gauges
 from signer.signing.csc import CscService
 from signer.signing.pipeline import SigningService
 from signer.signing.results import render_result
-from signer.signing import gauges
 from signer.signing.sweeper import Sweeper
 from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.anchor import AnchorStore

@@ -19,9 +19,9 @@ import structlog
 
 from signer import metrics
 from signer.cli import sdnotify
-from signer.settings.config import Settings
 from signer.errors import ConfigError
 from signer.http.kit.tls import server_context, watch
+from signer.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 

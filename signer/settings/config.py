@@ -453,9 +453,7 @@ def _connection_limits(s: _Section, d: ServerSettings) -> dict[str, Any]:
         limits[key] = float(s.get(key, (int, float), getattr(d, key)))
         s.check(key, 0.1 <= limits[key] <= 3600, "must be between 0.1 and 3600 seconds")
     limits["max_connections"] = s.get("max_connections", int, d.max_connections)
-    s.check(
-        "max_connections", 1 <= limits["max_connections"] <= 1_000_000, "must be 1 .. 1000000"
-    )
+    s.check("max_connections", 1 <= limits["max_connections"] <= 1_000_000, "must be 1 .. 1000000")
     for key in ("public_per_address_per_minute", "public_total_per_minute"):
         limits[key] = s.get(key, int, getattr(d, key))
         s.check(key, 0 <= limits[key] <= 10_000_000, "must be 0 (no limit) .. 10000000")

@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from signer.errors import ConfigError
 from signer.http.kit.problems import Handler
 from signer.settings.config import ServerSettings, TlsSettings
-from signer.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 # TLS 1.2 only when configured: forward-secret AEAD suites only (RFC 9325 §4.2).

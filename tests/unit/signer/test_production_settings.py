@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from signer.settings.config import load_settings
-from signer.errors import ConfigError
 from signer.cli.sdnotify import notify
+from signer.errors import ConfigError
+from signer.settings.config import load_settings
 from tests.support.service import ROOT
 
 ENV = {"QES_HSM_PIN": "1234"}
