@@ -4,8 +4,6 @@ client knows that port's redirect URI."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.support.chromium import launched
 from tests.support.idp import (
     DEMO_CLIENTS,
     DEMO_SECRETS,
@@ -24,7 +23,6 @@ from tests.support.idp import (
 from tests.support.service import DEV_CONFIG, free_port, service_env
 from tests.support.softhsm import SoftHsmToken
 
-CHROMIUM = os.environ.get("QES_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
@@ -99,18 +97,8 @@ async def audit_site(
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
-    from playwright.async_api import async_playwright
-
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run deploy/setup.sh (installs Debian's chromium)")
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with launched() as chromium:
+        yield chromium
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import uuid
@@ -72,6 +73,12 @@ class Site:
     idp: RunningIdp
     clock: FakeClock
     database_url: str
+    #: The client side of the signer's ``[server.tls]`` (trusting the test CA); None: http.
+    tls: ssl.SSLContext | None = None
+
+    def http(self) -> aiohttp.ClientSession:
+        """A session for the RP's API calls to this site."""
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.tls or True))
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +211,7 @@ async def create(site: Site, rp: Rp, docs: list[dict[str, str]], **extra: Any) -
         **extra,
     }
     async with (
-        aiohttp.ClientSession() as http,
+        site.http() as http,
         http.post(f"{site.url}/api/v1/signing-requests", json=body, headers=rp.auth) as r,
     ):
         assert r.status == 201, await r.text()
@@ -215,7 +222,7 @@ async def create(site: Site, rp: Rp, docs: list[dict[str, str]], **extra: Any) -
 
 async def fetch(site: Site, rp: Rp, request_id: str) -> dict[str, Any]:
     async with (
-        aiohttp.ClientSession() as http,
+        site.http() as http,
         http.get(f"{site.url}/api/v1/signing-requests/{request_id}", headers=rp.auth) as r,
     ):
         assert r.status == 200, await r.text()

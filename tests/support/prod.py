@@ -9,6 +9,8 @@ import json
 import os
 import ssl
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -21,6 +23,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.idp import (
+    DEMO_CLIENTS,
+    DEMO_SECRETS,
+    RunningIdp,
+    start_idp,
+    with_redirect_uri,
+)
+from tests.support.service import SignerProcess, free_port, service_env
+from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature
 
 
@@ -199,3 +210,42 @@ def post_json(url: str, body: Any, headers: dict[str, str], ctx: ssl.SSLContext 
     )
     with urllib.request.urlopen(request, timeout=60, context=ctx) as r:  # noqa: S310
         return r.status, dict(r.headers), json.loads(r.read())
+
+
+@dataclass(frozen=True)
+class HttpsWebSigner:
+    signer: SignerProcess
+    idp: RunningIdp
+    files: TlsFiles
+
+    @property
+    def url(self) -> str:
+        return self.signer.url
+
+
+@contextmanager
+def https_web_signer(
+    token: SoftHsmToken, database_url: str, work: Path
+) -> Iterator[HttpsWebSigner]:
+    """`qes serve` with ``[server.tls]`` (a throwaway test CA's certificate) and web signing on,
+    with a dev IdP whose ``demo-signer-web`` client returns to its https callback."""
+    files, _ = make_tls_files(work / "pki")
+    port = free_port()
+    public = f"https://127.0.0.1:{port}"
+    clients = with_redirect_uri(DEMO_CLIENTS, "demo-signer-web", f"{public}/sign/callback")
+    with start_idp(work / "idp", clients=clients) as idp:
+        env = service_env(
+            token=token, database_url=database_url, idp=idp, port=port, data_dir=work,
+            QES__SERVER__PUBLIC_URL=public,
+            QES__SERVER__TLS__CERTIFICATE_FILE=f'"{files.cert}"',
+            QES__SERVER__TLS__KEY_FILE=f'"{files.key}"',
+            QES__WEB_SIGNING__CLIENT_ID="demo-signer-web",
+            QES__WEB_SIGNING__ISSUER="demo_people",
+            QES_WEB_SIGNING_CLIENT_SECRET=DEMO_SECRETS["demo-signer-web"],
+        )  # fmt: skip
+        signer = SignerProcess(env, port, work / "signer.log", tls=files.client_context())
+        signer.start()
+        try:
+            yield HttpsWebSigner(signer, idp, files)
+        finally:
+            signer.stop()

@@ -7,7 +7,9 @@ runs `qes serve` exactly as its entry point says, with `buildah run --isolation 
 --network host` (podman run cannot run in this sandbox: OPERATIONS.md). The service inside
 uses the shipped production config with TLS, a copy of the test token and the test's
 PostgreSQL and IdP; a batch signature made through it verifies with OpenSSL, and the token
-holds no ephemeral key afterwards."""
+holds no ephemeral key afterwards. `buildah run` has no --read-only, so the read-only root file
+system of deploy/kubernetes is checked afterwards: `podman diff` of the working container lists
+nothing outside the mounted volumes (the token, the configs, /tmp as the emptyDir)."""
 
 from __future__ import annotations
 
@@ -199,11 +201,17 @@ async def test_signs_through_the_service_running_in_the_image(
     container = _run("buildah", "from", "--pull-never", image).stdout.strip()
     log_path = tmp_path / "container.log"
     log = log_path.open("wb")
+    (tmp_path / "container-tmp").mkdir(mode=0o1777)
+    (tmp_path / "container-tmp").chmod(0o1777)
+    volumes = {  # as in deploy/kubernetes: /tmp is an emptyDir, the rest is read-only
+        token_copy.directory / "tokens": "/var/lib/softhsm/tokens",
+        tmp_path / "softhsm": "/etc/qes-test:ro",
+        tls.cert.parent: "/etc/qes-signer/tls:ro",
+        tmp_path / "container-tmp": "/tmp",
+    }
     proc = subprocess.Popen(
         ["buildah", "run", "--isolation", "chroot", "--network", "host",
-         "-v", f"{token_copy.directory / 'tokens'}:/var/lib/softhsm/tokens",
-         "-v", f"{tmp_path / 'softhsm'}:/etc/qes-test:ro",
-         "-v", f"{tls.cert.parent}:/etc/qes-signer/tls:ro",
+         *(a for host, inside in volumes.items() for a in ("-v", f"{host}:{inside}")),
          *(a for k, v in env.items() for a in ("--env", f"{k}={v}")),
          container, "--", *config["Entrypoint"], *config["Cmd"]],
         stdout=log, stderr=log, start_new_session=True,
@@ -229,10 +237,25 @@ async def test_signs_through_the_service_running_in_the_image(
     finally:
         _stop(proc)
         log.close()
-        _run("buildah", "rm", container)
+        try:
+            written = _written_outside(container, [v.split(":")[0] for v in volumes.values()])
+        finally:
+            _run("buildah", "rm", container)
+    # `buildah run` has no --read-only: the container's own layer shows what was written.
+    assert written == [], f"the service wrote outside its volumes: {written}"
     assert "signed" in log_path.read_text()
     assert ephemeral_keys(token_copy) == []
     assert {o.label for o in token_copy.list_objects()} >= set(LONG_LIVED_LABELS)
+
+
+def _written_outside(container: str, mount_points: list[str]) -> list[str]:
+    """What ``podman diff`` lists in the working container's own layer (added, changed or
+    deleted paths) other than the volumes' mount points and the directories holding them: with
+    a read-only root file system (deploy/kubernetes) any such write would fail."""
+    diff = json.loads(_run("podman", "diff", "--format", "json", container).stdout or "{}")
+    paths = [p for kind in ("added", "changed", "deleted") for p in diff.get(kind) or []]
+    allowed = {str(parent) for m in mount_points for parent in (Path(m), *Path(m).parents)}
+    return sorted(p for p in paths if p not in allowed)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

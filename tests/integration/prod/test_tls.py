@@ -29,16 +29,14 @@ from pyhanko.sign.signers.csc_signer import (
 
 from tests.support.csc import HashBoundAuthorization, new_credential
 from tests.support.idp import (
-    DEMO_CLIENTS,
     DEMO_SECRETS,
     RunningIdp,
-    start_idp,
-    with_redirect_uri,
 )
 from tests.support.pdfs import multi_page_pdf
 from tests.support.prod import (
     TlsFiles,
     check_with_openssl,
+    https_web_signer,
     leaf,
     make_tls_files,
     post_json,
@@ -241,33 +239,15 @@ async def test_web_signing_flow_over_https(
 ) -> None:
     """A person signs through a web app with every step on the TLS listener (HSTS on the
     pages); the relying party's result verifies with OpenSSL."""
-    files, _ = make_tls_files(tmp_path / "pki")
-    port = free_port()
-    public = f"https://127.0.0.1:{port}"
-    clients = with_redirect_uri(DEMO_CLIENTS, "demo-signer-web", f"{public}/sign/callback")
-    with start_idp(tmp_path / "idp", clients=clients) as idp:
-        env = service_env(
-            token=softhsm_token, database_url=database_url, idp=idp, port=port,
-            data_dir=tmp_path, QES__SERVER__PUBLIC_URL=public,
-            QES__SERVER__TLS__CERTIFICATE_FILE=f'"{files.cert}"',
-            QES__SERVER__TLS__KEY_FILE=f'"{files.key}"',
-            QES__WEB_SIGNING__CLIENT_ID="demo-signer-web",
-            QES__WEB_SIGNING__ISSUER="demo_people",
-            QES_WEB_SIGNING_CLIENT_SECRET=DEMO_SECRETS["demo-signer-web"],
-        )  # fmt: skip
-        signer = SignerProcess(env, port, tmp_path / "signer.log", tls=files.client_context())
-        signer.start()
-        try:
-            await sign_across(public, public, idp, env, tmp_path, tls=files.client_context())
-            # The browser pages carry HSTS too (here: an unknown request's page).
-            with pytest.raises(urllib.error.HTTPError) as missing:
-                urllib.request.urlopen(  # noqa: S310
-                    f"{public}/sign/00000000-0000-0000-0000-000000000000",
-                    timeout=10, context=files.client_context(),
-                )  # fmt: skip
-            assert missing.value.headers["Strict-Transport-Security"].startswith("max-age=")
-        finally:
-            signer.stop()
+    with https_web_signer(softhsm_token, database_url, tmp_path) as web:
+        public, tls = web.url, web.files.client_context()
+        await sign_across(public, public, web.idp, web.signer.env, tmp_path, tls=tls)
+        # The browser pages carry HSTS too (here: an unknown request's page).
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(  # noqa: S310
+                f"{public}/sign/00000000-0000-0000-0000-000000000000", timeout=10, context=tls
+            )
+        assert missing.value.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
 async def test_pyhanko_csc_signer_over_https(
