@@ -8,8 +8,15 @@ background task, so the browser's redirect never waits for it; failed attempts (
 answer within the timeout) are retried with doubling backoff. Each attempt is recorded on the
 request (``webhook_attempts``, ``webhook_result``, ``webhook_attempted_at``,
 ``webhook_delivered_at``), shown in the RP's GET and readable by an operator in the database.
-Deliveries still pending when the service stops are not resumed (at most the unsent ones are
-lost; the RP can always poll the GET).
+Deliveries still pending when the service stops (or is killed) are resumed, and requests the
+sweeper ends ('failed', error 'abandoned') get theirs: :class:`WebhookResumer`, on every
+replica, resends an ended request's undelivered webhook that still has attempts left once
+neither its end nor its last attempt is newer than ``sweeper.webhook_retry_after_seconds``
+(longer than the live loop's pauses, so a delivery a live process is retrying is left to it),
+one attempt per claim, under a lease in the database so that two replicas never send the same
+delivery at once. A webhook may still arrive twice, rarely: a process killed after the RP's
+2xx but before recording it sends it again; RPs deduplicate by ``id`` (the body only says "go
+and fetch").
 
 Authentication reuses the ``qes audit watch`` scheme (:mod:`signer.cli.watch`) with a timestamp
 bound into the MAC against replays: the headers are ``X-Qes-Timestamp: <unix seconds>`` and
