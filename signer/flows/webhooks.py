@@ -240,16 +240,23 @@ class WebhookResumer:
             max_attempts=self._webhooks.attempts,
             limit=self._batch,
         )
-        results = await asyncio.gather(*(self._attempt(item) for item in due))
-        return sum(results)
+        results = await asyncio.gather(
+            *(self._attempt(item) for item in due), return_exceptions=True
+        )
+        for item, outcome in zip(due, results, strict=True):
+            if isinstance(outcome, BaseException):  # not recorded: due again after the lease
+                log.warning("webhook_resume_failed", id=str(item.id), error=repr(outcome))
+        return sum(outcome is True for outcome in results)
 
     async def run(self) -> None:
         """Resume at start, then every ``interval_seconds``, until cancelled."""
         while True:
             try:
                 await self.resume()
-            except SignerError as exc:
+            except SignerError as exc:  # the database is away: the next round tries again
                 log.warning("webhook_resume_failed", error=str(exc))
+            except Exception:  # a background loop: log, never end it
+                log.exception("webhook_resume_error")
             await asyncio.sleep(self.settings.interval_seconds)
 
     async def _attempt(self, item: DueWebhook) -> bool:
