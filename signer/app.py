@@ -28,6 +28,7 @@ from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer.errors import ConfigError, SignerError
 from signer.flows.approvals import ApprovalService, CurrentPolicy
+from signer.flows.webhooks import WebhookResumer, Webhooks
 from signer.http import approvals, openapi
 from signer.http import audit as auditui
 from signer.http import sign as webflow
@@ -36,6 +37,7 @@ from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_setup as csc_oauth2
 from signer.http.kit.access_log import observe_middleware
 from signer.http.kit.connections import connection_limits, hygiene_middleware
+from signer.http.kit.outbound import poster
 from signer.http.kit.problems import Handler, problem_middleware
 from signer.http.kit.public_limits import PUBLIC_LIMITER, public_limit_middleware
 from signer.http.kit.refused import REFUSAL_LOG
@@ -62,7 +64,9 @@ from signer.storage.log import LogStore
 from signer.storage.public_limits import PublicLimitStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
+from signer.storage.signing_requests import RpClientStore, SigningRequestStore
 from signer.storage.sweeper import SweeperStore
+from signer.storage.webhook_outbox import WebhookOutboxStore
 from signer.translog.anchor import CheckpointAnchor, check_anchor_quietly
 from signer.translog.backfill import backfill_quietly
 from signer.translog.log import LogPublisher, load_privacy_key
@@ -325,7 +329,7 @@ async def _background(
 ) -> AsyncIterator[None]:
     """The service's loops: token-id purge, log integration, policy reload, CSC key sweep,
     refusal windows, subject-index backfill, approval expiry, the sweeper of what a crash left
-    (issue 14). Cancelled and awaited at stop."""
+    and the resender of webhooks still due (issue 14). Cancelled and awaited at stop."""
     o, services, csc = app[_OPENED], app[SERVICES], app[csc_api.CSC]
     await csc.sweep_logged()  # keys of credentials that expired while we were down
     loops: list[Coroutine[Any, Any, None]] = [
@@ -337,6 +341,7 @@ async def _background(
     ]
     app[_SWEEPER] = swept = Sweeper(SweeperStore(o.pool), o.privacy_key, clock, settings.sweeper)
     loops.append(swept.run())
+    loops.append(_resumer(o, clock, settings).run())
     if settings.metrics.enabled:  # issue 13: gauges sampled for the scrape
         loops.append(gauges.run(o.pool, o.hsm))
     if services.signing.gate is not None:
@@ -350,6 +355,14 @@ async def _background(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _resumer(o: _Opened, clock: Callable[[], datetime], settings: Settings) -> WebhookResumer:
+    """Webhooks due after a crash or a sweep, resent by every replica (issue 14)."""
+    sender = Webhooks(
+        requests=SigningRequestStore(o.pool), rps=RpClientStore(o.pool), post=poster(o.http)
+    )
+    return WebhookResumer(WebhookOutboxStore(o.pool), sender, clock, settings.sweeper)
 
 
 _STEPS: tuple[_Step, ...] = (_connections, _core, _surfaces, _background)

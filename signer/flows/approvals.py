@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -39,7 +38,7 @@ import structlog
 from ca.logentry import ApprovalEntry, PrivacyKey, digests_sha256
 from idp_adapter.principal import Principal
 from signer.errors import RequestError, SignerError
-from signer.flows.webhooks import Webhooks, webhook_key
+from signer.flows.webhooks import Webhooks, approval_payload, webhook_key
 from signer.flows.websign import principal_from_json as principal_from_data
 from signer.flows.websign import principal_json as principal_data
 from signer.formats.pdf import PreparedPdf, embed
@@ -400,9 +399,7 @@ class ApprovalService:
     def _notify(self, req: StoredApprovalRequest) -> None:
         if self._webhooks is None or req.webhook_url is None or req.webhook_secret_hash is None:
             return
-        body = json.dumps(
-            {"id": str(req.id), "status": req.status}, sort_keys=True, separators=(",", ":")
-        ).encode()
+        body = approval_payload(req.id, req.status)
         store, request_id = self._store, req.id
 
         async def record(result: str, delivered: bool) -> None:

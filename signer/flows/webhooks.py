@@ -8,8 +8,15 @@ background task, so the browser's redirect never waits for it; failed attempts (
 answer within the timeout) are retried with doubling backoff. Each attempt is recorded on the
 request (``webhook_attempts``, ``webhook_result``, ``webhook_attempted_at``,
 ``webhook_delivered_at``), shown in the RP's GET and readable by an operator in the database.
-Deliveries still pending when the service stops are not resumed (at most the unsent ones are
-lost; the RP can always poll the GET).
+Deliveries still pending when the service stops (or is killed) are resumed, and requests the
+sweeper ends ('failed', error 'abandoned') get theirs: :class:`WebhookResumer`, on every
+replica, resends an ended request's undelivered webhook that still has attempts left once
+neither its end nor its last attempt is newer than ``sweeper.webhook_retry_after_seconds``
+(longer than the live loop's pauses, so a delivery a live process is retrying is left to it),
+one attempt per claim, under a lease in the database so that two replicas never send the same
+delivery at once. A webhook may still arrive twice, rarely: a process killed after the RP's
+2xx but before recording it sends it again; RPs deduplicate by ``id`` (the body only says "go
+and fetch").
 
 Authentication reuses the ``qes audit watch`` scheme (:mod:`signer.cli.watch`) with a timestamp
 bound into the MAC against replays: the headers are ``X-Qes-Timestamp: <unix seconds>`` and
@@ -35,11 +42,14 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from signer.errors import SignerError
+from signer.settings.config import SweeperSettings
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore, StoredRequest
+from signer.storage.webhook_outbox import DueWebhook, WebhookOutboxStore
 
 TIMESTAMP_HEADER = "X-Qes-Timestamp"
 SIGNATURE_HEADER = "X-Qes-Signature-256"
@@ -70,11 +80,21 @@ def signed_bytes(timestamp: str, body: bytes) -> bytes:
 
 
 def payload(req: StoredRequest, status: str) -> bytes:
-    return json.dumps(
-        {"id": str(req.id), "state": req.state, "status": status},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
+    return request_payload(req.id, req.state, status)
+
+
+def request_payload(request_id: uuid.UUID, state: str, status: str) -> bytes:
+    """A signing request's webhook body: ``{"id", "state", "status"}``."""
+    return _compact({"id": str(request_id), "state": state, "status": status})
+
+
+def approval_payload(request_id: uuid.UUID, status: str) -> bytes:
+    """An approval request's webhook body: ``{"id", "status"}`` (issue 7)."""
+    return _compact({"id": str(request_id), "status": status})
+
+
+def _compact(fields: Mapping[str, str]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 class Webhooks:
@@ -122,7 +142,8 @@ class Webhooks:
         """Until the deliveries scheduled so far are done (tests, orderly shutdowns)."""
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _post(self, url: str, key: bytes, body: bytes) -> tuple[bool, str]:
+    async def post(self, url: str, key: bytes, body: bytes) -> tuple[bool, str]:
+        """One signed POST (no retry): (delivered, result text)."""
         timestamp = str(int(self._wall()))
         headers = {
             "Content-Type": "application/json",
@@ -157,7 +178,7 @@ class Webhooks:
             if attempt:
                 await self._sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
-            ok, result = await self._post(url, key, body)
+            ok, result = await self.post(url, key, body)
             await record(result, ok)
             if ok:
                 log.info("webhook_delivered", id=name, attempts=attempt + 1)
@@ -179,3 +200,71 @@ class Webhooks:
             raise
         except Exception:  # a background task: log, never crash the loop
             log.exception("webhook_delivery_error", id=str(request_id))
+
+
+class WebhookResumer:
+    """Sends the webhooks that are still due after a crash or a sweep (issue 14), on every
+    replica, every ``sweeper.interval_seconds``.
+
+    Due: the request has ended (``ended_at`` set: completed, failed, cancelled, expired,
+    denied, or ended 'abandoned' by :mod:`signer.signing.sweeper`), its webhook is not
+    delivered, it has had fewer than ``Webhooks.attempts`` attempts, and neither its end nor
+    its last attempt is newer than ``sweeper.webhook_retry_after_seconds``. That age is longer
+    than the live retry loop's longest pause (``MAX_BACKOFF`` plus one timeout), so a delivery
+    a live process is still retrying is left to it. Each claim holds a lease (one retry period
+    plus one timeout) and makes one attempt, recorded like the live ones; a failed attempt is
+    due again one retry period later, until the attempts run out."""
+
+    def __init__(
+        self,
+        store: WebhookOutboxStore,
+        webhooks: Webhooks,
+        clock: Callable[[], datetime],
+        settings: SweeperSettings,
+        batch: int = 100,
+    ) -> None:
+        self._store = store
+        self._webhooks = webhooks
+        self._clock = clock
+        self.settings = settings
+        self._batch = batch
+
+    async def resume(self) -> int:
+        """Claim what is due now and make one attempt each; returns how many were delivered."""
+        now = self._clock()
+        retry = timedelta(seconds=self.settings.webhook_retry_after_seconds)
+        due = await self._store.claim(
+            now=now,
+            lease_until=now + retry + timedelta(seconds=self._webhooks.timeout),
+            due_before=now - retry,
+            max_attempts=self._webhooks.attempts,
+            limit=self._batch,
+        )
+        results = await asyncio.gather(
+            *(self._attempt(item) for item in due), return_exceptions=True
+        )
+        for item, outcome in zip(due, results, strict=True):
+            if isinstance(outcome, BaseException):  # not recorded: due again after the lease
+                log.warning("webhook_resume_failed", id=str(item.id), error=repr(outcome))
+        return sum(outcome is True for outcome in results)
+
+    async def run(self) -> None:
+        """Resume at start, then every ``interval_seconds``, until cancelled."""
+        while True:
+            try:
+                await self.resume()
+            except SignerError as exc:  # the database is away: the next round tries again
+                log.warning("webhook_resume_failed", error=str(exc))
+            except Exception:  # a background loop: log, never end it
+                log.exception("webhook_resume_error")
+            await asyncio.sleep(self.settings.interval_seconds)
+
+    async def _attempt(self, item: DueWebhook) -> bool:
+        if item.kind == "signing":
+            body = request_payload(item.id, item.state or "", item.status)
+        else:
+            body = approval_payload(item.id, item.status)
+        ok, result = await self._webhooks.post(item.url, webhook_key(item.secret_hash), body)
+        await self._store.record(item, self._clock(), result=result, delivered=ok)
+        log.info("webhook_resumed", kind=item.kind, id=str(item.id), delivered=ok, result=result)
+        return ok

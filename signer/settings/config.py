@@ -268,11 +268,16 @@ class SweeperSettings:
     every ``interval_seconds``, batch records 'issued' for longer than
     ``issued_after_seconds`` and web-signing/approval requests still 'signing'
     ``signing_after_seconds`` past their expiry. Both must exceed ``hsm.call_timeout_seconds``
-    plus the commit timeouts (a live request is never ended under its feet)."""
+    plus the commit timeouts (a live request is never ended under its feet). On the same
+    interval every replica resends webhooks still due (``signer.flows.webhooks``): an ended
+    request's undelivered webhook neither ended nor attempted within
+    ``webhook_retry_after_seconds``, which must exceed the live retry loop's longest pause
+    (60 s backoff plus the 10 s timeout), or a live delivery could be sent twice."""
 
     interval_seconds: float = 30.0
     issued_after_seconds: float = 120.0
     signing_after_seconds: float = 120.0
+    webhook_retry_after_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -439,6 +444,7 @@ def _sweeper(s: _Section) -> SweeperSettings:
         ("interval_seconds", 0.1),
         ("issued_after_seconds", 1.0),
         ("signing_after_seconds", 1.0),
+        ("webhook_retry_after_seconds", 1.0),
     ):
         values[key] = s.get(key, float, getattr(d, key))
         s.check(key, low <= values[key] <= 86400, f"must be between {low:g} and 86400")

@@ -45,6 +45,7 @@ from tests.support.idp import (
     with_redirect_uri,
 )
 from tests.support.pdfs import multi_page_pdf
+from tests.support.rp import Rp, parse_added
 from tests.support.service import DEV_CONFIG, ROOT, free_port, service_env
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature, run
@@ -53,18 +54,6 @@ PWD = "urn:qes-signer:dev-idp:pwd"  # the dev IdP's password level
 MFA = "urn:qes-signer:dev-idp:mfa"  # password and one-time code, when acr_values asks for it
 RP_NAME = "Demo Contracts GmbH"
 PYHANKO = str(Path(sys.executable).parent / "pyhanko")
-
-
-@dataclass
-class Rp:
-    client_id: str
-    secret: str
-    redirect_uri: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        """HTTP Basic headers (RFC 7617) with the client id and secret."""
-        return {"Authorization": aiohttp.encode_basic_auth(self.client_id, self.secret)}
 
 
 @dataclass
@@ -137,10 +126,7 @@ def rp(sign_env: dict[str, str], rp_port: int, ca_ready: None) -> Rp:
         timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    client_id = re.search(r"client_id: (\S+)", done.stdout)
-    secret = re.search(r"client_secret: (\S+)", done.stdout)
-    assert client_id and secret, done.stdout
-    return Rp(client_id[1], secret[1], uri)
+    return parse_added(done.stdout, uri)
 
 
 @pytest.fixture

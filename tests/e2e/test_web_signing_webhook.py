@@ -12,72 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
-import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from playwright.async_api import Browser
 
 from tests.e2e.test_web_signing import Rp, Site, back_at_rp, create, documents, fetch, to_consent
 from tests.support.service import free_port
-
-
-@dataclass
-class Receiver:
-    url: str
-    #: Answer 500 to this many POSTs first.
-    fail_first: int = 0
-    seen: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
-
-    async def accepted(self, within: float = 20.0) -> tuple[dict[str, str], bytes]:
-        """The first POST answered 2xx (waits for the background delivery)."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            for headers, body, status in self.seen:
-                if status == 200:
-                    return headers, body
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"no accepted webhook within {within} s; saw {self.seen}")
+from tests.support.webhooks import Receiver, receiving, verified_with
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     port = free_port()
-    hooks = Receiver(f"http://127.0.0.1:{port}/hook")
-
-    async def hook(request: web.Request) -> web.Response:
-        body = await request.read()
-        status = 500 if hooks.fail_first > 0 else 200
-        hooks.fail_first -= 1
-        hooks.seen.append((dict(request.headers), body, status))
-        return web.Response(status=status)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield hooks
-    await runner.cleanup()
+    async with receiving(Receiver(f"http://127.0.0.1:{port}/hook"), port) as hooks:
+        yield hooks
 
 
 def verified(rp: Rp, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     """The body, if its MAC and timestamp are right (what an RP's receiver does)."""
-    secret_hash = hashlib.sha256(rp.secret.encode()).digest()
-    key = hmac.new(secret_hash, b"qes-signer webhook v1", hashlib.sha256).digest()
-    timestamp = headers["X-Qes-Timestamp"]
-    assert abs(int(timestamp) - time.time()) < 300, timestamp
-    mac = hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["X-Qes-Signature-256"], f"sha256={mac}")
-    assert headers["Content-Type"] == "application/json"
-    payload: dict[str, Any] = json.loads(body)
-    return payload
+    return verified_with(hashlib.sha256(rp.secret.encode()).digest(), headers, body)
 
 
 async def test_a_signed_request_delivers_a_signed_webhook(

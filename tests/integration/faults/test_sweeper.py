@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,8 @@ from tests.integration.faults.test_faults import (
 )
 from tests.integration.log.test_log_tamper import qes_audit_verify
 from tests.support.idp import DEMO_SECRETS, RunningIdp
-from tests.support.pg import scratch_database
 from tests.support.service import SignerProcess, free_port, service_env
 from tests.support.softhsm import SoftHsmToken
-
-
-@pytest.fixture
-def own_database(pg_admin: str) -> Iterator[str]:
-    with scratch_database(pg_admin) as url:
-        yield url
 
 
 async def stuck_requests(url: str) -> tuple[uuid.UUID, uuid.UUID]:

@@ -51,6 +51,11 @@ def test_pin_from_a_file(tmp_path: Path) -> None:
         ("[server]\nworkers = 0\n", ENV, "server.workers: must be between 1 and 64"),
         ("[server]\ncolour = 1\n", ENV, "server.colour: unknown setting"),
         ("[ca]\nvalidity_seconds = 601\n", ENV, "ca.validity_seconds: must be between 60 and 600"),
+        (
+            "[sweeper]\nwebhook_retry_after_seconds = 0.5\n",
+            ENV,
+            "sweeper.webhook_retry_after_seconds: must be between 1 and 86400",
+        ),
         ('[hsm]\ncurve = "P-521"\n', ENV, "hsm.curve: must be 'P-256' or 'P-384'"),
         ('[hsm]\nsessions = "many"\n', ENV, "hsm.sessions: must be 'auto' or between 1 and 256"),
         ("[hsm]\nsessions = 0\n", ENV, "hsm.sessions: must be 'auto' or between 1 and 256"),
