@@ -398,9 +398,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     edge = [observe_middleware(access_log=settings.server.access_log)]
     if hsts_wanted(settings.server):
         edge.append(hsts_middleware(settings.server.hsts_max_age))
-    edge = [observe_middleware(access_log=settings.server.access_log)]
-    if hsts_wanted(settings.server):
-        edge.append(hsts_middleware(settings.server.hsts_max_age))
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -144,7 +145,48 @@ async def _serve(settings: Any, ssl_context: Any = None) -> None:
         async with serving.running(settings, ssl_context):  # TLS reload, metrics, READY=1
             await stop.wait()
     finally:
+        _arm_stop_deadline(settings.server.shutdown_timeout + STOP_GRACE_SECONDS)
         await runner.cleanup()
+
+
+#: Beyond ``server.shutdown_timeout`` (requests in flight), the time closing the pool and the
+#: HSM may take before the process ends regardless.
+STOP_GRACE_SECONDS = 10.0
+
+
+def _arm_stop_deadline(seconds: float) -> None:
+    """End the process ``seconds`` from now if the graceful stop has not ended it by then.
+
+    A PKCS#11 call into a hung network HSM cannot be interrupted, and the interpreter joins
+    its worker threads at exit (as ``asyncio.run`` joins the default executor's): without a
+    deadline such a call would keep a stopping worker alive for as long as the HSM hangs, and
+    an orchestrator's stop would end in SIGKILL with nothing logged. Nothing is lost by
+    ending: no signature is released before its record is committed (DESIGN.md, fail closed),
+    the sweeper ends what a request left half-done, and the HSM destroys the session objects
+    of a client that is gone (PKCS#11 v2.40 §5.6)."""
+
+    def expire() -> None:
+        import structlog
+
+        structlog.get_logger(__name__).error(
+            "stop_forced",
+            after_seconds=seconds,
+            reason="calls into the HSM or the database still running",
+            threads=sorted(t.name for t in threading.enumerate() if t is not main),
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(STOP_FORCED_EXIT)
+
+    main = threading.current_thread()
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True  # never what keeps the process alive
+    timer.name = "stop-deadline"
+    timer.start()
+
+
+#: EX_SOFTWARE (sysexits.h): the stop did not end cleanly within its deadline.
+STOP_FORCED_EXIT = 70
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:

@@ -117,10 +117,11 @@ class SignerProcess:
             return False
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (the supervisor and its workers)."""
+        """Signal the whole process group (the supervisor and its workers). A SIGTERM may take
+        ``server.shutdown_timeout`` (20 s) plus the stop grace (10 s) when a call hangs."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
-            self.proc.wait(30)
+            self.proc.wait(60)
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)

@@ -6,6 +6,7 @@ without its completed record, and the token holds only the long-lived keys after
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,5 +141,51 @@ async def test_hsm_killed_and_hung_under_load_recovers_without_restart(
     finally:
         signer.stop()
     print(f"time to sign again after the HSM returned: {recoveries}")
+    leftovers = [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
+    assert leftovers == []
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_ends_the_service_by_its_deadline_while_the_hsm_hangs(
+    softhsm_token: SoftHsmToken,
+    database_url: str,
+    idp: RunningIdp,
+    hsm_server: P11KitServer,
+    tmp_path: Path,
+) -> None:
+    """A call stuck in a hung HSM cannot be interrupted and the interpreter joins its worker
+    threads at exit: the stop deadline (server.shutdown_timeout + STOP_GRACE_SECONDS) ends the
+    process anyway, says so in the log, and the signature in flight was never released."""
+    from signer.cli.service import STOP_FORCED_EXIT, STOP_GRACE_SECONDS
+
+    shutdown_timeout = 2.0
+    port = free_port()
+    env = service_env(
+        token=softhsm_token,
+        database_url=database_url,
+        idp=idp,
+        port=port,
+        data_dir=tmp_path,
+        QES__HSM__CALL_TIMEOUT_SECONDS=str(DEADLINE),
+        QES__SERVER__SHUTDOWN_TIMEOUT=str(shutdown_timeout),
+        **hsm_server.env_overrides(),
+    )
+    signer = SignerProcess(env, port, tmp_path / "signer.log").start()
+    token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        assert (await timed_post(session, signer.url, token))[0] == 201
+        hsm_server.hang()  # and it never comes back while the service stops
+        stuck = await timed_post(session, signer.url, token)
+    assert stuck[0] == 503, stuck
+    assert signer.proc is not None
+    stopping = time.monotonic()
+    signer.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(signer.proc.wait, 60)
+    took = time.monotonic() - stopping
+    hsm_server.resume()
+    log = (tmp_path / "signer.log").read_text()
+    assert code == STOP_FORCED_EXIT, log[-2000:]
+    assert took < shutdown_timeout + STOP_GRACE_SECONDS + 5, took
+    assert '"event": "stop_forced"' in log
     leftovers = [o for o in softhsm_token.list_objects() if o.label in ("", EPHEMERAL_LABEL)]
     assert leftovers == []
