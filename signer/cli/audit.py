@@ -93,7 +93,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
             f"{rec['digest_count']} x {rec['hash_algorithm']}, {rec['signed_count'] or 0} signed",
         ),
         ("key evidence", ", ".join(f"{k}={v}" for k, v in rec["key_evidence"].items())),
-        ("key destroyed", "yes (confirmed)" if rec["key_destroyed"] else "NOT CONFIRMED"),
+        ("key destroyed", _key_fate(rec)),
         ("failure", rec["failure"] or "-"),
         ("request id", rec["request_id"]),
     ]
@@ -102,6 +102,16 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     if args.pem:
         print(rec["certificate"], end="")
     return 0
+
+
+def _key_fate(rec: dict[str, Any]) -> str:
+    """What became of the record's key: confirmed destroyed, gone with its HSM session (a
+    record the sweeper ended 'abandoned', signer.signing.sweeper), or not confirmed."""
+    if rec["key_destroyed"]:
+        return "yes (confirmed)"
+    if (rec.get("destruction") or {}).get("ended_with_session"):
+        return "with its HSM session when its process ended (a session object; not confirmed)"
+    return "NOT CONFIRMED"
 
 
 def cmd_audit_watch(args: argparse.Namespace) -> int:
