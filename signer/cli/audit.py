@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -116,7 +117,7 @@ def _key_fate(rec: dict[str, Any]) -> str:
 
 def cmd_audit_watch(args: argparse.Namespace) -> int:
     """Follow the log (signer.cli.watch): a line per matching entry, optionally a signed webhook."""
-    from signer.cli.watch import Watch, WatchStopped, Webhook, entry_line
+    from signer.cli.watch import AnchorLines, Watch, WatchStopped, Webhook, entry_line
 
     if not args.interval > 0:
         return fail("--interval must be a positive number of seconds")
@@ -127,8 +128,10 @@ def cmd_audit_watch(args: argparse.Namespace) -> int:
         secret = read_token(args.webhook_secret_file).encode()
         webhook = Webhook(args.webhook, secret, args.webhook_attempts, args.webhook_backoff)
     read_token(args.token_file)  # fail now, not at the first poll
+    client = lambda: ApiClient(args.url, read_token(args.token_file))  # noqa: E731
+    anchor = AnchorLines(Path(args.anchor), client) if args.anchor else None
     watch = Watch(
-        client=lambda: ApiClient(args.url, read_token(args.token_file)),
+        client=client,
         start=args.from_index,
         subject=args.identity,
         issuer=args.issuer,
@@ -139,6 +142,8 @@ def cmd_audit_watch(args: argparse.Namespace) -> int:
     bar = None
     try:
         for items, position, size in watch.pages():
+            if anchor is not None:
+                anchor.poll(functools.partial(print_above_bar, bar))
             if bar is None and not args.quiet and sys.stderr.isatty() and size - position > 1000:
                 from tqdm import tqdm
 
@@ -165,7 +170,7 @@ def cmd_audit_watch(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    return 0
+    return 1 if anchor is not None and anchor.broken else 0
 
 
 # ---------------------------------------------------------------- audit: transparency log
@@ -558,6 +563,11 @@ def _register_watch(asub: Any, url: str) -> None:
     watch.add_argument("--webhook-attempts", type=int, default=6)
     watch.add_argument("--webhook-backoff", type=float, default=1.0, help="first retry delay, s")
     watch.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    watch.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="the log.anchor_file: show it and whether the log extends it (exit 1 if not)",
+    )
     watch.set_defaults(func=cmd_audit_watch)
 
 
