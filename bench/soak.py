@@ -41,6 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `signer` and `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
+from signer.settings.logging import quiet_third_party_warnings  # noqa: E402
+
+quiet_third_party_warnings()  # before the imports below pull in pyHanko (its DSA warning)
+
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 

@@ -64,7 +64,7 @@ from signer.storage.log import LogStore
 from signer.storage.public_limits import PublicLimitStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
-from signer.storage.signing_requests import RpClientStore, SigningRequestStore
+from signer.storage.signing_requests import RpClientStore, SigningRequestStore, StoredRequest
 from signer.storage.sweeper import SweeperStore
 from signer.storage.webhook_outbox import WebhookOutboxStore
 from signer.translog.anchor import CheckpointAnchor, check_anchor_quietly
@@ -339,7 +339,9 @@ async def _background(
         app[REFUSAL_LOG].run(),
         backfill_quietly(BackfillStore(o.pool), o.privacy_key),
     ]
-    app[_SWEEPER] = swept = Sweeper(SweeperStore(o.pool), o.privacy_key, clock, settings.sweeper)
+    app[_SWEEPER] = swept = Sweeper(
+        SweeperStore(o.pool), o.privacy_key, clock, settings.sweeper, _on_expired(app)
+    )
     loops.append(swept.run())
     loops.append(_resumer(o, clock, settings).run())
     if settings.metrics.enabled:  # issue 13: gauges sampled for the scrape
@@ -355,6 +357,15 @@ async def _background(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _on_expired(app: web.Application) -> Callable[[StoredRequest], None] | None:
+    """The webhook of a web-signing request the sweeper expired, sent at once (without web
+    signing configured, none is live: the resumer sends any that is due)."""
+    if WEBHOOKS not in app:
+        return None
+    webhooks = app[WEBHOOKS]
+    return lambda req: webhooks.notify(req, "expired")
 
 
 def _resumer(o: _Opened, clock: Callable[[], datetime], settings: Settings) -> WebhookResumer:

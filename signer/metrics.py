@@ -100,6 +100,12 @@ HSM_SECONDS = Histogram(
 HSM_ERRORS = Counter(
     "qes_hsm_errors", "PKCS#11 calls that failed (the HSM or its link).", registry=OWN
 )
+SWEPT = Counter(
+    "qes_sweeper_ended",
+    "Items the sweeper ended: abandoned after a crash, or expired in the background.",
+    ["kind"],
+    registry=OWN,
+)
 HSM_SESSIONS = Gauge(
     "qes_hsm_sessions", "PKCS#11 sessions open.", multiprocess_mode="livesum", registry=OWN
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -93,7 +94,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
             f"{rec['digest_count']} x {rec['hash_algorithm']}, {rec['signed_count'] or 0} signed",
         ),
         ("key evidence", ", ".join(f"{k}={v}" for k, v in rec["key_evidence"].items())),
-        ("key destroyed", "yes (confirmed)" if rec["key_destroyed"] else "NOT CONFIRMED"),
+        ("key destroyed", _key_fate(rec)),
         ("failure", rec["failure"] or "-"),
         ("request id", rec["request_id"]),
     ]
@@ -104,9 +105,19 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_fate(rec: dict[str, Any]) -> str:
+    """What became of the record's key: confirmed destroyed, gone with its HSM session (a
+    record the sweeper ended 'abandoned', signer.signing.sweeper), or not confirmed."""
+    if rec["key_destroyed"]:
+        return "yes (confirmed)"
+    if (rec.get("destruction") or {}).get("ended_with_session"):
+        return "with its HSM session when its process ended (a session object; not confirmed)"
+    return "NOT CONFIRMED"
+
+
 def cmd_audit_watch(args: argparse.Namespace) -> int:
     """Follow the log (signer.cli.watch): a line per matching entry, optionally a signed webhook."""
-    from signer.cli.watch import Watch, WatchStopped, Webhook, entry_line
+    from signer.cli.watch import AnchorLines, Watch, WatchStopped, Webhook, entry_line
 
     if not args.interval > 0:
         return fail("--interval must be a positive number of seconds")
@@ -117,8 +128,10 @@ def cmd_audit_watch(args: argparse.Namespace) -> int:
         secret = read_token(args.webhook_secret_file).encode()
         webhook = Webhook(args.webhook, secret, args.webhook_attempts, args.webhook_backoff)
     read_token(args.token_file)  # fail now, not at the first poll
+    client = lambda: ApiClient(args.url, read_token(args.token_file))  # noqa: E731
+    anchor = AnchorLines(Path(args.anchor), client) if args.anchor else None
     watch = Watch(
-        client=lambda: ApiClient(args.url, read_token(args.token_file)),
+        client=client,
         start=args.from_index,
         subject=args.identity,
         issuer=args.issuer,
@@ -129,6 +142,8 @@ def cmd_audit_watch(args: argparse.Namespace) -> int:
     bar = None
     try:
         for items, position, size in watch.pages():
+            if anchor is not None:
+                anchor.poll(functools.partial(print_above_bar, bar))
             if bar is None and not args.quiet and sys.stderr.isatty() and size - position > 1000:
                 from tqdm import tqdm
 
@@ -155,7 +170,7 @@ def cmd_audit_watch(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    return 0
+    return 1 if anchor is not None and anchor.broken else 0
 
 
 # ---------------------------------------------------------------- audit: transparency log
@@ -548,6 +563,11 @@ def _register_watch(asub: Any, url: str) -> None:
     watch.add_argument("--webhook-attempts", type=int, default=6)
     watch.add_argument("--webhook-backoff", type=float, default=1.0, help="first retry delay, s")
     watch.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    watch.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="the log.anchor_file: show it and whether the log extends it (exit 1 if not)",
+    )
     watch.set_defaults(func=cmd_audit_watch)
 
 

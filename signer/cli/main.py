@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 
 from idp_adapter.errors import ConfigError as IdpConfigError
-from signer.cli import approvals, audit, clients, db, migrate, policy, service, sign
+from signer.cli import approvals, audit, backup, clients, db, migrate, policy, service, sign
 from signer.cli.client import ClientError
 from signer.cli.common import DEFAULT_URL, fail
 from signer.errors import SignerError
@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     policy.register(sub, with_config)
     approvals.register(sub, url)
     migrate.register(sub, with_config)
+    backup.register(sub, with_config)
     return p
 
 

@@ -14,16 +14,23 @@ HMAC over the raw body, compares in constant time, and deduplicates by index.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ca.checkpoint import Checkpoint, SignedNote
+from ca.errors import CaError
+from ca.merkle import ConsistencyProof, TreeHead, verify_consistency
 from signer.cli.client import ApiClient, ClientError
+from signer.errors import ConfigError
 from signer.flows.webhooks import MAX_BACKOFF, SIGNATURE_HEADER, signature
+from signer.translog.anchor import Anchored, read_anchor
 
 INDEX_HEADER = "X-Qes-Log-Index"
 MAX_POLL_FAILURES = 10
@@ -154,3 +161,79 @@ class Watch:
                 if self.once:
                     return
                 self.sleep(self.interval)
+
+
+@dataclass(frozen=True)
+class AnchorStatus:
+    """One ``anchor`` line of the watch output; ``extended``: True when the log's newest
+    checkpoint provably extends the anchor, False when it provably does not (or the anchor
+    file is damaged), None when it cannot tell yet (nothing anchored or published)."""
+
+    line: str
+    extended: bool | None
+
+
+def anchor_status(path: Path, client: ApiClient) -> AnchorStatus:
+    """The newest published checkpoint kept outside the database (``log.anchor_file``,
+    :mod:`signer.translog.anchor`), and whether the log's newest checkpoint extends it: an
+    RFC 9162 §2.1.4 consistency proof from the service, checked here (§2.1.4.2)."""
+    try:
+        anchor = read_anchor(path)
+    except ConfigError as exc:
+        return AnchorStatus(f"anchor  path={path}  extends=NO ({exc})", False)
+    if anchor is None:
+        return AnchorStatus(f"anchor  path={path}  none yet", None)
+    head = f"anchor  path={path}  size={anchor.size}  root={anchor.root.hex()}"
+    why = _damaged(anchor)
+    if why is not None:
+        return AnchorStatus(f"{head}  extends=NO (the anchor file {why})", False)
+    try:
+        answer = client.get("/api/v1/log/proof/consistency", old=anchor.size)
+    except ClientError as exc:
+        if str(exc).startswith("HTTP 400"):  # the anchor's size is past the newest checkpoint
+            older = f"the log's newest checkpoint is older: {exc}"
+            return AnchorStatus(f"{head}  extends=NO ({older})", False)
+        return AnchorStatus(f"{head}  extends=unknown ({exc})", None)  # none published, or down
+    try:
+        latest = Checkpoint.parse(SignedNote.parse(answer["checkpoint"]).text)
+        hashes = tuple(base64.b64decode(h) for h in answer["hashes"])
+        proof = ConsistencyProof(anchor.size, int(answer["new_size"]), hashes)
+        verify_consistency(proof, TreeHead(anchor.size, anchor.root), latest.tree_head)
+    except (CaError, KeyError, TypeError, ValueError) as exc:
+        return AnchorStatus(
+            f"{head}  extends=NO (no valid consistency proof to the log's checkpoint: {exc})",
+            False,
+        )
+    return AnchorStatus(f"{head}  extends=yes (checkpoint size {latest.size})", True)
+
+
+def _damaged(anchor: Anchored) -> str | None:
+    """Why the anchor's signed note does not state its own size and root, if it does not."""
+    try:
+        noted = Checkpoint.parse(SignedNote.parse(anchor.note).text)
+    except CaError as exc:
+        return f"holds no checkpoint note ({exc})"
+    if (noted.size, noted.root_hash) != (anchor.size, anchor.root):
+        return "names another size or root than its note"
+    return None
+
+
+class AnchorLines:
+    """``qes audit watch --anchor FILE``: the anchor's line at the first poll and whenever it
+    changes (the anchor advanced, or the log stopped extending it)."""
+
+    def __init__(self, path: Path, client: Callable[[], ApiClient]) -> None:
+        self.path = path
+        self._client = client
+        self.last: AnchorStatus | None = None
+
+    def poll(self, emit: Callable[[str], None]) -> None:
+        status = anchor_status(self.path, self._client())
+        if self.last is None or status.line != self.last.line:
+            emit(status.line)
+        self.last = status
+
+    @property
+    def broken(self) -> bool:
+        """The last look found that the log does not extend the anchor."""
+        return self.last is not None and self.last.extended is False

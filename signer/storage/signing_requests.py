@@ -109,12 +109,14 @@ class Activation:
     expires_at: datetime
 
 
-_SELECT_REQUEST = (
-    "SELECT id, client_id, format, profile, hash_algorithm, labels, digests, redirect_uri, state,"
+#: The columns of a :class:`StoredRequest` (:func:`request_from_row` reads them).
+REQUEST_COLUMNS = (
+    "id, client_id, format, profile, hash_algorithm, labels, digests, redirect_uri, state,"
     " acr, acr_accepted, expected_subject, expected_email, created_at, expires_at, status,"
     " ended_at, signer_subject, record_serial, result, error, webhook_url, webhook_attempts,"
-    " webhook_result, webhook_attempted_at, webhook_delivered_at FROM signing_requests WHERE id=$1"
+    " webhook_result, webhook_attempted_at, webhook_delivered_at"
 )
+_SELECT_REQUEST = f"SELECT {REQUEST_COLUMNS} FROM signing_requests WHERE id=$1"  # noqa: S608
 # One statement consumes the activation and moves its request to 'signing' (see activate()).
 _ACTIVATE = (
     "WITH act AS ("
@@ -147,6 +149,10 @@ def _request(row: asyncpg.Record) -> StoredRequest:
     values["acr_accepted"] = None if accepted is None else tuple(accepted)
     values["result"] = None if values["result"] is None else json.loads(values["result"])
     return StoredRequest(**values)
+
+
+#: A :class:`StoredRequest` from a row of :data:`REQUEST_COLUMNS` (the sweeper's expiry).
+request_from_row = _request
 
 
 class RpClientStore:

@@ -6,14 +6,17 @@ advisory lock that the others try and skip (as the log integrator does, signer.s
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from signer.storage.csc_oauth2 import _EXPIRE as _EXPIRE_CSC_OAUTH2
 from signer.storage.records import _COLUMNS, _FAIL, IssuedRecord, guard, record_from_row
+from signer.storage.signing_requests import REQUEST_COLUMNS, StoredRequest, request_from_row
 
 # pg_try_advisory_xact_lock key of the sweeper: the bytes of "qes-swp" as a bigint.
 SWEEPER_LOCK = 0x7165732D737770
@@ -38,6 +41,28 @@ _STUCK_APPROVALS = (
     " WHERE status = 'signing' AND expires_at < $2 RETURNING id"
 )
 
+# Pending requests past their expiry (issue 14, item 6: "expires pending requests in the
+# background"), so that their end is recorded, and their webhook sent, when they expire rather
+# than when somebody next looks at them. Approval requests have their own expiry loop
+# (signer.flows.approvals); a CSC OAuth2 authorization's end also drops its login (principal,
+# consent session) that would otherwise wait in the table for the next authorization.
+_EXPIRE_WEB = (
+    "UPDATE signing_requests SET status = 'expired', ended_at = $1"  # noqa: S608 - fixed columns
+    " WHERE id IN (SELECT id FROM signing_requests WHERE status = 'pending'"
+    " AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {REQUEST_COLUMNS}"
+)
+_EXPIRE_OAUTH2 = _EXPIRE_CSC_OAUTH2 + " RETURNING id"
+
+
+@dataclass(frozen=True)
+class ExpiryResult:
+    """What one expiry pass ended, or ``ran=False`` when another replica held the lock."""
+
+    ran: bool
+    web_requests: tuple[StoredRequest, ...] = ()
+    csc_authorizations: tuple[uuid.UUID, ...] = ()
+
 
 @dataclass(frozen=True)
 class SweepResult:
@@ -56,8 +81,9 @@ class SweepResult:
         }
 
 
-#: Builds the log entry (encoded) and subject index of an abandoned record.
-EntryFor = Callable[[IssuedRecord, datetime], tuple[bytes, bytes | None]]
+#: Builds the log entry (encoded), subject index and destruction flags (the key's fate) of
+#: an abandoned record.
+EntryFor = Callable[[IssuedRecord, datetime], tuple[bytes, bytes | None, Mapping[str, bool] | None]]
 
 
 class SweeperStore:
@@ -75,8 +101,8 @@ class SweeperStore:
         """One sweep in one transaction, if this process gets the lock (else ``ran=False``).
 
         An abandoned record ends 'failed' with failure 'abandoned' and its issuance log entry
-        (outcome failed, no destruction receipt: the key was a session object and died with
-        its process's session), appended in the same statement as the status change."""
+        (outcome failed, nothing signed, the key's fate as destruction flags), appended in the
+        same statement as the status change."""
         async with guard("sweep"), self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEPER_LOCK):
                 return SweepResult(ran=False)
@@ -84,9 +110,10 @@ class SweeperStore:
             abandoned = []
             for row in rows:
                 record = record_from_row(row)
-                entry, subject_key = entry_for(record, now)
+                entry, subject_key, fate = entry_for(record, now)
+                flags = None if fate is None else json.dumps(dict(fate))
                 idx = await conn.fetchval(
-                    _FAIL, record.id, now, "abandoned", None, entry, subject_key
+                    _FAIL, record.id, now, "abandoned", flags, entry, subject_key
                 )
                 if idx is not None:
                     abandoned.append(record.id)
@@ -96,6 +123,21 @@ class SweeperStore:
                 abandoned_web_requests=await _ids(conn, _STUCK_WEB, now, signing_expired_before),
                 abandoned_approvals=await _ids(conn, _STUCK_APPROVALS, now, signing_expired_before),
             )
+
+    async def expire_pending(self, now: datetime) -> ExpiryResult:
+        """End pending web-signing requests and open CSC OAuth2 authorizations past their
+        expiry as 'expired', in one transaction under the sweeper's advisory lock (one replica
+        at a time; the statements are idempotent anyway)."""
+        async with (
+            guard("expire pending requests"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEPER_LOCK):
+                return ExpiryResult(ran=False)
+            web = await conn.fetch(_EXPIRE_WEB, now, SWEEP_BATCH)
+            oauth2 = await _ids(conn, _EXPIRE_OAUTH2, now)
+        return ExpiryResult(True, tuple(request_from_row(r) for r in web), oauth2)
 
 
 async def _ids(conn: asyncpg.Connection, sql: str, *args: object) -> tuple[uuid.UUID, ...]:

@@ -75,6 +75,20 @@ class AnchorCheck:
         )
 
 
+def read_anchor(path: Path) -> Anchored | None:
+    """The anchor file's checkpoint (None: no file yet); :class:`ConfigError` if unreadable."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"log.anchor_file {path}: unreadable ({exc})") from exc
+    try:
+        return Anchored(raw["origin"], int(raw["size"]), bytes.fromhex(raw["root"]), raw["note"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"log.anchor_file {path}: not an anchor ({exc})") from exc
+
+
 class CheckpointAnchor:
     """``log.anchor_file``: read, check against the database, advance."""
 
@@ -84,18 +98,7 @@ class CheckpointAnchor:
         self.halted: LogBehindCheckpoint | None = None
 
     def read(self) -> Anchored | None:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"log.anchor_file {self.path}: unreadable ({exc})") from exc
-        try:
-            return Anchored(
-                raw["origin"], int(raw["size"]), bytes.fromhex(raw["root"]), raw["note"]
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"log.anchor_file {self.path}: not an anchor ({exc})") from exc
+        return read_anchor(self.path)
 
     async def check(self) -> AnchorCheck:
         """Compare the database's log with the anchor (RFC 9162 §2.1.1 roots)."""

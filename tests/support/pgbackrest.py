@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import secrets
 import subprocess
 import time
 from dataclasses import dataclass
@@ -60,14 +61,16 @@ class BackedUpCluster:
             elif key == "pg1-port":
                 line = f"pg1-port={port}\npg1-socket-path={self.cluster.data_dir}"
             elif key == "repo1-cipher-type":
-                # not encrypted here: the server's archive and restore commands would need
-                # the passphrase in their environment
-                line = "repo1-cipher-type=none"
+                # encrypted as committed; the passphrase, which production gives in the
+                # environment, is in this private config file here, so that the server's
+                # archive command (which does not see the test's environment) has it too
+                line = f"{line}\nrepo1-cipher-pass={secrets.token_urlsafe(32)}"
             elif key == "[global]":
                 line = "[global]\nlog-level-file=off"
             lines.append(line)
         path = self.root / "pgbackrest.conf"
         path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
         _as_postgres(path)
         return path
 

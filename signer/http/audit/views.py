@@ -214,6 +214,8 @@ def _detail(rec: SigningRecord) -> dict[str, Any]:
         "digests": [d.hex() for d in rec.digests],
         "gen_times": [gen_time(t) for t in rec.time_stamps],
         "key_destroyed": bool(rec.destruction and rec.destruction.get("confirmed_absent")),
+        # abandoned after a crash (signer.signing.sweeper): gone with its HSM session
+        "ended_with_session": bool(rec.destruction and rec.destruction.get("ended_with_session")),
     }
 
 

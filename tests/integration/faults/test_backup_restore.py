@@ -27,7 +27,7 @@ from tests.integration.log.test_log_tamper import qes_audit_verify
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.pg import private_cluster_dir
 from tests.support.pgbackrest import BackedUpCluster
-from tests.support.service import SignerProcess, free_port
+from tests.support.service import DEV_CONFIG, SignerProcess, free_port, run_qes
 from tests.support.softhsm import SoftHsmToken
 
 
@@ -43,6 +43,37 @@ def drill_root() -> Iterator[Path]:
             if (root / cluster / "data").exists():
                 LocalPostgres(root / cluster).stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def backup_and_restore_config(env: dict[str, str], tmp_path: Path) -> Path:
+    """`qes backup` of the service's configuration and privacy key, `qes restore` of it into
+    a fresh directory, a wrong passphrase refused; returns the restored config file."""
+    passphrase = tmp_path / "backup.pass"
+    passphrase.write_text("a passphrase kept apart from the archive\n")
+    archive = tmp_path / "config.qesbak"
+    code, out, err = await run_qes(
+        "backup", "--config", str(DEV_CONFIG), "--out", str(archive),
+        "--passphrase-file", str(passphrase), env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert archive.stat().st_mode & 0o077 == 0
+    assert env["QES_LOG_PRIVACY_KEY"].encode() not in archive.read_bytes()
+    assert "log-privacy.key  (log privacy key, from $QES_LOG_PRIVACY_KEY)" in out
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not the passphrase of this archive\n")
+    code, _, err = await run_qes(
+        "restore", str(archive), "--to", str(tmp_path / "nope"), "--passphrase-file", str(wrong)
+    )
+    assert code == 1 and "wrong passphrase" in err
+    target = tmp_path / "restored-config"
+    code, out, err = await run_qes(
+        "restore", str(archive), "--to", str(target), "--passphrase-file", str(passphrase)
+    )
+    assert code == 0, err
+    assert "every file matches its SHA-256" in out
+    assert (target / "qes.toml").read_bytes() == DEV_CONFIG.read_bytes()
+    assert (target / "policy.toml").read_bytes() == (DEV_CONFIG.parent / "policy.toml").read_bytes()
+    return target / "qes.toml"
 
 
 @pytest.mark.timeout(600)
@@ -76,10 +107,25 @@ async def test_backup_keep_signing_restore_verify_and_catch_the_lost_tail(
     finally:
         signer.stop()
 
+    # The repository is encrypted (the committed repo1-cipher-type), its files unreadable.
+    info = await asyncio.to_thread(backed.run, "info")
+    assert "cipher: aes-256-cbc" in info, info
+    wal = [f for f in (drill_root / "repo" / "archive").rglob("0000*") if f.is_file()]
+    assert wal and all(f.read_bytes().startswith(b"Salted__") for f in wal)  # OpenSSL's format
+    # The configuration and the privacy key (`qes backup`), restored into a fresh directory.
+    config = await backup_and_restore_config(env, tmp_path)
+    restored_key = config.parent / "log-privacy.key"
+    assert restored_key.read_text().strip() == env["QES_LOG_PRIVACY_KEY"]  # identical
+    from_backup = {  # the service's files from the backups only, not the test's environment
+        **env,
+        "QES_LOG_PRIVACY_KEY": "",
+        "QES__LOG__PRIVACY_KEY_FILE": f'"{restored_key}"',
+    }
+
     latest = await asyncio.to_thread(backed.restore, drill_root / "latest")
-    lenv = {**env, "QES_DATABASE_URL": latest.url()}
+    lenv = {**from_backup, "QES_DATABASE_URL": latest.url()}
     assert await log_size(latest.url()) >= newest
-    verified = await asyncio.to_thread(qes_audit_verify, lenv)
+    verified = await asyncio.to_thread(qes_audit_verify, lenv, config)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     told = await asyncio.to_thread(qes_audit_anchor, lenv)
     assert told.returncode == 0, told.stdout + told.stderr
@@ -88,10 +134,10 @@ async def test_backup_keep_signing_restore_verify_and_catch_the_lost_tail(
     old = await asyncio.to_thread(
         backed.restore, drill_root / "backup-end", "--type=immediate", "--target-action=promote"
     )
-    oenv = {**env, "QES_DATABASE_URL": old.url()}
+    oenv = {**from_backup, "QES_DATABASE_URL": old.url()}
     restored_size = await log_size(old.url())
     assert restored_size < newest
-    verified = await asyncio.to_thread(qes_audit_verify, oenv)
+    verified = await asyncio.to_thread(qes_audit_verify, oenv, config)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     told = await asyncio.to_thread(qes_audit_anchor, oenv)
     assert told.returncode == 1, told.stdout + told.stderr

@@ -25,7 +25,7 @@ from tests.integration.faults.test_faults import copy_ca_certificates, post
 from tests.integration.log.test_log_tamper import qes_audit_verify
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.pg import scratch_database
-from tests.support.service import DEV_CONFIG, ROOT, SignerProcess, free_port, service_env
+from tests.support.service import DEV_CONFIG, ROOT, SignerProcess, free_port, run_qes, service_env
 from tests.support.softhsm import SoftHsmToken
 
 
@@ -98,6 +98,22 @@ async def sign_n(url: str, token: str, n: int) -> None:
             assert code == 201, body
 
 
+async def watch_sees_the_anchor_not_extended(
+    url: str, idp: RunningIdp, anchor: Path, newest: int, tmp_path: Path
+) -> None:
+    """`qes audit watch --anchor` against the restored service: the anchor, not extended."""
+    token_file = tmp_path / "auditor.token"
+    token_file.write_text(await idp.client_token("demo-auditor", DEMO_SECRETS["demo-auditor"]))
+    code, out, err = await run_qes(
+        "audit", "watch", "--url", url, "--token-file", str(token_file), "--once", "-q",
+        "--from", str(10**9), "--anchor", str(anchor),
+    )  # fmt: skip
+    assert code == 1, out + err
+    [line] = out.splitlines()
+    assert line.startswith(f"anchor  path={anchor}  size={newest}  root="), line
+    assert "extends=NO (the log's newest checkpoint is older" in line, line
+
+
 @pytest.mark.timeout(300)
 async def test_restore_from_an_old_backup_is_caught_and_the_operator_decides(
     softhsm_token: SoftHsmToken,
@@ -155,6 +171,7 @@ async def test_restore_from_an_old_backup_is_caught_and_the_operator_decides(
             code, body = await post(session, again.url, token)
             assert code == 503 and body["type"] == "/problems/log-behind-checkpoint", body
             assert await log_size(restored) == backed_up  # nothing appended, nothing published
+            await watch_sees_the_anchor_not_extended(again.url, idp, anchor, newest, tmp_path)
 
             accepted = await asyncio.to_thread(qes_audit_anchor, renv, "--accept-loss")
             assert accepted.returncode == 0, accepted.stdout + accepted.stderr

@@ -6,6 +6,7 @@ approval request left 'signing' past its expiry is ended too; `qes audit verify`
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import asyncpg
 import pytest
 
 from signer.keys.session import EPHEMERAL_LABEL
+from signer.signing.sweeper import ENDED_WITH_SESSION
 from tests.integration.faults.test_faults import (
     copy_ca_certificates,
     post,
@@ -24,7 +26,7 @@ from tests.integration.faults.test_faults import (
 )
 from tests.integration.log.test_log_tamper import qes_audit_verify
 from tests.support.idp import DEMO_SECRETS, RunningIdp
-from tests.support.service import SignerProcess, free_port, service_env
+from tests.support.service import SignerProcess, free_port, run_qes, service_env
 from tests.support.softhsm import SoftHsmToken
 
 
@@ -80,12 +82,27 @@ async def abandoned_entries(url: str) -> list[Any]:
     try:
         return list(
             await conn.fetch(
-                "SELECT r.id, r.failure, r.signed_count, e.idx FROM signing_records r"
-                " JOIN log_entries e ON e.record_id = r.id WHERE r.failure = 'abandoned'"
+                "SELECT r.id, r.failure, r.signed_count, r.destruction, e.idx"
+                " FROM signing_records r JOIN log_entries e ON e.record_id = r.id"
+                " WHERE r.failure = 'abandoned'"
             )
         )
     finally:
         await conn.close()
+
+
+async def audit_show(url: str, token: str, serial: str, tmp_path: Path) -> dict[str, str]:
+    """`qes audit show SERIAL` through the certificates API, as ``{field: value}``."""
+    token_file = tmp_path / "auditor.token"
+    token_file.write_text(token)
+    code, out, err = await run_qes(
+        "audit", "show", serial, "--url", url, "--token-file", str(token_file)
+    )
+    assert code == 0, err
+    return dict(
+        (name.strip(), value.strip())
+        for name, value in (line.split("  ", 1) for line in out.splitlines() if "  " in line)
+    )
 
 
 @pytest.mark.timeout(300)
@@ -96,6 +113,7 @@ async def test_sigkill_mid_flow_then_the_sweeper_ends_what_was_left(
     idp: RunningIdp,
     settings: Any,
     ca_ready: None,
+    auditor_token: str,
     tmp_path: Path,
 ) -> None:
     await copy_ca_certificates(
@@ -141,8 +159,14 @@ async def test_sigkill_mid_flow_then_the_sweeper_ends_what_was_left(
         async with aiohttp.ClientSession() as session:
             code, _ = await post(session, second.url, token)
         assert code == 201  # the restarted service signs as usual meanwhile
+        shown = await audit_show(second.url, auditor_token, left_issued[0], tmp_path)
     finally:
         second.stop()
+    # What an auditor sees: failed, the reason, and what became of the key.
+    assert shown["status"] == "failed" and shown["failure"] == "abandoned"
+    assert shown["key destroyed"] == (
+        "with its HSM session when its process ended (a session object; not confirmed)"
+    )
 
     recorded = await statuses(own_database)
     assert "issued" not in recorded.values(), recorded
@@ -150,6 +174,9 @@ async def test_sigkill_mid_flow_then_the_sweeper_ends_what_was_left(
     assert len(entries) == len(left_issued)
     assert len({e["idx"] for e in entries}) == len(entries)  # one log entry each, once
     assert all(e["signed_count"] == 0 for e in entries)
+    # The key's fate, in the record (and its log entry, which verify rebuilds from it): a
+    # session object gone with its session, not destroyed by a call, not confirmed absent.
+    assert all(json.loads(e["destruction"]) == dict(ENDED_WITH_SESSION) for e in entries)
     for serial in left_issued:
         assert recorded[serial] == "failed"
     assert await ended(own_database, "signing_requests", web_id) == ("failed", "abandoned")

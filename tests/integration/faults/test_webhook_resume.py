@@ -272,3 +272,98 @@ async def test_two_replicas_send_each_due_webhook_once(env: dict[str, str], tmp_
     assert all(r["webhook_attempts"] == 1 and r["webhook_delivered_at"] for r in rows), rows
     loggers = [r.log.read_text().count("webhook_resumed") for r in replicas]
     assert sum(loggers) == len(ids), loggers
+
+
+async def open_authorization(url: str, rp: Rp) -> uuid.UUID:
+    """A CSC OAuth2 authorization at its consent page (a verified login held) that expired a
+    second ago: nobody comes back to it."""
+    auth_id = uuid.uuid4()
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    await sql(
+        url,
+        "INSERT INTO csc_oauth2_requests (id, client_id, redirect_uri, credential_id,"
+        " num_signatures, hash_algorithm_oid, hashes, code_challenge, status, created_at,"
+        " expires_at, csrf_token, principal)"
+        " VALUES ($1, $2, $3, 'cred', 1, '2.16.840.1.101.3.4.2.1', ARRAY[$4::bytea], 'c',"
+        " 'consent', $5, $5, 'csrf', '{\"sub\": \"alice\"}'::jsonb)",
+        auth_id, rp.client_id, REDIRECT, bytes(32), past,
+    )  # fmt: skip
+    return auth_id
+
+
+def scraped(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
+
+
+@pytest.mark.timeout(180)
+async def test_the_sweeper_expires_pending_requests_in_the_background(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 14, item 6: a pending web-signing request nobody opens again ends 'expired' at
+    its expiry, by the sweeper, and its RP is told at once (the resumer, set to wait ten
+    minutes, cannot be the sender); an expired CSC OAuth2 authorization ends and drops its
+    login. Logged, and counted in ``qes_sweeper_ended_total``."""
+    db, port, metrics_port = env["QES_DATABASE_URL"], int(env["QES__SERVER__PORT"]), free_port()
+    rp = await add_rp(env, "Expiry RP", REDIRECT)
+    hook_port = free_port()
+    hook = f"http://127.0.0.1:{hook_port}/hook"
+    sweeping = {
+        **env,
+        "QES__SWEEPER__INTERVAL_SECONDS": "0.5",
+        "QES__SWEEPER__WEBHOOK_RETRY_AFTER_SECONDS": "600",
+        "QES__METRICS__ENABLED": "true",
+        "QES__METRICS__PORT": str(metrics_port),
+    }
+    async with receiving(Receiver(hook), hook_port) as receiver:
+        signer = SignerProcess(sweeping, port, tmp_path / "signer.log").start()
+        try:
+            request_id = await create(signer.url, rp, hook)
+            auth_id = await open_authorization(db, rp)
+            await asyncio.sleep(1.5)  # three sweeps: the request is not yet due
+            assert receiver.seen == []
+            # Its lifetime passes (moved back rather than waited for); nobody opens it.
+            await sql(
+                db,
+                "UPDATE signing_requests SET expires_at = now() - interval '1 second'"
+                " WHERE id = $1",
+                uuid.UUID(request_id),
+            )
+
+            async def told() -> bool:
+                return len(receiver.seen) >= 1
+
+            await until(told)
+            await asyncio.sleep(1.5)  # more sweeps: nothing is expired or sent twice
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{metrics_port}/metrics") as r,
+            ):
+                exported = await r.text()
+        finally:
+            signer.stop()
+
+    [(headers, body, status)] = receiver.seen
+    assert status == 200
+    assert verified_with(rp.secret_hash, headers, body) == {
+        "id": request_id,
+        "state": "rp-state",
+        "status": "expired",
+    }
+    [row] = await sql(db, "SELECT * FROM signing_requests WHERE id = $1", uuid.UUID(request_id))
+    assert row["status"] == "expired" and row["ended_at"] is not None
+    assert row["webhook_attempts"] == 1 and row["webhook_delivered_at"] is not None
+    [auth] = await sql(db, "SELECT * FROM csc_oauth2_requests WHERE id = $1", auth_id)
+    assert (auth["status"], auth["error"], auth["principal"]) == ("expired", "expired", None)
+    logged = (tmp_path / "signer.log").read_text()
+    [line] = [x for x in logged.splitlines() if "sweeper_expired_web_request" in x]
+    assert request_id in line
+    assert logged.count("sweeper_expired_csc_authorization") == 1
+    name = "qes_sweeper_ended_total"
+    assert scraped(exported, name, kind="expired_web_request") == 1
+    assert scraped(exported, name, kind="expired_csc_authorization") == 1

@@ -19,9 +19,11 @@ from signer.storage.log import INTEGRATOR_LOCK
 from tests.support.service import DEV_CONFIG, ROOT, api_headers
 
 
-def qes_audit_verify(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def qes_audit_verify(
+    env: dict[str, str], config: Path = DEV_CONFIG
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "signer", "audit", "verify", "--config", str(DEV_CONFIG), "-q"],
+        [sys.executable, "-m", "signer", "audit", "verify", "--config", str(config), "-q"],
         capture_output=True,
         text=True,
         cwd=ROOT,

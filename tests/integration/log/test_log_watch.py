@@ -17,6 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from ca.checkpoint import Checkpoint, SignedNote
+from signer.translog.anchor import CheckpointAnchor
 from tests.support.service import api_headers, free_port, run_qes, sign_random
 
 SECRET = b"webhook secret for the watch test"
@@ -184,3 +186,81 @@ async def test_entries_api_problems(
         assert (await resp.json())["type"] == "/problems/invalid-log-query"
     spec = await (await client.get("/openapi.json")).json()
     assert "/api/v1/log/entries" in spec["paths"]
+
+
+def _anchor_note(note: str, size: int, root: bytes) -> str:
+    """The real note's signature lines under another checkpoint text: a forged anchor (the
+    watcher parses the anchor; the service, not the watcher, holds the log key)."""
+    real = Checkpoint.parse(SignedNote.parse(note).text)
+    signatures = note.split("\n\n", 1)[1]
+    return Checkpoint(real.origin, size, root).text() + "\n" + signatures
+
+
+def _write_anchor(
+    path: Path, note: str, *, size: int | None = None, root: bytes | None = None
+) -> None:
+    real = Checkpoint.parse(SignedNote.parse(note).text)
+    size = real.size if size is None else size
+    root = real.root_hash if root is None else root
+    body = {"origin": real.origin, "size": size, "root": root.hex(), "note": note}
+    path.write_text(json.dumps(body), encoding="utf-8")
+
+
+async def test_watch_shows_the_anchor_and_whether_the_log_extends_it(
+    client: TestClient, batch_token: str, auditor_token: str, tmp_path: Path
+) -> None:
+    """Issue 14, item 4: the newest published checkpoint kept outside the database is in the
+    watch output, with whether the log's newest checkpoint extends it (an RFC 9162 consistency
+    proof from the service, checked by the watcher); exit 1 when it does not."""
+    tokens = tmp_path / "auditor.token"
+    tokens.write_text(auditor_token)
+    anchor = tmp_path / "anchor" / "checkpoint.json"
+    await _integrate(client, auditor_token)
+    published = await client.post("/api/v1/log/checkpoints", headers=api_headers(auditor_token))
+    anchored_note = await published.text()
+    anchored = Checkpoint.parse(SignedNote.parse(anchored_note).text)
+    # As the service anchors (signer.translog.anchor); the store is not used to write.
+    CheckpointAnchor(anchor, None).advance(  # type: ignore[arg-type]
+        anchored.origin, anchored.size, anchored.root_hash, anchored_note
+    )
+    for _ in range(3):
+        assert (await sign_random(client, batch_token))[0] == 201
+    newest = await _integrate(client, auditor_token)
+    assert newest > anchored.size
+
+    async def watch_anchor() -> tuple[int, list[str]]:
+        code, out, err = await _watch(client, tokens, "--from", str(10**9), "--anchor", str(anchor))
+        assert code in (0, 1), err
+        return code, out.splitlines()
+
+    code, lines = await watch_anchor()
+    assert code == 0
+    assert lines == [
+        f"anchor  path={anchor}  size={anchored.size}  root={anchored.root_hash.hex()}"
+        f"  extends=yes (checkpoint size {newest})"
+    ]
+
+    # The same size with another root (a fork), properly noted: the proof fails.
+    other = hashlib.sha256(b"another log").digest()
+    _write_anchor(anchor, _anchor_note(anchored_note, anchored.size, other), root=other)
+    code, lines = await watch_anchor()
+    assert code == 1
+    [line] = lines
+    assert f"size={anchored.size}  root={other.hex()}  extends=NO (no valid consistency" in line
+
+    # An anchor past the log's newest checkpoint (the database restored from an old backup).
+    ahead = newest + 5
+    _write_anchor(anchor, _anchor_note(anchored_note, ahead, other), size=ahead, root=other)
+    code, lines = await watch_anchor()
+    assert code == 1
+    [line] = lines
+    assert f"size={ahead}" in line and "extends=NO (the log's newest checkpoint is older" in line
+
+    # A damaged anchor file: its fields and its note disagree.
+    _write_anchor(anchor, anchored_note, root=other)
+    code, lines = await watch_anchor()
+    assert code == 1 and "names another size or root than its note" in lines[0]
+
+    anchor.unlink()
+    code, lines = await watch_anchor()
+    assert code == 0 and lines == [f"anchor  path={anchor}  none yet"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from cryptography.utils import CryptographyDeprecationWarning
@@ -60,3 +61,17 @@ def test_qes_prints_nothing_but_its_own_output() -> None:
         [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, check=True
     )
     assert done.stderr == ""
+
+
+def test_the_soak_bench_prints_no_dependency_warning() -> None:
+    """`bench/soak.py` is an entry point of its own (it imports pyHanko through the test
+    support code): its output starts with its own lines."""
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-W", "default", str(root / "bench" / "soak.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stderr == ""
+    assert done.stdout.startswith("usage: soak.py")
