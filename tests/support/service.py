@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -89,15 +90,8 @@ class SignerProcess:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> SignerProcess:
-        out = register_log(self.log).open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "signer", "serve", "--config", str(DEV_CONFIG)],
-            env={**os.environ, **self.env},
-            stdout=out,
-            stderr=out,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+        self._spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -107,14 +101,44 @@ class SignerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"signer not ready: {self.log.read_text()[-2000:]}")
 
+    def _spawn(self) -> None:
+        out = register_log(self.log).open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "signer", "serve", "--config", str(DEV_CONFIG)],
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=out,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
     def ready(self) -> bool:
+        return self.readyz_status() == 200
+
+    def readyz_status(self) -> int | None:
+        """/readyz's status code, or None while nothing answers."""
         try:
             with urllib.request.urlopen(  # noqa: S310
                 f"{self.url}/readyz", timeout=1, context=self.tls
             ) as r:
-                return bool(r.status == 200)
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
         except OSError:
-            return False
+            return None
+
+    def start_unready(self, timeout: float = 60.0) -> int:
+        """Start and wait until /readyz answers at all; its status (a service that refuses
+        to become ready still serves /readyz)."""
+        self._spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"signer exited: {self.log.read_text()[-2000:]}")
+            if (status := self.readyz_status()) is not None:
+                return status
+            time.sleep(0.1)
+        raise RuntimeError(f"signer not listening: {self.log.read_text()[-2000:]}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (the supervisor and its workers). A SIGTERM may take
