@@ -12,8 +12,8 @@ later), the HSM hangs (SIGSTOP, SIGCONT 3 s later), PostgreSQL restarts (immedia
 2 s later), a replica is SIGKILLed (and started again). It prints errors by kind, requests
 retried, records lost (201s without a completed record: must be 0), keys left in the token
 (must be 0), the RSS of every replica's processes at start and end, p50/p99 by minute, and
-the time from each fault's repair to the next signature. Exit code 2 when a record was lost or
-a key left; 0 otherwise.
+the time from each fault's repair to each replica's next signature. Exit code 2 when a record
+was lost, a key left, or a replica never signed again after a fault; 0 otherwise.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class Sample:
     kind: str  # "ok", a problem type, or a transport error
     serial: str | None = None
     retried: bool = False
+    replica: int = 0  # which replica answered (or failed to)
 
 
 @dataclass
@@ -119,9 +120,11 @@ async def request(session: aiohttp.ClientSession, stack: Stack, n: int) -> Sampl
     """Round robin; a replica that does not answer is skipped once (the client's retry)."""
     urls = [r.url for r in stack.replicas]
     first = await one(session, urls[n % len(urls)], stack.bearer)
+    first.replica = n % len(urls)
     if first.status != -1:
         return first
     second = await one(session, urls[(n + 1) % len(urls)], stack.bearer)
+    second.replica = (n + 1) % len(urls)
     second.retried = True
     second.sent = first.sent
     second.took += first.took
@@ -278,12 +281,24 @@ def report(stack: Stack, samples: list[Sample], start: float, extra: dict[str, A
         values = by_minute[minute]
         print(f"{minute:6d}  {len(values):6d}  {statistics.median(values):7.1f}"
               f"  {percentile(values, 0.99):7.1f}")  # fmt: skip
-    print("fault              at s   repaired s   next signature after repair, s")
+    names = [f"replica{i}" for i in range(len(stack.replicas))]
+    print("fault              at s   repaired s   next signature after repair, s: "
+          + "  ".join(names))  # fmt: skip
     for run in stack.faults:
-        after = [s.sent for s in samples if s.status == 201 and s.sent >= run.repaired]
-        run.recovered = min(after) - run.repaired if after else None
-        shown = f"{run.recovered:.2f}" if run.recovered is not None else "never"
+        per = [recovery(samples, run.repaired, i) for i in range(len(names))]
+        known = [t for t in per if t is not None]
+        run.recovered = max(known) if len(known) == len(per) else None
+        shown = "  ".join(f"{t:.2f}" if t is not None else "never" for t in per)
         print(f"{run.name:17s} {run.started - start:6.1f}   {run.repaired - start:9.1f}   {shown}")
+
+
+def recovery(samples: list[Sample], repaired: float, replica: int) -> float | None:
+    """Seconds from a fault's repair to the first signature ``replica`` sent after it: every
+    replica must come back on its own (one stuck replica behind a retrying client is an
+    outage for every client that does not retry)."""
+    after = [s.sent for s in samples if s.status == 201 and s.replica == replica]
+    after = [t for t in after if t >= repaired]
+    return min(after) - repaired if after else None
 
 
 def build(work: Path, workers: int, idp: Any) -> Stack:
@@ -349,7 +364,8 @@ async def soak(args: argparse.Namespace, stack: Stack) -> int:
         "rss": {k: (rss_before[k], rss_after[k]) for k in rss_before},
     }
     report(stack, samples, start, extra)
-    return 2 if lost or keys_left else 0
+    stuck = any(run.recovered is None for run in stack.faults)
+    return 2 if lost or keys_left or stuck else 0
 
 
 def main() -> int:

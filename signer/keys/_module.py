@@ -96,13 +96,20 @@ class Module:
     logins: dict[int, _Login] = field(default_factory=dict)
     env: tuple[tuple[str, str], ...] = ()
     epoch: int = 0
+    #: One call into the module at a time (:func:`serializes`); re-entrant for nested use.
+    serialized: bool = False
+    calls: threading.RLock = field(default_factory=threading.RLock)
+
+    def one_call(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold while calling into the module: the module's lock if it is ``serialized``."""
+        return self.calls if self.serialized else contextlib.nullcontext()
 
     def reinitialize(self, seen_epoch: int) -> int:
         """C_Finalize then C_Initialize with OS locking, unless someone already did it since
         ``seen_epoch``; returns the current epoch. Every session and login of the process on
         this module is gone afterwards (PKCS#11 v2.40 §5.4 C_Finalize): a network HSM's client
         reconnects to its server only this way (p11-kit's client does)."""
-        with _LOCK:
+        with _LOCK, self.one_call():
             if self.epoch != seen_epoch:
                 return self.epoch
             self.logins.clear()
@@ -190,12 +197,28 @@ class _Login:
                 del self.module.logins[self.slot_id]
             elif self.epoch != self.module.epoch:
                 return
-        with contextlib.suppress(PKCS11Error):  # the HSM went away: sessions died with it
+        # the HSM went away: sessions died with it
+        with contextlib.suppress(PKCS11Error), self.module.one_call():
             self.session.close()
 
 
 _LOCK = threading.RLock()
 _MODULES: dict[str, Module] = {}
+
+
+#: Client modules that must see one call at a time. p11-kit's RPC client (0.24, Debian 12)
+#: multiplexes the calls of all threads over one socket; when its server dies while several
+#: calls wait for their answers, the threads waiting for another's reply header are never
+#: woken (pthread_cond_wait in the client, seen in the soak bench): those calls never return,
+#: and neither does C_Finalize. With one call at a time nothing waits for another's reply, and
+#: a dead server fails the one running call. p11-kit's server answers one connection's calls
+#: in order anyway, so throughput is the same.
+SERIALIZED_MODULE_PREFIXES = ("p11-kit-client",)
+
+
+def serializes(path: str) -> bool:
+    """Whether calls into the module at ``path`` are made one at a time."""
+    return os.path.basename(path).startswith(SERIALIZED_MODULE_PREFIXES)
 
 
 def load_module(path: str, env: tuple[tuple[str, str], ...] = ()) -> Module:
@@ -216,7 +239,9 @@ def load_module(path: str, env: tuple[tuple[str, str], ...] = ()) -> Module:
                 raise HsmUnavailable(f"cannot load PKCS#11 module {path}: {exc}") from exc
             c = FunctionList.of(path, lib)
             _reinitialise_with_os_locking(c, path)
-        module = Module(path=path, lib=lib, c=c, pid=os.getpid(), env=env)
+        module = Module(
+            path=path, lib=lib, c=c, pid=os.getpid(), env=env, serialized=serializes(path)
+        )
         _MODULES[path] = module
         return module
 

@@ -113,7 +113,7 @@ class Link:
 
         Blocking. Every failure raises HsmUnavailable naming it."""
         module = load_module(member.module, member.module_env)
-        with _LOCK:
+        with _LOCK, module.one_call():
             epoch = module.epoch
             token = _find_token(module, member.token_label)
             try:
@@ -124,7 +124,8 @@ class Link:
         opened: list[Any] = []
         try:
             for _ in range(sessions):
-                opened.append(token.open(rw=True))
+                with module.one_call():
+                    opened.append(token.open(rw=True))
         except PKCS11Error as exc:
             link._close_p11(opened)
             link.executor.shutdown(wait=False)
@@ -141,7 +142,7 @@ class Link:
                 self._inflight += 1
             session = self.free.get_nowait()  # never empty: one session per worker thread
             try:
-                with holding(session):
+                with holding(session), self.module.one_call():
                     return fn(session)
             except PKCS11Error as exc:
                 metrics.HSM_ERRORS.inc()
@@ -162,7 +163,7 @@ class Link:
             return False
         self._close_p11([s._p11 for s in self.sessions])
         epoch = self.module.reinitialize(self.epoch)
-        with _LOCK:
+        with _LOCK, self.module.one_call():
             token = _find_token(self.module, self.member.token_label)
             try:
                 self.login = self.module.login(token, pin)
@@ -186,7 +187,8 @@ class Link:
         session: a round trip to a network HSM). Raises HsmUnavailable saying why not."""
         if self.module.epoch != self.epoch:
             raise HsmUnavailable(f"the module of {self.member.describe()} was re-initialised")
-        state = self.module.session_state(int(self.login.session.handle))
+        with self.module.one_call():
+            state = self.module.session_state(int(self.login.session.handle))
         if state not in (CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS):
             raise HsmUnavailable(f"{self.member.describe()}: session no longer logged in")
 
@@ -210,7 +212,8 @@ class Link:
             current = self.module.epoch == self.epoch
         if current:
             for session in sessions:
-                with contextlib.suppress(PKCS11Error):  # the HSM went away: they died with it
+                # the HSM went away: they died with it
+                with contextlib.suppress(PKCS11Error), self.module.one_call():
                     session.close()
         self.login.release()
 

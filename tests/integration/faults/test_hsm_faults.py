@@ -262,3 +262,49 @@ async def test_ha_group_fails_over_to_the_standby_and_back(
         standby.kill()
     assert leftovers(token) == []
     assert leftovers(twin) == []
+
+
+@pytest.mark.timeout(300)
+async def test_hsm_killed_under_many_concurrent_hops_never_wedges_its_client(
+    token: SoftHsmToken, server: P11KitServer
+) -> None:
+    """p11-kit's RPC client multiplexes every thread's calls over one socket; when its server
+    died while several calls waited for their replies, some of those threads were never woken
+    (seen in the soak bench: a replica that never signed again). Calls into it are made one at
+    a time now (signer.keys._module.SERIALIZED_MODULE_PREFIXES): through repeated deaths and
+    hangs under twelve concurrent requests, every hop returns and signing comes back each time."""
+    import dataclasses
+
+    settings = dataclasses.replace(settings_for(token, server), sessions=4)
+    hsm = await asyncio.to_thread(open_with_key, settings)
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        while not stop.is_set():
+            try:
+                await hsm.run(sign_once)
+            except HsmUnavailable:
+                await asyncio.sleep(0.02)
+
+    clients = [asyncio.create_task(client()) for _ in range(12)]
+    back: list[float] = []
+    try:
+        for fault in range(8):
+            await asyncio.sleep(1.0)
+            if fault % 2 == 0:
+                server.kill()
+                await asyncio.sleep(DEADLINE + 1)
+                server.start()
+            else:
+                server.hang()
+                await asyncio.sleep(DEADLINE + 1)
+                server.resume()
+            back.append(await until_up(hsm, limit=20.0))
+    finally:
+        stop.set()
+        server.resume()
+        await asyncio.wait(clients, timeout=30)
+        hsm.close()
+    print(f"seconds to sign again after each fault: {[round(b, 2) for b in back]}")
+    assert all(task.done() for task in clients), "a request still hangs in the HSM client"
+    assert leftovers(token) == []
