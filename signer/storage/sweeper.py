@@ -14,6 +14,7 @@ from datetime import datetime
 import asyncpg
 
 from signer.storage.records import _COLUMNS, _FAIL, IssuedRecord, guard, record_from_row
+from signer.storage.sql import sql
 
 # pg_try_advisory_xact_lock key of the sweeper: the bytes of "qes-swp" as a bigint.
 SWEEPER_LOCK = 0x7165732D737770
@@ -23,12 +24,12 @@ SWEEP_BATCH = 500
 # seconds; one still 'signing' past its expiry plus a grace period was left by a crash.
 # Batch records left 'issued' (their process died between the "issued" commit and the end of
 # the request): never a CSC credential's record, which its own sweeper ends (signer.http.csc).
-_STUCK_ISSUED = (
-    f"SELECT {_COLUMNS} FROM signing_records AS r"  # noqa: S608 - fixed column list
-    " WHERE r.status = 'issued' AND r.created_at < $1"
+_STUCK_ISSUED = sql(
+    "SELECT", _COLUMNS, "FROM signing_records AS r",
+    "WHERE r.status = 'issued' AND r.created_at < $1"
     " AND NOT EXISTS (SELECT 1 FROM csc_credentials AS c WHERE c.record_id = r.id)"
-    " ORDER BY r.created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-)
+    " ORDER BY r.created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+)  # fmt: skip
 _STUCK_WEB = (
     "UPDATE signing_requests SET status = 'failed', ended_at = $1, error = 'abandoned'"
     " WHERE status = 'signing' AND expires_at < $2 RETURNING id"
