@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ca.logentry import PrivacyKey
 from idp_adapter.registry import IssuerRegistry
-from signer.flows.approvals import ApprovalPolicy, ApprovalService, Render
+from signer.flows.approvals import ApprovalPolicy, ApprovalService
 from signer.flows.login import AuditLogin, LoginFailed
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import principal_json
@@ -46,7 +46,6 @@ def build(
     signing: SigningService,
     privacy_key: PrivacyKey,
     clock: Callable[[], datetime],
-    render: Render,
 ) -> ApprovalService:
     """Put the service (and the UI, when configured) on ``app``; returns the service."""
     webhooks = Webhooks(
@@ -59,7 +58,6 @@ def build(
         privacy_key=privacy_key,
         clock=clock,
         lifetime=settings.approvals.request_lifetime,
-        render=render,
         webhooks=webhooks,
     )
     app[APPROVALS] = service
