@@ -12,6 +12,7 @@ import hmac
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
@@ -19,20 +20,19 @@ import structlog
 from aiohttp import web
 
 from idp_adapter.errors import IdpError
-from signer.errors import RequestError, SignerError
+from signer.errors import SignerError
 from signer.flows.approvals import ApprovalNotFound, ApprovalService, digest_commitment
 from signer.flows.login import AuditLogin
 from signer.flows.websign import principal_from_json as principal_from_data
 from signer.http.browser import (
     SECURITY_HEADERS,
     Cookies,
+    SessionViews,
     Surface,
-    end_session,
-    finish_login,
-    start_login,
+    failure,
+    render_page,
     templates,
 )
-from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID
 from signer.storage.audit_sessions import UiSession
 
@@ -49,12 +49,6 @@ class ApprovalUi:
 
 APPROVAL_UI = web.AppKey("approval_ui", ApprovalUi)
 PageHandler = Callable[[web.Request, ApprovalUi, UiSession], Awaitable[web.StreamResponse]]
-
-
-def cookies_for(public_url: str) -> Cookies:
-    secure = public_url.startswith("https://")
-    prefix = "__Host-" if secure else ""
-    return Cookies(f"{prefix}qes-approvals-session", f"{prefix}qes-approvals-login", secure)
 
 
 APPROVAL_PAGES = Surface(
@@ -74,27 +68,15 @@ def page_templates() -> jinja2.Environment:
     return templates(APPROVAL_PAGES, "http/approvals/templates")
 
 
-def render(
-    request: web.Request, name: str, *, status: int = 200, **context: object
-) -> web.Response:
-    ui = request.app[APPROVAL_UI]
-    html = ui.templates.get_template(name).render(request_id=request.get(REQUEST_ID), **context)
-    resp = web.Response(text=html, content_type="text/html", status=status)
-    resp.headers.update(SECURITY_HEADERS)
-    return resp
+def render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
+    templates = request.app[APPROVAL_UI].templates
+    return render_page(request, templates, name, status=status, **context)
 
 
 def error_page(request: web.Request, exc: Exception, session: UiSession | None) -> web.Response:
     """Fixed text per kind (a refusal's title); details only in the log."""
-    mapped = translate(exc)
-    err: SignerError = SignerError() if mapped is None else mapped[0]
-    if mapped is None:
-        log.exception("approval_ui_error", path=request.path)
-    else:
-        log.warning("approval_ui_failed", kind=err.slug, error=str(exc) or type(exc).__name__)
-    message = "The request could not be completed. Try again later."
-    if isinstance(err, RequestError):
-        message = err.title + "."
+    events = ("approval_ui_error", "approval_ui_failed")
+    err, message = failure(exc, {}, events=events, path=request.path)
     return render(
         request, "error.html", status=err.status, title=err.title, message=message, session=session
     )
@@ -196,23 +178,9 @@ async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> we
     return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
 
 
-async def login(request: web.Request) -> web.StreamResponse:
-    ui = request.app[APPROVAL_UI]
-    return await start_login(request, ui.login, ui.cookies, "/approvals", error_page)
+def _parts(app: web.Application) -> tuple[AuditLogin, Cookies]:
+    ui = app[APPROVAL_UI]
+    return ui.login, ui.cookies
 
 
-async def callback(request: web.Request) -> web.StreamResponse:
-    ui = request.app[APPROVAL_UI]
-    resp, started = await finish_login(request, ui.login, ui.cookies, error_page)
-    if started:
-        log.info("approvals_login")
-    return resp
-
-
-async def logout(request: web.Request) -> web.StreamResponse:
-    ui = request.app[APPROVAL_UI]
-    return await end_session(request, ui.login, ui.cookies, "/approvals", error_page, render)
-
-
-async def logged_out(request: web.Request) -> web.Response:
-    return render(request, "logged_out.html", session=None)
+SESSION = SessionViews(_parts, "/approvals", error_page, render, "approvals_login")
