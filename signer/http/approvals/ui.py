@@ -8,7 +8,6 @@ Rendered on the server (jinja2, autoescaped); it works without JavaScript.
 from __future__ import annotations
 
 import functools
-import hmac
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from signer.http.browser import (
     Cookies,
     SessionViews,
     Surface,
+    csrf_ok,
     failure,
     render_page,
     templates,
@@ -152,17 +152,10 @@ async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> we
         form.get("digest_commitment"),
         form.get("decision"),
     )
-    if not isinstance(token, str) or not hmac.compare_digest(
-        token.encode(), session.csrf_token.encode()
-    ):
-        return render(
-            request,
-            "error.html",
-            status=403,
-            title="Form refused",
-            message="The form was not issued by this session. Reload the page and try again.",
-            session=session,
-        )
+    if not csrf_ok(token, session):
+        message = "The form was not issued by this session. Reload the page and try again."
+        return render(request, "error.html", status=403, title="Form refused", message=message,
+                      session=session)  # fmt: skip
     if choice not in ("approve", "deny") or not isinstance(commitment, str):
         return render(request, "error.html", status=400, title="Invalid request",
                       message="Choose Approve or Deny.", session=session)  # fmt: skip

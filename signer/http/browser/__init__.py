@@ -300,6 +300,13 @@ async def start_login(
     return resp
 
 
+def csrf_ok(token: object, session: UiSession) -> bool:
+    """A form's ``csrf`` field is this session's token (constant-time comparison)."""
+    return isinstance(token, str) and hmac.compare_digest(
+        token.encode(), session.csrf_token.encode()
+    )
+
+
 async def end_session(
     request: web.Request,
     login: AuditLogin,
@@ -316,18 +323,12 @@ async def end_session(
     except (SignerError, IdpError) as exc:
         return failed(request, exc, None)
     if session is not None and session_id:
-        if not isinstance(token, str) or not hmac.compare_digest(
-            token.encode(), session.csrf_token.encode()
-        ):
-            return render(
-                request,
-                "error.html",
-                status=403,
-                title="Logout refused",
-                message="The logout form was not issued by this session. Reload the page and"
-                " try again.",
-                session=session,
+        if not csrf_ok(token, session):
+            message = (
+                "The logout form was not issued by this session. Reload the page and try again."
             )
+            return render(request, "error.html", status=403, title="Logout refused",
+                          message=message, session=session)  # fmt: skip
         await login.logout(session_id)
     resp = web.Response(status=303, headers={"Location": f"{home}/logged-out", **SECURITY_HEADERS})
     cookies.clear(resp, cookies.session)

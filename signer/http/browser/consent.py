@@ -28,6 +28,7 @@ __all__ = [
     "ConsentPage",
     "Detail",
     "Row",
+    "decision",
     "hash_label",
     "render_consent",
     "render_page",
@@ -106,6 +107,14 @@ class ConsentPage:
     @property
     def return_host(self) -> str:
         return urlsplit(self.redirect_uri).netloc
+
+
+async def decision(request: web.Request) -> tuple[str | None, str]:
+    """The consent form's CSRF token (None: absent) and choice (``sign``, ``cancel``; the
+    flow refuses anything else)."""
+    form = await request.post()
+    csrf, choice = form.get("csrf"), form.get("decision")
+    return (csrf if isinstance(csrf, str) else None), (choice if isinstance(choice, str) else "")
 
 
 def render_consent(

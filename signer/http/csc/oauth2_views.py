@@ -187,14 +187,10 @@ async def consent_page(request: web.Request) -> web.Response:
 async def decide(request: web.Request) -> web.StreamResponse:
     """The consent form: Sign or Cancel, with this session's CSRF token."""
     flow, cookies = request.app[CSC_OAUTH2], request.app[OAUTH2_COOKIES]
-    form = await request.post()
-    csrf, decision = form.get("csrf"), form.get("decision")
+    csrf, choice = await c.decision(request)
     try:
         url = await flow.decide(
-            request.cookies.get(cookies.session),
-            _request_id(request),
-            csrf if isinstance(csrf, str) else None,
-            decision if isinstance(decision, str) else "",
+            request.cookies.get(cookies.session), _request_id(request), csrf, choice
         )
     except (SignerError, IdpError) as exc:
         return _error_page(request, exc)

@@ -234,14 +234,13 @@ async def decide(request: web.Request) -> web.StreamResponse:
     """The consent form: Sign or Cancel, with this session's CSRF token."""
     flow = request.app[WEB_SIGNING]
     cookies = request.app[COOKIES]
-    form = await request.post()
-    csrf, decision = form.get("csrf"), form.get("decision")
+    csrf, choice = await c.decision(request)
     try:
         done = await flow.decide(
             request.cookies.get(cookies.session),
             _request_id(request),
-            csrf if isinstance(csrf, str) else None,
-            decision if isinstance(decision, str) else "",
+            csrf,
+            choice,
             http_request_id=request[REQUEST_ID],
         )
     except (SignerError, IdpError) as exc:
