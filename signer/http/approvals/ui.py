@@ -51,15 +51,11 @@ APPROVAL_UI = web.AppKey("approval_ui", ApprovalUi)
 PageHandler = Callable[[web.Request, ApprovalUi, UiSession], Awaitable[web.StreamResponse]]
 
 
-APPROVAL_PAGES = Surface(
-    name="Approvals",
-    label="Approvals",
-    stylesheets=("/approvals/static/audit.css",),
+APPROVAL_PAGES = Surface.with_sessions(
+    "approvals",
+    "Approvals",
     footer="Your approval is bound to the exact digests shown and is recorded in the"
     " transparency log.",
-    home="/approvals",
-    login="/approvals/login",
-    logout="/approvals/logout",
     back_label="Back to the list",
 )
 

@@ -25,15 +25,11 @@ from signer.storage.records import RecordStore
 __all__ = ["add_routes", "build"]
 
 
-AUDIT_PAGES = Surface(
-    name="Audit",
-    label="Audit",
-    stylesheets=("/audit/static/audit.css",),
+AUDIT_PAGES = Surface.with_sessions(
+    "audit",
+    "Audit",
     footer="Every certificate is issued for one request, valid for 10 minutes; its key is"
     " destroyed afterwards.",
-    home="/audit",
-    login="/audit/login",
-    logout="/audit/logout",
     back_label="Back to the search",
 )
 

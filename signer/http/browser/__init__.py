@@ -87,6 +87,27 @@ def browser_login(
     )
 
 
+def signing_login(
+    settings: Settings,
+    *,
+    callback: str,
+    purpose: str,
+    failed: type[RequestError],
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    tokens: IssuerRegistry,
+    clock: Callable[[], datetime],
+) -> BrowserLogin:
+    """The login of the pages a person signs on (web signing, CSC OAuth2): the
+    ``[web_signing]`` OIDC client, whose ``max_age`` asks for a fresh login (OIDC Core §3.1.2.1)."""
+    client = settings.web_signing
+    assert client is not None
+    return browser_login(
+        settings, client, callback=callback, purpose=purpose, failed=failed, pool=pool,
+        http=http, tokens=tokens, clock=clock, max_age=client.max_age,
+    )  # fmt: skip
+
+
 def session_login(
     settings: Settings,
     ui: AuditUiSettings,
@@ -196,6 +217,15 @@ class Surface:
     logout: str | None = None
     back_label: str = ""
     narrow: bool = False
+
+    @classmethod
+    def with_sessions(cls, realm: str, name: str, *, footer: str, back_label: str) -> Surface:
+        """A UI with sessions under ``/{realm}``: its home, login, logout and stylesheet."""
+        home = f"/{realm}"
+        return cls(
+            name=name, label=name, stylesheets=(f"{home}/static/audit.css",), footer=footer,
+            home=home, login=f"{home}/login", logout=f"{home}/logout", back_label=back_label,
+        )  # fmt: skip
 
 
 #: The pages a person signs on: web signing and the CSC OAuth2 consent (static files under /sign).
