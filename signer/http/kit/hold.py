@@ -1,6 +1,8 @@
-"""Holding a batch request for m-of-n approval (issue 7), as the signing surfaces answer it:
-``202 Accepted`` (RFC 9110 §15.3.3) with ``Location`` = the status URL, the requirement and
-the digest commitment; and the JSON of an approval request, shared with the approvals API.
+"""Batch requests at the HTTP edge: :func:`submitted` hands one to
+:func:`signer.flows.submit.submit` (sign, or hold for m-of-n approval, issue 7) and answers a
+held one ``202 Accepted`` (RFC 9110 §15.3.3) with ``Location`` = the status URL, the
+requirement and the digest commitment; :func:`render` is the JSON of an approval request,
+shared with the approvals API.
 """
 
 from __future__ import annotations
