@@ -206,14 +206,6 @@ SELECT seq.base, 'issuance', done.id, $5::bytea, sha256('\\x00'::bytea || $5::by
   FROM done, seq
 RETURNING idx
 """
-# A refused request: no record row, the entry alone tells who asked, what and why.
-_REFUSE = """
-WITH seq AS (UPDATE log_state SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS base)
-INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash, subject_key)
-SELECT seq.base, 'refusal', NULL, $1::bytea, sha256('\\x00'::bytea || $1::bytea), $2::bytea
-  FROM seq
-RETURNING idx
-"""
 # The same, also keeping the signatures' time-stamp tokens (CAdES/PAdES B-T evidence).
 _COMPLETE_WITH_TIME_STAMPS = sql(
     _COMPLETE_STEPS,
@@ -351,13 +343,6 @@ class RecordStore:
                 entry,
                 subject_key,
             )
-        return idx
-
-    async def refuse(self, entry: bytes, subject_key: bytes | None = None) -> int:
-        """Append the log entry of a refused request (:class:`ca.logentry.RefusalEntry`) with
-        its subject index (None when no identity was verified)."""
-        async with guard("log refused request"):
-            idx: int = await self._pool.fetchval(_REFUSE, entry, subject_key)
         return idx
 
     async def claim_idempotency(self, key: IdempotencyKey, at: datetime) -> IdempotencyClaim:
