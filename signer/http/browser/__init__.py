@@ -87,27 +87,6 @@ def browser_login(
     )
 
 
-def signing_login(
-    settings: Settings,
-    *,
-    callback: str,
-    purpose: str,
-    failed: type[RequestError],
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    tokens: IssuerRegistry,
-    clock: Callable[[], datetime],
-) -> BrowserLogin:
-    """The login of the pages a person signs on (web signing, CSC OAuth2): the
-    ``[web_signing]`` OIDC client, whose ``max_age`` asks for a fresh login (OIDC Core §3.1.2.1)."""
-    client = settings.web_signing
-    assert client is not None
-    return browser_login(
-        settings, client, callback=callback, purpose=purpose, failed=failed, pool=pool,
-        http=http, tokens=tokens, clock=clock, max_age=client.max_age,
-    )  # fmt: skip
-
-
 def session_login(
     settings: Settings,
     ui: AuditUiSettings,

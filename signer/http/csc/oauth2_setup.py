@@ -26,7 +26,7 @@ from signer.flows.csc_oauth2 import (
     OAuth2Policy,
 )
 from signer.flows.registry import RpRegistry
-from signer.http.browser import Cookies, signing_login
+from signer.http.browser import Cookies, browser_login
 from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_views as views
 from signer.settings.config import Settings
@@ -108,9 +108,9 @@ def build(
     web_settings = settings.web_signing
     assert web_settings is not None
     public_url = settings.server.public_url
-    login = signing_login(
-        settings, callback=CALLBACK, purpose="csc", failed=AuthorizationLoginFailed,
-        pool=pool, http=http, tokens=tokens, clock=clock,
+    login = browser_login(
+        settings, web_settings, callback=CALLBACK, purpose="csc", failed=AuthorizationLoginFailed,
+        pool=pool, http=http, tokens=tokens, clock=clock, max_age=web_settings.max_age,
     )  # fmt: skip
     accepted = None
     if web_settings.credential_acr is not None:

@@ -18,7 +18,7 @@ from signer.flows.registry import RpRegistry
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import SignerLoginFailed, WebPolicy, WebSigning
 from signer.http.browser import STATIC_DIR as AUDIT_STATIC
-from signer.http.browser import Cookies, signing_login
+from signer.http.browser import Cookies, browser_login
 from signer.http.kit.outbound import poster
 from signer.http.kit.state import WEB_SIGNING
 from signer.http.sign import api, views
@@ -44,9 +44,9 @@ def build(
     assert web_settings is not None
     issuer = next(i.issuer for i in settings.issuers if i.name == web_settings.issuer)
     public_url = settings.server.public_url
-    login = signing_login(
-        settings, callback="/sign/callback", purpose="sign", failed=SignerLoginFailed,
-        pool=pool, http=http, tokens=tokens, clock=clock,
+    login = browser_login(
+        settings, web_settings, callback="/sign/callback", purpose="sign", failed=SignerLoginFailed,
+        pool=pool, http=http, tokens=tokens, clock=clock, max_age=web_settings.max_age,
     )  # fmt: skip
     rps = RpClientStore(pool)
     requests = SigningRequestStore(pool)
