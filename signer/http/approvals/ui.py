@@ -33,6 +33,7 @@ from signer.http.browser import (
     render_page,
     templates,
 )
+from signer.http.kit.paths import path_id
 from signer.http.kit.state import REQUEST_ID
 from signer.storage.audit_sessions import UiSession
 
@@ -95,10 +96,7 @@ def authenticated(handler: PageHandler) -> Callable[[web.Request], Awaitable[web
 
 
 def _id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError as exc:
-        raise ApprovalNotFound("not an id") from exc
+    return path_id(request, ApprovalNotFound("not an id"))
 
 
 @authenticated

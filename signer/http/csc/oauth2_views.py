@@ -27,6 +27,7 @@ from signer.flows import csc_oauth2 as o
 from signer.http.browser import SECURITY_HEADERS, SIGNING_PAGES, Cookies, failure, render_page
 from signer.http.browser import consent as c
 from signer.http.browser import templates as browser_templates
+from signer.http.kit.paths import path_id
 
 log = structlog.get_logger(__name__)
 CSC_OAUTH2 = web.AppKey("csc_oauth2", o.CredentialOAuth2)
@@ -120,10 +121,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 
 def _request_id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError as exc:
-        raise o.NoAuthorizationConsent("not a request id") from exc
+    return path_id(request, o.NoAuthorizationConsent("not a request id"))
 
 
 def _emails(cert: x509.Certificate) -> list[str]:

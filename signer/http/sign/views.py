@@ -24,6 +24,7 @@ from signer.flows import websign as f
 from signer.http.browser import SECURITY_HEADERS, SIGNING_PAGES, Cookies, failure, render_page
 from signer.http.browser import consent as c
 from signer.http.browser import templates as browser_templates
+from signer.http.kit.paths import path_id
 from signer.http.kit.state import REQUEST_ID, WEB_SIGNING
 from signer.policy.enforcement import Suspended
 from signer.policy.rules import PolicyDenied
@@ -89,10 +90,7 @@ def error_page(request: web.Request, exc: Exception, **context: Any) -> web.Resp
 
 
 def _request_id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError as exc:
-        raise f.SigningRequestNotFound("not a request id") from exc
+    return path_id(request, f.SigningRequestNotFound("not a request id"))
 
 
 async def start(request: web.Request) -> web.StreamResponse:
