@@ -38,7 +38,7 @@ LOOP_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("loop: logging (structlog)", ("structlog/", "logging/")),
     ("loop: token verification", ("idp_adapter/", "joserfc/")),
     ("loop: database (asyncpg)", ("asyncpg/", "signer/storage/")),
-    ("loop: JSON + render", ("json/", "render_result (", "json_response (", "read_json (")),
+    ("loop: JSON + render", ("json/", "as_json (", "json_response (", "read_json (")),
     ("loop: request parsing", ("parse_signature_request (",)),
     ("loop: policy / subject", ("authorize (", "subject_from_attributes (")),
     (

@@ -52,7 +52,6 @@ from signer.settings.config import Settings
 from signer.signing import gauges
 from signer.signing.csc import CscService
 from signer.signing.pipeline import SigningService
-from signer.signing.results import render_result
 from signer.signing.sweeper import Sweeper
 from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.anchor import AnchorStore
@@ -208,6 +207,7 @@ def _csc(
         time_stamps=time_stamps,
         clock=clock,
         settings=settings.csc,
+        refusals=signing.refusals,
         gate=signing.gate,
         log_guard=log_guard,
     )
@@ -263,6 +263,8 @@ async def _core(
         clock=clock,
         time_stamps=time_stamps,
         max_clock_skew=settings.tsa.max_clock_skew,
+        public_url=settings.server.public_url,
+        refusals=app[REFUSAL_LOG],
         gate=gate,
         log_guard=log_guard,
     )
@@ -312,7 +314,6 @@ async def _surfaces(
             policy=CurrentPolicy(lambda: policy_file.current),
             signing=services.signing,
             privacy_key=o.privacy_key,
-            render=lambda r: render_result(r, settings.server.public_url),
             **common,
         )
     try:

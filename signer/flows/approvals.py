@@ -28,10 +28,10 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -43,7 +43,7 @@ from signer.flows.websign import principal_from_json as principal_from_data
 from signer.flows.websign import principal_json as principal_data
 from signer.formats.pdf import PreparedPdf, embed
 from signer.policy.rules import PolicyRefusal
-from signer.signing.pipeline import SignatureRequest, SignatureResult, SigningService
+from signer.signing.pipeline import SignatureRequest, SigningService
 from signer.storage.approvals import (
     ApprovalStore,
     NewApprovalRequest,
@@ -163,9 +163,6 @@ class Held:
     webhook_secret: str | None
 
 
-Render = Callable[[SignatureResult], Mapping[str, Any]]
-
-
 class ApprovalService:
     """Holds, shows and decides approval requests; signs on the m-th approval."""
 
@@ -178,7 +175,6 @@ class ApprovalService:
         privacy_key: PrivacyKey,
         clock: Callable[[], datetime],
         lifetime: timedelta,
-        render: Render,
         webhooks: Webhooks | None = None,
     ) -> None:
         self._store = store
@@ -187,7 +183,6 @@ class ApprovalService:
         self._key = privacy_key
         self._clock = clock
         self._lifetime = lifetime
-        self._render = render
         self._webhooks = webhooks
 
     def requirement(self, principal: Principal) -> Requirement | None:
@@ -369,7 +364,7 @@ class ApprovalService:
         )
         try:
             result, response = await self._signing.sign(
-                principal, request, request_id=req.request_id, render=self._render, approved=True
+                principal, request, request_id=req.request_id, approved=True
             )
             signed_pdf = None
             if req.pdf is not None and req.pdf_reserved is not None:
@@ -388,7 +383,7 @@ class ApprovalService:
             req.id,
             at=self._clock(),
             serial=result.serial,
-            result=response or {},
+            result=response,
             signed_pdf=signed_pdf,
         )
         assert done is not None, "only this caller moves a 'signing' request on"

@@ -49,7 +49,6 @@ from signer.signing.pipeline import (
     SignatureResult,
     SigningService,
 )
-from signer.signing.results import render_result
 from signer.storage.login_flows import LoginFlow
 from signer.storage.signing_requests import (
     Activation,
@@ -644,7 +643,7 @@ class WebSigning:
     def result_body(self, req: StoredRequest, result: SignatureResult) -> dict[str, Any]:
         """What the RP fetches: one signature per document, the certificate and chain, the
         audit record and the log index."""
-        body = dict(render_result(result, self._public_url))
+        body = result.as_json(self._public_url)
         body["documents"] = [
             {"label": label, "digest": base64.b64encode(d).decode(), "signature": sig}
             for label, d, sig in zip(req.labels, req.digests, body.pop("signatures"), strict=True)

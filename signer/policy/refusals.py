@@ -16,8 +16,8 @@ closed, one aggregate entry (reason ``refusals-suppressed``, ``suppressed`` = th
 address that hit its limit, and one for the all-sources limit, is appended in the same
 transaction that deletes the counters (:class:`signer.storage.refusals.RefusalStore`), so
 ``logged + suppressed`` always equals the number of refusals. Refusals of authenticated
-requests (policy) are logged by :class:`signer.signing.pipeline.SigningService`, not limited: their
-requester is known.
+requests (policy, CSC) go through the same writer, :meth:`RefusalLog.attributed`, not limited:
+their requester is known. :class:`RefusalLog` is the only code that builds refusal entries.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ca.logentry import (
 from signer.errors import DatabaseUnavailable, SignerError
 from signer.settings.config import LogSettings
 from signer.storage.refusals import ClosedWindow, RefusalStore
-from signer.translog.log import source_index
+from signer.translog.log import source_index, subject_index
 
 log = structlog.get_logger(__name__)
 UNKNOWN_ADDRESS = "unknown"
@@ -112,6 +112,39 @@ class RefusalLog:
             )
         except (DatabaseUnavailable, LogEntryError) as exc:  # the refusal stands regardless
             log.error("refusal_not_logged", reason=refused.reason, error=str(exc))
+            return None
+
+    async def attributed(
+        self,
+        requester: Requester,
+        request: RequestSummary,
+        *,
+        request_id: str,
+        reason: str,
+        indexed: bool = True,
+        signature_format: str | None = None,
+    ) -> int | None:
+        """A refusal whose requester is known (an authenticated request refused by policy, a
+        CSC call, an RP client suspended): appended at once, with the requester's subject index
+        when ``indexed``. The refusal stands even when the log is unreachable (that failure is
+        logged); returns the entry's log index, or None then."""
+        entry = RefusalEntry(
+            record_id=str(uuid.uuid4()),
+            request_id=request_id,
+            refused_at=self._clock(),
+            requester=requester,
+            request=request,
+            reason=reason,
+            signature_format=signature_format,
+        )
+        subject = requester.token_subject
+        key = None
+        if indexed and requester.token_issuer is not None and subject is not None:
+            key = subject_index(self._key, requester.token_issuer, subject)
+        try:
+            return await self._store.append(entry.encode(self._key), key)
+        except DatabaseUnavailable:
+            log.error("refusal_not_logged", request_id=request_id, reason=reason)
             return None
 
     def _aggregate(self, window: ClosedWindow) -> bytes:

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ca.authority import IssuingCA
-from ca.logentry import PrivacyKey, RefusalEntry, Requester, RequestSummary
+from ca.logentry import PrivacyKey, Requester, RequestSummary
 from ca.profiles import Level, NaturalPerson, Subject
 from ca.tsa import HASH_ALGORITHMS
 from idp_adapter.principal import Principal
@@ -51,6 +51,7 @@ from signer.errors import (
 from signer.keys import Destruction, Hsm, HsmSession
 from signer.keys.credential import credential_label, label_expiry
 from signer.policy.enforcement import Gate, Suspended
+from signer.policy.refusals import RefusalLog
 from signer.policy.rules import Decision, PolicyRefusal
 from signer.settings.config import CscSettings
 from signer.signing.csc_errors import (
@@ -155,6 +156,7 @@ class CscService:
         time_stamps: TimeStampSource,
         clock: Callable[[], datetime],
         settings: CscSettings,
+        refusals: RefusalLog,
         gate: Gate | None = None,
         log_guard: Callable[[], None] | None = None,
     ) -> None:
@@ -165,6 +167,7 @@ class CscService:
         self._ca_label = ca_key_label
         self._store = store
         self._records = records
+        self._refusals = refusals
         self._policy = policy
         self._privacy_key = privacy_key
         self._time_stamps = time_stamps
@@ -600,20 +603,13 @@ class CscService:
     ) -> None:
         """Append a refusal entry (who asked, what, why); a refusal stands even when the log is
         unreachable, so that failure is only logged."""
-        entry = RefusalEntry(
-            record_id=str(uuid.uuid4()),
+        await self._refusals.attributed(
+            requester,
+            RequestSummary(None, subject_type, HASH_NAMES.get(hash_oid or "", hash_oid), digests),
             request_id=request_id,
-            refused_at=self._clock(),
-            requester=requester,
-            request=RequestSummary(
-                None, subject_type, HASH_NAMES.get(hash_oid or "", hash_oid), digests
-            ),
             reason=exc.slug,
+            indexed=False,
         )
-        try:
-            await self._records.refuse(entry.encode(self._privacy_key))
-        except DatabaseUnavailable:
-            log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
 
     def _issued_record(
         self,

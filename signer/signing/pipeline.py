@@ -24,6 +24,7 @@ than the HSM work itself; a lone request is never held back waiting for company.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import uuid
 from collections.abc import Callable, Mapping
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import Chain, IssuingCA
 from ca.errors import ProfileError
-from ca.logentry import PrivacyKey, RefusalEntry, Requester, RequestSummary
+from ca.logentry import PrivacyKey, Requester, RequestSummary
 from ca.profiles import Level, NaturalPerson, Subject, subject_from_attributes
 from idp_adapter.principal import Principal
 from signer import metrics
@@ -51,10 +52,11 @@ from signer.errors import (
 from signer.formats.cms import cades_b_t, pades_b_t
 from signer.keys import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
 from signer.policy.enforcement import ApprovalRequired, Gate
+from signer.policy.refusals import RefusalLog
 from signer.policy.rules import Decision, PolicyRefusal
 from signer.signing.timestamping import TimeStampSource, checked
 from signer.storage.records import Completion, IdempotencyKey, IssuedRecord, RecordStore
-from signer.translog.log import issuance_entry, refusal_entry, subject_index
+from signer.translog.log import issuance_entry, subject_index
 
 log = structlog.get_logger(__name__)
 
@@ -106,13 +108,32 @@ class SignatureResult:
     #: Index of the request's entry in the transparency log (sequenced with the completion).
     log_index: int | None = None
 
+    def as_json(self, public_url: str) -> dict[str, Any]:
+        """The result as the JSON value every surface returns (batch API, web signing, held
+        requests) and the idempotent replay keeps: plain data, no HTTP."""
+        pem = self.certificate.public_bytes(Encoding.PEM).decode()
+        return {
+            "serial": self.serial,
+            "profile": self.profile,
+            "format": self.format,
+            "signature_algorithm": "ecdsa",
+            "signatures": [base64.b64encode(s).decode() for s in self.signatures],
+            "certificate": pem,
+            "chain": pem + self.chain_pem,
+            "not_before": self.certificate.not_valid_before_utc.isoformat(),
+            "not_after": self.certificate.not_valid_after_utc.isoformat(),
+            "record_url": f"{public_url}/api/v1/certificates/{self.serial}",
+            "key": {"evidence": self.evidence.as_dict(), "destruction": self.destruction.as_dict()},
+        }
+
 
 # A hop takes at most this many waiting requests, and stops adding requests once this many
 # digests are in it (the first request always fits: its own limit is server.max_digests).
 MAX_BATCH = 8
 MAX_BATCH_DIGESTS = 1000
 
-_Outcome = tuple["SignatureResult", "Mapping[str, Any] | None"]
+#: The result (with its log index) and its JSON value plus ``"log": {"index": N}``.
+_Outcome = tuple["SignatureResult", "Mapping[str, Any]"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +145,6 @@ class _Job:
     request_id: str
     record_id: uuid.UUID
     idempotency: IdempotencyKey | None
-    render: Callable[[SignatureResult], Mapping[str, Any]] | None
     future: asyncio.Future[_Outcome]
 
 
@@ -166,10 +186,15 @@ class SigningService:
         clock: Callable[[], datetime],
         time_stamps: TimeStampSource,
         max_clock_skew: timedelta,
+        public_url: str,
+        refusals: RefusalLog,
         gate: Gate | None = None,
         log_guard: Callable[[], None] | None = None,
     ) -> None:
         self._hsm = hsm
+        self._public_url = public_url
+        #: The one refusal writer; the CSC service shares it.
+        self.refusals = refusals
         self.gate = gate
         #: Raises while the log is behind its published checkpoint (signer.translog.anchor).
         self.log_guard = log_guard
@@ -238,20 +263,12 @@ class SigningService:
         try:
             self.gate.suspensions.current.check_client(client_id)
         except PolicyRefusal as exc:
-            entry = RefusalEntry(
-                record_id=str(uuid.uuid4()),
+            await self.refusals.attributed(
+                Requester(None, None, None, client_id=client_id),
+                RequestSummary(request.profile, None, request.hash_algorithm, request.digests),
                 request_id=request_id,
-                refused_at=self._clock(),
-                requester=Requester(None, None, None, client_id=client_id),
-                request=RequestSummary(
-                    request.profile, None, request.hash_algorithm, request.digests
-                ),
                 reason=exc.slug,
             )
-            try:
-                await self._records.refuse(entry.encode(self._privacy_key))
-            except DatabaseUnavailable:
-                log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
             raise
 
     async def _admit(
@@ -299,12 +316,11 @@ class SigningService:
         *,
         request_id: str,
         idempotency: IdempotencyKey | None = None,
-        render: Callable[[SignatureResult], Mapping[str, Any]] | None = None,
         approved: bool = False,
     ) -> _Outcome:
-        """Sign ``request`` for ``principal``; returns the result and its rendered response
-        (``render`` runs before the completion commit, so the idempotent response is stored
-        with it, plus ``"log": {"index": N}``). A request refused by policy is logged as a
+        """Sign ``request`` for ``principal``; returns the result and its JSON value
+        (:meth:`SignatureResult.as_json`, stored with the completion as the idempotent response,
+        plus ``"log": {"index": N}``). A request refused by policy is logged as a
         refusal entry before the refusal is raised. With a :class:`~signer.policy.enforcement.Gate`
         the kill switch, the policy file and its rate limit apply too (``approved``: the
         rule's m-of-n approval is in)."""
@@ -325,7 +341,6 @@ class SigningService:
             request_id=request_id,
             record_id=uuid.uuid4(),
             idempotency=idempotency,
-            render=render,
             future=asyncio.get_running_loop().create_future(),
         )
         self._queue.put_nowait(job)
@@ -335,26 +350,24 @@ class SigningService:
         self, principal: Principal, request: SignatureRequest, request_id: str, exc: RequestError
     ) -> None:
         """Append the refusal entry of an authenticated request (who asked, what, why) with
-        its subject index; a refusal stands even when the log is unreachable, so that failure
-        is only logged. (Requests refused before authentication: :mod:`signer.policy.refusals`.)"""
-        entry = refusal_entry(
-            principal,
-            record_id=str(uuid.uuid4()),
+        its subject index, through the one refusal writer (:mod:`signer.policy.refusals`)."""
+        await self.refusals.attributed(
+            Requester(
+                principal.issuer_name,
+                principal.issuer,
+                principal.subject,
+                client_id=principal.client_id,
+            ),
+            RequestSummary(
+                request.profile or principal.default_profile,
+                principal.subject_type,
+                request.hash_algorithm,
+                request.digests,
+            ),
             request_id=request_id,
-            refused_at=self._clock(),
-            profile=request.profile or principal.default_profile,
-            hash_algorithm=request.hash_algorithm,
-            digests=request.digests,
             reason=exc.slug,
             signature_format=request.format,
         )
-        try:
-            await self._records.refuse(
-                entry.encode(self._privacy_key),
-                subject_index(self._privacy_key, principal.issuer, principal.subject),
-            )
-        except DatabaseUnavailable:
-            log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
 
     async def _lane(self, queue: asyncio.Queue[_Job]) -> None:
         while True:
@@ -425,7 +438,7 @@ class SigningService:
         outcomes: list[_Signed | _Failed],
         issued: Mapping[uuid.UUID, IssuedRecord],
     ) -> None:
-        completions: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]] = []
+        completions: list[tuple[_Job, SignatureResult, Mapping[str, Any]]] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, _Failed):
                 await self._record_failure(job, outcome, issued.get(job.record_id))
@@ -444,7 +457,7 @@ class SigningService:
                 format=job.request.format,
                 time_stamps=outcome.time_stamps,
             )
-            completions.append((job, result, job.render(result) if job.render else None))
+            completions.append((job, result, result.as_json(self._public_url)))
         if completions:
             await self._complete(completions, issued)
 
@@ -552,7 +565,7 @@ class SigningService:
 
     async def _complete(
         self,
-        done: list[tuple[_Job, SignatureResult, Mapping[str, Any] | None]],
+        done: list[tuple[_Job, SignatureResult, Mapping[str, Any]]],
         issued: Mapping[uuid.UUID, IssuedRecord],
     ) -> None:
         at = self._clock()
@@ -606,8 +619,7 @@ class SigningService:
             )
             if not job.future.done():
                 logged = dataclasses.replace(result, log_index=index)
-                body = None if response is None else {**response, "log": {"index": index}}
-                job.future.set_result((logged, body))
+                job.future.set_result((logged, {**response, "log": {"index": index}}))
 
     async def _record_failure(
         self, job: _Job, failed: _Failed, record: IssuedRecord | None

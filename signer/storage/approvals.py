@@ -20,11 +20,12 @@ from typing import Any
 import asyncpg
 
 from signer.storage.records import guard
+from signer.storage.sql import Columns, sql
 
 ENDED = ("completed", "failed", "denied", "expired")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NewApprovalRequest:
     """A batch request to hold; ``principal`` is the requester as JSON-able data."""
 
@@ -53,51 +54,16 @@ class NewApprovalRequest:
     webhook_secret_hash: bytes | None = None
 
 
-@dataclass(frozen=True)
-class StoredDecision:
-    id: uuid.UUID
-    decision: str
-    request_id: str
-    decided_at: datetime
-    issuer_name: str
-    token_issuer: str
-    token_subject: str
-    email: str | None
-    display_name: str
-    log_index: int
+@dataclass(frozen=True, kw_only=True)
+class StoredApprovalRequest(NewApprovalRequest):
+    """A held request as stored: what was asked, how it stands, and its decisions so far."""
 
-
-@dataclass(frozen=True)
-class StoredApprovalRequest:
-    id: uuid.UUID
     status: str
-    kind: str
-    request_id: str
-    created_at: datetime
-    expires_at: datetime
     ended_at: datetime | None
-    token_issuer: str
-    issuer_name: str
-    token_subject: str
-    client_id: str | None
-    display_name: str
-    principal: Mapping[str, Any]
-    format: str
-    profile: str | None
-    hash_algorithm: str
-    digests: tuple[bytes, ...]
-    labels: tuple[str, ...]
-    reason: str | None
-    approver_group: str
-    approvals_required: int
-    pdf: bytes | None
-    pdf_reserved: tuple[int, int] | None
     signed_pdf: bytes | None
     record_serial: str | None
     result: Mapping[str, Any] | None
     error: str | None
-    webhook_url: str | None
-    webhook_secret_hash: bytes | None
     webhook_attempts: int
     webhook_result: str | None
     webhook_attempted_at: datetime | None
@@ -109,7 +75,7 @@ class StoredApprovalRequest:
         return sum(d.decision == "approved" for d in self.decisions)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NewDecision:
     """One approver's decision; ``entry`` is built by the caller from the locked request."""
 
@@ -122,6 +88,11 @@ class NewDecision:
     token_subject: str
     email: str | None
     display_name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredDecision(NewDecision):
+    log_index: int
 
 
 @dataclass(frozen=True)
@@ -138,7 +109,7 @@ class Decided:
 #: the canonical log entry of the decision.
 CheckDecision = Callable[[StoredApprovalRequest], bytes]
 
-_COLUMNS = (
+_COLUMNS = Columns.of(
     "id, status, kind, request_id, created_at, expires_at, ended_at, token_issuer, issuer_name,"
     " token_subject, client_id, display_name, principal, format, profile, hash_algorithm,"
     " digests, labels, reason, approver_group, approvals_required, pdf, pdf_reserved_start,"
@@ -146,15 +117,37 @@ _COLUMNS = (
     " webhook_secret_hash, webhook_attempts, webhook_result, webhook_attempted_at,"
     " webhook_delivered_at"
 )
-_DECISION_COLUMNS = (
+_DECISION_COLUMNS = Columns.of(
     "id, decision, request_id, decided_at, issuer_name, token_issuer, token_subject, email,"
     " display_name, log_index"
 )
-_INSERT = (
-    f"INSERT INTO approval_requests ({_COLUMNS.replace(', ended_at', '')})"  # noqa: S608
-    " VALUES ($1,'pending',$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
-    "$20,$21,$22,NULL,NULL,NULL,NULL,$23,$24,0,NULL,NULL,NULL)"
-)
+_INSERT = sql(
+    "INSERT INTO approval_requests (", _COLUMNS.without("ended_at"), ")",
+    "VALUES ($1,'pending',$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
+    "$20,$21,$22,NULL,NULL,NULL,NULL,$23,$24,0,NULL,NULL,NULL)",
+)  # fmt: skip
+_SELECT = sql("SELECT", _COLUMNS, "FROM approval_requests")
+_RETURNING = sql("RETURNING", _COLUMNS)
+_EXPIRE = sql(
+    "UPDATE approval_requests SET status='expired', ended_at=$1"
+    " WHERE status='pending' AND expires_at <= $1", _RETURNING,
+)  # fmt: skip
+_COMPLETE = sql(
+    "UPDATE approval_requests SET status='completed', ended_at=$2, record_serial=$3, result=$4,"
+    " signed_pdf=$5 WHERE id=$1 AND status='signing'", _RETURNING,
+)  # fmt: skip
+_FAIL = sql(
+    "UPDATE approval_requests SET status='failed', ended_at=$2, error=$3"
+    " WHERE id=$1 AND status='signing'", _RETURNING,
+)  # fmt: skip
+_INSERT_DECISION = sql(
+    "INSERT INTO approval_decisions (", _DECISION_COLUMNS, ", approval_request)",
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+)  # fmt: skip
+_DECISIONS = sql(
+    "SELECT", _DECISION_COLUMNS, "FROM approval_decisions",
+    "WHERE approval_request=$1 ORDER BY decided_at, id",
+)  # fmt: skip
 # The decision's log entry, sequenced like every other (records.py: the log_state row lock).
 _APPEND = """
 WITH seq AS (UPDATE log_state SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS base)
@@ -207,20 +200,14 @@ class ApprovalStore:
     async def expire(self, now: datetime) -> list[StoredApprovalRequest]:
         """Mark every pending request past its expiry 'expired'; returns them (webhooks)."""
         async with guard("expire approval requests"), self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"UPDATE approval_requests SET status='expired', ended_at=$1"  # noqa: S608
-                f" WHERE status='pending' AND expires_at <= $1 RETURNING {_COLUMNS}",
-                now,
-            )
+            rows = await conn.fetch(_EXPIRE, now)
             return [_request(r, await _decisions(conn, r["id"])) for r in rows]
 
     async def pending(self, limit: int = 200) -> list[StoredApprovalRequest]:
         """Pending requests, oldest first, with their decisions so far."""
         async with guard("list approval requests"), self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM approval_requests WHERE status='pending'"  # noqa: S608
-                " ORDER BY created_at LIMIT $1",
-                limit,
+                sql(_SELECT, "WHERE status='pending' ORDER BY created_at LIMIT $1"), limit
             )
             return [_request(r, await _decisions(conn, r["id"])) for r in rows]
 
@@ -231,19 +218,14 @@ class ApprovalStore:
         on the locked row and raises to refuse; nothing is written then."""
         async with guard("record approval decision"), self._pool.acquire() as conn:
             async with conn.transaction():
-                row = await conn.fetchrow(
-                    f"SELECT {_COLUMNS} FROM approval_requests"  # noqa: S608
-                    " WHERE id=$1 FOR UPDATE",
-                    request_id,
-                )
+                row = await conn.fetchrow(sql(_SELECT, "WHERE id=$1 FOR UPDATE"), request_id)
                 if row is None:
                     return None
                 locked = _request(row, await _decisions(conn, request_id))
                 entry = check(locked)
                 index: int = await conn.fetchval(_APPEND, entry)
                 await conn.execute(
-                    f"INSERT INTO approval_decisions ({_DECISION_COLUMNS}, approval_request)"  # noqa: S608
-                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                    _INSERT_DECISION,
                     decision.id, decision.decision, decision.request_id, decision.decided_at,
                     decision.issuer_name, decision.token_issuer, decision.token_subject,
                     decision.email, decision.display_name, index, request_id,
@@ -277,9 +259,7 @@ class ApprovalStore:
     ) -> StoredApprovalRequest | None:
         async with guard("complete approval request"), self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"UPDATE approval_requests SET status='completed', ended_at=$2,"  # noqa: S608
-                f" record_serial=$3, result=$4, signed_pdf=$5 WHERE id=$1 AND status='signing'"
-                f" RETURNING {_COLUMNS}",
+                _COMPLETE,
                 request_id,
                 at,
                 serial,
@@ -292,13 +272,7 @@ class ApprovalStore:
         self, request_id: uuid.UUID, *, at: datetime, error: str
     ) -> StoredApprovalRequest | None:
         async with guard("fail approval request"), self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                f"UPDATE approval_requests SET status='failed', ended_at=$2, error=$3"  # noqa: S608
-                f" WHERE id=$1 AND status='signing' RETURNING {_COLUMNS}",
-                request_id,
-                at,
-                error,
-            )
+            row = await conn.fetchrow(_FAIL, request_id, at, error)
             return None if row is None else _request(row, await _decisions(conn, request_id))
 
     async def record_webhook(
@@ -339,17 +313,10 @@ async def fetch_decisions(
 
 
 async def _decisions(conn: asyncpg.Connection, request_id: uuid.UUID) -> list[StoredDecision]:
-    rows = await conn.fetch(
-        f"SELECT {_DECISION_COLUMNS} FROM approval_decisions"  # noqa: S608
-        " WHERE approval_request=$1 ORDER BY decided_at, id",
-        request_id,
-    )
+    rows = await conn.fetch(_DECISIONS, request_id)
     return [_decision(r) for r in rows]
 
 
 async def _load(conn: asyncpg.Connection, request_id: uuid.UUID) -> StoredApprovalRequest | None:
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM approval_requests WHERE id=$1 AND purged_at IS NULL",  # noqa: S608
-        request_id,
-    )
+    row = await conn.fetchrow(sql(_SELECT, "WHERE id=$1 AND purged_at IS NULL"), request_id)
     return None if row is None else _request(row, await _decisions(conn, request_id))

@@ -22,29 +22,40 @@ from datetime import datetime
 import asyncpg
 
 from signer.storage.records import IssuedRecord, SigningRecord, _issued_args, guard, record_from_row
+from signer.storage.sql import Columns, sql
 
 #: Columns of ``csc_credentials`` (aliased ``c``) read with the record row (aliased ``r``).
-_CREDENTIAL_COLUMNS = (
+_CREDENTIAL_COLUMNS = Columns.of(
     "c.id AS credential_id, c.token_issuer AS owner_issuer, c.token_subject AS owner_subject,"
     " c.key_label, c.state, c.created_at AS credential_created_at,"
     " c.expires_at AS credential_expires_at, c.ended_at, c.end_reason"
 )
-_RECORD_COLUMNS = (
+_RECORD_COLUMNS = Columns.of(
     "r.id, r.serial, r.status, r.request_id, r.created_at, r.completed_at, r.token_issuer,"
     " r.issuer_name, r.token_subject, r.client_id, r.profile, r.subject_type, r.subject_dn,"
     " r.not_before, r.not_after, r.certificate, r.key_evidence, r.hash_algorithm, r.digests,"
     " r.signed_count, r.destruction, r.failure, r.signature_format, r.email"
 )
-_AUTH_COLUMNS = (
+_AUTH_COLUMNS = Columns.of(
     "a.credential_id AS auth_credential_id, a.token_issuer AS auth_issuer,"
     " a.token_subject AS auth_subject, a.hash_algorithm AS auth_hash_algorithm,"
     " a.digests AS auth_digests, a.num_signatures, a.acr, a.amr, a.auth_time,"
     " a.expires_at AS auth_expires_at, a.consumed_at"
 )
-_SELECT_CREDENTIAL = (
-    f"SELECT {_CREDENTIAL_COLUMNS}, {_RECORD_COLUMNS} FROM csc_credentials c"  # noqa: S608
-    " JOIN signing_records r ON r.id = c.record_id"
+_SELECT_CREDENTIAL = sql(
+    "SELECT", _CREDENTIAL_COLUMNS + _RECORD_COLUMNS, "FROM csc_credentials c",
+    "JOIN signing_records r ON r.id = c.record_id",
+)  # fmt: skip
+_FIND_AUTHORIZATION = sql(
+    "SELECT", _AUTH_COLUMNS, "FROM csc_authorizations a WHERE a.secret_hash=$1"
 )
+_TAKE_AUTHORIZATION = sql(
+    "SELECT", _AUTH_COLUMNS + _CREDENTIAL_COLUMNS + _RECORD_COLUMNS,
+    "FROM csc_authorizations a",
+    "JOIN csc_credentials c ON c.id = a.credential_id",
+    "JOIN signing_records r ON r.id = c.record_id",
+    "WHERE a.secret_hash=$1 FOR UPDATE OF a, c",
+)  # fmt: skip
 _INSERT_ISSUED = (
     "INSERT INTO signing_records (id, serial, status, request_id, created_at, token_issuer,"
     " issuer_name, token_subject, client_id, profile, subject_type, subject_dn, not_before,"
@@ -272,11 +283,7 @@ class CscStore:
     async def find_authorization(self, secret_hash: bytes) -> StoredAuthorization | None:
         """The authorization stored under ``secret_hash`` (consumed or not), for diagnostics."""
         async with guard("read CSC authorization"):
-            row = await self._pool.fetchrow(
-                f"SELECT {_AUTH_COLUMNS} FROM csc_authorizations a"  # noqa: S608
-                " WHERE a.secret_hash=$1",
-                secret_hash,
-            )
+            row = await self._pool.fetchrow(_FIND_AUTHORIZATION, secret_hash)
         return None if row is None else _authorization(row)
 
     async def take_authorization(
@@ -296,14 +303,7 @@ class CscStore:
             self._pool.acquire() as conn,
             conn.transaction(),
         ):
-            row = await conn.fetchrow(
-                f"SELECT {_AUTH_COLUMNS}, {_CREDENTIAL_COLUMNS}, {_RECORD_COLUMNS}"  # noqa: S608
-                " FROM csc_authorizations a"
-                " JOIN csc_credentials c ON c.id = a.credential_id"
-                " JOIN signing_records r ON r.id = c.record_id"
-                " WHERE a.secret_hash=$1 FOR UPDATE OF a, c",
-                secret_hash,
-            )
+            row = await conn.fetchrow(_TAKE_AUTHORIZATION, secret_hash)
             if row is None:
                 return None
             auth, credential = _authorization(row), _credential(row)

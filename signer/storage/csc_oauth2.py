@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from signer.storage.records import guard
+from signer.storage.sql import Columns, sql
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,25 @@ class StoredAuthorization(NewAuthorization):
     error: str | None
 
 
-_COLUMNS = (
+_COLUMNS = Columns.of(
     "id, client_id, redirect_uri, state, credential_id, num_signatures, hash_algorithm_oid,"
     " hashes, code_challenge, description, lang, created_at, expires_at, status, principal,"
     " signer_issuer, signer_subject, csrf_token, redeemed_at, token_ref, error"
 )
 
 #: Ended rows keep no browser handle, OIDC secret or verified login (data minimisation).
-_CLEARED = " session_hash=NULL, csrf_token=NULL, principal=NULL"
-_EXPIRE = (
-    "UPDATE csc_oauth2_requests SET status='expired', error='expired', ended_at=$1,"  # noqa: S608 - fixed columns
-    + _CLEARED
-    + " WHERE (status IN ('login', 'consent') AND expires_at <= $1)"
-    " OR (status='approved' AND code_expires_at <= $1)"
-)
-_RETURNING = f" RETURNING {_COLUMNS}"
-_SELECT = f"SELECT {_COLUMNS} FROM csc_oauth2_requests"  # noqa: S608 - fixed column list
+_CLEARED = "session_hash=NULL, csrf_token=NULL, principal=NULL"
+_EXPIRE = sql(
+    "UPDATE csc_oauth2_requests SET status='expired', error='expired', ended_at=$1,", _CLEARED,
+    "WHERE (status IN ('login', 'consent') AND expires_at <= $1)"
+    " OR (status='approved' AND code_expires_at <= $1)",
+)  # fmt: skip
+_RETURNING = sql("RETURNING", _COLUMNS)
+_SELECT = sql("SELECT", _COLUMNS, "FROM csc_oauth2_requests")
 
 
 def _row(row: asyncpg.Record) -> StoredAuthorization:
-    values = {k: row[k] for k in _COLUMNS.replace(" ", "").split(",")}
+    values = {k: row[k] for k in _COLUMNS.names}
     values["hashes"] = tuple(values["hashes"])
     principal = values["principal"]
     values["principal"] = None if principal is None else json.loads(principal)
@@ -122,7 +122,7 @@ class CscOAuth2Store:
         The login flow itself was used up (single use) by its own table."""
         async with guard("read CSC OAuth2 login"):
             row = await self._pool.fetchrow(
-                _SELECT + " WHERE id=$1 AND status='login' AND expires_at > $2", request_id, now
+                sql(_SELECT, "WHERE id=$1 AND status='login' AND expires_at > $2"), request_id, now
             )
         return None if row is None else _row(row)
 
@@ -156,8 +156,10 @@ class CscOAuth2Store:
         """The request awaiting this browser's decision, if it still does."""
         async with guard("read CSC OAuth2 consent"):
             row = await self._pool.fetchrow(
-                _SELECT + " WHERE id=$1 AND session_hash=$2 AND status='consent'"
-                " AND expires_at > $3",
+                sql(
+                    _SELECT,
+                    "WHERE id=$1 AND session_hash=$2 AND status='consent' AND expires_at > $3",
+                ),
                 request_id,
                 session_hash,
                 now,
@@ -175,10 +177,12 @@ class CscOAuth2Store:
         """The owner chose Sign: the consent session is used up and the code is issued."""
         async with guard("approve CSC OAuth2 authorization"):
             row = await self._pool.fetchrow(
-                "UPDATE csc_oauth2_requests SET status='approved', session_hash=NULL,"  # noqa: S608 - fixed column list
-                " csrf_token=NULL, code_hash=$3, code_expires_at=$4"
-                " WHERE id=$1 AND session_hash=$2 AND status='consent' AND expires_at > $5"
-                + _RETURNING,
+                sql(
+                    "UPDATE csc_oauth2_requests SET status='approved', session_hash=NULL,"
+                    " csrf_token=NULL, code_hash=$3, code_expires_at=$4"
+                    " WHERE id=$1 AND session_hash=$2 AND status='consent' AND expires_at > $5",
+                    _RETURNING,
+                ),
                 request_id,
                 session_hash,
                 code_hash,
@@ -200,10 +204,13 @@ class CscOAuth2Store:
         ``session_hash``, only the consent this browser holds (its Cancel)."""
         async with guard("end CSC OAuth2 authorization"):
             row = await self._pool.fetchrow(
-                "UPDATE csc_oauth2_requests SET status=$3, error=$4, ended_at=$2,"  # noqa: S608 - fixed column list
-                + _CLEARED
-                + " WHERE id=$1 AND status IN ('login', 'consent')"
-                " AND ($5::bytea IS NULL OR session_hash=$5)" + _RETURNING,
+                sql(
+                    "UPDATE csc_oauth2_requests SET status=$3, error=$4, ended_at=$2,",
+                    _CLEARED,
+                    "WHERE id=$1 AND status IN ('login', 'consent')"
+                    " AND ($5::bytea IS NULL OR session_hash=$5)",
+                    _RETURNING,
+                ),
                 request_id,
                 now,
                 status,
@@ -219,9 +226,12 @@ class CscOAuth2Store:
         Another client's attempt leaves the code alone."""
         async with guard("redeem CSC OAuth2 code"):
             row = await self._pool.fetchrow(
-                "UPDATE csc_oauth2_requests SET status='redeemed', redeemed_at=$3"  # noqa: S608 - fixed column list
-                " WHERE code_hash=$1 AND client_id=$2 AND status='approved'"
-                " AND code_expires_at > $3" + _RETURNING,
+                sql(
+                    "UPDATE csc_oauth2_requests SET status='redeemed', redeemed_at=$3"
+                    " WHERE code_hash=$1 AND client_id=$2 AND status='approved'"
+                    " AND code_expires_at > $3",
+                    _RETURNING,
+                ),
                 code_hash,
                 client_id,
                 now,
@@ -249,9 +259,11 @@ class CscOAuth2Store:
         meanwhile (the caller then revokes the token: RFC 6749 §4.1.2)."""
         async with guard("attach CSC OAuth2 token"):
             done = await self._pool.fetchval(
-                "UPDATE csc_oauth2_requests SET token_ref=$2, ended_at=$3,"  # noqa: S608 - fixed columns
-                + _CLEARED
-                + " WHERE id=$1 AND status='redeemed' AND reused_at IS NULL RETURNING true",
+                sql(
+                    "UPDATE csc_oauth2_requests SET token_ref=$2, ended_at=$3,",
+                    _CLEARED,
+                    "WHERE id=$1 AND status='redeemed' AND reused_at IS NULL RETURNING true",
+                ),
                 request_id,
                 token_ref,
                 now,
@@ -262,9 +274,11 @@ class CscOAuth2Store:
         """A redeemed code that yielded no token (wrong verifier, credential gone)."""
         async with guard("fail CSC OAuth2 code"):
             await self._pool.execute(
-                "UPDATE csc_oauth2_requests SET status='failed', error=$3, ended_at=$2,"  # noqa: S608 - fixed columns
-                + _CLEARED
-                + " WHERE id=$1 AND status='redeemed' AND token_ref IS NULL",
+                sql(
+                    "UPDATE csc_oauth2_requests SET status='failed', error=$3, ended_at=$2,",
+                    _CLEARED,
+                    "WHERE id=$1 AND status='redeemed' AND token_ref IS NULL",
+                ),
                 request_id,
                 now,
                 error,
@@ -272,7 +286,7 @@ class CscOAuth2Store:
 
     async def get(self, request_id: uuid.UUID) -> StoredAuthorization | None:
         async with guard("read CSC OAuth2 authorization"):
-            row = await self._pool.fetchrow(_SELECT + " WHERE id=$1", request_id)
+            row = await self._pool.fetchrow(sql(_SELECT, "WHERE id=$1"), request_id)
         return None if row is None else _row(row)
 
     async def revoke_authorization(self, secret_hash: bytes, now: datetime) -> bool:

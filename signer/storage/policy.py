@@ -20,6 +20,7 @@ from datetime import datetime
 import asyncpg
 
 from signer.storage.records import guard
+from signer.storage.sql import Columns, sql
 
 NOTIFY_CHANNEL = "qes_suspensions"
 SPANS = ("minute", "day")
@@ -30,10 +31,17 @@ INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
 SELECT seq.base, 'admin', NULL, $1::bytea, sha256('\\x00'::bytea || $1::bytea) FROM seq
 RETURNING idx
 """
-_ACTION_COLUMNS = (
+_ACTION_COLUMNS = Columns.of(
     "id, request_id, action, scope, token_issuer, token_subject, client_id, reason,"
     " actor_issuer, actor_subject, acted_at"
 )
+_INSERT_ACTION = sql(
+    "INSERT INTO admin_actions (", _ACTION_COLUMNS, ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+)
+_ACTIONS_BY_ID = sql(
+    "SELECT", _ACTION_COLUMNS + Columns(("purged_at",)), "FROM admin_actions",
+    "WHERE id = ANY($1::uuid[])",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -166,8 +174,7 @@ class PolicyStore:
             if bool(exists) == (action.action == "suspend"):
                 return False
             await conn.execute(
-                f"INSERT INTO admin_actions ({_ACTION_COLUMNS})"  # noqa: S608
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                _INSERT_ACTION,
                 action.id,
                 action.request_id,
                 action.action,
@@ -209,8 +216,7 @@ class PolicyStore:
         their entries inside its snapshot)."""
         async with guard("read admin actions"):
             rows = await conn.fetch(
-                f"SELECT {_ACTION_COLUMNS}, purged_at FROM admin_actions"  # noqa: S608
-                " WHERE id = ANY($1::uuid[])",
+                _ACTIONS_BY_ID,
                 list(ids),
             )
         return {r["id"]: _action(r) for r in rows}

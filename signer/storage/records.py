@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from signer.errors import DatabaseUnavailable
+from signer.storage.sql import Columns, sql
 
 
 @asynccontextmanager
@@ -136,7 +137,7 @@ class IdempotencyKey:
     body_sha256: bytes
 
 
-_COLUMNS = (
+_COLUMNS = Columns.of(
     "id, serial, status, request_id, created_at, completed_at, token_issuer, issuer_name,"
     " token_subject, client_id, profile, subject_type, subject_dn, not_before, not_after,"
     " certificate, key_evidence, hash_algorithm, digests, signed_count, destruction, failure,"
@@ -157,7 +158,7 @@ _INSERT_ISSUED = (
 # one to commit and then re-reads the row (READ COMMITTED re-check of the updated row), so
 # indexes are consecutive, committed in index order, never duplicated. RFC 9162 §2.1.1 leaf:
 # SHA-256(0x00 || entry).
-_COMPLETE = """
+_COMPLETE_STEPS = """
 WITH done AS (
     UPDATE signing_records AS r
        SET status = 'completed', completed_at = c.at, signed_count = c.n, destruction = c.d
@@ -188,7 +189,7 @@ WITH done AS (
 )
 """
 _COMPLETE_RESULT = "SELECT record_id AS id, idx FROM appended\n"
-_COMPLETE += _COMPLETE_RESULT
+_COMPLETE = sql(_COMPLETE_STEPS, _COMPLETE_RESULT)
 # The failure path: same sequencing for one record (an issuance entry with outcome 'failed').
 _FAIL = """
 WITH done AS (
@@ -205,26 +206,19 @@ SELECT seq.base, 'issuance', done.id, $5::bytea, sha256('\\x00'::bytea || $5::by
   FROM done, seq
 RETURNING idx
 """
-# A refused request: no record row, the entry alone tells who asked, what and why.
-_REFUSE = """
-WITH seq AS (UPDATE log_state SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS base)
-INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash, subject_key)
-SELECT seq.base, 'refusal', NULL, $1::bytea, sha256('\\x00'::bytea || $1::bytea), $2::bytea
-  FROM seq
-RETURNING idx
-"""
 # The same, also keeping the signatures' time-stamp tokens (CAdES/PAdES B-T evidence).
-_COMPLETE_WITH_TIME_STAMPS = _COMPLETE.removesuffix(_COMPLETE_RESULT) + (  # noqa: S608
+_COMPLETE_WITH_TIME_STAMPS = sql(
+    _COMPLETE_STEPS,
     """, stamps AS (
     INSERT INTO signature_time_stamps (record_id, position, token)
     SELECT t.record_id, t.position, t.token
       FROM unnest($12::uuid[], $13::int[], $14::bytea[]) AS t(record_id, position, token)
      WHERE t.record_id IN (SELECT id FROM done)
 )
-"""
-    + _COMPLETE_RESULT
+""",
+    _COMPLETE_RESULT,
 )
-_SELECT = f"SELECT {_COLUMNS} FROM signing_records"  # noqa: S608 - fixed column list
+_SELECT = sql("SELECT", _COLUMNS, "FROM signing_records")
 
 
 def _issued_args(r: IssuedRecord) -> tuple[Any, ...]:
@@ -349,13 +343,6 @@ class RecordStore:
                 entry,
                 subject_key,
             )
-        return idx
-
-    async def refuse(self, entry: bytes, subject_key: bytes | None = None) -> int:
-        """Append the log entry of a refused request (:class:`ca.logentry.RefusalEntry`) with
-        its subject index (None when no identity was verified)."""
-        async with guard("log refused request"):
-            idx: int = await self._pool.fetchval(_REFUSE, entry, subject_key)
         return idx
 
     async def claim_idempotency(self, key: IdempotencyKey, at: datetime) -> IdempotencyClaim:

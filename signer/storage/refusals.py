@@ -71,6 +71,12 @@ class RefusalStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def append(self, entry: bytes, subject_key: bytes | None) -> int:
+        """Append one refusal entry at once (its requester is known: not rate limited)."""
+        async with guard("log refused request"):
+            idx: int = await self._pool.fetchval(APPEND_REFUSALS, [entry], [subject_key])
+        return idx
+
     async def admit(
         self,
         *,

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from signer.storage.records import guard
+from signer.storage.sql import Columns, sql
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,13 @@ class Activation:
 
 
 #: The columns of a :class:`StoredRequest` (:func:`request_from_row` reads them).
-REQUEST_COLUMNS = (
+REQUEST_COLUMNS = Columns.of(
     "id, client_id, format, profile, hash_algorithm, labels, digests, redirect_uri, state,"
     " acr, acr_accepted, expected_subject, expected_email, created_at, expires_at, status,"
     " ended_at, signer_subject, record_serial, result, error, webhook_url, webhook_attempts,"
     " webhook_result, webhook_attempted_at, webhook_delivered_at"
 )
-_SELECT_REQUEST = f"SELECT {REQUEST_COLUMNS} FROM signing_requests WHERE id=$1"  # noqa: S608
+_SELECT_REQUEST = sql("SELECT", REQUEST_COLUMNS, "FROM signing_requests WHERE id=$1")
 # One statement consumes the activation and moves its request to 'signing' (see activate()).
 _ACTIVATE = (
     "WITH act AS ("

@@ -17,6 +17,7 @@ import asyncpg
 from signer.storage.csc_oauth2 import _EXPIRE as _EXPIRE_CSC_OAUTH2
 from signer.storage.records import _COLUMNS, _FAIL, IssuedRecord, guard, record_from_row
 from signer.storage.signing_requests import REQUEST_COLUMNS, StoredRequest, request_from_row
+from signer.storage.sql import sql
 
 # pg_try_advisory_xact_lock key of the sweeper: the bytes of "qes-swp" as a bigint.
 SWEEPER_LOCK = 0x7165732D737770
@@ -26,12 +27,12 @@ SWEEP_BATCH = 500
 # seconds; one still 'signing' past its expiry plus a grace period was left by a crash.
 # Batch records left 'issued' (their process died between the "issued" commit and the end of
 # the request): never a CSC credential's record, which its own sweeper ends (signer.http.csc).
-_STUCK_ISSUED = (
-    f"SELECT {_COLUMNS} FROM signing_records AS r"  # noqa: S608 - fixed column list
-    " WHERE r.status = 'issued' AND r.created_at < $1"
+_STUCK_ISSUED = sql(
+    "SELECT", _COLUMNS, "FROM signing_records AS r",
+    "WHERE r.status = 'issued' AND r.created_at < $1"
     " AND NOT EXISTS (SELECT 1 FROM csc_credentials AS c WHERE c.record_id = r.id)"
-    " ORDER BY r.created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-)
+    " ORDER BY r.created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+)  # fmt: skip
 _STUCK_WEB = (
     "UPDATE signing_requests SET status = 'failed', ended_at = $1, error = 'abandoned'"
     " WHERE status = 'signing' AND expires_at < $2 RETURNING id"
@@ -46,12 +47,12 @@ _STUCK_APPROVALS = (
 # than when somebody next looks at them. Approval requests have their own expiry loop
 # (signer.flows.approvals); a CSC OAuth2 authorization's end also drops its login (principal,
 # consent session) that would otherwise wait in the table for the next authorization.
-_EXPIRE_WEB = (
-    "UPDATE signing_requests SET status = 'expired', ended_at = $1"  # noqa: S608 - fixed columns
+_EXPIRE_WEB = sql(
+    "UPDATE signing_requests SET status = 'expired', ended_at = $1"
     " WHERE id IN (SELECT id FROM signing_requests WHERE status = 'pending'"
     " AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
-    f" RETURNING {REQUEST_COLUMNS}"
-)
+    " RETURNING", REQUEST_COLUMNS,
+)  # fmt: skip
 _EXPIRE_OAUTH2 = _EXPIRE_CSC_OAUTH2 + " RETURNING id"
 
 

@@ -19,32 +19,31 @@ import asyncpg
 from signer.storage.approvals import ApprovalStore
 from signer.storage.records import guard
 from signer.storage.signing_requests import SigningRequestStore
+from signer.storage.sql import sql
 
 Kind = Literal["signing", "approval"]
 
 # $1 now, $2 lease end, $3 due before (ended and last attempted before it), $4 max attempts,
 # $5 batch size.
 _DUE = (
-    " WHERE webhook_url IS NOT NULL AND webhook_delivered_at IS NULL AND ended_at IS NOT NULL"
+    "WHERE webhook_url IS NOT NULL AND webhook_delivered_at IS NULL AND ended_at IS NOT NULL"
     " AND ended_at < $3 AND (webhook_attempted_at IS NULL OR webhook_attempted_at < $3)"
     " AND webhook_attempts < $4"
     " AND (webhook_claimed_until IS NULL OR webhook_claimed_until < $1)"
 )
-_CLAIM_SIGNING = (
-    "UPDATE signing_requests AS r SET webhook_claimed_until = $2 FROM rp_clients AS c"  # noqa: S608 - fixed text
-    " WHERE c.client_id = r.client_id AND r.id IN ("
-    f"  SELECT id FROM signing_requests {_DUE}"
-    "  ORDER BY ended_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
-    " RETURNING r.id, r.status, r.state, r.webhook_url AS url, c.secret_hash"
-)
-_CLAIM_APPROVALS = (
-    "UPDATE approval_requests AS r SET webhook_claimed_until = $2"  # noqa: S608 - fixed text
-    " WHERE r.webhook_secret_hash IS NOT NULL AND r.id IN ("
-    f"  SELECT id FROM approval_requests {_DUE}"
-    "  ORDER BY ended_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
+_CLAIM_SIGNING = sql(
+    "UPDATE signing_requests AS r SET webhook_claimed_until = $2 FROM rp_clients AS c"
+    " WHERE c.client_id = r.client_id AND r.id IN (SELECT id FROM signing_requests", _DUE,
+    "ORDER BY ended_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
+    " RETURNING r.id, r.status, r.state, r.webhook_url AS url, c.secret_hash",
+)  # fmt: skip
+_CLAIM_APPROVALS = sql(
+    "UPDATE approval_requests AS r SET webhook_claimed_until = $2"
+    " WHERE r.webhook_secret_hash IS NOT NULL AND r.id IN (SELECT id FROM approval_requests",
+    _DUE, "ORDER BY ended_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
     " RETURNING r.id, r.status, NULL::text AS state, r.webhook_url AS url,"
-    "  r.webhook_secret_hash AS secret_hash"
-)
+    " r.webhook_secret_hash AS secret_hash",
+)  # fmt: skip
 
 
 _CLAIMS: tuple[tuple[Kind, str], ...] = (

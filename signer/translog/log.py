@@ -2,7 +2,7 @@
 
 - :func:`approval_entry` is the entry of an approver's decision (issue 7), rebuilt by
   ``qes audit verify`` from ``approval_decisions`` and ``approval_requests`` rows.
-- :func:`issuance_entry` / :func:`refusal_entry` turn what the pipeline records into the
+- :func:`issuance_entry` turns what the pipeline records into the
   canonical entries of :mod:`ca.logentry`. ``qes audit verify`` rebuilds issuance entries from
   ``signing_records`` rows with the same function, so an altered record no longer matches the
   entry it is committed by.
@@ -45,13 +45,11 @@ from ca.logentry import (
     IssuanceEntry,
     LogEntryError,
     PrivacyKey,
-    RefusalEntry,
     Requester,
     RequestSummary,
     decode_time,
     entry_fields,
 )
-from idp_adapter.principal import Principal
 from signer.errors import ConfigError, SignerError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import LogSettings, Settings
@@ -101,35 +99,6 @@ def issuance_entry(
         failure=failure,
         signature_format=record.signature_format,
         time_stamps=time_stamps,
-    )
-
-
-def refusal_entry(
-    principal: Principal,
-    *,
-    record_id: str,
-    request_id: str,
-    refused_at: datetime,
-    profile: str | None,
-    hash_algorithm: str,
-    digests: tuple[bytes, ...],
-    reason: str,
-    signature_format: str | None = None,
-) -> RefusalEntry:
-    """The log entry of a request refused by policy (kind 0x02); ``reason`` is a stable slug."""
-    return RefusalEntry(
-        record_id=record_id,
-        request_id=request_id,
-        refused_at=refused_at,
-        requester=Requester(
-            issuer_name=principal.issuer_name,
-            token_issuer=principal.issuer,
-            token_subject=principal.subject,
-            client_id=principal.client_id,
-        ),
-        request=RequestSummary(profile, principal.subject_type, hash_algorithm, digests),
-        reason=reason,
-        signature_format=signature_format,
     )
 
 

@@ -20,7 +20,7 @@ from signer.http.kit import hold as approvals
 from signer.http.kit.body import read_limited
 from signer.http.kit.problems import InvalidRequest, UnsupportedMediaType
 from signer.http.kit.refused import authenticate_signing
-from signer.http.kit.state import REQUEST_ID, SERVICES, Services
+from signer.http.kit.state import SERVICES, Services
 from signer.signing.pipeline import SignatureRequest
 
 PDF = "application/pdf"
@@ -58,11 +58,15 @@ async def sign_pdf(request: web.Request) -> web.Response:
     prepared = await asyncio.to_thread(prepare, document, field, now)
     sign_request = SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades")
 
-    requirement = approvals.requirement_of(request, principal)
-    if requirement is not None:  # held for m-of-n approval (issue 7): 202 and a status URL
-        hold = approvals.pdf_hold(request, sign_request, prepared)
-        return await approvals.hold(request, principal, hold, requirement, None)
-    result, _ = await services.signing.sign(principal, sign_request, request_id=request[REQUEST_ID])
+    outcome = await approvals.submitted(
+        request,
+        principal,
+        sign_request,
+        hold=lambda: approvals.pdf_hold(request, sign_request, prepared),
+    )
+    if isinstance(outcome, web.Response):  # held for m-of-n approval (issue 7): 202
+        return outcome
+    result = outcome.result
     signed = await asyncio.to_thread(embed, prepared, result.signatures[0])
     public_url = services.settings.server.public_url
     return web.Response(

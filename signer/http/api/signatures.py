@@ -1,8 +1,8 @@
 """``POST /api/v1/signatures``: batch signing of digests with a bearer token.
 
-The handler parses and validates, asks the service, and renders; policy and the key's life are
-in :mod:`signer.signing.pipeline`; ``Idempotency-Key`` in :mod:`signer.http.kit.idempotency`;
-holding for approval in :mod:`signer.http.kit.hold`.
+The handler parses and validates, submits (sign or hold: :mod:`signer.flows.submit`), and
+renders; policy and the key's life are in :mod:`signer.signing.pipeline`; ``Idempotency-Key`` in
+:mod:`signer.http.kit.idempotency`; a held request's 202 in :mod:`signer.http.kit.hold`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from aiohttp import web
 from signer.errors import RequestError
 from signer.http.kit import hold as approvals
 from signer.http.kit.body import read_json
-from signer.http.kit.idempotency import claim, release
+from signer.http.kit.idempotency import claim, release, replayed
 from signer.http.kit.links import with_proof_url
 from signer.http.kit.problems import (
     InvalidRequest,
@@ -30,7 +30,6 @@ from signer.http.kit.refused import authenticate_signing
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.settings.config import DIGEST_SIZES
 from signer.signing.pipeline import FORMATS, SignatureRequest
-from signer.signing.results import render_result
 
 #: Extra fields of a body, used when the request is held for approval (signer.http.approvals).
 HOLD_FIELDS = frozenset({"labels", "reason", "webhook_url"})
@@ -94,20 +93,18 @@ async def create_signatures(request: web.Request) -> web.Response:
         raise
 
     if replay is not None:
-        return approvals.replay(replay)
+        return replayed(replay)
     try:
-        requirement = approvals.requirement_of(request, principal)
-        if requirement is not None:  # held for m-of-n approval (issue 7): 202, status URL
-            hold = approvals.parse_hold(body, sign_request)
-            return await approvals.hold(request, principal, hold, requirement, idem)
-        _, response = await services.signing.sign(
+        outcome = await approvals.submitted(
+            request,
             principal,
             sign_request,
-            request_id=request[REQUEST_ID],
+            hold=lambda: approvals.parse_hold(body, sign_request),
             idempotency=idem,
-            render=lambda r: render_result(r, settings.public_url),
         )
+        if isinstance(outcome, web.Response):  # held for m-of-n approval (issue 7): 202
+            return outcome
     except BaseException:
         await release(services, idem)
         raise
-    return web.json_response(with_proof_url(response or {}, settings.public_url), status=201)
+    return web.json_response(with_proof_url(outcome.body, settings.public_url), status=201)

@@ -15,19 +15,18 @@ from aiohttp import web
 
 from ca.logentry import PrivacyKey
 from idp_adapter.registry import IssuerRegistry
-from signer.flows.approvals import ApprovalPolicy, ApprovalService, Render
-from signer.flows.login import AuditLogin, LoginFailed
+from signer.flows.approvals import ApprovalPolicy, ApprovalService
+from signer.flows.login import LoginFailed
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import principal_json
 from signer.http.approvals import api, ui
 from signer.http.browser import STATIC_DIR as AUDIT_STATIC
-from signer.http.browser import browser_login
+from signer.http.browser import Cookies, session_login
 from signer.http.kit.hold import APPROVALS
 from signer.http.kit.outbound import poster
 from signer.settings.config import Settings
 from signer.signing.pipeline import SigningService
 from signer.storage.approvals import ApprovalStore
-from signer.storage.audit_sessions import AuditSessionStore
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore
 
 __all__ = ["add_routes", "build"]
@@ -46,7 +45,6 @@ def build(
     signing: SigningService,
     privacy_key: PrivacyKey,
     clock: Callable[[], datetime],
-    render: Render,
 ) -> ApprovalService:
     """Put the service (and the UI, when configured) on ``app``; returns the service."""
     webhooks = Webhooks(
@@ -59,7 +57,6 @@ def build(
         privacy_key=privacy_key,
         clock=clock,
         lifetime=settings.approvals.request_lifetime,
-        render=render,
         webhooks=webhooks,
     )
     app[APPROVALS] = service
@@ -67,31 +64,15 @@ def build(
     ui_settings = settings.approvals.ui
     if ui_settings is not None:
         public_url = settings.server.public_url
-        login = AuditLogin(
-            login=browser_login(
-                settings,
-                ui_settings,
-                callback="/approvals/callback",
-                purpose="approvals",
-                failed=LoginFailed,
-                pool=pool,
-                http=http,
-                tokens=tokens,
-                clock=clock,
-            ),
-            store=AuditSessionStore(pool),
-            role=None,
-            idle=ui_settings.idle,
-            lifetime=ui_settings.lifetime,
-            clock=clock,
-            realm="approvals",
-            keep_principal=principal_json,
-        )
+        login = session_login(
+            settings, ui_settings, realm="approvals", role=None, failed=LoginFailed,
+            pool=pool, http=http, tokens=tokens, clock=clock, keep_principal=principal_json,
+        )  # fmt: skip
         app[ui.APPROVAL_UI] = ui.ApprovalUi(
             login=login,
             service=service,
             templates=ui.page_templates(),
-            cookies=ui.cookies_for(public_url),
+            cookies=Cookies.for_url(public_url, "qes-approvals-session", "qes-approvals-login"),
         )
     return service
 
@@ -109,10 +90,10 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     if settings.approvals.ui is None:
         return
     r.add_get("/approvals", ui.list_page)
-    r.add_get("/approvals/login", ui.login)
-    r.add_get("/approvals/callback", ui.callback)
-    r.add_post("/approvals/logout", ui.logout)
-    r.add_get("/approvals/logged-out", ui.logged_out)
+    r.add_get("/approvals/login", ui.SESSION.login)
+    r.add_get("/approvals/callback", ui.SESSION.callback)
+    r.add_post("/approvals/logout", ui.SESSION.logout)
+    r.add_get("/approvals/logged-out", ui.SESSION.logged_out)
     r.add_static("/approvals/static", AUDIT_STATIC)
     r.add_get(f"/approvals/{_ID}", ui.detail_page)
     r.add_post(f"/approvals/{_ID}/decide", ui.decide)

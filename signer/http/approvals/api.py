@@ -23,6 +23,7 @@ from signer.flows.approvals import (
 from signer.http.kit.auth import authenticate
 from signer.http.kit.body import read_json
 from signer.http.kit.hold import APPROVALS, render
+from signer.http.kit.paths import path_id
 from signer.http.kit.problems import InvalidRequest, NotFound
 from signer.http.kit.state import REQUEST_ID
 
@@ -35,10 +36,7 @@ def _service(request: web.Request) -> ApprovalService:
 
 
 def _id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError as exc:
-        raise NotFound("not an approval request id") from exc
+    return path_id(request, NotFound("not an approval request id"))
 
 
 async def show(request: web.Request) -> web.Response:

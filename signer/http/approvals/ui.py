@@ -8,10 +8,10 @@ Rendered on the server (jinja2, autoescaped); it works without JavaScript.
 from __future__ import annotations
 
 import functools
-import hmac
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
@@ -19,20 +19,21 @@ import structlog
 from aiohttp import web
 
 from idp_adapter.errors import IdpError
-from signer.errors import RequestError, SignerError
+from signer.errors import SignerError
 from signer.flows.approvals import ApprovalNotFound, ApprovalService, digest_commitment
 from signer.flows.login import AuditLogin
 from signer.flows.websign import principal_from_json as principal_from_data
 from signer.http.browser import (
     SECURITY_HEADERS,
     Cookies,
+    SessionViews,
     Surface,
-    end_session,
-    finish_login,
-    start_login,
+    csrf_ok,
+    failure,
+    render_page,
     templates,
 )
-from signer.http.kit.problems import translate
+from signer.http.kit.paths import path_id
 from signer.http.kit.state import REQUEST_ID
 from signer.storage.audit_sessions import UiSession
 
@@ -51,21 +52,11 @@ APPROVAL_UI = web.AppKey("approval_ui", ApprovalUi)
 PageHandler = Callable[[web.Request, ApprovalUi, UiSession], Awaitable[web.StreamResponse]]
 
 
-def cookies_for(public_url: str) -> Cookies:
-    secure = public_url.startswith("https://")
-    prefix = "__Host-" if secure else ""
-    return Cookies(f"{prefix}qes-approvals-session", f"{prefix}qes-approvals-login", secure)
-
-
-APPROVAL_PAGES = Surface(
-    name="Approvals",
-    label="Approvals",
-    stylesheets=("/approvals/static/audit.css",),
+APPROVAL_PAGES = Surface.with_sessions(
+    "approvals",
+    "Approvals",
     footer="Your approval is bound to the exact digests shown and is recorded in the"
     " transparency log.",
-    home="/approvals",
-    login="/approvals/login",
-    logout="/approvals/logout",
     back_label="Back to the list",
 )
 
@@ -74,27 +65,15 @@ def page_templates() -> jinja2.Environment:
     return templates(APPROVAL_PAGES, "http/approvals/templates")
 
 
-def render(
-    request: web.Request, name: str, *, status: int = 200, **context: object
-) -> web.Response:
-    ui = request.app[APPROVAL_UI]
-    html = ui.templates.get_template(name).render(request_id=request.get(REQUEST_ID), **context)
-    resp = web.Response(text=html, content_type="text/html", status=status)
-    resp.headers.update(SECURITY_HEADERS)
-    return resp
+def render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
+    templates = request.app[APPROVAL_UI].templates
+    return render_page(request, templates, name, status=status, **context)
 
 
 def error_page(request: web.Request, exc: Exception, session: UiSession | None) -> web.Response:
     """Fixed text per kind (a refusal's title); details only in the log."""
-    mapped = translate(exc)
-    err: SignerError = SignerError() if mapped is None else mapped[0]
-    if mapped is None:
-        log.exception("approval_ui_error", path=request.path)
-    else:
-        log.warning("approval_ui_failed", kind=err.slug, error=str(exc) or type(exc).__name__)
-    message = "The request could not be completed. Try again later."
-    if isinstance(err, RequestError):
-        message = err.title + "."
+    events = ("approval_ui_error", "approval_ui_failed")
+    err, message = failure(exc, {}, events=events, path=request.path)
     return render(
         request, "error.html", status=err.status, title=err.title, message=message, session=session
     )
@@ -117,10 +96,7 @@ def authenticated(handler: PageHandler) -> Callable[[web.Request], Awaitable[web
 
 
 def _id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError as exc:
-        raise ApprovalNotFound("not an id") from exc
+    return path_id(request, ApprovalNotFound("not an id"))
 
 
 @authenticated
@@ -170,17 +146,10 @@ async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> we
         form.get("digest_commitment"),
         form.get("decision"),
     )
-    if not isinstance(token, str) or not hmac.compare_digest(
-        token.encode(), session.csrf_token.encode()
-    ):
-        return render(
-            request,
-            "error.html",
-            status=403,
-            title="Form refused",
-            message="The form was not issued by this session. Reload the page and try again.",
-            session=session,
-        )
+    if not csrf_ok(token, session):
+        message = "The form was not issued by this session. Reload the page and try again."
+        return render(request, "error.html", status=403, title="Form refused", message=message,
+                      session=session)  # fmt: skip
     if choice not in ("approve", "deny") or not isinstance(commitment, str):
         return render(request, "error.html", status=400, title="Invalid request",
                       message="Choose Approve or Deny.", session=session)  # fmt: skip
@@ -196,23 +165,9 @@ async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> we
     return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
 
 
-async def login(request: web.Request) -> web.StreamResponse:
-    ui = request.app[APPROVAL_UI]
-    return await start_login(request, ui.login, ui.cookies, "/approvals", error_page)
+def _parts(app: web.Application) -> tuple[AuditLogin, Cookies]:
+    ui = app[APPROVAL_UI]
+    return ui.login, ui.cookies
 
 
-async def callback(request: web.Request) -> web.StreamResponse:
-    ui = request.app[APPROVAL_UI]
-    resp, started = await finish_login(request, ui.login, ui.cookies, error_page)
-    if started:
-        log.info("approvals_login")
-    return resp
-
-
-async def logout(request: web.Request) -> web.StreamResponse:
-    ui = request.app[APPROVAL_UI]
-    return await end_session(request, ui.login, ui.cookies, "/approvals", error_page, render)
-
-
-async def logged_out(request: web.Request) -> web.Response:
-    return render(request, "logged_out.html", session=None)
+SESSION = SessionViews(_parts, "/approvals", error_page, render, "approvals_login")

@@ -15,26 +15,21 @@ import asyncpg
 from aiohttp import web
 
 from idp_adapter.registry import IssuerRegistry
-from signer.flows.login import AuditLogin, LoginFailed
+from signer.flows.login import LoginFailed
 from signer.http.audit import views
 from signer.http.audit.views import AUDIT_UI, AuditUi
-from signer.http.browser import STATIC_DIR, Cookies, Surface, browser_login, templates
+from signer.http.browser import STATIC_DIR, Cookies, Surface, session_login, templates
 from signer.settings.config import Settings
-from signer.storage.audit_sessions import AuditSessionStore
 from signer.storage.records import RecordStore
 
 __all__ = ["add_routes", "build"]
 
 
-AUDIT_PAGES = Surface(
-    name="Audit",
-    label="Audit",
-    stylesheets=("/audit/static/audit.css",),
+AUDIT_PAGES = Surface.with_sessions(
+    "audit",
+    "Audit",
     footer="Every certificate is issued for one request, valid for 10 minutes; its key is"
     " destroyed afterwards.",
-    home="/audit",
-    login="/audit/login",
-    logout="/audit/logout",
     back_label="Back to the search",
 )
 
@@ -51,24 +46,10 @@ def build(
     ui = settings.audit.ui
     assert ui is not None
     public_url = settings.server.public_url
-    login = AuditLogin(
-        login=browser_login(
-            settings,
-            ui,
-            callback="/audit/callback",
-            purpose="audit",
-            failed=LoginFailed,
-            pool=pool,
-            http=http,
-            tokens=tokens,
-            clock=clock,
-        ),
-        store=AuditSessionStore(pool),
-        role=settings.audit.role,
-        idle=ui.idle,
-        lifetime=ui.lifetime,
-        clock=clock,
-    )
+    login = session_login(
+        settings, ui, realm="audit", role=settings.audit.role, failed=LoginFailed,
+        pool=pool, http=http, tokens=tokens, clock=clock,
+    )  # fmt: skip
     return AuditUi(
         login=login,
         records=records,
@@ -84,10 +65,10 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/audit/records/{serial}", views.detail_page)
     r.add_get("/audit/export.{fmt:jsonl|csv}", views.export)
     r.add_get("/audit/manifest.{fmt:jsonl|csv}.json", views.export_manifest)
-    r.add_get("/audit/login", views.login)
-    r.add_get("/audit/callback", views.callback)
-    r.add_post("/audit/logout", views.logout)
-    r.add_get("/audit/logged-out", views.logged_out)
+    r.add_get("/audit/login", views.SESSION.login)
+    r.add_get("/audit/callback", views.SESSION.callback)
+    r.add_post("/audit/logout", views.SESSION.logout)
+    r.add_get("/audit/logged-out", views.SESSION.logged_out)
     r.add_static("/audit/static", STATIC_DIR)
 
 

@@ -26,10 +26,14 @@ from signer.errors import RequestError, SignerError
 from signer.flows.login import AuditLogin, LoginFailed, NotAnAuditor
 from signer.http.audit import export as exports
 from signer.http.audit.query import STATUSES, FormError, Search, parse_search, parse_time
-from signer.http.browser import SECURITY_HEADERS, Cookies, end_session, finish_login, start_login
-from signer.http.kit.problems import translate
+from signer.http.browser import (
+    Cookies,
+    SessionViews,
+    failure,
+    render_page,
+)
 from signer.http.kit.records import decode_cursor, email_notice, encode_cursor
-from signer.http.kit.state import REQUEST_ID, SERVICES, Services
+from signer.http.kit.state import SERVICES, Services
 from signer.signing.timestamping import gen_time
 from signer.storage.audit_sessions import UiSession
 from signer.storage.policy import Suspension
@@ -55,12 +59,8 @@ PageHandler = Callable[[web.Request, AuditUi, UiSession], Awaitable[web.StreamRe
 
 
 def render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
-    ui = request.app[AUDIT_UI]
     context.setdefault("suspensions", _suspensions(request))
-    html = ui.templates.get_template(name).render(request_id=request.get(REQUEST_ID), **context)
-    resp = web.Response(text=html, content_type="text/html", status=status)
-    resp.headers.update(SECURITY_HEADERS)
-    return resp
+    return render_page(request, request.app[AUDIT_UI].templates, name, status=status, **context)
 
 
 def _suspensions(request: web.Request) -> tuple[Suspension, ...]:
@@ -80,17 +80,8 @@ _MESSAGES: Mapping[type[SignerError], str] = {
 
 def error_page(request: web.Request, exc: Exception, session: UiSession | None) -> web.Response:
     """An HTML page for a failure: fixed text per kind, details only in the log."""
-    mapped = translate(exc)
-    if mapped is None:
-        log.exception("audit_ui_error", path=request.path)
-        err: SignerError = SignerError()
-    else:
-        err = mapped[0]
-        level = "warning" if err.status < 500 else "error"
-        getattr(log, level)("audit_ui_failed", kind=err.slug, error=str(exc) or type(exc).__name__)
-    message = _MESSAGES.get(type(err), "The request could not be completed. Try again later.")
-    if isinstance(err, RequestError) and type(err) not in _MESSAGES:
-        message = err.title + "."
+    events = ("audit_ui_error", "audit_ui_failed")
+    err, message = failure(exc, _MESSAGES, events=events, path=request.path)
     return render(
         request, "error.html", status=err.status, title=err.title, message=message, session=session
     )
@@ -291,23 +282,9 @@ async def export_manifest(request: web.Request, ui: AuditUi, session: UiSession)
     )
 
 
-async def login(request: web.Request) -> web.StreamResponse:
-    ui = request.app[AUDIT_UI]
-    return await start_login(request, ui.login, ui.cookies, "/audit", error_page)
+def _parts(app: web.Application) -> tuple[AuditLogin, Cookies]:
+    ui = app[AUDIT_UI]
+    return ui.login, ui.cookies
 
 
-async def callback(request: web.Request) -> web.StreamResponse:
-    ui = request.app[AUDIT_UI]
-    resp, started = await finish_login(request, ui.login, ui.cookies, error_page)
-    if started:
-        log.info("audit_login")
-    return resp
-
-
-async def logout(request: web.Request) -> web.StreamResponse:
-    ui = request.app[AUDIT_UI]
-    return await end_session(request, ui.login, ui.cookies, "/audit", error_page, render)
-
-
-async def logged_out(request: web.Request) -> web.Response:
-    return render(request, "logged_out.html", session=None)
+SESSION = SessionViews(_parts, "/audit", error_page, render, "audit_login")

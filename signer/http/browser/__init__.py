@@ -8,28 +8,35 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 import jinja2
+import structlog
 from aiohttp import web
 
 from idp_adapter.codeflow import CodeFlowClient
 from idp_adapter.errors import IdpError
+from idp_adapter.principal import Principal
 from idp_adapter.registry import IssuerRegistry
 from signer.errors import RequestError, SignerError
 from signer.flows.login import AuditLogin, BrowserLogin
+from signer.http.kit.problems import translate
+from signer.http.kit.state import REQUEST_ID
 from signer.secrets import Secret
-from signer.settings.config import Settings
-from signer.storage.audit_sessions import UiSession
+from signer.settings.config import AuditUiSettings, Settings
+from signer.storage.audit_sessions import AuditSessionStore, UiSession
 from signer.storage.login_flows import LoginFlowStore
 
+log = structlog.get_logger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
+UNEXPECTED = "The request could not be completed. Try again later."
 
 
 class LoginClient(Protocol):
@@ -80,6 +87,31 @@ def browser_login(
     )
 
 
+def session_login(
+    settings: Settings,
+    ui: AuditUiSettings,
+    *,
+    realm: str,
+    role: str | None,
+    failed: type[RequestError],
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    tokens: IssuerRegistry,
+    clock: Callable[[], datetime],
+    keep_principal: Callable[[Principal], Mapping[str, Any]] | None = None,
+) -> AuditLogin:
+    """The one login of a UI with sessions (``/{realm}``: audit, approvals); ``role`` is its
+    identity check (the auditor role; None: the approver group, checked per request)."""
+    login = browser_login(
+        settings, ui, callback=f"/{realm}/callback", purpose=realm, failed=failed,
+        pool=pool, http=http, tokens=tokens, clock=clock,
+    )  # fmt: skip
+    return AuditLogin(
+        login=login, store=AuditSessionStore(pool), role=role, idle=ui.idle,
+        lifetime=ui.lifetime, clock=clock, realm=realm, keep_principal=keep_principal,
+    )  # fmt: skip
+
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self';"
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -87,6 +119,29 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def render_page(
+    request: web.Request,
+    env: jinja2.Environment,
+    name: str,
+    *,
+    status: int = 200,
+    form_target: str | None = None,
+    **context: Any,
+) -> web.Response:
+    """A page of any surface, with the security headers; ``form_target`` (a consent page):
+    where the form's answer redirects, added to CSP ``form-action`` (CSP Level 3 §6.3.1)."""
+    html = env.get_template(name).render(request_id=request.get(REQUEST_ID), **context)
+    resp = web.Response(text=html, content_type="text/html", status=status)
+    resp.headers.update(SECURITY_HEADERS)
+    if form_target is not None:
+        target = urlsplit(form_target)
+        csp = SECURITY_HEADERS["Content-Security-Policy"]
+        resp.headers["Content-Security-Policy"] = csp.replace(
+            "form-action 'self'", f"form-action 'self' {target.scheme}://{target.netloc}"
+        )
+    return resp
 
 
 @dataclass(frozen=True)
@@ -100,10 +155,13 @@ class Cookies:
     secure: bool
 
     @classmethod
-    def for_url(cls, public_url: str) -> Cookies:
+    def for_url(
+        cls, public_url: str, session: str = "qes-audit-session", flow: str = "qes-audit-login"
+    ) -> Cookies:
+        """A surface's two cookies (the audit UI's by default), ``__Host-`` over https."""
         secure = public_url.startswith("https://")
         prefix = "__Host-" if secure else ""
-        return cls(f"{prefix}qes-audit-session", f"{prefix}qes-audit-login", secure)
+        return cls(f"{prefix}{session}", f"{prefix}{flow}", secure)
 
     def put(self, resp: web.StreamResponse, name: str, value: str, max_age: int | None) -> None:
         resp.set_cookie(
@@ -138,6 +196,15 @@ class Surface:
     logout: str | None = None
     back_label: str = ""
     narrow: bool = False
+
+    @classmethod
+    def with_sessions(cls, realm: str, name: str, *, footer: str, back_label: str) -> Surface:
+        """A UI with sessions under ``/{realm}``: its home, login, logout and stylesheet."""
+        home = f"/{realm}"
+        return cls(
+            name=name, label=name, stylesheets=(f"{home}/static/audit.css",), footer=footer,
+            home=home, login=f"{home}/login", logout=f"{home}/logout", back_label=back_label,
+        )  # fmt: skip
 
 
 #: The pages a person signs on: web signing and the CSC OAuth2 consent (static files under /sign).
@@ -192,6 +259,31 @@ async def finish_login(
     return resp, True
 
 
+def failure(
+    exc: Exception,
+    messages: Mapping[type[SignerError], str],
+    *,
+    events: tuple[str, str],
+    path: str,
+    titled: bool = True,
+) -> tuple[SignerError, str]:
+    """What a surface's error page says about ``exc``: the public error and its fixed text
+    (``messages``, else the error's title when ``titled``); details go only to the log, as
+    ``events[0]`` for a bug and ``events[1]`` for a refusal."""
+    mapped = translate(exc)
+    if mapped is None:
+        log.exception(events[0], path=path)
+        err: SignerError = SignerError()
+    else:
+        err = mapped[0]
+        level = "warning" if err.status < 500 else "error"
+        getattr(log, level)(events[1], kind=err.slug, error=str(exc) or repr(exc))
+    message = messages.get(type(err), UNEXPECTED)
+    if titled and isinstance(err, RequestError) and type(err) not in messages:
+        message = err.title + "."
+    return err, message
+
+
 FLOW_COOKIE_SECONDS = 600  # a login flow lives 10 minutes (flows.login.FLOW_LIFETIME)
 ErrorPage = Callable[[web.Request, Exception, UiSession | None], web.Response]
 Render = Callable[..., web.Response]
@@ -217,6 +309,13 @@ async def start_login(
     return resp
 
 
+def csrf_ok(token: object, session: UiSession) -> bool:
+    """A form's ``csrf`` field is this session's token (constant-time comparison)."""
+    return isinstance(token, str) and hmac.compare_digest(
+        token.encode(), session.csrf_token.encode()
+    )
+
+
 async def end_session(
     request: web.Request,
     login: AuditLogin,
@@ -233,19 +332,44 @@ async def end_session(
     except (SignerError, IdpError) as exc:
         return failed(request, exc, None)
     if session is not None and session_id:
-        if not isinstance(token, str) or not hmac.compare_digest(
-            token.encode(), session.csrf_token.encode()
-        ):
-            return render(
-                request,
-                "error.html",
-                status=403,
-                title="Logout refused",
-                message="The logout form was not issued by this session. Reload the page and"
-                " try again.",
-                session=session,
+        if not csrf_ok(token, session):
+            message = (
+                "The logout form was not issued by this session. Reload the page and try again."
             )
+            return render(request, "error.html", status=403, title="Logout refused",
+                          message=message, session=session)  # fmt: skip
         await login.logout(session_id)
     resp = web.Response(status=303, headers={"Location": f"{home}/logged-out", **SECURITY_HEADERS})
     cookies.clear(resp, cookies.session)
     return resp
+
+
+@dataclass(frozen=True)
+class SessionViews:
+    """The login, IdP callback, logout and logged-out pages of a UI with sessions (audit,
+    approvals): ``parts`` finds the UI's login and cookies on the app; ``event`` is logged
+    when a login completes."""
+
+    parts: Callable[[web.Application], tuple[AuditLogin, Cookies]]
+    home: str
+    failed: ErrorPage
+    render: Render
+    event: str
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        login, cookies = self.parts(request.app)
+        return await start_login(request, login, cookies, self.home, self.failed)
+
+    async def callback(self, request: web.Request) -> web.StreamResponse:
+        login, cookies = self.parts(request.app)
+        resp, started = await finish_login(request, login, cookies, self.failed)
+        if started:
+            log.info(self.event)
+        return resp
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        login, cookies = self.parts(request.app)
+        return await end_session(request, login, cookies, self.home, self.failed, self.render)
+
+    async def logged_out(self, request: web.Request) -> web.Response:
+        return self.render(request, "logged_out.html", session=None)

@@ -26,7 +26,7 @@ from signer.flows.csc_oauth2 import (
     OAuth2Policy,
 )
 from signer.flows.registry import RpRegistry
-from signer.http.browser import browser_login
+from signer.http.browser import Cookies, browser_login
 from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_views as views
 from signer.settings.config import Settings
@@ -109,17 +109,9 @@ def build(
     assert web_settings is not None
     public_url = settings.server.public_url
     login = browser_login(
-        settings,
-        web_settings,
-        callback=CALLBACK,
-        purpose="csc",
-        failed=AuthorizationLoginFailed,
-        pool=pool,
-        http=http,
-        tokens=tokens,
-        clock=clock,
-        max_age=web_settings.max_age,
-    )
+        settings, web_settings, callback=CALLBACK, purpose="csc", failed=AuthorizationLoginFailed,
+        pool=pool, http=http, tokens=tokens, clock=clock, max_age=web_settings.max_age,
+    )  # fmt: skip
     accepted = None
     if web_settings.credential_acr is not None:
         levels = web_settings.acr_levels
@@ -147,7 +139,7 @@ def build(
 def add_routes(app: web.Application, public_url: str) -> None:
     app[csc_api.OAUTH2_INFO] = views.info_fields(public_url)
     app[csc_api.EXTRA_METHODS] = [*app.get(csc_api.EXTRA_METHODS, []), *METHODS]
-    app[views.OAUTH2_COOKIES] = views.cookies_for(public_url)
+    app[views.OAUTH2_COOKIES] = Cookies.for_url(public_url, "qes-csc-consent", "qes-csc-login")
     app[views.OAUTH2_TEMPLATES] = views.templates()
     r = app.router
     r.add_get(f"{views.BASE}/authorize", views.authorize)

@@ -13,22 +13,21 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 import structlog
 from aiohttp import web
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from markupsafe import Markup
 from multidict import MultiMapping
 
 from idp_adapter.errors import IdpError
 from signer.errors import SignerError
 from signer.flows import csc_oauth2 as o
-from signer.http.browser import SECURITY_HEADERS, SIGNING_PAGES, Cookies
+from signer.http.browser import SECURITY_HEADERS, SIGNING_PAGES, Cookies, failure, render_page
+from signer.http.browser import consent as c
 from signer.http.browser import templates as browser_templates
-from signer.http.kit.problems import translate
-from signer.http.kit.state import REQUEST_ID
+from signer.http.kit.paths import path_id
 
 log = structlog.get_logger(__name__)
 CSC_OAUTH2 = web.AppKey("csc_oauth2", o.CredentialOAuth2)
@@ -36,17 +35,6 @@ OAUTH2_COOKIES = web.AppKey("csc_oauth2_cookies", Cookies)
 OAUTH2_TEMPLATES = web.AppKey("csc_oauth2_templates", jinja2.Environment)
 FLOW_COOKIE_SECONDS = 600
 BASE = "/csc/v2/oauth2"
-_NAME_FIELDS = {
-    NameOID.COMMON_NAME: "Name",
-    NameOID.GIVEN_NAME: "Given name",
-    NameOID.SURNAME: "Surname",
-    NameOID.PSEUDONYM: "Pseudonym",
-    NameOID.SERIAL_NUMBER: "Identifier",
-    NameOID.COUNTRY_NAME: "Country",
-    NameOID.ORGANIZATION_NAME: "Organisation",
-    NameOID.ORGANIZATION_IDENTIFIER: "Organisation identifier",
-    NameOID.EMAIL_ADDRESS: "E-mail",
-}
 _MESSAGES: Mapping[type[SignerError], str] = {
     o.UnknownClient: "The application that sent you here is not registered with this signing"
     " service. Nothing was authorised.",
@@ -66,46 +54,20 @@ _MESSAGES: Mapping[type[SignerError], str] = {
     o.PolicyRefusedAuthorization: "The signing policy of this service, or a suspension by its"
     " administrator, does not allow this authorisation. Nothing was authorised.",
 }
-HASH_NAMES = {"sha256": "SHA-256", "sha384": "SHA-384", "sha512": "SHA-512"}
-
-
-def cookies_for(public_url: str) -> Cookies:
-    """``__Host-`` cookies over https (RFC 6265bis §4.1.3.2); HttpOnly, SameSite=Lax."""
-    prefix = "__Host-" if public_url.startswith("https://") else ""
-    secure = bool(prefix)
-    return Cookies(f"{prefix}qes-csc-consent", f"{prefix}qes-csc-login", secure)
 
 
 def templates() -> jinja2.Environment:
-    """This flow's consent page; the base and error pages are the browser kit's."""
-    return browser_templates(SIGNING_PAGES, "http/csc/templates")
+    """The browser kit's consent, base and error pages, as the signing pages look."""
+    return browser_templates(SIGNING_PAGES)
 
 
 def _render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
-    env = request.app[OAUTH2_TEMPLATES]
-    html = env.get_template(name).render(request_id=request.get(REQUEST_ID), **context)
-    resp = web.Response(text=html, content_type="text/html", status=status)
-    resp.headers.update(SECURITY_HEADERS)
-    target = context.get("form_target")
-    if isinstance(target, str):  # the consent POST is answered by a redirect to the client
-        parts = urlsplit(target)
-        csp = SECURITY_HEADERS["Content-Security-Policy"]
-        resp.headers["Content-Security-Policy"] = csp.replace(
-            "form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}"
-        )
-    return resp
+    return render_page(request, request.app[OAUTH2_TEMPLATES], name, status=status, **context)
 
 
 def _error_page(request: web.Request, exc: Exception) -> web.Response:
-    mapped = translate(exc)
-    if mapped is None:
-        log.exception("csc_oauth2_error", path=request.path)
-        err: SignerError = SignerError()
-    else:
-        err = mapped[0]
-        level = "warning" if err.status < 500 else "error"
-        getattr(log, level)("csc_oauth2_refused", kind=err.slug, error=str(exc) or repr(exc))
-    message = _MESSAGES.get(type(err), "The request could not be completed. Try again later.")
+    events = ("csc_oauth2_error", "csc_oauth2_refused")
+    err, message = failure(exc, _MESSAGES, events=events, path=request.path, titled=False)
     back = err.back_url if isinstance(err, o.EndsAuthorization) else None
     return _render(
         request, "error.html", status=err.status, title=err.title, message=message,
@@ -159,21 +121,56 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 
 def _request_id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError as exc:
-        raise o.NoAuthorizationConsent("not a request id") from exc
+    return path_id(request, o.NoAuthorizationConsent("not a request id"))
 
 
-def _subject_rows(view: o.ConsentView) -> list[tuple[str, str]]:
-    """The certificate's subject name, then its e-mail addresses (subjectAltName)."""
-    cert = view.credential.certificate
-    rows = [(_NAME_FIELDS.get(a.oid, a.oid.dotted_string), str(a.value)) for a in cert.subject]
+def _emails(cert: x509.Certificate) -> list[str]:
+    """The certificate's e-mail addresses (subjectAltName)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return rows
-    return rows + [("E-mail", email) for email in san.get_values_for_type(x509.RFC822Name)]
+        return []
+    return san.get_values_for_type(x509.RFC822Name)
+
+
+def _page(view: o.ConsentView) -> c.ConsentPage:
+    req, rp, n = view.request, view.rp_name, view.request.num_signatures
+    hash_name = c.hash_label(view.hash_name)
+    cert = view.credential.certificate
+    note = None
+    if req.description:
+        note = Markup("<strong>{} says:</strong> {}").format(rp, req.description)
+    return c.ConsentPage(
+        title="Authorise signatures",
+        heading=f"{rp} asks you to authorise {n} signature{'s' if n != 1 else ''}",
+        lead=Markup("These are the exact values your key will sign, computed by {} from your"
+                    " documents. Nothing can be signed with your credential until you choose"
+                    " <strong>Authorise</strong>, and then only these values, once each."
+                    ).format(rp),
+        note=note,
+        table_id="hashes",
+        table_title="What will be signed",
+        caption=f"{n} {hash_name} hash{'es' if n != 1 else ''} as sent by {rp}"
+        " (hex, and base64url as sent)",
+        columns=("#", f"Hash ({hash_name})"),
+        rows=tuple(c.Row(h.hex(), note=o.b64url(h)) for h in req.hashes),
+        subject=c.subject_rows(cert.subject, _emails(cert)),
+        details_id="authorisation-details",
+        details_title="Authorisation",
+        details=(c.Detail("Credential", req.credential_id, id="credential-id", mono=True),
+                 c.Detail("Certificate serial", format(cert.serial_number, "x"), mono=True),
+                 c.Detail("Signatures", str(n), id="signature-count")),
+        rp_name=rp,
+        redirect_uri=req.redirect_uri,
+        signer=view.signer,
+        expires=("Credential expires", view.credential.expires_at),
+        action=f"{BASE}/consent/{req.id}",
+        csrf_token=view.request.csrf_token or "",
+        statement=Markup("By choosing <strong>Authorise</strong> you let {} sign {} above with your"
+                         " credential, in the name shown.").format(
+                             rp, "the value" if n == 1 else f"the {n} values"),
+        button="Authorise",
+    )  # fmt: skip
 
 
 async def consent_page(request: web.Request) -> web.Response:
@@ -182,33 +179,16 @@ async def consent_page(request: web.Request) -> web.Response:
         view = await flow.consent(request.cookies.get(cookies.session), _request_id(request))
     except (SignerError, IdpError) as exc:
         return _error_page(request, exc)
-    req = view.request
-    return _render(
-        request,
-        "oauth2_consent.html",
-        form_target=req.redirect_uri,
-        view=view,
-        req=req,
-        signer=view.signer,
-        hashes=[(h.hex(), o.b64url(h)) for h in req.hashes],
-        hash_name=HASH_NAMES[view.hash_name],
-        subject_rows=_subject_rows(view),
-        serial=format(view.credential.certificate.serial_number, "x"),
-        return_host=urlsplit(req.redirect_uri).netloc,
-    )
+    return c.render_consent(request, request.app[OAUTH2_TEMPLATES], _page(view))
 
 
 async def decide(request: web.Request) -> web.StreamResponse:
     """The consent form: Sign or Cancel, with this session's CSRF token."""
     flow, cookies = request.app[CSC_OAUTH2], request.app[OAUTH2_COOKIES]
-    form = await request.post()
-    csrf, decision = form.get("csrf"), form.get("decision")
+    csrf, choice = await c.decision(request)
     try:
         url = await flow.decide(
-            request.cookies.get(cookies.session),
-            _request_id(request),
-            csrf if isinstance(csrf, str) else None,
-            decision if isinstance(decision, str) else "",
+            request.cookies.get(cookies.session), _request_id(request), csrf, choice
         )
     except (SignerError, IdpError) as exc:
         return _error_page(request, exc)

@@ -1,26 +1,25 @@
-"""Holding a batch request for m-of-n approval (issue 7), as the signing surfaces answer it:
-``202 Accepted`` (RFC 9110 §15.3.3) with ``Location`` = the status URL, the requirement and
-the digest commitment; and the JSON of an approval request, shared with the approvals API.
+"""Batch requests at the HTTP edge: :func:`submitted` hands one to
+:func:`signer.flows.submit.submit` (sign, or hold for m-of-n approval, issue 7) and answers a
+held one ``202 Accepted`` (RFC 9110 §15.3.3) with ``Location`` = the status URL, the
+requirement and the digest commitment; :func:`render` is the JSON of an approval request,
+shared with the approvals API.
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from idp_adapter.principal import Principal
-from signer.flows.approvals import (
-    ApprovalService,
-    Hold,
-    Requirement,
-    digest_commitment,
-)
+from signer.flows.approvals import ApprovalService, Held, Hold, digest_commitment
 from signer.flows.registry import RegistryError, check_redirect_uri
+from signer.flows.submit import Signed, submit
 from signer.formats.pdf import PreparedPdf
+from signer.http.kit.idempotency import keep
 from signer.http.kit.links import with_proof_url
 from signer.http.kit.problems import InvalidRequest
 from signer.http.kit.state import REQUEST_ID, SERVICES
@@ -66,40 +65,42 @@ def status_url(request: web.Request, approval_id: uuid.UUID) -> str:
     return f"{public_url}/api/v1/approval-requests/{approval_id}"
 
 
-def requirement_of(request: web.Request, principal: Principal) -> Requirement | None:
-    """The approval requirement for this requester (None: sign at once, or not configured)."""
-    service = request.app.get(APPROVALS)
-    return None if service is None else service.requirement(principal)
-
-
-async def hold(
+async def submitted(
     request: web.Request,
     principal: Principal,
-    hold: Hold,
-    requirement: Requirement,
-    idempotency: IdempotencyKey | None,
+    sign_request: SignatureRequest,
+    *,
+    hold: Callable[[], Hold],
+    idempotency: IdempotencyKey | None = None,
+) -> Signed | web.Response:
+    """:func:`signer.flows.submit.submit` for a batch surface: what was signed, or the 202 of
+    a request held for m-of-n approval (issue 7)."""
+    outcome = await submit(
+        request.app[SERVICES].signing,
+        request.app.get(APPROVALS),
+        principal,
+        sign_request,
+        request_id=request[REQUEST_ID],
+        hold=hold,
+        idempotency=idempotency,
+    )
+    if isinstance(outcome, Held):
+        return await accepted(request, outcome, idempotency)
+    return outcome
+
+
+async def accepted(
+    request: web.Request, held: Held, idempotency: IdempotencyKey | None
 ) -> web.Response:
-    """Store the request and answer 202 with its status URL. With an ``Idempotency-Key`` the
-    answer (without the webhook secret, which is shown once) is kept for replays."""
-    service = request.app[APPROVALS]
-    held = await service.hold(principal, hold, requirement, request_id=request[REQUEST_ID])
+    """A request held by :func:`signer.flows.submit.submit`: 202 with its status URL. With an
+    ``Idempotency-Key`` the answer (without the webhook secret, which is shown once) is kept
+    for replays."""
     body = render(request, held.request)
-    if idempotency is not None:
-        await request.app[SERVICES].records.keep_response(idempotency, body)
+    await keep(request.app[SERVICES], idempotency, body)
     if held.webhook_secret is not None:
         body["webhook"]["secret"] = held.webhook_secret
     url = status_url(request, held.request.id)
     return web.json_response(body, status=202, headers={"Location": url})
-
-
-def replay(response: Mapping[str, Any]) -> web.Response:
-    """An ``Idempotency-Key`` replay: a held request's 202 (its status URL tells the rest),
-    else the stored signing response."""
-    headers = {"Idempotent-Replayed": "true"}
-    url = response.get("status_url")
-    if isinstance(url, str):
-        return web.json_response(response, status=202, headers={**headers, "Location": url})
-    return web.json_response(response, headers=headers)
 
 
 def render(request: web.Request, req: StoredApprovalRequest) -> dict[str, Any]:

@@ -38,6 +38,25 @@ async def claim(
     return idem, None
 
 
+async def keep(
+    services: Services, idem: IdempotencyKey | None, response: Mapping[str, Any]
+) -> None:
+    """Keep the answer of a claimed key that did not go through the pipeline (a held request's
+    202); a signing's answer is stored with its completion (one commit, in the pipeline)."""
+    if idem is not None:
+        await services.records.keep_response(idem, response)
+
+
+def replayed(response: Mapping[str, Any]) -> web.Response:
+    """The stored answer of a key's first run: a held request's 202 (its status URL tells the
+    rest), else the signing response."""
+    headers = {"Idempotent-Replayed": "true"}
+    url = response.get("status_url")
+    if isinstance(url, str):
+        return web.json_response(response, status=202, headers={**headers, "Location": url})
+    return web.json_response(response, headers=headers)
+
+
 async def release(services: Services, idem: IdempotencyKey | None) -> None:
     """Free a claimed key whose request failed, so the client may retry with it."""
     if idem is not None:

@@ -26,14 +26,7 @@ from signer.settings.config import Settings
 from signer.signing.pipeline import SigningService
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore
 
-__all__ = ["add_routes", "build", "cookies_for"]
-
-
-def cookies_for(public_url: str) -> Cookies:
-    """``__Host-`` cookies over https (RFC 6265bis §4.1.3.2); HttpOnly, SameSite=Lax."""
-    secure = public_url.startswith("https://")
-    prefix = "__Host-" if secure else ""
-    return Cookies(f"{prefix}qes-sign-consent", f"{prefix}qes-sign-login", secure)
+__all__ = ["add_routes", "build"]
 
 
 def build(
@@ -52,17 +45,9 @@ def build(
     issuer = next(i.issuer for i in settings.issuers if i.name == web_settings.issuer)
     public_url = settings.server.public_url
     login = browser_login(
-        settings,
-        web_settings,
-        callback="/sign/callback",
-        purpose="sign",
-        failed=SignerLoginFailed,
-        pool=pool,
-        http=http,
-        tokens=tokens,
-        clock=clock,
-        max_age=web_settings.max_age,
-    )
+        settings, web_settings, callback="/sign/callback", purpose="sign", failed=SignerLoginFailed,
+        pool=pool, http=http, tokens=tokens, clock=clock, max_age=web_settings.max_age,
+    )  # fmt: skip
     rps = RpClientStore(pool)
     requests = SigningRequestStore(pool)
     webhooks = Webhooks(requests=requests, rps=rps, post=poster(http))
@@ -86,7 +71,7 @@ def build(
 
 
 def add_routes(app: web.Application, public_url: str) -> None:
-    app[views.COOKIES] = cookies_for(public_url)
+    app[views.COOKIES] = Cookies.for_url(public_url, "qes-sign-consent", "qes-sign-login")
     app[views.TEMPLATES] = views.templates()
     r = app.router
     r.add_post("/api/v1/signing-requests", api.create_signing_request)

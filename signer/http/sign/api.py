@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -25,6 +24,7 @@ from signer.flows.webhooks import Webhooks
 from signer.flows.websign import Order, SigningRequestNotFound, WebSigning
 from signer.http.kit.body import read_json
 from signer.http.kit.links import with_proof_url
+from signer.http.kit.paths import path_id
 from signer.http.kit.problems import InvalidRequest, UnsupportedFormat
 from signer.http.kit.state import REQUEST_ID, SERVICES, WEB_SIGNING
 from signer.settings.config import DIGEST_SIZES
@@ -193,10 +193,7 @@ async def create_signing_request(request: web.Request) -> web.Response:
 async def _owned(request: web.Request) -> tuple[WebSigning, StoredRequest]:
     """The request named in the path, if the authenticated RP made it (else 404)."""
     rp = await authenticate_rp(request)
-    try:
-        request_id = uuid.UUID(request.match_info["id"])
-    except ValueError as exc:
-        raise SigningRequestNotFound("not a request id") from exc
+    request_id = path_id(request, SigningRequestNotFound("not a request id"))
     flow = request.app[WEB_SIGNING]
     req = await flow.get(request_id)
     if req.client_id != rp.client_id:

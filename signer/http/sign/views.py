@@ -12,19 +12,19 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 import structlog
 from aiohttp import web
-from cryptography.x509.oid import NameOID
+from markupsafe import Markup
 
 from idp_adapter.errors import IdpError
-from signer.errors import RequestError, SignerError
+from signer.errors import SignerError
 from signer.flows import websign as f
-from signer.http.browser import SECURITY_HEADERS, SIGNING_PAGES, Cookies
+from signer.http.browser import SECURITY_HEADERS, SIGNING_PAGES, Cookies, failure, render_page
+from signer.http.browser import consent as c
 from signer.http.browser import templates as browser_templates
-from signer.http.kit.problems import translate
+from signer.http.kit.paths import path_id
 from signer.http.kit.state import REQUEST_ID, WEB_SIGNING
 from signer.policy.enforcement import Suspended
 from signer.policy.rules import PolicyDenied
@@ -43,16 +43,6 @@ FORMATS = {
     "pades": "PAdES B-T: signature inside each PDF, with a trusted time-stamp",
     "cades": "CAdES B-T: detached CMS signature with a trusted time-stamp",
     "raw": "Raw ECDSA signature value",
-}
-_NAME_FIELDS = {
-    NameOID.COMMON_NAME: "Name",
-    NameOID.GIVEN_NAME: "Given name",
-    NameOID.SURNAME: "Surname",
-    NameOID.PSEUDONYM: "Pseudonym",
-    NameOID.SERIAL_NUMBER: "Identifier",
-    NameOID.COUNTRY_NAME: "Country",
-    NameOID.ORGANIZATION_NAME: "Organisation",
-    NameOID.ORGANIZATION_IDENTIFIER: "Organisation identifier",
 }
 _MESSAGES: Mapping[type[SignerError], str] = {
     f.SigningRequestNotFound: "This signing link is not valid. Ask the application that sent"
@@ -85,41 +75,13 @@ def templates() -> jinja2.Environment:
 TEMPLATES = web.AppKey("web_signing_templates", jinja2.Environment)
 
 
-def render(
-    request: web.Request,
-    name: str,
-    *,
-    status: int = 200,
-    form_target: str | None = None,
-    **context: Any,
-) -> web.Response:
-    env = request.app[TEMPLATES]
-    html = env.get_template(name).render(request_id=request.get(REQUEST_ID), **context)
-    resp = web.Response(text=html, content_type="text/html", status=status)
-    resp.headers.update(SECURITY_HEADERS)
-    if form_target is not None:
-        # The consent POST is answered by a redirect to the RP: CSP form-action covers it.
-        target = urlsplit(form_target)
-        origin = f"{target.scheme}://{target.netloc}"
-        csp = SECURITY_HEADERS["Content-Security-Policy"]
-        resp.headers["Content-Security-Policy"] = csp.replace(
-            "form-action 'self'", f"form-action 'self' {origin}"
-        )
-    return resp
+def render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
+    return render_page(request, request.app[TEMPLATES], name, status=status, **context)
 
 
 def error_page(request: web.Request, exc: Exception, **context: Any) -> web.Response:
-    mapped = translate(exc)
-    if mapped is None:
-        log.exception("web_signing_error", path=request.path)
-        err: SignerError = SignerError()
-    else:
-        err = mapped[0]
-        level = "warning" if err.status < 500 else "error"
-        getattr(log, level)("web_signing_refused", kind=err.slug, error=str(exc) or repr(exc))
-    message = _MESSAGES.get(type(err), "The request could not be completed. Try again later.")
-    if isinstance(err, RequestError) and type(err) not in _MESSAGES:
-        message = err.title + "."
+    events = ("web_signing_error", "web_signing_refused")
+    err, message = failure(exc, _MESSAGES, events=events, path=request.path)
     context.setdefault("retry_url", None)
     context.setdefault("signer", None)
     return render(
@@ -128,10 +90,7 @@ def error_page(request: web.Request, exc: Exception, **context: Any) -> web.Resp
 
 
 def _request_id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError as exc:
-        raise f.SigningRequestNotFound("not a request id") from exc
+    return path_id(request, f.SigningRequestNotFound("not a request id"))
 
 
 async def start(request: web.Request) -> web.StreamResponse:
@@ -188,24 +147,51 @@ async def callback(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _subject_rows(view: f.ConsentView) -> list[tuple[str, str]]:
-    name = view.subject.x509_name()
-    rows = [(_NAME_FIELDS.get(a.oid, a.oid.dotted_string), str(a.value)) for a in name]
-    email = getattr(view.subject, "email", None)
-    if email:
-        rows.append(("E-mail", email))
-    return rows
-
-
-def _documents(view: f.ConsentView) -> list[tuple[str, str, str | None, str | None]]:
-    """(label, signed digest hex, link to the PDF, SHA-256 hex of the PDF) per document."""
+def _rows(view: f.ConsentView) -> tuple[c.Row, ...]:
+    """Per document: the signed digest, the PDF's own SHA-256 and a link to read it."""
     req = view.request
     rows = []
     for i, (label, d) in enumerate(zip(req.labels, req.digests, strict=True)):
         pdf = view.file_digests[i].hex() if view.file_digests else None
         link = f"/sign/{req.id}/documents/{i + 1}" if pdf else None
-        rows.append((label, d.hex(), link, pdf))
-    return rows
+        note = f"PDF file SHA-256: {pdf}" if pdf else None
+        rows.append(c.Row(d.hex(), note=note, label=label, link=link))
+    return tuple(rows)
+
+
+def _page(view: f.ConsentView) -> c.ConsentPage:
+    req, rp, n = view.request, view.rp_name, len(view.request.digests)
+    hash_name = c.hash_label(req.hash_algorithm)
+    level = LEVELS.get(view.level.value, view.level.value)
+    email = getattr(view.subject, "email", None)
+    what = "the document" if n == 1 else f"all {n} documents"
+    return c.ConsentPage(
+        title="Review and sign",
+        heading=f"{rp} asks you to sign {n} document{'s' if n != 1 else ''}",
+        lead=Markup("Check what will be signed and in whose name. Nothing is signed until you"
+                    " choose <strong>Sign</strong>."),
+        table_id="documents",
+        table_title="Documents",
+        caption=f"What you sign: each document's {hash_name} digest"
+        + (" (the byte range of the PDF with its signature field; open a document to read it)"
+           if req.format == "pades" else f", as sent by {rp}"),
+        columns=("#", "Document", f"Digest ({hash_name}, hex)"),
+        rows=_rows(view),
+        subject=c.subject_rows(view.subject.x509_name(), [email] if email else []),
+        details_id="signature-details",
+        details_title="Signature",
+        details=(c.Detail("Level", level, id="level"),
+                 c.Detail("Format", FORMATS.get(req.format, req.format))),
+        rp_name=rp,
+        redirect_uri=req.redirect_uri,
+        signer=view.signer,
+        expires=("Request expires", req.expires_at),
+        action=f"/sign/{req.id}/consent",
+        csrf_token=view.csrf_token,
+        statement=Markup("By choosing <strong>Sign</strong> you sign {} above in the name shown."
+                         " Level: {}.").format(what, level),
+        button="Sign",
+    )  # fmt: skip
 
 
 async def original_pdf(request: web.Request) -> web.StreamResponse:
@@ -239,34 +225,20 @@ async def consent_page(request: web.Request) -> web.Response:
         view = await flow.consent(request.cookies.get(cookies.session), _request_id(request))
     except (SignerError, IdpError) as exc:
         return error_page(request, exc)
-    req = view.request
-    return render(
-        request,
-        "consent.html",
-        form_target=req.redirect_uri,
-        view=view,
-        req=req,
-        signer=view.signer,
-        documents=_documents(view),
-        subject_rows=_subject_rows(view),
-        level=LEVELS.get(view.level.value, view.level.value),
-        format_name=FORMATS.get(req.format, req.format),
-        return_host=urlsplit(req.redirect_uri).netloc,
-    )
+    return c.render_consent(request, request.app[TEMPLATES], _page(view))
 
 
 async def decide(request: web.Request) -> web.StreamResponse:
     """The consent form: Sign or Cancel, with this session's CSRF token."""
     flow = request.app[WEB_SIGNING]
     cookies = request.app[COOKIES]
-    form = await request.post()
-    csrf, decision = form.get("csrf"), form.get("decision")
+    csrf, choice = await c.decision(request)
     try:
         done = await flow.decide(
             request.cookies.get(cookies.session),
             _request_id(request),
-            csrf if isinstance(csrf, str) else None,
-            decision if isinstance(decision, str) else "",
+            csrf,
+            choice,
             http_request_id=request[REQUEST_ID],
         )
     except (SignerError, IdpError) as exc:

@@ -27,10 +27,11 @@ WRITER = textwrap.dedent(
     from datetime import UTC, datetime
     from signer.storage.db import create_pool
     from signer.storage.records import Completion, IssuedRecord, RecordStore
+    from signer.storage.refusals import RefusalStore
 
     async def main(url, n):
         pool = await create_pool(url, min_size=1, max_size=2, command_timeout=30)
-        store = RecordStore(pool)
+        store, refusals = RecordStore(pool), RefusalStore(pool)
         now = datetime.now(UTC)
         for _ in range(n):
             records = [IssuedRecord(
@@ -43,7 +44,7 @@ WRITER = textwrap.dedent(
             done = await store.complete([Completion(record_id=r.id, at=now, signed_count=1,
                 destruction={}, entry=os.urandom(40)) for r in records])
             assert len(done) == 2, done
-            await store.refuse(os.urandom(30))
+            await refusals.append(os.urandom(30), None)
         await pool.close()
 
     asyncio.run(main(sys.argv[1], int(sys.argv[2])))
