@@ -110,11 +110,11 @@ async def _body(request: web.Request, model: type[CscBody]) -> dict[str, Any]:
         raise CscMalformed(str(exc)) from exc
     if not isinstance(body, dict):
         raise CscMalformed("body is not a JSON object")
-    _check(body, model)
+    check_parameters(body, model)
     return body
 
 
-def _check(body: dict[str, Any], model: type[CscBody]) -> None:
+def check_parameters(body: dict[str, Any], model: type[CscBody]) -> None:
     """Refuse text no store or log can hold (NUL, lone surrogate: ``signer.http.kit.params``)
     and parameters of the wrong type, naming the parameter when it is one of the method's."""
     where = hostile_text(body)
