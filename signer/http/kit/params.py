@@ -32,21 +32,47 @@ def text_fault(value: str) -> str | None:
 def hostile_text(value: Any) -> str | None:
     """The JSON pointer (RFC 6901) of the first string of a parsed JSON value (keys included)
     that :func:`text_fault` refuses, or None. A refused key is pointed at by its parent: the
-    pointer names only what the client may see again, never the hostile text itself."""
+    pointer names only what the client may see again, never the hostile text itself.
+
+    A plain scan first (the common case: nothing found, and it runs on every JSON body); the
+    pointer is worked out only for a value that has a fault."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _faulty(item):
+                return _pointer(value)
+        elif isinstance(item, dict):
+            for key in item:
+                if _faulty(key):
+                    return _pointer(value)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _faulty(text: str) -> bool:
+    # ASCII text cannot hold a surrogate: only the rare non-ASCII string is encoded.
+    return "\x00" in text or (not text.isascii() and text_fault(text) is not None)
+
+
+def _pointer(value: Any) -> str:
+    """The pointer of the first faulty string of ``value`` (which has one)."""
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         pointer, item = stack.pop()
         if isinstance(item, str):
-            if text_fault(item):
+            if _faulty(item):
                 return pointer or "/"
         elif isinstance(item, dict):
             for key, child in item.items():
-                if text_fault(key):
+                if _faulty(key):
                     return pointer or "/"
                 stack.append((f"{pointer}/{_escape(key)}", child))
         elif isinstance(item, list):
             stack.extend((f"{pointer}/{i}", child) for i, child in enumerate(item))
-    return None
+    return "/"
 
 
 def _escape(key: str) -> str:
