@@ -31,6 +31,12 @@ from signer.flows.approvals import (
 from signer.flows.registry import InvalidClient
 from signer.formats import PdfError
 from signer.http.api.admin import POLICY_ERRORS, admin_paths
+from signer.http.api.models import (
+    CertificatePage,
+    CertificateRecord,
+    SignatureResponse,
+    TrustBundle,
+)
 from signer.http.api.models import SignatureRequest as SignatureBody
 from signer.http.api.tsa import (
     MAX_QUERY_OCTETS,
@@ -44,8 +50,8 @@ from signer.http.csc import oauth2_views as csc_oauth2
 from signer.http.csc.models import BODIES
 from signer.http.csc.openapi import csc_paths
 from signer.http.kit.links import PEM_CHAIN
+from signer.http.kit.models import Problem, schemas
 from signer.http.kit.models import ref as ref_to
-from signer.http.kit.models import schemas
 from signer.http.kit.problems import (
     AuditorRoleRequired,
     BodyTooLarge,
@@ -75,6 +81,8 @@ from signer.signing.pipeline import ProfileNotAllowed, SubjectNotIssuable
 from signer.signing.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+#: Response bodies whose schemas come from models (``signer.http.api.models``).
+ANSWERS = (SignatureResponse, TrustBundle, CertificateRecord, CertificatePage)
 _SIGN_ERRORS: list[type[SignerError]] = [
     MalformedJson,
     InvalidRequest,
@@ -140,94 +148,10 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _schemas(server: ServerSettings) -> dict[str, Any]:
-    b64 = {"type": "string", "contentEncoding": "base64"}
-    bodies = schemas(SignatureBody, SigningRequest, Decision, *BODIES.values())
-    bodies["SignatureRequest"]["properties"]["hashes"]["maxItems"] = server.max_digests
-    return {
-        **bodies,
-        "Problem": {
-            "type": "object",
-            "required": ["type", "title", "status"],
-            "properties": {
-                "type": {"type": "string", "format": "uri-reference"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "instance": {"type": "string"},
-                "request_id": {"type": "string"},
-            },
-        },
-        "SignatureResponse": {
-            "type": "object",
-            "required": ["serial", "signatures", "certificate", "chain", "record_url"],
-            "properties": {
-                "serial": {"type": "string", "description": "certificate serial, lowercase hex"},
-                "profile": {"type": "string"},
-                "format": {"enum": ["raw", "cades", "pades"]},
-                "signature_algorithm": {"const": "ecdsa"},
-                "signatures": {
-                    "type": "array",
-                    "items": b64,
-                    "description": (
-                        "Per digest, input order: DER Ecdsa-Sig-Value (raw) or DER CMS "
-                        "ContentInfo with its signature-time-stamp (cades, pades)"
-                    ),
-                },
-                "certificate": {"type": "string", "description": "PEM"},
-                "chain": {"type": "string", "description": "PEM: end entity, issuing CA, root"},
-                "not_before": {"type": "string", "format": "date-time"},
-                "not_after": {"type": "string", "format": "date-time"},
-                "record_url": {"type": "string", "format": "uri"},
-                "key": {"type": "object"},
-            },
-        },
-        "TrustBundle": {
-            "type": "object",
-            "required": ["root", "issuing_ca", "tsa", "pem"],
-            "properties": {
-                "root": {"type": "string", "description": "PEM: the root CA certificate"},
-                "issuing_ca": {"type": "string", "description": "PEM: the issuing CA"},
-                "tsa": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": (
-                        "PEM: the built-in TSA's certificate, or the external TSA's trust "
-                        "anchors and intermediates"
-                    ),
-                },
-                "pem": {"type": "string", "description": "All of the above, concatenated"},
-            },
-        },
-        "CertificateRecord": {
-            "type": "object",
-            "required": ["serial", "status", "subject_dn"],
-            "properties": {
-                "serial": {"type": "string"},
-                "status": {"enum": ["issued", "completed", "failed"]},
-                "subject_dn": {"type": "string"},
-                "purged": {
-                    "type": "boolean",
-                    "description": "personal payload erased after retention (tombstone)",
-                },
-            },
-        },
-        "CertificatePage": {
-            "type": "object",
-            "required": ["items", "next_cursor"],
-            "properties": {
-                "items": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/CertificateRecord"},
-                },
-                "next_cursor": {"type": ["string", "null"]},
-                "notice": {
-                    "type": "string",
-                    "description": "with an e-mail filter, while records made before the"
-                    " e-mail column still lack it: which ones may be missing",
-                },
-            },
-        },
-    }
+    """The component schemas: every one from its model (``signer.http.*.models``)."""
+    found = schemas(Problem, SignatureBody, SigningRequest, Decision, *BODIES.values(), *ANSWERS)
+    found["SignatureRequest"]["properties"]["hashes"]["maxItems"] = server.max_digests
+    return found
 
 
 def _query(name: str, description: str, fmt: str | None = None) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from signer.http.kit.models import Base64, Body, HashAlgorithm
 from signer.signing.pipeline import SignatureFormat
@@ -37,4 +40,63 @@ class SignatureRequest(Body):
         None,
         description="https (or http on loopback): told when a held request ends; the 202"
         " carries the webhook secret, once",
+    )
+
+
+# -- responses: their schemas in /openapi.json; tests check real answers against them ---------
+
+
+class Answer(BaseModel):
+    """A JSON response body: the fields every answer has; more may follow (not refused)."""
+
+
+class SignatureResponse(Answer):
+    """``201`` of ``POST /api/v1/signatures`` (and ``200``, its replay)."""
+
+    serial: str = Field(description="certificate serial, lowercase hex")
+    profile: str | None = None
+    format: SignatureFormat | None = None
+    signature_algorithm: Literal["ecdsa"] | None = None
+    signatures: list[Base64] = Field(
+        description="Per digest, input order: DER Ecdsa-Sig-Value (raw) or DER CMS ContentInfo"
+        " with its signature-time-stamp (cades, pades)"
+    )
+    certificate: str = Field(description="PEM")
+    chain: str = Field(description="PEM: end entity, issuing CA, root")
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    record_url: str = Field(json_schema_extra={"format": "uri"})
+    key: dict[str, Any] | None = None
+
+
+class TrustBundle(Answer):
+    """``GET /api/v1/trust-bundle`` as JSON."""
+
+    root: str = Field(description="PEM: the root CA certificate")
+    issuing_ca: str = Field(description="PEM: the issuing CA")
+    tsa: list[str] = Field(
+        description="PEM: the built-in TSA's certificate, or the external TSA's trust anchors"
+        " and intermediates"
+    )
+    pem: str = Field(description="All of the above, concatenated")
+
+
+class CertificateRecord(Answer):
+    """One issued certificate's record (``GET /api/v1/certificates[/{serial}]``)."""
+
+    serial: str
+    status: Literal["issued", "completed", "failed"]
+    subject_dn: str
+    purged: bool = Field(False, description="personal payload erased after retention (tombstone)")
+
+
+class CertificatePage(Answer):
+    """A page of ``GET /api/v1/certificates``."""
+
+    items: list[CertificateRecord]
+    next_cursor: str | None
+    notice: str | None = Field(
+        None,
+        description="with an e-mail filter, while records made before the e-mail column still"
+        " lack it: which ones may be missing",
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import ErrorDetails
 
 from signer.errors import RequestError
@@ -114,3 +114,14 @@ Base64 = Annotated[
         {"type": "string", "pattern": "^[A-Za-z0-9+/]*={0,2}$", "contentEncoding": "base64"}
     ),
 ]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as ``signer.http.kit.problems`` renders every error."""
+
+    type: str = Field(json_schema_extra={"format": "uri-reference"})
+    title: str
+    status: int
+    detail: str | None = Field(None, description="a fixed text, e.g. a pointer to the field")
+    instance: str | None = None
+    request_id: str | None = None
