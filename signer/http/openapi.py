@@ -35,6 +35,7 @@ from signer.http.api.models import (
     CertificatePage,
     CertificateRecord,
     SignatureResponse,
+    SuspensionTarget,
     TrustBundle,
 )
 from signer.http.api.models import SignatureRequest as SignatureBody
@@ -82,7 +83,20 @@ from signer.signing.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 #: Response bodies whose schemas come from models (``signer.http.api.models``).
-ANSWERS = (SignatureResponse, TrustBundle, CertificateRecord, CertificatePage)
+ANSWERS: tuple[type[BaseModel], ...] = (
+    SignatureResponse,
+    TrustBundle,
+    CertificateRecord,
+    CertificatePage,
+)
+#: Request bodies whose schemas come from models, by surface.
+BODY_MODELS: tuple[type[BaseModel], ...] = (
+    SignatureBody,
+    SuspensionTarget,
+    SigningRequest,
+    Decision,
+    *BODIES.values(),
+)
 _SIGN_ERRORS: list[type[SignerError]] = [
     MalformedJson,
     InvalidRequest,
@@ -149,7 +163,7 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
 
 def _schemas(server: ServerSettings) -> dict[str, Any]:
     """The component schemas: every one from its model (``signer.http.*.models``)."""
-    found = schemas(Problem, SignatureBody, SigningRequest, Decision, *BODIES.values(), *ANSWERS)
+    found = schemas(Problem, *BODY_MODELS, *ANSWERS)
     found["SignatureRequest"]["properties"]["hashes"]["maxItems"] = server.max_digests
     return found
 

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from signer.http.kit.models import Base64, Body, HashAlgorithm
+from signer.policy.enforcement import MAX_REASON
 from signer.signing.pipeline import SignatureFormat
 
 
@@ -100,3 +101,18 @@ class CertificatePage(Answer):
         description="with an e-mail filter, while records made before the e-mail column still"
         " lack it: which ones may be missing",
     )
+
+
+#: A named target field of a suspension: a non-blank string.
+_TargetName = Annotated[str, Field(min_length=1, pattern=r"\S")]
+
+
+class SuspensionTarget(Body):
+    """``POST /api/v1/admin/suspensions[/resume]``: whom the kill switch stops (or lets go).
+    Scope identity takes issuer and subject, scope client takes client_id, scope all neither."""
+
+    scope: Literal["identity", "client", "all"]
+    issuer: _TargetName | None = Field(None, description="scope identity: the token's iss")
+    subject: _TargetName | None = Field(None, description="scope identity: the token's sub")
+    client_id: _TargetName | None = Field(None, description="scope client")
+    reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON, pattern=r"\S")] | None = None

@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from signer.errors import RequestError
+from signer.http.api.admin import parse_target
 from signer.http.api.signatures import parse_signature_request
 from signer.http.approvals.models import Decision
 from signer.http.audit.query import FormError, parse_search
@@ -122,6 +123,12 @@ SAMPLES: list[tuple[str, Any, Any, bool]] = [
     ("Decision", _decision, {"digest_commitment": "a" * 63}, False),
     ("Decision", _decision, {"digest_commitment": "a" * 64, "more": 1}, False),
     ("Decision", _decision, {}, False),
+    ("SuspensionTarget", parse_target, {"scope": "all"}, True),
+    ("SuspensionTarget", parse_target, {"scope": "client", "client_id": "c", "reason": "r"}, True),
+    ("SuspensionTarget", parse_target, {"scope": "everything"}, False),
+    ("SuspensionTarget", parse_target, {"scope": "client", "client_id": "  "}, False),
+    ("SuspensionTarget", parse_target, {"scope": "all", "reason": ["r"]}, False),
+    ("SuspensionTarget", parse_target, {"scope": "all", "reason": "r" * 501}, False),
     ("CscSignHashRequest", _csc(csc.CscSignHashRequest), SIGN_HASH, True),
     ("CscSignHashRequest", _csc(csc.CscSignHashRequest), {**SIGN_HASH, "clientData": 1}, True),
     ("CscSignHashRequest", _csc(csc.CscSignHashRequest), {**SIGN_HASH, "signAlgo": {}}, False),
