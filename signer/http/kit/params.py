@@ -10,12 +10,16 @@ times (:func:`utc_instant`).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from signer.http.kit.problems import Handler, InvalidParameter
+
+#: Keys a pointer may name (field-like); a pointer never carries other text the client chose.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 def text_fault(value: str) -> str | None:
@@ -31,8 +35,9 @@ def text_fault(value: str) -> str | None:
 
 def hostile_text(value: Any) -> str | None:
     """The JSON pointer (RFC 6901) of the first string of a parsed JSON value (keys included)
-    that :func:`text_fault` refuses, or None. A refused key is pointed at by its parent: the
-    pointer names only what the client may see again, never the hostile text itself.
+    that :func:`text_fault` refuses, or None. A refused key, or a value under a key that is not
+    name-like, is pointed at by its object: the pointer repeats no text but field-like names
+    and indices, never the hostile text itself.
 
     A plain scan first (the common case: nothing found, and it runs on every JSON body); the
     pointer is worked out only for a value that has a fault."""
@@ -58,10 +63,11 @@ def _faulty(text: str) -> bool:
 
 
 def _pointer(value: Any) -> str:
-    """The pointer of the first faulty string of ``value`` (which has one)."""
-    stack: list[tuple[str, Any]] = [("", value)]
+    """The pointer of the first faulty string of ``value`` (which has one). Below a key that is
+    not name-like the pointer stops growing: it names that key's object."""
+    stack: list[tuple[str, bool, Any]] = [("", True, value)]
     while stack:
-        pointer, item = stack.pop()
+        pointer, named, item = stack.pop()
         if isinstance(item, str):
             if _faulty(item):
                 return pointer or "/"
@@ -69,14 +75,12 @@ def _pointer(value: Any) -> str:
             for key, child in item.items():
                 if _faulty(key):
                     return pointer or "/"
-                stack.append((f"{pointer}/{_escape(key)}", child))
+                name_like = named and _NAME.match(key) is not None
+                stack.append((f"{pointer}/{key}" if name_like else pointer, name_like, child))
         elif isinstance(item, list):
-            stack.extend((f"{pointer}/{i}", child) for i, child in enumerate(item))
+            for i, child in enumerate(item):
+                stack.append((f"{pointer}/{i}" if named else pointer, named, child))
     return "/"
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 def utc_instant(parsed: datetime) -> datetime:

@@ -175,7 +175,9 @@ def test_a_refusal_points_at_the_field_and_never_echoes_the_input(
     ("value", "pointer"),
     [
         ({"a": ["ok", "b\x00"]}, "/a/1"),
-        ({"a/b~": "\ud800"}, "/a~1b~0"),
+        ({"a/b~": "\ud800"}, "/"),
+        ({"ok": {"<script>": ["x\x00"]}}, "/ok"),
+        ({"ok": [{"fine": ["x", "\ud800"]}]}, "/ok/0/fine/1"),
         ({"a": {"\x00": 1}}, "/a"),
         ("\udfff", "/"),
         ({"ok": ["fine", 1, None, {"x": "\U0001f600"}]}, None),
