@@ -63,6 +63,8 @@ class RequestError(SignerError):
     slug = "bad-request"
     title = "Bad request"
     status = 400
+    #: A fixed, input-free ``detail`` for the client, e.g. a JSON pointer to the refused field.
+    pointer_detail: str | None = None
 
 
 class LogBehindCheckpoint(SignerError):

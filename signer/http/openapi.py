@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from signer.errors import (
     DatabaseUnavailable,
@@ -30,6 +31,14 @@ from signer.flows.approvals import (
 from signer.flows.registry import InvalidClient
 from signer.formats import PdfError
 from signer.http.api.admin import POLICY_ERRORS, admin_paths
+from signer.http.api.models import (
+    CertificatePage,
+    CertificateRecord,
+    SignatureResponse,
+    SuspensionTarget,
+    TrustBundle,
+)
+from signer.http.api.models import SignatureRequest as SignatureBody
 from signer.http.api.tsa import (
     MAX_QUERY_OCTETS,
     QUERY_TYPE,
@@ -37,9 +46,13 @@ from signer.http.api.tsa import (
     NoBuiltinTsa,
     TimeStampQueryExpected,
 )
+from signer.http.approvals.models import Decision
 from signer.http.csc import oauth2_views as csc_oauth2
+from signer.http.csc.models import BODIES
 from signer.http.csc.openapi import csc_paths
 from signer.http.kit.links import PEM_CHAIN
+from signer.http.kit.models import Problem, schemas
+from signer.http.kit.models import ref as ref_to
 from signer.http.kit.problems import (
     AuditorRoleRequired,
     BodyTooLarge,
@@ -63,12 +76,27 @@ from signer.http.kit.problems import (
     WrongDigestLength,
 )
 from signer.http.kit.state import SERVICES, Services
-from signer.http.sign.api import MAX_DOCUMENTS
-from signer.settings.config import DIGEST_SIZES, ServerSettings
+from signer.http.sign.models import SigningRequest
+from signer.settings.config import ServerSettings
 from signer.signing.pipeline import ProfileNotAllowed, SubjectNotIssuable
 from signer.signing.timestamping import TimeStampClockSkew, TimeStampUnavailable
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+#: Response bodies whose schemas come from models (``signer.http.api.models``).
+ANSWERS: tuple[type[BaseModel], ...] = (
+    SignatureResponse,
+    TrustBundle,
+    CertificateRecord,
+    CertificatePage,
+)
+#: Request bodies whose schemas come from models, by surface.
+BODY_MODELS: tuple[type[BaseModel], ...] = (
+    SignatureBody,
+    SuspensionTarget,
+    SigningRequest,
+    Decision,
+    *BODIES.values(),
+)
 _SIGN_ERRORS: list[type[SignerError]] = [
     MalformedJson,
     InvalidRequest,
@@ -128,136 +156,16 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """A required JSON request body whose schema is ``model``'s component."""
+    return {"required": True, "content": {"application/json": {"schema": ref_to(model)}}}
+
+
 def _schemas(server: ServerSettings) -> dict[str, Any]:
-    b64 = {"type": "string", "contentEncoding": "base64"}
-    return {
-        "Problem": {
-            "type": "object",
-            "required": ["type", "title", "status"],
-            "properties": {
-                "type": {"type": "string", "format": "uri-reference"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "instance": {"type": "string"},
-                "request_id": {"type": "string"},
-            },
-        },
-        "SignatureRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["hash_algorithm", "hashes"],
-            "properties": {
-                "hash_algorithm": {"enum": sorted(DIGEST_SIZES)},
-                "hashes": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": server.max_digests,
-                    "items": b64,
-                    "description": "Digests, base64; signed in this order",
-                },
-                "profile": {
-                    "enum": ["qes", "qualified", "advanced"],
-                    "description": "Signature level; default: the identity's",
-                },
-                "format": {
-                    "enum": ["raw", "cades", "pades"],
-                    "default": "raw",
-                    "description": (
-                        "raw: DER ECDSA value per digest; cades: detached CAdES B-T (DER CMS) "
-                        "per document digest; pades: the CMS for a PAdES B-T signature field "
-                        "(/SubFilter ETSI.CAdES.detached) per digest of a PDF's /ByteRange"
-                    ),
-                },
-                "labels": {
-                    "type": "array",
-                    "items": {"type": "string", "maxLength": 200},
-                    "description": "One label per digest, shown to approvers when the policy "
-                    "holds the request for m-of-n approval (default: 'digest N')",
-                },
-                "reason": {
-                    "type": "string",
-                    "maxLength": 1000,
-                    "description": "Why, shown to approvers when the request is held",
-                },
-                "webhook_url": {
-                    "type": "string",
-                    "description": "https (or http on loopback): told when a held request "
-                    "ends; the 202 carries the webhook secret, once",
-                },
-            },
-        },
-        "SignatureResponse": {
-            "type": "object",
-            "required": ["serial", "signatures", "certificate", "chain", "record_url"],
-            "properties": {
-                "serial": {"type": "string", "description": "certificate serial, lowercase hex"},
-                "profile": {"type": "string"},
-                "format": {"enum": ["raw", "cades", "pades"]},
-                "signature_algorithm": {"const": "ecdsa"},
-                "signatures": {
-                    "type": "array",
-                    "items": b64,
-                    "description": (
-                        "Per digest, input order: DER Ecdsa-Sig-Value (raw) or DER CMS "
-                        "ContentInfo with its signature-time-stamp (cades, pades)"
-                    ),
-                },
-                "certificate": {"type": "string", "description": "PEM"},
-                "chain": {"type": "string", "description": "PEM: end entity, issuing CA, root"},
-                "not_before": {"type": "string", "format": "date-time"},
-                "not_after": {"type": "string", "format": "date-time"},
-                "record_url": {"type": "string", "format": "uri"},
-                "key": {"type": "object"},
-            },
-        },
-        "TrustBundle": {
-            "type": "object",
-            "required": ["root", "issuing_ca", "tsa", "pem"],
-            "properties": {
-                "root": {"type": "string", "description": "PEM: the root CA certificate"},
-                "issuing_ca": {"type": "string", "description": "PEM: the issuing CA"},
-                "tsa": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": (
-                        "PEM: the built-in TSA's certificate, or the external TSA's trust "
-                        "anchors and intermediates"
-                    ),
-                },
-                "pem": {"type": "string", "description": "All of the above, concatenated"},
-            },
-        },
-        "CertificateRecord": {
-            "type": "object",
-            "required": ["serial", "status", "subject_dn"],
-            "properties": {
-                "serial": {"type": "string"},
-                "status": {"enum": ["issued", "completed", "failed"]},
-                "subject_dn": {"type": "string"},
-                "purged": {
-                    "type": "boolean",
-                    "description": "personal payload erased after retention (tombstone)",
-                },
-            },
-        },
-        "CertificatePage": {
-            "type": "object",
-            "required": ["items", "next_cursor"],
-            "properties": {
-                "items": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/CertificateRecord"},
-                },
-                "next_cursor": {"type": ["string", "null"]},
-                "notice": {
-                    "type": "string",
-                    "description": "with an e-mail filter, while records made before the"
-                    " e-mail column still lack it: which ones may be missing",
-                },
-            },
-        },
-    }
+    """The component schemas: every one from its model (``signer.http.*.models``)."""
+    found = schemas(Problem, *BODY_MODELS, *ANSWERS)
+    found["SignatureRequest"]["properties"]["hashes"]["maxItems"] = server.max_digests
+    return found
 
 
 def _query(name: str, description: str, fmt: str | None = None) -> dict[str, Any]:
@@ -414,43 +322,6 @@ def _web_signing_paths() -> dict[str, Any]:
     """Issue 4: web apps (relying parties, HTTP Basic with client id + secret) send a person
     to ``sign_url``; only the owning RP reads the result."""
     basic: list[dict[str, list[str]]] = [{"rp_basic": []}]
-    doc = {
-        "type": "object",
-        "description": "label plus digest, or (format pades) label plus the PDF",
-        "required": ["label"],
-        "properties": {
-            "label": {"type": "string", "maxLength": 200},
-            "digest": {"type": "string", "contentEncoding": "base64"},
-            "pdf": {"type": "string", "contentEncoding": "base64"},
-        },
-    }
-    body = {
-        "type": "object",
-        "required": ["documents", "redirect_uri", "state"],
-        "additionalProperties": False,
-        "properties": {
-            "documents": {"type": "array", "items": doc, "minItems": 1, "maxItems": MAX_DOCUMENTS},
-            "hash_algorithm": {"enum": ["sha256", "sha384", "sha512"], "default": "sha256"},
-            "format": {"enum": ["raw", "cades", "pades"], "default": "cades"},
-            "profile": {"enum": ["qes", "qualified", "advanced"]},
-            "redirect_uri": {"type": "string", "description": "exactly a registered one"},
-            "state": {"type": "string", "maxLength": 512},
-            "acr": {"type": "string", "description": "minimum assurance (web_signing.acr_levels)"},
-            "signer": {
-                "type": "object",
-                "description": "the only person who may sign: {subject} or {email}",
-                "properties": {"subject": {"type": "string"}, "email": {"type": "string"}},
-            },
-            "webhook_url": {
-                "type": "string",
-                "format": "uri",
-                "description": "https (http on loopback): POSTed {id, state, status} when the"
-                " request ends, X-Qes-Timestamp and X-Qes-Signature-256 (HMAC-SHA-256 of"
-                " timestamp.body, key HMAC-SHA-256(SHA-256(client_secret),"
-                " 'qes-signer webhook v1'))",
-            },
-        },
-    }
     errors: list[type[SignerError]] = [
         MalformedJson, InvalidRequest, UnsupportedFormat, InvalidClient,
         flow.UnregisteredRedirect, flow.UnsupportedAcr, PdfError,
@@ -462,7 +333,7 @@ def _web_signing_paths() -> dict[str, Any]:
             "post": {
                 "summary": "Create a signing request; send the browser to its sign_url",
                 "security": basic,
-                "requestBody": {"content": {"application/json": {"schema": body}}},
+                "requestBody": _body(SigningRequest),
                 "responses": {"201": _json(status, "Created"), **_errors(errors)},
             }
         },
@@ -529,18 +400,7 @@ def _approval_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
         DatabaseUnavailable,
     ]  # fmt: skip
     path_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    body = {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["digest_commitment"],
-                    "properties": {"digest_commitment": {"type": "string"}},
-                }
-            }
-        },
-    }
+    body = _body(Decision)
 
     def decide(summary: str) -> dict[str, Any]:
         return {
@@ -694,12 +554,7 @@ def document(server: ServerSettings) -> dict[str, Any]:
                             "schema": {"type": "string", "maxLength": 255},
                         }
                     ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": {"$ref": ref + "SignatureRequest"}}
-                        },
-                    },
+                    "requestBody": _body(SignatureBody),
                     "responses": {
                         "201": _json({"$ref": ref + "SignatureResponse"}, "Signed"),
                         "202": HELD,

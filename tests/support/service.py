@@ -23,12 +23,22 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from signer.http.kit.server import SignerRunner
-from tests.support.idp import RunningIdp
+from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.leaks import keep_output, register_log
 from tests.support.softhsm import SoftHsmToken
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "deploy" / "dev" / "qes.toml"
+#: The dev IdP's acr values: password, and password plus second factor.
+PWD = "urn:qes-signer:dev-idp:pwd"
+MFA = "urn:qes-signer:dev-idp:mfa"
+#: Web signing (``/api/v1/signing-requests``) on, with the dev IdP's demo-signer-web client.
+WEB_ENV = {
+    "QES__WEB_SIGNING__CLIENT_ID": "demo-signer-web",
+    "QES__WEB_SIGNING__ISSUER": "demo_people",
+    "QES__WEB_SIGNING__ACR_LEVELS": f'["{PWD}", "{MFA}"]',
+    "QES_WEB_SIGNING_CLIENT_SECRET": DEMO_SECRETS["demo-signer-web"],
+}
 # The long-lived token keys `qes init` creates with the dev config: CA, TSA and log keys.
 TEST_LOG_PRIVACY_KEY = "74657374206f6e6c79206c6f672070726976616379206b65792c207075626c6963"
 LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-log")

@@ -12,12 +12,9 @@ LIMIT = 60
 #: path:function -> why it may be longer. Each is one dict literal and nothing else.
 DATA_DECLARATIONS = {
     "signer/http/openapi.py:document": "the OpenAPI 3.1 document's skeleton, one literal",
-    "signer/http/openapi.py:_schemas": "the OpenAPI component schemas, one literal",
     "signer/http/openapi.py:_approval_paths": "OpenAPI paths of the approvals API, one literal",
-    "signer/http/openapi.py:_web_signing_paths": "OpenAPI paths of web signing, one literal",
     "signer/http/openapi.py:_log_paths": "OpenAPI paths of the transparency log, one literal",
     "signer/http/csc/oauth2_views.py:openapi_paths": "OpenAPI paths of CSC OAuth2, one literal",
-    "signer/http/api/admin.py:admin_paths": "OpenAPI paths of the admin API, one literal",
 }
 
 

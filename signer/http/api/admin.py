@@ -21,12 +21,13 @@ from typing import Any
 from aiohttp import web
 
 from signer.errors import DatabaseUnavailable, SignerError
+from signer.http.api.models import SuspensionTarget
 from signer.http.kit.auth import authenticate
 from signer.http.kit.body import read_json
+from signer.http.kit.models import ref, validate
 from signer.http.kit.problems import Forbidden, InvalidRequest
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.policy.enforcement import (
-    MAX_REASON,
     ApprovalRequired,
     Gate,
     NotSuspended,
@@ -70,28 +71,15 @@ def suspension_json(s: Suspension) -> dict[str, Any]:
 
 
 def parse_target(body: Any) -> tuple[Target, str | None]:
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    unknown = set(body) - {"scope", "issuer", "subject", "client_id", "reason"}
-    if unknown:
-        raise InvalidRequest(f"unknown fields {sorted(unknown)}")
-    for name in ("scope", "issuer", "subject", "client_id", "reason"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise InvalidRequest(f"{name} must be a non-empty string")
-    reason = body.get("reason")
-    if reason is not None and len(reason) > MAX_REASON:
-        raise InvalidRequest(f"reason is longer than {MAX_REASON} characters")
-    scope = body.get("scope")
+    """The body (model: ``SuspensionTarget``) as the kill switch's target and reason."""
+    parsed = validate(SuspensionTarget, body)
     wanted = {"identity": ("issuer", "subject"), "client": ("client_id",), "all": ()}
-    if scope not in wanted:
-        raise InvalidRequest("scope must be 'identity', 'client' or 'all'")
     for name in ("issuer", "subject", "client_id"):
-        if (name in wanted[scope]) != (body.get(name) is not None):
-            need = " and ".join(wanted[scope]) or "no target fields"
-            raise InvalidRequest(f"scope {scope!r} takes {need}")
-    target = Target(scope, body.get("issuer"), body.get("subject"), body.get("client_id"))
-    return target, reason
+        if (name in wanted[parsed.scope]) != (getattr(parsed, name) is not None):
+            need = " and ".join(wanted[parsed.scope]) or "no target fields"
+            raise InvalidRequest(f"scope {parsed.scope!r} takes {need}")
+    target = Target(parsed.scope, parsed.issuer, parsed.subject, parsed.client_id)
+    return target, parsed.reason
 
 
 async def _admin(request: web.Request) -> tuple[Services, Gate, str | None, str]:
@@ -196,19 +184,7 @@ def admin_paths(
     bearer: list[dict[str, list[str]]], errors: Callable[[list[type[SignerError]]], Any]
 ) -> dict[str, Any]:
     """OpenAPI 3.1 paths of the kill switch (``signer.http.openapi`` merges them)."""
-    target = {
-        "type": "object",
-        "required": ["scope"],
-        "additionalProperties": False,
-        "properties": {
-            "scope": {"enum": ["identity", "client", "all"]},
-            "issuer": {"type": "string", "description": "scope identity: the token's iss"},
-            "subject": {"type": "string", "description": "scope identity: the token's sub"},
-            "client_id": {"type": "string", "description": "scope client"},
-            "reason": {"type": "string", "maxLength": MAX_REASON},
-        },
-    }
-    body = {"required": True, "content": {"application/json": {"schema": target}}}
+    body = {"required": True, "content": {"application/json": {"schema": ref(SuspensionTarget)}}}
     ok = {"description": "Done", "content": {"application/json": {"schema": {"type": "object"}}}}
     common = [AdminRoleRequired, DatabaseUnavailable]
     return {

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from signer.http.kit.auth import authenticate_auditor
+from signer.http.kit.params import utc_instant
 from signer.http.kit.problems import InvalidRequest, NotFound
 from signer.http.kit.records import decode_cursor, detail, email_notice, encode_cursor, summary
 from signer.http.kit.state import SERVICES, Services
@@ -33,7 +34,10 @@ def _time(name: str, value: str | None) -> datetime | None:
         raise InvalidRequest(f"{name} is not an ISO 8601 time") from exc
     if parsed.tzinfo is None:
         raise InvalidRequest(f"{name} needs a time zone offset")
-    return parsed
+    try:
+        return utc_instant(parsed)
+    except ValueError as exc:  # no UTC instant in range, e.g. 9999-12-31T23:59:59-14:00
+        raise InvalidRequest(f"{name} is out of range") from exc
 
 
 def _limit(text: str | None) -> int:

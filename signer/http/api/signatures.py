@@ -14,10 +14,12 @@ from typing import Any
 from aiohttp import web
 
 from signer.errors import RequestError
+from signer.http.api.models import SignatureRequest as SignatureBody
 from signer.http.kit import hold as approvals
 from signer.http.kit.body import read_json
 from signer.http.kit.idempotency import claim, release, replayed
 from signer.http.kit.links import with_proof_url
+from signer.http.kit.models import validate
 from signer.http.kit.problems import (
     InvalidRequest,
     NoDigests,
@@ -29,39 +31,25 @@ from signer.http.kit.problems import (
 from signer.http.kit.refused import authenticate_signing
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.settings.config import DIGEST_SIZES
-from signer.signing.pipeline import FORMATS, SignatureRequest
+from signer.signing.pipeline import SignatureRequest
 
-#: Extra fields of a body, used when the request is held for approval (signer.http.approvals).
-HOLD_FIELDS = frozenset({"labels", "reason", "webhook_url"})
+#: The problem kind of each field's fault (anything else: 422 invalid-request).
+_KINDS = {
+    "hash_algorithm": UnsupportedAlgorithm,
+    "format": UnsupportedFormat,
+    "hashes:too_short": NoDigests,
+}
 
 
 def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    unknown = set(body) - {"hash_algorithm", "hashes", "profile", "format", *HOLD_FIELDS}
-    if unknown:
-        raise InvalidRequest(f"unknown fields {sorted(unknown)}")
-    algorithm = body.get("hash_algorithm")
-    if algorithm not in DIGEST_SIZES:
-        raise UnsupportedAlgorithm(f"hash_algorithm {algorithm!r}")
-    hashes = body.get("hashes")
-    if not isinstance(hashes, list):
-        raise InvalidRequest("hashes must be a list of base64 strings")
-    if not hashes:
-        raise NoDigests()
-    if len(hashes) > max_digests:
-        raise TooManyDigests(f"{len(hashes)} > {max_digests}")
-    profile = body.get("profile")
-    if profile is not None and not isinstance(profile, str):
-        raise InvalidRequest("profile must be a string")
-    fmt = body.get("format", "raw")
-    if fmt not in FORMATS:
-        raise UnsupportedFormat(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    """The body as the core's frozen :class:`SignatureRequest` (model: ``SignatureBody``)."""
+    parsed = validate(SignatureBody, body, _KINDS)
+    algorithm = parsed.hash_algorithm
+    if len(parsed.hashes) > max_digests:
+        raise TooManyDigests(f"{len(parsed.hashes)} > {max_digests}")
     size = DIGEST_SIZES[algorithm]
     digests = []
-    for i, item in enumerate(hashes):
-        if not isinstance(item, str):
-            raise InvalidRequest(f"hashes[{i}] is not a string")
+    for i, item in enumerate(parsed.hashes):
         try:
             digest = base64.b64decode(item, validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -70,7 +58,10 @@ def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
             raise WrongDigestLength(f"hashes[{i}] has {len(digest)} bytes, {algorithm} has {size}")
         digests.append(digest)
     return SignatureRequest(
-        hash_algorithm=algorithm, digests=tuple(digests), profile=profile, format=fmt
+        hash_algorithm=algorithm,
+        digests=tuple(digests),
+        profile=parsed.profile,
+        format=parsed.format,
     )
 
 

@@ -20,11 +20,13 @@ from aiohttp import web
 from signer.flows.approvals import (
     ApprovalService,
 )
+from signer.http.approvals.models import Decision
 from signer.http.kit.auth import authenticate
 from signer.http.kit.body import read_json
 from signer.http.kit.hold import APPROVALS, render
+from signer.http.kit.models import validate
 from signer.http.kit.paths import path_id
-from signer.http.kit.problems import InvalidRequest, NotFound
+from signer.http.kit.problems import NotFound
 from signer.http.kit.state import REQUEST_ID
 
 
@@ -69,12 +71,7 @@ async def list_pending(request: web.Request) -> web.Response:
 
 async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     service = _service(request)
-    body = await read_json(request)
-    if not isinstance(body, dict) or set(body) - {"digest_commitment"}:
-        raise InvalidRequest('body must be {"digest_commitment": "<hex>"}')
-    commitment = body.get("digest_commitment")
-    if not isinstance(commitment, str) or len(commitment) != 64:
-        raise InvalidRequest("digest_commitment must be the 64 hex digits you were shown")
+    commitment = validate(Decision, await read_json(request)).digest_commitment
     principal = await authenticate(request)
     req = await service.decide(
         _id(request),

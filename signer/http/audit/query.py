@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from signer.http.kit.params import utc_instant
 from signer.storage.records import RecordFilter
 
 FIELDS = ("subject", "email", "dn", "client_id", "serial", "digest", "since", "until", "status")
@@ -59,9 +60,9 @@ def parse_time(name: str, text: str) -> datetime:
     ISO 8601 time with an offset."""
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
+        return utc_instant(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
+    except ValueError as exc:  # also a time with no UTC instant in range (issue 17)
         raise FormError(f"{name}: use a date and time such as 2026-01-31T14:30 (UTC).") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def parse_search(query: Mapping[str, str]) -> Search:

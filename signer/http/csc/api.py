@@ -25,11 +25,14 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import ValidationError
 
 from idp_adapter.errors import IdentityNotAllowed, IdpUnavailable, InvalidToken
 from idp_adapter.principal import Principal
 from signer.errors import RequestError, SignerError
+from signer.http.csc.models import BODIES, CscBody
 from signer.http.kit.auth import bearer_token
+from signer.http.kit.params import hostile_text
 from signer.http.kit.problems import TOKEN_DETAIL
 from signer.http.kit.refused import log_refusal
 from signer.http.kit.state import REQUEST_ID, SERVICES
@@ -70,12 +73,15 @@ _Handler = Callable[[web.Request, Version, dict[str, Any]], Awaitable[Mapping[st
 # -- the edge ------------------------------------------------------------------------------------
 
 
-def route(handler: _Handler, version: Version) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """Wrap ``handler(request, version, body)`` with body parsing and CSC error bodies."""
+def route(
+    handler: _Handler, version: Version, model: type[CscBody] = CscBody
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Wrap ``handler(request, version, body)`` with body parsing (checked against ``model``,
+    ``signer.http.csc.models``) and CSC error bodies."""
 
     async def wrapped(request: web.Request) -> web.Response:
         try:
-            body = await _body(request)
+            body = await _body(request, model)
             return web.json_response(await handler(request, version, body))
         except Exception as exc:
             if handler in _SIGNING and not request.get(_HANDED_OVER, False):
@@ -92,7 +98,7 @@ def _service(request: web.Request) -> CscService:
     return request.app[CSC]
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def _body(request: web.Request, model: type[CscBody]) -> dict[str, Any]:
     raw = await request.read() if request.can_read_body else b""
     if not raw.strip():
         return {}
@@ -104,7 +110,26 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise CscMalformed(str(exc)) from exc
     if not isinstance(body, dict):
         raise CscMalformed("body is not a JSON object")
+    check_parameters(body, model)
     return body
+
+
+def check_parameters(body: dict[str, Any], model: type[CscBody]) -> None:
+    """Refuse text no store or log can hold (NUL, lone surrogate: ``signer.http.kit.params``)
+    and parameters of the wrong type, naming the parameter when it is one of the method's."""
+    where = hostile_text(body)
+    if where is not None:
+        name = where.split("/")[1]
+        if name not in model.model_fields:
+            raise CscMalformed(f"{where}: NUL or lone surrogate")
+        raise CscInvalidParameter(name, "holds a NUL or a lone surrogate")
+    try:
+        model.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        if not error["loc"]:
+            raise CscMalformed(error["type"]) from exc
+        raise CscInvalidParameter(str(error["loc"][0]), error["type"]) from exc
 
 
 def error_response(exc: BaseException, request: web.Request) -> web.Response:
@@ -463,5 +488,5 @@ def add_routes(app: web.Application) -> None:
     versions: tuple[Version, ...] = ("v1", "v2")
     for version in versions:
         for method, handler in ENDPOINTS:
-            app.router.add_post(f"/csc/{version}/{method}", route(handler, version))
-        app.router.add_get(f"/csc/{version}/info", route(info, version))
+            app.router.add_post(f"/csc/{version}/{method}", route(handler, version, BODIES[method]))
+        app.router.add_get(f"/csc/{version}/info", route(info, version, BODIES["info"]))

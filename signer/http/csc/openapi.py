@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from signer.signing.csc import ECDSA_WITH, HASH_OIDS
+from signer.http.csc.models import BODIES
+from signer.http.kit.models import ref
 
 _B64_LIST = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}}
 _ERROR = {
@@ -30,23 +31,19 @@ _ERROR = {
         }
     },
 }
-_HASH_ALGO = {"enum": list(HASH_OIDS.values()), "description": "digest algorithm OID"}
-_SIGN_ALGO = {
-    "enum": [*ECDSA_WITH, "1.2.840.10045.2.1"],
-    "description": "ecdsa-with-SHA256/384/512, or (v2) id-ecPublicKey with hashAlgorithmOID",
-}
 
 
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required or []}
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
 
 
-_METHODS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
+#: method -> (summary, description, answer schema); the request body's schema is the method's
+#: model (``signer.http.csc.models.BODIES``), a component of the document.
+_METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "info": (
         "Service information: specs, methods, oauth2/oauth2Issuer (the v2 OAuth2 base URL), "
         "signAlgorithms (v2)",
         "No authentication. GET is accepted too.",
-        _object({"lang": {"type": "string"}}),
         _object({"specs": {"type": "string"}, "methods": {"type": "array"}}),
     ),
     "credentials/list": (
@@ -54,20 +51,11 @@ _METHODS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
         "certificate) and list it",
         "Each call makes a new credential (at most csc.max_active_credentials unused ones per "
         "identity); it expires with its certificate.",
-        _object({"userID": {"type": "string"}, "credentialInfo": {"type": "boolean"}}),
         _object({"credentialIDs": {"type": "array", "items": {"type": "string"}}}),
     ),
     "credentials/info": (
         "The credential's certificate chain (end-entity first), key algorithms, SCAL 2, multisign",
         "Only the owner's credentials; another identity's is 'Invalid parameter credentialID'.",
-        _object(
-            {
-                "credentialID": {"type": "string"},
-                "certificates": {"enum": ["none", "single", "chain"], "default": "single"},
-                "certInfo": {"type": "boolean"},
-            },
-            ["credentialID"],
-        ),
         _object({"key": {"type": "object"}, "cert": {"type": "object"}, "SCAL": {"const": "2"}}),
     ),
     "credentials/authorize": (
@@ -75,16 +63,6 @@ _METHODS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
         "these hashes",
         "numSignatures must equal the number of hashes (hash, v1; hashes, v2); the hash "
         "algorithm is hashAlgorithmOID (v2) or follows from the digest length.",
-        _object(
-            {
-                "credentialID": {"type": "string"},
-                "numSignatures": {"type": "integer", "minimum": 1},
-                "hash": _B64_LIST,
-                "hashes": _B64_LIST,
-                "hashAlgorithmOID": _HASH_ALGO,
-            },
-            ["credentialID", "numSignatures"],
-        ),
         _object({"SAD": {"type": "string"}, "expiresIn": {"type": "integer"}}),
     ),
     "signatures/signHash": (
@@ -93,32 +71,11 @@ _METHODS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
         "as the bearer token without SAD. Refused without signing: a used, expired or unknown "
         "SAD, other hashes or more of them than authorized, another identity's credential, an "
         "expired or used credential, an unsupported signAlgo.",
-        _object(
-            {
-                "credentialID": {"type": "string"},
-                "SAD": {"type": "string"},
-                "hash": _B64_LIST,
-                "hashes": _B64_LIST,
-                "hashAlgo": _HASH_ALGO,
-                "hashAlgorithmOID": _HASH_ALGO,
-                "signAlgo": _SIGN_ALGO,
-                "operationMode": {"const": "S"},
-            },
-            ["credentialID", "signAlgo"],
-        ),
         _object({"signatures": _B64_LIST}),
     ),
     "signatures/timestamp": (
         "An RFC 3161 time-stamp token over a hash (built-in or configured external TSA)",
         "nonce (hex) is echoed in the token.",
-        _object(
-            {
-                "hash": {"type": "string", "contentEncoding": "base64"},
-                "hashAlgo": _HASH_ALGO,
-                "nonce": {"type": "string", "pattern": "^[0-9a-fA-F]+$"},
-            },
-            ["hash", "hashAlgo"],
-        ),
         _object({"timestamp": {"type": "string", "contentEncoding": "base64"}}),
     ),
 }
@@ -128,7 +85,8 @@ def csc_paths() -> dict[str, Any]:
     """``POST /csc/{v1|v2}/{method}`` for every method (v1.0.4.0 and v2.0.0.2 field names)."""
     paths: dict[str, Any] = {}
     for version in ("v1", "v2"):
-        for method, (summary, description, body, answer) in _METHODS.items():
+        for method, (summary, description, answer) in _METHODS.items():
+            body = ref(BODIES[method])
             paths[f"/csc/{version}/{method}"] = {
                 "post": {
                     "summary": f"CSC {version}: {summary}",
@@ -154,7 +112,7 @@ def csc_paths() -> dict[str, Any]:
             "responses": {
                 "200": {
                     "description": "OK",
-                    "content": {"application/json": {"schema": _METHODS["info"][3]}},
+                    "content": {"application/json": {"schema": _METHODS["info"][2]}},
                 }
             },
         }

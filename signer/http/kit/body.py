@@ -12,7 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
-from signer.http.kit.problems import BodyTooLarge, MalformedJson, UnsupportedMediaType
+from signer.http.kit.params import hostile_text
+from signer.http.kit.problems import (
+    BodyTooLarge,
+    InvalidRequest,
+    MalformedJson,
+    UnsupportedMediaType,
+)
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -28,11 +34,18 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The JSON body; 415 for another media type, 413 over the limit, 400 when malformed."""
+    """The JSON body; 415 for another media type, 413 over the limit, 400 when malformed, 422
+    when a string holds a NUL or a lone surrogate. Handlers validate the value with their model
+    (``signer.http.kit.models``)."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType(f"content type {request.content_type!r}")
     raw = await request.read()  # aiohttp enforces client_max_size -> 413
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedJson(str(exc)) from exc
+    if (where := hostile_text(body)) is not None:  # NUL or lone surrogate (signer.http.kit.params)
+        err = InvalidRequest(f"{where}: text no store or log can hold")
+        err.pointer_detail = f"{where}: holds a NUL character or a lone surrogate"
+        raise err
+    return body

@@ -80,6 +80,14 @@ class InvalidRequest(RequestError):
     status = 422
 
 
+class InvalidParameter(RequestError):
+    """A query or path parameter that no storage or log may hold (``signer.http.kit.params``)."""
+
+    slug = "invalid-parameter"
+    title = "A query or path parameter holds characters that are not allowed"
+    status = 400
+
+
 class UnsupportedMediaType(RequestError):
     slug = "unsupported-media-type"
     title = "Content-Type must be application/json"
@@ -184,7 +192,7 @@ def translate(exc: BaseException) -> tuple[SignerError, str | None] | None:
     """Map errors of the inner packages to the signer's kinds and an optional fixed detail
     (None: not an error we raise on purpose)."""
     if isinstance(exc, SignerError):
-        return exc, None
+        return exc, getattr(exc, "pointer_detail", None)
     if isinstance(exc, InvalidToken):
         kind = TokenReplayed() if exc.reason == "replayed" else Unauthenticated()
         return kind, TOKEN_DETAIL.get(exc.reason)

@@ -13,6 +13,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from signer.http.kit.params import utc_instant
 from signer.http.kit.problems import InvalidRequest
 from signer.signing.timestamping import gen_time
 from signer.storage.records import Cursor, SigningRecord
@@ -71,8 +72,11 @@ def encode_cursor(rec: SigningRecord) -> str:
 def decode_cursor(text: str) -> Cursor:
     try:
         created, ident = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        return Cursor(datetime.fromisoformat(created), uuid.UUID(ident))
-    except (ValueError, TypeError, binascii.Error) as exc:
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("cursor time without offset")
+        return Cursor(utc_instant(when), uuid.UUID(ident))
+    except (ValueError, TypeError, binascii.Error, RecursionError) as exc:
         raise InvalidRequest("cursor is invalid") from exc
 
 

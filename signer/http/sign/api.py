@@ -11,33 +11,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
-from ca.profiles import Level
 from signer.flows.registry import InvalidClient, RegistryError, RpRegistry, check_redirect_uri
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import Order, SigningRequestNotFound, WebSigning
 from signer.http.kit.body import read_json
 from signer.http.kit.links import with_proof_url
+from signer.http.kit.models import validate
 from signer.http.kit.paths import path_id
 from signer.http.kit.problems import InvalidRequest, UnsupportedFormat
 from signer.http.kit.state import REQUEST_ID, SERVICES, WEB_SIGNING
+from signer.http.sign.models import Document, ExpectedSigner, SigningRequest
 from signer.settings.config import DIGEST_SIZES
-from signer.signing.pipeline import FORMATS
 from signer.storage.signing_requests import RpClient, StoredRequest
 
 RP_REGISTRY = web.AppKey("rp_registry", RpRegistry)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
-MAX_DOCUMENTS = 100
-_FIELDS = {
-    "documents", "hash_algorithm", "format", "profile", "redirect_uri", "state", "acr",
-    "webhook_url",
-}  # fmt: skip
 
 
 async def authenticate_rp(request: web.Request) -> RpClient:
@@ -54,93 +48,75 @@ async def authenticate_rp(request: web.Request) -> RpClient:
     return await request.app[RP_REGISTRY].authenticate(unquote(client_id), unquote(secret))
 
 
-def _text(body: Mapping[str, Any], key: str, limit: int, *, required: bool = True) -> str | None:
-    value = body.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not 0 < len(value) <= limit or not value.isprintable():
-        raise InvalidRequest(f"{key} must be 1..{limit} printable characters")
+def _printable(value: str | None, name: str) -> str | None:
+    if value is not None and not value.isprintable():
+        raise InvalidRequest(f"{name} must be printable characters")
     return value
 
 
-def _documents(items: Any, algorithm: str, kind: str) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+def _documents(
+    docs: list[Document], algorithm: str, kind: str
+) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
     """Labels and values: a ``digest`` per document, or a ``pdf`` (format 'pades')."""
-    if not isinstance(items, list) or not 0 < len(items) <= MAX_DOCUMENTS:
-        raise InvalidRequest(f"documents must be a list of 1..{MAX_DOCUMENTS} objects")
     labels, values = [], []
-    for i, doc in enumerate(items):
-        if not isinstance(doc, dict) or set(doc) != {"label", kind}:
+    for i, doc in enumerate(docs):
+        text = doc.pdf if kind == "pdf" else doc.digest
+        if text is None or doc.model_fields_set != {"label", kind}:
             raise InvalidRequest(f"documents[{i}] must have exactly label and {kind}")
-        label = _text(doc, "label", 200)
         try:
-            value = base64.b64decode(doc[kind], validate=True)
-        except (binascii.Error, ValueError, TypeError) as exc:
+            value = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
             raise InvalidRequest(f"documents[{i}].{kind} is not base64") from exc
         if kind == "digest" and len(value) != DIGEST_SIZES[algorithm]:
             raise InvalidRequest(f"documents[{i}].digest is not a {algorithm} digest")
         if kind == "pdf" and not value.startswith(b"%PDF-"):
             raise InvalidRequest(f"documents[{i}].pdf is not a PDF")
-        assert label is not None
-        labels.append(label)
+        labels.append(_printable(doc.label, "label") or "")
         values.append(value)
     return tuple(labels), tuple(values)
 
 
-def _signer(value: Any) -> tuple[str | None, str | None]:
+def _signer(value: ExpectedSigner | None) -> tuple[str | None, str | None]:
     if value is None:
         return None, None
-    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"subject", "email"}:
+    if len(value.model_fields_set) != 1 or (value.subject or value.email) is None:
         raise InvalidRequest('signer must be {"subject": …} or {"email": …}')
-    subject = _text(value, "subject", 255, required=False)
-    email = _text(value, "email", 254, required=False)
+    email = _printable(value.email, "signer.email")
     if email is not None and "@" not in email:
         raise InvalidRequest("signer.email is not an e-mail address")
-    return subject, email
+    return _printable(value.subject, "signer.subject"), email
 
 
-def _webhook_url(body: Mapping[str, Any]) -> str | None:
+def _webhook_url(url: str | None) -> str | None:
     """Optional; https, or http on loopback, no fragment (checked like redirect URIs)."""
-    url = _text(body, "webhook_url", 2000, required=False)
     if url is None:
         return None
     try:
-        return check_redirect_uri(url)
+        return check_redirect_uri(_printable(url, "webhook_url") or "")
     except RegistryError as exc:
         raise InvalidRequest(f"webhook_url: {exc}".replace("redirect URI", "URI")) from exc
 
 
 def parse_order(body: Any) -> Order:
-    """Validate the body; every bad field is a 422 problem naming it (RFC 9457)."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    unknown = set(body) - _FIELDS - {"signer"}
-    if unknown:
-        raise InvalidRequest(f"unknown fields {sorted(unknown)}")
-    algorithm = body.get("hash_algorithm", "sha256")
-    if algorithm not in DIGEST_SIZES:
-        raise InvalidRequest(f"hash_algorithm must be one of {sorted(DIGEST_SIZES)}")
-    fmt = body.get("format", "cades")
-    if fmt not in FORMATS:
-        raise UnsupportedFormat(f"format {fmt!r}")
-    profile = _text(body, "profile", 32, required=False)
-    if profile is not None and profile not in {level.value for level in Level}:
-        raise InvalidRequest(f"profile must be one of {[level.value for level in Level]}")
-    kind = "pdf" if fmt == "pades" else "digest"
-    labels, values = _documents(body.get("documents"), algorithm, kind)
-    subject, email = _signer(body.get("signer"))
+    """Validate the body (model: ``SigningRequest``); every bad field is a 422 problem naming
+    it (RFC 9457)."""
+    parsed = validate(SigningRequest, body, {"format": UnsupportedFormat})
+    kind = "pdf" if parsed.format == "pades" else "digest"
+    labels, values = _documents(parsed.documents, parsed.hash_algorithm, kind)
+    subject, email = _signer(parsed.signer)
     return Order(
         labels=labels,
         digests=() if kind == "pdf" else values,
         pdfs=values if kind == "pdf" else (),
-        hash_algorithm=algorithm,
-        format=fmt,
-        profile=profile,
-        redirect_uri=_text(body, "redirect_uri", 2000) or "",
-        state=_text(body, "state", 512) or "",
-        acr=_text(body, "acr", 255, required=False),
+        hash_algorithm=parsed.hash_algorithm,
+        format=parsed.format,
+        profile=parsed.profile,
+        redirect_uri=_printable(parsed.redirect_uri, "redirect_uri") or "",
+        state=_printable(parsed.state, "state") or "",
+        acr=_printable(parsed.acr, "acr"),
         expected_subject=subject,
         expected_email=email,
-        webhook_url=_webhook_url(body),
+        webhook_url=_webhook_url(parsed.webhook_url),
     )
 
 

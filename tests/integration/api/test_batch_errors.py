@@ -11,10 +11,9 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
@@ -28,17 +27,6 @@ GOOD_BODY = {"hash_algorithm": "sha256", "hashes": [DIGEST]}
 def org_claims(idp: RunningIdp, **overrides: Any) -> dict[str, Any]:
     """Claims of a demo-batch token, as the IdP issues them."""
     return idp.claims(identity_type="organisation", org_id="NTRDE-HRB12345", **overrides)
-
-
-@pytest.fixture
-async def records(database_url: str) -> AsyncIterator[Callable[[], Any]]:
-    conn = await asyncpg.connect(database_url)
-
-    async def count() -> int:
-        return int(await conn.fetchval("SELECT count(*) FROM signing_records"))
-
-    yield count
-    await conn.close()
 
 
 async def expect_problem(

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,17 +22,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.support.idp import DEMO_SECRETS
-from tests.support.service import DEV_CONFIG, ROOT
+from tests.support.service import DEV_CONFIG, MFA, PWD, ROOT, WEB_ENV
 
-PWD = "urn:qes-signer:dev-idp:pwd"
-MFA = "urn:qes-signer:dev-idp:mfa"
-WEB_ENV = {
-    "QES__WEB_SIGNING__CLIENT_ID": "demo-signer-web",
-    "QES__WEB_SIGNING__ISSUER": "demo_people",
-    "QES__WEB_SIGNING__ACR_LEVELS": f'["{PWD}", "{MFA}"]',
-    "QES_WEB_SIGNING_CLIENT_SECRET": DEMO_SECRETS["demo-signer-web"],
-}
 URI = "https://rp.example.com/signed"
 
 
@@ -94,17 +85,6 @@ async def _secret_hash(database_url: str, client_id: str) -> bytes:
         return bytes(value)
     finally:
         await conn.close()
-
-
-@pytest.fixture
-async def web(
-    aiohttp_client: Callable[..., Any], signer_env: dict[str, str], ca_ready: None
-) -> AsyncIterator[TestClient]:
-    from signer.app import create_app
-    from signer.settings.config import load_settings
-
-    app = create_app(load_settings(DEV_CONFIG, env={**signer_env, **WEB_ENV}))
-    yield await aiohttp_client(app)
 
 
 @dataclass(frozen=True)
