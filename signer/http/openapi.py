@@ -27,7 +27,7 @@ from signer.flows.approvals import (
     NotPending,
     SelfApproval,
 )
-from signer.flows.registry import InvalidClient
+from signer.flows.registry import InvalidClient, OutOfScope
 from signer.formats import PdfError
 from signer.http.api.admin import POLICY_ERRORS, admin_paths
 from signer.http.api.tsa import (
@@ -452,7 +452,7 @@ def _web_signing_paths() -> dict[str, Any]:
         },
     }
     errors: list[type[SignerError]] = [
-        MalformedJson, InvalidRequest, UnsupportedFormat, InvalidClient,
+        MalformedJson, InvalidRequest, UnsupportedFormat, InvalidClient, OutOfScope,
         flow.UnregisteredRedirect, flow.UnsupportedAcr, PdfError,
     ]  # fmt: skip
     read_errors: list[type[SignerError]] = [InvalidClient, flow.SigningRequestNotFound]

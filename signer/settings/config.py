@@ -281,6 +281,15 @@ class SweeperSettings:
 
 
 @dataclass(frozen=True)
+class ClientsSettings:
+    """Relying-party credentials (``qes client``, issue 17): after ``qes client rotate`` the
+    previous secret keeps working ``secret_grace_seconds`` (0: not at all), so the RP can roll
+    its replicas without downtime."""
+
+    secret_grace_seconds: int = 86400
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     database: DatabaseSettings
@@ -297,6 +306,7 @@ class Settings:
     csc: CscSettings = CscSettings()
     sweeper: SweeperSettings = SweeperSettings()
     metrics: MetricsSettings = MetricsSettings()
+    clients: ClientsSettings = ClientsSettings()
 
 
 class _Section:
@@ -400,6 +410,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "csc",
         "sweeper",
         "metrics",
+        "clients",
     }
     for key in raw:
         if key not in known:
@@ -424,6 +435,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         csc=_csc(_Section("csc", raw.get("csc", {})), server),
         sweeper=_sweeper(_Section("sweeper", raw.get("sweeper", {}))),
         metrics=_metrics(_Section("metrics", raw.get("metrics", {}))),
+        clients=_clients(_Section("clients", raw.get("clients", {}))),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -435,6 +447,13 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     if web is not None and web.issuer not in {i.name for i in settings.issuers}:
         raise ConfigError(f"web_signing.issuer: no [issuers.{web.issuer}] is configured")
     return settings
+
+
+def _clients(s: _Section) -> ClientsSettings:
+    grace = s.get("secret_grace_seconds", int, ClientsSettings.secret_grace_seconds)
+    s.check("secret_grace_seconds", 0 <= grace <= 30 * 86400, "must be 0 .. 2592000 (30 days)")
+    s.done()
+    return ClientsSettings(secret_grace_seconds=grace)
 
 
 def _sweeper(s: _Section) -> SweeperSettings:

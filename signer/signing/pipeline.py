@@ -238,21 +238,25 @@ class SigningService:
         try:
             self.gate.suspensions.current.check_client(client_id)
         except PolicyRefusal as exc:
-            entry = RefusalEntry(
-                record_id=str(uuid.uuid4()),
-                request_id=request_id,
-                refused_at=self._clock(),
-                requester=Requester(None, None, None, client_id=client_id),
-                request=RequestSummary(
-                    request.profile, None, request.hash_algorithm, request.digests
-                ),
-                reason=exc.slug,
-            )
-            try:
-                await self._records.refuse(entry.encode(self._privacy_key))
-            except DatabaseUnavailable:
-                log.error("refusal_not_logged", request_id=request_id, reason=exc.slug)
+            await self.refuse_client(client_id, request, request_id=request_id, reason=exc.slug)
             raise
+
+    async def refuse_client(
+        self, client_id: str, request: SignatureRequest, *, request_id: str, reason: str
+    ) -> None:
+        """Append a refusal entry naming only the RP client (suspended, out of its scopes)."""
+        entry = RefusalEntry(
+            record_id=str(uuid.uuid4()),
+            request_id=request_id,
+            refused_at=self._clock(),
+            requester=Requester(None, None, None, client_id=client_id),
+            request=RequestSummary(request.profile, None, request.hash_algorithm, request.digests),
+            reason=reason,
+        )
+        try:
+            await self._records.refuse(entry.encode(self._privacy_key))
+        except DatabaseUnavailable:
+            log.error("refusal_not_logged", request_id=request_id, reason=reason)
 
     async def _admit(
         self, principal: Principal, request: SignatureRequest, approved: bool
