@@ -165,11 +165,14 @@ class AuditSettings:
     ``retention_days``: `qes audit purge` erases the personal payload only of records older
     than this (GDPR Art. 5(1)(e) storage limitation and Art. 17 erasure, against the evidence
     a trust service keeps, eIDAS Art. 24(2)(h)); the log entries stay.
+    ``finished_requests_keep_hours``: web-signing requests that ended (and their PDFs) are
+    deleted this long after (``signer.flows.request_retention``); their records stay.
     """
 
     role: str = "qes-auditor"
     ui: AuditUiSettings | None = None
     retention_days: int = DEFAULT_RETENTION_DAYS
+    finished_requests_keep_hours: int = 168
 
 
 @dataclass(frozen=True)
@@ -833,7 +836,11 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
         MIN_RETENTION_DAYS <= retention <= 100 * 366,
         f"must be {MIN_RETENTION_DAYS} .. 36600 days",
     )
-    result = AuditSettings(role=role, ui=ui, retention_days=retention)
+    keep = s.get("finished_requests_keep_hours", int, AuditSettings.finished_requests_keep_hours)
+    s.check("finished_requests_keep_hours", 1 <= keep <= 366 * 24, "must be 1 .. 8784 hours")
+    result = AuditSettings(
+        role=role, ui=ui, retention_days=retention, finished_requests_keep_hours=keep
+    )
     s.done()
     return result
 

@@ -12,3 +12,13 @@ ALTER TABLE rp_clients
     ADD COLUMN previous_secret_last_used_at timestamptz,
     ADD CONSTRAINT rp_clients_previous_secret
         CHECK ((previous_secret_hash IS NULL) = (previous_secret_until IS NULL));
+
+-- Retention of web signing (issue 17 item 9): finished requests and their PDFs are deleted
+-- [audit] finished_requests_keep_hours after they ended (signer.flows.request_retention) and
+-- by `qes audit purge`; `qes audit subject` lists a person's requests still kept.
+CREATE INDEX signing_requests_ended ON signing_requests (ended_at)
+    WHERE status IN ('completed', 'failed', 'cancelled', 'expired');
+CREATE INDEX signing_requests_signer ON signing_requests (signer_subject)
+    WHERE signer_subject IS NOT NULL;
+CREATE INDEX signing_requests_expected ON signing_requests (expected_subject)
+    WHERE expected_subject IS NOT NULL;
