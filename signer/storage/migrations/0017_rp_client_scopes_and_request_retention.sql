@@ -22,3 +22,16 @@ CREATE INDEX signing_requests_signer ON signing_requests (signer_subject)
     WHERE signer_subject IS NOT NULL;
 CREATE INDEX signing_requests_expected ON signing_requests (expected_subject)
     WHERE expected_subject IS NOT NULL;
+
+-- CSC credentials/list never makes an HSM key (issue 17 item 9): it hands out a reserved
+-- credential ID, one open reservation per identity; the key and certificate are made when the
+-- credential is first read with credentials/info or authorised (signer.signing.csc).
+CREATE TABLE csc_reservations (
+    id            text PRIMARY KEY,
+    token_issuer  text NOT NULL,
+    token_subject text NOT NULL,
+    created_at    timestamptz NOT NULL,
+    expires_at    timestamptz NOT NULL,
+    UNIQUE (token_issuer, token_subject)
+);
+CREATE INDEX csc_reservations_expiry ON csc_reservations (expires_at);

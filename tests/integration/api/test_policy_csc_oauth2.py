@@ -150,6 +150,9 @@ async def test_oauth2_credential_flow_is_under_the_kill_switch_and_the_policy(
         status, body = await csc(http, signer.url, "credentials/list", alice, {})
         assert status == 200, body
         credential = body["credentialIDs"][-1]
+        asked = {"credentialID": credential}  # makes the key, as a wallet's first read does
+        status, body = await csc(http, signer.url, "credentials/info", alice, asked)
+        assert status == 200, body
 
         done = qes(env, "suspend", "identity", idp.issuer, "alice", "--reason", "oauth2 test")
         assert done.returncode == 0, done.stderr
