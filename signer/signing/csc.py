@@ -119,6 +119,10 @@ SIGNING_GRACE = timedelta(seconds=60)
 KEEP_ENDED = timedelta(days=1)
 #: How long a worker thread waits for the credential's "issued" commit.
 COMMIT_TIMEOUT = 10.0
+#: How long one request may take to make a reserved credential (an HSM hop and a commit);
+#: concurrent requests for it poll every CLAIM_POLL seconds meanwhile.
+CLAIM = timedelta(seconds=30)
+CLAIM_POLL = 0.05
 FAILURE_EXPIRED_UNUSED = "csc-credential-expired-unused"
 FAILURE_INTERRUPTED = "csc-signing-interrupted"
 
@@ -215,21 +219,32 @@ class CscService:
     async def made_from_reservation(
         self, principal: Principal, credential_id: str, request_id: str
     ) -> Credential | None:
-        """The credential made now from ``principal``'s reservation ``credential_id``; None
-        when that is not a live reservation of theirs (an existing credential, another's, or
-        made meanwhile by a concurrent request: the caller reads it as usual)."""
-        reserved = await self._store.reservation(credential_id, self._clock())
+        """The credential made now from ``principal``'s reservation ``credential_id``, or by a
+        concurrent request that claimed it first (awaited); None when that is not a live
+        reservation of theirs (the caller reads the credential as usual)."""
+        now = self._clock()
+        reserved = await self._store.reservation(credential_id, now)
         if reserved is None or (reserved.token_issuer, reserved.token_subject) != (
             principal.issuer,
             principal.subject,
         ):
             return None
+        if not await self._store.claim(credential_id, now, now + CLAIM):
+            return await self._made_elsewhere(credential_id)
         try:
             return await self.create_credential(principal, request_id, credential_id)
-        except DatabaseUnavailable:
-            if await self._store.get(credential_id) is None:
-                raise
-            return None  # another request made it first (its key is the one kept)
+        except BaseException:
+            await asyncio.shield(self._store.release(credential_id))
+            raise
+
+    async def _made_elsewhere(self, credential_id: str) -> Credential | None:
+        """Wait (at most :data:`CLAIM`) for the request that claimed the reservation."""
+        for _ in range(int(CLAIM.total_seconds() / CLAIM_POLL)):
+            found = await self._store.get(credential_id)
+            if found is not None:
+                return found
+            await asyncio.sleep(CLAIM_POLL)
+        return None
 
     async def create_credential(
         self, principal: Principal, request_id: str, credential_id: str | None = None

@@ -274,6 +274,26 @@ class CscStore:
             )
         return None if row is None else Reservation(**dict(row))
 
+    async def claim(self, reservation_id: str, now: datetime, until: datetime) -> bool:
+        """Take the live reservation to make its credential (until ``until``); False when
+        another request holds it."""
+        async with guard("claim CSC reservation"):
+            done = await self._pool.fetchval(
+                "UPDATE csc_reservations SET claimed_until=$3 WHERE id=$1 AND expires_at > $2"
+                " AND (claimed_until IS NULL OR claimed_until <= $2) RETURNING true",
+                reservation_id,
+                now,
+                until,
+            )
+        return bool(done)
+
+    async def release(self, reservation_id: str) -> None:
+        """Give a claimed reservation back (its credential could not be made)."""
+        async with guard("release CSC reservation"):
+            await self._pool.execute(
+                "UPDATE csc_reservations SET claimed_until=NULL WHERE id=$1", reservation_id
+            )
+
     async def count_active(self, token_issuer: str, token_subject: str, now: datetime) -> int:
         """How many unexpired credentials the owner holds that have not signed yet."""
         async with guard("count CSC credentials"):

@@ -32,6 +32,8 @@ CREATE TABLE csc_reservations (
     token_subject text NOT NULL,
     created_at    timestamptz NOT NULL,
     expires_at    timestamptz NOT NULL,
+    -- A request making the credential holds it until then; concurrent ones wait for it.
+    claimed_until timestamptz,
     UNIQUE (token_issuer, token_subject)
 );
 CREATE INDEX csc_reservations_expiry ON csc_reservations (expires_at);

@@ -220,6 +220,26 @@ async def test_credentials_list_never_makes_a_key(
     assert len(softhsm_token.list_objects()) == before
 
 
+async def test_concurrent_first_reads_make_one_credential(
+    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken
+) -> None:
+    """Three credentials/info at once on a fresh reservation: one key pair stays, all three
+    answer with its certificate (the losers' keys are destroyed)."""
+    before = len(softhsm_token.list_objects())
+    status, body = await csc.call("credentials/list", batch_token, {})
+    assert status == 200, body
+    (credential_id,) = body["credentialIDs"]
+    asked = {"credentialID": credential_id}
+    answers = await asyncio.gather(
+        *(csc.call("credentials/info", batch_token, asked) for _ in range(3))
+    )
+    assert [status for status, _ in answers] == [200, 200, 200], answers
+    assert len({info["cert"]["certificates"][0] for _, info in answers}) == 1
+    assert len(softhsm_token.list_objects()) == before + 2
+    await _use_up(csc, batch_token, credential_id)
+    assert len(softhsm_token.list_objects()) == before
+
+
 async def test_v1_flow_signs_once_and_destroys_the_key(
     csc: Csc, batch_token: str, softhsm_token: SoftHsmToken, tmp_path: Path
 ) -> None:
