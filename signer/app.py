@@ -28,6 +28,7 @@ from ca.tsa import TimeStampAuthority
 from idp_adapter.registry import IssuerRegistry
 from signer.errors import ConfigError, SignerError
 from signer.flows.approvals import ApprovalService, CurrentPolicy
+from signer.flows.request_retention import RequestRetention
 from signer.flows.webhooks import WebhookResumer, Webhooks
 from signer.http import approvals, openapi
 from signer.http import audit as auditui
@@ -64,6 +65,7 @@ from signer.storage.log import LogStore
 from signer.storage.public_limits import PublicLimitStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
+from signer.storage.request_retention import RequestRetentionStore
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore, StoredRequest
 from signer.storage.sweeper import SweeperStore
 from signer.storage.webhook_outbox import WebhookOutboxStore
@@ -330,8 +332,9 @@ async def _background(
     app: web.Application, settings: Settings, clock: Callable[[], datetime]
 ) -> AsyncIterator[None]:
     """The service's loops: token-id purge, log integration, policy reload, CSC key sweep,
-    refusal windows, subject-index backfill, approval expiry, the sweeper of what a crash left
-    and the resender of webhooks still due (issue 14). Cancelled and awaited at stop."""
+    refusal windows, subject-index backfill, approval expiry, the sweeper of what a crash left,
+    the resender of webhooks still due (issue 14) and the deletion of finished web-signing
+    requests (issue 17). Cancelled and awaited at stop."""
     o, services, csc = app[_OPENED], app[SERVICES], app[csc_api.CSC]
     await csc.sweep_logged()  # keys of credentials that expired while we were down
     loops: list[Coroutine[Any, Any, None]] = [
@@ -346,6 +349,8 @@ async def _background(
     )
     loops.append(swept.run())
     loops.append(_resumer(o, clock, settings).run())
+    keep = timedelta(hours=settings.audit.finished_requests_keep_hours)
+    loops.append(RequestRetention(RequestRetentionStore(o.pool), clock, keep).run())
     if settings.metrics.enabled:  # issue 13: gauges sampled for the scrape
         loops.append(gauges.run(o.pool, o.hsm))
     if services.signing.gate is not None:

@@ -382,18 +382,21 @@ def _cutoff(text: str) -> datetime:
         raise SignerError(f"--before {text}: not an ISO 8601 date") from exc
 
 
-async def _audit_purge(settings: Any, before: datetime) -> Any:
+async def _audit_purge(settings: Any, before: datetime) -> tuple[Any, int]:
+    """The tombstones, then the finished web-signing requests (and PDFs) ended before."""
+    from signer.storage.request_retention import RequestRetentionStore
     from signer.storage.retention import RetentionStore
     from signer.translog import retention
 
     pool = await open_pool(settings)
     try:
-        return await retention.purge(
+        done = await retention.purge(
             RetentionStore(pool),
             before,
             now=datetime.now(UTC),
             retention_days=settings.audit.retention_days,
         )
+        return done, await RequestRetentionStore(pool).purge_finished(before)
     finally:
         await pool.close()
 
@@ -401,17 +404,19 @@ async def _audit_purge(settings: Any, before: datetime) -> Any:
 def cmd_audit_purge(args: argparse.Namespace) -> int:
     """Erase the personal payload of records older than the retention (GDPR Art. 17)."""
     settings = load(args)
-    done = asyncio.run(_audit_purge(settings, _cutoff(args.before)))
+    done, web = asyncio.run(_audit_purge(settings, _cutoff(args.before)))
     print(
         f"purged {done.records} record(s), {done.approval_requests} approval request(s) with"
-        f" {done.approval_decisions} decision(s) and {done.admin_actions} admin action(s) from"
-        f" before {args.before}; their log entries remain"
+        f" {done.approval_decisions} decision(s), {done.admin_actions} admin action(s) and"
+        f" {web} finished web-signing request(s) with their PDFs from before {args.before};"
+        " their log entries remain"
     )
     return 0
 
 
-async def _audit_subject(settings: Any, subject: str, issuer: str | None) -> Any:
+async def _audit_subject(settings: Any, subject: str, issuer: str | None) -> tuple[Any, Any]:
     from signer.storage.backfill import BackfillStore
+    from signer.storage.request_retention import RequestRetentionStore
     from signer.storage.retention import RetentionStore
     from signer.translog import retention
     from signer.translog.backfill import backfill
@@ -422,7 +427,9 @@ async def _audit_subject(settings: Any, subject: str, issuer: str | None) -> Any
     try:
         await backfill(BackfillStore(pool), key)  # older entries into the subject index first
         issuers = sorted({i.issuer for i in settings.issuers})
-        return await retention.find_subject(RetentionStore(pool), key, subject, issuer, issuers)
+        report = await retention.find_subject(RetentionStore(pool), key, subject, issuer, issuers)
+        web = await RequestRetentionStore(pool).subject_requests(subject, issuer)
+        return report, web
     finally:
         await pool.close()
 
@@ -431,7 +438,7 @@ def cmd_audit_subject(args: argparse.Namespace) -> int:
     """A data-subject access request (GDPR Art. 15): the person's records and log entries."""
     import json
 
-    report = asyncio.run(_audit_subject(load(args), args.subject, args.issuer))
+    report, web = asyncio.run(_audit_subject(load(args), args.subject, args.issuer))
     records = [
         {
             "serial": r.serial,
@@ -446,6 +453,7 @@ def cmd_audit_subject(args: argparse.Namespace) -> int:
         for r in report.records
     ]
     approvals = _subject_approvals(report)
+    approvals["web_signing_requests"] = [_plain(w) for w in web]
     if args.json:
         body = {"subject": report.subject, "records": records, "refusals": list(report.refusals)}
         print(json.dumps({**body, **approvals}, indent=2))
@@ -476,17 +484,17 @@ def cmd_audit_subject(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain(item: Any) -> dict[str, Any]:
+    out = asdict(item)
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in out.items()}
+
+
 def _subject_approvals(report: Any) -> dict[str, list[dict[str, Any]]]:
     """The approval requests, decisions and admin actions of a subject report, as JSON."""
-
-    def plain(item: Any) -> dict[str, Any]:
-        out = asdict(item)
-        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in out.items()}
-
     return {
-        "approval_requests": [plain(r) for r in report.approval_requests],
-        "approval_decisions": [plain(d) for d in report.approval_decisions],
-        "admin_actions": [plain(a) for a in report.admin_actions],
+        "approval_requests": [_plain(r) for r in report.approval_requests],
+        "approval_decisions": [_plain(d) for d in report.approval_decisions],
+        "admin_actions": [_plain(a) for a in report.admin_actions],
     }
 
 
@@ -501,6 +509,10 @@ def _print_subject_approvals(found: dict[str, list[dict[str, Any]]]) -> None:
     print(f"{len(found['admin_actions'])} admin action(s) as target or actor")
     for a in found["admin_actions"]:
         print(f"  {a['acted_at'][:19]}  {a['id']}  {a['action']} {a['scope']} (as {a['role']})")
+    print(f"{len(found['web_signing_requests'])} web-signing request(s) still kept")
+    for w in found["web_signing_requests"]:
+        print(f"  {w['created_at'][:19]}  {w['id']}  {w['status']}  client {w['client_id']}"
+              f"  {w['pdfs']} PDF(s)")  # fmt: skip
 
 
 def _index(text: str) -> int:

@@ -47,7 +47,7 @@ from idp_adapter.errors import IdentityNotAllowed, InvalidToken
 from idp_adapter.principal import Principal
 from signer.errors import RequestError
 from signer.flows.login import BrowserLogin, Started
-from signer.flows.registry import InvalidClient, RpRegistry
+from signer.flows.registry import InvalidClient, RpRegistry, scopes_of
 from signer.flows.websign import IDP_FAILURES, IDP_REFUSALS, principal_from_json, principal_json
 from signer.storage.csc_oauth2 import CscOAuth2Store, NewAuthorization
 from signer.storage.csc_oauth2 import StoredAuthorization as Stored
@@ -396,6 +396,8 @@ class CredentialOAuth2:
         return rp
 
     async def _validated(self, rp: RpClient, q: Mapping[str, str]) -> NewAuthorization:
+        if scopes_of(rp).refusal("csc") is not None:  # RFC 6749 §4.1.2.1
+            raise _Invalid("unauthorized_client", "this client may not use the CSC API")
         if q.get("response_type") != "code":
             raise _Invalid("unsupported_response_type", "response_type must be code")
         if q.get("scope") != "credential":
@@ -566,6 +568,9 @@ class CredentialOAuth2:
     async def token(self, form: Mapping[str, str], authorization: str | None) -> TokenResponse:
         """RFC 6749 §4.1.3-4.1.4 with RFC 7636 §4.5-4.6; raises :class:`TokenError`."""
         rp = await self._client(form, authorization)
+        if scopes_of(rp).refusal("csc") is not None:  # RFC 6749 §5.2
+            log.warning("client_out_of_scope", client_id=rp.client_id, reason="api csc")
+            raise TokenError("unauthorized_client", "this client may not use the CSC API")
         if form.get("grant_type") != "authorization_code":
             raise TokenError("unsupported_grant_type", "grant_type must be authorization_code")
         code, verifier = form.get("code", ""), form.get("code_verifier", "")

@@ -40,6 +40,7 @@ from idp_adapter.errors import InvalidToken
 from idp_adapter.principal import Principal
 from signer.errors import RequestError, SignerError
 from signer.flows.login import BrowserLogin, Started
+from signer.flows.registry import OutOfScope, scopes_of
 from signer.flows.webhooks import Webhooks
 from signer.formats.pdf import PreparedPdf, embed, prepare
 from signer.policy.rules import PolicyRefusal
@@ -306,12 +307,20 @@ class WebSigning:
     async def create(
         self, rp: RpClient, order: Order, *, http_id: str | None = None
     ) -> StoredRequest:
-        """Register a request of ``rp``; the redirect URI must be registered, exactly, and the
-        client (or the whole signer) not suspended."""
+        """Register a request of ``rp``; the redirect URI must be registered, exactly, the
+        request within the client's scopes (else a logged refusal) and the client (or the whole
+        signer) not suspended."""
         if order.redirect_uri not in rp.redirect_uris:
             raise UnregisteredRedirect(f"{rp.client_id}: redirect_uri not registered")
         summary = SignatureRequest(order.hash_algorithm, order.digests, profile=order.profile)
         http_id = http_id or str(uuid.uuid4())
+        out_of_scope = scopes_of(rp).refusal("web-signing", order.format, order.profile)
+        if out_of_scope is not None:
+            log.warning("client_out_of_scope", client_id=rp.client_id, reason=out_of_scope)
+            await self._signing.refuse_client(
+                rp.client_id, summary, request_id=http_id, reason=OutOfScope.slug
+            )
+            raise OutOfScope(f"{rp.client_id}: {out_of_scope}")
         await self._signing.screen_client(rp.client_id, summary, request_id=http_id)
         accepted = None
         if order.acr is not None:

@@ -28,7 +28,7 @@ from signer.flows.approvals import (
     NotPending,
     SelfApproval,
 )
-from signer.flows.registry import InvalidClient
+from signer.flows.registry import InvalidClient, OutOfScope
 from signer.formats import PdfError
 from signer.http.api.admin import POLICY_ERRORS, admin_paths
 from signer.http.api.models import (
@@ -323,7 +323,7 @@ def _web_signing_paths() -> dict[str, Any]:
     to ``sign_url``; only the owning RP reads the result."""
     basic: list[dict[str, list[str]]] = [{"rp_basic": []}]
     errors: list[type[SignerError]] = [
-        MalformedJson, InvalidRequest, UnsupportedFormat, InvalidClient,
+        MalformedJson, InvalidRequest, UnsupportedFormat, InvalidClient, OutOfScope,
         flow.UnregisteredRedirect, flow.UnsupportedAcr, PdfError,
     ]  # fmt: skip
     read_errors: list[type[SignerError]] = [InvalidClient, flow.SigningRequestNotFound]

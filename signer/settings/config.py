@@ -165,11 +165,14 @@ class AuditSettings:
     ``retention_days``: `qes audit purge` erases the personal payload only of records older
     than this (GDPR Art. 5(1)(e) storage limitation and Art. 17 erasure, against the evidence
     a trust service keeps, eIDAS Art. 24(2)(h)); the log entries stay.
+    ``finished_requests_keep_hours``: web-signing requests that ended (and their PDFs) are
+    deleted this long after (``signer.flows.request_retention``); their records stay.
     """
 
     role: str = "qes-auditor"
     ui: AuditUiSettings | None = None
     retention_days: int = DEFAULT_RETENTION_DAYS
+    finished_requests_keep_hours: int = 168
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,15 @@ class SweeperSettings:
 
 
 @dataclass(frozen=True)
+class ClientsSettings:
+    """Relying-party credentials (``qes client``, issue 17): after ``qes client rotate`` the
+    previous secret keeps working ``secret_grace_seconds`` (0: not at all), so the RP can roll
+    its replicas without downtime."""
+
+    secret_grace_seconds: int = 86400
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     database: DatabaseSettings
@@ -297,6 +309,7 @@ class Settings:
     csc: CscSettings = CscSettings()
     sweeper: SweeperSettings = SweeperSettings()
     metrics: MetricsSettings = MetricsSettings()
+    clients: ClientsSettings = ClientsSettings()
 
 
 class _Section:
@@ -400,6 +413,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "csc",
         "sweeper",
         "metrics",
+        "clients",
     }
     for key in raw:
         if key not in known:
@@ -424,6 +438,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         csc=_csc(_Section("csc", raw.get("csc", {})), server),
         sweeper=_sweeper(_Section("sweeper", raw.get("sweeper", {}))),
         metrics=_metrics(_Section("metrics", raw.get("metrics", {}))),
+        clients=_clients(_Section("clients", raw.get("clients", {}))),
     )
     ui = settings.audit.ui
     if ui is not None and ui.issuer not in {i.name for i in settings.issuers}:
@@ -435,6 +450,13 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
     if web is not None and web.issuer not in {i.name for i in settings.issuers}:
         raise ConfigError(f"web_signing.issuer: no [issuers.{web.issuer}] is configured")
     return settings
+
+
+def _clients(s: _Section) -> ClientsSettings:
+    grace = s.get("secret_grace_seconds", int, ClientsSettings.secret_grace_seconds)
+    s.check("secret_grace_seconds", 0 <= grace <= 30 * 86400, "must be 0 .. 2592000 (30 days)")
+    s.done()
+    return ClientsSettings(secret_grace_seconds=grace)
 
 
 def _sweeper(s: _Section) -> SweeperSettings:
@@ -814,7 +836,11 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
         MIN_RETENTION_DAYS <= retention <= 100 * 366,
         f"must be {MIN_RETENTION_DAYS} .. 36600 days",
     )
-    result = AuditSettings(role=role, ui=ui, retention_days=retention)
+    keep = s.get("finished_requests_keep_hours", int, AuditSettings.finished_requests_keep_hours)
+    s.check("finished_requests_keep_hours", 1 <= keep <= 366 * 24, "must be 1 .. 8784 hours")
+    result = AuditSettings(
+        role=role, ui=ui, retention_days=retention, finished_requests_keep_hours=keep
+    )
     s.done()
     return result
 

@@ -1,10 +1,24 @@
-"""The CSC credential lifecycle (issue 6; STANDARDS.md §6): create, authorize, sign, sweep.
+"""The CSC credential lifecycle (issue 6; STANDARDS.md §6): reserve, create, authorize, sign,
+sweep.
 
 An ephemeral key must exist before the client hashes (the client embeds the certificate in
-its signed attributes), so a CSC credential is a one-shot key made on ``credentials/list``:
+its signed attributes), but ``credentials/list`` is a listing any client may call as often as it
+likes, so it never touches the HSM (issue 17 item 9): it hands out a *reserved* credential ID
+(a database row, one open reservation per identity, the same ID until it is used or expires).
+The key and its certificate are made when the reserved credential is first needed:
+``credentials/info`` (the client asks for the certificate it will embed; CSC v2 §11.5 requires
+``cert`` and ``key`` in the answer, so there is no credential without them to describe) or
+``credentials/authorize``, whichever comes first. Before that, ``credentials/list`` with
+``credentialInfo`` describes a reserved credential as key ``status`` "disabled" with no
+certificates (CSC v2 §11.4/§11.5: ``key/status`` "disabled" = not usable yet). The v2 OAuth2
+flow needs the credential's certificate on its consent page, so it takes credentials that
+exist (a wallet reads ``credentials/info`` first, as pyHanko does).
 
-    create_credential ─► HSM: token-object key pair + CA issues the 10-minute certificate ─►
-    commit "issued" record + credential (bridged to the loop, awaited from the thread)
+    reserve ─► (credentials/list) a reserved ID, no HSM work; the policy and kill switch apply
+    create_credential ─► (first info/authorize) HSM: token-object key pair + CA issues the
+    10-minute certificate ─► commit "issued" record + credential, reservation gone (bridged to
+    the loop, awaited from the thread); the rate limit and the bound on unused credentials count
+    here
     authorize ─► single-use secret bound to credential, owner, hash algorithm, exact digests,
     count and authentication (acr/amr/auth_time); stored hashed
     sign_hash ─► consume the secret under row locks after checking every binding ─► HSM: sign
@@ -106,6 +120,10 @@ SIGNING_GRACE = timedelta(seconds=60)
 KEEP_ENDED = timedelta(days=1)
 #: How long a worker thread waits for the credential's "issued" commit.
 COMMIT_TIMEOUT = 10.0
+#: How long one request may take to make a reserved credential (an HSM hop and a commit);
+#: concurrent requests for it poll every CLAIM_POLL seconds meanwhile.
+CLAIM = timedelta(seconds=30)
+CLAIM_POLL = 0.05
 FAILURE_EXPIRED_UNUSED = "csc-credential-expired-unused"
 FAILURE_INTERRUPTED = "csc-signing-interrupted"
 
@@ -184,14 +202,64 @@ class CscService:
 
     # -- credentials/list ------------------------------------------------------------------------
 
-    async def create_credential(self, principal: Principal, request_id: str) -> Credential:
+    async def reserve(self, principal: Principal, request_id: str) -> str:
+        """``credentials/list``: the owner's reserved credential ID; no HSM work. The kill
+        switch and the policy (may this identity sign at all) refuse here already, logged."""
+        try:
+            if self._gate is not None:
+                self._gate.screen(
+                    principal, client_id=principal.client_id, profile=principal.default_profile
+                )
+            self._policy(principal, None)
+        except RequestError as exc:
+            await self._refuse(_requester(principal), principal.subject_type, None, request_id, exc)
+            raise
+        now = self._clock()
+        until = now + self._ca.policy.validity
+        new_id = secrets.token_urlsafe(18)
+        return await self._store.reserve(new_id, principal.issuer, principal.subject, now, until)
+
+    async def made_from_reservation(
+        self, principal: Principal, credential_id: str, request_id: str
+    ) -> Credential | None:
+        """The credential made now from ``principal``'s reservation ``credential_id``, or by a
+        concurrent request that claimed it first (awaited); None when that is not a live
+        reservation of theirs (the caller reads the credential as usual)."""
+        now = self._clock()
+        reserved = await self._store.reservation(credential_id, now)
+        if reserved is None or (reserved.token_issuer, reserved.token_subject) != (
+            principal.issuer,
+            principal.subject,
+        ):
+            return None
+        if not await self._store.claim(credential_id, now, now + CLAIM):
+            return await self._made_elsewhere(credential_id)
+        try:
+            return await self.create_credential(principal, request_id, credential_id)
+        except BaseException:
+            await asyncio.shield(self._store.release(credential_id))
+            raise
+
+    async def _made_elsewhere(self, credential_id: str) -> Credential | None:
+        """Wait (at most :data:`CLAIM`) for the request that claimed the reservation."""
+        for _ in range(int(CLAIM.total_seconds() / CLAIM_POLL)):
+            found = await self._store.get(credential_id)
+            if found is not None:
+                return found
+            await asyncio.sleep(CLAIM_POLL)
+        return None
+
+    async def create_credential(
+        self, principal: Principal, request_id: str, credential_id: str | None = None
+    ) -> Credential:
         """A fresh credential for ``principal``: key pair in the HSM (token objects labelled
         ``qes-cred:<id>@<expiry>``), its certificate from the CA (same policy and subject
         rules as the batch API), its "issued" record and the credential row committed before
-        the hop ends. Any failure destroys the key."""
+        the hop ends (the reservation ``credential_id``, if given, goes in the same
+        transaction). Any failure destroys the key."""
         self._log_guard()
         level, subject = await self._admit(principal, request_id)
-        credential_id = secrets.token_urlsafe(18)
+        credential_id = credential_id or secrets.token_urlsafe(18)
         label = credential_label(credential_id, self._clock() + self._ca.policy.validity)
         loop = asyncio.get_running_loop()
 
@@ -316,9 +384,10 @@ class CscService:
     ) -> Authorized:
         """``credentials/authorize``: a SAD for exactly ``digests`` under ``hash_oid``, bound to
         ``principal``'s current authentication (CSC v1.0.4.0 §11.6, SCAL 2)."""
+        made = await self.made_from_reservation(principal, credential_id, request_id)
         now = self._clock()
         try:
-            credential = await self.credential(principal, credential_id)
+            credential = made or await self.credential(principal, credential_id)
             _check_usable(credential, now)
             self._screen(principal, digests=len(digests))
         except (CscError, PolicyRefusal) as exc:

@@ -263,13 +263,19 @@ class SigningService:
         try:
             self.gate.suspensions.current.check_client(client_id)
         except PolicyRefusal as exc:
-            await self.refusals.attributed(
-                Requester(None, None, None, client_id=client_id),
-                RequestSummary(request.profile, None, request.hash_algorithm, request.digests),
-                request_id=request_id,
-                reason=exc.slug,
-            )
+            await self.refuse_client(client_id, request, request_id=request_id, reason=exc.slug)
             raise
+
+    async def refuse_client(
+        self, client_id: str, request: SignatureRequest, *, request_id: str, reason: str
+    ) -> None:
+        """Append a refusal entry naming only the RP client (suspended, out of its scopes)."""
+        await self.refusals.attributed(
+            Requester(None, None, None, client_id=client_id),
+            RequestSummary(request.profile, None, request.hash_algorithm, request.digests),
+            request_id=request_id,
+            reason=reason,
+        )
 
     async def _admit(
         self, principal: Principal, request: SignatureRequest, approved: bool

@@ -128,6 +128,29 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """A credential ID handed out by ``credentials/list`` before its key exists."""
+
+    id: str
+    token_issuer: str
+    token_subject: str
+    expires_at: datetime
+
+
+#: One open reservation per identity: a live one is kept (and extended), an expired one
+#: replaced. $1 new id, $2 issuer, $3 subject, $4 now, $5 expiry.
+_RESERVE = (
+    "INSERT INTO csc_reservations (id, token_issuer, token_subject, created_at, expires_at)"
+    " VALUES ($1,$2,$3,$4,$5) ON CONFLICT (token_issuer, token_subject) DO UPDATE SET"
+    " id = CASE WHEN csc_reservations.expires_at <= $4 THEN EXCLUDED.id"
+    "  ELSE csc_reservations.id END,"
+    " created_at = CASE WHEN csc_reservations.expires_at <= $4 THEN $4"
+    "  ELSE csc_reservations.created_at END,"
+    " expires_at = EXCLUDED.expires_at RETURNING id"
+)
+
+
+@dataclass(frozen=True)
 class NewCredential:
     id: str
     token_issuer: str
@@ -227,6 +250,7 @@ class CscStore:
             conn.transaction(),
         ):
             await conn.execute(_INSERT_ISSUED, *_issued_args(record))
+            await conn.execute("DELETE FROM csc_reservations WHERE id=$1", credential.id)
             await conn.execute(
                 "INSERT INTO csc_credentials (id, record_id, token_issuer, token_subject,"
                 " key_label, state, created_at, expires_at)"
@@ -238,6 +262,47 @@ class CscStore:
                 credential.key_label,
                 credential.created_at,
                 credential.expires_at,
+            )
+
+    async def reserve(
+        self, new_id: str, token_issuer: str, token_subject: str, now: datetime, until: datetime
+    ) -> str:
+        """The owner's open reservation (``new_id`` if there was none live), valid ``until``."""
+        async with guard("reserve CSC credential"):
+            found: str = await self._pool.fetchval(
+                _RESERVE, new_id, token_issuer, token_subject, now, until
+            )
+        return found
+
+    async def reservation(self, reservation_id: str, now: datetime) -> Reservation | None:
+        """A live reservation (not yet made into a credential)."""
+        async with guard("read CSC reservation"):
+            row = await self._pool.fetchrow(
+                "SELECT id, token_issuer, token_subject, expires_at FROM csc_reservations"
+                " WHERE id=$1 AND expires_at > $2",
+                reservation_id,
+                now,
+            )
+        return None if row is None else Reservation(**dict(row))
+
+    async def claim(self, reservation_id: str, now: datetime, until: datetime) -> bool:
+        """Take the live reservation to make its credential (until ``until``); False when
+        another request holds it."""
+        async with guard("claim CSC reservation"):
+            done = await self._pool.fetchval(
+                "UPDATE csc_reservations SET claimed_until=$3 WHERE id=$1 AND expires_at > $2"
+                " AND (claimed_until IS NULL OR claimed_until <= $2) RETURNING true",
+                reservation_id,
+                now,
+                until,
+            )
+        return bool(done)
+
+    async def release(self, reservation_id: str) -> None:
+        """Give a claimed reservation back (its credential could not be made)."""
+        async with guard("release CSC reservation"):
+            await self._pool.execute(
+                "UPDATE csc_reservations SET claimed_until=NULL WHERE id=$1", reservation_id
             )
 
     async def count_active(self, token_issuer: str, token_subject: str, now: datetime) -> int:
@@ -401,6 +466,7 @@ class CscStore:
                 " AND coalesce(code_expires_at, expires_at) < $1)",
                 ended_before,
             )
+            await conn.execute("DELETE FROM csc_reservations WHERE expires_at < $1", ended_before)
             deleted: int = await conn.fetchval(
                 "WITH gone AS (DELETE FROM csc_credentials"
                 " WHERE state = 'destroyed' AND ended_at < $1 RETURNING 1)"
@@ -426,5 +492,6 @@ __all__ = [
     "CredentialAuthorization",
     "CscStore",
     "NewCredential",
+    "Reservation",
     "StoredAuthorization",
 ]

@@ -23,7 +23,11 @@ from signer.storage.sql import Columns, sql
 
 @dataclass(frozen=True)
 class RpClient:
-    """A registered relying party; ``redirect_uris`` are matched exactly (RFC 6749 §3.1.2.3)."""
+    """A registered relying party; ``redirect_uris`` are matched exactly (RFC 6749 §3.1.2.3).
+
+    ``scopes`` are the registry's tokens (``signer.flows.registry.Scopes`` reads them). The
+    previous secret, kept after a rotation, works until ``previous_secret_until``; each
+    secret's last use is recorded (to the minute)."""
 
     client_id: str
     name: str
@@ -31,6 +35,20 @@ class RpClient:
     created_at: datetime
     rotated_at: datetime | None = None
     revoked_at: datetime | None = None
+    scopes: tuple[str, ...] = ("*",)
+    secret_last_used_at: datetime | None = None
+    previous_secret_until: datetime | None = None
+    previous_secret_last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClientSecrets:
+    """What authenticating a client compares against: the current secret's hash and, during a
+    rotation's grace period only, the previous one's."""
+
+    client: RpClient
+    current: bytes
+    previous: bytes | None
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,46 @@ def _request(row: asyncpg.Record) -> StoredRequest:
 request_from_row = _request
 
 
+_CLIENT_COLUMNS = Columns.of(
+    "client_id, name, redirect_uris, created_at, rotated_at, revoked_at, scopes,"
+    " secret_last_used_at, previous_secret_until, previous_secret_last_used_at"
+)
+_GET_CLIENT = sql("SELECT", _CLIENT_COLUMNS, ", secret_hash FROM rp_clients WHERE client_id=$1")
+_CLIENT_SECRETS = sql(
+    "SELECT", _CLIENT_COLUMNS, ", secret_hash,"
+    " CASE WHEN previous_secret_until > $2 THEN previous_secret_hash END AS previous"
+    " FROM rp_clients WHERE client_id=$1",
+)  # fmt: skip
+_ALL_CLIENTS = sql("SELECT", _CLIENT_COLUMNS, "FROM rp_clients ORDER BY created_at, client_id")
+# After a rotation the old hash stays valid until $4 (no grace: $4 <= $3, it is dropped at
+# once); a rotation within a grace period drops the older one (at most two secrets at once).
+_ROTATE = (
+    "UPDATE rp_clients SET"
+    " previous_secret_hash = CASE WHEN $4::timestamptz > $3 THEN secret_hash END,"
+    " previous_secret_until = CASE WHEN $4::timestamptz > $3 THEN $4::timestamptz END,"
+    " previous_secret_last_used_at = CASE WHEN $4::timestamptz > $3"
+    "  THEN secret_last_used_at END,"
+    " secret_hash=$2, secret_last_used_at=NULL, rotated_at=$3"
+    " WHERE client_id=$1 AND revoked_at IS NULL RETURNING true"
+)
+# A use is written at most once a minute per secret, so authentication rarely writes.
+_USED = {
+    False: "UPDATE rp_clients SET secret_last_used_at=$2 WHERE client_id=$1"
+    " AND (secret_last_used_at IS NULL"
+    "  OR secret_last_used_at < $2::timestamptz - interval '1 minute')",
+    True: "UPDATE rp_clients SET previous_secret_last_used_at=$2 WHERE client_id=$1"
+    " AND (previous_secret_last_used_at IS NULL"
+    "  OR previous_secret_last_used_at < $2::timestamptz - interval '1 minute')",
+}
+
+
+def _client(row: Mapping[str, Any]) -> RpClient:
+    values = {k: row[k] for k in _CLIENT_COLUMNS.names}
+    values["redirect_uris"] = tuple(values["redirect_uris"])
+    values["scopes"] = tuple(values["scopes"])
+    return RpClient(**values)
+
+
 class RpClientStore:
     """The relying-party registry; the pool is owned by the caller."""
 
@@ -165,54 +223,64 @@ class RpClientStore:
     async def add(self, client: RpClient, secret_hash: bytes) -> None:
         async with guard("register relying party"):
             await self._pool.execute(
-                "INSERT INTO rp_clients (client_id, name, secret_hash, redirect_uris, created_at)"
-                " VALUES ($1,$2,$3,$4,$5)",
+                "INSERT INTO rp_clients (client_id, name, secret_hash, redirect_uris, created_at,"
+                " scopes) VALUES ($1,$2,$3,$4,$5,$6)",
                 client.client_id,
                 client.name,
                 secret_hash,
                 list(client.redirect_uris),
                 client.created_at,
+                list(client.scopes),
             )
 
     async def get(self, client_id: str) -> tuple[RpClient, bytes] | None:
         """The client and its secret hash, revoked ones included (the caller decides)."""
         async with guard("read relying party"):
-            row = await self._pool.fetchrow(
-                "SELECT client_id, name, redirect_uris, created_at, rotated_at, revoked_at,"
-                " secret_hash FROM rp_clients WHERE client_id=$1",
-                client_id,
-            )
+            row = await self._pool.fetchrow(_GET_CLIENT, client_id)
+        return None if row is None else (_client(row), row["secret_hash"])
+
+    async def secrets(self, client_id: str, now: datetime) -> ClientSecrets | None:
+        """The client, its secret hash and the previous one while its grace lasts."""
+        async with guard("read relying party"):
+            row = await self._pool.fetchrow(_CLIENT_SECRETS, client_id, now)
         if row is None:
             return None
-        values = dict(row)
-        secret_hash = values.pop("secret_hash")
-        values["redirect_uris"] = tuple(values["redirect_uris"])
-        return RpClient(**values), secret_hash
+        return ClientSecrets(_client(row), row["secret_hash"], row["previous"])
+
+    async def used(self, client_id: str, *, previous: bool, now: datetime) -> None:
+        """Record a use of the current (or the previous) secret."""
+        async with guard("record relying-party secret use"):
+            await self._pool.execute(_USED[previous], client_id, now)
 
     async def all(self) -> list[RpClient]:
         async with guard("list relying parties"):
-            rows = await self._pool.fetch(
-                "SELECT client_id, name, redirect_uris, created_at, rotated_at, revoked_at"
-                " FROM rp_clients ORDER BY created_at, client_id"
-            )
-        return [RpClient(**{**dict(r), "redirect_uris": tuple(r["redirect_uris"])}) for r in rows]
+            rows = await self._pool.fetch(_ALL_CLIENTS)
+        return [_client(r) for r in rows]
 
-    async def rotate(self, client_id: str, secret_hash: bytes, now: datetime) -> bool:
-        """Replace the secret of a client that is not revoked; the old one stops working."""
+    async def rotate(
+        self, client_id: str, secret_hash: bytes, now: datetime, grace_until: datetime
+    ) -> bool:
+        """Replace the secret of a client that is not revoked; the old one keeps working until
+        ``grace_until`` (not at all when that is not after ``now``)."""
         async with guard("rotate relying-party secret"):
+            done = await self._pool.fetchval(_ROTATE, client_id, secret_hash, now, grace_until)
+        return bool(done)
+
+    async def set_scopes(self, client_id: str, scopes: Sequence[str]) -> bool:
+        async with guard("change relying-party scopes"):
             done = await self._pool.fetchval(
-                "UPDATE rp_clients SET secret_hash=$2, rotated_at=$3"
+                "UPDATE rp_clients SET scopes=$2"
                 " WHERE client_id=$1 AND revoked_at IS NULL RETURNING true",
                 client_id,
-                secret_hash,
-                now,
+                list(scopes),
             )
         return bool(done)
 
     async def revoke(self, client_id: str, now: datetime) -> bool:
         async with guard("revoke relying party"):
             done = await self._pool.fetchval(
-                "UPDATE rp_clients SET revoked_at=$2"
+                "UPDATE rp_clients SET revoked_at=$2, previous_secret_hash=NULL,"
+                " previous_secret_until=NULL"
                 " WHERE client_id=$1 AND revoked_at IS NULL RETURNING true",
                 client_id,
                 now,

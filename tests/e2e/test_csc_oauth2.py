@@ -148,11 +148,14 @@ async def alice_token(site: Site) -> str:
 
 
 async def new_credential(site: Site, token: str) -> str:
-    """``credentials/list`` makes a one-shot credential for the bearer (issue 6 item 1)."""
+    """A one-shot credential for the bearer (issue 6 item 1): ``credentials/list`` reserves
+    its ID, the first ``credentials/info`` makes its key and certificate (issue 17 item 9)."""
     status, body = await csc(site, "credentials/list", token, {})
     assert status == 200, body
     ids: list[str] = body["credentialIDs"]
     assert ids, body
+    status, body = await csc(site, "credentials/info", token, {"credentialID": ids[-1]})
+    assert status == 200, body
     return ids[-1]
 
 

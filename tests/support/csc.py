@@ -27,8 +27,13 @@ class HashBoundAuthorization(CSCAuthorizationManager):
 
 
 async def new_credential(http: aiohttp.ClientSession, url: str, token: str) -> str:
+    """A credential with its key and certificate (``credentials/list``, then ``info``)."""
     headers = {"Authorization": f"Bearer {token}"}
     async with http.post(f"{url}/csc/v1/credentials/list", json={}, headers=headers) as resp:
         body = await resp.json()
         assert resp.status == 200, body
-    return str(body["credentialIDs"][0])
+    credential_id = str(body["credentialIDs"][0])
+    info = {"credentialID": credential_id}  # list reserves the ID; info makes the key
+    async with http.post(f"{url}/csc/v1/credentials/info", json=info, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+    return credential_id

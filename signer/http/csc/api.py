@@ -315,28 +315,48 @@ async def info(request: web.Request, version: Version, body: dict[str, Any]) -> 
 async def credentials_list(
     request: web.Request, version: Version, body: dict[str, Any]
 ) -> Mapping[str, Any]:
-    """``credentials/list``: creates a one-shot credential for the bearer's identity (a fresh
-    HSM key and its 10-minute certificate) and lists it."""
+    """``credentials/list``: the bearer's reserved one-shot credential; no HSM work (its key
+    and 10-minute certificate are made by the first ``credentials/info`` or ``authorize``,
+    ``signer.signing.csc``)."""
     principal = await _principal(request)
     user = _text(body, "userID", required=False)
     if user is not None and user != principal.subject:
         raise CscInvalidParameter("userID", "not the bearer's identity")
-    csc = request.app[CSC]
-    credential = await _service(request).create_credential(principal, request[REQUEST_ID])
-    answer: dict[str, Any] = {"credentialIDs": [credential.id]}
+    credential_id = await _service(request).reserve(principal, request[REQUEST_ID])
+    answer: dict[str, Any] = {"credentialIDs": [credential_id]}
     if version == "v2" and _flag(body, "credentialInfo", False):
-        described = _describe(csc, credential, version, body)
-        answer["credentialInfos"] = [{"credentialID": credential.id, **described}]
+        described = _describe_reserved(request.app[CSC])
+        answer["credentialInfos"] = [{"credentialID": credential_id, **described}]
     return answer
 
 
 async def credentials_info(
     request: web.Request, version: Version, body: dict[str, Any]
 ) -> Mapping[str, Any]:
+    """``credentials/info``; a reserved credential is made now (its certificate is what the
+    client asks for), once: later calls describe the same one."""
     principal = await _principal(request)
     csc = request.app[CSC]
-    credential = await csc.credential(principal, _credential_id(body))
+    credential_id = _credential_id(body)
+    made = await _service(request).made_from_reservation(
+        principal, credential_id, request[REQUEST_ID]
+    )
+    credential = made or await csc.credential(principal, credential_id)
     return _describe(csc, credential, version, body)
+
+
+def _describe_reserved(csc: CscService) -> dict[str, Any]:
+    """A reserved credential (CSC v2 §11.4 ``credentialInfos``): no key or certificate yet,
+    so key ``status`` "disabled" and no certificates; ``credentials/info`` makes both."""
+    return {
+        "description": "Reserved one-shot credential: credentials/info or authorize makes its key",
+        "key": {"status": "disabled", "algo": list(ECDSA_WITH), "len": 256},
+        "cert": {"certificates": []},
+        "authMode": "implicit",
+        "SCAL": "2",
+        "multisign": csc.settings.max_signatures,
+        "lang": "en-US",
+    }
 
 
 def _describe(

@@ -47,14 +47,15 @@ _METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
         _object({"specs": {"type": "string"}, "methods": {"type": "array"}}),
     ),
     "credentials/list": (
-        "Create a one-shot credential for the bearer (a new HSM key and its 10-minute "
-        "certificate) and list it",
-        "Each call makes a new credential (at most csc.max_active_credentials unused ones per "
-        "identity); it expires with its certificate.",
+        "Reserve a one-shot credential ID for the bearer and list it (no HSM work)",
+        "The same ID until it is used or expires. Its key and 10-minute certificate are made by "
+        "the first credentials/info or credentials/authorize (at most "
+        "csc.max_active_credentials unused ones per identity); it expires with its certificate.",
         _object({"credentialIDs": {"type": "array", "items": {"type": "string"}}}),
     ),
     "credentials/info": (
-        "The credential's certificate chain (end-entity first), key algorithms, SCAL 2, multisign",
+        "The credential's certificate chain (end-entity first), key algorithms, SCAL 2, multisign;"
+        " a reserved credential's key and certificate are made on the first call",
         "Only the owner's credentials; another identity's is 'Invalid parameter credentialID'.",
         _object({"key": {"type": "object"}, "cert": {"type": "object"}, "SCAL": {"const": "2"}}),
     ),

@@ -7,7 +7,7 @@ registers the API and the pages. Enabled by ``[web_signing]`` in the configurati
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiohttp
 import asyncpg
@@ -52,7 +52,8 @@ def build(
     requests = SigningRequestStore(pool)
     webhooks = Webhooks(requests=requests, rps=rps, post=poster(http))
     app[api.WEBHOOKS] = webhooks  # closed by signer.app when the service stops
-    app[api.RP_REGISTRY] = RpRegistry(rps, clock)
+    grace = timedelta(seconds=settings.clients.secret_grace_seconds)
+    app[api.RP_REGISTRY] = RpRegistry(rps, clock, grace=grace)
     app[WEB_SIGNING] = WebSigning(
         login=login,
         issuer=issuer,

@@ -68,9 +68,12 @@ class Csc:
         return resp.status, await resp.json()
 
     async def new_credential(self, token: str, version: str = "v1") -> str:
+        """A credential with its key: ``list`` reserves the ID, ``info`` makes the key."""
         status, body = await self.call("credentials/list", token, {}, version)
         assert status == 200, body
         (credential_id,) = body["credentialIDs"]
+        status, body = await self.call("credentials/info", token, {"credentialID": credential_id})
+        assert status == 200, body
         return str(credential_id)
 
     async def authorize(self, token: str, credential_id: str, digests: list[bytes]) -> str:
@@ -182,6 +185,59 @@ async def test_info_advertises_both_versions(csc: Csc) -> None:
     for version in ("v1", "v2"):
         for method in v1["methods"]:
             assert f"/csc/{version}/{method}" in doc["paths"], method
+
+
+async def test_credentials_list_never_makes_a_key(
+    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken
+) -> None:
+    """Issue 17 item 9: list N times, the token's objects are unchanged and the ID is the same
+    reservation; the first info makes one key pair, later ones none; authorize of a fresh
+    reservation makes its key too."""
+    before = len(softhsm_token.list_objects())
+    listed = set()
+    for _ in range(5):
+        status, body = await csc.call("credentials/list", batch_token, {}, "v2")
+        assert status == 200, body
+        listed.update(body["credentialIDs"])
+    status, body = await csc.call("credentials/list", batch_token, {"credentialInfo": True}, "v2")
+    assert status == 200 and body["credentialInfos"][0]["key"]["status"] == "disabled", body
+    assert body["credentialInfos"][0]["cert"]["certificates"] == []
+    assert len(softhsm_token.list_objects()) == before
+    (credential_id,) = listed | set(body["credentialIDs"])
+    for _ in range(2):
+        asked = {"credentialID": credential_id}
+        status, info = await csc.call("credentials/info", batch_token, asked)
+        assert status == 200 and info["key"]["status"] == "enabled", info
+        assert len(softhsm_token.list_objects()) == before + 2  # one key pair, made once
+    status, body = await csc.call("credentials/list", batch_token, {})
+    (second,) = body["credentialIDs"]
+    assert second != credential_id and len(softhsm_token.list_objects()) == before + 2
+    digest = digest_of(b"authorised first")
+    await csc.authorize(batch_token, second, [digest])  # no info before: authorize makes it
+    assert len(softhsm_token.list_objects()) == before + 4
+    for used in (credential_id, second):
+        await _use_up(csc, batch_token, used)
+    assert len(softhsm_token.list_objects()) == before
+
+
+async def test_concurrent_first_reads_make_one_credential(
+    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken
+) -> None:
+    """Three credentials/info at once on a fresh reservation: one key pair stays, all three
+    answer with its certificate (the losers' keys are destroyed)."""
+    before = len(softhsm_token.list_objects())
+    status, body = await csc.call("credentials/list", batch_token, {})
+    assert status == 200, body
+    (credential_id,) = body["credentialIDs"]
+    asked = {"credentialID": credential_id}
+    answers = await asyncio.gather(
+        *(csc.call("credentials/info", batch_token, asked) for _ in range(3))
+    )
+    assert [status for status, _ in answers] == [200, 200, 200], answers
+    assert len({info["cert"]["certificates"][0] for _, info in answers}) == 1
+    assert len(softhsm_token.list_objects()) == before + 2
+    await _use_up(csc, batch_token, credential_id)
+    assert len(softhsm_token.list_objects()) == before
 
 
 async def test_v1_flow_signs_once_and_destroys_the_key(

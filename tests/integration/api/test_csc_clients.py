@@ -159,8 +159,8 @@ async def test_each_step_on_another_replica(
     softhsm_token: SoftHsmToken,
     tmp_path: Path,
 ) -> None:
-    """credentials/list on A makes the key; authorize on B; signHash on A signs with the token
-    object A made and B authorized, and destroys it for both."""
+    """credentials/list and info on A make the key; authorize on B; signHash on A signs with
+    the token object A made and B authorized, and destroys it for both."""
     a, b = replicas
     headers = {"Authorization": f"Bearer {batch_token}"}
     content = b"signed across replicas"

@@ -56,6 +56,13 @@ async def test_killed_process_leaves_the_key_until_the_next_sweep(
         )
         with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
             (credential_id,) = json.load(answer)["credentialIDs"]
+        request = urllib.request.Request(  # noqa: S310 - credentials/info makes the key
+            f"{process.url}/csc/v1/credentials/info",
+            data=json.dumps({"credentialID": credential_id}).encode(),
+            headers={"Authorization": f"Bearer {batch_token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+            assert json.load(answer)["key"]["status"] == "enabled"
         process.kill(signal.SIGKILL)
         assert sorted(_credential_keys(softhsm_token, credential_id)) == [
             "PRIVATE_KEY",

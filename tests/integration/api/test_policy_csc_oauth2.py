@@ -150,6 +150,9 @@ async def test_oauth2_credential_flow_is_under_the_kill_switch_and_the_policy(
         status, body = await csc(http, signer.url, "credentials/list", alice, {})
         assert status == 200, body
         credential = body["credentialIDs"][-1]
+        asked = {"credentialID": credential}  # makes the key, as a wallet's first read does
+        status, body = await csc(http, signer.url, "credentials/info", alice, asked)
+        assert status == 200, body
 
         done = qes(env, "suspend", "identity", idp.issuer, "alice", "--reason", "oauth2 test")
         assert done.returncode == 0, done.stderr
@@ -204,3 +207,34 @@ async def test_oauth2_credential_flow_is_under_the_kill_switch_and_the_policy(
         digest,
         ec.ECDSA(utils.Prehashed(hashes.SHA256())),
     )
+
+
+async def test_a_client_without_the_csc_scope_cannot_start_the_oauth2_flow(
+    site: tuple[SignerProcess, RunningIdp, dict[str, str]],
+) -> None:
+    """Scopes (issue 17): RFC 6749 §4.1.2.1 ``unauthorized_client`` back to the client."""
+    signer, _, env = site
+    found = {}
+    for scope in ("api:web-signing", "api:csc"):
+        added = qes(env, "client", "add", "Scoped", "--redirect-uri", RP_URI, "--scope", scope)
+        client = re.search(r"client_id: (\S+)", added.stdout)
+        assert added.returncode == 0 and client, added.stderr
+        params = {
+            "response_type": "code", "client_id": client[1], "redirect_uri": RP_URI,
+            "scope": "credential", "credentialID": "cred-1", "numSignatures": "1",
+            "hashes": b64url(hashlib.sha256(b"doc").digest()), "hashAlgorithmOID": SHA256,
+            "code_challenge": b64url(bytes(32)), "code_challenge_method": "S256", "state": "s",
+        }  # fmt: skip
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{signer.url}/csc/v2/oauth2/authorize?{urlencode(params)}", allow_redirects=False
+            ) as r,
+        ):
+            assert r.status in (302, 303), await r.text()
+            found[scope] = r.headers["Location"]
+    refused = found["api:web-signing"]
+    assert refused.startswith(RP_URI + "?") and "error=unauthorized_client" in refused
+    assert "state=s" in refused
+    # in scope: checked further, up to the (unknown) credential
+    assert "error=invalid_request&error_description=credentialID" in found["api:csc"]

@@ -137,7 +137,7 @@ async def test_rp_authentication(web: TestClient) -> None:
 
     from signer.http.sign.api import RP_REGISTRY
 
-    new_secret = await web.app[RP_REGISTRY].rotate(auth.login)
+    new_secret = await web.app[RP_REGISTRY].rotate(auth.login, grace=timedelta(0))
     assert (await web.post(url, json=body(), headers=auth.h)).status == 401
     rotated = Creds(auth.login, new_secret)
     assert (await web.post(url, json=body(), headers=rotated.h)).status == 201
@@ -219,6 +219,136 @@ async def test_create_and_read_only_by_the_owner(web: TestClient) -> None:
         r = await web.get(f"/api/v1/signing-requests/{path}", headers=who.h)
         assert r.status == 404 and (await r.json())["type"] == "/problems/signing-request-not-found"
     assert (await web.get(f"/api/v1/signing-requests/{created['id']}")).status == 401
+
+
+# ------------------------------------------------- scopes, rotation grace, last use (issue 17)
+
+
+def test_client_scopes_grace_and_last_use_on_the_command_line(
+    signer_env: dict[str, str], database_url: str
+) -> None:
+    env = {**signer_env, **WEB_ENV}
+    added = qes(env, "client", "add", "Scoped App", "--redirect-uri", URI,
+                "--scope", "api:web-signing", "--scope", "format:cades,pades")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "scopes: api:web-signing format:cades format:pades profile:*\n" in added.stdout
+    client_id = re.search(r"client_id: (rp-[0-9a-f]{16})\n", added.stdout)
+    assert client_id
+    rid = client_id[1]
+
+    changed = qes(env, "client", "scope", rid, "--scope", "api:*", "--scope", "profile:advanced")
+    assert changed.returncode == 0, changed.stderr
+    assert "scopes: api:* format:* profile:advanced\n" in changed.stdout
+    rotated = qes(env, "client", "rotate", rid, "--grace", "2h")
+    assert rotated.returncode == 0 and "works for 7200 s more" in rotated.stdout, rotated
+    line = next(x for x in qes(env, "client", "list").stdout.splitlines() if rid in x)
+    assert "api:* format:* profile:advanced" in line
+    assert "valid until" in line and "last used -" in line
+    assert qes(env, "client", "rotate", rid, "--grace", "0").returncode == 0
+    line = next(x for x in qes(env, "client", "list").stdout.splitlines() if rid in x)
+    assert "valid until" not in line
+
+    for args in (
+        ("add", "X", "--redirect-uri", URI, "--scope", "format:cades"),  # no api named
+        ("add", "X", "--redirect-uri", URI, "--scope", "api:batch"),
+        ("add", "X", "--redirect-uri", URI, "--scope", "profile:gold"),
+        ("scope", rid, "--scope", "colour:red"),
+        ("scope", "rp-0000000000000000", "--scope", "*"),
+        ("rotate", rid, "--grace", "a day"),
+        ("rotate", rid, "--grace", "-5"),
+    ):
+        failed = qes(env, "client", *args)
+        assert failed.returncode == 1 and failed.stderr.startswith("qes: "), (args, failed)
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+
+
+async def test_the_old_secret_works_during_the_grace_period_only(database_url: str) -> None:
+    from signer.flows.registry import InvalidClient, RpRegistry
+    from signer.storage.db import create_pool
+    from signer.storage.signing_requests import RpClientStore
+
+    now = [datetime(2030, 1, 1, 12, 0, tzinfo=UTC)]
+    pool = await create_pool(database_url, min_size=1, max_size=2, command_timeout=5)
+    try:
+        registry = RpRegistry(RpClientStore(pool), lambda: now[0], grace=timedelta(hours=1))
+        added = await registry.add("Rolling App", [URI])
+        rid, old = added.client.client_id, added.secret
+        await registry.authenticate(rid, old)
+        new = await registry.rotate(rid)  # the configured hour
+        now[0] += timedelta(minutes=59)
+        assert (await registry.authenticate(rid, old)).client_id == rid
+        now[0] += timedelta(minutes=1, seconds=30)
+        assert (await registry.authenticate(rid, new)).client_id == rid
+        shown = next(c for c in await registry.all() if c.client_id == rid)
+        assert shown.previous_secret_last_used_at == now[0] - timedelta(minutes=1, seconds=30)
+        assert shown.secret_last_used_at == now[0]
+        assert shown.previous_secret_until == now[0] - timedelta(seconds=30)
+        with pytest.raises(InvalidClient):  # the hour is over
+            await registry.authenticate(rid, old)
+        newer = await registry.rotate(rid, timedelta(minutes=5))
+        with pytest.raises(InvalidClient):  # a second rotation keeps only the last secret
+            await registry.authenticate(rid, old)
+        await registry.authenticate(rid, new)
+        await registry.authenticate(rid, newer)
+        await registry.revoke(rid)
+        for secret in (new, newer):
+            with pytest.raises(InvalidClient):
+                await registry.authenticate(rid, secret)
+    finally:
+        await pool.close()
+
+
+async def _refusal_reasons(database_url: str, request_id: str) -> list[tuple[str, bool]]:
+    """Reasons of the log's refusal entries for one HTTP request, and whether each names a
+    client (``ca.logentry``)."""
+    from ca.logentry import entry_fields
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT entry FROM log_entries WHERE kind = 'refusal'")
+    finally:
+        await conn.close()
+    fields = [dict(entry_fields(bytes(r["entry"]))[1]) for r in rows]
+    return [
+        (f["reason"].decode(), "client_id" in f)
+        for f in fields
+        if f["request_id"] == request_id.encode()
+    ]
+
+
+async def test_out_of_scope_requests_are_refused_and_logged(
+    web: TestClient, database_url: str
+) -> None:
+    from signer.http.sign.api import RP_REGISTRY
+
+    registry = web.app[RP_REGISTRY]
+    scoped = await registry.add("Scoped", [URI], ["api:web-signing", "format:cades", "profile:qes"])
+    csc_only = await registry.add("CSC only", [URI], ["api:csc"])
+    auth = Creds(scoped.client.client_id, scoped.secret)
+    url = "/api/v1/signing-requests"
+    assert (await web.post(url, json=body(profile="qes"), headers=auth.h)).status == 201
+    for who, payload in (
+        (auth, body(format="raw", profile="qes")),
+        (auth, body(profile="advanced")),
+        (auth, body()),  # limited to some profiles: the request must name one
+        (Creds(csc_only.client.client_id, csc_only.secret), body()),
+    ):
+        r = await web.post(url, json=payload, headers=who.h)
+        problem = await r.json()
+        assert r.status == 403 and r.content_type == "application/problem+json", problem
+        assert problem["type"] == "/problems/client-out-of-scope"
+        assert await _refusal_reasons(database_url, problem["request_id"]) == [
+            ("client-out-of-scope", True)
+        ]
+    page = await web.get("/problems/client-out-of-scope")
+    assert page.status == 200
+    spec = await (await web.get("/openapi.json")).json()
+    listed = spec["paths"]["/api/v1/signing-requests"]["post"]["responses"]["403"]
+    assert "/problems/client-out-of-scope" in listed["description"]
+
+    await registry.set_scopes(auth.login, ["api:web-signing", "profile:*"])
+    r = await web.post(url, json=body(format="raw"), headers=auth.h)
+    assert r.status == 201, await r.text()
 
 
 # ------------------------------------------------------------- the activation statement
