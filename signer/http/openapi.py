@@ -39,6 +39,7 @@ from signer.http.api.tsa import (
 )
 from signer.http.csc import oauth2_views as csc_oauth2
 from signer.http.csc.openapi import csc_paths
+from signer.http.kit.contract import add_edge_answers, only_served, served_operations
 from signer.http.kit.links import PEM_CHAIN
 from signer.http.kit.problems import (
     AuditorRoleRequired,
@@ -663,6 +664,14 @@ def _browser_paths() -> dict[str, Any]:
 
 
 def document(server: ServerSettings) -> dict[str, Any]:
+    """The document, with the answers of the edge added to every operation
+    (``signer.http.kit.contract``)."""
+    doc = _document(server)
+    add_edge_answers(doc["paths"])
+    return doc
+
+
+def _document(server: ServerSettings) -> dict[str, Any]:
     ref = "#/components/schemas/"
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
@@ -932,6 +941,9 @@ def document(server: ServerSettings) -> dict[str, Any]:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """``GET /openapi.json``: the document for this deployment's configuration."""
+    """``GET /openapi.json``: the document for this deployment's configuration: only the
+    operations its router serves."""
     services: Services = request.app[SERVICES]
-    return web.json_response(document(services.settings.server))
+    doc = document(services.settings.server)
+    doc["paths"] = only_served(doc["paths"], served_operations(request.app))
+    return web.json_response(doc)

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from signer.http.kit.server import SignerRunner
-from tests.support.idp import RunningIdp
+from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.leaks import keep_output, register_log
 from tests.support.softhsm import SoftHsmToken
 
@@ -31,6 +31,19 @@ DEV_CONFIG = ROOT / "deploy" / "dev" / "qes.toml"
 # The long-lived token keys `qes init` creates with the dev config: CA, TSA and log keys.
 TEST_LOG_PRIVACY_KEY = "74657374206f6e6c79206c6f672070726976616379206b65792c207075626c6963"
 LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-log")
+#: Overrides that switch on every optional surface of the development config (web signing, the
+#: audit UI, the approvals UI) with the development IdP's clients.
+EVERY_SURFACE = {
+    "QES__WEB_SIGNING__CLIENT_ID": "demo-signer-web",
+    "QES__WEB_SIGNING__ISSUER": "demo_people",
+    "QES_WEB_SIGNING_CLIENT_SECRET": DEMO_SECRETS["demo-signer-web"],
+    "QES__AUDIT__UI_CLIENT_ID": "demo-audit-ui",
+    "QES__AUDIT__UI_ISSUER": "demo_people",
+    "QES_AUDIT_UI_CLIENT_SECRET": DEMO_SECRETS["demo-audit-ui"],
+    "QES__APPROVALS__UI_CLIENT_ID": "demo-approvals-ui",
+    "QES__APPROVALS__UI_ISSUER": "demo_people",
+    "QES_APPROVALS_UI_CLIENT_SECRET": DEMO_SECRETS["demo-approvals-ui"],
+}
 
 
 def free_port() -> int:

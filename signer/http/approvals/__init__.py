@@ -21,7 +21,7 @@ from signer.flows.webhooks import Webhooks
 from signer.flows.websign import principal_json
 from signer.http.approvals import api, ui
 from signer.http.browser import STATIC_DIR as AUDIT_STATIC
-from signer.http.browser import browser_login
+from signer.http.browser import add_static, browser_login
 from signer.http.kit.hold import APPROVALS
 from signer.http.kit.outbound import poster
 from signer.settings.config import Settings
@@ -113,6 +113,6 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     r.add_get("/approvals/callback", ui.callback)
     r.add_post("/approvals/logout", ui.logout)
     r.add_get("/approvals/logged-out", ui.logged_out)
-    r.add_static("/approvals/static", AUDIT_STATIC)
+    add_static(r, "/approvals/static", AUDIT_STATIC)
     r.add_get(f"/approvals/{_ID}", ui.detail_page)
     r.add_post(f"/approvals/{_ID}/decide", ui.decide)

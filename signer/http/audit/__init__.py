@@ -18,7 +18,7 @@ from idp_adapter.registry import IssuerRegistry
 from signer.flows.login import AuditLogin, LoginFailed
 from signer.http.audit import views
 from signer.http.audit.views import AUDIT_UI, AuditUi
-from signer.http.browser import STATIC_DIR, Cookies, Surface, browser_login, templates
+from signer.http.browser import STATIC_DIR, Cookies, Surface, add_static, browser_login, templates
 from signer.settings.config import Settings
 from signer.storage.audit_sessions import AuditSessionStore
 from signer.storage.records import RecordStore
@@ -88,7 +88,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/audit/callback", views.callback)
     r.add_post("/audit/logout", views.logout)
     r.add_get("/audit/logged-out", views.logged_out)
-    r.add_static("/audit/static", STATIC_DIR)
+    add_static(r, "/audit/static", STATIC_DIR)
 
 
 __all__ += ["AUDIT_UI"]

@@ -28,6 +28,7 @@ from signer.http.audit import export as exports
 from signer.http.audit.query import STATUSES, FormError, Search, parse_search, parse_time
 from signer.http.browser import SECURITY_HEADERS, Cookies, end_session, finish_login, start_login
 from signer.http.kit.problems import translate
+from signer.http.kit.query import count
 from signer.http.kit.records import decode_cursor, email_notice, encode_cursor
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.signing.timestamping import gen_time
@@ -166,7 +167,7 @@ async def _refusals_page(
 ) -> web.Response:
     """Outcome "refused": refusal entries of the log, newest first (they have no record). By
     identity through the subject index (every configured issuer), and by time."""
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and count(cursor, 2**62) is None:
         raise RequestError("invalid refusal cursor")
     services: Services = request.app[SERVICES]
     flt = search.filter
