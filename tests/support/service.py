@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from signer.http.kit.server import SignerRunner
 from tests.support.idp import DEMO_SECRETS, RunningIdp
@@ -210,3 +210,26 @@ async def sign_random(client: Any, token: str, profile: str | None = None) -> tu
         body["profile"] = profile
     resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(token))
     return resp.status, await resp.json()
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[int, str, bytes]:
+    """Send raw bytes to 127.0.0.1:``port``; return the answer's status, its head (lower case,
+    for header checks) and its body, read until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head.decode("latin-1").lower(), body
+
+
+async def raw_request(
+    client: TestClient[Any, Any], head: bytes, body: bytes = b""
+) -> tuple[int, bytes]:
+    """Send bytes aiohttp's client would refuse to send; return status and body."""
+    framed = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    status, _, answer = await raw_exchange(client.port, framed)
+    return status, answer

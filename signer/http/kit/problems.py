@@ -7,6 +7,7 @@ fixed ``title`` and, for some kinds, a fixed ``detail``. Exception messages go t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -285,6 +286,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem
     except ClientGone:
         return client_gone(request, "request body")
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler of a connection that is lost when the server runs with
+        # handler_cancellation (its test server does; `qes serve` does not): still one line.
+        if _gone(request):
+            client_gone(request, "request")
+        raise
     except Exception as exc:
         return _failure(request, exc)
     if _gone(request) and not response.prepared:
