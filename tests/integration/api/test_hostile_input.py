@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.support.service import SignerProcess, api_headers, raw_exchange
+from tests.support.service import EVERY_SURFACE, SignerProcess, api_headers, raw_exchange
 
 PROBLEM = "application/problem+json"
 DEEP_ARRAY = "[" * 1000 + "]" * 1000
@@ -174,7 +174,7 @@ async def test_a_client_that_leaves_mid_body_is_one_499_line(
 
 @pytest.fixture(scope="module")
 def signer(serve: Callable[..., AbstractContextManager[SignerProcess]]) -> Iterator[SignerProcess]:
-    with serve("hostile-signer", QES__SERVER__WORKERS="1") as process:
+    with serve("hostile-signer", QES__SERVER__WORKERS="1", **EVERY_SURFACE) as process:
         yield process
 
 
@@ -205,3 +205,27 @@ async def test_qes_serve_logs_a_client_that_leaves_mid_body_once_as_499(
     assert [line["status"] for line in gone] == [499], lines
     assert all(line["level"] not in ("error", "critical") for line in lines), lines
     assert all("exception" not in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "media_type"),
+    [
+        ("/audit/static/audit.css", 200, "text/css"),
+        ("/sign/static/sign.css", 200, "text/css"),
+        ("/sign/static/base/audit.css", 200, "text/css"),
+        ("/approvals/static/audit.css", 200, "text/css"),
+        ("/audit/static/nothing.css", 404, PROBLEM),
+        ("/audit/static/..%2f..%2fapp.py", 404, PROBLEM),
+        ("/sign/static/%2e%2e", 404, PROBLEM),
+    ],
+)
+async def test_static_files_are_served_and_unknown_names_are_a_404_problem(
+    signer: SignerProcess, path: str, status: int, media_type: str
+) -> None:
+    status_got, head, body = await raw_exchange(
+        signer.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert status_got == status, body[:200]
+    assert f"content-type: {media_type}" in head
+    if status == 404:
+        assert json.loads(body)["type"] == "/problems/not-found"
