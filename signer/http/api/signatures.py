@@ -43,7 +43,7 @@ def parse_signature_request(body: Any, *, max_digests: int) -> SignatureRequest:
     if unknown:
         raise InvalidRequest(f"unknown fields {sorted(unknown)}")
     algorithm = body.get("hash_algorithm")
-    if algorithm not in DIGEST_SIZES:
+    if not isinstance(algorithm, str) or algorithm not in DIGEST_SIZES:
         raise UnsupportedAlgorithm(f"hash_algorithm {algorithm!r}")
     hashes = body.get("hashes")
     if not isinstance(hashes, list):

@@ -117,7 +117,7 @@ def parse_order(body: Any) -> Order:
     if unknown:
         raise InvalidRequest(f"unknown fields {sorted(unknown)}")
     algorithm = body.get("hash_algorithm", "sha256")
-    if algorithm not in DIGEST_SIZES:
+    if not isinstance(algorithm, str) or algorithm not in DIGEST_SIZES:
         raise InvalidRequest(f"hash_algorithm must be one of {sorted(DIGEST_SIZES)}")
     fmt = body.get("format", "cades")
     if fmt not in FORMATS:

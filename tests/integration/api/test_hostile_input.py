@@ -229,3 +229,15 @@ async def test_static_files_are_served_and_unknown_names_are_a_404_problem(
     assert f"content-type: {media_type}" in head
     if status == 404:
         assert json.loads(body)["type"] == "/problems/not-found"
+
+
+@pytest.mark.parametrize("algorithm", [[], {}, 1, None])
+async def test_a_hash_algorithm_of_another_type_is_a_422_not_a_500(
+    client: TestClient[Any, Any], batch_token: str, algorithm: Any
+) -> None:
+    """Issue 17: ``"hash_algorithm": []`` was a TypeError (unhashable) and a 500."""
+    body = {"hash_algorithm": algorithm, "hashes": ["AAAA"]}
+    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(batch_token))
+    assert resp.status == 422, await resp.text()
+    assert resp.content_type == PROBLEM
+    assert (await resp.json())["type"] == "/problems/unsupported-hash-algorithm"
