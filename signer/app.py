@@ -38,8 +38,8 @@ from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_setup as csc_oauth2
 from signer.http.kit.access_log import observe_middleware
 from signer.http.kit.connections import connection_limits, hygiene_middleware
+from signer.http.kit.contract import text_middleware
 from signer.http.kit.outbound import poster
-from signer.http.kit.params import parameter_middleware
 from signer.http.kit.problems import Handler, problem_middleware
 from signer.http.kit.public_limits import PUBLIC_LIMITER, public_limit_middleware
 from signer.http.kit.refused import REFUSAL_LOG
@@ -423,8 +423,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
             *edge,
             problem_middleware,
             hygiene_middleware(connection_limits(settings.server)),
+            text_middleware,
             public_limit_middleware,
-            parameter_middleware,
         ],
     )
     app[CRL_CACHE] = {}

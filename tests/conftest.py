@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -14,9 +15,11 @@ from tests.support.idp import DEMO_PASSWORDS, DEMO_SECRETS, RunningIdp, start_id
 from tests.support.pg import admin_url, scratch_database
 from tests.support.service import (
     DEV_CONFIG,
+    SignerProcess,
     SignerTestServer,
     assert_hsm_clean,
     free_port,
+    running_signer,
     service_env,
 )
 from tests.support.softhsm import SoftHsmToken, session_token
@@ -134,6 +137,26 @@ def ca_ready(settings) -> None:  # type: ignore[no-untyped-def]
     from signer.cli.service import _init
 
     asyncio.run(_init(settings, force=False))
+
+
+@pytest.fixture(scope="session")
+def serve(
+    softhsm_token: SoftHsmToken,
+    database_url: str,
+    idp: RunningIdp,
+    ca_ready: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., AbstractContextManager[SignerProcess]]:
+    """``serve(name, **overrides)``: `qes serve` on the session's token, database and IdP,
+    in a fresh work directory ``name`` (a context manager; stopped on exit)."""
+
+    def start(name: str, **extra: str) -> AbstractContextManager[SignerProcess]:
+        work = tmp_path_factory.mktemp(name)
+        return running_signer(
+            token=softhsm_token, database_url=database_url, idp=idp, work=work, **extra
+        )
+
+    return start
 
 
 @pytest.fixture

@@ -416,7 +416,7 @@ class CredentialOAuth2:
             raise _Invalid("invalid_request", "hashAlgorithmOID: SHA-256, SHA-384 or SHA-512")
         hashes = parse_hashes(q.get("hashes", ""), algorithm[1])
         count = q.get("numSignatures", "")
-        if not count.isdigit() or int(count) != len(hashes):
+        if not (count.isascii() and count.isdigit()) or int(count) != len(hashes):
             raise _Invalid("invalid_request", "numSignatures must equal the number of hashes")
         if len(hashes) > self.policy.max_hashes:
             raise _Invalid("invalid_request", "too many hashes")

@@ -50,6 +50,7 @@ from signer.http.approvals.models import Decision
 from signer.http.csc import oauth2_views as csc_oauth2
 from signer.http.csc.models import BODIES
 from signer.http.csc.openapi import csc_paths
+from signer.http.kit.contract import add_edge_answers, only_served, served_operations
 from signer.http.kit.links import PEM_CHAIN
 from signer.http.kit.models import Problem, schemas
 from signer.http.kit.models import ref as ref_to
@@ -523,6 +524,14 @@ def _browser_paths() -> dict[str, Any]:
 
 
 def document(server: ServerSettings) -> dict[str, Any]:
+    """The document, with the answers of the edge added to every operation
+    (``signer.http.kit.contract``)."""
+    doc = _document(server)
+    add_edge_answers(doc["paths"])
+    return doc
+
+
+def _document(server: ServerSettings) -> dict[str, Any]:
     ref = "#/components/schemas/"
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
@@ -787,6 +796,9 @@ def document(server: ServerSettings) -> dict[str, Any]:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """``GET /openapi.json``: the document for this deployment's configuration."""
+    """``GET /openapi.json``: the document for this deployment's configuration: only the
+    operations its router serves."""
     services: Services = request.app[SERVICES]
-    return web.json_response(document(services.settings.server))
+    doc = document(services.settings.server)
+    doc["paths"] = only_served(doc["paths"], served_operations(request.app))
+    return web.json_response(doc)

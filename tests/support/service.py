@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from signer.http.kit.server import SignerRunner
 from tests.support.idp import DEMO_SECRETS, RunningIdp
@@ -42,6 +42,19 @@ WEB_ENV = {
 # The long-lived token keys `qes init` creates with the dev config: CA, TSA and log keys.
 TEST_LOG_PRIVACY_KEY = "74657374206f6e6c79206c6f672070726976616379206b65792c207075626c6963"
 LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-log")
+#: Overrides that switch on every optional surface of the development config (web signing, the
+#: audit UI, the approvals UI) with the development IdP's clients.
+EVERY_SURFACE = {
+    "QES__WEB_SIGNING__CLIENT_ID": "demo-signer-web",
+    "QES__WEB_SIGNING__ISSUER": "demo_people",
+    "QES_WEB_SIGNING_CLIENT_SECRET": DEMO_SECRETS["demo-signer-web"],
+    "QES__AUDIT__UI_CLIENT_ID": "demo-audit-ui",
+    "QES__AUDIT__UI_ISSUER": "demo_people",
+    "QES_AUDIT_UI_CLIENT_SECRET": DEMO_SECRETS["demo-audit-ui"],
+    "QES__APPROVALS__UI_CLIENT_ID": "demo-approvals-ui",
+    "QES__APPROVALS__UI_ISSUER": "demo_people",
+    "QES_APPROVALS_UI_CLIENT_SECRET": DEMO_SECRETS["demo-approvals-ui"],
+}
 
 
 def free_port() -> int:
@@ -232,3 +245,26 @@ async def sign_random(client: Any, token: str, profile: str | None = None) -> tu
         body["profile"] = profile
     resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(token))
     return resp.status, await resp.json()
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[int, str, bytes]:
+    """Send raw bytes to 127.0.0.1:``port``; return the answer's status, its head (lower case,
+    for header checks) and its body, read until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head.decode("latin-1").lower(), body
+
+
+async def raw_request(
+    client: TestClient[Any, Any], head: bytes, body: bytes = b""
+) -> tuple[int, bytes]:
+    """Send bytes aiohttp's client would refuse to send; return status and body."""
+    framed = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    status, _, answer = await raw_exchange(client.port, framed)
+    return status, answer

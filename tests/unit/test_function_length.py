@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1].parent
 LIMIT = 60
 #: path:function -> why it may be longer. Each is one dict literal and nothing else.
 DATA_DECLARATIONS = {
-    "signer/http/openapi.py:document": "the OpenAPI 3.1 document's skeleton, one literal",
+    "signer/http/openapi.py:_document": "the OpenAPI 3.1 document's skeleton, one literal",
     "signer/http/openapi.py:_approval_paths": "OpenAPI paths of the approvals API, one literal",
     "signer/http/openapi.py:_log_paths": "OpenAPI paths of the transparency log, one literal",
     "signer/http/csc/oauth2_views.py:openapi_paths": "OpenAPI paths of CSC OAuth2, one literal",

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from signer.http.kit.auth import authenticate_auditor
-from signer.http.kit.params import utc_instant
 from signer.http.kit.problems import InvalidRequest, NotFound
+from signer.http.kit.query import count, instant
 from signer.http.kit.records import decode_cursor, detail, email_notice, encode_cursor, summary
 from signer.http.kit.state import SERVICES, Services
 from signer.storage.records import RecordFilter
@@ -28,24 +28,19 @@ _FILTERS = {
 def _time(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidRequest(f"{name} is not an ISO 8601 time") from exc
-    if parsed.tzinfo is None:
-        raise InvalidRequest(f"{name} needs a time zone offset")
-    try:
-        return utc_instant(parsed)
-    except ValueError as exc:  # no UTC instant in range, e.g. 9999-12-31T23:59:59-14:00
-        raise InvalidRequest(f"{name} is out of range") from exc
+    parsed = instant(value)
+    if parsed is None:
+        raise InvalidRequest(f"{name} is not an ISO 8601 time with an offset, in range")
+    return parsed
 
 
 def _limit(text: str | None) -> int:
     if text is None:
         return 50
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    value = count(text, MAX_PAGE)
+    if value is None or value < 1:
         raise InvalidRequest(f"limit must be 1..{MAX_PAGE}")
-    return int(text)
+    return value
 
 
 async def list_certificates(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from aiohttp import web
 from ca.merkle import leaf_hash
 from signer.http.kit.auth import authenticate_auditor
 from signer.http.kit.problems import InvalidLogQuery, LogSizeUnavailable, NoCheckpoint, NotFound
+from signer.http.kit.query import count
 from signer.http.kit.state import SERVICES, Services
 from signer.translog.log import EntryFilter, describe_entry
 
@@ -35,9 +36,10 @@ def _int(request: web.Request, name: str, default: int | None = None) -> int:
         if default is None:
             raise InvalidLogQuery(f"{name} is required")
         return default
-    if not raw.isdigit() or int(raw) > MAX_INDEX:
+    value = count(raw, MAX_INDEX)
+    if value is None:
         raise InvalidLogQuery(f"{name} must be a non-negative integer")
-    return int(raw)
+    return value
 
 
 async def latest_checkpoint(request: web.Request) -> web.Response:
@@ -115,12 +117,12 @@ async def entry(request: web.Request) -> web.Response:
     """One entry's canonical bytes (``ca.logentry``) and leaf hash (auditors)."""
     await authenticate_auditor(request)
     services: Services = request.app[SERVICES]
-    raw = request.match_info["idx"]
-    if not raw.isdigit() or int(raw) > MAX_INDEX:
+    idx = count(request.match_info["idx"], MAX_INDEX)
+    if idx is None:
         raise InvalidLogQuery("index must be a non-negative integer")
-    stored = await services.log.entry(int(raw))
+    stored = await services.log.entry(idx)
     if stored is None:
-        raise NotFound(f"log entry {raw}")
+        raise NotFound(f"log entry {idx}")
     return web.json_response(
         {
             "index": stored.idx,

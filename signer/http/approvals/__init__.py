@@ -21,7 +21,7 @@ from signer.flows.webhooks import Webhooks
 from signer.flows.websign import principal_json
 from signer.http.approvals import api, ui
 from signer.http.browser import STATIC_DIR as AUDIT_STATIC
-from signer.http.browser import Cookies, session_login
+from signer.http.browser import Cookies, add_static, session_login
 from signer.http.kit.hold import APPROVALS
 from signer.http.kit.outbound import poster
 from signer.settings.config import Settings
@@ -94,6 +94,6 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     r.add_get("/approvals/callback", ui.SESSION.callback)
     r.add_post("/approvals/logout", ui.SESSION.logout)
     r.add_get("/approvals/logged-out", ui.SESSION.logged_out)
-    r.add_static("/approvals/static", AUDIT_STATIC)
+    add_static(r, "/approvals/static", AUDIT_STATIC)
     r.add_get(f"/approvals/{_ID}", ui.detail_page)
     r.add_post(f"/approvals/{_ID}/decide", ui.decide)

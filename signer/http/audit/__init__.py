@@ -18,7 +18,7 @@ from idp_adapter.registry import IssuerRegistry
 from signer.flows.login import LoginFailed
 from signer.http.audit import views
 from signer.http.audit.views import AUDIT_UI, AuditUi
-from signer.http.browser import STATIC_DIR, Cookies, Surface, session_login, templates
+from signer.http.browser import STATIC_DIR, Cookies, Surface, add_static, session_login, templates
 from signer.settings.config import Settings
 from signer.storage.records import RecordStore
 
@@ -69,7 +69,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/audit/callback", views.SESSION.callback)
     r.add_post("/audit/logout", views.SESSION.logout)
     r.add_get("/audit/logged-out", views.SESSION.logged_out)
-    r.add_static("/audit/static", STATIC_DIR)
+    add_static(r, "/audit/static", STATIC_DIR)
 
 
 __all__ += ["AUDIT_UI"]

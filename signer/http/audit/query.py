@@ -7,10 +7,10 @@ import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlencode
 
-from signer.http.kit.params import utc_instant
+from signer.http.kit.query import instant
 from signer.storage.records import RecordFilter
 
 FIELDS = ("subject", "email", "dn", "client_id", "serial", "digest", "since", "until", "status")
@@ -58,11 +58,10 @@ def parse_digest(text: str) -> bytes:
 def parse_time(name: str, text: str) -> datetime:
     """``YYYY-MM-DDTHH:MM[:SS]`` as UTC (what ``<input type=datetime-local>`` sends), or an
     ISO 8601 time with an offset."""
-    try:
-        parsed = datetime.fromisoformat(text)
-        return utc_instant(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
-    except ValueError as exc:  # also a time with no UTC instant in range (issue 17)
-        raise FormError(f"{name}: use a date and time such as 2026-01-31T14:30 (UTC).") from exc
+    parsed = instant(text, naive_is_utc=True)
+    if parsed is None:
+        raise FormError(f"{name}: use a date and time such as 2026-01-31T14:30 (UTC).")
+    return parsed
 
 
 def parse_search(query: Mapping[str, str]) -> Search:

@@ -32,6 +32,7 @@ from signer.http.browser import (
     failure,
     render_page,
 )
+from signer.http.kit.query import count
 from signer.http.kit.records import decode_cursor, email_notice, encode_cursor
 from signer.http.kit.state import SERVICES, Services
 from signer.signing.timestamping import gen_time
@@ -157,7 +158,7 @@ async def _refusals_page(
 ) -> web.Response:
     """Outcome "refused": refusal entries of the log, newest first (they have no record). By
     identity through the subject index (every configured issuer), and by time."""
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and count(cursor, 2**62) is None:
         raise RequestError("invalid refusal cursor")
     services: Services = request.app[SERVICES]
     flt = search.filter

@@ -39,6 +39,21 @@ STATIC_DIR = Path(__file__).parent / "static"
 UNEXPECTED = "The request could not be completed. Try again later."
 
 
+def add_static(router: web.UrlDispatcher, prefix: str, directory: Path) -> None:
+    """``GET prefix/{file}``: the regular files of ``directory`` (listed once, no
+    subdirectories). An unknown name is the service's 404 problem, not aiohttp's static
+    handler's empty ``application/octet-stream`` 404 that no middleware sees."""
+    files = {p.name: p for p in directory.iterdir() if p.is_file()}
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        path = files.get(request.match_info["file"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    router.add_get(f"{prefix}/{{file}}", serve)
+
+
 class LoginClient(Protocol):
     """A surface's OIDC client settings (``[audit.ui]``, ``[approvals]``, ``[web_signing]``)."""
 

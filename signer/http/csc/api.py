@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
@@ -32,8 +31,9 @@ from idp_adapter.principal import Principal
 from signer.errors import RequestError, SignerError
 from signer.http.csc.models import BODIES, CscBody
 from signer.http.kit.auth import bearer_token
+from signer.http.kit.body import parse_json, read_body
 from signer.http.kit.params import hostile_text
-from signer.http.kit.problems import TOKEN_DETAIL
+from signer.http.kit.problems import TOKEN_DETAIL, ClientGone
 from signer.http.kit.refused import log_refusal
 from signer.http.kit.state import REQUEST_ID, SERVICES
 from signer.signing.csc import (
@@ -83,6 +83,8 @@ def route(
         try:
             body = await _body(request, model)
             return web.json_response(await handler(request, version, body))
+        except ClientGone:
+            raise  # nobody to answer: logged once by the problem middleware
         except Exception as exc:
             if handler in _SIGNING and not request.get(_HANDED_OVER, False):
                 await log_refusal(request, exc, None)
@@ -99,15 +101,15 @@ def _service(request: web.Request) -> CscService:
 
 
 async def _body(request: web.Request, model: type[CscBody]) -> dict[str, Any]:
-    raw = await request.read() if request.can_read_body else b""
+    raw = await read_body(request) if request.can_read_body else b""
     if not raw.strip():
         return {}
     if request.content_type != "application/json":
         raise CscMalformed(f"content type {request.content_type!r}")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CscMalformed(str(exc)) from exc
+        body = parse_json(raw, check_text=False)  # check_parameters names the field
+    except RequestError as exc:  # malformed, too deep, NUL or unpaired surrogate
+        raise CscMalformed(f"{exc.slug}: {exc}") from exc
     if not isinstance(body, dict):
         raise CscMalformed("body is not a JSON object")
     check_parameters(body, model)

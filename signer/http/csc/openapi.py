@@ -9,7 +9,7 @@ from signer.http.kit.models import ref
 
 _B64_LIST = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}}
 _ERROR = {
-    "description": "CSC error (400 request, 401 access token; 503/500 same shape)",
+    "description": "CSC error (400 request, 401 access token; 429/503/500 same shape)",
     "content": {
         "application/json": {
             "schema": {
@@ -102,6 +102,7 @@ def csc_paths() -> dict[str, Any]:
                         },
                         "400": _ERROR,
                         "401": _ERROR,
+                        **({} if method == "info" else {"429": _ERROR}),  # signing policy limit
                         "503": _ERROR,
                     },
                 }

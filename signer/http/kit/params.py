@@ -4,7 +4,7 @@ PostgreSQL's ``text`` cannot hold U+0000, and a lone surrogate (``"\\ud800"``, l
 string escape, RFC 8259 §8.2) cannot be encoded as UTF-8 for the database or a log entry; a time
 such as ``9999-12-31T23:59:59-14:00`` has no UTC instant in Python's range. Each is a client
 error (400/422 problem+json), not a database failure. One guard serves every surface: the JSON
-body reader, the query and path of every route (:func:`parameter_middleware`), and the parsers of
+body reader, the query and path of every route (``contract.text_middleware``), and the parsers of
 times (:func:`utc_instant`).
 """
 
@@ -13,10 +13,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any
-
-from aiohttp import web
-
-from signer.http.kit.problems import Handler, InvalidParameter
 
 #: Keys a pointer may name (field-like); a pointer never carries other text the client chose.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
@@ -90,13 +86,3 @@ def utc_instant(parsed: datetime) -> datetime:
         return parsed.astimezone(UTC)
     except OverflowError as exc:
         raise ValueError("time out of range") from exc
-
-
-@web.middleware
-async def parameter_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse a query or path parameter (name or value) that :func:`text_fault` refuses, on
-    every route, before a handler can hand it to storage: 400 ``invalid-parameter``."""
-    for name, value in (*request.query.items(), *request.match_info.items()):
-        if text_fault(name) or text_fault(value):
-            raise InvalidParameter("a query or path parameter holds a NUL or a lone surrogate")
-    return await handler(request)

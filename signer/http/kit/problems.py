@@ -7,6 +7,7 @@ fixed ``title`` and, for some kinds, a fixed ``detail``. Exception messages go t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,18 +75,34 @@ class MalformedJson(RequestError):
     title = "The request body is not valid JSON"
 
 
+class JsonTooDeep(MalformedJson):
+    """RFC 8259 §9: this service limits nesting (``signer.http.kit.body.MAX_JSON_DEPTH``)."""
+
+    slug = "json-too-deep"
+    title = "The request body's JSON is nested too deeply"
+
+
+class UnacceptableText(RequestError):
+    """A NUL character or an unpaired surrogate (RFC 8259 §8.2) in a JSON string, a query
+    parameter or a path segment: text that cannot be stored, logged or encoded as UTF-8."""
+
+    slug = "unacceptable-text"
+    title = "The request holds a NUL character or an unpaired surrogate"
+
+
+class ClientGone(RequestError):
+    """The client closed the connection before the answer (nginx's 499 "client closed
+    request"): logged once, never answered, since nobody is left to read it."""
+
+    slug = "client-closed-request"
+    title = "The client closed the connection"
+    status = 499
+
+
 class InvalidRequest(RequestError):
     slug = "invalid-request"
     title = "The request body does not match the schema"
     status = 422
-
-
-class InvalidParameter(RequestError):
-    """A query or path parameter that no storage or log may hold (``signer.http.kit.params``)."""
-
-    slug = "invalid-parameter"
-    title = "A query or path parameter holds characters that are not allowed"
-    status = 400
 
 
 class UnsupportedMediaType(RequestError):
@@ -240,31 +257,65 @@ _HTTP_KINDS: dict[int, type[SignerError]] = {
 }
 
 
+def client_gone(request: web.Request, why: str) -> web.Response:
+    """Log, once, that the client left before its answer (status 499, nginx's "client closed
+    request"): an event of the client's, not an error of the service. The 499 is for the
+    access log and the metrics only; no byte of it can reach the client."""
+    log.info("client_disconnected", status=499, during=why, path=request.path)
+    return web.Response(status=499)
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every failure as problem+json; log details, never the token or body."""
+    """Render every failure as problem+json; log details, never the token or body. A 405
+    keeps aiohttp's ``Allow`` (RFC 9110 §15.5.6)."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         kind = _HTTP_KINDS.get(exc.status, RequestError)
-        return problem_response(kind(), request, status=exc.status)
+        problem = problem_response(kind(), request, status=exc.status)
+        if "Allow" in exc.headers:
+            problem.headers["Allow"] = exc.headers["Allow"]
+        return problem
+    except ClientGone:
+        return client_gone(request, "request body")
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler of a connection that is lost when the server runs with
+        # handler_cancellation (its test server does; `qes serve` does not): still one line.
+        if _gone(request):
+            client_gone(request, "request")
+        raise
     except Exception as exc:
-        mapped = translate(exc)
-        if mapped is None:
-            log.exception("unhandled_error", path=request.path)
-            return problem_response(SignerError(), request)
-        err, detail = mapped
-        level = "warning" if err.status < 500 else "error"
-        getattr(log, level)(
-            "request_failed",
-            kind=err.slug,
-            status=err.status,
-            error=str(exc) or type(exc).__name__,
-            cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
-        )
-        return problem_response(err, request, detail=detail)
+        return _failure(request, exc)
+    if _gone(request) and not response.prepared:
+        return client_gone(request, "request")
+    return response
+
+
+def _failure(request: web.Request, exc: Exception) -> web.Response:
+    if isinstance(exc, ConnectionError) and _gone(request):  # a form or stream read
+        return client_gone(request, "request")
+    mapped = translate(exc)
+    if mapped is None:
+        log.exception("unhandled_error", path=request.path)
+        return problem_response(SignerError(), request)
+    err, detail = mapped
+    level = "warning" if err.status < 500 else "error"
+    getattr(log, level)(
+        "request_failed",
+        kind=err.slug,
+        status=err.status,
+        error=str(exc) or type(exc).__name__,
+        cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
+    )
+    return problem_response(err, request, detail=detail)
 
 
 def all_kinds() -> dict[str, type[SignerError]]:

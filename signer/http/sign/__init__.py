@@ -18,7 +18,7 @@ from signer.flows.registry import RpRegistry
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import SignerLoginFailed, WebPolicy, WebSigning
 from signer.http.browser import STATIC_DIR as AUDIT_STATIC
-from signer.http.browser import Cookies, browser_login
+from signer.http.browser import Cookies, add_static, browser_login
 from signer.http.kit.outbound import poster
 from signer.http.kit.state import WEB_SIGNING
 from signer.http.sign import api, views
@@ -79,8 +79,8 @@ def add_routes(app: web.Application, public_url: str) -> None:
     r.add_get("/api/v1/signing-requests/{id}", api.show_signing_request)
     r.add_get("/api/v1/signing-requests/{id}/documents/{n:[0-9]+}.pdf", api.signed_pdf)
     r.add_get("/sign/callback", views.callback)
-    r.add_static("/sign/static/base", AUDIT_STATIC)
-    r.add_static("/sign/static", views.STATIC_DIR)
+    add_static(r, "/sign/static/base", AUDIT_STATIC)
+    add_static(r, "/sign/static", views.STATIC_DIR)
     r.add_get("/sign/{id}", views.start)
     r.add_get("/sign/{id}/consent", views.consent_page)
     r.add_post("/sign/{id}/consent", views.decide)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 
-from tests.support.idp import RunningIdp
-from tests.support.service import SignerProcess, running_signer
-from tests.support.softhsm import SoftHsmToken
+from tests.support.service import SignerProcess
 
 HEADER_TIMEOUT = 2.5
 BODY_TIMEOUT = 2.0
@@ -26,18 +25,9 @@ MAX_CONNECTIONS = 30
 
 
 @pytest.fixture(scope="module")
-def signer(
-    softhsm_token: SoftHsmToken,
-    database_url: str,
-    idp: RunningIdp,
-    ca_ready: None,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[SignerProcess]:
-    with running_signer(
-        token=softhsm_token,
-        database_url=database_url,
-        idp=idp,
-        work=tmp_path_factory.mktemp("hygiene-signer"),
+def signer(serve: Callable[..., AbstractContextManager[SignerProcess]]) -> Iterator[SignerProcess]:
+    with serve(
+        "hygiene-signer",
         QES__SERVER__WORKERS="1",
         QES__SERVER__HEADER_TIMEOUT=str(HEADER_TIMEOUT),
         QES__SERVER__BODY_TIMEOUT=str(BODY_TIMEOUT),

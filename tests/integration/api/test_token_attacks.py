@@ -9,7 +9,6 @@ fixture checks the HSM after each test, :func:`records` the database).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -42,6 +41,7 @@ from tests.support.service import (
     api_headers,
     assert_hsm_clean,
     free_port,
+    raw_request,
     service_env,
     sign_random,
 )
@@ -412,21 +412,6 @@ async def test_a_rotated_out_key_stops_at_once_even_for_a_token_used_before(
             assert (status, body["type"]) == (401, "/problems/invalid-token"), body
         assert await records(database_url) == count
         assert (await sign_random(aclient, fresh))[0] == 201  # the new key's tokens still sign
-
-
-async def raw_request(
-    client: TestClient[Any, Any], head: bytes, body: bytes = b""
-) -> tuple[int, bytes]:
-    """Send bytes aiohttp's client would refuse to send; return status and body."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-    try:
-        writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-    status_line, _, rest = data.partition(b"\r\n")
-    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
 
 async def test_bad_bytes_in_authorization_get_400_and_never_reach_a_log(
