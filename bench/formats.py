@@ -37,6 +37,7 @@ from run import (
     LONG_LIVED_LABELS,
     BenchError,
     machine_busy,
+    operation,
     start_service,
     step,
     stop_signer,
@@ -65,7 +66,9 @@ async def _throughput(url: str, token: str, fmt: str, seconds: float, concurrenc
         async def client() -> None:
             nonlocal created, failed
             while time.perf_counter() < deadline:
-                async with http.post(url + API_PATH, data=_body(fmt, 1), headers=headers) as r:
+                async with http.post(
+                    url + API_PATH, data=_body(fmt, 1), headers=operation(headers)
+                ) as r:
                     await r.read()
                     if r.status == 201:
                         created += 1
@@ -86,7 +89,9 @@ async def _per_signature(url: str, token: str, fmt: str) -> dict:
     async with aiohttp.ClientSession() as http:
 
         async def post(digests: int) -> None:
-            async with http.post(url + API_PATH, data=_body(fmt, digests), headers=headers) as r:
+            async with http.post(
+                url + API_PATH, data=_body(fmt, digests), headers=operation(headers)
+            ) as r:
                 await r.read()
                 if r.status != 201:
                     raise RuntimeError(f"HTTP {r.status}: {(await r.text())[:200]}")

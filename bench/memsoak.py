@@ -138,7 +138,9 @@ async def _paced(url: str, token: str, rate: float, seconds: float, cap: int) ->
             body = b'{"hash_algorithm":"sha256","hashes":["' + digest + b'"]}'
             started = time.perf_counter()
             try:
-                async with http.post(url + bench.API_PATH, data=body, headers=headers) as resp:
+                async with http.post(
+                    url + bench.API_PATH, data=body, headers=bench.operation(headers)
+                ) as resp:
                     await resp.read()
                     minute["201" if resp.status == 201 else f"HTTP {resp.status}"] += 1
                     if resp.status == 201:

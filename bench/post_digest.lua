@@ -29,7 +29,19 @@ function request()
    local r = math.random(1, 16)
    chars[43] = LAST:sub(r, r)
    local body = '{"hash_algorithm":"sha256","hashes":["' .. table.concat(chars) .. '="]}'
-   return wrk.format("POST", nil, nil, body)
+   -- each request its own signing operation (a token's jti starts one, or one per key)
+   local key = {}
+   for i = 1, 32 do
+      local h = math.random(1, 16)
+      key[i] = ("0123456789abcdef"):sub(h, h)
+   end
+   -- wrk.format takes these headers instead of wrk.headers: copy them over
+   local headers = {}
+   for name, value in pairs(wrk.headers) do
+      headers[name] = value
+   end
+   headers["Idempotency-Key"] = table.concat(key)
+   return wrk.format("POST", nil, headers, body)
 end
 
 function response(status, headers, body)

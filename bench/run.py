@@ -39,6 +39,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,6 +63,14 @@ from tests.support.softhsm import SoftHsmToken  # noqa: E402
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "post_digest.lua"
 API_PATH = "/api/v1/signatures"
+
+
+def operation(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with a fresh ``Idempotency-Key``: each request is its own signing operation
+    (a token's ``jti`` starts one operation, or one per key the client sends: README, tokens)."""
+    return {**headers, "Idempotency-Key": uuid.uuid4().hex}
+
+
 TARGET_RATIO = 0.35
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -324,7 +333,9 @@ async def _aiohttp_load(url: str, token: str, seconds: float, concurrency: int) 
                 digest = base64.b64encode(secrets.token_bytes(32))
                 body = b'{"hash_algorithm":"sha256","hashes":["' + digest + b'"]}'
                 try:
-                    async with http.post(url + API_PATH, data=body, headers=headers) as resp:
+                    async with http.post(
+                        url + API_PATH, data=body, headers=operation(headers)
+                    ) as resp:
                         await resp.read()
                         status = resp.status
                 except (aiohttp.ClientError, TimeoutError) as exc:
@@ -526,7 +537,7 @@ def check_one_signature(url: str, token: str) -> None:
     req = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
         url + API_PATH,
         data=body.encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        headers=operation({"Authorization": f"Bearer {token}", "Content-Type": "application/json"}),
         method="POST",
     )
     try:

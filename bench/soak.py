@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ def body() -> dict[str, Any]:
 
 async def one(session: aiohttp.ClientSession, url: str, bearer: str) -> Sample:
     sent = time.monotonic()
-    headers = {"Authorization": f"Bearer {bearer}"}
+    headers = {"Authorization": f"Bearer {bearer}", "Idempotency-Key": uuid.uuid4().hex}
     try:
         async with session.post(f"{url}/api/v1/signatures", json=body(), headers=headers) as r:
             payload = await r.json(content_type=None)
