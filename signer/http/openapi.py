@@ -664,7 +664,8 @@ def _browser_paths() -> dict[str, Any]:
 
 def document(server: ServerSettings) -> dict[str, Any]:
     ref = "#/components/schemas/"
-    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    # Either scheme: a Bearer token, or a DPoP-bound one with its proof (RFC 9449 §7.1).
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}, {"dpop": []}]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -677,6 +678,12 @@ def document(server: ServerSettings) -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "dpop": {
+                    "type": "http",
+                    "scheme": "DPoP",
+                    "bearerFormat": "JWT",
+                    "description": "RFC 9449: Authorization: DPoP <token> and a DPoP proof header",
+                },
                 "rp_basic": {"type": "http", "scheme": "basic"},
             },
             "schemas": _schemas(server),

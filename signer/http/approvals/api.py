@@ -42,16 +42,16 @@ def _id(request: web.Request) -> uuid.UUID:
 
 
 async def show(request: web.Request) -> web.Response:
-    service = _service(request)
     principal = await authenticate(request)
+    service = _service(request)
     req = await service.visible(_id(request), principal)
     return web.json_response(render(request, req))
 
 
 async def document(request: web.Request) -> web.Response:
     """The signed PDF of a completed PDF-upload request."""
-    service = _service(request)
     principal = await authenticate(request)
+    service = _service(request)
     req = await service.visible(_id(request), principal)
     if req.signed_pdf is None:
         raise NotFound(f"{req.id} has no signed PDF ({req.status})")
@@ -63,13 +63,14 @@ async def document(request: web.Request) -> web.Response:
 
 
 async def list_pending(request: web.Request) -> web.Response:
-    service = _service(request)
     principal = await authenticate(request)
+    service = _service(request)
     pending = await service.pending_for(principal)
     return web.json_response({"requests": [render(request, r) for r in pending]})
 
 
 async def _decide(request: web.Request, *, approve: bool) -> web.Response:
+    principal = await authenticate(request)  # 401 before any body check (RFC 6750 §3.1)
     service = _service(request)
     body = await read_json(request)
     if not isinstance(body, dict) or set(body) - {"digest_commitment"}:
@@ -77,7 +78,6 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     commitment = body.get("digest_commitment")
     if not isinstance(commitment, str) or len(commitment) != 64:
         raise InvalidRequest("digest_commitment must be the 64 hex digits you were shown")
-    principal = await authenticate(request)
     req = await service.decide(
         _id(request),
         principal,
