@@ -186,14 +186,19 @@ async def run_qes(*args: str, env: Mapping[str, str] | None = None) -> tuple[int
     return proc.returncode, out.decode(), err.decode()
 
 
-async def sign_random(client: Any, token: str, profile: str | None = None) -> tuple[int, Any]:
+async def sign_random(
+    client: Any, token: str, profile: str | None = None, *, key: str | None = None
+) -> tuple[int, Any]:
     """POST one random SHA-256 digest to ``/api/v1/signatures`` through an aiohttp test client;
-    returns the status and the JSON body (a problem for refusals)."""
+    returns the status and the JSON body (a problem for refusals). ``key``: an
+    ``Idempotency-Key``, which makes the request its own signing operation (a token's jti
+    starts only one)."""
     body: dict[str, Any] = {
         "hash_algorithm": "sha256",
         "hashes": [base64.b64encode(os.urandom(32)).decode()],
     }
     if profile:
         body["profile"] = profile
-    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(token))
+    headers = api_headers(token, **({"Idempotency-Key": key} if key else {}))
+    resp = await client.post("/api/v1/signatures", json=body, headers=headers)
     return resp.status, await resp.json()

@@ -312,6 +312,9 @@ async def credentials_list(
     if user is not None and user != principal.subject:
         raise CscInvalidParameter("userID", "not the bearer's identity")
     csc = request.app[CSC]
+    # A one-shot credential (its key, its certificate) is one signing operation: the token's
+    # jti is spent here (RFC 7519 §4.1.7); info, authorize and signHash on it spend nothing.
+    await request.app[SERVICES].tokens.start_operation(principal, None)
     credential = await _service(request).create_credential(principal, request[REQUEST_ID])
     answer: dict[str, Any] = {"credentialIDs": [credential.id]}
     if version == "v2" and _flag(body, "credentialInfo", False):
@@ -387,8 +390,6 @@ async def credentials_authorize(
     if not isinstance(count, int) or isinstance(count, bool) or count != len(digests):
         raise CscInvalidParameter("numSignatures", f"must equal the number of {name}")
     oid = _hash_oid(body, digests, name)
-    # The signing operation starts here: the token's jti is spent (RFC 7519 §4.1.7).
-    await request.app[SERVICES].tokens.start_operation(principal, None)
     authorized = await _service(request).authorize(
         principal, credential_id, oid, digests, request[REQUEST_ID]
     )
