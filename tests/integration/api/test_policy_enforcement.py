@@ -675,7 +675,9 @@ async def test_csc_api_is_under_the_policy_and_the_kill_switch(
         status, body, _ = await csc(pclient, "signatures/signHash", bearer, sign)
         assert (status, body["error"]) == (400, "access_denied")
         assert "suspended" in body["error_description"]
-        status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+        # a new credential is a new signing operation: a token (jti) each
+        fresh = await token(policy_idp, "pol-csc")
+        status, body, _ = await csc(pclient, "credentials/list", fresh, {})
         assert (status, body["error"]) == (400, "access_denied")
     finally:
         assert (await admin(pclient, root, "/api/v1/admin/suspensions/resume", ident))[0] == 200
@@ -691,11 +693,14 @@ async def test_csc_api_is_under_the_policy_and_the_kill_switch(
     assert row is not None and (row["status"], row["failure"]) == ("failed", "suspended")
     assert not row["signed_count"] and row["destruction"] is not None  # key destroyed now
     # the rule's rate limit counts credentials (one key and certificate each): 3 per minute
-    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
-    assert status == 200, body
-    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
-    assert status == 200, body
-    status, body, headers = await csc(pclient, "credentials/list", bearer, {})
+    for _ in range(2):
+        status, body, _ = await csc(
+            pclient, "credentials/list", await token(policy_idp, "pol-csc"), {}
+        )
+        assert status == 200, body
+    status, body, headers = await csc(
+        pclient, "credentials/list", await token(policy_idp, "pol-csc"), {}
+    )
     assert status == 429, body
     assert 1 <= int(headers["Retry-After"]) <= 60
     # the unused credentials (the suspended one included) expire; the sweeper destroys keys
