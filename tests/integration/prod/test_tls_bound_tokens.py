@@ -22,8 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.idp import DEMO_SECRETS, RunningIdp
-from tests.support.prod import TlsFiles, make_tls_files, post_json, sign_request_body
-from tests.support.service import SignerProcess, free_port, service_env
+from tests.support.prod import TlsFiles, post_json, sign_request_body, tls_signer
+from tests.support.service import SignerProcess
 from tests.support.softhsm import SoftHsmToken
 
 
@@ -36,25 +36,14 @@ def mtls_signer(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[SignerProcess, TlsFiles]]:
     work = tmp_path_factory.mktemp("mtls")
-    files, _ = make_tls_files(work / "pki")
-    port = free_port()
-    env = service_env(
+    with tls_signer(
         token=softhsm_token,
         database_url=database_url,
         idp=idp,
-        port=port,
-        data_dir=work,
-        QES__SERVER__PUBLIC_URL=f"https://127.0.0.1:{port}",
-        QES__SERVER__TLS__CERTIFICATE_FILE=f'"{files.cert}"',
-        QES__SERVER__TLS__KEY_FILE=f'"{files.key}"',
-        QES__SERVER__TLS__CLIENT_CA_FILE=f'"{files.client_ca}"',
-        QES__SERVER__TLS__CLIENT_AUTH="optional",
+        work=work,
         QES__ISSUERS__DEMO_ORGANISATIONS__SENDER_CONSTRAINT='"mtls"',
-    )
-    process = SignerProcess(env, port, work / "signer.log", tls=files.client_context())
-    process.start()
-    yield process, files
-    process.stop()
+    ) as (process, files, _):
+        yield process, files
 
 
 def thumbprint(cert: Path) -> str:
