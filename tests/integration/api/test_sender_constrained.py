@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -157,7 +158,7 @@ async def test_a_token_starts_one_signing_operation_but_may_poll_freely(
     assert (again.status, problem["type"]) == (401, "/problems/token-replayed")
     assert await count_records() == before
     # an Idempotency-Key names a new operation; the same key replays the stored answer
-    keyed = {**auth, "Idempotency-Key": "chunk-2"}
+    keyed = {**auth, "Idempotency-Key": f"chunk-2-{uuid.uuid4()}"}
     second = await client.post(PATH, json=BODY, headers=keyed)
     assert second.status == 201, await second.text()
     replay = await client.post(PATH, json=BODY, headers=keyed)
@@ -234,7 +235,7 @@ async def test_a_good_proof_signs_and_the_idp_bound_the_token(holder: Holder) ->
     resp = await holder.post(holder.proof())
     assert resp.status == 201, await resp.text()
     # a second operation with a fresh proof and its own Idempotency-Key
-    resp = await holder.post(holder.proof(), **{"Idempotency-Key": "two"})
+    resp = await holder.post(holder.proof(), **{"Idempotency-Key": f"two-{uuid.uuid4()}"})
     assert resp.status == 201, await resp.text()
 
 
@@ -260,9 +261,9 @@ async def test_a_stolen_token_without_its_key_is_refused(
 
 async def test_a_replayed_proof_is_refused(holder: Holder, refusals: Refusals) -> None:
     proof = holder.proof()
-    assert (await holder.post(proof, **{"Idempotency-Key": "first"})).status == 201
+    assert (await holder.post(proof, **{"Idempotency-Key": f"first-{uuid.uuid4()}"})).status == 201
     refusals.before += 1
-    resp = await holder.post(proof, **{"Idempotency-Key": "second"})
+    resp = await holder.post(proof, **{"Idempotency-Key": f"second-{uuid.uuid4()}"})
     problem = await refusals.check(resp, "dpop-proof-invalid")
     assert problem["detail"] == "The DPoP proof was already used."
     assert 'error="invalid_dpop_proof"' in resp.headers["WWW-Authenticate"]

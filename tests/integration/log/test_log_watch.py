@@ -88,11 +88,11 @@ async def test_watch_prints_filters_and_delivers_signed_webhooks(
     tmp_path: Path,
 ) -> None:
     start = await _integrate(client, auditor_token)
-    # one token, several signing operations: each its own Idempotency-Key
-    first = await sign_random(client, batch_token, key="first")
-    refused = await sign_random(client, batch_token, profile="no-such-profile", key="refused")
+    # one token, several signing operations: each its own Idempotency-Key (sign_random's)
+    first = await sign_random(client, batch_token)
+    refused = await sign_random(client, batch_token, profile="no-such-profile")
     other = await sign_random(client, alice_token)  # another client (demo-web): filtered out
-    second = await sign_random(client, batch_token, key="second")
+    second = await sign_random(client, batch_token)
     assert (first[0], refused[0], other[0], second[0]) == (201, 403, 201, 201)
     i1, i2 = first[1]["log"]["index"], second[1]["log"]["index"]
     assert other[1]["log"]["index"] == i1 + 2 and i2 == i1 + 3
@@ -135,7 +135,7 @@ async def test_watch_prints_filters_and_delivers_signed_webhooks(
     assert code == 0 and out == ""
 
     # Resume after the last printed index: only what came later.
-    third = await sign_random(client, batch_token, key="third")
+    third = await sign_random(client, batch_token)
     await _integrate(client, auditor_token)
     code, out, err = await _watch(client, tokens, "--from", str(i2 + 1), "--client", "demo-batch")
     assert code == 0, err
