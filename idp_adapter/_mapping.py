@@ -116,4 +116,16 @@ def build_principal(
         auth_time=None if auth_time is None else datetime.fromtimestamp(auth_time, UTC),
         email=_verified_email(claims),
         groups=_groups(settings, claims),
+        jkt=_confirmation(claims, "jkt"),
+        x5t_s256=_confirmation(claims, "x5t#S256"),
     )
+
+
+def _confirmation(claims: Mapping[str, Any], method: str) -> str | None:
+    """A confirmation method of RFC 7800 §3.1 ``cnf`` (RFC 9449 §6.1, RFC 8705 §3.1)."""
+    cnf = claims.get("cnf")
+    if cnf is None:
+        return None
+    if not isinstance(cnf, Mapping):
+        raise InvalidToken("malformed", "cnf is not an object")
+    return _optional_str(cnf, method)

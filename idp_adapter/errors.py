@@ -10,16 +10,20 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "PROOF_REASONS",
     "REASONS",
     "ConfigError",
     "IdentityNotAllowed",
     "IdpError",
     "IdpUnavailable",
+    "InvalidProof",
     "InvalidToken",
 ]
 
 #: Stable ``InvalidToken.reason`` codes (``bad_nonce``/``stale_auth``: ID tokens only;
-#: ``not_access_token``: an ID token or another typed JWT presented as a bearer token).
+#: ``not_access_token``: an ID token or another typed JWT presented as a bearer token;
+#: ``sender_constrained``: a DPoP- or certificate-bound token presented without its proof;
+#: ``binding_mismatch``: the proof's key or the client certificate is not the bound one).
 REASONS: Final = frozenset(
     {
         "malformed",
@@ -36,6 +40,26 @@ REASONS: Final = frozenset(
         "bad_nonce",
         "stale_auth",
         "not_access_token",
+        "sender_constrained",
+        "binding_mismatch",
+    }
+)
+
+#: Stable :attr:`InvalidProof.reason` codes (RFC 9449 §4.3 checks, in order).
+PROOF_REASONS: Final = frozenset(
+    {
+        "missing",
+        "malformed",
+        "bad_type",
+        "alg_not_allowed",
+        "bad_key",
+        "bad_signature",
+        "wrong_method",
+        "wrong_url",
+        "stale",
+        "bad_ath",
+        "replayed",
+        "nonce",
     }
 )
 
@@ -54,6 +78,18 @@ class InvalidToken(IdpError):
         if reason not in REASONS:
             raise ValueError(f"unknown InvalidToken reason {reason!r}")
         self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class InvalidProof(IdpError):
+    """A DPoP proof (RFC 9449 §4.3) failed a check; ``reason`` is one of :data:`PROOF_REASONS`.
+    ``nonce`` (reason ``nonce``) is the fresh server nonce to send back (RFC 9449 §9)."""
+
+    def __init__(self, reason: str, detail: str | None = None, *, nonce: str | None = None) -> None:
+        if reason not in PROOF_REASONS:
+            raise ValueError(f"unknown InvalidProof reason {reason!r}")
+        self.reason = reason
+        self.nonce = nonce
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 

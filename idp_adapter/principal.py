@@ -21,6 +21,7 @@ class Principal:
     ``email`` is the ``email`` claim only when ``email_verified`` is true (OIDC Core §5.1,
     §5.7: an unverified address identifies nobody). ``groups`` is the issuer's group claim
     (``groups_claim``, default ``groups``), as ``roles``; the signing policy matches both.
+    ``jkt``/``x5t_s256`` bind the token to a key the sender must prove (:mod:`.binding`).
     """
 
     issuer: str
@@ -39,3 +40,7 @@ class Principal:
     auth_time: datetime | None = None
     email: str | None = None
     groups: frozenset[str] = frozenset()
+    #: RFC 7800 ``cnf`` of a sender-constrained token: ``jkt`` (RFC 9449 §6.1, the DPoP key's
+    #: RFC 7638 thumbprint) and ``x5t#S256`` (RFC 8705 §3.1, the client certificate's SHA-256).
+    jkt: str | None = None
+    x5t_s256: str | None = None

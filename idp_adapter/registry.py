@@ -24,10 +24,11 @@ from ._verify import (
     parse,
     verify,
 )
-from .errors import ConfigError, IdentityNotAllowed, IdpError, InvalidToken
+from .binding import NonceSource, Presented, certificate_thumbprint, check_proof
+from .errors import ConfigError, IdentityNotAllowed, IdpError, InvalidProof, InvalidToken
 from .principal import Principal
 from .replay import ReplayGuard
-from .settings import IssuerSettings
+from .settings import ALWAYS, IssuerSettings
 
 __all__ = ["IgnoredRoles", "IssuerRegistry"]
 
@@ -61,8 +62,9 @@ class IssuerRegistry:
     """Verifies JWT bearer tokens (RFC 9068 access tokens, workload-identity JWTs) from the
     configured issuers. One instance per process and event loop; no I/O in ``__init__``.
 
-    ``clock`` returns timezone-aware datetimes. ``replay`` is required when any issuer sets
-    ``require_jti``. ``jwks_min_refetch`` rate-limits unknown-``kid`` refetches per issuer.
+    ``clock`` returns timezone-aware datetimes. ``replay`` is needed by
+    :meth:`start_operation` for issuers with ``require_jti`` (on by default) and for DPoP
+    proofs. ``jwks_min_refetch`` rate-limits unknown-``kid`` refetches per issuer.
     ``on_ignored_roles`` is told of role claims from issuers not trusted to grant them.
     """
 
@@ -89,13 +91,14 @@ class IssuerRegistry:
                 )
         if len({s.name for s in issuers}) != len(issuers):
             raise ConfigError("issuers: the same name is used twice")
-        if replay is None and any(s.require_jti for s in issuers):
+        if replay is None and any(s.require_jti == ALWAYS for s in issuers):
             raise ConfigError("issuers: require_jti needs a ReplayGuard")
         self._clock = clock
         self._replay = replay
         self._on_ignored_roles = on_ignored_roles
         self._verified_tokens: OrderedDict[bytes, _Cached] = OrderedDict()
         self._entries = {iss: tuple(group) for iss, group in by_issuer.items()}
+        self._by_name = {s.name: s for s in issuers}
         self._jwks = {
             iss: JwksCache(group[0], http, clock, jwks_min_refetch)
             for iss, group in by_issuer.items()
@@ -120,8 +123,8 @@ class IssuerRegistry:
         (unverified) ``iss``; ``alg`` on the issuer's allow-list; key by ``kid`` from the
         issuer's JWKS (RFC 7517); signature; ``iss``/``aud``/``exp``/``nbf``/``iat``/``sub``;
         ``typ`` one of the issuer's ``token_types`` (``at+jwt``) and no ID-token claim;
-        subject mapping and ``required_claims``; last, the one-time ``jti`` when required, so
-        a refused token never consumes its ``jti``.
+        subject mapping and ``required_claims``. Verifying never consumes the ``jti``: a
+        token may poll, list and watch freely; :meth:`start_operation` spends it.
 
         :raises InvalidToken: with a stable ``reason``.
         :raises IdentityNotAllowed: valid token, identity not acceptable.
@@ -135,11 +138,27 @@ class IssuerRegistry:
         found = await self._verified(unverified, audience=None)
         check_access_token(unverified.header, found.claims, found.settings.token_types)
         principal = self._principal(found)
-        if found.settings.require_jti:
-            await self._consume(found.settings.issuer, principal)
-        else:
-            self._remember(digest, principal, found)
+        self._remember(digest, principal, found)
         return principal
+
+    async def start_operation(self, principal: Principal, idempotency_key: str | None) -> None:
+        """RFC 7519 §4.1.7 one-time use, per signing operation rather than per request: a
+        token's ``jti`` starts one signing operation. With an ``Idempotency-Key`` the key is
+        the operation (the caller's idempotency record, bound to issuer, subject and key, makes
+        it single-use and replays its answer), so the ``jti`` is not spent. Issuers with
+        ``require_jti`` off are not checked; a token without ``jti`` passes unless the issuer
+        says ``require_jti = "always"``.
+
+        :raises InvalidToken: ``replayed`` (or ``missing_claim`` under ``"always"``).
+        """
+        settings = self._by_name.get(principal.issuer_name)
+        if settings is None or settings.require_jti is False or idempotency_key is not None:
+            return
+        if not principal.token_id:
+            if settings.require_jti == ALWAYS:
+                raise InvalidToken("missing_claim", "jti")
+            return
+        await self._consume(settings.issuer, principal)
 
     def _principal(self, found: _Verified) -> Principal:
         principal = build_principal(found.settings, found.claims, found.expires_at)
@@ -147,6 +166,62 @@ class IssuerRegistry:
         if ignored and self._on_ignored_roles is not None:
             self._on_ignored_roles(found.settings.name, principal.subject, ignored)
         return principal
+
+    async def check_sender(
+        self, principal: Principal, presented: Presented, nonces: NonceSource | None = None
+    ) -> None:
+        """Sender-constrained tokens: a token bound to a DPoP key (``cnf.jkt``, RFC 9449 §7.1)
+        or to a client certificate (``cnf.x5t#S256``, RFC 8705 §3), or any token of an issuer
+        configured with ``sender_constraint``, is honoured only with its proof; plain bearer
+        use is refused. A DPoP proof's ``jti`` is accepted once within its ``iat`` window
+        (RFC 9449 §11.1); with ``dpop_nonce`` the proof must carry a current server nonce.
+
+        :raises InvalidToken: ``sender_constrained`` or ``binding_mismatch``.
+        :raises InvalidProof: the proof failed a check (``nonce``: send the one attached).
+        """
+        settings = self._by_name[principal.issuer_name]
+        if principal.x5t_s256 is not None or settings.sender_constraint == "mtls":
+            _check_certificate(principal, presented.client_certificate)
+        dpop_bound = principal.jkt is not None or settings.sender_constraint == "dpop"
+        if presented.scheme == "bearer":
+            if dpop_bound:
+                raise InvalidToken("sender_constrained", "DPoP-bound token used as a bearer")
+            return
+        if principal.jkt is None:
+            raise InvalidToken("binding_mismatch", "DPoP scheme with a token not bound to a key")
+        if len(presented.proofs) != 1:
+            raise InvalidProof("missing" if not presented.proofs else "malformed", "one DPoP")
+        now = self._clock()
+        proof = check_proof(
+            presented.proofs[0],
+            algorithms=settings.dpop_algorithms,
+            method=presented.method,
+            url=presented.url,
+            access_token=presented.token,
+            now=now,
+            max_age=settings.dpop_max_age,
+            leeway=settings.leeway,
+        )
+        if not hmac.compare_digest(proof.jkt.encode(), principal.jkt.encode()):
+            raise InvalidToken("binding_mismatch", "proof key is not the token's cnf.jkt")
+        if settings.dpop_nonce and nonces is not None and not nonces.valid(proof.nonce):
+            raise InvalidProof("nonce", nonce=nonces.issue())
+        await self._spend_proof(proof.jkt, proof.jti, now, settings)
+
+    async def _spend_proof(
+        self, jkt: str, jti: str, now: datetime, settings: IssuerSettings
+    ) -> None:
+        """RFC 9449 §11.1: a proof ``jti`` once per key within the ``iat`` window."""
+        if self._replay is None:
+            raise ConfigError("issuers: DPoP needs a ReplayGuard")
+        keep = now + settings.dpop_max_age + 2 * settings.leeway
+        digest = hashlib.sha256(jti.encode()).hexdigest()
+        try:
+            first = await self._replay.first_use(f"dpop:{jkt}", digest, keep)
+        except Exception as exc:
+            raise IdpError("replay guard failed") from exc
+        if not first:
+            raise InvalidProof("replayed")
 
     def claimed_issuer(self, token: str) -> str | None:
         """The ``iss`` a token claims, *unverified*, when it names a configured issuer (else
@@ -161,11 +236,12 @@ class IssuerRegistry:
     def _still_valid(self, digest: bytes) -> Principal | None:
         """A token verified before is accepted again without re-checking its signature until
         ``exp`` (+ leeway): batch jobs present one token for thousands of requests. Time only
-        moves forward, so its ``nbf``/``iat`` checks still hold; a token whose ``jti`` is
-        single-use is never cached. The entry counts only while the issuer's key set, as last
-        fetched, is fresh and still publishes the key that verified it: a JWKS fetch that drops
-        the key (rotation) ends every verification made with it at once, and a stale key set
-        sends the token through full verification, which fetches the set again."""
+        moves forward, so its ``nbf``/``iat`` checks still hold; a token's ``jti`` is
+        spent by :meth:`start_operation`, not here. The entry counts only while the issuer's
+        key set, as last fetched, is fresh and still publishes the key that verified it: a
+        JWKS fetch that drops the key (rotation) ends every verification made with it at
+        once, and a stale key set sends the token through full verification, which fetches
+        the set again."""
         hit = self._verified_tokens.get(digest)
         if hit is None:
             return None
@@ -251,10 +327,10 @@ class IssuerRegistry:
         raise IdentityNotAllowed("no configured identity type matches this token")
 
     async def _consume(self, issuer: str, principal: Principal) -> None:
-        """RFC 7519 §4.1.7: a ``jti`` is accepted once per issuer."""
-        if not principal.token_id:
-            raise InvalidToken("missing_claim", "jti")
-        assert self._replay is not None
+        """RFC 7519 §4.1.7: a ``jti`` starts one operation per issuer."""
+        assert principal.token_id is not None
+        if self._replay is None:
+            raise ConfigError("issuers: require_jti needs a ReplayGuard")
         try:
             first = await self._replay.first_use(issuer, principal.token_id, principal.expires_at)
         except IdpError:
@@ -263,3 +339,11 @@ class IssuerRegistry:
             raise IdpError("replay guard failed") from exc
         if not first:
             raise InvalidToken("replayed")
+
+
+def _check_certificate(principal: Principal, der: bytes | None) -> None:
+    """RFC 8705 §3: ``cnf.x5t#S256`` equals the SHA-256 of the TLS client certificate."""
+    if der is None or principal.x5t_s256 is None:
+        raise InvalidToken("sender_constrained", "certificate-bound token without its certificate")
+    if not hmac.compare_digest(certificate_thumbprint(der).encode(), principal.x5t_s256.encode()):
+        raise InvalidToken("binding_mismatch", "client certificate is not the token's")

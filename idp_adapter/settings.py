@@ -18,7 +18,14 @@ from ._claims import Template, valid_path
 from ._verify import ABSENT_TYP, normalize_typ
 from .errors import ConfigError
 
-__all__ = ["PROFILES", "SUPPORTED_ALGORITHMS", "IssuerSettings", "check_url"]
+__all__ = [
+    "ALWAYS",
+    "DPOP_ALGORITHMS",
+    "PROFILES",
+    "SUPPORTED_ALGORITHMS",
+    "IssuerSettings",
+    "check_url",
+]
 
 #: Signature levels an identity may be allowed to use.
 PROFILES: Final = frozenset({"qes", "qualified", "advanced"})
@@ -29,6 +36,13 @@ SUPPORTED_ALGORITHMS: Final = frozenset(
     {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
     | {"EdDSA", "Ed25519", "Ed448"}
 )
+
+#: ``require_jti = "always"``: a token without ``jti`` is refused (default ``True``: a token
+#: that carries one spends it per signing operation; one without is accepted).
+ALWAYS: Final = "always"
+
+#: DPoP proof algorithms accepted unless an issuer says otherwise (RFC 9449 §4.3 step 5).
+DPOP_ALGORITHMS: Final = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
 
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -66,6 +80,11 @@ class IssuerSettings:
     any other is ignored (default: none). Every other trusted issuer can sign, but cannot make
     anyone an auditor or an approver. ``token_types`` are the bearer-token ``typ`` values
     accepted (RFC 9068 §4: ``at+jwt``; ``jwt`` or ``absent`` for workload-identity issuers).
+
+    ``sender_constraint``: ``dpop`` (RFC 9449) or ``mtls`` (RFC 8705 certificate-bound) makes
+    every token of this issuer usable only by the holder of its key; plain bearer use is
+    refused. ``dpop_algorithms`` are the proof algorithms accepted, ``dpop_max_age`` the
+    ``iat`` window of a proof, ``dpop_nonce`` asks for a server nonce (RFC 9449 §9).
     """
 
     name: str
@@ -77,7 +96,7 @@ class IssuerSettings:
     default_profile: str
     algorithms: tuple[str, ...] = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
     leeway: timedelta = timedelta(seconds=30)
-    require_jti: bool = False
+    require_jti: bool | Literal["always"] = True
     required_claims: Mapping[str, str | bool | int] = field(default_factory=dict)
     roles_claim: str = "roles"
     groups_claim: str = "groups"
@@ -85,6 +104,10 @@ class IssuerSettings:
     match_claims: Mapping[str, str | bool | int] = field(default_factory=dict)
     grants_roles: frozenset[str] = frozenset()
     token_types: frozenset[str] = frozenset({"at+jwt"})
+    sender_constraint: Literal["none", "dpop", "mtls"] = "none"
+    dpop_algorithms: tuple[str, ...] = DPOP_ALGORITHMS
+    dpop_nonce: bool = False
+    dpop_max_age: timedelta = timedelta(seconds=60)
     templates: Mapping[str, Template] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,8 +136,8 @@ class IssuerSettings:
             timedelta(0) <= self.leeway <= _MAX_LEEWAY
         ):
             raise ValueError("leeway must be a timedelta between 0 and 5 minutes")
-        if not isinstance(self.require_jti, bool):
-            raise ValueError("require_jti must be a boolean")
+        if not isinstance(self.require_jti, bool) and self.require_jti != ALWAYS:
+            raise ValueError('require_jti must be true, false or "always"')
         self._set("required_claims", _claim_values(self.required_claims, "required_claims"))
         self._set("match_claims", _claim_values(self.match_claims, "match_claims"))
         if not isinstance(self.roles_claim, str) or not valid_path(self.roles_claim):
@@ -122,6 +145,21 @@ class IssuerSettings:
         if not isinstance(self.groups_claim, str) or not valid_path(self.groups_claim):
             raise ValueError("groups_claim must be a claim name or dotted path")
         self._validate_grants_and_types()
+        self._validate_sender_constraint()
+
+    def _validate_sender_constraint(self) -> None:
+        if self.sender_constraint not in ("none", "dpop", "mtls"):
+            raise ValueError("sender_constraint must be 'none', 'dpop' or 'mtls'")
+        algorithms = tuple(self.dpop_algorithms)
+        if not algorithms or not all(a in SUPPORTED_ALGORITHMS for a in algorithms):
+            raise ValueError("dpop_algorithms must be supported asymmetric algorithms")
+        self._set("dpop_algorithms", algorithms)
+        if not isinstance(self.dpop_nonce, bool):
+            raise ValueError("dpop_nonce must be a boolean")
+        if not isinstance(self.dpop_max_age, timedelta) or not (
+            timedelta(seconds=1) <= self.dpop_max_age <= _MAX_LEEWAY
+        ):
+            raise ValueError("dpop_max_age must be between 1 second and 5 minutes")
 
     def _validate_subject(self) -> None:
         if not isinstance(self.subject, Mapping) or not self.subject:

@@ -25,6 +25,7 @@ from ca.authority import Chain, IssuingCA
 from ca.errors import CaError
 from ca.logentry import PrivacyKey
 from ca.tsa import TimeStampAuthority
+from idp_adapter.binding import NonceSource
 from idp_adapter.registry import IssuerRegistry
 from signer.errors import ConfigError, SignerError
 from signer.flows.approvals import ApprovalService, CurrentPolicy
@@ -37,6 +38,7 @@ from signer.http.api import admin, certificates, meta, pdf_upload, signatures, t
 from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_setup as csc_oauth2
 from signer.http.kit.access_log import observe_middleware
+from signer.http.kit.auth import DPOP_NONCES
 from signer.http.kit.connections import connection_limits, hygiene_middleware
 from signer.http.kit.contract import text_middleware
 from signer.http.kit.outbound import poster
@@ -287,7 +289,10 @@ async def _core(
         ),
         privacy_key=o.privacy_key,
     )
+    # RFC 9449 §9 server nonces; every replica derives the same secret from the privacy key.
+    app[DPOP_NONCES] = NonceSource(o.privacy_key.secret, clock)
     app[csc_api.CSC] = _csc(settings, o, clock, chain, signing, records, time_stamps, log_guard)
+    app[csc_api.CSC].spend_tokens_with(app[SERVICES].tokens.start_operation)
     await signing.start(lanes=settings.hsm.sessions)
     try:
         yield

@@ -222,6 +222,9 @@ function buildProvider(config) {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      // RFC 9449: a client that sends a DPoP proof to the token endpoint gets a token bound to
+      // its key (cnf.jkt), token_type DPoP; the signer's issuers may require that.
+      dPoP: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
       resourceIndicators: {

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,8 +98,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             return fail(f"{f}: not a readable file")
         if args.format == "pades" and not _is_pdf(f):
             return fail(f"{f}: not a PDF; use --format cades for other files")
-    token = read_token(args.token_file)
-    client = ApiClient(args.url, token)
+    client = _client(args)
     show = len(files) > 1 and not args.quiet
     jobs = [_prepare(f, args) for f in progress_items(files, show, "preparing")]
     written: list[Path] = []
@@ -112,7 +112,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
         }
         if args.profile:
             body["profile"] = args.profile
-        result = client.call("POST", "/api/v1/signatures", body)
+        # One Idempotency-Key per chunk: each chunk is one signing operation (a token's jti
+        # starts one, a key each), and a retry of a chunk replays its answer.
+        idem = {"Idempotency-Key": str(uuid.uuid4())}
+        result = client.call("POST", "/api/v1/signatures", body, headers=idem)
         if "status_url" in result:  # held for m-of-n approval (signer.http.approvals)
             from signer.cli import approvals as cli_approvals
 
@@ -137,6 +140,29 @@ def cmd_sign(args: argparse.Namespace) -> int:
     if not args.quiet and files:
         print(_verify_hint(files[0], written[0], args))
     return 0 if len(written) == len(files) else 1
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    """Bearer by default; with ``--dpop-key`` or ``--dpop`` every request carries a DPoP proof
+    (RFC 9449) and, with ``--token-url``, the token is fetched bound to that key."""
+    key = None
+    if args.dpop_key or args.dpop or args.token_url:
+        from signer.cli.dpop import DpopKey  # joserfc only when DPoP is asked for
+
+        key = DpopKey.load(args.dpop_key) if args.dpop_key else DpopKey.generate()
+    if args.token_url:
+        from signer.cli.dpop import fetch_token
+
+        if not args.client_id or not args.client_secret_file:
+            raise ClientError("--token-url needs --client-id and --client-secret-file")
+        assert key is not None
+        secret = read_token(args.client_secret_file)
+        token = fetch_token(args.token_url, args.client_id, secret, key, args.resource)
+    elif args.token_file:
+        token = read_token(args.token_file)
+    else:
+        raise ClientError("give --token-file, or --token-url to fetch a DPoP-bound token")
+    return ApiClient(args.url, token, dpop=key)
 
 
 def _verify_hint(document: Path, written: Path, args: argparse.Namespace) -> str:
@@ -193,7 +219,17 @@ def register(
     """Add this group's commands to the `qes` parser."""
     sign = sub.add_parser("sign", help="sign files; documents never leave this machine")
     sign.add_argument("files", nargs="+", metavar="FILE")
-    sign.add_argument("--token-file", required=True, help="file holding the bearer token")
+    sign.add_argument("--token-file", help="file holding the access token")
+    sign.add_argument(
+        "--dpop-key", metavar="FILE", help="PEM EC private key: send DPoP proofs (RFC 9449)"
+    )
+    sign.add_argument("--dpop", action="store_true", help="DPoP proofs with a key made per run")
+    sign.add_argument(
+        "--token-url", metavar="URL", help="IdP token endpoint: fetch a DPoP-bound token"
+    )
+    sign.add_argument("--client-id", help="client id for --token-url")
+    sign.add_argument("--client-secret-file", metavar="FILE", help="client secret for --token-url")
+    sign.add_argument("--resource", metavar="URI", help="resource indicator (RFC 8707)")
     sign.add_argument(
         "--wait-approval",
         type=float,

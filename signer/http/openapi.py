@@ -533,7 +533,8 @@ def document(server: ServerSettings) -> dict[str, Any]:
 
 def _document(server: ServerSettings) -> dict[str, Any]:
     ref = "#/components/schemas/"
-    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    # Either scheme: a Bearer token, or a DPoP-bound one with its proof (RFC 9449 §7.1).
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}, {"dpop": []}]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -546,6 +547,12 @@ def _document(server: ServerSettings) -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "dpop": {
+                    "type": "http",
+                    "scheme": "DPoP",
+                    "description": "RFC 9449: Authorization: DPoP <token> (a JWT access token)"
+                    " and a DPoP proof header",
+                },
                 "rp_basic": {"type": "http", "scheme": "basic"},
             },
             "schemas": _schemas(server),

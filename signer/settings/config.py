@@ -788,7 +788,7 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
         "subject_type": s.get("subject_type", str, "natural"),
         "subject": dict(s.get("subject", dict, {})),
         "profiles": tuple(s.get("profiles", list, ["advanced"])),
-        "require_jti": s.get("require_jti", bool, False),
+        "require_jti": _require_jti(s),
         "required_claims": dict(s.get("required_claims", dict, {})),
         "match_claims": dict(s.get("match_claims", dict, {})),
         "roles_claim": s.get("roles_claim", str, "roles"),
@@ -797,7 +797,12 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
         "token_types": frozenset(s.get("token_types", list, ["at+jwt"])),
         "jwks_uri": s.get("jwks_uri", str, None),
         "leeway": timedelta(seconds=s.get("leeway_seconds", int, 30)),
+        "sender_constraint": s.get("sender_constraint", str, "none"),
+        "dpop_nonce": s.get("dpop_nonce", bool, False),
+        "dpop_max_age": timedelta(seconds=s.get("dpop_max_age_seconds", int, 60)),
     }
+    if "dpop_algorithms" in s._table:
+        kwargs["dpop_algorithms"] = tuple(s.get("dpop_algorithms", list))
     kwargs["default_profile"] = s.get(
         "default_profile", str, kwargs["profiles"][0] if kwargs["profiles"] else "advanced"
     )
@@ -808,6 +813,14 @@ def _issuer(name: str, s: _Section) -> IssuerSettings:
         return IssuerSettings(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{s.name}: {exc}") from exc
+
+
+def _require_jti(s: _Section) -> bool | str:
+    """``true`` (default: a token's ``jti`` starts one signing operation), ``false``, or
+    ``"always"`` (tokens without ``jti`` refused)."""
+    value: bool | str = s.get("require_jti", (bool, str), True)
+    s.check("require_jti", isinstance(value, bool) or value == "always", 'true, false or "always"')
+    return value
 
 
 def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:

@@ -41,7 +41,7 @@ import hashlib
 import secrets
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -179,6 +179,8 @@ class CscService:
         log_guard: Callable[[], None] | None = None,
     ) -> None:
         self._hsm = hsm
+        #: Spends the token's ``jti`` when a credential is made (:meth:`spend_tokens_with`).
+        self._start_operation: Callable[[Principal, str | None], Awaitable[None]] | None = None
         self._gate = gate
         self._log_guard = log_guard or (lambda: None)  # signer.translog.anchor
         self._ca = ca
@@ -191,6 +193,14 @@ class CscService:
         self._time_stamps = time_stamps
         self._clock = clock
         self.settings = settings
+
+    def spend_tokens_with(
+        self, start_operation: Callable[[Principal, str | None], Awaitable[None]]
+    ) -> None:
+        """Making a credential (its key, its certificate) is one signing operation: it spends
+        the token's ``jti`` through ``start_operation`` (idp_adapter's
+        ``IssuerRegistry.start_operation``, RFC 7519 §4.1.7); reading it again does not."""
+        self._start_operation = start_operation
 
     def now(self) -> datetime:
         return self._clock()
@@ -235,6 +245,8 @@ class CscService:
         if not await self._store.claim(credential_id, now, now + CLAIM):
             return await self._made_elsewhere(credential_id)
         try:
+            if self._start_operation is not None:  # a credential is one signing operation
+                await self._start_operation(principal, None)
             return await self.create_credential(principal, request_id, credential_id)
         except BaseException:
             await asyncio.shield(self._store.release(credential_id))

@@ -305,7 +305,8 @@ async def test_credential_token_from_the_browser_flow_signs_the_authorised_hash(
 ) -> None:
     token = await alice_token(site)
     credential_id = await new_credential(site, token)
-    other_credential = await new_credential(site, token)
+    # a second one-shot credential is a second signing operation: a token (jti) of its own
+    other_credential = await new_credential(site, await alice_token(site))
     chain = await credential_chain(site, token, credential_id)
     document = b"Employment contract, Alice Example\n" * 40
     digest = hashlib.sha256(document).digest()

@@ -201,6 +201,40 @@ def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
+@contextmanager
+def tls_signer(
+    *,
+    token: SoftHsmToken,
+    database_url: str,
+    idp: RunningIdp,
+    work: Path,
+    **extra: str,
+) -> Iterator[tuple[SignerProcess, TlsFiles, Any]]:
+    """`qes serve` on its TLS listener (a test server CA, client certificates optional and
+    checked against a test client CA) with ``extra`` overrides; stopped on exit."""
+    files, server_ca = make_tls_files(work / "pki")
+    port = free_port()
+    env = service_env(
+        token=token,
+        database_url=database_url,
+        idp=idp,
+        port=port,
+        data_dir=work,
+        QES__SERVER__PUBLIC_URL=f"https://127.0.0.1:{port}",
+        QES__SERVER__TLS__CERTIFICATE_FILE=f'"{files.cert}"',
+        QES__SERVER__TLS__KEY_FILE=f'"{files.key}"',
+        QES__SERVER__TLS__CLIENT_CA_FILE=f'"{files.client_ca}"',
+        QES__SERVER__TLS__CLIENT_AUTH="optional",
+        **extra,
+    )
+    process = SignerProcess(env, port, work / "signer.log", tls=files.client_context())
+    process.start()
+    try:
+        yield process, files, server_ca
+    finally:
+        process.stop()
+
+
 def post_json(url: str, body: Any, headers: dict[str, str], ctx: ssl.SSLContext | None) -> Any:
     request = urllib.request.Request(  # noqa: S310
         url,

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +212,15 @@ def running_signer(
         process.stop()
 
 
-def api_headers(token: str, **extra: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **{k: str(v) for k, v in extra.items()}}
+def api_headers(token: str, *, operation: bool = True, **extra: Any) -> dict[str, str]:
+    """Bearer ``token`` and ``extra`` headers. A token's jti starts one signing operation, so,
+    like `qes sign` per chunk, each call names its own operation with a fresh
+    ``Idempotency-Key`` (ignored by every other endpoint), unless ``extra`` gives one or
+    ``operation=False`` (then the token's jti is the operation)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if operation and "Idempotency-Key" not in extra:
+        headers["Idempotency-Key"] = f"op-{uuid.uuid4()}"
+    return {**headers, **{k: str(v) for k, v in extra.items()}}
 
 
 async def run_qes(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
@@ -234,16 +242,25 @@ async def run_qes(*args: str, env: Mapping[str, str] | None = None) -> tuple[int
     return proc.returncode, out.decode(), err.decode()
 
 
-async def sign_random(client: Any, token: str, profile: str | None = None) -> tuple[int, Any]:
+async def sign_random(
+    client: Any,
+    token: str,
+    profile: str | None = None,
+    *,
+    key: str | None = None,
+    operation: bool = True,
+) -> tuple[int, Any]:
     """POST one random SHA-256 digest to ``/api/v1/signatures`` through an aiohttp test client;
-    returns the status and the JSON body (a problem for refusals)."""
+    returns the status and the JSON body (a problem for refusals). ``key``/``operation``: the
+    ``Idempotency-Key`` as in :func:`api_headers`."""
     body: dict[str, Any] = {
         "hash_algorithm": "sha256",
         "hashes": [base64.b64encode(os.urandom(32)).decode()],
     }
     if profile:
         body["profile"] = profile
-    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(token))
+    headers = api_headers(token, operation=operation, **({"Idempotency-Key": key} if key else {}))
+    resp = await client.post("/api/v1/signatures", json=body, headers=headers)
     return resp.status, await resp.json()
 
 

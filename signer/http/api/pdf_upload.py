@@ -19,7 +19,7 @@ from signer.formats.pdf import embed, prepare
 from signer.http.kit import hold as approvals
 from signer.http.kit.body import read_limited
 from signer.http.kit.problems import InvalidRequest, UnsupportedMediaType
-from signer.http.kit.refused import authenticate_signing
+from signer.http.kit.refused import authenticate_signing, start_operation
 from signer.http.kit.state import SERVICES, Services
 from signer.signing.pipeline import SignatureRequest
 
@@ -50,10 +50,10 @@ async def sign_pdf(request: web.Request) -> web.Response:
         field = _field(request)
         return field, await read_pdf(request, services.settings.server.max_pdf_bytes)
 
-    # After reading: a bad body never burns a jti. A refusal at either step is logged.
-    (field, document), principal = await authenticate_signing(
-        request, read, lambda _: SignatureRequest("sha256", (), profile=profile, format="pades")
-    )
+    # The token first (401 before any body check); a refusal at either step is logged.
+    asked = SignatureRequest("sha256", (), profile=profile, format="pades")
+    (field, document), principal = await authenticate_signing(request, read, lambda _: asked)
+    await start_operation(request, principal, None, asked)
     now: datetime = services.clock()
     prepared = await asyncio.to_thread(prepare, document, field, now)
     sign_request = SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades")

@@ -28,7 +28,7 @@ from signer.http.kit.problems import (
     UnsupportedFormat,
     WrongDigestLength,
 )
-from signer.http.kit.refused import authenticate_signing
+from signer.http.kit.refused import authenticate_signing, start_operation
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.settings.config import DIGEST_SIZES
 from signer.signing.pipeline import SignatureRequest
@@ -73,7 +73,7 @@ async def _read(request: web.Request, max_digests: int) -> tuple[Any, SignatureR
 async def create_signatures(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
     settings = services.settings.server
-    # The body first: a bad body never burns a jti. A refusal at either step is logged.
+    # The token first (401 before any body check); a refusal at either step is logged.
     (body, sign_request), principal = await authenticate_signing(
         request, lambda: _read(request, settings.max_digests), lambda parsed: parsed[1]
     )
@@ -86,6 +86,8 @@ async def create_signatures(request: web.Request) -> web.Response:
     if replay is not None:
         return replayed(replay)
     try:
+        key = None if idem is None else idem.key
+        await start_operation(request, principal, key, sign_request)
         outcome = await approvals.submitted(
             request,
             principal,

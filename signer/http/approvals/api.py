@@ -42,16 +42,16 @@ def _id(request: web.Request) -> uuid.UUID:
 
 
 async def show(request: web.Request) -> web.Response:
-    service = _service(request)
     principal = await authenticate(request)
+    service = _service(request)
     req = await service.visible(_id(request), principal)
     return web.json_response(render(request, req))
 
 
 async def document(request: web.Request) -> web.Response:
     """The signed PDF of a completed PDF-upload request."""
-    service = _service(request)
     principal = await authenticate(request)
+    service = _service(request)
     req = await service.visible(_id(request), principal)
     if req.signed_pdf is None:
         raise NotFound(f"{req.id} has no signed PDF ({req.status})")
@@ -63,16 +63,16 @@ async def document(request: web.Request) -> web.Response:
 
 
 async def list_pending(request: web.Request) -> web.Response:
-    service = _service(request)
     principal = await authenticate(request)
+    service = _service(request)
     pending = await service.pending_for(principal)
     return web.json_response({"requests": [render(request, r) for r in pending]})
 
 
 async def _decide(request: web.Request, *, approve: bool) -> web.Response:
+    principal = await authenticate(request)  # 401 before any body check (RFC 6750 §3.1)
     service = _service(request)
     commitment = validate(Decision, await read_json(request)).digest_commitment
-    principal = await authenticate(request)
     req = await service.decide(
         _id(request),
         principal,

@@ -26,14 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import ValidationError
 
-from idp_adapter.errors import IdentityNotAllowed, IdpUnavailable, InvalidToken
+from idp_adapter.errors import IdentityNotAllowed, IdpUnavailable, InvalidProof, InvalidToken
 from idp_adapter.principal import Principal
 from signer.errors import RequestError, SignerError
 from signer.http.csc.models import BODIES, CscBody
-from signer.http.kit.auth import bearer_token
+from signer.http.kit.auth import bearer_token, verify_token
 from signer.http.kit.body import parse_json, read_body
 from signer.http.kit.params import hostile_text
-from signer.http.kit.problems import TOKEN_DETAIL, ClientGone
+from signer.http.kit.problems import PROOF_DETAIL, TOKEN_DETAIL, ClientGone
 from signer.http.kit.refused import log_refusal
 from signer.http.kit.state import REQUEST_ID, SERVICES
 from signer.signing.csc import (
@@ -59,6 +59,8 @@ log = structlog.get_logger(__name__)
 
 CSC = web.AppKey("csc", CscService)
 _HANDED_OVER = web.RequestKey("csc_handed_over", bool)
+#: The verified bearer of the request; absent when the bearer is a v2 credential token.
+_CALLER = web.RequestKey("csc_caller", Principal)
 Version = Literal["v1", "v2"]
 SPECS: dict[str, str] = {"v1": "1.0.4.0", "v2": "2.0.0.2"}
 #: Named curve OIDs (RFC 5480 §2.1.1.1) of the curves credential keys may have.
@@ -81,6 +83,8 @@ def route(
 
     async def wrapped(request: web.Request) -> web.Response:
         try:
+            if handler is not info:  # the token before the body: 401 whatever the body holds
+                await _authenticate(request)
             body = await _body(request, model)
             return web.json_response(await handler(request, version, body))
         except ClientGone:
@@ -167,6 +171,9 @@ def _classify(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, InvalidToken):
         detail = TOKEN_DETAIL.get(exc.reason, "The access token is invalid")
         return 401, "invalid_token", detail
+    if isinstance(exc, InvalidProof):  # RFC 9449 §7.1
+        error = "use_dpop_nonce" if exc.reason == "nonce" else "invalid_dpop_proof"
+        return 401, error, PROOF_DETAIL.get(exc.reason, "The DPoP proof is invalid")
     if isinstance(exc, IdentityNotAllowed):
         return 400, "access_denied", "This identity may not use the signing service"
     if isinstance(exc, IdpUnavailable):
@@ -182,11 +189,19 @@ def _classify(exc: BaseException) -> tuple[int, str, str]:
     return 500, "server_error", "Internal error"
 
 
-async def _principal(request: web.Request) -> Principal:
+async def _authenticate(request: web.Request) -> None:
+    """Verify the bearer token (a ``qcsc_`` credential token is checked by the service, in
+    ``signatures/signHash`` only); verifying never spends its ``jti``."""
     token = _bearer(request)
-    if is_credential_token(token):
+    if not is_credential_token(token):
+        request[_CALLER] = await verify_token(request, token)
+
+
+async def _principal(request: web.Request) -> Principal:
+    principal: Principal | None = request.get(_CALLER)
+    if principal is None:
         raise CscInvalidToken("a credential token is only accepted by signatures/signHash")
-    return await request.app[SERVICES].tokens.verify_bearer(token)
+    return principal
 
 
 def _bearer(request: web.Request) -> str:
@@ -439,13 +454,12 @@ async def sign_hash(
     name, digests = _hashes(body, csc.settings.max_signatures, version)
     oid = _sign_algo(body, digests, name)
     sad = _text(body, "SAD", required=False)
-    principal: Principal | None = None
-    if is_credential_token(token):
+    principal: Principal | None = request.get(_CALLER)
+    if principal is None:  # a v2 credential token
         if sad is not None:
             raise CscInvalidParameter("SAD", "not with a credential token")
         secret = token
     else:
-        principal = await request.app[SERVICES].tokens.verify_bearer(token)
         if sad is None:
             raise SadMissing("no SAD and no credential token")
         secret = sad

@@ -93,7 +93,7 @@ def csc_paths() -> dict[str, Any]:
                     "summary": f"CSC {version}: {summary}",
                     "description": description,
                     "tags": ["CSC API"],
-                    "security": [] if method == "info" else [{"bearer": []}],
+                    "security": [] if method == "info" else [{"bearer": []}, {"dpop": []}],
                     "requestBody": {"content": {"application/json": {"schema": body}}},
                     "responses": {
                         "200": {

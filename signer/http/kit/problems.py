@@ -16,7 +16,14 @@ import structlog
 from aiohttp import web
 
 from ca.errors import CaError
-from idp_adapter.errors import IdentityNotAllowed, IdpError, IdpUnavailable, InvalidToken
+from idp_adapter.errors import (
+    IdentityNotAllowed,
+    IdpError,
+    IdpUnavailable,
+    InvalidProof,
+    InvalidToken,
+)
+from idp_adapter.settings import DPOP_ALGORITHMS
 from signer import metrics
 from signer.errors import RequestError, SignerError
 from signer.http.kit.state import REQUEST_ID
@@ -51,6 +58,44 @@ class MalformedRequest(RequestError):
 class TokenReplayed(Unauthenticated):
     slug = "token-replayed"
     title = "This token was already used"
+
+
+#: RFC 9449 §7.1 challenge parameter ``algs``: the proof algorithms issuers accept by default.
+DPOP_ALGS = " ".join(DPOP_ALGORITHMS)
+
+
+class SenderConstrained(Unauthenticated):
+    """RFC 9449 §7.1 / RFC 8705 §3: a token bound to a key, presented without its proof."""
+
+    slug = "token-sender-constrained"
+    title = "This token is bound to a key: present it with its DPoP proof or client certificate"
+    challenge = f'DPoP error="invalid_token", algs="{DPOP_ALGS}"'
+
+
+class TokenBindingMismatch(Unauthenticated):
+    slug = "token-binding-mismatch"
+    title = "The proof's key or the client certificate is not the one the token is bound to"
+    challenge = f'DPoP error="invalid_token", algs="{DPOP_ALGS}"'
+
+
+class InvalidDpopProof(Unauthenticated):
+    """RFC 9449 §7.1 ``invalid_dpop_proof``."""
+
+    slug = "dpop-proof-invalid"
+    title = "The DPoP proof is invalid"
+    challenge = f'DPoP error="invalid_dpop_proof", algs="{DPOP_ALGS}"'
+
+
+class DpopNonceRequired(InvalidDpopProof):
+    """RFC 9449 §9: retry with the nonce in the ``DPoP-Nonce`` header."""
+
+    slug = "dpop-nonce-required"
+    title = "The DPoP proof must carry the server's current nonce"
+    challenge = f'DPoP error="use_dpop_nonce", algs="{DPOP_ALGS}"'
+
+    def __init__(self, nonce: str | None = None) -> None:
+        super().__init__("use_dpop_nonce")
+        self.headers = {"DPoP-Nonce": nonce} if nonce else {}
 
 
 class Forbidden(RequestError):
@@ -202,6 +247,29 @@ TOKEN_DETAIL = {
     "missing_claim": "The token lacks a required claim.",
     "replayed": "The token was already used.",
     "not_access_token": "The token is not an access token (typ at+jwt, RFC 9068).",
+    "sender_constrained": "The token is sender-constrained; send it with its proof.",
+    "binding_mismatch": "The token is bound to another key or certificate.",
+}
+
+
+_TOKEN_KINDS: dict[str, type[Unauthenticated]] = {
+    "replayed": TokenReplayed,
+    "sender_constrained": SenderConstrained,
+    "binding_mismatch": TokenBindingMismatch,
+}
+#: Fixed details of :class:`InvalidDpopProof` by reason (RFC 9449 §4.3).
+PROOF_DETAIL = {
+    "missing": "A DPoP-bound token needs exactly one DPoP proof header.",
+    "malformed": "The DPoP proof is malformed.",
+    "bad_type": "The DPoP proof is not typed dpop+jwt.",
+    "alg_not_allowed": "The DPoP proof's algorithm is not allowed.",
+    "bad_key": "The DPoP proof's jwk is not a public asymmetric key.",
+    "bad_signature": "The DPoP proof's signature is invalid.",
+    "wrong_method": "The DPoP proof is for another HTTP method.",
+    "wrong_url": "The DPoP proof is for another URL.",
+    "stale": "The DPoP proof's iat is outside the accepted window.",
+    "bad_ath": "The DPoP proof is not for this access token.",
+    "replayed": "The DPoP proof was already used.",
 }
 
 
@@ -211,8 +279,11 @@ def translate(exc: BaseException) -> tuple[SignerError, str | None] | None:
     if isinstance(exc, SignerError):
         return exc, getattr(exc, "pointer_detail", None)
     if isinstance(exc, InvalidToken):
-        kind = TokenReplayed() if exc.reason == "replayed" else Unauthenticated()
-        return kind, TOKEN_DETAIL.get(exc.reason)
+        return _TOKEN_KINDS.get(exc.reason, Unauthenticated)(), TOKEN_DETAIL.get(exc.reason)
+    if isinstance(exc, InvalidProof):
+        if exc.reason == "nonce":
+            return DpopNonceRequired(exc.nonce), None
+        return InvalidDpopProof(), PROOF_DETAIL.get(exc.reason)
     if isinstance(exc, IdentityNotAllowed):
         return Forbidden(), None
     if isinstance(exc, IdpUnavailable):
@@ -239,6 +310,7 @@ def problem_response(
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = getattr(err, "challenge", 'Bearer error="invalid_token"')
+    headers.update(getattr(err, "headers", {}))
     if status == 503:
         headers["Retry-After"] = "5"
     retry_after = getattr(err, "retry_after", None)

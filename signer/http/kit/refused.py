@@ -1,9 +1,12 @@
 """Signing requests refused at the edge, before authentication, go to the log (issue 5).
 
-:func:`authenticate_signing` reads the body, then verifies the bearer token (a bad body never
-burns a ``jti``); a refusal at either step is handed to :class:`signer.policy.refusals.RefusalLog`
-(rate-limited) before it is raised to the problem middleware. Unavailability (IdP or database
-down, 5xx) is not a refusal and is not logged as one.
+:func:`authenticate_signing` verifies the token first (RFC 6750 §3.1: a request without a
+valid one is answered 401 whatever its body), then reads the body; verifying never spends the
+``jti`` (:func:`start_operation` does, once the operation starts). A refusal at either step is
+handed to :class:`signer.policy.refusals.RefusalLog` (rate-limited) before it is raised to the
+problem middleware; for a refused token the body is still read, best effort, so the log says
+what was asked. Unavailability (IdP or database down, 5xx) is not a refusal and is not logged
+as one.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from ca.profiles import Level
-from idp_adapter.errors import IdentityNotAllowed, InvalidToken
+from idp_adapter.errors import IdentityNotAllowed, InvalidProof, InvalidToken
 from idp_adapter.principal import Principal
 from signer.errors import RequestError
 from signer.http.kit.auth import authenticate, claimed_bearer_token
@@ -34,6 +37,8 @@ def refusal_reason(exc: BaseException) -> str | None:
     """The stable reason slug of a refusal, or None when ``exc`` is not one."""
     if isinstance(exc, InvalidToken):
         return f"token.{exc.reason}"
+    if isinstance(exc, InvalidProof):
+        return f"dpop.{exc.reason}"
     if isinstance(exc, Unauthenticated):
         return "token.missing"
     if isinstance(exc, IdentityNotAllowed):
@@ -74,12 +79,45 @@ async def authenticate_signing(
     read: Callable[[], Awaitable[T]],
     asked: Callable[[T], SignatureRequest],
 ) -> tuple[T, Principal]:
-    """``read()`` the body, then authenticate; log either step's refusal, then re-raise."""
+    """Authenticate, then ``read()`` the body; log either step's refusal, then re-raise."""
+    try:
+        principal = await authenticate(request)
+    except Exception as exc:
+        if refusal_reason(exc) is not None:
+            await log_refusal(request, exc, await _asked_anyway(read, asked))
+        raise
     what: SignatureRequest | None = None
     try:
         body = await read()
         what = asked(body)
-        return body, await authenticate(request)
     except Exception as exc:
         await log_refusal(request, exc, what)
+        raise
+    return body, principal
+
+
+async def _asked_anyway(
+    read: Callable[[], Awaitable[T]], asked: Callable[[T], SignatureRequest]
+) -> SignatureRequest | None:
+    """What an unauthenticated request asked for, for its refusal entry; a body that cannot be
+    read or parsed changes nothing (the answer is the 401)."""
+    try:
+        return asked(await read())
+    except Exception:
+        return None
+
+
+async def start_operation(
+    request: web.Request,
+    principal: Principal,
+    idempotency_key: str | None,
+    asked: SignatureRequest | None,
+) -> None:
+    """A signing operation starts: spend the token's ``jti`` (one operation per ``jti``, or per
+    ``Idempotency-Key`` when the client sent one; :meth:`IssuerRegistry.start_operation`).
+    A replayed ``jti`` is refused 401 ``token-replayed`` and logged as a refusal."""
+    try:
+        await request.app[SERVICES].tokens.start_operation(principal, idempotency_key)
+    except Exception as exc:
+        await log_refusal(request, exc, asked)
         raise

@@ -156,9 +156,9 @@ def _iso(value: datetime | None) -> str | None:
 
 
 async def create_signing_request(request: web.Request) -> web.Response:
+    rp = await authenticate_rp(request)  # 401 before any body check
     body = await read_json(request)
     order = parse_order(body)
-    rp = await authenticate_rp(request)
     flow = request.app[WEB_SIGNING]
     req = await flow.create(rp, order, http_id=request[REQUEST_ID])
     return web.json_response(

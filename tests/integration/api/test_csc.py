@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca.logentry import entry_fields
 from signer.keys.credential import CREDENTIAL_PREFIX
 from signer.storage.csc import CredentialAuthorization
-from tests.support.idp import DEMO_PASSWORDS, RunningIdp
+from tests.support.idp import DEMO_PASSWORDS, DEMO_SECRETS, RunningIdp
 from tests.support.service import DEV_CONFIG, run_qes
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import openssl_verify_chain, openssl_verify_signature, run
@@ -409,14 +409,34 @@ async def test_refusals_sign_nothing(
     await _use_up(csc, batch_token, other)
 
 
-async def test_credential_token_only_for_its_credential(csc: Csc, batch_token: str) -> None:
+async def another_token(idp: RunningIdp) -> str:
+    """A second demo-batch token: each one-shot credential is one signing operation, which
+    spends the token's jti (credentials/list)."""
+    return await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+
+
+async def test_a_token_makes_one_credential(csc: Csc, batch_token: str) -> None:
+    """A jti starts one signing operation: a second credentials/list with it is refused (and
+    makes no key), while info on the credential it made spends nothing."""
+    first = await csc.new_credential(batch_token)
+    status, body = await csc.call("credentials/list", batch_token, {})
+    assert (status, body["error"]) == (401, "invalid_token"), body
+    for _ in range(2):
+        status, body = await csc.call("credentials/info", batch_token, {"credentialID": first})
+        assert status == 200, body
+    await _use_up(csc, batch_token, first)
+
+
+async def test_credential_token_only_for_its_credential(
+    csc: Csc, batch_token: str, idp: RunningIdp
+) -> None:
     """A v2 credential token (the bearer is the secret, no SAD) works for the credential it
     was made for and is refused for another one, even of the same owner."""
     from signer.http.csc.api import CSC
 
     service = csc.app[CSC]
     first = await csc.new_credential(batch_token)
-    second = await csc.new_credential(batch_token)
+    second = await csc.new_credential(await another_token(idp))
     owner = await csc.record(first)
     row = await csc.pool.fetchrow(
         "SELECT token_issuer, token_subject FROM csc_credentials WHERE id=$1", first
@@ -460,14 +480,14 @@ async def test_credential_token_only_for_its_credential(csc: Csc, batch_token: s
 
 
 async def test_expired_credential_is_refused_and_swept(
-    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken
+    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken, idp: RunningIdp
 ) -> None:
     from signer.http.csc.api import CSC
 
     digest = digest_of(b"too late")
     used_late = await csc.new_credential(batch_token)
     sad = await csc.authorize(batch_token, used_late, [digest])
-    unused = await csc.new_credential(batch_token)
+    unused = await csc.new_credential(await another_token(idp))
     size = await csc.log_size()
 
     csc.clock.offset = PAST_CREDENTIAL_EXPIRY
@@ -633,7 +653,7 @@ async def test_sweeper_destroys_orphan_keys(csc: Csc, softhsm_token: SoftHsmToke
 
 
 async def test_audit_verify_accepts_csc_records(
-    csc: Csc, batch_token: str, auditor_token: str, signer_env: dict[str, str]
+    csc: Csc, batch_token: str, auditor_token: str, signer_env: dict[str, str], idp: RunningIdp
 ) -> None:
     """A CSC signature and an expired unused credential are records and log entries like any
     other: `qes audit verify` rebuilds their entries from the records and accepts the log."""
@@ -641,7 +661,7 @@ async def test_audit_verify_accepts_csc_records(
 
     credential_id = await csc.new_credential(batch_token)
     await _use_up(csc, batch_token, credential_id)
-    await csc.new_credential(batch_token)
+    await csc.new_credential(await another_token(idp))
     csc.clock.offset = PAST_CREDENTIAL_EXPIRY
     await csc.app[CSC].sweep()
     csc.clock.offset = timedelta(0)

@@ -675,7 +675,9 @@ async def test_csc_api_is_under_the_policy_and_the_kill_switch(
         status, body, _ = await csc(pclient, "signatures/signHash", bearer, sign)
         assert (status, body["error"]) == (400, "access_denied")
         assert "suspended" in body["error_description"]
-        status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+        # a new credential is a new signing operation: a token (jti) each
+        fresh = await token(policy_idp, "pol-csc")
+        status, body, _ = await csc(pclient, "credentials/list", fresh, {})
         assert (status, body["error"]) == (400, "access_denied")
     finally:
         assert (await admin(pclient, root, "/api/v1/admin/suspensions/resume", ident))[0] == 200
@@ -691,12 +693,13 @@ async def test_csc_api_is_under_the_policy_and_the_kill_switch(
     assert row is not None and (row["status"], row["failure"]) == ("failed", "suspended")
     assert not row["signed_count"] and row["destruction"] is not None  # key destroyed now
     # the rule's rate limit counts credentials (one key and certificate each, made by the
-    # first credentials/info; list only reserves the ID): 3 per minute
+    # first credentials/info; list only reserves the ID); each is its token's one operation
     for expected in (200, 200, 429):
-        status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+        fresh = await token(policy_idp, "pol-csc")
+        status, body, _ = await csc(pclient, "credentials/list", fresh, {})
         assert status == 200, body
         asked = {"credentialID": body["credentialIDs"][0]}
-        status, body, headers = await csc(pclient, "credentials/info", bearer, asked)
+        status, body, headers = await csc(pclient, "credentials/info", fresh, asked)
         assert status == expected, body
     assert 1 <= int(headers["Retry-After"]) <= 60
     # the unused credentials (the suspended one included) expire; the sweeper destroys keys

@@ -128,8 +128,11 @@ async def test_database_stopped_under_load(
     )
     app = create_app(own)
     client = await aiohttp_client(app)
-    headers = api_headers(batch_token)
-    assert (await client.post("/api/v1/signatures", json=BODY, headers=headers)).status == 201
+
+    def headers() -> dict[str, str]:  # each request its own signing operation
+        return api_headers(batch_token)
+
+    assert (await client.post("/api/v1/signatures", json=BODY, headers=headers())).status == 201
 
     stopped = asyncio.Event()
 
@@ -138,7 +141,7 @@ async def test_database_stopped_under_load(
         seen: list[tuple[int, Any, bool]] = []
         while True:
             sent_before_stop = not stopped.is_set()
-            resp = await client.post("/api/v1/signatures", json=BODY, headers=headers)
+            resp = await client.post("/api/v1/signatures", json=BODY, headers=headers())
             seen.append((resp.status, await resp.json(content_type=None), sent_before_stop))
             if not sent_before_stop:
                 return seen
@@ -157,7 +160,7 @@ async def test_database_stopped_under_load(
         if code == 503:
             assert payload["type"] == "/problems/database-unavailable"
             assert "signatures" not in payload
-    after_stop = await client.post("/api/v1/signatures", json=BODY, headers=headers)
+    after_stop = await client.post("/api/v1/signatures", json=BODY, headers=headers())
     assert after_stop.status == 503
     ready = await client.get("/readyz")
     assert ready.status == 503 and (await ready.json())["checks"]["database"] == "unavailable"
@@ -169,7 +172,7 @@ async def test_database_stopped_under_load(
         if code == 201:
             assert recorded[payload["serial"]] == "completed", "signature released unrecorded"
     assert set(recorded.values()) <= {"completed", "issued", "failed"}
-    assert (await client.post("/api/v1/signatures", json=BODY, headers=headers)).status == 201
+    assert (await client.post("/api/v1/signatures", json=BODY, headers=headers())).status == 201
 
 
 @pytest.mark.timeout(240)

@@ -238,17 +238,29 @@ async def test_duplicate_claims_are_malformed(idp: RunningIdp, make_registry: Ma
 
 
 async def test_replayed_jti(idp: RunningIdp, make_registry: MakeRegistry) -> None:
+    """A jti starts one operation; verifying (polling, listing) never spends it."""
     guard = MemoryReplayGuard()
-    registry = make_registry(legal_settings(idp, require_jti=True), replay=guard)
+    registry = make_registry(legal_settings(idp), replay=guard)  # require_jti on by default
     token = await batch_token(idp)
     first = await registry.verify_bearer(token)
-    await expect_reason(registry.verify_bearer(token), "replayed")
+    assert (await registry.verify_bearer(token)) == first
+    assert guard.seen == {}
+    await registry.start_operation(first, None)
     assert guard.seen[(idp.issuer, first.token_id or "")] == first.expires_at
-    await expect_reason(registry.verify_bearer(idp.mint(jti=None)), "missing_claim")
+    await expect_reason(registry.start_operation(first, None), "replayed")
+    await registry.start_operation(first, "idempotency-key-1")  # a keyed operation: allowed
+    # a token without jti passes, unless the issuer says "always"
+    bare = await registry.verify_bearer(idp.mint(jti=None))
+    await registry.start_operation(bare, None)
+    await registry.start_operation(bare, None)
+    strict = make_registry(legal_settings(idp, require_jti="always"), replay=guard)
+    bare = await strict.verify_bearer(idp.mint(jti=None))
+    await expect_reason(strict.start_operation(bare, None), "missing_claim")
     # a refused token does not consume its jti
     bad = idp.mint(aud="urn:other", jti="once")
     await expect_reason(registry.verify_bearer(bad), "bad_audience")
-    assert (await registry.verify_bearer(idp.mint(jti="once"))).token_id == "once"
+    once = await registry.verify_bearer(idp.mint(jti="once"))
+    await registry.start_operation(once, None)
 
 
 async def test_concurrent_first_use_shares_one_fetch(

@@ -90,6 +90,7 @@ async def test_watch_prints_filters_and_delivers_signed_webhooks(
     tmp_path: Path,
 ) -> None:
     start = await _integrate(client, auditor_token)
+    # one token, several signing operations: each its own Idempotency-Key (sign_random's)
     first = await sign_random(client, batch_token)
     refused = await sign_random(client, batch_token, profile="no-such-profile")
     other = await sign_random(client, alice_token)  # another client (demo-web): filtered out

@@ -103,9 +103,9 @@ async def test_one_scrape_counts_every_worker_and_prometheus_agrees(
     serials: list[str] = []
     # New connections until both workers (SO_REUSEPORT) have signed something; at most 60.
     while len(serials) < 60:
-        status, _, result = post_json(
-            f"{signer.url}/api/v1/signatures", sign_request_body(os.urandom(16)), auth, None
-        )
+        operation = {**auth, "Idempotency-Key": os.urandom(8).hex()}  # one token, many ops
+        body = sign_request_body(os.urandom(16))
+        status, _, result = post_json(f"{signer.url}/api/v1/signatures", body, operation, None)
         assert status == 201
         serials.append(result["serial"])
         pids = _worker_pids(multiproc)

@@ -43,7 +43,8 @@ from tests.support.prod import (
     sign_request_body,
     write_pair,
 )
-from tests.support.service import DEV_CONFIG, ROOT, SignerProcess, free_port, service_env
+from tests.support.prod import tls_signer as tls_signer_process
+from tests.support.service import DEV_CONFIG, ROOT, SignerProcess
 from tests.support.softhsm import SoftHsmToken
 from tests.support.webflow import sign_across
 
@@ -59,25 +60,14 @@ def tls_signer(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[SignerProcess, TlsFiles, object]]:
     work = tmp_path_factory.mktemp("tls")
-    files, server_ca = make_tls_files(work / "pki")
-    port = free_port()
-    env = service_env(
+    with tls_signer_process(
         token=softhsm_token,
         database_url=database_url,
         idp=idp,
-        port=port,
-        data_dir=work,
-        QES__SERVER__PUBLIC_URL=f"https://127.0.0.1:{port}",
-        QES__SERVER__TLS__CERTIFICATE_FILE=f'"{files.cert}"',
-        QES__SERVER__TLS__KEY_FILE=f'"{files.key}"',
-        QES__SERVER__TLS__CLIENT_CA_FILE=f'"{files.client_ca}"',
-        QES__SERVER__TLS__CLIENT_AUTH="optional",
+        work=work,
         QES__SERVER__TLS__RELOAD_SECONDS=str(RELOAD_SECONDS),
-    )
-    process = SignerProcess(env, port, work / "signer.log", tls=files.client_context())
-    process.start()
-    yield process, files, server_ca
-    process.stop()
+    ) as running:
+        yield running
 
 
 def s_client(port: int, *args: str | Path) -> subprocess.CompletedProcess[str]:
