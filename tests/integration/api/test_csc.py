@@ -188,7 +188,7 @@ async def test_info_advertises_both_versions(csc: Csc) -> None:
 
 
 async def test_credentials_list_never_makes_a_key(
-    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken
+    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken, idp: RunningIdp
 ) -> None:
     """Issue 17 item 9: list N times, the token's objects are unchanged and the ID is the same
     reservation; the first info makes one key pair, later ones none; authorize of a fresh
@@ -209,11 +209,12 @@ async def test_credentials_list_never_makes_a_key(
         status, info = await csc.call("credentials/info", batch_token, asked)
         assert status == 200 and info["key"]["status"] == "enabled", info
         assert len(softhsm_token.list_objects()) == before + 2  # one key pair, made once
-    status, body = await csc.call("credentials/list", batch_token, {})
+    other = await another_token(idp)  # making a credential spends its token's jti
+    status, body = await csc.call("credentials/list", other, {})
     (second,) = body["credentialIDs"]
     assert second != credential_id and len(softhsm_token.list_objects()) == before + 2
     digest = digest_of(b"authorised first")
-    await csc.authorize(batch_token, second, [digest])  # no info before: authorize makes it
+    await csc.authorize(other, second, [digest])  # no info before: authorize makes it
     assert len(softhsm_token.list_objects()) == before + 4
     for used in (credential_id, second):
         await _use_up(csc, batch_token, used)
@@ -411,16 +412,24 @@ async def test_refusals_sign_nothing(
 
 async def another_token(idp: RunningIdp) -> str:
     """A second demo-batch token: each one-shot credential is one signing operation, which
-    spends the token's jti (credentials/list)."""
+    spends the token's jti (where the credential is made: the first info or authorize)."""
     return await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
 
 
-async def test_a_token_makes_one_credential(csc: Csc, batch_token: str) -> None:
-    """A jti starts one signing operation: a second credentials/list with it is refused (and
-    makes no key), while info on the credential it made spends nothing."""
+async def test_a_token_makes_one_credential(
+    csc: Csc, batch_token: str, softhsm_token: SoftHsmToken
+) -> None:
+    """A jti starts one signing operation: making a second credential with it is refused and
+    makes no key (listing only reserves an ID and spends nothing), while info on the
+    credential it made spends nothing."""
     first = await csc.new_credential(batch_token)
+    before = len(softhsm_token.list_objects())
     status, body = await csc.call("credentials/list", batch_token, {})
+    assert status == 200, body
+    (reserved,) = body["credentialIDs"]
+    status, body = await csc.call("credentials/info", batch_token, {"credentialID": reserved})
     assert (status, body["error"]) == (401, "invalid_token"), body
+    assert len(softhsm_token.list_objects()) == before
     for _ in range(2):
         status, body = await csc.call("credentials/info", batch_token, {"credentialID": first})
         assert status == 200, body

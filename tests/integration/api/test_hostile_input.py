@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -96,7 +97,15 @@ async def test_a_refusal_names_the_field_not_the_input(
 async def test_signing_requests_refuse_hostile_values(
     web: TestClient, change: dict[str, Any], status: int, slug: str
 ) -> None:
-    resp = await post_json(web, "/api/v1/signing-requests", {**ORDER, **change})
+    from signer.http.sign.api import RP_REGISTRY
+
+    added = await web.app[RP_REGISTRY].add("Hostile", [ORDER["redirect_uri"]])
+    basic = aiohttp.encode_basic_auth(added.client.client_id, added.secret)  # RP first (401)
+    resp = await web.post(
+        "/api/v1/signing-requests",
+        data=json.dumps({**ORDER, **change}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": basic},
+    )
     await problem(resp, status, slug)
 
 
