@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from signer.errors import RequestError
-from signer.http.kit.params import hostile_text
+from signer.http.kit.params import hostile_text, text_fault
 from signer.http.kit.problems import (
     BodyTooLarge,
     ClientGone,
@@ -40,7 +40,6 @@ MAX_JSON_DEPTH = 32
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -117,4 +116,4 @@ def parse_json(raw: bytes, limit: int = MAX_JSON_DEPTH, *, check_text: bool = Tr
 
 def text_ok(value: str) -> bool:
     """Text without NUL and without unpaired surrogates (see the module docstring)."""
-    return _BAD_TEXT.search(value) is None
+    return text_fault(value) is None
