@@ -14,17 +14,19 @@ import contextlib
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pkcs11.exceptions import MultipleTokensReturned, NoSuchToken, PKCS11Error
+from pkcs11.exceptions import GeneralError, MultipleTokensReturned, NoSuchToken, PKCS11Error
 
 from signer import metrics
 from signer.errors import HsmUnavailable
 from signer.keys._context import holding
 from signer.keys._module import (
     _LOCK,
+    _LOGIN_BACKOFF,
     CKS_RO_USER_FUNCTIONS,
     CKS_RW_USER_FUNCTIONS,
     Module,
@@ -219,13 +221,26 @@ class Link:
 
 
 def _find_token(module: Module, label: str) -> Any:
-    try:
-        return module.lib.get_token(token_label=label)
-    except NoSuchToken as exc:
-        raise HsmUnavailable(
-            f"no token labelled {label!r} in PKCS#11 module {module.path}"
-        ) from exc
-    except MultipleTokensReturned as exc:
-        raise HsmUnavailable(f"several tokens labelled {label!r} in {module.path}") from exc
-    except PKCS11Error as exc:
-        raise HsmUnavailable(f"cannot list tokens of {module.path}: {exc!r}") from exc
+    """The token labelled ``label`` (C_GetSlotList, C_GetTokenInfo), looked up again with the
+    login's backoff while it is missing or the lookup fails with CKR_GENERAL_ERROR: SoftHSM
+    rewrites the token file at every login, and another process reading it meanwhile sees no
+    token or a general error (STANDARDS.md §8; measured: a lookup beside a process logging in
+    fails more often than not). Only after the last attempt is the token called missing."""
+    for delay in (*_LOGIN_BACKOFF, None):
+        try:
+            return module.lib.get_token(token_label=label)
+        except (NoSuchToken, GeneralError) as exc:
+            if delay is None:
+                raise _lookup_failure(module, label, exc) from exc
+            time.sleep(delay)
+        except (MultipleTokensReturned, PKCS11Error) as exc:
+            raise _lookup_failure(module, label, exc) from exc
+    raise AssertionError("unreachable")
+
+
+def _lookup_failure(module: Module, label: str, exc: PKCS11Error) -> HsmUnavailable:
+    if isinstance(exc, NoSuchToken):
+        return HsmUnavailable(f"no token labelled {label!r} in PKCS#11 module {module.path}")
+    if isinstance(exc, MultipleTokensReturned):
+        return HsmUnavailable(f"several tokens labelled {label!r} in {module.path}")
+    return HsmUnavailable(f"cannot list tokens of {module.path}: {exc!r}")

@@ -51,6 +51,40 @@ def test_unknown_token_label_names_it(softhsm_token: SoftHsmToken) -> None:
         Hsm.open(settings)
 
 
+_LOG_IN_AND_OUT = """
+import os, signal, sys, time
+import pkcs11
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))  # ends between logins, never in one
+token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+print("logging in and out", flush=True)
+while not stop:
+    try:
+        with token.open(user_pin=os.environ["QES_TEST_PIN"]):
+            pass
+    except pkcs11.exceptions.GeneralError:  # our own lookups and logins race it too
+        pass
+    time.sleep(0.005)  # logins as close together as a starting group's
+"""
+
+
+def test_token_is_found_while_another_process_logs_in(softhsm_token: SoftHsmToken) -> None:
+    """SoftHSM rewrites its token file at every login; a process looking the token up
+    meanwhile sees no token or CKR_GENERAL_ERROR (STANDARDS.md §8). Workers starting together
+    meet exactly this: the lookup must ride it out, not fail the start."""
+    child = softhsm_token.python(
+        _LOG_IN_AND_OUT, softhsm_token.module, softhsm_token.label, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline()
+        for _ in range(300):
+            Hsm.open(softhsm_token.settings(sessions=1)).close()
+        assert child.poll() is None, "the process logging in beside us stopped early"
+    finally:
+        child.terminate()
+        child.wait(30)
+
+
 def test_missing_module_names_it() -> None:
     settings = HsmSettings("/nonexistent/libpkcs11.so", "x", Secret("1234"))
     with pytest.raises(HsmUnavailable, match=r"module not found: /nonexistent/libpkcs11\.so"):
