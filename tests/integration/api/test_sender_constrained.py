@@ -166,6 +166,20 @@ async def test_a_token_starts_one_signing_operation_but_may_poll_freely(
     assert (await replay.json())["serial"] == (await second.json())["serial"] != serial
 
 
+async def test_concurrent_replays_start_one_operation(
+    make_client: Callable[..., Any], batch_token: str, count_records: Callable[[], Any]
+) -> None:
+    """One token sent four times at once without an Idempotency-Key: the jti is spent once,
+    after admission and before the key is made, so one request signs and three are refused."""
+    client = await make_client()
+    before = await count_records()
+    auth = {"Authorization": f"Bearer {batch_token}"}
+    answers = await asyncio.gather(*(client.post(PATH, json=BODY, headers=auth) for _ in range(4)))
+    kinds = sorted([[a.status, (await a.json(content_type=None)).get("type", "")] for a in answers])
+    assert kinds == [[201, ""]] + [[401, "/problems/token-replayed"]] * 3, kinds
+    assert await count_records() == before + 1
+
+
 async def test_an_issuer_without_jti_in_its_tokens_keeps_working(
     make_client: Callable[..., Any], idp: RunningIdp
 ) -> None:
