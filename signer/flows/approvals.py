@@ -43,7 +43,7 @@ from signer.flows.websign import principal_from_json as principal_from_data
 from signer.flows.websign import principal_json as principal_data
 from signer.formats.pdf import PreparedPdf, embed
 from signer.policy.rules import PolicyRefusal
-from signer.signing.pipeline import SignatureRequest, SigningService
+from signer.signing.pipeline import SignatureRequest, SigningService, Start
 from signer.storage.approvals import (
     ApprovalStore,
     NewApprovalRequest,
@@ -194,9 +194,20 @@ class ApprovalService:
             return None
 
     async def hold(
-        self, principal: Principal, hold: Hold, requirement: Requirement, *, request_id: str
+        self,
+        principal: Principal,
+        hold: Hold,
+        requirement: Requirement,
+        *,
+        request_id: str,
+        start: Start | None = None,
     ) -> Held:
+        """Hold an admitted request for its approvers. Holding it is its signing operation:
+        ``start`` (the token's ``jti``, RFC 7519 §4.1.7) runs once admission allowed it, so a
+        refused request spends nothing; the approved signing later needs no token."""
         await self._admit(principal, hold.request, request_id)
+        if start is not None:
+            await start()
         now = self._clock()
         secret = secrets.token_urlsafe(32) if hold.webhook_url else None
         new = NewApprovalRequest(

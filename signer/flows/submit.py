@@ -15,7 +15,7 @@ from typing import Any
 
 from idp_adapter.principal import Principal
 from signer.flows.approvals import ApprovalService, Held, Hold
-from signer.signing.pipeline import SignatureRequest, SignatureResult, SigningService
+from signer.signing.pipeline import SignatureRequest, SignatureResult, SigningService, Start
 from signer.storage.records import IdempotencyKey
 
 __all__ = ["Held", "Signed", "submit"]
@@ -38,14 +38,19 @@ async def submit(
     request_id: str,
     hold: Callable[[], Hold],
     idempotency: IdempotencyKey | None = None,
+    start: Start | None = None,
 ) -> Signed | Held:
     """Hold ``request`` for approval when the requester's rule asks for it (``hold`` builds
     the held request's labels and reason, only then), else sign it. ``idempotency`` goes with a
-    signing to its completion commit; a held request's 202 is kept by the HTTP kit."""
+    signing to its completion commit; a held request's 202 is kept by the HTTP kit. ``start``
+    (the token's ``jti``, RFC 7519 §4.1.7) runs once either admitted the request: a refused
+    one spends nothing."""
     requirement = None if approvals is None else approvals.requirement(principal)
     if approvals is not None and requirement is not None:
-        return await approvals.hold(principal, hold(), requirement, request_id=request_id)
+        return await approvals.hold(
+            principal, hold(), requirement, request_id=request_id, start=start
+        )
     result, body = await signing.sign(
-        principal, request, request_id=request_id, idempotency=idempotency
+        principal, request, request_id=request_id, idempotency=idempotency, start=start
     )
     return Signed(result, body)

@@ -199,7 +199,9 @@ class CscService:
     ) -> None:
         """Making a credential (its key, its certificate) is one signing operation: it spends
         the token's ``jti`` through ``start_operation`` (idp_adapter's
-        ``IssuerRegistry.start_operation``, RFC 7519 §4.1.7); reading it again does not."""
+        ``IssuerRegistry.start_operation``, RFC 7519 §4.1.7) once the policy, the kill switch
+        and the limits admitted it (:meth:`_admit`), so a refused one leaves the token for the
+        retry; reading it again does not."""
         self._start_operation = start_operation
 
     def now(self) -> datetime:
@@ -245,8 +247,6 @@ class CscService:
         if not await self._store.claim(credential_id, now, now + CLAIM):
             return await self._made_elsewhere(credential_id)
         try:
-            if self._start_operation is not None:  # a credential is one signing operation
-                await self._start_operation(principal, None)
             return await self.create_credential(principal, request_id, credential_id)
         except BaseException:
             await asyncio.shield(self._store.release(credential_id))
@@ -306,8 +306,10 @@ class CscService:
         return created
 
     async def _admit(self, principal: Principal, request_id: str) -> tuple[Level, Subject]:
-        """Policy (may this identity sign, with which subject) and the bound on unused
-        credentials; a refusal is logged before it is raised."""
+        """Policy (may this identity sign, with which subject), the bound on unused
+        credentials and the rate limit; a refusal is logged before it is raised. Last, the
+        credential is a signing operation that goes ahead: the token's ``jti`` is spent now
+        (:meth:`spend_tokens_with`), before the key exists, and never for a refused one."""
         try:
             decision = self._screen(principal, digests=0)
             level, subject = self._policy(principal, None)
@@ -321,6 +323,8 @@ class CscService:
         except RequestError as exc:
             await self._refuse(_requester(principal), principal.subject_type, None, request_id, exc)
             raise
+        if self._start_operation is not None:
+            await self._start_operation(principal, None)
         return level, subject
 
     def _screen(self, principal: Principal, *, digests: int) -> Decision | None:

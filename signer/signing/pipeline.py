@@ -27,7 +27,7 @@ import asyncio
 import base64
 import dataclasses
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -131,6 +131,11 @@ class SignatureResult:
 # digests are in it (the first request always fits: its own limit is server.max_digests).
 MAX_BATCH = 8
 MAX_BATCH_DIGESTS = 1000
+
+#: Starts the signing operation once admission allowed it: the HTTP edge spends the access
+#: token's ``jti`` here (RFC 7519 §4.1.7; ``signer.http.kit.refused.start_operation``), so a
+#: request the policy, the kill switch or the rate limit refuses leaves the token unspent.
+Start = Callable[[], Awaitable[None]]
 
 #: The result (with its log index) and its JSON value plus ``"log": {"index": N}``.
 _Outcome = tuple["SignatureResult", "Mapping[str, Any]"]
@@ -278,20 +283,26 @@ class SigningService:
         )
 
     async def _admit(
-        self, principal: Principal, request: SignatureRequest, approved: bool
+        self, principal: Principal, request: SignatureRequest, approved: bool, start: Start | None
     ) -> tuple[Level, Subject]:
+        """The kill switch, the policy and the identity's profiles, then the rate limit (a
+        refused request counts nothing), then ``start``: the operation goes ahead, and only
+        now is the token's ``jti`` spent (RFC 7519 §4.1.7), before any key exists."""
         if self.gate is None:
-            return self.authorize(principal, request.profile)
-        decision = self.gate.check(
-            principal,
-            client_id=principal.client_id,
-            profile=request.profile or principal.default_profile,
-            digests=len(request.digests),
-            approved=approved,
-        )
-        authorized = self.authorize(principal, request.profile)
-        if not approved:  # a held request was counted once, when it was made
-            await self.gate.count(principal, decision)  # last: a refused one counts nothing
+            authorized = self.authorize(principal, request.profile)
+        else:
+            decision = self.gate.check(
+                principal,
+                client_id=principal.client_id,
+                profile=request.profile or principal.default_profile,
+                digests=len(request.digests),
+                approved=approved,
+            )
+            authorized = self.authorize(principal, request.profile)
+            if not approved:  # a held request was counted once, when it was made
+                await self.gate.count(principal, decision)
+        if start is not None:
+            await start()
         return authorized
 
     async def start(self, lanes: int) -> None:
@@ -323,17 +334,19 @@ class SigningService:
         request_id: str,
         idempotency: IdempotencyKey | None = None,
         approved: bool = False,
+        start: Start | None = None,
     ) -> _Outcome:
         """Sign ``request`` for ``principal``; returns the result and its JSON value
         (:meth:`SignatureResult.as_json`, stored with the completion as the idempotent response,
         plus ``"log": {"index": N}``). A request refused by policy is logged as a
         refusal entry before the refusal is raised. With a :class:`~signer.policy.enforcement.Gate`
         the kill switch, the policy file and its rate limit apply too (``approved``: the
-        rule's m-of-n approval is in)."""
+        rule's m-of-n approval is in). ``start`` runs once all of that admitted the request
+        (:data:`Start`: the token's ``jti`` is spent then, not for a refused request)."""
         if self.log_guard is not None:
             self.log_guard()
         try:
-            level, subject = await self._admit(principal, request, approved)
+            level, subject = await self._admit(principal, request, approved, start)
         except (ProfileNotAllowed, SubjectNotIssuable, PolicyRefusal) as exc:
             await self.log_refusal(principal, request, request_id, exc)
             raise

@@ -19,7 +19,7 @@ from signer.formats.pdf import embed, prepare
 from signer.http.kit import hold as approvals
 from signer.http.kit.body import read_limited
 from signer.http.kit.problems import InvalidRequest, UnsupportedMediaType
-from signer.http.kit.refused import authenticate_signing, start_operation
+from signer.http.kit.refused import authenticate_signing
 from signer.http.kit.state import SERVICES, Services
 from signer.signing.pipeline import SignatureRequest
 
@@ -53,7 +53,6 @@ async def sign_pdf(request: web.Request) -> web.Response:
     # The token first (401 before any body check); a refusal at either step is logged.
     asked = SignatureRequest("sha256", (), profile=profile, format="pades")
     (field, document), principal = await authenticate_signing(request, read, lambda _: asked)
-    await start_operation(request, principal, None, asked)
     now: datetime = services.clock()
     prepared = await asyncio.to_thread(prepare, document, field, now)
     sign_request = SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades")

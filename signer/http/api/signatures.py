@@ -28,7 +28,7 @@ from signer.http.kit.problems import (
     UnsupportedFormat,
     WrongDigestLength,
 )
-from signer.http.kit.refused import authenticate_signing, start_operation
+from signer.http.kit.refused import authenticate_signing
 from signer.http.kit.state import REQUEST_ID, SERVICES, Services
 from signer.settings.config import DIGEST_SIZES
 from signer.signing.pipeline import SignatureRequest
@@ -86,8 +86,6 @@ async def create_signatures(request: web.Request) -> web.Response:
     if replay is not None:
         return replayed(replay)
     try:
-        key = None if idem is None else idem.key
-        await start_operation(request, principal, key, sign_request)
         outcome = await approvals.submitted(
             request,
             principal,

@@ -33,7 +33,13 @@ from signer.http.csc.models import BODIES, CscBody
 from signer.http.kit.auth import bearer_token, verify_token
 from signer.http.kit.body import parse_json, read_body
 from signer.http.kit.params import hostile_text
-from signer.http.kit.problems import PROOF_DETAIL, TOKEN_DETAIL, ClientGone
+from signer.http.kit.problems import (
+    PROOF_DETAIL,
+    TOKEN_DETAIL,
+    ClientGone,
+    refusal_headers,
+    translate,
+)
 from signer.http.kit.refused import log_refusal
 from signer.http.kit.state import REQUEST_ID, SERVICES
 from signer.signing.csc import (
@@ -139,7 +145,10 @@ def check_parameters(body: dict[str, Any], model: type[CscBody]) -> None:
 
 
 def error_response(exc: BaseException, request: web.Request) -> web.Response:
-    """A CSC error body for ``exc``; details go to the log with the request id only."""
+    """A CSC error body for ``exc``; details go to the log with the request id only. The
+    headers are the batch API's (:func:`refusal_headers`): a 401 for a DPoP proof carries
+    ``WWW-Authenticate: DPoP error=...`` and, for ``use_dpop_nonce``, a fresh ``DPoP-Nonce``
+    (RFC 9449 §7.1, §8, §9)."""
     status, error, description = _classify(exc)
     level = "warning" if status < 500 else "error"
     if status == 500 and not isinstance(exc, SignerError):
@@ -152,16 +161,11 @@ def error_response(exc: BaseException, request: web.Request) -> web.Response:
             kind=getattr(exc, "slug", type(exc).__name__),
             detail=str(exc) or type(exc).__name__,
         )
-    headers = {}
-    if status == 401:
-        headers["WWW-Authenticate"] = f'Bearer error="{error}"'
-    if status == 503:
-        headers["Retry-After"] = "5"
-    retry_after = getattr(exc, "retry_after", None)
-    if status == 429 and isinstance(retry_after, int):  # the signing policy's rate limit
-        headers["Retry-After"] = str(retry_after)
+    kind = translate(exc)  # the batch API's kind of refusal: the same challenge and nonce
     return web.json_response(
-        {"error": error, "error_description": description}, status=status, headers=headers
+        {"error": error, "error_description": description},
+        status=status,
+        headers=refusal_headers(None if kind is None else kind[0], status),
     )
 
 

@@ -22,6 +22,7 @@ from signer.formats.pdf import PreparedPdf
 from signer.http.kit.idempotency import keep
 from signer.http.kit.links import with_proof_url
 from signer.http.kit.problems import InvalidRequest
+from signer.http.kit.refused import start_operation
 from signer.http.kit.state import REQUEST_ID, SERVICES
 from signer.signing.pipeline import SignatureRequest
 from signer.storage.approvals import StoredApprovalRequest
@@ -74,7 +75,14 @@ async def submitted(
     idempotency: IdempotencyKey | None = None,
 ) -> Signed | web.Response:
     """:func:`signer.flows.submit.submit` for a batch surface: what was signed, or the 202 of
-    a request held for m-of-n approval (issue 7)."""
+    a request held for m-of-n approval (issue 7). The operation starts (the token's ``jti`` is
+    spent, :func:`start_operation`) only once the policy, the kill switch and the rate limit
+    admitted it: a refused request leaves the token for the corrected retry."""
+    key = None if idempotency is None else idempotency.key
+
+    async def start() -> None:
+        await start_operation(request, principal, key, sign_request)
+
     outcome = await submit(
         request.app[SERVICES].signing,
         request.app.get(APPROVALS),
@@ -83,6 +91,7 @@ async def submitted(
         request_id=request[REQUEST_ID],
         hold=hold,
         idempotency=idempotency,
+        start=start,
     )
     if isinstance(outcome, Held):
         return await accepted(request, outcome, idempotency)

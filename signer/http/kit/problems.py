@@ -307,7 +307,21 @@ def problem_response(
     }
     if detail:
         body["detail"] = detail
-    headers = {}
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type=PROBLEM_JSON,
+        headers=refusal_headers(err, status),
+    )
+
+
+def refusal_headers(err: SignerError | None, status: int) -> dict[str, str]:
+    """The headers of a refusal of kind ``err`` (:func:`translate`) answered ``status``, the
+    same on every surface (problem+json here, the CSC API's error bodies): a 401's challenge
+    (RFC 6750 §3; the kind's ``DPoP`` one, RFC 9449 §7.1), the kind's own headers (a fresh
+    ``DPoP-Nonce`` with ``use_dpop_nonce``, RFC 9449 §8, §9), ``Retry-After`` on 503 and on
+    a rate limit's 429 (RFC 6585 §4, RFC 9110 §10.2.3)."""
+    headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = getattr(err, "challenge", 'Bearer error="invalid_token"')
     headers.update(getattr(err, "headers", {}))
@@ -315,10 +329,8 @@ def problem_response(
         headers["Retry-After"] = "5"
     retry_after = getattr(err, "retry_after", None)
     if status == 429 and isinstance(retry_after, int):
-        headers["Retry-After"] = str(retry_after)  # RFC 6585 §4, RFC 9110 §10.2.3
-    return web.Response(
-        status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
-    )
+        headers["Retry-After"] = str(retry_after)
+    return headers
 
 
 _HTTP_KINDS: dict[int, type[SignerError]] = {

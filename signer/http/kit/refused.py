@@ -115,6 +115,8 @@ async def start_operation(
 ) -> None:
     """A signing operation starts: spend the token's ``jti`` (one operation per ``jti``, or per
     ``Idempotency-Key`` when the client sent one; :meth:`IssuerRegistry.start_operation`).
+    Run by the pipeline as its ``Start`` once the policy, the kill switch and the rate limit
+    admitted the request (``signer.http.kit.hold.submitted``), never for a refused one.
     A replayed ``jti`` is refused 401 ``token-replayed`` and logged as a refusal."""
     try:
         await request.app[SERVICES].tokens.start_operation(principal, idempotency_key)

@@ -46,6 +46,8 @@ BOTS = [
     bot("pol-victim"),
     bot("pol-admin", roles=["qes-admin"]),
     bot("pol-csc"),
+    bot("pol-retry"),
+    bot("pol-csc-retry"),
 ]
 CLIENTS = [*DEMO_CLIENTS, *BOTS]
 
@@ -98,6 +100,11 @@ max_digests = 2
 rate_limit = {{ per_minute = 3 }}
 
 [[rule]]
+name = "retry-bots"
+clients = ["pol-retry", "pol-csc-retry"]
+rate_limit = {{ per_minute = 100, per_day = 2 }}
+
+[[rule]]
 name = "needs-approval"
 clients = ["pol-approve"]
 approvals = {{ required = 1, group = "treasurers" }}
@@ -122,14 +129,22 @@ async def token(idp: RunningIdp, client_id: str) -> str:
 
 
 async def post_sign(
-    client: TestClient, bearer: str, *, n: int = 1, profile: str | None = None
+    client: TestClient,
+    bearer: str,
+    *,
+    n: int = 1,
+    profile: str | None = None,
+    operation: bool = True,
 ) -> tuple[int, Any, Any]:
-    """POST n random SHA-256 digests (raw); status, body, headers."""
+    """POST n random SHA-256 digests (raw); status, body, headers. ``operation=False``: no
+    ``Idempotency-Key``, so the token's ``jti`` is the operation (``api_headers``)."""
     body: dict[str, Any] = {
         "hash_algorithm": "sha256",
         "hashes": [base64.b64encode(os.urandom(32)).decode() for _ in range(n)],
     }
     if profile is not None:
         body["profile"] = profile
-    resp = await client.post("/api/v1/signatures", json=body, headers=api_headers(bearer))
+    resp = await client.post(
+        "/api/v1/signatures", json=body, headers=api_headers(bearer, operation=operation)
+    )
     return resp.status, await resp.json(), resp.headers

@@ -208,6 +208,20 @@ async def test_max_digests_rule(pclient: TestClient, policy_idp: RunningIdp) -> 
     assert (status, slug(body)) == (403, "policy-too-many-digests")
 
 
+async def test_a_request_the_client_fixes_signs_with_the_same_token(
+    pclient: TestClient, policy_idp: RunningIdp
+) -> None:
+    """Issue 17: too many digests for the rule (403) spends no jti; the same token signs the
+    corrected request, once."""
+    bearer = await token(policy_idp, "pol-digests")
+    status, body, _ = await post_sign(pclient, bearer, n=3, operation=False)
+    assert (status, slug(body)) == (403, "policy-too-many-digests")
+    status, body, _ = await post_sign(pclient, bearer, n=2, operation=False)
+    assert status == 201, body
+    status, body, _ = await post_sign(pclient, bearer, operation=False)
+    assert (status, slug(body)) == (401, "token-replayed")
+
+
 async def test_approval_rule_is_not_signed_without_approval(
     pclient: TestClient, policy_idp: RunningIdp
 ) -> None:
@@ -267,6 +281,37 @@ async def test_per_day_limit_429_with_retry_after(
     finally:
         await conn.close()
     assert dict((r["span"], r["count"]) for r in counts) == {"minute": 3, "day": 3}
+
+
+# ------------------------------------------------------------------ a refusal spends no jti
+
+
+async def test_a_refused_request_leaves_its_token_for_the_retry(
+    pclient: TestClient, policy_idp: RunningIdp
+) -> None:
+    """Issue 17: without an Idempotency-Key the token's jti is the operation, and a request
+    the policy (403) or the rate limit (429) refuses signs nothing, so it spends no jti: the
+    same token signs once the policy allows. A token still signs only once."""
+    root = await token(policy_idp, "pol-admin")
+    bearer = await token(policy_idp, "pol-retry")  # rule "retry-bots": 2 a day
+    ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-retry"}
+    assert (await admin(pclient, root, "/api/v1/admin/suspensions", ident))[0] == 201
+    try:
+        status, body, _ = await post_sign(pclient, bearer, operation=False)
+        assert (status, slug(body)) == (403, "suspended")
+    finally:
+        assert (await admin(pclient, root, "/api/v1/admin/suspensions/resume", ident))[0] == 200
+    status, body, _ = await post_sign(pclient, bearer, operation=False)
+    assert status == 201, body
+    status, body, _ = await post_sign(pclient, bearer, operation=False)
+    assert (status, slug(body)) == (401, "token-replayed")
+    # The replay was counted (the count comes before the jti: a refused count spends none),
+    # so the day's two are used; a fresh token is refused 429 and stays unspent: 429 again.
+    fresh = await token(policy_idp, "pol-retry")
+    for _ in range(2):
+        status, body, headers = await post_sign(pclient, fresh, operation=False)
+        assert (status, slug(body)) == (429, "rate-limited"), body
+        assert int(headers["Retry-After"]) > 0
 
 
 async def test_refusals_and_pdf_upload_are_enforced_too(
@@ -702,9 +747,56 @@ async def test_csc_api_is_under_the_policy_and_the_kill_switch(
         status, body, headers = await csc(pclient, "credentials/info", fresh, asked)
         assert status == expected, body
     assert 1 <= int(headers["Retry-After"]) <= 60
+    # the refused credential made nothing and spent no jti: the retry is refused 429 again
+    status, body, _ = await csc(pclient, "credentials/info", fresh, asked)
+    assert (status, body["error"]) == (429, "access_denied"), body
     # the unused credentials (the suspended one included) expire; the sweeper destroys keys
     from signer.http.csc.api import CSC
 
     clock.advance(575)  # past the certificates (600 s less the 30 s backdate)
     await pclient.server.app[CSC].sweep()  # the background sweeper may have been first
     assert await pclient.server.app[CSC].sweep() == 0
+
+
+async def test_a_refused_credential_leaves_its_token_for_the_retry(
+    pclient: TestClient, policy_idp: RunningIdp
+) -> None:
+    """Issue 17 on the CSC API: a credential is a signing operation; one the kill switch
+    refuses makes no key and spends no jti, so the same token makes it after the resume,
+    signs with it (signHash: the SAD, not the jti), and cannot make a second one."""
+    root = await token(policy_idp, "pol-admin")
+    bearer = await token(policy_idp, "pol-csc-retry")
+    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 200, body
+    (credential,) = body["credentialIDs"]
+    ident = {"scope": "identity", "issuer": policy_idp.issuer, "subject": "pol-csc-retry"}
+    assert (await admin(pclient, root, "/api/v1/admin/suspensions", ident))[0] == 201
+    try:
+        status, body, _ = await csc(
+            pclient, "credentials/info", bearer, {"credentialID": credential}
+        )
+        assert (status, body["error"]) == (400, "access_denied"), body
+        assert "suspended" in body["error_description"]
+    finally:
+        assert (await admin(pclient, root, "/api/v1/admin/suspensions/resume", ident))[0] == 200
+    status, body, _ = await csc(pclient, "credentials/info", bearer, {"credentialID": credential})
+    assert status == 200, body
+    digest = [base64.b64encode(hashlib.sha256(b"retried").digest()).decode()]
+    asked = {"credentialID": credential, "numSignatures": 1, "hash": digest}
+    status, body, _ = await csc(pclient, "credentials/authorize", bearer, asked)
+    assert status == 200, body
+    sign = {
+        "credentialID": credential,
+        "SAD": body["SAD"],
+        "hashAlgo": "2.16.840.1.101.3.4.2.1",
+        "signAlgo": "1.2.840.10045.4.3.2",
+        "hash": digest,
+    }
+    status, body, _ = await csc(pclient, "signatures/signHash", bearer, sign)
+    assert status == 200 and len(body["signatures"]) == 1, body
+    # a second credential with the same token is a replay: refused, no key made
+    status, body, _ = await csc(pclient, "credentials/list", bearer, {})
+    assert status == 200, body
+    again = {"credentialID": body["credentialIDs"][0]}
+    status, body, _ = await csc(pclient, "credentials/info", bearer, again)
+    assert (status, body["error"]) == (401, "invalid_token"), body

@@ -166,6 +166,20 @@ async def test_a_token_starts_one_signing_operation_but_may_poll_freely(
     assert (await replay.json())["serial"] == (await second.json())["serial"] != serial
 
 
+async def test_concurrent_replays_start_one_operation(
+    make_client: Callable[..., Any], batch_token: str, count_records: Callable[[], Any]
+) -> None:
+    """One token sent four times at once without an Idempotency-Key: the jti is spent once,
+    after admission and before the key is made, so one request signs and three are refused."""
+    client = await make_client()
+    before = await count_records()
+    auth = {"Authorization": f"Bearer {batch_token}"}
+    answers = await asyncio.gather(*(client.post(PATH, json=BODY, headers=auth) for _ in range(4)))
+    kinds = sorted([[a.status, (await a.json(content_type=None)).get("type", "")] for a in answers])
+    assert kinds == [[201, ""]] + [[401, "/problems/token-replayed"]] * 3, kinds
+    assert await count_records() == before + 1
+
+
 async def test_an_issuer_without_jti_in_its_tokens_keeps_working(
     make_client: Callable[..., Any], idp: RunningIdp
 ) -> None:
@@ -312,3 +326,31 @@ async def test_a_server_nonce_is_asked_for_and_then_accepted(
     proof = key.proof("POST", url(settings), access_token=token, nonce=nonce)
     resp = await client.post(PATH, json=BODY, headers=dpop_headers(token, proof))
     assert resp.status == 201, await resp.text()
+
+
+async def test_the_csc_api_asks_for_a_nonce_the_same_way(
+    make_client: Callable[..., Any],
+    settings: Any,
+    idp: RunningIdp,
+) -> None:
+    """RFC 9449 §8/§9 on the CSC API: 401 ``use_dpop_nonce`` (CSC's error body) with
+    ``WWW-Authenticate: DPoP error="use_dpop_nonce"`` and a fresh ``DPoP-Nonce``, as the batch
+    API answers; the retry with that nonce is served."""
+    client = await make_client(sender_constraint="dpop", dpop_nonce=True)
+    key = DpopKey.generate()
+    token = await bound_token(idp, key)
+    path = "/csc/v2/credentials/list"
+    proof = key.proof("POST", url(settings, path), access_token=token)
+    resp = await client.post(path, json={}, headers=dpop_headers(token, proof))
+    body = await resp.json()
+    assert (resp.status, body["error"]) == (401, "use_dpop_nonce"), body
+    assert resp.headers["WWW-Authenticate"].startswith('DPoP error="use_dpop_nonce"')
+    nonce = resp.headers["DPoP-Nonce"]
+    proof = key.proof("POST", url(settings, path), access_token=token, nonce=nonce)
+    resp = await client.post(path, json={}, headers=dpop_headers(token, proof))
+    assert resp.status == 200, await resp.text()
+    # a proof for another URL is refused with the DPoP scheme's challenge too (RFC 9449 §7.1)
+    proof = key.proof("POST", url(settings), access_token=token, nonce=nonce)
+    resp = await client.post(path, json={}, headers=dpop_headers(token, proof))
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith('DPoP error="invalid_dpop_proof"')
