@@ -117,8 +117,15 @@ async def _serve(settings: Any, ssl_context: Any = None) -> None:
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(AcceptErrorLog())
-    for signum in _STOP_SIGNALS:  # during setup too: one stop, however many signals
-        loop.add_signal_handler(signum, _stop_requested.append, signum)
+    stop = asyncio.Event()
+    # One event from the loop's first moment to its last. A signal is read from asyncio's
+    # wake-up socket and its callback runs one loop turn later; with a second handler swapped
+    # in after start-up, a signal read during the swap ran the first handler only after the
+    # check for it, and the worker served on, deaf to that stop.
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    if _stop_requested:  # noted by cmd_serve's handler before the loop ran
+        stop.set()
     runner = SignerRunner(
         create_app(settings),
         handle_signals=False,
@@ -137,11 +144,6 @@ async def _serve(settings: Any, ssl_context: Any = None) -> None:
             ssl_context=ssl_context,
         )
         await site.start()
-        stop = asyncio.Event()
-        for signum in _STOP_SIGNALS:
-            loop.add_signal_handler(signum, stop.set)
-        if _stop_requested:
-            stop.set()
         async with serving.running(settings, ssl_context):  # TLS reload, metrics, READY=1
             await stop.wait()
     finally:

@@ -151,6 +151,11 @@ class SignerProcess:
         except OSError:
             return None
 
+    def spawn(self) -> SignerProcess:
+        """Start without waiting for anything (to signal it in the middle of its start)."""
+        self._spawn()
+        return self
+
     def start_unready(self, timeout: float = 60.0) -> int:
         """Start and wait until /readyz answers at all; its status (a service that refuses
         to become ready still serves /readyz)."""

@@ -263,7 +263,9 @@ async def test_group_sigterm_stops_a_multi_worker_signer_cleanly(
     tmp_path: Path,
 ) -> None:
     """SIGTERM to the process group reaches each worker twice (directly and forwarded by the
-    supervisor); shutdown must still happen once, promptly, with exit code 0."""
+    supervisor); shutdown must still happen once, promptly, with exit code 0. The signal comes
+    at different moments of the start too (workers forking, opening the HSM and the pool,
+    binding): a stop noted while starting must never be lost."""
     port = free_port()
     env = service_env(
         token=softhsm_token,
@@ -273,7 +275,16 @@ async def test_group_sigterm_stops_a_multi_worker_signer_cleanly(
         data_dir=tmp_path,
         QES__SERVER__WORKERS="2",
     )
-    for attempt in range(3):
-        signer = SignerProcess(env, port, tmp_path / f"signer{attempt}.log").start()
+    for attempt, after in enumerate((None, None, 0.3, 0.9, 1.5)):
+        signer = SignerProcess(env, port, tmp_path / f"signer{attempt}.log")
+        if after is None:
+            signer.start()
+        else:
+            signer.spawn()
+            await asyncio.sleep(after)
         os.killpg(signer.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        assert signer.proc.wait(30) == 0, signer.log.read_text()[-2000:]  # type: ignore[union-attr]
+        code = signer.proc.wait(30)  # type: ignore[union-attr]
+        # Before the interpreter has run cmd_serve, SIGTERM ends the process by its default
+        # action; systemd and Kubernetes count that as a clean stop too. Never anything else.
+        clean = (0,) if after is None else (0, -signal.SIGTERM)
+        assert code in clean, signer.log.read_text()[-2000:]
