@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -122,6 +123,29 @@ def signer_env(
         port=free_port(),
         data_dir=tmp_path_factory.mktemp("qes-data"),
     )
+
+
+@pytest.fixture
+def signer_for(
+    softhsm_token: SoftHsmToken, database_url: str, idp: RunningIdp, tmp_path: Path
+) -> Callable[..., SignerProcess]:
+    """Makes a `qes serve` child process (not started) on this session's token, database and
+    IdP, on a free port, logging to ``tmp_path / log``; ``extra`` are settings as environment
+    variables (``QES__SERVER__WORKERS="2"``)."""
+
+    def make(*, log: str = "signer.log", **extra: str) -> SignerProcess:
+        port = free_port()
+        env = service_env(
+            token=softhsm_token,
+            database_url=database_url,
+            idp=idp,
+            port=port,
+            data_dir=tmp_path,
+            **extra,
+        )
+        return SignerProcess(env, port, tmp_path / log)
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from signer.cli.common import load
+from signer.cli.supervisor import STOP_SIGNALS, Supervisor
 from signer.errors import SignerError
 
 
@@ -79,7 +79,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_STOP_SIGNALS = STOP_SIGNALS
 _stop_requested: list[int] = []
 
 
@@ -192,42 +192,10 @@ STOP_FORCED_EXIT = 70
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:
-    """One process per core sharing the port (SO_REUSEPORT); each opens its own HSM and pool."""
     cmd = [sys.executable, "-m", "signer", "serve", "--single"]
     if args.config:
         cmd += ["--config", args.config]
-    children = [subprocess.Popen(cmd) for _ in range(workers)]
-
-    def forward(signum: int, _frame: object) -> None:
-        _stop_requested.append(signum)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, forward)
-    for early in list(_stop_requested):  # arrived while the children were being started
-        forward(early, None)
-    codes = _reap(len(children))
-    # A worker ended by the stop signal we forwarded (before its handler was up) stopped cleanly.
-    return max((0 if -c in _stop_requested else c for c in codes), key=abs)
-
-
-def _reap(count: int) -> list[int]:
-    """Exit codes of ``count`` children, in the order they end; each one's live metrics go as
-    it ends (a crashed worker's gauges must not stay in the sums of the others)."""
-    from signer import metrics
-
-    codes: list[int] = []
-    while len(codes) < count:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        codes.append(os.waitstatus_to_exitcode(status))
-        if metrics.multiprocess():
-            metrics.worker_exited(pid)
-    return codes
+    return Supervisor(cmd, _stop_requested).run(workers)
 
 
 def register(

@@ -12,7 +12,9 @@ import dataclasses
 import hashlib
 import os
 import signal
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,27 +258,14 @@ async def test_sigterm_finishes_in_flight_requests(
 
 @pytest.mark.timeout(120)
 async def test_group_sigterm_stops_a_multi_worker_signer_cleanly(
-    softhsm_token: SoftHsmToken,
-    database_url: str,
-    idp: RunningIdp,
-    ca_ready: None,
-    tmp_path: Path,
+    signer_for: Callable[..., SignerProcess], ca_ready: None
 ) -> None:
     """SIGTERM to the process group reaches each worker twice (directly and forwarded by the
     supervisor); shutdown must still happen once, promptly, with exit code 0. The signal comes
     at different moments of the start too (workers forking, opening the HSM and the pool,
     binding): a stop noted while starting must never be lost."""
-    port = free_port()
-    env = service_env(
-        token=softhsm_token,
-        database_url=database_url,
-        idp=idp,
-        port=port,
-        data_dir=tmp_path,
-        QES__SERVER__WORKERS="2",
-    )
-    for attempt, after in enumerate((None, None, 0.3, 0.9, 1.5)):
-        signer = SignerProcess(env, port, tmp_path / f"signer{attempt}.log")
+    for attempt, after in enumerate((None, None, 0.4, 1.2)):
+        signer = signer_for(log=f"signer{attempt}.log", QES__SERVER__WORKERS="2")
         if after is None:
             signer.start()
         else:
@@ -288,3 +277,63 @@ async def test_group_sigterm_stops_a_multi_worker_signer_cleanly(
         # action; systemd and Kubernetes count that as a clean stop too. Never anything else.
         clean = (0,) if after is None else (0, -signal.SIGTERM)
         assert code in clean, signer.log.read_text()[-2000:]
+
+
+def _workers(supervisor: int) -> set[int]:
+    """The live child processes of ``supervisor`` (its workers)."""
+    found = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def _age(pid: int) -> float:
+    """Seconds since process ``pid`` started."""
+    found = subprocess.run(["ps", "-o", "etimes=", "-p", str(pid)], capture_output=True, text=True)
+    return float(found.stdout.strip())
+
+
+@pytest.mark.timeout(180)
+async def test_a_worker_killed_while_serving_is_replaced(
+    signer_for: Callable[..., SignerProcess], idp: RunningIdp, ca_ready: None
+) -> None:
+    """The OOM killer ends one worker of two: the supervisor starts another (the service keeps
+    its capacity and signs), and the group still stops cleanly (exit 0) afterwards."""
+    from signer.cli.supervisor import START_GRACE_SECONDS
+
+    signer = signer_for(QES__SERVER__WORKERS="2").start()
+    assert signer.proc is not None
+    before = _workers(signer.proc.pid)
+    assert len(before) == 2
+    victim = min(before)
+    await asyncio.sleep(max(0.0, START_GRACE_SECONDS + 1 - _age(victim)))  # served, not started
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _workers(signer.proc.pid)
+        if len(now) == 2 and victim not in now and signer.ready():
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(
+            f"no replacement for worker {victim}: {signer.log.read_text()[-2000:]}"
+        )
+    token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for _ in range(4):  # a connection each: SO_REUSEPORT spreads them over both workers
+            assert (await post(session, signer.url, token))[0] == 201
+    assert '"event": "worker_died"' in signer.log.read_text()
+    os.killpg(signer.proc.pid, signal.SIGTERM)
+    assert signer.proc.wait(30) == 0, signer.log.read_text()[-2000:]
+
+
+@pytest.mark.timeout(120)
+async def test_workers_that_cannot_start_end_the_service_with_their_code(
+    signer_for: Callable[..., SignerProcess], ca_ready: None
+) -> None:
+    """A wrong PIN fails every worker's start: no endless restarts, the supervisor exits 1 at
+    once (systemd and Kubernetes restart with their own backoff) and names the cause."""
+    signer = signer_for(QES__SERVER__WORKERS="2", QES_HSM_PIN="0000-wrong").spawn()
+    assert signer.proc is not None
+    assert signer.proc.wait(60) == 1
+    log = signer.log.read_text()
+    assert "PIN incorrect" in log, log[-2000:]
+    assert '"event": "worker_start_failed"' in log, log[-2000:]
