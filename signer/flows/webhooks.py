@@ -42,6 +42,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -202,6 +203,7 @@ class Webhooks:
             log.exception("webhook_delivery_error", id=str(request_id))
 
 
+@dataclass(frozen=True, eq=False)
 class WebhookResumer:
     """Sends the webhooks that are still due after a crash or a sweep (issue 14), on every
     replica, every ``sweeper.interval_seconds``.
@@ -215,30 +217,22 @@ class WebhookResumer:
     plus one timeout) and makes one attempt, recorded like the live ones; a failed attempt is
     due again one retry period later, until the attempts run out."""
 
-    def __init__(
-        self,
-        store: WebhookOutboxStore,
-        webhooks: Webhooks,
-        clock: Callable[[], datetime],
-        settings: SweeperSettings,
-        batch: int = 100,
-    ) -> None:
-        self._store = store
-        self._webhooks = webhooks
-        self._clock = clock
-        self.settings = settings
-        self._batch = batch
+    store: WebhookOutboxStore
+    webhooks: Webhooks
+    clock: Callable[[], datetime]
+    settings: SweeperSettings
+    batch: int = 100
 
     async def resume(self) -> int:
         """Claim what is due now and make one attempt each; returns how many were delivered."""
-        now = self._clock()
+        now = self.clock()
         retry = timedelta(seconds=self.settings.webhook_retry_after_seconds)
-        due = await self._store.claim(
+        due = await self.store.claim(
             now=now,
-            lease_until=now + retry + timedelta(seconds=self._webhooks.timeout),
+            lease_until=now + retry + timedelta(seconds=self.webhooks.timeout),
             due_before=now - retry,
-            max_attempts=self._webhooks.attempts,
-            limit=self._batch,
+            max_attempts=self.webhooks.attempts,
+            limit=self.batch,
         )
         results = await asyncio.gather(
             *(self._attempt(item) for item in due), return_exceptions=True
@@ -264,7 +258,7 @@ class WebhookResumer:
             body = request_payload(item.id, item.state or "", item.status)
         else:
             body = approval_payload(item.id, item.status)
-        ok, result = await self._webhooks.post(item.url, webhook_key(item.secret_hash), body)
-        await self._store.record(item, self._clock(), result=result, delivered=ok)
+        ok, result = await self.webhooks.post(item.url, webhook_key(item.secret_hash), body)
+        await self.store.record(item, self.clock(), result=result, delivered=ok)
         log.info("webhook_resumed", kind=item.kind, id=str(item.id), delivered=ok, result=result)
         return ok
