@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import structlog
 
@@ -96,6 +97,42 @@ def approval_payload(request_id: uuid.UUID, status: str) -> bytes:
 
 def _compact(fields: Mapping[str, str]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+class Delivery(Protocol):
+    """A request's webhook delivery columns (web signing and approval requests alike)."""
+
+    @property
+    def webhook_url(self) -> str | None: ...
+    @property
+    def webhook_attempts(self) -> int: ...
+    @property
+    def webhook_result(self) -> str | None: ...
+    @property
+    def webhook_attempted_at(self) -> datetime | None: ...
+    @property
+    def webhook_delivered_at(self) -> datetime | None: ...
+
+
+def delivery_json(req: Delivery, *, last_attempt: bool = True) -> dict[str, Any] | None:
+    """The ``webhook`` member of a request's status: where it goes, how often it was tried, the
+    last result and when it was delivered (``last_attempt``: and when last tried); None without
+    a webhook URL."""
+    if req.webhook_url is None:
+        return None
+    body: dict[str, Any] = {
+        "url": req.webhook_url,
+        "attempts": req.webhook_attempts,
+        "last_result": req.webhook_result,
+    }
+    if last_attempt:
+        body["last_attempt_at"] = _iso(req.webhook_attempted_at)
+    body["delivered_at"] = _iso(req.webhook_delivered_at)
+    return body
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 class Webhooks:
