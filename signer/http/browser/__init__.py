@@ -388,3 +388,12 @@ class SessionViews:
 
     async def logged_out(self, request: web.Request) -> web.Response:
         return self.render(request, "logged_out.html", session=None)
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """``{home}/login``, ``/callback``, ``/logout`` (POST), ``/logged-out`` and the shared
+        ``/static`` files, under the UI's ``home``."""
+        router.add_get(f"{self.home}/login", self.login)
+        router.add_get(f"{self.home}/callback", self.callback)
+        router.add_post(f"{self.home}/logout", self.logout)
+        router.add_get(f"{self.home}/logged-out", self.logged_out)
+        add_static(router, f"{self.home}/static", STATIC_DIR)
