@@ -498,21 +498,28 @@ def _subject_approvals(report: Any) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+#: The further lists of ``qes audit subject``: the report's key, the heading after the count,
+#: and one line per item.
+_SUBJECT_LISTS: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
+    ("approval_requests", "approval request(s) made",
+     lambda r: f"  {r['created_at'][:19]}  {r['id']}  {r['status']}"
+               f"  {r['digest_count']} digest(s)"),
+    ("approval_decisions", "approval decision(s) made",
+     lambda d: f"  log index {d['log_index']}  {d['decided_at'][:19]}  {d['decision']}"
+               f" request {d['approval_request']}"),
+    ("admin_actions", "admin action(s) as target or actor",
+     lambda a: f"  {a['acted_at'][:19]}  {a['id']}  {a['action']} {a['scope']} (as {a['role']})"),
+    ("web_signing_requests", "web-signing request(s) still kept",
+     lambda w: f"  {w['created_at'][:19]}  {w['id']}  {w['status']}  client {w['client_id']}"
+               f"  {w['pdfs']} PDF(s)"),
+)  # fmt: skip
+
+
 def _print_subject_approvals(found: dict[str, list[dict[str, Any]]]) -> None:
-    print(f"{len(found['approval_requests'])} approval request(s) made")
-    for r in found["approval_requests"]:
-        print(f"  {r['created_at'][:19]}  {r['id']}  {r['status']}  {r['digest_count']} digest(s)")
-    print(f"{len(found['approval_decisions'])} approval decision(s) made")
-    for d in found["approval_decisions"]:
-        print(f"  log index {d['log_index']}  {d['decided_at'][:19]}  {d['decision']}"
-              f" request {d['approval_request']}")  # fmt: skip
-    print(f"{len(found['admin_actions'])} admin action(s) as target or actor")
-    for a in found["admin_actions"]:
-        print(f"  {a['acted_at'][:19]}  {a['id']}  {a['action']} {a['scope']} (as {a['role']})")
-    print(f"{len(found['web_signing_requests'])} web-signing request(s) still kept")
-    for w in found["web_signing_requests"]:
-        print(f"  {w['created_at'][:19]}  {w['id']}  {w['status']}  client {w['client_id']}"
-              f"  {w['pdfs']} PDF(s)")  # fmt: skip
+    for key, heading, line in _SUBJECT_LISTS:
+        print(f"{len(found[key])} {heading}")
+        for item in found[key]:
+            print(line(item))
 
 
 def _index(text: str) -> int:

@@ -163,33 +163,23 @@ class Held:
     webhook_secret: str | None
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ApprovalService:
     """Holds, shows and decides approval requests; signs on the m-th approval."""
 
-    def __init__(
-        self,
-        *,
-        store: ApprovalStore,
-        policy: ApprovalPolicy,
-        signing: SigningService,
-        privacy_key: PrivacyKey,
-        clock: Callable[[], datetime],
-        lifetime: timedelta,
-        webhooks: Webhooks | None = None,
-    ) -> None:
-        self._store = store
-        self._policy = policy
-        self._signing = signing
-        self._key = privacy_key
-        self._clock = clock
-        self._lifetime = lifetime
-        self._webhooks = webhooks
+    store: ApprovalStore
+    policy: ApprovalPolicy
+    signing: SigningService
+    privacy_key: PrivacyKey
+    clock: Callable[[], datetime]
+    lifetime: timedelta
+    webhooks: Webhooks | None = None
 
     def requirement(self, principal: Principal) -> Requirement | None:
         """The policy's approval requirement for this requester, if any. A request the policy
         refuses outright is not held: it goes on to the pipeline, which refuses and logs it."""
         try:
-            return self._policy.decide(principal, client_id=principal.client_id).approvals
+            return self.policy.decide(principal, client_id=principal.client_id).approvals
         except PolicyRefusal:
             return None
 
@@ -208,14 +198,14 @@ class ApprovalService:
         await self._admit(principal, hold.request, request_id)
         if start is not None:
             await start()
-        now = self._clock()
+        now = self.clock()
         secret = secrets.token_urlsafe(32) if hold.webhook_url else None
         new = NewApprovalRequest(
             id=uuid.uuid4(),
             kind="pdf" if hold.pdf is not None else "digests",
             request_id=request_id,
             created_at=now,
-            expires_at=now + self._lifetime,
+            expires_at=now + self.lifetime,
             token_issuer=principal.issuer,
             issuer_name=principal.issuer_name,
             token_subject=principal.subject,
@@ -235,8 +225,8 @@ class ApprovalService:
             webhook_url=hold.webhook_url,
             webhook_secret_hash=hashlib.sha256(secret.encode()).digest() if secret else None,
         )
-        await self._store.create(new)
-        stored = await self._store.get(new.id)
+        await self.store.create(new)
+        stored = await self.store.get(new.id)
         assert stored is not None
         log.info(
             "approval_requested",
@@ -254,20 +244,20 @@ class ApprovalService:
         profile and level (refusals logged by the pipeline), ``acr`` and digest count, the
         identity's profiles; the request counts against the requester's rate limit now, once
         (its signing, with ``approved=True``, counts nothing more)."""
-        gate = self._signing.gate
-        decision = await self._signing.screen(
+        gate = self.signing.gate
+        decision = await self.signing.screen(
             principal, request, request_id=request_id, approvals=True
         )
         profile = request.profile or principal.default_profile
         if decision is not None:
             decision.check(principal, profile=profile, digests=len(request.digests))
-        self._signing.authorize(principal, request.profile)
+        self.signing.authorize(principal, request.profile)
         if gate is not None:
             await gate.count(principal, decision)
 
     async def expire(self) -> None:
         """Mark overdue requests expired (and tell their webhooks)."""
-        for req in await self._store.expire(self._clock()):
+        for req in await self.store.expire(self.clock()):
             log.info("approval_expired", id=str(req.id))
             self._notify(req)
 
@@ -283,7 +273,7 @@ class ApprovalService:
     async def visible(self, request_id: uuid.UUID, principal: Principal) -> StoredApprovalRequest:
         """The request, for its requester or a member of its approver group (else 404)."""
         await self.expire()
-        req = await self._store.get(request_id)
+        req = await self.store.get(request_id)
         if req is None or not (_is_requester(req, principal) or self._member(req, principal)):
             raise ApprovalNotFound(f"{request_id} for {principal.subject}")
         return req
@@ -291,10 +281,10 @@ class ApprovalService:
     async def pending_for(self, principal: Principal) -> list[StoredApprovalRequest]:
         """Pending requests whose approver group ``principal`` belongs to."""
         await self.expire()
-        return [r for r in await self._store.pending() if self._member(r, principal)]
+        return [r for r in await self.store.pending() if self._member(r, principal)]
 
     def _member(self, req: StoredApprovalRequest, principal: Principal) -> bool:
-        return self._policy.is_member(req.approver_group, principal)
+        return self.policy.is_member(req.approver_group, principal)
 
     async def decide(
         self,
@@ -307,7 +297,7 @@ class ApprovalService:
     ) -> StoredApprovalRequest:
         """Record one approver's decision; the m-th approval signs (module docstring)."""
         await self.expire()
-        now = self._clock()
+        now = self.clock()
         decision = NewDecision(
             id=uuid.uuid4(),
             decision="approved" if approve else "denied",
@@ -322,9 +312,9 @@ class ApprovalService:
 
         def check(req: StoredApprovalRequest) -> bytes:
             self._check(req, principal, commitment, now)
-            return self._entry(req, decision).encode(self._key)
+            return self._entry(req, decision).encode(self.privacy_key)
 
-        decided = await self._store.decide(request_id, decision, check)
+        decided = await self.store.decide(request_id, decision, check)
         if decided is None:
             raise ApprovalNotFound(str(request_id))
         log.info(
@@ -374,7 +364,7 @@ class ApprovalService:
             format=req.format,  # type: ignore[arg-type]  # checked when held
         )
         try:
-            result, response = await self._signing.sign(
+            result, response = await self.signing.sign(
                 principal, request, request_id=req.request_id, approved=True
             )
             signed_pdf = None
@@ -384,15 +374,15 @@ class ApprovalService:
                 signed_pdf = await asyncio.to_thread(embed, prepared, result.signatures[0])
         except Exception as exc:  # a bug too: the request must not stay 'signing' for ever
             slug = exc.slug if isinstance(exc, SignerError) else "internal-error"
-            failed = await self._store.fail(req.id, at=self._clock(), error=slug)
+            failed = await self.store.fail(req.id, at=self.clock(), error=slug)
             log.warning("approval_signing_failed", id=str(req.id), error=slug)
             if failed is None or not isinstance(exc, SignerError):
                 raise
             self._notify(failed)  # the approval stands; the request shows why it failed
             return failed
-        done = await self._store.complete(
+        done = await self.store.complete(
             req.id,
-            at=self._clock(),
+            at=self.clock(),
             serial=result.serial,
             result=response,
             signed_pdf=signed_pdf,
@@ -403,18 +393,16 @@ class ApprovalService:
         return done
 
     def _notify(self, req: StoredApprovalRequest) -> None:
-        if self._webhooks is None or req.webhook_url is None or req.webhook_secret_hash is None:
+        if self.webhooks is None or req.webhook_url is None or req.webhook_secret_hash is None:
             return
         body = approval_payload(req.id, req.status)
-        store, request_id = self._store, req.id
+        store, request_id = self.store, req.id
 
         async def record(result: str, delivered: bool) -> None:
-            await store.record_webhook(
-                request_id, self._clock(), result=result, delivered=delivered
-            )
+            await store.record_webhook(request_id, self.clock(), result=result, delivered=delivered)
 
         key = webhook_key(req.webhook_secret_hash)
-        self._webhooks.send(req.webhook_url, key, body, record, name=str(req.id))
+        self.webhooks.send(req.webhook_url, key, body, record, name=str(req.id))
 
 
 def _is_requester(req: StoredApprovalRequest, principal: Principal) -> bool:

@@ -31,7 +31,6 @@ import binascii
 import hashlib
 import hmac
 import re
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -46,12 +45,12 @@ from idp_adapter.codeflow import CodeExchangeFailed
 from idp_adapter.errors import IdentityNotAllowed, InvalidToken
 from idp_adapter.principal import Principal
 from signer.errors import RequestError
-from signer.flows.login import BrowserLogin, Started
+from signer.flows.login import Consenting, RelyingPartyFlow, Started
 from signer.flows.registry import InvalidClient, RpRegistry, scopes_of
 from signer.flows.websign import IDP_FAILURES, IDP_REFUSALS, principal_from_json, principal_json
 from signer.storage.csc_oauth2 import CscOAuth2Store, NewAuthorization
 from signer.storage.csc_oauth2 import StoredAuthorization as Stored
-from signer.storage.signing_requests import RpClient, RpClientStore
+from signer.storage.signing_requests import RpClient
 
 log = structlog.get_logger(__name__)
 
@@ -252,12 +251,6 @@ class OAuth2Policy:
 
 
 @dataclass(frozen=True)
-class Consenting:
-    session_id: str
-    request_id: uuid.UUID
-
-
-@dataclass(frozen=True)
 class ConsentView:
     request: Stored
     rp_name: str
@@ -328,33 +321,15 @@ def b64url(raw: bytes) -> str:
 # ------------------------------------------------------------------ the flow
 
 
-class CredentialOAuth2:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class CredentialOAuth2(RelyingPartyFlow):
     """The authorization server of CSC ``scope=credential``; no I/O in ``__init__``."""
 
-    def __init__(
-        self,
-        *,
-        login: BrowserLogin,
-        store: CscOAuth2Store,
-        rps: RpClientStore,
-        registry: RpRegistry,
-        credentials: CredentialAuthority,
-        policy: OAuth2Policy,
-        public_url: str,
-        clock: Callable[[], datetime],
-        random: Callable[[int], str] = secrets.token_urlsafe,
-        screen: Screen | None = None,
-    ) -> None:
-        self.public_url = public_url
-        self._screen = screen
-        self._login = login
-        self._store = store
-        self._rps = rps
-        self._registry = registry
-        self._credentials = credentials
-        self.policy = policy
-        self._clock = clock
-        self._random = random
+    store: CscOAuth2Store
+    registry: RpRegistry
+    credentials: CredentialAuthority
+    policy: OAuth2Policy
+    screen: Screen | None = None
 
     # -------------------------------------------------------------- 1. authorize
 
@@ -376,18 +351,18 @@ class CredentialOAuth2:
             log.info("csc_oauth2_refused", client_id=rp.client_id, error=exc.description)
             params = {"error": exc.error, "error_description": exc.description, "state": state}
             raise BackToClient(with_query(redirect_uri, params), exc.error) from exc
-        await self._store.create(new)
+        await self.store.create(new)
         extra = {"prompt": "login", "max_age": str(int(self.policy.max_age.total_seconds()))}
         if self.policy.acr_accepted:
             extra["acr_values"] = " ".join(reversed(self.policy.acr_accepted))
         if new.lang:
             extra["ui_locales"] = new.lang
-        started = await self._login.begin(subject_id=new.id, extra=extra)
+        started = await self.login.begin(subject_id=new.id, extra=extra)
         log.info("csc_oauth2_started", id=str(new.id), client_id=rp.client_id)
         return started
 
     async def _trusted_client(self, q: Mapping[str, str]) -> RpClient:
-        found = await self._rps.get(q.get("client_id", "")) if q.get("client_id") else None
+        found = await self.rps.get(q.get("client_id", "")) if q.get("client_id") else None
         if found is None or found[0].revoked_at is not None:
             raise UnknownClient(f"client_id {q.get('client_id', '')[:40]!r}")
         rp = found[0]
@@ -425,8 +400,8 @@ class CredentialOAuth2:
             raise _Invalid("invalid_request", "description: up to 500 printable characters")
         if lang is not None and not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*", lang):
             raise _Invalid("invalid_request", "lang: a language tag (RFC 5646)")
-        now = self._clock()
-        credential = await self._credentials.credential(credential_id)
+        now = self.clock()
+        credential = await self.credentials.credential(credential_id)
         if credential is None or not credential.usable or credential.expires_at <= now:
             raise _Invalid("invalid_request", "credentialID: unknown or no longer usable")
         return NewAuthorization(
@@ -452,13 +427,13 @@ class CredentialOAuth2:
     ) -> Consenting:
         """The IdP's answer for the login this browser started (used up here): a fresh login
         of the credential's owner opens the consent; anything else ends the request."""
-        now = self._clock()
-        login = await self._login.take(flow_id)
-        req = await self._store.logging_in(login.subject_id, now) if login.subject_id else None
+        now = self.clock()
+        login = await self.login.take(flow_id)
+        req = await self.store.logging_in(login.subject_id, now) if login.subject_id else None
         if req is None:
             raise AuthorizationLoginFailed("no login flow for this browser")
         try:
-            self._login.check_state(login, state)
+            self.login.check_state(login, state)
         except AuthorizationLoginFailed:
             await self._end(req, "failed", "login_failed")
             raise
@@ -468,7 +443,7 @@ class CredentialOAuth2:
             known = error in IDP_REFUSALS or error in IDP_FAILURES
             raise await self._end(req, status, f"idp:{error if known else 'other'}", send=send)
         try:
-            principal = await self._login.identify(login, code)
+            principal = await self.login.identify(login, code)
         except (CodeExchangeFailed, InvalidToken) as exc:
             await self._end(req, "failed", "login_failed")
             raise AuthorizationLoginFailed(f"code or ID token refused: {exc}") from exc
@@ -477,8 +452,8 @@ class CredentialOAuth2:
             err.back_url = (await self._end(req, "denied", err.slug)).url
             raise err from exc
         await self._check_signer(req, principal)
-        session_id, csrf = self._random(32), self._random(32)
-        if not await self._store.open_consent(
+        session_id, csrf = self.random(32), self.random(32)
+        if not await self.store.open_consent(
             req.id, digest(session_id), csrf, principal_json(principal), now
         ):
             raise AuthorizationLoginFailed(f"{req.id} ended meanwhile")
@@ -488,7 +463,7 @@ class CredentialOAuth2:
     async def _check_signer(self, req: Stored, p: Principal) -> None:
         """Sole control: the credential's owner, logged in after the request, with the
         required assurance (the core binds all of it to the credential token)."""
-        cred = await self._credentials.credential(req.credential_id)
+        cred = await self.credentials.credential(req.credential_id)
         accepted = self.policy.acr_accepted
         err: EndsAuthorization | None = None
         if cred is None or (p.issuer, p.subject) != (cred.owner_issuer, cred.owner_subject):
@@ -497,9 +472,9 @@ class CredentialOAuth2:
             err = AuthorizationLoginNotFresh(f"auth_time {p.auth_time} < {req.created_at}")
         elif accepted is not None and p.acr not in accepted:
             err = AuthorizationAssuranceTooLow(f"acr {p.acr!r}, need one of {list(accepted)}")
-        elif self._screen is not None:
+        elif self.screen is not None:
             try:
-                await self._screen(p, req.client_id, len(req.hashes), str(req.id))
+                await self.screen(p, req.client_id, len(req.hashes), str(req.id))
             except RequestError as refusal:
                 err = PolicyRefusedAuthorization(refusal)
         if err is not None:
@@ -511,7 +486,7 @@ class CredentialOAuth2:
     ) -> BackToClient:
         """End the request; returns the redirect telling the client (``send``, default
         ``access_denied``)."""
-        await self._store.end(req.id, self._clock(), status=status, error=error)
+        await self.store.end(req.id, self.clock(), status=status, error=error)
         log.info("csc_oauth2_ended", id=str(req.id), status=status, error=error)
         return self.back(req, error=send or "access_denied")
 
@@ -522,14 +497,14 @@ class CredentialOAuth2:
     # -------------------------------------------------------------- 3. consent
 
     async def consent(self, session_id: str | None, request_id: uuid.UUID) -> ConsentView:
-        now = self._clock()
-        req = await self._store.consent(request_id, digest(session_id), now) if session_id else None
+        now = self.clock()
+        req = await self.store.consent(request_id, digest(session_id), now) if session_id else None
         if req is None or req.principal is None:
             raise NoAuthorizationConsent(f"no consent session for {request_id}")
-        cred = await self._credentials.credential(req.credential_id)
+        cred = await self.credentials.credential(req.credential_id)
         if cred is None or not cred.usable:
             raise NoAuthorizationConsent(f"credential of {request_id} is gone")
-        found = await self._rps.get(req.client_id)
+        found = await self.rps.get(req.client_id)
         rp_name = found[0].name if found else req.client_id
         hash_name = HASH_OIDS[req.hash_algorithm_oid][0]
         return ConsentView(req, rp_name, principal_from_json(req.principal), cred, hash_name)
@@ -544,9 +519,9 @@ class CredentialOAuth2:
         if not csrf or not hmac.compare_digest(csrf.encode(), token.encode()):
             raise AuthorizationCsrf(f"consent form for {request_id}")
         assert session_id is not None
-        now = self._clock()
+        now = self.clock()
         if decision == "cancel":
-            req = await self._store.end(
+            req = await self.store.end(
                 request_id, now, status="denied", error="cancelled", session_hash=digest(session_id)
             )
             if req is None:
@@ -554,8 +529,8 @@ class CredentialOAuth2:
             return self.back(req, error="access_denied").url
         if decision != "sign":
             raise AuthorizationCsrf(f"unknown decision {decision[:20]!r}")
-        code = self._random(32)
-        req = await self._store.approve(
+        code = self.random(32)
+        req = await self.store.approve(
             request_id, digest(session_id), digest(code), now + CODE_LIFETIME, now
         )
         if req is None:
@@ -576,8 +551,8 @@ class CredentialOAuth2:
         code, verifier = form.get("code", ""), form.get("code_verifier", "")
         if not code or not form.get("redirect_uri"):
             raise TokenError("invalid_request", "code and redirect_uri are required")
-        now = self._clock()
-        req = await self._store.redeem(digest(code), rp.client_id, now)
+        now = self.clock()
+        req = await self.store.redeem(digest(code), rp.client_id, now)
         if req is None:
             raise await self._refused_code(digest(code), rp.client_id, now)
         if form["redirect_uri"] != req.redirect_uri:
@@ -587,15 +562,15 @@ class CredentialOAuth2:
         ):
             raise await self._failed(req, "code_verifier does not match the code_challenge")
         issued = await self._grant(req, now)
-        if not await self._store.attach_token(req.id, issued.ref, self._clock()):
-            await self._credentials.revoke(issued.ref)  # the code was replayed meanwhile
+        if not await self.store.attach_token(req.id, issued.ref, self.clock()):
+            await self.credentials.revoke(issued.ref)  # the code was replayed meanwhile
             raise TokenError("invalid_grant", "authorization code already used")
         log.info("csc_oauth2_token_issued", id=str(req.id), credential=req.credential_id)
         expires_in = max(1, int((issued.expires_at - now).total_seconds()))
         return TokenResponse(issued.secret, expires_in, req.credential_id)
 
     async def _grant(self, req: Stored, now: datetime) -> IssuedToken:
-        cred = await self._credentials.credential(req.credential_id)
+        cred = await self.credentials.credential(req.credential_id)
         if cred is None or not cred.usable or cred.expires_at <= now or req.principal is None:
             raise await self._failed(req, "the credential is no longer usable")
         signer = principal_from_json(req.principal)
@@ -614,24 +589,24 @@ class CredentialOAuth2:
             auth_time=signer.auth_time,
         )
         try:
-            return await self._credentials.grant(grant)
+            return await self.credentials.grant(grant)
         except RequestError as exc:  # used, expired or gone meanwhile: the core refused
             log.info("csc_oauth2_grant_refused", id=str(req.id), kind=exc.slug)
             raise await self._failed(req, "the credential can no longer be authorised") from exc
 
     async def _failed(self, req: Stored, description: str) -> TokenError:
-        await self._store.fail_redeemed(req.id, self._clock(), description)
+        await self.store.fail_redeemed(req.id, self.clock(), description)
         log.warning("csc_oauth2_code_refused", id=str(req.id), error=description)
         return TokenError("invalid_grant", description)
 
     async def _refused_code(self, code_hash: bytes, client_id: str, now: datetime) -> TokenError:
         """Unknown, expired, another client's, or already used: for the last, the token
         issued for the code is revoked (RFC 6749 §4.1.2)."""
-        reused = await self._store.mark_reused(code_hash, client_id, now)
+        reused = await self.store.mark_reused(code_hash, client_id, now)
         if reused is not None:
             request_id, ref = reused
             if ref is not None:
-                await self._credentials.revoke(ref)
+                await self.credentials.revoke(ref)
             log.warning("csc_oauth2_code_reused", id=str(request_id), revoked=ref is not None)
             return TokenError("invalid_grant", "authorization code already used")
         return TokenError("invalid_grant", "unknown or expired authorization code")
@@ -651,7 +626,7 @@ class CredentialOAuth2:
             if not client_id or not secret:
                 raise TokenError("invalid_client", "client authentication required", 401)
         try:
-            return await self._registry.authenticate(client_id, secret)
+            return await self.registry.authenticate(client_id, secret)
         except InvalidClient as exc:
             raise TokenError("invalid_client", "client authentication failed", 401) from exc
 

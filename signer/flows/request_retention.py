@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -28,17 +29,15 @@ log = structlog.get_logger(__name__)
 INTERVAL = 300.0
 
 
+@dataclass(frozen=True, eq=False)
 class RequestRetention:
-    def __init__(
-        self, store: RequestRetentionStore, clock: Callable[[], datetime], keep: timedelta
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self.keep = keep
+    store: RequestRetentionStore
+    clock: Callable[[], datetime]
+    keep: timedelta
 
     async def purge_once(self) -> int:
         """Delete the requests that ended more than ``keep`` ago; how many were."""
-        count = await self._store.purge_finished(self._clock() - self.keep)
+        count = await self.store.purge_finished(self.clock() - self.keep)
         if count:
             log.info("finished_web_requests_purged", count=count)
         return count

@@ -42,7 +42,9 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import structlog
 
@@ -95,6 +97,42 @@ def approval_payload(request_id: uuid.UUID, status: str) -> bytes:
 
 def _compact(fields: Mapping[str, str]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+class Delivery(Protocol):
+    """A request's webhook delivery columns (web signing and approval requests alike)."""
+
+    @property
+    def webhook_url(self) -> str | None: ...
+    @property
+    def webhook_attempts(self) -> int: ...
+    @property
+    def webhook_result(self) -> str | None: ...
+    @property
+    def webhook_attempted_at(self) -> datetime | None: ...
+    @property
+    def webhook_delivered_at(self) -> datetime | None: ...
+
+
+def delivery_json(req: Delivery, *, last_attempt: bool = True) -> dict[str, Any] | None:
+    """The ``webhook`` member of a request's status: where it goes, how often it was tried, the
+    last result and when it was delivered (``last_attempt``: and when last tried); None without
+    a webhook URL."""
+    if req.webhook_url is None:
+        return None
+    body: dict[str, Any] = {
+        "url": req.webhook_url,
+        "attempts": req.webhook_attempts,
+        "last_result": req.webhook_result,
+    }
+    if last_attempt:
+        body["last_attempt_at"] = _iso(req.webhook_attempted_at)
+    body["delivered_at"] = _iso(req.webhook_delivered_at)
+    return body
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 class Webhooks:
@@ -202,6 +240,7 @@ class Webhooks:
             log.exception("webhook_delivery_error", id=str(request_id))
 
 
+@dataclass(frozen=True, eq=False)
 class WebhookResumer:
     """Sends the webhooks that are still due after a crash or a sweep (issue 14), on every
     replica, every ``sweeper.interval_seconds``.
@@ -215,30 +254,22 @@ class WebhookResumer:
     plus one timeout) and makes one attempt, recorded like the live ones; a failed attempt is
     due again one retry period later, until the attempts run out."""
 
-    def __init__(
-        self,
-        store: WebhookOutboxStore,
-        webhooks: Webhooks,
-        clock: Callable[[], datetime],
-        settings: SweeperSettings,
-        batch: int = 100,
-    ) -> None:
-        self._store = store
-        self._webhooks = webhooks
-        self._clock = clock
-        self.settings = settings
-        self._batch = batch
+    store: WebhookOutboxStore
+    webhooks: Webhooks
+    clock: Callable[[], datetime]
+    settings: SweeperSettings
+    batch: int = 100
 
     async def resume(self) -> int:
         """Claim what is due now and make one attempt each; returns how many were delivered."""
-        now = self._clock()
+        now = self.clock()
         retry = timedelta(seconds=self.settings.webhook_retry_after_seconds)
-        due = await self._store.claim(
+        due = await self.store.claim(
             now=now,
-            lease_until=now + retry + timedelta(seconds=self._webhooks.timeout),
+            lease_until=now + retry + timedelta(seconds=self.webhooks.timeout),
             due_before=now - retry,
-            max_attempts=self._webhooks.attempts,
-            limit=self._batch,
+            max_attempts=self.webhooks.attempts,
+            limit=self.batch,
         )
         results = await asyncio.gather(
             *(self._attempt(item) for item in due), return_exceptions=True
@@ -264,7 +295,7 @@ class WebhookResumer:
             body = request_payload(item.id, item.state or "", item.status)
         else:
             body = approval_payload(item.id, item.status)
-        ok, result = await self._webhooks.post(item.url, webhook_key(item.secret_hash), body)
-        await self._store.record(item, self._clock(), result=result, delivered=ok)
+        ok, result = await self.webhooks.post(item.url, webhook_key(item.secret_hash), body)
+        await self.store.record(item, self.clock(), result=result, delivered=ok)
         log.info("webhook_resumed", kind=item.kind, id=str(item.id), delivered=ok, result=result)
         return ok

@@ -24,9 +24,8 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -39,7 +38,7 @@ from idp_adapter.codeflow import CodeExchangeFailed
 from idp_adapter.errors import InvalidToken
 from idp_adapter.principal import Principal
 from signer.errors import RequestError, SignerError
-from signer.flows.login import BrowserLogin, Started
+from signer.flows.login import Consenting, RelyingPartyFlow, Started
 from signer.flows.registry import OutOfScope, scopes_of
 from signer.flows.webhooks import Webhooks
 from signer.formats.pdf import PreparedPdf, embed, prepare
@@ -57,7 +56,6 @@ from signer.storage.signing_requests import (
     NewRequest,
     RequestPdf,
     RpClient,
-    RpClientStore,
     SigningRequestStore,
     StoredRequest,
 )
@@ -180,12 +178,6 @@ class Order:
 
 
 @dataclass(frozen=True)
-class Consenting:
-    session_id: str
-    request_id: uuid.UUID
-
-
-@dataclass(frozen=True)
 class ConsentView:
     request: StoredRequest
     rp_name: str
@@ -273,36 +265,18 @@ def principal_from_json(v: Mapping[str, Any]) -> Principal:
     )
 
 
-class WebSigning:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class WebSigning(RelyingPartyFlow):
     """The web signing flow; no I/O in ``__init__``."""
 
-    def __init__(
-        self,
-        *,
-        login: BrowserLogin,
-        issuer: str,
-        requests: SigningRequestStore,
-        rps: RpClientStore,
-        signing: SigningService,
-        policy: WebPolicy,
-        public_url: str,
-        clock: Callable[[], datetime],
-        random: Callable[[int], str] = secrets.token_urlsafe,
-        webhooks: Webhooks | None = None,
-    ) -> None:
-        self._webhooks = webhooks
-        self._login = login
-        self._issuer = issuer
-        self._requests = requests
-        self._rps = rps
-        self._signing = signing
-        self.policy = policy
-        self._public_url = public_url
-        self._clock = clock
-        self._random = random
+    issuer: str
+    requests: SigningRequestStore
+    signing: SigningService
+    policy: WebPolicy
+    webhooks: Webhooks | None = None
 
     def sign_url(self, request_id: uuid.UUID) -> str:
-        return f"{self._public_url}/sign/{request_id}"
+        return f"{self.public_url}/sign/{request_id}"
 
     async def create(
         self, rp: RpClient, order: Order, *, http_id: str | None = None
@@ -317,17 +291,17 @@ class WebSigning:
         out_of_scope = scopes_of(rp).refusal("web-signing", order.format, order.profile)
         if out_of_scope is not None:
             log.warning("client_out_of_scope", client_id=rp.client_id, reason=out_of_scope)
-            await self._signing.refuse_client(
+            await self.signing.refuse_client(
                 rp.client_id, summary, request_id=http_id, reason=OutOfScope.slug
             )
             raise OutOfScope(f"{rp.client_id}: {out_of_scope}")
-        await self._signing.screen_client(rp.client_id, summary, request_id=http_id)
+        await self.signing.screen_client(rp.client_id, summary, request_id=http_id)
         accepted = None
         if order.acr is not None:
             if order.acr not in self.policy.acr_levels:
                 raise UnsupportedAcr(f"acr {order.acr[:80]!r}")
             accepted = self.policy.acr_levels[self.policy.acr_levels.index(order.acr) :]
-        now = self._clock()
+        now = self.clock()
         request_id = uuid.uuid4()
         digests, pdfs = order.digests, list[RequestPdf]()
         if order.format == "pades":
@@ -356,14 +330,14 @@ class WebSigning:
             created_at=now,
             expires_at=now + self.policy.request_lifetime,
         )
-        await self._requests.create(new, pdfs)
+        await self.requests.create(new, pdfs)
         log.info("signing_request_created", id=str(new.id), client_id=rp.client_id)
         return await self._pending(new.id)
 
     async def get(self, request_id: uuid.UUID) -> StoredRequest:
         """The request; one found past its expiry ends as 'expired' here (and is told)."""
-        expired = await self._requests.expire(request_id, self._clock())
-        req = await self._requests.get(request_id, self._clock())
+        expired = await self.requests.expire(request_id, self.clock())
+        req = await self.requests.get(request_id, self.clock())
         if req is None:
             raise SigningRequestNotFound(str(request_id))
         if expired:
@@ -372,8 +346,8 @@ class WebSigning:
 
     def _ended(self, req: StoredRequest, status: str) -> None:
         """The request's end is committed: its webhook, if any, is sent in the background."""
-        if self._webhooks is not None:
-            self._webhooks.notify(req, status)
+        if self.webhooks is not None:
+            self.webhooks.notify(req, status)
 
     async def _pending(self, request_id: uuid.UUID) -> StoredRequest:
         req = await self.get(request_id)
@@ -387,45 +361,45 @@ class WebSigning:
         §3.1.2.1), ``login_hint`` when the expected signer is known by e-mail."""
         req = await self._pending(request_id)
         order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
-        await self._signing.screen_client(req.client_id, order, request_id=str(req.id))
+        await self.signing.screen_client(req.client_id, order, request_id=str(req.id))
         extra = {"prompt": "login", "max_age": str(int(self.policy.max_age.total_seconds()))}
         if req.acr is not None:
             extra["acr_values"] = " ".join(reversed(req.acr_accepted or (req.acr,)))
         if req.expected_email is not None:
             extra["login_hint"] = req.expected_email
-        return await self._login.begin(subject_id=req.id, extra=extra)
+        return await self.login.begin(subject_id=req.id, extra=extra)
 
     async def _take_flow(self, flow_id: str | None, state: str | None) -> LoginFlow:
         """The flow this browser started (used up here), if ``state`` is its state."""
-        flow = await self._login.take(flow_id)
-        self._login.check_state(flow, state)
+        flow = await self.login.take(flow_id)
+        self.login.check_state(flow, state)
         return flow
 
     async def finish(self, flow_id: str | None, state: str | None, code: str | None) -> Consenting:
         """Redeem the code of the flow this browser started (used up either way), verify the
         ID token and the signer, and open the consent session."""
-        now = self._clock()
+        now = self.clock()
         flow = await self._take_flow(flow_id, state)
         try:
-            principal = await self._login.identify(flow, code)
+            principal = await self.login.identify(flow, code)
         except (CodeExchangeFailed, InvalidToken) as exc:  # e.g. a code from another flow
             raise SignerLoginFailed(f"code or ID token refused: {exc}") from exc
         req = await self._pending(_subject(flow))
         try:
             self.check_signer(req, principal)
-            self._signing.authorize(principal, req.profile)  # refuses before any consent
+            self.signing.authorize(principal, req.profile)  # refuses before any consent
         except RequestError as exc:  # a refused request: in the log, with who asked (issue 5)
             await self._log_refusal(req, principal, exc)
             raise
         await self._step_up(req, principal)  # the policy logs its own refusals
-        session_id = self._random(32)
+        session_id = self.random(32)
         session = ConsentSession(
             request_id=req.id,
-            csrf_token=self._random(32),
+            csrf_token=self.random(32),
             principal=principal_json(principal),
             expires_at=min(now + CONSENT_LIFETIME, req.expires_at),
         )
-        await self._requests.create_session(digest(session_id), session, now)
+        await self.requests.create_session(digest(session_id), session, now)
         log.info("signer_logged_in", id=str(req.id), subject=principal.subject, acr=principal.acr)
         return Consenting(session_id, req.id)
 
@@ -436,7 +410,7 @@ class WebSigning:
         A login that still falls short is then refused by :meth:`check_signer`."""
         as_rp = dataclasses.replace(principal, client_id=req.client_id)
         order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
-        decision = await self._signing.screen(as_rp, order, request_id=str(req.id))
+        decision = await self.signing.screen(as_rp, order, request_id=str(req.id))
         if decision is None or not decision.acr_accepted or principal.acr in decision.acr_accepted:
             return
         wanted = decision.acr_accepted
@@ -446,7 +420,7 @@ class WebSigning:
             exc = AssuranceTooLow(f"policy rule {decision.rule!r} and the request's acr differ")
             await self._log_refusal(req, principal, exc)
             raise exc
-        if not await self._requests.require_acr(req.id, wanted):
+        if not await self.requests.require_acr(req.id, wanted):
             raise RequestNotPending(f"{req.id} ended meanwhile")
         log.info("policy_step_up", id=str(req.id), rule=decision.rule, acr=list(wanted))
         raise StepUpRequired(req.id)
@@ -455,7 +429,7 @@ class WebSigning:
         fmt = cast(SignatureFormat, req.format)
         order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile, format=fmt)
         as_rp = dataclasses.replace(signer, client_id=req.client_id)
-        await self._signing.log_refusal(as_rp, order, str(req.id), exc)
+        await self.signing.log_refusal(as_rp, order, str(req.id), exc)
 
     async def idp_refused(self, flow_id: str | None, state: str | None, error: str) -> Decision:
         """The IdP answered with ``error`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6) for the flow
@@ -464,12 +438,12 @@ class WebSigning:
         ``login_required``, ...) cancels the request and the RP gets ``access_denied``; any
         other error fails it and the RP gets ``server_error``. A callback without this
         browser's flow or with another ``state`` changes nothing: it cannot end a request."""
-        now = self._clock()
+        now = self.clock()
         flow = await self._take_flow(flow_id, state)
         req = await self._pending(_subject(flow))
         refused = error in IDP_REFUSALS
         status, rp_error = ("cancelled", "access_denied") if refused else ("failed", "server_error")
-        if not await self._requests.cancel(
+        if not await self.requests.cancel(
             req.id, now, status=status, error=None if refused else "idp_error"
         ):
             raise RequestNotPending(f"{req.id} ended meanwhile")
@@ -481,7 +455,7 @@ class WebSigning:
     def check_signer(self, req: StoredRequest, p: Principal) -> None:
         """The request's expected signer, assurance and freshness (checked again, atomically,
         when the activation is consumed)."""
-        if p.issuer != self._issuer:
+        if p.issuer != self.issuer:
             raise WrongSigner(f"issuer {p.issuer}")
         if req.expected_subject is not None and req.expected_subject != p.subject:
             raise WrongSigner(f"{p.subject} is not the expected subject")
@@ -497,15 +471,15 @@ class WebSigning:
     async def consent(self, session_id: str | None, request_id: uuid.UUID) -> ConsentView:
         session = await self._session(session_id, request_id)
         req = await self._pending(request_id)
-        found = await self._rps.get(req.client_id)
+        found = await self.rps.get(req.client_id)
         rp_name = found[0].name if found else req.client_id
         signer = principal_from_json(session.principal)
-        level, subject = self._signing.authorize(signer, req.profile)
+        level, subject = self.signing.authorize(signer, req.profile)
         files = tuple(hashlib.sha256(p.original).digest() for p in await self._pdfs(req))
         return ConsentView(req, rp_name, signer, level, subject, session.csrf_token, files)
 
     async def _pdfs(self, req: StoredRequest) -> list[RequestPdf]:
-        return await self._requests.pdfs(req.id) if req.format == "pades" else []
+        return await self.requests.pdfs(req.id) if req.format == "pades" else []
 
     async def original_pdf(
         self, session_id: str | None, request_id: uuid.UUID, number: int
@@ -528,11 +502,9 @@ class WebSigning:
         return signed
 
     async def _session(self, session_id: str | None, request_id: uuid.UUID) -> ConsentSession:
-        now = self._clock()
+        now = self.clock()
         session = (
-            await self._requests.session(digest(session_id), request_id, now)
-            if session_id
-            else None
+            await self.requests.session(digest(session_id), request_id, now) if session_id else None
         )
         if session is None:
             raise NoConsentSession(f"no consent session for {request_id}")
@@ -553,12 +525,12 @@ class WebSigning:
         if not csrf or not hmac.compare_digest(csrf.encode(), session.csrf_token.encode()):
             raise CsrfRejected(f"consent form for {request_id}")
         assert session_id is not None
-        taken = await self._requests.take_session(digest(session_id), request_id, self._clock())
+        taken = await self.requests.take_session(digest(session_id), request_id, self.clock())
         if taken is None:
             raise NoConsentSession(f"consent session for {request_id} already used")
         req = await self._pending(request_id)
         if decision == "cancel":
-            if not await self._requests.cancel(req.id, self._clock()):
+            if not await self.requests.cancel(req.id, self.clock()):
                 raise RequestNotPending(f"{request_id} ended meanwhile")
             log.info("signing_request_cancelled", id=str(req.id))
             self._ended(req, "cancelled")
@@ -578,16 +550,16 @@ class WebSigning:
         as_rp = dataclasses.replace(signer, client_id=req.client_id)
         order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile)
         try:
-            await self._signing.screen(as_rp, order, request_id=http_id)
+            await self.signing.screen(as_rp, order, request_id=http_id)
         except PolicyRefusal as exc:
-            await self._requests.finish(req.id, self._clock(), status="failed", error=exc.slug)
+            await self.requests.finish(req.id, self.clock(), status="failed", error=exc.slug)
             self._ended(req, "failed")
             raise
 
     async def _activate(self, req: StoredRequest, signer: Principal) -> Activation:
         """The consent's signature activation data: this request, this subject with its acr
         and auth_time, these exact digests, one minute to live."""
-        now = self._clock()
+        now = self.clock()
         activation = Activation(
             id=uuid.uuid4(),
             request_id=req.id,
@@ -601,14 +573,14 @@ class WebSigning:
             created_at=now,
             expires_at=now + ACTIVATION_LIFETIME,
         )
-        await self._requests.add_activation(activation)
+        await self.requests.add_activation(activation)
         return activation
 
     async def _sign(self, activation: Activation, signer: Principal, http_id: str) -> Decision:
         """Consume the activation (one statement checks it all), then run the pipeline on the
         digests that statement returned: exactly what the signer consented to."""
-        req = await self._requests.activate(
-            activation.id, self._issuer, self._clock(), self.policy.skew
+        req = await self.requests.activate(
+            activation.id, self.issuer, self.clock(), self.policy.skew
         )
         if req is None:
             raise ActivationRefused(f"activation {activation.id} did not match its request")
@@ -616,19 +588,19 @@ class WebSigning:
         order = SignatureRequest(req.hash_algorithm, req.digests, profile=req.profile, format=fmt)
         as_rp = dataclasses.replace(signer, client_id=req.client_id)
         try:
-            result, _ = await self._signing.sign(as_rp, order, request_id=http_id)
+            result, _ = await self.signing.sign(as_rp, order, request_id=http_id)
             signed_pdfs = await self._embed(req, result)
         except SignerError as exc:  # the pipeline released nothing, or a PDF took no CMS
-            await self._requests.finish(req.id, self._clock(), status="failed", error=exc.slug)
+            await self.requests.finish(req.id, self.clock(), status="failed", error=exc.slug)
             log.warning("web_signing_failed", id=str(req.id), kind=exc.slug, error=str(exc))
             return Decision(back_to_rp(req, error="server_error"), "failed")
         except Exception:  # a bug: the request must not stay 'signing'
-            await self._requests.finish(req.id, self._clock(), status="failed", error="internal")
+            await self.requests.finish(req.id, self.clock(), status="failed", error="internal")
             raise
         body = self.result_body(req, result)
-        await self._requests.finish(
+        await self.requests.finish(
             req.id,
-            self._clock(),
+            self.clock(),
             status="completed",
             serial=result.serial,
             result=body,
@@ -652,15 +624,15 @@ class WebSigning:
     def result_body(self, req: StoredRequest, result: SignatureResult) -> dict[str, Any]:
         """What the RP fetches: one signature per document, the certificate and chain, the
         audit record and the log index."""
-        body = result.as_json(self._public_url)
+        body = result.as_json(self.public_url)
         body["documents"] = [
             {"label": label, "digest": base64.b64encode(d).decode(), "signature": sig}
             for label, d, sig in zip(req.labels, req.digests, body.pop("signatures"), strict=True)
         ]
         if req.format == "pades":
-            base = f"{self._public_url}/api/v1/signing-requests/{req.id}/documents"
+            base = f"{self.public_url}/api/v1/signing-requests/{req.id}/documents"
             for n, doc in enumerate(body["documents"], start=1):
                 doc["signed_pdf_url"] = f"{base}/{n}.pdf"
         body["log"] = {"index": result.log_index}
-        body["signed_at"] = self._clock().astimezone(UTC).isoformat()
+        body["signed_at"] = self.clock().astimezone(UTC).isoformat()
         return body

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pkcs11.exceptions import ObjectHandleInvalid, PKCS11Error
 
@@ -88,17 +89,9 @@ class HsmSession:
         """
         curve = curve or self._curve
         key_id = secrets.token_bytes(16)
-        public, private = self._generate(curve, key_id, EPHEMERAL_LABEL, store=False)
-        handles = (int(private.handle), int(public.handle))
-        try:
-            evidence = _read_evidence(private)
-            public_key = public_key_from_attributes(EC_PARAMS[curve], public[Attribute.EC_POINT])
-        except BaseException:
-            self._destroy_quietly(*handles)
-            raise
-        if not evidence.acceptable():
-            self._destroy_quietly(*handles)
-            raise KeyPolicyViolation(f"ephemeral key evidence not acceptable: {evidence.as_dict()}")
+        private, public_key, evidence, handles = self._generate_checked(
+            curve, key_id, EPHEMERAL_LABEL, credential=False
+        )
         key = HsmEcPrivateKey(
             session=self,
             p11_key=private,
@@ -192,19 +185,9 @@ class HsmSession:
             return self._generate_credential_key(label, curve or self._curve)
 
     def _generate_credential_key(self, label: str, curve: Curve) -> CredentialKey:
-        public, private = self._generate(curve, secrets.token_bytes(16), label, store=True)
-        handles = (int(private.handle), int(public.handle))
-        try:
-            evidence = _read_evidence(private)
-            public_key = public_key_from_attributes(EC_PARAMS[curve], public[Attribute.EC_POINT])
-        except BaseException:
-            self._destroy_quietly(*handles)
-            raise
-        if not evidence.acceptable_as_credential():
-            self._destroy_quietly(*handles)
-            raise KeyPolicyViolation(
-                f"credential key evidence not acceptable: {evidence.as_dict()}"
-            )
+        private, public_key, evidence, _ = self._generate_checked(
+            curve, secrets.token_bytes(16), label, credential=True
+        )
         key = self._credential_private_key(private, public_key, label)
         return CredentialKey(key, evidence, label)
 
@@ -374,6 +357,26 @@ class HsmSession:
         return summary
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _generate_checked(
+        self, curve: Curve, key_id: bytes, label: str, *, credential: bool
+    ) -> tuple[Any, ec.EllipticCurvePublicKey, KeyEvidence, tuple[int, int]]:
+        """A new pair (token objects when ``credential``) with its evidence read back and
+        checked (PKCS#11 v2.40 §4.9): the private key, the public key, the evidence and both
+        handles. A pair whose evidence cannot be read or fails is destroyed first."""
+        public, private = self._generate(curve, key_id, label, store=credential)
+        handles = (int(private.handle), int(public.handle))
+        try:
+            evidence = _read_evidence(private)
+            public_key = public_key_from_attributes(EC_PARAMS[curve], public[Attribute.EC_POINT])
+        except BaseException:
+            self._destroy_quietly(*handles)
+            raise
+        if not (evidence.acceptable_as_credential() if credential else evidence.acceptable()):
+            self._destroy_quietly(*handles)
+            kind = "credential" if credential else "ephemeral"
+            raise KeyPolicyViolation(f"{kind} key evidence not acceptable: {evidence.as_dict()}")
+        return private, public_key, evidence, handles
 
     def _generate(self, curve: Curve, key_id: bytes, label: str, *, store: bool) -> tuple[Any, Any]:
         if curve not in EC_PARAMS:

@@ -101,27 +101,23 @@ class KeyEvidence:
     sensitive: bool
     token: bool
 
-    def acceptable(self) -> bool:
+    def _kept_in_hsm(self) -> bool:
+        """Generated on the token and never readable outside it (PKCS#11 v2.40 §4.9)."""
         return (
             self.local
             and self.never_extractable
             and self.always_sensitive
             and self.sensitive
             and not self.extractable
-            and not self.token
         )
+
+    def acceptable(self) -> bool:
+        return self._kept_in_hsm() and not self.token
 
     def acceptable_as_credential(self) -> bool:
         """The same evidence for a CSC credential key, which is a token object by design
         (signer.keys.credential): only CKA_TOKEN differs."""
-        return (
-            self.local
-            and self.never_extractable
-            and self.always_sensitive
-            and self.sensitive
-            and not self.extractable
-            and self.token
-        )
+        return self._kept_in_hsm() and self.token
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)

@@ -301,21 +301,14 @@ def _windows(limit: RateLimit, now: datetime) -> list[Window]:
 _SPAN = {"minute": timedelta(minutes=1), "day": timedelta(days=1)}
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Gate:
     """Suspensions, then the policy's decision, then its rate limit."""
 
-    def __init__(
-        self,
-        *,
-        suspensions: Suspensions,
-        policy: PolicyFile | None,
-        store: PolicyStore,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.suspensions = suspensions
-        self.policy = policy
-        self._store = store
-        self._clock = clock
+    suspensions: Suspensions
+    policy: PolicyFile | None
+    store: PolicyStore
+    clock: Callable[[], datetime]
 
     def screen(
         self, principal: Principal, *, client_id: str | None, profile: str
@@ -366,9 +359,9 @@ class Gate:
         """Count the request against its rule's per-identity limits (RFC 6585 §4 when over)."""
         if decision is None or decision.rate_limit is None:
             return  # no round trip
-        now = self._clock()
+        now = self.clock()
         windows = _windows(decision.rate_limit, now)
-        over = await self._store.count(principal.issuer, principal.subject, windows)
+        over = await self.store.count(principal.issuer, principal.subject, windows)
         if over is None:
             return
         window = next(w for w in windows if w.span == over)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -43,47 +44,39 @@ class PublicRateLimited(RequestError):
         self.retry_after = max(1, retry_after)
 
 
+@dataclass(kw_only=True, eq=False)
 class PublicLimiter:
     """Counts anonymous requests per address and in total; refuses past the limits."""
 
-    def __init__(
-        self,
-        *,
-        store: PublicLimitStore,
-        key: PrivacyKey,
-        per_address: int,
-        total: int,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._store = store
-        self._key = key
-        self._per_address = per_address
-        self._total = total
-        self._clock = clock
-        self._forgotten_before: datetime | None = None
-        self._failure_logged_for: datetime | None = None
+    store: PublicLimitStore
+    key: PrivacyKey
+    per_address: int
+    total: int
+    clock: Callable[[], datetime]
+    _forgotten_before: datetime | None = field(default=None, init=False)
+    _failure_logged_for: datetime | None = field(default=None, init=False)
 
     @property
     def enabled(self) -> bool:
-        return self._per_address > 0 or self._total > 0
+        return self.per_address > 0 or self.total > 0
 
     async def admit(self, address: str | None) -> None:
         """Count one request from ``address``; raise PublicRateLimited past a limit."""
         if not self.enabled:
             return
-        now = self._clock()
+        now = self.clock()
         start = datetime.fromtimestamp(int(now.timestamp()) // WINDOW_SECONDS * WINDOW_SECONDS, UTC)
-        source = source_index(self._key, address or UNKNOWN_ADDRESS)
+        source = source_index(self.key, address or UNKNOWN_ADDRESS)
         try:
-            mine, everyone = await self._store.hit(source, start)
+            mine, everyone = await self.store.hit(source, start)
             await self._forget_closed(start)
         except DatabaseUnavailable as exc:
             if self._failure_logged_for != start:
                 self._failure_logged_for = start
                 log.warning("public_limit_unavailable", error=str(exc))
             return
-        over_address = 0 < self._per_address < mine
-        over_total = 0 < self._total < everyone
+        over_address = 0 < self.per_address < mine
+        over_total = 0 < self.total < everyone
         if over_address or over_total:
             end = start + timedelta(seconds=WINDOW_SECONDS)
             wait = math.ceil((end - now).total_seconds())
@@ -95,4 +88,4 @@ class PublicLimiter:
         if self._forgotten_before == start:
             return
         self._forgotten_before = start
-        await self._store.forget_before(start - timedelta(seconds=WINDOW_SECONDS))
+        await self.store.forget_before(start - timedelta(seconds=WINDOW_SECONDS))

@@ -61,32 +61,25 @@ class Refused:
     signature_format: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class RefusalLog:
     """Appends pre-authentication refusals under the rate limit; closes finished windows."""
 
-    def __init__(
-        self,
-        *,
-        store: RefusalStore,
-        key: PrivacyKey,
-        settings: LogSettings,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._store = store
-        self._key = key
-        self._settings = settings
-        self._clock = clock
+    store: RefusalStore
+    key: PrivacyKey
+    settings: LogSettings
+    clock: Callable[[], datetime]
 
     def window_start(self, at: datetime) -> datetime:
         """The start of the window ``at`` falls in (windows are aligned to the epoch)."""
-        seconds = self._settings.refusal_window_seconds
+        seconds = self.settings.refusal_window_seconds
         epoch = int(at.timestamp()) // seconds * seconds
         return datetime.fromtimestamp(epoch, UTC)
 
     async def log(self, refused: Refused) -> int | None:
         """The refusal's log index, or None when it was only counted (limit reached) or the
         log is unreachable (the refusal stands either way; that failure goes to the log)."""
-        at = self._clock()
+        at = self.clock()
         address = refused.client_address or UNKNOWN_ADDRESS
         try:
             entry = RefusalEntry(
@@ -102,13 +95,13 @@ class RefusalLog:
                 client_address=address,
                 signature_format=refused.signature_format,
             )
-            return await self._store.admit(
-                source=source_index(self._key, address),
+            return await self.store.admit(
+                source=source_index(self.key, address),
                 address=address,
                 window_start=self.window_start(at),
-                per_source=self._settings.refusals_per_source,
-                total=self._settings.refusals_total,
-                entry=entry.encode(self._key),
+                per_source=self.settings.refusals_per_source,
+                total=self.settings.refusals_total,
+                entry=entry.encode(self.key),
             )
         except (DatabaseUnavailable, LogEntryError) as exc:  # the refusal stands regardless
             log.error("refusal_not_logged", reason=refused.reason, error=str(exc))
@@ -131,7 +124,7 @@ class RefusalLog:
         entry = RefusalEntry(
             record_id=str(uuid.uuid4()),
             request_id=request_id,
-            refused_at=self._clock(),
+            refused_at=self.clock(),
             requester=requester,
             request=request,
             reason=reason,
@@ -140,9 +133,9 @@ class RefusalLog:
         subject = requester.token_subject
         key = None
         if indexed and requester.token_issuer is not None and subject is not None:
-            key = subject_index(self._key, requester.token_issuer, subject)
+            key = subject_index(self.key, requester.token_issuer, subject)
         try:
-            return await self._store.append(entry.encode(self._key), key)
+            return await self.store.append(entry.encode(self.key), key)
         except DatabaseUnavailable:
             log.error("refusal_not_logged", request_id=request_id, reason=reason)
             return None
@@ -157,11 +150,11 @@ class RefusalLog:
             reason=SUPPRESSED_REASON,
             client_address=window.address,
             suppressed=window.suppressed,
-        ).encode(self._key)
+        ).encode(self.key)
 
     async def flush(self) -> Sequence[int]:
         """Close every window that has ended: append its aggregate entries, drop its counters."""
-        closed = await self._store.close_windows(self.window_start(self._clock()), self._aggregate)
+        closed = await self.store.close_windows(self.window_start(self.clock()), self._aggregate)
         if closed:
             log.info("refusals_suppressed_logged", entries=len(closed))
         return closed
@@ -173,4 +166,4 @@ class RefusalLog:
                 await self.flush()
             except SignerError as exc:
                 log.warning("refusal_windows_not_closed", error=str(exc))
-            await asyncio.sleep(self._settings.refusal_window_seconds / 2)
+            await asyncio.sleep(self.settings.refusal_window_seconds / 2)

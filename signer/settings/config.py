@@ -590,6 +590,21 @@ def _secret(
     return Secret(value) if value else None
 
 
+def _oidc_client(
+    s: _Section, env: Mapping[str, str], base: Path, prefix: str, default_env: str
+) -> tuple[str, Secret] | None:
+    """The OpenID Connect client a UI logs in with (OIDC Core §2, ``client_secret_basic``):
+    ``{prefix}client_id`` and its secret, which is then required; None without a client id."""
+    client_id: str | None = s.get(f"{prefix}client_id", str, None)
+    if client_id is None:
+        return None
+    key = f"{prefix}client_secret"
+    secret = _secret(s, key, env, base, default_env)
+    s.check(key, secret is not None, f"set ${default_env} or a file")
+    assert secret is not None
+    return client_id, secret
+
+
 def _database(s: _Section, env: Mapping[str, str], base: Path) -> DatabaseSettings:
     d = DatabaseSettings()
     url = s.get("url", str, None)
@@ -825,19 +840,15 @@ def _require_jti(s: _Section) -> bool | str:
 
 def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
     role = s.get("role", str, "qes-auditor")
-    client_id = s.get("ui_client_id", str, None)
+    client = _oidc_client(s, env, base, "ui_", "QES_AUDIT_UI_CLIENT_SECRET")
     ui = None
-    if client_id is not None:
-        secret = _secret(s, "ui_client_secret", env, base, "QES_AUDIT_UI_CLIENT_SECRET")
-        s.check("ui_client_secret", secret is not None, "set $QES_AUDIT_UI_CLIENT_SECRET or a file")
+    if client is not None:
         idle = s.get("ui_idle_minutes", int, 30)
         s.check("ui_idle_minutes", 1 <= idle <= 24 * 60, "must be between 1 and 1440")
         hours = s.get("ui_max_hours", int, 8)
         s.check("ui_max_hours", 1 <= hours <= 24, "must be between 1 and 24")
-        assert secret is not None
         ui = AuditUiSettings(
-            client_id=client_id,
-            client_secret=secret,
+            *client,
             issuer=s.get("ui_issuer", str),
             scope=s.get("ui_scope", str, AuditUiSettings.scope),
             idle=timedelta(minutes=idle),
@@ -874,12 +885,10 @@ def _policy(s: _Section, base: Path) -> PolicySettings:
 
 
 def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningSettings | None:
-    client_id = s.get("client_id", str, None)
-    if client_id is None:
+    client = _oidc_client(s, env, base, "", "QES_WEB_SIGNING_CLIENT_SECRET")
+    if client is None:
         s.done()
         return None
-    secret = _secret(s, "client_secret", env, base, "QES_WEB_SIGNING_CLIENT_SECRET")
-    s.check("client_secret", secret is not None, "set $QES_WEB_SIGNING_CLIENT_SECRET or a file")
     minutes = s.get("request_minutes", int, 15)
     s.check("request_minutes", 1 <= minutes <= 24 * 60, "must be between 1 and 1440")
     max_age = s.get("max_age_seconds", int, 300)
@@ -896,10 +905,8 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
         credential_acr is None or credential_acr in levels,
         "must be one of acr_levels",
     )
-    assert secret is not None
     result = WebSigningSettings(
-        client_id=client_id,
-        client_secret=secret,
+        *client,
         issuer=s.get("issuer", str),
         scope=s.get("scope", str, WebSigningSettings.scope),
         request_lifetime=timedelta(minutes=minutes),
@@ -914,17 +921,11 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
 def _approvals(s: _Section, env: Mapping[str, str], base: Path) -> ApprovalsSettings:
     minutes = s.get("request_minutes", int, 24 * 60)
     s.check("request_minutes", 1 <= minutes <= 14 * 24 * 60, "must be between 1 and 20160")
-    client_id = s.get("ui_client_id", str, None)
+    client = _oidc_client(s, env, base, "ui_", "QES_APPROVALS_UI_CLIENT_SECRET")
     ui = None
-    if client_id is not None:
-        secret = _secret(s, "ui_client_secret", env, base, "QES_APPROVALS_UI_CLIENT_SECRET")
-        s.check(
-            "ui_client_secret", secret is not None, "set $QES_APPROVALS_UI_CLIENT_SECRET or a file"
-        )
-        assert secret is not None
+    if client is not None:
         ui = AuditUiSettings(
-            client_id=client_id,
-            client_secret=secret,
+            *client,
             issuer=s.get("ui_issuer", str),
             scope=s.get("ui_scope", str, AuditUiSettings.scope),
         )

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
@@ -82,26 +82,19 @@ class SweeperStats:
         return asdict(self)
 
 
+@dataclass(frozen=True, eq=False)
 class Sweeper:
-    def __init__(
-        self,
-        store: SweeperStore,
-        privacy_key: PrivacyKey,
-        clock: Callable[[], datetime],
-        settings: SweeperSettings | None = None,
-        on_expired: OnExpired | None = None,
-    ) -> None:
-        self._store = store
-        self._on_expired = on_expired
-        self._key = privacy_key
-        self._clock = clock
-        self.settings = settings or SweeperSettings()
-        self.stats = SweeperStats()
+    store: SweeperStore
+    privacy_key: PrivacyKey
+    clock: Callable[[], datetime]
+    settings: SweeperSettings = field(default_factory=SweeperSettings)
+    on_expired: OnExpired | None = None
+    stats: SweeperStats = field(default_factory=SweeperStats, init=False)
 
     async def sweep(self) -> SweepResult:
         """One sweep now (or nothing, if another replica is sweeping)."""
-        now = self._clock()
-        result = await self._store.sweep(
+        now = self.clock()
+        result = await self.store.sweep(
             now=now,
             issued_before=now - timedelta(seconds=self.settings.issued_after_seconds),
             signing_expired_before=now - timedelta(seconds=self.settings.signing_after_seconds),
@@ -123,12 +116,12 @@ class Sweeper:
 
     async def expire_pending(self) -> ExpiryResult:
         """Expire pending requests past their expiry now (nothing if another replica is at it)."""
-        result = await self._store.expire_pending(self._clock())
+        result = await self.store.expire_pending(self.clock())
         for req in result.web_requests:
             log.info("sweeper_expired_web_request", id=str(req.id), client_id=req.client_id)
             metrics.SWEPT.labels(kind="expired_web_request").inc()
-            if self._on_expired is not None:
-                self._on_expired(req)
+            if self.on_expired is not None:
+                self.on_expired(req)
         for auth_id in result.csc_authorizations:
             log.info("sweeper_expired_csc_authorization", id=str(auth_id))
             metrics.SWEPT.labels(kind="expired_csc_authorization").inc()
@@ -144,8 +137,8 @@ class Sweeper:
             record, completed_at=now, destruction=fate, signed_count=0, failure="abandoned"
         )
         return (
-            entry.encode(self._key),
-            subject_index(self._key, record.token_issuer, record.token_subject),
+            entry.encode(self.privacy_key),
+            subject_index(self.privacy_key, record.token_issuer, record.token_subject),
             fate,
         )
 

@@ -221,6 +221,25 @@ def _admin_tombstone_differs(fields: Mapping[str, bytes], action: AdminAction) -
     return _kept_differs(fields, kept)
 
 
+def _check_rebuilt(idx: int, entry: bytes, what: str, rebuild: Callable[[], bytes]) -> None:
+    """Check 4: the database row, encoded again (``rebuild``), is the logged entry byte for
+    byte; ``what`` names the row in the message."""
+    try:
+        rebuilt = rebuild()
+    except (CaError, ValueError) as exc:
+        raise LogVerificationFailed(idx, f"{what} is malformed: {exc}") from exc
+    if rebuilt != entry:
+        field = _first_difference(entry, rebuilt)
+        raise LogVerificationFailed(idx, f"does not match {what} (field {field} differs)")
+
+
+def _check_tombstone(idx: int, what: str, differs: str | None) -> None:
+    """Check 4 for a purged row: the fields its tombstone keeps match (``differs``: the first
+    that does not)."""
+    if differs is not None:
+        raise LogVerificationFailed(idx, f"does not match purged {what} (field {differs} differs)")
+
+
 def _check_approval(
     idx: int,
     entry: bytes,
@@ -242,13 +261,9 @@ def _check_approval(
                 idx, f"approval decision {named} of a purged request still names its approver"
             )
         differs = _approval_tombstone_differs(dict(entry_fields(entry)[1]), row, named)
-        if differs is not None:
-            raise LogVerificationFailed(
-                idx, f"does not match purged approval decision {named} (field {differs} differs)"
-            )
+        _check_tombstone(idx, f"approval decision {named}", differs)
         return True
-    try:
-        rebuilt = approval_entry(
+    _check_rebuilt(idx, entry, f"approval decision {named}", lambda: approval_entry(
             RequestFields(
                 str(row["approval_request"]), row["requester_issuer"], row["requester_subject"],
                 row["approver_group"], row["approvals_required"], row["hash_algorithm"],
@@ -258,14 +273,7 @@ def _check_approval(
                 named, row["request_id"], row["decided_at"], row["decision"], row["issuer_name"],
                 row["token_issuer"], row["token_subject"], row["email"],
             ),
-        ).encode(key)  # fmt: skip
-    except (CaError, ValueError) as exc:
-        raise LogVerificationFailed(idx, f"approval decision {named} is malformed: {exc}") from exc
-    if rebuilt != entry:
-        field = _first_difference(entry, rebuilt)
-        raise LogVerificationFailed(
-            idx, f"does not match approval decision {named} (field {field} differs)"
-        )
+        ).encode(key))  # fmt: skip
     return False
 
 
@@ -306,28 +314,24 @@ def _check_entry(
     if record.status not in ("completed", "failed") or record.completed_at is None:
         raise LogVerificationFailed(idx, f"signing record {named} is not finished")
     if record.purged:
-        differs = _tombstone_differs(dict(fields), record, version)
-        if differs is not None:
-            raise LogVerificationFailed(
-                idx, f"does not match purged signing record {named} (field {differs} differs)"
-            )
+        _check_tombstone(
+            idx, f"signing record {named}", _tombstone_differs(dict(fields), record, version)
+        )
         return leaf, True
-    try:
-        rebuilt = issuance_entry(
+    completed_at = record.completed_at
+    _check_rebuilt(
+        idx,
+        entry,
+        f"signing record {named}",
+        lambda: issuance_entry(
             record,
-            completed_at=record.completed_at,
+            completed_at=completed_at,
             destruction=record.destruction,
             signed_count=record.signed_count or 0,
             failure=record.failure,
             time_stamps=tuple(bytes(t) for t in row["time_stamp_tokens"] or ()),
-        ).encode(key, version=version)
-    except (CaError, ValueError) as exc:
-        raise LogVerificationFailed(idx, f"signing record {named} is malformed: {exc}") from exc
-    if rebuilt != entry:
-        field = _first_difference(entry, rebuilt)
-        raise LogVerificationFailed(
-            idx, f"does not match signing record {named} (field {field} differs)"
-        )
+        ).encode(key, version=version),
+    )
     return leaf, False
 
 
@@ -349,20 +353,9 @@ def _check_admin(
         raise LogVerificationFailed(idx, f"admin action {named} is missing")
     if action.purged:
         differs = _admin_tombstone_differs(dict(entry_fields(entry)[1]), action)
-        if differs is not None:
-            raise LogVerificationFailed(
-                idx, f"does not match purged admin action {named} (field {differs} differs)"
-            )
+        _check_tombstone(idx, f"admin action {named}", differs)
         return True
-    try:
-        rebuilt = admin_entry(action).encode(key)
-    except (CaError, ValueError) as exc:
-        raise LogVerificationFailed(idx, f"admin action {named} is malformed: {exc}") from exc
-    if rebuilt != entry:
-        field = _first_difference(entry, rebuilt)
-        raise LogVerificationFailed(
-            idx, f"does not match admin action {named} (field {field} differs)"
-        )
+    _check_rebuilt(idx, entry, f"admin action {named}", lambda: admin_entry(action).encode(key))
     return False
 
 

@@ -362,27 +362,19 @@ def make_log_key(session: HsmSession, settings: LogSettings, *, force: bool) -> 
     return True
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class LogPublisher:
     """Integrates and publishes checkpoints, periodically (:meth:`run`) and on demand."""
 
-    def __init__(
-        self,
-        *,
-        store: LogStore,
-        hsm: Hsm,
-        settings: LogSettings,
-        clock: Callable[[], datetime],
-        anchor: CheckpointAnchor | None = None,
-    ) -> None:
-        self._store = store
-        self._hsm = hsm
-        self._settings = settings
-        self._clock = clock
-        self.anchor = anchor
+    store: LogStore
+    hsm: Hsm
+    settings: LogSettings
+    clock: Callable[[], datetime]
+    anchor: CheckpointAnchor | None = None
 
     async def _sign(self, checkpoint: Checkpoint) -> str:
-        label, name = self._settings.key_label, self._settings.origin
-        return await self._hsm.run(
+        label, name = self.settings.key_label, self.settings.origin
+        return await self.hsm.run(
             lambda s: sign_checkpoint(checkpoint, NoteSigner(name, s.token_key(label)))
         )
 
@@ -390,8 +382,8 @@ class LogPublisher:
         """``text`` as a C2SP signed note of the log key (key name = origin): export
         manifests (:mod:`signer.translog.manifest`), whose first line keeps them apart from
         checkpoints."""
-        label, name = self._settings.key_label, self._settings.origin
-        return await self._hsm.run(
+        label, name = self.settings.key_label, self.settings.origin
+        return await self.hsm.run(
             lambda s: sign_note(text, (NoteSigner(name, s.token_key(label)),)).to_text()
         )
 
@@ -401,12 +393,12 @@ class LogPublisher:
         LogBehindCheckpoint, and signing halts), and the new one becomes the anchor."""
         if self.anchor is not None:
             await self.anchor.require()
-        published = await self._store.integrate(self._sign, self._clock(), force=force)
+        published = await self.store.integrate(self._sign, self.clock(), force=force)
         if published is not None:
             log.info("checkpoint_published", size=published.size)
             if self.anchor is not None:
                 self.anchor.advance(
-                    self._settings.origin, published.size, published.root, published.note
+                    self.settings.origin, published.size, published.root, published.note
                 )
         return published
 
@@ -417,7 +409,7 @@ class LogPublisher:
                 await self.publish()
             except SignerError as exc:
                 log.warning("checkpoint_failed", error=str(exc))
-            await asyncio.sleep(self._settings.checkpoint_interval_seconds)
+            await asyncio.sleep(self.settings.checkpoint_interval_seconds)
 
 
 def admin_entry(action: AdminAction) -> AdminActionEntry:

@@ -43,7 +43,7 @@ from signer.policy.rules import (
     PolicyTooManyDigests,
     RateLimited,
 )
-from signer.storage.policy import Suspension, Target
+from signer.storage.policy import AdminAction, Suspension, Target
 
 
 class AdminRoleRequired(Forbidden):
@@ -107,18 +107,24 @@ def _resolved(services: Services, target: Target) -> Target:
     return Target("identity", token_issuer=issuer, token_subject=target.token_subject)
 
 
-async def suspend(request: web.Request) -> web.Response:
+async def _act(request: web.Request, action: str) -> tuple[Gate, Target, AdminAction | None]:
+    """Suspend or resume the target in the body, as the administrator who sent it."""
     services, gate, issuer, subject = await _admin(request)  # a non-admin learns nothing more
     target, reason = parse_target(await read_json(request))
     target = _resolved(services, target)
     done = await gate.suspensions.act(
-        "suspend",
+        action,
         target,
         actor_issuer=issuer,
         actor_subject=subject,
         request_id=request[REQUEST_ID],
         reason=reason,
     )
+    return gate, target, done
+
+
+async def suspend(request: web.Request) -> web.Response:
+    gate, target, done = await _act(request, "suspend")
     current = [s for s in await gate.suspensions.list() if s.target == target]
     body: dict[str, Any] = {"suspended": True, "changed": done is not None}
     if current:
@@ -127,17 +133,7 @@ async def suspend(request: web.Request) -> web.Response:
 
 
 async def resume(request: web.Request) -> web.Response:
-    services, gate, issuer, subject = await _admin(request)  # a non-admin learns nothing more
-    target, reason = parse_target(await read_json(request))
-    target = _resolved(services, target)
-    done = await gate.suspensions.act(
-        "resume",
-        target,
-        actor_issuer=issuer,
-        actor_subject=subject,
-        request_id=request[REQUEST_ID],
-        reason=reason,
-    )
+    _, _, done = await _act(request, "resume")
     assert done is not None  # resume raises NotSuspended otherwise
     return web.json_response({"suspended": False, "action_id": str(done.id)})
 

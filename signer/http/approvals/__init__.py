@@ -20,8 +20,7 @@ from signer.flows.login import LoginFailed
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import principal_json
 from signer.http.approvals import api, ui
-from signer.http.browser import STATIC_DIR as AUDIT_STATIC
-from signer.http.browser import Cookies, add_static, session_login
+from signer.http.browser import Cookies, session_login
 from signer.http.kit.hold import APPROVALS
 from signer.http.kit.outbound import poster
 from signer.settings.config import Settings
@@ -90,10 +89,6 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     if settings.approvals.ui is None:
         return
     r.add_get("/approvals", ui.list_page)
-    r.add_get("/approvals/login", ui.SESSION.login)
-    r.add_get("/approvals/callback", ui.SESSION.callback)
-    r.add_post("/approvals/logout", ui.SESSION.logout)
-    r.add_get("/approvals/logged-out", ui.SESSION.logged_out)
-    add_static(r, "/approvals/static", AUDIT_STATIC)
+    ui.SESSION.add_routes(r)
     r.add_get(f"/approvals/{_ID}", ui.detail_page)
     r.add_post(f"/approvals/{_ID}/decide", ui.decide)

@@ -7,19 +7,14 @@ Rendered on the server (jinja2, autoescaped); it works without JavaScript.
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import jinja2
 import structlog
 from aiohttp import web
 
-from idp_adapter.errors import IdpError
-from signer.errors import SignerError
 from signer.flows.approvals import ApprovalNotFound, ApprovalService, digest_commitment
 from signer.flows.login import AuditLogin
 from signer.flows.websign import principal_from_json as principal_from_data
@@ -29,7 +24,8 @@ from signer.http.browser import (
     SessionViews,
     Surface,
     csrf_ok,
-    failure,
+    error_page_for,
+    logged_in,
     render_page,
     templates,
 )
@@ -49,7 +45,6 @@ class ApprovalUi:
 
 
 APPROVAL_UI = web.AppKey("approval_ui", ApprovalUi)
-PageHandler = Callable[[web.Request, ApprovalUi, UiSession], Awaitable[web.StreamResponse]]
 
 
 APPROVAL_PAGES = Surface.with_sessions(
@@ -70,29 +65,10 @@ def render(request: web.Request, name: str, *, status: int = 200, **context: Any
     return render_page(request, templates, name, status=status, **context)
 
 
-def error_page(request: web.Request, exc: Exception, session: UiSession | None) -> web.Response:
-    """Fixed text per kind (a refusal's title); details only in the log."""
-    events = ("approval_ui_error", "approval_ui_failed")
-    err, message = failure(exc, {}, events=events, path=request.path)
-    return render(
-        request, "error.html", status=err.status, title=err.title, message=message, session=session
-    )
+error_page = error_page_for(render, {}, ("approval_ui_error", "approval_ui_failed"))
 
 
-def authenticated(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    @functools.wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        ui = request.app[APPROVAL_UI]
-        session = None
-        try:
-            session = await ui.login.session(request.cookies.get(ui.cookies.session))
-            if session is None or session.principal is None:
-                raise web.HTTPSeeOther(f"/approvals/login?{urlencode({'next': request.path})}")
-            return await handler(request, ui, session)
-        except (SignerError, IdpError) as exc:
-            return error_page(request, exc, session)
-
-    return wrapper
+authenticated = logged_in(APPROVAL_UI, "/approvals", error_page, principal=True)
 
 
 def _id(request: web.Request) -> uuid.UUID:

@@ -18,7 +18,7 @@ from idp_adapter.registry import IssuerRegistry
 from signer.flows.login import LoginFailed
 from signer.http.audit import views
 from signer.http.audit.views import AUDIT_UI, AuditUi
-from signer.http.browser import STATIC_DIR, Cookies, Surface, add_static, session_login, templates
+from signer.http.browser import Cookies, Surface, session_login, templates
 from signer.settings.config import Settings
 from signer.storage.records import RecordStore
 
@@ -65,11 +65,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/audit/records/{serial}", views.detail_page)
     r.add_get("/audit/export.{fmt:jsonl|csv}", views.export)
     r.add_get("/audit/manifest.{fmt:jsonl|csv}.json", views.export_manifest)
-    r.add_get("/audit/login", views.SESSION.login)
-    r.add_get("/audit/callback", views.SESSION.callback)
-    r.add_post("/audit/logout", views.SESSION.logout)
-    r.add_get("/audit/logged-out", views.SESSION.logged_out)
-    add_static(r, "/audit/static", STATIC_DIR)
+    views.SESSION.add_routes(r)
 
 
 __all__ += ["AUDIT_UI"]

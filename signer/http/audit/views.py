@@ -7,21 +7,18 @@ carries the session's CSRF token. Failures render an HTML page, never a stack tr
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import jinja2
 import structlog
 from aiohttp import web
 from cryptography import x509
 
-from idp_adapter.errors import IdpError
 from signer.errors import RequestError, SignerError
 from signer.flows.login import AuditLogin, LoginFailed, NotAnAuditor
 from signer.http.audit import export as exports
@@ -29,7 +26,8 @@ from signer.http.audit.query import STATUSES, FormError, Search, parse_search, p
 from signer.http.browser import (
     Cookies,
     SessionViews,
-    failure,
+    error_page_for,
+    logged_in,
     render_page,
 )
 from signer.http.kit.query import count
@@ -56,7 +54,6 @@ class AuditUi:
 
 
 AUDIT_UI = web.AppKey("audit_ui", AuditUi)
-PageHandler = Callable[[web.Request, AuditUi, UiSession], Awaitable[web.StreamResponse]]
 
 
 def render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
@@ -79,40 +76,22 @@ _MESSAGES: Mapping[type[SignerError], str] = {
 }
 
 
+_failure_page = error_page_for(render, _MESSAGES, ("audit_ui_error", "audit_ui_failed"))
+
+
 def error_page(request: web.Request, exc: Exception, session: UiSession | None) -> web.Response:
-    """An HTML page for a failure: fixed text per kind, details only in the log."""
-    events = ("audit_ui_error", "audit_ui_failed")
-    err, message = failure(exc, _MESSAGES, events=events, path=request.path)
-    return render(
-        request, "error.html", status=err.status, title=err.title, message=message, session=session
-    )
+    """An HTML page for a failure: a search form's own message (400), else fixed text per
+    kind, details only in the log."""
+    if isinstance(exc, FormError):
+        return render(
+            request, "error.html", status=400, title="Invalid request", message=str(exc),
+            session=session,
+        )  # fmt: skip
+    return _failure_page(request, exc, session)
 
 
-def authenticated(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Resolve the session cookie or send the browser to the login, then run ``handler``."""
-
-    @functools.wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        ui = request.app[AUDIT_UI]
-        session = None
-        try:
-            session = await ui.login.session(request.cookies.get(ui.cookies.session))
-            if session is None:
-                raise web.HTTPSeeOther(f"/audit/login?{urlencode({'next': request.path_qs})}")
-            return await handler(request, ui, session)
-        except FormError as exc:
-            return render(
-                request,
-                "error.html",
-                status=400,
-                title="Invalid request",
-                message=str(exc),
-                session=session,
-            )
-        except (SignerError, IdpError) as exc:
-            return error_page(request, exc, session)
-
-    return wrapper
+#: Resolve the session cookie or send the browser to the login, then run the page.
+authenticated = logged_in(AUDIT_UI, "/audit", error_page, whole_path=True, also=(FormError,))
 
 
 @authenticated

@@ -6,14 +6,15 @@ stylesheet (``static/``) and the end of the OpenID Connect code flow (RFC 6749 Â
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import asyncpg
@@ -299,6 +300,68 @@ def failure(
     return err, message
 
 
+def error_page_for(
+    render: Callable[..., web.Response],
+    messages: Mapping[type[SignerError], str],
+    events: tuple[str, str],
+) -> Callable[[web.Request, Exception, UiSession | None], web.Response]:
+    """A UI's error page (``error.html`` through its ``render``): fixed text per kind, details
+    only in the log (:func:`failure` with ``messages`` and ``events``)."""
+
+    def error_page(request: web.Request, exc: Exception, session: UiSession | None) -> web.Response:
+        err, message = failure(exc, messages, events=events, path=request.path)
+        return render(
+            request, "error.html", status=err.status, title=err.title, message=message,
+            session=session,
+        )  # fmt: skip
+
+    return error_page
+
+
+class SessionUi(Protocol):
+    """What :func:`logged_in` needs of a UI on the app: its login and its cookies."""
+
+    @property
+    def login(self) -> AuditLogin: ...
+    @property
+    def cookies(self) -> Cookies: ...
+
+
+UiT = TypeVar("UiT", bound=SessionUi)
+Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SessionPage = Callable[[web.Request, UiT, UiSession], Awaitable[web.StreamResponse]]
+
+
+def logged_in(
+    key: web.AppKey[UiT], home: str, failed: ErrorPage, *, whole_path: bool = False,
+    principal: bool = False, also: tuple[type[Exception], ...] = (),
+) -> Callable[[SessionPage[UiT]], Page]:  # fmt: skip
+    """A decorator for the pages of the UI at ``key``: the session of the browser's cookie,
+    else a redirect (303) to ``{home}/login`` that comes back to this path (``whole_path``:
+    with its query); with ``principal``, the session must hold the verified identity. A
+    SignerError, an IdpError or one of ``also`` is answered with the ``failed`` page."""
+
+    caught: tuple[type[Exception], ...] = (SignerError, IdpError, *also)
+
+    def decorate(handler: SessionPage[UiT]) -> Page:
+        @functools.wraps(handler)
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            ui = request.app[key]
+            session = None
+            try:
+                session = await ui.login.session(request.cookies.get(ui.cookies.session))
+                if session is None or (principal and session.principal is None):
+                    back = request.path_qs if whole_path else request.path
+                    raise web.HTTPSeeOther(f"{home}/login?{urlencode({'next': back})}")
+                return await handler(request, ui, session)
+            except caught as exc:
+                return failed(request, exc, session)
+
+        return wrapper
+
+    return decorate
+
+
 FLOW_COOKIE_SECONDS = 600  # a login flow lives 10 minutes (flows.login.FLOW_LIFETIME)
 ErrorPage = Callable[[web.Request, Exception, UiSession | None], web.Response]
 Render = Callable[..., web.Response]
@@ -388,3 +451,12 @@ class SessionViews:
 
     async def logged_out(self, request: web.Request) -> web.Response:
         return self.render(request, "logged_out.html", session=None)
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """``{home}/login``, ``/callback``, ``/logout`` (POST), ``/logged-out`` and the shared
+        ``/static`` files, under the UI's ``home``."""
+        router.add_get(f"{self.home}/login", self.login)
+        router.add_get(f"{self.home}/callback", self.callback)
+        router.add_post(f"{self.home}/logout", self.logout)
+        router.add_get(f"{self.home}/logged-out", self.logged_out)
+        add_static(router, f"{self.home}/static", STATIC_DIR)

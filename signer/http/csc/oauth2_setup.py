@@ -8,6 +8,7 @@ redirect URI ``{public_url}/csc/v2/oauth2/callback``, which must be registered a
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
@@ -40,24 +41,18 @@ CALLBACK = f"{views.BASE}/callback"
 METHODS = ("oauth2/authorize", "oauth2/token")
 
 
+@dataclass(frozen=True, eq=False)
 class CoreCredentials:
     """:class:`CredentialAuthority` on the CSC core: its credentials, its authorization secrets
     (``CscService.create_authorization``), revocation by the secret's SHA-256."""
 
-    def __init__(
-        self,
-        service: CscService,
-        credentials: CscStore,
-        store: CscOAuth2Store,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._service = service
-        self._credentials = credentials
-        self._store = store
-        self._clock = clock
+    service: CscService
+    credentials: CscStore
+    store: CscOAuth2Store
+    clock: Callable[[], datetime]
 
     async def credential(self, credential_id: str) -> CredentialFacts | None:
-        found = await self._credentials.get(credential_id)
+        found = await self.credentials.get(credential_id)
         if found is None or found.record.purged:
             return None
         return CredentialFacts(
@@ -72,7 +67,7 @@ class CoreCredentials:
     async def grant(self, grant: CredentialGrant) -> IssuedToken:
         """The core's single-use authorization for exactly this credential, owner, hash
         algorithm, hashes, count and authentication; it cuts the expiry to the credential's."""
-        secret = await self._service.create_authorization(
+        secret = await self.service.create_authorization(
             CredentialAuthorization(
                 credential_id=grant.credential_id,
                 token_issuer=grant.owner_issuer,
@@ -86,12 +81,12 @@ class CoreCredentials:
                 auth_time=grant.auth_time,
             )
         )
-        found = await self._credentials.get(grant.credential_id)
+        found = await self.credentials.get(grant.credential_id)
         expires = min(grant.expires_at, found.expires_at) if found else grant.expires_at
         return IssuedToken(secret, secret_hash(secret).hex(), expires)
 
     async def revoke(self, ref: str) -> None:
-        await self._store.revoke_authorization(bytes.fromhex(ref), self._clock())
+        await self.store.revoke_authorization(bytes.fromhex(ref), self.clock())
 
 
 def build(

@@ -18,6 +18,7 @@ from idp_adapter.principal import Principal
 from signer.flows.approvals import ApprovalService, Held, Hold, digest_commitment
 from signer.flows.registry import RegistryError, check_redirect_uri
 from signer.flows.submit import Signed, submit
+from signer.flows.webhooks import delivery_json
 from signer.formats.pdf import PreparedPdf
 from signer.http.kit.idempotency import keep
 from signer.http.kit.links import with_proof_url
@@ -162,19 +163,10 @@ def render(request: web.Request, req: StoredApprovalRequest) -> dict[str, Any]:
     )
     if req.error is not None:
         body["error"] = req.error
-    if req.webhook_url is not None:
-        body["webhook"] = {
-            "url": req.webhook_url,
-            "attempts": req.webhook_attempts,
-            "last_result": req.webhook_result,
-            "delivered_at": _iso(req),
-        }
+    webhook = delivery_json(req, last_attempt=False)
+    if webhook is not None:
+        body["webhook"] = webhook
     return body
-
-
-def _iso(req: StoredApprovalRequest) -> str | None:
-    at = req.webhook_delivered_at
-    return at.isoformat() if at is not None else None
 
 
 def pdf_hold(request: web.Request, sign_request: SignatureRequest, prepared: PreparedPdf) -> Hold:

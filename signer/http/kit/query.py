@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from signer.http.kit.params import utc_instant
+
 _DIGITS = re.compile(r"[0-9]{1,20}")  # bounded before int(): 2**62 has 19
 
 
@@ -36,6 +38,6 @@ def instant(text: str, *, naive_is_utc: bool = False) -> datetime | None:
             return None
         parsed = parsed.replace(tzinfo=UTC)
     try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
+        return utc_instant(parsed)
+    except ValueError:
         return None

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from signer.flows.registry import InvalidClient, RegistryError, RpRegistry, check_redirect_uri
-from signer.flows.webhooks import Webhooks
+from signer.flows.webhooks import Webhooks, delivery_json
 from signer.flows.websign import Order, SigningRequestNotFound, WebSigning
 from signer.http.kit.body import read_json
 from signer.http.kit.links import with_proof_url
@@ -140,19 +139,10 @@ def _summary(req: StoredRequest, flow: WebSigning) -> dict[str, Any]:
         body["signer"] = {"subject": req.signer_subject}
     if req.error is not None:
         body["error"] = req.error
-    if req.webhook_url is not None:
-        body["webhook"] = {
-            "url": req.webhook_url,
-            "attempts": req.webhook_attempts,
-            "last_result": req.webhook_result,
-            "last_attempt_at": _iso(req.webhook_attempted_at),
-            "delivered_at": _iso(req.webhook_delivered_at),
-        }
+    webhook = delivery_json(req)
+    if webhook is not None:
+        body["webhook"] = webhook
     return body
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 async def create_signing_request(request: web.Request) -> web.Response:
