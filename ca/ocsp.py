@@ -4,7 +4,8 @@ say ``noRevAvail`` (RFC 9608 §2) and carry no OCSP pointer (:mod:`ca.extensions
 
 - :func:`build_responder_certificate`: a delegated responder certificate (RFC 6960 §4.2.2.2),
   one per CA, all for the one responder key in the HSM;
-- :func:`respond`: a DER OCSPRequest in, a DER OCSPResponse out (RFC 6960 §4.1, §4.2), with
+- :func:`ask` reads a DER OCSPRequest (RFC 6960 §4.1) and :meth:`Question.answer` signs the
+  DER OCSPResponse (§4.2); :func:`respond` does both. Built with
   cryptography's :mod:`~cryptography.x509.ocsp` builder, so the HSM key signs like any
   ``EllipticCurvePrivateKey``.
 
@@ -34,7 +35,11 @@ from ca.settings import CaNames
 __all__ = [
     "MAX_NONCE_OCTETS",
     "MAX_REQUEST_OCTETS",
+    "RESPONDER_LIFETIME",
+    "RESPONDER_RENEW_BEFORE",
     "IssuerStatus",
+    "Question",
+    "ask",
     "build_responder_certificate",
     "malformed",
     "respond",
@@ -46,6 +51,10 @@ __all__ = [
 MAX_REQUEST_OCTETS = 8192
 #: RFC 8954 §2.1: a nonce is 1 to 32 octets; a responder rejects longer ones.
 MAX_NONCE_OCTETS = 32
+#: A responder certificate with id-pkix-ocsp-nocheck cannot be revoked, so it is short-lived
+#: (RFC 6960 §4.2.2.2.1): `qes init` issues 90 days and renews it once a third is left.
+RESPONDER_LIFETIME = timedelta(days=90)
+RESPONDER_RENEW_BEFORE = RESPONDER_LIFETIME / 3
 
 
 def build_responder_certificate(
@@ -176,6 +185,66 @@ def _parse_request(request_der: bytes) -> tuple[ocsp.OCSPRequest, bytes | None]:
     return request, nonce
 
 
+@dataclass(frozen=True)
+class Question:
+    """A well-formed request about a certificate of a CA this responder answers for."""
+
+    request: ocsp.OCSPRequest
+    nonce: bytes | None
+    about: IssuerStatus
+
+    def answer(self, key: ec.EllipticCurvePrivateKey, now: datetime, validity: timedelta) -> bytes:
+        """A ``successful`` OCSPResponse (RFC 6960 §4.2.1): a BasicOCSPResponse signed by
+        ``key`` (the key of ``about.responder``), responderID byKey, the responder certificate
+        and ``about.extra`` in ``certs``, one SingleResponse ``good``, ``revoked``
+        (revocationTime and, unless unspecified, revocationReason) or ``unknown``, thisUpdate
+        ``now`` and nextUpdate ``now + validity`` (§4.2.2.1), and the request's nonce echoed
+        (RFC 8954 §2.1). producedAt is the time of signing, set by cryptography."""
+        responder = self.about.responder
+        if key.public_key() != responder.public_key():
+            raise PolicyError("key: does not match the OCSP responder certificate")
+        start = utc_seconds(now)
+        request = self.request
+        status, revoked = ocsp.OCSPCertStatus.UNKNOWN, None
+        if request.serial_number in self.about.issued:
+            revoked = self.about.issued[request.serial_number]
+            status = ocsp.OCSPCertStatus.GOOD if revoked is None else ocsp.OCSPCertStatus.REVOKED
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response_by_hash(
+                issuer_name_hash=request.issuer_name_hash,
+                issuer_key_hash=request.issuer_key_hash,
+                serial_number=request.serial_number,
+                algorithm=request.hash_algorithm,
+                cert_status=status,
+                this_update=start,
+                next_update=start + validity,
+                revocation_time=None if revoked is None else revoked.revoked_at,
+                revocation_reason=None if revoked is None else revoked.encoded_reason,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, responder)
+            .certificates([responder, *self.about.extra])
+        )
+        if self.nonce is not None:
+            builder = builder.add_extension(x509.OCSPNonce(self.nonce), critical=False)
+        return builder.sign(key, hash_for(key.public_key())).public_bytes(Encoding.DER)
+
+
+def ask(request_der: bytes, issuers: Sequence[IssuerStatus]) -> Question | bytes:
+    """Read a DER OCSPRequest (RFC 6960 §4.1): a :class:`Question` to answer with the
+    responder key, or the DER of an unsigned refusal (no key needed, so no HSM hop):
+    ``malformedRequest`` for anything :func:`_parse_request` refuses, ``unauthorized``
+    (RFC 6960 §2.3) for a CertID of no CA in ``issuers``."""
+    try:
+        request, nonce = _parse_request(request_der)
+    except _Malformed:
+        return malformed()
+    about = next((i for i in issuers if i.matches(request)), None)
+    if about is None:
+        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    return Question(request, nonce, about)
+
+
 def respond(
     request_der: bytes,
     issuers: Sequence[IssuerStatus],
@@ -183,50 +252,8 @@ def respond(
     now: datetime,
     validity: timedelta,
 ) -> bytes:
-    """Answer a DER OCSPRequest with a DER OCSPResponse (RFC 6960 §4.2).
-
-    - not a usable request (:func:`_parse_request`): ``malformedRequest``, unsigned;
-    - a CertID of no CA in ``issuers``: ``unauthorized`` (RFC 6960 §2.3), unsigned;
-    - otherwise ``successful``: a BasicOCSPResponse signed by ``key`` (the responder key of
-      every ``IssuerStatus.responder``), responderID byKey, the responder certificate and
-      ``extra`` in ``certs``, one SingleResponse ``good``, ``revoked`` (revocationTime and,
-      unless unspecified, revocationReason) or ``unknown``, thisUpdate ``now`` and nextUpdate
-      ``now + validity`` (§4.2.2.1), and the request's nonce echoed (RFC 8954 §2.1).
-
-    producedAt is the time of signing, set by cryptography.
-    """
-    try:
-        request, nonce = _parse_request(request_der)
-    except _Malformed:
-        return malformed()
-    this = next((i for i in issuers if i.matches(request)), None)
-    if this is None:
-        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-    if key.public_key() != this.responder.public_key():
-        raise PolicyError("key: does not match the OCSP responder certificate")
-    start = utc_seconds(now)
-    serial = request.serial_number
-    status, revoked = ocsp.OCSPCertStatus.UNKNOWN, None
-    if serial in this.issued:
-        revoked = this.issued[serial]
-        status = ocsp.OCSPCertStatus.GOOD if revoked is None else ocsp.OCSPCertStatus.REVOKED
-    builder = (
-        ocsp.OCSPResponseBuilder()
-        .add_response_by_hash(
-            issuer_name_hash=request.issuer_name_hash,
-            issuer_key_hash=request.issuer_key_hash,
-            serial_number=serial,
-            algorithm=request.hash_algorithm,
-            cert_status=status,
-            this_update=start,
-            next_update=start + validity,
-            revocation_time=None if revoked is None else revoked.revoked_at,
-            revocation_reason=None if revoked is None else revoked.encoded_reason,
-        )
-        .responder_id(ocsp.OCSPResponderEncoding.HASH, this.responder)
-        .certificates([this.responder, *this.extra])
-    )
-    if nonce is not None:
-        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-    signed = builder.sign(key, hash_for(key.public_key()))
-    return signed.public_bytes(Encoding.DER)
+    """:func:`ask` and :meth:`Question.answer` in one: a DER OCSPResponse (RFC 6960 §4.2)."""
+    question = ask(request_der, issuers)
+    if isinstance(question, bytes):
+        return question
+    return question.answer(key, now, validity)
