@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -35,6 +36,12 @@ class Published:
     signer: SignerProcess
     files: dict[str, Path]  # root, issuing, tsa, chain (issuing + root) as PEM
     certs: dict[str, x509.Certificate]
+
+
+def _hex(serial: int) -> str:
+    """A serial as ``openssl crl -text`` prints it: upper-case hex of whole octets."""
+    digits = f"{serial:X}"
+    return digits.zfill(len(digits) + len(digits) % 2)
 
 
 def _fetch(url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
@@ -142,7 +149,7 @@ async def test_revoking_the_tsa_and_the_issuing_ca(published: Published, tmp_pat
     text, crl = _crl(p, "issuing", tmp_path)  # at once, though the CRL cache is hourly
     entry = crl.get_revoked_certificate_by_serial_number(tsa.serial_number)
     assert entry is not None and len(crl) == 1
-    assert f"Serial Number: {tsa.serial_number:X}" in text
+    assert f"Serial Number: {_hex(tsa.serial_number)}" in text
     assert "Key Compromise" in text and "Invalidity Date" in text
     reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
     assert reason is x509.ReasonFlags.key_compromise
@@ -211,3 +218,18 @@ def test_ocsp_get_and_malformed_requests(published: Published, tmp_path: Path) -
     with pytest.raises(urllib.error.HTTPError) as refused:
         _fetch(url, req.read_bytes(), "application/octet-stream")
     assert refused.value.code == 415
+
+
+async def test_a_stored_revocation_is_final(published: Published) -> None:
+    """Migration 0018: no row of ca_revocations can be changed or deleted (no un-revoking)."""
+    conn = await asyncpg.connect(published.signer.env["QES_DATABASE_URL"])
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM ca_revocations") == 2
+        for sql in (
+            "UPDATE ca_revocations SET reason = 'superseded'",
+            "DELETE FROM ca_revocations",
+        ):
+            with pytest.raises(asyncpg.RaiseError, match="final"):
+                await conn.execute(sql)
+    finally:
+        await conn.close()
