@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -93,3 +93,37 @@ def subject_key_identifier(cert: x509.Certificate) -> x509.SubjectKeyIdentifier:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
         raise PolicyError("issuer certificate has no subjectKeyIdentifier") from None
+
+
+def service_certificate(
+    subject: x509.Name,
+    issuer: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    start: datetime,
+    lifetime: timedelta,
+    purpose: x509.ObjectIdentifier,
+    *,
+    purpose_critical: bool,
+) -> x509.CertificateBuilder:
+    """What the CA's service certificates (TSA, OCSP responder) share: a random serial,
+    validity ``[start, start + lifetime]``, keyUsage digitalSignature critical (RFC 5280
+    §4.2.1.3), one extendedKeyUsage ``purpose`` (§4.2.1.12), SKI and AKI (§4.2.1.2, §4.2.1.1).
+    The caller adds what is particular to the service and signs."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(random_serial())
+        .not_valid_before(start)
+        .not_valid_after(start + lifetime)
+        .add_extension(key_usage(digital_signature=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([purpose]), critical=purpose_critical)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                subject_key_identifier(issuer)
+            ),
+            critical=False,
+        )
+    )

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca._certs import ca_key_usage, hash_for, random_serial, subject_key_identifier, utc_seconds
 from ca.errors import PolicyError
+from ca.revocation import Revocation
 from ca.settings import CaNames, IssuancePolicy
 
 __all__ = ["build_crl", "build_issuing_certificate", "build_root_certificate"]
@@ -106,22 +107,25 @@ def build_crl(
     issuer_cert: x509.Certificate,
     now: datetime,
     next_update: timedelta,
-    revoked: Iterable[int] | Mapping[int, datetime] = (),
+    revoked: Iterable[int | Revocation] | Mapping[int, datetime] = (),
+    *,
+    crl_number: int | None = None,
 ) -> x509.CertificateRevocationList:
     """A CRL over the CA certificates issued by ``issuer_cert`` (RFC 5280 §5).
 
-    Carries AKI (§5.2.1) and a CRL number (§5.2.3) equal to ``now`` in Unix seconds, so
-    numbers increase with time without any stored counter. ``revoked`` maps serials to
-    revocation dates; a plain iterable of serials uses ``now`` as the date.
+    thisUpdate is ``now`` and nextUpdate ``now + next_update`` (§5.1.2.4-5). Carries AKI
+    (§5.2.1) and the CRL number (§5.2.3) ``crl_number``, by default ``now`` in Unix seconds,
+    so numbers increase with time without a stored counter; a caller with a durable counter
+    (:mod:`signer.storage.revocations`) passes it. ``revoked`` holds :class:`Revocation`
+    values (entries with reasonCode and invalidityDate, §5.3.1-2), or serials mapped to
+    revocation dates, or plain serials revoked ``now``. Entries are ordered by serial.
     """
     start = utc_seconds(now)
     _check_lifetime(next_update)
     _check_issuer(key, issuer_cert, start)
-    dates = (
-        {serial: utc_seconds(when) for serial, when in revoked.items()}
-        if isinstance(revoked, Mapping)
-        else dict.fromkeys(revoked, start)
-    )
+    number = int(start.timestamp()) if crl_number is None else crl_number
+    if not isinstance(number, int) or number < 0 or number.bit_length() > 159:
+        raise PolicyError("crl_number: a non-negative integer of at most 20 octets (§5.2.3)")
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(issuer_cert.subject)
@@ -133,12 +137,46 @@ def build_crl(
             ),
             critical=False,
         )
-        .add_extension(x509.CRLNumber(int(start.timestamp())), critical=False)
+        .add_extension(x509.CRLNumber(number), critical=False)
     )
-    for serial, when in sorted(dates.items()):
-        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
-        builder = builder.add_revoked_certificate(entry)
+    for entry in _entries(revoked, start):
+        builder = builder.add_revoked_certificate(entry.crl_entry())
     return builder.sign(key, hash_for(issuer_cert.public_key()))
+
+
+def _entries(
+    revoked: Iterable[int | Revocation] | Mapping[int, datetime], now: datetime
+) -> list[Revocation]:
+    if isinstance(revoked, Mapping):
+        items = [Revocation(serial, when) for serial, when in revoked.items()]
+    else:
+        items = [r if isinstance(r, Revocation) else Revocation(r, now) for r in revoked]
+    by_serial = {r.serial: r for r in items}
+    if len(by_serial) != len(items):
+        raise PolicyError("revoked: a serial is listed twice")
+    return [by_serial[serial] for serial in sorted(by_serial)]
+
+
+def check_service_inputs(
+    issuer_key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    start: datetime,
+    lifetime: timedelta,
+    field: str,
+) -> None:
+    """For a service certificate (TSA, OCSP responder): a usable lifetime inside the issuer's
+    validity, an issuer key matching a CA certificate valid at ``start``, and a subject key
+    ``field`` of its own on a supported curve; raises :class:`PolicyError`."""
+    _check_lifetime(lifetime)
+    _check_issuer(issuer_key, issuer, start)
+    if start + lifetime > issuer.not_valid_after_utc:
+        raise PolicyError("lifetime: the certificate would outlive its issuer's certificate")
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise PolicyError(f"{field}: must be an EC public key")
+    hash_for(public_key)  # on a supported curve
+    if public_key == issuer.public_key():
+        raise PolicyError(f"{field}: must not be its issuer's key")
 
 
 def _check_lifetime(lifetime: timedelta) -> None:

@@ -3,6 +3,20 @@
 Implements the extension part of ETSI EN 319 412-2 §4.3 (natural persons), EN 319 412-3
 §4.3 (legal persons), EN 319 412-5 §4 (QC statements) and RFC 9608 (noRevAvail). The
 subject DN is built by :mod:`ca.profiles`; the signing and validity by :mod:`ca.authority`.
+
+Why the leaves carry no revocation pointers. A leaf lives at most 10 minutes and its key is
+destroyed within the request that made it, so no revocation could reach a relying party
+before the certificate expires anyway: a CRL is re-issued hourly and an OCSP answer is cached
+for its own validity. Revocation would add nothing that expiry does not already give, and a
+CRL distribution point or OCSP URL would promise status information that never changes.
+Hence the two markers: RFC 9608 §2 ``noRevAvail`` says the CA publishes no revocation
+information for the certificate, and RFC 9608 §3 forbids CRL distribution points,
+FreshestCRL and an OCSP access method beside it; ETSI EN 319 412-1 §5.2 validity-assured
+short-term says the CA assures the certificate's validity for its whole (short) period,
+which EN 319 411-1 (REV-6.3.9-15, CSS-6.3.10-01A) accepts in place of a revocation service,
+and EN 319 412-2 GEN-4.3.11-2A requires noRevAvail when neither pointer is present. The
+long-lived certificates above the leaves (the issuing CA, the TSA) are revoked as usual:
+:mod:`ca.revocation`, :func:`ca.cacerts.build_crl`, :mod:`ca.ocsp`.
 """
 
 from __future__ import annotations

@@ -30,15 +30,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from ca import _validate, der
-from ca._certs import (
-    check_serial,
-    hash_for,
-    key_usage,
-    random_serial,
-    subject_key_identifier,
-    utc_seconds,
-)
-from ca.cacerts import _check_issuer, _check_lifetime
+from ca._certs import check_serial, hash_for, random_serial, service_certificate, utc_seconds
+from ca.cacerts import check_service_inputs
 from ca.errors import CaError, PolicyError, ProfileError
 from ca.profiles import LegalPerson
 from ca.settings import CaNames
@@ -134,7 +127,7 @@ def build_tsa_certificate(
     Raises :class:`PolicyError` for unusable settings, keys or issuer.
     """
     start = utc_seconds(now)
-    _check_tsa_inputs(issuing_key, issuing, tsa_public_key, start, lifetime)
+    check_service_inputs(issuing_key, issuing, tsa_public_key, start, lifetime, "tsa_public_key")
     try:
         subject = LegalPerson(
             names.country, names.organization, names.organization_identifier, common_name
@@ -143,47 +136,18 @@ def build_tsa_certificate(
         _validate.url("crl_url", crl_url)
     except ProfileError as exc:
         raise PolicyError(str(exc)) from exc
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuing.subject)
-        .public_key(tsa_public_key)
-        .serial_number(random_serial())
-        .not_valid_before(start)
-        .not_valid_after(start + lifetime)
-        .add_extension(key_usage(digital_signature=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(tsa_public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                subject_key_identifier(issuing)
-            ),
-            critical=False,
-        )
+    builder = service_certificate(
+        subject,
+        issuing,
+        tsa_public_key,
+        start,
+        lifetime,
+        ExtendedKeyUsageOID.TIME_STAMPING,
+        purpose_critical=True,
     )
     return _with_locations(builder, ca_issuers_url, crl_url).sign(
         issuing_key, hash_for(issuing.public_key())
     )
-
-
-def _check_tsa_inputs(
-    issuing_key: ec.EllipticCurvePrivateKey,
-    issuing: x509.Certificate,
-    tsa_public_key: ec.EllipticCurvePublicKey,
-    start: datetime,
-    lifetime: timedelta,
-) -> None:
-    """A usable lifetime inside the issuer's validity, and a TSA key of its own on a supported
-    curve; raises :class:`PolicyError`."""
-    _check_lifetime(lifetime)
-    _check_issuer(issuing_key, issuing, start)
-    if start + lifetime > issuing.not_valid_after_utc:
-        raise PolicyError("lifetime: TSA certificate would outlive the issuing CA certificate")
-    if not isinstance(tsa_public_key, ec.EllipticCurvePublicKey):
-        raise PolicyError("tsa_public_key: must be an EC public key")
-    hash_for(tsa_public_key)  # the TSA key must be on a supported curve
-    if tsa_public_key == issuing.public_key():
-        raise PolicyError("tsa_public_key: must not be the issuing CA's key")
 
 
 def _with_locations(

@@ -34,7 +34,16 @@ from signer.flows.webhooks import WebhookResumer, Webhooks
 from signer.http import approvals, openapi
 from signer.http import audit as auditui
 from signer.http import sign as webflow
-from signer.http.api import admin, certificates, meta, pdf_upload, signatures, translog, tsa
+from signer.http.api import (
+    admin,
+    certificates,
+    meta,
+    ocsp,
+    pdf_upload,
+    signatures,
+    translog,
+    tsa,
+)
 from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_setup as csc_oauth2
 from signer.http.kit.access_log import observe_middleware
@@ -56,6 +65,7 @@ from signer.settings.config import Settings
 from signer.signing import gauges
 from signer.signing.csc import CscService
 from signer.signing.pipeline import SigningService
+from signer.signing.revocation import RevocationStatus, load_responders
 from signer.signing.sweeper import Sweeper
 from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.anchor import AnchorStore
@@ -68,6 +78,7 @@ from signer.storage.public_limits import PublicLimitStore
 from signer.storage.records import RecordStore
 from signer.storage.refusals import RefusalStore
 from signer.storage.request_retention import RequestRetentionStore
+from signer.storage.revocations import RevocationStore
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore, StoredRequest
 from signer.storage.sweeper import SweeperStore
 from signer.storage.webhook_outbox import WebhookOutboxStore
@@ -218,6 +229,27 @@ def _csc(
     )
 
 
+async def _revocation(
+    settings: Settings,
+    o: _Opened,
+    ca_store: CaCertificateStore,
+    chain: Chain,
+    time_stamps: TimeStampSource,
+    clock: Callable[[], datetime],
+) -> RevocationStatus:
+    """The CRLs and OCSP answers over the issuing CA and the built-in TSA (issue 15)."""
+    tsa = time_stamps.authority.certificate if isinstance(time_stamps, BuiltinTimeStamps) else None
+    return RevocationStatus(
+        hsm=o.hsm,
+        store=RevocationStore(o.pool),
+        settings=settings,
+        chain=chain,
+        tsa=tsa,
+        responders=await load_responders(ca_store, settings),
+        clock=clock,
+    )
+
+
 async def _anchor(settings: Settings, pool: asyncpg.Pool) -> CheckpointAnchor | None:
     """The newest published checkpoint kept outside the database (issue 14), checked now."""
     if settings.log.anchor_file is None:
@@ -288,6 +320,7 @@ async def _core(
             store=log_store, hsm=o.hsm, settings=settings.log, clock=clock, anchor=anchor
         ),
         privacy_key=o.privacy_key,
+        revocation=await _revocation(settings, o, ca_store, chain, time_stamps, clock),
     )
     # RFC 9449 §9 server nonces; every replica derives the same secret from the privacy key.
     app[DPOP_NONCES] = NonceSource(o.privacy_key.secret, clock)
@@ -455,6 +488,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
     app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
     app.router.add_post("/tsa", tsa.time_stamp)
+    app.router.add_post("/ocsp", ocsp.post)
+    app.router.add_get("/ocsp/{request:.+}", ocsp.get)
     admin.add_routes(app)
     csc_api.add_routes(app)
     if settings.audit.ui is not None:

@@ -1,5 +1,5 @@
 """The `qes` command: one module per command group (service, sign, audit, clients, db, policy,
-approvals); this one builds the parser from their ``register`` functions and runs a command.
+approvals, ca); this one builds the parser from their ``register`` functions and runs a command.
 
 Every failure ends with one line on stderr and a non-zero exit code; tracebacks are for bugs.
 """
@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 
 from idp_adapter.errors import ConfigError as IdpConfigError
-from signer.cli import approvals, audit, backup, clients, db, migrate, policy, service, sign
+from signer.cli import approvals, audit, backup, ca, clients, db, migrate, policy, service, sign
 from signer.cli.client import ClientError
 from signer.cli.common import DEFAULT_URL, fail
 from signer.errors import SignerError
@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     for group in (service, sign, audit, clients, db):
         group.register(sub, with_config, url)
     policy.register(sub, with_config)
+    ca.register(sub, with_config)
     approvals.register(sub, url)
     migrate.register(sub, with_config)
     backup.register(sub, with_config)

@@ -52,6 +52,9 @@ async def _init(settings: Any, force: bool) -> str:
         lines.append(f"TSA {tsa_verb}: {result.tsa.subject.rfc4514_string()}")
     else:
         lines.append(f"TSA: external, {settings.tsa.url}")
+    if result.ocsp is not None:
+        ocsp_verb = "created" if result.ocsp_created else "already present"
+        lines.append(f"OCSP responder {ocsp_verb}: {result.ocsp.issuing.subject.rfc4514_string()}")
     lines.append(log_result.describe())
     return "\n".join(lines)
 

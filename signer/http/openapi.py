@@ -39,6 +39,9 @@ from signer.http.api.models import (
     TrustBundle,
 )
 from signer.http.api.models import SignatureRequest as SignatureBody
+from signer.http.api.ocsp import REQUEST_TYPE as OCSP_REQUEST
+from signer.http.api.ocsp import RESPONSE_TYPE as OCSP_RESPONSE
+from signer.http.api.ocsp import OcspRequestExpected
 from signer.http.api.tsa import (
     MAX_QUERY_OCTETS,
     QUERY_TYPE,
@@ -130,6 +133,7 @@ _TSA_ERRORS: list[type[SignerError]] = [
     TimeStampQueryExpected,
     HsmUnavailable,
 ]
+_OCSP_ERRORS: list[type[SignerError]] = [BodyTooLarge, OcspRequestExpected]
 _AUDIT_ERRORS: list[type[SignerError]] = [
     InvalidRequest,
     Unauthenticated,
@@ -798,6 +802,53 @@ def _document(server: ServerSettings) -> dict[str, Any]:
                     },
                 }
             },
+            **_ocsp_paths(),
+        },
+    }
+
+
+def _ocsp_paths() -> dict[str, Any]:
+    """``/ocsp``: the RFC 6960 responder for the issuing CA and TSA certificates."""
+    answer = {
+        "description": (
+            "OCSPResponse: successful (signed by the delegated responder), or malformedRequest, "
+            "unauthorized or tryLater (unsigned)"
+        ),
+        "content": {OCSP_RESPONSE: {}},
+    }
+    about = (
+        "Public, no authentication: the status (good, revoked with time and reason, unknown) "
+        "of the issuing CA and TSA certificates (RFC 6960), signed by a delegated responder "
+        "(id-kp-OCSPSigning, id-pkix-ocsp-nocheck) whose key is in the HSM. A request that "
+        "is no usable OCSPRequest is answered with 200 and malformedRequest (§4.2.1)."
+    )
+    return {
+        "/ocsp": {
+            "post": {
+                "summary": "OCSP responder (RFC 6960 §A.1, POST)",
+                "description": about,
+                "requestBody": {
+                    "required": True,
+                    "content": {OCSP_REQUEST: {"schema": {"type": "string"}}},
+                },
+                "responses": {"200": answer, **_errors(_OCSP_ERRORS)},
+            }
+        },
+        "/ocsp/{request}": {
+            "get": {
+                "summary": "OCSP responder (RFC 6960 §A.1, GET)",
+                "description": about,
+                "parameters": [
+                    {
+                        "name": "request",
+                        "in": "path",
+                        "required": True,
+                        "description": "the DER OCSPRequest, base64, then URL-encoded",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": answer},
+            }
         },
     }
 

@@ -110,6 +110,10 @@ class CaSettings:
     issuing_lifetime: timedelta = timedelta(days=3650)
     #: The issuing CA's CRL (served at /ca/issuing.crl), named in the TSA certificate.
     issuing_crl_url: str = "http://127.0.0.1:8780/ca/issuing.crl"
+    #: The delegated OCSP responder's key (RFC 6960 §4.2.2.2), made by `qes init`, with one
+    #: certificate from the root and one from the issuing CA (served at /ocsp).
+    ocsp_label: str = "qes-ocsp"
+    ocsp_common_name: str = "QES Signer Development OCSP Responder"
 
 
 @dataclass(frozen=True)
@@ -736,6 +740,8 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
         root_label=s.get("root_label", str, "qes-root-ca"),
         issuing_label=s.get("issuing_label", str, "qes-issuing-ca"),
         issuing_crl_url=issuing_crl_url,
+        ocsp_label=s.get("ocsp_label", str, "qes-ocsp"),
+        ocsp_common_name=s.get("ocsp_common_name", str, "QES Signer Development OCSP Responder"),
     )
     s.done()
     return result

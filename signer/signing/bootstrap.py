@@ -1,5 +1,6 @@
-"""`qes init`: create the CA keys inside the HSM and their certificates, and the built-in
-TSA's key and certificate (RFC 3161 §2.3, STANDARDS.md §3) unless an external TSA is configured.
+"""`qes init`: create the CA keys inside the HSM and their certificates, the built-in
+TSA's key and certificate (RFC 3161 §2.3, STANDARDS.md §3) unless an external TSA is configured,
+and the OCSP responder's key with its two delegated responder certificates (RFC 6960 §4.2.2.2).
 
 Idempotent: when the keys exist and the stored certificates match them, nothing changes. It
 never replaces an existing key unless ``force`` is given. A missing TSA key (a CA made before
@@ -21,10 +22,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ca.authority import Chain, build_issuing_certificate, build_root_certificate
+from ca.ocsp import RESPONDER_LIFETIME, RESPONDER_RENEW_BEFORE, build_responder_certificate
 from ca.tsa import build_tsa_certificate
 from signer.errors import SignerError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
+from signer.signing.revocation import Responders, load_responders, save_responders
 from signer.storage.authority import CaCertificateStore
 from signer.translog.log import (
     ensure_dev_privacy_key,
@@ -45,6 +48,8 @@ class InitResult:
     created: bool
     tsa: x509.Certificate | None = None
     tsa_created: bool = False
+    ocsp: Responders | None = None
+    ocsp_created: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class StoredCertificates:
     root: x509.Certificate | None
     issuing: x509.Certificate | None
     tsa: x509.Certificate | None
+    ocsp: Responders | None = None
 
 
 def _same_key(cert: x509.Certificate | None, session: HsmSession, label: str) -> bool:
@@ -72,12 +78,15 @@ def make_ca(
 ) -> InitResult:
     """Runs on the HSM worker thread: decide, create keys, build and sign the certificates."""
     chain, created = _make_chain(session, settings, now, force=force, stored=stored)
+    ocsp, ocsp_created = _make_ocsp(
+        session, settings, now, chain, force=force or created, stored=stored.ocsp
+    )
     if settings.tsa.url is not None:
-        return InitResult(chain, created)
+        return InitResult(chain, created, ocsp=ocsp, ocsp_created=ocsp_created)
     tsa, tsa_created = _make_tsa(
         session, settings, now, chain, force=force or created, stored=stored
     )
-    return InitResult(chain, created, tsa, tsa_created)
+    return InitResult(chain, created, tsa, tsa_created, ocsp, ocsp_created)
 
 
 def _make_chain(
@@ -149,6 +158,49 @@ def _make_tsa(
     return cert, True
 
 
+def _make_ocsp(
+    session: HsmSession,
+    settings: Settings,
+    now: datetime,
+    chain: Chain,
+    *,
+    force: bool,
+    stored: Responders | None,
+) -> tuple[Responders, bool]:
+    """The OCSP responder key (created when missing, replaced with ``force``) and its two
+    delegated responder certificates, one from each CA (RFC 6960 §4.2.2.2: the responder
+    certificate is issued by the CA of the certificates it answers for). Kept while they
+    match the key and the current CAs and have more than a third of their life left: with
+    id-pkix-ocsp-nocheck they cannot be revoked, so they are short-lived and renewed here."""
+    ca = settings.ca
+    if force or not session.has_token_key(ca.ocsp_label):
+        session.create_token_key(ca.ocsp_label, ca.curve, replace=True)
+    elif stored is not None and all(
+        _same_key(cert, session, ca.ocsp_label)
+        and _issued_by(cert, issuer)
+        and cert.not_valid_after_utc - now > RESPONDER_RENEW_BEFORE
+        for cert, issuer in ((stored.root, chain.root), (stored.issuing, chain.issuing))
+    ):
+        return stored, False
+    public_key = session.token_key(ca.ocsp_label).public_key()
+
+    def issue(issuer_label: str, issuer: x509.Certificate) -> x509.Certificate:
+        return build_responder_certificate(
+            session.token_key(issuer_label),
+            issuer,
+            public_key,
+            ca.names,
+            ca.ocsp_common_name,
+            now=now,
+            lifetime=min(RESPONDER_LIFETIME, issuer.not_valid_after_utc - now),
+        )
+
+    made = Responders(
+        root=issue(ca.root_label, chain.root), issuing=issue(ca.issuing_label, chain.issuing)
+    )
+    return made, True
+
+
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
@@ -164,6 +216,7 @@ async def init_ca(
         root=await store.load(settings.ca.root_label),
         issuing=await store.load(settings.ca.issuing_label),
         tsa=await store.load(settings.tsa.label),
+        ocsp=await load_responders(store, settings),
     )
     result: InitResult = await hsm.run(
         lambda s: make_ca(s, settings, now, force=force, stored=stored)
@@ -173,6 +226,8 @@ async def init_ca(
         await store.save(settings.ca.issuing_label, result.chain.issuing, now)
     if result.tsa is not None and result.tsa_created:
         await store.save(settings.tsa.label, result.tsa, now)
+    if result.ocsp is not None and result.ocsp_created:
+        await save_responders(store, settings, result.ocsp, now)
     return result
 
 

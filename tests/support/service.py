@@ -40,9 +40,9 @@ WEB_ENV = {
     "QES__WEB_SIGNING__ACR_LEVELS": f'["{PWD}", "{MFA}"]',
     "QES_WEB_SIGNING_CLIENT_SECRET": DEMO_SECRETS["demo-signer-web"],
 }
-# The long-lived token keys `qes init` creates with the dev config: CA, TSA and log keys.
+# The long-lived token keys `qes init` creates with the dev config: CA, TSA, OCSP and log keys.
 TEST_LOG_PRIVACY_KEY = "74657374206f6e6c79206c6f672070726976616379206b65792c207075626c6963"
-LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-log")
+LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-ocsp", "qes-log")
 #: Overrides that switch on every optional surface of the development config (web signing, the
 #: audit UI, the approvals UI) with the development IdP's clients.
 EVERY_SURFACE = {

@@ -6,19 +6,17 @@ import asyncio
 import html
 import json
 import time
-from datetime import timedelta
 
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.authority import build_crl
 from signer.errors import SignerError
 from signer.http.kit.links import PEM_CHAIN
 from signer.http.kit.problems import NotFound, all_kinds
 from signer.http.kit.state import CRL_CACHE, SERVICES, TRUST_BUNDLE_CACHE, Services
-from signer.keys import HsmSession
+from signer.signing.revocation import CaName
 from signer.translog.log import log_verifier
 
 READY_TIMEOUT = 2.0
@@ -93,43 +91,31 @@ async def issuing_certificate(request: web.Request) -> web.Response:
 
 async def root_crl(request: web.Request) -> web.Response:
     """The root's CRL over the CA certificates it issued (the issuing CA)."""
-    services: Services = request.app[SERVICES]
-    chain = services.signing.chain
-    return await _crl(request, services.settings.ca.root_label, chain.root)
+    return await _crl(request, "root")
 
 
 async def issuing_crl(request: web.Request) -> web.Response:
     """The issuing CA's CRL: the CRL distribution point of the TSA certificate, which is
     long-lived and so revocation-checked (RFC 5280 §4.2.1.13, EN 319 422 §7)."""
-    services: Services = request.app[SERVICES]
-    chain = services.signing.chain
-    return await _crl(request, services.settings.ca.issuing_label, chain.issuing)
+    return await _crl(request, "issuing")
 
 
-async def _crl(request: web.Request, label: str, issuer: x509.Certificate) -> web.Response:
-    """A CRL of ``issuer``, re-signed at most hourly per process and issuer."""
-    services: Services = request.app[SERVICES]
-    cache = request.app[CRL_CACHE]
-    cached = cache.get(label)
-    if cached is None or time.monotonic() - cached[0] > CRL_CACHE_SECONDS:
-        cached = (time.monotonic(), await make_crl(services, label, issuer))
-        cache[label] = cached
-    return web.Response(body=cached[1], content_type="application/pkix-crl")
-
-
-async def make_crl(services: Services, label: str, issuer: x509.Certificate) -> bytes:
-    """A CRL (none revoked) signed in the HSM by the CA key ``label`` of ``issuer``.
+async def _crl(request: web.Request, ca: CaName) -> web.Response:
+    """A CRL of ``ca`` (:meth:`RevocationStatus.crl`), re-signed at most hourly per process,
+    and at once when the revocation state changed: its version is read from PostgreSQL on
+    every request, so a revocation made anywhere is on every replica's next CRL.
 
     Short-term end-entity certificates need none (RFC 9608), but the CA and TSA certificates
     are checked for revocation as usual (EN 319 411-1 CSS-6.3.10), so both CAs publish one.
     """
-    now = services.clock()
-
-    def sign(session: HsmSession) -> bytes:
-        crl = build_crl(session.token_key(label), issuer, now, timedelta(days=7))
-        return crl.public_bytes(Encoding.DER)
-
-    return await services.hsm.run(sign)
+    status = request.app[SERVICES].revocation
+    cache = request.app[CRL_CACHE]
+    version = await status.version()
+    cached = cache.get(ca)
+    if cached is None or cached[0] != version or time.monotonic() - cached[1] > CRL_CACHE_SECONDS:
+        cached = (version, time.monotonic(), await status.crl(ca))
+        cache[ca] = cached
+    return web.Response(body=cached[2], content_type="application/pkix-crl")
 
 
 async def trust_bundle(request: web.Request) -> web.Response:

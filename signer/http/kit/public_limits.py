@@ -11,6 +11,7 @@ from signer.policy.public_limits import PublicLimiter
 PUBLIC_PATHS = frozenset(
     {
         "/tsa",
+        "/ocsp",
         "/api/v1/trust-bundle",
         "/ca/root.cer",
         "/ca/issuing.cer",
@@ -21,6 +22,8 @@ PUBLIC_PATHS = frozenset(
         "/csc/v2/info",
     }
 )
+#: Public endpoints whose path carries the request (OCSP GET, RFC 6960 §A.1.1).
+PUBLIC_PREFIXES = ("/ocsp/",)
 PUBLIC_LIMITER = web.AppKey("public_limiter", PublicLimiter)
 
 
@@ -28,6 +31,7 @@ PUBLIC_LIMITER = web.AppKey("public_limiter", PublicLimiter)
 async def public_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Counts a request to a public endpoint before it is served; 429 past the limits."""
     limiter = request.app.get(PUBLIC_LIMITER)
-    if limiter is not None and request.path in PUBLIC_PATHS:
+    path = request.path
+    if limiter is not None and (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)):
         await limiter.admit(request.remote)
     return await handler(request)

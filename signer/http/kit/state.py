@@ -15,6 +15,7 @@ from signer.flows.websign import WebSigning
 from signer.keys import Hsm
 from signer.settings.config import Settings
 from signer.signing.pipeline import SigningService
+from signer.signing.revocation import RevocationStatus
 from signer.signing.timestamping import TimeStampSource
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
@@ -33,6 +34,7 @@ class Services:
     log: LogStore
     publisher: LogPublisher
     privacy_key: PrivacyKey
+    revocation: RevocationStatus
 
 
 SERVICES = web.AppKey("services", Services)
@@ -40,7 +42,9 @@ REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 #: Where the app keeps its :class:`WebSigning` (read by the RP API and the pages).
 WEB_SIGNING = web.AppKey("web_signing", WebSigning)
-CRL_CACHE = web.AppKey("crl_cache", dict)  # CA key label -> (monotonic time, DER CRL)
+#: CA name -> (revocation state version, monotonic time, DER CRL): re-signed hourly, and at
+#: once after a revocation anywhere (the version grows in PostgreSQL, seen by every replica).
+CRL_CACHE = web.AppKey("crl_cache", dict)
 #: What the trust bundle was built from (certificate fingerprints, log origin and key label)
 #: -> its JSON body: built once per change, not per request (issue 17, item 8).
 TRUST_BUNDLE_CACHE = web.AppKey("trust_bundle_cache", dict)

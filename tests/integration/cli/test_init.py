@@ -16,7 +16,7 @@ from tests.support.softhsm import SoftHsmToken
 
 @pytest.fixture
 def init_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, str]]:
-    """Own database and own CA, TSA and log key labels, so the session's keys are not touched."""
+    """Own database and own CA, TSA, OCSP and log key labels: the session's keys stay intact."""
     with scratch_database(pg_admin) as url:
         yield {
             **softhsm_token.env(),
@@ -26,6 +26,7 @@ def init_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, s
             "QES__CA__ROOT_LABEL": "init-test-root",
             "QES__CA__ISSUING_LABEL": "init-test-ca",
             "QES__TSA__LABEL": "init-test-tsa",
+            "QES__CA__OCSP_LABEL": "init-test-ocsp",
             "QES__LOG__KEY_LABEL": "init-test-log",
         }
 

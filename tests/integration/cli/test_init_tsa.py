@@ -32,6 +32,7 @@ def tsa_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, st
             "QES__CA__ROOT_LABEL": f"tsa-test-root-{tag}",
             "QES__CA__ISSUING_LABEL": f"tsa-test-ca-{tag}",
             "QES__TSA__LABEL": f"tsa-test-tsa-{tag}",
+            "QES__CA__OCSP_LABEL": f"tsa-test-ocsp-{tag}",
         }
 
 

@@ -1,0 +1,88 @@
+"""`qes ca ...`: acts on the CA itself. `qes ca revoke` revokes the issuing CA or the TSA
+certificate (:mod:`signer.signing.revocation`): stored in PostgreSQL, so every replica's CRLs
+and OCSP answers carry it from their next request on, and logged."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from signer.cli.common import load
+from signer.cli.common import pool as open_pool
+from signer.errors import SignerError
+
+#: RFC 5280 §5.3.1 reasons `qes ca revoke` accepts (no certificateHold: a revocation is final).
+_REASON_HELP = (
+    "RFC 5280 §5.3.1 reason: keyCompromise, cACompromise, affiliationChanged, superseded, "
+    "cessationOfOperation, privilegeWithdrawn or unspecified (left out of the CRL entry)"
+)
+
+
+def _moment(text: str | None) -> datetime | None:
+    """``--invalidity-date``: an ISO 8601 time; UTC when it names no zone."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SignerError(f"--invalidity-date {text[:40]!r}: an ISO 8601 time") from None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def _revoke(settings: Any, args: argparse.Namespace) -> str:
+    from signer.signing.revocation import RevocationOrder, revoke
+    from signer.storage.authority import CaCertificateStore
+    from signer.storage.revocations import RevocationStore
+
+    order = RevocationOrder(
+        which=args.certificate,
+        reason=args.reason,
+        actor=args.actor or getpass.getuser(),
+        invalidity_date=_moment(args.invalidity_date),
+    )
+    pool = await open_pool(settings)
+    try:
+        done = await revoke(
+            CaCertificateStore(pool), RevocationStore(pool), settings, order, datetime.now(UTC)
+        )
+    finally:
+        await pool.close()
+    r = done.revocation
+    return (
+        f"revoked: {done.role} certificate {r.serial:x} "
+        f"({done.certificate.subject.rfc4514_string()})\n"
+        f"reason: {r.reason.value}; at {r.revoked_at.isoformat()}"
+        + ("" if r.invalidity_date is None else f"; invalid since {r.invalidity_date.isoformat()}")
+        + "\n(on the CRL and in OCSP answers of every replica from their next request)"
+    )
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    print(asyncio.run(_revoke(load(args), args)))
+    return 0
+
+
+def register(
+    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
+    """Add this group's commands to the `qes` parser."""
+    ca = sub.add_parser("ca", help="acts on the CA: revoke the issuing CA or TSA certificate")
+    csub = ca.add_subparsers(dest="ca_command", required=True)
+    revoke = with_config(
+        csub.add_parser("revoke", help="revoke the issuing CA or the TSA certificate")
+    )
+    revoke.add_argument(
+        "certificate", metavar="WHICH", help="issuing, tsa, or the certificate's serial in hex"
+    )
+    revoke.add_argument("--reason", required=True, metavar="REASON", help=_REASON_HELP)
+    revoke.add_argument(
+        "--invalidity-date",
+        metavar="TIME",
+        help="since when the key is known or suspected compromised (ISO 8601; RFC 5280 §5.3.2)",
+    )
+    revoke.add_argument("--actor", help="who revokes, for the log (default: this account)")
+    ca.set_defaults(func=cmd_ca)

@@ -1,0 +1,249 @@
+"""Revoking the issuing CA and TSA certificates, and what every replica publishes about them:
+each CA's CRL (RFC 5280 §5) and OCSP answers (RFC 6960).
+
+Only the long-lived certificates are revoked: the issuing CA's (an entry on the root's CRL,
+answered for by the root's delegated OCSP responder) and the TSA's (on the issuing CA's CRL,
+answered for by the issuing CA's responder). The 10-minute leaves carry ``noRevAvail`` and are
+never revoked (RFC 9608; :mod:`ca.extensions` says why).
+
+A revocation is one row in PostgreSQL (:mod:`signer.storage.revocations`), so every replica
+sees it on its next CRL or OCSP request: the CRL caches key on the revocation state's version
+(:meth:`RevocationStatus.version`), and OCSP reads the state on every request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca.authority import Chain, build_crl
+from ca.errors import CaError
+from ca.ocsp import IssuerStatus, Question, ask, try_later
+from ca.revocation import Revocation, reason_from_name
+from signer.errors import DatabaseUnavailable, HsmUnavailable, SignerError
+from signer.keys import Hsm, HsmSession
+from signer.settings.config import Settings
+from signer.storage.authority import CaCertificateStore
+from signer.storage.revocations import ROLES, RevocationStore, StoredRevocation
+
+log = structlog.get_logger(__name__)
+
+#: nextUpdate of a CRL (RFC 5280 §5.1.2.5): a week after thisUpdate. The service re-signs at
+#: least hourly, so a relying party's copy is never older than it needs to be.
+CRL_NEXT_UPDATE = timedelta(days=7)
+#: nextUpdate of an OCSP answer (RFC 6960 §4.2.2.1): how long a client may rely on it.
+OCSP_VALIDITY = timedelta(hours=1)
+CaName = Literal["root", "issuing"]
+
+
+class RevocationRefused(SignerError):
+    """The revocation asked for cannot be made (unknown certificate, reason or date)."""
+
+    slug = "revocation-refused"
+    title = "Revocation refused"
+    status = 400
+
+
+class AlreadyRevoked(RevocationRefused):
+    slug = "already-revoked"
+    title = "The certificate is already revoked"
+
+
+@dataclass(frozen=True)
+class Responders:
+    """The delegated OCSP responder certificates for the one responder key: ``root`` answers
+    for what the root issued, ``issuing`` for what the issuing CA issued (RFC 6960 §4.2.2.2)."""
+
+    root: x509.Certificate
+    issuing: x509.Certificate
+
+
+def _responder_label(settings: Settings, ca: CaName) -> str:
+    """Where a responder certificate is stored (the key itself is ``ca.ocsp_label``)."""
+    return f"{settings.ca.ocsp_label}@{ca}"
+
+
+async def load_responders(store: CaCertificateStore, settings: Settings) -> Responders | None:
+    root = await store.load(_responder_label(settings, "root"))
+    issuing = await store.load(_responder_label(settings, "issuing"))
+    return None if root is None or issuing is None else Responders(root, issuing)
+
+
+async def save_responders(
+    store: CaCertificateStore, settings: Settings, responders: Responders, now: datetime
+) -> None:
+    await store.save(_responder_label(settings, "root"), responders.root, now)
+    await store.save(_responder_label(settings, "issuing"), responders.issuing, now)
+
+
+@dataclass(frozen=True)
+class RevocationOrder:
+    """What `qes ca revoke` asks: ``which`` is a role (``issuing``, ``tsa``) or a serial in
+    hex (as ``openssl x509 -serial`` prints it; colons and ``0x`` allowed); ``reason`` an
+    RFC 5280 §5.3.1 name; ``invalidity_date`` since when the key is known or suspected to be
+    compromised (§5.3.2); ``actor`` who revokes (the operator's account)."""
+
+    which: str
+    reason: str
+    actor: str
+    invalidity_date: datetime | None = None
+
+
+async def revoke(
+    certs: CaCertificateStore,
+    store: RevocationStore,
+    settings: Settings,
+    order: RevocationOrder,
+    now: datetime,
+) -> StoredRevocation:
+    """Revoke the issuing CA or TSA certificate at ``now``: stored durably (every replica's
+    CRLs and OCSP answers carry it from their next request on) and logged. Raises
+    :class:`RevocationRefused` for an unknown certificate or reason or an impossible date,
+    :class:`AlreadyRevoked` when the certificate was revoked before (the first stands)."""
+    targets = await _targets(certs, settings)
+    role, cert, issuer = _choose(targets, order.which)
+    try:
+        revocation = Revocation(
+            serial=cert.serial_number,
+            revoked_at=now,
+            reason=reason_from_name(order.reason),
+            invalidity_date=order.invalidity_date,
+        )
+    except CaError as exc:
+        raise RevocationRefused(str(exc)) from exc
+    issuer_key_id = _key_id(issuer)
+    stored = StoredRevocation(role, issuer_key_id, cert, revocation, order.actor)
+    if not await store.add(stored):
+        raise AlreadyRevoked(f"{role} certificate {cert.serial_number:x} was revoked before")
+    log.warning(  # an admin act on the CA: always worth an operator's eyes
+        "ca_certificate_revoked",
+        role=role,
+        serial=format(cert.serial_number, "x"),
+        subject=cert.subject.rfc4514_string(),
+        issuer=issuer.subject.rfc4514_string(),
+        reason=revocation.reason.value,
+        revoked_at=revocation.revoked_at.isoformat(),
+        invalidity_date=None if order.invalidity_date is None else str(order.invalidity_date),
+        revoked_by=order.actor,
+    )
+    return stored
+
+
+async def _targets(
+    certs: CaCertificateStore, settings: Settings
+) -> dict[str, tuple[x509.Certificate, x509.Certificate]]:
+    """Role -> (certificate, its issuer's certificate), for what is stored now."""
+    root = await certs.load(settings.ca.root_label)
+    issuing = await certs.load(settings.ca.issuing_label)
+    if root is None or issuing is None:
+        raise RevocationRefused("no CA certificates in the database: run `qes init` first")
+    found = {"issuing": (issuing, root)}
+    tsa = await certs.load(settings.tsa.label) if settings.tsa.url is None else None
+    if tsa is not None:
+        found["tsa"] = (tsa, issuing)
+    return found
+
+
+def _choose(
+    targets: dict[str, tuple[x509.Certificate, x509.Certificate]], which: str
+) -> tuple[str, x509.Certificate, x509.Certificate]:
+    if which in targets:
+        return which, *targets[which]
+    if which in ROLES:
+        raise RevocationRefused(f"{which}: this service has no such certificate")
+    digits = which.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        serial = int(digits, 16)
+    except ValueError:
+        raise RevocationRefused(
+            f"{which[:60]!r}: give a role ({', '.join(ROLES)}) or a serial in hex"
+        ) from None
+    for role, (cert, issuer) in targets.items():
+        if cert.serial_number == serial:
+            return role, cert, issuer
+    raise RevocationRefused(
+        f"serial {serial:x} is neither the issuing CA's nor the TSA's certificate"
+    )
+
+
+@dataclass(frozen=True)
+class RevocationStatus:
+    """What each replica publishes: the CAs' CRLs and OCSP answers, signed in the HSM.
+
+    ``tsa`` is the built-in TSA's certificate (None with an external TSA); ``responders`` the
+    OCSP responder certificates (None until `qes init` made them: then every OCSP request is
+    answered ``unauthorized``)."""
+
+    hsm: Hsm
+    store: RevocationStore
+    settings: Settings
+    chain: Chain
+    tsa: x509.Certificate | None
+    responders: Responders | None
+    clock: Callable[[], datetime]
+
+    async def version(self) -> int:
+        """Grows with every revocation: the key of any cache of what this class makes."""
+        return await self.store.version()
+
+    async def crl(self, ca: CaName) -> bytes:
+        """A fresh DER CRL of ``ca`` (RFC 5280 §5): thisUpdate now, nextUpdate a week later,
+        the next stored CRL number, and an entry for each certificate it revoked."""
+        issuer = self.chain.root if ca == "root" else self.chain.issuing
+        label = self.settings.ca.root_label if ca == "root" else self.settings.ca.issuing_label
+        key_id = _key_id(issuer)
+        now = self.clock()
+        revoked = await self.store.revoked_by(key_id)
+        number = await self.store.next_crl_number(key_id, now)
+
+        def sign(session: HsmSession) -> bytes:
+            crl = build_crl(
+                session.token_key(label), issuer, now, CRL_NEXT_UPDATE, revoked, crl_number=number
+            )
+            return crl.public_bytes(Encoding.DER)
+
+        return await self.hsm.run(sign)
+
+    async def ocsp(self, request_der: bytes) -> bytes:
+        """A DER OCSPResponse to a DER OCSPRequest (RFC 6960 §4.2): refusals unsigned and
+        without an HSM hop; ``tryLater`` when the database or the HSM is unavailable."""
+        question = ask(request_der, self._issuers())
+        if isinstance(question, bytes):
+            return question
+        try:
+            return await self._answer(question)
+        except (DatabaseUnavailable, HsmUnavailable) as exc:
+            log.warning("ocsp_try_later", error=str(exc))
+            return try_later()
+
+    def _issuers(self) -> list[IssuerStatus]:
+        if self.responders is None:
+            return []
+        chain = self.chain
+        issuing_issued = {} if self.tsa is None else {self.tsa.serial_number: None}
+        return [
+            IssuerStatus(chain.root, self.responders.root, {chain.issuing.serial_number: None}),
+            IssuerStatus(chain.issuing, self.responders.issuing, issuing_issued, (chain.issuing,)),
+        ]
+
+    async def _answer(self, question: Question) -> bytes:
+        about = question.about
+        revoked = await self.store.revoked_by(_key_id(about.issuer))
+        issued = {**about.issued, **{r.serial: r for r in revoked}}
+        question = dataclasses.replace(question, about=dataclasses.replace(about, issued=issued))
+        label, now = self.settings.ca.ocsp_label, self.clock()
+        return await self.hsm.run(
+            lambda session: question.answer(session.token_key(label), now, OCSP_VALIDITY)
+        )
+
+
+def _key_id(cert: x509.Certificate) -> bytes:
+    """The subjectKeyIdentifier of a CA certificate (RFC 5280 §4.2.1.2): the CRL's scope."""
+    return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
