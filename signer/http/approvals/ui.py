@@ -29,6 +29,7 @@ from signer.http.browser import (
     render_page,
     templates,
 )
+from signer.http.kit.body import read_form
 from signer.http.kit.paths import path_id
 from signer.http.kit.state import REQUEST_ID
 from signer.storage.audit_sessions import UiSession
@@ -116,7 +117,7 @@ async def detail_page(request: web.Request, ui: ApprovalUi, session: UiSession) 
 async def decide(request: web.Request, ui: ApprovalUi, session: UiSession) -> web.Response:
     """The form's POST: CSRF token of this session, the commitment shown, approve or deny;
     then back to the request's page (POST/redirect/GET: a reload never posts again)."""
-    form = await request.post()
+    form = await read_form(request)
     token, commitment, choice = (
         form.get("csrf"),
         form.get("digest_commitment"),

@@ -28,6 +28,7 @@ from idp_adapter.principal import Principal
 from idp_adapter.registry import IssuerRegistry
 from signer.errors import RequestError, SignerError
 from signer.flows.login import AuditLogin, BrowserLogin
+from signer.http.kit.body import read_form
 from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID
 from signer.secrets import Secret
@@ -404,7 +405,7 @@ async def end_session(
 ) -> web.StreamResponse:
     """End a UI session; the form must carry the session's CSRF token."""
     session_id = request.cookies.get(cookies.session)
-    token = (await request.post()).get("csrf")
+    token = (await read_form(request)).get("csrf")
     try:
         session = await login.session(session_id)
     except (SignerError, IdpError) as exc:

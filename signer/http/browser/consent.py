@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from markupsafe import Markup
 
 from signer.http.browser import render_page
+from signer.http.kit.body import read_form
 
 __all__ = [
     "ConsentPage",
@@ -112,7 +113,7 @@ class ConsentPage:
 async def decision(request: web.Request) -> tuple[str | None, str]:
     """The consent form's CSRF token (None: absent) and choice (``sign``, ``cancel``; the
     flow refuses anything else)."""
-    form = await request.post()
+    form = await read_form(request)
     csrf, choice = form.get("csrf"), form.get("decision")
     return (csrf if isinstance(csrf, str) else None), (choice if isinstance(choice, str) else "")
 

@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
 
 from signer.errors import RequestError
 from signer.http.kit.params import hostile_text, text_fault
@@ -117,3 +118,19 @@ def parse_json(raw: bytes, limit: int = MAX_JSON_DEPTH, *, check_text: bool = Tr
 def text_ok(value: str) -> bool:
     """Text without NUL and without unpaired surrogates (see the module docstring)."""
     return text_fault(value) is None
+
+
+#: What an HTML form posts (WHATWG HTML §4.10.21.7, enctype's default; RFC 1866 §8.2.1).
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The fields of a form the service's own pages posted; any other body reads as an empty
+    form, which the caller's checks (the session's CSRF token first) then refuse. aiohttp would
+    parse ``multipart/form-data`` too, and fail with a 500 on one without a boundary
+    (RFC 7578 §4.1 makes it mandatory); none of the service's forms sends it."""
+    if request.content_type != FORM_URLENCODED:
+        return MultiDictProxy(MultiDict())
+    return await request.post()
