@@ -6,16 +6,37 @@ Uses only the standard library so that `qes sign` works from any batch host; eve
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 
 class ClientError(Exception):
     """One-line reason for the CLI."""
+
+
+class _Retryable(ClientError):
+    """An answer after which a request that is safe to repeat is sent again."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+#: A balancer's answers while a replica dies (RFC 9110 §15.6.3-5), the service's while its HSM
+#: or database recovers (503 with Retry-After), and the answer while a dead replica's claim on
+#: an Idempotency-Key lapses (409 ``idempotency-key-in-progress``).
+RETRY_STATUSES = frozenset({502, 503, 504})
+IN_PROGRESS = "/problems/idempotency-key-in-progress"
+#: Seconds between tries, the last one repeated; a Retry-After up to RETRY_AFTER_MAX wins.
+RETRY_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)
+RETRY_AFTER_MAX = 30.0
 
 
 class ProofMaker(Protocol):
@@ -35,6 +56,13 @@ class ApiClient:
     token: str
     timeout: float = 60.0
     dpop: ProofMaker | None = None
+    #: How long a request that is safe to repeat (a GET, or one with an ``Idempotency-Key``,
+    #: which replays its first answer) is retried after a 502/503/504, a connection lost
+    #: mid-request or a key still in progress: long enough for a dead replica's claim to lapse
+    #: (``server.idempotency_abandon_seconds``, 120 s by default).
+    retry_seconds: float = 180.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
 
     def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -43,16 +71,31 @@ class ApiClient:
         if not url.startswith(("http://", "https://")):
             raise ClientError(f"not an http(s) URL: {self.base_url}")
         data = json.dumps(body).encode() if body is not None else None
+        headers = headers or {}
+        repeatable = method == "GET" or "Idempotency-Key" in headers
+        deadline = self.clock() + (self.retry_seconds if repeatable else 0.0)
+        for attempt in itertools.count():
+            try:
+                return self._call_once(method, url, data, headers)
+            except _Retryable as exc:
+                wait = exc.retry_after or RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
+                if self.clock() + wait > deadline:
+                    raise ClientError(str(exc)) from exc
+                self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _call_once(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> Any:
+        """One request, and its repetition with the server's DPoP nonce when it asks."""
         try:
-            return self._send(method, url, data, headers or {}, None)
+            return self._send(method, url, data, headers, None)
         except urllib.error.HTTPError as exc:
             nonce = exc.headers.get("DPoP-Nonce") if self.dpop is not None else None
             if exc.code != 401 or not nonce:
-                raise ClientError(_problem_line(exc)) from exc
+                raise _refusal(exc) from exc
         try:
-            return self._send(method, url, data, headers or {}, nonce)
+            return self._send(method, url, data, headers, nonce)
         except urllib.error.HTTPError as exc:
-            raise ClientError(_problem_line(exc)) from exc
+            raise _refusal(exc) from exc
 
     def _send(
         self, method: str, url: str, data: bytes | None, headers: dict[str, str], nonce: str | None
@@ -74,10 +117,10 @@ class ApiClient:
                 return json.loads(resp.read())
         except urllib.error.HTTPError:
             raise
-        except urllib.error.URLError as exc:
+        except urllib.error.URLError as exc:  # no connection at all: a wrong URL, or down
             raise ClientError(f"cannot reach {self.base_url}: {exc.reason}") from exc
-        except (TimeoutError, ConnectionError) as exc:
-            raise ClientError(f"cannot reach {self.base_url}: {exc}") from exc
+        except (TimeoutError, ConnectionError) as exc:  # lost mid-request: RemoteDisconnected
+            raise _Retryable(f"cannot reach {self.base_url}: {exc}") from exc
         except json.JSONDecodeError as exc:
             raise ClientError(f"{url} did not answer with JSON") from exc
 
@@ -87,7 +130,8 @@ class ApiClient:
         return self.call("GET", path + suffix)
 
 
-def _problem_line(exc: urllib.error.HTTPError) -> str:
+def _refusal(exc: urllib.error.HTTPError) -> ClientError:
+    """The answer as one line; retryable if RETRY_STATUSES or a key still in progress."""
     try:
         problem = json.loads(exc.read())
         text = problem.get("title", exc.reason)
@@ -96,5 +140,18 @@ def _problem_line(exc: urllib.error.HTTPError) -> str:
         if problem.get("request_id"):
             text += f" [request {problem['request_id']}]"
     except (ValueError, AttributeError):
-        text = str(exc.reason)
-    return f"HTTP {exc.code}: {text}"
+        problem, text = {}, str(exc.reason)
+    line = f"HTTP {exc.code}: {text}"
+    in_progress = exc.code == 409 and problem.get("type") == IN_PROGRESS
+    if exc.code not in RETRY_STATUSES and not in_progress:
+        return ClientError(line)
+    return _Retryable(line, _retry_after(exc.headers.get("Retry-After")))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (RFC 9110 §10.2.3; the HTTP-date form is not used here)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return None if seconds is None or seconds < 0 else min(seconds, RETRY_AFTER_MAX)
