@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,13 @@ def write_pem(directory: Path, name: str, cert: x509.Certificate) -> Path:
     path = directory / name
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
+
+
+def lint_together(*calls: tuple[str | Path, ...]) -> list[tuple[list[str], str]]:
+    """:func:`lint` for each ``(tool, *args)`` at once (one pkilint process per core: most of
+    a run is its start-up), results in the order of ``calls``."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda call: lint(str(call[0]), *call[1:]), calls))
 
 
 def lint(tool: str, *args: str | Path) -> tuple[list[str], str]:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.authority import Chain, IssuingCA, build_crl
 from ca.profiles import LegalPerson, Level, NaturalPerson
-from tests.support.pkilint import ETSI_TYPES, SHORT_TERM_FINDINGS, lint, write_pem
+from tests.support.pkilint import ETSI_TYPES, SHORT_TERM_FINDINGS, lint, lint_together, write_pem
 
 
 def _subject(kind: str, natural: NaturalPerson, legal: LegalPerson) -> NaturalPerson | LegalPerson:
@@ -43,15 +43,17 @@ def test_leaf_passes_pkilint_except_short_term_findings(
     issuer_pem = write_pem(tmp_path, "issuer.pem", issuing_ca.chain.issuing)
     expected_type = ETSI_TYPES[(kind, level)]
 
-    codes, detected = lint("lint_etsi_cert", "-d", "-o", "-s", "WARNING", leaf_pem)
-    assert detected.strip() == expected_type
-    assert codes == SHORT_TERM_FINDINGS
-
-    codes, _ = lint("lint_etsi_cert", "-t", expected_type, "-s", "WARNING", leaf_pem)
-    assert codes == SHORT_TERM_FINDINGS
-
-    assert lint("lint_pkix_cert", "-s", "WARNING", leaf_pem)[0] == []
-    assert lint("lint_pkix_signer_signee_cert_chain", issuer_pem, leaf_pem)[0] == []
+    detected, typed, pkix, chain = lint_together(
+        ("lint_etsi_cert", "-d", "-o", "-s", "WARNING", leaf_pem),
+        ("lint_etsi_cert", "-t", expected_type, "-s", "WARNING", leaf_pem),
+        ("lint_pkix_cert", "-s", "WARNING", leaf_pem),
+        ("lint_pkix_signer_signee_cert_chain", issuer_pem, leaf_pem),
+    )
+    assert detected[1].strip() == expected_type
+    assert detected[0] == SHORT_TERM_FINDINGS
+    assert typed[0] == SHORT_TERM_FINDINGS
+    assert pkix[0] == []
+    assert chain[0] == []
 
 
 def test_qualified_differs_from_qes_only_in_the_qscd_claim(
