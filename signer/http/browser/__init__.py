@@ -30,8 +30,7 @@ from signer.errors import RequestError, SignerError
 from signer.flows.login import AuditLogin, BrowserLogin
 from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID
-from signer.secrets import Secret
-from signer.settings.config import AuditUiSettings, Settings
+from signer.settings.config import AuditUiSettings, OidcClientSettings, Settings
 from signer.storage.audit_sessions import AuditSessionStore, UiSession
 from signer.storage.login_flows import LoginFlowStore
 
@@ -67,22 +66,9 @@ class LoginResources:
     clock: Callable[[], datetime]
 
 
-class LoginClient(Protocol):
-    """A surface's OIDC client settings (``[audit.ui]``, ``[approvals]``, ``[web_signing]``)."""
-
-    @property
-    def issuer(self) -> str: ...
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def client_secret(self) -> Secret: ...
-    @property
-    def scope(self) -> str: ...
-
-
 def browser_login(
     settings: Settings,
-    client: LoginClient,
+    client: OidcClientSettings,
     *,
     callback: str,
     purpose: str,
