@@ -21,7 +21,14 @@ from datetime import datetime
 
 import asyncpg
 
-from signer.storage.records import IssuedRecord, SigningRecord, _issued_args, guard, record_from_row
+from signer.storage.records import (
+    IssuedRecord,
+    SigningRecord,
+    _issued_args,
+    guard,
+    record_from_row,
+    transaction,
+)
 from signer.storage.sql import Columns, sql
 
 #: Columns of ``csc_credentials`` (aliased ``c``) read with the record row (aliased ``r``).
@@ -241,11 +248,7 @@ class CscStore:
     async def create_credential(self, record: IssuedRecord, credential: NewCredential) -> None:
         """Commit the credential's 'issued' record and the credential, together. Must succeed
         before the credential's key may sign anything."""
-        async with (
-            guard("record CSC credential"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "record CSC credential") as conn:
             await conn.execute(_INSERT_ISSUED, *_issued_args(record))
             await conn.execute("DELETE FROM csc_reservations WHERE id=$1", credential.id)
             await conn.execute(
@@ -360,11 +363,7 @@ class CscStore:
         serialise on the row locks; the second sees the first's result and is refused by
         ``check``. None when no authorization has that hash.
         """
-        async with (
-            guard("consume CSC authorization"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "consume CSC authorization") as conn:
             row = await conn.fetchrow(_TAKE_AUTHORIZATION, secret_hash)
             if row is None:
                 return None
@@ -452,11 +451,7 @@ class CscStore:
         audit record is the signing record and its log entry, which stay; these rows only
         repeat who asked for which digests (data minimisation, GDPR Art. 5(1)(c)).
         Returns how many credentials were deleted."""
-        async with (
-            guard("prune ended CSC credentials"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "prune ended CSC credentials") as conn:
             await conn.execute(
                 "DELETE FROM csc_oauth2_requests WHERE ended_at < $1"
                 " OR (ended_at IS NULL AND expires_at < $1"
