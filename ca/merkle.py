@@ -120,6 +120,11 @@ def _check_hash(value: object, what: str) -> bytes:
     return value
 
 
+def _check_path(path: Iterable[object], what: str) -> tuple[bytes, ...]:
+    """An audit or consistency path as a tuple of node hashes (RFC 9162 §2.1.3.1, §2.1.4.1)."""
+    return tuple(_check_hash(item, what) for item in path)
+
+
 def _check_size(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MerkleError(f"{what}: must be an integer")
@@ -155,9 +160,7 @@ class InclusionProof:
         _check_size(self.leaf_index, "InclusionProof.leaf_index")
         if self.leaf_index >= self.tree_size:
             raise MerkleError("InclusionProof.leaf_index: must be smaller than tree_size")
-        object.__setattr__(self, "path", tuple(self.path))
-        for item in self.path:
-            _check_hash(item, "InclusionProof.path")
+        object.__setattr__(self, "path", _check_path(self.path, "InclusionProof.path"))
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,7 @@ class ConsistencyProof:
         _check_size(self.new_size, "ConsistencyProof.new_size")
         if self.old_size > self.new_size:
             raise MerkleError("ConsistencyProof.old_size: must not exceed new_size")
-        object.__setattr__(self, "path", tuple(self.path))
-        for item in self.path:
-            _check_hash(item, "ConsistencyProof.path")
+        object.__setattr__(self, "path", _check_path(self.path, "ConsistencyProof.path"))
 
 
 @dataclass(frozen=True, order=True)

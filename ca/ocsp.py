@@ -27,8 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ca._certs import hash_for, service_certificate, utc_seconds
 from ca.cacerts import check_service_inputs
-from ca.errors import PolicyError, ProfileError
-from ca.profiles import LegalPerson
+from ca.errors import PolicyError
 from ca.revocation import Revocation
 from ca.settings import CaNames
 
@@ -84,14 +83,8 @@ def build_responder_certificate(
     check_service_inputs(
         issuer_key, issuer, responder_public_key, start, lifetime, "responder_public_key"
     )
-    try:
-        subject = LegalPerson(
-            names.country, names.organization, names.organization_identifier, common_name
-        ).x509_name()
-    except ProfileError as exc:
-        raise PolicyError(str(exc)) from exc
     builder = service_certificate(
-        subject,
+        names.service_name(common_name),
         issuer,
         responder_public_key,
         start,

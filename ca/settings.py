@@ -53,6 +53,15 @@ class CaNames:
     def issuing_name(self) -> x509.Name:
         return self._name(self.issuing_common_name)
 
+    def service_name(self, common_name: str) -> x509.Name:
+        """The subject of a service certificate (TSA, OCSP responder): the legal person operating
+        it, named like the CA with its own ``common_name`` (EN 319 412-3 §4.2.1); raises
+        :class:`PolicyError`."""
+        try:
+            return self._name(common_name)
+        except ProfileError as exc:
+            raise PolicyError(str(exc)) from exc
+
     def _name(self, common_name: str) -> x509.Name:
         return LegalPerson(
             self.country, self.organization, self.organization_identifier, common_name

@@ -33,7 +33,6 @@ from ca import _validate, der
 from ca._certs import check_serial, hash_for, random_serial, service_certificate, utc_seconds
 from ca.cacerts import check_service_inputs
 from ca.errors import CaError, PolicyError, ProfileError
-from ca.profiles import LegalPerson
 from ca.settings import CaNames
 
 __all__ = [
@@ -128,10 +127,8 @@ def build_tsa_certificate(
     """
     start = utc_seconds(now)
     check_service_inputs(issuing_key, issuing, tsa_public_key, start, lifetime, "tsa_public_key")
+    subject = names.service_name(common_name)
     try:
-        subject = LegalPerson(
-            names.country, names.organization, names.organization_identifier, common_name
-        ).x509_name()
         _validate.url("ca_issuers_url", ca_issuers_url)
         _validate.url("crl_url", crl_url)
     except ProfileError as exc:

@@ -44,6 +44,7 @@ from signer.http.api import (
     translog,
     tsa,
 )
+from signer.http.browser import LoginResources
 from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_setup as csc_oauth2
 from signer.http.kit.access_log import observe_middleware
@@ -339,23 +340,23 @@ async def _surfaces(
 ) -> AsyncIterator[None]:
     """The configured browser surfaces and approvals; their webhook senders closed at the end."""
     o, services = app[_OPENED], app[SERVICES]
-    common = {"pool": o.pool, "http": o.http, "tokens": services.tokens, "clock": clock}
+    resources = LoginResources(pool=o.pool, http=o.http, tokens=services.tokens, clock=clock)
     if settings.audit.ui is not None:
-        app[auditui.AUDIT_UI] = auditui.build(settings, records=services.records, **common)
+        app[auditui.AUDIT_UI] = auditui.build(settings, resources, records=services.records)
     if settings.web_signing is not None:
-        webflow.build(app, settings, signing=services.signing, **common)
+        webflow.build(app, settings, resources, signing=services.signing)
         # the v2 OAuth2 credential flow
-        csc_oauth2.build(app, settings, csc=app[csc_api.CSC], **common)
+        csc_oauth2.build(app, settings, resources, csc=app[csc_api.CSC])
     gate = services.signing.gate
     if gate is not None and gate.policy is not None:  # m-of-n approvals: the policy file's
         policy_file = gate.policy  # the one the gate reloads
         app[_APPROVALS] = approvals.build(
             app,
             settings,
+            resources,
             policy=CurrentPolicy(lambda: policy_file.current),
             signing=services.signing,
             privacy_key=o.privacy_key,
-            **common,
         )
     try:
         yield

@@ -33,7 +33,7 @@ import hmac
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -114,12 +114,9 @@ class CredentialGrant:
 class IssuedToken:
     """The core's answer: the bearer secret, a handle to revoke it by, its expiry."""
 
-    secret: str
+    secret: str = field(repr=False)
     ref: str
     expires_at: datetime
-
-    def __repr__(self) -> str:
-        return f"IssuedToken(ref={self.ref!r}, expires_at={self.expires_at!r})"
 
 
 class CredentialAuthority(Protocol):
@@ -261,12 +258,9 @@ class ConsentView:
 
 @dataclass(frozen=True)
 class TokenResponse:
-    access_token: str
-    expires_in: int
     credential_id: str
-
-    def __repr__(self) -> str:
-        return f"TokenResponse(credential_id={self.credential_id!r}, expires_in={self.expires_in})"
+    expires_in: int
+    access_token: str = field(repr=False)
 
     def body(self) -> dict[str, Any]:
         """RFC 6749 §5.1 (CSC API v2 §8.4.3)."""
@@ -567,7 +561,9 @@ class CredentialOAuth2(RelyingPartyFlow):
             raise TokenError("invalid_grant", "authorization code already used")
         log.info("csc_oauth2_token_issued", id=str(req.id), credential=req.credential_id)
         expires_in = max(1, int((issued.expires_at - now).total_seconds()))
-        return TokenResponse(issued.secret, expires_in, req.credential_id)
+        return TokenResponse(
+            credential_id=req.credential_id, expires_in=expires_in, access_token=issued.secret
+        )
 
     async def _grant(self, req: Stored, now: datetime) -> IssuedToken:
         cred = await self.credentials.credential(req.credential_id)

@@ -139,17 +139,26 @@ class TsaSettings:
 
 
 @dataclass(frozen=True)
-class AuditUiSettings:
-    """The audit web UI's OpenID Connect client (RFC 6749 §2, OIDC Core §3.1).
+class OidcClientSettings:
+    """A browser surface's OpenID Connect client at the IdP (RFC 6749 §2, OIDC Core §3.1).
 
-    ``issuer`` names an ``[issuers.*]`` entry whose ``issuer`` URL is the OpenID Provider; the
-    redirect URI is ``{public_url}/audit/callback``. Sessions end after ``idle`` without a
-    request or ``lifetime`` after login, whichever comes first.
+    ``issuer`` names an ``[issuers.*]`` entry whose ``issuer`` URL is the OpenID Provider.
     """
 
     client_id: str
     client_secret: Secret
     issuer: str
+    scope: str = "openid profile email"
+
+
+@dataclass(frozen=True)
+class AuditUiSettings(OidcClientSettings):
+    """The audit (and approvals) web UI's OpenID Connect client.
+
+    The redirect URI is ``{public_url}/audit/callback``. Sessions end after ``idle`` without a
+    request or ``lifetime`` after login, whichever comes first.
+    """
+
     scope: str = "openid profile email roles"
     idle: timedelta = timedelta(minutes=30)
     lifetime: timedelta = timedelta(hours=8)
@@ -180,19 +189,15 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
-class WebSigningSettings:
+class WebSigningSettings(OidcClientSettings):
     """Web apps send a person to sign (issue 4): the signer's own OIDC client at the IdP.
 
-    ``issuer`` names an ``[issuers.*]`` entry (the subject mapping of the certificate); the
-    redirect URI is ``{public_url}/sign/callback``. Every login is fresh (``prompt=login``,
-    ``max_age``; OIDC Core §3.1.2.1) and its ``auth_time`` must follow the request's creation.
+    Its ``issuer`` entry also gives the subject mapping of the certificate; the redirect URI
+    is ``{public_url}/sign/callback``. Every login is fresh (``prompt=login``, ``max_age``;
+    OIDC Core §3.1.2.1) and its ``auth_time`` must follow the request's creation.
     ``acr_levels`` orders the ``acr`` values relying parties may require, weakest first.
     """
 
-    client_id: str
-    client_secret: Secret
-    issuer: str
-    scope: str = "openid profile email"
     request_lifetime: timedelta = timedelta(minutes=15)
     max_age: timedelta = timedelta(minutes=5)
     acr_levels: tuple[str, ...] = ()

@@ -21,7 +21,14 @@ from datetime import datetime
 
 import asyncpg
 
-from signer.storage.records import IssuedRecord, SigningRecord, _issued_args, guard, record_from_row
+from signer.storage.records import (
+    IssuedRecord,
+    SigningRecord,
+    _issued_args,
+    guard,
+    record_from_row,
+    transaction,
+)
 from signer.storage.sql import Columns, sql
 
 #: Columns of ``csc_credentials`` (aliased ``c``) read with the record row (aliased ``r``).
@@ -62,10 +69,26 @@ _INSERT_ISSUED = (
     " not_after, certificate, key_evidence, hash_algorithm, digests, signature_format, email)"
     " VALUES ($1,$2,'issued',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
 )
+# How both ends of a credential finish (a CTE ``cred`` has ended the credential, ``done`` begins
+# updating its still-'issued' record): the record's issuance entry ($7) is sequenced in the log,
+# all in one statement (the same sequencing as records._COMPLETE).
+_RECORD_LOGGED = """
+      FROM cred
+     WHERE r.id = cred.record_id AND r.status = 'issued'
+    RETURNING r.id
+), seq AS (
+    UPDATE log_state SET size = size + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM done)
+    RETURNING size - 1 AS base
+)
+INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
+SELECT seq.base, 'issuance', done.id, $7::bytea, sha256('\\x00'::bytea || $7::bytea)
+  FROM done, seq
+RETURNING idx
+"""
 # The signatures exist and the key is destroyed: the credential ends 'signed', its record is
-# completed with the digests that were signed, and the record's issuance entry is sequenced in
-# the log, all in one statement (the same sequencing as records._COMPLETE).
-_COMPLETE = """
+# completed with the digests that were signed.
+_COMPLETE = sql(
+    """
 WITH cred AS (
     UPDATE csc_credentials SET state = 'destroyed', ended_at = $2, end_reason = 'signed'
      WHERE id = $1 AND state = 'signing'
@@ -73,22 +96,13 @@ WITH cred AS (
 ), done AS (
     UPDATE signing_records AS r
        SET status = 'completed', completed_at = $2, signed_count = $3, destruction = $4::jsonb,
-           hash_algorithm = $5, digests = $6::bytea[]
-      FROM cred
-     WHERE r.id = cred.record_id AND r.status = 'issued'
-    RETURNING r.id
-), seq AS (
-    UPDATE log_state SET size = size + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM done)
-    RETURNING size - 1 AS base
+           hash_algorithm = $5, digests = $6::bytea[]""",
+    _RECORD_LOGGED,
 )
-INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
-SELECT seq.base, 'issuance', done.id, $7::bytea, sha256('\\x00'::bytea || $7::bytea)
-  FROM done, seq
-RETURNING idx
-"""
 # The key is gone without (all) signatures released: expired unused, or signing failed. The
-# credential ends with ``end_reason``, its record fails with ``failure``, the entry is logged.
-_END = """
+# credential ends with ``end_reason``, its record fails with ``failure``.
+_END = sql(
+    """
 WITH cred AS (
     UPDATE csc_credentials SET state = 'destroyed', ended_at = $2, end_reason = $3
      WHERE id = $1 AND state = ANY($4::text[])
@@ -96,19 +110,9 @@ WITH cred AS (
 ), done AS (
     UPDATE signing_records AS r
        SET status = 'failed', completed_at = $2, failure = $5, destruction = $6::jsonb,
-           signed_count = 0
-      FROM cred
-     WHERE r.id = cred.record_id AND r.status = 'issued'
-    RETURNING r.id
-), seq AS (
-    UPDATE log_state SET size = size + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM done)
-    RETURNING size - 1 AS base
+           signed_count = 0""",
+    _RECORD_LOGGED,
 )
-INSERT INTO log_entries (idx, kind, record_id, entry, leaf_hash)
-SELECT seq.base, 'issuance', done.id, $7::bytea, sha256('\\x00'::bytea || $7::bytea)
-  FROM done, seq
-RETURNING idx
-"""
 
 
 @dataclass(frozen=True)
@@ -244,11 +248,7 @@ class CscStore:
     async def create_credential(self, record: IssuedRecord, credential: NewCredential) -> None:
         """Commit the credential's 'issued' record and the credential, together. Must succeed
         before the credential's key may sign anything."""
-        async with (
-            guard("record CSC credential"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "record CSC credential") as conn:
             await conn.execute(_INSERT_ISSUED, *_issued_args(record))
             await conn.execute("DELETE FROM csc_reservations WHERE id=$1", credential.id)
             await conn.execute(
@@ -363,11 +363,7 @@ class CscStore:
         serialise on the row locks; the second sees the first's result and is refused by
         ``check``. None when no authorization has that hash.
         """
-        async with (
-            guard("consume CSC authorization"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "consume CSC authorization") as conn:
             row = await conn.fetchrow(_TAKE_AUTHORIZATION, secret_hash)
             if row is None:
                 return None
@@ -455,11 +451,7 @@ class CscStore:
         audit record is the signing record and its log entry, which stay; these rows only
         repeat who asked for which digests (data minimisation, GDPR Art. 5(1)(c)).
         Returns how many credentials were deleted."""
-        async with (
-            guard("prune ended CSC credentials"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "prune ended CSC credentials") as conn:
             await conn.execute(
                 "DELETE FROM csc_oauth2_requests WHERE ended_at < $1"
                 " OR (ended_at IS NULL AND expires_at < $1"

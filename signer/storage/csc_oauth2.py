@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from signer.storage.records import guard
+from signer.storage.records import guard, transaction
 from signer.storage.sql import Columns, sql
 
 
@@ -91,11 +91,7 @@ class CscOAuth2Store:
         """Store the request (status ``login``: its login is in :mod:`signer.storage.login_flows`);
         open requests past their expiry (and approved ones whose code expired) end as
         ``expired`` on the way."""
-        async with (
-            guard("create CSC OAuth2 authorization"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "create CSC OAuth2 authorization") as conn:
             await conn.execute(_EXPIRE, new.created_at)
             await conn.execute(
                 "INSERT INTO csc_oauth2_requests (id, client_id, redirect_uri, state,"

@@ -30,7 +30,7 @@ from ca.merkle import (
     inclusion_node_ids,
     inclusion_proof,
 )
-from signer.storage.records import guard
+from signer.storage.records import guard, transaction
 
 # pg_try_advisory_xact_lock key of the integrator: the bytes of "qes-log" as a bigint.
 INTEGRATOR_LOCK = 0x7165732D6C6F67
@@ -170,7 +170,7 @@ class LogStore:
         published (no growth, or another process holds the integrator lock).
 
         ``force`` waits for the lock instead of skipping (an on-demand checkpoint)."""
-        async with guard("integrate log"), self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool, "integrate log") as conn:
             if force:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", INTEGRATOR_LOCK)
             elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", INTEGRATOR_LOCK):

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import asyncpg
 
-from signer.storage.records import guard
+from signer.storage.records import guard, transaction
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,7 @@ class LoginFlowStore:
 
     async def save(self, id_hash: bytes, flow: LoginFlow, now: datetime) -> None:
         """Store a new flow; expired flows of every surface are dropped on the way."""
-        async with (
-            guard("save login flow"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "save login flow") as conn:
             await conn.execute("DELETE FROM login_flows WHERE expires_at < $1", now)
             await conn.execute(
                 "INSERT INTO login_flows (id_hash, purpose, subject_id, state, nonce, verifier,"

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import asyncpg
 
-from signer.storage.records import guard
+from signer.storage.records import guard, transaction
 from signer.storage.sql import Columns, sql
 
 NOTIFY_CHANNEL = "qes_suspensions"
@@ -160,11 +160,7 @@ class PolicyStore:
         """Apply a suspend or resume with its log entry; False (and nothing written) when it
         changes nothing (already suspended / not suspended)."""
         t = action.target
-        async with (
-            guard("record administrative action"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "record administrative action") as conn:
             await conn.execute("SELECT version FROM suspensions_version WHERE id = 1 FOR UPDATE")
             exists = await conn.fetchval(
                 "SELECT true FROM suspensions WHERE scope = $1 AND token_issuer = $2"

@@ -30,6 +30,14 @@ async def guard(what: str) -> AsyncIterator[None]:
         raise DatabaseUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of ``pool`` inside one transaction, under :func:`guard` (``what`` names the
+    operation in the error): committed when the block ends, rolled back when it raises."""
+    async with guard(what), pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
 # A request holds its Idempotency-Key at most this long; longer means its process died.
 ABANDONED_AFTER = timedelta(minutes=2)
 

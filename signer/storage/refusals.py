@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from signer.storage.records import guard
+from signer.storage.records import guard, transaction
 
 ALL_SOURCES = b""
 
@@ -89,7 +89,7 @@ class RefusalStore:
     ) -> int | None:
         """Append ``entry`` when both the source's and the all-sources count of the window are
         below their limits (returns its log index), else count it as suppressed (None)."""
-        async with guard("log refused request"), self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool, "log refused request") as conn:
             logged = await conn.fetchval(_LOCK_WINDOW, source, window_start, address)
             if logged >= per_source:
                 await conn.execute(_COUNT, source, window_start, 0, 1)
@@ -109,7 +109,7 @@ class RefusalStore:
         """Delete every window that started before ``before``; for each that suppressed
         refusals, append ``aggregate(window)`` in the same transaction. Returns their indexes
         (in window order, the all-sources row last within a window)."""
-        async with guard("close refusal windows"), self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool, "close refusal windows") as conn:
             rows = await conn.fetch(_CLOSE, before)
             closed = sorted(
                 (

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from signer.storage.records import guard
+from signer.storage.records import guard, transaction
 from signer.storage.sql import Columns, sql
 
 
@@ -296,11 +296,7 @@ class SigningRequestStore:
 
     async def create(self, req: NewRequest, pdfs: Sequence[RequestPdf] = ()) -> None:
         """Store the request (and its prepared PDFs, format 'pades') in one transaction."""
-        async with (
-            guard("create signing request"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "create signing request") as conn:
             await conn.execute(
                 "INSERT INTO signing_requests (id, client_id, status, format, profile,"
                 " hash_algorithm, labels, digests, redirect_uri, state, acr, acr_accepted,"
@@ -481,11 +477,7 @@ class SigningRequestStore:
         signed_pdfs: Sequence[bytes] = (),
     ) -> bool:
         """End a request that is 'signing' (completed or failed), with its signed PDFs."""
-        async with (
-            guard("finish signing request"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "finish signing request") as conn:
             done = await conn.fetchval(
                 "UPDATE signing_requests SET status=$2, ended_at=$3, record_serial=$4,"
                 " result=$5::jsonb, error=$6 WHERE id=$1 AND status='signing' RETURNING true",

@@ -15,7 +15,13 @@ from datetime import datetime
 import asyncpg
 
 from signer.storage.csc_oauth2 import _EXPIRE as _EXPIRE_CSC_OAUTH2
-from signer.storage.records import _COLUMNS, _FAIL, IssuedRecord, guard, record_from_row
+from signer.storage.records import (
+    _COLUMNS,
+    _FAIL,
+    IssuedRecord,
+    record_from_row,
+    transaction,
+)
 from signer.storage.signing_requests import REQUEST_COLUMNS, StoredRequest, request_from_row
 from signer.storage.sql import sql
 
@@ -104,7 +110,7 @@ class SweeperStore:
         An abandoned record ends 'failed' with failure 'abandoned' and its issuance log entry
         (outcome failed, nothing signed, the key's fate as destruction flags), appended in the
         same statement as the status change."""
-        async with guard("sweep"), self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool, "sweep") as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEPER_LOCK):
                 return SweepResult(ran=False)
             rows = await conn.fetch(_STUCK_ISSUED, issued_before, SWEEP_BATCH)
@@ -129,11 +135,7 @@ class SweeperStore:
         """End pending web-signing requests and open CSC OAuth2 authorizations past their
         expiry as 'expired', in one transaction under the sweeper's advisory lock (one replica
         at a time; the statements are idempotent anyway)."""
-        async with (
-            guard("expire pending requests"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "expire pending requests") as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEPER_LOCK):
                 return ExpiryResult(ran=False)
             web = await conn.fetch(_EXPIRE_WEB, now, SWEEP_BATCH)

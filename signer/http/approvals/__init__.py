@@ -6,21 +6,15 @@ registers the API and, when ``[approvals] ui_client_id`` is set, the approvers' 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
-import aiohttp
-import asyncpg
 from aiohttp import web
 
 from ca.logentry import PrivacyKey
-from idp_adapter.registry import IssuerRegistry
 from signer.flows.approvals import ApprovalPolicy, ApprovalService
 from signer.flows.login import LoginFailed
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import principal_json
 from signer.http.approvals import api, ui
-from signer.http.browser import Cookies, session_login
+from signer.http.browser import Cookies, LoginResources, session_login
 from signer.http.kit.hold import APPROVALS
 from signer.http.kit.outbound import poster
 from signer.settings.config import Settings
@@ -36,18 +30,16 @@ _ID = "{id:[0-9a-fA-F-]{36}}"
 def build(
     app: web.Application,
     settings: Settings,
+    resources: LoginResources,
     *,
     policy: ApprovalPolicy,
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    tokens: IssuerRegistry,
     signing: SigningService,
     privacy_key: PrivacyKey,
-    clock: Callable[[], datetime],
 ) -> ApprovalService:
     """Put the service (and the UI, when configured) on ``app``; returns the service."""
+    pool, clock = resources.pool, resources.clock
     webhooks = Webhooks(
-        requests=SigningRequestStore(pool), rps=RpClientStore(pool), post=poster(http)
+        requests=SigningRequestStore(pool), rps=RpClientStore(pool), post=poster(resources.http)
     )
     service = ApprovalService(
         store=ApprovalStore(pool),
@@ -65,7 +57,7 @@ def build(
         public_url = settings.server.public_url
         login = session_login(
             settings, ui_settings, realm="approvals", role=None, failed=LoginFailed,
-            pool=pool, http=http, tokens=tokens, clock=clock, keep_principal=principal_json,
+            resources=resources, keep_principal=principal_json,
         )  # fmt: skip
         app[ui.APPROVAL_UI] = ui.ApprovalUi(
             login=login,

@@ -7,18 +7,12 @@ registers the pages. The JSON API for the same data is ``/api/v1/certificates``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
-import aiohttp
-import asyncpg
 from aiohttp import web
 
-from idp_adapter.registry import IssuerRegistry
 from signer.flows.login import LoginFailed
 from signer.http.audit import views
 from signer.http.audit.views import AUDIT_UI, AuditUi
-from signer.http.browser import Cookies, Surface, session_login, templates
+from signer.http.browser import Cookies, LoginResources, Surface, session_login, templates
 from signer.settings.config import Settings
 from signer.storage.records import RecordStore
 
@@ -36,26 +30,23 @@ AUDIT_PAGES = Surface.with_sessions(
 
 def build(
     settings: Settings,
+    resources: LoginResources,
     *,
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    tokens: IssuerRegistry,
     records: RecordStore,
-    clock: Callable[[], datetime],
 ) -> AuditUi:
     ui = settings.audit.ui
     assert ui is not None
     public_url = settings.server.public_url
     login = session_login(
         settings, ui, realm="audit", role=settings.audit.role, failed=LoginFailed,
-        pool=pool, http=http, tokens=tokens, clock=clock,
+        resources=resources,
     )  # fmt: skip
     return AuditUi(
         login=login,
         records=records,
         templates=templates(AUDIT_PAGES, "http/audit/templates"),
         cookies=Cookies.for_url(public_url),
-        clock=clock,
+        clock=resources.clock,
     )
 
 

@@ -166,19 +166,12 @@ async def manifest(
 
 
 async def signed_manifest(
-    store: RecordStore,
-    flt: RecordFilter,
-    fmt: str,
+    body: Mapping[str, Any],
     *,
-    query: Mapping[str, str],
-    as_of: datetime,
-    now: datetime,
-    checkpoint: StoredCheckpoint | None,
     exported_by: Mapping[str, str],
     origin: str,
     sign: Callable[[str], Awaitable[str]],
 ) -> dict[str, Any]:
-    """:func:`manifest` plus who exported, signed as a note of the log key (``signed_note``)."""
-    body = await manifest(store, flt, fmt, query=query, as_of=as_of, now=now, checkpoint=checkpoint)
-    body["exported_by"] = dict(exported_by)
-    return await sign_manifest(body, origin, sign)
+    """A :func:`manifest` ``body`` plus who exported, signed as a note of the log key
+    (``signed_note``)."""
+    return await sign_manifest({**body, "exported_by": dict(exported_by)}, origin, sign)

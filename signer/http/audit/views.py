@@ -240,13 +240,15 @@ async def export_manifest(request: web.Request, ui: AuditUi, session: UiSession)
     checkpoint = await services.publisher.publish(force=True)
     checkpoint = checkpoint or await services.log.latest_checkpoint()
     body = await exports.signed_manifest(
-        ui.records,
-        exports.pinned(search.filter, as_of),
-        fmt,
-        query=search.values,
-        as_of=as_of,
-        now=ui.clock(),
-        checkpoint=checkpoint,
+        await exports.manifest(
+            ui.records,
+            exports.pinned(search.filter, as_of),
+            fmt,
+            query=search.values,
+            as_of=as_of,
+            now=ui.clock(),
+            checkpoint=checkpoint,
+        ),
         exported_by={"issuer": session.token_issuer, "subject": session.token_subject},
         origin=services.settings.log.origin,
         sign=services.publisher.sign_note,

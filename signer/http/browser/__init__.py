@@ -31,8 +31,7 @@ from signer.flows.login import AuditLogin, BrowserLogin
 from signer.http.kit.body import read_form
 from signer.http.kit.problems import translate
 from signer.http.kit.state import REQUEST_ID
-from signer.secrets import Secret
-from signer.settings.config import AuditUiSettings, Settings
+from signer.settings.config import AuditUiSettings, OidcClientSettings, Settings
 from signer.storage.audit_sessions import AuditSessionStore, UiSession
 from signer.storage.login_flows import LoginFlowStore
 
@@ -56,30 +55,26 @@ def add_static(router: web.UrlDispatcher, prefix: str, directory: Path) -> None:
     router.add_get(f"{prefix}/{{file}}", serve)
 
 
-class LoginClient(Protocol):
-    """A surface's OIDC client settings (``[audit.ui]``, ``[approvals]``, ``[web_signing]``)."""
+@dataclass(frozen=True)
+class LoginResources:
+    """What every browser surface is built from, opened once by :mod:`signer.app`: the
+    database pool (the login-flow table, sessions, the surface's stores), the outbound HTTP
+    session (the IdP's token endpoint, webhooks), the token issuers and the clock."""
 
-    @property
-    def issuer(self) -> str: ...
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def client_secret(self) -> Secret: ...
-    @property
-    def scope(self) -> str: ...
+    pool: asyncpg.Pool
+    http: aiohttp.ClientSession
+    tokens: IssuerRegistry
+    clock: Callable[[], datetime]
 
 
 def browser_login(
     settings: Settings,
-    client: LoginClient,
+    client: OidcClientSettings,
     *,
     callback: str,
     purpose: str,
     failed: type[RequestError],
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    tokens: IssuerRegistry,
-    clock: Callable[[], datetime],
+    resources: LoginResources,
     max_age: timedelta | None = None,
 ) -> BrowserLogin:
     """The one login, for the surface whose callback path is ``callback``: its OIDC client at
@@ -90,16 +85,16 @@ def browser_login(
         client.client_id,
         client.client_secret.reveal(),
         f"{settings.server.public_url}{callback}",
-        http,
+        resources.http,
         scope=client.scope,
     )
     return BrowserLogin(
         client=code_flow,
-        tokens=tokens,
-        flows=LoginFlowStore(pool),
+        tokens=resources.tokens,
+        flows=LoginFlowStore(resources.pool),
         purpose=purpose,
         failed=failed,
-        clock=clock,
+        clock=resources.clock,
         max_age=max_age,
     )
 
@@ -111,21 +106,18 @@ def session_login(
     realm: str,
     role: str | None,
     failed: type[RequestError],
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    tokens: IssuerRegistry,
-    clock: Callable[[], datetime],
+    resources: LoginResources,
     keep_principal: Callable[[Principal], Mapping[str, Any]] | None = None,
 ) -> AuditLogin:
     """The one login of a UI with sessions (``/{realm}``: audit, approvals); ``role`` is its
     identity check (the auditor role; None: the approver group, checked per request)."""
     login = browser_login(
         settings, ui, callback=f"/{realm}/callback", purpose=realm, failed=failed,
-        pool=pool, http=http, tokens=tokens, clock=clock,
+        resources=resources,
     )  # fmt: skip
     return AuditLogin(
-        login=login, store=AuditSessionStore(pool), role=role, idle=ui.idle,
-        lifetime=ui.lifetime, clock=clock, realm=realm, keep_principal=keep_principal,
+        login=login, store=AuditSessionStore(resources.pool), role=role, idle=ui.idle,
+        lifetime=ui.lifetime, clock=resources.clock, realm=realm, keep_principal=keep_principal,
     )  # fmt: skip
 
 

@@ -11,12 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import aiohttp
-import asyncpg
 from aiohttp import web
 from cryptography import x509
 
-from idp_adapter.registry import IssuerRegistry
 from signer.flows.csc_oauth2 import (
     AuthorizationLoginFailed,
     CredentialAuthority,
@@ -27,7 +24,7 @@ from signer.flows.csc_oauth2 import (
     OAuth2Policy,
 )
 from signer.flows.registry import RpRegistry
-from signer.http.browser import Cookies, browser_login
+from signer.http.browser import Cookies, LoginResources, browser_login
 from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_views as views
 from signer.settings.config import Settings
@@ -92,12 +89,9 @@ class CoreCredentials:
 def build(
     app: web.Application,
     settings: Settings,
+    resources: LoginResources,
     *,
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    tokens: IssuerRegistry,
     csc: CscService,
-    clock: Callable[[], datetime],
 ) -> None:
     """Put the flow on ``app`` (called from the app's startup, resources already open)."""
     web_settings = settings.web_signing
@@ -105,8 +99,9 @@ def build(
     public_url = settings.server.public_url
     login = browser_login(
         settings, web_settings, callback=CALLBACK, purpose="csc", failed=AuthorizationLoginFailed,
-        pool=pool, http=http, tokens=tokens, clock=clock, max_age=web_settings.max_age,
+        resources=resources, max_age=web_settings.max_age,
     )  # fmt: skip
+    pool, clock = resources.pool, resources.clock
     accepted = None
     if web_settings.credential_acr is not None:
         levels = web_settings.acr_levels

@@ -6,19 +6,15 @@ registers the API and the pages. Enabled by ``[web_signing]`` in the configurati
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-import aiohttp
-import asyncpg
 from aiohttp import web
 
-from idp_adapter.registry import IssuerRegistry
 from signer.flows.registry import RpRegistry
 from signer.flows.webhooks import Webhooks
 from signer.flows.websign import SignerLoginFailed, WebPolicy, WebSigning
 from signer.http.browser import STATIC_DIR as AUDIT_STATIC
-from signer.http.browser import Cookies, add_static, browser_login
+from signer.http.browser import Cookies, LoginResources, add_static, browser_login
 from signer.http.kit.outbound import poster
 from signer.http.kit.state import WEB_SIGNING
 from signer.http.sign import api, views
@@ -32,12 +28,9 @@ __all__ = ["add_routes", "build"]
 def build(
     app: web.Application,
     settings: Settings,
+    resources: LoginResources,
     *,
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    tokens: IssuerRegistry,
     signing: SigningService,
-    clock: Callable[[], datetime],
 ) -> None:
     """Put the flow, the RP registry, the cookies and the templates on ``app``."""
     web_settings = settings.web_signing
@@ -46,11 +39,12 @@ def build(
     public_url = settings.server.public_url
     login = browser_login(
         settings, web_settings, callback="/sign/callback", purpose="sign", failed=SignerLoginFailed,
-        pool=pool, http=http, tokens=tokens, clock=clock, max_age=web_settings.max_age,
+        resources=resources, max_age=web_settings.max_age,
     )  # fmt: skip
+    pool, clock = resources.pool, resources.clock
     rps = RpClientStore(pool)
     requests = SigningRequestStore(pool)
-    webhooks = Webhooks(requests=requests, rps=rps, post=poster(http))
+    webhooks = Webhooks(requests=requests, rps=rps, post=poster(resources.http))
     app[api.WEBHOOKS] = webhooks  # closed by signer.app when the service stops
     grace = timedelta(seconds=settings.clients.secret_grace_seconds)
     app[api.RP_REGISTRY] = RpRegistry(rps, clock, grace=grace)

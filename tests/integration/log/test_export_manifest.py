@@ -49,13 +49,15 @@ async def _export(client: TestClient, flt: RecordFilter, fmt: str, **kw: Any) ->
     pinned = exports.pinned(flt, as_of)
     data = b"".join([chunk async for chunk in exports.chunks(services.records, pinned, fmt)])
     manifest = await exports.signed_manifest(
-        services.records,
-        pinned,
-        fmt,
-        query={"subject": "demo-batch"},
-        as_of=as_of,
-        now=datetime.now(UTC),
-        checkpoint=kw.get("checkpoint", checkpoint),
+        await exports.manifest(
+            services.records,
+            pinned,
+            fmt,
+            query={"subject": "demo-batch"},
+            as_of=as_of,
+            now=datetime.now(UTC),
+            checkpoint=kw.get("checkpoint", checkpoint),
+        ),
         exported_by={"issuer": "https://idp.example.com", "subject": "carol"},
         origin=services.settings.log.origin,
         sign=services.publisher.sign_note,
