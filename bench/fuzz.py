@@ -40,8 +40,9 @@ CREDENTIAL_LIFETIME = 60  # seconds: the shortest ca.validity_seconds
 SWEEP_WAIT = CREDENTIAL_LIFETIME + 90  # the sweeper's interval on top
 
 
-def fuzz(url: str, token: str, examples: int, seed: int) -> int:
-    """schemathesis's exit code (0: no failure); its output goes to stdout as it runs."""
+def fuzz(url: str, token: str, examples: int, seed: int, workdir: Path) -> int:
+    """schemathesis's exit code (0: no failure); its output goes to stdout as it runs, its
+    files (.schemathesis/) to ``workdir``."""
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")),
         "run",
@@ -60,7 +61,7 @@ def fuzz(url: str, token: str, examples: int, seed: int) -> int:
         "--request-timeout",
         "30",
     ]
-    return subprocess.run(cmd, check=False, timeout=3600).returncode
+    return subprocess.run(cmd, check=False, timeout=3600, cwd=workdir).returncode
 
 
 def leftover_keys(service: bench.BenchService) -> list[str]:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             service = bench.start_service(stack, tmp, 1, extra)
             started = time.monotonic()
-            code = fuzz(service.signer.url, service.batch_token, args.examples, args.seed)
+            code = fuzz(service.signer.url, service.batch_token, args.examples, args.seed, tmp)
             took = time.monotonic() - started
             left = leftover_keys(service)
         print(f"schemathesis exit code: {code} ({args.examples} examples, {took:.0f} s)")
