@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         with contextlib.ExitStack() as stack:
-            service = bench.start_service(stack, tmp, 1, extra)
+            service = bench.start_service(stack, tmp, 1, extra, token_ttl=3600)
             started = time.monotonic()
             code = fuzz(service.signer.url, service.batch_token, args.examples, args.seed, tmp)
             took = time.monotonic() - started

@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     uptime_before = Path("/proc/loadavg").read_text().split()[:3]
     try:
         with contextlib.ExitStack() as stack:
-            svc = bench.start_service(stack, tmp, args.workers, extra)
+            # one token for the whole run: it must outlive the probe, the load and the idle
+            ttl = int(args.probe + args.minutes * 60 + args.idle + 600)
+            svc = bench.start_service(stack, tmp, args.workers, extra, token_ttl=ttl)
             pids = worker_pids(svc.signer, args.workers)
             bench.check_one_signature(svc.signer.url, svc.batch_token)
             objects_start = svc.token.list_objects()

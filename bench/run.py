@@ -774,14 +774,16 @@ def start_service(
     workers: int,
     extra: dict[str, str] | None = None,
     db_options: list[str] | None = None,
+    token_ttl: int = 600,
 ) -> BenchService:
     """Throwaway SoftHSM2 token, scratch database and dev IdP, ``qes init``, then ``qes serve``
-    with ``workers`` processes; everything is registered on ``stack`` to be stopped."""
+    with ``workers`` processes; everything is registered on ``stack`` to be stopped. The IdP's
+    access tokens live ``token_ttl`` seconds: a run longer than that needs more."""
     with step("throwaway SoftHSM2 token, scratch database, dev IdP"):
         token = SoftHsmToken.create(tmp / "softhsm", label="qes-bench")
         token.activate()  # this process never loads the module; children inherit
         database_url = stack.enter_context(scratch_database(stack.enter_context(admin_url())))
-        idp = stack.enter_context(start_idp(tmp / "idp"))
+        idp = stack.enter_context(start_idp(tmp / "idp", access_token_ttl=token_ttl))
         port = free_port()
         env = service_env(
             token=token,
