@@ -487,6 +487,7 @@ BROWSER_ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("/csc/v2/oauth2/consent/{id}", "post", "redirect", "CSC OAuth2: the owner's decision"),
     ("/audit", "get", "html", "Audit UI: search the signing records"),
     ("/audit/records/{serial}", "get", "html", "Audit UI: one record"),
+    ("/audit/administration", "get", "html", "Audit UI: the admin acts, as logged"),
     ("/audit/export.{fmt}", "get", "file", "Audit UI: export the search (jsonl or csv)"),
     ("/audit/manifest.{fmt}.json", "get", "file", "Audit UI: the export's signed manifest"),
     ("/audit/login", "get", "redirect", "Audit UI: log in at the IdP"),
