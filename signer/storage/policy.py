@@ -251,6 +251,13 @@ class PolicyStore:
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(version))
         return True
 
+    async def record(self, acts: Sequence[LoggedAction]) -> None:
+        """Admin acts that are not a change of this database's rows (a CA key replaced in the
+        HSM): their rows and log entries, in one transaction."""
+        async with guard("record admin acts"), self._pool.acquire() as conn, conn.transaction():
+            for logged in acts:
+                await record_action(conn, logged)
+
     async def recent_actions(
         self, *, before: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[AdminAction]:

@@ -1,5 +1,5 @@
 """Every admin act is a log entry (issue 15 item 5): `qes client add|rotate|scope|revoke`,
-and `qes ca revoke` beside a running `qes serve` each write an
+`qes ca revoke` and `qes init --force` beside a running `qes serve` each write an
 ``admin_actions`` row and a version-3 administrative-action entry (``ca.logentry`` kind 0x04);
 the service integrates them under a signed checkpoint; `qes audit verify` rebuilds them (next
 to a suspension logged as version 2) and names the entry when a row is altered or missing; the
@@ -285,3 +285,46 @@ async def _listed(site: Site, client_id: str, serial: str) -> None:
     assert 'data-action="certificate-revoke"' in page and serial in page
     assert "tsa keyCompromise" in page and client_id in page and "cli:ca-bob" in page
     assert "cli:&lt;b&gt;ops-alice&lt;/b&gt;" in page and ACTOR not in page
+
+
+async def test_init_force_is_logged_per_new_certificate(site: Site) -> None:
+    """`qes init --force` replaces the root, issuing CA and TSA keys: one ``ca-replace`` entry
+    each (role, serial, SHA-256 of the new certificate), rebuilt by `qes audit verify`;
+    altering one is caught; listed under Administration."""
+    done = await asyncio.to_thread(qes_init, site.env, "--force", "--actor", "ceremony-carl")
+    assert done.returncode == 0, done.stderr
+    assert "logged: 3 ca-replace admin act(s)" in done.stdout
+    conn = await asyncpg.connect(site.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT * FROM admin_actions WHERE action = 'ca-replace' ORDER BY detail"
+        )
+        stored = {
+            r["label"]: x509.load_der_x509_certificate(bytes(r["certificate"]))
+            for r in await conn.fetch("SELECT * FROM ca_certificates")
+        }
+        entries = await _entries(conn)
+        await _integrated(conn)
+        assert [r["detail"] for r in rows] == ["issuing", "root", "tsa"]
+        labels = {"issuing": "adm-ca-", "root": "adm-root-", "tsa": "adm-tsa-"}
+        for row in rows:
+            assert row["actor_subject"] == "cli:ceremony-carl"
+            cert = next(c for k, c in stored.items() if k.startswith(labels[row["detail"]]))
+            assert row["certificate_serial"] == format(cert.serial_number, "x")
+            fields = dict(entry_fields(entries[str(row["id"])])[1])
+            assert fields["target_sha256"] == cert.fingerprint(hashes.SHA256())
+            assert int.from_bytes(fields["certificate_serial"], "big") == cert.serial_number
+        clean = await asyncio.to_thread(qes, site.env, "audit", "verify", "-q")
+        assert clean.returncode == 0, clean.stderr
+        await conn.execute("UPDATE admin_actions SET detail = 'tsa' WHERE id = $1", rows[1]["id"])
+        try:
+            bad = await asyncio.to_thread(qes, site.env, "audit", "verify", "-q")
+        finally:
+            await conn.execute(
+                "UPDATE admin_actions SET detail = 'root' WHERE id = $1", rows[1]["id"]
+            )
+        assert bad.returncode == 1 and "(field detail differs)" in bad.stderr
+    finally:
+        await conn.close()
+    page = await _administration_page(site)
+    assert page.count('data-action="ca-replace"') == 3 and "cli:ceremony-carl" in page
