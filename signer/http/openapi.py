@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from ca.logentry import ADMIN_ACTIONS
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -212,8 +213,7 @@ _ENTRY_PAGE = {
                             "malformed",
                             "approved",
                             "denied",
-                            "suspend",
-                            "resume",
+                            *ADMIN_ACTIONS,  # kind admin: the act (ca.logentry kind 0x04)
                         ]
                     },
                     "time": {"type": ["string", "null"], "format": "date-time"},
@@ -238,6 +238,11 @@ _ENTRY_PAGE = {
                         "type": "integer",
                         "description": "reason refusals-suppressed: how many rate-limited"
                         " refusals this aggregate entry stands for (else 0)",
+                    },
+                    "detail": {
+                        "type": ["string", "null"],
+                        "description": "kind admin (entry version 3): scopes, grace, or the"
+                        " certificate's role and revocation reason",
                     },
                 },
             },

@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from jsonschema import Draft202012Validator
 
 from ca.logentry import PrivacyKey, entry_fields, entry_version
 from signer.storage.policy import AdminAction, LoggedAction, Target, record_action
@@ -157,6 +158,7 @@ async def test_admin_acts_are_logged_verified_and_listed(site: Site) -> None:
     finally:
         await conn.close()
     await _listed(site, client_id, serial)
+    await _watched(site, serial)
 
 
 def _check_rows(
@@ -275,6 +277,30 @@ async def _administration_page(site: Site) -> str:
         async with http.get(f"{url}/audit/administration?cursor=nonsense") as r:
             assert r.status == 400
     return page
+
+
+async def _watched(site: Site, serial: str) -> None:
+    """`qes audit watch`'s API shows the acts (outcome: the act) as its OpenAPI schema says."""
+    token = await site.idp.client_token("demo-auditor", DEMO_SECRETS["demo-auditor"])
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{site.signer.url}/openapi.json") as r:
+            document = await r.json()
+        async with http.get(
+            f"{site.signer.url}/api/v1/log/entries",
+            params={"limit": "1000"},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+            body = await r.json()
+    answer = document["paths"]["/api/v1/log/entries"]["get"]["responses"]["200"]
+    schema = answer["content"]["application/json"]["schema"]
+    assert list(Draft202012Validator(schema).iter_errors(body)) == []
+    admin = {i["outcome"]: i for i in body["items"] if i["kind"] == "admin"}
+    assert {"client-add", "client-rotate", "client-scope", "client-revoke"} <= set(admin)
+    revoked = admin["certificate-revoke"]
+    assert revoked["detail"] == "tsa keyCompromise" and int(revoked["serial"], 16) == int(
+        serial, 16
+    )
 
 
 async def _listed(site: Site, client_id: str, serial: str) -> None:
