@@ -117,7 +117,10 @@ absent). Actions and their scope:
   ``detail`` ``<role> <RFC 5280 §5.3.1 reason name>``;
 - ``ca-replace`` (``qes init --force`` made a new key and certificate): scope
   ``certificate``, serial and SHA-256 of the new certificate, ``detail`` its role (``root``
-  | ``issuing`` | ``tsa``).
+  | ``issuing`` | ``tsa``);
+- ``policy-load`` (a policy file took effect, the first time its content did): scope
+  ``policy``, ``target_sha256`` the SHA-256 of the file's bytes (what the service logs as
+  "policy loaded"), ``detail`` ``rules=<count>``.
 
 No version-3 field is given with scopes ``identity``, ``client`` or ``all`` but ``detail``;
 a version-2 entry has none of them (so a suspension logged before version 3 still rebuilds).
@@ -228,6 +231,7 @@ ADMIN_ACTIONS: Mapping[str, tuple[str, ...]] = {
     "client-revoke": ("client",),
     "certificate-revoke": ("certificate",),
     "ca-replace": ("certificate",),
+    "policy-load": ("policy",),
 }
 _FIELDS = {
     EntryKind.ISSUANCE: _ISSUANCE_FIELDS,
@@ -659,8 +663,8 @@ class AdminActionEntry:
                 raise LogEntryError(f"scope {self.scope}: target fields do not match the scope")
         if self.scope != "identity" and (self.token_issuer or self.token_subject):
             raise LogEntryError(f"scope {self.scope}: no identity may be given")
-        if (self.target_sha256 is not None) != (self.scope == "certificate"):
-            raise LogEntryError("target_sha256: given exactly for scope certificate")
+        if (self.target_sha256 is not None) != (self.scope in ("certificate", "policy")):
+            raise LogEntryError("target_sha256: given exactly for scopes certificate and policy")
         if self.target_sha256 is not None and len(self.target_sha256) != 32:
             raise LogEntryError("target_sha256: must be 32 bytes")
         if self.certificate_serial is not None and (

@@ -57,9 +57,10 @@ class Window:
 @dataclass(frozen=True)
 class Target:
     """What an admin act applies to: an identity, an RP client, or everything (what a
-    suspension applies to), or a CA certificate (serial and SHA-256 of its DER)."""
+    suspension applies to), a CA certificate (serial and SHA-256 of its DER) or a policy
+    file's content (its SHA-256)."""
 
-    scope: str  # 'identity' | 'client' | 'all' | 'certificate'
+    scope: str  # 'identity' | 'client' | 'all' | 'certificate' | 'policy'
     token_issuer: str | None = None
     token_subject: str | None = None
     client_id: str | None = None
@@ -69,10 +70,11 @@ class Target:
     def __post_init__(self) -> None:
         identity = self.token_issuer is not None and self.token_subject is not None
         certificate = self.certificate_serial is not None and self.target_sha256 is not None
-        if self.scope not in ("identity", "client", "all", "certificate"):
+        if self.scope not in ("identity", "client", "all", "certificate", "policy"):
             raise ValueError(f"unknown scope {self.scope!r}")
         given = {"identity": identity, "client": self.client_id is not None}
         given["certificate"] = certificate
+        given["policy"] = self.target_sha256 is not None and self.certificate_serial is None
         if any(v != (self.scope == scope) for scope, v in given.items()):
             raise ValueError(f"scope {self.scope}: target fields do not match")
 
@@ -83,6 +85,8 @@ class Target:
             return f"client {self.client_id}"
         if self.scope == "certificate":
             return f"certificate {self.certificate_serial:x}"
+        if self.scope == "policy" and self.target_sha256 is not None:
+            return f"policy {self.target_sha256.hex()}"
         return "the whole signer"
 
 
@@ -141,14 +145,17 @@ def _action(row: asyncpg.Record) -> AdminAction:
     )
 
 
-async def record_action(conn: asyncpg.Connection, logged: LoggedAction) -> int:
+async def record_action(
+    conn: asyncpg.Connection, logged: LoggedAction, *, once: bool = False
+) -> int | None:
     """Write an admin act's row and sequence its log entry, on the caller's connection (in
     the transaction of the act itself, so neither exists without the other); the entry's
-    index."""
+    index. ``once``: nothing (None) when a unique index says the act is logged already
+    (``admin_actions_policy_once``)."""
     a, t = logged.action, logged.action.target
     serial = None if t.certificate_serial is None else format(t.certificate_serial, "x")
-    await conn.execute(
-        _INSERT_ACTION,
+    inserted = await conn.fetchval(
+        _INSERT_ACTION + (" ON CONFLICT DO NOTHING RETURNING true" if once else " RETURNING true"),
         a.id,
         a.request_id,
         a.action,
@@ -164,6 +171,8 @@ async def record_action(conn: asyncpg.Connection, logged: LoggedAction) -> int:
         serial,
         t.target_sha256,
     )
+    if not inserted:
+        return None
     idx: int = await conn.fetchval(_LOG_ADMIN, logged.entry)
     return idx
 
@@ -257,6 +266,11 @@ class PolicyStore:
         async with guard("record admin acts"), self._pool.acquire() as conn, conn.transaction():
             for logged in acts:
                 await record_action(conn, logged)
+
+    async def record_once(self, logged: LoggedAction) -> bool:
+        """An act logged at most once (a policy file's content): whether this call logged it."""
+        async with guard("record admin act"), self._pool.acquire() as conn, conn.transaction():
+            return await record_action(conn, logged, once=True) is not None
 
     async def recent_actions(
         self, *, before: tuple[datetime, uuid.UUID] | None, limit: int

@@ -227,8 +227,8 @@ async def administration_page(
     request: web.Request, ui: AuditUi, session: UiSession
 ) -> web.Response:
     """Administration: every admin act (suspensions, RP client changes, CA certificates
-    revoked or replaced), newest first, from the rows ``qes audit verify`` rebuilds their
-    log entries from (ETSI EN 319 401 §7.10)."""
+    revoked or replaced, policy files that took effect), newest first, from the rows
+    ``qes audit verify`` rebuilds their log entries from (ETSI EN 319 401 §7.10)."""
     try:
         before = _action_cursor(request.query.get("cursor"))
     except RequestError as exc:

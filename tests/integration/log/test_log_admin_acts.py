@@ -1,5 +1,6 @@
 """Every admin act is a log entry (issue 15 item 5): `qes client add|rotate|scope|revoke`,
-`qes ca revoke` and `qes init --force` beside a running `qes serve` each write an
+`qes ca revoke`, `qes init --force` and a policy file taking effect in a running `qes serve`
+each write an
 ``admin_actions`` row and a version-3 administrative-action entry (``ca.logentry`` kind 0x04);
 the service integrates them under a signed checkpoint; `qes audit verify` rebuilds them (next
 to a suspension logged as version 2) and names the entry when a row is altered or missing; the
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import hashlib
 import json
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -42,6 +45,8 @@ from tests.support.softhsm import SoftHsmToken
 
 KEY = PrivacyKey("k1", bytes.fromhex(TEST_LOG_PRIVACY_KEY))
 ACTOR = "<b>ops-alice</b>"  # also checks that the audit UI escapes what it shows
+POLICY_A = '[[rule]]\nname = "everyone"\n'
+POLICY_B = '[[rule]]\nname = "everyone"\nmax_digests = 50\n'
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class Site:
     idp: RunningIdp
     env: dict[str, str]
     database_url: str
+    policy: Path
+    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +76,15 @@ def site(
             QES__TSA__LABEL=f"adm-tsa-{tag}", QES__CA__OCSP_LABEL=f"adm-ocsp-{tag}",
             QES__AUDIT__UI_CLIENT_ID="demo-audit-ui", QES__AUDIT__UI_ISSUER="demo_people",
             QES_AUDIT_UI_CLIENT_SECRET=DEMO_SECRETS["demo-audit-ui"],
+            QES__POLICY__FILE=f'"{work / "policy.toml"}"', QES__POLICY__RELOAD_SECONDS="0.2",
         )  # fmt: skip
+        (work / "policy.toml").write_text(POLICY_A)
         env = {**env, "SOFTHSM2_CONF": softhsm_token.env()["SOFTHSM2_CONF"]}
         made = qes_init(env)
         assert made.returncode == 0, made.stderr
         signer = SignerProcess(env, port, work / "signer.log").start()
         try:
-            yield Site(signer, idp, env, url)
+            yield Site(signer, idp, env, url, work / "policy.toml", work / "signer.log")
         finally:
             signer.stop()
 
@@ -354,3 +363,67 @@ async def test_init_force_is_logged_per_new_certificate(site: Site) -> None:
         await conn.close()
     page = await _administration_page(site)
     assert page.count('data-action="ca-replace"') == 3 and "cli:ceremony-carl" in page
+
+
+async def _policy_rows(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT target_sha256 FROM admin_actions WHERE action = 'policy-load' ORDER BY acted_at"
+    )
+    return [bytes(r["target_sha256"]).hex() for r in rows]
+
+
+async def _settled(conn: asyncpg.Connection, want: list[str]) -> list[str]:
+    """The policy-load rows once they are ``want`` (a few reload intervals), else as they are."""
+    for _ in range(50):
+        have = await _policy_rows(conn)
+        if have == want:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # a few more reloads: nothing more may appear
+    return await _policy_rows(conn)
+
+
+async def test_each_policy_content_is_logged_once(site: Site) -> None:
+    """The policy file the service started with, and each new content after it, is one
+    ``policy-load`` entry with the SHA-256 the service logs as "policy loaded"; touching the
+    file, writing an earlier content again or restarting the service adds none."""
+    a = hashlib.sha256(POLICY_A.encode()).hexdigest()
+    b = hashlib.sha256(POLICY_B.encode()).hexdigest()
+    conn = await asyncpg.connect(site.database_url)
+    try:
+        assert await _settled(conn, [a]) == [a]
+        assert a in site.log.read_text()  # the service's "policy loaded" names the same SHA-256
+        site.policy.write_text(POLICY_A)  # touched: same bytes
+        assert await _settled(conn, [a]) == [a]
+        site.policy.write_text(POLICY_B)
+        assert await _settled(conn, [a, b]) == [a, b]
+        site.policy.write_text(POLICY_A)  # back to a content logged before
+        await asyncio.to_thread(site.signer.stop)
+        await asyncio.to_thread(site.signer.start)  # a restart reads A again
+        assert await _settled(conn, [a, b]) == [a, b]
+        row = await conn.fetchrow(
+            "SELECT * FROM admin_actions WHERE action = 'policy-load' AND target_sha256 = $1",
+            bytes.fromhex(b),
+        )
+        assert row["detail"] == "rules=1" and row["actor_subject"] == "service:policy-file"
+        entry = (await _entries(conn))[str(row["id"])]
+        assert dict(entry_fields(entry)[1])["target_sha256"] == bytes.fromhex(b)
+        await _integrated(conn)
+        clean = await asyncio.to_thread(qes, site.env, "audit", "verify", "-q")
+        assert clean.returncode == 0, clean.stderr
+        await conn.execute(
+            "UPDATE admin_actions SET target_sha256 = $2 WHERE id = $1", row["id"], bytes(32)
+        )
+        try:
+            bad = await asyncio.to_thread(qes, site.env, "audit", "verify", "-q")
+        finally:
+            await conn.execute(
+                "UPDATE admin_actions SET target_sha256 = $2 WHERE id = $1",
+                row["id"],
+                bytes.fromhex(b),
+            )
+        assert bad.returncode == 1 and "(field target_sha256 differs)" in bad.stderr
+    finally:
+        await conn.close()
+    page = await _administration_page(site)
+    assert page.count('data-action="policy-load"') == 2 and f"SHA-256 {b}" in page

@@ -147,6 +147,7 @@ def certificate_act(action: str, detail: str) -> AdminActionEntry:
         client_act("client-revoke"),
         certificate_act("certificate-revoke", "tsa keyCompromise"),
         certificate_act("ca-replace", "issuing"),
+        act("policy-load", "policy", "rules=3", target_sha256=CERT_SHA256),
     ],
 )
 def test_version_3_acts_match_the_docstring(entry: AdminActionEntry) -> None:
@@ -158,6 +159,7 @@ def test_version_3_acts_match_the_docstring(entry: AdminActionEntry) -> None:
     assert b"rp-0123456789abcdef" not in encoded and b"ops" not in encoded  # committed
     if entry.scope == "certificate":
         assert fields["certificate_serial"] == bytes.fromhex("7f3a000000000001")
+    if entry.scope in ("certificate", "policy"):
         assert fields["target_sha256"] == CERT_SHA256
     with pytest.raises(LogEntryError):  # version 2 knew only suspend and resume
         entry.encode(KEY, version=2)
@@ -206,6 +208,8 @@ def test_invalid_values_are_refused(changes: dict[str, object]) -> None:
         {"action": "certificate-revoke"},  # a certificate act on a client
         {"scope": "certificate"},  # no serial
         {"target_sha256": CERT_SHA256},  # a SHA-256 on a client act
+        {"action": "policy-load"},  # a policy act on a client
+        {"scope": "policy", "client_id": None},  # a policy without its SHA-256
     ],
 )
 def test_invalid_version_3_acts_are_refused(changes: dict[str, object]) -> None:
