@@ -14,7 +14,8 @@ Encoding (this is the specification an external auditor implements)::
 
     entry  = magic version kind field*
     magic  = "qes-log-entry"                   13 ASCII bytes
-    version= 0x02 (written now) | 0x01 (older entries, still valid)      1 byte
+    version= 0x03 (administrative actions written now) | 0x02 (the other kinds written now;
+             administrative actions logged before version 3) | 0x01 (older entries)  1 byte
     kind   = 0x01 issuance | 0x02 refusal | 0x03 approval | 0x04 administrative action
                                                1 byte
     field  = u8(len(name)) name u32(len(value)) value
@@ -101,6 +102,29 @@ text? and ``token_subject`` commit? (the identity acted on, scope ``identity`` o
 ``client_id`` commit? (scope ``client`` only), ``reason`` commit? (free text, so committed:
 it may name people).
 
+Administrative action, version 3 (every admin act is logged: ETSI EN 319 401 §7.10 and EN
+319 411-1 §6.4.5 ask that a trust service records the events of its administration): the
+version-2 fields, then ``detail`` text? (a fixed-vocabulary code the service writes, never
+free text), ``certificate_serial`` serial? and ``target_sha256`` bytes32? (empty when
+absent). Actions and their scope:
+
+- ``suspend`` | ``resume``: scope ``identity`` | ``client`` | ``all``, as in version 2;
+- ``client-add`` | ``client-rotate`` | ``client-scope`` | ``client-revoke`` (an RP client
+  registered, its secret replaced, its scopes replaced, revoked): scope ``client``,
+  ``client_id`` given; ``detail`` the scopes (add, scope) or ``grace=<seconds>`` (rotate);
+- ``certificate-revoke`` (the issuing-CA or TSA certificate revoked, RFC 5280 §5.3): scope
+  ``certificate``, ``certificate_serial`` and ``target_sha256`` (SHA-256 of its DER) given,
+  ``detail`` ``<role> <RFC 5280 §5.3.1 reason name>``;
+- ``ca-replace`` (``qes init --force`` made a new key and certificate): scope
+  ``certificate``, serial and SHA-256 of the new certificate, ``detail`` its role (``root``
+  | ``issuing`` | ``tsa``);
+- ``policy-load`` (a policy file took effect, the first time its content did): scope
+  ``policy``, ``target_sha256`` the SHA-256 of the file's bytes (what the service logs as
+  "policy loaded"), ``detail`` ``rules=<count>``.
+
+No version-3 field is given with scopes ``identity``, ``client`` or ``all`` but ``detail``;
+a version-2 entry has none of them (so a suspension logged before version 3 still rebuilds).
+
 The log leaf is ``SHA-256(0x00 || entry)`` (:func:`ca.merkle.leaf_hash`). Pure: no I/O.
 """
 
@@ -117,6 +141,8 @@ from cryptography.hazmat.primitives import hashes, hmac
 from ca.errors import CaError
 
 __all__ = [
+    "ADMIN_ACTIONS",
+    "ADMIN_ENTRY_VERSION",
     "ENTRY_MAGIC",
     "ENTRY_VERSION",
     "ENTRY_VERSIONS",
@@ -138,10 +164,13 @@ __all__ = [
 ]
 
 ENTRY_MAGIC = b"qes-log-entry"
-#: The version :meth:`IssuanceEntry.encode` and :meth:`RefusalEntry.encode` write.
+#: The version :meth:`IssuanceEntry.encode`, :meth:`RefusalEntry.encode` and
+#: :meth:`ApprovalEntry.encode` write.
 ENTRY_VERSION = 2
+#: The version :meth:`AdminActionEntry.encode` writes (version 3 exists for that kind only).
+ADMIN_ENTRY_VERSION = 3
 #: Every version a decoder accepts (entries already in a log keep verifying).
-ENTRY_VERSIONS = (1, 2)
+ENTRY_VERSIONS = (1, 2, 3)
 _COMMIT_DOMAIN = b"qes-log-entry/1"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -187,8 +216,23 @@ _APPROVAL_FIELDS = (
 )  # fmt: skip
 _ADMIN_FIELDS = (
     "privacy_key_id", "record_id", "request_id", "acted_at", "action", "scope", "actor_issuer",
-    "actor_subject", "token_issuer", "token_subject", "client_id", "reason",
+    "actor_subject", "token_issuer", "token_subject", "client_id", "reason", "detail",
+    "certificate_serial", "target_sha256",
 )  # fmt: skip
+#: Version 3: the fields administrative actions gained (other kinds have no version 3).
+_V3_ONLY = frozenset({"detail", "certificate_serial", "target_sha256"})
+#: Each administrative action and the scopes it takes (module docstring, kind 0x04).
+ADMIN_ACTIONS: Mapping[str, tuple[str, ...]] = {
+    "suspend": ("identity", "client", "all"),
+    "resume": ("identity", "client", "all"),
+    "client-add": ("client",),
+    "client-rotate": ("client",),
+    "client-scope": ("client",),
+    "client-revoke": ("client",),
+    "certificate-revoke": ("certificate",),
+    "ca-replace": ("certificate",),
+    "policy-load": ("policy",),
+}
 _FIELDS = {
     EntryKind.ISSUANCE: _ISSUANCE_FIELDS,
     EntryKind.REFUSAL: _REFUSAL_FIELDS,
@@ -210,10 +254,15 @@ _V1_FIELDS = {
 
 def _table(version: int, kind: EntryKind) -> tuple[str, ...] | None:
     """The field names of ``kind`` in ``version``, or None when that pair does not exist
-    (approvals and administrative actions exist from version 2 on)."""
+    (approvals and administrative actions exist from version 2 on; version 3 holds only
+    administrative actions)."""
     if version == 1:
         return _V1_FIELDS.get(kind)
-    return _FIELDS.get(kind) if version == ENTRY_VERSION else None
+    if kind is not EntryKind.ADMIN:
+        return _FIELDS[kind] if version == ENTRY_VERSION else None
+    if version == 2:
+        return tuple(name for name in _FIELDS[kind] if name not in _V3_ONLY)
+    return _FIELDS[kind] if version == ADMIN_ENTRY_VERSION else None
 
 
 def _lp(data: bytes) -> bytes:
@@ -371,16 +420,20 @@ class _Writer:
         if not isinstance(key, PrivacyKey):
             raise LogEntryError("key: must be a PrivacyKey")
         table = _table(version, kind)
-        assert table is not None  # every kind is written in the current version
+        if table is None:
+            raise LogEntryError(f"version {version} has no {kind.name.lower()} entries")
         self.version = version
+        #: The fields of the kind's newest table that this version does not have (the caller
+        #: checked they carry no information).
+        self._skip = frozenset(_FIELDS[kind]) - frozenset(table)
         self._names = iter(table)
         self._key = key
         self._record_id = record_id
         self._out = bytearray(ENTRY_MAGIC + bytes([version, kind]))
 
     def add(self, name: str, value: bytes) -> None:
-        if self.version == 1 and name in _V2_ONLY:
-            return  # not a field of version 1 (the caller checked it carries no information)
+        if name in self._skip:
+            return  # not a field of this version
         if next(self._names) != name:
             raise AssertionError(f"field {name} out of order")  # a bug here, not bad input
         self._out += bytes([len(name)]) + name.encode("ascii") + _lp(value)
@@ -569,13 +622,17 @@ class RefusalEntry:
 
 @dataclass(frozen=True)
 class AdminActionEntry:
-    """An administrative action: an administrator suspended or resumed an identity
-    (``token_issuer`` + ``token_subject``), an RP client (``client_id``) or the whole signer.
+    """An administrative action (ETSI EN 319 401 §7.10, EN 319 411-1 §6.4.5: the events of a
+    trust service's administration are recorded): a suspend or resume of an identity
+    (``token_issuer`` + ``token_subject``), an RP client (``client_id``) or the whole signer;
+    an RP client added, rotated, re-scoped or revoked; a CA or TSA certificate revoked or
+    replaced (``certificate_serial`` + ``target_sha256``, the SHA-256 of its DER). See
+    :data:`ADMIN_ACTIONS`.
 
     Exactly the target fields of the ``scope`` are given. ``actor_subject`` is who acted (the
     ``sub`` of an admin token from ``actor_issuer``, or ``cli:<user>`` for the operator's
     command); it, the target's ``sub``, the client id and the free-text ``reason`` enter the
-    entry only as commitments.
+    entry only as commitments. ``detail`` is a code the service writes (never free text).
     """
 
     record_id: str
@@ -589,29 +646,44 @@ class AdminActionEntry:
     token_subject: str | None = None
     client_id: str | None = None
     reason: str | None = None
+    detail: str | None = None
+    certificate_serial: int | None = None
+    target_sha256: bytes | None = None
 
     def __post_init__(self) -> None:
-        if self.action not in ("suspend", "resume"):
-            raise LogEntryError("action: must be 'suspend' or 'resume'")
+        if self.scope not in ADMIN_ACTIONS.get(self.action, ()):
+            raise LogEntryError(f"action {self.action!r}: not with scope {self.scope!r}")
         targets = {
             "identity": self.token_issuer is not None and self.token_subject is not None,
             "client": self.client_id is not None,
+            "certificate": self.certificate_serial is not None,
         }
-        if self.scope not in ("identity", "client", "all"):
-            raise LogEntryError("scope: must be 'identity', 'client' or 'all'")
         for scope, given in targets.items():
             if given != (self.scope == scope):
                 raise LogEntryError(f"scope {self.scope}: target fields do not match the scope")
         if self.scope != "identity" and (self.token_issuer or self.token_subject):
             raise LogEntryError(f"scope {self.scope}: no identity may be given")
+        if (self.target_sha256 is not None) != (self.scope in ("certificate", "policy")):
+            raise LogEntryError("target_sha256: given exactly for scopes certificate and policy")
+        if self.target_sha256 is not None and len(self.target_sha256) != 32:
+            raise LogEntryError("target_sha256: must be 32 bytes")
+        if self.certificate_serial is not None and (
+            not isinstance(self.certificate_serial, int) or self.certificate_serial <= 0
+        ):
+            raise LogEntryError("certificate_serial: must be a positive integer")
         _time(self.acted_at, "acted_at")
         _text(self.actor_subject, "actor_subject")
         for name in ("actor_issuer", "token_issuer", "token_subject", "client_id", "reason"):
             _text(getattr(self, name), name, optional=True)
+        _text(self.detail, "detail", optional=True)
 
-    def encode(self, key: PrivacyKey) -> bytes:
-        """The canonical entry bytes (module docstring, kind 0x04)."""
-        w = _start(EntryKind.ADMIN, key, self.record_id, self.request_id)
+    def encode(self, key: PrivacyKey, *, version: int = ADMIN_ENTRY_VERSION) -> bytes:
+        """The canonical entry bytes (module docstring, kind 0x04). ``version=2`` rebuilds a
+        suspend or resume logged before version 3 (it has no detail and no certificate)."""
+        later = (self.detail, self.certificate_serial, self.target_sha256)
+        if version == 2 and (self.action not in ("suspend", "resume") or any(later)):
+            raise LogEntryError("version 2 admin entries are suspend or resume only, no detail")
+        w = _start(EntryKind.ADMIN, key, self.record_id, self.request_id, version)
         w.add("acted_at", _time(self.acted_at, "acted_at"))
         w.add("action", _text(self.action, "action"))
         w.add("scope", _text(self.scope, "scope"))
@@ -621,6 +693,10 @@ class AdminActionEntry:
         w.commit("token_subject", self.token_subject, optional=True)
         w.commit("client_id", self.client_id, optional=True)
         w.commit("reason", self.reason, optional=True)
+        w.add("detail", _text(self.detail, "detail", optional=True))
+        serial = self.certificate_serial or 0
+        w.add("certificate_serial", serial.to_bytes((serial.bit_length() + 7) // 8, "big"))
+        w.add("target_sha256", self.target_sha256 or b"")
         return w.finish()
 
 

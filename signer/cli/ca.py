@@ -1,6 +1,7 @@
 """`qes ca ...`: acts on the CA itself. `qes ca revoke` revokes the issuing CA or the TSA
 certificate (:mod:`signer.signing.revocation`): stored in PostgreSQL, so every replica's CRLs
-and OCSP answers carry it from their next request on, and logged."""
+and OCSP answers carry it from their next request on, and logged (a ``certificate-revoke``
+entry of the transparency log)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from signer.cli.common import load
+from signer.cli.common import admin_log, load
 from signer.cli.common import pool as open_pool
 from signer.errors import SignerError
 
@@ -44,10 +45,12 @@ async def _revoke(settings: Any, args: argparse.Namespace) -> str:
         actor=args.actor or getpass.getuser(),
         invalidity_date=_moment(args.invalidity_date),
     )
+    now = datetime.now(UTC)
+    audit = admin_log(settings, order.actor, lambda: now)
     pool = await open_pool(settings)
     try:
         done = await revoke(
-            CaCertificateStore(pool), RevocationStore(pool), settings, order, datetime.now(UTC)
+            CaCertificateStore(pool), RevocationStore(pool), settings, order, now, audit
         )
     finally:
         await pool.close()

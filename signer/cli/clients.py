@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from signer.cli.common import load, table
+from signer.cli.common import admin_log, load, table
 from signer.cli.common import pool as open_pool
 
 _DURATION = re.compile(r"(\d{1,7})([smhd]?)")
@@ -72,7 +72,8 @@ async def _client(settings: Any, args: argparse.Namespace) -> str:
     pool = await open_pool(settings)
     try:
         configured = timedelta(seconds=settings.clients.secret_grace_seconds)
-        registry = RpRegistry(RpClientStore(pool), _now, grace=configured)
+        audit = admin_log(settings, getattr(args, "actor", None), _now)
+        registry = RpRegistry(RpClientStore(pool), _now, grace=configured, audit=audit)
         if args.client_command == "add":
             added = await registry.add(args.name, args.redirect_uri, args.scope or ("*",))
             return (
@@ -125,5 +126,10 @@ def register(
     scope = with_config(csub.add_parser("scope", help="replace a web app's scopes"))
     scope.add_argument("client_id")
     scope.add_argument("--scope", action="append", required=True, metavar="SCOPE", help=_SCOPE_HELP)
-    with_config(csub.add_parser("revoke", help="revoke a web app")).add_argument("client_id")
+    revoke = with_config(csub.add_parser("revoke", help="revoke a web app"))
+    revoke.add_argument("client_id")
+    for changing in (add, rotate, scope, revoke):
+        changing.add_argument(
+            "--actor", help="who makes the change, for the transparency log (default: you)"
+        )
     client.set_defaults(func=cmd_client)

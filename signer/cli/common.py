@@ -101,3 +101,13 @@ def utc_time(text: str | None) -> datetime:
         return datetime.now(UTC)
     moment = datetime.fromisoformat(text)
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def admin_log(settings: Any, actor: str | None, clock: Any) -> Any:
+    """The :class:`signer.translog.admin.AdminLog` of an operator's command: ``--actor``, else
+    this account (``cli:<user>``), with the configured log-privacy key."""
+    from signer.policy.enforcement import cli_actor
+    from signer.translog.admin import AdminLog, operator
+    from signer.translog.log import load_privacy_key
+
+    return AdminLog(load_privacy_key(settings), operator(actor) if actor else cli_actor(), clock)

@@ -12,16 +12,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from signer.cli.common import load
+from signer.cli.common import admin_log, load
 from signer.cli.supervisor import STOP_SIGNALS, Supervisor
 from signer.errors import SignerError
 
 
-async def _init(settings: Any, force: bool) -> str:
+async def _init(settings: Any, force: bool, actor: str | None = None) -> str:
+    """`qes init [--force]`; a forced replacement of CA keys is logged as admin acts of
+    ``actor`` (else this account)."""
     from signer.keys import Hsm
-    from signer.signing.bootstrap import init_ca, init_log
+    from signer.signing.bootstrap import init_ca, init_log, log_replaced
     from signer.storage.authority import CaCertificateStore
     from signer.storage.db import create_pool
+    from signer.storage.policy import PolicyStore
 
     if settings.database.url is None:
         raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
@@ -34,10 +37,13 @@ async def _init(settings: Any, force: bool) -> str:
             command_timeout=settings.database.command_timeout,
         )
         try:
-            result = await init_ca(
-                hsm, CaCertificateStore(pool), settings, datetime.now(UTC), force=force
-            )
-            log_result = await init_log(hsm, settings)
+            log_result = await init_log(hsm, settings)  # first: the privacy key for the entries
+            now = datetime.now(UTC)
+            result = await init_ca(hsm, CaCertificateStore(pool), settings, now, force=force)
+            logged = 0
+            if force:
+                audit = admin_log(settings, actor, lambda: now)
+                logged = await log_replaced(PolicyStore(pool), audit, result)
         finally:
             await pool.close()
     finally:
@@ -56,6 +62,8 @@ async def _init(settings: Any, force: bool) -> str:
         ocsp_verb = "created" if result.ocsp_created else "already present"
         lines.append(f"OCSP responder {ocsp_verb}: {result.ocsp.issuing.subject.rfc4514_string()}")
     lines.append(log_result.describe())
+    if logged:
+        lines.append(f"logged: {logged} ca-replace admin act(s) in the transparency log")
     return "\n".join(lines)
 
 
@@ -78,7 +86,7 @@ def warn_derived_origin(settings: Any) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     settings = load(args)
-    print(asyncio.run(_init(settings, args.force)))
+    print(asyncio.run(_init(settings, args.force, args.actor)))
     return 0
 
 
@@ -207,6 +215,9 @@ def register(
     """Add this group's commands to the `qes` parser."""
     init = with_config(sub.add_parser("init", help="create the CA keys in the HSM"))
     init.add_argument("--force", action="store_true", help="replace existing CA keys")
+    init.add_argument(
+        "--actor", help="who replaces the CA keys, for the transparency log (default: you)"
+    )
     init.set_defaults(func=cmd_init)
     serve = with_config(sub.add_parser("serve", help="run the HTTP service"))
     serve.add_argument("--single", action="store_true", help=argparse.SUPPRESS)

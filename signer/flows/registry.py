@@ -37,7 +37,9 @@ from urllib.parse import urlsplit
 from ca.profiles import Level
 from signer.errors import RequestError, SignerError
 from signer.signing.pipeline import FORMATS
+from signer.storage.policy import LoggedAction, Target
 from signer.storage.signing_requests import RpClient, RpClientStore
+from signer.translog.admin import AdminLog
 
 SECRET_BYTES = 32
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -177,7 +179,11 @@ class Registered:
 
 
 class RpRegistry:
-    """Add, list, rotate, revoke, scope and authenticate relying parties."""
+    """Add, list, rotate, revoke, scope and authenticate relying parties.
+
+    With ``audit`` every add, rotate, scope change and revoke is an admin act in the
+    transparency log (``client-add`` ... ``client-revoke``, issue 15 item 5), written in the
+    transaction of the change; the secret never enters it."""
 
     def __init__(
         self,
@@ -186,11 +192,21 @@ class RpRegistry:
         random: Callable[[int], str] = secrets.token_urlsafe,
         *,
         grace: timedelta = DEFAULT_GRACE,
+        audit: AdminLog | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._random = random
         self._grace = grace
+        self._audit = audit
+
+    def _logged(
+        self, action: str, client_id: str, at: datetime, detail: str | None = None
+    ) -> LoggedAction | None:
+        if self._audit is None:
+            return None
+        target = Target("client", client_id=client_id)
+        return self._audit.act(f"client-{action}", target, detail=detail, at=at)
 
     async def add(
         self, name: str, redirect_uris: Sequence[str], scopes: Sequence[str] = ("*",)
@@ -204,7 +220,8 @@ class RpRegistry:
         tokens = Scopes.parse(scopes).tokens()
         client = RpClient(f"rp-{secrets.token_hex(8)}", name, uris, self._clock(), scopes=tokens)
         secret = self._random(SECRET_BYTES)
-        await self._store.add(client, secret_hash(secret))
+        logged = self._logged("add", client.client_id, client.created_at, " ".join(tokens))
+        await self._store.add(client, secret_hash(secret), logged)
         return Registered(client, secret)
 
     async def all(self) -> list[RpClient]:
@@ -217,18 +234,21 @@ class RpRegistry:
             raise RegistryError("--grace must not be negative")
         secret = self._random(SECRET_BYTES)
         now = self._clock()
-        if not await self._store.rotate(client_id, secret_hash(secret), now, now + grace):
+        logged = self._logged("rotate", client_id, now, f"grace={int(grace.total_seconds())}")
+        if not await self._store.rotate(client_id, secret_hash(secret), now, now + grace, logged):
             raise RegistryError(f"no active relying party {client_id!r}")
         return secret
 
     async def set_scopes(self, client_id: str, scopes: Sequence[str]) -> tuple[str, ...]:
         tokens = Scopes.parse(scopes).tokens()
-        if not await self._store.set_scopes(client_id, tokens):
+        logged = self._logged("scope", client_id, self._clock(), " ".join(tokens))
+        if not await self._store.set_scopes(client_id, tokens, logged):
             raise RegistryError(f"no active relying party {client_id!r}")
         return tokens
 
     async def revoke(self, client_id: str) -> None:
-        if not await self._store.revoke(client_id, self._clock()):
+        now = self._clock()
+        if not await self._store.revoke(client_id, now, self._logged("revoke", client_id, now)):
             raise RegistryError(f"no active relying party {client_id!r}")
 
     async def authenticate(self, client_id: str, secret: str) -> RpClient:

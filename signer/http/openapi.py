@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from ca.logentry import ADMIN_ACTIONS
 from signer.errors import (
     DatabaseUnavailable,
     HsmUnavailable,
@@ -212,8 +213,7 @@ _ENTRY_PAGE = {
                             "malformed",
                             "approved",
                             "denied",
-                            "suspend",
-                            "resume",
+                            *ADMIN_ACTIONS,  # kind admin: the act (ca.logentry kind 0x04)
                         ]
                     },
                     "time": {"type": ["string", "null"], "format": "date-time"},
@@ -238,6 +238,11 @@ _ENTRY_PAGE = {
                         "type": "integer",
                         "description": "reason refusals-suppressed: how many rate-limited"
                         " refusals this aggregate entry stands for (else 0)",
+                    },
+                    "detail": {
+                        "type": ["string", "null"],
+                        "description": "kind admin (entry version 3): scopes, grace, or the"
+                        " certificate's role and revocation reason",
                     },
                 },
             },
@@ -487,6 +492,7 @@ BROWSER_ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("/csc/v2/oauth2/consent/{id}", "post", "redirect", "CSC OAuth2: the owner's decision"),
     ("/audit", "get", "html", "Audit UI: search the signing records"),
     ("/audit/records/{serial}", "get", "html", "Audit UI: one record"),
+    ("/audit/administration", "get", "html", "Audit UI: the admin acts, as logged"),
     ("/audit/export.{fmt}", "get", "file", "Audit UI: export the search (jsonl or csv)"),
     ("/audit/manifest.{fmt}.json", "get", "file", "Audit UI: the export's signed manifest"),
     ("/audit/login", "get", "redirect", "Audit UI: log in at the IdP"),

@@ -40,6 +40,7 @@ from signer.storage.policy import (
     Target,
     Window,
 )
+from signer.translog.admin import AdminLog
 from signer.translog.log import admin_entry
 
 log = structlog.get_logger(__name__)
@@ -285,7 +286,11 @@ async def open_gate(
         poll=settings.policy.reload_seconds,
     )
     await suspensions.refresh()
-    return Gate(suspensions=suspensions, policy=policy, store=store, clock=clock)
+    ledger = None
+    if policy is not None:
+        audit = AdminLog(privacy_key, "service:policy-file", clock, request_id="policy-file")
+        ledger = PolicyLedger(policy, store, audit)
+    return Gate(suspensions=suspensions, policy=policy, store=store, clock=clock, ledger=ledger)
 
 
 def _windows(limit: RateLimit, now: datetime) -> list[Window]:
@@ -301,6 +306,35 @@ def _windows(limit: RateLimit, now: datetime) -> list[Window]:
 _SPAN = {"minute": timedelta(minutes=1), "day": timedelta(days=1)}
 
 
+class PolicyLedger:
+    """Logs each policy file content that takes effect as a ``policy-load`` admin entry
+    (issue 15 item 5; ETSI EN 319 401 §7.10): once per distinct SHA-256 across replicas and
+    restarts (``admin_actions_policy_once``), not per start or reload of the same bytes. A
+    database outage is retried at the next check; the policy is in force meanwhile."""
+
+    def __init__(self, policy: PolicyFile, store: PolicyStore, audit: AdminLog) -> None:
+        self._policy = policy
+        self._store = store
+        self._audit = audit
+        self._done: str | None = None  # the SHA-256 known to be logged
+
+    async def __call__(self) -> None:
+        status = self._policy.status
+        if status.sha256 == self._done:
+            return
+        target = Target("policy", target_sha256=bytes.fromhex(status.sha256))
+        logged = self._audit.act(
+            "policy-load", target, detail=f"rules={len(status.rules)}", at=status.loaded_at
+        )
+        try:
+            if await self._store.record_once(logged):
+                log.info("policy_logged", sha256=status.sha256, file=status.file)
+        except DatabaseUnavailable as exc:
+            log.warning("policy_log_failed", sha256=status.sha256, error=str(exc))
+            return
+        self._done = status.sha256
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Gate:
     """Suspensions, then the policy's decision, then its rate limit."""
@@ -309,6 +343,7 @@ class Gate:
     policy: PolicyFile | None
     store: PolicyStore
     clock: Callable[[], datetime]
+    ledger: PolicyLedger | None = None
 
     def screen(
         self, principal: Principal, *, client_id: str | None, profile: str
@@ -347,7 +382,7 @@ class Gate:
         """Follow suspensions and the policy file until cancelled (one task per process)."""
         tasks = [asyncio.create_task(self.suspensions.run())]
         if self.policy is not None:
-            tasks.append(asyncio.create_task(self.policy.run()))
+            tasks.append(asyncio.create_task(self.policy.run(self.ledger)))
         try:
             await asyncio.gather(*tasks)
         finally:

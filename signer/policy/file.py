@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,9 +138,15 @@ class PolicyFile:
         if self._status is not None:
             self._status = dataclasses.replace(self._status, rejected=why)
 
-    async def run(self) -> None:
-        """Check the file forever (a task owned by the app's cleanup context)."""
+    async def run(self, after: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Check the file forever (a task owned by the app's cleanup context); ``after`` runs
+        first and after every check (the transparency log of what took effect)."""
         while True:
+            try:
+                if after is not None:
+                    await after()
+            except Exception:  # a bug here must not stop the reloads
+                log.exception("policy_logging_failed")
             await asyncio.sleep(self._interval)
             try:
                 await asyncio.to_thread(self.check)

@@ -29,6 +29,8 @@ from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
 from signer.signing.revocation import Responders, load_responders, save_responders
 from signer.storage.authority import CaCertificateStore
+from signer.storage.policy import PolicyStore
+from signer.translog.admin import AdminLog, certificate_target
 from signer.translog.log import (
     ensure_dev_privacy_key,
     log_verifier,
@@ -229,6 +231,30 @@ async def init_ca(
     if result.ocsp is not None and result.ocsp_created:
         await save_responders(store, settings, result.ocsp, now)
     return result
+
+
+def replaced(result: InitResult) -> tuple[tuple[str, x509.Certificate], ...]:
+    """The CA certificates `qes init` made anew (new keys), by role: root and issuing CA
+    together, the TSA (when it is this service's own)."""
+    made: list[tuple[str, x509.Certificate]] = []
+    if result.created:
+        made += [("root", result.chain.root), ("issuing", result.chain.issuing)]
+    if result.tsa is not None and result.tsa_created:
+        made.append(("tsa", result.tsa))
+    return tuple(made)
+
+
+async def log_replaced(store: PolicyStore, audit: AdminLog, result: InitResult) -> int:
+    """`qes init --force`: one ``ca-replace`` admin entry per new certificate (its role,
+    serial and SHA-256), in one transaction (ETSI EN 319 411-1 §6.4.5: CA key changes are
+    logged). The HSM keys are already replaced: a key ceremony is not transactional with the
+    database, so the entries follow the replacement at once. How many were logged."""
+    acts = [
+        audit.act("ca-replace", certificate_target(cert), detail=role)
+        for role, cert in replaced(result)
+    ]
+    await store.record(acts)
+    return len(acts)
 
 
 @dataclass(frozen=True)

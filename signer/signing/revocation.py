@@ -32,6 +32,7 @@ from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
 from signer.storage.authority import CaCertificateStore
 from signer.storage.revocations import ROLES, RevocationStore, StoredRevocation
+from signer.translog.admin import AdminLog, certificate_target
 
 log = structlog.get_logger(__name__)
 
@@ -102,11 +103,14 @@ async def revoke(
     settings: Settings,
     order: RevocationOrder,
     now: datetime,
+    audit: AdminLog | None = None,
 ) -> StoredRevocation:
     """Revoke the issuing CA or TSA certificate at ``now``: stored durably (every replica's
     CRLs and OCSP answers carry it from their next request on) and logged. Raises
     :class:`RevocationRefused` for an unknown certificate or reason or an impossible date,
-    :class:`AlreadyRevoked` when the certificate was revoked before (the first stands)."""
+    :class:`AlreadyRevoked` when the certificate was revoked before (the first stands).
+    With ``audit`` the act is a ``certificate-revoke`` entry of the transparency log (EN 319
+    411-1 §6.4.5), stored with the revocation in one transaction."""
     targets = await _targets(certs, settings)
     role, cert, issuer = _choose(targets, order.which)
     try:
@@ -120,7 +124,11 @@ async def revoke(
         raise RevocationRefused(str(exc)) from exc
     issuer_key_id = _key_id(issuer)
     stored = StoredRevocation(role, issuer_key_id, cert, revocation, order.actor)
-    if not await store.add(stored):
+    logged = None
+    if audit is not None:
+        detail = f"{role} {revocation.reason.value}"
+        logged = audit.act("certificate-revoke", certificate_target(cert), detail=detail, at=now)
+    if not await store.add(stored, logged):
         raise AlreadyRevoked(f"{role} certificate {cert.serial_number:x} was revoked before")
     log.warning(  # an admin act on the CA: always worth an operator's eyes
         "ca_certificate_revoked",

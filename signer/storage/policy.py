@@ -8,6 +8,8 @@ request consumes nothing.
 A suspend or resume is one transaction: the action row, the change to ``suspensions``, the
 version bump that pollers see, the log entry (``ca.logentry`` kind 0x04, sequenced like the
 other entries) and ``pg_notify('qes_suspensions')`` (delivered at commit, PostgreSQL NOTIFY).
+Every other admin act (an RP client changed, a CA certificate revoked or replaced) writes its
+action row and log entry with :func:`record_action` in the transaction of the act itself.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ RETURNING idx
 """
 _ACTION_COLUMNS = Columns.of(
     "id, request_id, action, scope, token_issuer, token_subject, client_id, reason,"
-    " actor_issuer, actor_subject, acted_at"
+    " actor_issuer, actor_subject, acted_at, detail, certificate_serial, target_sha256"
 )
 _INSERT_ACTION = sql(
-    "INSERT INTO admin_actions (", _ACTION_COLUMNS, ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
-)
+    "INSERT INTO admin_actions (", _ACTION_COLUMNS, ")",
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+)  # fmt: skip
 _ACTIONS_BY_ID = sql(
     "SELECT", _ACTION_COLUMNS + Columns(("purged_at",)), "FROM admin_actions",
     "WHERE id = ANY($1::uuid[])",
@@ -53,20 +56,26 @@ class Window:
 
 @dataclass(frozen=True)
 class Target:
-    """What a suspension applies to: an identity, an RP client, or everything."""
+    """What an admin act applies to: an identity, an RP client, or everything (what a
+    suspension applies to), a CA certificate (serial and SHA-256 of its DER) or a policy
+    file's content (its SHA-256)."""
 
-    scope: str  # 'identity' | 'client' | 'all'
+    scope: str  # 'identity' | 'client' | 'all' | 'certificate' | 'policy'
     token_issuer: str | None = None
     token_subject: str | None = None
     client_id: str | None = None
+    certificate_serial: int | None = None
+    target_sha256: bytes | None = None
 
     def __post_init__(self) -> None:
         identity = self.token_issuer is not None and self.token_subject is not None
-        if self.scope not in ("identity", "client", "all"):
+        certificate = self.certificate_serial is not None and self.target_sha256 is not None
+        if self.scope not in ("identity", "client", "all", "certificate", "policy"):
             raise ValueError(f"unknown scope {self.scope!r}")
-        if identity != (self.scope == "identity") or (self.client_id is not None) != (
-            self.scope == "client"
-        ):
+        given = {"identity": identity, "client": self.client_id is not None}
+        given["certificate"] = certificate
+        given["policy"] = self.target_sha256 is not None and self.certificate_serial is None
+        if any(v != (self.scope == scope) for scope, v in given.items()):
             raise ValueError(f"scope {self.scope}: target fields do not match")
 
     def describe(self) -> str:
@@ -74,6 +83,10 @@ class Target:
             return f"identity {self.token_issuer} {self.token_subject}"
         if self.scope == "client":
             return f"client {self.client_id}"
+        if self.scope == "certificate":
+            return f"certificate {self.certificate_serial:x}"
+        if self.scope == "policy" and self.target_sha256 is not None:
+            return f"policy {self.target_sha256.hex()}"
         return "the whole signer"
 
 
@@ -81,7 +94,7 @@ class Target:
 class AdminAction:
     id: uuid.UUID
     request_id: str
-    action: str  # 'suspend' | 'resume'
+    action: str  # one of ca.logentry.ADMIN_ACTIONS
     target: Target
     reason: str | None
     actor_issuer: str | None
@@ -89,6 +102,17 @@ class AdminAction:
     acted_at: datetime
     #: A tombstone of ``qes audit purge``: subjects, client id and reason are erased.
     purged: bool = False
+    #: A code the service writes (scopes, grace, role and RFC 5280 reason), never free text.
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggedAction:
+    """An admin act's row and its encoded log entry, written together by
+    :func:`record_action`."""
+
+    action: AdminAction
+    entry: bytes
 
 
 @dataclass(frozen=True)
@@ -98,17 +122,59 @@ class Suspension:
 
 
 def _action(row: asyncpg.Record) -> AdminAction:
+    serial = row.get("certificate_serial")
+    target = Target(
+        row["scope"],
+        row["token_issuer"],
+        row["token_subject"],
+        row["client_id"],
+        None if serial is None else int(serial, 16),
+        None if row.get("target_sha256") is None else bytes(row["target_sha256"]),
+    )
     return AdminAction(
         id=row["id"],
         request_id=row["request_id"],
         action=row["action"],
-        target=Target(row["scope"], row["token_issuer"], row["token_subject"], row["client_id"]),
+        target=target,
         reason=row["reason"],
         actor_issuer=row["actor_issuer"],
         actor_subject=row["actor_subject"],
         acted_at=row["acted_at"],
         purged=row.get("purged_at") is not None,
+        detail=row.get("detail"),
     )
+
+
+async def record_action(
+    conn: asyncpg.Connection, logged: LoggedAction, *, once: bool = False
+) -> int | None:
+    """Write an admin act's row and sequence its log entry, on the caller's connection (in
+    the transaction of the act itself, so neither exists without the other); the entry's
+    index. ``once``: nothing (None) when a unique index says the act is logged already
+    (``admin_actions_policy_once``)."""
+    a, t = logged.action, logged.action.target
+    serial = None if t.certificate_serial is None else format(t.certificate_serial, "x")
+    inserted = await conn.fetchval(
+        _INSERT_ACTION + (" ON CONFLICT DO NOTHING RETURNING true" if once else " RETURNING true"),
+        a.id,
+        a.request_id,
+        a.action,
+        t.scope,
+        t.token_issuer,
+        t.token_subject,
+        t.client_id,
+        a.reason,
+        a.actor_issuer,
+        a.actor_subject,
+        a.acted_at,
+        a.detail,
+        serial,
+        t.target_sha256,
+    )
+    if not inserted:
+        return None
+    idx: int = await conn.fetchval(_LOG_ADMIN, logged.entry)
+    return idx
 
 
 def _key(t: Target) -> tuple[str, str, str, str]:
@@ -169,20 +235,7 @@ class PolicyStore:
             )
             if bool(exists) == (action.action == "suspend"):
                 return False
-            await conn.execute(
-                _INSERT_ACTION,
-                action.id,
-                action.request_id,
-                action.action,
-                t.scope,
-                t.token_issuer,
-                t.token_subject,
-                t.client_id,
-                action.reason,
-                action.actor_issuer,
-                action.actor_subject,
-                action.acted_at,
-            )
+            await record_action(conn, LoggedAction(action, entry))
             if action.action == "suspend":
                 await conn.execute(
                     "INSERT INTO suspensions (scope, token_issuer, token_subject, client_id,"
@@ -200,9 +253,38 @@ class PolicyStore:
                 "UPDATE suspensions_version SET version = version + 1 WHERE id = 1"
                 " RETURNING version"
             )
-            await conn.fetchval(_LOG_ADMIN, entry)
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(version))
         return True
+
+    async def record(self, acts: Sequence[LoggedAction]) -> None:
+        """Admin acts that are not a change of this database's rows (a CA key replaced in the
+        HSM): their rows and log entries, in one transaction."""
+        async with transaction(self._pool, "record admin acts") as conn:
+            for logged in acts:
+                await record_action(conn, logged)
+
+    async def record_once(self, logged: LoggedAction) -> bool:
+        """An act logged at most once (a policy file's content): whether this call logged it."""
+        async with transaction(self._pool, "record admin act") as conn:
+            return await record_action(conn, logged, once=True) is not None
+
+    async def recent_actions(
+        self, *, before: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[AdminAction]:
+        """Admin actions, newest first, each older than ``before`` (``acted_at``, ``id``: the
+        last one of the page before); for the audit UI's Administration page."""
+        after = "" if before is None else "WHERE (acted_at, id) < ($2, $3)"
+        args = () if before is None else before
+        async with guard("read admin actions"):
+            rows = await self._pool.fetch(
+                sql(
+                    "SELECT", _ACTION_COLUMNS + Columns(("purged_at",)), "FROM admin_actions",
+                    after, "ORDER BY acted_at DESC, id DESC LIMIT $1",
+                ),
+                limit,
+                *args,
+            )  # fmt: skip
+        return [_action(r) for r in rows]
 
     @staticmethod
     async def actions_on(

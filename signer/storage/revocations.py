@@ -11,7 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.revocation import Revocation, reason_from_name
-from signer.storage.records import guard
+from signer.storage.policy import LoggedAction, record_action
+from signer.storage.records import guard, transaction
 
 ROLES = ("issuing", "tsa")
 
@@ -39,12 +40,13 @@ class RevocationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def add(self, revoked: StoredRevocation) -> bool:
+    async def add(self, revoked: StoredRevocation, logged: LoggedAction | None = None) -> bool:
         """Store a revocation; False (nothing written) when the certificate was revoked before:
-        the first revocation stands (RFC 5280 §3.3, no un-revoking)."""
+        the first revocation stands (RFC 5280 §3.3, no un-revoking). ``logged``: the act's
+        admin action and log entry, written in the same transaction (issue 15 item 5)."""
         r = revoked.revocation
-        async with guard("store revocation"):
-            added = await self._pool.fetchval(
+        async with transaction(self._pool, "store revocation") as conn:
+            added = await conn.fetchval(
                 "INSERT INTO ca_revocations (issuer_key_id, serial, role, certificate,"
                 " revoked_at, reason, invalidity_date, revoked_by)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
@@ -58,6 +60,8 @@ class RevocationStore:
                 r.invalidity_date,
                 revoked.revoked_by,
             )
+            if added is not None and logged is not None:
+                await record_action(conn, logged)
         return added is not None
 
     async def revoked_by(self, issuer_key_id: bytes) -> tuple[Revocation, ...]:

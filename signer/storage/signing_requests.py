@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from signer.storage.policy import LoggedAction, record_action
 from signer.storage.records import guard, transaction
 from signer.storage.sql import Columns, sql
 
@@ -220,18 +221,33 @@ class RpClientStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def add(self, client: RpClient, secret_hash: bytes) -> None:
-        async with guard("register relying party"):
-            await self._pool.execute(
-                "INSERT INTO rp_clients (client_id, name, secret_hash, redirect_uris, created_at,"
-                " scopes) VALUES ($1,$2,$3,$4,$5,$6)",
-                client.client_id,
-                client.name,
-                secret_hash,
-                list(client.redirect_uris),
-                client.created_at,
-                list(client.scopes),
-            )
+    async def _change(
+        self, what: str, logged: LoggedAction | None, query: str, *args: object
+    ) -> bool:
+        """Run one change; with ``logged`` (the act as an admin action, issue 15 item 5) its
+        row and log entry are written in the same transaction, and only when it changed a
+        row. Whether it did."""
+        async with transaction(self._pool, what) as conn:
+            done = await conn.fetchval(query, *args)
+            if done and logged is not None:
+                await record_action(conn, logged)
+        return bool(done)
+
+    async def add(
+        self, client: RpClient, secret_hash: bytes, logged: LoggedAction | None = None
+    ) -> None:
+        await self._change(
+            "register relying party",
+            logged,
+            "INSERT INTO rp_clients (client_id, name, secret_hash, redirect_uris, created_at,"
+            " scopes) VALUES ($1,$2,$3,$4,$5,$6) RETURNING true",
+            client.client_id,
+            client.name,
+            secret_hash,
+            list(client.redirect_uris),
+            client.created_at,
+            list(client.scopes),
+        )
 
     async def get(self, client_id: str) -> tuple[RpClient, bytes] | None:
         """The client and its secret hash, revoked ones included (the caller decides)."""
@@ -258,34 +274,44 @@ class RpClientStore:
         return [_client(r) for r in rows]
 
     async def rotate(
-        self, client_id: str, secret_hash: bytes, now: datetime, grace_until: datetime
+        self,
+        client_id: str,
+        secret_hash: bytes,
+        now: datetime,
+        grace_until: datetime,
+        logged: LoggedAction | None = None,
     ) -> bool:
         """Replace the secret of a client that is not revoked; the old one keeps working until
         ``grace_until`` (not at all when that is not after ``now``)."""
-        async with guard("rotate relying-party secret"):
-            done = await self._pool.fetchval(_ROTATE, client_id, secret_hash, now, grace_until)
-        return bool(done)
+        return await self._change(
+            "rotate relying-party secret", logged, _ROTATE, client_id, secret_hash, now,
+            grace_until,
+        )  # fmt: skip
 
-    async def set_scopes(self, client_id: str, scopes: Sequence[str]) -> bool:
-        async with guard("change relying-party scopes"):
-            done = await self._pool.fetchval(
-                "UPDATE rp_clients SET scopes=$2"
-                " WHERE client_id=$1 AND revoked_at IS NULL RETURNING true",
-                client_id,
-                list(scopes),
-            )
-        return bool(done)
+    async def set_scopes(
+        self, client_id: str, scopes: Sequence[str], logged: LoggedAction | None = None
+    ) -> bool:
+        return await self._change(
+            "change relying-party scopes",
+            logged,
+            "UPDATE rp_clients SET scopes=$2 WHERE client_id=$1 AND revoked_at IS NULL"
+            " RETURNING true",
+            client_id,
+            list(scopes),
+        )
 
-    async def revoke(self, client_id: str, now: datetime) -> bool:
-        async with guard("revoke relying party"):
-            done = await self._pool.fetchval(
-                "UPDATE rp_clients SET revoked_at=$2, previous_secret_hash=NULL,"
-                " previous_secret_until=NULL"
-                " WHERE client_id=$1 AND revoked_at IS NULL RETURNING true",
-                client_id,
-                now,
-            )
-        return bool(done)
+    async def revoke(
+        self, client_id: str, now: datetime, logged: LoggedAction | None = None
+    ) -> bool:
+        return await self._change(
+            "revoke relying party",
+            logged,
+            "UPDATE rp_clients SET revoked_at=$2, previous_secret_hash=NULL,"
+            " previous_secret_until=NULL"
+            " WHERE client_id=$1 AND revoked_at IS NULL RETURNING true",
+            client_id,
+            now,
+        )
 
 
 class SigningRequestStore:

@@ -24,7 +24,12 @@ still verifies by leaf hash and tree (3, 5, 6); check 4 compares only the fields
 keeps (serial, times, outcome, IdP, profile, counts; the erased ones are skipped) and the
 report counts it as purged. The same holds for a purged approval decision (its request is a
 tombstone: ids, time, decision, IdPs, group, count, hash algorithm are compared) and a purged
-admin action (ids, time, action, scope, IdPs, and which optional fields were given).
+admin action (ids, time, action, scope, IdPs, which optional fields were given and, from
+version 3, its detail, certificate serial and SHA-256).
+
+An administrative-action entry (kind 0x04: a suspension, an RP client change, a CA
+certificate revoked or replaced) equals the one rebuilt from its ``admin_actions`` row, in
+the entry's own version (2 for suspensions logged before version 3, else 3).
 
 :func:`verify_export` checks an audit-UI export against its signed manifest
 (:mod:`signer.translog.manifest`) and the manifest's checkpoint against the latest one (RFC 9162
@@ -201,10 +206,12 @@ def _approval_tombstone_differs(
     return _kept_differs(fields, kept)
 
 
-def _admin_tombstone_differs(fields: Mapping[str, bytes], action: AdminAction) -> str | None:
+def _admin_tombstone_differs(
+    fields: Mapping[str, bytes], action: AdminAction, version: int
+) -> str | None:
     """What a purged admin action still holds must match its entry: ids, time, action, scope,
-    the actor's and the target's ``iss``, and which of target subject, client id and reason
-    were given (their values are erased)."""
+    the actor's and the target's ``iss``, which of target subject, client id and reason
+    were given (their values are erased) and, in version 3, detail, serial and SHA-256."""
     t = action.target
     kept: dict[str, bytes | datetime | bool] = {
         "record_id": str(action.id).encode(),
@@ -218,6 +225,11 @@ def _admin_tombstone_differs(fields: Mapping[str, bytes], action: AdminAction) -
         "client_id": t.client_id is not None,
         "reason": action.reason is not None,
     }
+    if version >= 3:  # not personal: kept by the tombstone
+        serial = t.certificate_serial or 0
+        kept["detail"] = _text_or_empty(action.detail)
+        kept["certificate_serial"] = serial.to_bytes((serial.bit_length() + 7) // 8, "big")
+        kept["target_sha256"] = t.target_sha256 or b""
     return _kept_differs(fields, kept)
 
 
@@ -351,11 +363,17 @@ def _check_admin(
     action = actions.get(named)
     if action is None:
         raise LogVerificationFailed(idx, f"admin action {named} is missing")
+    version = entry_version(entry)
     if action.purged:
-        differs = _admin_tombstone_differs(dict(entry_fields(entry)[1]), action)
+        differs = _admin_tombstone_differs(dict(entry_fields(entry)[1]), action, version)
         _check_tombstone(idx, f"admin action {named}", differs)
         return True
-    _check_rebuilt(idx, entry, f"admin action {named}", lambda: admin_entry(action).encode(key))
+    _check_rebuilt(
+        idx,
+        entry,
+        f"admin action {named}",
+        lambda: admin_entry(action).encode(key, version=version),
+    )
     return False
 
 

@@ -289,8 +289,9 @@ def _describe_signing(
 def _describe_admin(
     item: LoggedEntry, fields: Mapping[str, bytes], flt: EntryFilter
 ) -> dict[str, Any]:
-    """An administrative action (kill switch): ``outcome`` is the action, ``reason`` its scope
-    (the free-text reason is only committed)."""
+    """An administrative action: ``outcome`` is the action, ``reason`` its scope (the
+    free-text reason is only committed); from version 3 its ``detail`` and certificate."""
+    serial = fields.get("certificate_serial", b"")
     return {
         "index": item.idx,
         "kind": item.kind,
@@ -301,7 +302,8 @@ def _describe_admin(
         "signature_format": None,
         "outcome": fields["action"].decode(),
         "time": decode_time(fields["acted_at"]).isoformat(),
-        "serial": None,
+        "serial": serial.hex() or None,
+        "detail": fields.get("detail", b"").decode() or None,
         "subject": flt.subject,
         "client_id": flt.client_id,
         "reason": fields["scope"].decode(),
@@ -413,7 +415,8 @@ class LogPublisher:
 
 
 def admin_entry(action: AdminAction) -> AdminActionEntry:
-    """The log entry of an admin action (``ca.logentry`` kind 0x04), from its row's values."""
+    """The log entry of an admin action (``ca.logentry`` kind 0x04), from its row's values;
+    ``qes audit verify`` encodes it in the logged entry's version (2 or 3)."""
     t = action.target
     return AdminActionEntry(
         record_id=str(action.id),
@@ -427,4 +430,7 @@ def admin_entry(action: AdminAction) -> AdminActionEntry:
         token_subject=t.token_subject,
         client_id=t.client_id,
         reason=action.reason,
+        detail=action.detail,
+        certificate_serial=t.certificate_serial,
+        target_sha256=t.target_sha256,
     )

@@ -14,6 +14,7 @@ from signer.http.audit import views
 from signer.http.audit.views import AUDIT_UI, AuditUi
 from signer.http.browser import Cookies, LoginResources, Surface, session_login, templates
 from signer.settings.config import Settings
+from signer.storage.policy import PolicyStore
 from signer.storage.records import RecordStore
 
 __all__ = ["add_routes", "build"]
@@ -47,6 +48,7 @@ def build(
         templates=templates(AUDIT_PAGES, "http/audit/templates"),
         cookies=Cookies.for_url(public_url),
         clock=resources.clock,
+        actions=PolicyStore(resources.pool),
     )
 
 
@@ -54,6 +56,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/audit", views.search_page)
     r.add_get("/audit/records/{serial}", views.detail_page)
+    r.add_get("/audit/administration", views.administration_page)
     r.add_get("/audit/export.{fmt:jsonl|csv}", views.export)
     r.add_get("/audit/manifest.{fmt:jsonl|csv}.json", views.export_manifest)
     views.SESSION.add_routes(r)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jinja2
@@ -35,13 +36,14 @@ from signer.http.kit.records import decode_cursor, email_notice, encode_cursor
 from signer.http.kit.state import SERVICES, Services
 from signer.signing.timestamping import gen_time
 from signer.storage.audit_sessions import UiSession
-from signer.storage.policy import Suspension
+from signer.storage.policy import AdminAction, PolicyStore, Suspension
 from signer.storage.records import RecordStore, SigningRecord
 from signer.translog.log import EntryFilter, describe_entry, subject_index
 
 log = structlog.get_logger(__name__)
 PAGE_SIZE = 50
 _SERIAL = re.compile(r"^[0-9a-f]{1,64}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class AuditUi:
     templates: jinja2.Environment
     cookies: Cookies
     clock: Callable[[], datetime]
+    actions: PolicyStore
 
 
 AUDIT_UI = web.AppKey("audit_ui", AuditUi)
@@ -197,6 +200,50 @@ async def detail_page(request: web.Request, ui: AuditUi, session: UiSession) -> 
     if rec is None or rec.purged:  # a tombstone has no certificate or identity left to show
         return render(request, "not_found.html", status=404, session=session, serial=serial)
     return render(request, "detail.html", session=session, **_detail(rec))
+
+
+def _action_cursor(text: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """The Administration page's cursor: ``<acted_at in µs since 1970>_<action id>`` of the
+    last row of the page before."""
+    if text is None:
+        return None
+    when, _, ident = text.partition("_")
+    micros = count(when, 2**62)
+    try:
+        action_id = uuid.UUID(ident)
+    except ValueError:
+        action_id = None
+    if micros is None or action_id is None:
+        raise RequestError("invalid administration cursor")
+    return _EPOCH + timedelta(microseconds=micros), action_id
+
+
+def _next_cursor(last: AdminAction) -> str:
+    return f"{(last.acted_at - _EPOCH) // timedelta(microseconds=1)}_{last.id}"
+
+
+@authenticated
+async def administration_page(
+    request: web.Request, ui: AuditUi, session: UiSession
+) -> web.Response:
+    """Administration: every admin act (suspensions, RP client changes, CA certificates
+    revoked or replaced, policy files that took effect), newest first, from the rows
+    ``qes audit verify`` rebuilds their log entries from (ETSI EN 319 401 §7.10)."""
+    try:
+        before = _action_cursor(request.query.get("cursor"))
+    except RequestError as exc:
+        return error_page(request, FormError(str(exc)), session)
+    rows: list[AdminAction] = await ui.actions.recent_actions(before=before, limit=PAGE_SIZE + 1)
+    page = rows[:PAGE_SIZE]
+    last = page[-1] if len(rows) > PAGE_SIZE else None
+    return render(
+        request,
+        "administration.html",
+        session=session,
+        actions=page,
+        next_cursor=None if last is None else _next_cursor(last),
+        first=before is not None,
+    )
 
 
 def _export_args(request: web.Request, ui: AuditUi) -> tuple[str, Search, datetime]:

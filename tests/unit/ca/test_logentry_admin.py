@@ -1,6 +1,7 @@
-"""Administrative-action entries (kind 0x04, the kill switch): the module docstring's encoding
-re-implemented with the standard library equals what ``ca.logentry`` builds, byte for byte;
-personal identifiers and the free-text reason appear only as commitments."""
+"""Administrative-action entries (kind 0x04: the kill switch, and from version 3 every admin
+act, issue 15 item 5): the module docstring's encoding re-implemented with the standard library
+equals what ``ca.logentry`` builds, byte for byte, in version 2 (suspensions logged before) and
+3; personal identifiers and the free-text reason appear only as commitments."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ca.logentry import (
     LogEntryError,
     PrivacyKey,
     entry_fields,
+    entry_version,
 )
 
 SECRET = bytes(range(32))
@@ -42,12 +44,18 @@ def commit(name: str, record_id: str, value: str | None) -> bytes:
     return hmac.new(SECRET, message + lp(value.encode()), hashlib.sha256).digest()
 
 
-def spec(e: AdminActionEntry) -> bytes:
+def spec(e: AdminActionEntry, version: int = 3) -> bytes:
     rid = e.record_id
     micros = calendar.timegm(e.acted_at.utctimetuple()) * 1_000_000 + e.acted_at.microsecond
+    serial = e.certificate_serial or 0
+    later = [
+        field("detail", (e.detail or "").encode()),
+        field("certificate_serial", serial.to_bytes((serial.bit_length() + 7) // 8, "big")),
+        field("target_sha256", e.target_sha256 or b""),
+    ]
     return (
         b"qes-log-entry"
-        + bytes([2, 4])  # version 2, kind 0x04
+        + bytes([version, 4])  # kind 0x04
         + b"".join(
             [
                 field("privacy_key_id", b"2026-01"),
@@ -62,6 +70,7 @@ def spec(e: AdminActionEntry) -> bytes:
                 field("token_subject", commit("token_subject", rid, e.token_subject)),
                 field("client_id", commit("client_id", rid, e.client_id)),
                 field("reason", commit("reason", rid, e.reason)),
+                *(later if version == 3 else []),
             ]
         )
     )
@@ -97,10 +106,73 @@ def identity() -> AdminActionEntry:
 )
 def test_encoding_matches_the_docstring(entry: AdminActionEntry) -> None:
     encoded = entry.encode(KEY)
-    assert encoded == spec(entry)
+    assert encoded == spec(entry) and entry_version(encoded) == 3
     kind, fields = entry_fields(encoded)
     assert kind is EntryKind.ADMIN
     assert dict(fields)["scope"] == entry.scope.encode()
+    # A suspension logged before version 3 still rebuilds, byte for byte.
+    old = entry.encode(KEY, version=2)
+    assert old == spec(entry, version=2) and entry_version(old) == 2
+    assert entry_fields(old)[0] is EntryKind.ADMIN
+
+
+CERT_SHA256 = hashlib.sha256(b"a certificate").digest()
+
+
+def act(action: str, scope: str, detail: str | None, **target: object) -> AdminActionEntry:
+    return AdminActionEntry(
+        record_id="0b5e7c43-9a43-4f3e-b7a1-2d6c1f0e8a77", request_id="cli-1", acted_at=AT,
+        action=action, scope=scope, actor_issuer=None, actor_subject="cli:ops", detail=detail,
+        **target,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def client_act(action: str, detail: str | None = None) -> AdminActionEntry:
+    return act(action, "client", detail, client_id="rp-0123456789abcdef")
+
+
+def certificate_act(action: str, detail: str) -> AdminActionEntry:
+    return act(
+        action, "certificate", detail, certificate_serial=0x7F3A_0000_0000_0001,
+        target_sha256=CERT_SHA256,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        client_act("client-add", "api:web-signing format:pades"),
+        client_act("client-rotate", "grace=3600"),
+        client_act("client-scope", "*"),
+        client_act("client-revoke"),
+        certificate_act("certificate-revoke", "tsa keyCompromise"),
+        certificate_act("ca-replace", "issuing"),
+        act("policy-load", "policy", "rules=3", target_sha256=CERT_SHA256),
+    ],
+)
+def test_version_3_acts_match_the_docstring(entry: AdminActionEntry) -> None:
+    encoded = entry.encode(KEY)
+    assert encoded == spec(entry) and entry_version(encoded) == 3
+    fields = dict(entry_fields(encoded)[1])
+    assert fields["action"] == entry.action.encode()
+    assert fields["detail"] == (entry.detail or "").encode()
+    assert b"rp-0123456789abcdef" not in encoded and b"ops" not in encoded  # committed
+    if entry.scope == "certificate":
+        assert fields["certificate_serial"] == bytes.fromhex("7f3a000000000001")
+    if entry.scope in ("certificate", "policy"):
+        assert fields["target_sha256"] == CERT_SHA256
+    with pytest.raises(LogEntryError):  # version 2 knew only suspend and resume
+        entry.encode(KEY, version=2)
+
+
+def test_version_3_holds_only_admin_entries() -> None:
+    v3 = client_act("client-revoke").encode(KEY)
+    with pytest.raises(LogEntryError):  # a v3 admin entry without its v3 fields
+        entry_fields(v3[:13] + b"\x03" + v3[14:].split(b"\x06detail")[0])
+    with pytest.raises(LogEntryError):  # no issuance (or refusal, approval) in version 3
+        entry_fields(b"qes-log-entry\x03\x01")
+    with pytest.raises(LogEntryError):  # and a version-2 admin entry has no detail
+        entry_fields(v3[:13] + b"\x02" + v3[14:])
 
 
 def test_no_personal_data_in_clear() -> None:
@@ -120,8 +192,30 @@ def test_no_personal_data_in_clear() -> None:
         {"actor_subject": ""},
         {"reason": ""},
         {"acted_at": datetime(2026, 1, 1)},  # naive
+        {"action": "client-add"},  # a client act on an identity
+        {"certificate_serial": 5},  # a certificate on an identity act
+        {"detail": ""},
     ],
 )
 def test_invalid_values_are_refused(changes: dict[str, object]) -> None:
     with pytest.raises(LogEntryError):
         replace(identity(), **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"action": "certificate-revoke"},  # a certificate act on a client
+        {"scope": "certificate"},  # no serial
+        {"target_sha256": CERT_SHA256},  # a SHA-256 on a client act
+        {"action": "policy-load"},  # a policy act on a client
+        {"scope": "policy", "client_id": None},  # a policy without its SHA-256
+    ],
+)
+def test_invalid_version_3_acts_are_refused(changes: dict[str, object]) -> None:
+    with pytest.raises(LogEntryError):
+        replace(client_act("client-add"), **changes)  # type: ignore[arg-type]
+    with pytest.raises(LogEntryError):
+        replace(certificate_act("ca-replace", "root"), target_sha256=b"short")
+    with pytest.raises(LogEntryError):
+        replace(certificate_act("ca-replace", "root"), certificate_serial=0)
