@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,9 @@ def fuzz(url: str, token: str, examples: int, seed: int, workdir: Path) -> int:
         "--request-timeout",
         "30",
     ]
-    return subprocess.run(cmd, check=False, timeout=3600, cwd=workdir).returncode
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "fuzz_hooks", "PYTHONPATH": here}
+    return subprocess.run(cmd, check=False, timeout=3600, cwd=workdir, env=env).returncode
 
 
 def leftover_keys(service: bench.BenchService) -> list[str]:

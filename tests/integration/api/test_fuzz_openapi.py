@@ -46,9 +46,10 @@ CHECKS = [
     response_schema_conformance,
 ]
 CREDENTIAL_LIFETIME = 60  # the shortest ca.validity_seconds
-# Raw bodies (a PDF, an RFC 3161 query) are sent as generated octets, like octet-stream.
+# Raw bodies (a PDF, an RFC 3161 query, an RFC 6960 request) are sent as generated octets.
 schemathesis.serializer.alias(
-    ["application/pdf", "application/timestamp-query"], "application/octet-stream"
+    ["application/pdf", "application/timestamp-query", "application/ocsp-request"],
+    "application/octet-stream",
 )
 
 
