@@ -90,7 +90,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-_STOP_SIGNALS = STOP_SIGNALS
 _stop_requested: list[int] = []
 
 
@@ -99,7 +98,7 @@ def _note_stop(signum: int, _frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    for signum in _STOP_SIGNALS:  # from the first moment: a stop during start-up is honoured
+    for signum in STOP_SIGNALS:  # from the first moment: a stop during start-up is honoured
         signal.signal(signum, _note_stop)
     settings = load(args)
     from signer.settings.logging import configure
@@ -133,7 +132,7 @@ async def _serve(settings: Any, ssl_context: Any = None) -> None:
     # wake-up socket and its callback runs one loop turn later; with a second handler swapped
     # in after start-up, a signal read during the swap ran the first handler only after the
     # check for it, and the worker served on, deaf to that stop.
-    for signum in _STOP_SIGNALS:
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     if _stop_requested:  # noted by cmd_serve's handler before the loop ran
         stop.set()

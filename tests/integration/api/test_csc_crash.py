@@ -8,14 +8,14 @@ import json
 import signal
 import time
 import urllib.request
-from pathlib import Path
+from collections.abc import Callable
 
 import asyncpg
 import pytest
 
 from signer.keys.credential import CREDENTIAL_PREFIX
 from tests.support.idp import RunningIdp
-from tests.support.service import SignerProcess, free_port, service_env
+from tests.support.service import SignerProcess
 from tests.support.softhsm import SoftHsmToken
 
 pytestmark = pytest.mark.slow
@@ -30,24 +30,17 @@ def _credential_keys(token: SoftHsmToken, credential_id: str) -> list[str]:
 
 
 async def test_killed_process_leaves_the_key_until_the_next_sweep(
+    signer_for: Callable[..., SignerProcess],
     softhsm_token: SoftHsmToken,
     database_url: str,
     idp: RunningIdp,
     ca_ready: None,
     batch_token: str,
-    tmp_path: Path,
 ) -> None:
-    port = free_port()
-    env = service_env(
-        token=softhsm_token,
-        database_url=database_url,
-        idp=idp,
-        port=port,
-        data_dir=tmp_path,
-        QES__CA__VALIDITY_SECONDS="60",
-        QES__CSC__SWEEP_INTERVAL_SECONDS="300",  # only the start-up sweep runs in this test
-    )
-    process = SignerProcess(env, port, tmp_path / "signer.log").start()
+    # only the start-up sweep runs in this test
+    process = signer_for(
+        QES__CA__VALIDITY_SECONDS="60", QES__CSC__SWEEP_INTERVAL_SECONDS="300"
+    ).start()
     try:
         request = urllib.request.Request(  # noqa: S310 - loopback test server
             f"{process.url}/csc/v1/credentials/list",

@@ -179,18 +179,14 @@ async def test_database_stopped_under_load(
 
 @pytest.mark.timeout(240)
 async def test_sigkill_under_load_leaves_no_key_and_honest_records(
-    softhsm_token: SoftHsmToken, database_url: str, idp: RunningIdp, ca_ready: None, tmp_path: Path
+    signer_for: Callable[..., SignerProcess],
+    softhsm_token: SoftHsmToken,
+    database_url: str,
+    idp: RunningIdp,
+    ca_ready: None,
+    tmp_path: Path,
 ) -> None:
-    port = free_port()
-    env = service_env(
-        token=softhsm_token,
-        database_url=database_url,
-        idp=idp,
-        port=port,
-        data_dir=tmp_path,
-        QES__SERVER__WORKERS="2",
-    )
-    signer = SignerProcess(env, port, tmp_path / "signer.log").start()
+    signer = signer_for(QES__SERVER__WORKERS="2").start()
     token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
     done = await sign_then_sigkill(signer, token, signed=40)
 
@@ -201,7 +197,7 @@ async def test_sigkill_under_load_leaves_no_key_and_honest_records(
     assert released and all(recorded[s] == "completed" for s in released)
     assert set(recorded.values()) <= {"completed", "issued", "failed"}
 
-    again = SignerProcess(env, port, tmp_path / "signer2.log").start()
+    again = SignerProcess(signer.env, signer.port, tmp_path / "signer2.log").start()
     try:
         async with aiohttp.ClientSession() as session:
             code, _ = await post(session, again.url, token)

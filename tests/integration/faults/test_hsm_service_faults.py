@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from signer.keys.session import EPHEMERAL_LABEL
 from tests.integration.faults.test_faults import BODY, statuses
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.p11kit import P11KitServer
-from tests.support.service import SignerProcess, api_headers, free_port, service_env
+from tests.support.service import SignerProcess, api_headers
 from tests.support.softhsm import SoftHsmToken
 
 DEADLINE = 2.0
@@ -82,25 +82,18 @@ def check_refusals(results: list[tuple[int, Any, float, float]]) -> None:
 
 @pytest.mark.timeout(240)
 async def test_hsm_killed_and_hung_under_load_recovers_without_restart(
+    signer_for: Callable[..., SignerProcess],
     softhsm_token: SoftHsmToken,
     database_url: str,
     idp: RunningIdp,
     hsm_server: P11KitServer,
-    tmp_path: Path,
 ) -> None:
-    port = free_port()
-    env = service_env(
-        token=softhsm_token,
-        database_url=database_url,
-        idp=idp,
-        port=port,
-        data_dir=tmp_path,
+    signer = signer_for(
         QES__HSM__CALL_TIMEOUT_SECONDS=str(DEADLINE),
         QES__HSM__RECONNECT_MAX_SECONDS="0.5",
         QES__HSM__SESSIONS="2",
         **hsm_server.env_overrides(),
-    )
-    signer = SignerProcess(env, port, tmp_path / "signer.log").start()
+    ).start()
     token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
     recoveries: dict[str, float] = {}
     try:
@@ -147,8 +140,8 @@ async def test_hsm_killed_and_hung_under_load_recovers_without_restart(
 
 @pytest.mark.timeout(120)
 async def test_sigterm_ends_the_service_by_its_deadline_while_the_hsm_hangs(
+    signer_for: Callable[..., SignerProcess],
     softhsm_token: SoftHsmToken,
-    database_url: str,
     idp: RunningIdp,
     hsm_server: P11KitServer,
     tmp_path: Path,
@@ -159,18 +152,11 @@ async def test_sigterm_ends_the_service_by_its_deadline_while_the_hsm_hangs(
     from signer.cli.service import STOP_FORCED_EXIT, STOP_GRACE_SECONDS
 
     shutdown_timeout = 2.0
-    port = free_port()
-    env = service_env(
-        token=softhsm_token,
-        database_url=database_url,
-        idp=idp,
-        port=port,
-        data_dir=tmp_path,
+    signer = signer_for(
         QES__HSM__CALL_TIMEOUT_SECONDS=str(DEADLINE),
         QES__SERVER__SHUTDOWN_TIMEOUT=str(shutdown_timeout),
         **hsm_server.env_overrides(),
-    )
-    signer = SignerProcess(env, port, tmp_path / "signer.log").start()
+    ).start()
     token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         assert (await timed_post(session, signer.url, token))[0] == 201
