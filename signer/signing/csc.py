@@ -54,6 +54,7 @@ from ca.authority import IssuingCA
 from ca.logentry import PrivacyKey, Requester, RequestSummary
 from ca.profiles import Level, NaturalPerson, Subject
 from ca.tsa import HASH_ALGORITHMS
+from idp_adapter.errors import InvalidToken
 from idp_adapter.principal import Principal
 from signer.errors import (
     DatabaseUnavailable,
@@ -324,7 +325,13 @@ class CscService:
             await self._refuse(_requester(principal), principal.subject_type, None, request_id, exc)
             raise
         if self._start_operation is not None:
-            await self._start_operation(principal, None)
+            try:
+                await self._start_operation(principal, None)
+            except InvalidToken as exc:  # a replayed jti: refused and logged as at the batch API
+                await self._refuse(
+                    _requester(principal), principal.subject_type, None, request_id, exc
+                )
+                raise
         return level, subject
 
     def _screen(self, principal: Principal, *, digests: int) -> Decision | None:
@@ -683,16 +690,18 @@ class CscService:
         subject_type: str,
         hash_oid: str | None,
         request_id: str,
-        exc: SignerError,
+        exc: SignerError | InvalidToken,
         digests: tuple[bytes, ...] = (),
     ) -> None:
-        """Append a refusal entry (who asked, what, why); a refusal stands even when the log is
-        unreachable, so that failure is only logged."""
+        """Append a refusal entry (who asked, what, why: the error's slug, or ``token.<reason>``
+        for a token refused as in ``signer.http.kit.refused``); a refusal stands even when the
+        log is unreachable, so that failure is only logged."""
+        reason = f"token.{exc.reason}" if isinstance(exc, InvalidToken) else exc.slug
         await self._refusals.attributed(
             requester,
             RequestSummary(None, subject_type, HASH_NAMES.get(hash_oid or "", hash_oid), digests),
             request_id=request_id,
-            reason=exc.slug,
+            reason=reason,
             indexed=False,
         )
 

@@ -427,9 +427,13 @@ async def test_a_token_makes_one_credential(
     status, body = await csc.call("credentials/list", batch_token, {})
     assert status == 200, body
     (reserved,) = body["credentialIDs"]
+    size = await csc.log_size()
     status, body = await csc.call("credentials/info", batch_token, {"credentialID": reserved})
     assert (status, body["error"]) == (401, "invalid_token"), body
     assert len(softhsm_token.list_objects()) == before
+    # the replayed jti is a refusal entry, as at the batch API (signer.http.kit.refused)
+    logged = await csc.entries_since(size)
+    assert [(kind, f["reason"]) for kind, f in logged] == [("refusal", b"token.replayed")]
     for _ in range(2):
         status, body = await csc.call("credentials/info", batch_token, {"credentialID": first})
         assert status == 200, body
