@@ -58,7 +58,7 @@ class PgPair:
         run = self.primary._run
         run(
             *("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres"),
-            *("-D", str(self._standby_data), "-R", "-X", "stream"),
+            *("-D", str(self._standby_data), "-R", "-X", "stream", "--checkpoint=fast"),
         )
         conninfo = (
             f"host=127.0.0.1 port={self.primary_port} user=postgres application_name={STANDBY_NAME}"
