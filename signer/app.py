@@ -63,7 +63,7 @@ from signer.policy.enforcement import open_gate
 from signer.policy.public_limits import PublicLimiter
 from signer.policy.refusals import RefusalLog
 from signer.settings.config import Settings
-from signer.signing import gauges
+from signer.signing import expiry, gauges
 from signer.signing.csc import CscService
 from signer.signing.pipeline import SigningService
 from signer.signing.revocation import RevocationStatus, load_responders
@@ -372,8 +372,9 @@ async def _background(
 ) -> AsyncIterator[None]:
     """The service's loops: token-id purge, log integration, policy reload, CSC key sweep,
     refusal windows, subject-index backfill, approval expiry, the sweeper of what a crash left,
-    the resender of webhooks still due (issue 14) and the deletion of finished web-signing
-    requests (issue 17). Cancelled and awaited at stop."""
+    the resender of webhooks still due (issue 14), the deletion of finished web-signing
+    requests (issue 17) and the watch on the CA, TSA and responder certificates' ends (issue
+    15). Cancelled and awaited at stop."""
     o, services, csc = app[_OPENED], app[SERVICES], app[csc_api.CSC]
     await csc.sweep_logged()  # keys of credentials that expired while we were down
     loops: list[Coroutine[Any, Any, None]] = [
@@ -392,6 +393,8 @@ async def _background(
     loops.append(RequestRetention(RequestRetentionStore(o.pool), clock, keep).run())
     if settings.metrics.enabled:  # issue 13: gauges sampled for the scrape
         loops.append(gauges.run(o.pool, o.hsm))
+    r = services.revocation
+    loops.append(expiry.run(expiry.watched(r.chain, r.tsa, r.responders), clock))
     if services.signing.gate is not None:
         loops.append(services.signing.gate.run())
     if _APPROVALS in app:

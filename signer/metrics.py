@@ -151,6 +151,22 @@ APPROVALS_PENDING = Gauge(
     multiprocess_mode="livemax",
     registry=OWN,
 )
+CERT_NOT_AFTER = Gauge(
+    "qes_certificate_not_after_timestamp_seconds",
+    "notAfter of the certificates the service stands on (root, issuing, tsa, ocsp-root,"
+    " ocsp-issuing), as Unix time.",
+    ["role"],
+    multiprocess_mode="livemax",
+    registry=OWN,
+)
+CERT_RENEW_BY = Gauge(
+    "qes_certificate_renew_by_timestamp_seconds",
+    "Unix time by which the role's certificate must be replaced (notAfter minus its renewal"
+    " lead, signer.signing.expiry); alert once time() passes it.",
+    ["role"],
+    multiprocess_mode="livemax",
+    registry=OWN,
+)
 READY = Gauge(
     "qes_ready",
     "1 when the database and the HSM answer (as /readyz), else 0.",

@@ -172,6 +172,11 @@ async def test_one_scrape_counts_every_worker_and_prometheus_agrees(
     assert sample(samples, "qes_hsm_sessions") == 2  # "auto": one per core, 2 cores, 2 workers
     assert sample(samples, "qes_log_entries") >= signed
     assert sample(samples, "qes_db_pool_connections") >= 2
+    # The certificates' ends (livemax over the workers: each exports the same times)
+    for role in ("root", "issuing", "tsa", "ocsp-root", "ocsp-issuing"):
+        end = sample(samples, "qes_certificate_not_after_timestamp_seconds", role=role)
+        renew_by = sample(samples, "qes_certificate_renew_by_timestamp_seconds", role=role)
+        assert time.time() < renew_by < end, (role, renew_by, end)
 
     _access_log_lines_are_clean(signer.log, token, signed, refused)
     _real_prometheus_agrees(metrics_url, tmp_path, signed)

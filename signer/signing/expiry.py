@@ -1,0 +1,113 @@
+"""The certificates the service stands on, watched for their end (issue 15, items 2 and 3).
+
+Root, issuing CA, built-in TSA and the two delegated OCSP responder certificates each have a
+*renewal lead*: how long before ``notAfter`` the operator must act. The responders (RFC 6960
+§4.2.2.2.1, id-pkix-ocsp-nocheck, so short-lived and never revoked) are renewed by ``qes init``
+once a third of their life is left (``ca.ocsp.RESPONDER_RENEW_BEFORE``); the TSA certificate must
+be replaced while time-stamps made under it can still be validated and extended
+(EN 319 421 §7.7.4, key life cycle; ETSI TS 119 312 for lengths); the issuing CA and the root
+must be rolled while their successors can still be distributed as trust anchors (EN 319 411-1
+§6.3.6 key changeover). Each worker exports ``qes_certificate_not_after_timestamp_seconds`` and
+``qes_certificate_renew_by_timestamp_seconds`` per role (the alert rule
+``QesSignerCertificateRenewalDue`` fires once ``time()`` passes the second), and logs
+``certificate_renewal_due`` at start and every hour while one is due, naming what to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from cryptography import x509
+
+from ca.authority import Chain
+from ca.ocsp import RESPONDER_RENEW_BEFORE
+from signer import metrics
+from signer.signing.revocation import Responders
+
+log = structlog.get_logger(__name__)
+CHECK_SECONDS = 3600.0
+
+#: How long before ``notAfter`` each role's certificate must be replaced (module docstring).
+RENEWAL_LEAD: dict[str, timedelta] = {
+    "root": timedelta(days=3 * 365),
+    "issuing": timedelta(days=365),
+    "tsa": timedelta(days=180),
+    "ocsp-root": RESPONDER_RENEW_BEFORE,
+    "ocsp-issuing": RESPONDER_RENEW_BEFORE,
+}
+#: What the operator does when a role's renewal is due (README "Certificate ends").
+ACTION: dict[str, str] = {
+    "root": "make a new root and distribute it to relying parties as a trust anchor",
+    "issuing": "roll the issuing CA before it expires: no certificate can outlive it",
+    "tsa": "roll the TSA key and certificate: its time-stamps must stay verifiable",
+    "ocsp-root": "run `qes init`: it renews the OCSP responder certificates",
+    "ocsp-issuing": "run `qes init`: it renews the OCSP responder certificates",
+}
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One certificate the service relies on, under its role."""
+
+    role: str
+    certificate: x509.Certificate
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def renew_by(self) -> datetime:
+        """The moment the operator must have replaced it."""
+        return self.not_after - RENEWAL_LEAD[self.role]
+
+
+def watched(
+    chain: Chain, tsa: x509.Certificate | None, responders: Responders | None
+) -> tuple[Watched, ...]:
+    """The service's certificates by role: no TSA with an external one, no responders before
+    ``qes init`` made them."""
+    found = [Watched("root", chain.root), Watched("issuing", chain.issuing)]
+    if tsa is not None:
+        found.append(Watched("tsa", tsa))
+    if responders is not None:
+        found += [
+            Watched("ocsp-root", responders.root),
+            Watched("ocsp-issuing", responders.issuing),
+        ]
+    return tuple(found)
+
+
+def check(certificates: Iterable[Watched], now: datetime) -> list[Watched]:
+    """Export both timestamps of each certificate and log each one whose renewal is due;
+    return those."""
+    due = []
+    for w in certificates:
+        metrics.CERT_NOT_AFTER.labels(w.role).set(w.not_after.timestamp())
+        metrics.CERT_RENEW_BY.labels(w.role).set(w.renew_by.timestamp())
+        if now >= w.renew_by:
+            due.append(w)
+            log.warning(
+                "certificate_renewal_due",
+                role=w.role,
+                not_after=w.not_after.isoformat(),
+                days_left=max((w.not_after - now).days, 0),
+                serial=f"{w.certificate.serial_number:x}",
+                action=ACTION[w.role],
+            )
+    return due
+
+
+async def run(
+    certificates: tuple[Watched, ...],
+    clock: Callable[[], datetime],
+    every: float = CHECK_SECONDS,
+) -> None:
+    """:func:`check` now and every ``every`` seconds, until cancelled."""
+    while True:
+        check(certificates, clock())
+        await asyncio.sleep(every)
