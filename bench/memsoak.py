@@ -19,7 +19,8 @@ Python heap and the native rest (RSS minus the heap), requests and errors; then 
 against the first after settling), and the token objects listed from a separate process at the
 start and the end (only the long-lived keys may be there). ``--set KEY=VALUE`` passes settings
 (e.g. ``QES__HSM__REINITIALISE_AFTER=0`` for the behaviour before the fix), ``--no-tracemalloc``
-measures without tracing (tracing costs CPU and memory of its own).
+measures without tracing (tracing costs CPU and memory of its own: its tables and the
+snapshot taken every sample; the slope of its own memory is printed; bench/README.md).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ SITECUSTOMIZE = textwrap.dedent(
                "py_blocks": sys.getallocatedblocks()}
         if tracemalloc.is_tracing():
             row["py_heap"] = tracemalloc.get_traced_memory()[0]
+            row["tracer"] = tracemalloc.get_tracemalloc_memory()  # tracing's own, native
             snap = tracemalloc.take_snapshot()
             if base[0] is None and time.time() - base[1] > 60:
                 base[0] = snap
@@ -266,6 +268,8 @@ def summary(
             heap = slope_mb_per_min([(r["t"], r["py_heap"]) for r in window])
             native = slope_mb_per_min([(r["t"], r["rss"] - r["py_heap"]) for r in window])
             text += f"; Python heap {heap:+.2f} MB/min, native {native:+.2f} MB/min"
+            tracer = slope_mb_per_min([(r["t"], r.get("tracer", 0)) for r in window])
+            text += f" (of which tracemalloc's own {tracer:+.2f})"
         malloc = slope_mb_per_min([(r["t"], r["malloc_in_use"]) for r in window])
         text += f"; malloc in use {malloc:+.2f} MB/min"
         lines.append(text)
