@@ -40,7 +40,6 @@ from signer.formats.pdf import PreparedPdf, fill, prepare_field
 
 __all__ = [
     "DOCUMENT_TIME_STAMP_RESERVED",
-    "PADES_LEVELS",
     "ValidationData",
     "add_validation_data",
     "document_time_stamps",
@@ -48,8 +47,6 @@ __all__ = [
     "prepare_document_time_stamp",
 ]
 
-#: The PAdES baseline levels a signed PDF can be brought to (EN 319 142-1 §6.3).
-PADES_LEVELS = ("b-t", "b-lt", "b-lta")
 #: Room for a document time-stamp token: the built-in TSA's token with a three-certificate
 #: chain is under 2 KiB; an external TSA may send more.
 DOCUMENT_TIME_STAMP_RESERVED = 8 * 1024
