@@ -4,7 +4,9 @@
   PAdES baseline B-T signature field (ETSI EN 319 142-1), built by pyHanko around a
   cryptography private key (in the service: an HSM key) and a caller-provided time-stamper;
 - :mod:`signer.formats.pdf`: preparing a PDF signature field and embedding an externally
-  produced CMS, so the document itself never leaves the client.
+  produced CMS, so the document itself never leaves the client;
+- :mod:`signer.formats.ltv`: PAdES B-LT (validation data in the DSS) and B-LTA (document
+  time-stamps, added again before the last one's TSA certificate expires).
 
 Both raise the errors below, which belong to the signer's hierarchy (:mod:`signer.errors`).
 """

@@ -24,12 +24,16 @@ from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.cms_embedder import PdfCMSEmbedder, SigIOSetup, SigObjSetup
 from pyhanko.sign.signers.constants import ESIC_EXTENSION_1
-from pyhanko.sign.signers.pdf_byterange import PreparedByteRangeDigest, SignatureObject
+from pyhanko.sign.signers.pdf_byterange import (
+    PdfSignedData,
+    PreparedByteRangeDigest,
+    SignatureObject,
+)
 
 from signer.formats import PdfError
 from signer.formats.cms import HASH_ALGORITHMS
 
-__all__ = ["DEFAULT_RESERVED_SIZE", "PreparedPdf", "embed", "prepare"]
+__all__ = ["DEFAULT_RESERVED_SIZE", "PreparedPdf", "embed", "fill", "prepare", "prepare_field"]
 
 #: Room for the DER CMS: a CAdES B-T container with a three-certificate chain and a token
 #: carrying two certificates is about 4 KiB; 16 KiB leaves space for larger chains.
@@ -81,12 +85,26 @@ def prepare(
     extension, or kept at 2.0 (EN 319 142-1 §5.1). Raises :class:`PdfError` for a document
     that cannot be read, is encrypted, or has no room for ``field_name``.
     """
-    if hash_algorithm not in HASH_ALGORITHMS:
-        raise PdfError(f"hash_algorithm: must be one of {', '.join(HASH_ALGORITHMS)}")
     if not isinstance(signing_time, datetime) or signing_time.utcoffset() is None:
         raise PdfError("signing_time: must be a timezone-aware datetime")
-    if not isinstance(reserved_size, int) or not 1024 <= reserved_size <= 1024 * 1024:
-        raise PdfError("reserved_size: must be between 1 KiB and 1 MiB")
+    _check_size(reserved_size)
+    placeholder = SignatureObject(
+        timestamp=signing_time,
+        subfilter=SigSeedSubFilter.PADES,
+        bytes_reserved=2 * reserved_size,  # hex digits
+    )
+    return prepare_field(pdf, field_name, placeholder, hash_algorithm)
+
+
+def prepare_field(
+    pdf: bytes, field_name: str, placeholder: PdfSignedData, hash_algorithm: str
+) -> PreparedPdf:
+    """The common part of :func:`prepare` and of document time-stamps
+    (:func:`signer.formats.ltv.prepare_document_time_stamp`): one incremental update with the
+    field ``field_name`` (created unless an empty one exists) holding ``placeholder``, PDF 1.7
+    with the ESIC extension or 2.0 (EN 319 142-1 §5.1), and the ``/ByteRange`` digest."""
+    if hash_algorithm not in HASH_ALGORITHMS:
+        raise PdfError(f"hash_algorithm: must be one of {', '.join(HASH_ALGORITHMS)}")
     try:
         writer = IncrementalPdfFileWriter(BytesIO(pdf))
         if writer.security_handler is not None:
@@ -98,11 +116,6 @@ def prepare(
             writer.register_extension(ESIC_EXTENSION_1)
         protocol = PdfCMSEmbedder().write_cms(field_name=field_name, writer=writer)
         next(protocol)  # the field: found or created
-        placeholder = SignatureObject(
-            timestamp=signing_time,
-            subfilter=SigSeedSubFilter.PADES,
-            bytes_reserved=2 * reserved_size,  # hex digits
-        )
         protocol.send(SigObjSetup(sig_placeholder=placeholder))
         prepared, output = protocol.send(SigIOSetup(md_algorithm=hash_algorithm))
     except (PyHankoPdfError, SigningError, ValueError, KeyError, TypeError) as exc:
@@ -116,6 +129,11 @@ def prepare(
     )
 
 
+def _check_size(reserved_size: int) -> None:
+    if not isinstance(reserved_size, int) or not 1024 <= reserved_size <= 1024 * 1024:
+        raise PdfError("reserved_size: must be between 1 KiB and 1 MiB")
+
+
 def embed(prepared: PreparedPdf, signature: bytes) -> bytes:
     """The signed PDF: ``signature`` (DER CMS) written into the placeholder.
 
@@ -124,6 +142,13 @@ def embed(prepared: PreparedPdf, signature: bytes) -> bytes:
     for another document or another preparation, and would yield an invalid signature.
     """
     _check_covers(signature, prepared)
+    return fill(prepared, signature)
+
+
+def fill(prepared: PreparedPdf, signature: bytes) -> bytes:
+    """``signature`` (DER) written into the placeholder of ``prepared``, unchecked: callers
+    check first that it covers ``prepared.digest`` (:func:`embed` for a signature's CMS,
+    :func:`signer.formats.ltv.embed_document_time_stamp` for a time-stamp token)."""
     if len(signature) > prepared.reserved_size:
         raise PdfError(
             f"signature: {len(signature)} octets, the field has room for {prepared.reserved_size}"

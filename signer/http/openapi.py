@@ -594,11 +594,15 @@ def _document(server: ServerSettings) -> dict[str, Any]:
             },
             "/api/v1/signatures/pdf": {
                 "post": {
-                    "summary": "Sign a whole PDF (PAdES B-T) and get the signed PDF back",
+                    "summary": "Sign a whole PDF (PAdES B-T, B-LT or B-LTA), get the signed PDF",
                     "description": (
                         "The service adds an invisible signature field, signs its byte range "
                         "with a fresh key and 10-minute certificate, time-stamps the signature "
                         "and returns the signed PDF. The record's URL is in the Link header. "
+                        "level b-lt adds the validation data of the CA and TSA certificates "
+                        "(certificates, CRLs) in the document security store, b-lta then a "
+                        "document time-stamp (ETSI EN 319 142-1); `qes ltv extend` adds further "
+                        "archive time-stamps later. "
                         f"At most {server.max_pdf_bytes} octets."
                     ),
                     "security": bearer,
@@ -614,6 +618,13 @@ def _document(server: ServerSettings) -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string", "maxLength": 64, "default": "Signature1"},
+                        },
+                        {
+                            "name": "level",
+                            "in": "query",
+                            "required": False,
+                            "description": "PAdES baseline level of the returned PDF",
+                            "schema": {"enum": ["b-t", "b-lt", "b-lta"], "default": "b-t"},
                         },
                     ],
                     "requestBody": {

@@ -42,6 +42,7 @@ POLICY = IssuancePolicy(
     crl_url="http://pki.example.com/root.crl",
 )
 ISSUING_CRL_URL = "http://pki.example.com/issuing.crl"
+TSA_NAME = "Example Time-Stamping Unit 1"
 
 
 class Clock:
@@ -86,6 +87,25 @@ class Pki:
         settings.update(overrides)
         return TimeStampAuthority(**settings)  # type: ignore[arg-type]
 
+    def successor_tsa(
+        self, number: int, now: datetime
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """The key and 3-year certificate of time-stamping unit ``number``, issued at ``now``
+        by the same issuing CA: how a TSA is renewed before its certificate expires."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = build_tsa_certificate(
+            self.issuing_key,
+            self.chain.issuing,
+            key.public_key(),
+            NAMES,
+            f"Example Time-Stamping Unit {number}",
+            ca_issuers_url=POLICY.ca_issuers_url,
+            crl_url=ISSUING_CRL_URL,
+            now=now,
+            lifetime=timedelta(days=1095),
+        )
+        return key, cert
+
     def signer(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         """A fresh signing key and its 10-minute QES certificate, as the pipeline issues."""
         key = ec.generate_private_key(ec.SECP256R1())
@@ -117,15 +137,23 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def make_pki(now: datetime = NOW) -> Pki:
-    """Root (10 years), issuing CA (5 years), TSA (3 years), all from ``now`` - 1 day."""
+def make_pki(
+    now: datetime = NOW,
+    *,
+    root_lifetime: timedelta = timedelta(days=3650),
+    issuing_lifetime: timedelta = timedelta(days=1826),
+) -> Pki:
+    """Root (10 years), issuing CA (5 years), TSA (3 years), all from ``now`` - 1 day.
+
+    Long-term tests pass the lifetimes of ``qes init`` (root 20, issuing CA 10 years: the
+    ``ca`` settings' defaults), so the CA certificates outlive the years they look at."""
     start = now - timedelta(days=1)
     root_key = ec.generate_private_key(ec.SECP256R1())
     issuing_key = ec.generate_private_key(ec.SECP256R1())
     tsa_key = ec.generate_private_key(ec.SECP256R1())
-    root = build_root_certificate(root_key, NAMES, start, timedelta(days=3650))
+    root = build_root_certificate(root_key, NAMES, start, root_lifetime)
     issuing = build_issuing_certificate(
-        root_key, root, issuing_key.public_key(), NAMES, POLICY, start, timedelta(days=1826)
+        root_key, root, issuing_key.public_key(), NAMES, POLICY, start, issuing_lifetime
     )
     chain = Chain(issuing=issuing, root=root)
     tsa_certificate = build_tsa_certificate(
@@ -133,7 +161,7 @@ def make_pki(now: datetime = NOW) -> Pki:
         issuing,
         tsa_key.public_key(),
         NAMES,
-        "Example Time-Stamping Unit 1",
+        TSA_NAME,
         ca_issuers_url=POLICY.ca_issuers_url,
         crl_url=ISSUING_CRL_URL,
         now=start,

@@ -1,4 +1,6 @@
-"""``POST /api/v1/signatures/pdf``: a whole PDF in, the PAdES B-T signed PDF out.
+"""``POST /api/v1/signatures/pdf``: a whole PDF in, the PAdES signed PDF out (B-T, or with
+``?level=b-lt`` / ``b-lta`` the long-term levels of EN 319 142-1 §6.3,
+:mod:`signer.signing.longterm`).
 
 For clients that would rather not prepare the signature field themselves (the batch API's
 ``"format": "pades"`` signs a byte-range digest and the document never leaves the client). The
@@ -21,6 +23,7 @@ from signer.http.kit.body import read_limited
 from signer.http.kit.problems import InvalidRequest, UnsupportedMediaType
 from signer.http.kit.refused import authenticate_signing
 from signer.http.kit.state import SERVICES, Services
+from signer.signing.longterm import PADES_LEVELS, LongTerm, PadesLevel
 from signer.signing.pipeline import SignatureRequest
 
 PDF = "application/pdf"
@@ -42,17 +45,28 @@ def _field(request: web.Request) -> str:
     return name
 
 
+def _level(request: web.Request) -> PadesLevel:
+    """``level``: the PAdES baseline level returned (EN 319 142-1 §6.3), default ``b-t``."""
+    asked = request.query.get("level", "b-t")
+    for level in PADES_LEVELS:
+        if asked == level:
+            return level
+    raise InvalidRequest(f"level must be one of {', '.join(PADES_LEVELS)}")
+
+
 async def sign_pdf(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
     profile = request.query.get("profile")
 
-    async def read() -> tuple[str, bytes]:
-        field = _field(request)
-        return field, await read_pdf(request, services.settings.server.max_pdf_bytes)
+    async def read() -> tuple[tuple[str, PadesLevel], bytes]:
+        field, level = _field(request), _level(request)
+        return (field, level), await read_pdf(request, services.settings.server.max_pdf_bytes)
 
     # The token first (401 before any body check); a refusal at either step is logged.
     asked = SignatureRequest("sha256", (), profile=profile, format="pades")
-    (field, document), principal = await authenticate_signing(request, read, lambda _: asked)
+    ((field, level), document), principal = await authenticate_signing(
+        request, read, lambda _: asked
+    )
     now: datetime = services.clock()
     prepared = await asyncio.to_thread(prepare, document, field, now)
     sign_request = SignatureRequest("sha256", (prepared.digest,), profile=profile, format="pades")
@@ -67,6 +81,8 @@ async def sign_pdf(request: web.Request) -> web.Response:
         return outcome
     result = outcome.result
     signed = await asyncio.to_thread(embed, prepared, result.signatures[0])
+    long_term = LongTerm(services.hsm, services.revocation, services.time_stamps)
+    signed = await long_term.augment(signed, level)
     public_url = services.settings.server.public_url
     return web.Response(
         body=signed,

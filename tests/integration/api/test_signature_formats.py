@@ -25,6 +25,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from signer.formats.cms import signature_time_stamp
 from signer.formats.pdf import embed, prepare
 from signer.signing.timestamping import gen_time
+from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.pdfs import multi_page_pdf
 from tests.support.service import api_headers
 
@@ -270,6 +271,54 @@ async def test_pdf_upload_comes_back_signed(
         "--no-revocation-check", "--executive-summary", signed,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), done.stdout
+
+
+async def test_pdf_upload_at_b_lta_validates_from_the_pdf_alone(
+    client: TestClient, idp: RunningIdp, tmp_path: Path
+) -> None:
+    """``?level=b-lta``: DSS with the service's own CRLs, then a document time-stamp
+    (EN 319 142-1 §6.3). pyHanko's AdES validator with revocation checking on (the CRL URLs
+    are not served to it) accepts it; the B-T answer to the same request fails for want of the
+    issuing CA's revocation data."""
+    files = {}
+    for level in ("b-t", "b-lta"):
+        batch_token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+        resp = await client.post(
+            f"/api/v1/signatures/pdf?level={level}",
+            data=multi_page_pdf(1),
+            headers={**api_headers(batch_token), "Content-Type": "application/pdf"},
+        )
+        assert resp.status == 201, await resp.text()
+        files[level] = tmp_path / f"{level}.pdf"
+        files[level].write_bytes(await resp.read())
+    reader = PdfFileReader(BytesIO(files["b-lta"].read_bytes()))
+    assert [s.field_name for s in reader.embedded_signatures] == ["Signature1", "DocTimeStamp1"]
+    assert "/DSS" in reader.root
+    (embedded, _) = reader.embedded_signatures
+    certificates = [
+        x509.load_der_x509_certificate(c.chosen.dump())
+        for c in embedded.signed_data["certificates"]
+    ]
+    (root,) = [c for c in certificates if c.subject == c.issuer]
+    root_path = tmp_path / "root.pem"
+    root_path.write_bytes(root.public_bytes(Encoding.PEM))
+    outcome = {}
+    for level, pdf in files.items():
+        done = run(
+            PYHANKO, "sign", "adesverify", "--trust", root_path, "--trust-replace",
+            "--executive-summary", pdf,
+        )  # fmt: skip
+        outcome[level] = (done.returncode, done.stdout.strip(), done.stderr)
+    assert outcome["b-lta"][0] == 0 and outcome["b-lta"][1].endswith(":VALID"), outcome
+    assert outcome["b-t"][0] != 0 and outcome["b-t"][1].endswith(":INVALID"), outcome
+    assert "no revocation information could be found for intermediate" in outcome["b-t"][2]
+    batch_token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
+    bad = await client.post(
+        "/api/v1/signatures/pdf?level=b-lt-plus",
+        data=multi_page_pdf(1),
+        headers={**api_headers(batch_token), "Content-Type": "application/pdf"},
+    )
+    assert bad.status == 422
 
 
 async def test_pdf_upload_refusals_create_no_certificate(
