@@ -27,8 +27,9 @@ them from a worker thread when already inside one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from io import BytesIO
@@ -220,31 +221,49 @@ def verify_cades(
 def verify_pades(
     pdf: bytes, trust: TrustBundle, *, now: datetime, label: str = ""
 ) -> tuple[SignatureReport, ...]:
-    """Validate every signature field of a PDF (EN 319 142-1), one report per signature.
+    """Validate every signature field of a PDF (EN 319 142-1), one report per signature; a
+    document time-stamp (B-LTA) is no signature: it is one more check of every report.
 
     Raises :class:`VerifyError` when the bytes are not a readable PDF or hold no signature.
     """
     _check_moment(now)
     try:
         reader = PdfFileReader(BytesIO(pdf), strict=False)
-        embedded = list(reader.embedded_signatures)
+        embedded = list(reader.embedded_regular_signatures)
+        stamps = list(reader.embedded_timestamp_signatures)
+        has_dss = "/DSS" in reader.root
     except (PyHankoPdfError, ValueError, TypeError, KeyError) as exc:
         raise VerifyError(f"{label or 'PDF'}: not a readable PDF ({exc})") from exc
     if not embedded:
         raise VerifyError(f"{label or 'PDF'}: no signature fields with a signature")
-    return tuple(asyncio.run(_verify_all_fields(embedded, trust, now, label)))
+    reports = asyncio.run(_verify_all_fields(embedded, stamps, trust, now, label))
+    level = "B-LTA" if stamps and has_dss else "B-LT" if has_dss else None
+    if level is None:
+        return tuple(reports)
+    return tuple(  # a B-T signature in a PDF with a DSS (EN 319 142-1 §6.3, Table 1)
+        dataclasses.replace(r, form=f"PAdES-{level}") if r.form == "PAdES-B-T" else r
+        for r in reports
+    )
 
 
 async def _verify_all_fields(
-    embedded: Sequence[EmbeddedPdfSignature], trust: TrustBundle, now: datetime, label: str
+    embedded: Sequence[EmbeddedPdfSignature],
+    stamps: Sequence[EmbeddedPdfSignature],
+    trust: TrustBundle,
+    now: datetime,
+    label: str,
 ) -> list[SignatureReport]:
+    archive = await _document_time_stamps(stamps, trust, now) if stamps else None
     reports = []
     for field in embedded:
         name = f"{label}: field {field.field_name}" if label else f"field {field.field_name}"
         digest = field.compute_digest()
-        reports.append(
-            await _verify_signed_data(field.signed_data, digest, trust, now, label=name, pdf=field)
+        report = await _verify_signed_data(
+            field.signed_data, digest, trust, now, label=name, pdf=field
         )
+        if archive is not None:
+            report = dataclasses.replace(report, checks=(*report.checks, archive))
+        reports.append(report)
     return reports
 
 
@@ -376,31 +395,40 @@ async def _time_stamp_checks(
     the critical timeStamping EKU (RFC 3161 §2.3) and chains to a trust anchor at ``now``
     (STANDARDS.md §4: the token is what carries the signature past the leaf's expiry)."""
     signature_value = signer_info["signature"].native
+    stamp, ok, tsa_check = await _token_checks(
+        token["content"], lambda algorithm: hashlib.new(algorithm, signature_value).digest(),
+        trust, now,
+    )  # fmt: skip
+    if stamp is None:
+        return None, [Check("time-stamp", False, tsa_check.detail)]
+    detail = (
+        f"covers the signature value, genTime {_iso(stamp.gen_time)}"
+        if ok
+        else "imprint does not cover the signature value or the token signature is invalid"
+    )
+    return stamp, [Check("time-stamp", ok, detail), tsa_check]
+
+
+async def _token_checks(
+    tst_signed_data: cms.SignedData,
+    imprint: Callable[[str], bytes],
+    trust: TrustBundle,
+    now: datetime,
+) -> tuple[TimeStamp | None, bool, Check]:
+    """One RFC 3161 token: its genTime and TSA, whether its imprint is ``imprint(algorithm)``
+    and its CMS signature verifies (§2.4.2), and the ``tsa-certificate`` check: the critical
+    timeStamping-only EKU (§2.3) and a path to a trust anchor at ``now``. An unreadable token
+    gives ``(None, False, check)`` with the reason in ``check``."""
     try:
-        tst_signed_data = token["content"]
         tst_info = tst_signed_data["encap_content_info"]["content"].parsed
         if not isinstance(tst_info, tsp.TSTInfo):
             raise ValueError("does not encapsulate a TSTInfo")
         context = _context(trust, tst_signed_data, now)
-        status = await validate_tst_signed_data(
-            tst_signed_data,
-            context,
-            lambda algorithm: hashlib.new(algorithm, signature_value).digest(),
-        )
+        status = await validate_tst_signed_data(tst_signed_data, context, imprint)
     except Exception as exc:  # pyHanko raises many types for malformed tokens
-        return None, [Check("time-stamp", False, f"unreadable token: {exc}")]
+        return None, False, Check("tsa-certificate", False, f"unreadable token: {exc}")
     tsa_cert: asn1_x509.Certificate = status["signing_cert"]
     stamp = TimeStamp(tst_info["gen_time"].native, _dn(tsa_cert))
-    token_ok = bool(status["intact"] and status["valid"])
-    checks = [
-        Check(
-            "time-stamp",
-            token_ok,
-            f"covers the signature value, genTime {_iso(stamp.gen_time)}"
-            if token_ok
-            else "imprint does not cover the signature value or the token signature is invalid",
-        )
-    ]
     problem = status["trust_problem_indic"]
     eku = tsa_cert.extended_key_usage_value
     critical_eku = (
@@ -409,16 +437,47 @@ async def _time_stamp_checks(
         and eku.native == ["time_stamping"]
     )
     if not critical_eku:
-        checks.append(Check("tsa-certificate", False, "no critical timeStamping-only EKU"))
+        check = Check("tsa-certificate", False, "no critical timeStamping-only EKU")
     elif problem is not None:
-        checks.append(Check("tsa-certificate", False, f"not trusted now: {_indication(problem)}"))
+        check = Check("tsa-certificate", False, f"not trusted now: {_indication(problem)}")
     elif stamp.gen_time > now + _TOLERANCE:
-        checks.append(Check("tsa-certificate", False, "genTime lies after the validation time"))
+        check = Check("tsa-certificate", False, "genTime lies after the validation time")
     else:
-        checks.append(
-            Check("tsa-certificate", True, "timeStamping EKU, chains to a trusted root now")
+        check = Check("tsa-certificate", True, "timeStamping EKU, chains to a trusted root now")
+    return stamp, bool(status["intact"] and status["valid"]), check
+
+
+def _imprint_of(field: EmbeddedPdfSignature) -> Callable[[str], bytes]:
+    """The ``/ByteRange`` digest for the field's own digest algorithm (nothing else matches)."""
+    digest: bytes = field.compute_digest()
+    algorithm: str = field.md_algorithm
+    return lambda asked: digest if asked == algorithm else b""
+
+
+async def _document_time_stamps(
+    fields: Sequence[EmbeddedPdfSignature], trust: TrustBundle, now: datetime
+) -> Check:
+    """PAdES B-LTA (EN 319 142-1 §5.4.3, §6.3): each document time-stamp's token covers its
+    ``/ByteRange`` (RFC 3161 §2.4.2), nothing but later validation data and time-stamps was
+    added after it (the ``byte-range`` check), and its TSA chains to a trust anchor at the
+    validation time (the newest one is what keeps the older ones verifiable)."""
+    newest: datetime | None = None
+    for field in fields:
+        stamp, ok, tsa_check = await _token_checks(
+            field.signed_data, _imprint_of(field), trust, now
         )
-    return stamp, checks
+        coverage = _pdf_coverage(field)
+        for failed, detail in (
+            (not ok, "its token does not cover the document or its signature is invalid"),
+            (not tsa_check.ok, tsa_check.detail),
+            (not coverage.ok, coverage.detail),
+        ):
+            if failed:
+                return Check("document-time-stamps", False, f"{field.field_name}: {detail}")
+        newest = stamp.gen_time if stamp is not None else newest
+    plural = "" if len(fields) == 1 else "s"
+    detail = f"{len(fields)} document time-stamp{plural}, newest genTime {_iso(newest)}"
+    return Check("document-time-stamps", True, f"{detail}; each TSA trusted now")
 
 
 async def _chain_at(

@@ -31,6 +31,7 @@ from signer.formats.ltv import (
     prepare_document_time_stamp,
 )
 from signer.formats.pdf import embed, prepare
+from signer.formats.verify import TrustBundle, load_trust_bundle, verify_pades
 from tests.support.pdfs import multi_page_pdf
 from tests.support.pki import NOW, Clock, Pki, make_pki, pem
 from tests.unit.signer.test_verify import PYHANKO, _iso, _run
@@ -163,3 +164,37 @@ def test_a_token_over_another_document_is_refused(pki: Pki, levels: dict[str, Pa
 def test_validation_data_needs_certificates() -> None:
     with pytest.raises(PdfError, match="no certificates"):
         ValidationData(())
+
+
+def _trust(pki: Pki) -> TrustBundle:
+    return load_trust_bundle(b"".join(pem(c) for c in (pki.chain.root, pki.chain.issuing)))
+
+
+def test_qes_verify_judges_the_signature_and_each_document_time_stamp(
+    pki: Pki, levels: dict[str, Path]
+) -> None:
+    """`qes verify` on B-LT and B-LTA: one report per signature (a document time-stamp is no
+    signature), its form named, and the B-LTA's document time-stamp checked: it covers the
+    document and its TSA chains to the trusted root."""
+    trust = _trust(pki)
+    for level, form in (("b-t", "PAdES-B-T"), ("b-lt", "PAdES-B-LT"), ("b-lta", "PAdES-B-LTA")):
+        (report,) = verify_pades(levels[level].read_bytes(), trust, now=NEXT_DAY)
+        assert report.valid, (level, report.failures)
+        assert report.form == form, (level, report.form)
+    (report,) = verify_pades(levels["b-lta"].read_bytes(), trust, now=NEXT_DAY)
+    (check,) = [c for c in report.checks if c.name == "document-time-stamps"]
+    assert check.ok and "1 document time-stamp" in check.detail, check
+
+
+def test_qes_verify_refuses_a_document_time_stamp_it_cannot_trust(
+    pki: Pki, levels: dict[str, Path]
+) -> None:
+    """A document time-stamp by a TSA outside the trust bundle fails its check (and so the
+    report), naming why."""
+    other = make_pki()
+    stamped = levels["b-lt"].read_bytes()
+    prepared = prepare_document_time_stamp(stamped)
+    foreign = embed_document_time_stamp(prepared, _stamp(other, NOW, prepared.digest))
+    (report,) = verify_pades(foreign, _trust(pki), now=NEXT_DAY)
+    assert [c.name for c in report.failures] == ["document-time-stamps"], report.failures
+    assert "DocTimeStamp1" in report.failures[0].detail
