@@ -232,6 +232,7 @@ ADMIN_ACTIONS: Mapping[str, tuple[str, ...]] = {
     "certificate-revoke": ("certificate",),
     "ca-replace": ("certificate",),
     "policy-load": ("policy",),
+    "purge": ("all",),
 }
 _FIELDS = {
     EntryKind.ISSUANCE: _ISSUANCE_FIELDS,

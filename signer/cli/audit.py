@@ -17,6 +17,7 @@ from typing import Any
 from signer.cli.anchor import register as register_anchor
 from signer.cli.client import ApiClient
 from signer.cli.common import (
+    admin_log,
     connect,
     fail,
     load,
@@ -382,21 +383,22 @@ def _cutoff(text: str) -> datetime:
         raise SignerError(f"--before {text}: not an ISO 8601 date") from exc
 
 
-async def _audit_purge(settings: Any, before: datetime) -> tuple[Any, int]:
-    """The tombstones, then the finished web-signing requests (and PDFs) ended before."""
-    from signer.storage.request_retention import RequestRetentionStore
+async def _audit_purge(settings: Any, before: datetime, actor: str | None) -> Any:
+    """The tombstones and the finished web-signing requests (and PDFs) ended before, with the
+    purge's admin-action log entry, in one transaction."""
     from signer.storage.retention import RetentionStore
     from signer.translog import retention
 
+    now = datetime.now(UTC)
     pool = await open_pool(settings)
     try:
-        done = await retention.purge(
+        return await retention.purge(
             RetentionStore(pool),
             before,
-            now=datetime.now(UTC),
+            now=now,
             retention_days=settings.audit.retention_days,
+            audit=admin_log(settings, actor, lambda: now),
         )
-        return done, await RequestRetentionStore(pool).purge_finished(before)
     finally:
         await pool.close()
 
@@ -404,12 +406,12 @@ async def _audit_purge(settings: Any, before: datetime) -> tuple[Any, int]:
 def cmd_audit_purge(args: argparse.Namespace) -> int:
     """Erase the personal payload of records older than the retention (GDPR Art. 17)."""
     settings = load(args)
-    done, web = asyncio.run(_audit_purge(settings, _cutoff(args.before)))
+    done = asyncio.run(_audit_purge(settings, _cutoff(args.before), args.actor))
     print(
         f"purged {done.records} record(s), {done.approval_requests} approval request(s) with"
         f" {done.approval_decisions} decision(s), {done.admin_actions} admin action(s) and"
-        f" {web} finished web-signing request(s) with their PDFs from before {args.before};"
-        " their log entries remain"
+        f" {done.web_requests} finished web-signing request(s) with their PDFs from before"
+        f" {args.before}; their log entries remain, and the purge is one more (admin action)"
     )
     return 0
 
@@ -595,6 +597,7 @@ def _register_retention(asub: Any, with_config: WithConfig) -> None:
         asub.add_parser("purge", help="erase personal data of records older than the retention")
     )
     purge.add_argument("--before", required=True, metavar="DATE", help="ISO 8601 date, UTC")
+    purge.add_argument("--actor", help="who purges, for the transparency log (default: you)")
     purge.set_defaults(func=cmd_audit_purge)
     subject = with_config(
         asub.add_parser("subject", help="data-subject request: a person's records and entries")

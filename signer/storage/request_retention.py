@@ -18,7 +18,7 @@ import asyncpg
 
 from signer.storage.records import guard
 
-_PURGE = (
+PURGE_FINISHED = (
     "WITH gone AS (DELETE FROM signing_requests"
     " WHERE status IN ('completed', 'failed', 'cancelled', 'expired') AND ended_at < $1"
     " RETURNING id) SELECT count(*) FROM gone"
@@ -56,7 +56,7 @@ class RequestRetentionStore:
     async def purge_finished(self, ended_before: datetime) -> int:
         """Delete requests that ended before ``ended_before`` (their PDFs go with them)."""
         async with guard("purge finished web-signing requests"):
-            count: int = await self._pool.fetchval(_PURGE, ended_before)
+            count: int = await self._pool.fetchval(PURGE_FINISHED, ended_before)
         return count
 
     async def subject_requests(self, subject: str, issuer: str | None) -> list[SubjectWebRequest]:

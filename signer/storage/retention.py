@@ -25,13 +25,16 @@ found through indexes on their (subject, issuer) columns, which a tombstone no l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from signer.storage.log import LoggedEntry
-from signer.storage.records import guard
+from signer.storage.policy import LoggedAction, record_action
+from signer.storage.records import guard, transaction
+from signer.storage.request_retention import PURGE_FINISHED
 
 #: One statement, one transaction: erase the payload and the copies that hold it.
 PURGE = """
@@ -161,6 +164,7 @@ class Purged:
     approval_requests: int
     approval_decisions: int
     admin_actions: int
+    web_requests: int = 0
 
 
 @dataclass(frozen=True)
@@ -215,12 +219,24 @@ class RetentionStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def purge(self, before: datetime, now: datetime) -> Purged:
+    async def purge(
+        self,
+        before: datetime,
+        now: datetime,
+        act: Callable[[Purged], LoggedAction] | None = None,
+    ) -> Purged:
         """Turn every record, ended approval request (with its decisions) and admin action
-        from before ``before`` into a tombstone, in one statement; how many of each were."""
-        async with guard("purge personal data"):
-            row = await self._pool.fetchrow(PURGE, before, now)
-        return Purged(row["records"], row["requests"], row["decisions"], row["actions"])
+        from before ``before`` into a tombstone and delete the web-signing requests that ended
+        before it (:mod:`signer.storage.request_retention`); how many of each were. ``act``
+        makes the purge's own admin-action entry from those counts, written in the same
+        transaction: no purge without its entry, no entry without the purge."""
+        async with transaction(self._pool, "purge personal data") as conn:
+            row = await conn.fetchrow(PURGE, before, now)
+            web = await conn.fetchval(PURGE_FINISHED, before)
+            done = Purged(row["records"], row["requests"], row["decisions"], row["actions"], web)
+            if act is not None:
+                await record_action(conn, act(done))
+        return done
 
     async def subject_approvals(
         self, subject: str, issuer: str | None

@@ -27,6 +27,7 @@ from typing import Any
 
 from ca.logentry import PrivacyKey
 from signer.errors import SignerError
+from signer.storage.policy import LoggedAction, Target
 from signer.storage.retention import (
     Purged,
     RetentionStore,
@@ -35,6 +36,7 @@ from signer.storage.retention import (
     SubjectDecision,
     SubjectRecord,
 )
+from signer.translog.admin import AdminLog
 from signer.translog.log import EntryFilter, describe_entry, subject_index
 
 REFUSAL_BATCH = 5000
@@ -50,17 +52,36 @@ def earliest_allowed(now: datetime, retention_days: int) -> datetime:
 
 
 async def purge(
-    store: RetentionStore, before: datetime, *, now: datetime, retention_days: int
+    store: RetentionStore,
+    before: datetime,
+    *,
+    now: datetime,
+    retention_days: int,
+    audit: AdminLog | None = None,
 ) -> Purged:
     """Tombstone every record, ended approval request (with its decisions) and admin action
-    from before ``before``; refuses a date within retention."""
+    from before ``before`` and delete the web-signing requests that ended before it; refuses a
+    date within retention. With ``audit`` (an operator's ``qes audit purge``) the purge is an
+    admin-action entry (issue 15 item 5; EN 319 401 §7.10) naming the cut-off and the counts,
+    written in the purge's transaction."""
     limit = earliest_allowed(now, retention_days)
     if before > limit:
         raise RetentionRefused(
             f"--before {before.date().isoformat()} is inside the {retention_days}-day retention"
             f" period: records created after {limit.date().isoformat()} must be kept"
         )
-    return await store.purge(before, now)
+    if audit is None:
+        return await store.purge(before, now)
+
+    def act(done: Purged) -> LoggedAction:
+        counts = (
+            f"records={done.records} approval_requests={done.approval_requests}"
+            f" approval_decisions={done.approval_decisions} admin_actions={done.admin_actions}"
+            f" web_requests={done.web_requests}"
+        )
+        return audit.act("purge", Target("all"), detail=f"before={before.isoformat()} {counts}")
+
+    return await store.purge(before, now, act)
 
 
 @dataclass(frozen=True)

@@ -427,3 +427,39 @@ async def test_each_policy_content_is_logged_once(site: Site) -> None:
         await conn.close()
     page = await _administration_page(site)
     assert page.count('data-action="policy-load"') == 2 and f"SHA-256 {b}" in page
+
+
+async def test_a_purge_is_logged_with_its_cut_off_and_counts(site: Site) -> None:
+    """`qes audit purge` is an admin act: one ``purge`` entry (scope all, the operator, the
+    cut-off and what was erased), written in the purge's transaction, rebuilt by `qes audit
+    verify` (altering its counts is caught) and listed under Administration."""
+    before = "2001-02-03"  # outside any retention: nothing to erase, the act is still logged
+    done = await asyncio.to_thread(
+        qes, site.env, "audit", "purge", "--before", before, "--actor", "purger-pia"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the purge is one more (admin action)" in done.stdout
+    conn = await asyncpg.connect(site.database_url)
+    try:
+        (row,) = await conn.fetch("SELECT * FROM admin_actions WHERE action = 'purge'")
+        assert (row["scope"], row["actor_subject"]) == ("all", "cli:purger-pia")
+        assert row["detail"] == (
+            "before=2001-02-03T00:00:00+00:00 records=0 approval_requests=0"
+            " approval_decisions=0 admin_actions=0 web_requests=0"
+        )
+        await _integrated(conn)
+        clean = await asyncio.to_thread(qes, site.env, "audit", "verify", "-q")
+        assert clean.returncode == 0, clean.stderr
+        altered = row["detail"].replace("records=0", "records=9")
+        await conn.execute("UPDATE admin_actions SET detail = $1 WHERE id = $2", altered, row["id"])
+        try:
+            bad = await asyncio.to_thread(qes, site.env, "audit", "verify", "-q")
+        finally:
+            await conn.execute(
+                "UPDATE admin_actions SET detail = $1 WHERE id = $2", row["detail"], row["id"]
+            )
+        assert bad.returncode == 1 and "(field detail differs)" in bad.stderr
+    finally:
+        await conn.close()
+    page = await _administration_page(site)
+    assert 'data-action="purge"' in page and "cli:purger-pia" in page
