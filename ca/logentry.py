@@ -117,7 +117,10 @@ absent). Actions and their scope:
   ``detail`` ``<role> <RFC 5280 §5.3.1 reason name>``;
 - ``ca-replace`` (``qes init --force`` made a new key and certificate): scope
   ``certificate``, serial and SHA-256 of the new certificate, ``detail`` its role (``root``
-  | ``issuing`` | ``tsa``);
+  | ``issuing`` | ``tsa`` | ``ocsp-root`` | ``ocsp-issuing``);
+- ``purge`` (``qes audit purge``): scope ``all``, ``detail``
+  ``before=<ISO time> records=<n> approval_requests=<n> approval_decisions=<n>
+  admin_actions=<n> web_requests=<n>``;
 - ``policy-load`` (a policy file took effect, the first time its content did): scope
   ``policy``, ``target_sha256`` the SHA-256 of the file's bytes (what the service logs as
   "policy loaded"), ``detail`` ``rules=<count>``.

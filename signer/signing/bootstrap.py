@@ -235,12 +235,15 @@ async def init_ca(
 
 def replaced(result: InitResult) -> tuple[tuple[str, x509.Certificate], ...]:
     """The CA certificates `qes init` made anew (new keys), by role: root and issuing CA
-    together, the TSA (when it is this service's own)."""
+    together, the TSA (when it is this service's own), the two delegated OCSP responder
+    certificates (one key, RFC 6960 §4.2.2.2)."""
     made: list[tuple[str, x509.Certificate]] = []
     if result.created:
         made += [("root", result.chain.root), ("issuing", result.chain.issuing)]
     if result.tsa is not None and result.tsa_created:
         made.append(("tsa", result.tsa))
+    if result.ocsp is not None and result.ocsp_created:
+        made += [("ocsp-root", result.ocsp.root), ("ocsp-issuing", result.ocsp.issuing)]
     return tuple(made)
 
 

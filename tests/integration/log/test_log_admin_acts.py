@@ -323,12 +323,12 @@ async def _listed(site: Site, client_id: str, serial: str) -> None:
 
 
 async def test_init_force_is_logged_per_new_certificate(site: Site) -> None:
-    """`qes init --force` replaces the root, issuing CA and TSA keys: one ``ca-replace`` entry
-    each (role, serial, SHA-256 of the new certificate), rebuilt by `qes audit verify`;
+    """`qes init --force` replaces the root, issuing CA, TSA and OCSP responder keys: one
+    ``ca-replace`` entry per new certificate (role, serial, SHA-256), rebuilt by `qes audit verify`;
     altering one is caught; listed under Administration."""
     done = await asyncio.to_thread(qes_init, site.env, "--force", "--actor", "ceremony-carl")
     assert done.returncode == 0, done.stderr
-    assert "logged: 3 ca-replace admin act(s)" in done.stdout
+    assert "logged: 5 ca-replace admin act(s)" in done.stdout
     conn = await asyncpg.connect(site.database_url)
     try:
         rows = await conn.fetch(
@@ -340,11 +340,14 @@ async def test_init_force_is_logged_per_new_certificate(site: Site) -> None:
         }
         entries = await _entries(conn)
         await _integrated(conn)
-        assert [r["detail"] for r in rows] == ["issuing", "root", "tsa"]
-        labels = {"issuing": "adm-ca-", "root": "adm-root-", "tsa": "adm-tsa-"}
+        roles = ["issuing", "ocsp-issuing", "ocsp-root", "root", "tsa"]
+        assert [r["detail"] for r in rows] == roles
+        labels = {"issuing": ("adm-ca-", ""), "root": ("adm-root-", ""), "tsa": ("adm-tsa-", "")}
+        labels |= {"ocsp-issuing": ("adm-ocsp-", "@issuing"), "ocsp-root": ("adm-ocsp-", "@root")}
         for row in rows:
             assert row["actor_subject"] == "cli:ceremony-carl"
-            cert = next(c for k, c in stored.items() if k.startswith(labels[row["detail"]]))
+            start, end = labels[row["detail"]]
+            cert = next(c for k, c in stored.items() if k.startswith(start) and k.endswith(end))
             assert row["certificate_serial"] == format(cert.serial_number, "x")
             fields = dict(entry_fields(entries[str(row["id"])])[1])
             assert fields["target_sha256"] == cert.fingerprint(hashes.SHA256())
@@ -356,13 +359,15 @@ async def test_init_force_is_logged_per_new_certificate(site: Site) -> None:
             bad = await asyncio.to_thread(qes, site.env, "audit", "verify", "-q")
         finally:
             await conn.execute(
-                "UPDATE admin_actions SET detail = 'root' WHERE id = $1", rows[1]["id"]
+                "UPDATE admin_actions SET detail = $1 WHERE id = $2",
+                rows[1]["detail"],
+                rows[1]["id"],
             )
         assert bad.returncode == 1 and "(field detail differs)" in bad.stderr
     finally:
         await conn.close()
     page = await _administration_page(site)
-    assert page.count('data-action="ca-replace"') == 3 and "cli:ceremony-carl" in page
+    assert page.count('data-action="ca-replace"') == 5 and "cli:ceremony-carl" in page
 
 
 async def _policy_rows(conn: asyncpg.Connection) -> list[str]:
