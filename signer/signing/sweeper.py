@@ -33,7 +33,7 @@ expire in the background in ``signer.flows.approvals``.)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
@@ -76,9 +76,6 @@ class SweeperStats:
     abandoned_approvals: int = 0
     expired_web_requests: int = 0
     expired_csc_authorizations: int = 0
-
-    def snapshot(self) -> dict[str, int]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, eq=False)
