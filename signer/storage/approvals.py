@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 from signer.storage.sql import Columns, sql
 
 ENDED = ("completed", "failed", "denied", "expired")
@@ -174,11 +174,8 @@ def _request(row: asyncpg.Record, decisions: Sequence[StoredDecision]) -> Stored
     return StoredApprovalRequest(**r, decisions=tuple(decisions))
 
 
-class ApprovalStore:
+class ApprovalStore(PoolStore):
     """SQL of approvals; the pool belongs to the caller (the app's cleanup_ctx)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def create(self, new: NewApprovalRequest) -> None:
         start, end = new.pdf_reserved or (None, None)

@@ -31,7 +31,7 @@ from datetime import datetime
 import asyncpg
 
 from signer.storage.log import LoggedEntry
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 
 #: One statement, one transaction: erase the payload and the copies that hold it.
 PURGE = """
@@ -209,11 +209,8 @@ class SubjectAdminAction:
     actor_issuer: str | None
 
 
-class RetentionStore:
+class RetentionStore(PoolStore):
     """Purge and data-subject lookups; the pool belongs to the caller."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def purge(self, before: datetime, now: datetime) -> Purged:
         """Turn every record, ended approval request (with its decisions) and admin action

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from signer.storage.policy import LoggedAction, record_action
-from signer.storage.records import guard, transaction
+from signer.storage.records import PoolStore, guard, transaction
 from signer.storage.sql import Columns, sql
 
 
@@ -215,11 +215,8 @@ def _client(row: Mapping[str, Any]) -> RpClient:
     return RpClient(**values)
 
 
-class RpClientStore:
+class RpClientStore(PoolStore):
     """The relying-party registry; the pool is owned by the caller."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def _change(
         self, what: str, logged: LoggedAction | None, query: str, *args: object
@@ -314,11 +311,8 @@ class RpClientStore:
         )
 
 
-class SigningRequestStore:
+class SigningRequestStore(PoolStore):
     """Signing requests and the flow state of the browser steps."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def create(self, req: NewRequest, pdfs: Sequence[RequestPdf] = ()) -> None:
         """Store the request (and its prepared PDFs, format 'pades') in one transaction."""
