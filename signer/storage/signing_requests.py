@@ -20,6 +20,7 @@ import asyncpg
 from signer.storage.policy import LoggedAction, record_action
 from signer.storage.records import PoolStore, guard, transaction
 from signer.storage.sql import Columns, sql
+from signer.storage.webhook_attempts import record_attempt
 
 
 @dataclass(frozen=True)
@@ -374,17 +375,9 @@ class SigningRequestStore(PoolStore):
         self, request_id: uuid.UUID, now: datetime, *, result: str, delivered: bool
     ) -> None:
         """One delivery attempt of the request's completion webhook and how it went."""
-        async with guard("record webhook delivery"):
-            await self._pool.execute(
-                "UPDATE signing_requests SET webhook_attempts=webhook_attempts+1,"
-                " webhook_result=$3, webhook_attempted_at=$2,"
-                " webhook_delivered_at=CASE WHEN $4 THEN $2 ELSE webhook_delivered_at END"
-                " WHERE id=$1",
-                request_id,
-                now,
-                result,
-                delivered,
-            )
+        await record_attempt(
+            self._pool, "signing_requests", request_id, now, result=result, delivered=delivered
+        )
 
     async def get(self, request_id: uuid.UUID, now: datetime) -> StoredRequest | None:
         """The request; a pending one past its expiry is marked 'expired' on the way."""
