@@ -42,6 +42,7 @@ from signer.flows.webhooks import Webhooks, approval_payload, webhook_key
 from signer.flows.websign import principal_from_json as principal_from_data
 from signer.flows.websign import principal_json as principal_data
 from signer.formats.pdf import PreparedPdf, embed
+from signer.periodic import every
 from signer.policy.rules import PolicyRefusal
 from signer.signing.pipeline import SignatureRequest, SigningService, Start
 from signer.storage.approvals import (
@@ -263,12 +264,8 @@ class ApprovalService:
 
     async def run_expiry(self) -> None:
         """Every EXPIRY_SWEEP_SECONDS until cancelled, so expiry webhooks go out unasked."""
-        while True:
-            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
-            try:
-                await self.expire()
-            except SignerError as exc:
-                log.warning("approval_expiry_failed", error=str(exc))
+        await asyncio.sleep(EXPIRY_SWEEP_SECONDS)  # the first round one interval after start
+        await every(EXPIRY_SWEEP_SECONDS, self.expire, failed="approval_expiry_failed")
 
     async def visible(self, request_id: uuid.UUID, principal: Principal) -> StoredApprovalRequest:
         """The request, for its requester or a member of its approver group (else 404)."""

@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -178,6 +178,7 @@ class Registered:
     secret: str  # shown once, never stored
 
 
+@dataclass(frozen=True, eq=False)
 class RpRegistry:
     """Add, list, rotate, revoke, scope and authenticate relying parties.
 
@@ -185,28 +186,20 @@ class RpRegistry:
     transparency log (``client-add`` ... ``client-revoke``, issue 15 item 5), written in the
     transaction of the change; the secret never enters it."""
 
-    def __init__(
-        self,
-        store: RpClientStore,
-        clock: Callable[[], datetime],
-        random: Callable[[int], str] = secrets.token_urlsafe,
-        *,
-        grace: timedelta = DEFAULT_GRACE,
-        audit: AdminLog | None = None,
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._random = random
-        self._grace = grace
-        self._audit = audit
+    store: RpClientStore
+    clock: Callable[[], datetime]
+    random: Callable[[int], str] = secrets.token_urlsafe
+    _: KW_ONLY
+    grace: timedelta = DEFAULT_GRACE
+    audit: AdminLog | None = None
 
     def _logged(
         self, action: str, client_id: str, at: datetime, detail: str | None = None
     ) -> LoggedAction | None:
-        if self._audit is None:
+        if self.audit is None:
             return None
         target = Target("client", client_id=client_id)
-        return self._audit.act(f"client-{action}", target, detail=detail, at=at)
+        return self.audit.act(f"client-{action}", target, detail=detail, at=at)
 
     async def add(
         self, name: str, redirect_uris: Sequence[str], scopes: Sequence[str] = ("*",)
@@ -218,49 +211,49 @@ class RpRegistry:
             raise RegistryError("at least one --redirect-uri is required")
         uris = tuple(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
         tokens = Scopes.parse(scopes).tokens()
-        client = RpClient(f"rp-{secrets.token_hex(8)}", name, uris, self._clock(), scopes=tokens)
-        secret = self._random(SECRET_BYTES)
+        client = RpClient(f"rp-{secrets.token_hex(8)}", name, uris, self.clock(), scopes=tokens)
+        secret = self.random(SECRET_BYTES)
         logged = self._logged("add", client.client_id, client.created_at, " ".join(tokens))
-        await self._store.add(client, secret_hash(secret), logged)
+        await self.store.add(client, secret_hash(secret), logged)
         return Registered(client, secret)
 
     async def all(self) -> list[RpClient]:
-        return await self._store.all()
+        return await self.store.all()
 
     async def rotate(self, client_id: str, grace: timedelta | None = None) -> str:
         """A new secret; the old one works for ``grace`` more (default: the configured one)."""
-        grace = self._grace if grace is None else grace
+        grace = self.grace if grace is None else grace
         if grace < timedelta(0):
             raise RegistryError("--grace must not be negative")
-        secret = self._random(SECRET_BYTES)
-        now = self._clock()
+        secret = self.random(SECRET_BYTES)
+        now = self.clock()
         logged = self._logged("rotate", client_id, now, f"grace={int(grace.total_seconds())}")
-        if not await self._store.rotate(client_id, secret_hash(secret), now, now + grace, logged):
+        if not await self.store.rotate(client_id, secret_hash(secret), now, now + grace, logged):
             raise RegistryError(f"no active relying party {client_id!r}")
         return secret
 
     async def set_scopes(self, client_id: str, scopes: Sequence[str]) -> tuple[str, ...]:
         tokens = Scopes.parse(scopes).tokens()
-        logged = self._logged("scope", client_id, self._clock(), " ".join(tokens))
-        if not await self._store.set_scopes(client_id, tokens, logged):
+        logged = self._logged("scope", client_id, self.clock(), " ".join(tokens))
+        if not await self.store.set_scopes(client_id, tokens, logged):
             raise RegistryError(f"no active relying party {client_id!r}")
         return tokens
 
     async def revoke(self, client_id: str) -> None:
-        now = self._clock()
-        if not await self._store.revoke(client_id, now, self._logged("revoke", client_id, now)):
+        now = self.clock()
+        if not await self.store.revoke(client_id, now, self._logged("revoke", client_id, now)):
             raise RegistryError(f"no active relying party {client_id!r}")
 
     async def authenticate(self, client_id: str, secret: str) -> RpClient:
         """The active client whose current secret, or previous one within its grace period,
         this is (constant-time comparisons of hashes, both always made); the use is recorded."""
-        now = self._clock()
-        found = await self._store.secrets(client_id, now)
+        now = self.clock()
+        found = await self.store.secrets(client_id, now)
         given = secret_hash(secret)
         old = found.previous if found is not None else None
         current = hmac.compare_digest(given, found.current if found else _NO_SECRET)
         previous = hmac.compare_digest(given, old or _NO_SECRET) and old is not None
         if found is None or not (current or previous) or found.client.revoked_at is not None:
             raise InvalidClient(f"client {client_id[:40]!r} refused")
-        await self._store.used(client_id, previous=not current, now=now)
+        await self.store.used(client_id, previous=not current, now=now)
         return found.client

@@ -14,14 +14,13 @@ Kept apart from :mod:`signer.signing.sweeper` (crash recovery): this deletes onl
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
-from signer.errors import SignerError
+from signer.periodic import every
 from signer.storage.request_retention import RequestRetentionStore
 
 log = structlog.get_logger(__name__)
@@ -44,9 +43,4 @@ class RequestRetention:
 
     async def run(self) -> None:
         """At start, then every :data:`INTERVAL` seconds, until cancelled; errors are logged."""
-        while True:
-            try:
-                await self.purge_once()
-            except SignerError as exc:
-                log.warning("web_request_purge_failed", error=str(exc))
-            await asyncio.sleep(INTERVAL)
+        await every(INTERVAL, self.purge_once, failed="web_request_purge_failed")

@@ -20,7 +20,7 @@ import getpass
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -149,30 +149,23 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
+@dataclass(eq=False)
 class Suspensions:
     """This process's copy of the suspensions, and the administrative actions on them."""
 
-    def __init__(
-        self,
-        store: PolicyStore,
-        privacy_key: PrivacyKey,
-        clock: Callable[[], datetime],
-        *,
-        dsn: str | None = None,
-        poll: float = 1.0,
-    ) -> None:
-        self._store = store
-        self._key = privacy_key
-        self._clock = clock
-        self._dsn = dsn
-        self._poll = poll
-        self._version = -1
-        self.current = SuspensionSet()
-        self._wake = asyncio.Event()
+    store: PolicyStore
+    privacy_key: PrivacyKey
+    clock: Callable[[], datetime]
+    _: KW_ONLY
+    dsn: str | None = None
+    poll: float = 1.0
+    current: SuspensionSet = field(default_factory=SuspensionSet, init=False)
+    _version: int = field(default=-1, init=False, repr=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     async def refresh(self) -> None:
         """Reload the set from the database (it is small) and swap it in."""
-        version, suspensions = await self._store.suspensions()
+        version, suspensions = await self.store.suspensions()
         self.current = SuspensionSet.of(suspensions)
         if version != self._version:
             log.info(
@@ -185,7 +178,7 @@ class Suspensions:
         self._version = version
 
     async def list(self) -> list[Suspension]:
-        return (await self._store.suspensions())[1]
+        return (await self.store.suspensions())[1]
 
     async def act(
         self,
@@ -209,9 +202,9 @@ class Suspensions:
             reason=reason or None,
             actor_issuer=actor_issuer,
             actor_subject=actor_subject,
-            acted_at=self._clock(),
+            acted_at=self.clock(),
         )
-        if not await self._store.act(done, admin_entry(done).encode(self._key)):
+        if not await self.store.act(done, admin_entry(done).encode(self.privacy_key)):
             if action == "resume":
                 raise NotSuspended(f"{target.describe()} is not suspended")
             return None
@@ -235,23 +228,23 @@ class Suspensions:
                     conn = await self._listen()
                 self._wake.clear()  # before the read: a NOTIFY from now on wakes the next one
                 try:
-                    version = await self._store.version()
+                    version = await self.store.version()
                     if version != self._version:
                         await self.refresh()
                 except DatabaseUnavailable as exc:
                     log.warning("suspensions_poll_failed", error=str(exc))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                    await asyncio.wait_for(self._wake.wait(), self.poll)
         finally:
             if conn is not None and not conn.is_closed():
                 await conn.close()
 
     async def _listen(self) -> asyncpg.Connection | None:
         """A connection of its own (pooled connections keep no LISTEN, see storage.db)."""
-        if self._dsn is None:
+        if self.dsn is None:
             return None
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=LISTEN_CONNECT_TIMEOUT)
+            conn = await asyncpg.connect(self.dsn, timeout=LISTEN_CONNECT_TIMEOUT)
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             log.warning("suspensions_listen_failed", error=str(exc))

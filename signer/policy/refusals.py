@@ -22,7 +22,6 @@ their requester is known. :class:`RefusalLog` is the only code that builds refus
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,8 @@ from ca.logentry import (
     Requester,
     RequestSummary,
 )
-from signer.errors import DatabaseUnavailable, SignerError
+from signer.errors import DatabaseUnavailable
+from signer.periodic import every
 from signer.settings.config import LogSettings
 from signer.storage.refusals import ClosedWindow, RefusalStore
 from signer.translog.log import source_index, subject_index
@@ -161,9 +161,8 @@ class RefusalLog:
 
     async def run(self) -> None:
         """Close windows twice per window length until cancelled; errors are logged."""
-        while True:
-            try:
-                await self.flush()
-            except SignerError as exc:
-                log.warning("refusal_windows_not_closed", error=str(exc))
-            await asyncio.sleep(self.settings.refusal_window_seconds / 2)
+        await every(
+            self.settings.refusal_window_seconds / 2,
+            self.flush,
+            failed="refusal_windows_not_closed",
+        )

@@ -32,16 +32,15 @@ expire in the background in ``signer.flows.approvals``.)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 
 from ca.logentry import PrivacyKey
 from signer import metrics
-from signer.errors import SignerError
+from signer.periodic import every
 from signer.settings.config import SweeperSettings
 from signer.storage.records import IssuedRecord
 from signer.storage.signing_requests import StoredRequest
@@ -78,9 +77,6 @@ class SweeperStats:
     expired_web_requests: int = 0
     expired_csc_authorizations: int = 0
 
-    def snapshot(self) -> dict[str, int]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, eq=False)
 class Sweeper:
@@ -106,13 +102,11 @@ class Sweeper:
 
     async def run(self) -> None:
         """Sweep at start, then every ``interval_seconds``, until cancelled."""
-        while True:
-            try:
-                await self.sweep()
-                await self.expire_pending()
-            except SignerError as exc:
-                log.warning("sweep_failed", error=str(exc))
-            await asyncio.sleep(self.settings.interval_seconds)
+        await every(self.settings.interval_seconds, self._round, failed="sweep_failed")
+
+    async def _round(self) -> None:
+        await self.sweep()
+        await self.expire_pending()
 
     async def expire_pending(self) -> ExpiryResult:
         """Expire pending requests past their expiry now (nothing if another replica is at it)."""

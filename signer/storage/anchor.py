@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
-
 from ca.merkle import CompactRange, frontier_ids
 from signer.storage.log import fetch_nodes
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 
 
 @dataclass(frozen=True)
@@ -18,10 +16,7 @@ class LogSizes:
     integrated: int  # entries in the Merkle tree (log_tree.integrated)
 
 
-class AnchorStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
+class AnchorStore(PoolStore):
     async def sizes(self) -> LogSizes:
         async with guard("read log sizes"):
             row = await self._pool.fetchrow(

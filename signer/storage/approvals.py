@@ -19,8 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 from signer.storage.sql import Columns, sql
+from signer.storage.webhook_attempts import record_attempt
 
 ENDED = ("completed", "failed", "denied", "expired")
 
@@ -174,11 +175,8 @@ def _request(row: asyncpg.Record, decisions: Sequence[StoredDecision]) -> Stored
     return StoredApprovalRequest(**r, decisions=tuple(decisions))
 
 
-class ApprovalStore:
+class ApprovalStore(PoolStore):
     """SQL of approvals; the pool belongs to the caller (the app's cleanup_ctx)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def create(self, new: NewApprovalRequest) -> None:
         start, end = new.pdf_reserved or (None, None)
@@ -278,17 +276,9 @@ class ApprovalStore:
     async def record_webhook(
         self, request_id: uuid.UUID, at: datetime, *, result: str, delivered: bool
     ) -> None:
-        async with guard("record approval webhook attempt"):
-            await self._pool.execute(
-                "UPDATE approval_requests SET webhook_attempts = webhook_attempts + 1,"
-                " webhook_result=$3, webhook_attempted_at=$2,"
-                " webhook_delivered_at = CASE WHEN $4 THEN $2 ELSE webhook_delivered_at END"
-                " WHERE id=$1",
-                request_id,
-                at,
-                result,
-                delivered,
-            )
+        await record_attempt(
+            self._pool, "approval_requests", request_id, at, result=result, delivered=delivered
+        )
 
     async def decisions_by_id(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
         """Decisions with their requests' columns, for ``qes audit verify`` (one query)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,8 @@ def _session(row: asyncpg.Record) -> UiSession:
     return UiSession(**data)
 
 
-class AuditSessionStore:
+class AuditSessionStore(PoolStore):
     """The pool is owned by the caller (the app's cleanup_ctx)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def create_session(self, id_hash: bytes, session: UiSession, now: datetime) -> None:
         """Store a new session; expired sessions are dropped on the way."""

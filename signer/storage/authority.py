@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 
 
-class CaCertificateStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
+class CaCertificateStore(PoolStore):
     async def load(self, label: str) -> x509.Certificate | None:
         async with guard("read CA certificate"):
             der = await self._pool.fetchval(

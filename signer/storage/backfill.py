@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 
 _STATE = (
     "SELECT legacy_refusals_below, subject_keys_done, emails_before, emails_done"
@@ -69,11 +67,8 @@ class PendingEmail:
     certificate_der: bytes
 
 
-class BackfillStore:
+class BackfillStore(PoolStore):
     """The pool belongs to the caller."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def state(self) -> BackfillState:
         async with guard("read backfill state"):

@@ -23,6 +23,7 @@ import asyncpg
 
 from signer.storage.records import (
     IssuedRecord,
+    PoolStore,
     SigningRecord,
     _issued_args,
     guard,
@@ -239,11 +240,8 @@ def _authorization(row: asyncpg.Record) -> StoredAuthorization:
     )
 
 
-class CscStore:
+class CscStore(PoolStore):
     """CSC credentials and authorizations in PostgreSQL (pool owned by the app)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def create_credential(self, record: IssuedRecord, credential: NewCredential) -> None:
         """Commit the credential's 'issued' record and the credential, together. Must succeed

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from signer.storage.records import guard, transaction
+from signer.storage.records import PoolStore, guard, transaction
 from signer.storage.sql import Columns, sql
 
 
@@ -81,11 +81,8 @@ def _row(row: asyncpg.Record) -> StoredAuthorization:
     return StoredAuthorization(**values)
 
 
-class CscOAuth2Store:
+class CscOAuth2Store(PoolStore):
     """The pool is owned by the caller."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def create(self, new: NewAuthorization) -> None:
         """Store the request (status ``login``: its login is in :mod:`signer.storage.login_flows`);

@@ -12,9 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-from signer.storage.records import guard, transaction
+from signer.storage.records import PoolStore, guard, transaction
 
 
 @dataclass(frozen=True)
@@ -30,11 +28,8 @@ class LoginFlow:
     expires_at: datetime
 
 
-class LoginFlowStore:
+class LoginFlowStore(PoolStore):
     """The pool is owned by the caller (the app's cleanup context)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def save(self, id_hash: bytes, flow: LoginFlow, now: datetime) -> None:
         """Store a new flow; expired flows of every surface are dropped on the way."""

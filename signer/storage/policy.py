@@ -21,7 +21,7 @@ from datetime import datetime
 
 import asyncpg
 
-from signer.storage.records import guard, transaction
+from signer.storage.records import PoolStore, guard, transaction
 from signer.storage.sql import Columns, sql
 
 NOTIFY_CHANNEL = "qes_suspensions"
@@ -181,11 +181,8 @@ def _key(t: Target) -> tuple[str, str, str, str]:
     return (t.scope, t.token_issuer or "", t.token_subject or "", t.client_id or "")
 
 
-class PolicyStore:
+class PolicyStore(PoolStore):
     """SQL of the signing policy and the kill switch (no I/O in ``__init__``)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def count(self, issuer: str, subject: str, windows: Sequence[Window]) -> str | None:
         """Count one request in each window; the span whose limit it would pass (nothing is

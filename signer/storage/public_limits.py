@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
-
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 
 ALL_SOURCES = b""
 
@@ -26,11 +24,8 @@ RETURNING w.source, w.hits
 _FORGET = "DELETE FROM public_rate_windows WHERE window_start < $1"
 
 
-class PublicLimitStore:
+class PublicLimitStore(PoolStore):
     """Window counters of the anonymous endpoints; the pool belongs to the caller."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def hit(self, source: bytes, window_start: datetime) -> tuple[int, int]:
         """Count one request; return (this source's, all sources') hits in the window."""

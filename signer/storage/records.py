@@ -38,6 +38,13 @@ async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Co
         yield conn
 
 
+class PoolStore:
+    """A store: SQL statements run on a pool that belongs to the caller (DESIGN.md rule 5)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+
 # A request holds its Idempotency-Key at most this long; longer means its process died.
 ABANDONED_AFTER = timedelta(minutes=2)
 

@@ -15,9 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-from signer.storage.records import guard, transaction
+from signer.storage.records import PoolStore, guard, transaction
 
 ALL_SOURCES = b""
 
@@ -65,11 +63,8 @@ class ClosedWindow:
     suppressed: int
 
 
-class RefusalStore:
+class RefusalStore(PoolStore):
     """Rate-limit counters and refusal appends; the pool belongs to the caller."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def append(self, entry: bytes, subject_key: bytes | None) -> int:
         """Append one refusal entry at once (its requester is known: not rate limited)."""

@@ -14,9 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 
 PURGE_FINISHED = (
     "WITH gone AS (DELETE FROM signing_requests"
@@ -47,11 +45,8 @@ class SubjectWebRequest:
     pdfs: int
 
 
-class RequestRetentionStore:
+class RequestRetentionStore(PoolStore):
     """Delete finished web-signing requests; find a person's. The pool is the caller's."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def purge_finished(self, ended_before: datetime) -> int:
         """Delete requests that ended before ``ended_before`` (their PDFs go with them)."""

@@ -33,7 +33,7 @@ import asyncpg
 
 from signer.storage.log import LoggedEntry
 from signer.storage.policy import LoggedAction, record_action
-from signer.storage.records import guard, transaction
+from signer.storage.records import PoolStore, guard, transaction
 from signer.storage.request_retention import PURGE_FINISHED
 
 #: One statement, one transaction: erase the payload and the copies that hold it.
@@ -213,11 +213,8 @@ class SubjectAdminAction:
     actor_issuer: str | None
 
 
-class RetentionStore:
+class RetentionStore(PoolStore):
     """Purge and data-subject lookups; the pool belongs to the caller."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def purge(
         self,

@@ -6,13 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.revocation import Revocation, reason_from_name
 from signer.storage.policy import LoggedAction, record_action
-from signer.storage.records import guard, transaction
+from signer.storage.records import PoolStore, guard, transaction
 
 ROLES = ("issuing", "tsa")
 
@@ -36,10 +35,7 @@ class StoredRevocation:
             raise ValueError("revocation: serial is not the certificate's")
 
 
-class RevocationStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
+class RevocationStore(PoolStore):
     async def add(self, revoked: StoredRevocation, logged: LoggedAction | None = None) -> bool:
         """Store a revocation; False (nothing written) when the certificate was revoked before:
         the first revocation stands (RFC 5280 §3.3, no un-revoking). ``logged``: the act's

@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg
 
 from signer.storage.policy import LoggedAction, record_action
-from signer.storage.records import guard, transaction
+from signer.storage.records import PoolStore, guard, transaction
 from signer.storage.sql import Columns, sql
+from signer.storage.webhook_attempts import record_attempt
 
 
 @dataclass(frozen=True)
@@ -215,11 +216,8 @@ def _client(row: Mapping[str, Any]) -> RpClient:
     return RpClient(**values)
 
 
-class RpClientStore:
+class RpClientStore(PoolStore):
     """The relying-party registry; the pool is owned by the caller."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def _change(
         self, what: str, logged: LoggedAction | None, query: str, *args: object
@@ -314,11 +312,8 @@ class RpClientStore:
         )
 
 
-class SigningRequestStore:
+class SigningRequestStore(PoolStore):
     """Signing requests and the flow state of the browser steps."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
 
     async def create(self, req: NewRequest, pdfs: Sequence[RequestPdf] = ()) -> None:
         """Store the request (and its prepared PDFs, format 'pades') in one transaction."""
@@ -380,17 +375,9 @@ class SigningRequestStore:
         self, request_id: uuid.UUID, now: datetime, *, result: str, delivered: bool
     ) -> None:
         """One delivery attempt of the request's completion webhook and how it went."""
-        async with guard("record webhook delivery"):
-            await self._pool.execute(
-                "UPDATE signing_requests SET webhook_attempts=webhook_attempts+1,"
-                " webhook_result=$3, webhook_attempted_at=$2,"
-                " webhook_delivered_at=CASE WHEN $4 THEN $2 ELSE webhook_delivered_at END"
-                " WHERE id=$1",
-                request_id,
-                now,
-                result,
-                delivered,
-            )
+        await record_attempt(
+            self._pool, "signing_requests", request_id, now, result=result, delivered=delivered
+        )
 
     async def get(self, request_id: uuid.UUID, now: datetime) -> StoredRequest | None:
         """The request; a pending one past its expiry is marked 'expired' on the way."""

@@ -19,6 +19,7 @@ from signer.storage.records import (
     _COLUMNS,
     _FAIL,
     IssuedRecord,
+    PoolStore,
     record_from_row,
     transaction,
 )
@@ -93,10 +94,7 @@ class SweepResult:
 EntryFor = Callable[[IssuedRecord, datetime], tuple[bytes, bytes | None, Mapping[str, bool] | None]]
 
 
-class SweeperStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
+class SweeperStore(PoolStore):
     async def sweep(
         self,
         *,

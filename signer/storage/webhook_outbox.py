@@ -17,7 +17,7 @@ from typing import Literal
 import asyncpg
 
 from signer.storage.approvals import ApprovalStore
-from signer.storage.records import guard
+from signer.storage.records import PoolStore, guard
 from signer.storage.signing_requests import SigningRequestStore
 from signer.storage.sql import sql
 
@@ -65,9 +65,9 @@ class DueWebhook:
     secret_hash: bytes
 
 
-class WebhookOutboxStore:
+class WebhookOutboxStore(PoolStore):
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+        super().__init__(pool)
         self._signing = SigningRequestStore(pool)
         self._approvals = ApprovalStore(pool)
 

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import secrets
 from collections.abc import Callable, Mapping
@@ -50,8 +49,9 @@ from ca.logentry import (
     decode_time,
     entry_fields,
 )
-from signer.errors import ConfigError, SignerError
+from signer.errors import ConfigError
 from signer.keys import Hsm, HsmSession
+from signer.periodic import every
 from signer.settings.config import LogSettings, Settings
 from signer.storage.log import LoggedEntry, LogStore, StoredCheckpoint
 from signer.storage.policy import AdminAction
@@ -406,12 +406,9 @@ class LogPublisher:
 
     async def run(self) -> None:
         """Every ``checkpoint_interval_seconds`` until cancelled; errors are logged, not fatal."""
-        while True:
-            try:
-                await self.publish()
-            except SignerError as exc:
-                log.warning("checkpoint_failed", error=str(exc))
-            await asyncio.sleep(self.settings.checkpoint_interval_seconds)
+        await every(
+            self.settings.checkpoint_interval_seconds, self.publish, failed="checkpoint_failed"
+        )
 
 
 def admin_entry(action: AdminAction) -> AdminActionEntry:
