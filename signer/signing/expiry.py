@@ -15,7 +15,6 @@ must be rolled while their successors can still be distributed as trust anchors 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ from cryptography import x509
 
 from ca.authority import Chain
 from ca.ocsp import RESPONDER_RENEW_BEFORE
-from signer import metrics
+from signer import metrics, periodic
 from signer.signing.revocation import Responders
 
 log = structlog.get_logger(__name__)
@@ -108,6 +107,8 @@ async def run(
     every: float = CHECK_SECONDS,
 ) -> None:
     """:func:`check` now and every ``every`` seconds, until cancelled."""
-    while True:
+
+    async def round_() -> None:
         check(certificates, clock())
-        await asyncio.sleep(every)
+
+    await periodic.every(every, round_, failed="certificate_check_failed")
