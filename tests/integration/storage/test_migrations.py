@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 
 import asyncpg
 import pytest
 
+from ca.logentry import ADMIN_ACTIONS
 from signer.storage.db import SchemaTooNew, create_pool, migrate, migrations
 from tests.support.pg import scratch_database
 
@@ -39,3 +41,23 @@ async def test_newer_schema_is_refused(fresh_db: str) -> None:
         await conn.close()
     with pytest.raises(SchemaTooNew, match="999 is newer"):
         await create_pool(fresh_db, min_size=1, max_size=1, command_timeout=5)
+
+
+async def test_the_admin_action_check_allows_exactly_what_the_log_format_does(
+    fresh_db: str,
+) -> None:
+    """The (action, scope) pairs the database accepts are those ca.logentry.ADMIN_ACTIONS
+    encodes: a row the log cannot hold is refused, and every loggable act can be stored."""
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await migrate(conn)
+        definition = await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conname = 'admin_actions_action_scope'"
+        )
+    finally:
+        await conn.close()
+    pair = r"\(action = '([a-z-]+)'::text\) AND \(scope = '([a-z]+)'::text\)"  # as PG prints it
+    allowed = set(re.findall(pair, definition))
+    expected = {(action, scope) for action, scopes in ADMIN_ACTIONS.items() for scope in scopes}
+    assert allowed == expected, definition
