@@ -146,6 +146,7 @@ def _make_tsa(
         and _issued_by(stored.tsa, chain.issuing)
     ):
         return stored.tsa, False
+    lifetime = min(tsa.lifetime, chain.issuing.not_valid_after_utc - now)  # key usage: as cut
     cert = build_tsa_certificate(
         session.token_key(settings.ca.issuing_label),
         chain.issuing,
@@ -155,7 +156,8 @@ def _make_tsa(
         ca_issuers_url=settings.ca.policy.ca_issuers_url,
         crl_url=settings.ca.issuing_crl_url,
         now=now,
-        lifetime=min(tsa.lifetime, chain.issuing.not_valid_after_utc - now),
+        lifetime=lifetime,
+        key_usage=min(tsa.key_usage, lifetime * (tsa.key_usage / tsa.lifetime)),
     )
     return cert, True
 
