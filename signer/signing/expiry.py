@@ -3,7 +3,8 @@
 Root, issuing CA, built-in TSA and the two delegated OCSP responder certificates each have a
 *renewal lead*: how long before its end the operator must act. The end is ``notAfter``, but
 for the TSA the end of its key's privateKeyUsagePeriod (:func:`ca.tsa.key_usage_period`):
-after it the TSA refuses to time-stamp, so the key must be rolled before then.
+after it the TSA refuses to time-stamp, so the key must be rolled (`qes ca rollover tsa`,
+`qes ca switch tsa`) before then.
 The responders (RFC 6960 §4.2.2.2.1, id-pkix-ocsp-nocheck, so short-lived and never revoked)
 are renewed by ``qes init`` once a third of their life is left
 (``ca.ocsp.RESPONDER_RENEW_BEFORE``); the TSA key must be replaced while time-stamps made under
@@ -46,8 +47,10 @@ RENEWAL_LEAD: dict[str, timedelta] = {
 #: What the operator does when a role's renewal is due (README "Certificate ends").
 ACTION: dict[str, str] = {
     "root": "make a new root and distribute it to relying parties as a trust anchor",
-    "issuing": "roll the issuing CA before it expires: no certificate can outlive it",
-    "tsa": "roll the TSA key and certificate: its time-stamps must stay verifiable",
+    "issuing": "roll the issuing CA before it expires (`qes ca rollover issuing`, then"
+    " `qes ca switch issuing`): no certificate can outlive it",
+    "tsa": "roll the TSA key before its usage period ends: `qes ca rollover tsa`, then"
+    " `qes ca switch tsa`",
     "ocsp-root": "run `qes init`: it renews the OCSP responder certificates",
     "ocsp-issuing": "run `qes init`: it renews the OCSP responder certificates",
 }

@@ -71,4 +71,4 @@ def test_renewal_is_due_a_lead_before_the_end_and_says_what_to_do() -> None:
         assert "tsa" in [w.role for w in expiry.check(watched, usage_end + DAY)]
     (tsa_log,) = [e for e in logs if e["role"] == "tsa"]
     assert tsa_log["days_left"] == 0 and tsa_log["ends"] == usage_end.isoformat()
-    assert "time-stamps" in tsa_log["action"]
+    assert "qes ca rollover tsa" in tsa_log["action"]
