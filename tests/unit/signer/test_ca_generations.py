@@ -53,3 +53,28 @@ def test_the_issuer_of_a_certificate_among_generations_of_one_name() -> None:
         authorities.issuer_of(pki.chain.root)
     with pytest.raises(ConfigError, match="no current issuing CA"):
         Authorities(root=pki.chain.root, issuing=(Generation("issuing", 3, "p", successor),))
+
+
+def test_qes_verify_walks_to_the_issuing_ca_by_key_identifier() -> None:
+    """After a rollover two issuing CAs share a name; the walk that names an expired link
+    takes the one whose SKI is the leaf's AKI, wherever the bundle lists it."""
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from signer.formats.verify import _issuer_walk
+
+    pki = make_pki()
+    key = ec.generate_private_key(ec.SECP256R1())
+    successor = build_issuing_certificate(
+        pki.root_key, pki.chain.root, key.public_key(), NAMES, POLICY, NOW, timedelta(days=900)
+    )
+    _, leaf = pki.signer()  # issued by the first issuing CA
+
+    def der(cert: object) -> asn1_x509.Certificate:
+        return asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))  # type: ignore[attr-defined]
+
+    pool = [der(successor), der(pki.chain.issuing), der(pki.chain.root)]
+    walk = _issuer_walk(der(leaf), pool)
+    assert [c.dump() for c in walk] == [
+        der(c).dump() for c in (leaf, pki.chain.issuing, pki.chain.root)
+    ]
