@@ -282,6 +282,14 @@ def test_new_certificates_pass_pkilint_and_the_tsa_key_usage_is_shorter(
         assert end < cert.not_valid_after_utc - timedelta(days=365)  # defaults: 1 of 3 years
     done = run("openssl", "x509", "-in", files["tsa2"], "-noout", "-text")
     assert "X509v3 Private Key Usage Period:" in done.stdout
+    # The issuing CA's CRL (the TSA certificate's CRL DP) now comes from the issuer of the TSA
+    # certificate in use: issuing g2, judged by openssl against g2 and the root only.
+    crl = tmp_path / "issuing.crl"
+    crl.write_bytes(_fetch(f"{rolled.signer.url}/ca/issuing.crl"))
+    chain = tmp_path / "chain.pem"
+    chain.write_text(files["issuing2"].read_text() + str(rolled.bundle["root"]))
+    done = run("openssl", "crl", "-inform", "DER", "-in", crl, "-CAfile", chain, "-noout")
+    assert done.returncode == 0 and "verify OK" in done.stderr, done.stdout + done.stderr
 
 
 async def test_rollover_and_switch_are_logged_admin_acts(rolled: Rolled) -> None:
