@@ -69,6 +69,8 @@ class Rolled:
     signer: SignerProcess  # restarted after the switches
     before: Signed  # before the rollover: generation 1
     pending: Signed  # after `qes ca rollover issuing`, before the switch: still generation 1
+    middle: Signed  # issuing CA switched, TSA not yet: issuing g2, TSA g1
+    middle_crl: bytes  # the issuing CA's CRL then: from issuing g1, the TSA's issuer
     after: Signed  # after both switches and a restart: generation 2
     bundle: dict[str, object]  # the trust bundle as JSON, from the restarted service
     bundle_pem: Path
@@ -134,26 +136,44 @@ def rolled(
         made = qes_init(env)
         assert made.returncode == 0, made.stderr
         said: dict[str, str] = {}
-        first = SignerProcess(env, port, work / "first.log").start()
-        try:
-            before = _sign(first, idp, work / "before")
-            said["rollover issuing"] = _ca(env, "rollover", "issuing")
-            pending = _sign(first, idp, work / "pending")  # the old CA still serves
-            for step in ("switch issuing", "rollover tsa", "switch tsa"):
-                said[step] = _ca(env, *step.split())
-        finally:
-            first.stop()
-        signer = SignerProcess(env, port, work / "second.log").start()  # takes the switch
+        before, pending, middle, middle_crl = _roll_the_issuing_ca(env, port, idp, work, said)
+        for step in ("rollover tsa", "switch tsa"):
+            said[step] = _ca(env, *step.split())
+        signer = SignerProcess(env, port, work / "last.log").start()  # takes the switch
         try:
             after = _sign(signer, idp, work / "after")
             bundle = json.loads(_fetch(f"{signer.url}/api/v1/trust-bundle"))
             bundle_pem = work / "bundle.pem"
             bundle_pem.write_text(bundle["pem"])
             yield Rolled(
-                env, url, idp, work, signer, before, pending, after, bundle, bundle_pem, said
-            )
+                env, url, idp, work, signer, before, pending, middle, middle_crl, after,
+                bundle, bundle_pem, said,
+            )  # fmt: skip
         finally:
             signer.stop()
+
+
+def _roll_the_issuing_ca(
+    env: dict[str, str], port: int, idp: RunningIdp, work: Path, said: dict[str, str]
+) -> tuple[Signed, Signed, Signed, bytes]:
+    """Sign under generation 1; roll the issuing CA (the old one still signs) and switch; a
+    restarted replica then signs under issuing g2 while its TSA is still g1, certified by
+    issuing g1, whose CRL it publishes. The three signatures and that CRL."""
+    first = SignerProcess(env, port, work / "first.log").start()
+    try:
+        before = _sign(first, idp, work / "before")
+        said["rollover issuing"] = _ca(env, "rollover", "issuing")
+        pending = _sign(first, idp, work / "pending")  # the old CA still serves
+        said["switch issuing"] = _ca(env, "switch", "issuing")
+    finally:
+        first.stop()
+    second = SignerProcess(env, port, work / "second.log").start()
+    try:
+        middle = _sign(second, idp, work / "middle")
+        crl = _fetch(f"{second.url}/ca/issuing.crl")
+    finally:
+        second.stop()
+    return before, pending, middle, crl
 
 
 def _generations(r: Rolled, role: str) -> list[dict[str, str]]:
@@ -210,6 +230,8 @@ def test_the_old_ca_signs_until_the_switch_and_the_new_one_after(rolled: Rolled)
     for signed in (rolled.before, rolled.pending):
         assert _issuer_key_id(signed.leaf) == _key_id(issuing[0])
         assert _time_stamped_by(signed.cades) == tsa[0].serial_number
+    assert _issuer_key_id(rolled.middle.leaf) == _key_id(issuing[1])
+    assert _time_stamped_by(rolled.middle.cades) == tsa[0].serial_number
     assert _issuer_key_id(rolled.after.leaf) == _key_id(issuing[1])
     assert _time_stamped_by(rolled.after.cades) == tsa[1].serial_number
 
@@ -233,7 +255,7 @@ def test_what_was_signed_before_validates_after_the_switch(rolled: Rolled, tmp_p
     time, and the leaf with the bundle as its only source of intermediates) and pyHanko."""
     later = (datetime.now(UTC) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
     bundle = rolled.bundle_pem
-    for signed in (rolled.before, rolled.after):
+    for signed in (rolled.before, rolled.middle, rolled.after):
         cades = qes_verify(signed.document, signed.cades, "--trust", bundle, "--at", later)
         pades = qes_verify(signed.pdf, "--trust", bundle, "--at", later)
         for done in (cades, pades):
@@ -284,12 +306,17 @@ def test_new_certificates_pass_pkilint_and_the_tsa_key_usage_is_shorter(
     assert "X509v3 Private Key Usage Period:" in done.stdout
     # The issuing CA's CRL (the TSA certificate's CRL DP) now comes from the issuer of the TSA
     # certificate in use: issuing g2, judged by openssl against g2 and the root only.
-    crl = tmp_path / "issuing.crl"
-    crl.write_bytes(_fetch(f"{rolled.signer.url}/ca/issuing.crl"))
-    chain = tmp_path / "chain.pem"
-    chain.write_text(files["issuing2"].read_text() + str(rolled.bundle["root"]))
-    done = run("openssl", "crl", "-inform", "DER", "-in", crl, "-CAfile", chain, "-noout")
-    assert done.returncode == 0 and "verify OK" in done.stderr, done.stdout + done.stderr
+    # Before the TSA switch it came from issuing g1, the issuer of TSA g1, though g2 issued.
+    for generation, der in (
+        ("2", _fetch(f"{rolled.signer.url}/ca/issuing.crl")),
+        ("1", rolled.middle_crl),
+    ):
+        crl = tmp_path / f"issuing{generation}.crl"
+        crl.write_bytes(der)
+        chain = tmp_path / f"chain{generation}.pem"
+        chain.write_text(files[f"issuing{generation}"].read_text() + str(rolled.bundle["root"]))
+        done = run("openssl", "crl", "-inform", "DER", "-in", crl, "-CAfile", chain, "-noout")
+        assert done.returncode == 0 and "verify OK" in done.stderr, done.stdout + done.stderr
 
 
 async def test_rollover_and_switch_are_logged_admin_acts(rolled: Rolled) -> None:
