@@ -346,14 +346,31 @@ async def test_rollover_and_switch_are_logged_admin_acts(rolled: Rolled) -> None
     assert clean.returncode == 0, clean.stderr
 
 
-def test_init_after_the_switch_keeps_the_new_generations(rolled: Rolled) -> None:
+def test_init_after_the_switch_keeps_the_new_generations(rolled: Rolled, tmp_path: Path) -> None:
     """`qes init` checks the current generations' keys, not the configured labels, and renews
-    the issuing CA's OCSP responder certificate from the new issuing CA."""
+    the issuing CA's OCSP responder certificate from the new issuing CA: after a restart
+    `openssl ocsp` gets a verified "good" for TSA g2 (README "Rollover")."""
     done = qes_init(rolled.env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("CA already present") and lines[1].startswith("TSA already")
     assert lines[2].startswith("OCSP responder created")
+    rolled.signer.stop()
+    rolled.signer.start()
+    files = {}
+    for name, pem in (
+        ("issuing", _generations(rolled, "issuing")[1]["certificate"]),
+        ("tsa", _generations(rolled, "tsa")[1]["certificate"]),
+        ("root", str(rolled.bundle["root"])),
+    ):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_text(pem)
+    done = run(
+        "openssl", "ocsp", "-issuer", files["issuing"], "-cert", files["tsa"],
+        "-url", f"{rolled.signer.url}/ocsp", "-CAfile", files["root"], "-resp_text",
+    )  # fmt: skip
+    assert done.returncode == 0 and "Response verify OK" in done.stderr, done.stderr
+    assert "Cert Status: good" in done.stdout
 
 
 def test_refusals_and_a_pending_generation_after_a_restart(rolled: Rolled) -> None:
