@@ -121,6 +121,10 @@ absent). Actions and their scope:
 - ``purge`` (``qes audit purge``): scope ``all``, ``detail``
   ``before=<ISO time> records=<n> approval_requests=<n> approval_decisions=<n>
   admin_actions=<n> web_requests=<n>``;
+- ``ca-rollover`` (``qes ca rollover`` made a pending issuing CA or TSA key and certificate
+  while the current one still serves) and ``ca-switch`` (``qes ca switch`` made the pending one
+  current): scope ``certificate``, serial and SHA-256 of the new certificate, ``detail``
+  ``<role> g<generation>`` (``issuing g2``);
 - ``policy-load`` (a policy file took effect, the first time its content did): scope
   ``policy``, ``target_sha256`` the SHA-256 of the file's bytes (what the service logs as
   "policy loaded"), ``detail`` ``rules=<count>``.
@@ -234,6 +238,8 @@ ADMIN_ACTIONS: Mapping[str, tuple[str, ...]] = {
     "client-revoke": ("client",),
     "certificate-revoke": ("certificate",),
     "ca-replace": ("certificate",),
+    "ca-rollover": ("certificate",),
+    "ca-switch": ("certificate",),
     "policy-load": ("policy",),
     "purge": ("all",),
 }

@@ -41,6 +41,7 @@ __all__ = [
     "TimeStampResp",
     "TsaError",
     "build_tsa_certificate",
+    "key_usage_period",
 ]
 
 #: messageImprint hash algorithms by asn1crypto name, with their OIDs (RFC 5754 §2) and sizes.
@@ -109,6 +110,7 @@ def build_tsa_certificate(
     crl_url: str,
     now: datetime,
     lifetime: timedelta,
+    key_usage: timedelta,
 ) -> x509.Certificate:
     """The TSA certificate, signed by the issuing CA.
 
@@ -120,13 +122,20 @@ def build_tsa_certificate(
     - SKI and AKI (RFC 5280 §4.2.1.2, §4.2.1.1), AIA caIssuers (§4.2.2.1);
     - a CRL distribution point (§4.2.1.13): unlike the 10-minute certificates, the TSA
       certificate is long-lived and stays revocation-checked, so ``crl_url`` must point at a
-      CRL that the issuing CA publishes (``build_crl`` with the issuing key).
+      CRL that the issuing CA publishes (``build_crl`` with the issuing key);
+    - privateKeyUsagePeriod ``[now, now + key_usage]``, non-critical (X.509 §9.2.2.5, the
+      extension RFC 5280 dropped from its profile but still defines the OID for): the TSA key
+      signs only in that period, which ends well before the certificate does, so time-stamps
+      made with it stay verifiable for the rest of its validity (EN 319 421 §7.7.4 key
+      life-cycle, EN 319 422 §7: the TSU key's usage period is shorter than the certificate's).
 
     Validity is ``[now, now + lifetime]`` and must lie inside the issuing CA's validity.
     Raises :class:`PolicyError` for unusable settings, keys or issuer.
     """
     start = utc_seconds(now)
     check_service_inputs(issuing_key, issuing, tsa_public_key, start, lifetime, "tsa_public_key")
+    if not isinstance(key_usage, timedelta) or not timedelta(0) < key_usage < lifetime:
+        raise PolicyError("key_usage: must be positive and shorter than lifetime")
     subject = names.service_name(common_name)
     try:
         _validate.url("ca_issuers_url", ca_issuers_url)
@@ -142,9 +151,25 @@ def build_tsa_certificate(
         ExtendedKeyUsageOID.TIME_STAMPING,
         purpose_critical=True,
     )
-    return _with_locations(builder, ca_issuers_url, crl_url).sign(
-        issuing_key, hash_for(issuing.public_key())
+    usage = x509.PrivateKeyUsagePeriod(not_before=start, not_after=utc_seconds(start + key_usage))
+    return (
+        _with_locations(builder, ca_issuers_url, crl_url)
+        .add_extension(usage, critical=False)
+        .sign(issuing_key, hash_for(issuing.public_key()))
     )
+
+
+def key_usage_period(cert: x509.Certificate) -> tuple[datetime, datetime]:
+    """When the TSA key may sign: the certificate's privateKeyUsagePeriod (X.509 §9.2.2.5),
+    each bound absent there taken from the validity; the validity when there is none."""
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    try:
+        period = cert.extensions.get_extension_for_class(x509.PrivateKeyUsagePeriod).value
+    except x509.ExtensionNotFound:
+        return start, end
+    before = period.not_before.replace(tzinfo=UTC) if period.not_before else None
+    after = period.not_after.replace(tzinfo=UTC) if period.not_after else None
+    return max(start, before or start), min(end, after or end)
 
 
 def _with_locations(
@@ -227,7 +252,7 @@ class TimeStampAuthority:
             return _rejection(rejected.failure, rejected.reason)
         gen_time = self._now()
         if not self._valid_at(gen_time):
-            return _rejection("time_not_available", "TSA certificate is not valid now")
+            return _rejection("time_not_available", "TSA key usage period does not cover now")
         # TimeStampResp ::= SEQUENCE { status PKIStatusInfo { granted }, timeStampToken }
         return der.sequence(_STATUS_GRANTED, self._token(signing_key, request, gen_time))
 
@@ -257,7 +282,7 @@ class TimeStampAuthority:
             raise TsaError(f"nonce: must be an integer of at most {_MAX_NONCE_BITS} bits")
         gen_time = self._now()
         if not self._valid_at(gen_time):
-            raise TsaError("clock: TSA certificate is not valid at the current time")
+            raise TsaError("clock: TSA certificate or key usage period not valid at this time")
         request = _Request(hash_algorithm, digest, nonce, self._derived.certificates_and_chain)
         return self._token(signing_key, request, gen_time)
 
@@ -275,8 +300,9 @@ class TimeStampAuthority:
         return now.astimezone(UTC)
 
     def _valid_at(self, when: datetime) -> bool:
-        cert = self.certificate
-        return cert.not_valid_before_utc <= when <= cert.not_valid_after_utc
+        """Inside the key's usage period, which lies inside the certificate's validity."""
+        start, end = self._derived.usage
+        return start <= when <= end
 
     def _parse(self, request_der: bytes) -> _Request:
         """Parse and check a TimeStampReq (RFC 3161 §2.4.1); raise :class:`_Rejected`."""
@@ -385,6 +411,7 @@ class _Derived:
     signature_algorithm: bytes
     certificates: bytes
     certificates_and_chain: bytes
+    usage: tuple[datetime, datetime]
 
     @classmethod
     def of(cls, tsa: TimeStampAuthority) -> _Derived:
@@ -427,6 +454,7 @@ class _Derived:
                 {"algorithm": _ECDSA[signature_hash.name]}
             ).dump(),
             certificates=_certificate_set((tsa.certificate,)),
+            usage=key_usage_period(tsa.certificate),
             certificates_and_chain=_certificate_set(
                 (tsa.certificate, *(c for c in tsa.chain if c.subject != c.issuer))
             ),

@@ -67,6 +67,7 @@ from signer.signing import expiry, gauges
 from signer.signing.csc import CscService
 from signer.signing.pipeline import SigningService
 from signer.signing.revocation import RevocationStatus, load_responders
+from signer.signing.rollover import Authorities, load_authorities
 from signer.signing.sweeper import Sweeper
 from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.anchor import AnchorStore
@@ -128,37 +129,36 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 async def load_chain(store: CaCertificateStore, settings: Settings) -> Chain:
-    root = await store.load(settings.ca.root_label)
-    issuing = await store.load(settings.ca.issuing_label)
-    if root is None or issuing is None:
-        raise ConfigError("no CA certificates in the database: run `qes init` first")
-    return Chain(issuing=issuing, root=root)
+    """The current issuing CA and the root (:mod:`signer.signing.rollover`)."""
+    return (await load_authorities(store, settings)).chain
 
 
 async def load_time_stamps(
-    store: CaCertificateStore, settings: Settings, chain: Chain, clock: Callable[[], datetime]
+    settings: Settings, authorities: Authorities, clock: Callable[[], datetime]
 ) -> TimeStampSource:
-    """The configured signature-time-stamp source (STANDARDS.md §3)."""
+    """The configured signature-time-stamp source (STANDARDS.md §3): the built-in TSA's
+    current generation, with the issuing CA generation that issued it, or the external TSA."""
     tsa = settings.tsa
     if tsa.url is not None:
         if tsa.trust_anchor_file is None:
             raise ConfigError("tsa.trust_anchor_file: required with tsa.url")
         anchors = tsa.trust_anchor_file
         return await asyncio.to_thread(ExternalTimeStamps.from_pem, tsa.url, anchors, tsa.timeout)
-    cert = await store.load(tsa.label)
-    if cert is None:
+    current = authorities.current("tsa")
+    if current is None:
         raise ConfigError("no TSA certificate in the database: run `qes init` first")
     try:
+        issuer = authorities.issuer_of(current.certificate)
         authority = TimeStampAuthority(
-            certificate=cert,
-            chain=(chain.issuing, chain.root),
+            certificate=current.certificate,
+            chain=(issuer.certificate, authorities.root),
             policy_oid=tsa.policy_oid,
             clock=clock,
             accuracy=tsa.accuracy,
         )
-    except CaError as exc:
+    except (CaError, ConfigError) as exc:
         raise ConfigError(f"tsa: stored TSA certificate unusable ({exc}); run `qes init`") from exc
-    return BuiltinTimeStamps(authority, tsa.label)
+    return BuiltinTimeStamps(authority, current.key_label)
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def _csc(
     settings: Settings,
     o: _Opened,
     clock: Callable[[], datetime],
-    chain: Chain,
+    authorities: Authorities,
     signing: SigningService,
     records: RecordStore,
     time_stamps: TimeStampSource,
@@ -215,8 +215,8 @@ def _csc(
     """The CSC credential service: the pipeline's CA, records, time stamps and gate."""
     return CscService(
         hsm=o.hsm,
-        ca=IssuingCA(chain, settings.ca.policy, clock),
-        ca_key_label=settings.ca.issuing_label,
+        ca=IssuingCA(authorities.chain, settings.ca.policy, clock),
+        ca_key_label=authorities.issuing_ca.key_label,
         store=CscStore(o.pool),
         records=records,
         policy=signing.authorize,
@@ -233,21 +233,23 @@ def _csc(
 async def _revocation(
     settings: Settings,
     o: _Opened,
-    ca_store: CaCertificateStore,
-    chain: Chain,
+    authorities: Authorities,
     time_stamps: TimeStampSource,
     clock: Callable[[], datetime],
 ) -> RevocationStatus:
-    """The CRLs and OCSP answers over the issuing CA and the built-in TSA (issue 15)."""
+    """The CRLs and OCSP answers over the issuing CA and the built-in TSA (issue 15); the
+    issuing CA's CRL from the generation that issued the TSA certificate in use."""
     tsa = time_stamps.authority.certificate if isinstance(time_stamps, BuiltinTimeStamps) else None
+    crl_issuer = authorities.issuing_ca if tsa is None else authorities.issuer_of(tsa)
     return RevocationStatus(
         hsm=o.hsm,
         store=RevocationStore(o.pool),
         settings=settings,
-        chain=chain,
+        chain=authorities.chain,
         tsa=tsa,
-        responders=await load_responders(ca_store, settings),
+        responders=await load_responders(CaCertificateStore(o.pool), settings),
         clock=clock,
+        issuing_crl=(crl_issuer.certificate, crl_issuer.key_label),
     )
 
 
@@ -278,9 +280,8 @@ async def _core(
     """The signing pipeline and what it stands on: CA chain, time stamps, records, the log,
     the policy gate, the refusal log and the token verifier; stopped after the surfaces."""
     o = app[_OPENED]
-    ca_store = CaCertificateStore(o.pool)
-    chain = await load_chain(ca_store, settings)
-    time_stamps = await load_time_stamps(ca_store, settings, chain, clock)
+    cas = await load_authorities(CaCertificateStore(o.pool), settings)
+    time_stamps = await load_time_stamps(settings, cas, clock)
     records = RecordStore(
         o.pool, abandoned_after=timedelta(seconds=settings.server.idempotency_abandon_seconds)
     )
@@ -294,8 +295,8 @@ async def _core(
     gate = await open_gate(settings, o.pool, o.privacy_key, clock)
     signing = SigningService(
         hsm=o.hsm,
-        ca=IssuingCA(chain, settings.ca.policy, clock),
-        ca_key_label=settings.ca.issuing_label,
+        ca=IssuingCA(cas.chain, settings.ca.policy, clock),
+        ca_key_label=cas.issuing_ca.key_label,
         records=records,
         privacy_key=o.privacy_key,
         clock=clock,
@@ -321,11 +322,12 @@ async def _core(
             store=log_store, hsm=o.hsm, settings=settings.log, clock=clock, anchor=anchor
         ),
         privacy_key=o.privacy_key,
-        revocation=await _revocation(settings, o, ca_store, chain, time_stamps, clock),
+        revocation=await _revocation(settings, o, cas, time_stamps, clock),
+        authorities=cas,
     )
     # RFC 9449 §9 server nonces; every replica derives the same secret from the privacy key.
     app[DPOP_NONCES] = NonceSource(o.privacy_key.secret, clock)
-    app[csc_api.CSC] = _csc(settings, o, clock, chain, signing, records, time_stamps, log_guard)
+    app[csc_api.CSC] = _csc(settings, o, clock, cas, signing, records, time_stamps, log_guard)
     app[csc_api.CSC].spend_tokens_with(app[SERVICES].tokens.start_operation)
     await signing.start(lanes=settings.hsm.sessions)
     try:

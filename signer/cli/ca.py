@@ -1,7 +1,11 @@
-"""`qes ca ...`: acts on the CA itself. `qes ca revoke` revokes the issuing CA or the TSA
-certificate (:mod:`signer.signing.revocation`): stored in PostgreSQL, so every replica's CRLs
-and OCSP answers carry it from their next request on, and logged (a ``certificate-revoke``
-entry of the transparency log)."""
+"""`qes ca ...`: acts on the CA itself, each logged as an admin act of the transparency log.
+
+`qes ca revoke` revokes the issuing CA or the TSA certificate (:mod:`signer.signing.revocation`):
+stored in PostgreSQL, so every replica's CRLs and OCSP answers carry it from their next
+request on (a ``certificate-revoke`` entry). `qes ca rollover issuing|tsa` makes a pending
+generation (new HSM key and certificate) while the current one serves, `qes ca switch
+issuing|tsa` makes it current (``ca-rollover``, ``ca-switch`` entries;
+:mod:`signer.signing.rollover`); replicas take a switch on their next start."""
 
 from __future__ import annotations
 
@@ -64,8 +68,47 @@ async def _revoke(settings: Any, args: argparse.Namespace) -> str:
     )
 
 
+def _describe(g: Any) -> str:
+    """One line about a generation: role, number, state, key label, serial, subject."""
+    return (
+        f"{g.role} g{g.number} ({g.state}): key {g.key_label}, certificate "
+        f"{g.certificate.serial_number:x} ({g.certificate.subject.rfc4514_string()})"
+    )
+
+
+async def _roll(settings: Any, args: argparse.Namespace) -> str:
+    """`qes ca rollover ROLE` and `qes ca switch ROLE`."""
+    from signer.keys import Hsm
+    from signer.signing.rollover import rollover, switch
+    from signer.storage.authority import CaCertificateStore
+
+    now = datetime.now(UTC)
+    audit = admin_log(settings, args.actor, lambda: now)
+    pool = await open_pool(settings)
+    try:
+        store = CaCertificateStore(pool)
+        if args.ca_command == "switch":
+            ended, started = await switch(store, settings, args.role, now, audit)
+            return (
+                f"switched at {now.isoformat()}: {_describe(started)}\nended: {_describe(ended)}"
+                "\n(replicas issue with it from their next start: restart them)"
+            )
+        hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
+        try:
+            made = await rollover(hsm, store, settings, args.role, now, audit)
+        finally:
+            await asyncio.to_thread(hsm.close)
+    finally:
+        await pool.close()
+    return (
+        f"pending: {_describe(made)}\n(in the trust bundle from the replicas' next start;"
+        f" `qes ca switch {args.role}` makes it current)"
+    )
+
+
 def cmd_ca(args: argparse.Namespace) -> int:
-    print(asyncio.run(_revoke(load(args), args)))
+    act = _revoke if args.ca_command == "revoke" else _roll
+    print(asyncio.run(act(load(args), args)))
     return 0
 
 
@@ -73,7 +116,7 @@ def register(
     sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 ) -> None:
     """Add this group's commands to the `qes` parser."""
-    ca = sub.add_parser("ca", help="acts on the CA: revoke the issuing CA or TSA certificate")
+    ca = sub.add_parser("ca", help="acts on the CA: revoke, roll over and switch CA or TSA")
     csub = ca.add_subparsers(dest="ca_command", required=True)
     revoke = with_config(
         csub.add_parser("revoke", help="revoke the issuing CA or the TSA certificate")
@@ -88,4 +131,11 @@ def register(
         help="since when the key is known or suspected compromised (ISO 8601; RFC 5280 §5.3.2)",
     )
     revoke.add_argument("--actor", help="who revokes, for the log (default: this account)")
+    for name, what in (
+        ("rollover", "make a new issuing CA or TSA key and certificate, pending"),
+        ("switch", "make the pending issuing CA or TSA current, the old one past"),
+    ):
+        command = with_config(csub.add_parser(name, help=what))
+        command.add_argument("role", choices=("issuing", "tsa"), help="which to roll")
+        command.add_argument("--actor", help="who acts, for the log (default: this account)")
     ca.set_defaults(func=cmd_ca)

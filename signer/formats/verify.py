@@ -526,15 +526,23 @@ async def _chain_at(
 def _issuer_walk(
     leaf: asn1_x509.Certificate, pool: Sequence[asn1_x509.Certificate]
 ) -> list[asn1_x509.Certificate]:
-    """The leaf and its issuers found by name in ``pool`` (for naming an expired link; the
-    cryptographic path is pyhanko_certvalidator's)."""
+    """The leaf and its issuers found in ``pool`` by name and, when both carry one, by key
+    identifier (AKI = SKI, RFC 5280 §4.2.1.1: after a CA key rollover two issuing CAs share a
+    name), for naming an expired link; the cryptographic path is pyhanko_certvalidator's."""
     walk = [leaf]
     while len(walk) < 8 and walk[-1].self_signed == "no":
-        issuer = next((c for c in pool if c.subject == walk[-1].issuer and c not in walk), None)
+        issuer = next((c for c in pool if _issued(walk[-1], c) and c not in walk), None)
         if issuer is None:
             break
         walk.append(issuer)
     return walk
+
+
+def _issued(child: asn1_x509.Certificate, candidate: asn1_x509.Certificate) -> bool:
+    if candidate.subject != child.issuer:
+        return False
+    wanted, held = child.authority_key_identifier, candidate.key_identifier
+    return wanted is None or held is None or wanted == held
 
 
 def _profile(signer_info: cms.SignerInfo, pdf: EmbeddedPdfSignature | None) -> Check:

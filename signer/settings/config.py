@@ -124,13 +124,17 @@ class TsaSettings:
     with a certificate from the issuing CA, also served at ``POST /tsa``. External: the RFC 3161
     service at ``url`` whose tokens must chain to the certificates in ``trust_anchor_file``.
     Either way a token whose genTime is more than ``max_clock_skew`` from the signer's clock
-    refuses the signature (the key is destroyed, nothing is released).
+    refuses the signature (the key is destroyed, nothing is released). The built-in TSA key
+    signs only during ``key_usage`` from its certificate's start (its privateKeyUsagePeriod),
+    shorter than the certificate's ``lifetime``, so its last time-stamps stay verifiable for
+    the rest of the certificate's life (EN 319 421 §7.7.4).
     """
 
     label: str = "qes-tsa"
     common_name: str = "QES Signer Development Time-Stamping Unit"
     policy_oid: str = "1.3.6.1.4.1.32473.1.2"
     lifetime: timedelta = timedelta(days=3 * 365)
+    key_usage: timedelta = timedelta(days=365)
     accuracy: timedelta = timedelta(seconds=1)
     max_clock_skew: timedelta = timedelta(seconds=5)
     url: str | None = None
@@ -758,6 +762,8 @@ def _tsa(s: _Section, base: Path) -> TsaSettings:
     s.check("policy_oid", _is_oid(policy_oid), "must be a dotted OID such as 1.3.6.1.4.1.32473.1")
     lifetime = s.get("lifetime_days", int, d.lifetime.days)
     s.check("lifetime_days", 1 <= lifetime <= 3650, "must be between 1 and 3650")
+    key_usage = s.get("key_usage_days", int, d.key_usage.days)
+    s.check("key_usage_days", 1 <= key_usage < lifetime, "must be at least 1, below lifetime_days")
     accuracy = s.get("accuracy_seconds", float, d.accuracy.total_seconds())
     s.check("accuracy_seconds", 0 < accuracy <= 60, "must be above 0 and at most 60")
     skew = s.get("max_clock_skew_seconds", float, d.max_clock_skew.total_seconds())
@@ -778,6 +784,7 @@ def _tsa(s: _Section, base: Path) -> TsaSettings:
         common_name=s.get("common_name", str, d.common_name),
         policy_oid=policy_oid,
         lifetime=timedelta(days=lifetime),
+        key_usage=timedelta(days=key_usage),
         accuracy=timedelta(seconds=accuracy),
         max_clock_skew=timedelta(seconds=skew),
         url=url,

@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ca.authority import Chain, build_issuing_certificate, build_root_certificate
 from ca.ocsp import RESPONDER_LIFETIME, RESPONDER_RENEW_BEFORE, build_responder_certificate
-from ca.tsa import build_tsa_certificate
 from signer.errors import SignerError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
 from signer.signing.revocation import Responders, load_responders, save_responders
-from signer.storage.authority import CaCertificateStore
+from signer.signing.rollover import issue_tsa_certificate
+from signer.storage.authority import CaCertificateStore, Generation
 from signer.storage.policy import PolicyStore
 from signer.translog.admin import AdminLog, certificate_target
 from signer.translog.log import (
@@ -56,10 +56,17 @@ class InitResult:
 
 @dataclass(frozen=True)
 class StoredCertificates:
+    """What the database holds: the root, the current issuing CA and TSA certificates and
+    their key labels (None: the configured ones; later generations have their own, see
+    :mod:`signer.signing.rollover`), and every issuing CA certificate that ever issued."""
+
     root: x509.Certificate | None
     issuing: x509.Certificate | None
     tsa: x509.Certificate | None
     ocsp: Responders | None = None
+    issuing_label: str | None = None
+    tsa_label: str | None = None
+    issuers: tuple[tuple[x509.Certificate, str], ...] = ()  # (certificate, key label)
 
 
 def _same_key(cert: x509.Certificate | None, session: HsmSession, label: str) -> bool:
@@ -78,15 +85,25 @@ def make_ca(
     force: bool,
     stored: StoredCertificates,
 ) -> InitResult:
-    """Runs on the HSM worker thread: decide, create keys, build and sign the certificates."""
+    """Runs on the HSM worker thread: decide, create keys, build and sign the certificates.
+    The issuing CA's OCSP responder certificate comes from the issuing CA generation that
+    issued the TSA certificate (the one its CRL and OCSP answers are about)."""
     chain, created = _make_chain(session, settings, now, force=force, stored=stored)
+    issuing_label = stored.issuing_label or settings.ca.issuing_label
+    if created:
+        issuing_label = settings.ca.issuing_label
+    current = (chain, issuing_label)
+    tsa, tsa_created = None, False
+    if settings.tsa.url is None:
+        tsa, tsa_created = _make_tsa(
+            session, settings, now, current, force=force or created, stored=stored
+        )
+    answering = current
+    for cert, label in stored.issuers:
+        if tsa is not None and not _issued_by(tsa, chain.issuing) and _issued_by(tsa, cert):
+            answering = (Chain(issuing=cert, root=chain.root), label)
     ocsp, ocsp_created = _make_ocsp(
-        session, settings, now, chain, force=force or created, stored=stored.ocsp
-    )
-    if settings.tsa.url is not None:
-        return InitResult(chain, created, ocsp=ocsp, ocsp_created=ocsp_created)
-    tsa, tsa_created = _make_tsa(
-        session, settings, now, chain, force=force or created, stored=stored
+        session, settings, now, answering, force=force or created, stored=stored.ocsp
     )
     return InitResult(chain, created, tsa, tsa_created, ocsp, ocsp_created)
 
@@ -100,19 +117,20 @@ def _make_chain(
     stored: StoredCertificates,
 ) -> tuple[Chain, bool]:
     ca = settings.ca
-    have = [session.has_token_key(ca.root_label), session.has_token_key(ca.issuing_label)]
+    labels = (ca.root_label, stored.issuing_label or ca.issuing_label)
+    have = [session.has_token_key(label) for label in labels]
     root, issuing = stored.root, stored.issuing
     if (
         all(have)
         and not force
         and root is not None
         and issuing is not None
-        and _same_key(root, session, ca.root_label)
-        and _same_key(issuing, session, ca.issuing_label)
+        and _same_key(root, session, labels[0])
+        and _same_key(issuing, session, labels[1])
     ):
         return Chain(issuing=issuing, root=root), False
     if any(have) and not force:
-        which = [lbl for lbl, h in zip((ca.root_label, ca.issuing_label), have, strict=True) if h]
+        which = [lbl for lbl, h in zip(labels, have, strict=True) if h]
         raise AlreadyInitialised(
             f"HSM already holds {', '.join(which)} without matching certificates; "
             "run `qes init --force` to replace the CA keys"
@@ -130,33 +148,26 @@ def _make_tsa(
     session: HsmSession,
     settings: Settings,
     now: datetime,
-    chain: Chain,
+    issuer: tuple[Chain, str],
     *,
     force: bool,
     stored: StoredCertificates,
 ) -> tuple[x509.Certificate, bool]:
     """The TSA key (created when missing, replaced with ``force``) and a certificate for it
-    from the current issuing CA (kept when it still matches both)."""
-    tsa = settings.tsa
-    if force or not session.has_token_key(tsa.label):
-        session.create_token_key(tsa.label, settings.ca.curve, replace=True)
+    from the current issuing CA (``issuer``: the chain and the issuing CA's key label); kept
+    when it matches the key and was issued by the current or an earlier issuing CA."""
+    chain, issuing_label = issuer
+    label = stored.tsa_label or settings.tsa.label
+    if force or not session.has_token_key(label):
+        label = settings.tsa.label
+        session.create_token_key(label, settings.ca.curve, replace=True)
     elif (
         stored.tsa is not None
-        and _same_key(stored.tsa, session, tsa.label)
-        and _issued_by(stored.tsa, chain.issuing)
+        and _same_key(stored.tsa, session, label)
+        and any(_issued_by(stored.tsa, ca) for ca in (chain.issuing, *dict(stored.issuers)))
     ):
         return stored.tsa, False
-    cert = build_tsa_certificate(
-        session.token_key(settings.ca.issuing_label),
-        chain.issuing,
-        session.token_key(tsa.label).public_key(),
-        settings.ca.names,
-        tsa.common_name,
-        ca_issuers_url=settings.ca.policy.ca_issuers_url,
-        crl_url=settings.ca.issuing_crl_url,
-        now=now,
-        lifetime=min(tsa.lifetime, chain.issuing.not_valid_after_utc - now),
-    )
+    cert = issue_tsa_certificate(session, settings, now, chain.issuing, issuing_label, label)
     return cert, True
 
 
@@ -164,7 +175,7 @@ def _make_ocsp(
     session: HsmSession,
     settings: Settings,
     now: datetime,
-    chain: Chain,
+    issuer: tuple[Chain, str],
     *,
     force: bool,
     stored: Responders | None,
@@ -175,6 +186,7 @@ def _make_ocsp(
     match the key and the current CAs and have more than a third of their life left: with
     id-pkix-ocsp-nocheck they cannot be revoked, so they are short-lived and renewed here."""
     ca = settings.ca
+    chain, issuing_label = issuer
     if force or not session.has_token_key(ca.ocsp_label):
         session.create_token_key(ca.ocsp_label, ca.curve, replace=True)
     elif stored is not None and all(
@@ -198,7 +210,7 @@ def _make_ocsp(
         )
 
     made = Responders(
-        root=issue(ca.root_label, chain.root), issuing=issue(ca.issuing_label, chain.issuing)
+        root=issue(ca.root_label, chain.root), issuing=issue(issuing_label, chain.issuing)
     )
     return made, True
 
@@ -211,15 +223,34 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+async def _stored(
+    store: CaCertificateStore, settings: Settings
+) -> tuple[StoredCertificates, dict[str, Generation | None]]:
+    """What the database holds now, and the current generation of each role."""
+    ca, tsa = settings.ca, settings.tsa
+    issuing = await store.generations("issuing", ca.issuing_label)
+    current = {
+        "root": await store.current("root", ca.root_label),
+        "issuing": next((g for g in issuing if g.state == "current"), None),
+        "tsa": await store.current("tsa", tsa.label),
+    }
+    held = {role: g.certificate if g else None for role, g in current.items()}
+    stored = StoredCertificates(
+        root=held["root"],
+        issuing=held["issuing"],
+        tsa=held["tsa"],
+        ocsp=await load_responders(store, settings),
+        issuing_label=current["issuing"].key_label if current["issuing"] else None,
+        tsa_label=current["tsa"].key_label if current["tsa"] else None,
+        issuers=tuple((g.certificate, g.key_label) for g in issuing if g.state != "pending"),
+    )
+    return stored, current
+
+
 async def init_ca(
     hsm: Hsm, store: CaCertificateStore, settings: Settings, now: datetime, *, force: bool
 ) -> InitResult:
-    stored = StoredCertificates(
-        root=await store.load(settings.ca.root_label),
-        issuing=await store.load(settings.ca.issuing_label),
-        tsa=await store.load(settings.tsa.label),
-        ocsp=await load_responders(store, settings),
-    )
+    stored, before = await _stored(store, settings)
     result: InitResult = await hsm.run(
         lambda s: make_ca(s, settings, now, force=force, stored=stored)
     )
@@ -230,6 +261,13 @@ async def init_ca(
         await store.save(settings.tsa.label, result.tsa, now)
     if result.ocsp is not None and result.ocsp_created:
         await save_responders(store, settings, result.ocsp, now)
+    labels = {
+        "root": settings.ca.root_label,
+        "issuing": settings.ca.issuing_label,
+        "tsa": settings.tsa.label,
+    }
+    for role, cert in replaced(result):  # what it replaces stays in the trust bundle
+        await store.replace(role, before[role], Generation(role, 1, labels[role], cert), now)
     return result
 
 

@@ -1,16 +1,20 @@
 """The certificates the service stands on, watched for their end (issue 15, items 2 and 3).
 
 Root, issuing CA, built-in TSA and the two delegated OCSP responder certificates each have a
-*renewal lead*: how long before ``notAfter`` the operator must act. The responders (RFC 6960
-§4.2.2.2.1, id-pkix-ocsp-nocheck, so short-lived and never revoked) are renewed by ``qes init``
-once a third of their life is left (``ca.ocsp.RESPONDER_RENEW_BEFORE``); the TSA certificate must
-be replaced while time-stamps made under it can still be validated and extended
-(EN 319 421 §7.7.4, key life cycle; ETSI TS 119 312 for lengths); the issuing CA and the root
-must be rolled while their successors can still be distributed as trust anchors (EN 319 411-1
-§6.3.6 key changeover). Each worker exports ``qes_certificate_not_after_timestamp_seconds`` and
-``qes_certificate_renew_by_timestamp_seconds`` per role (the alert rule
-``QesSignerCertificateRenewalDue`` fires once ``time()`` passes the second), and logs
-``certificate_renewal_due`` at start and every hour while one is due, naming what to run.
+*renewal lead*: how long before its end the operator must act. The end is ``notAfter``, but
+for the TSA the end of its key's privateKeyUsagePeriod (:func:`ca.tsa.key_usage_period`):
+after it the TSA refuses to time-stamp, so the key must be rolled (`qes ca rollover tsa`,
+`qes ca switch tsa`) before then.
+The responders (RFC 6960 §4.2.2.2.1, id-pkix-ocsp-nocheck, so short-lived and never revoked)
+are renewed by ``qes init`` once a third of their life is left
+(``ca.ocsp.RESPONDER_RENEW_BEFORE``); the TSA key must be replaced while time-stamps made under
+it can still be validated and extended (EN 319 421 §7.7.4, key life cycle; ETSI TS 119 312 for
+lengths); the issuing CA and the root must be rolled while their successors can still be
+distributed as trust anchors (EN 319 411-1 §6.3.6 key changeover). Each worker exports
+``qes_certificate_not_after_timestamp_seconds`` and ``qes_certificate_renew_by_timestamp_seconds``
+per role (the alert rule ``QesSignerCertificateRenewalDue`` fires once ``time()`` passes the
+second), and logs ``certificate_renewal_due`` at start and every hour while one is due, naming
+what to run.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from cryptography import x509
 
 from ca.authority import Chain
 from ca.ocsp import RESPONDER_RENEW_BEFORE
+from ca.tsa import key_usage_period
 from signer import metrics, periodic
 from signer.signing.revocation import Responders
 
@@ -34,15 +39,17 @@ CHECK_SECONDS = 3600.0
 RENEWAL_LEAD: dict[str, timedelta] = {
     "root": timedelta(days=3 * 365),
     "issuing": timedelta(days=365),
-    "tsa": timedelta(days=180),
+    "tsa": timedelta(days=90),
     "ocsp-root": RESPONDER_RENEW_BEFORE,
     "ocsp-issuing": RESPONDER_RENEW_BEFORE,
 }
 #: What the operator does when a role's renewal is due (README "Certificate ends").
 ACTION: dict[str, str] = {
     "root": "make a new root and distribute it to relying parties as a trust anchor",
-    "issuing": "roll the issuing CA before it expires: no certificate can outlive it",
-    "tsa": "roll the TSA key and certificate: its time-stamps must stay verifiable",
+    "issuing": "roll the issuing CA before it expires (`qes ca rollover issuing`, then"
+    " `qes ca switch issuing`): no certificate can outlive it",
+    "tsa": "roll the TSA key before its usage period ends: `qes ca rollover tsa`, then"
+    " `qes ca switch tsa`",
     "ocsp-root": "run `qes init`: it renews the OCSP responder certificates",
     "ocsp-issuing": "run `qes init`: it renews the OCSP responder certificates",
 }
@@ -60,9 +67,16 @@ class Watched:
         return self.certificate.not_valid_after_utc
 
     @property
+    def ends(self) -> datetime:
+        """When it can no longer serve: ``notAfter``, or for the TSA its key usage's end."""
+        if self.role == "tsa":
+            return key_usage_period(self.certificate)[1]
+        return self.not_after
+
+    @property
     def renew_by(self) -> datetime:
         """The moment the operator must have replaced it."""
-        return self.not_after - RENEWAL_LEAD[self.role]
+        return self.ends - RENEWAL_LEAD[self.role]
 
 
 def watched(
@@ -94,7 +108,8 @@ def check(certificates: Iterable[Watched], now: datetime) -> list[Watched]:
                 "certificate_renewal_due",
                 role=w.role,
                 not_after=w.not_after.isoformat(),
-                days_left=max((w.not_after - now).days, 0),
+                ends=w.ends.isoformat(),
+                days_left=max((w.ends - now).days, 0),
                 serial=f"{w.certificate.serial_number:x}",
                 action=ACTION[w.role],
             )

@@ -27,9 +27,10 @@ from ca.authority import Chain, build_crl
 from ca.errors import CaError
 from ca.ocsp import IssuerStatus, Question, ask, try_later
 from ca.revocation import Revocation, reason_from_name
-from signer.errors import DatabaseUnavailable, HsmUnavailable, SignerError
+from signer.errors import ConfigError, DatabaseUnavailable, HsmUnavailable, SignerError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
+from signer.signing.rollover import load_authorities
 from signer.storage.authority import CaCertificateStore
 from signer.storage.revocations import ROLES, RevocationStore, StoredRevocation
 from signer.translog.admin import AdminLog, certificate_target
@@ -147,15 +148,15 @@ async def revoke(
 async def _targets(
     certs: CaCertificateStore, settings: Settings
 ) -> dict[str, tuple[x509.Certificate, x509.Certificate]]:
-    """Role -> (certificate, its issuer's certificate), for what is stored now."""
-    root = await certs.load(settings.ca.root_label)
-    issuing = await certs.load(settings.ca.issuing_label)
-    if root is None or issuing is None:
-        raise RevocationRefused("no CA certificates in the database: run `qes init` first")
-    found = {"issuing": (issuing, root)}
-    tsa = await certs.load(settings.tsa.label) if settings.tsa.url is None else None
+    """Role -> (certificate, its issuer's certificate), for the current generations."""
+    try:
+        a = await load_authorities(certs, settings)
+    except ConfigError as exc:
+        raise RevocationRefused(str(exc)) from None
+    found = {"issuing": (a.issuing_ca.certificate, a.root)}
+    tsa = a.current("tsa")
     if tsa is not None:
-        found["tsa"] = (tsa, issuing)
+        found["tsa"] = (tsa.certificate, a.issuer_of(tsa.certificate).certificate)
     return found
 
 
@@ -187,7 +188,12 @@ class RevocationStatus:
 
     ``tsa`` is the built-in TSA's certificate (None with an external TSA); ``responders`` the
     OCSP responder certificates (None until `qes init` made them: then every OCSP request is
-    answered ``unauthorized``)."""
+    answered ``unauthorized``). ``issuing_crl`` is the issuing CA generation whose CRL and
+    OCSP answers are published as the issuing CA's, as (certificate, HSM key label): the one
+    that issued the TSA certificate in use (a CRL comes from the certificate's issuer, RFC 5280
+    §6.3.3), which after `qes ca switch issuing` is still the old one until the TSA is rolled
+    too (:mod:`signer.signing.rollover`).
+    """
 
     hsm: Hsm
     store: RevocationStore
@@ -196,6 +202,7 @@ class RevocationStatus:
     tsa: x509.Certificate | None
     responders: Responders | None
     clock: Callable[[], datetime]
+    issuing_crl: tuple[x509.Certificate, str]
 
     async def version(self) -> int:
         """Grows with every revocation: the key of any cache of what this class makes."""
@@ -204,8 +211,9 @@ class RevocationStatus:
     async def crl(self, ca: CaName) -> bytes:
         """A fresh DER CRL of ``ca`` (RFC 5280 §5): thisUpdate now, nextUpdate a week later,
         the next stored CRL number, and an entry for each certificate it revoked."""
-        issuer = self.chain.root if ca == "root" else self.chain.issuing
-        label = self.settings.ca.root_label if ca == "root" else self.settings.ca.issuing_label
+        issuer, label = self.issuing_crl
+        if ca == "root":
+            issuer, label = self.chain.root, self.settings.ca.root_label
         key_id = _key_id(issuer)
         now = self.clock()
         revoked = await self.store.revoked_by(key_id)
@@ -234,11 +242,11 @@ class RevocationStatus:
     def _issuers(self) -> list[IssuerStatus]:
         if self.responders is None:
             return []
-        chain = self.chain
+        chain, issuing = self.chain, self.issuing_crl[0]
         issuing_issued = {} if self.tsa is None else {self.tsa.serial_number: None}
         return [
             IssuerStatus(chain.root, self.responders.root, {chain.issuing.serial_number: None}),
-            IssuerStatus(chain.issuing, self.responders.issuing, issuing_issued, (chain.issuing,)),
+            IssuerStatus(issuing, self.responders.issuing, issuing_issued, (issuing,)),
         ]
 
     async def _answer(self, question: Question) -> bytes:

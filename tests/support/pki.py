@@ -27,6 +27,8 @@ from ca.tsa import TimeStampAuthority, build_tsa_certificate
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 TSA_POLICY_OID = "1.3.6.1.4.1.32473.1.2"
+#: The TSA key's private-key usage period: two years of the certificate's three.
+TSA_KEY_USAGE = timedelta(days=730)
 SERVICE_POLICY_OID = "1.3.6.1.4.1.32473.1.1"
 NAMES = CaNames(
     country="DE",
@@ -103,6 +105,7 @@ class Pki:
             crl_url=ISSUING_CRL_URL,
             now=now,
             lifetime=timedelta(days=1095),
+            key_usage=TSA_KEY_USAGE,
         )
         return key, cert
 
@@ -143,7 +146,8 @@ def make_pki(
     root_lifetime: timedelta = timedelta(days=3650),
     issuing_lifetime: timedelta = timedelta(days=1826),
 ) -> Pki:
-    """Root (10 years), issuing CA (5 years), TSA (3 years), all from ``now`` - 1 day.
+    """Root (10 years), issuing CA (5 years), TSA (3 years, its key used for the first two), all
+    from ``now`` - 1 day.
 
     Long-term tests pass the lifetimes of ``qes init`` (root 20, issuing CA 10 years: the
     ``ca`` settings' defaults), so the CA certificates outlive the years they look at."""
@@ -166,6 +170,7 @@ def make_pki(
         crl_url=ISSUING_CRL_URL,
         now=start,
         lifetime=timedelta(days=1095),
+        key_usage=TSA_KEY_USAGE,
     )
     clock = Clock(now)
     return Pki(

@@ -58,6 +58,19 @@ EVERY_SURFACE = {
 }
 
 
+def own_ca_labels(prefix: str) -> dict[str, str]:
+    """Settings giving a test a CA of its own on the session's token: root, issuing CA, TSA and
+    OCSP responder key labels ``<prefix>-root-<tag>`` and so on, ``tag`` fresh each call (token
+    keys outlive the test), for tests that revoke, replace or roll the CA."""
+    tag = uuid.uuid4().hex[:8]
+    return {
+        "QES__CA__ROOT_LABEL": f"{prefix}-root-{tag}",
+        "QES__CA__ISSUING_LABEL": f"{prefix}-ca-{tag}",
+        "QES__TSA__LABEL": f"{prefix}-tsa-{tag}",
+        "QES__CA__OCSP_LABEL": f"{prefix}-ocsp-{tag}",
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

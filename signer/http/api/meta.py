@@ -6,6 +6,7 @@ import asyncio
 import html
 import json
 import time
+from datetime import datetime
 
 from aiohttp import web
 from cryptography import x509
@@ -17,6 +18,7 @@ from signer.http.kit.links import PEM_CHAIN
 from signer.http.kit.problems import NotFound, all_kinds
 from signer.http.kit.state import CRL_CACHE, SERVICES, TRUST_BUNDLE_CACHE, Services
 from signer.signing.revocation import CaName
+from signer.storage.authority import Generation
 from signer.translog.log import log_verifier
 
 READY_TIMEOUT = 2.0
@@ -41,7 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
     except (SignerError, TimeoutError) as exc:
         checks["database"] = "unavailable"
         reasons["database"] = str(exc) or "no answer within the deadline"
-    label = services.settings.ca.issuing_label
+    label = services.authorities.issuing_ca.key_label
     try:
         ok, why = await asyncio.wait_for(services.hsm.readiness(label), READY_TIMEOUT + 1)
     except TimeoutError:
@@ -125,13 +127,15 @@ async def trust_bundle(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
     chain = services.signing.chain
     certificates = (chain.root, chain.issuing, *services.time_stamps.certificates)
+    history = services.authorities.history
     settings = services.settings.log
     cache = request.app[TRUST_BUNDLE_CACHE]
     fingerprints = tuple(c.fingerprint(SHA256()) for c in certificates)
-    key = (fingerprints, settings.origin, settings.key_label)
+    periods = tuple((g.role, g.number, g.issued_from, g.issued_until) for g in history)
+    key = (fingerprints, periods, settings.origin, settings.key_label)
     if key not in cache:  # once per change of what it is built from; one HSM hop then
         cache.clear()
-        cache[key] = await _build_trust_bundle(services, certificates)
+        cache[key] = await _build_trust_bundle(services, certificates, history)
     pem, body = cache[key]
     if PEM_CHAIN in request.headers.get("Accept", ""):
         return web.Response(text=pem, content_type=PEM_CHAIN)
@@ -139,21 +143,42 @@ async def trust_bundle(request: web.Request) -> web.Response:
 
 
 async def _build_trust_bundle(
-    services: Services, certificates: tuple[x509.Certificate, ...]
+    services: Services,
+    certificates: tuple[x509.Certificate, ...],
+    history: tuple[Generation, ...],
 ) -> tuple[str, bytes]:
+    """The bundle: the current certificates first, then every generation (EN 319 411-1
+    §6.3.6: after a key changeover relying parties still need the old certificates)."""
     root, issuing, *tsa = (_pem(cert) for cert in certificates)
-    pem = "".join(dict.fromkeys([root, issuing, *tsa]))  # an anchor may repeat the root
+    generations = [
+        {
+            "role": g.role,
+            "generation": g.number,
+            "state": g.state,
+            "issued_from": _when(g.issued_from),
+            "issued_until": _when(g.issued_until),
+            "certificate": _pem(g.certificate),
+        }
+        for g in history
+    ]
+    everything = [root, issuing, *tsa, *(_pem(g.certificate) for g in history)]
+    pem = "".join(dict.fromkeys(everything))  # an anchor may repeat the root
     settings = services.settings.log
     vkey = await services.hsm.run(lambda s: log_verifier(s, settings).vkey())
     bundle = {
         "root": root,
         "issuing_ca": issuing,
         "tsa": tsa,
+        "generations": generations,
         "pem": pem,
         # C2SP signed-note verifier key of the transparency log's checkpoints.
         "log": {"origin": settings.origin, "verifier_key": vkey},
     }
     return pem, json.dumps(bundle).encode()
+
+
+def _when(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 def _pem(cert: x509.Certificate) -> str:

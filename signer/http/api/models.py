@@ -70,16 +70,37 @@ class SignatureResponse(Answer):
     key: dict[str, Any] | None = None
 
 
+class TrustedGeneration(Answer):
+    """One generation of the root, issuing CA or built-in TSA, with the period in which it
+    issued (``qes ca rollover`` / ``qes ca switch``; issue 15 item 2)."""
+
+    role: Literal["root", "issuing", "tsa"]
+    generation: int = Field(ge=1)
+    state: Literal["pending", "current", "past"] = Field(
+        description="pending: made, not yet used (trust it before the switch); current: in"
+        " use; past: replaced, still trusted for what it made"
+    )
+    issued_from: datetime | None = Field(description="when it began to issue; null: pending")
+    issued_until: datetime | None = Field(description="when it stopped; null: not yet")
+    certificate: str = Field(description="PEM")
+
+
 class TrustBundle(Answer):
     """``GET /api/v1/trust-bundle`` as JSON."""
 
     root: str = Field(description="PEM: the root CA certificate")
-    issuing_ca: str = Field(description="PEM: the issuing CA")
+    issuing_ca: str = Field(description="PEM: the current issuing CA")
     tsa: list[str] = Field(
-        description="PEM: the built-in TSA's certificate, or the external TSA's trust anchors"
-        " and intermediates"
+        description="PEM: the built-in TSA's current certificate, or the external TSA's trust"
+        " anchors and intermediates"
     )
-    pem: str = Field(description="All of the above, concatenated")
+    generations: list[TrustedGeneration] = Field(
+        default_factory=list,
+        description="Every root, issuing CA and built-in TSA certificate the service ever had"
+        " or has pending, oldest first per role, with the period in which it issued: what"
+        " earlier signatures and time-stamps chain to",
+    )
+    pem: str = Field(description="All of the above, concatenated, each certificate once")
 
 
 class CertificateRecord(Answer):

@@ -16,6 +16,7 @@ from signer.keys import Hsm
 from signer.settings.config import Settings
 from signer.signing.pipeline import SigningService
 from signer.signing.revocation import RevocationStatus
+from signer.signing.rollover import Authorities
 from signer.signing.timestamping import TimeStampSource
 from signer.storage.log import LogStore
 from signer.storage.records import RecordStore
@@ -35,6 +36,8 @@ class Services:
     publisher: LogPublisher
     privacy_key: PrivacyKey
     revocation: RevocationStatus
+    #: Every generation of the root, issuing CA and TSA, as loaded at start.
+    authorities: Authorities
 
 
 SERVICES = web.AppKey("services", Services)

@@ -4,7 +4,6 @@ certificate it stores chains to the stored CA for ``openssl verify -purpose time
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.integration.cli.test_init import qes_init
 from tests.support.pg import scratch_database
+from tests.support.service import own_ca_labels
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import run
 
@@ -22,17 +22,13 @@ from tests.support.verify import run
 @pytest.fixture
 def tsa_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, str]]:
     """Own database and own labels (fresh per test: token keys outlive the test)."""
-    tag = uuid.uuid4().hex[:8]
     with scratch_database(pg_admin) as url:
         yield {
             **softhsm_token.env(),
             "QES_HSM_PIN": softhsm_token.pin,
             "QES_DATABASE_URL": url,
             "QES__HSM__TOKEN_LABEL": softhsm_token.label,
-            "QES__CA__ROOT_LABEL": f"tsa-test-root-{tag}",
-            "QES__CA__ISSUING_LABEL": f"tsa-test-ca-{tag}",
-            "QES__TSA__LABEL": f"tsa-test-tsa-{tag}",
-            "QES__CA__OCSP_LABEL": f"tsa-test-ocsp-{tag}",
+            **own_ca_labels("tsa-test"),
         }
 
 
@@ -91,6 +87,18 @@ async def test_init_creates_keeps_and_force_replaces_the_tsa(
     assert_tsa_chains(certs, tsa_env, tmp_path)
     objects = [o for o in softhsm_token.list_objects() if o.label == tsa_env["QES__TSA__LABEL"]]
     assert len(objects) == 2  # the old key pair is gone, one new pair
+    # ... but not its certificate: the history (and so the trust bundle) keeps it, ended now
+    conn = await asyncpg.connect(tsa_env["QES_DATABASE_URL"])
+    try:
+        rows = await conn.fetch(
+            "SELECT generation, certificate, issued_from, issued_until FROM ca_generations"
+            " WHERE role = 'tsa' ORDER BY generation"
+        )
+    finally:
+        await conn.close()
+    kept = [x509.load_der_x509_certificate(bytes(r["certificate"])) for r in rows]
+    assert kept == [tsa_cert, replaced] and [r["generation"] for r in rows] == [1, 2]
+    assert rows[0]["issued_until"] == rows[1]["issued_from"] and rows[1]["issued_until"] is None
 
 
 async def test_init_adds_a_tsa_to_an_install_without_one(

@@ -39,6 +39,7 @@ from tests.support.service import (
     TEST_LOG_PRIVACY_KEY,
     SignerProcess,
     free_port,
+    own_ca_labels,
     service_env,
 )
 from tests.support.softhsm import SoftHsmToken
@@ -63,7 +64,6 @@ class Site:
 def site(
     softhsm_token: SoftHsmToken, pg_admin: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
-    tag = uuid.uuid4().hex[:8]
     work = tmp_path_factory.mktemp("admin-acts")
     port = free_port()
     clients = with_redirect_uri(
@@ -72,8 +72,7 @@ def site(
     with scratch_database(pg_admin) as url, start_idp(work / "idp", clients=clients) as idp:
         env = service_env(
             token=softhsm_token, database_url=url, idp=idp, port=port, data_dir=work,
-            QES__CA__ROOT_LABEL=f"adm-root-{tag}", QES__CA__ISSUING_LABEL=f"adm-ca-{tag}",
-            QES__TSA__LABEL=f"adm-tsa-{tag}", QES__CA__OCSP_LABEL=f"adm-ocsp-{tag}",
+            **own_ca_labels("adm"),
             QES__AUDIT__UI_CLIENT_ID="demo-audit-ui", QES__AUDIT__UI_ISSUER="demo_people",
             QES_AUDIT_UI_CLIENT_SECRET=DEMO_SECRETS["demo-audit-ui"],
             QES__POLICY__FILE=f'"{work / "policy.toml"}"', QES__POLICY__RELOAD_SECONDS="0.2",

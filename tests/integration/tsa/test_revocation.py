@@ -11,7 +11,6 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,14 @@ from cryptography.x509 import ocsp
 from tests.integration.cli.test_init import qes_init
 from tests.support.idp import RunningIdp
 from tests.support.pg import scratch_database
-from tests.support.service import DEV_CONFIG, SignerProcess, free_port, run_qes, service_env
+from tests.support.service import (
+    DEV_CONFIG,
+    SignerProcess,
+    free_port,
+    own_ca_labels,
+    run_qes,
+    service_env,
+)
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import run
 
@@ -60,7 +66,6 @@ def published(
     idp: RunningIdp,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Published]:
-    tag = uuid.uuid4().hex[:8]
     work = tmp_path_factory.mktemp("revocation")
     port = free_port()
     with scratch_database(pg_admin) as url:
@@ -70,10 +75,7 @@ def published(
             idp=idp,
             port=port,
             data_dir=work,
-            QES__CA__ROOT_LABEL=f"rev-root-{tag}",
-            QES__CA__ISSUING_LABEL=f"rev-ca-{tag}",
-            QES__TSA__LABEL=f"rev-tsa-{tag}",
-            QES__CA__OCSP_LABEL=f"rev-ocsp-{tag}",
+            **own_ca_labels("rev"),
         )
         made = qes_init({**env, **softhsm_token.env()})
         assert made.returncode == 0, made.stderr

@@ -25,8 +25,17 @@ from rfc3161_client import (
 
 from ca import der
 from ca.errors import PolicyError
-from ca.tsa import TimeStampAuthority, TsaError, build_tsa_certificate
-from tests.support.pki import ISSUING_CRL_URL, NAMES, NOW, POLICY, TSA_POLICY_OID, Pki, make_pki
+from ca.tsa import TimeStampAuthority, TsaError, build_tsa_certificate, key_usage_period
+from tests.support.pki import (
+    ISSUING_CRL_URL,
+    NAMES,
+    NOW,
+    POLICY,
+    TSA_KEY_USAGE,
+    TSA_POLICY_OID,
+    Pki,
+    make_pki,
+)
 from tests.support.pkilint import lint
 
 DOCUMENT = b"The quick brown fox jumps over the lazy dog.\n" * 20
@@ -101,9 +110,20 @@ def test_certificate_profile(pki: Pki) -> None:
     assert cert.issuer == pki.chain.issuing.subject
     assert cert.not_valid_after_utc <= pki.chain.issuing.not_valid_after_utc
     cert.verify_directly_issued_by(pki.chain.issuing)
+    # The key signs for two of the certificate's three years (EN 319 421 §7.7.4).
+    usage = ext.get_extension_for_class(x509.PrivateKeyUsagePeriod)
+    assert not usage.critical
+    start = cert.not_valid_before_utc
+    assert usage.value.not_before is not None and usage.value.not_after is not None
+    assert usage.value.not_before.replace(tzinfo=start.tzinfo) == start
+    assert usage.value.not_after.replace(tzinfo=start.tzinfo) == start + TSA_KEY_USAGE
+    assert key_usage_period(cert) == (start, start + TSA_KEY_USAGE)
+    assert start + TSA_KEY_USAGE < cert.not_valid_after_utc
 
 
 def test_certificate_passes_pkilint_and_openssl(pki: Pki, files: dict[str, Path]) -> None:
+    done = run("openssl", "x509", "-in", files["tsa"], "-noout", "-text")
+    assert "X509v3 Private Key Usage Period:" in done.stdout, done.stdout  # what pkilint reads
     codes, _ = lint("lint_pkix_cert", "-s", "WARNING", files["tsa"])
     assert codes == []
     codes, _ = lint("lint_pkix_signer_signee_cert_chain", files["issuing"], files["tsa"])
@@ -128,6 +148,7 @@ def test_certificate_must_end_inside_the_issuing_ca(pki: Pki) -> None:
             crl_url=ISSUING_CRL_URL,
             now=NOW,
             lifetime=remaining + timedelta(days=1),
+            key_usage=timedelta(days=365),
         )
 
 
@@ -138,6 +159,8 @@ def test_certificate_must_end_inside_the_issuing_ca(pki: Pki) -> None:
         ({"crl_url": "ftp://pki.example.com/x.crl"}, "crl_url"),
         ({"common_name": " padded"}, "common_name"),
         ({"lifetime": timedelta(0)}, "lifetime"),
+        ({"key_usage": timedelta(days=365)}, "key_usage: must be positive and shorter"),
+        ({"key_usage": timedelta(0)}, "key_usage"),
     ],
 )
 def test_certificate_refuses_bad_settings(
@@ -153,6 +176,7 @@ def test_certificate_refuses_bad_settings(
         "crl_url": ISSUING_CRL_URL,
         "now": NOW,
         "lifetime": timedelta(days=365),
+        "key_usage": timedelta(days=100),
     }
     arguments.update(change)
     if arguments["issuing_key"] == "wrong":
@@ -368,6 +392,26 @@ def test_clock_outside_the_certificate_gives_time_not_available(pki: Pki) -> Non
     try:
         status = Response.load(tsa.respond(_request(), pki.tsa_key))["status"]
         assert status["fail_info"].native == {"time_not_available"}
+        with pytest.raises(TsaError, match="not valid"):
+            tsa.timestamp_digest(bytes(32), "sha256", pki.tsa_key)
+    finally:
+        pki.clock.now = NOW
+
+
+def test_after_the_key_usage_period_no_token_though_the_certificate_is_valid(pki: Pki) -> None:
+    """EN 319 421 §7.7.4: the key signs until its privateKeyUsagePeriod ends, a year before
+    the certificate does, and not a second later."""
+    tsa = pki.tsa()
+    end = key_usage_period(pki.tsa_certificate)[1]
+    assert end < pki.tsa_certificate.not_valid_after_utc - timedelta(days=300)
+    pki.clock.now = end
+    try:
+        granted = Response.load(tsa.respond(_request(), pki.tsa_key))["status"]
+        assert granted["status"].native == "granted"
+        pki.clock.now = end + timedelta(seconds=1)
+        status = Response.load(tsa.respond(_request(), pki.tsa_key))["status"]
+        assert status["fail_info"].native == {"time_not_available"}
+        assert status["status_string"].native == ["TSA key usage period does not cover now"]
         with pytest.raises(TsaError, match="not valid"):
             tsa.timestamp_digest(bytes(32), "sha256", pki.tsa_key)
     finally:

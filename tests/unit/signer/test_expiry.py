@@ -7,10 +7,11 @@ from datetime import timedelta
 import structlog
 
 from ca.ocsp import RESPONDER_RENEW_BEFORE, build_responder_certificate
+from ca.tsa import key_usage_period
 from signer import metrics
 from signer.signing import expiry
 from signer.signing.revocation import Responders
-from tests.support.pki import NAMES, make_pki
+from tests.support.pki import NAMES, TSA_KEY_USAGE, make_pki
 
 DAY = timedelta(days=1)
 
@@ -59,10 +60,15 @@ def test_renewal_is_due_a_lead_before_the_end_and_says_what_to_do() -> None:
     assert logs[0]["days_left"] == RESPONDER_RENEW_BEFORE.days
     assert "qes init" in logs[0]["action"]
 
-    # the TSA's lead is 180 days: due then, and still due (and logged) after its end
-    tsa_end = tsa.not_valid_after_utc
-    assert "tsa" not in [w.role for w in expiry.check(watched, tsa_end - 181 * DAY)]
+    # the TSA's end is its key usage period's, well before notAfter; its lead is 90 days: due
+    # then, and still due (and logged) after the key may no longer sign
+    usage_end = key_usage_period(tsa)[1]
+    assert usage_end == tsa.not_valid_before_utc + TSA_KEY_USAGE < tsa.not_valid_after_utc
+    assert watched[2].renew_by == usage_end - 90 * DAY
+    assert "tsa" not in [w.role for w in expiry.check(watched, usage_end - 91 * DAY)]
+    assert "tsa" in [w.role for w in expiry.check(watched, usage_end - 90 * DAY)]
     with structlog.testing.capture_logs() as logs:
-        assert "tsa" in [w.role for w in expiry.check(watched, tsa_end + DAY)]
+        assert "tsa" in [w.role for w in expiry.check(watched, usage_end + DAY)]
     (tsa_log,) = [e for e in logs if e["role"] == "tsa"]
-    assert tsa_log["days_left"] == 0 and "time-stamps" in tsa_log["action"]
+    assert tsa_log["days_left"] == 0 and tsa_log["ends"] == usage_end.isoformat()
+    assert "qes ca rollover tsa" in tsa_log["action"]

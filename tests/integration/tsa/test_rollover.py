@@ -1,0 +1,403 @@
+"""Issue 15 item 2, rollover without breaking the past: `qes ca rollover issuing|tsa` makes a
+pending generation while the old one still signs, `qes ca switch issuing|tsa` makes it current
+(admin acts in the log), a restarted `qes serve` issues under the new issuing CA and TSA, and
+what was signed before the rollover still validates against the service's trust bundle, judged
+by `qes verify`, OpenSSL and pyHanko. The TSA certificates carry a privateKeyUsagePeriod
+shorter than their validity, and pkilint finds nothing in the new certificates.
+
+Own database and key labels: the session's service keeps its CA."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from asn1crypto import cms
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca.tsa import key_usage_period
+from tests.integration.api.test_policy_web_signing import qes
+from tests.integration.cli.test_init import qes_init
+from tests.integration.cli.test_verify_cli import qes as qes_verify
+from tests.integration.log.test_log_admin_acts import _integrated
+from tests.integration.tsa.test_revocation import _fetch
+from tests.support.idp import DEMO_SECRETS, RunningIdp
+from tests.support.pdfs import multi_page_pdf
+from tests.support.pg import scratch_database
+from tests.support.pkilint import lint
+from tests.support.service import (
+    SignerProcess,
+    api_headers,
+    free_port,
+    own_ca_labels,
+    service_env,
+)
+from tests.support.softhsm import SoftHsmToken
+from tests.support.verify import run
+
+DOCUMENT = b"delivery note 815\n" * 50
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A CAdES signature over DOCUMENT and a signed PDF, made by one `qes serve`."""
+
+    document: Path
+    cades: Path
+    pdf: Path
+    leaf: x509.Certificate
+
+
+@dataclass(frozen=True)
+class Rolled:
+    env: dict[str, str]
+    database_url: str
+    idp: RunningIdp
+    work: Path
+    signer: SignerProcess  # restarted after the switches
+    before: Signed  # before the rollover: generation 1
+    pending: Signed  # after `qes ca rollover issuing`, before the switch: still generation 1
+    middle: Signed  # issuing CA switched, TSA not yet: issuing g2, TSA g1
+    middle_crl: bytes  # the issuing CA's CRL then: from issuing g1, the TSA's issuer
+    after: Signed  # after both switches and a restart: generation 2
+    bundle: dict[str, object]  # the trust bundle as JSON, from the restarted service
+    bundle_pem: Path
+    said: dict[str, str]  # what each rollover and switch printed
+
+
+def _sign(signer: SignerProcess, idp: RunningIdp, work: Path) -> Signed:
+    """CAdES over DOCUMENT (``POST /api/v1/signatures``) and a PDF (``.../signatures/pdf``),
+    each with a fresh token (their ``jti`` is single-use)."""
+    work.mkdir()
+    body = {
+        "hash_algorithm": "sha256",
+        "hashes": [base64.b64encode(hashlib.sha256(DOCUMENT).digest()).decode()],
+        "format": "cades",
+    }
+    headers = {**api_headers(_token(idp)), "Content-Type": "application/json"}
+    request = urllib.request.Request(  # noqa: S310
+        f"{signer.url}/api/v1/signatures", json.dumps(body).encode(), headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+        payload = json.loads(resp.read())
+    signed = Signed(work / "note.txt", work / "note.p7s", work / "signed.pdf", _leaf(payload))
+    signed.document.write_bytes(DOCUMENT)
+    signed.cades.write_bytes(base64.b64decode(payload["signatures"][0]))
+    headers = {**api_headers(_token(idp)), "Content-Type": "application/pdf"}
+    request = urllib.request.Request(  # noqa: S310
+        f"{signer.url}/api/v1/signatures/pdf?field=Approval", multi_page_pdf(1), headers
+    )
+    with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+        signed.pdf.write_bytes(resp.read())
+    return signed
+
+
+def _token(idp: RunningIdp) -> str:
+    return asyncio.run(idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"]))
+
+
+def _leaf(payload: dict[str, str]) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(payload["certificate"].encode())
+
+
+def _ca(env: dict[str, str], *args: str) -> str:
+    done = qes(env, "ca", *args, "--actor", "ceremony-rita")
+    assert done.returncode == 0, done.stderr
+    return str(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def rolled(
+    softhsm_token: SoftHsmToken,
+    pg_admin: str,
+    idp: RunningIdp,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Rolled]:
+    work = tmp_path_factory.mktemp("rollover")
+    port = free_port()
+    with scratch_database(pg_admin) as url:
+        env = service_env(
+            token=softhsm_token, database_url=url, idp=idp, port=port, data_dir=work,
+            **own_ca_labels("roll"),
+        )  # fmt: skip
+        env = {**env, **softhsm_token.env()}
+        made = qes_init(env)
+        assert made.returncode == 0, made.stderr
+        said: dict[str, str] = {}
+        before, pending, middle, middle_crl = _roll_the_issuing_ca(env, port, idp, work, said)
+        for step in ("rollover tsa", "switch tsa"):
+            said[step] = _ca(env, *step.split())
+        signer = SignerProcess(env, port, work / "last.log").start()  # takes the switch
+        try:
+            after = _sign(signer, idp, work / "after")
+            bundle = json.loads(_fetch(f"{signer.url}/api/v1/trust-bundle"))
+            bundle_pem = work / "bundle.pem"
+            bundle_pem.write_text(bundle["pem"])
+            yield Rolled(
+                env, url, idp, work, signer, before, pending, middle, middle_crl, after,
+                bundle, bundle_pem, said,
+            )  # fmt: skip
+        finally:
+            signer.stop()
+
+
+def _roll_the_issuing_ca(
+    env: dict[str, str], port: int, idp: RunningIdp, work: Path, said: dict[str, str]
+) -> tuple[Signed, Signed, Signed, bytes]:
+    """Sign under generation 1; roll the issuing CA (the old one still signs) and switch; a
+    restarted replica then signs under issuing g2 while its TSA is still g1, certified by
+    issuing g1, whose CRL it publishes. The three signatures and that CRL."""
+    first = SignerProcess(env, port, work / "first.log").start()
+    try:
+        before = _sign(first, idp, work / "before")
+        said["rollover issuing"] = _ca(env, "rollover", "issuing")
+        pending = _sign(first, idp, work / "pending")  # the old CA still serves
+        said["switch issuing"] = _ca(env, "switch", "issuing")
+    finally:
+        first.stop()
+    second = SignerProcess(env, port, work / "second.log").start()
+    try:
+        middle = _sign(second, idp, work / "middle")
+        crl = _fetch(f"{second.url}/ca/issuing.crl")
+    finally:
+        second.stop()
+    return before, pending, middle, crl
+
+
+def _generations(r: Rolled, role: str) -> list[dict[str, str]]:
+    found = [g for g in r.bundle["generations"] if g["role"] == role]  # type: ignore[attr-defined]
+    return found
+
+
+def _cert(generation: dict[str, str]) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(generation["certificate"].encode())
+
+
+def _key_id(cert: x509.Certificate) -> bytes:
+    return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+
+
+def _issuer_key_id(cert: x509.Certificate) -> bytes | None:
+    return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def test_trust_bundle_lists_every_generation_with_its_period(rolled: Rolled) -> None:
+    issuing, tsa = _generations(rolled, "issuing"), _generations(rolled, "tsa")
+    assert [(g["generation"], g["state"]) for g in issuing] == [(1, "past"), (2, "current")]
+    assert [(g["generation"], g["state"]) for g in tsa] == [(1, "past"), (2, "current")]
+    assert [g["state"] for g in _generations(rolled, "root")] == ["current"]
+    for history in (issuing, tsa):
+        old, new = history
+        assert old["issued_until"] == new["issued_from"] and new["issued_until"] is None
+        assert _moment(old["issued_from"]) < _moment(old["issued_until"])
+    # the current certificates are the second generation's
+    assert rolled.bundle["issuing_ca"] == issuing[1]["certificate"]
+    assert rolled.bundle["tsa"] == [tsa[1]["certificate"]]
+    in_pem = x509.load_pem_x509_certificates(rolled.bundle_pem.read_bytes())
+    assert len(in_pem) == 5  # root, two issuing CAs, two TSA certificates, each once
+    assert {_cert(g) for g in (*issuing, *tsa)} < set(in_pem)
+    # what was signed before the switch lies inside the old issuing CA's period
+    first = _moment(issuing[0]["issued_from"]), _moment(issuing[0]["issued_until"])
+    assert first[0] <= rolled.before.leaf.not_valid_before_utc + timedelta(seconds=30) <= first[1]
+    # the new TSA is certified by the new issuing CA
+    assert _issuer_key_id(_cert(tsa[1])) == _key_id(_cert(issuing[1]))
+    assert "pending: issuing g2" in rolled.said["rollover issuing"]
+    assert (
+        "switched at" in rolled.said["switch tsa"]
+        and "tsa g2 (current)" in rolled.said["switch tsa"]
+    )
+
+
+def test_the_old_ca_signs_until_the_switch_and_the_new_one_after(rolled: Rolled) -> None:
+    issuing = [_cert(g) for g in _generations(rolled, "issuing")]
+    tsa = [_cert(g) for g in _generations(rolled, "tsa")]
+    for signed in (rolled.before, rolled.pending):
+        assert _issuer_key_id(signed.leaf) == _key_id(issuing[0])
+        assert _time_stamped_by(signed.cades) == tsa[0].serial_number
+    assert _issuer_key_id(rolled.middle.leaf) == _key_id(issuing[1])
+    assert _time_stamped_by(rolled.middle.cades) == tsa[0].serial_number
+    assert _issuer_key_id(rolled.after.leaf) == _key_id(issuing[1])
+    assert _time_stamped_by(rolled.after.cades) == tsa[1].serial_number
+
+
+def _time_stamped_by(cades: Path) -> int:
+    """The serial of the TSA certificate in the signature-time-stamp token."""
+    signed_data = cms.ContentInfo.load(cades.read_bytes())["content"]
+    (attribute,) = [
+        a
+        for a in signed_data["signer_infos"][0]["unsigned_attrs"]
+        if a["type"].native == "signature_time_stamp_token"
+    ]
+    token = attribute["values"][0]["content"]
+    sid = token["signer_infos"][0]["sid"].chosen
+    return int(sid["serial_number"].native)
+
+
+def test_what_was_signed_before_validates_after_the_switch(rolled: Rolled, tmp_path: Path) -> None:
+    """The signature made under the old issuing CA and TSA, checked against the trust bundle
+    the restarted service publishes: `qes verify` (a year later), OpenSSL (the CMS at signing
+    time, and the leaf with the bundle as its only source of intermediates) and pyHanko."""
+    later = (datetime.now(UTC) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    bundle = rolled.bundle_pem
+    for signed in (rolled.before, rolled.middle, rolled.after):
+        cades = qes_verify(signed.document, signed.cades, "--trust", bundle, "--at", later)
+        pades = qes_verify(signed.pdf, "--trust", bundle, "--at", later)
+        for done in (cades, pades):
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert done.stdout.startswith("VALID  "), done.stdout
+        at = str(int(signed.leaf.not_valid_before_utc.timestamp()) + 60)
+        done = run(
+            "openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", signed.cades,
+            "-content", signed.document, "-CAfile", bundle, "-purpose", "any", "-cades",
+            "-attime", at, "-out", "/dev/null",
+        )  # fmt: skip
+        assert done.returncode == 0 and "Verification successful" in done.stderr, done.stderr
+        leaf = tmp_path / f"leaf-{signed.leaf.serial_number:x}.pem"
+        leaf.write_bytes(signed.leaf.public_bytes(Encoding.PEM))
+        root = tmp_path / "root.pem"
+        root.write_text(str(rolled.bundle["root"]))
+        done = run("openssl", "verify", "-CAfile", root, "-untrusted", bundle, "-attime", at, leaf)
+        assert done.returncode == 0 and ": OK" in done.stdout, done.stdout + done.stderr
+        judged = subprocess.run(
+            [str(Path(sys.executable).parent / "pyhanko"), "sign", "adesverify", "--trust",
+             str(bundle), "--trust-replace", "--no-revocation-check", "--validation-time",
+             later, "--executive-summary", str(signed.pdf)],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert judged.returncode == 0, judged.stdout + judged.stderr
+        assert judged.stdout.strip().endswith(":VALID"), judged.stdout
+
+
+def test_new_certificates_pass_pkilint_and_the_tsa_key_usage_is_shorter(
+    rolled: Rolled, tmp_path: Path
+) -> None:
+    files = {}
+    for role in ("issuing", "tsa"):
+        for g in _generations(rolled, role):
+            files[f"{role}{g['generation']}"] = tmp_path / f"{role}{g['generation']}.pem"
+            files[f"{role}{g['generation']}"].write_text(g["certificate"])
+    for name in ("issuing2", "tsa1", "tsa2"):
+        codes, _ = lint("lint_pkix_cert", "-s", "WARNING", files[name])
+        assert codes == [], name
+    codes, _ = lint("lint_pkix_signer_signee_cert_chain", files["issuing2"], files["tsa2"])
+    assert codes == []
+    for g in _generations(rolled, "tsa"):
+        cert = _cert(g)
+        start, end = key_usage_period(cert)
+        assert start == cert.not_valid_before_utc
+        assert end < cert.not_valid_after_utc - timedelta(days=365)  # defaults: 1 of 3 years
+    done = run("openssl", "x509", "-in", files["tsa2"], "-noout", "-text")
+    assert "X509v3 Private Key Usage Period:" in done.stdout
+    # The issuing CA's CRL (the TSA certificate's CRL DP) now comes from the issuer of the TSA
+    # certificate in use: issuing g2, judged by openssl against g2 and the root only.
+    # Before the TSA switch it came from issuing g1, the issuer of TSA g1, though g2 issued.
+    for generation, der in (
+        ("2", _fetch(f"{rolled.signer.url}/ca/issuing.crl")),
+        ("1", rolled.middle_crl),
+    ):
+        crl = tmp_path / f"issuing{generation}.crl"
+        crl.write_bytes(der)
+        chain = tmp_path / f"chain{generation}.pem"
+        chain.write_text(files[f"issuing{generation}"].read_text() + str(rolled.bundle["root"]))
+        done = run("openssl", "crl", "-inform", "DER", "-in", crl, "-CAfile", chain, "-noout")
+        assert done.returncode == 0 and "verify OK" in done.stderr, done.stdout + done.stderr
+
+
+async def test_rollover_and_switch_are_logged_admin_acts(rolled: Rolled) -> None:
+    conn = await asyncpg.connect(rolled.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT action, detail, certificate_serial, actor_subject FROM admin_actions"
+            " WHERE action IN ('ca-rollover', 'ca-switch') ORDER BY acted_at, action"
+        )
+        await _integrated(conn)
+    finally:
+        await conn.close()
+    serials = {
+        f"{g['role']} g{g['generation']}": format(_cert(g).serial_number, "x")
+        for g in rolled.bundle["generations"]  # type: ignore[attr-defined]
+    }
+    assert [(r["action"], r["detail"]) for r in rows] == [
+        ("ca-rollover", "issuing g2"),
+        ("ca-switch", "issuing g2"),
+        ("ca-rollover", "tsa g2"),
+        ("ca-switch", "tsa g2"),
+    ]
+    for row in rows:
+        assert row["certificate_serial"] == serials[row["detail"]]
+        assert row["actor_subject"] == "cli:ceremony-rita"
+    clean = await asyncio.to_thread(qes, rolled.env, "audit", "verify", "-q")
+    assert clean.returncode == 0, clean.stderr
+
+
+def test_init_after_the_switch_keeps_the_new_generations(rolled: Rolled, tmp_path: Path) -> None:
+    """`qes init` checks the current generations' keys, not the configured labels, and renews
+    the issuing CA's OCSP responder certificate from the new issuing CA: after a restart
+    `openssl ocsp` gets a verified "good" for TSA g2 (README "Rollover")."""
+    done = qes_init(rolled.env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("CA already present") and lines[1].startswith("TSA already")
+    assert lines[2].startswith("OCSP responder created")
+    rolled.signer.stop()
+    rolled.signer.start()
+    files = {}
+    for name, pem in (
+        ("issuing", _generations(rolled, "issuing")[1]["certificate"]),
+        ("tsa", _generations(rolled, "tsa")[1]["certificate"]),
+        ("root", str(rolled.bundle["root"])),
+    ):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_text(pem)
+    done = run(
+        "openssl", "ocsp", "-issuer", files["issuing"], "-cert", files["tsa"],
+        "-url", f"{rolled.signer.url}/ocsp", "-CAfile", files["root"], "-resp_text",
+    )  # fmt: skip
+    assert done.returncode == 0 and "Response verify OK" in done.stderr, done.stderr
+    assert "Cert Status: good" in done.stdout
+
+
+def test_refusals_and_a_pending_generation_after_a_restart(rolled: Rolled) -> None:
+    """Nothing pending: no switch; one pending: no second rollover. A replica restarted while
+    issuing g3 is pending lists it in the trust bundle (relying parties can take it in before
+    the switch) and still issues under g2."""
+    for args, message in (
+        (("switch", "tsa"), "qes: tsa: nothing pending: run `qes ca rollover tsa` first"),
+        (("rollover", "issuing"), None),
+        (("rollover", "issuing"), "qes: issuing: generation 3 is pending"),
+    ):
+        done = qes(rolled.env, "ca", *args)
+        if message is None:
+            assert done.returncode == 0 and "pending: issuing g3" in done.stdout, done.stderr
+            continue
+        assert done.returncode == 1, done.stdout
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), lines
+    rolled.signer.stop()
+    rolled.signer.start()
+    bundle = json.loads(_fetch(f"{rolled.signer.url}/api/v1/trust-bundle"))
+    issuing = [g for g in bundle["generations"] if g["role"] == "issuing"]
+    assert [(g["generation"], g["state"]) for g in issuing] == [
+        (1, "past"),
+        (2, "current"),
+        (3, "pending"),
+    ]
+    assert issuing[2]["issued_from"] is None and issuing[2]["certificate"] in bundle["pem"]
+    signed = _sign(rolled.signer, rolled.idp, rolled.work / "while-pending")
+    assert _issuer_key_id(signed.leaf) == _key_id(_cert(issuing[1]))
