@@ -267,7 +267,8 @@ async def init_ca(
         "tsa": settings.tsa.label,
     }
     for role, cert in replaced(result):  # what it replaces stays in the trust bundle
-        await store.replace(role, before[role], Generation(role, 1, labels[role], cert), now)
+        if role in labels:  # the CAs and the TSA have generations; responders are renewed
+            await store.replace(role, before[role], Generation(role, 1, labels[role], cert), now)
     return result
 
 
