@@ -65,6 +65,7 @@ from signer.policy.refusals import RefusalLog
 from signer.settings.config import Settings
 from signer.signing import expiry, gauges
 from signer.signing.csc import CscService
+from signer.signing.longterm import LongTerm
 from signer.signing.pipeline import SigningService
 from signer.signing.revocation import RevocationStatus, load_responders
 from signer.signing.sweeper import Sweeper
@@ -343,8 +344,9 @@ async def _surfaces(
     resources = LoginResources(pool=o.pool, http=o.http, tokens=services.tokens, clock=clock)
     if settings.audit.ui is not None:
         app[auditui.AUDIT_UI] = auditui.build(settings, resources, records=services.records)
+    long_term = LongTerm(services.hsm, services.revocation, services.time_stamps)
     if settings.web_signing is not None:
-        webflow.build(app, settings, resources, signing=services.signing)
+        webflow.build(app, settings, resources, signing=services.signing, long_term=long_term)
         # the v2 OAuth2 credential flow
         csc_oauth2.build(app, settings, resources, csc=app[csc_api.CSC])
     gate = services.signing.gate
@@ -357,6 +359,7 @@ async def _surfaces(
             policy=CurrentPolicy(lambda: policy_file.current),
             signing=services.signing,
             privacy_key=o.privacy_key,
+            long_term=long_term,
         )
     try:
         yield

@@ -623,7 +623,8 @@ def _document(server: ServerSettings) -> dict[str, Any]:
                             "name": "level",
                             "in": "query",
                             "required": False,
-                            "description": "PAdES baseline level of the returned PDF",
+                            "description": "PAdES baseline level of the returned PDF (also "
+                            "when the request is held for approval and signed later)",
                             "schema": {"enum": ["b-t", "b-lt", "b-lta"], "default": "b-t"},
                         },
                     ],
