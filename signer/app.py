@@ -272,6 +272,13 @@ def _public_limiter(settings: Settings, o: _Opened, clock: Callable[[], datetime
     )
 
 
+def _refusal_log(settings: Settings, o: _Opened, clock: Callable[[], datetime]) -> RefusalLog:
+    """The one writer of refusal entries (:mod:`signer.policy.refusals`)."""
+    return RefusalLog(
+        store=RefusalStore(o.pool), key=o.privacy_key, settings=settings.log, clock=clock
+    )
+
+
 @asynccontextmanager
 async def _core(
     app: web.Application, settings: Settings, clock: Callable[[], datetime]
@@ -289,10 +296,9 @@ async def _core(
     anchor = await _anchor(settings, o.pool)
     log_guard = anchor.refuse_if_halted if anchor is not None else None
     app[PUBLIC_LIMITER] = _public_limiter(settings, o, clock)
-    app[REFUSAL_LOG] = RefusalLog(
-        store=RefusalStore(o.pool), key=o.privacy_key, settings=settings.log, clock=clock
-    )
+    app[REFUSAL_LOG] = _refusal_log(settings, o, clock)
     gate = await open_gate(settings, o.pool, o.privacy_key, clock)
+    revocation = await _revocation(settings, o, ca_store, chain, time_stamps, clock)
     signing = SigningService(
         hsm=o.hsm,
         ca=IssuingCA(chain, settings.ca.policy, clock),
@@ -306,6 +312,7 @@ async def _core(
         refusals=app[REFUSAL_LOG],
         gate=gate,
         log_guard=log_guard,
+        validation_data=LongTerm(o.hsm, revocation, time_stamps).validation_data,
     )
     app[SERVICES] = Services(
         settings=settings,
@@ -322,7 +329,7 @@ async def _core(
             store=log_store, hsm=o.hsm, settings=settings.log, clock=clock, anchor=anchor
         ),
         privacy_key=o.privacy_key,
-        revocation=await _revocation(settings, o, ca_store, chain, time_stamps, clock),
+        revocation=revocation,
     )
     # RFC 9449 §9 server nonces; every replica derives the same secret from the privacy key.
     app[DPOP_NONCES] = NonceSource(o.privacy_key.secret, clock)

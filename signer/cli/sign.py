@@ -84,7 +84,7 @@ def _write(job: _Job, signature: bytes, fmt: str, chain: str) -> Path:
         out = path.with_name(f"{path.stem}.signed{path.suffix}")
         out.write_bytes(embed(job.prepared, signature))
         return out
-    out = path.with_name(path.name + (".p7s" if fmt == "cades" else ".sig"))
+    out = path.with_name(path.name + (".p7s" if fmt.startswith("cades") else ".sig"))
     out.write_bytes(signature)
     if fmt == "raw":
         path.with_name(path.name + ".chain.pem").write_text(chain)
@@ -247,9 +247,10 @@ def register(
     sign.add_argument("--profile", choices=("qes", "qualified", "advanced"))
     sign.add_argument(
         "--format",
-        choices=("raw", "cades", "pades"),
+        choices=("raw", "cades", "cades-b-lt", "pades"),
         default="raw",
-        help="raw: NAME.sig + NAME.chain.pem; cades: NAME.p7s (CAdES B-T); "
+        help="raw: NAME.sig + NAME.chain.pem; cades: NAME.p7s (CAdES B-T); cades-b-lt: "
+        "NAME.p7s (CAdES B-LT, with the CA and TSA validation data); "
         "pades: PDFs only, NAME.signed.pdf (PAdES B-T; only the digest is sent)",
     )
     sign.add_argument("--batch-size", type=int, default=1000)

@@ -227,7 +227,7 @@ _ENTRY_PAGE = {
                     "purged": {"type": "boolean"},
                     "signature_format": {
                         "type": ["string", "null"],
-                        "description": "raw, cades or pades (entry version 2)",
+                        "description": "raw, cades, cades-b-lt or pades (entry version 2)",
                     },
                     "claimed_issuer": {
                         "type": ["string", "null"],
