@@ -65,6 +65,7 @@ from signer.policy.refusals import RefusalLog
 from signer.settings.config import Settings
 from signer.signing import expiry, gauges
 from signer.signing.csc import CscService
+from signer.signing.longterm import LongTerm
 from signer.signing.pipeline import SigningService
 from signer.signing.revocation import RevocationStatus, load_responders
 from signer.signing.rollover import Authorities, load_authorities
@@ -273,6 +274,13 @@ def _public_limiter(settings: Settings, o: _Opened, clock: Callable[[], datetime
     )
 
 
+def _refusal_log(settings: Settings, o: _Opened, clock: Callable[[], datetime]) -> RefusalLog:
+    """The one writer of refusal entries (:mod:`signer.policy.refusals`)."""
+    return RefusalLog(
+        store=RefusalStore(o.pool), key=o.privacy_key, settings=settings.log, clock=clock
+    )
+
+
 @asynccontextmanager
 async def _core(
     app: web.Application, settings: Settings, clock: Callable[[], datetime]
@@ -289,10 +297,9 @@ async def _core(
     anchor = await _anchor(settings, o.pool)
     log_guard = anchor.refuse_if_halted if anchor is not None else None
     app[PUBLIC_LIMITER] = _public_limiter(settings, o, clock)
-    app[REFUSAL_LOG] = RefusalLog(
-        store=RefusalStore(o.pool), key=o.privacy_key, settings=settings.log, clock=clock
-    )
+    app[REFUSAL_LOG] = _refusal_log(settings, o, clock)
     gate = await open_gate(settings, o.pool, o.privacy_key, clock)
+    revocation = await _revocation(settings, o, cas, time_stamps, clock)
     signing = SigningService(
         hsm=o.hsm,
         ca=IssuingCA(cas.chain, settings.ca.policy, clock),
@@ -306,6 +313,7 @@ async def _core(
         refusals=app[REFUSAL_LOG],
         gate=gate,
         log_guard=log_guard,
+        validation_data=LongTerm(o.hsm, revocation, time_stamps).validation_data,
     )
     app[SERVICES] = Services(
         settings=settings,
@@ -322,7 +330,7 @@ async def _core(
             store=log_store, hsm=o.hsm, settings=settings.log, clock=clock, anchor=anchor
         ),
         privacy_key=o.privacy_key,
-        revocation=await _revocation(settings, o, cas, time_stamps, clock),
+        revocation=revocation,
         authorities=cas,
     )
     # RFC 9449 §9 server nonces; every replica derives the same secret from the privacy key.
@@ -345,8 +353,9 @@ async def _surfaces(
     resources = LoginResources(pool=o.pool, http=o.http, tokens=services.tokens, clock=clock)
     if settings.audit.ui is not None:
         app[auditui.AUDIT_UI] = auditui.build(settings, resources, records=services.records)
+    long_term = LongTerm(services.hsm, services.revocation, services.time_stamps)
     if settings.web_signing is not None:
-        webflow.build(app, settings, resources, signing=services.signing)
+        webflow.build(app, settings, resources, signing=services.signing, long_term=long_term)
         # the v2 OAuth2 credential flow
         csc_oauth2.build(app, settings, resources, csc=app[csc_api.CSC])
     gate = services.signing.gate
@@ -359,6 +368,7 @@ async def _surfaces(
             policy=CurrentPolicy(lambda: policy_file.current),
             signing=services.signing,
             privacy_key=o.privacy_key,
+            long_term=long_term,
         )
     try:
         yield

@@ -1,5 +1,6 @@
-"""The `qes` command: one module per command group (service, sign, audit, clients, db, policy,
-approvals, ca); this one builds the parser from their ``register`` functions and runs a command.
+"""The `qes` command: one module per command group (service, sign, audit, clients, db, ltv,
+policy, approvals, ca); this one builds the parser from their ``register`` functions and runs a
+command.
 
 Every failure ends with one line on stderr and a non-zero exit code; tracebacks are for bugs.
 """
@@ -12,7 +13,19 @@ import os
 from collections.abc import Sequence
 
 from idp_adapter.errors import ConfigError as IdpConfigError
-from signer.cli import approvals, audit, backup, ca, clients, db, migrate, policy, service, sign
+from signer.cli import (
+    approvals,
+    audit,
+    backup,
+    ca,
+    clients,
+    db,
+    ltv,
+    migrate,
+    policy,
+    service,
+    sign,
+)
 from signer.cli.client import ClientError
 from signer.cli.common import DEFAULT_URL, fail
 from signer.errors import SignerError
@@ -27,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qes", description="qes-signer: remote signing service")
     sub = p.add_subparsers(dest="command", required=True)
     url = os.environ.get("QES_URL", DEFAULT_URL)
-    for group in (service, sign, audit, clients, db):
+    for group in (service, sign, audit, clients, db, ltv):
         group.register(sub, with_config, url)
     policy.register(sub, with_config)
     ca.register(sub, with_config)

@@ -84,7 +84,7 @@ def _write(job: _Job, signature: bytes, fmt: str, chain: str) -> Path:
         out = path.with_name(f"{path.stem}.signed{path.suffix}")
         out.write_bytes(embed(job.prepared, signature))
         return out
-    out = path.with_name(path.name + (".p7s" if fmt == "cades" else ".sig"))
+    out = path.with_name(path.name + (".p7s" if fmt.startswith("cades") else ".sig"))
     out.write_bytes(signature)
     if fmt == "raw":
         path.with_name(path.name + ".chain.pem").write_text(chain)
@@ -181,6 +181,7 @@ def _verify_hint(document: Path, written: Path, args: argparse.Namespace) -> str
 def cmd_verify(args: argparse.Namespace) -> int:
     """Offline validation (signer.formats.verify): exit 0 valid, 1 invalid (failing checks named),
     2 when the inputs cannot be read as a document, a signature and a trust bundle."""
+    import dataclasses
     import json
 
     from signer.formats import verify
@@ -190,6 +191,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     reports: tuple[verify.SignatureReport, ...]
     try:
         trust = verify.load_trust_bundle(Path(args.trust).read_bytes())
+        crls = tuple(
+            c for name in args.crl or () for c in verify.load_crls(Path(name).read_bytes())
+        )
+        trust = dataclasses.replace(trust, crls=crls)
         now = utc_time(args.at)
         document = Path(args.file).read_bytes()
         if args.signature is not None:
@@ -242,9 +247,10 @@ def register(
     sign.add_argument("--profile", choices=("qes", "qualified", "advanced"))
     sign.add_argument(
         "--format",
-        choices=("raw", "cades", "pades"),
+        choices=("raw", "cades", "cades-b-lt", "pades"),
         default="raw",
-        help="raw: NAME.sig + NAME.chain.pem; cades: NAME.p7s (CAdES B-T); "
+        help="raw: NAME.sig + NAME.chain.pem; cades: NAME.p7s (CAdES B-T); cades-b-lt: "
+        "NAME.p7s (CAdES B-LT, with the CA and TSA validation data); "
         "pades: PDFs only, NAME.signed.pdf (PAdES B-T; only the digest is sent)",
     )
     sign.add_argument("--batch-size", type=int, default=1000)
@@ -256,5 +262,12 @@ def register(
     ver.add_argument("signature", metavar="SIGNATURE", nargs="?", help="detached CAdES (.p7s)")
     ver.add_argument("--trust", required=True, metavar="BUNDLE", help="PEM trust bundle")
     ver.add_argument("--at", metavar="TIME", help="validation time, ISO 8601 UTC (default now)")
+    ver.add_argument(
+        "--crl",
+        action="append",
+        metavar="FILE",
+        help="a CRL (DER or PEM) to check TSA certificates against, besides those in the PDF's"
+        " DSS or the CMS; repeatable",
+    )
     ver.add_argument("--json", action="store_true", help="machine-readable output")
     ver.set_defaults(func=cmd_verify)

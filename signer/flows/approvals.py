@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 import structlog
 
@@ -44,6 +44,7 @@ from signer.flows.websign import principal_json as principal_data
 from signer.formats.pdf import PreparedPdf, embed
 from signer.periodic import every
 from signer.policy.rules import PolicyRefusal
+from signer.signing.longterm import LongTerm, PadesLevel
 from signer.signing.pipeline import SignatureRequest, SigningService, Start
 from signer.storage.approvals import (
     ApprovalStore,
@@ -155,6 +156,8 @@ class Hold:
     reason: str | None
     webhook_url: str | None = None
     pdf: PreparedPdf | None = None
+    #: With ``pdf``: the baseline level of the signed PDF (EN 319 142-1 §6.3).
+    level: PadesLevel = "b-t"
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ class ApprovalService:
     clock: Callable[[], datetime]
     lifetime: timedelta
     webhooks: Webhooks | None = None
+    #: Brings a held PDF to B-LT / B-LTA once signed (``signer.signing.longterm``).
+    long_term: LongTerm | None = None
 
     def requirement(self, principal: Principal) -> Requirement | None:
         """The policy's approval requirement for this requester, if any. A request the policy
@@ -225,6 +230,7 @@ class ApprovalService:
             pdf_reserved=(hold.pdf.reserved_start, hold.pdf.reserved_end) if hold.pdf else None,
             webhook_url=hold.webhook_url,
             webhook_secret_hash=hashlib.sha256(secret.encode()).digest() if secret else None,
+            pades_level=hold.level,
         )
         await self.store.create(new)
         stored = await self.store.get(new.id)
@@ -369,6 +375,9 @@ class ApprovalService:
                 prepared = PreparedPdf(req.pdf, req.digests[0], req.hash_algorithm,
                                        *req.pdf_reserved)  # fmt: skip
                 signed_pdf = await asyncio.to_thread(embed, prepared, result.signatures[0])
+                level = cast(PadesLevel, req.pades_level)
+                if self.long_term is not None and level != "b-t":
+                    signed_pdf = await self.long_term.augment(signed_pdf, level)
         except Exception as exc:  # a bug too: the request must not stay 'signing' for ever
             slug = exc.slug if isinstance(exc, SignerError) else "internal-error"
             failed = await self.store.fail(req.id, at=self.clock(), error=slug)

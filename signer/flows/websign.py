@@ -43,6 +43,7 @@ from signer.flows.registry import OutOfScope, scopes_of
 from signer.flows.webhooks import Webhooks
 from signer.formats.pdf import PreparedPdf, embed, prepare
 from signer.policy.rules import PolicyRefusal
+from signer.signing.longterm import LongTerm, PadesLevel
 from signer.signing.pipeline import (
     SignatureFormat,
     SignatureRequest,
@@ -175,6 +176,8 @@ class Order:
     pdfs: tuple[bytes, ...] = ()
     #: Told when the request ends (``signer.flows.webhooks``).
     webhook_url: str | None = None
+    #: Format 'pades': the baseline level of the signed PDFs (EN 319 142-1 §6.3).
+    level: PadesLevel = "b-t"
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,8 @@ class WebSigning(RelyingPartyFlow):
     signing: SigningService
     policy: WebPolicy
     webhooks: Webhooks | None = None
+    #: Brings signed PDFs to B-LT / B-LTA (``signer.signing.longterm``); None: B-T only.
+    long_term: LongTerm | None = None
 
     def sign_url(self, request_id: uuid.UUID) -> str:
         return f"{self.public_url}/sign/{request_id}"
@@ -327,6 +332,7 @@ class WebSigning(RelyingPartyFlow):
             expected_subject=order.expected_subject,
             expected_email=order.expected_email,
             webhook_url=order.webhook_url,
+            pades_level=order.level,
             created_at=now,
             expires_at=now + self.policy.request_lifetime,
         )
@@ -610,7 +616,8 @@ class WebSigning(RelyingPartyFlow):
         return Decision(back_to_rp(req, id=str(req.id)), "completed")
 
     async def _embed(self, req: StoredRequest, result: SignatureResult) -> list[bytes]:
-        """Format 'pades': each CMS into its prepared PDF (ISO 32000-2 §12.8.1)."""
+        """Format 'pades': each CMS into its prepared PDF (ISO 32000-2 §12.8.1), then at the
+        request's baseline level (EN 319 142-1 §6.3: DSS, document time-stamp)."""
         if req.format != "pades":
             return []
         stored = await self._pdfs(req)
@@ -619,7 +626,11 @@ class WebSigning(RelyingPartyFlow):
             for p, d in zip(stored, req.digests, strict=True)
         ]
         pairs = list(zip(prepared, result.signatures, strict=True))
-        return await asyncio.to_thread(lambda: [embed(p, sig) for p, sig in pairs])
+        signed = await asyncio.to_thread(lambda: [embed(p, sig) for p, sig in pairs])
+        level = cast(PadesLevel, req.pades_level)
+        if self.long_term is None or level == "b-t":
+            return signed
+        return [await self.long_term.augment(pdf, level) for pdf in signed]
 
     def result_body(self, req: StoredRequest, result: SignatureResult) -> dict[str, Any]:
         """What the RP fetches: one signature per document, the certificate and chain, the

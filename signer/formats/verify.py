@@ -36,12 +36,15 @@ from io import BytesIO
 from typing import Any
 
 from asn1crypto import cms, pem, tsp
+from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from pyhanko.pdf_utils.decode_limits import DecodePurpose
 from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.general import CMSExtractionError, extract_certificate_info
+from pyhanko.sign.validation.dss import DocumentSecurityStore
 from pyhanko.sign.validation.generic_cms import validate_sig_integrity, validate_tst_signed_data
 from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
@@ -56,6 +59,7 @@ __all__ = [
     "TimeStamp",
     "TrustBundle",
     "VerifyError",
+    "load_crls",
     "load_trust_bundle",
     "render_text",
     "verify_cades",
@@ -172,14 +176,35 @@ class SignatureReport:
 @dataclass(frozen=True)
 class TrustBundle:
     """The relying party's trust: self-signed roots are anchors, the rest usable intermediates
-    (never trusted by themselves; RFC 5280 §6.1 path validation ends at an anchor)."""
+    (never trusted by themselves; RFC 5280 §6.1 path validation ends at an anchor); and the
+    CRLs it holds (``qes verify --crl``, and those in the PDF's DSS or the CMS), which can only
+    refuse a TSA certificate (:func:`_tsa_revocation`), never vouch for one."""
 
     roots: tuple[asn1_x509.Certificate, ...]
     intermediates: tuple[asn1_x509.Certificate, ...]
+    crls: tuple[asn1_crl.CertificateList, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.roots:
             raise VerifyError("trust bundle: no self-signed root certificate in it")
+
+
+def load_crls(data: bytes) -> tuple[asn1_crl.CertificateList, ...]:
+    """CRLs (RFC 5280 §5) from DER, or PEM with one or more X509 CRL blocks; raises
+    :class:`VerifyError`."""
+    try:
+        if pem.detect(data):
+            found = [der for kind, _, der in pem.unarmor(data, multiple=True) if kind == "X509 CRL"]
+        else:
+            found = [data]
+        crls = tuple(asn1_crl.CertificateList.load(der, strict=True) for der in found)
+        for item in crls:
+            item.native  # noqa: B018  (decode fully now: a broken CRL is an input error)
+    except (ValueError, TypeError) as exc:
+        raise VerifyError(f"CRL: not a DER or PEM CRL ({exc})") from exc
+    if not crls:
+        raise VerifyError("CRL: no X509 CRL in it")
+    return crls
 
 
 def load_trust_bundle(data: bytes) -> TrustBundle:
@@ -215,6 +240,8 @@ def verify_cades(
         digest = hashlib.new(digest_algorithm, document).digest()
     except (ValueError, TypeError) as exc:
         raise VerifyError(f"signature: unsupported digest algorithm {digest_algorithm}") from exc
+    held = tuple(c.chosen for c in signed_data["crls"] or () if c.name == "crl")
+    trust = dataclasses.replace(trust, crls=(*trust.crls, *held))
     return asyncio.run(_verify_signed_data(signed_data, digest, trust, now, label=label, pdf=None))
 
 
@@ -232,8 +259,10 @@ def verify_pades(
         embedded = list(reader.embedded_regular_signatures)
         stamps = list(reader.embedded_timestamp_signatures)
         has_dss = "/DSS" in reader.root
+        held = _dss_crls(reader) if has_dss else ()
     except (PyHankoPdfError, ValueError, TypeError, KeyError) as exc:
         raise VerifyError(f"{label or 'PDF'}: not a readable PDF ({exc})") from exc
+    trust = dataclasses.replace(trust, crls=(*trust.crls, *held))
     if not embedded:
         raise VerifyError(f"{label or 'PDF'}: no signature fields with a signature")
     reports = asyncio.run(_verify_all_fields(embedded, stamps, trust, now, label))
@@ -246,6 +275,15 @@ def verify_pades(
     )
 
 
+def _dss_crls(reader: PdfFileReader) -> tuple[asn1_crl.CertificateList, ...]:
+    """The CRLs in the document security store (EN 319 142-1 §5.4.2)."""
+    dss = DocumentSecurityStore.read_dss(reader)
+    return tuple(
+        asn1_crl.CertificateList.load(item.get_object().read_data(DecodePurpose.CRL))
+        for item in dss.crls
+    )
+
+
 async def _verify_all_fields(
     embedded: Sequence[EmbeddedPdfSignature],
     stamps: Sequence[EmbeddedPdfSignature],
@@ -253,18 +291,29 @@ async def _verify_all_fields(
     now: datetime,
     label: str,
 ) -> list[SignatureReport]:
-    archive = await _document_time_stamps(stamps, trust, now) if stamps else None
+    archive, proofs = await _document_time_stamps(stamps, trust, now) if stamps else (None, [])
     reports = []
     for field in embedded:
         name = f"{label}: field {field.field_name}" if label else f"field {field.field_name}"
         digest = field.compute_digest()
+        proof = next((p for p in proofs if p.revision > field.signed_revision), None)
         report = await _verify_signed_data(
-            field.signed_data, digest, trust, now, label=name, pdf=field
+            field.signed_data, digest, trust, now, label=name, pdf=field, proof=proof
         )
         if archive is not None:
             report = dataclasses.replace(report, checks=(*report.checks, archive))
         reports.append(report)
     return reports
+
+
+@dataclass(frozen=True)
+class _Proof:
+    """A document time-stamp that checked out: everything in the PDF revisions before
+    ``revision`` existed at ``gen_time`` (EN 319 102-1 §5.6.2.3, proof of existence)."""
+
+    revision: int
+    gen_time: datetime
+    field: str
 
 
 async def _verify_signed_data(
@@ -275,8 +324,11 @@ async def _verify_signed_data(
     *,
     label: str,
     pdf: EmbeddedPdfSignature | None,
+    proof: _Proof | None = None,
 ) -> SignatureReport:
-    """The checks shared by CAdES and PAdES for one SignedData with one SignerInfo."""
+    """The checks shared by CAdES and PAdES for one SignedData with one SignerInfo; with a
+    ``proof`` (a later document time-stamp) the signature-time-stamp's TSA is validated at
+    that proof's genTime instead of ``now`` (EN 319 102-1 §5.6.3)."""
     signer_info = _signer_info(signed_data)
     try:
         cert_info = extract_certificate_info(signed_data)
@@ -293,7 +345,7 @@ async def _verify_signed_data(
         why = "no signature-time-stamp (B-B only)" if not tokens else f"{len(tokens)} tokens"
         checks.append(Check("time-stamp", False, f"{why}; this verifier expects exactly one"))
     else:
-        stamp, token_checks = await _time_stamp_checks(tokens[0], signer_info, trust, now)
+        stamp, token_checks = await _time_stamp_checks(tokens[0], signer_info, trust, now, proof)
         checks.extend(token_checks)
     moment = now if stamp is None else stamp.gen_time
     chain, chain_check = await _chain_at(leaf, embedded, trust, moment, stamp is not None)
@@ -302,7 +354,7 @@ async def _verify_signed_data(
     level, policy, legal = _level(leaf)
     return SignatureReport(
         label=label,
-        form=_form(pdf, bool(tokens)),
+        form=_form(pdf, bool(tokens), bool(signed_data["crls"])),
         signer=_dn(leaf),
         legal_person=legal,
         level=level,
@@ -388,16 +440,22 @@ def _time_stamp_tokens(signer_info: cms.SignerInfo) -> list[cms.ContentInfo]:
 
 
 async def _time_stamp_checks(
-    token: cms.ContentInfo, signer_info: cms.SignerInfo, trust: TrustBundle, now: datetime
+    token: cms.ContentInfo,
+    signer_info: cms.SignerInfo,
+    trust: TrustBundle,
+    now: datetime,
+    proof: _Proof | None,
 ) -> tuple[TimeStamp | None, list[Check]]:
     """RFC 3161 §2.4.2 and EN 319 122-1 §5.3: the token's messageImprint is the hash of the
     SignerInfo signature value, its own CMS signature verifies, and its TSA certificate has
-    the critical timeStamping EKU (RFC 3161 §2.3) and chains to a trust anchor at ``now``
-    (STANDARDS.md §4: the token is what carries the signature past the leaf's expiry)."""
+    the critical timeStamping EKU (RFC 3161 §2.3) and chains to a trust anchor at ``now``, or
+    at the genTime of the ``proof`` that covers it (STANDARDS.md §4: the token is what carries
+    the signature past the leaf's expiry; the archive time-stamp carries the token)."""
     signature_value = signer_info["signature"].native
     stamp, ok, tsa_check = await _token_checks(
         token["content"], lambda algorithm: hashlib.new(algorithm, signature_value).digest(),
-        trust, now,
+        trust, now if proof is None else proof.gen_time,
+        "now" if proof is None else f"at {_iso(proof.gen_time)} ({proof.field})",
     )  # fmt: skip
     if stamp is None:
         return None, [Check("time-stamp", False, tsa_check.detail)]
@@ -414,11 +472,12 @@ async def _token_checks(
     imprint: Callable[[str], bytes],
     trust: TrustBundle,
     now: datetime,
+    when: str = "now",
 ) -> tuple[TimeStamp | None, bool, Check]:
     """One RFC 3161 token: its genTime and TSA, whether its imprint is ``imprint(algorithm)``
     and its CMS signature verifies (§2.4.2), and the ``tsa-certificate`` check: the critical
-    timeStamping-only EKU (§2.3) and a path to a trust anchor at ``now``. An unreadable token
-    gives ``(None, False, check)`` with the reason in ``check``."""
+    timeStamping-only EKU (§2.3) and a path to a trust anchor at ``now`` (named ``when``). An
+    unreadable token gives ``(None, False, check)`` with the reason in ``check``."""
     try:
         tst_info = tst_signed_data["encap_content_info"]["content"].parsed
         if not isinstance(tst_info, tsp.TSTInfo):
@@ -436,15 +495,69 @@ async def _token_checks(
         and eku is not None
         and eku.native == ["time_stamping"]
     )
+    revoked = _tsa_revocation(tsa_cert, tst_signed_data, trust, stamp.gen_time, now, when)
     if not critical_eku:
         check = Check("tsa-certificate", False, "no critical timeStamping-only EKU")
+    elif revoked is not None:
+        check = Check("tsa-certificate", False, revoked)
     elif problem is not None:
-        check = Check("tsa-certificate", False, f"not trusted now: {_indication(problem)}")
+        check = Check("tsa-certificate", False, f"not trusted {when}: {_indication(problem)}")
     elif stamp.gen_time > now + _TOLERANCE:
-        check = Check("tsa-certificate", False, "genTime lies after the validation time")
+        check = Check("tsa-certificate", False, f"genTime lies after the validation time ({when})")
     else:
-        check = Check("tsa-certificate", True, "timeStamping EKU, chains to a trusted root now")
+        check = Check("tsa-certificate", True, f"timeStamping EKU, chains to a trusted root {when}")
     return stamp, bool(status["intact"] and status["valid"]), check
+
+
+#: Revocation reasons after which no token of the key can be trusted without a proof that it
+#: existed before (RFC 3161 §4; RFC 5280 §5.3.1: no reason given counts as unspecified).
+_COMPROMISE = frozenset({None, "unspecified", "key_compromise", "ca_compromise"})
+
+
+def _tsa_revocation(
+    tsa_cert: asn1_x509.Certificate,
+    token: cms.SignedData,
+    trust: TrustBundle,
+    gen_time: datetime,
+    moment: datetime,
+    when: str,
+) -> str | None:
+    """Why a CRL held (RFC 5280 §5, signed by the TSA certificate's issuer) refuses the TSA
+    certificate, or None: revoked (or invalid, §5.3.2) at or before genTime; or, for key or CA
+    compromise or no stated reason, before ``moment`` when that is a later time-stamp's genTime
+    or the validation time, since nothing then shows the token was made before the key was
+    lost (RFC 3161 §4; EN 319 102-1 §5.2.6 and §5.6.2.4)."""
+    pool = [*trust.roots, *trust.intermediates, *_token_certificates(token)]
+    issuers = [c for c in pool if c.subject == tsa_cert.issuer]
+    for crl_list in trust.crls:
+        if crl_list.issuer != tsa_cert.issuer or not any(_signs(i, crl_list) for i in issuers):
+            continue
+        for entry in crl_list["tbs_cert_list"]["revoked_certificates"] or ():
+            if entry["user_certificate"].native != tsa_cert.serial_number:
+                continue
+            effective: datetime = entry["revocation_date"].native
+            invalid = entry.invalidity_date_value
+            if invalid is not None and invalid.native < effective:
+                effective = invalid.native
+            reason = entry.crl_reason_value.native if entry.crl_reason_value else None
+            named = f"revoked ({reason or 'no reason given'}) at {_iso(effective)}"
+            if effective <= gen_time:
+                return f"{named}, before its genTime {_iso(gen_time)}"
+            if reason in _COMPROMISE and effective <= moment:
+                return f"{named}; nothing proves the token existed before ({when})"
+    return None
+
+
+def _token_certificates(token: cms.SignedData) -> list[asn1_x509.Certificate]:
+    return [c.chosen for c in token["certificates"] or () if c.name == "certificate"]
+
+
+def _signs(issuer: asn1_x509.Certificate, crl_list: asn1_crl.CertificateList) -> bool:
+    try:
+        key = x509.load_der_x509_certificate(issuer.dump()).public_key()
+        return x509.load_der_x509_crl(crl_list.dump()).is_signature_valid(key)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False
 
 
 def _imprint_of(field: EmbeddedPdfSignature) -> Callable[[str], bytes]:
@@ -456,15 +569,23 @@ def _imprint_of(field: EmbeddedPdfSignature) -> Callable[[str], bytes]:
 
 async def _document_time_stamps(
     fields: Sequence[EmbeddedPdfSignature], trust: TrustBundle, now: datetime
-) -> Check:
+) -> tuple[Check, list[_Proof]]:
     """PAdES B-LTA (EN 319 142-1 §5.4.3, §6.3): each document time-stamp's token covers its
     ``/ByteRange`` (RFC 3161 §2.4.2), nothing but later validation data and time-stamps was
-    added after it (the ``byte-range`` check), and its TSA chains to a trust anchor at the
-    validation time (the newest one is what keeps the older ones verifiable)."""
-    newest: datetime | None = None
-    for field in fields:
+    added after it (the ``byte-range`` check), and its TSA chains to a trust anchor: the
+    newest at the validation time, each older one at the genTime of the next, which proves the
+    older token existed then (EN 319 102-1 §5.6.3, archive time-stamps renewed before their
+    TSA certificates end). Returns the check and the time-stamps as proofs of existence."""
+    proofs: list[_Proof] = []
+    ordered = sorted(fields, key=lambda f: f.signed_revision)
+    for index, field in enumerate(ordered):
+        later = ordered[index + 1] if index + 1 < len(ordered) else None
+        moment, when = now, "now"
+        if later is not None:
+            moment = _gen_time(later.signed_data, now)
+            when = f"at {_iso(moment)} ({later.field_name})"
         stamp, ok, tsa_check = await _token_checks(
-            field.signed_data, _imprint_of(field), trust, now
+            field.signed_data, _imprint_of(field), trust, moment, when
         )
         coverage = _pdf_coverage(field)
         for failed, detail in (
@@ -473,11 +594,25 @@ async def _document_time_stamps(
             (not coverage.ok, coverage.detail),
         ):
             if failed:
-                return Check("document-time-stamps", False, f"{field.field_name}: {detail}")
-        newest = stamp.gen_time if stamp is not None else newest
+                failure = Check("document-time-stamps", False, f"{field.field_name}: {detail}")
+                return failure, []
+        assert stamp is not None  # a readable token: ok and tsa_check passed
+        proofs.append(_Proof(field.signed_revision, stamp.gen_time, field.field_name))
     plural = "" if len(fields) == 1 else "s"
-    detail = f"{len(fields)} document time-stamp{plural}, newest genTime {_iso(newest)}"
-    return Check("document-time-stamps", True, f"{detail}; each TSA trusted now")
+    detail = (
+        f"{len(fields)} document time-stamp{plural}, newest genTime {_iso(proofs[-1].gen_time)}"
+    )
+    older = "; each older one at the next one's genTime" if len(fields) > 1 else ""
+    return Check("document-time-stamps", True, f"{detail}; newest TSA trusted now{older}"), proofs
+
+
+def _gen_time(tst_signed_data: cms.SignedData, fallback: datetime) -> datetime:
+    """The genTime of a token; ``fallback`` when it is unreadable (its own check fails)."""
+    try:
+        when = tst_signed_data["encap_content_info"]["content"].parsed["gen_time"].native
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return fallback
+    return when if isinstance(when, datetime) else fallback
 
 
 async def _chain_at(
@@ -589,8 +724,12 @@ def _revocation(leaf: asn1_x509.Certificate) -> str:
     return f"NOT CHECKED: the certificate has no short-term marker; {offline}"
 
 
-def _form(pdf: EmbeddedPdfSignature | None, has_token: bool) -> str:
+def _form(pdf: EmbeddedPdfSignature | None, has_token: bool, has_revocation_data: bool) -> str:
+    """The baseline form; CAdES-B-LT when the SignedData carries revocation data in ``crls``
+    (EN 319 122-1 §6.3; PAdES keeps it in the DSS, named by :func:`verify_pades`)."""
     level = "B-T" if has_token else "B-B"
+    if pdf is None and has_token and has_revocation_data:
+        level = "B-LT"
     return f"PAdES-{level}" if pdf is not None else f"CAdES-{level}"
 
 
@@ -608,7 +747,7 @@ def _claimed_time(signer_info: cms.SignerInfo, pdf: EmbeddedPdfSignature | None)
 def _context(
     trust: TrustBundle, signed_data: cms.SignedData, moment: datetime
 ) -> ValidationContext:
-    embedded = [c.chosen for c in signed_data["certificates"] or () if c.name == "certificate"]
+    embedded = _token_certificates(signed_data)
     return ValidationContext(
         trust_roots=list(trust.roots),
         other_certs=[*trust.intermediates, *embedded],

@@ -227,7 +227,7 @@ _ENTRY_PAGE = {
                     "purged": {"type": "boolean"},
                     "signature_format": {
                         "type": ["string", "null"],
-                        "description": "raw, cades or pades (entry version 2)",
+                        "description": "raw, cades, cades-b-lt or pades (entry version 2)",
                     },
                     "claimed_issuer": {
                         "type": ["string", "null"],
@@ -623,7 +623,8 @@ def _document(server: ServerSettings) -> dict[str, Any]:
                             "name": "level",
                             "in": "query",
                             "required": False,
-                            "description": "PAdES baseline level of the returned PDF",
+                            "description": "PAdES baseline level of the returned PDF (also "
+                            "when the request is held for approval and signed later)",
                             "schema": {"enum": ["b-t", "b-lt", "b-lta"], "default": "b-t"},
                         },
                     ],

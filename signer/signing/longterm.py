@@ -16,10 +16,16 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
+import structlog
+from cryptography import x509
+
+from signer.formats import PdfError
 from signer.formats.ltv import (
     ValidationData,
     add_validation_data,
     embed_document_time_stamp,
+    good_ocsp_answer,
+    ocsp_request,
     prepare_document_time_stamp,
 )
 from signer.keys import Hsm, HsmSession
@@ -27,6 +33,8 @@ from signer.signing.revocation import RevocationStatus
 from signer.signing.timestamping import TimeStampSource
 
 __all__ = ["PADES_LEVELS", "LongTerm", "PadesLevel"]
+
+log = structlog.get_logger(__name__)
 
 #: PAdES baseline levels a PDF path can return (EN 319 142-1 §6.3); ``b-t`` is the default.
 PadesLevel = Literal["b-t", "b-lt", "b-lta"]
@@ -43,10 +51,29 @@ class LongTerm:
 
     async def validation_data(self) -> ValidationData:
         """The issuing CA, root and TSA certificates, the root's CRL (covering the issuing CA)
-        and the issuing CA's CRL (covering the built-in TSA), fresh (RFC 5280 §5)."""
+        and the issuing CA's CRL (covering the built-in TSA), fresh (RFC 5280 §5), and the
+        OCSP responder's answer about the built-in TSA certificate with the responder's
+        certificate (RFC 6960): validators that date revocation data by its responder
+        (pyHanko's past validation, once the TSA certificate has expired) need that one."""
         chain = self.revocation.chain
         crls = (await self.revocation.crl("root"), await self.revocation.crl("issuing"))
-        return ValidationData((chain.issuing, chain.root, *self.time_stamps.certificates), crls)
+        answers, responders = await self._tsa_ocsp()
+        certificates = (chain.issuing, chain.root, *self.time_stamps.certificates, *responders)
+        return ValidationData(certificates, crls, answers)
+
+    async def _tsa_ocsp(self) -> tuple[tuple[bytes, ...], tuple[x509.Certificate, ...]]:
+        """The responder's ``good`` answer about the built-in TSA certificate, or nothing
+        (no responder configured, an external TSA, or a TSA not good: the CRLs still say)."""
+        tsa, issuing = self.revocation.tsa, self.revocation.chain.issuing
+        if tsa is None or self.revocation.responders is None:
+            return (), ()
+        answer = await self.revocation.ocsp(ocsp_request(tsa, issuing))
+        try:
+            responder = good_ocsp_answer(answer, tsa, issuing)
+        except PdfError as exc:
+            log.warning("tsa_ocsp_unusable", error=str(exc))
+            return (), ()
+        return (answer,), (responder,)
 
     async def augment(self, pdf: bytes, level: PadesLevel) -> bytes:
         """``pdf`` (signed, B-T) at ``level``: unchanged for ``b-t``; one incremental update

@@ -50,6 +50,7 @@ from signer.errors import (
     SignerError,
 )
 from signer.formats.cms import cades_b_t, pades_b_t
+from signer.formats.ltv import ValidationData, cades_b_lt
 from signer.keys import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
 from signer.policy.enforcement import ApprovalRequired, Gate
 from signer.policy.refusals import RefusalLog
@@ -78,8 +79,10 @@ class SubjectNotIssuable(RequestError):
 
 #: What each digest becomes: a bare DER ECDSA value, a detached CAdES B-T signature (EN 319
 #: 122-1) or the CMS of a PAdES B-T signature field (EN 319 142-1); STANDARDS.md §2.
-SignatureFormat = Literal["raw", "cades", "pades"]
-FORMATS: tuple[SignatureFormat, ...] = ("raw", "cades", "pades")
+SignatureFormat = Literal["raw", "cades", "cades-b-lt", "pades"]
+FORMATS: tuple[SignatureFormat, ...] = ("raw", "cades", "cades-b-lt", "pades")
+#: Validation data for CAdES B-LT, fetched before the HSM hop (``LongTerm.validation_data``).
+ValidationDataSource = Callable[[], Awaitable[ValidationData]]
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ class _Job:
     record_id: uuid.UUID
     idempotency: IdempotencyKey | None
     future: asyncio.Future[_Outcome]
+    #: Format 'cades-b-lt': what goes into each CMS's certificates and crls.
+    validation_data: ValidationData | None = None
 
 
 @dataclass(frozen=True)
@@ -195,8 +200,10 @@ class SigningService:
         refusals: RefusalLog,
         gate: Gate | None = None,
         log_guard: Callable[[], None] | None = None,
+        validation_data: ValidationDataSource | None = None,
     ) -> None:
         self._hsm = hsm
+        self._validation_data = validation_data
         self._public_url = public_url
         #: The one refusal writer; the CSC service shares it.
         self.refusals = refusals
@@ -352,6 +359,11 @@ class SigningService:
             raise
         if self._queue is None:
             raise HsmUnavailable("the signing service is not running")
+        data = None
+        if request.format == "cades-b-lt":  # fresh CRLs are async: before the HSM hop
+            if self._validation_data is None:
+                raise HsmUnavailable("CAdES B-LT needs the service's validation data")
+            data = await self._validation_data()
         job = _Job(
             principal=principal,
             level=level,
@@ -361,6 +373,7 @@ class SigningService:
             record_id=uuid.uuid4(),
             idempotency=idempotency,
             future=asyncio.get_running_loop().create_future(),
+            validation_data=data,
         )
         self._queue.put_nowait(job)
         return await job.future
@@ -514,7 +527,7 @@ class SigningService:
                     live.clear()
             for i in list(live):
                 key, cert = live[i]
-                make = self._signature_maker(session, key, cert, jobs[i].request)
+                make = self._signature_maker(session, key, cert, jobs[i])
                 outcomes[i] = _sign_and_destroy(session, key, cert, jobs[i].request.digests, make)
                 del live[i]
         finally:
@@ -527,12 +540,14 @@ class SigningService:
         session: HsmSession,
         key: EphemeralKey,
         cert: x509.Certificate,
-        request: SignatureRequest,
+        job: _Job,
     ) -> _MakeSignature:
         """Per digest: the signature in the requested format and its time-stamp token (if any).
 
         CAdES and PAdES get their signature-time-stamp right after the signature, in this hop,
-        while the 10-minute certificate is valid (STANDARDS.md §2, §4)."""
+        while the 10-minute certificate is valid (STANDARDS.md §2, §4); CAdES B-LT then the
+        job's validation data in the CMS (EN 319 122-1 §6.3, :func:`cades_b_lt`)."""
+        request = job.request
         if request.format == "raw":
             return lambda digest: (key.private.sign_digest(digest), None)
         stamp = checked(self._time_stamps.bind(session), self._clock, self._max_skew)
@@ -546,10 +561,12 @@ class SigningService:
             return token
 
         def make(digest: bytes) -> tuple[bytes, bytes | None]:
-            if request.format == "cades":
+            if request.format in ("cades", "cades-b-lt"):
                 signature = cades_b_t(
                     digest, alg, cert, chain, key.private, recording, signing_time=self._clock()
                 )
+                if job.validation_data is not None:
+                    signature = cades_b_lt(signature, job.validation_data)
             else:
                 signature = pades_b_t(digest, alg, cert, chain, key.private, recording)
             return signature, tokens.pop()

@@ -53,6 +53,8 @@ class NewApprovalRequest:
     pdf_reserved: tuple[int, int] | None = None
     webhook_url: str | None = None
     webhook_secret_hash: bytes | None = None
+    #: Kind 'pdf': the baseline level of the signed PDF (EN 319 142-1 §6.3).
+    pades_level: str = "b-t"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +118,7 @@ _COLUMNS = Columns.of(
     " digests, labels, reason, approver_group, approvals_required, pdf, pdf_reserved_start,"
     " pdf_reserved_end, signed_pdf, record_serial, result, error, webhook_url,"
     " webhook_secret_hash, webhook_attempts, webhook_result, webhook_attempted_at,"
-    " webhook_delivered_at"
+    " webhook_delivered_at, pades_level"
 )
 _DECISION_COLUMNS = Columns.of(
     "id, decision, request_id, decided_at, issuer_name, token_issuer, token_subject, email,"
@@ -125,7 +127,7 @@ _DECISION_COLUMNS = Columns.of(
 _INSERT = sql(
     "INSERT INTO approval_requests (", _COLUMNS.without("ended_at"), ")",
     "VALUES ($1,'pending',$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
-    "$20,$21,$22,NULL,NULL,NULL,NULL,$23,$24,0,NULL,NULL,NULL)",
+    "$20,$21,$22,NULL,NULL,NULL,NULL,$23,$24,0,NULL,NULL,NULL,$25)",
 )  # fmt: skip
 _SELECT = sql("SELECT", _COLUMNS, "FROM approval_requests")
 _RETURNING = sql("RETURNING", _COLUMNS)
@@ -188,7 +190,7 @@ class ApprovalStore(PoolStore):
                 new.display_name, json.dumps(dict(new.principal)), new.format, new.profile,
                 new.hash_algorithm, list(new.digests), list(new.labels), new.reason,
                 new.approver_group, new.approvals_required, new.pdf, start, end,
-                new.webhook_url, new.webhook_secret_hash,
+                new.webhook_url, new.webhook_secret_hash, new.pades_level,
             )  # fmt: skip
 
     async def get(self, request_id: uuid.UUID) -> StoredApprovalRequest | None:

@@ -72,6 +72,8 @@ class NewRequest:
     expires_at: datetime
     #: Where the RP wants to be told that the request ended (``webflow.webhooks``).
     webhook_url: str | None = None
+    #: Format 'pades': the baseline level of the signed PDFs (EN 319 142-1 §6.3).
+    pades_level: str = "b-t"
 
     def __post_init__(self) -> None:
         if not self.digests or len(self.labels) != len(self.digests):
@@ -135,7 +137,7 @@ REQUEST_COLUMNS = Columns.of(
     "id, client_id, format, profile, hash_algorithm, labels, digests, redirect_uri, state,"
     " acr, acr_accepted, expected_subject, expected_email, created_at, expires_at, status,"
     " ended_at, signer_subject, record_serial, result, error, webhook_url, webhook_attempts,"
-    " webhook_result, webhook_attempted_at, webhook_delivered_at"
+    " webhook_result, webhook_attempted_at, webhook_delivered_at, pades_level"
 )
 _SELECT_REQUEST = sql("SELECT", REQUEST_COLUMNS, "FROM signing_requests WHERE id=$1")
 # One statement consumes the activation and moves its request to 'signing' (see activate()).
@@ -158,7 +160,7 @@ _ACTIVATE = (
     "  r.redirect_uri, r.state, r.acr, r.acr_accepted, r.expected_subject, r.expected_email,"
     "  r.created_at, r.expires_at, r.status, r.ended_at, r.signer_subject, r.record_serial,"
     "  r.result, r.error, r.webhook_url, r.webhook_attempts, r.webhook_result,"
-    "  r.webhook_attempted_at, r.webhook_delivered_at"
+    "  r.webhook_attempted_at, r.webhook_delivered_at, r.pades_level"
 )
 
 
@@ -321,8 +323,9 @@ class SigningRequestStore(PoolStore):
             await conn.execute(
                 "INSERT INTO signing_requests (id, client_id, status, format, profile,"
                 " hash_algorithm, labels, digests, redirect_uri, state, acr, acr_accepted,"
-                " expected_subject, expected_email, created_at, expires_at, webhook_url)"
-                " VALUES ($1,$2,'pending',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+                " expected_subject, expected_email, created_at, expires_at, webhook_url,"
+                " pades_level)"
+                " VALUES ($1,$2,'pending',$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
                 req.id,
                 req.client_id,
                 req.format,
@@ -339,6 +342,7 @@ class SigningRequestStore(PoolStore):
                 req.created_at,
                 req.expires_at,
                 req.webhook_url,
+                req.pades_level,
             )
             if not pdfs:
                 return

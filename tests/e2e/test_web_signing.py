@@ -701,6 +701,37 @@ async def test_a_pdf_is_prepared_shown_signed_and_validated_by_pyhanko(
     await page.context.close()
 
 
+async def test_a_pdf_comes_back_at_the_level_asked(
+    site: Site, rp: Rp, browser: Browser, tmp_path: Path
+) -> None:
+    """``"level": "b-lta"``: the signed PDF has the DSS and a document time-stamp
+    (EN 319 142-1 §6.3) and validates from its own content with revocation checking on."""
+    from signer.formats.ltv import document_time_stamps
+
+    docs = [{"label": "Lease.pdf", "pdf": base64.b64encode(multi_page_pdf(2)).decode()}]
+    created = await create(site, rp, docs, format="pades", level="b-lta")
+    page = await to_consent(browser, site, created["sign_url"])
+    await page.get_by_role("button", name="Sign", exact=True).click()
+    await page.wait_for_url(f"{rp.redirect_uri}?**")
+    signed = (await fetch(site, rp, created["id"]))["result"]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(signed["documents"][0]["signed_pdf_url"], headers=rp.auth) as r,
+    ):
+        assert r.status == 200
+        signed_pdf = await r.read()
+    assert len(document_time_stamps(signed_pdf)) == 1
+    _, _, root = chain_files(signed, tmp_path)
+    path = tmp_path / "signed.pdf"
+    path.write_bytes(signed_pdf)
+    done = run(
+        PYHANKO, "sign", "adesverify", "--trust", root, "--trust-replace",
+        "--executive-summary", path,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), done.stdout
+    await page.context.close()
+
+
 # ------------------------------------------------------------------ the example RP app
 
 

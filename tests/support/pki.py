@@ -136,6 +136,32 @@ class Pki:
         return files
 
 
+def signed_pdf(
+    pki: Pki,
+    when: datetime,
+    tsa: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
+) -> bytes:
+    """A two-page PDF with a PAdES B-T signature (``Signature1``) by a fresh signer of ``pki``,
+    time-stamped at ``when`` by ``tsa`` (key and certificate; default: the PKI's own TSA)."""
+    from signer.formats.cms import pades_b_t
+    from signer.formats.pdf import embed, prepare
+    from tests.support.pdfs import multi_page_pdf
+
+    tsa_key, tsa_certificate = tsa or (pki.tsa_key, pki.tsa_certificate)
+    authority = pki.tsa(certificate=tsa_certificate, clock=Clock(when))
+    key, cert = pki.signer()
+    prepared = prepare(multi_page_pdf(2), "Signature1", when)
+    cms_der = pades_b_t(
+        prepared.digest,
+        "sha256",
+        cert,
+        (pki.chain.issuing, pki.chain.root),
+        key,
+        lambda digest, algorithm: authority.timestamp_digest(digest, algorithm, tsa_key),
+    )
+    return embed(prepared, cms_der)
+
+
 def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 

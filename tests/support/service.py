@@ -241,6 +241,20 @@ def api_headers(token: str, *, operation: bool = True, **extra: Any) -> dict[str
     return {**headers, **{k: str(v) for k, v in extra.items()}}
 
 
+def qes(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`qes ARGS` as a child process, for tests with no event loop to keep serving; a child,
+    since the CLI sets up logging for its whole process."""
+    return subprocess.run(
+        [sys.executable, "-m", "signer", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+        check=False,
+        timeout=120,
+    )
+
+
 async def run_qes(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
     """`qes ARGS` in a child process without blocking the event loop (a test's service may be
     running on it); returns exit code, stdout and stderr."""

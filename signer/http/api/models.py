@@ -26,8 +26,10 @@ class SignatureRequest(Body):
     format: SignatureFormat = Field(
         "raw",
         description="raw: DER ECDSA value per digest; cades: detached CAdES B-T (DER CMS) per"
-        " document digest; pades: the CMS for a PAdES B-T signature field (/SubFilter"
-        " ETSI.CAdES.detached) per digest of a PDF's /ByteRange",
+        " document digest; cades-b-lt: the same at CAdES B-LT (ETSI EN 319 122-1), the TSA"
+        " certificate and the service's CRLs in the SignedData's certificates and crls; pades:"
+        " the CMS for a PAdES B-T signature field (/SubFilter ETSI.CAdES.detached) per digest"
+        " of a PDF's /ByteRange",
     )
     labels: list[str] | None = Field(
         None,
@@ -60,7 +62,7 @@ class SignatureResponse(Answer):
     signature_algorithm: Literal["ecdsa"] | None = None
     signatures: list[Base64] = Field(
         description="Per digest, input order: DER Ecdsa-Sig-Value (raw) or DER CMS ContentInfo"
-        " with its signature-time-stamp (cades, pades)"
+        " with its signature-time-stamp (cades, cades-b-lt, pades)"
     )
     certificate: str = Field(description="PEM")
     chain: str = Field(description="PEM: end entity, issuing CA, root")

@@ -75,7 +75,7 @@ async def sign_pdf(request: web.Request) -> web.Response:
         request,
         principal,
         sign_request,
-        hold=lambda: approvals.pdf_hold(request, sign_request, prepared),
+        hold=lambda: approvals.pdf_hold(request, sign_request, prepared, level),
     )
     if isinstance(outcome, web.Response):  # held for m-of-n approval (issue 7): 202
         return outcome

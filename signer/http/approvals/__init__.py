@@ -18,6 +18,7 @@ from signer.http.browser import Cookies, LoginResources, session_login
 from signer.http.kit.hold import APPROVALS
 from signer.http.kit.outbound import poster
 from signer.settings.config import Settings
+from signer.signing.longterm import LongTerm
 from signer.signing.pipeline import SigningService
 from signer.storage.approvals import ApprovalStore
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore
@@ -35,6 +36,7 @@ def build(
     policy: ApprovalPolicy,
     signing: SigningService,
     privacy_key: PrivacyKey,
+    long_term: LongTerm | None = None,
 ) -> ApprovalService:
     """Put the service (and the UI, when configured) on ``app``; returns the service."""
     pool, clock = resources.pool, resources.clock
@@ -49,6 +51,7 @@ def build(
         clock=clock,
         lifetime=settings.approvals.request_lifetime,
         webhooks=webhooks,
+        long_term=long_term,
     )
     app[APPROVALS] = service
     app[WEBHOOKS] = webhooks

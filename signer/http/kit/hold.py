@@ -25,6 +25,7 @@ from signer.http.kit.links import with_proof_url
 from signer.http.kit.problems import InvalidRequest
 from signer.http.kit.refused import start_operation
 from signer.http.kit.state import REQUEST_ID, SERVICES
+from signer.signing.longterm import PadesLevel
 from signer.signing.pipeline import SignatureRequest
 from signer.storage.approvals import StoredApprovalRequest
 from signer.storage.records import IdempotencyKey
@@ -169,8 +170,14 @@ def render(request: web.Request, req: StoredApprovalRequest) -> dict[str, Any]:
     return body
 
 
-def pdf_hold(request: web.Request, sign_request: SignatureRequest, prepared: PreparedPdf) -> Hold:
-    """A PDF upload held for approval: query ``label`` (default ``document.pdf``), ``reason``."""
+def pdf_hold(
+    request: web.Request,
+    sign_request: SignatureRequest,
+    prepared: PreparedPdf,
+    level: PadesLevel = "b-t",
+) -> Hold:
+    """A PDF upload held for approval: query ``label`` (default ``document.pdf``), ``reason``;
+    signed once approved, it comes back at ``level`` (EN 319 142-1 §6.3)."""
     label = _text(request.query.get("label", "document.pdf"), "label", MAX_LABEL) or ""
     reason = _text(request.query.get("reason"), "reason", MAX_REASON)
-    return Hold(request=sign_request, labels=(label,), reason=reason, pdf=prepared)
+    return Hold(request=sign_request, labels=(label,), reason=reason, pdf=prepared, level=level)

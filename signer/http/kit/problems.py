@@ -170,7 +170,7 @@ class UnsupportedAlgorithm(RequestError):
 
 class UnsupportedFormat(RequestError):
     slug = "unsupported-signature-format"
-    title = "Unsupported signature format: use raw, cades or pades"
+    title = "Unsupported signature format: use raw, cades, cades-b-lt or pades"
     status = 422
 
 

@@ -19,6 +19,7 @@ from signer.http.kit.outbound import poster
 from signer.http.kit.state import WEB_SIGNING
 from signer.http.sign import api, views
 from signer.settings.config import Settings
+from signer.signing.longterm import LongTerm
 from signer.signing.pipeline import SigningService
 from signer.storage.signing_requests import RpClientStore, SigningRequestStore
 
@@ -31,8 +32,10 @@ def build(
     resources: LoginResources,
     *,
     signing: SigningService,
+    long_term: LongTerm | None = None,
 ) -> None:
-    """Put the flow, the RP registry, the cookies and the templates on ``app``."""
+    """Put the flow, the RP registry, the cookies and the templates on ``app``; ``long_term``
+    answers PAdES requests at B-LT / B-LTA when they ask."""
     web_settings = settings.web_signing
     assert web_settings is not None
     issuer = next(i.issuer for i in settings.issuers if i.name == web_settings.issuer)
@@ -62,6 +65,7 @@ def build(
         public_url=public_url,
         clock=clock,
         webhooks=webhooks,
+        long_term=long_term,
     )
 
 

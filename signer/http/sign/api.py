@@ -101,6 +101,8 @@ def parse_order(body: Any) -> Order:
     it (RFC 9457)."""
     parsed = validate(SigningRequest, body, {"format": UnsupportedFormat})
     kind = "pdf" if parsed.format == "pades" else "digest"
+    if parsed.level is not None and kind != "pdf":
+        raise InvalidRequest("level applies to format pades only")
     labels, values = _documents(parsed.documents, parsed.hash_algorithm, kind)
     subject, email = _signer(parsed.signer)
     return Order(
@@ -116,6 +118,7 @@ def parse_order(body: Any) -> Order:
         expected_subject=subject,
         expected_email=email,
         webhook_url=_webhook_url(parsed.webhook_url),
+        level=parsed.level or "b-t",
     )
 
 

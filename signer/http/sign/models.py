@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from signer.http.kit.models import Base64, Body, HashAlgorithm
+from signer.signing.longterm import PadesLevel
 from signer.signing.pipeline import SignatureFormat
 
 MAX_DOCUMENTS = 100
@@ -35,6 +36,11 @@ class SigningRequest(Body):
 
     hash_algorithm: HashAlgorithm = "sha256"
     format: SignatureFormat = "cades"
+    level: PadesLevel | None = Field(
+        None,
+        description="format pades only: the PAdES baseline level of the signed PDFs (ETSI EN"
+        " 319 142-1 §6.3), as the level query of POST /api/v1/signatures/pdf; default b-t",
+    )
     profile: Profile | None = None
     documents: list[Document] = Field(min_length=1, max_length=MAX_DOCUMENTS)
     signer: ExpectedSigner | None = None

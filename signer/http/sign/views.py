@@ -42,6 +42,8 @@ LEVELS = {
 FORMATS = {
     "pades": "PAdES B-T: signature inside each PDF, with a trusted time-stamp",
     "cades": "CAdES B-T: detached CMS signature with a trusted time-stamp",
+    "cades-b-lt": "CAdES B-LT: detached CMS signature with a trusted time-stamp and the data to"
+    " validate it for the long term",
     "raw": "Raw ECDSA signature value",
 }
 _MESSAGES: Mapping[type[SignerError], str] = {

@@ -421,6 +421,43 @@ async def test_pdf_upload_is_held_and_the_signed_pdf_collected(
     assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), done.stdout
 
 
+async def test_a_held_pdf_comes_back_at_the_level_asked(
+    api: TestClient, seal_token: str, people: dict[str, str], tmp_path: Path
+) -> None:
+    """``?level=b-lta`` held for approval: once approved, the PDF has the DSS and a document
+    time-stamp (EN 319 142-1 §6.3) and validates from its own content with revocation checking
+    on; before this it came back at B-T."""
+    from signer.formats.ltv import document_time_stamps
+    from tests.support.pdfs import multi_page_pdf
+
+    resp = await api.post(
+        "/api/v1/signatures/pdf?level=b-lta&label=Lease.pdf",
+        data=multi_page_pdf(2),
+        headers={**api_headers(seal_token), "Content-Type": "application/pdf"},
+    )
+    assert resp.status == 202, await resp.text()
+    held = await resp.json()
+    for approver in ("fiona", "dana"):
+        code, body = await decide(api, people[approver], held)
+        assert code == 200, body
+    assert body["status"] == "completed", body
+    resp = await api.get(
+        f"/api/v1/approval-requests/{held['id']}/document.pdf", headers=api_headers(seal_token)
+    )
+    assert resp.status == 200
+    signed = tmp_path / "lease.signed.pdf"
+    signed.write_bytes(await resp.read())
+    assert len(document_time_stamps(signed.read_bytes())) == 1
+    chain = x509.load_pem_x509_certificates(body["chain"].encode())
+    (tmp_path / "root.pem").write_bytes(chain[-1].public_bytes(Encoding.PEM))
+    pyhanko = str(Path(sys.executable).parent / "pyhanko")
+    done = run(
+        pyhanko, "sign", "adesverify", "--trust", tmp_path / "root.pem", "--trust-replace",
+        "--executive-summary", signed,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), done.stdout
+
+
 async def test_idempotency_key_replays_the_held_request(
     api: TestClient, seal_token: str, people: dict[str, str], sink: tuple[WebhookSink, str]
 ) -> None:

@@ -4,6 +4,7 @@ one-byte change (STANDARDS.md §2, §4, §5)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -153,6 +154,66 @@ async def test_cades_b_t_per_digest_verified_by_openssl_and_pyhanko(
     ]
 
 
+async def test_cades_b_lt_carries_the_validation_data(
+    client: TestClient, batch_token: str, database_url: str, tmp_path: Path
+) -> None:
+    """``"format": "cades-b-lt"``: the CAdES B-T with the TSA and OCSP responder certificates,
+    the service's two CRLs and its OCSP answer about the TSA in the SignedData (EN 319 122-1
+    §6.3). OpenSSL still verifies the signature, the CRLs
+    taken from the CMS show the TSA certificate unrevoked (``openssl verify -crl_check_all``),
+    and ``qes verify`` names the form, a year later."""
+    from signer.formats.verify import load_trust_bundle, verify_cades
+
+    document = b"long-lived record\n" * 80
+    payload = await sign(client, batch_token, "cades-b-lt", [hashlib.sha256(document).digest()])
+    signature = base64.b64decode(payload["signatures"][0])
+    signed_data = cms.ContentInfo.load(signature)["content"]
+    # the two CRLs and the OCSP answer about the TSA (RFC 5940: SignedData version 5)
+    assert sorted(c.name for c in signed_data["crls"]) == ["crl", "crl", "other"]
+    assert signed_data["version"].native == "v5"
+    crls = [c.chosen for c in signed_data["crls"] if c.name == "crl"]
+    root = root_pem(payload, tmp_path)
+    sig_path, doc_path = tmp_path / "doc.p7s", tmp_path / "doc.bin"
+    sig_path.write_bytes(signature)
+    doc_path.write_bytes(document)
+    at = str(int(gen_time(signature_time_stamp(signature)).timestamp()))
+    done = run(
+        "openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", sig_path, "-content",
+        doc_path, "-CAfile", root, "-purpose", "any", "-cades", "-attime", at, "-out", "/dev/null",
+    )  # fmt: skip
+    assert done.returncode == 0 and "Verification successful" in done.stderr, done.stderr
+    certs = {c.chosen.subject.human_friendly: c.chosen for c in signed_data["certificates"]}
+    eku = "extended_key_usage"
+    tsa = next(c for c in certs.values() if eku in c.critical_extensions)  # timeStamping
+    issuing = next(c for c in certs.values() if c.subject == tsa.issuer)
+    files = {"tsa": tsa.dump(), "issuing": issuing.dump()}
+    for name, der in files.items():
+        (tmp_path / f"{name}.pem").write_bytes(
+            x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
+        )
+    (tmp_path / "crls.pem").write_bytes(
+        b"".join(x509.load_der_x509_crl(c.dump()).public_bytes(Encoding.PEM) for c in crls)
+    )
+    checked = run(
+        "openssl", "verify", "-crl_check_all", "-CAfile", root, "-untrusted",
+        tmp_path / "issuing.pem", "-CRLfile", tmp_path / "crls.pem", "-purpose", "any",
+        tmp_path / "tsa.pem",
+    )  # fmt: skip
+    assert checked.returncode == 0 and ": OK" in checked.stdout, checked.stdout + checked.stderr
+    bundle = load_trust_bundle(payload["chain"].encode())
+    later = datetime.now(UTC) + timedelta(days=365)
+    report = await asyncio.to_thread(verify_cades, document, signature, bundle, now=later)
+    assert report.valid and report.form == "CAdES-B-LT", report.failures
+    conn = await asyncpg.connect(database_url)
+    try:
+        fmt = await conn.fetchval(
+            "SELECT signature_format FROM signing_records WHERE serial=$1", payload["serial"]
+        )
+    finally:
+        await conn.close()
+    assert fmt == "cades-b-lt"
+
+
 async def test_pades_b_t_for_a_prepared_pdf(
     client: TestClient, batch_token: str, tmp_path: Path
 ) -> None:
@@ -231,7 +292,7 @@ async def test_unknown_format_is_a_problem(client: TestClient, batch_token: str)
     problem = await resp.json()
     assert resp.content_type == "application/problem+json"
     assert problem["type"] == "/problems/unsupported-signature-format"
-    assert "raw, cades or pades" in problem["title"]
+    assert "raw, cades, cades-b-lt or pades" in problem["title"]
 
 
 async def record_count(database_url: str) -> int:

@@ -161,6 +161,8 @@ async def test_rp_authentication(web: TestClient) -> None:
         (body(format="pdf"), 422, "unsupported-signature-format"),
         (body(format="pades"), 422, "invalid-request"),  # pades takes PDFs, not digests
         (body(format="pades", documents=[{"label": "x", "pdf": "AAAA"}]), 422, "invalid-request"),
+        (body(level="b-lta"), 422, "invalid-request"),  # a level is PAdES's only
+        (body(format="pades", level="b-ltx"), 422, "invalid-request"),
         (body(state=None), 422, "invalid-request"),
         (body(state="a\nb"), 422, "invalid-request"),
         (body(redirect_uri=None), 422, "invalid-request"),
@@ -452,6 +454,20 @@ async def test_the_activation_must_match_its_request_exactly(stores: tuple[Any, 
     again = activation(req)
     await store.add_activation(again)
     assert await store.activate(again.id, ISSUER, now, skew) is None  # request not pending
+
+
+async def test_the_pades_level_survives_storage_and_activation(stores: tuple[Any, Any]) -> None:
+    """The level a 'pades' request asked for is what the flow reads back when it signs."""
+    store, client = stores
+    req = await new_request(store, client, format="pades", pades_level="b-lta")
+    now = datetime.now(UTC)
+    assert (await store.get(req.id, now)).pades_level == "b-lta"
+    good = activation(req)
+    await store.add_activation(good)
+    signing = await store.activate(good.id, ISSUER, now, timedelta(seconds=30))
+    assert signing is not None and signing.pades_level == "b-lta"
+    plain = await new_request(store, client)
+    assert (await store.get(plain.id, now)).pades_level == "b-t"
 
 
 async def test_expected_email_and_request_expiry(stores: tuple[Any, Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -58,6 +59,30 @@ async def test_cades_writes_p7s_per_file(
         "-purpose", "any", "-cades", "-out", "/dev/null",
     )  # fmt: skip
     assert changed.returncode != 0
+
+
+async def test_cades_b_lt_writes_p7s_that_verifies_offline(
+    signer: SignerProcess, idp: RunningIdp, tmp_path: Path
+) -> None:
+    """``--format cades-b-lt``: NAME.p7s carrying its validation data; ``qes verify`` names
+    the form a year later with the root and issuing CA as trust (EN 319 122-1 §6.3)."""
+    token = await token_file(idp, "demo-batch", tmp_path / "batch.token")
+    document = tmp_path / "ledger.csv"
+    document.write_bytes(os.urandom(4000))
+    done = qes(
+        "sign", document, "--format", "cades-b-lt", "--token-file", token, "--url", signer.url
+    )
+    assert done.returncode == 0, done.stderr
+    signature = document.with_name("ledger.csv.p7s")
+    root = root_pem(signer, tmp_path)
+    with urllib.request.urlopen(f"{signer.url}/ca/issuing.cer", timeout=10) as resp:  # noqa: S310
+        issuing = x509.load_der_x509_certificate(resp.read())
+    bundle = tmp_path / "trust.pem"
+    bundle.write_bytes(root.read_bytes() + issuing.public_bytes(Encoding.PEM))
+    later = (datetime.now(UTC) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    checked = qes("verify", document, signature, "--trust", bundle, "--at", later)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("VALID  CAdES-B-LT  ledger.csv / ledger.csv.p7s")
 
 
 async def test_pades_signs_pdfs_locally_prepared(

@@ -22,7 +22,6 @@ from pyhanko.sign.validation.dss import DocumentSecurityStore
 
 from ca.authority import build_crl
 from signer.formats import PdfError
-from signer.formats.cms import pades_b_t
 from signer.formats.ltv import (
     ValidationData,
     add_validation_data,
@@ -30,10 +29,8 @@ from signer.formats.ltv import (
     embed_document_time_stamp,
     prepare_document_time_stamp,
 )
-from signer.formats.pdf import embed, prepare
 from signer.formats.verify import TrustBundle, load_trust_bundle, verify_pades
-from tests.support.pdfs import multi_page_pdf
-from tests.support.pki import NOW, Clock, Pki, make_pki, pem
+from tests.support.pki import NOW, Clock, Pki, make_pki, pem, signed_pdf
 from tests.unit.signer.test_verify import PYHANKO, _iso, _run
 
 NEXT_DAY = NOW + timedelta(days=1)  # leaf expired, CRLs of the signing moment still fresh
@@ -60,17 +57,7 @@ def _validation_data(pki: Pki, when: datetime) -> ValidationData:
 
 
 def _b_t(pki: Pki) -> bytes:
-    key, cert = pki.signer()
-    prepared = prepare(multi_page_pdf(2), "Signature1", NOW)
-    cms_der = pades_b_t(
-        prepared.digest,
-        "sha256",
-        cert,
-        (pki.chain.issuing, pki.chain.root),
-        key,
-        lambda digest, _: _stamp(pki, NOW, digest),
-    )
-    return embed(prepared, cms_der)
+    return signed_pdf(pki, NOW)
 
 
 def _time_stamped(pki: Pki, pdf: bytes, when: datetime) -> bytes:
