@@ -29,7 +29,8 @@ Not reached: the signature's own verdict. pyHanko's time-sliding ignores the 10-
 noRevAvail: the issuing CA's newest CRL covers the leaf by scope and moves its control time
 years past the leaf's end, so the result is INDETERMINATE OUT_OF_BOUNDS_NO_POE (the archive
 test asserts it as what pyHanko 0.38 says, so a pyHanko that judges it VALID is noticed there).
-``qes verify --at`` follows the archive chain and accepts the signature (each older TSA judged at the next time-stamp's genTime).
+``qes verify --at`` follows the archive chain and accepts the signature (each older TSA judged
+at the next time-stamp's genTime).
 Not checked at all: qualification (no trusted list).
 
 The same signature at B-T, with no DSS and no document time-stamp, fails at the same moment
