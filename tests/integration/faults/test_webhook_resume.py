@@ -255,20 +255,31 @@ async def test_two_replicas_send_each_due_webhook_once(env: dict[str, str], tmp_
             async def all_sent() -> bool:
                 return len(receiver.seen) >= len(ids)
 
+            async def all_recorded() -> bool:
+                recorded = [r for r in await attempts() if r["webhook_delivered_at"] is not None]
+                return len(recorded) >= len(ids)
+
+            async def attempts() -> list[Any]:
+                return await sql(
+                    db,
+                    "SELECT webhook_attempts, webhook_delivered_at FROM signing_requests"
+                    " WHERE id = ANY($1::uuid[])",
+                    [uuid.UUID(i) for i in ids],
+                )
+
             await until(all_sent)
-            await asyncio.sleep(3)  # every replica's loop comes round several more times
+            # each delivery is recorded after its answer (a full suite once stopped the
+            # replicas before that): wait for the records, then let every replica's loop
+            # come round several more times
+            await until(all_recorded, within=20)
+            await asyncio.sleep(3)
         finally:
             for replica in replicas:
                 replica.stop()
 
     sent = [verified_with(rp.secret_hash, h, b)["id"] for h, b, _ in receiver.seen]
     assert sorted(sent) == sorted(ids)  # each once
-    rows = await sql(
-        db,
-        "SELECT webhook_attempts, webhook_delivered_at FROM signing_requests"
-        " WHERE id = ANY($1::uuid[])",
-        [uuid.UUID(i) for i in ids],
-    )
+    rows = await attempts()
     assert all(r["webhook_attempts"] == 1 and r["webhook_delivered_at"] for r in rows), rows
     loggers = [r.log.read_text().count("webhook_resumed") for r in replicas]
     assert sum(loggers) == len(ids), loggers
