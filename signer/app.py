@@ -55,7 +55,7 @@ from signer.http.kit.outbound import poster
 from signer.http.kit.problems import Handler, problem_middleware
 from signer.http.kit.public_limits import PUBLIC_LIMITER, public_limit_middleware
 from signer.http.kit.refused import REFUSAL_LOG
-from signer.http.kit.state import CRL_CACHE, REQUEST_ID, SERVICES, TRUST_BUNDLE_CACHE, Services
+from signer.http.kit.state import REQUEST_ID, SERVICES, TRUST_BUNDLE_CACHE, Services
 from signer.http.kit.tls import hsts_middleware, hsts_wanted
 from signer.http.sign.api import WEBHOOKS
 from signer.keys import Hsm
@@ -481,7 +481,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
             public_limit_middleware,
         ],
     )
-    app[CRL_CACHE] = {}
     app[TRUST_BUNDLE_CACHE] = {}
     app.cleanup_ctx.append(_resources(settings, clock))
     app.router.add_post("/api/v1/signatures", signatures.create_signatures)

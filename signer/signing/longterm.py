@@ -51,12 +51,13 @@ class LongTerm:
 
     async def validation_data(self) -> ValidationData:
         """The issuing CA, root and TSA certificates, the root's CRL (covering the issuing CA)
-        and the issuing CA's CRL (covering the built-in TSA), fresh (RFC 5280 §5), and the
+        and the issuing CA's CRL (covering the built-in TSA), as published (RFC 5280 §5), and the
         OCSP responder's answer about the built-in TSA certificate with the responder's
         certificate (RFC 6960): validators that date revocation data by its responder
         (pyHanko's past validation, once the TSA certificate has expired) need that one."""
         chain = self.revocation.chain
-        crls = (await self.revocation.crl("root"), await self.revocation.crl("issuing"))
+        revocation = self.revocation
+        crls = (await revocation.published_crl("root"), await revocation.published_crl("issuing"))
         answers, responders = await self._tsa_ocsp()
         certificates = (chain.issuing, chain.root, *self.time_stamps.certificates, *responders)
         return ValidationData(certificates, crls, answers)

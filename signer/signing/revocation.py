@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 #: nextUpdate of a CRL (RFC 5280 §5.1.2.5): a week after thisUpdate. The service re-signs at
 #: least hourly, so a relying party's copy is never older than it needs to be.
 CRL_NEXT_UPDATE = timedelta(days=7)
+#: How long a replica publishes one signed CRL before it signs the next (well inside nextUpdate).
+CRL_REFRESH = timedelta(hours=1)
 #: nextUpdate of an OCSP answer (RFC 6960 §4.2.2.1): how long a client may rely on it.
 OCSP_VALIDITY = timedelta(hours=1)
 CaName = Literal["root", "issuing"]
@@ -203,6 +205,24 @@ class RevocationStatus:
     responders: Responders | None
     clock: Callable[[], datetime]
     issuing_crl: tuple[x509.Certificate, str]
+    #: The CRL last published per CA: (revocation state version, thisUpdate, DER).
+    _published: dict[str, tuple[int, datetime, bytes]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    async def published_crl(self, ca: CaName) -> bytes:
+        """The CRL of ``ca`` this replica publishes: re-signed (:meth:`crl`) at most every
+        :data:`CRL_REFRESH`, and at once when the revocation state changed (its version is
+        read from PostgreSQL each time, so a revocation made anywhere is on every replica's
+        next CRL). Served at ``/ca/*.crl`` and embedded as B-LT validation data, so neither a
+        download nor a signature costs an HSM operation and a CRL number of its own."""
+        version = await self.version()
+        cached = self._published.get(ca)
+        now = self.clock()
+        if cached is None or cached[0] != version or now - cached[1] >= CRL_REFRESH:
+            cached = (version, now, await self.crl(ca))
+            self._published[ca] = cached
+        return cached[2]
 
     async def version(self) -> int:
         """Grows with every revocation: the key of any cache of what this class makes."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-import time
 from datetime import datetime
 
 from aiohttp import web
@@ -16,13 +15,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from signer.errors import SignerError
 from signer.http.kit.links import PEM_CHAIN
 from signer.http.kit.problems import NotFound, all_kinds
-from signer.http.kit.state import CRL_CACHE, SERVICES, TRUST_BUNDLE_CACHE, Services
+from signer.http.kit.state import SERVICES, TRUST_BUNDLE_CACHE, Services
 from signer.signing.revocation import CaName
 from signer.storage.authority import Generation
 from signer.translog.log import log_verifier
 
 READY_TIMEOUT = 2.0
-CRL_CACHE_SECONDS = 3600
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -103,21 +101,14 @@ async def issuing_crl(request: web.Request) -> web.Response:
 
 
 async def _crl(request: web.Request, ca: CaName) -> web.Response:
-    """A CRL of ``ca`` (:meth:`RevocationStatus.crl`), re-signed at most hourly per process,
-    and at once when the revocation state changed: its version is read from PostgreSQL on
-    every request, so a revocation made anywhere is on every replica's next CRL.
+    """The CRL of ``ca`` this replica publishes (:meth:`RevocationStatus.published_crl`:
+    re-signed at most hourly, and at once after a revocation made anywhere).
 
     Short-term end-entity certificates need none (RFC 9608), but the CA and TSA certificates
     are checked for revocation as usual (EN 319 411-1 CSS-6.3.10), so both CAs publish one.
     """
-    status = request.app[SERVICES].revocation
-    cache = request.app[CRL_CACHE]
-    version = await status.version()
-    cached = cache.get(ca)
-    if cached is None or cached[0] != version or time.monotonic() - cached[1] > CRL_CACHE_SECONDS:
-        cached = (version, time.monotonic(), await status.crl(ca))
-        cache[ca] = cached
-    return web.Response(body=cached[2], content_type="application/pkix-crl")
+    crl = await request.app[SERVICES].revocation.published_crl(ca)
+    return web.Response(body=crl, content_type="application/pkix-crl")
 
 
 async def trust_bundle(request: web.Request) -> web.Response:

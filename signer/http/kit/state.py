@@ -47,7 +47,6 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 WEB_SIGNING = web.AppKey("web_signing", WebSigning)
 #: CA name -> (revocation state version, monotonic time, DER CRL): re-signed hourly, and at
 #: once after a revocation anywhere (the version grows in PostgreSQL, seen by every replica).
-CRL_CACHE = web.AppKey("crl_cache", dict)
 #: What the trust bundle was built from (certificate fingerprints, log origin and key label)
 #: -> its JSON body: built once per change, not per request (issue 17, item 8).
 TRUST_BUNDLE_CACHE = web.AppKey("trust_bundle_cache", dict)

@@ -22,6 +22,7 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation.dss import DocumentSecurityStore
 
 from signer.formats.cms import signature_time_stamp
 from signer.formats.pdf import embed, prepare
@@ -303,6 +304,18 @@ async def record_count(database_url: str) -> int:
         await conn.close()
 
 
+def _root_pem(embedded: Any, directory: Path) -> Path:
+    """The self-signed root among a PDF signature's certificates, written as PEM."""
+    certificates = [
+        x509.load_der_x509_certificate(c.chosen.dump())
+        for c in embedded.signed_data["certificates"]
+    ]
+    (root,) = [c for c in certificates if c.subject == c.issuer]
+    path = directory / "root.pem"
+    path.write_bytes(root.public_bytes(Encoding.PEM))
+    return path
+
+
 async def test_pdf_upload_comes_back_signed(
     client: TestClient, batch_token: str, tmp_path: Path
 ) -> None:
@@ -320,13 +333,7 @@ async def test_pdf_upload_comes_back_signed(
     (embedded,) = PdfFileReader(BytesIO(signed.read_bytes())).embedded_signatures
     assert embedded.field_name == "Approval"
     assert embedded.sig_object["/SubFilter"] == "/ETSI.CAdES.detached"
-    certificates = [
-        x509.load_der_x509_certificate(c.chosen.dump())
-        for c in embedded.signed_data["certificates"]
-    ]
-    (root,) = [c for c in certificates if c.subject == c.issuer]
-    root_path = tmp_path / "root.pem"
-    root_path.write_bytes(root.public_bytes(Encoding.PEM))
+    root_path = _root_pem(embedded, tmp_path)
     done = run(
         PYHANKO, "sign", "validate", "--trust", root_path, "--trust-replace",
         "--no-revocation-check", "--executive-summary", signed,
@@ -340,9 +347,10 @@ async def test_pdf_upload_at_b_lta_validates_from_the_pdf_alone(
     """``?level=b-lta``: DSS with the service's own CRLs, then a document time-stamp
     (EN 319 142-1 §6.3). pyHanko's AdES validator with revocation checking on (the CRL URLs
     are not served to it) accepts it; the B-T answer to the same request fails for want of the
-    issuing CA's revocation data."""
+    issuing CA's revocation data. B-LT and B-LTA carry the same published CRLs: the replica
+    signs one per CA, not one per request."""
     files = {}
-    for level in ("b-t", "b-lta"):
+    for level in ("b-t", "b-lt", "b-lta"):
         batch_token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
         resp = await client.post(
             f"/api/v1/signatures/pdf?level={level}",
@@ -356,15 +364,15 @@ async def test_pdf_upload_at_b_lta_validates_from_the_pdf_alone(
     assert [s.field_name for s in reader.embedded_signatures] == ["Signature1", "DocTimeStamp1"]
     assert "/DSS" in reader.root
     (embedded, _) = reader.embedded_signatures
-    certificates = [
-        x509.load_der_x509_certificate(c.chosen.dump())
-        for c in embedded.signed_data["certificates"]
-    ]
-    (root,) = [c for c in certificates if c.subject == c.issuer]
-    root_path = tmp_path / "root.pem"
-    root_path.write_bytes(root.public_bytes(Encoding.PEM))
+    root_path = _root_pem(embedded, tmp_path)
+    crls = {
+        level: sorted(c.get_object().data for c in DocumentSecurityStore.read_dss(
+            PdfFileReader(BytesIO(files[level].read_bytes()))).crls)
+        for level in ("b-lt", "b-lta")
+    }  # fmt: skip
+    assert len(crls["b-lt"]) == 2 and crls["b-lt"] == crls["b-lta"]
     outcome = {}
-    for level, pdf in files.items():
+    for level, pdf in ((level, files[level]) for level in ("b-t", "b-lta")):
         done = run(
             PYHANKO, "sign", "adesverify", "--trust", root_path, "--trust-replace",
             "--executive-summary", pdf,
