@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,8 @@ from cryptography import x509
 
 from tests.support.pdfs import multi_page_pdf
 from tests.support.pki import NOW, make_pki, pem
-from tests.support.service import ROOT, api_headers
+from tests.support.service import api_headers
+from tests.support.service import qes as run_qes_child
 from tests.unit.signer.test_formats import DOCUMENT, flip_last_byte
 from tests.unit.signer.test_verify import LATE, Case, make_case
 
@@ -31,15 +31,8 @@ YEARS_LATER = (NOW + timedelta(days=2 * 365)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def qes(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "signer", "verify", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ),
-        check=False,
-        timeout=120,
-    )
+    """`qes verify ARGS` as a child process."""
+    return run_qes_child("verify", *args)
 
 
 @pytest.fixture(scope="module")
