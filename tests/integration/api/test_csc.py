@@ -27,7 +27,7 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.logentry import entry_fields
+from ca.logentry import SUPPRESSED_REASON, entry_fields
 from signer.keys.credential import CREDENTIAL_PREFIX
 from signer.storage.csc import CredentialAuthorization
 from tests.support.idp import DEMO_PASSWORDS, DEMO_SECRETS, RunningIdp
@@ -578,7 +578,12 @@ async def test_refusals_before_the_service_are_logged(csc: Csc, batch_token: str
     assert (await csc.call("credentials/authorize", batch_token, bad_count))[0] == 400
     assert (await csc.call("credentials/info", None, {"credentialID": "x"}))[0] == 401
     logged = await csc.entries_since(size)
-    assert [(kind, f["reason"].decode()) for kind, f in logged] == [
+    # The database is the session's: a window other tests filled may close meanwhile and append
+    # its aggregate (reason refusals-suppressed, suppressed > 0); this test's refusals are each
+    # logged one by one (the app's limits are unreachable), so only those are compared.
+    reasons = [(kind, f["reason"].decode()) for kind, f in logged]
+    ours = [item for item in reasons if item != ("refusal", SUPPRESSED_REASON)]
+    assert ours == [
         ("refusal", "csc-invalid-token"),
         ("refusal", "token.malformed"),
         ("refusal", "csc-invalid-parameter"),
