@@ -127,7 +127,11 @@ absent). Actions and their scope:
   ``<role> g<generation>`` (``issuing g2``);
 - ``policy-load`` (a policy file took effect, the first time its content did): scope
   ``policy``, ``target_sha256`` the SHA-256 of the file's bytes (what the service logs as
-  "policy loaded"), ``detail`` ``rules=<count>``.
+  "policy loaded"), ``detail`` ``rules=<count>``;
+- ``ca-ceremony`` (a step of a CA key ceremony, :mod:`ca.ceremony`, imported from its
+  transcript or logged by the online side as it acts): scope ``ceremony``, ``target_sha256``
+  the step's digest (SHA-256 of its transcript line), ``detail`` ``<step> #<seq>``
+  (``certificate-sign #3``), ``acted_at`` the step's time.
 
 No version-3 field is given with scopes ``identity``, ``client`` or ``all`` but ``detail``;
 a version-2 entry has none of them (so a suspension logged before version 3 still rebuilds).
@@ -229,6 +233,8 @@ _ADMIN_FIELDS = (
 #: Version 3: the fields administrative actions gained (other kinds have no version 3).
 _V3_ONLY = frozenset({"detail", "certificate_serial", "target_sha256"})
 #: Each administrative action and the scopes it takes (module docstring, kind 0x04).
+#: The scopes whose target names a SHA-256 (``target_sha256``).
+_SHA256_SCOPES = ("certificate", "policy", "ceremony")
 ADMIN_ACTIONS: Mapping[str, tuple[str, ...]] = {
     "suspend": ("identity", "client", "all"),
     "resume": ("identity", "client", "all"),
@@ -242,6 +248,7 @@ ADMIN_ACTIONS: Mapping[str, tuple[str, ...]] = {
     "ca-switch": ("certificate",),
     "policy-load": ("policy",),
     "purge": ("all",),
+    "ca-ceremony": ("ceremony",),
 }
 _FIELDS = {
     EntryKind.ISSUANCE: _ISSUANCE_FIELDS,
@@ -673,8 +680,10 @@ class AdminActionEntry:
                 raise LogEntryError(f"scope {self.scope}: target fields do not match the scope")
         if self.scope != "identity" and (self.token_issuer or self.token_subject):
             raise LogEntryError(f"scope {self.scope}: no identity may be given")
-        if (self.target_sha256 is not None) != (self.scope in ("certificate", "policy")):
-            raise LogEntryError("target_sha256: given exactly for scopes certificate and policy")
+        if (self.target_sha256 is not None) != (self.scope in _SHA256_SCOPES):
+            raise LogEntryError(
+                "target_sha256: given exactly for scopes certificate, policy, ceremony"
+            )
         if self.target_sha256 is not None and len(self.target_sha256) != 32:
             raise LogEntryError("target_sha256: must be 32 bytes")
         if self.certificate_serial is not None and (

@@ -14,6 +14,7 @@ import asyncio
 import getpass
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from signer.cli.common import admin_log, load
@@ -106,10 +107,56 @@ async def _roll(settings: Any, args: argparse.Namespace) -> str:
     )
 
 
+def _transcript(args: argparse.Namespace) -> str:
+    """`qes ca transcript show|import FILE`: the witness sheet, or the steps into the log."""
+    from signer.translog.ceremony import TranscriptFile
+
+    steps = TranscriptFile(Path(args.file)).read()
+    if not steps:
+        raise SignerError(f"{args.file}: no transcript there (no steps)")
+    if args.transcript_command == "show":
+        from ca.ceremony import witness_sheet
+
+        return witness_sheet(steps, args.witness or ("", "", "")).rstrip("\n")
+    return asyncio.run(_import(load(args), args, steps))
+
+
+async def _import(settings: Any, args: argparse.Namespace, steps: Any) -> str:
+    from signer.storage.policy import PolicyStore
+    from signer.translog.ceremony import import_steps
+
+    audit = admin_log(settings, args.actor, lambda: datetime.now(UTC))
+    pool = await open_pool(settings)
+    try:
+        added, known = await import_steps(PolicyStore(pool), audit, steps)
+    finally:
+        await pool.close()
+    head = steps[-1].digest.hex()
+    return f"logged {added} ceremony step(s), {known} logged before; transcript head {head}"
+
+
 def cmd_ca(args: argparse.Namespace) -> int:
+    if args.ca_command == "transcript":
+        print(_transcript(args))
+        return 0
     act = _revoke if args.ca_command == "revoke" else _roll
     print(asyncio.run(act(load(args), args)))
     return 0
+
+
+def _register_transcript(
+    csub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
+    transcript = csub.add_parser("transcript", help="a key ceremony's transcript")
+    tsub = transcript.add_subparsers(dest="transcript_command", required=True)
+    show = tsub.add_parser("show", help="check the chain and print the sheet witnesses sign")
+    show.add_argument("--witness", action="append", metavar="NAME", help="a witness (repeat)")
+    imported = with_config(
+        tsub.add_parser("import", help="log each step not logged yet (ca-ceremony entries)")
+    )
+    imported.add_argument("--actor", help="who imports (default: this account)")
+    for command in (show, imported):
+        command.add_argument("file", metavar="FILE", help="the transcript (JSON lines)")
 
 
 def register(
@@ -138,4 +185,5 @@ def register(
         command = with_config(csub.add_parser(name, help=what))
         command.add_argument("role", choices=("issuing", "tsa"), help="which to roll")
         command.add_argument("--actor", help="who acts, for the log (default: this account)")
+    _register_transcript(csub, with_config)
     ca.set_defaults(func=cmd_ca)

@@ -54,13 +54,18 @@ class Window:
     limit: int
 
 
+#: Scopes whose target is only a SHA-256: a policy file's content, a key-ceremony step
+#: (:mod:`ca.ceremony`).
+_DIGEST_SCOPES = ("policy", "ceremony")
+
+
 @dataclass(frozen=True)
 class Target:
     """What an admin act applies to: an identity, an RP client, or everything (what a
-    suspension applies to), a CA certificate (serial and SHA-256 of its DER) or a policy
-    file's content (its SHA-256)."""
+    suspension applies to), a CA certificate (serial and SHA-256 of its DER), a policy
+    file's content or a key-ceremony step (its SHA-256)."""
 
-    scope: str  # 'identity' | 'client' | 'all' | 'certificate' | 'policy'
+    scope: str  # 'identity' | 'client' | 'all' | 'certificate' | 'policy' | 'ceremony'
     token_issuer: str | None = None
     token_subject: str | None = None
     client_id: str | None = None
@@ -70,12 +75,13 @@ class Target:
     def __post_init__(self) -> None:
         identity = self.token_issuer is not None and self.token_subject is not None
         certificate = self.certificate_serial is not None and self.target_sha256 is not None
-        if self.scope not in ("identity", "client", "all", "certificate", "policy"):
+        if self.scope not in ("identity", "client", "all", "certificate", *_DIGEST_SCOPES):
             raise ValueError(f"unknown scope {self.scope!r}")
         given = {"identity": identity, "client": self.client_id is not None}
         given["certificate"] = certificate
-        given["policy"] = self.target_sha256 is not None and self.certificate_serial is None
-        if any(v != (self.scope == scope) for scope, v in given.items()):
+        given["digest"] = self.target_sha256 is not None and self.certificate_serial is None
+        scope = "digest" if self.scope in _DIGEST_SCOPES else self.scope
+        if any(v != (scope == name) for name, v in given.items()):
             raise ValueError(f"scope {self.scope}: target fields do not match")
 
     def describe(self) -> str:
@@ -85,8 +91,8 @@ class Target:
             return f"client {self.client_id}"
         if self.scope == "certificate":
             return f"certificate {self.certificate_serial:x}"
-        if self.scope == "policy" and self.target_sha256 is not None:
-            return f"policy {self.target_sha256.hex()}"
+        if self.scope in _DIGEST_SCOPES and self.target_sha256 is not None:
+            return f"{self.scope} {self.target_sha256.hex()}"
         return "the whole signer"
 
 
