@@ -17,12 +17,13 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives import hashes
 
 from ca.errors import CaError
 
@@ -111,7 +112,9 @@ class CeremonyStep:
     @property
     def digest(self) -> bytes:
         """SHA-256 of :meth:`line`: what the next step's ``prev`` and the log entry name."""
-        return hashlib.sha256(self.line()).digest()
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(self.line())
+        return digest.finalize()
 
     @classmethod
     def parse(cls, line: bytes, number: int = 0) -> CeremonyStep:

@@ -149,7 +149,9 @@ def _register_transcript(
 ) -> None:
     transcript = csub.add_parser("transcript", help="a key ceremony's transcript")
     tsub = transcript.add_subparsers(dest="transcript_command", required=True)
-    show = tsub.add_parser("show", help="check the chain and print the sheet witnesses sign")
+    show = with_config(
+        tsub.add_parser("show", help="check the chain and print the sheet witnesses sign")
+    )
     show.add_argument("--witness", action="append", metavar="NAME", help="a witness (repeat)")
     imported = with_config(
         tsub.add_parser("import", help="log each step not logged yet (ca-ceremony entries)")

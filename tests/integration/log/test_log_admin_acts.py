@@ -467,3 +467,48 @@ async def test_a_purge_is_logged_with_its_cut_off_and_counts(site: Site) -> None
         await conn.close()
     page = await _administration_page(site)
     assert 'data-action="purge"' in page and "cli:purger-pia" in page
+
+
+async def test_a_ceremony_transcript_is_logged_once_per_step(site: Site, tmp_path: Path) -> None:
+    """Issue 15 items 1 and 5: `qes ca transcript import` logs each step of a key-ceremony
+    transcript as one ``ca-ceremony`` entry (the step's actor and time, its digest as target),
+    importing again or a grown transcript adds only new steps, `qes audit verify` rebuilds
+    them, the Administration page lists them; a changed transcript is refused in one line."""
+    from signer.translog.ceremony import TranscriptFile
+
+    path, at = tmp_path / "ceremony.jsonl", datetime.now(UTC)
+    transcript = TranscriptFile(path)
+    transcript.append("root-create", "ca-alice", at, {"subject": "CN=Root", "token": "qes-root"})
+    transcript.append("witness", "wit-walt", at, {"statement": "token sealed, bag 17"})
+    sheet = _ok(qes(site.env, "ca", "transcript", "show", str(path), "--witness", "Walt"))
+    head = transcript.read()[-1].digest.hex()
+    assert f"Head of the transcript (SHA-256): {head}" in sheet and "Name: Walt" in sheet
+    first = _ok(qes(site.env, "ca", "transcript", "import", str(path)))
+    assert first.startswith("logged 2 ceremony step(s), 0 logged before")
+    transcript.append("crl-sign", "ca-alice", at, {"crl_number": "1"})
+    again = _ok(qes(site.env, "ca", "transcript", "import", str(path)))
+    assert again.startswith("logged 1 ceremony step(s), 2 logged before")
+    steps = transcript.read()
+    conn = await asyncpg.connect(site.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT * FROM admin_actions WHERE action = 'ca-ceremony' ORDER BY detail"
+        )
+        assert [(r["detail"], r["actor_subject"], bytes(r["target_sha256"])) for r in rows] == [
+            ("crl-sign #3", "cli:ca-alice", steps[2].digest),
+            ("root-create #1", "cli:ca-alice", steps[0].digest),
+            ("witness #2", "cli:wit-walt", steps[1].digest),
+        ]
+        assert {r["acted_at"] for r in rows} == {at.replace(microsecond=0)}
+        await _integrated(conn)
+        clean = await asyncio.to_thread(qes, site.env, "audit", "verify", "-q")
+        assert clean.returncode == 0, clean.stderr
+    finally:
+        await conn.close()
+    path.write_bytes(path.read_bytes().replace(b"bag 17", b"bag 18"))
+    for command in ("show", "import"):
+        bad = qes(site.env, "ca", "transcript", command, str(path))
+        assert bad.returncode == 1 and bad.stdout == ""
+        assert bad.stderr.strip() == f"qes: {path}: transcript step 3: does not follow step 2"
+    page = await _administration_page(site)
+    assert page.count('data-action="ca-ceremony"') == 3 and f"SHA-256 {head}" in page
