@@ -68,7 +68,7 @@ class LongTerm:
         tsa, issuing = self.revocation.tsa, self.revocation.chain.issuing
         if tsa is None or self.revocation.responders is None:
             return (), ()
-        answer = await self.revocation.ocsp(ocsp_request(tsa, issuing))
+        answer = await self.revocation.published_answer(ocsp_request(tsa, issuing))
         try:
             responder = good_ocsp_answer(answer, tsa, issuing)
         except PdfError as exc:

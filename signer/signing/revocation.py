@@ -14,7 +14,7 @@ sees it on its next CRL or OCSP request: the CRL caches key on the revocation st
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -44,6 +44,8 @@ CRL_NEXT_UPDATE = timedelta(days=7)
 CRL_REFRESH = timedelta(hours=1)
 #: nextUpdate of an OCSP answer (RFC 6960 §4.2.2.1): how long a client may rely on it.
 OCSP_VALIDITY = timedelta(hours=1)
+#: How long a replica embeds one signed OCSP answer in B-LT data before it signs the next.
+OCSP_REFRESH = timedelta(minutes=10)
 CaName = Literal["root", "issuing"]
 
 
@@ -205,7 +207,8 @@ class RevocationStatus:
     responders: Responders | None
     clock: Callable[[], datetime]
     issuing_crl: tuple[x509.Certificate, str]
-    #: The CRL last published per CA: (revocation state version, thisUpdate, DER).
+    #: The CRL last published per CA, and the OCSP answer per request embedded in B-LT data:
+    #: (revocation state version, when signed, DER).
     _published: dict[str, tuple[int, datetime, bytes]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -216,12 +219,35 @@ class RevocationStatus:
         read from PostgreSQL each time, so a revocation made anywhere is on every replica's
         next CRL). Served at ``/ca/*.crl`` and embedded as B-LT validation data, so neither a
         download nor a signature costs an HSM operation and a CRL number of its own."""
+        return await self._published_as(ca, CRL_REFRESH, lambda: self.crl(ca))
+
+    async def published_answer(self, request_der: bytes) -> bytes:
+        """The OCSP answer to ``request_der`` that B-LT validation data embeds: as
+        :meth:`ocsp`, but a signed answer is reused for :data:`OCSP_REFRESH` (well inside its
+        :data:`OCSP_VALIDITY`) unless the revocation state changed meanwhile, so signing a
+        B-LT PDF costs no HSM operation for it. Refusals and ``tryLater`` are never kept."""
+        question = ask(request_der, self._issuers())
+        if isinstance(question, bytes):
+            return question
+        try:
+            return await self._published_as(
+                "ocsp:" + request_der.hex(), OCSP_REFRESH, lambda: self._answer(question)
+            )
+        except (DatabaseUnavailable, HsmUnavailable) as exc:
+            log.warning("ocsp_try_later", error=str(exc))
+            return try_later()
+
+    async def _published_as(
+        self, key: str, refresh: timedelta, make: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        """What was published under ``key``, made anew when older than ``refresh`` or when
+        the revocation state's version changed since."""
         version = await self.version()
-        cached = self._published.get(ca)
+        cached = self._published.get(key)
         now = self.clock()
-        if cached is None or cached[0] != version or now - cached[1] >= CRL_REFRESH:
-            cached = (version, now, await self.crl(ca))
-            self._published[ca] = cached
+        if cached is None or cached[0] != version or now - cached[1] >= refresh:
+            cached = (version, now, await make())
+            self._published[key] = cached
         return cached[2]
 
     async def version(self) -> int:

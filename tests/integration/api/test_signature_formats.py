@@ -348,7 +348,7 @@ async def test_pdf_upload_at_b_lta_validates_from_the_pdf_alone(
     (EN 319 142-1 §6.3). pyHanko's AdES validator with revocation checking on (the CRL URLs
     are not served to it) accepts it; the B-T answer to the same request fails for want of the
     issuing CA's revocation data. B-LT and B-LTA carry the same published CRLs: the replica
-    signs one per CA, not one per request."""
+    signs one per CA, not one per request, and one OCSP answer about its TSA per 10 minutes."""
     files = {}
     for level in ("b-t", "b-lt", "b-lta"):
         batch_token = await idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"])
@@ -371,6 +371,12 @@ async def test_pdf_upload_at_b_lta_validates_from_the_pdf_alone(
         for level in ("b-lt", "b-lta")
     }  # fmt: skip
     assert len(crls["b-lt"]) == 2 and crls["b-lt"] == crls["b-lta"]
+    answers = {
+        level: [o.get_object().data for o in DocumentSecurityStore.read_dss(
+            PdfFileReader(BytesIO(files[level].read_bytes()))).ocsps]
+        for level in ("b-lt", "b-lta")
+    }  # fmt: skip
+    assert len(answers["b-lt"]) == 1 and answers["b-lt"] == answers["b-lta"]
     outcome = {}
     for level, pdf in ((level, files[level]) for level in ("b-t", "b-lta")):
         done = run(
