@@ -251,6 +251,7 @@ async def _revocation(
         responders=await load_responders(CaCertificateStore(o.pool), settings),
         clock=clock,
         issuing_crl=(crl_issuer.certificate, crl_issuer.key_label),
+        tsa_issued=tuple(g.certificate for g in authorities.tsa),
     )
 
 

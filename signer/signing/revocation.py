@@ -152,12 +152,20 @@ async def revoke(
 async def _targets(
     certs: CaCertificateStore, settings: Settings
 ) -> dict[str, tuple[x509.Certificate, x509.Certificate]]:
-    """Role -> (certificate, its issuer's certificate), for the current generations."""
+    """What may be revoked, as (certificate, its issuer's certificate): under ``issuing`` and
+    ``tsa`` the current generations, under ``issuing g<n>`` and ``tsa g<n>`` every generation
+    (a past TSA key is revoked as any other: its certificate still vouches for old tokens)."""
     try:
         a = await load_authorities(certs, settings)
     except ConfigError as exc:
         raise RevocationRefused(str(exc)) from None
-    found = {"issuing": (a.issuing_ca.certificate, a.root)}
+    found = {f"issuing g{g.number}": (g.certificate, a.root) for g in a.issuing}
+    for g in a.tsa:
+        try:
+            found[f"tsa g{g.number}"] = (g.certificate, a.issuer_of(g.certificate).certificate)
+        except ConfigError:  # from a CA that `qes init --force` replaced: nothing signs for it
+            continue
+    found["issuing"] = (a.issuing_ca.certificate, a.root)
     tsa = a.current("tsa")
     if tsa is not None:
         found["tsa"] = (tsa.certificate, a.issuer_of(tsa.certificate).certificate)
@@ -178,11 +186,11 @@ def _choose(
         raise RevocationRefused(
             f"{which[:60]!r}: give a role ({', '.join(ROLES)}) or a serial in hex"
         ) from None
-    for role, (cert, issuer) in targets.items():
+    for name, (cert, issuer) in targets.items():
         if cert.serial_number == serial:
-            return role, cert, issuer
+            return name.split()[0], cert, issuer
     raise RevocationRefused(
-        f"serial {serial:x} is neither the issuing CA's nor the TSA's certificate"
+        f"serial {serial:x} is the certificate of no issuing CA or TSA generation"
     )
 
 
@@ -207,6 +215,10 @@ class RevocationStatus:
     responders: Responders | None
     clock: Callable[[], datetime]
     issuing_crl: tuple[x509.Certificate, str]
+    #: Every TSA generation's certificate: OCSP answers ``good`` or ``revoked`` about each that
+    #: the ``issuing_crl`` CA issued (a past TSA's certificate still vouches for the tokens it
+    #: signed), ``unknown`` about anything else (RFC 6960 §2.2).
+    tsa_issued: tuple[x509.Certificate, ...] = ()
     #: The CRL last published per CA, and the OCSP answer per request embedded in B-LT data:
     #: (revocation state version, when signed, DER).
     _published: dict[str, tuple[int, datetime, bytes]] = field(
@@ -289,7 +301,8 @@ class RevocationStatus:
         if self.responders is None:
             return []
         chain, issuing = self.chain, self.issuing_crl[0]
-        issuing_issued = {} if self.tsa is None else {self.tsa.serial_number: None}
+        issued_here = [c for c in self.tsa_issued if _authority_key_id(c) == _key_id(issuing)]
+        issuing_issued = {c.serial_number: None for c in issued_here}
         return [
             IssuerStatus(chain.root, self.responders.root, {chain.issuing.serial_number: None}),
             IssuerStatus(issuing, self.responders.issuing, issuing_issued, (issuing,)),
@@ -304,6 +317,15 @@ class RevocationStatus:
         return await self.hsm.run(
             lambda session: question.answer(session.token_key(label), now, OCSP_VALIDITY)
         )
+
+
+def _authority_key_id(cert: x509.Certificate) -> bytes | None:
+    """The keyIdentifier of a certificate's authorityKeyIdentifier (RFC 5280 §4.2.1.1)."""
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    return aki.key_identifier
 
 
 def _key_id(cert: x509.Certificate) -> bytes:

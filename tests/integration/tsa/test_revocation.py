@@ -182,7 +182,10 @@ async def test_revoking_the_tsa_and_the_issuing_ca(published: Published, tmp_pat
 async def test_revoke_refusals(published: Published) -> None:
     for args, message in (
         (("root", "--reason", "keyCompromise"), "give a role"),
-        (("abc123", "--reason", "keyCompromise"), "neither the issuing CA's nor the TSA's"),
+        (
+            ("abc123", "--reason", "keyCompromise"),
+            "the certificate of no issuing CA or TSA generation",
+        ),
         (("tsa", "--reason", "certificateHold"), "reason: must be one of"),
         (("tsa", "--reason", "superseded", "--invalidity-date", "2999-01-01"), "invalidity"),
     ):
