@@ -177,6 +177,45 @@ class _Failed:
     recorded: bool
 
 
+def issued_record(
+    principal: Principal,
+    level: Level,
+    subject: Subject,
+    cert: x509.Certificate,
+    *,
+    record_id: uuid.UUID,
+    request_id: str,
+    created_at: datetime,
+    key_evidence: Mapping[str, bool],
+    request: SignatureRequest | None = None,
+) -> IssuedRecord:
+    """The 'issued' record of ``cert``, made for ``principal`` at ``level`` with ``subject``,
+    committed before its key signs anything: for a batch ``request``, its digests and format;
+    without one (a CSC credential, whose digests come with signHash), ``hash_algorithm``
+    "none", no digests and format "raw"."""
+    return IssuedRecord(
+        id=record_id,
+        serial=serial_hex(cert),
+        request_id=request_id,
+        created_at=created_at,
+        token_issuer=principal.issuer,
+        issuer_name=principal.issuer_name,
+        token_subject=principal.subject,
+        client_id=principal.client_id,
+        profile=level.value,
+        subject_type=principal.subject_type,
+        subject_dn=cert.subject.rfc4514_string(),
+        email=subject.email if isinstance(subject, NaturalPerson) else None,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        certificate_der=cert.public_bytes(Encoding.DER),
+        key_evidence=key_evidence,
+        hash_algorithm="none" if request is None else request.hash_algorithm,
+        digests=() if request is None else request.digests,
+        signature_format="raw" if request is None else request.format,
+    )
+
+
 def serial_hex(certificate: x509.Certificate) -> str:
     """Lowercase hex of the serial, whole bytes (as ``openssl x509 -serial``, case aside)."""
     digits = format(certificate.serial_number, "x")
@@ -557,27 +596,16 @@ class SigningService:
     def _issued_record(
         self, job: _Job, cert: x509.Certificate, evidence: KeyEvidence
     ) -> IssuedRecord:
-        principal = job.principal
-        return IssuedRecord(
-            id=job.record_id,
-            serial=serial_hex(cert),
+        return issued_record(
+            job.principal,
+            job.level,
+            job.subject,
+            cert,
+            record_id=job.record_id,
             request_id=job.request_id,
             created_at=self._clock(),
-            token_issuer=principal.issuer,
-            issuer_name=principal.issuer_name,
-            token_subject=principal.subject,
-            client_id=principal.client_id,
-            profile=job.level.value,
-            subject_type=principal.subject_type,
-            subject_dn=cert.subject.rfc4514_string(),
-            email=job.subject.email if isinstance(job.subject, NaturalPerson) else None,
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            certificate_der=cert.public_bytes(Encoding.DER),
             key_evidence=evidence.as_dict(),
-            hash_algorithm=job.request.hash_algorithm,
-            digests=job.request.digests,
-            signature_format=job.request.format,
+            request=job.request,
         )
 
     async def _complete(
