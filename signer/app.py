@@ -49,7 +49,7 @@ from signer.http.csc import api as csc_api
 from signer.http.csc import oauth2_setup as csc_oauth2
 from signer.http.kit.access_log import observe_middleware
 from signer.http.kit.auth import DPOP_NONCES
-from signer.http.kit.connections import connection_limits, hygiene_middleware
+from signer.http.kit.connections import hygiene_middleware
 from signer.http.kit.contract import text_middleware
 from signer.http.kit.outbound import poster
 from signer.http.kit.problems import Handler, problem_middleware
@@ -477,7 +477,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
             request_id_middleware,
             *edge,
             problem_middleware,
-            hygiene_middleware(connection_limits(settings.server)),
+            hygiene_middleware(settings.server),
             text_middleware,
             public_limit_middleware,
         ],

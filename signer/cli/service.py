@@ -122,7 +122,7 @@ async def _serve(settings: Any, ssl_context: Any = None) -> None:
     signals (the process group's and the supervisor's) trigger one shutdown, not several."""
     from signer.app import create_app
     from signer.cli import serving
-    from signer.http.kit.connections import AcceptErrorLog, GuardedSite, connection_limits
+    from signer.http.kit.connections import AcceptErrorLog, GuardedSite
     from signer.http.kit.server import SignerRunner
 
     loop = asyncio.get_running_loop()
@@ -147,7 +147,7 @@ async def _serve(settings: Any, ssl_context: Any = None) -> None:
     try:
         site = GuardedSite(
             runner,
-            connection_limits(settings.server),
+            settings.server,
             host=settings.server.host,
             port=settings.server.port,
             reuse_port=settings.server.workers > 1,

@@ -216,23 +216,26 @@ class BackToClient(Exception):
         self.error = error
 
 
-class TokenError(Exception):
-    """RFC 6749 §5.2: ``{"error", "error_description"}``, 400 (401 for ``invalid_client``)."""
+class OAuth2Error(Exception):
+    """An OAuth 2.0 error: its ``error`` code and ``error_description`` (RFC 6749 §4.1.2.1
+    on the redirect, §5.2 in a token response)."""
 
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
+    def __init__(self, error: str, description: str) -> None:
         super().__init__(f"{error}: {description}")
         self.error = error
         self.description = description
+
+
+class TokenError(OAuth2Error):
+    """RFC 6749 §5.2: ``{"error", "error_description"}``, 400 (401 for ``invalid_client``)."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(error, description)
         self.status = status
 
 
-class _Invalid(Exception):
+class _Invalid(OAuth2Error):
     """An authorize parameter is wrong; becomes ``error=…`` on the trusted redirect."""
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
 
 
 # ------------------------------------------------------------------ values

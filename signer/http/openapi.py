@@ -263,6 +263,28 @@ def _int_query(name: str, description: str, required: bool) -> dict[str, Any]:
     }
 
 
+def _proof(summary: str, first: tuple[str, str], size: tuple[str, str]) -> dict[str, Any]:
+    """A public proof endpoint of the log: its required integer parameter, the optional tree
+    size it proves against (``(name, description)`` each), a Proof or a log error."""
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [_int_query(*first, True), _int_query(*size, False)],
+            "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
+        }
+    }
+
+
+def _der(summary: str, media_type: str) -> dict[str, Any]:
+    """A public GET of one DER object of ``media_type``: a CA certificate or a CRL."""
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {"200": {"description": "DER", "content": {media_type: {}}}},
+        }
+    }
+
+
 def _log_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
     """The transparency log (issue 5): public checkpoints and proofs, auditor entries."""
     audit = _errors([Unauthenticated, AuditorRoleRequired, InvalidLogQuery, NotFound])
@@ -281,26 +303,12 @@ def _log_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "responses": {"201": _NOTE, "200": _NOTE, **audit},
             }
         },
-        "/api/v1/log/proof/inclusion": {
-            "get": {
-                "summary": "RFC 9162 §2.1.3 inclusion proof",
-                "parameters": [
-                    _int_query("index", "leaf index", True),
-                    _int_query("size", size, False),
-                ],
-                "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
-            }
-        },
-        "/api/v1/log/proof/consistency": {
-            "get": {
-                "summary": "RFC 9162 §2.1.4 consistency proof",
-                "parameters": [
-                    _int_query("old", "old tree size", True),
-                    _int_query("new", size, False),
-                ],
-                "responses": {"200": _json(_PROOF, "Proof"), **_errors(_LOG_ERRORS)},
-            }
-        },
+        "/api/v1/log/proof/inclusion": _proof(
+            "RFC 9162 §2.1.3 inclusion proof", ("index", "leaf index"), ("size", size)
+        ),
+        "/api/v1/log/proof/consistency": _proof(
+            "RFC 9162 §2.1.4 consistency proof", ("old", "old tree size"), ("new", size)
+        ),
         "/api/v1/log/entries": {
             "get": {
                 "summary": "Entries from an index with decoded fields, filtered (auditors)",
@@ -738,38 +746,14 @@ def _document(server: ServerSettings) -> dict[str, Any]:
                     },
                 }
             },
-            "/ca/root.cer": {
-                "get": {
-                    "summary": "Root CA certificate (DER)",
-                    "responses": {
-                        "200": {"description": "DER", "content": {"application/pkix-cert": {}}}
-                    },
-                }
-            },
-            "/ca/issuing.cer": {
-                "get": {
-                    "summary": "Issuing CA certificate (DER)",
-                    "responses": {
-                        "200": {"description": "DER", "content": {"application/pkix-cert": {}}}
-                    },
-                }
-            },
-            "/ca/root.crl": {
-                "get": {
-                    "summary": "The root CA's CRL (over the issuing CA certificate)",
-                    "responses": {
-                        "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
-                    },
-                }
-            },
-            "/ca/issuing.crl": {
-                "get": {
-                    "summary": "The issuing CA's CRL (over the TSA certificate)",
-                    "responses": {
-                        "200": {"description": "DER", "content": {"application/pkix-crl": {}}}
-                    },
-                }
-            },
+            "/ca/root.cer": _der("Root CA certificate (DER)", "application/pkix-cert"),
+            "/ca/issuing.cer": _der("Issuing CA certificate (DER)", "application/pkix-cert"),
+            "/ca/root.crl": _der(
+                "The root CA's CRL (over the issuing CA certificate)", "application/pkix-crl"
+            ),
+            "/ca/issuing.crl": _der(
+                "The issuing CA's CRL (over the TSA certificate)", "application/pkix-crl"
+            ),
             "/api/v1/trust-bundle": {
                 "get": {
                     "summary": "Certificates relying parties trust: root, issuing CA, TSA",

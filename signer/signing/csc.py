@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ca.authority import IssuingCA
 from ca.logentry import PrivacyKey, Requester, RequestSummary
-from ca.profiles import Level, NaturalPerson, Subject
+from ca.profiles import Level, Subject
 from ca.tsa import HASH_ALGORITHMS
 from idp_adapter.errors import InvalidToken
 from idp_adapter.principal import Principal
@@ -84,7 +84,7 @@ from signer.signing.csc_errors import (
     TooManyCredentials,
     TooManySignatures,
 )
-from signer.signing.pipeline import serial_hex
+from signer.signing.pipeline import issued_record
 from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.csc import (
     AuthorizationCheck,
@@ -291,8 +291,15 @@ class CscService:
             try:
                 ca_key = session.token_key(self._ca_label)
                 cert = self._ca.issue(ca_key, key.private.public_key(), subject, level)
-                record = self._issued_record(
-                    principal, level, subject, cert, key.evidence.as_dict(), request_id
+                record = issued_record(
+                    principal,
+                    level,
+                    subject,
+                    cert,
+                    record_id=uuid.uuid4(),
+                    request_id=request_id,
+                    created_at=self._clock(),
+                    key_evidence=key.evidence.as_dict(),
                 )
                 commit(record, _new_credential(credential_id, label, record))
             except BaseException:
@@ -703,39 +710,6 @@ class CscService:
             request_id=request_id,
             reason=reason,
             indexed=False,
-        )
-
-    def _issued_record(
-        self,
-        principal: Principal,
-        level: Level,
-        subject: Subject,
-        cert: x509.Certificate,
-        evidence: dict[str, bool],
-        request_id: str,
-    ) -> IssuedRecord:
-        """The record of a credential's certificate; the digests are unknown until signHash
-        (``hash_algorithm`` "none" and no digests until then)."""
-        return IssuedRecord(
-            id=uuid.uuid4(),
-            serial=serial_hex(cert),
-            request_id=request_id,
-            created_at=self._clock(),
-            token_issuer=principal.issuer,
-            issuer_name=principal.issuer_name,
-            token_subject=principal.subject,
-            client_id=principal.client_id,
-            profile=level.value,
-            subject_type=principal.subject_type,
-            subject_dn=cert.subject.rfc4514_string(),
-            email=subject.email if isinstance(subject, NaturalPerson) else None,
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            certificate_der=cert.public_bytes(Encoding.DER),
-            key_evidence=evidence,
-            hash_algorithm="none",
-            digests=(),
-            signature_format="raw",
         )
 
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -174,6 +175,45 @@ class _Failed:
     cause: Exception
     destruction: Destruction | None
     recorded: bool
+
+
+def issued_record(
+    principal: Principal,
+    level: Level,
+    subject: Subject,
+    cert: x509.Certificate,
+    *,
+    record_id: uuid.UUID,
+    request_id: str,
+    created_at: datetime,
+    key_evidence: Mapping[str, bool],
+    request: SignatureRequest | None = None,
+) -> IssuedRecord:
+    """The 'issued' record of ``cert``, made for ``principal`` at ``level`` with ``subject``,
+    committed before its key signs anything: for a batch ``request``, its digests and format;
+    without one (a CSC credential, whose digests come with signHash), ``hash_algorithm``
+    "none", no digests and format "raw"."""
+    return IssuedRecord(
+        id=record_id,
+        serial=serial_hex(cert),
+        request_id=request_id,
+        created_at=created_at,
+        token_issuer=principal.issuer,
+        issuer_name=principal.issuer_name,
+        token_subject=principal.subject,
+        client_id=principal.client_id,
+        profile=level.value,
+        subject_type=principal.subject_type,
+        subject_dn=cert.subject.rfc4514_string(),
+        email=subject.email if isinstance(subject, NaturalPerson) else None,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        certificate_der=cert.public_bytes(Encoding.DER),
+        key_evidence=key_evidence,
+        hash_algorithm="none" if request is None else request.hash_algorithm,
+        digests=() if request is None else request.digests,
+        signature_format="raw" if request is None else request.format,
+    )
 
 
 def serial_hex(certificate: x509.Certificate) -> str:
@@ -431,16 +471,10 @@ class SigningService:
                 fut.cancel()
                 raise DatabaseUnavailable("timed out recording the issued certificates") from exc
 
-        try:
+        outcomes: list[_Signed | _Failed] | None = None
+        with _settling(jobs):
             outcomes = await self._hsm.run(lambda s: self._cycle(s, jobs, commit_issued))
-        except BaseException as exc:
-            # An error keeps its kind (a bug stays a 500); only a stop (cancellation) becomes
-            # HsmUnavailable for the callers still waiting.
-            cause = exc if isinstance(exc, Exception) else HsmUnavailable("the signer is stopping")
-            for job in jobs:
-                _settle(job, cause)
-            if not isinstance(exc, Exception):
-                raise
+        if outcomes is None:  # the hop failed and settled every job
             return
         # The records are finished off the lane, so its HSM session takes the next hop while
         # this hop's completion commits (stop() waits for these).
@@ -455,43 +489,29 @@ class SigningService:
         issued: Mapping[uuid.UUID, IssuedRecord],
     ) -> None:
         """Record how each request of a hop ended, then settle its future."""
-        try:
-            await self._finish_records(jobs, outcomes, issued)
-        except BaseException as exc:  # a bug must not leave a caller waiting forever
-            log.exception("finishing_failed")
-            for job in jobs:
-                _settle(job, exc if isinstance(exc, Exception) else HsmUnavailable("stopping"))
-            if not isinstance(exc, Exception):
-                raise
-
-    async def _finish_records(
-        self,
-        jobs: list[_Job],
-        outcomes: list[_Signed | _Failed],
-        issued: Mapping[uuid.UUID, IssuedRecord],
-    ) -> None:
-        completions: list[tuple[_Job, SignatureResult, Mapping[str, Any]]] = []
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            if isinstance(outcome, _Failed):
-                await self._record_failure(job, outcome, issued.get(job.record_id))
-                _settle(job, outcome.cause)
-                continue
-            result = SignatureResult(
-                record_id=job.record_id,
-                serial=serial_hex(outcome.certificate),
-                profile=job.level.value,
-                certificate=outcome.certificate,
-                chain=self._ca.chain,
-                chain_pem=self._chain_pem,
-                signatures=outcome.signatures,
-                evidence=outcome.evidence,
-                destruction=outcome.destruction,
-                format=job.request.format,
-                time_stamps=outcome.time_stamps,
-            )
-            completions.append((job, result, result.as_json(self._public_url)))
-        if completions:
-            await self._complete(completions, issued)
+        with _settling(jobs, "finishing_failed"):  # a bug must not leave a caller waiting
+            completions: list[tuple[_Job, SignatureResult, Mapping[str, Any]]] = []
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                if isinstance(outcome, _Failed):
+                    await self._record_failure(job, outcome, issued.get(job.record_id))
+                    _settle(job, outcome.cause)
+                    continue
+                result = SignatureResult(
+                    record_id=job.record_id,
+                    serial=serial_hex(outcome.certificate),
+                    profile=job.level.value,
+                    certificate=outcome.certificate,
+                    chain=self._ca.chain,
+                    chain_pem=self._chain_pem,
+                    signatures=outcome.signatures,
+                    evidence=outcome.evidence,
+                    destruction=outcome.destruction,
+                    format=job.request.format,
+                    time_stamps=outcome.time_stamps,
+                )
+                completions.append((job, result, result.as_json(self._public_url)))
+            if completions:
+                await self._complete(completions, issued)
 
     def _cycle(
         self,
@@ -576,27 +596,16 @@ class SigningService:
     def _issued_record(
         self, job: _Job, cert: x509.Certificate, evidence: KeyEvidence
     ) -> IssuedRecord:
-        principal = job.principal
-        return IssuedRecord(
-            id=job.record_id,
-            serial=serial_hex(cert),
+        return issued_record(
+            job.principal,
+            job.level,
+            job.subject,
+            cert,
+            record_id=job.record_id,
             request_id=job.request_id,
             created_at=self._clock(),
-            token_issuer=principal.issuer,
-            issuer_name=principal.issuer_name,
-            token_subject=principal.subject,
-            client_id=principal.client_id,
-            profile=job.level.value,
-            subject_type=principal.subject_type,
-            subject_dn=cert.subject.rfc4514_string(),
-            email=job.subject.email if isinstance(job.subject, NaturalPerson) else None,
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            certificate_der=cert.public_bytes(Encoding.DER),
             key_evidence=evidence.as_dict(),
-            hash_algorithm=job.request.hash_algorithm,
-            digests=job.request.digests,
-            signature_format=job.request.format,
+            request=job.request,
         )
 
     async def _complete(
@@ -733,6 +742,25 @@ def count_outcome(request: SignatureRequest, profile: str, outcome: str, digests
 def _settle(job: _Job, exc: BaseException) -> None:
     if not job.future.done():
         job.future.set_exception(exc)
+
+
+@contextlib.contextmanager
+def _settling(jobs: Sequence[_Job], event: str | None = None) -> Iterator[None]:
+    """Whatever escapes the block settles every job still waiting, so no caller waits forever.
+
+    An error keeps its kind (a bug stays a 500) and ends here, logged as ``event`` when given;
+    a stop (cancellation) becomes HsmUnavailable for the callers and goes on up.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if event is not None:
+            log.exception(event)
+        cause = exc if isinstance(exc, Exception) else HsmUnavailable("the signer is stopping")
+        for job in jobs:
+            _settle(job, cause)
+        if not isinstance(exc, Exception):
+            raise
 
 
 def _destroy_quietly(session: HsmSession, key: EphemeralKey | None) -> Destruction | None:

@@ -84,6 +84,13 @@ def _row(row: asyncpg.Record) -> StoredAuthorization:
 class CscOAuth2Store(PoolStore):
     """The pool is owned by the caller."""
 
+    async def _one(self, what: str, statement: str, *args: object) -> StoredAuthorization | None:
+        """The request that ``statement`` reads or changes (one row at most), under :func:`guard`
+        (``what`` names the operation in the error)."""
+        async with guard(what):
+            row = await self._pool.fetchrow(statement, *args)
+        return None if row is None else _row(row)
+
     async def create(self, new: NewAuthorization) -> None:
         """Store the request (status ``login``: its login is in :mod:`signer.storage.login_flows`);
         open requests past their expiry (and approved ones whose code expired) end as
@@ -113,11 +120,12 @@ class CscOAuth2Store(PoolStore):
     async def logging_in(self, request_id: uuid.UUID, now: datetime) -> StoredAuthorization | None:
         """The request whose login the callback finishes: still in ``login`` and unexpired.
         The login flow itself was used up (single use) by its own table."""
-        async with guard("read CSC OAuth2 login"):
-            row = await self._pool.fetchrow(
-                sql(_SELECT, "WHERE id=$1 AND status='login' AND expires_at > $2"), request_id, now
-            )
-        return None if row is None else _row(row)
+        return await self._one(
+            "read CSC OAuth2 login",
+            sql(_SELECT, "WHERE id=$1 AND status='login' AND expires_at > $2"),
+            request_id,
+            now,
+        )
 
     async def open_consent(
         self,
@@ -147,17 +155,16 @@ class CscOAuth2Store(PoolStore):
         self, request_id: uuid.UUID, session_hash: bytes, now: datetime
     ) -> StoredAuthorization | None:
         """The request awaiting this browser's decision, if it still does."""
-        async with guard("read CSC OAuth2 consent"):
-            row = await self._pool.fetchrow(
-                sql(
-                    _SELECT,
-                    "WHERE id=$1 AND session_hash=$2 AND status='consent' AND expires_at > $3",
-                ),
-                request_id,
-                session_hash,
-                now,
-            )
-        return None if row is None else _row(row)
+        return await self._one(
+            "read CSC OAuth2 consent",
+            sql(
+                _SELECT,
+                "WHERE id=$1 AND session_hash=$2 AND status='consent' AND expires_at > $3",
+            ),
+            request_id,
+            session_hash,
+            now,
+        )
 
     async def approve(
         self,
@@ -168,21 +175,20 @@ class CscOAuth2Store(PoolStore):
         now: datetime,
     ) -> StoredAuthorization | None:
         """The owner chose Sign: the consent session is used up and the code is issued."""
-        async with guard("approve CSC OAuth2 authorization"):
-            row = await self._pool.fetchrow(
-                sql(
-                    "UPDATE csc_oauth2_requests SET status='approved', session_hash=NULL,"
-                    " csrf_token=NULL, code_hash=$3, code_expires_at=$4"
-                    " WHERE id=$1 AND session_hash=$2 AND status='consent' AND expires_at > $5",
-                    _RETURNING,
-                ),
-                request_id,
-                session_hash,
-                code_hash,
-                code_expires_at,
-                now,
-            )
-        return None if row is None else _row(row)
+        return await self._one(
+            "approve CSC OAuth2 authorization",
+            sql(
+                "UPDATE csc_oauth2_requests SET status='approved', session_hash=NULL,"
+                " csrf_token=NULL, code_hash=$3, code_expires_at=$4"
+                " WHERE id=$1 AND session_hash=$2 AND status='consent' AND expires_at > $5",
+                _RETURNING,
+            ),
+            request_id,
+            session_hash,
+            code_hash,
+            code_expires_at,
+            now,
+        )
 
     async def end(
         self,
@@ -195,41 +201,39 @@ class CscOAuth2Store(PoolStore):
     ) -> StoredAuthorization | None:
         """End a request still in ``login`` or ``consent`` as ``denied`` or ``failed``; with
         ``session_hash``, only the consent this browser holds (its Cancel)."""
-        async with guard("end CSC OAuth2 authorization"):
-            row = await self._pool.fetchrow(
-                sql(
-                    "UPDATE csc_oauth2_requests SET status=$3, error=$4, ended_at=$2,",
-                    _CLEARED,
-                    "WHERE id=$1 AND status IN ('login', 'consent')"
-                    " AND ($5::bytea IS NULL OR session_hash=$5)",
-                    _RETURNING,
-                ),
-                request_id,
-                now,
-                status,
-                error,
-                session_hash,
-            )
-        return None if row is None else _row(row)
+        return await self._one(
+            "end CSC OAuth2 authorization",
+            sql(
+                "UPDATE csc_oauth2_requests SET status=$3, error=$4, ended_at=$2,",
+                _CLEARED,
+                "WHERE id=$1 AND status IN ('login', 'consent')"
+                " AND ($5::bytea IS NULL OR session_hash=$5)",
+                _RETURNING,
+            ),
+            request_id,
+            now,
+            status,
+            error,
+            session_hash,
+        )
 
     async def redeem(
         self, code_hash: bytes, client_id: str, now: datetime
     ) -> StoredAuthorization | None:
         """Use up an unexpired, unused code issued to ``client_id`` (RFC 6749 §4.1.3).
         Another client's attempt leaves the code alone."""
-        async with guard("redeem CSC OAuth2 code"):
-            row = await self._pool.fetchrow(
-                sql(
-                    "UPDATE csc_oauth2_requests SET status='redeemed', redeemed_at=$3"
-                    " WHERE code_hash=$1 AND client_id=$2 AND status='approved'"
-                    " AND code_expires_at > $3",
-                    _RETURNING,
-                ),
-                code_hash,
-                client_id,
-                now,
-            )
-        return None if row is None else _row(row)
+        return await self._one(
+            "redeem CSC OAuth2 code",
+            sql(
+                "UPDATE csc_oauth2_requests SET status='redeemed', redeemed_at=$3"
+                " WHERE code_hash=$1 AND client_id=$2 AND status='approved'"
+                " AND code_expires_at > $3",
+                _RETURNING,
+            ),
+            code_hash,
+            client_id,
+            now,
+        )
 
     async def mark_reused(
         self, code_hash: bytes, client_id: str, now: datetime
@@ -278,9 +282,9 @@ class CscOAuth2Store(PoolStore):
             )
 
     async def get(self, request_id: uuid.UUID) -> StoredAuthorization | None:
-        async with guard("read CSC OAuth2 authorization"):
-            row = await self._pool.fetchrow(sql(_SELECT, "WHERE id=$1"), request_id)
-        return None if row is None else _row(row)
+        return await self._one(
+            "read CSC OAuth2 authorization", sql(_SELECT, "WHERE id=$1"), request_id
+        )
 
     async def revoke_authorization(self, secret_hash: bytes, now: datetime) -> bool:
         """Revoke an unconsumed CSC authorization (a credential token) by ending its life now:

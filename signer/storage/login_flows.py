@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from signer.storage.records import PoolStore, guard, transaction
+from signer.storage.records import PoolStore, transaction
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,12 @@ class LoginFlowStore(PoolStore):
     async def take(self, id_hash: bytes, purpose: str, now: datetime) -> LoginFlow | None:
         """The unexpired flow ``purpose`` started for this browser, deleted in the same
         statement (single use)."""
-        async with guard("take login flow"):
-            row = await self._pool.fetchrow(
-                "DELETE FROM login_flows WHERE id_hash=$1 AND purpose=$2 RETURNING purpose,"
-                " subject_id, state, nonce, verifier, return_to, expires_at",
-                id_hash,
-                purpose,
-            )
-        if row is None or row["expires_at"] <= now:
-            return None
-        return LoginFlow(**dict(row))
+        row = await self._take_unexpired(
+            "take login flow",
+            "DELETE FROM login_flows WHERE id_hash=$1 AND purpose=$2 RETURNING purpose,"
+            " subject_id, state, nonce, verifier, return_to, expires_at",
+            id_hash,
+            purpose,
+            now=now,
+        )
+        return None if row is None else LoginFlow(**dict(row))

@@ -44,6 +44,15 @@ class PoolStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def _take_unexpired(
+        self, what: str, statement: str, *args: object, now: datetime
+    ) -> asyncpg.Record | None:
+        """The row a single-use ``DELETE … RETURNING …, expires_at`` statement took, or None
+        when there was none or it had expired at ``now`` (gone either way: used once)."""
+        async with guard(what):
+            row = await self._pool.fetchrow(statement, *args)
+        return None if row is None or row["expires_at"] <= now else row
+
 
 # A request holds its Idempotency-Key at most this long; longer means its process died.
 ABANDONED_AFTER = timedelta(minutes=2)

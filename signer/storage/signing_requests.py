@@ -427,16 +427,15 @@ class SigningRequestStore(PoolStore):
         self, id_hash: bytes, request_id: uuid.UUID, now: datetime
     ) -> ConsentSession | None:
         """The consent session, deleted in the same statement: one decision per login."""
-        async with guard("take consent session"):
-            row = await self._pool.fetchrow(
-                "DELETE FROM signing_consent_sessions WHERE id_hash=$1 AND request_id=$2"
-                " RETURNING request_id, csrf_token, principal, expires_at",
-                id_hash,
-                request_id,
-            )
-        if row is None or row["expires_at"] <= now:
-            return None
-        return _session(row)
+        row = await self._take_unexpired(
+            "take consent session",
+            "DELETE FROM signing_consent_sessions WHERE id_hash=$1 AND request_id=$2"
+            " RETURNING request_id, csrf_token, principal, expires_at",
+            id_hash,
+            request_id,
+            now=now,
+        )
+        return None if row is None else _session(row)
 
     async def add_activation(self, act: Activation) -> None:
         async with guard("create signature activation"):

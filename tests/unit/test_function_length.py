@@ -13,7 +13,6 @@ LIMIT = 60
 DATA_DECLARATIONS = {
     "signer/http/openapi.py:_document": "the OpenAPI 3.1 document's skeleton, one literal",
     "signer/http/openapi.py:_approval_paths": "OpenAPI paths of the approvals API, one literal",
-    "signer/http/openapi.py:_log_paths": "OpenAPI paths of the transparency log, one literal",
     "signer/http/csc/oauth2_views.py:openapi_paths": "OpenAPI paths of CSC OAuth2, one literal",
 }
 

@@ -24,7 +24,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -49,29 +48,6 @@ class TooManyConnections(SignerError):
     slug = "too-many-connections"
     title = "Too many connections: try again shortly"
     status = 503
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """The ``[server]`` settings this module enforces (seconds; connections per process)."""
-
-    header_timeout: float
-    body_timeout: float
-    keepalive_timeout: float
-    max_connections: int
-    max_body_bytes: int
-    max_pdf_bytes: int
-
-
-def connection_limits(server: ServerSettings) -> ConnectionLimits:
-    return ConnectionLimits(
-        header_timeout=server.header_timeout,
-        body_timeout=server.body_timeout,
-        keepalive_timeout=server.keepalive_timeout,
-        max_connections=server.max_connections,
-        max_body_bytes=server.max_body_bytes,
-        max_pdf_bytes=server.max_pdf_bytes,
-    )
 
 
 def _refusal_bytes() -> bytes:
@@ -105,9 +81,10 @@ class _Refuse(asyncio.Protocol):
 
 
 class GuardedSite(web.TCPSite):
-    """A TCPSite whose connections are capped and must send their first head in time."""
+    """A TCPSite whose connections are capped and must send their first head in time
+    (``limits``: the ``[server]`` settings, as for :func:`hygiene_middleware`)."""
 
-    def __init__(self, runner: web.BaseRunner, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, runner: web.BaseRunner, limits: ServerSettings, **kwargs: Any) -> None:
         super().__init__(runner, **kwargs)
         self._limits = limits
         self.refused = 0
@@ -172,7 +149,7 @@ def _expire_if_silent(handler: Any) -> None:
         transport.close()
 
 
-def hygiene_middleware(limits: ConnectionLimits) -> Any:
+def hygiene_middleware(limits: ServerSettings) -> Any:
     """Marks the connection as started, refuses oversized announced bodies, and bounds the
     time the body may take to arrive."""
 
@@ -199,7 +176,7 @@ def hygiene_middleware(limits: ConnectionLimits) -> Any:
     return middleware
 
 
-def _ceiling(request: web.Request, limits: ConnectionLimits) -> int:
+def _ceiling(request: web.Request, limits: ServerSettings) -> int:
     """The largest body any endpoint takes in this media type (PDF uploads are the only raw
     bodies over ``max_body_bytes``)."""
     if request.content_type == "application/pdf":

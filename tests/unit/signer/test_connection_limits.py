@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from signer.errors import ConfigError
-from signer.http.kit.connections import AcceptErrorLog, connection_limits
+from signer.http.kit.connections import AcceptErrorLog
 from signer.settings.config import ServerSettings, load_settings
 from tests.support.service import DEV_CONFIG
 
@@ -65,7 +65,7 @@ def _settings(**server: str) -> Any:
 
 
 def test_connection_settings_have_sane_defaults() -> None:
-    limits = connection_limits(_settings().server)
+    limits = _settings().server
     defaults = ServerSettings()
     assert limits.header_timeout == defaults.header_timeout == 10.0
     assert limits.body_timeout == defaults.body_timeout == 60.0
