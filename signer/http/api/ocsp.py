@@ -23,7 +23,7 @@ from aiohttp import web
 from cryptography.x509.ocsp import load_der_ocsp_response
 
 from ca.ocsp import MAX_REQUEST_OCTETS, malformed
-from signer.http.kit.body import read_limited
+from signer.http.kit.body import read_typed
 from signer.http.kit.problems import UnsupportedMediaType
 from signer.http.kit.state import SERVICES
 
@@ -41,9 +41,8 @@ class OcspRequestExpected(UnsupportedMediaType):
 
 
 async def post(request: web.Request) -> web.Response:
-    if request.content_type != REQUEST_TYPE:
-        raise OcspRequestExpected(f"content type {request.content_type!r}")
-    return await _answer(request, await read_limited(request, MAX_REQUEST_OCTETS))
+    der = await read_typed(request, REQUEST_TYPE, MAX_REQUEST_OCTETS, OcspRequestExpected)
+    return await _answer(request, der)
 
 
 async def get(request: web.Request) -> web.Response:

@@ -19,8 +19,8 @@ from aiohttp import web
 
 from signer.formats.pdf import embed, prepare
 from signer.http.kit import hold as approvals
-from signer.http.kit.body import read_limited
-from signer.http.kit.problems import InvalidRequest, UnsupportedMediaType
+from signer.http.kit.body import read_typed
+from signer.http.kit.problems import InvalidRequest
 from signer.http.kit.refused import authenticate_signing
 from signer.http.kit.state import SERVICES, Services
 from signer.signing.longterm import PADES_LEVELS, LongTerm, PadesLevel
@@ -33,9 +33,7 @@ DEFAULT_FIELD = "Signature1"
 async def read_pdf(request: web.Request, limit: int) -> bytes:
     """The body, at most ``limit`` octets (read from the stream: aiohttp's client_max_size is
     the JSON limit); 415 unless ``application/pdf``, 413 over the limit."""
-    if request.content_type != PDF:
-        raise UnsupportedMediaType(f"content type {request.content_type!r}, expected {PDF}")
-    return await read_limited(request, limit)
+    return await read_typed(request, PDF, limit)
 
 
 def _field(request: web.Request) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from signer.http.kit.body import read_limited
+from signer.http.kit.body import read_typed
 from signer.http.kit.problems import NotFound, UnsupportedMediaType
 from signer.http.kit.state import SERVICES, Services
 from signer.signing.timestamping import BuiltinTimeStamps, reply_status
@@ -50,9 +50,7 @@ async def time_stamp(request: web.Request) -> web.Response:
         raise NoBuiltinTsa()
     if services.signing.gate is not None:  # "suspend all" stops the TSA key too
         services.signing.gate.suspensions.current.check_client(None)
-    if request.content_type != QUERY_TYPE:
-        raise TimeStampQueryExpected(f"content type {request.content_type!r}")
-    query = await read_limited(request, MAX_QUERY_OCTETS)
+    query = await read_typed(request, QUERY_TYPE, MAX_QUERY_OCTETS, TimeStampQueryExpected)
     reply = await services.hsm.run(lambda session: source.respond(session, query))
     log.info("time_stamp_reply", status=reply_status(reply), query_octets=len(query))
     return web.Response(body=reply, content_type=REPLY_TYPE)

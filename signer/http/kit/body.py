@@ -58,6 +58,20 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def read_typed(
+    request: web.Request,
+    media_type: str,
+    limit: int,
+    refusal: type[UnsupportedMediaType] = UnsupportedMediaType,
+) -> bytes:
+    """The body of an endpoint that takes one media type that is not JSON (a PDF, a DER
+    TimeStampReq or OCSPRequest): ``refusal`` (415) for another Content-Type, else
+    :func:`read_limited`."""
+    if request.content_type != media_type:
+        raise refusal(f"content type {request.content_type!r}, expected {media_type}")
+    return await read_limited(request, limit)
+
+
 async def read_body(request: web.Request) -> bytes:
     """The whole body under aiohttp's ``client_max_size`` (413 beyond it)."""
     try:
