@@ -19,6 +19,7 @@ independent validators of it in the tests.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -31,7 +32,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca import der
 from signer.formats import FormatError
 
-__all__ = ["HASH_ALGORITHMS", "Timestamper", "cades_b_t", "pades_b_t", "signature_time_stamp"]
+__all__ = [
+    "HASH_ALGORITHMS",
+    "CmsSigner",
+    "Timestamper",
+    "cades_b_t",
+    "pades_b_t",
+    "signature_time_stamp",
+]
 
 #: Document digest algorithms (asn1crypto names) and their digest sizes (RFC 5754 §2).
 HASH_ALGORITHMS: dict[str, int] = {"sha256": 32, "sha384": 48, "sha512": 64}
@@ -61,39 +69,38 @@ class Timestamper(Protocol):
     def __call__(self, digest: bytes, hash_algorithm: str, /) -> bytes: ...
 
 
+@dataclass(frozen=True)
+class CmsSigner:
+    """Who signs, as both baseline forms need it: the signer ``certificate`` and its ``key``
+    (they must match), the ``chain`` that goes into ``certificates`` beside the signer
+    certificate (RFC 5652 §5.1), and the ``timestamper`` of the signature-time-stamp."""
+
+    certificate: x509.Certificate
+    chain: Sequence[x509.Certificate]
+    key: ec.EllipticCurvePrivateKey
+    timestamper: Timestamper
+
+
 def cades_b_t(
-    digest: bytes,
-    hash_algorithm: str,
-    certificate: x509.Certificate,
-    chain: Sequence[x509.Certificate],
-    key: ec.EllipticCurvePrivateKey,
-    timestamper: Timestamper,
-    *,
-    signing_time: datetime,
+    digest: bytes, hash_algorithm: str, signer: CmsSigner, *, signing_time: datetime
 ) -> bytes:
     """Detached CAdES baseline B-T signature (DER ContentInfo) over a document ``digest``.
 
     ETSI EN 319 122-1 §6.3 (B-B) and §6.4 (B-T), STANDARDS.md §2: signed attributes exactly
     content-type id-data, message-digest, signing-time (``signing_time``, timezone-aware,
     whole seconds) and signing-certificate-v2 (SHA-256 ESSCertIDv2 with issuerSerial,
-    RFC 5035 §3); ``certificates`` holds the signer certificate and ``chain``; the unsigned
-    attribute signature-time-stamp (1.2.840.113549.1.9.16.2.14, EN 319 122-1 §5.3) holds a
-    token from ``timestamper`` over the SignerInfo signature value (RFC 3161 Appendix A).
+    RFC 5035 §3); ``certificates`` holds the signer certificate and the ``signer``'s chain;
+    the unsigned attribute signature-time-stamp (1.2.840.113549.1.9.16.2.14, EN 319 122-1
+    §5.3) holds a token from its timestamper over the SignerInfo signature value (RFC 3161
+    Appendix A).
     """
     if not isinstance(signing_time, datetime) or signing_time.utcoffset() is None:
         raise FormatError("signing_time: must be a timezone-aware datetime")
     when = signing_time.astimezone(UTC).replace(microsecond=0)
-    return _signed_data(digest, hash_algorithm, certificate, chain, key, timestamper, when)
+    return _signed_data(digest, hash_algorithm, signer, when)
 
 
-def pades_b_t(
-    byte_range_digest: bytes,
-    hash_algorithm: str,
-    certificate: x509.Certificate,
-    chain: Sequence[x509.Certificate],
-    key: ec.EllipticCurvePrivateKey,
-    timestamper: Timestamper,
-) -> bytes:
+def pades_b_t(byte_range_digest: bytes, hash_algorithm: str, signer: CmsSigner) -> bytes:
     """The CMS for a PAdES baseline B-T signature field (``/SubFilter /ETSI.CAdES.detached``).
 
     ETSI EN 319 142-1 §6.3 (B-B: content-type, message-digest, signing-certificate-v2 and
@@ -102,7 +109,7 @@ def pades_b_t(
     the document's ``/ByteRange``, computed by the client (:func:`signer.formats.pdf.prepare`),
     which embeds the result with :func:`signer.formats.pdf.embed`.
     """
-    return _signed_data(byte_range_digest, hash_algorithm, certificate, chain, key, timestamper)
+    return _signed_data(byte_range_digest, hash_algorithm, signer)
 
 
 def signature_time_stamp(signature: bytes) -> bytes:
@@ -130,13 +137,7 @@ def signature_time_stamp(signature: bytes) -> bytes:
 
 
 def _signed_data(
-    digest: bytes,
-    hash_algorithm: str,
-    certificate: x509.Certificate,
-    chain: Sequence[x509.Certificate],
-    key: ec.EllipticCurvePrivateKey,
-    timestamper: Timestamper,
-    signing_time: datetime | None = None,
+    digest: bytes, hash_algorithm: str, signer: CmsSigner, signing_time: datetime | None = None
 ) -> bytes:
     """ContentInfo with a detached SignedData (RFC 5652 §5) and one SignerInfo.
 
@@ -148,13 +149,13 @@ def _signed_data(
         raise FormatError(f"hash_algorithm: must be one of {', '.join(HASH_ALGORITHMS)}")
     if not isinstance(digest, bytes) or len(digest) != size:
         raise FormatError(f"digest: must be {size} bytes for {hash_algorithm}")
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
+    if not isinstance(signer.key, ec.EllipticCurvePrivateKey):
         raise FormatError("key: must be an EC private key")
-    if key.public_key() != certificate.public_key():
+    if signer.key.public_key() != signer.certificate.public_key():
         raise FormatError("key: does not match the signer certificate")
-    cert_der = certificate.public_bytes(Encoding.DER)
-    issuer = certificate.issuer.public_bytes()
-    serial_number = core.Integer(certificate.serial_number).dump()
+    cert_der = signer.certificate.public_bytes(Encoding.DER)
+    issuer = signer.certificate.issuer.public_bytes()
+    serial_number = core.Integer(signer.certificate.serial_number).dump()
     signed_attrs = der.set_of(
         _CONTENT_TYPE_DATA,
         _attribute(_OID_MESSAGE_DIGEST, core.OctetString(digest).dump()),
@@ -163,8 +164,8 @@ def _signed_data(
     )
     # RFC 5652 §5.4: the signer's digestAlgorithm also hashes the signed attributes;
     # ecdsa-with-SHA* without parameters, DER Ecdsa-Sig-Value (RFC 5753 §2.1, RFC 5758 §3.2).
-    signature = key.sign(signed_attrs, ec.ECDSA(_HASHES[hash_algorithm]()))
-    token = _time_stamp(timestamper, signature, hash_algorithm)
+    signature = signer.key.sign(signed_attrs, ec.ECDSA(_HASHES[hash_algorithm]()))
+    token = _time_stamp(signer.timestamper, signature, hash_algorithm)
     digest_algorithm = algos.DigestAlgorithm({"algorithm": hash_algorithm}).dump()
     signer_info = der.sequence(
         _INTEGER_1,  # v1: sid is issuerAndSerialNumber (RFC 5652 §5.3)
@@ -175,7 +176,9 @@ def _signed_data(
         core.OctetString(signature).dump(),
         der.implicit(1, der.set_of(_attribute(_OID_SIGNATURE_TIME_STAMP, token))),
     )
-    certificates = der.set_of(cert_der, *(extra.public_bytes(Encoding.DER) for extra in chain))
+    certificates = der.set_of(
+        cert_der, *(extra.public_bytes(Encoding.DER) for extra in signer.chain)
+    )
     signed_data = der.sequence(
         _INTEGER_1,  # v1: id-data, issuerAndSerialNumber, X.509 certificates only (§5.1)
         der.set_of(digest_algorithm),

@@ -50,7 +50,7 @@ from signer.errors import (
     RequestError,
     SignerError,
 )
-from signer.formats.cms import cades_b_t, pades_b_t
+from signer.formats.cms import CmsSigner, cades_b_t, pades_b_t
 from signer.formats.ltv import ValidationData, cades_b_lt
 from signer.keys import Destruction, EphemeralKey, Hsm, HsmSession, KeyEvidence
 from signer.policy.enforcement import ApprovalRequired, Gate
@@ -580,15 +580,15 @@ class SigningService:
             tokens.append(token)
             return token
 
+        signer = CmsSigner(cert, chain, key.private, recording)
+
         def make(digest: bytes) -> tuple[bytes, bytes | None]:
             if request.format in ("cades", "cades-b-lt"):
-                signature = cades_b_t(
-                    digest, alg, cert, chain, key.private, recording, signing_time=self._clock()
-                )
+                signature = cades_b_t(digest, alg, signer, signing_time=self._clock())
                 if job.validation_data is not None:
                     signature = cades_b_lt(signature, job.validation_data)
             else:
-                signature = pades_b_t(digest, alg, cert, chain, key.private, recording)
+                signature = pades_b_t(digest, alg, signer)
             return signature, tokens.pop()
 
         return make

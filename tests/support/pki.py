@@ -143,7 +143,7 @@ def signed_pdf(
 ) -> bytes:
     """A two-page PDF with a PAdES B-T signature (``Signature1``) by a fresh signer of ``pki``,
     time-stamped at ``when`` by ``tsa`` (key and certificate; default: the PKI's own TSA)."""
-    from signer.formats.cms import pades_b_t
+    from signer.formats.cms import CmsSigner, pades_b_t
     from signer.formats.pdf import embed, prepare
     from tests.support.pdfs import multi_page_pdf
 
@@ -154,10 +154,12 @@ def signed_pdf(
     cms_der = pades_b_t(
         prepared.digest,
         "sha256",
-        cert,
-        (pki.chain.issuing, pki.chain.root),
-        key,
-        lambda digest, algorithm: authority.timestamp_digest(digest, algorithm, tsa_key),
+        CmsSigner(
+            cert,
+            (pki.chain.issuing, pki.chain.root),
+            key,
+            lambda digest, algorithm: authority.timestamp_digest(digest, algorithm, tsa_key),
+        ),
     )
     return embed(prepared, cms_der)
 

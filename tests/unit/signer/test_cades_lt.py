@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import build_crl
 from signer.formats import FormatError
-from signer.formats.cms import cades_b_t
+from signer.formats.cms import CmsSigner, cades_b_t
 from signer.formats.ltv import ValidationData, cades_b_lt
 from signer.formats.verify import load_trust_bundle, verify_cades
 from tests.support.pki import NOW, Clock, Pki, make_pki, pem
@@ -52,10 +52,12 @@ def _b_t(pki: Pki) -> bytes:
     return cades_b_t(
         hashlib.sha256(DOCUMENT).digest(),
         "sha256",
-        cert,
-        (pki.chain.issuing, pki.chain.root),
-        key,
-        lambda digest, algorithm: tsa.timestamp_digest(digest, algorithm, pki.tsa_key),
+        CmsSigner(
+            cert,
+            (pki.chain.issuing, pki.chain.root),
+            key,
+            lambda digest, algorithm: tsa.timestamp_digest(digest, algorithm, pki.tsa_key),
+        ),
         signing_time=NOW,
     )
 

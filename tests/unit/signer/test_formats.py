@@ -21,7 +21,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 
 from ca.tsa import TimeStampAuthority
 from signer.formats import FormatError, PdfError
-from signer.formats.cms import cades_b_t, pades_b_t, signature_time_stamp
+from signer.formats.cms import CmsSigner, cades_b_t, pades_b_t, signature_time_stamp
 from signer.formats.pdf import embed, prepare
 from tests.support.pdfs import multi_page_pdf
 from tests.support.pki import NOW, Pki, make_pki
@@ -114,7 +114,7 @@ def make_cades(
     key, cert = signer
     digest = hashlib.new(algorithm, DOCUMENT).digest()
     chain = [pki.chain.issuing, pki.chain.root]
-    return cades_b_t(digest, algorithm, cert, chain, key, timestamper, signing_time=NOW)
+    return cades_b_t(digest, algorithm, CmsSigner(cert, chain, key, timestamper), signing_time=NOW)
 
 
 def signer_info(signature: bytes) -> cms.SignerInfo:
@@ -233,14 +233,16 @@ def test_cades_refuses_wrong_inputs(
     digest = hashlib.sha256(DOCUMENT).digest()
     chain = [pki.chain.issuing]
     with pytest.raises(FormatError, match="does not match"):
-        cades_b_t(digest, "sha256", cert, chain, pki.tsa_key, timestamper, signing_time=NOW)
+        cades_b_t(
+            digest, "sha256", CmsSigner(cert, chain, pki.tsa_key, timestamper), signing_time=NOW
+        )
     with pytest.raises(FormatError, match="32 bytes"):
-        cades_b_t(digest[:20], "sha256", cert, chain, key, timestamper, signing_time=NOW)
+        cades_b_t(digest[:20], "sha256", CmsSigner(cert, chain, key, timestamper), signing_time=NOW)
     with pytest.raises(FormatError, match="hash_algorithm"):
-        cades_b_t(digest, "sha1", cert, chain, key, timestamper, signing_time=NOW)
+        cades_b_t(digest, "sha1", CmsSigner(cert, chain, key, timestamper), signing_time=NOW)
     naive = datetime(2026, 3, 1, 12, 0, 0)
     with pytest.raises(FormatError, match="timezone"):
-        cades_b_t(digest, "sha256", cert, chain, key, timestamper, signing_time=naive)
+        cades_b_t(digest, "sha256", CmsSigner(cert, chain, key, timestamper), signing_time=naive)
 
 
 def test_a_token_over_something_else_is_refused(
@@ -253,9 +255,10 @@ def test_a_token_over_something_else_is_refused(
 
     digest = hashlib.sha256(DOCUMENT).digest()
     with pytest.raises(FormatError, match="does not cover"):
-        cades_b_t(digest, "sha256", cert, [], key, wrong, signing_time=NOW)
+        cades_b_t(digest, "sha256", CmsSigner(cert, [], key, wrong), signing_time=NOW)
     with pytest.raises(FormatError, match="TimeStampToken"):
-        cades_b_t(digest, "sha256", cert, [], key, lambda d, a: b"\x30\x00", signing_time=NOW)
+        no_token = CmsSigner(cert, [], key, lambda d, a: b"\x30\x00")
+        cades_b_t(digest, "sha256", no_token, signing_time=NOW)
 
 
 # -- PAdES --------------------------------------------------------------------------------------
@@ -271,14 +274,8 @@ def signed_pdf(
     """Client side: prepare; service side: PAdES CMS over the digest only; client: embed."""
     key, cert = signer
     prepared = prepare(multi_page_pdf(3), "Signature1", NOW)
-    cms_der = pades_b_t(
-        prepared.digest,
-        prepared.hash_algorithm,
-        cert,
-        [pki.chain.issuing, pki.chain.root],
-        key,
-        timestamper,
-    )
+    cms_signer = CmsSigner(cert, [pki.chain.issuing, pki.chain.root], key, timestamper)
+    cms_der = pades_b_t(prepared.digest, prepared.hash_algorithm, cms_signer)
     path = tmp_path_factory.mktemp("pdf") / "contract.signed.pdf"
     path.write_bytes(embed(prepared, cms_der))
     return path
@@ -344,13 +341,17 @@ def test_embed_refuses_a_cms_for_another_document(
     key, cert = signer
     first = prepare(multi_page_pdf(1), "Signature1", NOW)
     second = prepare(multi_page_pdf(2), "Signature1", NOW)
-    cms_der = pades_b_t(first.digest, "sha256", cert, [pki.chain.issuing], key, timestamper)
+    cms_der = pades_b_t(
+        first.digest, "sha256", CmsSigner(cert, [pki.chain.issuing], key, timestamper)
+    )
     with pytest.raises(PdfError, match="does not cover"):
         embed(second, cms_der)
     with pytest.raises(PdfError, match="SignedData"):
         embed(first, b"not a cms")
     small = prepare(multi_page_pdf(1), "Signature1", NOW, reserved_size=1024)
-    too_big = pades_b_t(small.digest, "sha256", cert, [pki.chain.issuing], key, timestamper)
+    too_big = pades_b_t(
+        small.digest, "sha256", CmsSigner(cert, [pki.chain.issuing], key, timestamper)
+    )
     with pytest.raises(PdfError, match="room"):
         embed(small, too_big)
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import build_crl
 from ca.revocation import Revocation
-from signer.formats.cms import cades_b_t
+from signer.formats.cms import CmsSigner, cades_b_t
 from signer.formats.ltv import ValidationData, add_validation_data, cades_b_lt
 from signer.formats.verify import (
     SignatureReport,
@@ -120,10 +120,11 @@ def test_cades_b_lt_with_the_revoking_crl_is_refused(pki: Pki) -> None:
     key, cert = pki.signer()
     tsa = pki.tsa(clock=Clock(NOW))
     document = b"order 4711\n"
-    b_t = cades_b_t(
-        hashlib.sha256(document).digest(), "sha256", cert, (pki.chain.issuing, pki.chain.root),
-        key, lambda d, a: tsa.timestamp_digest(d, a, pki.tsa_key), signing_time=NOW,
+    signer = CmsSigner(
+        cert, (pki.chain.issuing, pki.chain.root), key,
+        lambda d, a: tsa.timestamp_digest(d, a, pki.tsa_key),
     )  # fmt: skip
+    b_t = cades_b_t(hashlib.sha256(document).digest(), "sha256", signer, signing_time=NOW)
     serial = pki.tsa_certificate.serial_number
     data = ValidationData((pki.tsa_certificate,), (_crl(pki, {serial: BEFORE}),))
     report = verify_cades(document, cades_b_lt(b_t, data), _trust(pki), now=NEXT_DAY)

@@ -27,7 +27,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
 from ca.profiles import LegalPerson, Level, NaturalPerson
 from ca.tsa import TimeStampAuthority
-from signer.formats.cms import cades_b_t, pades_b_t
+from signer.formats.cms import CmsSigner, cades_b_t, pades_b_t
 from signer.formats.pdf import embed, prepare
 from signer.formats.verify import (
     SignatureReport,
@@ -114,10 +114,10 @@ def make_case(
     case = Case(directory / "doc.bin", directory / "doc.bin.p7s", directory / "doc.pdf", NOW)
     case.document.write_bytes(DOCUMENT)
     case.cades.write_bytes(
-        cades_b_t(digest, "sha256", cert, chain, key, timestamper, signing_time=NOW)
+        cades_b_t(digest, "sha256", CmsSigner(cert, chain, key, timestamper), signing_time=NOW)
     )
     prepared = prepare(multi_page_pdf(3), "Signature1", NOW)
-    cms_der = pades_b_t(prepared.digest, "sha256", cert, chain, key, timestamper)
+    cms_der = pades_b_t(prepared.digest, "sha256", CmsSigner(cert, chain, key, timestamper))
     case.pdf.write_bytes(embed(prepared, cms_der))
     return Case(case.document, case.cades, case.pdf, NOW + tsa_delay)
 
