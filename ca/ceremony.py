@@ -17,12 +17,13 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives import hashes
 
 from ca.errors import CaError
 
@@ -43,9 +44,18 @@ GENESIS = bytes(32)
 #: ``key-create`` (an issuing-CA, TSA or OCSP-responder key made in the online HSM, and its
 #: CSR), ``certificate-sign`` (the offline root signed a CSR), ``certificate-import`` (the
 #: online side took a signed certificate in), ``crl-sign`` (the offline root signed its CRL),
-#: ``witness`` (a witness's statement, e.g. that the token was sealed).
+#: ``crl-import`` (the online side took that CRL in), ``witness`` (a witness's statement, e.g.
+#: that the token was sealed).
 STEPS = frozenset(
-    {"root-create", "key-create", "certificate-sign", "certificate-import", "crl-sign", "witness"}
+    {
+        "root-create",
+        "key-create",
+        "certificate-sign",
+        "certificate-import",
+        "crl-sign",
+        "crl-import",
+        "witness",
+    }
 )
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _MAX_TEXT = 400
@@ -111,7 +121,9 @@ class CeremonyStep:
     @property
     def digest(self) -> bytes:
         """SHA-256 of :meth:`line`: what the next step's ``prev`` and the log entry name."""
-        return hashlib.sha256(self.line()).digest()
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(self.line())
+        return digest.finalize()
 
     @classmethod
     def parse(cls, line: bytes, number: int = 0) -> CeremonyStep:

@@ -20,6 +20,7 @@ ALLOWED_ROOTS = {
     "datetime",
     "enum",
     "functools",
+    "json",  # canonical transcript lines (ca.ceremony): pure, no I/O
     "re",
     "secrets",
     "typing",
