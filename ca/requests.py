@@ -16,9 +16,10 @@ Pure: no I/O, no clock; times are handed in.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -44,6 +45,7 @@ __all__ = [
     "verify_root_crl",
 ]
 
+T = TypeVar("T")
 #: What the root signs: the issuing CA's key, and the OCSP responder's key for the answers
 #: about what the root issued (RFC 6960 §4.2.2.2: a delegated responder certificate comes
 #: from the CA whose certificates it answers for).
@@ -72,16 +74,21 @@ def build_request(key: ec.EllipticCurvePrivateKey, subject: x509.Name) -> bytes:
     return csr.public_bytes(Encoding.DER)
 
 
+def _load(data: bytes, loads: Sequence[Callable[[bytes], T]], refusal: str) -> T:
+    """``data`` read by the first of ``loads`` (DER, then PEM) that accepts it."""
+    for load in loads:
+        try:
+            return load(data)
+        except ValueError:
+            continue
+    raise CeremonyError(refusal)
+
+
 def requested_key(csr_der: bytes) -> ec.EllipticCurvePublicKey:
     """The EC public key of a request whose self-signature verifies (RFC 2986 §3);
     :class:`CeremonyError` otherwise."""
-    try:
-        csr = x509.load_der_x509_csr(csr_der)
-    except ValueError:
-        try:
-            csr = x509.load_pem_x509_csr(csr_der)
-        except ValueError:
-            raise CeremonyError("request: not a PKCS#10 certificate request") from None
+    loads = (x509.load_der_x509_csr, x509.load_pem_x509_csr)
+    csr = _load(csr_der, loads, "request: not a PKCS#10 certificate request")
     if not csr.is_signature_valid:
         raise CeremonyError("request: its signature does not verify (no proof of possession)")
     key = csr.public_key()
@@ -186,13 +193,7 @@ def verify_root_crl(
 ) -> tuple[x509.CertificateRevocationList, x509.Certificate]:
     """The CRL in ``der`` and which of ``roots`` signed it (RFC 5280 §6.3.3: issuer name and
     signature); :class:`CeremonyError` when none did or it has no nextUpdate or number."""
-    try:
-        crl = x509.load_der_x509_crl(der)
-    except ValueError:
-        try:
-            crl = x509.load_pem_x509_crl(der)
-        except ValueError:
-            raise CeremonyError("not a CRL") from None
+    crl = _load(der, (x509.load_der_x509_crl, x509.load_pem_x509_crl), "not a CRL")
     for root in roots:
         if crl.issuer == root.subject and crl.is_signature_valid(root.public_key()):  # type: ignore[arg-type]
             if crl.next_update_utc is None:

@@ -40,6 +40,7 @@ from signer.signing.ceremony import (
     holds_key,
     issued_by,
     key_identifier,
+    responder_label,
 )
 from signer.signing.revocation import Responders, load_responders, save_issuing_responder
 from signer.signing.rollover import issue_tsa_certificate
@@ -75,7 +76,8 @@ class StoredCertificates:
     root: x509.Certificate | None
     issuing: x509.Certificate | None
     tsa: x509.Certificate | None
-    ocsp: Responders | None = None
+    ocsp_root: x509.Certificate | None = None  # the root's responder (from the ceremony)
+    ocsp_issuing: x509.Certificate | None = None  # the issuing CA's (made online)
     issuing_label: str | None = None
     tsa_label: str | None = None
     issuers: tuple[tuple[x509.Certificate, str], ...] = ()  # (certificate, key label)
@@ -187,7 +189,7 @@ def _make_ocsp(
     issuer: tuple[Chain, str],
     *,
     force: bool,
-    stored: Responders | None,
+    stored: StoredCertificates,
 ) -> tuple[x509.Certificate, bool, bool]:
     """The OCSP responder key (created when missing, replaced with ``force``) and its
     delegated responder certificate from the issuing CA (RFC 6960 §4.2.2.2: issued by the CA
@@ -197,12 +199,10 @@ def _make_ocsp(
     chain, issuing_label = issuer
     if force or not session.has_token_key(ca.ocsp_label):
         session.create_token_key(ca.ocsp_label, ca.curve, replace=True)
-    old_root = None if stored is None else stored.root
-    root_due = not _responder_fresh(old_root, chain.root, session, ca.ocsp_label, now)
-    if stored is not None and _responder_fresh(
-        stored.issuing, chain.issuing, session, ca.ocsp_label, now
-    ):
-        return stored.issuing, False, root_due
+    root_due = not _responder_fresh(stored.ocsp_root, chain.root, session, ca.ocsp_label, now)
+    if _responder_fresh(stored.ocsp_issuing, chain.issuing, session, ca.ocsp_label, now):
+        assert stored.ocsp_issuing is not None
+        return stored.ocsp_issuing, False, root_due
     cert = build_responder_certificate(
         session.token_key(issuing_label),
         chain.issuing,
@@ -231,7 +231,8 @@ async def _stored(
         root=held["root"],
         issuing=held["issuing"],
         tsa=held["tsa"],
-        ocsp=await load_responders(store, settings),
+        ocsp_root=await store.load(responder_label(settings, "root")),
+        ocsp_issuing=await store.load(responder_label(settings, "issuing")),
         issuing_label=current["issuing"].key_label if current["issuing"] else None,
         tsa_label=current["tsa"].key_label if current["tsa"] else None,
         issuers=tuple((g.certificate, g.key_label) for g in issuing if g.state != "pending"),
@@ -259,7 +260,7 @@ async def init_ca(sides: Sides, now: datetime, *, force: bool) -> InitResult:
         )
     if ocsp_created:
         await save_issuing_responder(store, settings, issuing_responder, now)
-    due = await _root_products(sides, chain, root_responder_due or ocsp_created, force or created)
+    due = await _root_products(sides, chain, root_responder_due, force or created)
     ocsp = await load_responders(store, settings)
     return InitResult(
         chain, created, tsa, tsa_created, ocsp, ocsp_created or "ocsp-root" in due[1], due[0]
@@ -287,7 +288,7 @@ def _online_services(
         if tsa is not None and not issued_by(tsa, chain.issuing) and issued_by(tsa, cert):
             answering = (Chain(issuing=cert, root=chain.root), label)
     responder, made, root_due = _make_ocsp(
-        session, settings, now, answering, force=force, stored=stored.ocsp
+        session, settings, now, answering, force=force, stored=stored
     )
     return tsa, tsa_created, responder, made, root_due
 
