@@ -130,7 +130,7 @@ class RootSide:
             if not force and session.has_token_key(ca.root_label):
                 raise AlreadyInitialised(
                     f"the root token already holds {ca.root_label} without a matching root"
-                    " certificate; run `qes init --force` to replace the CA keys"
+                    " certificate; --force replaces it (a new root: a new CA)"
                 )
             key = session.create_token_key(ca.root_label, ca.curve, replace=force)
             return build_root_certificate(key, ca.names, now, ca.root_lifetime), True
@@ -257,11 +257,11 @@ class OnlineSide:
         ``fresh``, a replacing `qes init --force`), else the next generation's."""
         base = self.settings.ca.issuing_label
         known = await self.certs.generations("issuing", base)
-        if fresh or not known:
+        if fresh:
             return base
         if any(g.state == "pending" for g in known):
             raise CeremonyRefused("issuing: a generation is pending: `qes ca switch issuing` first")
-        return generation_label(base, max(g.number for g in known) + 1)
+        return _next_label(base, known)
 
     async def request(self, role: str, *, fresh: bool = False) -> tuple[bytes, str]:
         """A key for ``role`` (``issuing``: a new one; ``ocsp-root``: the OCSP responder's,
@@ -364,7 +364,7 @@ class OnlineSide:
         if any(g.certificate == cert for g in known):
             return "issuing CA already stored"
         current = next((g for g in known if g.state == "current"), None)
-        label = await self._held_under(cert, (base, await self._issuing_label(fresh=False)))
+        label = await self._held_under(cert, (base, _next_label(base, known)))
         facts = {**_cert_facts(cert), "role": "issuing", "key_label": label}
         if current is None or label == base:  # the first, or a replacing `qes init --force`
             await self._store_current(
@@ -414,6 +414,11 @@ class OnlineSide:
         logged = self._record("crl-import", _crl_facts(crl, der))
         await self.crls.add(stored, logged.action.acted_at, logged)
         return stored
+
+
+def _next_label(base: str, known: tuple[Generation, ...]) -> str:
+    """The key label of the issuing CA generation after ``known`` (the configured one first)."""
+    return generation_label(base, max((g.number for g in known), default=0) + 1)
 
 
 def key_identifier(cert: x509.Certificate) -> bytes:
