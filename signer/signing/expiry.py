@@ -59,7 +59,9 @@ ACTION: dict[str, str] = {
     " `qes ca switch issuing`): no certificate can outlive it",
     "tsa": "roll the TSA key before its usage period ends: `qes ca rollover tsa`, then"
     " `qes ca switch tsa`",
-    "ocsp-root": "run `qes init`: it renews the OCSP responder certificates",
+    "ocsp-root": "renew the root's OCSP responder certificate in the key ceremony: `qes init`"
+    " with the root token, or `qes ca request ocsp-root`, `qes ca root sign` (offline),"
+    " `qes ca import`",
     "ocsp-issuing": "run `qes init`: it renews the OCSP responder certificates",
 }
 
