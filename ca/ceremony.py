@@ -44,9 +44,18 @@ GENESIS = bytes(32)
 #: ``key-create`` (an issuing-CA, TSA or OCSP-responder key made in the online HSM, and its
 #: CSR), ``certificate-sign`` (the offline root signed a CSR), ``certificate-import`` (the
 #: online side took a signed certificate in), ``crl-sign`` (the offline root signed its CRL),
-#: ``witness`` (a witness's statement, e.g. that the token was sealed).
+#: ``crl-import`` (the online side took that CRL in), ``witness`` (a witness's statement, e.g.
+#: that the token was sealed).
 STEPS = frozenset(
-    {"root-create", "key-create", "certificate-sign", "certificate-import", "crl-sign", "witness"}
+    {
+        "root-create",
+        "key-create",
+        "certificate-sign",
+        "certificate-import",
+        "crl-sign",
+        "crl-import",
+        "witness",
+    }
 )
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _MAX_TEXT = 400

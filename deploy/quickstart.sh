@@ -27,6 +27,7 @@ RP_PORT=8090
 METRICS_URL=http://127.0.0.1:9780/metrics
 IDP_CONFIG=deploy/dev-idp/demo.json
 HSM_LABEL=qes-dev
+ROOT_TOKEN_LABEL=qes-root
 QES=.venv/bin/qes
 PY=.venv/bin/python
 
@@ -163,14 +164,23 @@ EOF
   export SOFTHSM2_CONF=$ROOT/$dir/softhsm2.conf
   QES_HSM_PIN=$(cat "$DATA/hsm-pin")
   export QES_HSM_PIN
+  # The offline root's token (README "Key ceremony"): on this one machine beside the online
+  # token, with a PIN of its own that only `qes init` is given, never `qes serve`.
+  secret_file "$DATA/root-pin"
+  secret_file "$DATA/root-so-pin"
+  if ! softhsm2-util --show-slots 2>/dev/null | grep -Eq "Label: +$ROOT_TOKEN_LABEL *$"; then
+    softhsm2-util --init-token --free --label "$ROOT_TOKEN_LABEL" \
+      --so-pin "$(cat "$DATA/root-so-pin")" --pin "$(cat "$DATA/root-pin")" >"$DATA/softhsm.log" 2>&1 ||
+      fail "softhsm2-util --init-token failed: $(tail -n 1 "$DATA/softhsm.log")"
+  fi
   if softhsm2-util --show-slots 2>/dev/null | grep -Eq "Label: +$HSM_LABEL *$"; then
-    step 2/8 "HSM: SoftHSM2 token '$HSM_LABEL' reused ($dir)"
+    step 2/8 "HSM: SoftHSM2 tokens '$HSM_LABEL' and '$ROOT_TOKEN_LABEL' (offline root) reused ($dir)"
     return
   fi
   softhsm2-util --init-token --free --label "$HSM_LABEL" \
     --so-pin "$(cat "$DATA/hsm-so-pin")" --pin "$QES_HSM_PIN" >"$DATA/softhsm.log" 2>&1 ||
     fail "softhsm2-util --init-token failed: $(tail -n 1 "$DATA/softhsm.log")"
-  step 2/8 "HSM: SoftHSM2 token '$HSM_LABEL' created ($dir, PINs in $DATA/hsm-pin, $DATA/hsm-so-pin)"
+  step 2/8 "HSM: SoftHSM2 tokens '$HSM_LABEL' and '$ROOT_TOKEN_LABEL' (offline root) created ($dir, PINs in $DATA/hsm-pin, $DATA/root-pin)"
 }
 
 # --hsm-server: the token behind p11-kit server (OPERATIONS.md); the signer loads p11-kit's
@@ -233,11 +243,14 @@ init_ca() {
   local out
   # stdout: log lines (migrations), then the summary (CA, TSA, log key lines); stderr: the
   # reason on failure. The whole summary stays in init.log.
-  out=$("$QES" init --config "$CONFIG" 2>"$DATA/init.log") ||
+  # The one-machine key ceremony: both tokens here, the root's PIN for this command only
+  # (the signer never gets it); the transcript is $DATA/ceremony/transcript.jsonl.
+  out=$(QES_ROOT_PIN=$(cat "$DATA/root-pin") QES__OFFLINE__MODULE=/usr/lib/softhsm/libsofthsm2.so \
+    "$QES" init --config "$CONFIG" 2>"$DATA/init.log") ||
     fail "qes init failed: $(tail -n 1 "$DATA/init.log")"
   printf '%s\n' "$out" >>"$DATA/init.log"
   out=$(grep -m 1 '^CA ' <<<"$out" || true)
-  step 5/8 "CA: ${out#CA } (CA, TSA and log keys: $DATA/init.log)"
+  step 5/8 "CA: ${out#CA } (key ceremony on one machine; CA, TSA and log keys: $DATA/init.log)"
 }
 
 signer() {

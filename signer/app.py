@@ -72,7 +72,7 @@ from signer.signing.rollover import Authorities, load_authorities
 from signer.signing.sweeper import Sweeper
 from signer.signing.timestamping import BuiltinTimeStamps, ExternalTimeStamps, TimeStampSource
 from signer.storage.anchor import AnchorStore
-from signer.storage.authority import CaCertificateStore
+from signer.storage.authority import CaCertificateStore, RootCrlStore
 from signer.storage.backfill import BackfillStore
 from signer.storage.csc import CscStore
 from signer.storage.db import create_pool
@@ -251,6 +251,7 @@ async def _revocation(
         responders=await load_responders(CaCertificateStore(o.pool), settings),
         clock=clock,
         issuing_crl=(crl_issuer.certificate, crl_issuer.key_label),
+        root_crls=RootCrlStore(o.pool),
         tsa_issued=tuple(g.certificate for g in authorities.tsa),
     )
 
@@ -407,7 +408,8 @@ async def _background(
     if settings.metrics.enabled:  # issue 13: gauges sampled for the scrape
         loops.append(gauges.run(o.pool, o.hsm))
     r = services.revocation
-    loops.append(expiry.run(expiry.watched(r.chain, r.tsa, r.responders), clock))
+    watched = expiry.watched(r.chain, r.tsa, r.responders)
+    loops.append(expiry.run(watched, clock, root_crl=r.root_crl))
     if services.signing.gate is not None:
         loops.append(services.signing.gate.run())
     if _APPROVALS in app:

@@ -167,6 +167,13 @@ CERT_RENEW_BY = Gauge(
     multiprocess_mode="livemax",
     registry=OWN,
 )
+ROOT_CRL_NEXT_UPDATE = Gauge(
+    "qes_root_crl_next_update_timestamp_seconds",
+    "nextUpdate of the newest root CRL imported from the key ceremony, as Unix time (signed"
+    " offline: alert well before it, signer.signing.expiry).",
+    multiprocess_mode="livemin",
+    registry=OWN,
+)
 READY = Gauge(
     "qes_ready",
     "1 when the database and the HSM answer (as /readyz), else 0.",

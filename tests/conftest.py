@@ -156,11 +156,14 @@ def settings(signer_env: dict[str, str]):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def ca_ready(settings) -> None:  # type: ignore[no-untyped-def]
-    """`qes init` once per session, through the same code path as the CLI."""
+def ca_ready(settings, signer_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """`qes init` once per session, through the same code path as the CLI (both sides of the
+    key ceremony: the session's token and its offline root token)."""
     from signer.cli.service import _init
+    from signer.settings.offline import load_offline_settings
 
-    asyncio.run(_init(settings, force=False))
+    offline = load_offline_settings(DEV_CONFIG, env=signer_env)
+    asyncio.run(_init(settings, force=False, offline=offline))
 
 
 @pytest.fixture(scope="session")

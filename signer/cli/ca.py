@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from signer.cli import ceremony
 from signer.cli.common import admin_log, load
 from signer.cli.common import pool as open_pool
 from signer.errors import SignerError
@@ -165,7 +166,9 @@ def register(
     sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 ) -> None:
     """Add this group's commands to the `qes` parser."""
-    ca = sub.add_parser("ca", help="acts on the CA: revoke, roll over and switch CA or TSA")
+    ca = sub.add_parser(
+        "ca", help="acts on the CA: key ceremony, revoke, roll over and switch CA or TSA"
+    )
     csub = ca.add_subparsers(dest="ca_command", required=True)
     revoke = with_config(
         csub.add_parser("revoke", help="revoke the issuing CA or the TSA certificate")
@@ -181,11 +184,12 @@ def register(
     )
     revoke.add_argument("--actor", help="who revokes, for the log (default: this account)")
     for name, what in (
-        ("rollover", "make a new issuing CA or TSA key and certificate, pending"),
+        ("rollover", "make a new TSA key and certificate, pending (issuing CA: the ceremony)"),
         ("switch", "make the pending issuing CA or TSA current, the old one past"),
     ):
         command = with_config(csub.add_parser(name, help=what))
         command.add_argument("role", choices=("issuing", "tsa"), help="which to roll")
         command.add_argument("--actor", help="who acts, for the log (default: this account)")
     _register_transcript(csub, with_config)
+    ceremony.register(csub, with_config)
     ca.set_defaults(func=cmd_ca)

@@ -10,44 +10,81 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from signer.cli.common import admin_log, load
+from signer.cli.common import load
 from signer.cli.supervisor import STOP_SIGNALS, Supervisor
 from signer.errors import SignerError
 
 
-async def _init(settings: Any, force: bool, actor: str | None = None) -> str:
-    """`qes init [--force]`; a forced replacement of CA keys is logged as admin acts of
-    ``actor`` (else this account)."""
+async def _init(settings: Any, force: bool, actor: str | None = None, offline: Any = None) -> str:
+    """`qes init [--force]`: the one-machine key ceremony when ``offline`` (the root token's
+    settings) is given (:mod:`signer.signing.bootstrap`), its transcript logged; a forced
+    replacement of CA keys is logged as admin acts of ``actor`` (else this account)."""
     from signer.keys import Hsm
-    from signer.signing.bootstrap import init_ca, init_log, log_replaced
-    from signer.storage.authority import CaCertificateStore
+    from signer.settings.offline import default_transcript
+    from signer.signing.bootstrap import init_log
     from signer.storage.db import create_pool
-    from signer.storage.policy import PolicyStore
 
     if settings.database.url is None:
         raise SignerError("database.url: not configured (set QES_DATABASE_URL)")
+    transcript = offline.transcript if offline else default_transcript(settings.data_dir)
     hsm = await asyncio.to_thread(Hsm.open, settings.hsm)
     try:
-        pool = await create_pool(
-            settings.database.url.reveal(),
-            min_size=1,
-            max_size=2,
-            command_timeout=settings.database.command_timeout,
-        )
-        try:
-            log_result = await init_log(hsm, settings)  # first: the privacy key for the entries
-            now = datetime.now(UTC)
-            result = await init_ca(hsm, CaCertificateStore(pool), settings, now, force=force)
-            logged = 0
-            if force:
-                audit = admin_log(settings, actor, lambda: now)
-                logged = await log_replaced(PolicyStore(pool), audit, result)
-        finally:
-            await pool.close()
+        log_result = await init_log(hsm, settings)  # first: the privacy key for the entries
     finally:
         await asyncio.to_thread(hsm.close)
+    pool = await create_pool(
+        settings.database.url.reveal(),
+        min_size=1,
+        max_size=2,
+        command_timeout=settings.database.command_timeout,
+    )
+    try:
+        lines = await _init_ca(settings, offline, transcript, pool, force=force, actor=actor)
+    finally:
+        await pool.close()
+    return "\n".join([*lines[:-1], log_result.describe(), lines[-1]]).rstrip("\n")
+
+
+async def _init_ca(
+    settings: Any, offline: Any, transcript: Any, pool: Any, *, force: bool, actor: str | None
+) -> list[str]:
+    """The CA part of `qes init`: both sides of the ceremony, then the transcript logged."""
+    from contextlib import AsyncExitStack
+
+    from signer.cli.ceremony import online_side, pem, root_side, write_file
+    from signer.signing.bootstrap import Sides, init_ca, log_replaced
+    from signer.storage.policy import PolicyStore
+    from signer.translog.ceremony import TranscriptFile, import_steps
+
+    now = datetime.now(UTC)
+    async with AsyncExitStack() as stack:
+        side = online_side(settings, actor, transcript, pool, lambda: now)
+        online = await stack.enter_async_context(side)
+        root = None
+        if offline is not None:
+            side = root_side(offline, actor, str(transcript), lambda: now)
+            root = await stack.enter_async_context(side)
+        result = await init_ca(Sides(online, root), now, force=force)
+    if offline is not None:  # where the offline side's `qes ca root sign|crl` find it
+        write_file(offline.root_certificate, pem(result.chain.root))
+    steps = TranscriptFile(transcript).read()
+    added, _ = await import_steps(PolicyStore(pool), online.audit, steps)
+    logged = await log_replaced(PolicyStore(pool), online.audit, result) if force else 0
+    lines = _describe_init(settings, result)
+    if steps:
+        lines.append(f"ceremony transcript {transcript}: {len(steps)} steps, {added} newly logged")
+    if result.root_due:
+        lines.append(f"waiting for the offline root (key ceremony): {', '.join(result.root_due)}")
+    lines.append(
+        f"logged: {logged} ca-replace admin act(s) in the transparency log" if logged else ""
+    )
+    return lines
+
+
+def _describe_init(settings: Any, result: Any) -> list[str]:
     verb = "created" if result.created else "already present"
     lines = [
         f"CA {verb}: root {result.chain.root.subject.rfc4514_string()}, issuing "
@@ -61,10 +98,7 @@ async def _init(settings: Any, force: bool, actor: str | None = None) -> str:
     if result.ocsp is not None:
         ocsp_verb = "created" if result.ocsp_created else "already present"
         lines.append(f"OCSP responder {ocsp_verb}: {result.ocsp.issuing.subject.rfc4514_string()}")
-    lines.append(log_result.describe())
-    if logged:
-        lines.append(f"logged: {logged} ca-replace admin act(s) in the transparency log")
-    return "\n".join(lines)
+    return lines
 
 
 def warn_derived_origin(settings: Any) -> None:
@@ -85,8 +119,12 @@ def warn_derived_origin(settings: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from signer.settings.offline import load_offline_settings
+
     settings = load(args)
-    print(asyncio.run(_init(settings, args.force, args.actor)))
+    path = args.config or os.environ.get("QES_CONFIG")
+    offline = load_offline_settings(Path(path) if path else None, required=False)
+    print(asyncio.run(_init(settings, args.force, args.actor, offline)))
     return 0
 
 

@@ -374,6 +374,13 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
     """Read ``path`` (TOML), apply ``QES__…`` overrides from ``env`` and validate everything."""
     env = os.environ if env is None else env
+    raw = read_raw(path, env)
+    base = Path(path).parent if path is not None else Path.cwd()
+    return _build(raw, env, base)
+
+
+def read_raw(path: Path | None, env: Mapping[str, str]) -> dict[str, Any]:
+    """The TOML at ``path`` (nothing: empty) with the ``QES__…`` overrides of ``env`` applied."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -383,8 +390,7 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
     _apply_env(raw, env)
-    base = Path(path).parent if path is not None else Path.cwd()
-    return _build(raw, env, base)
+    return raw
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -427,6 +433,9 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
         "sweeper",
         "metrics",
         "clients",
+        # The offline root's token: read by the ceremony commands only
+        # (signer.settings.offline); the service's settings never carry its PIN.
+        "offline",
     }
     for key in raw:
         if key not in known:

@@ -1,6 +1,13 @@
-"""`qes init`: create the CA keys inside the HSM and their certificates, the built-in
-TSA's key and certificate (RFC 3161 §2.3, STANDARDS.md §3) unless an external TSA is configured,
-and the OCSP responder's key with its two delegated responder certificates (RFC 6960 §4.2.2.2).
+"""`qes init`: the CA keys and their certificates, the built-in TSA's key and certificate
+(RFC 3161 §2.3, STANDARDS.md §3) unless an external TSA is configured, and the OCSP responder's
+key with its two delegated responder certificates (RFC 6960 §4.2.2.2).
+
+The root's key lives in the offline root token (:mod:`signer.settings.offline`), never in the
+service's HSM: `qes init` is the one-machine path of the key ceremony
+(:mod:`signer.signing.ceremony`), running its steps in sequence with both tokens present
+(root create, issuing key request, root sign, import; the root's responder certificate and
+CRL likewise), each a step of the transcript. Without the root token it does only what needs
+no root (TSA, the issuing CA's responder, the log key) and says what waits for a ceremony.
 
 Idempotent: when the keys exist and the stored certificates match them, nothing changes. It
 never replaces an existing key unless ``force`` is given. A missing TSA key (a CA made before
@@ -18,15 +25,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ca.authority import Chain, build_issuing_certificate, build_root_certificate
+from ca.authority import Chain
 from ca.ocsp import RESPONDER_LIFETIME, RESPONDER_RENEW_BEFORE, build_responder_certificate
-from signer.errors import SignerError
+from signer.errors import ConfigError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
-from signer.signing.revocation import Responders, load_responders, save_responders
+from signer.signing.ceremony import (
+    ROOT_CRL_LEAD,
+    ROOT_CRL_NEXT_UPDATE,
+    AlreadyInitialised,
+    OnlineSide,
+    RootSide,
+    holds_key,
+    issued_by,
+    key_identifier,
+    responder_label,
+)
+from signer.signing.revocation import Responders, load_responders, save_issuing_responder
 from signer.signing.rollover import issue_tsa_certificate
 from signer.storage.authority import CaCertificateStore, Generation
 from signer.storage.policy import PolicyStore
@@ -39,11 +55,6 @@ from signer.translog.log import (
 )
 
 
-class AlreadyInitialised(SignerError):
-    slug = "already-initialised"
-    title = "CA keys exist; use --force to replace them"
-
-
 @dataclass(frozen=True)
 class InitResult:
     chain: Chain
@@ -52,6 +63,8 @@ class InitResult:
     tsa_created: bool = False
     ocsp: Responders | None = None
     ocsp_created: bool = False
+    #: What still needs the offline root (no root token given): e.g. "root CRL".
+    root_due: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,85 +76,65 @@ class StoredCertificates:
     root: x509.Certificate | None
     issuing: x509.Certificate | None
     tsa: x509.Certificate | None
-    ocsp: Responders | None = None
+    ocsp_root: x509.Certificate | None = None  # the root's responder (from the ceremony)
+    ocsp_issuing: x509.Certificate | None = None  # the issuing CA's (made online)
     issuing_label: str | None = None
     tsa_label: str | None = None
     issuers: tuple[tuple[x509.Certificate, str], ...] = ()  # (certificate, key label)
 
 
-def _same_key(cert: x509.Certificate | None, session: HsmSession, label: str) -> bool:
-    if cert is None:
-        return False
-    raw = PublicFormat.SubjectPublicKeyInfo
-    held = session.token_key(label).public_key().public_bytes(Encoding.DER, raw)
-    return cert.public_key().public_bytes(Encoding.DER, raw) == held
+@dataclass(frozen=True)
+class Sides:
+    """The key ceremony's two sides as `qes init` drives them on one machine: ``online``
+    always; ``root`` (the offline root token) when its PIN is given, else only what needs no
+    root is done (:attr:`InitResult.root_due` says what waits for a ceremony)."""
+
+    online: OnlineSide
+    root: RootSide | None
 
 
-def make_ca(
-    session: HsmSession,
-    settings: Settings,
-    now: datetime,
-    *,
-    force: bool,
-    stored: StoredCertificates,
-) -> InitResult:
-    """Runs on the HSM worker thread: decide, create keys, build and sign the certificates.
-    The issuing CA's OCSP responder certificate comes from the issuing CA generation that
-    issued the TSA certificate (the one its CRL and OCSP answers are about)."""
-    chain, created = _make_chain(session, settings, now, force=force, stored=stored)
-    issuing_label = stored.issuing_label or settings.ca.issuing_label
-    if created:
-        issuing_label = settings.ca.issuing_label
-    current = (chain, issuing_label)
-    tsa, tsa_created = None, False
-    if settings.tsa.url is None:
-        tsa, tsa_created = _make_tsa(
-            session, settings, now, current, force=force or created, stored=stored
-        )
-    answering = current
-    for cert, label in stored.issuers:
-        if tsa is not None and not _issued_by(tsa, chain.issuing) and _issued_by(tsa, cert):
-            answering = (Chain(issuing=cert, root=chain.root), label)
-    ocsp, ocsp_created = _make_ocsp(
-        session, settings, now, answering, force=force or created, stored=stored.ocsp
-    )
-    return InitResult(chain, created, tsa, tsa_created, ocsp, ocsp_created)
+async def _holds(hsm: Hsm, label: str, cert: x509.Certificate | None) -> tuple[bool, bool]:
+    """(the token holds a key ``label``, it is ``cert``'s key)."""
+
+    def probe(session: HsmSession) -> tuple[bool, bool]:
+        return session.has_token_key(label), cert is not None and holds_key(session, label, cert)
+
+    return await hsm.run(probe)
 
 
-def _make_chain(
-    session: HsmSession,
-    settings: Settings,
-    now: datetime,
-    *,
-    force: bool,
-    stored: StoredCertificates,
-) -> tuple[Chain, bool]:
-    ca = settings.ca
-    labels = (ca.root_label, stored.issuing_label or ca.issuing_label)
-    have = [session.has_token_key(label) for label in labels]
-    root, issuing = stored.root, stored.issuing
-    if (
-        all(have)
-        and not force
-        and root is not None
-        and issuing is not None
-        and _same_key(root, session, labels[0])
-        and _same_key(issuing, session, labels[1])
-    ):
-        return Chain(issuing=issuing, root=root), False
-    if any(have) and not force:
-        which = [lbl for lbl, h in zip(labels, have, strict=True) if h]
+async def _chain(sides: Sides, stored: StoredCertificates, *, force: bool) -> tuple[Chain, bool]:
+    """The root (offline token) and the current issuing CA (online HSM): kept when both keys
+    exist and match the stored certificates; refused when a key exists without its
+    certificate (unless ``force``); else made anew through the ceremony's steps in sequence
+    (root create and import, issuing key request, root sign, import)."""
+    online, ca = sides.online, sides.online.settings.ca
+    issuing_label = stored.issuing_label or ca.issuing_label
+    held = [await _holds(online.hsm, issuing_label, stored.issuing)]
+    if sides.root is not None:
+        held.insert(0, await _holds(sides.root.hsm, ca.root_label, stored.root))
+    kept = stored.root is not None and stored.issuing is not None
+    if kept and not force and all(match for _, match in held):
+        assert stored.root is not None and stored.issuing is not None
+        return Chain(issuing=stored.issuing, root=stored.root), False
+    if any(have for have, _ in held) and not force:
+        labels = [ca.root_label, issuing_label][-len(held) :]
+        which = [lbl for lbl, (have, _) in zip(labels, held, strict=True) if have]
         raise AlreadyInitialised(
             f"HSM already holds {', '.join(which)} without matching certificates; "
             "run `qes init --force` to replace the CA keys"
         )
-    root_key = session.create_token_key(ca.root_label, ca.curve, replace=force)
-    issuing_key = session.create_token_key(ca.issuing_label, ca.curve, replace=force)
-    root = build_root_certificate(root_key, ca.names, now, ca.root_lifetime)
-    issuing = build_issuing_certificate(
-        root_key, root, issuing_key.public_key(), ca.names, ca.policy, now, ca.issuing_lifetime
-    )
-    return Chain(issuing=issuing, root=root), True
+    if sides.root is None:
+        raise ConfigError(
+            "the CA needs its root: give the offline root token's PIN ($QES_ROOT_PIN or"
+            " offline.pin_file) to `qes init`, or run the key ceremony (README)"
+        )
+    root, _ = await sides.root.create(None, force=True)
+    await online.import_root(root, replace=True)
+    csr, _ = await online.request("issuing", fresh=True)
+    await online.import_certificate(await sides.root.sign(root, csr, "issuing"))
+    issuing = await online.certs.current("issuing", ca.issuing_label)
+    assert issuing is not None
+    return Chain(issuing=issuing.certificate, root=root), True
 
 
 def _make_tsa(
@@ -163,12 +156,30 @@ def _make_tsa(
         session.create_token_key(label, settings.ca.curve, replace=True)
     elif (
         stored.tsa is not None
-        and _same_key(stored.tsa, session, label)
-        and any(_issued_by(stored.tsa, ca) for ca in (chain.issuing, *dict(stored.issuers)))
+        and holds_key(session, label, stored.tsa)
+        and any(issued_by(stored.tsa, ca) for ca in (chain.issuing, *dict(stored.issuers)))
     ):
         return stored.tsa, False
     cert = issue_tsa_certificate(session, settings, now, chain.issuing, issuing_label, label)
     return cert, True
+
+
+def _responder_fresh(
+    cert: x509.Certificate | None,
+    issuer: x509.Certificate,
+    session: HsmSession,
+    label: str,
+    now: datetime,
+) -> bool:
+    """A stored responder certificate is kept while it is the responder key's, from the
+    current CA, and has more than a third of its life left (RFC 6960 §4.2.2.2.1: with
+    id-pkix-ocsp-nocheck it cannot be revoked, so it is short-lived and renewed)."""
+    return (
+        cert is not None
+        and holds_key(session, label, cert)
+        and issued_by(cert, issuer)
+        and cert.not_valid_after_utc - now > RESPONDER_RENEW_BEFORE
+    )
 
 
 def _make_ocsp(
@@ -178,49 +189,30 @@ def _make_ocsp(
     issuer: tuple[Chain, str],
     *,
     force: bool,
-    stored: Responders | None,
-) -> tuple[Responders, bool]:
-    """The OCSP responder key (created when missing, replaced with ``force``) and its two
-    delegated responder certificates, one from each CA (RFC 6960 §4.2.2.2: the responder
-    certificate is issued by the CA of the certificates it answers for). Kept while they
-    match the key and the current CAs and have more than a third of their life left: with
-    id-pkix-ocsp-nocheck they cannot be revoked, so they are short-lived and renewed here."""
+    stored: StoredCertificates,
+) -> tuple[x509.Certificate, bool, bool]:
+    """The OCSP responder key (created when missing, replaced with ``force``) and its
+    delegated responder certificate from the issuing CA (RFC 6960 §4.2.2.2: issued by the CA
+    of the certificates it answers for); (certificate, made now, the root's responder
+    certificate must be made anew too). The root's comes from the key ceremony."""
     ca = settings.ca
     chain, issuing_label = issuer
     if force or not session.has_token_key(ca.ocsp_label):
         session.create_token_key(ca.ocsp_label, ca.curve, replace=True)
-    elif stored is not None and all(
-        _same_key(cert, session, ca.ocsp_label)
-        and _issued_by(cert, issuer)
-        and cert.not_valid_after_utc - now > RESPONDER_RENEW_BEFORE
-        for cert, issuer in ((stored.root, chain.root), (stored.issuing, chain.issuing))
-    ):
-        return stored, False
-    public_key = session.token_key(ca.ocsp_label).public_key()
-
-    def issue(issuer_label: str, issuer: x509.Certificate) -> x509.Certificate:
-        return build_responder_certificate(
-            session.token_key(issuer_label),
-            issuer,
-            public_key,
-            ca.names,
-            ca.ocsp_common_name,
-            now=now,
-            lifetime=min(RESPONDER_LIFETIME, issuer.not_valid_after_utc - now),
-        )
-
-    made = Responders(
-        root=issue(ca.root_label, chain.root), issuing=issue(issuing_label, chain.issuing)
+    root_due = not _responder_fresh(stored.ocsp_root, chain.root, session, ca.ocsp_label, now)
+    if _responder_fresh(stored.ocsp_issuing, chain.issuing, session, ca.ocsp_label, now):
+        assert stored.ocsp_issuing is not None
+        return stored.ocsp_issuing, False, root_due
+    cert = build_responder_certificate(
+        session.token_key(issuing_label),
+        chain.issuing,
+        session.token_key(ca.ocsp_label).public_key(),
+        ca.names,
+        ca.ocsp_common_name,
+        now=now,
+        lifetime=min(RESPONDER_LIFETIME, chain.issuing.not_valid_after_utc - now),
     )
-    return made, True
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+    return cert, True, root_due
 
 
 async def _stored(
@@ -239,7 +231,8 @@ async def _stored(
         root=held["root"],
         issuing=held["issuing"],
         tsa=held["tsa"],
-        ocsp=await load_responders(store, settings),
+        ocsp_root=await store.load(responder_label(settings, "root")),
+        ocsp_issuing=await store.load(responder_label(settings, "issuing")),
         issuing_label=current["issuing"].key_label if current["issuing"] else None,
         tsa_label=current["tsa"].key_label if current["tsa"] else None,
         issuers=tuple((g.certificate, g.key_label) for g in issuing if g.state != "pending"),
@@ -247,29 +240,78 @@ async def _stored(
     return stored, current
 
 
-async def init_ca(
-    hsm: Hsm, store: CaCertificateStore, settings: Settings, now: datetime, *, force: bool
-) -> InitResult:
+async def init_ca(sides: Sides, now: datetime, *, force: bool) -> InitResult:
+    """`qes init`: the root and issuing CA through the ceremony (:func:`_chain`), then online
+    the TSA and the issuing CA's OCSP responder, then through the ceremony again the root's
+    OCSP responder certificate and the root's CRL when they are missing, replaced or due."""
+    online = sides.online
+    settings, store = online.settings, online.certs
     stored, before = await _stored(store, settings)
-    result: InitResult = await hsm.run(
-        lambda s: make_ca(s, settings, now, force=force, stored=stored)
+    chain, created = await _chain(sides, stored, force=force)
+    stored, _ = await _stored(store, settings)
+    made = await online.hsm.run(
+        lambda s: _online_services(s, settings, now, chain, stored, force=force or created)
     )
-    if result.created:
-        await store.save(settings.ca.root_label, result.chain.root, now)
-        await store.save(settings.ca.issuing_label, result.chain.issuing, now)
-    if result.tsa is not None and result.tsa_created:
-        await store.save(settings.tsa.label, result.tsa, now)
-    if result.ocsp is not None and result.ocsp_created:
-        await save_responders(store, settings, result.ocsp, now)
-    labels = {
-        "root": settings.ca.root_label,
-        "issuing": settings.ca.issuing_label,
-        "tsa": settings.tsa.label,
-    }
-    for role, cert in replaced(result):  # what it replaces stays in the trust bundle
-        if role in labels:  # the CAs and the TSA have generations; responders are renewed
-            await store.replace(role, before[role], Generation(role, 1, labels[role], cert), now)
-    return result
+    tsa, tsa_created, issuing_responder, ocsp_created, root_responder_due = made
+    if tsa is not None and tsa_created:
+        await store.save(settings.tsa.label, tsa, now)
+        await store.replace(
+            "tsa", before["tsa"], Generation("tsa", 1, settings.tsa.label, tsa), now
+        )
+    if ocsp_created:
+        await save_issuing_responder(store, settings, issuing_responder, now)
+    due = await _root_products(sides, chain, root_responder_due, force or created)
+    ocsp = await load_responders(store, settings)
+    return InitResult(
+        chain, created, tsa, tsa_created, ocsp, ocsp_created or "ocsp-root" in due[1], due[0]
+    )
+
+
+def _online_services(
+    session: HsmSession,
+    settings: Settings,
+    now: datetime,
+    chain: Chain,
+    stored: StoredCertificates,
+    *,
+    force: bool,
+) -> tuple[x509.Certificate | None, bool, x509.Certificate, bool, bool]:
+    """On the HSM thread: the TSA (unless external) and the issuing CA's responder. The
+    responder answering for the TSA comes from the generation that issued the TSA."""
+    issuing_label = stored.issuing_label or settings.ca.issuing_label
+    current = (chain, issuing_label)
+    tsa, tsa_created = None, False
+    if settings.tsa.url is None:
+        tsa, tsa_created = _make_tsa(session, settings, now, current, force=force, stored=stored)
+    answering = current
+    for cert, label in stored.issuers:
+        if tsa is not None and not issued_by(tsa, chain.issuing) and issued_by(tsa, cert):
+            answering = (Chain(issuing=cert, root=chain.root), label)
+    responder, made, root_due = _make_ocsp(
+        session, settings, now, answering, force=force, stored=stored
+    )
+    return tsa, tsa_created, responder, made, root_due
+
+
+async def _root_products(
+    sides: Sides, chain: Chain, responder_due: bool, replaced: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Through the ceremony: the root's OCSP responder certificate when ``responder_due``,
+    the root's CRL when there is none for this root, it is due (:data:`expiry.ROOT_CRL_LEAD`)
+    or the CA was ``replaced``. (what waits for the root token, what was made)."""
+    online, root = sides.online, sides.root
+    crl = await online.crls.newest(key_identifier(chain.root))
+    crl_due = replaced or crl is None or crl.next_update - online.audit.clock() < ROOT_CRL_LEAD
+    wanted = (("ocsp-root",) if responder_due else ()) + (("root CRL",) if crl_due else ())
+    if root is None:
+        return wanted, ()
+    if responder_due:
+        csr, _ = await online.request("ocsp-root")
+        await online.import_certificate(await root.sign(chain.root, csr, "ocsp-root"))
+    if crl_due:
+        der = await root.crl(chain.root, await online.request_crl(), ROOT_CRL_NEXT_UPDATE)
+        await online.import_crl(der)
+    return (), wanted
 
 
 def replaced(result: InitResult) -> tuple[tuple[str, x509.Certificate], ...]:

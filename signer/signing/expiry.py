@@ -15,11 +15,18 @@ distributed as trust anchors (EN 319 411-1 §6.3.6 key changeover). Each worker 
 per role (the alert rule ``QesSignerCertificateRenewalDue`` fires once ``time()`` passes the
 second), and logs ``certificate_renewal_due`` at start and every hour while one is due, naming
 what to run.
+
+The root's CRL is signed offline in the key ceremony (:mod:`signer.signing.ceremony`), so no
+replica can renew it: each worker reads the newest imported one every hour, exports its
+nextUpdate (RFC 5280 §5.1.2.5) as ``qes_root_crl_next_update_timestamp_seconds`` and logs
+``root_crl_renewal_due`` from :data:`ROOT_CRL_LEAD` before it (the alert rule
+``QesSignerRootCrlDue`` fires then too): after nextUpdate relying parties treat the issuing
+CA's revocation status as unknown (§6.3.3), and the B-LT validation data carries a stale CRL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,7 +37,9 @@ from ca.authority import Chain
 from ca.ocsp import RESPONDER_RENEW_BEFORE
 from ca.tsa import key_usage_period
 from signer import metrics, periodic
+from signer.signing.ceremony import ROOT_CRL_LEAD
 from signer.signing.revocation import Responders
+from signer.storage.authority import StoredCrl
 
 log = structlog.get_logger(__name__)
 CHECK_SECONDS = 3600.0
@@ -50,9 +59,17 @@ ACTION: dict[str, str] = {
     " `qes ca switch issuing`): no certificate can outlive it",
     "tsa": "roll the TSA key before its usage period ends: `qes ca rollover tsa`, then"
     " `qes ca switch tsa`",
-    "ocsp-root": "run `qes init`: it renews the OCSP responder certificates",
+    "ocsp-root": "renew the root's OCSP responder certificate in the key ceremony: `qes init`"
+    " with the root token, or `qes ca request ocsp-root`, `qes ca root sign` (offline),"
+    " `qes ca import`",
     "ocsp-issuing": "run `qes init`: it renews the OCSP responder certificates",
 }
+
+
+ROOT_CRL_ACTION = (
+    "sign the root's next CRL in the key ceremony: `qes ca request crl` (online),"
+    " `qes ca root crl` (offline), `qes ca import` (online)"
+)
 
 
 @dataclass(frozen=True)
@@ -116,14 +133,33 @@ def check(certificates: Iterable[Watched], now: datetime) -> list[Watched]:
     return due
 
 
+def check_root_crl(crl: StoredCrl, now: datetime) -> bool:
+    """Export the root CRL's nextUpdate and log when a new one is due; whether it is."""
+    metrics.ROOT_CRL_NEXT_UPDATE.set(crl.next_update.timestamp())
+    if now < crl.next_update - ROOT_CRL_LEAD:
+        return False
+    log.warning(
+        "root_crl_renewal_due",
+        crl_number=crl.number,
+        next_update=crl.next_update.isoformat(),
+        days_left=max((crl.next_update - now).days, 0),
+        action=ROOT_CRL_ACTION,
+    )
+    return True
+
+
 async def run(
     certificates: tuple[Watched, ...],
     clock: Callable[[], datetime],
     every: float = CHECK_SECONDS,
+    root_crl: Callable[[], Awaitable[StoredCrl]] | None = None,
 ) -> None:
-    """:func:`check` now and every ``every`` seconds, until cancelled."""
+    """:func:`check` (and with ``root_crl``, :func:`check_root_crl` on what it reads) now and
+    every ``every`` seconds, until cancelled."""
 
     async def round_() -> None:
         check(certificates, clock())
+        if root_crl is not None:
+            check_root_crl(await root_crl(), clock())
 
     await periodic.every(every, round_, failed="certificate_check_failed")

@@ -30,8 +30,9 @@ from ca.revocation import Revocation, reason_from_name
 from signer.errors import ConfigError, DatabaseUnavailable, HsmUnavailable, SignerError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
+from signer.signing.ceremony import key_identifier, responder_label
 from signer.signing.rollover import load_authorities
-from signer.storage.authority import CaCertificateStore
+from signer.storage.authority import CaCertificateStore, RootCrlStore, StoredCrl
 from signer.storage.revocations import ROLES, RevocationStore, StoredRevocation
 from signer.translog.admin import AdminLog, certificate_target
 
@@ -57,6 +58,14 @@ class RevocationRefused(SignerError):
     status = 400
 
 
+class RootCrlMissing(SignerError):
+    """No CRL of the current root was imported from the key ceremony."""
+
+    slug = "root-crl-missing"
+    title = "The root's CRL is not available"
+    status = 503
+
+
 class AlreadyRevoked(RevocationRefused):
     slug = "already-revoked"
     title = "The certificate is already revoked"
@@ -71,22 +80,18 @@ class Responders:
     issuing: x509.Certificate
 
 
-def _responder_label(settings: Settings, ca: CaName) -> str:
-    """Where a responder certificate is stored (the key itself is ``ca.ocsp_label``)."""
-    return f"{settings.ca.ocsp_label}@{ca}"
-
-
 async def load_responders(store: CaCertificateStore, settings: Settings) -> Responders | None:
-    root = await store.load(_responder_label(settings, "root"))
-    issuing = await store.load(_responder_label(settings, "issuing"))
+    root = await store.load(responder_label(settings, "root"))
+    issuing = await store.load(responder_label(settings, "issuing"))
     return None if root is None or issuing is None else Responders(root, issuing)
 
 
-async def save_responders(
-    store: CaCertificateStore, settings: Settings, responders: Responders, now: datetime
+async def save_issuing_responder(
+    store: CaCertificateStore, settings: Settings, cert: x509.Certificate, now: datetime
 ) -> None:
-    await store.save(_responder_label(settings, "root"), responders.root, now)
-    await store.save(_responder_label(settings, "issuing"), responders.issuing, now)
+    """The issuing CA's responder certificate, made online (the root's comes from the key
+    ceremony: :mod:`signer.signing.ceremony`)."""
+    await store.save(responder_label(settings, "issuing"), cert, now)
 
 
 @dataclass(frozen=True)
@@ -215,22 +220,27 @@ class RevocationStatus:
     responders: Responders | None
     clock: Callable[[], datetime]
     issuing_crl: tuple[x509.Certificate, str]
+    root_crls: RootCrlStore
     #: Every TSA generation's certificate: OCSP answers ``good`` or ``revoked`` about each that
     #: the ``issuing_crl`` CA issued (a past TSA's certificate still vouches for the tokens it
     #: signed), ``unknown`` about anything else (RFC 6960 §2.2).
     tsa_issued: tuple[x509.Certificate, ...] = ()
-    #: The CRL last published per CA, and the OCSP answer per request embedded in B-LT data:
-    #: (revocation state version, when signed, DER).
+    #: The issuing CA's CRL last published, and the OCSP answer per request embedded in B-LT
+    #: data: (revocation state version, when signed, DER).
     _published: dict[str, tuple[int, datetime, bytes]] = field(
         default_factory=dict, repr=False, compare=False
     )
 
     async def published_crl(self, ca: CaName) -> bytes:
-        """The CRL of ``ca`` this replica publishes: re-signed (:meth:`crl`) at most every
+        """The CRL of ``ca`` this replica publishes. The root's is the newest one signed
+        offline in the key ceremony and imported (:meth:`root_crl`): the service never holds
+        the root key. The issuing CA's is re-signed (:meth:`crl`) at most every
         :data:`CRL_REFRESH`, and at once when the revocation state changed (its version is
         read from PostgreSQL each time, so a revocation made anywhere is on every replica's
         next CRL). Served at ``/ca/*.crl`` and embedded as B-LT validation data, so neither a
         download nor a signature costs an HSM operation and a CRL number of its own."""
+        if ca == "root":
+            return (await self.root_crl()).der
         return await self._published_as(ca, CRL_REFRESH, lambda: self.crl(ca))
 
     async def published_answer(self, request_der: bytes) -> bytes:
@@ -266,12 +276,23 @@ class RevocationStatus:
         """Grows with every revocation: the key of any cache of what this class makes."""
         return await self.store.version()
 
+    async def root_crl(self) -> StoredCrl:
+        """The newest root CRL imported for the current root; :class:`RootCrlMissing` when
+        none was (a CA made before the offline root: run the CRL ceremony)."""
+        found = await self.root_crls.newest(key_identifier(self.chain.root))
+        if found is None:
+            raise RootCrlMissing(
+                "no root CRL imported: `qes ca request crl`, `qes ca root crl`, `qes ca import`"
+            )
+        return found
+
     async def crl(self, ca: CaName) -> bytes:
-        """A fresh DER CRL of ``ca`` (RFC 5280 §5): thisUpdate now, nextUpdate a week later,
-        the next stored CRL number, and an entry for each certificate it revoked."""
-        issuer, label = self.issuing_crl
+        """A fresh DER CRL of the issuing CA (RFC 5280 §5): thisUpdate now, nextUpdate a week
+        later, the next stored CRL number, and an entry for each certificate it revoked. The
+        root's is never signed here (:meth:`published_crl`)."""
         if ca == "root":
-            issuer, label = self.chain.root, self.settings.ca.root_label
+            return (await self.root_crl()).der
+        issuer, label = self.issuing_crl
         key_id = _key_id(issuer)
         now = self.clock()
         revoked = await self.store.revoked_by(key_id)
@@ -328,6 +349,4 @@ def _authority_key_id(cert: x509.Certificate) -> bytes | None:
     return aki.key_identifier
 
 
-def _key_id(cert: x509.Certificate) -> bytes:
-    """The subjectKeyIdentifier of a CA certificate (RFC 5280 §4.2.1.2): the CRL's scope."""
-    return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+_key_id = key_identifier

@@ -4,10 +4,12 @@ EN 319 411-1 §6.3.6 (CA key changeover) and EN 319 421 §7.7.4 (TSU key life cy
 new key takes over before the old one must stop, and that what the old one signed stays
 verifiable. Here that is two operator commands, each an admin act in the transparency log:
 
-- `qes ca rollover issuing|tsa` makes a **pending** generation: a new HSM key labelled
-  ``<label>-g<n>`` and its certificate (the issuing CA's from the root, the TSA's from the
-  current issuing CA), stored in PostgreSQL (:class:`signer.storage.authority.Generation`)
-  while the current one still serves. Replicas list it in the trust bundle from their next
+- a **pending** generation: a new HSM key labelled ``<label>-g<n>`` and its certificate,
+  stored in PostgreSQL (:class:`signer.storage.authority.Generation`) while the current one
+  still serves. The TSA's comes from the current issuing CA (`qes ca rollover tsa`); the
+  issuing CA's from the offline root, through the key ceremony (`qes ca request issuing`,
+  `qes ca root sign`, `qes ca import`: :mod:`signer.signing.ceremony`), so no online command
+  ever touches the root key. Replicas list it in the trust bundle from their next
   start, so relying parties can take it in before it is used;
 - `qes ca switch issuing|tsa` makes it **current** and the old one **past**, in one
   transaction. Replicas take the new generation on their next start (a rolling restart): what
@@ -29,7 +31,7 @@ import structlog
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from ca.authority import Chain, build_issuing_certificate
+from ca.authority import Chain
 from ca.tsa import build_tsa_certificate
 from signer.errors import ConfigError, SignerError
 from signer.keys import Hsm, HsmSession
@@ -113,31 +115,16 @@ async def load_authorities(store: CaCertificateStore, settings: Settings) -> Aut
     return Authorities(root=root, issuing=issuing, tsa=tsa, roots=roots)
 
 
-def _base_label(settings: Settings, role: str) -> str:
-    return settings.ca.issuing_label if role == "issuing" else settings.tsa.label
-
-
 def _make(
-    session: HsmSession, settings: Settings, now: datetime, a: Authorities, role: str, label: str
+    session: HsmSession, settings: Settings, now: datetime, a: Authorities, label: str
 ) -> x509.Certificate:
-    """On the HSM thread: the new key (a leftover under ``label`` from a rollover that failed
-    before it was stored is replaced: no generation names it) and its certificate."""
-    ca = settings.ca
-    key = session.create_token_key(label, ca.curve, replace=True)
-    if role == "tsa":
-        current = a.issuing_ca
-        return issue_tsa_certificate(
-            session, settings, now, current.certificate, current.key_label, label
-        )
-    lifetime = min(ca.issuing_lifetime, a.root.not_valid_after_utc - now)
-    return build_issuing_certificate(
-        session.token_key(ca.root_label),
-        a.root,
-        key.public_key(),
-        ca.names,
-        ca.policy,
-        now,
-        lifetime,
+    """On the HSM thread: the new TSA key (a leftover under ``label`` from a rollover that
+    failed before it was stored is replaced: no generation names it) and its certificate
+    from the current issuing CA."""
+    session.create_token_key(label, settings.ca.curve, replace=True)
+    current = a.issuing_ca
+    return issue_tsa_certificate(
+        session, settings, now, current.certificate, current.key_label, label
     )
 
 
@@ -179,12 +166,17 @@ async def rollover(
     """`qes ca rollover ROLE`: a pending generation of ``role`` beside the current one, stored
     with its ``ca-rollover`` admin act in one transaction. Raises :class:`RolloverRefused`
     for an unknown role, an external TSA, or when a pending generation exists already."""
+    if role == "issuing":
+        raise RolloverRefused(
+            "issuing: its certificate comes from the offline root: `qes ca request issuing`,"
+            " `qes ca root sign` (offline), `qes ca import` make the pending generation"
+        )
     if role not in ROLLED_ROLES:
-        raise RolloverRefused(f"{role[:40]!r}: roll 'issuing' or 'tsa'")
-    if role == "tsa" and settings.tsa.url is not None:
+        raise RolloverRefused(f"{role[:40]!r}: roll 'tsa' (the issuing CA: the key ceremony)")
+    if settings.tsa.url is not None:
         raise RolloverRefused("tsa: the service uses an external TSA (tsa.url)")
     a = await load_authorities(store, settings)
-    known = a.issuing if role == "issuing" else a.tsa
+    known = a.tsa
     if not known:
         raise RolloverRefused(f"{role}: nothing to roll yet: run `qes init` first")
     waiting = [g for g in known if g.state == "pending"]
@@ -193,8 +185,8 @@ async def rollover(
             f"{role}: generation {waiting[0].number} is pending: `qes ca switch {role}` first"
         )
     number = max(g.number for g in known) + 1
-    label = generation_label(_base_label(settings, role), number)
-    cert = await hsm.run(lambda s: _make(s, settings, now, a, role, label))
+    label = generation_label(settings.tsa.label, number)
+    cert = await hsm.run(lambda s: _make(s, settings, now, a, label))
     pending = Generation(role, number, label, cert)
     logged = audit.act("ca-rollover", certificate_target(cert), detail=f"{role} g{number}", at=now)
     if not await store.add_pending(known, pending, logged, now):

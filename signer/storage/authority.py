@@ -94,6 +94,13 @@ async def _insert(
     )
 
 
+_SAVE = (
+    "INSERT INTO ca_certificates (label, certificate, created_at) VALUES ($1,$2,$3)"
+    " ON CONFLICT (label) DO UPDATE SET certificate=EXCLUDED.certificate,"
+    " created_at=EXCLUDED.created_at"
+)
+
+
 class CaCertificateStore(PoolStore):
     async def load(self, label: str) -> x509.Certificate | None:
         async with guard("read CA certificate"):
@@ -105,13 +112,25 @@ class CaCertificateStore(PoolStore):
     async def save(self, label: str, cert: x509.Certificate, at: datetime) -> None:
         async with guard("store CA certificate"):
             await self._pool.execute(
-                "INSERT INTO ca_certificates (label, certificate, created_at) VALUES ($1,$2,$3)"
-                " ON CONFLICT (label) DO UPDATE SET certificate=EXCLUDED.certificate,"
-                " created_at=EXCLUDED.created_at",
+                _SAVE,
                 label,
                 cert.public_bytes(Encoding.DER),
                 at,
             )
+
+    async def save_logged(
+        self, label: str, cert: x509.Certificate, at: datetime, logged: LoggedAction
+    ) -> None:
+        """:meth:`save` with the admin act that brought the certificate (a ceremony's import
+        step, logged at most once), in one transaction."""
+        async with transaction(self._pool, "store CA certificate") as conn:
+            await conn.execute(
+                _SAVE,
+                label,
+                cert.public_bytes(Encoding.DER),
+                at,
+            )
+            await record_action(conn, logged, once=True)
 
     async def generations(self, role: str, base_label: str) -> tuple[Generation, ...]:
         """Every generation of ``role``, oldest first. Before the first rollover that is the
@@ -134,11 +153,18 @@ class CaCertificateStore(PoolStore):
         return found[0] if found else None
 
     async def add_pending(
-        self, known: tuple[Generation, ...], pending: Generation, logged: LoggedAction, at: datetime
+        self,
+        known: tuple[Generation, ...],
+        pending: Generation,
+        logged: LoggedAction,
+        at: datetime,
+        *,
+        step: LoggedAction | None = None,
     ) -> bool:
         """Store ``pending`` (with ``known``, the generations so far, when they are only the
-        first one implied by ``ca_certificates``) and its admin act, in one transaction.
-        False, nothing written, when the role already has a pending generation."""
+        first one implied by ``ca_certificates``) and its admin act (and the ceremony ``step``
+        that brought it, logged once), in one transaction. False, nothing written, when the
+        role already has a pending generation."""
         async with guard("store CA generation"), self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
@@ -146,6 +172,8 @@ class CaCertificateStore(PoolStore):
                         await _insert(conn, g, at, known=True)
                     await _insert(conn, pending, at)
                     await record_action(conn, logged)
+                    if step is not None:
+                        await record_action(conn, step, once=True)
             except asyncpg.UniqueViolationError:  # a pending one, or its number, taken
                 return False
         return True
@@ -205,3 +233,55 @@ class CaCertificateStore(PoolStore):
             )
             next_one = Generation(role, top + 1, new.key_label, new.certificate, at)
             await _insert(conn, next_one, at)
+
+
+@dataclass(frozen=True)
+class StoredCrl:
+    """A CRL of the root as imported from the ceremony (migration 0025)."""
+
+    issuer_key_id: bytes
+    number: int
+    this_update: datetime
+    next_update: datetime
+    der: bytes
+
+
+class RootCrlStore(PoolStore):
+    """The root's CRLs, signed offline and imported (:mod:`signer.signing.ceremony`)."""
+
+    async def add(self, crl: StoredCrl, at: datetime, logged: LoggedAction) -> bool:
+        """Store ``crl`` with its ceremony step's admin act, in one transaction; False (nothing
+        written) when that CRL number of that root is stored already."""
+        async with transaction(self._pool, "store root CRL") as conn:
+            added = await conn.fetchval(
+                "INSERT INTO ca_root_crls (issuer_key_id, crl_number, this_update, next_update,"
+                " crl, imported_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING"
+                " RETURNING true",
+                crl.issuer_key_id,
+                crl.number,
+                crl.this_update,
+                crl.next_update,
+                crl.der,
+                at,
+            )
+            if added:
+                await record_action(conn, logged, once=True)
+        return bool(added)
+
+    async def newest(self, issuer_key_id: bytes) -> StoredCrl | None:
+        """The CRL with the highest number for the root with that key identifier."""
+        async with guard("read root CRL"):
+            row = await self._pool.fetchrow(
+                "SELECT * FROM ca_root_crls WHERE issuer_key_id=$1"
+                " ORDER BY crl_number DESC LIMIT 1",
+                issuer_key_id,
+            )
+        if row is None:
+            return None
+        return StoredCrl(
+            bytes(row["issuer_key_id"]),
+            int(row["crl_number"]),
+            row["this_update"],
+            row["next_update"],
+            bytes(row["crl"]),
+        )

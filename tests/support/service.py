@@ -40,9 +40,10 @@ WEB_ENV = {
     "QES__WEB_SIGNING__ACR_LEVELS": f'["{PWD}", "{MFA}"]',
     "QES_WEB_SIGNING_CLIENT_SECRET": DEMO_SECRETS["demo-signer-web"],
 }
-# The long-lived token keys `qes init` creates with the dev config: CA, TSA, OCSP and log keys.
+# The long-lived token keys `qes init` creates in the online token with the dev config: issuing
+# CA, TSA, OCSP and log keys (the root's is in the offline root token, never here).
 TEST_LOG_PRIVACY_KEY = "74657374206f6e6c79206c6f672070726976616379206b65792c207075626c6963"
-LONG_LIVED_LABELS = ("qes-root-ca", "qes-issuing-ca", "qes-tsa", "qes-ocsp", "qes-log")
+LONG_LIVED_LABELS = ("qes-issuing-ca", "qes-tsa", "qes-ocsp", "qes-log")
 #: Overrides that switch on every optional surface of the development config (web signing, the
 #: audit UI, the approvals UI) with the development IdP's clients.
 EVERY_SURFACE = {
@@ -88,6 +89,7 @@ def service_env(
 ) -> dict[str, str]:
     """Environment that points the development config at the test's token, DB and IdP."""
     return {
+        **token.root_env(),  # for `qes init` and the ceremony; `qes serve` never reads it
         "QES_HSM_PIN": token.pin,
         "QES_DATABASE_URL": database_url,
         "QES__HSM__TOKEN_LABEL": token.label,

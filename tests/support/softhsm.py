@@ -23,6 +23,11 @@ Child processes (``subprocess``) get the token through ``token.env()``. With pyt
 worker process gets its own token (``tmp_path_factory`` is per worker). Long-lived keys made by
 tests stay in the token for the rest of the session; give them distinct labels.
 
+Beside it, in the same token directory, lives the offline root's token (``token.offline``,
+label ``qes-root``, a PIN of its own): the key ceremony's other side (README "Key ceremony").
+``token.env()`` carries its PIN as ``$QES_ROOT_PIN`` for `qes init` and the `qes ca root`
+commands; `qes serve` never reads it (tests/integration/cli/test_ceremony.py starts one without).
+
 PINs are random per run and never written anywhere but the throwaway token directory.
 """
 
@@ -79,6 +84,8 @@ class SoftHsmToken:
     pin: str = field(repr=False)
     so_pin: str = field(repr=False)
     module: str = SOFTHSM_MODULE
+    #: The offline root's token in the same directory (:meth:`with_offline_root`).
+    offline: SoftHsmToken | None = None
 
     @classmethod
     def create(cls, directory: Path, label: str = "qes-test") -> SoftHsmToken:
@@ -104,9 +111,24 @@ class SoftHsmToken:
         )
         return token
 
+    def with_offline_root(self, label: str = "qes-root") -> SoftHsmToken:
+        """This token with a second one, ``label``, in the same directory: the offline root's
+        token of the key ceremony, with a PIN of its own."""
+        root = SoftHsmToken.create(self.directory, label)
+        return SoftHsmToken(
+            self.directory, self.conf, self.label, self.pin, self.so_pin, self.module, root
+        )
+
+    def root_env(self) -> dict[str, str]:
+        """What the ceremony's offline side needs: the root token's label and PIN."""
+        if self.offline is None:
+            return {}
+        return {"QES_ROOT_PIN": self.offline.pin, "QES__OFFLINE__TOKEN_LABEL": self.offline.label}
+
     def env(self, **extra: str) -> dict[str, str]:
-        """A copy of ``os.environ`` pointing SoftHSM2 at this token's config."""
-        return {**os.environ, "SOFTHSM2_CONF": str(self.conf), **extra}
+        """A copy of ``os.environ`` pointing SoftHSM2 at this token's config (and at the
+        offline root's token, :meth:`root_env`)."""
+        return {**os.environ, "SOFTHSM2_CONF": str(self.conf), **self.root_env(), **extra}
 
     def python(
         self, code: str, *args: str, timeout: float = 120.0, **popen: Any
@@ -159,7 +181,7 @@ def session_token(tmp_path_factory: pytest.TempPathFactory) -> SoftHsmToken:
     """The test process's one token: created and activated on first call, then reused."""
     global _SESSION_TOKEN
     if _SESSION_TOKEN is None:
-        token = SoftHsmToken.create(tmp_path_factory.mktemp("softhsm"))
+        token = SoftHsmToken.create(tmp_path_factory.mktemp("softhsm")).with_offline_root()
         token.activate()
         _SESSION_TOKEN = token
     return _SESSION_TOKEN

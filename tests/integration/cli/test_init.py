@@ -50,8 +50,12 @@ def test_init_is_idempotent_and_needs_force_to_replace(
     assert first.returncode == 0 and first.stdout.startswith("CA created"), first.stderr
     again = qes_init(init_env)
     assert again.returncode == 0 and again.stdout.startswith("CA already present"), again.stderr
+    assert softhsm_token.offline is not None
     labels = [o.label for o in softhsm_token.list_objects()]
-    assert labels.count("init-test-root") == 2 and labels.count("init-test-ca") == 2  # pub+priv
+    root_labels = [o.label for o in softhsm_token.offline.list_objects()]
+    # pub+priv each, the root's in the offline root token
+    assert labels.count("init-test-ca") == 2 and root_labels.count("init-test-root") == 2
+    assert "init-test-root" not in labels  # the root key is in the offline root token only
 
     with scratch_database(pg_admin) as other:  # keys exist, certificates do not: refuse
         refused = qes_init({**init_env, "QES_DATABASE_URL": other})
@@ -63,4 +67,6 @@ def test_init_is_idempotent_and_needs_force_to_replace(
         forced = qes_init({**init_env, "QES_DATABASE_URL": other}, "--force")
         assert forced.returncode == 0 and forced.stdout.startswith("CA created"), forced.stderr
     labels = [o.label for o in softhsm_token.list_objects()]
-    assert labels.count("init-test-root") == 2 and labels.count("init-test-ca") == 2
+    root_labels = [o.label for o in softhsm_token.offline.list_objects()]
+    assert labels.count("init-test-ca") == 2 and root_labels.count("init-test-root") == 2
+    assert "init-test-root" not in labels

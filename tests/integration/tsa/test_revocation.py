@@ -128,6 +128,19 @@ def _number(crl: x509.CertificateRevocationList) -> int:
     return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
 
 
+async def _root_crl_ceremony(p: Published, tmp: Path, *, days: int) -> None:
+    """The root's CRL through the key ceremony: what it must say (online), signed with the
+    offline root token, imported (online)."""
+    request, crl = tmp / "crl-request.json", tmp / "root-signed.crl"
+    for args in (
+        ("request", "crl", "--out", str(request)),
+        ("root", "crl", str(request), "--out", str(crl), "--next-update-days", str(days)),
+        ("import", str(crl)),
+    ):
+        code, _, err = await run_qes("ca", *args, "--config", str(DEV_CONFIG), env=p.signer.env)
+        assert code == 0, err
+
+
 async def _revoke(p: Published, *args: str) -> tuple[int, str, str]:
     return await run_qes("ca", "revoke", *args, "--config", str(DEV_CONFIG), env=p.signer.env)
 
@@ -172,9 +185,14 @@ async def test_revoking_the_tsa_and_the_issuing_ca(published: Published, tmp_pat
     serial = ":".join(f"{b:02X}" for b in issuing.serial_number.to_bytes(20, "big").lstrip(b"\0"))
     code, out, err = await _revoke(p, serial, "--reason", "cessationOfOperation")
     assert code == 0 and out.startswith("revoked: issuing certificate"), err
+    _, unchanged = _crl(p, "root", tmp_path)  # the root is offline: the service never signs
+    assert len(unchanged) == 0  # its CRL; the key ceremony does (issue 15 item 1)
+    await _root_crl_ceremony(p, tmp_path, days=30)
     text, root_crl = _crl(p, "root", tmp_path)
     assert root_crl.get_revoked_certificate_by_serial_number(issuing.serial_number) is not None
-    assert "Cessation Of Operation" in text
+    assert "Cessation Of Operation" in text and len(root_crl) == 1
+    assert _number(root_crl) > _number(unchanged)
+    assert root_crl.next_update_utc == root_crl.last_update_utc + timedelta(days=30)
     status = _ocsp(p, "root", "issuing")
     assert "Cert Status: revoked" in status and "cessationOfOperation" in status
 

@@ -148,3 +148,44 @@ def test_log_origin_and_refusal_limits() -> None:
     ):
         with pytest.raises(ConfigError, match=f"log.{key.lower()}"):
             load_settings(DEV_CONFIG, env={**ENV, f"QES__LOG__{key}": value})
+
+
+def _walk_values(value: object, seen: set[int]) -> list[object]:
+    """Every value reachable from a settings object through its dataclass fields."""
+    import dataclasses
+
+    if id(value) in seen:
+        return []
+    seen.add(id(value))
+    found: list[object] = [value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            found += _walk_values(getattr(value, f.name), seen)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            found += _walk_values(item, seen)
+    return found
+
+
+def test_the_service_settings_never_hold_the_root_pin(tmp_path: Path) -> None:
+    """Issue 15 item 1: `[offline]` (the root token) is read by the ceremony commands only;
+    the service's settings carry neither its PIN nor its token label, whatever is set."""
+    from signer.secrets import Secret
+    from signer.settings.offline import load_offline_settings
+
+    env = {**ENV, "QES_ROOT_PIN": "root-4711", "QES__OFFLINE__TOKEN_LABEL": "vault-root"}
+    s = load_settings(DEV_CONFIG, env=env)
+    secrets = [v.reveal() for v in _walk_values(s, set()) if isinstance(v, Secret)]
+    assert "root-4711" not in secrets and "1234" in secrets
+    assert "vault-root" not in repr(s)
+    offline = load_offline_settings(DEV_CONFIG, env={"QES_ROOT_PIN": "root-4711"})
+    assert offline is not None  # the offline side needs no online HSM PIN nor database
+    assert offline.hsm.pin.reveal() == "root-4711" and offline.hsm.token_label == "qes-root"
+    assert offline.transcript == s.data_dir / "ceremony" / "transcript.jsonl"
+    assert load_offline_settings(DEV_CONFIG, env=ENV, required=False) is None
+    with pytest.raises(ConfigError, match=r"offline\.pin: no root token PIN"):
+        load_offline_settings(DEV_CONFIG, env=ENV)
+    cfg = tmp_path / "qes.toml"
+    cfg.write_text('[offline]\npin = "inline"\n')
+    with pytest.raises(ConfigError, match=r"offline\.pin: put secrets in"):
+        load_offline_settings(cfg, env={})
