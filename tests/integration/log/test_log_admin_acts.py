@@ -491,8 +491,10 @@ async def test_a_ceremony_transcript_is_logged_once_per_step(site: Site, tmp_pat
     steps = transcript.read()
     conn = await asyncpg.connect(site.database_url)
     try:
-        rows = await conn.fetch(
-            "SELECT * FROM admin_actions WHERE action = 'ca-ceremony' ORDER BY detail"
+        rows = await conn.fetch(  # `qes init` logged its own ceremony's steps before
+            "SELECT * FROM admin_actions WHERE action = 'ca-ceremony'"
+            " AND target_sha256 = ANY($1::bytea[]) ORDER BY detail",
+            [s.digest for s in steps],
         )
         assert [(r["detail"], r["actor_subject"], bytes(r["target_sha256"])) for r in rows] == [
             ("crl-sign #3", "cli:ca-alice", steps[2].digest),
@@ -511,4 +513,5 @@ async def test_a_ceremony_transcript_is_logged_once_per_step(site: Site, tmp_pat
         assert bad.returncode == 1 and bad.stdout == ""
         assert bad.stderr.strip() == f"qes: {path}: transcript step 3: does not follow step 2"
     page = await _administration_page(site)
-    assert page.count('data-action="ca-ceremony"') == 3 and f"SHA-256 {head}" in page
+    assert 'data-action="ca-ceremony"' in page
+    assert all(f"SHA-256 {step.digest.hex()}" in page for step in steps)
