@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,13 +16,16 @@ from tests.support.softhsm import SoftHsmToken
 
 
 @pytest.fixture
-def init_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, str]]:
+def init_env(
+    softhsm_token: SoftHsmToken, pg_admin: str, tmp_path: Path
+) -> Iterator[dict[str, str]]:
     """Own database and own CA, TSA, OCSP and log key labels: the session's keys stay intact."""
     with scratch_database(pg_admin) as url:
         yield {
             **softhsm_token.env(),
             "QES_HSM_PIN": softhsm_token.pin,
             "QES_DATABASE_URL": url,
+            "QES__DATA_DIR": f'"{tmp_path}"',  # the ceremony's transcript, not the repo's .qes
             "QES__HSM__TOKEN_LABEL": softhsm_token.label,
             "QES__CA__ROOT_LABEL": "init-test-root",
             "QES__CA__ISSUING_LABEL": "init-test-ca",

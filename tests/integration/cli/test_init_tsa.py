@@ -20,13 +20,14 @@ from tests.support.verify import run
 
 
 @pytest.fixture
-def tsa_env(softhsm_token: SoftHsmToken, pg_admin: str) -> Iterator[dict[str, str]]:
+def tsa_env(softhsm_token: SoftHsmToken, pg_admin: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Own database and own labels (fresh per test: token keys outlive the test)."""
     with scratch_database(pg_admin) as url:
         yield {
             **softhsm_token.env(),
             "QES_HSM_PIN": softhsm_token.pin,
             "QES_DATABASE_URL": url,
+            "QES__DATA_DIR": f'"{tmp_path}"',  # the ceremony's transcript, not the repo's .qes
             "QES__HSM__TOKEN_LABEL": softhsm_token.label,
             **own_ca_labels("tsa-test"),
         }
