@@ -1,10 +1,12 @@
 """Issue 15, "How it is checked": one CA's whole life on a running service, each signature
 then judged by OpenSSL, pyHanko and `qes verify` with the verdict a relying party must get.
 
-`qes init` → sign → `qes ca rollover tsa` → `qes ca switch tsa` (restart) → sign → the old
-TSA's key is compromised: `qes ca revoke <its serial> --reason keyCompromise`. RFC 3161 §4
-item 2: no token that key signed can be trusted any more, whenever it was made, unless a
-later archive time-stamp proves it existed before. So:
+Key ceremony (`qes init` on one machine: the root key made in the offline root token, the
+issuing CA's and the OCSP responder's requests signed there, the root CRL too, every step in
+the hash-chained transcript and the log) → sign → `qes ca rollover tsa` → `qes ca switch tsa`
+(restart) → sign → the old TSA's key is compromised: `qes ca revoke <its serial> --reason
+keyCompromise`. RFC 3161 §4 item 2: no token that key signed can be trusted any more,
+whenever it was made, unless a later archive time-stamp proves it existed before. So:
 
 - the new signature (TSA g2) is valid for all three;
 - the old one (TSA g1) is refused by `qes verify --crl` with the CRL the service publishes,
@@ -35,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from signer.formats.ltv import ValidationData, add_validation_data
+from signer.translog.ceremony import TranscriptFile
 from tests.integration.api.test_policy_web_signing import qes
 from tests.integration.cli.test_init import qes_init
 from tests.integration.cli.test_verify_cli import qes as qes_verify
@@ -153,6 +156,25 @@ def _published(
     document = work / "note.txt"
     document.write_bytes(DOCUMENT)
     return Life(signer, work, old, new, document, revoked=revoked, **files)
+
+
+def test_the_ceremony_kept_the_root_offline_and_its_transcript_verifies(
+    life: Life, softhsm_token: SoftHsmToken
+) -> None:
+    transcript = life.work / "ceremony" / "transcript.jsonl"
+    steps = TranscriptFile(transcript).read()
+    assert steps[0].step == "root-create"
+    made = {"key-create", "certificate-sign", "certificate-import", "crl-sign", "crl-import"}
+    assert made <= {s.step for s in steps}
+    online = {o.label for o in softhsm_token.list_objects()}
+    root, issuing = (
+        life.signer.env["QES__CA__ROOT_LABEL"],
+        life.signer.env["QES__CA__ISSUING_LABEL"],
+    )
+    assert root not in online and issuing in online, online
+    shown = qes(life.signer.env, "ca", "transcript", "show", str(transcript))
+    assert shown.returncode == 0, shown.stderr
+    assert f"Head of the transcript (SHA-256): {steps[-1].digest.hex()}" in shown.stdout
 
 
 def test_the_crl_and_ocsp_name_the_old_tsa_revoked_and_the_new_one_good(life: Life) -> None:
