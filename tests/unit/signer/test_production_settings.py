@@ -87,17 +87,18 @@ def test_metrics_and_access_log_are_off_by_default(tmp_path: Path) -> None:
     assert s.metrics.enabled is False and s.server.access_log is False  # type: ignore[attr-defined]
 
 
+#: The secrets the production example takes from the environment.
+SECRETS = {
+    "QES_HSM_PIN": "1234",
+    "QES_DATABASE_URL": "postgresql://db/qes",
+    "QES_LOG_PRIVACY_KEY": "00" * 32,
+    "QES_WEB_SIGNING_CLIENT_SECRET": "s",
+    "QES_AUDIT_UI_CLIENT_SECRET": "s",
+}
+
+
 def test_production_example_loads_with_its_secrets_from_the_environment() -> None:
-    s = load_settings(
-        PRODUCTION,
-        env={
-            "QES_HSM_PIN": "1234",
-            "QES_DATABASE_URL": "postgresql://db/qes",
-            "QES_LOG_PRIVACY_KEY": "00" * 32,
-            "QES_WEB_SIGNING_CLIENT_SECRET": "s",
-            "QES_AUDIT_UI_CLIENT_SECRET": "s",
-        },
-    )
+    s = load_settings(PRODUCTION, env=SECRETS)
     assert s.server.public_url.startswith("https://")
     assert s.server.tls is not None and s.server.tls.min_version == "1.3"
     assert s.server.allow_http_public_url is False
@@ -120,3 +121,16 @@ def test_sd_notify_abstract_socket() -> None:
         sock.bind("\0" + name)
         assert notify("READY=1", env={"NOTIFY_SOCKET": "@" + name})
         assert sock.recv(4096) == b"READY=1"
+
+
+def test_the_production_example_names_the_offline_root_token_for_the_root_machine() -> None:
+    """Its ``[offline]`` section loads on the root machine (root PIN only, no online PIN) with
+    the production CA names, and the service's settings from the same file never hold it."""
+    from signer.settings.offline import load_offline_settings
+
+    offline = load_offline_settings(PRODUCTION, env={"QES_ROOT_PIN": "4321"})
+    assert offline is not None and offline.hsm.token_label == "qes-root"
+    assert offline.hsm.pin.reveal() == "4321"
+    assert offline.ca.names.organization == "Example Trust Services GmbH"
+    served = load_settings(PRODUCTION, env={**SECRETS, "QES_ROOT_PIN": "4321"})
+    assert "4321" not in repr(served) and "token_label='qes-root'" not in repr(served)
