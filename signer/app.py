@@ -253,6 +253,7 @@ async def _revocation(
         issuing_crl=(crl_issuer.certificate, crl_issuer.key_label),
         root_crls=RootCrlStore(o.pool),
         tsa_issued=tuple(g.certificate for g in authorities.tsa),
+        issuing_generations=tuple((g.certificate, g.key_label) for g in authorities.issuing),
     )
 
 
@@ -504,6 +505,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.router.add_get("/ca/issuing.cer", meta.issuing_certificate)
     app.router.add_get("/ca/root.crl", meta.root_crl)
     app.router.add_get("/ca/issuing.crl", meta.issuing_crl)
+    app.router.add_get("/ca/issuing/{key_id:[0-9a-f]+}.cer", meta.issuing_generation_certificate)
+    app.router.add_get("/ca/issuing/{key_id:[0-9a-f]+}.crl", meta.issuing_generation_crl)
     app.router.add_get("/api/v1/trust-bundle", meta.trust_bundle)
     app.router.add_post("/tsa", tsa.time_stamp)
     app.router.add_post("/ocsp", ocsp.post)

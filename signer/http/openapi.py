@@ -285,6 +285,23 @@ def _der(summary: str, media_type: str) -> dict[str, Any]:
     }
 
 
+def _generation_der(summary: str, media_type: str) -> dict[str, Any]:
+    """:func:`_der` of one issuing CA generation, named by its key identifier: what the CRL
+    distribution point and caIssuers of a TSA certificate point to."""
+    operation = _der(summary, media_type)
+    operation["get"]["parameters"] = [
+        {
+            "name": "key_id",
+            "in": "path",
+            "required": True,
+            "description": "the generation's subjectKeyIdentifier, lower-case hex",
+            "schema": {"type": "string", "pattern": "^[0-9a-f]+$"},
+        }
+    ]
+    operation["get"]["responses"].update(_errors([NotFound]))
+    return operation
+
+
 def _log_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
     """The transparency log (issue 5): public checkpoints and proofs, auditor entries."""
     audit = _errors([Unauthenticated, AuditorRoleRequired, InvalidLogQuery, NotFound])
@@ -753,6 +770,13 @@ def _document(server: ServerSettings) -> dict[str, Any]:
             ),
             "/ca/issuing.crl": _der(
                 "The issuing CA's CRL (over the TSA certificate)", "application/pkix-crl"
+            ),
+            "/ca/issuing/{key_id}.cer": _generation_der(
+                "An issuing CA generation's certificate (DER)", "application/pkix-cert"
+            ),
+            "/ca/issuing/{key_id}.crl": _generation_der(
+                "An issuing CA generation's CRL (over the TSA certificates it certified)",
+                "application/pkix-crl",
             ),
             "/api/v1/trust-bundle": {
                 "get": {

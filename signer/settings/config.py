@@ -108,8 +108,12 @@ class CaSettings:
     curve: Curve = "P-256"
     root_lifetime: timedelta = timedelta(days=3650 * 2)
     issuing_lifetime: timedelta = timedelta(days=3650)
-    #: The issuing CA's CRL (served at /ca/issuing.crl), named in the TSA certificate.
-    issuing_crl_url: str = "http://127.0.0.1:8780/ca/issuing.crl"
+    #: The CRL of the issuing CA that certified a TSA certificate, named in it as its CRL
+    #: distribution point; ``{key_id}`` stands for that CA's subjectKeyIdentifier in hex, so
+    #: every issuing CA generation keeps a CRL of its own (served at /ca/issuing/{key_id}.crl).
+    issuing_crl_url: str = "http://127.0.0.1:8780/ca/issuing/{key_id}.crl"
+    #: That CA's certificate, the TSA certificate's caIssuers (RFC 5280 §4.2.2.1), likewise.
+    issuing_certificate_url: str = "http://127.0.0.1:8780/ca/issuing/{key_id}.cer"
     #: The delegated OCSP responder's key (RFC 6960 §4.2.2.2), made by `qes init`, with one
     #: certificate from the root and one from the issuing CA (served at /ocsp).
     ocsp_label: str = "qes-ocsp"
@@ -745,19 +749,19 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
     )
     curve = s.get("curve", str, "P-256")
     s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
-    issuing_crl_url = s.get("issuing_crl_url", str, f"{server.public_url}/ca/issuing.crl")
-    s.check(
-        "issuing_crl_url",
-        issuing_crl_url.startswith(("http://", "https://")),
-        "must be an http(s) URL",
-    )
+    issuing_urls = {
+        name: s.get(name, str, f"{server.public_url}/ca/issuing/{{key_id}}.{suffix}")
+        for name, suffix in (("issuing_crl_url", "crl"), ("issuing_certificate_url", "cer"))
+    }
+    for name, url in issuing_urls.items():
+        s.check(name, url.startswith(("http://", "https://")), "must be an http(s) URL")
     result = CaSettings(
         names=names,
         policy=policy,
         curve=curve,
         root_label=s.get("root_label", str, "qes-root-ca"),
         issuing_label=s.get("issuing_label", str, "qes-issuing-ca"),
-        issuing_crl_url=issuing_crl_url,
+        **issuing_urls,
         ocsp_label=s.get("ocsp_label", str, "qes-ocsp"),
         ocsp_common_name=s.get("ocsp_common_name", str, "QES Signer Development OCSP Responder"),
     )

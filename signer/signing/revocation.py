@@ -225,6 +225,8 @@ class RevocationStatus:
     #: the ``issuing_crl`` CA issued (a past TSA's certificate still vouches for the tokens it
     #: signed), ``unknown`` about anything else (RFC 6960 §2.2).
     tsa_issued: tuple[x509.Certificate, ...] = ()
+    #: Every issuing CA generation, (certificate, HSM key label): each publishes its own CRL.
+    issuing_generations: tuple[tuple[x509.Certificate, str], ...] = ()
     #: The issuing CA's CRL last published, and the OCSP answer per request embedded in B-LT
     #: data: (revocation state version, when signed, DER).
     _published: dict[str, tuple[int, datetime, bytes]] = field(
@@ -292,7 +294,29 @@ class RevocationStatus:
         root's is never signed here (:meth:`published_crl`)."""
         if ca == "root":
             return (await self.root_crl()).der
-        issuer, label = self.issuing_crl
+        return await self._sign_crl(*self.issuing_crl)
+
+    def issuing_generation(self, key_id: bytes) -> tuple[x509.Certificate, str] | None:
+        """The issuing CA generation (certificate, key label) whose subjectKeyIdentifier is
+        ``key_id``, or None."""
+        found = [g for g in self.issuing_generations if _key_id(g[0]) == key_id]
+        return found[0] if found else None
+
+    async def issuing_generation_crl(self, key_id: bytes) -> bytes | None:
+        """The CRL of the issuing CA generation whose subjectKeyIdentifier is ``key_id``, as
+        published (re-signed as :meth:`published_crl` does), or None when no generation has
+        it: the CRL distribution point of every TSA certificate names its own issuer's
+        (:func:`signer.signing.rollover.issuing_url`), so a TSA certified by a past issuing CA
+        can still be revoked and checked."""
+        found = self.issuing_generation(key_id)
+        if found is None:
+            return None
+        issuer, label = found
+        return await self._published_as(
+            f"issuing:{key_id.hex()}", CRL_REFRESH, lambda: self._sign_crl(issuer, label)
+        )
+
+    async def _sign_crl(self, issuer: x509.Certificate, label: str) -> bytes:
         key_id = _key_id(issuer)
         now = self.clock()
         revoked = await self.store.revoked_by(key_id)

@@ -128,6 +128,15 @@ def _make(
     )
 
 
+def issuing_url(template: str, issuing: x509.Certificate) -> str:
+    """``template`` (``ca.issuing_crl_url``, ``ca.issuing_certificate_url``) for the issuing CA
+    generation ``issuing``: ``{key_id}`` is its subjectKeyIdentifier in hex (RFC 5280
+    §4.2.1.2), so a TSA certificate names its own issuer's CRL and certificate for as long as it
+    lives, whichever issuing CA is current by then."""
+    key_id = issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    return template.replace("{key_id}", key_id.hex())
+
+
 def issue_tsa_certificate(
     session: HsmSession,
     settings: Settings,
@@ -138,7 +147,8 @@ def issue_tsa_certificate(
 ) -> x509.Certificate:
     """A TSA certificate for the key ``tsa_label`` from the issuing CA ``issuing`` (its key
     ``issuing_label``): ``tsa.lifetime``, cut to the issuing CA's end, and a key usage period
-    ``tsa.key_usage`` cut in the same proportion (EN 319 421 §7.7.4)."""
+    ``tsa.key_usage`` cut in the same proportion (EN 319 421 §7.7.4); its CRL distribution
+    point and caIssuers are that issuing CA's own (:func:`issuing_url`)."""
     tsa = settings.tsa
     lifetime = min(tsa.lifetime, issuing.not_valid_after_utc - now)
     return build_tsa_certificate(
@@ -147,8 +157,8 @@ def issue_tsa_certificate(
         session.token_key(tsa_label).public_key(),
         settings.ca.names,
         tsa.common_name,
-        ca_issuers_url=settings.ca.policy.ca_issuers_url,
-        crl_url=settings.ca.issuing_crl_url,
+        ca_issuers_url=issuing_url(settings.ca.issuing_certificate_url, issuing),
+        crl_url=issuing_url(settings.ca.issuing_crl_url, issuing),
         now=now,
         lifetime=lifetime,
         key_usage=min(tsa.key_usage, lifetime * (tsa.key_usage / tsa.lifetime)),

@@ -59,6 +59,10 @@ EVERY_SURFACE = {
 }
 
 
+#: Where the test services' certificates say their CA files are (``/ca`` of the service).
+PKI_URL = "http://pki.example.com/qes"
+
+
 def own_ca_labels(prefix: str) -> dict[str, str]:
     """Settings giving a test a CA of its own on the session's token: root, issuing CA, TSA and
     OCSP responder key labels ``<prefix>-root-<tag>`` and so on, ``tag`` fresh each call (token
@@ -101,9 +105,10 @@ def service_env(
         "QES__DATA_DIR": f'"{data_dir}"',
         # Where a production CA publishes its files: a public name (pkilint flags loopback
         # addresses in AIA/CRL DP as internal names, rightly so for a real deployment).
-        "QES__CA__CA_ISSUERS_URL": "http://pki.example.com/qes/issuing.cer",
-        "QES__CA__CRL_URL": "http://pki.example.com/qes/root.crl",
-        "QES__CA__ISSUING_CRL_URL": "http://pki.example.com/qes/issuing.crl",
+        "QES__CA__CA_ISSUERS_URL": f"{PKI_URL}/issuing.cer",
+        "QES__CA__CRL_URL": f"{PKI_URL}/root.crl",
+        "QES__CA__ISSUING_CRL_URL": f"{PKI_URL}/issuing/{{key_id}}.crl",
+        "QES__CA__ISSUING_CERTIFICATE_URL": f"{PKI_URL}/issuing/{{key_id}}.cer",
         # One log privacy key for every process of a test run (they share one database, and
         # `qes audit verify` rebuilds entries with it). Test-only, public.
         "QES_LOG_PRIVACY_KEY": TEST_LOG_PRIVACY_KEY,

@@ -100,6 +100,34 @@ async def issuing_crl(request: web.Request) -> web.Response:
     return await _crl(request, "issuing")
 
 
+def _generation_key_id(request: web.Request) -> bytes:
+    """The ``{key_id}`` of ``/ca/issuing/{key_id}.*``: a subjectKeyIdentifier in hex."""
+    try:
+        return bytes.fromhex(request.match_info["key_id"])
+    except ValueError:
+        raise NotFound() from None
+
+
+async def issuing_generation_certificate(request: web.Request) -> web.Response:
+    """An issuing CA generation's certificate by its key identifier: the caIssuers of the TSA
+    certificates it certified (RFC 5280 §4.2.2.1), past generations included."""
+    services: Services = request.app[SERVICES]
+    found = services.revocation.issuing_generation(_generation_key_id(request))
+    if found is None:
+        raise NotFound()
+    return _pkix(found[0].public_bytes(Encoding.DER))
+
+
+async def issuing_generation_crl(request: web.Request) -> web.Response:
+    """An issuing CA generation's CRL by its key identifier: the CRL distribution point of the
+    TSA certificates it certified, so one certified by a past generation can still be revoked
+    and checked (RFC 5280 §4.2.1.13, §6.3.3: the CRL comes from the certificate's issuer)."""
+    crl = await request.app[SERVICES].revocation.issuing_generation_crl(_generation_key_id(request))
+    if crl is None:
+        raise NotFound()
+    return web.Response(body=crl, content_type="application/pkix-crl")
+
+
 async def _crl(request: web.Request, ca: CaName) -> web.Response:
     """The CRL of ``ca`` this replica publishes (:meth:`RevocationStatus.published_crl`:
     re-signed at most hourly, and at once after a revocation made anywhere).

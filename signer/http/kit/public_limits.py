@@ -22,8 +22,9 @@ PUBLIC_PATHS = frozenset(
         "/csc/v2/info",
     }
 )
-#: Public endpoints whose path carries the request (OCSP GET, RFC 6960 §A.1.1).
-PUBLIC_PREFIXES = ("/ocsp/",)
+#: Public endpoints whose path carries the request (OCSP GET, RFC 6960 §A.1.1) or names the
+#: object (an issuing CA generation's certificate and CRL).
+PUBLIC_PREFIXES = ("/ocsp/", "/ca/issuing/")
 PUBLIC_LIMITER = web.AppKey("public_limiter", PublicLimiter)
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from tests.support.pdfs import multi_page_pdf
 from tests.support.pg import scratch_database
 from tests.support.pkilint import lint
 from tests.support.service import (
+    PKI_URL,
     SignerProcess,
     api_headers,
     free_port,
@@ -414,3 +416,54 @@ def test_refusals_and_a_pending_generation_after_a_restart(rolled: Rolled) -> No
     assert issuing[2]["issued_from"] is None and issuing[2]["certificate"] in bundle["pem"]
     signed = _sign(rolled.signer, rolled.idp, rolled.work / "while-pending")
     assert _issuer_key_id(signed.leaf) == _key_id(_cert(issuing[1]))
+
+
+def _distribution(cert: x509.Certificate) -> tuple[str, str]:
+    """A TSA certificate's CRL distribution point and caIssuers URLs."""
+    points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    (crl_url,) = [n.value for p in points for n in p.full_name or ()]
+    access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    (issuer_url,) = [
+        d.access_location.value
+        for d in access
+        if d.access_method == x509.oid.AuthorityInformationAccessOID.CA_ISSUERS
+    ]
+    return crl_url, issuer_url
+
+
+def _served(rolled: Rolled, url: str) -> str:
+    """Where the test service serves what a certificate names under :data:`PKI_URL`."""
+    return rolled.signer.url + "/ca" + url.removeprefix(PKI_URL)
+
+
+def test_each_issuing_generation_publishes_its_own_crl(rolled: Rolled, tmp_path: Path) -> None:
+    """Runs last: it revokes TSA g1. Each TSA certificate names its own issuing CA's CRL and
+    certificate (``/ca/issuing/{key_id}.crl|.cer``), served for past generations too, so TSA
+    g1, certified by issuing g1, can be revoked after both switches and relying parties see
+    it (`openssl crl` verifies each CRL against its own CA); unknown key ids are 404."""
+    issuing = [_cert(g) for g in _generations(rolled, "issuing")]
+    tsa = [_cert(g) for g in _generations(rolled, "tsa")]
+    root = tmp_path / "root.pem"
+    root.write_text(str(rolled.bundle["root"]))
+    urls = [_distribution(t) for t in tsa]
+    for ca, (crl_url, issuer_url) in zip(issuing, urls, strict=True):
+        key_id = _key_id(ca).hex()
+        assert crl_url == f"{PKI_URL}/issuing/{key_id}.crl"
+        assert issuer_url == f"{PKI_URL}/issuing/{key_id}.cer"
+        assert x509.load_der_x509_certificate(_fetch(_served(rolled, issuer_url))) == ca
+    _ca(rolled.env, "revoke", f"{tsa[0].serial_number:x}", "--reason", "superseded")
+    for number, (ca, (crl_url, _)) in enumerate(zip(issuing, urls, strict=True), 1):
+        crl_file, chain = tmp_path / f"g{number}.crl", tmp_path / f"chain{number}.pem"
+        crl_file.write_bytes(_fetch(_served(rolled, crl_url)))
+        chain.write_bytes(ca.public_bytes(Encoding.PEM) + root.read_bytes())
+        done = run(
+            "openssl", "crl", "-inform", "DER", "-in", crl_file, "-CAfile", chain, "-noout"
+        )  # fmt: skip
+        assert done.returncode == 0 and "verify OK" in done.stderr, done.stderr
+        listed = x509.load_der_x509_crl(crl_file.read_bytes())
+        revoked = listed.get_revoked_certificate_by_serial_number(tsa[0].serial_number)
+        assert (revoked is not None) == (number == 1), number
+    for path in ("/ca/issuing/00ff.crl", "/ca/issuing/00ff.cer"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            _fetch(f"{rolled.signer.url}{path}")
+        assert missing.value.code == 404

@@ -176,7 +176,13 @@ async def test_tsa_certificate_profile_chain_and_crls(
     assert issuing_crl.issuer == tsa.issuer
     (dp,) = tsa.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert dp.full_name is not None
-    assert dp.full_name[0].value.endswith("/issuing.crl")
+    aki = tsa.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier is not None
+    own = f"/issuing/{aki.key_identifier.hex()}.crl"  # the issuing CA generation's own CRL
+    assert dp.full_name[0].value.endswith(own)
+    resp = await client.get(f"/ca{own}")
+    assert resp.status == 200 and resp.content_type == "application/pkix-crl"
+    assert x509.load_der_x509_crl(await resp.read()).issuer == tsa.issuer
 
     checked = run(
         "openssl", "verify", "-purpose", "timestampsign", "-crl_check_all",
