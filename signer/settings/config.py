@@ -28,8 +28,11 @@ from signer.secrets import Secret
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
+S = TypeVar("S", bound=str)
 ENV_PREFIX = "QES__"
 DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
+#: The curves of the keys the HSM makes (``hsm.curve``, ``ca.curve``).
+CURVES: tuple[Curve, ...] = ("P-256", "P-384")
 
 
 @dataclass(frozen=True)
@@ -355,6 +358,12 @@ class _Section:
         self.check(key, lo <= value <= hi, why)
         return value
 
+    def one_of(self, key: str, default: S, choices: tuple[S, ...], why: str) -> S:
+        """``key``, a string, refused with ``why`` unless it is one of ``choices``."""
+        value: S = self.get(key, str, default)
+        self.check(key, value in choices, why)
+        return value
+
     def check(self, key: str, ok: bool, why: str) -> None:
         if not ok:
             raise ConfigError(f"{self.name}.{key}: {why}")
@@ -539,8 +548,6 @@ def _server(s: _Section, base: Path) -> ServerSettings:
         public_url.startswith("https://") or allow_http or _loopback(public_url),
         "must be an https URL (allow_http_public_url = true is for development only)",
     )
-    log_format = s.get("log_format", str, d.log_format)
-    s.check("log_format", log_format in ("json", "console"), "must be 'json' or 'console'")
     tls_table = s.get("tls", dict, None)
     result = ServerSettings(
         host=s.get("host", str, d.host),
@@ -567,7 +574,9 @@ def _server(s: _Section, base: Path) -> ServerSettings:
             "max_digests", int, d.max_digests, 1, 100_000, "must be between 1 and 100000"
         ),
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
-        log_format=log_format,
+        log_format=s.one_of(
+            "log_format", d.log_format, ("json", "console"), "must be 'json' or 'console'"
+        ),
         **_connection_limits(s, d),
         tls=None if tls_table is None else _tls(_Section("server.tls", tls_table), base),
         allow_http_public_url=allow_http,
@@ -596,17 +605,15 @@ def _loopback(url: str) -> bool:
 
 def _tls(s: _Section, base: Path) -> TlsSettings:
     d_min, d_auth, d_reload = "1.3", "required", 5.0
-    min_version = s.get("min_version", str, d_min)
-    s.check("min_version", min_version in ("1.2", "1.3"), "must be '1.3' or '1.2'")
     client_ca = s.get("client_ca_file", str, None)
-    client_auth = s.get("client_auth", str, d_auth)
-    s.check("client_auth", client_auth in ("required", "optional"), "'required' or 'optional'")
     result = TlsSettings(
         certificate_file=base / s.get("certificate_file", str),
         key_file=base / s.get("key_file", str),
-        min_version=min_version,
+        min_version=s.one_of("min_version", d_min, ("1.2", "1.3"), "must be '1.3' or '1.2'"),
         client_ca_file=None if client_ca is None else base / client_ca,
-        client_auth=client_auth,
+        client_auth=s.one_of(
+            "client_auth", d_auth, ("required", "optional"), "'required' or 'optional'"
+        ),
         reload_seconds=s.bounded(
             "reload_seconds", float, d_reload, 0.1, 3600, "must be 0.1 .. 3600 seconds"
         ),
@@ -696,8 +703,6 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         isinstance(sessions, int) and 1 <= sessions <= 256,
         "must be 'auto' or between 1 and 256",
     )
-    curve = s.get("curve", str, "P-256")
-    s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
     call_timeout = s.get("call_timeout_seconds", float, 15.0)
     s.check("call_timeout_seconds", 0 < call_timeout <= 600, "must be > 0 and <= 600")
     backoff = s.get("reconnect_max_seconds", float, 5.0)
@@ -711,7 +716,7 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         token_label=label,
         pin=pin,
         sessions=sessions,
-        curve=curve,
+        curve=s.one_of("curve", "P-256", CURVES, "must be 'P-256' or 'P-384'"),
         module_env=_module_env(s),
         standbys=tuple(
             _hsm_member(_Section(f"hsm.standby[{i}]", t), label) for i, t in enumerate(standbys)
@@ -773,8 +778,6 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
             backdate=timedelta(seconds=backdate),
         ),
     )
-    curve = s.get("curve", str, "P-256")
-    s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
     issuing_crl_url = s.get("issuing_crl_url", str, f"{server.public_url}/ca/issuing.crl")
     s.check(
         "issuing_crl_url",
@@ -784,7 +787,7 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
     result = CaSettings(
         names=names,
         policy=policy,
-        curve=curve,
+        curve=s.one_of("curve", "P-256", CURVES, "must be 'P-256' or 'P-384'"),
         root_label=s.get("root_label", str, "qes-root-ca"),
         issuing_label=s.get("issuing_label", str, "qes-issuing-ca"),
         issuing_crl_url=issuing_crl_url,
