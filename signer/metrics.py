@@ -21,9 +21,10 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -38,6 +39,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_Mode = Literal["max", "livesum", "livemax", "livemin"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _HSM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 #: This module's own registry (not prometheus-client's global one): the metrics below are
@@ -46,139 +48,112 @@ OWN = CollectorRegistry()
 if os.environ.get(MULTIPROC_ENV):  # the values below open their files in it right away
     os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 
-BUILD_INFO = Gauge(
+
+def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+    return Counter(name, doc, labels, registry=OWN)
+
+
+def _gauge(name: str, doc: str, mode: _Mode, labels: Sequence[str] = ()) -> Gauge:
+    """``mode``: how the workers' values combine (module docstring)."""
+    return Gauge(name, doc, labels, multiprocess_mode=mode, registry=OWN)
+
+
+def _histogram(name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]) -> Histogram:
+    return Histogram(name, doc, labels, buckets=buckets, registry=OWN)
+
+
+BUILD_INFO = _gauge(
     "qes_build_info",
     "Always 1: the running version of qes-signer and Python.",
+    "max",
     ["version", "python"],
-    multiprocess_mode="max",
-    registry=OWN,
 )
-SIGNATURES = Counter(
+SIGNATURES = _counter(
     "qes_signatures",
     "Digests signed (outcome=signed) or not signed after a key was made (outcome=failed).",
     ["profile", "format", "outcome"],
-    registry=OWN,
 )
-CERTIFICATES = Counter(
+CERTIFICATES = _counter(
     "qes_certificates",
     "Ephemeral certificates issued, by whether their request completed or failed.",
     ["profile", "format", "outcome"],
-    registry=OWN,
 )
-TIMESTAMPS = Counter(
-    "qes_timestamps",
-    "Signature time-stamp tokens obtained (RFC 3161), built-in or external TSA.",
-    registry=OWN,
+TIMESTAMPS = _counter(
+    "qes_timestamps", "Signature time-stamp tokens obtained (RFC 3161), built-in or external TSA."
 )
-REFUSALS = Counter(
+REFUSALS = _counter(
     "qes_refusals",
     "Requests answered with an RFC 9457 problem, by problem type (the /problems/<type> slug).",
     ["type", "status"],
-    registry=OWN,
 )
-REQUESTS = Counter(
+REQUESTS = _counter(
     "qes_http_requests",
     "HTTP requests by route template, method and status.",
     ["route", "method", "status"],
-    registry=OWN,
 )
-LATENCY = Histogram(
+LATENCY = _histogram(
     "qes_http_request_duration_seconds",
     "Time from request to response, by route template and method.",
     ["route", "method"],
-    buckets=_LATENCY_BUCKETS,
-    registry=OWN,
+    _LATENCY_BUCKETS,
 )
-HSM_SECONDS = Histogram(
+HSM_SECONDS = _histogram(
     "qes_hsm_operation_duration_seconds",
     "PKCS#11 operations on ephemeral keys: generate (with attribute read-back), sign, destroy "
     "(with the check that the key is gone).",
     ["operation"],
-    buckets=_HSM_BUCKETS,
-    registry=OWN,
+    _HSM_BUCKETS,
 )
-HSM_ERRORS = Counter(
-    "qes_hsm_errors", "PKCS#11 calls that failed (the HSM or its link).", registry=OWN
-)
-SWEPT = Counter(
+HSM_ERRORS = _counter("qes_hsm_errors", "PKCS#11 calls that failed (the HSM or its link).")
+SWEPT = _counter(
     "qes_sweeper_ended",
     "Items the sweeper ended: abandoned after a crash, or expired in the background.",
     ["kind"],
-    registry=OWN,
 )
-HSM_SESSIONS = Gauge(
-    "qes_hsm_sessions", "PKCS#11 sessions open.", multiprocess_mode="livesum", registry=OWN
+HSM_SESSIONS = _gauge("qes_hsm_sessions", "PKCS#11 sessions open.", "livesum")
+HSM_IN_USE = _gauge(
+    "qes_hsm_sessions_in_use", "PKCS#11 sessions running an operation now.", "livesum"
 )
-HSM_IN_USE = Gauge(
-    "qes_hsm_sessions_in_use",
-    "PKCS#11 sessions running an operation now.",
-    multiprocess_mode="livesum",
-    registry=OWN,
-)
-DB_POOL = Gauge(
-    "qes_db_pool_connections",
-    "PostgreSQL connections open.",
-    multiprocess_mode="livesum",
-    registry=OWN,
-)
-DB_IN_USE = Gauge(
+DB_POOL = _gauge("qes_db_pool_connections", "PostgreSQL connections open.", "livesum")
+DB_IN_USE = _gauge(
     "qes_db_pool_connections_in_use",
     "PostgreSQL connections lent out to a query or transaction now.",
-    multiprocess_mode="livesum",
-    registry=OWN,
+    "livesum",
 )
-LOG_ENTRIES = Gauge(
-    "qes_log_entries",
-    "Entries sequenced in the transparency log.",
-    multiprocess_mode="livemax",
-    registry=OWN,
+LOG_ENTRIES = _gauge("qes_log_entries", "Entries sequenced in the transparency log.", "livemax")
+LOG_CHECKPOINT_SIZE = _gauge(
+    "qes_log_checkpoint_size", "Tree size of the newest signed checkpoint.", "livemax"
 )
-LOG_CHECKPOINT_SIZE = Gauge(
-    "qes_log_checkpoint_size",
-    "Tree size of the newest signed checkpoint.",
-    multiprocess_mode="livemax",
-    registry=OWN,
-)
-LOG_CHECKPOINT_TIME = Gauge(
+LOG_CHECKPOINT_TIME = _gauge(
     "qes_log_checkpoint_timestamp_seconds",
     "Unix time of the newest signed checkpoint (its age: time() - this).",
-    multiprocess_mode="livemax",
-    registry=OWN,
+    "livemax",
 )
-APPROVALS_PENDING = Gauge(
-    "qes_approvals_pending",
-    "Batch requests waiting for m-of-n approval.",
-    multiprocess_mode="livemax",
-    registry=OWN,
+APPROVALS_PENDING = _gauge(
+    "qes_approvals_pending", "Batch requests waiting for m-of-n approval.", "livemax"
 )
-CERT_NOT_AFTER = Gauge(
+CERT_NOT_AFTER = _gauge(
     "qes_certificate_not_after_timestamp_seconds",
     "notAfter of the certificates the service stands on (root, issuing, tsa, ocsp-root,"
     " ocsp-issuing), as Unix time.",
+    "livemax",
     ["role"],
-    multiprocess_mode="livemax",
-    registry=OWN,
 )
-CERT_RENEW_BY = Gauge(
+CERT_RENEW_BY = _gauge(
     "qes_certificate_renew_by_timestamp_seconds",
     "Unix time by which the role's certificate must be replaced (notAfter minus its renewal"
     " lead, signer.signing.expiry); alert once time() passes it.",
+    "livemax",
     ["role"],
-    multiprocess_mode="livemax",
-    registry=OWN,
 )
-ROOT_CRL_NEXT_UPDATE = Gauge(
+ROOT_CRL_NEXT_UPDATE = _gauge(
     "qes_root_crl_next_update_timestamp_seconds",
     "nextUpdate of the newest root CRL imported from the key ceremony, as Unix time (signed"
     " offline: alert well before it, signer.signing.expiry).",
-    multiprocess_mode="livemin",
-    registry=OWN,
+    "livemin",
 )
-READY = Gauge(
-    "qes_ready",
-    "1 when the database and the HSM answer (as /readyz), else 0.",
-    multiprocess_mode="livemin",
-    registry=OWN,
+READY = _gauge(
+    "qes_ready", "1 when the database and the HSM answer (as /readyz), else 0.", "livemin"
 )
 
 

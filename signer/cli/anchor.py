@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
-from signer.cli.common import load
+from signer.cli.common import WithConfig, load
 from signer.cli.common import pool as open_pool
 from signer.errors import ConfigError
-
-WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
 CHOICES = """\
 The service refuses to sign and to publish until one of these is done:

@@ -17,6 +17,7 @@ from typing import Any
 from signer.cli.anchor import register as register_anchor
 from signer.cli.client import ApiClient
 from signer.cli.common import (
+    WithConfig,
     admin_log,
     connect,
     fail,
@@ -528,9 +529,6 @@ def _index(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError("must be a non-negative integer")
     return int(text)
-
-
-WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
 
 def register(sub: Any, with_config: WithConfig, url: str) -> None:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from pathlib import Path
 
+from signer.cli.common import WithConfig
 from signer.settings.backup import BackupError
-
-WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
 
 def register(

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from signer.cli import ceremony
-from signer.cli.common import admin_log, load
+from signer.cli.common import WithConfig, admin_log, load
 from signer.cli.common import pool as open_pool
 from signer.errors import SignerError
 
@@ -145,9 +144,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_transcript(
-    csub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
-) -> None:
+def _register_transcript(csub: Any, with_config: WithConfig) -> None:
     transcript = csub.add_parser("transcript", help="a key ceremony's transcript")
     tsub = transcript.add_subparsers(dest="transcript_command", required=True)
     show = with_config(
@@ -162,9 +159,7 @@ def _register_transcript(
         command.add_argument("file", metavar="FILE", help="the transcript (JSON lines)")
 
 
-def register(
-    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
-) -> None:
+def register(sub: Any, with_config: WithConfig) -> None:
     """Add this group's commands to the `qes` parser."""
     ca = sub.add_parser(
         "ca", help="acts on the CA: key ceremony, revoke, roll over and switch CA or TSA"

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from signer.cli.common import admin_log, load
+from signer.cli.common import WithConfig, admin_log, load
 from signer.cli.common import pool as open_pool
 from signer.errors import SignerError
 
@@ -211,9 +211,7 @@ def cmd_online(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    csub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
-) -> None:
+def register(csub: Any, with_config: WithConfig) -> None:
     """Add `qes ca root|request|import` to the `qes ca` parser."""
     root = csub.add_parser("root", help="offline: the root key ceremony (root token only)")
     rsub = root.add_subparsers(dest="root_command", required=True)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from signer.cli.common import admin_log, load, table
+from signer.cli.common import WithConfig, admin_log, load, table
 from signer.cli.common import pool as open_pool
 
 _DURATION = re.compile(r"(\d{1,7})([smhd]?)")
@@ -105,9 +104,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser], url: str
-) -> None:
+def register(sub: Any, with_config: WithConfig, url: str) -> None:
     """Add this group's commands to the `qes` parser."""
     client = sub.add_parser("client", help="register web apps that send people to sign")
     csub = client.add_subparsers(dest="client_command", required=True)

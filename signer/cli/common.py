@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,9 @@ from signer.cli.client import ClientError
 from signer.errors import SignerError
 
 DEFAULT_URL = "http://127.0.0.1:8780"
+#: What every group's ``register`` gets to give a command the ``--config`` option
+#: (:func:`signer.cli.main.with_config`).
+WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
 
 def fail(message: str, code: int = 1) -> int:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from signer.cli.common import WithConfig
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -21,9 +22,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser], url: str
-) -> None:
+def register(sub: Any, with_config: WithConfig, url: str) -> None:
     """Add this group's commands to the `qes` parser."""
     db = sub.add_parser("db", help="a private PostgreSQL in the data directory")
     db.add_argument("action", choices=("start", "stop", "url"))

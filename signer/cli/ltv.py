@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from signer.cli.client import ClientError
-from signer.cli.common import load
+from signer.cli.common import WithConfig, load
 
 #: Bytes accepted from one public endpoint (a CRL of a small CA is a few hundred octets).
 MAX_ANSWER_OCTETS = 1 << 20
@@ -213,9 +213,7 @@ def _iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def register(
-    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser], url: str
-) -> None:
+def register(sub: Any, with_config: WithConfig, url: str) -> None:
     """Add ``qes ltv`` to the CLI's subcommands."""
     ltv = sub.add_parser("ltv", help="long-term validation of signed PDFs (PAdES B-LTA)")
     lsub = ltv.add_subparsers(dest="ltv_command", required=True)

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
-from signer.cli.common import load
+from signer.cli.common import WithConfig, load
 from signer.errors import SignerError
-
-WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
 
 async def _migrate(settings: Any) -> int:

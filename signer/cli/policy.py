@@ -8,16 +8,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from signer.cli.common import WithConfig
 from signer.errors import ConfigError
 from signer.policy.file import load_policy_file
 from signer.policy.rules import PolicyFileError
-
-WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:

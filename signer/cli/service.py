@@ -8,12 +8,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from signer.cli.common import load
+from signer.cli.common import WithConfig, load
 from signer.cli.supervisor import STOP_SIGNALS, Supervisor
 from signer.errors import SignerError
 
@@ -246,9 +245,7 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
     return Supervisor(cmd, _stop_requested).run(workers)
 
 
-def register(
-    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser], url: str
-) -> None:
+def register(sub: Any, with_config: WithConfig, url: str) -> None:
     """Add this group's commands to the `qes` parser."""
     init = with_config(sub.add_parser("init", help="create the CA keys in the HSM"))
     init.add_argument("--force", action="store_true", help="replace existing CA keys")

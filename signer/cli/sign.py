@@ -9,7 +9,6 @@ import hashlib
 import io
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from signer.cli.client import ApiClient, ClientError
 from signer.cli.common import (
+    WithConfig,
     fail,
     print_above_bar,
     progress_bar,
@@ -218,9 +218,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if all(r.valid for r in reports) else 1
 
 
-def register(
-    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser], url: str
-) -> None:
+def register(sub: Any, with_config: WithConfig, url: str) -> None:
     """Add this group's commands to the `qes` parser."""
     sign = sub.add_parser("sign", help="sign files; documents never leave this machine")
     sign.add_argument("files", nargs="+", metavar="FILE")

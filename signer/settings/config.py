@@ -27,8 +27,12 @@ from signer.keys.types import Curve, HsmMember
 from signer.secrets import Secret
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
+S = TypeVar("S", bound=str)
 ENV_PREFIX = "QES__"
 DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
+#: The curves of the keys the HSM makes (``hsm.curve``, ``ca.curve``).
+CURVES: tuple[Curve, ...] = ("P-256", "P-384")
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,18 @@ class _Section:
             raise ConfigError(f"{self.name}.{key}: expected {_kind_name(kind)}, got {value!r}")
         return value
 
+    def bounded(self, key: str, kind: type[N], default: N, lo: float, hi: float, why: str) -> N:
+        """``key`` as :meth:`get` reads it, refused with ``why`` unless ``lo <= value <= hi``."""
+        value: N = self.get(key, kind, default)
+        self.check(key, lo <= value <= hi, why)
+        return value
+
+    def one_of(self, key: str, default: S, choices: tuple[S, ...], why: str) -> S:
+        """``key``, a string, refused with ``why`` unless it is one of ``choices``."""
+        value: S = self.get(key, str, default)
+        self.check(key, value in choices, why)
+        return value
+
     def check(self, key: str, ok: bool, why: str) -> None:
         if not ok:
             raise ConfigError(f"{self.name}.{key}: {why}")
@@ -479,23 +495,32 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Settings:
 
 
 def _clients(s: _Section) -> ClientsSettings:
-    grace = s.get("secret_grace_seconds", int, ClientsSettings.secret_grace_seconds)
-    s.check("secret_grace_seconds", 0 <= grace <= 30 * 86400, "must be 0 .. 2592000 (30 days)")
+    d = ClientsSettings()
+    grace = s.bounded(
+        "secret_grace_seconds",
+        int,
+        d.secret_grace_seconds,
+        0,
+        30 * 86400,
+        "must be 0 .. 2592000 (30 days)",
+    )
     s.done()
     return ClientsSettings(secret_grace_seconds=grace)
 
 
 def _sweeper(s: _Section) -> SweeperSettings:
     d = SweeperSettings()
-    values = {}
-    for key, low in (
-        ("interval_seconds", 0.1),
-        ("issued_after_seconds", 1.0),
-        ("signing_after_seconds", 1.0),
-        ("webhook_retry_after_seconds", 1.0),
-    ):
-        values[key] = s.get(key, float, getattr(d, key))
-        s.check(key, low <= values[key] <= 86400, f"must be between {low:g} and 86400")
+    values = {
+        key: s.bounded(
+            key, float, getattr(d, key), low, 86400, f"must be between {low:g} and 86400"
+        )
+        for key, low in (
+            ("interval_seconds", 0.1),
+            ("issued_after_seconds", 1.0),
+            ("signing_after_seconds", 1.0),
+            ("webhook_retry_after_seconds", 1.0),
+        )
+    }
     s.done()
     return SweeperSettings(**values)
 
@@ -506,57 +531,71 @@ def _connection_limits(s: _Section, d: ServerSettings) -> dict[str, Any]:
     for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
         limits[key] = float(s.get(key, (int, float), getattr(d, key)))
         s.check(key, 0.1 <= limits[key] <= 3600, "must be between 0.1 and 3600 seconds")
-    limits["max_connections"] = s.get("max_connections", int, d.max_connections)
-    s.check("max_connections", 1 <= limits["max_connections"] <= 1_000_000, "must be 1 .. 1000000")
+    limits["max_connections"] = s.bounded(
+        "max_connections", int, d.max_connections, 1, 1_000_000, "must be 1 .. 1000000"
+    )
     for key in ("public_per_address_per_minute", "public_total_per_minute"):
-        limits[key] = s.get(key, int, getattr(d, key))
-        s.check(key, 0 <= limits[key] <= 10_000_000, "must be 0 (no limit) .. 10000000")
+        limits[key] = s.bounded(
+            key, int, getattr(d, key), 0, 10_000_000, "must be 0 (no limit) .. 10000000"
+        )
     return limits
 
 
 def _server(s: _Section, base: Path) -> ServerSettings:
     d = ServerSettings()
-    port = s.get("port", int, d.port)
-    s.check("port", 0 <= port <= 65535, "must be between 0 and 65535")
+    port = s.bounded("port", int, d.port, 0, 65535, "must be between 0 and 65535")
     public_url = s.get("public_url", str, f"http://127.0.0.1:{port}").rstrip("/")
     s.check("public_url", public_url.startswith(("http://", "https://")), "must be an http(s) URL")
-    workers = s.get("workers", int, d.workers)
-    s.check("workers", 1 <= workers <= 64, "must be between 1 and 64")
-    max_body = s.get("max_body_bytes", int, d.max_body_bytes)
-    s.check("max_body_bytes", 1024 <= max_body <= 256 * 1024 * 1024, "must be 1 KiB .. 256 MiB")
-    max_pdf = s.get("max_pdf_bytes", int, d.max_pdf_bytes)
-    s.check("max_pdf_bytes", 1024 <= max_pdf <= 1024 * 1024 * 1024, "must be 1 KiB .. 1 GiB")
-    max_digests = s.get("max_digests", int, d.max_digests)
-    s.check("max_digests", 1 <= max_digests <= 100_000, "must be between 1 and 100000")
-    log_format = s.get("log_format", str, d.log_format)
-    s.check("log_format", log_format in ("json", "console"), "must be 'json' or 'console'")
     allow_http = s.get("allow_http_public_url", bool, d.allow_http_public_url)
     s.check(
         "public_url",
         public_url.startswith("https://") or allow_http or _loopback(public_url),
         "must be an https URL (allow_http_public_url = true is for development only)",
     )
-    hsts = s.get("hsts_max_age", int, d.hsts_max_age)
-    s.check("hsts_max_age", 0 <= hsts <= 2**31 - 1, "must be 0 or more seconds")
     tls_table = s.get("tls", dict, None)
-    abandon = s.get("idempotency_abandon_seconds", int, d.idempotency_abandon_seconds)
-    s.check("idempotency_abandon_seconds", 5 <= abandon <= 3600, "must be 5 .. 3600 seconds")
     result = ServerSettings(
         host=s.get("host", str, d.host),
         port=port,
         public_url=public_url,
-        workers=workers,
-        max_body_bytes=max_body,
-        max_pdf_bytes=max_pdf,
-        max_digests=max_digests,
+        workers=s.bounded("workers", int, d.workers, 1, 64, "must be between 1 and 64"),
+        max_body_bytes=s.bounded(
+            "max_body_bytes",
+            int,
+            d.max_body_bytes,
+            1024,
+            256 * 1024 * 1024,
+            "must be 1 KiB .. 256 MiB",
+        ),
+        max_pdf_bytes=s.bounded(
+            "max_pdf_bytes",
+            int,
+            d.max_pdf_bytes,
+            1024,
+            1024 * 1024 * 1024,
+            "must be 1 KiB .. 1 GiB",
+        ),
+        max_digests=s.bounded(
+            "max_digests", int, d.max_digests, 1, 100_000, "must be between 1 and 100000"
+        ),
         shutdown_timeout=s.get("shutdown_timeout", float, d.shutdown_timeout),
-        log_format=log_format,
+        log_format=s.one_of(
+            "log_format", d.log_format, ("json", "console"), "must be 'json' or 'console'"
+        ),
         **_connection_limits(s, d),
         tls=None if tls_table is None else _tls(_Section("server.tls", tls_table), base),
         allow_http_public_url=allow_http,
-        hsts_max_age=hsts,
+        hsts_max_age=s.bounded(
+            "hsts_max_age", int, d.hsts_max_age, 0, 2**31 - 1, "must be 0 or more seconds"
+        ),
         access_log=s.get("access_log", bool, d.access_log),
-        idempotency_abandon_seconds=abandon,
+        idempotency_abandon_seconds=s.bounded(
+            "idempotency_abandon_seconds",
+            int,
+            d.idempotency_abandon_seconds,
+            5,
+            3600,
+            "must be 5 .. 3600 seconds",
+        ),
     )
     s.done()
     return result
@@ -570,20 +609,18 @@ def _loopback(url: str) -> bool:
 
 def _tls(s: _Section, base: Path) -> TlsSettings:
     d_min, d_auth, d_reload = "1.3", "required", 5.0
-    min_version = s.get("min_version", str, d_min)
-    s.check("min_version", min_version in ("1.2", "1.3"), "must be '1.3' or '1.2'")
     client_ca = s.get("client_ca_file", str, None)
-    client_auth = s.get("client_auth", str, d_auth)
-    s.check("client_auth", client_auth in ("required", "optional"), "'required' or 'optional'")
-    reload_seconds = s.get("reload_seconds", float, d_reload)
-    s.check("reload_seconds", 0.1 <= reload_seconds <= 3600, "must be 0.1 .. 3600 seconds")
     result = TlsSettings(
         certificate_file=base / s.get("certificate_file", str),
         key_file=base / s.get("key_file", str),
-        min_version=min_version,
+        min_version=s.one_of("min_version", d_min, ("1.2", "1.3"), "must be '1.3' or '1.2'"),
         client_ca_file=None if client_ca is None else base / client_ca,
-        client_auth=client_auth,
-        reload_seconds=reload_seconds,
+        client_auth=s.one_of(
+            "client_auth", d_auth, ("required", "optional"), "'required' or 'optional'"
+        ),
+        reload_seconds=s.bounded(
+            "reload_seconds", float, d_reload, 0.1, 3600, "must be 0.1 .. 3600 seconds"
+        ),
     )
     s.done()
     return result
@@ -591,8 +628,7 @@ def _tls(s: _Section, base: Path) -> TlsSettings:
 
 def _metrics(s: _Section) -> MetricsSettings:
     d = MetricsSettings()
-    port = s.get("port", int, d.port)
-    s.check("port", 0 <= port <= 65535, "must be between 0 and 65535")
+    port = s.bounded("port", int, d.port, 0, 65535, "must be between 0 and 65535")
     result = MetricsSettings(
         enabled=s.get("enabled", bool, d.enabled), host=s.get("host", str, d.host), port=port
     )
@@ -671,8 +707,6 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         isinstance(sessions, int) and 1 <= sessions <= 256,
         "must be 'auto' or between 1 and 256",
     )
-    curve = s.get("curve", str, "P-256")
-    s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
     call_timeout = s.get("call_timeout_seconds", float, 15.0)
     s.check("call_timeout_seconds", 0 < call_timeout <= 600, "must be > 0 and <= 600")
     backoff = s.get("reconnect_max_seconds", float, 5.0)
@@ -686,7 +720,7 @@ def _hsm(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         token_label=label,
         pin=pin,
         sessions=sessions,
-        curve=curve,
+        curve=s.one_of("curve", "P-256", CURVES, "must be 'P-256' or 'P-384'"),
         module_env=_module_env(s),
         standbys=tuple(
             _hsm_member(_Section(f"hsm.standby[{i}]", t), label) for i, t in enumerate(standbys)
@@ -731,8 +765,9 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
             ),
         ),
     )
-    validity = s.get("validity_seconds", int, 600)
-    s.check("validity_seconds", 60 <= validity <= 600, "must be between 60 and 600 (10 minutes)")
+    validity = s.bounded(
+        "validity_seconds", int, 600, 60, 600, "must be between 60 and 600 (10 minutes)"
+    )
     backdate = s.get("backdate_seconds", int, 30)
     s.check("backdate_seconds", 0 <= backdate < validity, "must be >= 0 and below validity")
     policy = _wrap(
@@ -747,8 +782,6 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
             backdate=timedelta(seconds=backdate),
         ),
     )
-    curve = s.get("curve", str, "P-256")
-    s.check("curve", curve in ("P-256", "P-384"), "must be 'P-256' or 'P-384'")
     issuing_urls = {
         name: s.get(name, str, f"{server.public_url}/ca/issuing/{{key_id}}.{suffix}")
         for name, suffix in (("issuing_crl_url", "crl"), ("issuing_certificate_url", "cer"))
@@ -758,7 +791,7 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
     result = CaSettings(
         names=names,
         policy=policy,
-        curve=curve,
+        curve=s.one_of("curve", "P-256", CURVES, "must be 'P-256' or 'P-384'"),
         root_label=s.get("root_label", str, "qes-root-ca"),
         issuing_label=s.get("issuing_label", str, "qes-issuing-ca"),
         **issuing_urls,
@@ -773,8 +806,9 @@ def _tsa(s: _Section, base: Path) -> TsaSettings:
     d = TsaSettings()
     policy_oid = s.get("policy_oid", str, d.policy_oid)
     s.check("policy_oid", _is_oid(policy_oid), "must be a dotted OID such as 1.3.6.1.4.1.32473.1")
-    lifetime = s.get("lifetime_days", int, d.lifetime.days)
-    s.check("lifetime_days", 1 <= lifetime <= 3650, "must be between 1 and 3650")
+    lifetime = s.bounded(
+        "lifetime_days", int, d.lifetime.days, 1, 3650, "must be between 1 and 3650"
+    )
     key_usage = s.get("key_usage_days", int, d.key_usage.days)
     s.check("key_usage_days", 1 <= key_usage < lifetime, "must be at least 1, below lifetime_days")
     accuracy = s.get("accuracy_seconds", float, d.accuracy.total_seconds())
@@ -874,10 +908,8 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
     client = _oidc_client(s, env, base, "ui_", "QES_AUDIT_UI_CLIENT_SECRET")
     ui = None
     if client is not None:
-        idle = s.get("ui_idle_minutes", int, 30)
-        s.check("ui_idle_minutes", 1 <= idle <= 24 * 60, "must be between 1 and 1440")
-        hours = s.get("ui_max_hours", int, 8)
-        s.check("ui_max_hours", 1 <= hours <= 24, "must be between 1 and 24")
+        idle = s.bounded("ui_idle_minutes", int, 30, 1, 24 * 60, "must be between 1 and 1440")
+        hours = s.bounded("ui_max_hours", int, 8, 1, 24, "must be between 1 and 24")
         ui = AuditUiSettings(
             *client,
             issuer=s.get("ui_issuer", str),
@@ -885,16 +917,26 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
             idle=timedelta(minutes=idle),
             lifetime=timedelta(hours=hours),
         )
-    retention = s.get("retention_days", int, DEFAULT_RETENTION_DAYS)
-    s.check(
+    retention = s.bounded(
         "retention_days",
-        MIN_RETENTION_DAYS <= retention <= 100 * 366,
+        int,
+        DEFAULT_RETENTION_DAYS,
+        MIN_RETENTION_DAYS,
+        100 * 366,
         f"must be {MIN_RETENTION_DAYS} .. 36600 days",
     )
-    keep = s.get("finished_requests_keep_hours", int, AuditSettings.finished_requests_keep_hours)
-    s.check("finished_requests_keep_hours", 1 <= keep <= 366 * 24, "must be 1 .. 8784 hours")
     result = AuditSettings(
-        role=role, ui=ui, retention_days=retention, finished_requests_keep_hours=keep
+        role=role,
+        ui=ui,
+        retention_days=retention,
+        finished_requests_keep_hours=s.bounded(
+            "finished_requests_keep_hours",
+            int,
+            AuditSettings.finished_requests_keep_hours,
+            1,
+            366 * 24,
+            "must be 1 .. 8784 hours",
+        ),
     )
     s.done()
     return result
@@ -903,16 +945,17 @@ def _audit(s: _Section, env: Mapping[str, str], base: Path) -> AuditSettings:
 def _policy(s: _Section, base: Path) -> PolicySettings:
     file = s.get("file", str, None)
     s.check("file", file is None or bool(file), "must be a path")
-    seconds = s.get("reload_seconds", float, 1.0)
-    s.check("reload_seconds", 0.1 <= seconds <= 60, "must be between 0.1 and 60")
     role = s.get("admin_role", str, "qes-admin")
     s.check("admin_role", bool(role.strip()), "must not be empty")
-    s.done()
-    return PolicySettings(
+    result = PolicySettings(
         file=None if file is None else (base / file).resolve(),
-        reload_seconds=seconds,
+        reload_seconds=s.bounded(
+            "reload_seconds", float, 1.0, 0.1, 60, "must be between 0.1 and 60"
+        ),
         admin_role=role,
     )
+    s.done()
+    return result
 
 
 def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningSettings | None:
@@ -920,10 +963,6 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
     if client is None:
         s.done()
         return None
-    minutes = s.get("request_minutes", int, 15)
-    s.check("request_minutes", 1 <= minutes <= 24 * 60, "must be between 1 and 1440")
-    max_age = s.get("max_age_seconds", int, 300)
-    s.check("max_age_seconds", 30 <= max_age <= 3600, "must be between 30 and 3600")
     levels = s.get("acr_levels", list, [])
     s.check(
         "acr_levels",
@@ -940,8 +979,12 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
         *client,
         issuer=s.get("issuer", str),
         scope=s.get("scope", str, WebSigningSettings.scope),
-        request_lifetime=timedelta(minutes=minutes),
-        max_age=timedelta(seconds=max_age),
+        request_lifetime=timedelta(
+            minutes=s.bounded("request_minutes", int, 15, 1, 24 * 60, "must be between 1 and 1440")
+        ),
+        max_age=timedelta(
+            seconds=s.bounded("max_age_seconds", int, 300, 30, 3600, "must be between 30 and 3600")
+        ),
         acr_levels=tuple(levels),
         credential_acr=credential_acr,
     )
@@ -950,8 +993,6 @@ def _web_signing(s: _Section, env: Mapping[str, str], base: Path) -> WebSigningS
 
 
 def _approvals(s: _Section, env: Mapping[str, str], base: Path) -> ApprovalsSettings:
-    minutes = s.get("request_minutes", int, 24 * 60)
-    s.check("request_minutes", 1 <= minutes <= 14 * 24 * 60, "must be between 1 and 20160")
     client = _oidc_client(s, env, base, "ui_", "QES_APPROVALS_UI_CLIENT_SECRET")
     ui = None
     if client is not None:
@@ -960,7 +1001,14 @@ def _approvals(s: _Section, env: Mapping[str, str], base: Path) -> ApprovalsSett
             issuer=s.get("ui_issuer", str),
             scope=s.get("ui_scope", str, AuditUiSettings.scope),
         )
-    result = ApprovalsSettings(request_lifetime=timedelta(minutes=minutes), ui=ui)
+    result = ApprovalsSettings(
+        request_lifetime=timedelta(
+            minutes=s.bounded(
+                "request_minutes", int, 24 * 60, 1, 14 * 24 * 60, "must be between 1 and 20160"
+            )
+        ),
+        ui=ui,
+    )
     s.done()
     return result
 
@@ -975,14 +1023,9 @@ def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
         bool(origin) and "+" not in origin and not any(c.isspace() for c in origin),
         "must be non-empty without spaces or '+' (it is the note key name)",
     )
-    interval = s.get("checkpoint_interval_seconds", float, 5.0)
-    s.check("checkpoint_interval_seconds", 0.1 <= interval <= 3600, "must be 0.1 .. 3600")
     key_id = s.get("privacy_key_id", str, "k1")
     s.check("privacy_key_id", 0 < len(key_id) <= 64 and key_id.isascii(), "1..64 ASCII chars")
-    window = s.get("refusal_window_seconds", int, 60)
-    s.check("refusal_window_seconds", 1 <= window <= 3600, "must be 1 .. 3600")
-    per_source = s.get("refusals_per_source", int, 10)
-    s.check("refusals_per_source", 1 <= per_source <= 100_000, "must be 1 .. 100000")
+    per_source = s.bounded("refusals_per_source", int, 10, 1, 100_000, "must be 1 .. 100000")
     total = s.get("refusals_total", int, 600)
     s.check(
         "refusals_total",
@@ -992,11 +1035,15 @@ def _log(s: _Section, env: Mapping[str, str], base: Path, server: ServerSettings
     result = LogSettings(
         origin=origin,
         key_label=s.get("key_label", str, "qes-log"),
-        checkpoint_interval_seconds=interval,
+        checkpoint_interval_seconds=s.bounded(
+            "checkpoint_interval_seconds", float, 5.0, 0.1, 3600, "must be 0.1 .. 3600"
+        ),
         privacy_key=_secret(s, "privacy_key", env, base, "QES_LOG_PRIVACY_KEY"),
         privacy_key_id=key_id,
         origin_derived=derived,
-        refusal_window_seconds=window,
+        refusal_window_seconds=s.bounded(
+            "refusal_window_seconds", int, 60, 1, 3600, "must be 1 .. 3600"
+        ),
         refusals_per_source=per_source,
         refusals_total=total,
         anchor_file=_optional_path(s, "anchor_file", base),
@@ -1015,23 +1062,40 @@ def _optional_path(s: _Section, key: str, base: Path) -> Path | None:
 
 def _csc(s: _Section, server: ServerSettings) -> CscSettings:
     d = CscSettings()
-    sad = s.get("sad_lifetime_seconds", int, int(d.sad_lifetime.total_seconds()))
-    s.check("sad_lifetime_seconds", 10 <= sad <= 600, "must be between 10 and 600")
-    active = s.get("max_active_credentials", int, d.max_active_credentials)
-    s.check("max_active_credentials", 1 <= active <= 1000, "must be between 1 and 1000")
     most = s.get("max_signatures", int, min(d.max_signatures, server.max_digests))
     s.check(
         "max_signatures",
         1 <= most <= server.max_digests,
         f"must be between 1 and server.max_digests ({server.max_digests})",
     )
-    sweep = s.get("sweep_interval_seconds", float, d.sweep_interval_seconds)
-    s.check("sweep_interval_seconds", 0.1 <= sweep <= 300, "must be between 0.1 and 300")
     result = CscSettings(
-        sad_lifetime=timedelta(seconds=sad),
-        max_active_credentials=active,
+        sad_lifetime=timedelta(
+            seconds=s.bounded(
+                "sad_lifetime_seconds",
+                int,
+                int(d.sad_lifetime.total_seconds()),
+                10,
+                600,
+                "must be between 10 and 600",
+            )
+        ),
+        max_active_credentials=s.bounded(
+            "max_active_credentials",
+            int,
+            d.max_active_credentials,
+            1,
+            1000,
+            "must be between 1 and 1000",
+        ),
         max_signatures=most,
-        sweep_interval_seconds=sweep,
+        sweep_interval_seconds=s.bounded(
+            "sweep_interval_seconds",
+            float,
+            d.sweep_interval_seconds,
+            0.1,
+            300,
+            "must be between 0.1 and 300",
+        ),
     )
     s.done()
     return result

@@ -137,33 +137,6 @@ async def _chain(sides: Sides, stored: StoredCertificates, *, force: bool) -> tu
     return Chain(issuing=issuing.certificate, root=root), True
 
 
-def _make_tsa(
-    session: HsmSession,
-    settings: Settings,
-    now: datetime,
-    issuer: tuple[Chain, str],
-    *,
-    force: bool,
-    stored: StoredCertificates,
-) -> tuple[x509.Certificate, bool]:
-    """The TSA key (created when missing, replaced with ``force``) and a certificate for it
-    from the current issuing CA (``issuer``: the chain and the issuing CA's key label); kept
-    when it matches the key and was issued by the current or an earlier issuing CA."""
-    chain, issuing_label = issuer
-    label = stored.tsa_label or settings.tsa.label
-    if force or not session.has_token_key(label):
-        label = settings.tsa.label
-        session.create_token_key(label, settings.ca.curve, replace=True)
-    elif (
-        stored.tsa is not None
-        and holds_key(session, label, stored.tsa)
-        and any(issued_by(stored.tsa, ca) for ca in (chain.issuing, *dict(stored.issuers)))
-    ):
-        return stored.tsa, False
-    cert = issue_tsa_certificate(session, settings, now, chain.issuing, issuing_label, label)
-    return cert, True
-
-
 def _responder_fresh(
     cert: x509.Certificate | None,
     issuer: x509.Certificate,
@@ -182,37 +155,79 @@ def _responder_fresh(
     )
 
 
-def _make_ocsp(
-    session: HsmSession,
-    settings: Settings,
-    now: datetime,
-    issuer: tuple[Chain, str],
-    *,
-    force: bool,
-    stored: StoredCertificates,
-) -> tuple[x509.Certificate, bool, bool]:
-    """The OCSP responder key (created when missing, replaced with ``force``) and its
-    delegated responder certificate from the issuing CA (RFC 6960 §4.2.2.2: issued by the CA
-    of the certificates it answers for); (certificate, made now, the root's responder
-    certificate must be made anew too). The root's comes from the key ceremony."""
-    ca = settings.ca
-    chain, issuing_label = issuer
-    if force or not session.has_token_key(ca.ocsp_label):
-        session.create_token_key(ca.ocsp_label, ca.curve, replace=True)
-    root_due = not _responder_fresh(stored.ocsp_root, chain.root, session, ca.ocsp_label, now)
-    if _responder_fresh(stored.ocsp_issuing, chain.issuing, session, ca.ocsp_label, now):
-        assert stored.ocsp_issuing is not None
-        return stored.ocsp_issuing, False, root_due
-    cert = build_responder_certificate(
-        session.token_key(issuing_label),
-        chain.issuing,
-        session.token_key(ca.ocsp_label).public_key(),
-        ca.names,
-        ca.ocsp_common_name,
-        now=now,
-        lifetime=min(RESPONDER_LIFETIME, chain.issuing.not_valid_after_utc - now),
-    )
-    return cert, True, root_due
+@dataclass(frozen=True)
+class _OnlineServices:
+    """On the HSM thread: the TSA (unless external) and the issuing CA's OCSP responder, made
+    in ``session`` at ``now`` from what the database holds (``stored``); ``force`` replaces
+    their keys."""
+
+    session: HsmSession
+    settings: Settings
+    now: datetime
+    stored: StoredCertificates
+    force: bool
+
+    def make(
+        self, chain: Chain
+    ) -> tuple[x509.Certificate | None, bool, x509.Certificate, bool, bool]:
+        """The TSA and the responder. The responder answering for the TSA comes from the
+        generation that issued the TSA."""
+        issuing_label = self.stored.issuing_label or self.settings.ca.issuing_label
+        current = (chain, issuing_label)
+        tsa, tsa_created = None, False
+        if self.settings.tsa.url is None:
+            tsa, tsa_created = self._tsa(current)
+        answering = current
+        for cert, label in self.stored.issuers:
+            if tsa is not None and not issued_by(tsa, chain.issuing) and issued_by(tsa, cert):
+                answering = (Chain(issuing=cert, root=chain.root), label)
+        responder, made, root_due = self._ocsp(answering)
+        return tsa, tsa_created, responder, made, root_due
+
+    def _tsa(self, issuer: tuple[Chain, str]) -> tuple[x509.Certificate, bool]:
+        """The TSA key (created when missing, replaced with ``force``) and a certificate for
+        it from the current issuing CA (``issuer``: the chain and the issuing CA's key label);
+        kept when it matches the key and was issued by the current or an earlier issuing CA."""
+        session, settings, stored = self.session, self.settings, self.stored
+        chain, issuing_label = issuer
+        label = stored.tsa_label or settings.tsa.label
+        if self.force or not session.has_token_key(label):
+            label = settings.tsa.label
+            session.create_token_key(label, settings.ca.curve, replace=True)
+        elif (
+            stored.tsa is not None
+            and holds_key(session, label, stored.tsa)
+            and any(issued_by(stored.tsa, ca) for ca in (chain.issuing, *dict(stored.issuers)))
+        ):
+            return stored.tsa, False
+        cert = issue_tsa_certificate(
+            session, settings, self.now, chain.issuing, issuing_label, label
+        )
+        return cert, True
+
+    def _ocsp(self, issuer: tuple[Chain, str]) -> tuple[x509.Certificate, bool, bool]:
+        """The OCSP responder key (created when missing, replaced with ``force``) and its
+        delegated responder certificate from the issuing CA (RFC 6960 §4.2.2.2: issued by the
+        CA of the certificates it answers for); (certificate, made now, the root's responder
+        certificate must be made anew too). The root's comes from the key ceremony."""
+        session, stored, now, ca = self.session, self.stored, self.now, self.settings.ca
+        chain, issuing_label = issuer
+        if self.force or not session.has_token_key(ca.ocsp_label):
+            session.create_token_key(ca.ocsp_label, ca.curve, replace=True)
+        root_due = not _responder_fresh(stored.ocsp_root, chain.root, session, ca.ocsp_label, now)
+        if _responder_fresh(stored.ocsp_issuing, chain.issuing, session, ca.ocsp_label, now):
+            assert stored.ocsp_issuing is not None
+            return stored.ocsp_issuing, False, root_due
+        cert = build_responder_certificate(
+            session.token_key(issuing_label),
+            chain.issuing,
+            session.token_key(ca.ocsp_label).public_key(),
+            ca.names,
+            ca.ocsp_common_name,
+            now=now,
+            lifetime=min(RESPONDER_LIFETIME, chain.issuing.not_valid_after_utc - now),
+        )
+        return cert, True, root_due
 
 
 async def _stored(
@@ -250,7 +265,7 @@ async def init_ca(sides: Sides, now: datetime, *, force: bool) -> InitResult:
     chain, created = await _chain(sides, stored, force=force)
     stored, _ = await _stored(store, settings)
     made = await online.hsm.run(
-        lambda s: _online_services(s, settings, now, chain, stored, force=force or created)
+        lambda s: _OnlineServices(s, settings, now, stored, force or created).make(chain)
     )
     tsa, tsa_created, issuing_responder, ocsp_created, root_responder_due = made
     if tsa is not None and tsa_created:
@@ -265,32 +280,6 @@ async def init_ca(sides: Sides, now: datetime, *, force: bool) -> InitResult:
     return InitResult(
         chain, created, tsa, tsa_created, ocsp, ocsp_created or "ocsp-root" in due[1], due[0]
     )
-
-
-def _online_services(
-    session: HsmSession,
-    settings: Settings,
-    now: datetime,
-    chain: Chain,
-    stored: StoredCertificates,
-    *,
-    force: bool,
-) -> tuple[x509.Certificate | None, bool, x509.Certificate, bool, bool]:
-    """On the HSM thread: the TSA (unless external) and the issuing CA's responder. The
-    responder answering for the TSA comes from the generation that issued the TSA."""
-    issuing_label = stored.issuing_label or settings.ca.issuing_label
-    current = (chain, issuing_label)
-    tsa, tsa_created = None, False
-    if settings.tsa.url is None:
-        tsa, tsa_created = _make_tsa(session, settings, now, current, force=force, stored=stored)
-    answering = current
-    for cert, label in stored.issuers:
-        if tsa is not None and not issued_by(tsa, chain.issuing) and issued_by(tsa, cert):
-            answering = (Chain(issuing=cert, root=chain.root), label)
-    responder, made, root_due = _make_ocsp(
-        session, settings, now, answering, force=force, stored=stored
-    )
-    return tsa, tsa_created, responder, made, root_due
 
 
 async def _root_products(

@@ -4,16 +4,16 @@ whom; then Sign (Authorise) or Cancel, a form bound to the consent session's CSR
 
 Each surface only fills a :class:`ConsentPage`: its flow has already checked who is logged in
 (the expected signer, or the credential's owner). The consent POST is answered by a redirect
-to the relying party, so :func:`render_consent` lets the page's form go there (CSP
+to the relying party, so :func:`consent_response` lets the page's form go there (CSP
 ``form-action``, through :func:`signer.http.browser.render_page`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import jinja2
@@ -22,6 +22,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from markupsafe import Markup
 
+from idp_adapter.errors import IdpError
+from signer.errors import SignerError
 from signer.http.browser import render_page
 from signer.http.kit.body import read_form
 
@@ -29,12 +31,14 @@ __all__ = [
     "ConsentPage",
     "Detail",
     "Row",
+    "consent_response",
     "decision",
     "hash_label",
-    "render_consent",
     "render_page",
     "subject_rows",
 ]
+
+V = TypeVar("V")
 
 _NAME_FIELDS = {
     NameOID.COMMON_NAME: "Name",
@@ -118,9 +122,26 @@ async def decision(request: web.Request) -> tuple[str | None, str]:
     return (csrf if isinstance(csrf, str) else None), (choice if isinstance(choice, str) else "")
 
 
-def render_consent(
-    request: web.Request, env: jinja2.Environment, page: ConsentPage
+async def consent_response(
+    request: web.Request,
+    env: jinja2.Environment,
+    view: Callable[[], Awaitable[V]],
+    page: Callable[[V], ConsentPage],
+    error_page: Callable[[web.Request, Exception], web.Response],
 ) -> web.Response:
+    """The consent page of what the flow's ``view`` returns, as the surface's ``page`` fills
+    it, or its ``error_page`` when the flow refuses (no such request, no login, not the
+    expected person, the request ended, the IdP unreachable)."""
+    try:
+        shown = await view()
+    except (SignerError, IdpError) as exc:
+        return error_page(request, exc)
+    consent = page(shown)
     return render_page(
-        request, env, "consent.html", form_target=page.redirect_uri, page=page, signer=page.signer
+        request,
+        env,
+        "consent.html",
+        form_target=consent.redirect_uri,
+        page=consent,
+        signer=consent.signer,
     )

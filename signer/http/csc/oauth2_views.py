@@ -175,11 +175,11 @@ def _page(view: o.ConsentView) -> c.ConsentPage:
 
 async def consent_page(request: web.Request) -> web.Response:
     flow, cookies = request.app[CSC_OAUTH2], request.app[OAUTH2_COOKIES]
-    try:
-        view = await flow.consent(request.cookies.get(cookies.session), _request_id(request))
-    except (SignerError, IdpError) as exc:
-        return _error_page(request, exc)
-    return c.render_consent(request, request.app[OAUTH2_TEMPLATES], _page(view))
+    session = request.cookies.get(cookies.session)
+    view = lambda: flow.consent(session, _request_id(request))  # noqa: E731
+    return await c.consent_response(
+        request, request.app[OAUTH2_TEMPLATES], view, _page, _error_page
+    )
 
 
 async def decide(request: web.Request) -> web.StreamResponse:

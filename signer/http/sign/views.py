@@ -223,11 +223,9 @@ async def original_pdf(request: web.Request) -> web.StreamResponse:
 async def consent_page(request: web.Request) -> web.Response:
     flow = request.app[WEB_SIGNING]
     cookies = request.app[COOKIES]
-    try:
-        view = await flow.consent(request.cookies.get(cookies.session), _request_id(request))
-    except (SignerError, IdpError) as exc:
-        return error_page(request, exc)
-    return c.render_consent(request, request.app[TEMPLATES], _page(view))
+    session = request.cookies.get(cookies.session)
+    view = lambda: flow.consent(session, _request_id(request))  # noqa: E731
+    return await c.consent_response(request, request.app[TEMPLATES], view, _page, error_page)
 
 
 async def decide(request: web.Request) -> web.StreamResponse:
