@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,6 +30,7 @@ from pyhanko.sign.signers.csc_signer import (
     fetch_certs_in_csc_credential,
 )
 from pyhanko.sign.timestamps import HTTPTimeStamper
+from pyhanko_certvalidator import ValidationContext
 
 from signer.keys.credential import CREDENTIAL_PREFIX
 from tests.support.csc import HashBoundAuthorization, new_credential
@@ -136,6 +139,64 @@ async def test_pyhanko_csc_signer_signs_a_pdf_b_t(
                    "--other-certs", issuing, "--no-revocation-check", "--executive-summary",
                    tampered)  # fmt: skip
     assert rejected.returncode != 0
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> bytes:
+    async with http.get(url) as resp:
+        assert resp.status == 200, url
+        return await resp.read()
+
+
+async def test_pyhanko_csc_signer_makes_b_lta_from_the_published_validation_data(
+    replicas: tuple[SignerProcess, SignerProcess], batch_token: str, tmp_path: Path
+) -> None:
+    """Issue 15 item 4, the CSC path: pyHanko's own B-LTA (``embed_validation_info`` and
+    ``use_pades_lta``) through ``CSCSigner``, with the validation data this service publishes
+    (the root's CRL, the CRL of the issuing CA generation that certified the TSA, named by the
+    TSA certificate's key identifier) and its ``/tsa``: `pyhanko sign adesverify` with
+    revocation checking accepts it from the PDF alone (no CRL URL is reachable to it)."""
+    a, _ = replicas
+    async with aiohttp.ClientSession() as http:
+        credential_id = await new_credential(http, a.url, batch_token)
+        session = CSCServiceSessionInfo(
+            service_url=a.url, credential_id=credential_id, oauth_token=batch_token
+        )
+        credential = await fetch_certs_in_csc_credential(http, session)
+        bundle = json.loads(await _get(http, f"{a.url}/api/v1/trust-bundle"))
+        tsa = asn1_x509.Certificate.load(
+            x509.load_pem_x509_certificate(bundle["tsa"][0].encode()).public_bytes(Encoding.DER)
+        )
+        issuer_key_id = tsa.authority_key_identifier.hex()
+        crls = [
+            await _get(http, f"{a.url}/ca/root.crl"),
+            await _get(http, f"{a.url}/ca/issuing/{issuer_key_id}.crl"),
+        ]
+        context = ValidationContext(
+            trust_roots=[credential.chain[-1]], other_certs=[credential.chain[0], tsa],
+            crls=crls, allow_fetching=False,
+        )  # fmt: skip
+        pdf_signer = signers.PdfSigner(
+            signers.PdfSignatureMetadata(
+                field_name="Signature1", subfilter=fields.SigSeedSubFilter.PADES,
+                md_algorithm="sha256", embed_validation_info=True, use_pades_lta=True,
+                validation_context=context,
+            ),
+            signer=CSCSigner(http, auth_manager=HashBoundAuthorization(http, session, credential)),
+            timestamper=HTTPTimeStamper(f"{a.url}/tsa"),
+        )  # fmt: skip
+        out = await pdf_signer.async_sign_pdf(IncrementalPdfFileWriter(BytesIO(multi_page_pdf(1))))
+    signed, root = tmp_path / "b-lta.pdf", tmp_path / "root.pem"
+    signed.write_bytes(out.getvalue())
+    root.write_bytes(_pem(credential.chain[-1].dump()))
+    reader = PdfFileReader(BytesIO(signed.read_bytes()))
+    assert "/DSS" in reader.root and len(reader.embedded_timestamp_signatures) == 1
+    done = run(
+        PYHANKO, "sign", "adesverify", "--trust", root, "--trust-replace",
+        "--executive-summary", signed,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith(":VALID"), (
+        done.stdout + done.stderr
+    )
 
 
 def _pem(der: bytes) -> bytes:
