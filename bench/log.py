@@ -910,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             with step("throwaway SoftHSM2 token, two scratch databases, dev IdP"):
-                token = SoftHsmToken.create(tmp / "softhsm", label="qes-bench")
+                token = SoftHsmToken.create(tmp / "softhsm", label="qes-bench").with_offline_root()
                 token.activate()  # this process never loads the module; children inherit
                 admin = stack.enter_context(admin_url())
                 urls = [stack.enter_context(scratch_database(admin)) for _ in range(2)]
@@ -930,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if not sites:
                     with step("qes init"):
-                        qes_init(env, tmp / "init.log")
+                        qes_init(env, tmp / "init.log", token)
                     key = privacy_key(env)
                 else:
                     asyncio.run(share_ca(urls[0], url))

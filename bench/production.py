@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             with step("throwaway SoftHSM2 token, scratch database, dev IdP, qes init"):
-                hsm = SoftHsmToken.create(work / "softhsm", label="qes-bench")
+                hsm = SoftHsmToken.create(work / "softhsm", label="qes-bench").with_offline_root()
                 hsm.activate()
                 database_url = stack.enter_context(
                     scratch_database(stack.enter_context(admin_url()))
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                     data_dir=work / "data", SOFTHSM2_CONF=str(hsm.conf),
                     QES__SERVER__WORKERS=str(args.workers),
                 )  # fmt: skip
-                qes_init(base_env, work / "init.log")
+                qes_init(base_env, work / "init.log", hsm)
                 token = asyncio.run(idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"]))
             for round_no in range(args.rounds):
                 order = CONFIGS if round_no % 2 == 0 else tuple(reversed(CONFIGS))

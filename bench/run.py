@@ -742,10 +742,12 @@ def with_options(url: str, options: list[str]) -> str:
     return url + ("?" + "&".join(options) if options else "")
 
 
-def qes_init(env: dict[str, str], log: Path) -> None:
+def qes_init(env: dict[str, str], log: Path, token: SoftHsmToken) -> None:
+    """`qes init`: the key ceremony on one machine, so it alone gets the offline root token's
+    PIN (``token`` made :meth:`~SoftHsmToken.with_offline_root`), never `qes serve`."""
     done = subprocess.run(
         [sys.executable, "-m", "signer", "init", "--config", str(DEV_CONFIG)],
-        env={**os.environ, **env},
+        env={**os.environ, **env, **token.root_env()},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -780,7 +782,7 @@ def start_service(
     with ``workers`` processes; everything is registered on ``stack`` to be stopped. The IdP's
     access tokens live ``token_ttl`` seconds: a run longer than that needs more."""
     with step("throwaway SoftHSM2 token, scratch database, dev IdP"):
-        token = SoftHsmToken.create(tmp / "softhsm", label="qes-bench")
+        token = SoftHsmToken.create(tmp / "softhsm", label="qes-bench").with_offline_root()
         token.activate()  # this process never loads the module; children inherit
         database_url = stack.enter_context(scratch_database(stack.enter_context(admin_url())))
         idp = stack.enter_context(start_idp(tmp / "idp", access_token_ttl=token_ttl))
@@ -796,7 +798,7 @@ def start_service(
             **(extra or {}),
         )
     with step("qes init"):
-        qes_init(env, tmp / "init.log")
+        qes_init(env, tmp / "init.log", token)
     with step(f"qes serve, {workers} workers"):
         batch_token = asyncio.run(idp.client_token("demo-batch", DEMO_SECRETS["demo-batch"]))
         signer = SignerProcess(env, port, tmp / "signer.log")

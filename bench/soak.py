@@ -303,7 +303,7 @@ def recovery(samples: list[Sample], repaired: float, replica: int) -> float | No
 
 
 def build(work: Path, workers: int, idp: Any) -> Stack:
-    token = SoftHsmToken.create(work / "token", label="qes-soak")
+    token = SoftHsmToken.create(work / "token", label="qes-soak").with_offline_root()
     hsm = P11KitServer.for_token(token, work, "hsm").start()
     pg = LocalPostgres(private_cluster_dir())
     pg.start()
@@ -325,7 +325,15 @@ def build(work: Path, workers: int, idp: Any) -> Stack:
         if n == 0:
             done = subprocess.run(
                 [sys.executable, "-m", "signer", "init", "--config", str(DEV_CONFIG)],
-                env={**os.environ, **env},
+                # the ceremony, init only: the root token straight from SoftHSM2, not through
+                # the p11-kit server that carries only the service's token
+                env={
+                    **os.environ,
+                    **env,
+                    **token.root_env(),
+                    "QES__OFFLINE__MODULE": token.module,
+                    "SOFTHSM2_CONF": str(token.conf),
+                },
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
