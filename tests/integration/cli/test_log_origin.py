@@ -49,5 +49,9 @@ def test_a_derived_origin_is_warned_about_once(
     assert output.count("log_origin_derived") == warnings, output
     if warnings:
         assert "127.0.0.1:8780/log" in output and "[log] origin" in output
-    # Both workers did start (and stopped on the missing privacy key), so "once" is real.
-    assert output.count("log.privacy_key") == 2, output
+    # Workers did start and got past loading the settings (where a per-worker warning would
+    # be) to the missing privacy key, so "once" is real. Not necessarily both: the supervisor
+    # stops the other worker as soon as one fails its start, and on a busy machine that can
+    # come before the other reached the key.
+    assert 1 <= output.count("log.privacy_key") <= 2, output
+    assert "worker_start_failed" in output, output
