@@ -8,10 +8,13 @@ Repeated every few years, each time-stamp proves that the data for the one befor
 while it could still be checked. A B-T or B-LT PDF becomes B-LTA on its first extension.
 
 Only public endpoints of the service are used, as a relying party would: ``/ca/root.cer``,
-``/ca/issuing.cer``, ``/ca/root.crl``, ``/ca/issuing.crl``, the OCSP responder ``/ocsp``
-(RFC 6960; an answer about each newest TSA certificate, with its responder certificate:
-what pyHanko needs to validate that time-stamp once the certificate has expired) and the
-RFC 3161 ``/tsa``. The
+``/ca/root.crl``, the certificate and CRL of the issuing CA generation that certified each
+newest TSA certificate (``/ca/issuing/{key_id}.cer|.crl``, by its authority key identifier,
+so a TSA of a past issuing CA is extended too), ``/ca/issuing.cer``, the OCSP responder
+``/ocsp`` (RFC 6960; an answer about each newest TSA certificate, with its responder
+certificate: what pyHanko needs to validate that time-stamp once the certificate has expired;
+left out when the responder does not answer for a TSA of a past issuing CA (``unauthorized``
+or ``unknown``), whose CRL then says alone) and the RFC 3161 ``/tsa``. The
 document never leaves this machine (the TSA sees one digest), no token is needed, and an
 archive can be extended long after its signer's account is gone. The DSS work is local, like
 ``qes sign --format pades``; the token is checked (nonce, imprint, TSA chain to the fetched
@@ -85,18 +88,26 @@ def extend(pdf: bytes, url: str, *, now: datetime, label: str) -> tuple[bytes, s
     fetch = _fetcher(url)
     try:
         root = x509.load_der_x509_certificate(fetch("/ca/root.cer"))
-        issuing = x509.load_der_x509_certificate(fetch("/ca/issuing.cer"))
+        current = x509.load_der_x509_certificate(fetch("/ca/issuing.cer"))
+        issuers = {
+            cert.serial_number: x509.load_der_x509_certificate(
+                fetch(f"/ca/issuing/{_issuer_key_id(cert)}.cer")
+            )
+            for cert in tsa_certificates
+        }
     except ValueError as exc:
         raise ClientError(f"{url}/ca: not DER certificates") from exc
-    crls = _checked_crls(fetch, root, issuing, tsa_certificates, now)
-    answers = [fetch("/ocsp", ocsp_request(cert, issuing)) for cert in tsa_certificates]
-    responders = [
-        good_ocsp_answer(answer, cert, issuing)
-        for answer, cert in zip(answers, tsa_certificates, strict=True)
-    ]
-    data = ValidationData((*tsa_certificates, *responders, issuing, root), crls, tuple(answers))
+    crls = _checked_crls(fetch, root, issuers, tsa_certificates, now)
+    answers, responders = [], []
+    for cert in tsa_certificates:
+        answer = fetch("/ocsp", ocsp_request(cert, issuers[cert.serial_number]))
+        if not _not_answered(answer):  # a TSA of a past issuing CA: its CRL alone says
+            responders.append(good_ocsp_answer(answer, cert, issuers[cert.serial_number]))
+            answers.append(answer)
+    chain = (*dict.fromkeys(issuers.values()), root)
+    data = ValidationData((*tsa_certificates, *responders, *chain), crls, tuple(answers))
     prepared = prepare_document_time_stamp(add_validation_data(pdf, data))
-    tsa = ExternalTimeStamps(f"{url}/tsa", (root,), (issuing,), timeout=60.0)
+    tsa = ExternalTimeStamps(f"{url}/tsa", (root,), (current, *chain[:-1]), timeout=60.0)
     try:
         token = tsa.stamp(prepared.digest, prepared.hash_algorithm)
     except TimeStampUnavailable as exc:
@@ -131,26 +142,32 @@ def _unexpired(certificates: list[Any], now: datetime, label: str) -> list[Any]:
 def _checked_crls(
     fetch: Callable[..., bytes],
     root: Any,
-    issuing: Any,
+    issuers: dict[int, Any],
     tsa_certificates: list[Any],
     now: datetime,
 ) -> tuple[bytes, ...]:
-    """The root's CRL (covering the issuing CA) and the issuing CA's (covering the TSA
-    certificates), each signed by its CA and current at ``now`` (RFC 5280 §5.1.2.4-5); the TSA
-    certificates must be the issuing CA's, or these CRLs say nothing about them."""
+    """The root's CRL (covering the issuing CAs) and the CRL of each TSA certificate's issuing
+    CA generation (``/ca/issuing/{key_id}.crl``), each signed by its CA and current at ``now``
+    (RFC 5280 §5.1.2.4-5); each TSA certificate must be its issuer's, or its CRL says nothing
+    about it."""
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
 
+    wanted = [("/ca/root.crl", root)]
     for cert in tsa_certificates:
+        issuer = issuers[cert.serial_number]
         try:
-            cert.verify_directly_issued_by(issuing)
+            cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature) as exc:
             raise ClientError(
                 f"the TSA certificate {cert.subject.rfc4514_string()} was not issued by this "
                 "service's issuing CA: its revocation data is not available here"
             ) from exc
+        path = f"/ca/issuing/{_issuer_key_id(cert)}.crl"
+        if (path, issuer) not in wanted:
+            wanted.append((path, issuer))
     crls = []
-    for path, issuer in (("/ca/root.crl", root), ("/ca/issuing.crl", issuing)):
+    for path, issuer in wanted:
         der = fetch(path)
         try:
             crl = x509.load_der_x509_crl(der)
@@ -163,6 +180,39 @@ def _checked_crls(
             raise ClientError(f"{path}: not current (thisUpdate {_iso(crl.last_update_utc)})")
         crls.append(der)
     return tuple(crls)
+
+
+def _issuer_key_id(certificate: Any) -> str:
+    """The authorityKeyIdentifier of a TSA certificate in hex (RFC 5280 §4.2.1.1): where the
+    service publishes that issuing CA generation's certificate and CRL."""
+    from cryptography import x509
+
+    try:
+        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        aki = None
+    if aki is None or aki.key_identifier is None:
+        raise ClientError(
+            f"the TSA certificate {certificate.subject.rfc4514_string()} names no issuer key"
+        )
+    return str(aki.key_identifier.hex())
+
+
+def _not_answered(answer: bytes) -> bool:
+    """Whether the responder does not answer for that TSA certificate's CA (a past issuing CA
+    generation): ``unauthorized`` (RFC 6960 §2.3) or a successful ``unknown`` (§2.2)."""
+    from cryptography.x509 import ocsp
+
+    try:
+        response = ocsp.load_der_ocsp_response(answer)
+    except ValueError:
+        return False
+    if response.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED:
+        return True
+    return (
+        response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+        and response.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+    )
 
 
 def _fetcher(url: str) -> Callable[..., bytes]:

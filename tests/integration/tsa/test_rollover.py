@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from pathlib import Path
 
 import asyncpg
@@ -29,6 +30,8 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation.dss import DocumentSecurityStore
 
 from ca.tsa import key_usage_period
 from tests.integration.api.test_policy_web_signing import qes
@@ -48,6 +51,7 @@ from tests.support.service import (
     own_ca_labels,
     service_env,
 )
+from tests.support.service import qes as cli
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import run
 
@@ -416,6 +420,28 @@ def test_refusals_and_a_pending_generation_after_a_restart(rolled: Rolled) -> No
     assert issuing[2]["issued_from"] is None and issuing[2]["certificate"] in bundle["pem"]
     signed = _sign(rolled.signer, rolled.idp, rolled.work / "while-pending")
     assert _issuer_key_id(signed.leaf) == _key_id(_cert(issuing[1]))
+
+
+def test_a_pdf_stamped_by_the_past_tsa_is_extended_after_both_switches(
+    rolled: Rolled, tmp_path: Path
+) -> None:
+    """`qes ltv extend` of the PDF signed before the rollover (its time-stamp by TSA g1,
+    certified by issuing g1): after both switches it fetches issuing g1's certificate and CRL
+    by the TSA certificate's key identifier, goes without the OCSP answer (the responder now
+    answers for issuing g2 only: unknown), and TSA g2 adds the archive time-stamp. `qes
+    verify` a year on accepts it as B-LTA."""
+    extended = tmp_path / "extended.pdf"
+    done = cli("ltv", "extend", rolled.before.pdf, "--url", rolled.signer.url, "--out", extended)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tsa = [_cert(g) for g in _generations(rolled, "tsa")]
+    assert f"by {tsa[1].subject.rfc4514_string()}" in done.stdout, done.stdout
+    dss = DocumentSecurityStore.read_dss(PdfFileReader(BytesIO(extended.read_bytes())))
+    issuers = {x509.load_der_x509_crl(c.get_object().data).issuer for c in dss.crls}
+    assert _cert(_generations(rolled, "issuing")[0]).subject in issuers and not list(dss.ocsps)
+    later = (datetime.now(UTC) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    verified = qes_verify(extended, "--trust", rolled.bundle_pem, "--at", later)
+    assert verified.returncode == 0 and verified.stdout.startswith("VALID  "), verified.stdout
+    assert "PAdES-B-LTA" in verified.stdout, verified.stdout
 
 
 def _distribution(cert: x509.Certificate) -> tuple[str, str]:

@@ -1,10 +1,10 @@
 """`qes ltv extend` against the service's public endpoints, played by the test PKI.
 
 A thread serves what ``qes serve`` publishes without authentication (``/ca/root.cer``,
-``/ca/issuing.cer``, ``/ca/root.crl``, ``/ca/issuing.crl``, RFC 6960 ``/ocsp``, RFC 3161
-``/tsa``) with the production ``ca`` functions; the command runs as a child process. The PKI
-is made an hour before the real clock, which the command judges the newest time-stamp's TSA
-certificate against. What the running service gives is checked in
+``/ca/issuing.cer``, ``/ca/root.crl``, the issuing CA's ``/ca/issuing/{key_id}.cer|.crl``,
+RFC 6960 ``/ocsp``, RFC 3161 ``/tsa``) with the production ``ca`` functions; the command runs
+as a child process. The PKI is made an hour before the real clock, which the command judges the
+newest time-stamp's TSA certificate against. What the running service gives is checked in
 ``tests/integration/cli/test_ltv_cli.py``; that an archive kept up this way validates ten years
 on, in ``test_ltv_decades.py``.
 """
@@ -19,6 +19,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -52,11 +53,15 @@ def _handler(pki: Pki) -> type[BaseHTTPRequestHandler]:
     def ocsp(query: bytes) -> bytes:
         return respond(query, [status], responder_key, datetime.now(UTC), timedelta(days=7))
 
+    key_id = pki.chain.issuing.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier
+    ).value.digest.hex()
     routes = {
         "/ca/root.cer": lambda: pki.chain.root.public_bytes(Encoding.DER),
         "/ca/issuing.cer": lambda: pki.chain.issuing.public_bytes(Encoding.DER),
+        f"/ca/issuing/{key_id}.cer": lambda: pki.chain.issuing.public_bytes(Encoding.DER),
         "/ca/root.crl": lambda: crl(pki.root_key, pki.chain.root),
-        "/ca/issuing.crl": lambda: crl(pki.issuing_key, pki.chain.issuing),
+        f"/ca/issuing/{key_id}.crl": lambda: crl(pki.issuing_key, pki.chain.issuing),
     }
 
     class Handler(BaseHTTPRequestHandler):
