@@ -47,6 +47,9 @@ def configure(fmt: str = "json", level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (message and newline together): workers of one service share
+        # stderr (a pipe to journald or the container runtime, often unbuffered), and
+        # print()'s two writes let their lines interleave mid-line.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
