@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Literal
 
 import structlog
@@ -250,16 +251,7 @@ class RevocationStatus:
         :meth:`ocsp`, but a signed answer is reused for :data:`OCSP_REFRESH` (well inside its
         :data:`OCSP_VALIDITY`) unless the revocation state changed meanwhile, so signing a
         B-LT PDF costs no HSM operation for it. Refusals and ``tryLater`` are never kept."""
-        question = ask(request_der, self._issuers())
-        if isinstance(question, bytes):
-            return question
-        try:
-            return await self._published_as(
-                "ocsp:" + request_der.hex(), OCSP_REFRESH, lambda: self._answer(question)
-            )
-        except (DatabaseUnavailable, HsmUnavailable) as exc:
-            log.warning("ocsp_try_later", error=str(exc))
-            return try_later()
+        return await self._respond(request_der, reuse_as="ocsp:" + request_der.hex())
 
     async def _published_as(
         self, key: str, refresh: timedelta, make: Callable[[], Awaitable[bytes]]
@@ -333,16 +325,25 @@ class RevocationStatus:
     async def ocsp(self, request_der: bytes) -> bytes:
         """A DER OCSPResponse to a DER OCSPRequest (RFC 6960 §4.2): refusals unsigned and
         without an HSM hop; ``tryLater`` when the database or the HSM is unavailable."""
-        question = ask(request_der, self._issuers())
+        return await self._respond(request_der)
+
+    async def _respond(self, request_der: bytes, reuse_as: str | None = None) -> bytes:
+        """:meth:`ocsp`, with the signed answer kept under ``reuse_as`` when given."""
+        question = ask(request_der, self._issuers)
         if isinstance(question, bytes):
             return question
         try:
-            return await self._answer(question)
+            if reuse_as is None:
+                return await self._answer(question)
+            return await self._published_as(reuse_as, OCSP_REFRESH, lambda: self._answer(question))
         except (DatabaseUnavailable, HsmUnavailable) as exc:
             log.warning("ocsp_try_later", error=str(exc))
             return try_later()
 
+    @cached_property
     def _issuers(self) -> list[IssuerStatus]:
+        """Who answers for what (fixed for a replica's life: built once, not per request);
+        the revocations are read per request (:meth:`_answer`)."""
         if self.responders is None:
             return []
         chain, issuing = self.chain, self.issuing_crl[0]
