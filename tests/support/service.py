@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from signer.http.kit.server import SignerRunner
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.leaks import keep_output, register_log
+from tests.support.pg import scratch_database
 from tests.support.softhsm import SoftHsmToken
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -324,3 +325,35 @@ async def raw_request(
     framed = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
     status, _, answer = await raw_exchange(client.port, framed)
     return status, answer
+
+
+def qes_init(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    """`qes init ARGS` with the development config and ``env``, as a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "signer", "init", "--config", str(DEV_CONFIG), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=False,
+        timeout=120,
+    )
+
+
+@contextlib.contextmanager
+def own_ca(
+    token: SoftHsmToken, pg_admin: str, idp: RunningIdp, work: Path, prefix: str
+) -> Iterator[tuple[dict[str, str], int]]:
+    """A CA of a test's own: a scratch database, key labels ``<prefix>-…``, and `qes init`
+    (the key ceremony on one machine, the offline root in ``token``'s second token); the
+    environment for its `qes serve` and the port it is to listen on."""
+    port = free_port()
+    with scratch_database(pg_admin) as url:
+        env = service_env(
+            token=token, database_url=url, idp=idp, port=port, data_dir=work,
+            **own_ca_labels(prefix),
+        )  # fmt: skip
+        env = {**env, **token.env()}
+        made = qes_init(env)
+        assert made.returncode == 0, made.stderr
+        yield env, port

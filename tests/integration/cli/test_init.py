@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.pg import scratch_database
-from tests.support.service import DEV_CONFIG, ROOT
+from tests.support.service import qes_init
 from tests.support.softhsm import SoftHsmToken
 
 
@@ -33,18 +30,6 @@ def init_env(
             "QES__CA__OCSP_LABEL": "init-test-ocsp",
             "QES__LOG__KEY_LABEL": "init-test-log",
         }
-
-
-def qes_init(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "signer", "init", "--config", str(DEV_CONFIG), *extra],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=False,
-        timeout=120,
-    )
 
 
 def test_init_is_idempotent_and_needs_force_to_replace(

@@ -12,9 +12,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.integration.cli.test_init import qes_init
 from tests.support.pg import scratch_database
-from tests.support.service import own_ca_labels
+from tests.support.service import own_ca_labels, qes_init
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import run
 

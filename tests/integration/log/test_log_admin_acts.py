@@ -32,7 +32,6 @@ from ca.logentry import PrivacyKey, entry_fields, entry_version
 from signer.storage.policy import AdminAction, LoggedAction, Target, record_action
 from signer.translog.log import admin_entry
 from tests.integration.api.test_policy_web_signing import login, qes
-from tests.integration.cli.test_init import qes_init
 from tests.support.idp import DEMO_CLIENTS, DEMO_SECRETS, RunningIdp, start_idp, with_redirect_uri
 from tests.support.pg import scratch_database
 from tests.support.service import (
@@ -40,6 +39,7 @@ from tests.support.service import (
     SignerProcess,
     free_port,
     own_ca_labels,
+    qes_init,
     service_env,
 )
 from tests.support.softhsm import SoftHsmToken

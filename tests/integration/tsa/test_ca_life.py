@@ -39,14 +39,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from signer.formats.ltv import ValidationData, add_validation_data
 from signer.translog.ceremony import TranscriptFile
 from tests.integration.api.test_policy_web_signing import qes
-from tests.integration.cli.test_init import qes_init
 from tests.integration.cli.test_verify_cli import qes as qes_verify
 from tests.integration.tsa.test_revocation import _fetch
 from tests.integration.tsa.test_rollover import DOCUMENT, _token
 from tests.support.idp import RunningIdp
 from tests.support.pdfs import multi_page_pdf
-from tests.support.pg import scratch_database
-from tests.support.service import SignerProcess, api_headers, free_port, own_ca_labels, service_env
+from tests.support.service import (
+    SignerProcess,
+    api_headers,
+    own_ca,
+)
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import run
 
@@ -117,15 +119,7 @@ def life(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Life]:
     work = tmp_path_factory.mktemp("ca-life")
-    port = free_port()
-    with scratch_database(pg_admin) as url:
-        env = service_env(
-            token=softhsm_token, database_url=url, idp=idp, port=port, data_dir=work,
-            **own_ca_labels("life"),
-        )  # fmt: skip
-        env = {**env, **softhsm_token.env()}
-        made = qes_init(env)
-        assert made.returncode == 0, made.stderr
+    with own_ca(softhsm_token, pg_admin, idp, work, "life") as (env, port):
         first = SignerProcess(env, port, work / "first.log").start()
         try:
             old = _sign(first, idp, work / "old")

@@ -22,7 +22,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
-from tests.integration.cli.test_init import qes_init
 from tests.support.idp import RunningIdp
 from tests.support.pg import scratch_database
 from tests.support.service import (
@@ -30,6 +29,7 @@ from tests.support.service import (
     SignerProcess,
     free_port,
     own_ca_labels,
+    qes_init,
     run_qes,
     service_env,
 )

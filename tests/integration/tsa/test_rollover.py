@@ -35,21 +35,18 @@ from pyhanko.sign.validation.dss import DocumentSecurityStore
 
 from ca.tsa import key_usage_period
 from tests.integration.api.test_policy_web_signing import qes
-from tests.integration.cli.test_init import qes_init
 from tests.integration.cli.test_verify_cli import qes as qes_verify
 from tests.integration.log.test_log_admin_acts import _integrated
 from tests.integration.tsa.test_revocation import _fetch
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.pdfs import multi_page_pdf
-from tests.support.pg import scratch_database
 from tests.support.pkilint import lint
 from tests.support.service import (
     PKI_URL,
     SignerProcess,
     api_headers,
-    free_port,
-    own_ca_labels,
-    service_env,
+    own_ca,
+    qes_init,
 )
 from tests.support.service import qes as cli
 from tests.support.softhsm import SoftHsmToken
@@ -143,15 +140,7 @@ def rolled(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Rolled]:
     work = tmp_path_factory.mktemp("rollover")
-    port = free_port()
-    with scratch_database(pg_admin) as url:
-        env = service_env(
-            token=softhsm_token, database_url=url, idp=idp, port=port, data_dir=work,
-            **own_ca_labels("roll"),
-        )  # fmt: skip
-        env = {**env, **softhsm_token.env()}
-        made = qes_init(env)
-        assert made.returncode == 0, made.stderr
+    with own_ca(softhsm_token, pg_admin, idp, work, "roll") as (env, port):
         said: dict[str, str] = {}
         before, pending, middle, middle_crl = _roll_the_issuing_ca(env, port, idp, work, said)
         for step in ("rollover tsa", "switch tsa"):
@@ -163,8 +152,8 @@ def rolled(
             bundle_pem = work / "bundle.pem"
             bundle_pem.write_text(bundle["pem"])
             yield Rolled(
-                env, url, idp, work, signer, before, pending, middle, middle_crl, after,
-                bundle, bundle_pem, said,
+                env, env["QES_DATABASE_URL"], idp, work, signer, before, pending, middle,
+                middle_crl, after, bundle, bundle_pem, said,
             )  # fmt: skip
         finally:
             signer.stop()
