@@ -249,15 +249,17 @@ def api_headers(token: str, *, operation: bool = True, **extra: Any) -> dict[str
     return {**headers, **{k: str(v) for k, v in extra.items()}}
 
 
-def qes(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """`qes ARGS` as a child process, for tests with no event loop to keep serving; a child,
-    since the CLI sets up logging for its whole process."""
+def qes(
+    *args: str | Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`qes ARGS` as a child process (``env`` over this one's), for tests with no event loop to
+    keep serving; a child, since the CLI sets up logging for its whole process."""
     return subprocess.run(
         [sys.executable, "-m", "signer", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=dict(os.environ),
+        env={**os.environ, **(env or {})},
         check=False,
         timeout=120,
     )
@@ -329,15 +331,7 @@ async def raw_request(
 
 def qes_init(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
     """`qes init ARGS` with the development config and ``env``, as a child process."""
-    return subprocess.run(
-        [sys.executable, "-m", "signer", "init", "--config", str(DEV_CONFIG), *extra],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=False,
-        timeout=120,
-    )
+    return qes("init", "--config", DEV_CONFIG, *extra, env=env)
 
 
 @contextlib.contextmanager
