@@ -140,16 +140,18 @@ def signed_pdf(
     pki: Pki,
     when: datetime,
     tsa: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
+    signer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
 ) -> bytes:
-    """A two-page PDF with a PAdES B-T signature (``Signature1``) by a fresh signer of ``pki``,
-    time-stamped at ``when`` by ``tsa`` (key and certificate; default: the PKI's own TSA)."""
+    """A two-page PDF with a PAdES B-T signature (``Signature1``) by ``signer`` (default: a
+    fresh 10-minute signer of ``pki``), time-stamped at ``when`` by ``tsa`` (key and
+    certificate; default: the PKI's own TSA)."""
     from signer.formats.cms import CmsSigner, pades_b_t
     from signer.formats.pdf import embed, prepare
     from tests.support.pdfs import multi_page_pdf
 
     tsa_key, tsa_certificate = tsa or (pki.tsa_key, pki.tsa_certificate)
     authority = pki.tsa(certificate=tsa_certificate, clock=Clock(when))
-    key, cert = pki.signer()
+    key, cert = signer or pki.signer()
     prepared = prepare(multi_page_pdf(2), "Signature1", when)
     cms_der = pades_b_t(
         prepared.digest,

@@ -29,6 +29,9 @@ Not reached: the signature's own verdict. pyHanko's time-sliding ignores the 10-
 noRevAvail: the issuing CA's newest CRL covers the leaf by scope and moves its control time
 years past the leaf's end, so the result is INDETERMINATE OUT_OF_BOUNDS_NO_POE (the archive
 test asserts it as what pyHanko 0.38 says, so a pyHanko that judges it VALID is noticed there).
+A conventional two-year signing certificate with a CRL distribution point, in the same archive,
+gets the same verdict (the issuing CA's newest CRL, which the verifier needs for the newest TSA,
+is years past that leaf's end too): the limit is pyHanko's, not the short-term profile's.
 ``qes verify --at`` follows the archive chain and accepts the signature (each older TSA judged
 at the next time-stamp's genTime).
 Not checked at all: qualification (no trusted list).
@@ -52,6 +55,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.ocsp import OCSPRequestBuilder
+from cryptography.x509.oid import NameOID
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY
 from pyhanko.sign.validation.ades import ades_lta_validation
@@ -80,7 +84,7 @@ from signer.formats.ltv import (
     prepare_document_time_stamp,
 )
 from signer.formats.verify import TrustBundle, load_trust_bundle, verify_pades
-from tests.support.pki import NAMES, Clock, Pki, make_pki, pem, signed_pdf
+from tests.support.pki import ISSUING_CRL_URL, NAMES, Clock, Pki, make_pki, pem, signed_pdf
 
 T0 = datetime(2016, 3, 1, 12, 0, tzinfo=UTC)
 AT = T0 + timedelta(days=3653)  # ten years on: 2026-03-01, before the real clock
@@ -155,10 +159,10 @@ class Archive:
     last_tsa: Tsa
 
 
-@pytest.fixture(scope="module")
-def archive(pki: Pki) -> Archive:
+def _extend(pki: Pki, b_t: bytes) -> tuple[bytes, Tsa]:
+    """``b_t`` made B-LTA a minute after ``T0``, then extended by three successor TSAs every
+    :data:`EVERY`: the PDF and the newest TSA."""
     first = Tsa(pki.tsa_key, pki.tsa_certificate)
-    b_t = _b_t(pki, first)
     pdf = _archive_step(pki, b_t, first, first, T0 + timedelta(minutes=1))
     newest = first
     for number in (2, 3, 4):
@@ -168,7 +172,13 @@ def archive(pki: Pki) -> Archive:
         pdf = _archive_step(pki, pdf, newest, successor, when)
         newest = successor
     assert newest.certificate.not_valid_after_utc > AT
-    return Archive(b_t, pdf, newest)
+    return pdf, newest
+
+
+@pytest.fixture(scope="module")
+def archive(pki: Pki) -> Archive:
+    b_t = _b_t(pki, Tsa(pki.tsa_key, pki.tsa_certificate))
+    return Archive(b_t, *_extend(pki, b_t))
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,53 @@ def test_pyhanko_validates_the_archive_time_stamp_chain_ten_years_later(
     assert verdict.evidence_from == T0 + timedelta(minutes=1), verdict
     assert ades_lta(archive.b_t, pki, AT, fresh).evidence_from is None
     # what is left is pyHanko's judgement of the short-term leaf (module docstring)
+    assert verdict.indication == "AdESIndeterminate.OUT_OF_BOUNDS_NO_POE", verdict
+
+
+def _conventional_signer(pki: Pki) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A signing certificate as most CAs issue one: two years, a CRL distribution point (the
+    issuing CA's CRL, which the archive embeds), no noRevAvail."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuing = pki.chain.issuing
+    start = T0 - timedelta(days=1)
+    point = x509.DistributionPoint(
+        [x509.UniformResourceIdentifier(ISSUING_CRL_URL)], None, None, None
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Conventional Signer")]))
+        .issuer_name(issuing.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=730))
+        .add_extension(_SIGNING_USAGE, critical=True)
+        .add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(pki.issuing_key.public_key()),
+            critical=False,
+        )
+        .sign(pki.issuing_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+_SIGNING_USAGE = x509.KeyUsage(True, True, False, False, False, False, False, False, False)
+
+
+def test_pyhanko_judges_a_conventional_leaf_the_same_ten_years_later(pki: Pki) -> None:
+    """The verdict on the signature is pyHanko's time-sliding, not our short-term profile: a
+    conventional two-year signing certificate with a CRL distribution point, in the same
+    archive, ends the same way. The CRLs the archive (and the verifier, for the newest TSA)
+    holds are the issuing CA's newest, issued years after that leaf expired; pyHanko's
+    time-slide takes the newest as the leaf's control time and re-validates the path there
+    (``pyhanko_certvalidator.ltv.ades_past.past_validate``). Should a later pyHanko judge
+    either VALID, this test and the one above say so."""
+    first = Tsa(pki.tsa_key, pki.tsa_certificate)
+    b_t = signed_pdf(pki, T0, (first.key, first.certificate), signer=_conventional_signer(pki))
+    extended, _ = _extend(pki, b_t)
+    verdict = ades_lta(extended, pki, AT, _crls(pki, AT - timedelta(hours=1)))
+    assert verdict.evidence_from == T0 + timedelta(minutes=1), verdict
     assert verdict.indication == "AdESIndeterminate.OUT_OF_BOUNDS_NO_POE", verdict
 
 
