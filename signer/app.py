@@ -63,7 +63,7 @@ from signer.policy.enforcement import open_gate
 from signer.policy.public_limits import PublicLimiter
 from signer.policy.refusals import RefusalLog
 from signer.settings.config import Settings
-from signer.signing import expiry, gauges
+from signer.signing import expiry, gauges, switch_watch
 from signer.signing.csc import CscService
 from signer.signing.longterm import LongTerm
 from signer.signing.pipeline import SigningService
@@ -411,6 +411,14 @@ async def _background(
     r = services.revocation
     watched = expiry.watched(r.chain, r.tsa, r.responders)
     loops.append(expiry.run(watched, clock, root_crl=r.root_crl))
+    cas = CaCertificateStore(o.pool)
+    loops.append(
+        switch_watch.run(
+            services.authorities,
+            lambda: load_authorities(cas, settings),
+            settings.ca.switch_check_seconds,
+        )
+    )
     if services.signing.gate is not None:
         loops.append(services.signing.gate.run())
     if _APPROVALS in app:

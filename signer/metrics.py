@@ -152,6 +152,13 @@ ROOT_CRL_NEXT_UPDATE = _gauge(
     " offline: alert well before it, signer.signing.expiry).",
     "livemin",
 )
+CA_SWITCH_RESTART_PENDING = _gauge(
+    "qes_ca_switch_restart_pending",
+    "1 while a worker signs with a generation of the role (issuing, tsa) that `qes ca switch`"
+    " has since made past: it takes the new one at its restart (signer.signing.switch_watch).",
+    "livemax",
+    ["role"],
+)
 READY = _gauge(
     "qes_ready", "1 when the database and the HSM answer (as /readyz), else 0.", "livemin"
 )

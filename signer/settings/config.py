@@ -122,6 +122,8 @@ class CaSettings:
     #: certificate from the root and one from the issuing CA (served at /ocsp).
     ocsp_label: str = "qes-ocsp"
     ocsp_common_name: str = "QES Signer Development OCSP Responder"
+    #: How often each worker checks whether `qes ca switch` made its generation past.
+    switch_check_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -797,6 +799,9 @@ def _ca(s: _Section, server: ServerSettings) -> CaSettings:
         **issuing_urls,
         ocsp_label=s.get("ocsp_label", str, "qes-ocsp"),
         ocsp_common_name=s.get("ocsp_common_name", str, "QES Signer Development OCSP Responder"),
+        switch_check_seconds=s.bounded(
+            "switch_check_seconds", float, 60.0, 1.0, 3600.0, "must be between 1 and 3600"
+        ),
     )
     s.done()
     return result

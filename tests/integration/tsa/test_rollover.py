@@ -17,6 +17,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -165,12 +166,15 @@ def _roll_the_issuing_ca(
     """Sign under generation 1; roll the issuing CA (the old one still signs) and switch; a
     restarted replica then signs under issuing g2 while its TSA is still g1, certified by
     issuing g1, whose CRL it publishes. The three signatures and that CRL."""
-    first = SignerProcess(env, port, work / "first.log").start()
+    checks_often = {**env, "QES__CA__SWITCH_CHECK_SECONDS": "1"}
+    first = SignerProcess(checks_often, port, work / "first.log").start()
     try:
         before = _sign(first, idp, work / "before")
         said["rollover issuing"] = _issuing_ceremony(env, work, "issuing-g2")
         pending = _sign(first, idp, work / "pending")  # the old CA still serves
+        assert _noticed(first, seconds=0) == []  # a pending generation needs no restart
         said["switch issuing"] = _ca(env, "switch", "issuing")
+        said["noticed"] = json.dumps(_noticed(first, seconds=20))
     finally:
         first.stop()
     second = SignerProcess(env, port, work / "second.log").start()
@@ -180,6 +184,18 @@ def _roll_the_issuing_ca(
     finally:
         second.stop()
     return before, pending, middle, crl
+
+
+def _noticed(signer: SignerProcess, seconds: float) -> list[dict[str, object]]:
+    """The replica's ``ca_switch_needs_restart`` log entries, waiting up to ``seconds`` for
+    the first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        lines = signer.log.read_text().splitlines()
+        found = [json.loads(x) for x in lines if '"event": "ca_switch_needs_restart"' in x]
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
 
 
 def _generations(r: Rolled, role: str) -> list[dict[str, str]]:
@@ -228,6 +244,16 @@ def test_trust_bundle_lists_every_generation_with_its_period(rolled: Rolled) -> 
         "switched at" in rolled.said["switch tsa"]
         and "tsa g2 (current)" in rolled.said["switch tsa"]
     )
+
+
+def test_a_replica_running_across_the_switch_says_it_needs_a_restart(rolled: Rolled) -> None:
+    """The replica that served across `qes ca switch issuing` keeps signing with g1 (what it
+    signs with is fixed for its life) and logs, once, that it needs a restart (its gauge
+    ``qes_ca_switch_restart_pending{role="issuing"}`` is 1 meanwhile: the unit test)."""
+    (told,) = json.loads(rolled.said["noticed"])
+    assert (told["role"], told["in_use"], told["current"]) == ("issuing", "g1", "g2"), told
+    assert "restart this replica" in told["action"]
+    assert "restart" in rolled.said["switch issuing"]
 
 
 def test_the_old_ca_signs_until_the_switch_and_the_new_one_after(rolled: Rolled) -> None:
