@@ -13,7 +13,8 @@ the witnesses to sign on paper; the service imports each step as a ``ca-ceremony
 of the transparency log (target: the step's digest), so the log's own chain covers them too.
 
 A witness's attestation is a step of its own (``witness-attest``, :func:`attest`; EN 319 411-1
-§6.5.1 asks for the witnesses' signed statements): its actor is the witness, its facts their
+§6.5.1 has CA keys generated under witness, the CA/Browser Forum Baseline Requirements §6.1.1.1
+ask for the witness's report on the ceremony): its actor is the witness, its facts their
 ``role``, the OS ``account`` that recorded it, the ``head_sha256`` printed on the sheet they
 signed, the steps that head fixes (``covers``, ``1..k``), their ``statement`` and, when they
 signed the transcript too, that signature's ``signature_sha256`` (and where it is kept). A
@@ -56,6 +57,8 @@ __all__ = [
 
 #: ``prev`` of a transcript's first step.
 GENESIS = bytes(32)
+#: The step of a witness's attestation of the steps before it (module docstring).
+ATTEST = "witness-attest"
 #: The steps a ceremony records (the vocabulary of ``step``):
 #: ``root-create`` (the root key and self-signed certificate made in the offline token),
 #: ``key-create`` (an issuing-CA, TSA or OCSP-responder key made in the online HSM, and its
@@ -65,7 +68,6 @@ GENESIS = bytes(32)
 #: that the token was sealed), ``witness-attest`` (:data:`ATTEST`).
 STEPS = frozenset(
     {
-        "witness-attest",
         "root-create",
         "key-create",
         "certificate-sign",
@@ -73,10 +75,9 @@ STEPS = frozenset(
         "crl-sign",
         "crl-import",
         "witness",
+        ATTEST,
     }
 )
-#: The step of a witness's attestation of the steps before it (module docstring).
-ATTEST = "witness-attest"
 #: The facts of an attestation the witness does not choose (:func:`attest`).
 _ATTEST_FACTS = frozenset({"role", "account", "head_sha256", "covers", "statement"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -236,6 +237,7 @@ def attest(
     ``head`` from their sheet fixes (:func:`attested_steps`); ``signature``: the facts of the
     witness's detached signature over those steps' lines (``signature_sha256``, ...)."""
     covers = attested_steps(steps, head)
+    statement = default_statement(covers, head) if witness.statement is None else witness.statement
     extra = dict(signature or {})
     if set(extra) & _ATTEST_FACTS:
         raise CeremonyError(f"signature facts: none of {', '.join(sorted(_ATTEST_FACTS))}")
@@ -244,7 +246,7 @@ def attest(
         "account": witness.account,
         "head_sha256": head.hex(),
         "covers": f"1..{covers}",
-        "statement": witness.statement or default_statement(covers, head),
+        "statement": statement,
         **extra,
     }
     return follow(steps[-1], ATTEST, witness.name, at, facts)

@@ -263,3 +263,9 @@ def test_a_witness_signature_is_checked_and_kept_by_its_digest(tmp_path: Path) -
     assert made.fact["signer_certificate_sha256"] == cert.fingerprint(SHA256()).hex()
     assert transcript.read()[-1] == made and made.fact["covers"] == "1..3"
     assert f"signature SHA-256 {digest}" in witness_sheet(transcript.read())
+
+
+def test_an_empty_statement_is_refused_not_replaced() -> None:
+    steps = _three()
+    with pytest.raises(CeremonyError, match=r"fact statement: a text of 1\.\.400"):
+        attest(steps, Witness("Walt", "auditor", "walt", ""), steps[-1].digest, LATER)
