@@ -242,8 +242,10 @@ def test_a_witness_signature_is_checked_and_kept_by_its_digest(tmp_path: Path) -
         transcript.append(step.step, step.actor, step.at, step.fact)
     before, head = transcript.path.read_bytes(), transcript.read()[-1].digest
     key, cert = make_pki().signer()
+    good = _cms(key, cert, before)
     for wrong, message in (
         (_cms(key, cert, before + b"x"), "message-digest does not match"),
+        (good[:-1] + bytes([good[-1] ^ 1]), "signature-value does not verify"),
         (b"not a signature", "not a DER CMS SignedData"),
         (cert.public_bytes(Encoding.PEM), "a PEM CERTIFICATE, not a CMS signature"),
     ):
