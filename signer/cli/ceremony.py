@@ -201,6 +201,38 @@ async def _import(side: Any, data: bytes) -> str:
     raise SignerError("import: neither a certificate nor a CRL")
 
 
+def _head(text: str) -> bytes:
+    """``--head``: the SHA-256 printed on the sheet, 64 hex digits (spaces and case ignored)."""
+    digits = "".join(text.split()).lower()
+    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        raise SignerError("--head: the 64 hex digits of the head printed on the sheet")
+    return bytes.fromhex(digits)
+
+
+def _witness(args: argparse.Namespace, clock: Clock = _now) -> str:
+    """`qes ca witness`: the witness's attestation, a step of the transcript."""
+    from ca.ceremony import Witness
+    from signer.translog.ceremony import TranscriptFile, witness_attest
+
+    witness = Witness(args.name, args.role, getpass.getuser(), args.statement)
+    signature = None if args.signature is None else _read(args.signature)
+    transcript = TranscriptFile(Path(args.transcript))
+    made = witness_attest(transcript, witness, _head(args.head), clock(), signature)
+    fact = made.fact
+    lines = [f"step {made.seq} ({made.step}): {made.actor} ({fact['role']}) attests steps"
+             f" {fact['covers']} (head {fact['head_sha256']})"]  # fmt: skip
+    if "signature_file" in fact:
+        kept = transcript.path.with_name(fact["signature_file"])
+        lines.append(f"signature by {fact['signer']} verified and kept: {kept}")
+    lines.append(f"transcript head now {made.digest.hex()}")
+    return "\n".join(lines)
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    print(_witness(args))
+    return 0
+
+
 def cmd_root(args: argparse.Namespace) -> int:
     print(asyncio.run(_root(args)))
     return 0
@@ -212,7 +244,7 @@ def cmd_online(args: argparse.Namespace) -> int:
 
 
 def register(csub: Any, with_config: WithConfig) -> None:
-    """Add `qes ca root|request|import` to the `qes ca` parser."""
+    """Add `qes ca root|request|import|witness` to the `qes ca` parser."""
     root = csub.add_parser("root", help="offline: the root key ceremony (root token only)")
     rsub = root.add_subparsers(dest="root_command", required=True)
     create = with_config(rsub.add_parser("create", help="make the root key and certificate"))
@@ -237,3 +269,24 @@ def register(csub: Any, with_config: WithConfig) -> None:
         command.set_defaults(func=cmd_root)
     for command in (request, imported):
         command.set_defaults(func=cmd_online)
+    _register_witness(csub)
+
+
+def _register_witness(csub: Any) -> None:
+    witness = csub.add_parser(
+        "witness", help="either machine: a witness attests the steps on the sheet they signed"
+    )
+    witness.add_argument("--transcript", required=True, metavar="FILE", help="the transcript")
+    witness.add_argument("--name", required=True, help="the witness's name")
+    witness.add_argument("--role", required=True, help="the witness's role (e.g. auditor)")
+    witness.add_argument(
+        "--head", required=True, metavar="SHA256", help="the head printed on the signed sheet"
+    )
+    witness.add_argument("--statement", metavar="TEXT", help="what they attest (default: "
+                         "that they observed the steps the head fixes)")  # fmt: skip
+    witness.add_argument(
+        "--signature",
+        metavar="FILE",
+        help="their detached CMS signature (DER or PEM) over the transcript as on the sheet",
+    )
+    witness.set_defaults(func=cmd_witness)

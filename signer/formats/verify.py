@@ -59,6 +59,7 @@ __all__ = [
     "TimeStamp",
     "TrustBundle",
     "VerifyError",
+    "detached_signer",
     "load_crls",
     "load_trust_bundle",
     "render_text",
@@ -235,14 +236,42 @@ def verify_cades(
     """
     _check_moment(now)
     signed_data = _load_signed_data(signature)
-    digest_algorithm = _signer_info(signed_data)["digest_algorithm"]["algorithm"].native
-    try:
-        digest = hashlib.new(digest_algorithm, document).digest()
-    except (ValueError, TypeError) as exc:
-        raise VerifyError(f"signature: unsupported digest algorithm {digest_algorithm}") from exc
+    digest = _content_digest(_signer_info(signed_data), document)
     held = tuple(c.chosen for c in signed_data["crls"] or () if c.name == "crl")
     trust = dataclasses.replace(trust, crls=(*trust.crls, *held))
     return asyncio.run(_verify_signed_data(signed_data, digest, trust, now, label=label, pdf=None))
+
+
+def _content_digest(signer_info: cms.SignerInfo, content: bytes) -> bytes:
+    """The digest of ``content`` with the SignerInfo's digestAlgorithm (RFC 5652 §5.4)."""
+    algorithm = signer_info["digest_algorithm"]["algorithm"].native
+    try:
+        return hashlib.new(algorithm, content).digest()
+    except (ValueError, TypeError) as exc:
+        raise VerifyError(f"signature: unsupported digest algorithm {algorithm}") from exc
+
+
+def detached_signer(content: bytes, signature: bytes) -> x509.Certificate:
+    """The certificate of whoever made ``signature`` over ``content``: a CMS SignedData with
+    one SignerInfo (RFC 5652 §5; DER or PEM, as ``openssl cms -sign -binary`` or any CAdES
+    tool writes it) whose message-digest (§11.2) and signature value (§5.4) verify with the
+    certificate it carries. Whom that certificate names is for the reader to judge: its path
+    is not validated (a witness's certificate comes from their own PKI)."""
+    if pem.detect(signature):
+        kind, _, signature = pem.unarmor(signature)
+        if kind not in ("PKCS7", "CMS"):
+            raise VerifyError(f"signature: a PEM {kind[:40]}, not a CMS signature (PKCS7)")
+    signed_data = _load_signed_data(signature)
+    signer_info = _signer_info(signed_data)
+    try:
+        leaf = extract_certificate_info(signed_data).signer_cert
+    except CMSExtractionError as exc:
+        raise VerifyError("signature: the signer's certificate is not in it") from exc
+    digest = _content_digest(signer_info, content)
+    failed = [c for c in _integrity(signer_info, leaf, digest) if not c.ok]
+    if failed:
+        raise VerifyError(f"signature: {failed[0].name} {failed[0].detail}")
+    return x509.load_der_x509_certificate(leaf.dump())
 
 
 def verify_pades(
@@ -770,7 +799,8 @@ def _load_signed_data(data: bytes) -> cms.SignedData:
         signed_data: cms.SignedData = info["content"]
         _signer_info(signed_data)
     except (ValueError, TypeError, KeyError) as exc:
-        raise VerifyError(f"signature: not a DER CMS SignedData ({exc})") from exc
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VerifyError(f"signature: not a DER CMS SignedData ({why})") from exc
     return signed_data
 
 

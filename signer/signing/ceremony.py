@@ -16,7 +16,9 @@ are generated and used in a recorded, witnessed ceremony):
    stored as the issuing CA (current when it is the first, else pending until `qes ca switch
    issuing`) or as the root's OCSP responder certificate (step ``certificate-import``);
 6. the root's CRL likewise: online ``qes ca request crl`` (number and entries), offline
-   ``qes ca root crl`` (step ``crl-sign``), online ``qes ca import root.crl`` (``crl-import``).
+   ``qes ca root crl`` (step ``crl-sign``), online ``qes ca import root.crl`` (``crl-import``);
+7. on either machine, each witness ``qes ca witness`` with the head of the sheet they signed
+   (step ``witness-attest``, :func:`signer.translog.ceremony.witness_attest`).
 
 Every step is a line of one hash-chained transcript (:mod:`ca.ceremony`) that travels with the
 files; the online side logs its own steps as ``ca-ceremony`` admin entries in the transaction

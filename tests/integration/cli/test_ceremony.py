@@ -4,26 +4,32 @@ a SoftHSM directory the online side never sees, and `qes serve` runs without its
 The offline side (its own token directory and config: no online HSM PIN, no database) creates
 the root and signs what the online side (the session's token, its own database and labels,
 no root PIN) requests: the issuing CA, the root's OCSP responder certificate and the root's
-CRL. Files and the transcript travel in ``carry/``. OpenSSL judges every certificate and CRL
-the service accepts; the transcript's chain verifies, a changed one is refused, importing it
-is idempotent and `qes audit verify` rebuilds its steps."""
+CRL. Files and the transcript travel in ``carry/``. After the last step two witnesses attest
+what their sheet showed (`qes ca witness`, no configuration, database or PIN), one with a CMS
+signature made by OpenSSL. OpenSSL judges every certificate and CRL the service accepts and
+the kept witness signature; the transcript's chain verifies, a changed one is refused,
+importing it is idempotent and `qes audit verify` rebuilds its steps, attestations included."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import getpass
+import hashlib
 import json
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from asn1crypto import cms
 from cryptography import x509
 
+from signer.translog.ceremony import TranscriptFile
 from tests.integration.api.test_policy_web_signing import qes
 from tests.integration.log.test_log_admin_acts import _integrated
 from tests.integration.tsa.test_revocation import _fetch
@@ -38,6 +44,7 @@ from tests.support.service import (
     run_qes,
     service_env,
 )
+from tests.support.service import qes as qes_alone
 from tests.support.softhsm import SoftHsmToken
 from tests.support.verify import run
 
@@ -103,7 +110,43 @@ def _walk(online: dict[str, str], offline: dict[str, str], carry: Path) -> dict[
     init = qes(online, "init")
     assert init.returncode == 0, init.stderr
     said["init"] = init.stdout
-    return said
+    return {**said, **_attest(carry)}
+
+
+#: Neither machine's configuration, database nor PINs: what `qes ca witness` may need.
+NOTHING = {"QES_CONFIG": "", "QES_DATABASE_URL": "", "QES_HSM_PIN": "", "QES_ROOT_PIN": "",
+           "SOFTHSM2_CONF": "/nonexistent/softhsm2.conf"}  # fmt: skip
+
+
+def _alone(*args: str | Path) -> str:
+    done = qes_alone(*args, env=NOTHING)
+    assert done.returncode == 0, done.stderr
+    return str(done.stdout)
+
+
+def _attest(carry: Path) -> dict[str, str]:
+    """After the last step each witness attests with the head printed on the sheet they
+    signed: Walt also signs the transcript as it stands (CMS, OpenSSL, his own certificate),
+    Bea attests from the same sheet after him; what each printed, and the sheet's head."""
+    transcript = carry / "t.jsonl"
+    sheet = _alone("ca", "transcript", "show", str(transcript))
+    head = sheet.split("Head of the transcript (SHA-256): ")[1].split()[0]
+    walt = carry / "walt"
+    walt.mkdir()
+    _openssl_ok("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", walt / "key.pem", "-out", walt / "cert.pem", "-days", "30",
+                "-subj", "/O=Example Bank/CN=Walt Witness")  # fmt: skip
+    _openssl_ok("cms", "-sign", "-binary", "-in", transcript, "-signer", walt / "cert.pem",
+                "-inkey", walt / "key.pem", "-outform", "DER",
+                "-out", walt / "sheet.p7s")  # fmt: skip
+    witness = ("ca", "witness", "--transcript", str(transcript), "--head", head)
+    return {
+        "sheet head": head,
+        "witness walt": _alone(*witness, "--name", "Walt Witness", "--role", "internal auditor",
+                               "--signature", str(walt / "sheet.p7s")),
+        "witness bea": _alone(*witness, "--name", "Bea Jones", "--role", "external auditor",
+                              "--statement", "I observed every step; the tokens were sealed."),
+    }  # fmt: skip
 
 
 def _crl_ceremony(online: dict[str, str], offline: dict[str, str], carry: Path, days: int) -> None:
@@ -195,19 +238,31 @@ async def test_transcript_chain_import_and_audit(ceremony: Ceremony, tmp_path: P
     steps = [json.loads(line)["step"] for line in transcript.read_text().splitlines()]
     assert steps[:3] == ["root-create", "certificate-import", "key-create"]
     assert steps.count("certificate-sign") == 2 and {"crl-sign", "crl-import"} <= set(steps)
+    assert steps.count("witness-attest") == 2
     first = qes(ceremony.online, "ca", "transcript", "import", str(transcript))
     again = qes(ceremony.online, "ca", "transcript", "import", str(transcript))
     assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
-    offline_steps = sum(steps.count(s) for s in ("root-create", "certificate-sign", "crl-sign"))
+    offline = ("root-create", "certificate-sign", "crl-sign", "witness-attest")
+    offline_steps = sum(steps.count(s) for s in offline)
     assert f"logged {offline_steps} ceremony step(s)" in first.stdout  # online ones were logged
     assert f"logged 0 ceremony step(s), {len(steps)} logged before" in again.stdout
     assert await _ceremony_entries(ceremony.database_url) >= len(steps)
+    await _attestations_logged(ceremony)
     lines = transcript.read_bytes().splitlines(keepends=True)
     changed = tmp_path / "changed.jsonl"
     forged = lines[0].replace(b"ceremony-olga", b"ceremony-mallory")
     changed.write_bytes(b"".join([forged, *lines[1:]]))
     refused = qes(ceremony.online, "ca", "transcript", "import", str(changed))
     assert refused.returncode == 1 and "does not follow" in refused.stderr, refused.stderr
+
+
+async def _attestations_logged(ceremony: Ceremony) -> None:
+    """Each attestation is a ``ca-ceremony`` entry: by the witness, at its time."""
+    steps = TranscriptFile(ceremony.carry / "t.jsonl").read()
+    attested = [s for s in steps if s.step == "witness-attest"]
+    assert await _entries_of(ceremony.database_url, attested) == [
+        (f"witness-attest #{s.seq}", f"cli:{s.actor}", s.at) for s in attested
+    ]
 
 
 async def _integrated_at(url: str) -> None:
@@ -227,6 +282,82 @@ async def _ceremony_entries(url: str) -> int:
         await conn.close()
 
 
+async def _entries_of(url: str, steps: list[Any]) -> list[tuple[str, str, datetime]]:
+    """The ``ca-ceremony`` entries of ``steps``: (detail, actor, when), in step order."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT detail, actor_subject, acted_at FROM admin_actions WHERE action ="
+            " 'ca-ceremony' AND target_sha256 = ANY($1::bytea[]) ORDER BY acted_at, detail",
+            [s.digest for s in steps],
+        )
+    finally:
+        await conn.close()
+    return [(r["detail"], r["actor_subject"], r["acted_at"]) for r in rows]
+
+
+def test_witnesses_attest_the_sheet_they_signed(ceremony: Ceremony, tmp_path: Path) -> None:
+    """Issue 15 item 1: each attestation is a step naming the sheet's head and what it covers,
+    by the witness, role and OS account; the kept CMS signature verifies (OpenSSL) over the
+    transcript lines that head fixes; the sheet lists the attestations and marks the steps
+    each covers; a head from another sheet, or a signature over other bytes, is refused in one
+    line with nothing written; a changed attestation breaks the chain."""
+    transcript = ceremony.carry / "t.jsonl"
+    steps = TranscriptFile(transcript).read()
+    walt, bea = [s for s in steps if s.step == "witness-attest"]
+    head = ceremony.said["sheet head"]
+    covers = next(s.seq for s in steps if s.digest.hex() == head)
+    assert bea.seq == walt.seq + 1 and covers == walt.seq - 1
+    for step, role in ((walt, "internal auditor"), (bea, "external auditor")):
+        assert step.fact["head_sha256"] == head and step.fact["covers"] == f"1..{covers}"
+        assert (step.fact["role"], step.fact["account"]) == (role, getpass.getuser())
+    assert bea.fact["statement"] == "I observed every step; the tokens were sealed."
+    assert f"observed steps 1..{covers} " in walt.fact["statement"]
+    assert walt.fact["signer"] == "CN=Walt Witness,O=Example Bank"
+    kept = ceremony.carry / walt.fact["signature_file"]
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == walt.fact["signature_sha256"]
+    lines = transcript.read_bytes().splitlines(keepends=True)
+    (tmp_path / "sheet.jsonl").write_bytes(b"".join(lines[:covers]))
+    _openssl_ok("cms", "-verify", "-binary", "-inform", "DER", "-in", kept, "-content",
+                tmp_path / "sheet.jsonl", "-noverify", "-out", tmp_path / "content")  # fmt: skip
+    sheet = _alone("ca", "transcript", "show", str(transcript))
+    listed = (
+        f"  #{walt.seq} Walt Witness (internal auditor; account {getpass.getuser()}):"
+        f" steps 1..{covers}; signature SHA-256 {walt.fact['signature_sha256']}"
+    )
+    assert listed in sheet and f"  #{bea.seq} Bea Jones (external auditor;" in sheet
+    marks = f"attested by: Walt Witness (#{walt.seq}), Bea Jones (#{bea.seq})"
+    assert sheet.count(marks) == covers
+    _refusals(transcript, steps, tmp_path)
+
+
+def _refusals(transcript: Path, steps: Any, tmp_path: Path) -> None:
+    before, files = transcript.read_bytes(), sorted(transcript.parent.iterdir())
+    witness = ("ca", "witness", "--transcript", str(transcript), "--name", "Mallory", "--role", "x")
+    stale = qes_alone(*witness, "--head", steps[0].digest.hex(), env=NOTHING)
+    assert stale.returncode == 1 and stale.stdout == "", stale.stderr
+    assert stale.stderr == (
+        f"qes: the witness signed a different sheet: its head {steps[0].digest.hex()} is not"
+        f" the transcript's head {TranscriptFile(transcript).read()[-1].digest.hex()}\n"
+    )
+    (tmp_path / "other.p7s").write_bytes(
+        (transcript.parent / "walt" / "sheet.p7s").read_bytes()  # signs fewer lines than now
+    )
+    head = TranscriptFile(transcript).read()[-1].digest.hex()
+    unsigned = qes_alone(*witness, "--head", head, "--signature", str(tmp_path / "other.p7s"),
+                         env=NOTHING)  # fmt: skip
+    assert unsigned.returncode == 1 and unsigned.stderr.count("\n") == 1, unsigned.stderr
+    assert "message-digest does not match" in unsigned.stderr
+    assert transcript.read_bytes() == before and sorted(transcript.parent.iterdir()) == files
+    lines = before.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if b'"witness-attest"' in line)
+    lines[at] = lines[at].replace(b"internal auditor", b"external auditor")
+    (tmp_path / "changed.jsonl").write_bytes(b"".join(lines))
+    changed = qes_alone("ca", "transcript", "show", str(tmp_path / "changed.jsonl"), env=NOTHING)
+    assert changed.returncode == 1
+    assert f"transcript step {at + 2}: does not follow step {at + 1}" in changed.stderr
+
+
 def test_the_service_runs_without_the_root_pin(
     ceremony: Ceremony, idp: RunningIdp, tmp_path: Path
 ) -> None:
@@ -234,7 +365,7 @@ def test_the_service_runs_without_the_root_pin(
     OpenSSL), serves the imported root CRL and embeds it in CAdES B-LT, answers OCSP about the
     issuing CA with the responder certificate the root signed in the ceremony; after the
     issuing CA is revoked, the next root CRL from the ceremony carries it; `qes audit verify`
-    rebuilds every entry, the ceremony's steps among them."""
+    rebuilds every entry, the ceremony's steps and the witnesses' attestations among them."""
     env = ceremony.online
     assert not set(ROOT_ONLY) & set(env)
     port = int(env["QES__SERVER__PORT"])
@@ -258,6 +389,9 @@ def test_the_service_runs_without_the_root_pin(
         assert crl.get_revoked_certificate_by_serial_number(issuing.serial_number) is not None
         assert crl.next_update_utc == crl.last_update_utc + timedelta(days=30)
         assert "Cert Status: revoked" in _ocsp(ceremony, signer)
+        imported = qes(env, "ca", "transcript", "import", str(ceremony.carry / "t.jsonl"))
+        assert "logged 1 ceremony step(s)" in imported.stdout, imported.stderr  # the crl-sign
+        asyncio.run(_attestations_logged(ceremony))
         asyncio.run(_integrated_at(ceremony.database_url))  # the ceremony steps too
         verified = qes(env, "audit", "verify", "-q")
         assert verified.returncode == 0, verified.stderr

@@ -472,9 +472,11 @@ async def test_a_purge_is_logged_with_its_cut_off_and_counts(site: Site) -> None
 async def test_a_ceremony_transcript_is_logged_once_per_step(site: Site, tmp_path: Path) -> None:
     """Issue 15 items 1 and 5: `qes ca transcript import` logs each step of a key-ceremony
     transcript as one ``ca-ceremony`` entry (the step's actor and time, its digest as target),
-    importing again or a grown transcript adds only new steps, `qes audit verify` rebuilds
-    them, the Administration page lists them; a changed transcript is refused in one line."""
-    from signer.translog.ceremony import TranscriptFile
+    importing again or a grown transcript adds only new steps (a witness's attestation among
+    them), `qes audit verify` rebuilds them, the Administration page lists them (the
+    attestation as such); a changed transcript is refused in one line."""
+    from ca.ceremony import Witness
+    from signer.translog.ceremony import TranscriptFile, witness_attest
 
     path, at = tmp_path / "ceremony.jsonl", datetime.now(UTC)
     transcript = TranscriptFile(path)
@@ -485,9 +487,10 @@ async def test_a_ceremony_transcript_is_logged_once_per_step(site: Site, tmp_pat
     assert f"Head of the transcript (SHA-256): {head}" in sheet and "Name: Walt" in sheet
     first = _ok(qes(site.env, "ca", "transcript", "import", str(path)))
     assert first.startswith("logged 2 ceremony step(s), 0 logged before")
-    transcript.append("crl-sign", "ca-alice", at, {"crl_number": "1"})
+    crl = transcript.append("crl-sign", "ca-alice", at, {"crl_number": "1"})
+    witness_attest(transcript, Witness("Walt", "internal auditor", "walt"), crl.digest, at)
     again = _ok(qes(site.env, "ca", "transcript", "import", str(path)))
-    assert again.startswith("logged 1 ceremony step(s), 2 logged before")
+    assert again.startswith("logged 2 ceremony step(s), 2 logged before")
     steps = transcript.read()
     conn = await asyncpg.connect(site.database_url)
     try:
@@ -500,6 +503,7 @@ async def test_a_ceremony_transcript_is_logged_once_per_step(site: Site, tmp_pat
             ("crl-sign #3", "cli:ca-alice", steps[2].digest),
             ("root-create #1", "cli:ca-alice", steps[0].digest),
             ("witness #2", "cli:wit-walt", steps[1].digest),
+            ("witness-attest #4", "cli:Walt", steps[3].digest),
         ]
         assert {r["acted_at"] for r in rows} == {at.replace(microsecond=0)}
         await _integrated(conn)
@@ -515,3 +519,5 @@ async def test_a_ceremony_transcript_is_logged_once_per_step(site: Site, tmp_pat
     page = await _administration_page(site)
     assert 'data-action="ca-ceremony"' in page
     assert all(f"SHA-256 {step.digest.hex()}" in page for step in steps)
+    assert "ceremony step (a witness's attestation) <span" in page
+    assert page.count("a witness's attestation") == 1 and ">witness-attest #4<" in page
