@@ -30,6 +30,7 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 
@@ -353,14 +354,16 @@ async def test_rollover_and_switch_are_logged_admin_acts(rolled: Rolled) -> None
 
 
 def test_init_after_the_switch_keeps_the_new_generations(rolled: Rolled, tmp_path: Path) -> None:
-    """`qes init` checks the current generations' keys, not the configured labels, and renews
-    the issuing CA's OCSP responder certificate from the new issuing CA: after a restart
-    `openssl ocsp` gets a verified "good" for TSA g2 (README "Rollover")."""
+    """`qes init` checks the current generations' keys, not the configured labels, and finds
+    an OCSP responder certificate of each issuing CA generation: issuing g2's was made when it
+    was imported (pending), so nothing is made; after a restart `openssl ocsp` gets a verified
+    "good" for TSA g2 (README "Rollover")."""
     done = qes_init(rolled.env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("CA already present") and lines[1].startswith("TSA already")
-    assert lines[2].startswith("OCSP responder created")
+    assert lines[2].startswith("OCSP responder already present"), lines[2]
+    assert lines[2].endswith("certified by the root and 2 issuing CA generation(s)"), lines[2]
     rolled.signer.stop()
     rolled.signer.start()
     files = {}
@@ -416,9 +419,9 @@ def test_a_pdf_stamped_by_the_past_tsa_is_extended_after_both_switches(
 ) -> None:
     """`qes ltv extend` of the PDF signed before the rollover (its time-stamp by TSA g1,
     certified by issuing g1): after both switches it fetches issuing g1's certificate and CRL
-    by the TSA certificate's key identifier, goes without the OCSP answer (the responder now
-    answers for issuing g2 only: unknown), and TSA g2 adds the archive time-stamp. `qes
-    verify` a year on accepts it as B-LTA."""
+    by the TSA certificate's key identifier and the OCSP answer about TSA g1 from issuing g1's
+    own responder, and TSA g2 adds the archive time-stamp. `qes verify` a year on accepts it
+    as B-LTA."""
     extended = tmp_path / "extended.pdf"
     done = cli("ltv", "extend", rolled.before.pdf, "--url", rolled.signer.url, "--out", extended)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -426,11 +429,24 @@ def test_a_pdf_stamped_by_the_past_tsa_is_extended_after_both_switches(
     assert f"by {tsa[1].subject.rfc4514_string()}" in done.stdout, done.stdout
     dss = DocumentSecurityStore.read_dss(PdfFileReader(BytesIO(extended.read_bytes())))
     issuers = {x509.load_der_x509_crl(c.get_object().data).issuer for c in dss.crls}
-    assert _cert(_generations(rolled, "issuing")[0]).subject in issuers and not list(dss.ocsps)
+    assert _cert(_generations(rolled, "issuing")[0]).subject in issuers
+    (answer,) = [ocsp.load_der_ocsp_response(o.get_object().data) for o in dss.ocsps]
+    assert answer.serial_number == tsa[0].serial_number
+    assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+    (responder,) = [c for c in answer.certificates if _ocsp_signing(c)]
+    assert _issuer_key_id(responder) == _key_id(_cert(_generations(rolled, "issuing")[0]))
     later = (datetime.now(UTC) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
     verified = qes_verify(extended, "--trust", rolled.bundle_pem, "--at", later)
     assert verified.returncode == 0 and verified.stdout.startswith("VALID  "), verified.stdout
     assert "PAdES-B-LTA" in verified.stdout, verified.stdout
+
+
+def _ocsp_signing(cert: x509.Certificate) -> bool:
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING in usage
 
 
 def _distribution(cert: x509.Certificate) -> tuple[str, str]:
@@ -451,8 +467,61 @@ def _served(rolled: Rolled, url: str) -> str:
     return rolled.signer.url + "/ca" + url.removeprefix(PKI_URL)
 
 
+def ocsp_status(url: str, issuer: Path, cert: Path, trust: Path) -> str:
+    """What `openssl ocsp` hears from the service at ``url`` about ``cert`` (its ``issuer``
+    names the CertID, RFC 6960 §4.1.1), the answer verified against ``trust`` only (the
+    delegated responder's certificate and its CA come in the answer): its status and reason."""
+    done = run(
+        "openssl", "ocsp", "-issuer", issuer, "-cert", cert, "-url", f"{url}/ocsp",
+        "-CAfile", trust, "-no_nonce",
+    )  # fmt: skip
+    assert done.returncode == 0 and "Response verify OK" in done.stderr, done.stdout + done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    status = lines[0].removeprefix(f"{cert}: ")
+    reason = next((line for line in lines if line.startswith("Reason:")), "")
+    return f"{status} {reason}".strip()
+
+
+def pem_files(url: str, where: Path) -> dict[str, Path]:
+    """From the trust bundle of the service at ``url``: ``root`` and every issuing CA and TSA
+    generation's certificate as PEM files, ``issuing1``, ``tsa2``..."""
+    bundle = json.loads(_fetch(f"{url}/api/v1/trust-bundle"))
+    files = {"root": where / "root.pem"}
+    files["root"].write_text(bundle["root"])
+    for g in bundle["generations"]:
+        name = f"{g['role']}{g['generation']}"
+        files[name] = where / f"{name}.pem"
+        files[name].write_text(g["certificate"])
+    return files
+
+
+def test_every_issuing_generation_answers_ocsp(rolled: Rolled, tmp_path: Path) -> None:
+    """Runs last but one, after both switches and issuing g3's import (pending): each issuing
+    CA generation's own delegated responder certificate (RFC 6960 §4.2.2.2) answers for the
+    TSA certificates it issued, so `openssl ocsp` about TSA g1 (CertID by issuing g1) says
+    good, and revoked once `qes ca revoke` revoked it; the root's responder says good about
+    every issuing CA generation, the pending one included. Each answer is verified against
+    the root alone."""
+    url = rolled.signer.url
+    files = pem_files(url, tmp_path)
+    root, asked = files["root"], (("issuing1", "tsa1"), ("issuing2", "tsa2"))
+    for issuer, cert in asked:
+        assert ocsp_status(url, files[issuer], files[cert], root) == "good", cert
+    for issuing in ("issuing1", "issuing2", "issuing3"):
+        assert ocsp_status(url, root, files[issuing], root) == "good", issuing
+    # issuing g3 (pending) answers from its first day: about TSA g2, which it did not issue
+    assert ocsp_status(url, files["issuing3"], files["tsa2"], root) == "unknown"
+    serial = f"{_cert(_generations(rolled, 'tsa')[0]).serial_number:x}"
+    _ca(rolled.env, "revoke", serial, "--reason", "keyCompromise")
+    assert (
+        ocsp_status(url, files["issuing1"], files["tsa1"], root) == "revoked Reason: keyCompromise"
+    )
+    assert ocsp_status(url, files["issuing2"], files["tsa2"], root) == "good"
+    assert ocsp_status(url, root, files["issuing1"], root) == "good"
+
+
 def test_each_issuing_generation_publishes_its_own_crl(rolled: Rolled, tmp_path: Path) -> None:
-    """Runs last: it revokes TSA g1. Each TSA certificate names its own issuing CA's CRL and
+    """Runs last: TSA g1 is revoked. Each TSA certificate names its own issuing CA's CRL and
     certificate (``/ca/issuing/{key_id}.crl|.cer``), served for past generations too, so TSA
     g1, certified by issuing g1, can be revoked after both switches and relying parties see
     it (`openssl crl` verifies each CRL against its own CA); unknown key ids are 404."""
@@ -466,7 +535,9 @@ def test_each_issuing_generation_publishes_its_own_crl(rolled: Rolled, tmp_path:
         assert crl_url == f"{PKI_URL}/issuing/{key_id}.crl"
         assert issuer_url == f"{PKI_URL}/issuing/{key_id}.cer"
         assert x509.load_der_x509_certificate(_fetch(_served(rolled, issuer_url))) == ca
-    _ca(rolled.env, "revoke", f"{tsa[0].serial_number:x}", "--reason", "superseded")
+    # TSA g1 was revoked by test_every_issuing_generation_answers_ocsp, or is now
+    done = qes(rolled.env, "ca", "revoke", f"{tsa[0].serial_number:x}", "--reason", "superseded")
+    assert done.returncode == 0 or "was revoked before" in done.stderr, done.stderr
     for number, (ca, (crl_url, _)) in enumerate(zip(issuing, urls, strict=True), 1):
         crl_file, chain = tmp_path / f"g{number}.crl", tmp_path / f"chain{number}.pem"
         crl_file.write_bytes(_fetch(_served(rolled, crl_url)))
