@@ -77,6 +77,7 @@ class Rolled:
     pending: Signed  # after `qes ca rollover issuing`, before the switch: still generation 1
     middle: Signed  # issuing CA switched, TSA not yet: issuing g2, TSA g1
     middle_crl: bytes  # the issuing CA's CRL then: from issuing g1, the TSA's issuer
+    middle_lt: bytes  # a PAdES B-LT PDF signed then
     after: Signed  # after both switches and a restart: generation 2
     bundle: dict[str, object]  # the trust bundle as JSON, from the restarted service
     bundle_pem: Path
@@ -143,7 +144,9 @@ def rolled(
     work = tmp_path_factory.mktemp("rollover")
     with own_ca(softhsm_token, pg_admin, idp, work, "roll") as (env, port):
         said: dict[str, str] = {}
-        before, pending, middle, middle_crl = _roll_the_issuing_ca(env, port, idp, work, said)
+        before, pending, middle, middle_crl, middle_lt = _roll_the_issuing_ca(
+            env, port, idp, work, said
+        )
         for step in ("rollover tsa", "switch tsa"):
             said[step] = _ca(env, *step.split())
         signer = SignerProcess(env, port, work / "last.log").start()  # takes the switch
@@ -154,7 +157,7 @@ def rolled(
             bundle_pem.write_text(bundle["pem"])
             yield Rolled(
                 env, env["QES_DATABASE_URL"], idp, work, signer, before, pending, middle,
-                middle_crl, after, bundle, bundle_pem, said,
+                middle_crl, middle_lt, after, bundle, bundle_pem, said,
             )  # fmt: skip
         finally:
             signer.stop()
@@ -162,10 +165,11 @@ def rolled(
 
 def _roll_the_issuing_ca(
     env: dict[str, str], port: int, idp: RunningIdp, work: Path, said: dict[str, str]
-) -> tuple[Signed, Signed, Signed, bytes]:
+) -> tuple[Signed, Signed, Signed, bytes, bytes]:
     """Sign under generation 1; roll the issuing CA (the old one still signs) and switch; a
     restarted replica then signs under issuing g2 while its TSA is still g1, certified by
-    issuing g1, whose CRL it publishes. The three signatures and that CRL."""
+    issuing g1, whose CRL it publishes. The three signatures, that CRL and a B-LT PDF signed
+    then."""
     first = SignerProcess(env, port, work / "first.log").start()
     try:
         before = _sign(first, idp, work / "before")
@@ -178,9 +182,17 @@ def _roll_the_issuing_ca(
     try:
         middle = _sign(second, idp, work / "middle")
         crl = _fetch(f"{second.url}/ca/issuing.crl")
+        headers = {**api_headers(_token(idp)), "Content-Type": "application/pdf"}
+        request = urllib.request.Request(  # noqa: S310
+            f"{second.url}/api/v1/signatures/pdf?field=Approval&level=b-lt",
+            multi_page_pdf(1),
+            headers,
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+            middle_lt = resp.read()
     finally:
         second.stop()
-    return before, pending, middle, crl
+    return before, pending, middle, crl, middle_lt
 
 
 def _generations(r: Rolled, role: str) -> list[dict[str, str]]:
@@ -289,6 +301,22 @@ def test_what_was_signed_before_validates_after_the_switch(rolled: Rolled, tmp_p
         )  # fmt: skip
         assert judged.returncode == 0, judged.stdout + judged.stderr
         assert judged.stdout.strip().endswith(":VALID"), judged.stdout
+
+
+def test_b_lt_between_the_switches_carries_the_tsa_issuers_ocsp_answer(rolled: Rolled) -> None:
+    """Signed at B-LT while issuing g2 issues and TSA g1 (certified by issuing g1) still
+    time-stamps: the DSS holds issuing g1's certificate and a good OCSP answer about TSA g1
+    from issuing g1's own responder (asked under issuing g1's CertID, RFC 6960 §4.1.1)."""
+    dss = DocumentSecurityStore.read_dss(PdfFileReader(BytesIO(rolled.middle_lt)))
+    issuing = [_cert(g) for g in _generations(rolled, "issuing")]
+    tsa = _cert(_generations(rolled, "tsa")[0])
+    certs = [x509.load_der_x509_certificate(c.get_object().data) for c in dss.certs.values()]
+    assert issuing[0] in certs and tsa in certs
+    (answer,) = [ocsp.load_der_ocsp_response(o.get_object().data) for o in dss.ocsps]
+    assert answer.serial_number == tsa.serial_number
+    assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+    (responder,) = [c for c in answer.certificates if _ocsp_signing(c)]
+    responder.verify_directly_issued_by(issuing[0])
 
 
 def test_new_certificates_pass_pkilint_and_the_tsa_key_usage_is_shorter(
