@@ -3,7 +3,8 @@ root) and the TSA (issued by the issuing CA). The 10-minute leaves are never ask
 say ``noRevAvail`` (RFC 9608 §2) and carry no OCSP pointer (:mod:`ca.extensions`).
 
 - :func:`build_responder_certificate`: a delegated responder certificate (RFC 6960 §4.2.2.2),
-  one per CA, all for the one responder key in the HSM;
+  one per CA (the root, each issuing CA generation), all for the one responder key in the HSM;
+  :func:`renewal_due` says when one is renewed;
 - :func:`ask` reads a DER OCSPRequest (RFC 6960 §4.1) and :meth:`Question.answer` signs the
   DER OCSPResponse (§4.2); :func:`respond` does both. Built with
   cryptography's :mod:`~cryptography.x509.ocsp` builder, so the HSM key signs like any
@@ -41,6 +42,8 @@ __all__ = [
     "ask",
     "build_responder_certificate",
     "malformed",
+    "renewable",
+    "renewal_due",
     "respond",
     "try_later",
 ]
@@ -54,6 +57,8 @@ MAX_NONCE_OCTETS = 32
 #: (RFC 6960 §4.2.2.2.1): `qes init` issues 90 days and renews it once a third is left.
 RESPONDER_LIFETIME = timedelta(days=90)
 RESPONDER_RENEW_BEFORE = RESPONDER_LIFETIME / 3
+#: A responder certificate ending this close to its CA's end already lives as long as one can.
+_AT_ITS_CA_END = timedelta(minutes=1)
 
 
 def build_responder_certificate(
@@ -93,6 +98,23 @@ def build_responder_certificate(
         purpose_critical=False,
     ).add_extension(x509.OCSPNoCheck(), critical=False)
     return builder.sign(issuer_key, hash_for(issuer.public_key()))
+
+
+def renewable(responder: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether a new responder certificate from ``issuer`` could live longer than
+    ``responder``: not when it already ends with its CA, as no certificate outlives its
+    issuer's (the lifetime is cut to it, :func:`ca.cacerts.check_service_inputs`). Such a one
+    is left to end with its CA: renewing it gains nothing, and its end is the CA's."""
+    return issuer.not_valid_after_utc - responder.not_valid_after_utc > _AT_ITS_CA_END
+
+
+def renewal_due(responder: x509.Certificate, issuer: x509.Certificate, now: datetime) -> bool:
+    """Whether ``responder`` (issued by ``issuer``) is to be renewed at ``now``: once no more
+    than :data:`RESPONDER_RENEW_BEFORE` of it is left (RFC 6960 §4.2.2.2.1: with
+    id-pkix-ocsp-nocheck it cannot be revoked, so it is short-lived and renewed), unless it
+    ends with its CA (:func:`renewable`)."""
+    left = responder.not_valid_after_utc - now
+    return left <= RESPONDER_RENEW_BEFORE and renewable(responder, issuer)
 
 
 @dataclass(frozen=True)

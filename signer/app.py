@@ -239,7 +239,8 @@ async def _revocation(
     clock: Callable[[], datetime],
 ) -> RevocationStatus:
     """The CRLs and OCSP answers over the issuing CA and the built-in TSA (issue 15); the
-    issuing CA's CRL from the generation that issued the TSA certificate in use."""
+    issuing CA's CRL from the generation that issued the TSA certificate in use, OCSP answers
+    and a CRL of its own from every generation."""
     tsa = time_stamps.authority.certificate if isinstance(time_stamps, BuiltinTimeStamps) else None
     crl_issuer = authorities.issuing_ca if tsa is None else authorities.issuer_of(tsa)
     return RevocationStatus(
@@ -248,12 +249,17 @@ async def _revocation(
         settings=settings,
         chain=authorities.chain,
         tsa=tsa,
-        responders=await load_responders(CaCertificateStore(o.pool), settings),
+        responders=await load_responders(
+            CaCertificateStore(o.pool),
+            settings,
+            authorities.root,
+            (g.certificate for g in authorities.issuing),
+        ),
         clock=clock,
         issuing_crl=(crl_issuer.certificate, crl_issuer.key_label),
         root_crls=RootCrlStore(o.pool),
         tsa_issued=tuple(g.certificate for g in authorities.tsa),
-        issuing_generations=tuple((g.certificate, g.key_label) for g in authorities.issuing),
+        issuing_generations=authorities.issuing,
     )
 
 
@@ -409,7 +415,7 @@ async def _background(
     if settings.metrics.enabled:  # issue 13: gauges sampled for the scrape
         loops.append(gauges.run(o.pool, o.hsm))
     r = services.revocation
-    watched = expiry.watched(r.chain, r.tsa, r.responders)
+    watched = expiry.watched(r.chain, r.tsa, r.responders, r.issuing_generations)
     loops.append(expiry.run(watched, clock, root_crl=r.root_crl))
     cas = CaCertificateStore(o.pool)
     loops.append(

@@ -135,7 +135,7 @@ APPROVALS_PENDING = _gauge(
 CERT_NOT_AFTER = _gauge(
     "qes_certificate_not_after_timestamp_seconds",
     "notAfter of the certificates the service stands on (root, issuing, tsa, ocsp-root,"
-    " ocsp-issuing), as Unix time.",
+    " ocsp-issuing, ocsp-issuing-g<n> of a non-current issuing CA generation), as Unix time.",
     "livemax",
     ["role"],
 )

@@ -11,10 +11,12 @@ Only public endpoints of the service are used, as a relying party would: ``/ca/r
 ``/ca/root.crl``, the certificate and CRL of the issuing CA generation that certified each
 newest TSA certificate (``/ca/issuing/{key_id}.cer|.crl``, by its authority key identifier,
 so a TSA of a past issuing CA is extended too), ``/ca/issuing.cer``, the OCSP responder
-``/ocsp`` (RFC 6960; an answer about each newest TSA certificate, with its responder
-certificate: what pyHanko needs to validate that time-stamp once the certificate has expired;
-left out when the responder does not answer for a TSA of a past issuing CA (``unauthorized``
-or ``unknown``), whose CRL then says alone) and the RFC 3161 ``/tsa``. The
+``/ocsp`` (RFC 6960; an answer about each newest TSA certificate from the responder of the
+issuing CA generation that certified it, past ones included, with its responder certificate:
+what pyHanko needs to validate that time-stamp once the certificate has expired; left out
+only when the service does not answer for it, ``unauthorized`` or ``unknown``: a service from
+before each generation had its own responder, whose CRL then says alone) and the RFC 3161
+``/tsa``. The
 document never leaves this machine (the TSA sees one digest), no token is needed, and an
 archive can be extended long after its signer's account is gone. The DSS work is local, like
 ``qes sign --format pades``; the token is checked (nonce, imprint, TSA chain to the fetched
@@ -101,7 +103,7 @@ def extend(pdf: bytes, url: str, *, now: datetime, label: str) -> tuple[bytes, s
     answers, responders = [], []
     for cert in tsa_certificates:
         answer = fetch("/ocsp", ocsp_request(cert, issuers[cert.serial_number]))
-        if not _not_answered(answer):  # a TSA of a past issuing CA: its CRL alone says
+        if not _not_answered(answer):  # an older service: its CRL alone says
             responders.append(good_ocsp_answer(answer, cert, issuers[cert.serial_number]))
             answers.append(answer)
     chain = (*dict.fromkeys(issuers.values()), root)
@@ -199,8 +201,10 @@ def _issuer_key_id(certificate: Any) -> str:
 
 
 def _not_answered(answer: bytes) -> bool:
-    """Whether the responder does not answer for that TSA certificate's CA (a past issuing CA
-    generation): ``unauthorized`` (RFC 6960 §2.3) or a successful ``unknown`` (§2.2)."""
+    """Whether the responder does not answer for that TSA certificate's CA: ``unauthorized``
+    (RFC 6960 §2.3) or a successful ``unknown`` (§2.2). A service answers for every issuing CA
+    generation; one from before that did not for a past one, and `qes ltv extend` may talk
+    to it."""
     from cryptography.x509 import ocsp
 
     try:

@@ -96,7 +96,9 @@ def _describe_init(settings: Any, result: Any) -> list[str]:
         lines.append(f"TSA: external, {settings.tsa.url}")
     if result.ocsp is not None:
         ocsp_verb = "created" if result.ocsp_created else "already present"
-        lines.append(f"OCSP responder {ocsp_verb}: {result.ocsp.issuing.subject.rfc4514_string()}")
+        subject = result.ocsp.root.subject.rfc4514_string()
+        by = f"the root and {len(result.ocsp.issuing)} issuing CA generation(s)"
+        lines.append(f"OCSP responder {ocsp_verb}: {subject}, certified by {by}")
     return lines
 
 

@@ -1,13 +1,15 @@
 """`qes init`: the CA keys and their certificates, the built-in TSA's key and certificate
 (RFC 3161 §2.3, STANDARDS.md §3) unless an external TSA is configured, and the OCSP responder's
-key with its two delegated responder certificates (RFC 6960 §4.2.2.2).
+key with its delegated responder certificates (RFC 6960 §4.2.2.2): the root's, and one from
+each issuing CA generation (pending, current and past) that lacks a fresh one.
 
 The root's key lives in the offline root token (:mod:`signer.settings.offline`), never in the
 service's HSM: `qes init` is the one-machine path of the key ceremony
 (:mod:`signer.signing.ceremony`), running its steps in sequence with both tokens present
 (root create, issuing key request, root sign, import; the root's responder certificate and
 CRL likewise), each a step of the transcript. Without the root token it does only what needs
-no root (TSA, the issuing CA's responder, the log key) and says what waits for a ceremony.
+no root (TSA, the issuing CA generations' responders, the log key) and says what waits for a
+ceremony.
 
 Idempotent: when the keys exist and the stored certificates match them, nothing changes. It
 never replaces an existing key unless ``force`` is given. A missing TSA key (a CA made before
@@ -27,7 +29,7 @@ from datetime import datetime
 from cryptography import x509
 
 from ca.authority import Chain
-from ca.ocsp import RESPONDER_LIFETIME, RESPONDER_RENEW_BEFORE, build_responder_certificate
+from ca.ocsp import renewal_due
 from signer.errors import ConfigError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
@@ -38,11 +40,17 @@ from signer.signing.ceremony import (
     OnlineSide,
     RootSide,
     holds_key,
+    issue_responder_certificate,
     issued_by,
     key_identifier,
     responder_label,
 )
-from signer.signing.revocation import Responders, load_responders, save_issuing_responder
+from signer.signing.revocation import (
+    Responders,
+    load_issuing_responders,
+    load_responders,
+    save_issuing_responder,
+)
 from signer.signing.rollover import issue_tsa_certificate
 from signer.storage.authority import CaCertificateStore, Generation
 from signer.storage.policy import PolicyStore
@@ -77,10 +85,13 @@ class StoredCertificates:
     issuing: x509.Certificate | None
     tsa: x509.Certificate | None
     ocsp_root: x509.Certificate | None = None  # the root's responder (from the ceremony)
-    ocsp_issuing: x509.Certificate | None = None  # the issuing CA's (made online)
+    #: (issuing CA generation, its responder certificate), made online
+    ocsp_issuing: tuple[tuple[x509.Certificate, x509.Certificate], ...] = ()
     issuing_label: str | None = None
     tsa_label: str | None = None
     issuers: tuple[tuple[x509.Certificate, str], ...] = ()  # (certificate, key label)
+    #: every issuing CA generation, pending ones too: (certificate, key label)
+    generations: tuple[tuple[x509.Certificate, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,22 +155,37 @@ def _responder_fresh(
     label: str,
     now: datetime,
 ) -> bool:
-    """A stored responder certificate is kept while it is the responder key's, from the
-    current CA, and has more than a third of its life left (RFC 6960 §4.2.2.2.1: with
-    id-pkix-ocsp-nocheck it cannot be revoked, so it is short-lived and renewed)."""
+    """A stored responder certificate is kept while it is the responder key's, from
+    ``issuer``, and not due for renewal (:func:`ca.ocsp.renewal_due`: RFC 6960 §4.2.2.2.1,
+    with id-pkix-ocsp-nocheck it cannot be revoked, so it is short-lived and renewed once a
+    third of its life is left, unless it already ends with its CA)."""
     return (
         cert is not None
         and holds_key(session, label, cert)
         and issued_by(cert, issuer)
-        and cert.not_valid_after_utc - now > RESPONDER_RENEW_BEFORE
+        and not renewal_due(cert, issuer, now)
     )
+
+
+def _answering(
+    cert: x509.Certificate, label: str, root: x509.Certificate, session: HsmSession, now: datetime
+) -> bool:
+    """Whether the issuing CA generation ``cert`` (its key ``label``) gets a responder
+    certificate: issued by the current ``root`` (not one `qes init --force` replaced), valid
+    at ``now``, and its key still in the HSM."""
+    valid = cert.not_valid_before_utc <= now < cert.not_valid_after_utc
+    return valid and issued_by(cert, root) and holds_key(session, label, cert)
+
+
+#: Responder certificates made now: (issuing CA generation, its new responder certificate).
+_Made = tuple[tuple[x509.Certificate, x509.Certificate], ...]
 
 
 @dataclass(frozen=True)
 class _OnlineServices:
-    """On the HSM thread: the TSA (unless external) and the issuing CA's OCSP responder, made
-    in ``session`` at ``now`` from what the database holds (``stored``); ``force`` replaces
-    their keys."""
+    """On the HSM thread: the TSA (unless external) and the OCSP responder key with the
+    issuing CA generations' responder certificates, made in ``session`` at ``now`` from what
+    the database holds (``stored``); ``force`` replaces their keys."""
 
     session: HsmSession
     settings: Settings
@@ -167,22 +193,15 @@ class _OnlineServices:
     stored: StoredCertificates
     force: bool
 
-    def make(
-        self, chain: Chain
-    ) -> tuple[x509.Certificate | None, bool, x509.Certificate, bool, bool]:
-        """The TSA and the responder. The responder answering for the TSA comes from the
-        generation that issued the TSA."""
+    def make(self, chain: Chain) -> tuple[x509.Certificate | None, bool, _Made, bool]:
+        """The TSA and the responder certificates: (TSA, made now, (issuing CA generation,
+        responder certificate made now) pairs, the root's responder is due)."""
         issuing_label = self.stored.issuing_label or self.settings.ca.issuing_label
-        current = (chain, issuing_label)
         tsa, tsa_created = None, False
         if self.settings.tsa.url is None:
-            tsa, tsa_created = self._tsa(current)
-        answering = current
-        for cert, label in self.stored.issuers:
-            if tsa is not None and not issued_by(tsa, chain.issuing) and issued_by(tsa, cert):
-                answering = (Chain(issuing=cert, root=chain.root), label)
-        responder, made, root_due = self._ocsp(answering)
-        return tsa, tsa_created, responder, made, root_due
+            tsa, tsa_created = self._tsa((chain, issuing_label))
+        made, root_due = self._ocsp(chain)
+        return tsa, tsa_created, made, root_due
 
     def _tsa(self, issuer: tuple[Chain, str]) -> tuple[x509.Certificate, bool]:
         """The TSA key (created when missing, replaced with ``force``) and a certificate for
@@ -205,29 +224,27 @@ class _OnlineServices:
         )
         return cert, True
 
-    def _ocsp(self, issuer: tuple[Chain, str]) -> tuple[x509.Certificate, bool, bool]:
-        """The OCSP responder key (created when missing, replaced with ``force``) and its
-        delegated responder certificate from the issuing CA (RFC 6960 §4.2.2.2: issued by the
-        CA of the certificates it answers for); (certificate, made now, the root's responder
-        certificate must be made anew too). The root's comes from the key ceremony."""
+    def _ocsp(self, chain: Chain) -> tuple[_Made, bool]:
+        """The OCSP responder key (created when missing, replaced with ``force``) and a
+        delegated responder certificate from each issuing CA generation that lacks a fresh one
+        (RFC 6960 §4.2.2.2: issued by the CA of the certificates it answers for), made with
+        that generation's online key: a past one still answers for the TSA certificates it
+        issued, a pending one from its first day (:func:`_answering` says which generations);
+        ((generation, certificate made now) ..., the root's responder certificate must be made
+        anew too). The root's comes from the key ceremony."""
         session, stored, now, ca = self.session, self.stored, self.now, self.settings.ca
-        chain, issuing_label = issuer
         if self.force or not session.has_token_key(ca.ocsp_label):
             session.create_token_key(ca.ocsp_label, ca.curve, replace=True)
         root_due = not _responder_fresh(stored.ocsp_root, chain.root, session, ca.ocsp_label, now)
-        if _responder_fresh(stored.ocsp_issuing, chain.issuing, session, ca.ocsp_label, now):
-            assert stored.ocsp_issuing is not None
-            return stored.ocsp_issuing, False, root_due
-        cert = build_responder_certificate(
-            session.token_key(issuing_label),
-            chain.issuing,
-            session.token_key(ca.ocsp_label).public_key(),
-            ca.names,
-            ca.ocsp_common_name,
-            now=now,
-            lifetime=min(RESPONDER_LIFETIME, chain.issuing.not_valid_after_utc - now),
-        )
-        return cert, True, root_due
+        have = dict(stored.ocsp_issuing)
+        made = []
+        for issuing, label in stored.generations:
+            if not _answering(issuing, label, chain.root, session, now):
+                continue
+            if _responder_fresh(have.get(issuing), issuing, session, ca.ocsp_label, now):
+                continue
+            made.append((issuing, issue_responder_certificate(session, ca, issuing, label, now)))
+        return tuple(made), root_due
 
 
 async def _stored(
@@ -247,18 +264,22 @@ async def _stored(
         issuing=held["issuing"],
         tsa=held["tsa"],
         ocsp_root=await store.load(responder_label(settings, "root")),
-        ocsp_issuing=await store.load(responder_label(settings, "issuing")),
+        ocsp_issuing=await load_issuing_responders(
+            store, settings, (g.certificate for g in issuing)
+        ),
         issuing_label=current["issuing"].key_label if current["issuing"] else None,
         tsa_label=current["tsa"].key_label if current["tsa"] else None,
         issuers=tuple((g.certificate, g.key_label) for g in issuing if g.state != "pending"),
+        generations=tuple((g.certificate, g.key_label) for g in issuing),
     )
     return stored, current
 
 
 async def init_ca(sides: Sides, now: datetime, *, force: bool) -> InitResult:
     """`qes init`: the root and issuing CA through the ceremony (:func:`_chain`), then online
-    the TSA and the issuing CA's OCSP responder, then through the ceremony again the root's
-    OCSP responder certificate and the root's CRL when they are missing, replaced or due."""
+    the TSA and the issuing CA generations' OCSP responder certificates, then through the
+    ceremony again the root's OCSP responder certificate and the root's CRL when they are
+    missing, replaced or due."""
     online = sides.online
     settings, store = online.settings, online.certs
     stored, before = await _stored(store, settings)
@@ -267,19 +288,18 @@ async def init_ca(sides: Sides, now: datetime, *, force: bool) -> InitResult:
     made = await online.hsm.run(
         lambda s: _OnlineServices(s, settings, now, stored, force or created).make(chain)
     )
-    tsa, tsa_created, issuing_responder, ocsp_created, root_responder_due = made
+    tsa, tsa_created, responders, root_responder_due = made
     if tsa is not None and tsa_created:
         await store.save(settings.tsa.label, tsa, now)
         await store.replace(
             "tsa", before["tsa"], Generation("tsa", 1, settings.tsa.label, tsa), now
         )
-    if ocsp_created:
-        await save_issuing_responder(store, settings, issuing_responder, now)
+    for issuing, responder in responders:
+        await save_issuing_responder(store, settings, issuing, responder, now)
     due = await _root_products(sides, chain, root_responder_due, force or created)
-    ocsp = await load_responders(store, settings)
-    return InitResult(
-        chain, created, tsa, tsa_created, ocsp, ocsp_created or "ocsp-root" in due[1], due[0]
-    )
+    ocsp = await load_responders(store, settings, chain.root, (c for c, _ in stored.generations))
+    ocsp_created = bool(responders) or "ocsp-root" in due[1]
+    return InitResult(chain, created, tsa, tsa_created, ocsp, ocsp_created, due[0])
 
 
 async def _root_products(
@@ -305,15 +325,17 @@ async def _root_products(
 
 def replaced(result: InitResult) -> tuple[tuple[str, x509.Certificate], ...]:
     """The CA certificates `qes init` made anew (new keys), by role: root and issuing CA
-    together, the TSA (when it is this service's own), the two delegated OCSP responder
-    certificates (one key, RFC 6960 §4.2.2.2)."""
+    together, the TSA (when it is this service's own), the delegated OCSP responder
+    certificates of the root and the new issuing CA (one key, RFC 6960 §4.2.2.2)."""
     made: list[tuple[str, x509.Certificate]] = []
     if result.created:
         made += [("root", result.chain.root), ("issuing", result.chain.issuing)]
     if result.tsa is not None and result.tsa_created:
         made.append(("tsa", result.tsa))
     if result.ocsp is not None and result.ocsp_created:
-        made += [("ocsp-root", result.ocsp.root), ("ocsp-issuing", result.ocsp.issuing)]
+        made.append(("ocsp-root", result.ocsp.root))
+        issuing = result.ocsp.of(result.chain.issuing)
+        made += [("ocsp-issuing", issuing)] if issuing is not None else []
     return tuple(made)
 
 

@@ -39,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ca.authority import build_root_certificate
 from ca.ceremony import CeremonyError
+from ca.ocsp import RESPONDER_LIFETIME, build_responder_certificate
 from ca.requests import (
     CrlRequest,
     build_request,
@@ -223,8 +224,38 @@ def _is_responder(cert: x509.Certificate) -> bool:
 
 
 def responder_label(settings: Settings, ca: str) -> str:
-    """Where a responder certificate is stored (the key itself is ``ca.ocsp_label``)."""
+    """Where a responder certificate is stored (the key itself is ``ca.ocsp_label``): the
+    root's under ``root``; under ``issuing`` the one issuing CA responder certificate a CA
+    made before each generation had its own (:func:`issuing_responder_label`), still read."""
     return f"{settings.ca.ocsp_label}@{ca}"
+
+
+def issuing_responder_label(settings: Settings, issuing: x509.Certificate) -> str:
+    """Where the responder certificate of the issuing CA generation ``issuing`` is stored:
+    one per generation, by its subjectKeyIdentifier (RFC 5280 §4.2.1.2)."""
+    return f"{responder_label(settings, 'issuing')}:{key_identifier(issuing).hex()}"
+
+
+def issue_responder_certificate(
+    session: HsmSession,
+    ca: CaSettings,
+    issuing: x509.Certificate,
+    issuing_label: str,
+    now: datetime,
+) -> x509.Certificate:
+    """On the HSM thread: a delegated OCSP responder certificate for the one responder key
+    ``ca.ocsp_label`` from the issuing CA generation ``issuing`` (its online key
+    ``issuing_label``): RFC 6960 §4.2.2.2, issued by the CA whose certificates it answers
+    for; :data:`ca.ocsp.RESPONDER_LIFETIME`, cut to the generation's end."""
+    return build_responder_certificate(
+        session.token_key(issuing_label),
+        issuing,
+        session.token_key(ca.ocsp_label).public_key(),
+        ca.names,
+        ca.ocsp_common_name,
+        now=now,
+        lifetime=min(RESPONDER_LIFETIME, issuing.not_valid_after_utc - now),
+    )
 
 
 @dataclass(frozen=True)
@@ -382,7 +413,29 @@ class OnlineSide:
         )
         if not await self.certs.add_pending(known, pending, rolled, at, step=step):
             raise CeremonyRefused("issuing: another generation became pending first")
+        await self._responder_for(pending, at)
         return f"pending: issuing g{number} (`qes ca switch issuing` makes it current)"
+
+    async def _responder_for(self, g: Generation, at: datetime) -> None:
+        """The delegated OCSP responder certificate of the new issuing CA generation ``g``,
+        made at once with its online key, so the responder answers for what it issues from
+        its first day (RFC 6960 §4.2.2.2). Not while the responder key does not exist yet
+        (`qes init` makes it, and the certificates of every generation)."""
+        ca = self.settings.ca
+
+        def make(session: HsmSession) -> x509.Certificate | None:
+            if not session.has_token_key(ca.ocsp_label):
+                return None
+            return issue_responder_certificate(session, ca, g.certificate, g.key_label, at)
+
+        cert = await self.hsm.run(make)
+        if cert is not None:
+            await self.certs.save(issuing_responder_label(self.settings, g.certificate), cert, at)
+            log.info(
+                "ocsp_responder_certificate_made",
+                generation=g.number,
+                serial=f"{cert.serial_number:x}",
+            )
 
     async def request_crl(self) -> CrlRequest:
         """What the root's next CRL must say (RFC 5280 §5): the next CRL number of the stored

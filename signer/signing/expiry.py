@@ -1,20 +1,22 @@
 """The certificates the service stands on, watched for their end (issue 15, items 2 and 3).
 
-Root, issuing CA, built-in TSA and the two delegated OCSP responder certificates each have a
-*renewal lead*: how long before its end the operator must act. The end is ``notAfter``, but
-for the TSA the end of its key's privateKeyUsagePeriod (:func:`ca.tsa.key_usage_period`):
-after it the TSA refuses to time-stamp, so the key must be rolled (`qes ca rollover tsa`,
-`qes ca switch tsa`) before then.
+Root, issuing CA, built-in TSA and the delegated OCSP responder certificates (the root's, and
+one per issuing CA generation) each have a *renewal lead*: how long before its end the
+operator must act. The end is ``notAfter``, but for the TSA the end of its key's
+privateKeyUsagePeriod (:func:`ca.tsa.key_usage_period`): after it the TSA refuses to
+time-stamp, so the key must be rolled (`qes ca rollover tsa`, `qes ca switch tsa`) before then.
 The responders (RFC 6960 §4.2.2.2.1, id-pkix-ocsp-nocheck, so short-lived and never revoked)
 are renewed by ``qes init`` once a third of their life is left
-(``ca.ocsp.RESPONDER_RENEW_BEFORE``); the TSA key must be replaced while time-stamps made under
-it can still be validated and extended (EN 319 421 §7.7.4, key life cycle; ETSI TS 119 312 for
-lengths); the issuing CA and the root must be rolled while their successors can still be
-distributed as trust anchors (EN 319 411-1 §6.3.6 key changeover). Each worker exports
-``qes_certificate_not_after_timestamp_seconds`` and ``qes_certificate_renew_by_timestamp_seconds``
-per role (the alert rule ``QesSignerCertificateRenewalDue`` fires once ``time()`` passes the
-second), and logs ``certificate_renewal_due`` at start and every hour while one is due, naming
-what to run.
+(``ca.ocsp.RESPONDER_RENEW_BEFORE``), unless one already ends with its CA (renewing gains
+nothing: it is not watched, its CA's end is); the TSA key must be replaced while time-stamps
+made under it can still be validated and extended (EN 319 421 §7.7.4, key life cycle; ETSI TS
+119 312 for lengths); the issuing CA and the root must be rolled while their successors can
+still be distributed as trust anchors (EN 319 411-1 §6.3.6 key changeover). Each worker
+exports ``qes_certificate_not_after_timestamp_seconds`` and
+``qes_certificate_renew_by_timestamp_seconds`` per role (``ocsp-issuing`` is the current
+issuing CA generation's responder, ``ocsp-issuing-g<n>`` that of each other generation; the
+alert rule ``QesSignerCertificateRenewalDue`` fires once ``time()`` passes the second), and
+logs ``certificate_renewal_due`` at start and every hour while one is due, naming what to run.
 
 The root's CRL is signed offline in the key ceremony (:mod:`signer.signing.ceremony`), so no
 replica can renew it: each worker reads the newest imported one every hour, exports its
@@ -26,7 +28,7 @@ CA's revocation status as unknown (§6.3.3), and the B-LT validation data carrie
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,12 +36,12 @@ import structlog
 from cryptography import x509
 
 from ca.authority import Chain
-from ca.ocsp import RESPONDER_RENEW_BEFORE
+from ca.ocsp import RESPONDER_RENEW_BEFORE, renewable
 from ca.tsa import key_usage_period
 from signer import metrics, periodic
 from signer.signing.ceremony import ROOT_CRL_LEAD
 from signer.signing.revocation import Responders
-from signer.storage.authority import StoredCrl
+from signer.storage.authority import Generation, StoredCrl
 
 log = structlog.get_logger(__name__)
 CHECK_SECONDS = 3600.0
@@ -74,10 +76,17 @@ ROOT_CRL_ACTION = (
 
 @dataclass(frozen=True)
 class Watched:
-    """One certificate the service relies on, under its role."""
+    """One certificate the service relies on, under its role; ``generation`` tells apart
+    the responder certificates of issuing CA generations other than the current one."""
 
     role: str
     certificate: x509.Certificate
+    generation: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The role as exported and logged: ``ocsp-issuing-g2`` for a generation's."""
+        return self.role if self.generation is None else f"{self.role}-g{self.generation}"
 
     @property
     def not_after(self) -> datetime:
@@ -97,18 +106,25 @@ class Watched:
 
 
 def watched(
-    chain: Chain, tsa: x509.Certificate | None, responders: Responders | None
+    chain: Chain,
+    tsa: x509.Certificate | None,
+    responders: Responders | None,
+    generations: Sequence[Generation],
 ) -> tuple[Watched, ...]:
     """The service's certificates by role: no TSA with an external one, no responders before
-    ``qes init`` made them."""
+    ``qes init`` made them; the responder certificate of each issuing CA generation in
+    ``generations`` (numbered unless it is the current one's), but none that ends with its CA
+    (:func:`ca.ocsp.renewable`)."""
     found = [Watched("root", chain.root), Watched("issuing", chain.issuing)]
     if tsa is not None:
         found.append(Watched("tsa", tsa))
     if responders is not None:
-        found += [
-            Watched("ocsp-root", responders.root),
-            Watched("ocsp-issuing", responders.issuing),
-        ]
+        found.append(Watched("ocsp-root", responders.root))
+        numbers = {g.certificate: g.number for g in generations}
+        for ca, responder in responders.issuing:
+            if renewable(responder, ca):
+                number = None if ca == chain.issuing else numbers.get(ca)
+                found.append(Watched("ocsp-issuing", responder, number))
     return tuple(found)
 
 
@@ -117,13 +133,13 @@ def check(certificates: Iterable[Watched], now: datetime) -> list[Watched]:
     return those."""
     due = []
     for w in certificates:
-        metrics.CERT_NOT_AFTER.labels(w.role).set(w.not_after.timestamp())
-        metrics.CERT_RENEW_BY.labels(w.role).set(w.renew_by.timestamp())
+        metrics.CERT_NOT_AFTER.labels(w.name).set(w.not_after.timestamp())
+        metrics.CERT_RENEW_BY.labels(w.name).set(w.renew_by.timestamp())
         if now >= w.renew_by:
             due.append(w)
             log.warning(
                 "certificate_renewal_due",
-                role=w.role,
+                role=w.name,
                 not_after=w.not_after.isoformat(),
                 ends=w.ends.isoformat(),
                 days_left=max((w.ends - now).days, 0),

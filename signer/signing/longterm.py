@@ -59,13 +59,16 @@ class LongTerm:
         revocation = self.revocation
         crls = (await revocation.published_crl("root"), await revocation.published_crl("issuing"))
         answers, responders = await self._tsa_ocsp()
-        certificates = (chain.issuing, chain.root, *self.time_stamps.certificates, *responders)
+        tsa_issuer = revocation.issuing_crl[0]  # after `qes ca switch issuing`, until the TSA's
+        cas = tuple(dict.fromkeys((chain.issuing, tsa_issuer, chain.root)))
+        certificates = (*cas, *self.time_stamps.certificates, *responders)
         return ValidationData(certificates, crls, answers)
 
     async def _tsa_ocsp(self) -> tuple[tuple[bytes, ...], tuple[x509.Certificate, ...]]:
-        """The responder's ``good`` answer about the built-in TSA certificate, or nothing
-        (no responder configured, an external TSA, or a TSA not good: the CRLs still say)."""
-        tsa, issuing = self.revocation.tsa, self.revocation.chain.issuing
+        """The responder's ``good`` answer about the built-in TSA certificate, asked in the
+        name of the issuing CA generation that issued it (RFC 6960 §4.1.1), or nothing (no
+        responder configured, an external TSA, or a TSA not good: the CRLs still say)."""
+        tsa, issuing = self.revocation.tsa, self.revocation.issuing_crl[0]
         if tsa is None or self.revocation.responders is None:
             return (), ()
         answer = await self.revocation.published_answer(ocsp_request(tsa, issuing))

@@ -2,9 +2,10 @@
 each CA's CRL (RFC 5280 §5) and OCSP answers (RFC 6960).
 
 Only the long-lived certificates are revoked: the issuing CA's (an entry on the root's CRL,
-answered for by the root's delegated OCSP responder) and the TSA's (on the issuing CA's CRL,
-answered for by the issuing CA's responder). The 10-minute leaves carry ``noRevAvail`` and are
-never revoked (RFC 9608; :mod:`ca.extensions` says why).
+answered for by the root's delegated OCSP responder) and the TSA's (on the CRL of the issuing
+CA generation that certified it, answered for by that generation's own responder). The
+10-minute leaves carry ``noRevAvail`` and are never revoked (RFC 9608; :mod:`ca.extensions`
+says why).
 
 A revocation is one row in PostgreSQL (:mod:`signer.storage.revocations`), so every replica
 sees it on its next CRL or OCSP request: the CRL caches key on the revocation state's version
@@ -14,7 +15,7 @@ sees it on its next CRL or OCSP request: the CRL caches key on the revocation st
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -31,9 +32,14 @@ from ca.revocation import Revocation, reason_from_name
 from signer.errors import ConfigError, DatabaseUnavailable, HsmUnavailable, SignerError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
-from signer.signing.ceremony import key_identifier, responder_label
+from signer.signing.ceremony import (
+    issued_by,
+    issuing_responder_label,
+    key_identifier,
+    responder_label,
+)
 from signer.signing.rollover import load_authorities
-from signer.storage.authority import CaCertificateStore, RootCrlStore, StoredCrl
+from signer.storage.authority import CaCertificateStore, Generation, RootCrlStore, StoredCrl
 from signer.storage.revocations import ROLES, RevocationStore, StoredRevocation
 from signer.translog.admin import AdminLog, certificate_target
 
@@ -74,25 +80,64 @@ class AlreadyRevoked(RevocationRefused):
 
 @dataclass(frozen=True)
 class Responders:
-    """The delegated OCSP responder certificates for the one responder key: ``root`` answers
-    for what the root issued, ``issuing`` for what the issuing CA issued (RFC 6960 §4.2.2.2)."""
+    """The delegated OCSP responder certificates for the one responder key (RFC 6960
+    §4.2.2.2): ``root`` answers for what the root issued (the issuing CA generations);
+    ``issuing`` pairs each issuing CA generation that has one with its own, which answers for
+    the TSA certificates that generation issued (a past generation's still vouch for old
+    time-stamps)."""
 
     root: x509.Certificate
-    issuing: x509.Certificate
+    issuing: tuple[tuple[x509.Certificate, x509.Certificate], ...]
+
+    def of(self, ca: x509.Certificate) -> x509.Certificate | None:
+        """The responder certificate the issuing CA generation ``ca`` issued, or None."""
+        return next((r for issuer, r in self.issuing if issuer == ca), None)
 
 
-async def load_responders(store: CaCertificateStore, settings: Settings) -> Responders | None:
-    root = await store.load(responder_label(settings, "root"))
-    issuing = await store.load(responder_label(settings, "issuing"))
-    return None if root is None or issuing is None else Responders(root, issuing)
+async def load_responders(
+    store: CaCertificateStore,
+    settings: Settings,
+    root: x509.Certificate,
+    issuing: Iterable[x509.Certificate],
+) -> Responders | None:
+    """The root's responder certificate and those of the issuing CA generations ``issuing``
+    that ``root`` (the current one) issued (:func:`load_issuing_responders`; those of a CA
+    that `qes init --force` replaced stay stored, unused); None while the root's or every
+    issuing one is missing (before `qes init`)."""
+    cert = await store.load(responder_label(settings, "root"))
+    ours = [ca for ca in issuing if issued_by(ca, root)]
+    found = await load_issuing_responders(store, settings, ours)
+    return None if cert is None or not found else Responders(cert, found)
+
+
+async def load_issuing_responders(
+    store: CaCertificateStore, settings: Settings, issuing: Iterable[x509.Certificate]
+) -> tuple[tuple[x509.Certificate, x509.Certificate], ...]:
+    """(generation, its responder certificate) for each of ``issuing`` that has one stored
+    (:func:`issuing_responder_label`), each checked to be issued by it. A CA made before
+    each generation had its own stored one under ``responder_label(settings, "issuing")``:
+    it still serves the generation that issued it until `qes init` renews it there."""
+    legacy = await store.load(responder_label(settings, "issuing"))
+    found = []
+    for ca in issuing:
+        cert = await store.load(issuing_responder_label(settings, ca))
+        for candidate in (cert, legacy):
+            if candidate is not None and issued_by(candidate, ca):
+                found.append((ca, candidate))
+                break
+    return tuple(found)
 
 
 async def save_issuing_responder(
-    store: CaCertificateStore, settings: Settings, cert: x509.Certificate, now: datetime
+    store: CaCertificateStore,
+    settings: Settings,
+    issuing: x509.Certificate,
+    cert: x509.Certificate,
+    now: datetime,
 ) -> None:
-    """The issuing CA's responder certificate, made online (the root's comes from the key
-    ceremony: :mod:`signer.signing.ceremony`)."""
-    await store.save(responder_label(settings, "issuing"), cert, now)
+    """The responder certificate ``cert`` of the issuing CA generation ``issuing``, made
+    online (the root's comes from the key ceremony: :mod:`signer.signing.ceremony`)."""
+    await store.save(issuing_responder_label(settings, issuing), cert, now)
 
 
 @dataclass(frozen=True)
@@ -206,11 +251,12 @@ class RevocationStatus:
 
     ``tsa`` is the built-in TSA's certificate (None with an external TSA); ``responders`` the
     OCSP responder certificates (None until `qes init` made them: then every OCSP request is
-    answered ``unauthorized``). ``issuing_crl`` is the issuing CA generation whose CRL and
-    OCSP answers are published as the issuing CA's, as (certificate, HSM key label): the one
-    that issued the TSA certificate in use (a CRL comes from the certificate's issuer, RFC 5280
-    §6.3.3), which after `qes ca switch issuing` is still the old one until the TSA is rolled
-    too (:mod:`signer.signing.rollover`).
+    answered ``unauthorized``). ``issuing_crl`` is the issuing CA generation whose CRL is
+    published as the issuing CA's (``/ca/issuing.crl``), as (certificate, HSM key label): the
+    one that issued the TSA certificate in use (a CRL comes from the certificate's issuer,
+    RFC 5280 §6.3.3), which after `qes ca switch issuing` is still the old one until the TSA
+    is rolled too (:mod:`signer.signing.rollover`). OCSP answers for every issuing CA
+    generation, each with its own responder certificate (:meth:`_issuers`).
     """
 
     hsm: Hsm
@@ -222,12 +268,13 @@ class RevocationStatus:
     clock: Callable[[], datetime]
     issuing_crl: tuple[x509.Certificate, str]
     root_crls: RootCrlStore
-    #: Every TSA generation's certificate: OCSP answers ``good`` or ``revoked`` about each that
-    #: the ``issuing_crl`` CA issued (a past TSA's certificate still vouches for the tokens it
-    #: signed), ``unknown`` about anything else (RFC 6960 §2.2).
+    #: Every TSA generation's certificate: OCSP answers ``good`` or ``revoked`` about each in
+    #: the name of the issuing CA generation that issued it (a past TSA's certificate still
+    #: vouches for the tokens it signed), ``unknown`` about anything else (RFC 6960 §2.2).
     tsa_issued: tuple[x509.Certificate, ...] = ()
-    #: Every issuing CA generation, (certificate, HSM key label): each publishes its own CRL.
-    issuing_generations: tuple[tuple[x509.Certificate, str], ...] = ()
+    #: Every issuing CA generation (pending, current, past): each publishes its own CRL and
+    #: answers OCSP requests about what it issued.
+    issuing_generations: tuple[Generation, ...] = ()
     #: The issuing CA's CRL last published, and the OCSP answer per request embedded in B-LT
     #: data: (revocation state version, when signed, DER).
     _published: dict[str, tuple[int, datetime, bytes]] = field(
@@ -291,8 +338,8 @@ class RevocationStatus:
     def issuing_generation(self, key_id: bytes) -> tuple[x509.Certificate, str] | None:
         """The issuing CA generation (certificate, key label) whose subjectKeyIdentifier is
         ``key_id``, or None."""
-        found = [g for g in self.issuing_generations if _key_id(g[0]) == key_id]
-        return found[0] if found else None
+        found = [g for g in self.issuing_generations if _key_id(g.certificate) == key_id]
+        return (found[0].certificate, found[0].key_label) if found else None
 
     async def issuing_generation_crl(self, key_id: bytes) -> bytes | None:
         """The CRL of the issuing CA generation whose subjectKeyIdentifier is ``key_id``, as
@@ -342,17 +389,28 @@ class RevocationStatus:
 
     @cached_property
     def _issuers(self) -> list[IssuerStatus]:
-        """Who answers for what (fixed for a replica's life: built once, not per request);
-        the revocations are read per request (:meth:`_answer`)."""
+        """Who answers for what (fixed for a replica's life: built once, not per request; the
+        revocations are read per request, :meth:`_answer`): the root's responder for every
+        issuing CA generation the root issued, pending and past ones too; each issuing CA
+        generation's own responder (RFC 6960 §4.2.2.2) for the TSA certificates it issued. A
+        generation without a responder certificate, or of a root that `qes init --force`
+        replaced, is answered for by no one (``unauthorized``, §2.3)."""
         if self.responders is None:
             return []
-        chain, issuing = self.chain, self.issuing_crl[0]
-        issued_here = [c for c in self.tsa_issued if _authority_key_id(c) == _key_id(issuing)]
-        issuing_issued = {c.serial_number: None for c in issued_here}
-        return [
-            IssuerStatus(chain.root, self.responders.root, {chain.issuing.serial_number: None}),
-            IssuerStatus(issuing, self.responders.issuing, issuing_issued, (issuing,)),
+        root = self.chain.root
+        generations = [g.certificate for g in self.issuing_generations]
+        generations = generations or list(dict.fromkeys((self.chain.issuing, self.issuing_crl[0])))
+        ours = [c for c in generations if _authority_key_id(c) == _key_id(root)]
+        statuses = [
+            IssuerStatus(root, self.responders.root, dict.fromkeys(c.serial_number for c in ours))
         ]
+        for ca in ours:
+            responder = self.responders.of(ca)
+            if responder is not None:
+                issued = [c for c in self.tsa_issued if _authority_key_id(c) == _key_id(ca)]
+                serials = dict.fromkeys(c.serial_number for c in issued)
+                statuses.append(IssuerStatus(ca, responder, serials, (ca,)))
+        return statuses
 
     async def _answer(self, question: Question) -> bytes:
         about = question.about

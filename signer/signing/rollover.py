@@ -17,9 +17,10 @@ verifiable. Here that is two operator commands, each an admin act in the transpa
 
 Every generation's certificate stays in the trust bundle forever with the period in which it
 issued (``issued_from``, ``issued_until``). The old issuing CA's key stays in the HSM: it
-still signs the issuing CA's CRL while the TSA certificate it issued is in use (the CRL of a
-certificate must come from its issuer, RFC 5280 §6.3.3), and no leaf it issued needs one
-(RFC 9608). The old TSA key stays too, unused: its privateKeyUsagePeriod ends anyway.
+still signs its CRL (the CRL of a certificate must come from its issuer, RFC 5280 §6.3.3) and
+its OCSP responder's certificate (RFC 6960 §4.2.2.2) for the TSA certificates it issued, and
+no leaf it issued needs either (RFC 9608). The old TSA key stays too, unused: its
+privateKeyUsagePeriod ends anyway.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import asyncio
 import getpass
 import hashlib
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -341,12 +342,19 @@ async def test_init_force_is_logged_per_new_certificate(site: Site) -> None:
         await _integrated(conn)
         roles = ["issuing", "ocsp-issuing", "ocsp-root", "root", "tsa"]
         assert [r["detail"] for r in rows] == roles
-        labels = {"issuing": ("adm-ca-", ""), "root": ("adm-root-", ""), "tsa": ("adm-tsa-", "")}
-        labels |= {"ocsp-issuing": ("adm-ocsp-", "@issuing"), "ocsp-root": ("adm-ocsp-", "@root")}
+        labels = {"issuing": "adm-ca-[^@]+", "root": "adm-root-[^@]+", "tsa": "adm-tsa-[^@]+"}
+        # one responder certificate per issuing CA generation, by its key identifier: the
+        # new issuing CA's (the replaced one's stays stored, answering for nothing)
+        (issuing,) = [c for k, c in stored.items() if re.fullmatch(labels["issuing"], k)]
+        key_id = issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        labels |= {
+            "ocsp-issuing": f"adm-ocsp-.+@issuing:{key_id.value.digest.hex()}",
+            "ocsp-root": "adm-ocsp-.+@root",
+        }
         for row in rows:
             assert row["actor_subject"] == "cli:ceremony-carl"
-            start, end = labels[row["detail"]]
-            cert = next(c for k, c in stored.items() if k.startswith(start) and k.endswith(end))
+            label = labels[row["detail"]]
+            cert = next(c for k, c in stored.items() if re.fullmatch(label, k))
             assert row["certificate_serial"] == format(cert.serial_number, "x")
             fields = dict(entry_fields(entries[str(row["id"])])[1])
             assert fields["target_sha256"] == cert.fingerprint(hashes.SHA256())

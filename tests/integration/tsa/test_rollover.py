@@ -31,6 +31,7 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 
@@ -77,6 +78,7 @@ class Rolled:
     pending: Signed  # after `qes ca rollover issuing`, before the switch: still generation 1
     middle: Signed  # issuing CA switched, TSA not yet: issuing g2, TSA g1
     middle_crl: bytes  # the issuing CA's CRL then: from issuing g1, the TSA's issuer
+    middle_lt: bytes  # a PAdES B-LT PDF signed then
     after: Signed  # after both switches and a restart: generation 2
     bundle: dict[str, object]  # the trust bundle as JSON, from the restarted service
     bundle_pem: Path
@@ -143,7 +145,9 @@ def rolled(
     work = tmp_path_factory.mktemp("rollover")
     with own_ca(softhsm_token, pg_admin, idp, work, "roll") as (env, port):
         said: dict[str, str] = {}
-        before, pending, middle, middle_crl = _roll_the_issuing_ca(env, port, idp, work, said)
+        before, pending, middle, middle_crl, middle_lt = _roll_the_issuing_ca(
+            env, port, idp, work, said
+        )
         for step in ("rollover tsa", "switch tsa"):
             said[step] = _ca(env, *step.split())
         signer = SignerProcess(env, port, work / "last.log").start()  # takes the switch
@@ -154,7 +158,7 @@ def rolled(
             bundle_pem.write_text(bundle["pem"])
             yield Rolled(
                 env, env["QES_DATABASE_URL"], idp, work, signer, before, pending, middle,
-                middle_crl, after, bundle, bundle_pem, said,
+                middle_crl, middle_lt, after, bundle, bundle_pem, said,
             )  # fmt: skip
         finally:
             signer.stop()
@@ -162,10 +166,11 @@ def rolled(
 
 def _roll_the_issuing_ca(
     env: dict[str, str], port: int, idp: RunningIdp, work: Path, said: dict[str, str]
-) -> tuple[Signed, Signed, Signed, bytes]:
+) -> tuple[Signed, Signed, Signed, bytes, bytes]:
     """Sign under generation 1; roll the issuing CA (the old one still signs) and switch; a
     restarted replica then signs under issuing g2 while its TSA is still g1, certified by
-    issuing g1, whose CRL it publishes. The three signatures and that CRL."""
+    issuing g1, whose CRL it publishes. The three signatures, that CRL and a B-LT PDF signed
+    then."""
     checks_often = {**env, "QES__CA__SWITCH_CHECK_SECONDS": "1"}
     first = SignerProcess(checks_often, port, work / "first.log").start()
     try:
@@ -181,9 +186,17 @@ def _roll_the_issuing_ca(
     try:
         middle = _sign(second, idp, work / "middle")
         crl = _fetch(f"{second.url}/ca/issuing.crl")
+        headers = {**api_headers(_token(idp)), "Content-Type": "application/pdf"}
+        request = urllib.request.Request(  # noqa: S310
+            f"{second.url}/api/v1/signatures/pdf?field=Approval&level=b-lt",
+            multi_page_pdf(1),
+            headers,
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+            middle_lt = resp.read()
     finally:
         second.stop()
-    return before, pending, middle, crl
+    return before, pending, middle, crl, middle_lt
 
 
 def _noticed(signer: SignerProcess, seconds: float) -> list[dict[str, object]]:
@@ -316,6 +329,22 @@ def test_what_was_signed_before_validates_after_the_switch(rolled: Rolled, tmp_p
         assert judged.stdout.strip().endswith(":VALID"), judged.stdout
 
 
+def test_b_lt_between_the_switches_carries_the_tsa_issuers_ocsp_answer(rolled: Rolled) -> None:
+    """Signed at B-LT while issuing g2 issues and TSA g1 (certified by issuing g1) still
+    time-stamps: the DSS holds issuing g1's certificate and a good OCSP answer about TSA g1
+    from issuing g1's own responder (asked under issuing g1's CertID, RFC 6960 §4.1.1)."""
+    dss = DocumentSecurityStore.read_dss(PdfFileReader(BytesIO(rolled.middle_lt)))
+    issuing = [_cert(g) for g in _generations(rolled, "issuing")]
+    tsa = _cert(_generations(rolled, "tsa")[0])
+    certs = [x509.load_der_x509_certificate(c.get_object().data) for c in dss.certs.values()]
+    assert issuing[0] in certs and tsa in certs
+    (answer,) = [ocsp.load_der_ocsp_response(o.get_object().data) for o in dss.ocsps]
+    assert answer.serial_number == tsa.serial_number
+    assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+    (responder,) = [c for c in answer.certificates if _ocsp_signing(c)]
+    responder.verify_directly_issued_by(issuing[0])
+
+
 def test_new_certificates_pass_pkilint_and_the_tsa_key_usage_is_shorter(
     rolled: Rolled, tmp_path: Path
 ) -> None:
@@ -379,14 +408,16 @@ async def test_rollover_and_switch_are_logged_admin_acts(rolled: Rolled) -> None
 
 
 def test_init_after_the_switch_keeps_the_new_generations(rolled: Rolled, tmp_path: Path) -> None:
-    """`qes init` checks the current generations' keys, not the configured labels, and renews
-    the issuing CA's OCSP responder certificate from the new issuing CA: after a restart
-    `openssl ocsp` gets a verified "good" for TSA g2 (README "Rollover")."""
+    """`qes init` checks the current generations' keys, not the configured labels, and finds
+    an OCSP responder certificate of each issuing CA generation: issuing g2's was made when it
+    was imported (pending), so nothing is made; after a restart `openssl ocsp` gets a verified
+    "good" for TSA g2 (README "Rollover")."""
     done = qes_init(rolled.env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("CA already present") and lines[1].startswith("TSA already")
-    assert lines[2].startswith("OCSP responder created")
+    assert lines[2].startswith("OCSP responder already present"), lines[2]
+    assert lines[2].endswith("certified by the root and 2 issuing CA generation(s)"), lines[2]
     rolled.signer.stop()
     rolled.signer.start()
     files = {}
@@ -442,9 +473,9 @@ def test_a_pdf_stamped_by_the_past_tsa_is_extended_after_both_switches(
 ) -> None:
     """`qes ltv extend` of the PDF signed before the rollover (its time-stamp by TSA g1,
     certified by issuing g1): after both switches it fetches issuing g1's certificate and CRL
-    by the TSA certificate's key identifier, goes without the OCSP answer (the responder now
-    answers for issuing g2 only: unknown), and TSA g2 adds the archive time-stamp. `qes
-    verify` a year on accepts it as B-LTA."""
+    by the TSA certificate's key identifier and the OCSP answer about TSA g1 from issuing g1's
+    own responder, and TSA g2 adds the archive time-stamp. `qes verify` a year on accepts it
+    as B-LTA."""
     extended = tmp_path / "extended.pdf"
     done = cli("ltv", "extend", rolled.before.pdf, "--url", rolled.signer.url, "--out", extended)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -452,11 +483,24 @@ def test_a_pdf_stamped_by_the_past_tsa_is_extended_after_both_switches(
     assert f"by {tsa[1].subject.rfc4514_string()}" in done.stdout, done.stdout
     dss = DocumentSecurityStore.read_dss(PdfFileReader(BytesIO(extended.read_bytes())))
     issuers = {x509.load_der_x509_crl(c.get_object().data).issuer for c in dss.crls}
-    assert _cert(_generations(rolled, "issuing")[0]).subject in issuers and not list(dss.ocsps)
+    assert _cert(_generations(rolled, "issuing")[0]).subject in issuers
+    (answer,) = [ocsp.load_der_ocsp_response(o.get_object().data) for o in dss.ocsps]
+    assert answer.serial_number == tsa[0].serial_number
+    assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+    (responder,) = [c for c in answer.certificates if _ocsp_signing(c)]
+    assert _issuer_key_id(responder) == _key_id(_cert(_generations(rolled, "issuing")[0]))
     later = (datetime.now(UTC) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
     verified = qes_verify(extended, "--trust", rolled.bundle_pem, "--at", later)
     assert verified.returncode == 0 and verified.stdout.startswith("VALID  "), verified.stdout
     assert "PAdES-B-LTA" in verified.stdout, verified.stdout
+
+
+def _ocsp_signing(cert: x509.Certificate) -> bool:
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING in usage
 
 
 def _distribution(cert: x509.Certificate) -> tuple[str, str]:
@@ -477,8 +521,61 @@ def _served(rolled: Rolled, url: str) -> str:
     return rolled.signer.url + "/ca" + url.removeprefix(PKI_URL)
 
 
+def ocsp_status(url: str, issuer: Path, cert: Path, trust: Path) -> str:
+    """What `openssl ocsp` hears from the service at ``url`` about ``cert`` (its ``issuer``
+    names the CertID, RFC 6960 §4.1.1), the answer verified against ``trust`` only (the
+    delegated responder's certificate and its CA come in the answer): its status and reason."""
+    done = run(
+        "openssl", "ocsp", "-issuer", issuer, "-cert", cert, "-url", f"{url}/ocsp",
+        "-CAfile", trust, "-no_nonce",
+    )  # fmt: skip
+    assert done.returncode == 0 and "Response verify OK" in done.stderr, done.stdout + done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    status = lines[0].removeprefix(f"{cert}: ")
+    reason = next((line for line in lines if line.startswith("Reason:")), "")
+    return f"{status} {reason}".strip()
+
+
+def pem_files(url: str, where: Path) -> dict[str, Path]:
+    """From the trust bundle of the service at ``url``: ``root`` and every issuing CA and TSA
+    generation's certificate as PEM files, ``issuing1``, ``tsa2``..."""
+    bundle = json.loads(_fetch(f"{url}/api/v1/trust-bundle"))
+    files = {"root": where / "root.pem"}
+    files["root"].write_text(bundle["root"])
+    for g in bundle["generations"]:
+        name = f"{g['role']}{g['generation']}"
+        files[name] = where / f"{name}.pem"
+        files[name].write_text(g["certificate"])
+    return files
+
+
+def test_every_issuing_generation_answers_ocsp(rolled: Rolled, tmp_path: Path) -> None:
+    """Runs last but one, after both switches and issuing g3's import (pending): each issuing
+    CA generation's own delegated responder certificate (RFC 6960 §4.2.2.2) answers for the
+    TSA certificates it issued, so `openssl ocsp` about TSA g1 (CertID by issuing g1) says
+    good, and revoked once `qes ca revoke` revoked it; the root's responder says good about
+    every issuing CA generation, the pending one included. Each answer is verified against
+    the root alone."""
+    url = rolled.signer.url
+    files = pem_files(url, tmp_path)
+    root, asked = files["root"], (("issuing1", "tsa1"), ("issuing2", "tsa2"))
+    for issuer, cert in asked:
+        assert ocsp_status(url, files[issuer], files[cert], root) == "good", cert
+    for issuing in ("issuing1", "issuing2", "issuing3"):
+        assert ocsp_status(url, root, files[issuing], root) == "good", issuing
+    # issuing g3 (pending) answers from its first day: about TSA g2, which it did not issue
+    assert ocsp_status(url, files["issuing3"], files["tsa2"], root) == "unknown"
+    serial = f"{_cert(_generations(rolled, 'tsa')[0]).serial_number:x}"
+    _ca(rolled.env, "revoke", serial, "--reason", "keyCompromise")
+    assert (
+        ocsp_status(url, files["issuing1"], files["tsa1"], root) == "revoked Reason: keyCompromise"
+    )
+    assert ocsp_status(url, files["issuing2"], files["tsa2"], root) == "good"
+    assert ocsp_status(url, root, files["issuing1"], root) == "good"
+
+
 def test_each_issuing_generation_publishes_its_own_crl(rolled: Rolled, tmp_path: Path) -> None:
-    """Runs last: it revokes TSA g1. Each TSA certificate names its own issuing CA's CRL and
+    """Runs last: TSA g1 is revoked. Each TSA certificate names its own issuing CA's CRL and
     certificate (``/ca/issuing/{key_id}.crl|.cer``), served for past generations too, so TSA
     g1, certified by issuing g1, can be revoked after both switches and relying parties see
     it (`openssl crl` verifies each CRL against its own CA); unknown key ids are 404."""
@@ -492,7 +589,9 @@ def test_each_issuing_generation_publishes_its_own_crl(rolled: Rolled, tmp_path:
         assert crl_url == f"{PKI_URL}/issuing/{key_id}.crl"
         assert issuer_url == f"{PKI_URL}/issuing/{key_id}.cer"
         assert x509.load_der_x509_certificate(_fetch(_served(rolled, issuer_url))) == ca
-    _ca(rolled.env, "revoke", f"{tsa[0].serial_number:x}", "--reason", "superseded")
+    # TSA g1 was revoked by test_every_issuing_generation_answers_ocsp, or is now
+    done = qes(rolled.env, "ca", "revoke", f"{tsa[0].serial_number:x}", "--reason", "superseded")
+    assert done.returncode == 0 or "was revoked before" in done.stderr, done.stderr
     for number, (ca, (crl_url, _)) in enumerate(zip(issuing, urls, strict=True), 1):
         crl_file, chain = tmp_path / f"g{number}.crl", tmp_path / f"chain{number}.pem"
         crl_file.write_bytes(_fetch(_served(rolled, crl_url)))

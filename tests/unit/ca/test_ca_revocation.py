@@ -16,7 +16,14 @@ from cryptography.x509 import ocsp
 
 from ca.authority import build_crl
 from ca.errors import PolicyError
-from ca.ocsp import IssuerStatus, build_responder_certificate, respond
+from ca.ocsp import (
+    RESPONDER_RENEW_BEFORE,
+    IssuerStatus,
+    build_responder_certificate,
+    renewable,
+    renewal_due,
+    respond,
+)
 from ca.revocation import REASONS, Revocation, reason_from_name
 from tests.support.pki import NAMES, Pki, make_pki, pem
 from tests.support.pkilint import lint, write_pem
@@ -152,6 +159,32 @@ def test_responder_certificate_profile(pki: Pki, tmp_path: Path) -> None:
             pki.root_key, pki.chain.root, pki.root_key.public_key(), NAMES, "x",
             now=pki.clock(), lifetime=DAY,
         )  # fmt: skip
+
+
+def test_a_responder_is_renewed_a_third_before_its_end_unless_it_ends_with_its_ca(
+    pki: Pki,
+) -> None:
+    """RFC 6960 §4.2.2.2.1: with id-pkix-ocsp-nocheck a responder certificate is short-lived
+    and renewed once a third of its life is left; one cut to its CA's end (a past issuing CA
+    generation near its end) is not: a new one could live no longer."""
+    key, now = ec.generate_private_key(ec.SECP256R1()), pki.clock()
+    issuing = pki.chain.issuing
+
+    def made(lifetime: timedelta) -> x509.Certificate:
+        return build_responder_certificate(
+            pki.issuing_key, issuing, key.public_key(), NAMES, "R", now=now, lifetime=lifetime
+        )
+
+    full = made(90 * DAY)
+    renew_at = full.not_valid_after_utc - RESPONDER_RENEW_BEFORE
+    assert renewable(full, issuing)
+    assert not renewal_due(full, issuing, renew_at - timedelta(seconds=1))
+    assert renewal_due(full, issuing, renew_at)
+    cut = made(issuing.not_valid_after_utc - now)  # as `qes init` cuts it near the CA's end
+    assert not renewable(cut, issuing)
+    assert not renewal_due(cut, issuing, cut.not_valid_after_utc - DAY)
+    almost = made(issuing.not_valid_after_utc - now - 2 * DAY)  # a renewal gains two days
+    assert renewal_due(almost, issuing, almost.not_valid_after_utc - DAY)
 
 
 def _statuses(pki: Pki, r: Responders, revoked: Revocation | None) -> list[IssuerStatus]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from ca.authority import Chain, build_issuing_certificate
 from ca.ocsp import RESPONDER_RENEW_BEFORE, build_responder_certificate
 from ca.tsa import key_usage_period
 from signer import metrics
 from signer.signing import expiry
 from signer.signing.revocation import Responders
-from tests.support.pki import NAMES, TSA_KEY_USAGE, make_pki
+from signer.storage.authority import Generation
+from tests.support.pki import NAMES, POLICY, TSA_KEY_USAGE, make_pki
 
 DAY = timedelta(days=1)
 
@@ -24,18 +27,19 @@ def test_renewal_is_due_a_lead_before_the_end_and_says_what_to_do() -> None:
     pki = make_pki()
     now = pki.clock()
     key = pki.signer()[0]
-    responders = Responders(
-        *(
-            build_responder_certificate(
-                k, c, key.public_key(), NAMES, "OCSP", now=now, lifetime=90 * DAY
-            )
-            for k, c in ((pki.root_key, pki.chain.root), (pki.issuing_key, pki.chain.issuing))
+    root_responder, issuing_responder = (
+        build_responder_certificate(
+            k, c, key.public_key(), NAMES, "OCSP", now=now, lifetime=90 * DAY
         )
+        for k, c in ((pki.root_key, pki.chain.root), (pki.issuing_key, pki.chain.issuing))
     )
+    responders = Responders(root_responder, ((pki.chain.issuing, issuing_responder),))
     tsa = pki.tsa().certificate
-    watched = expiry.watched(pki.chain, tsa, responders)
+    generations = (Generation("issuing", 1, "ca", pki.chain.issuing, now),)
+    watched = expiry.watched(pki.chain, tsa, responders, generations)
     assert [w.role for w in watched] == ["root", "issuing", "tsa", "ocsp-root", "ocsp-issuing"]
-    assert [w.role for w in expiry.watched(pki.chain, None, None)] == ["root", "issuing"]
+    assert [w.name for w in watched] == [w.role for w in watched]
+    assert [w.role for w in expiry.watched(pki.chain, None, None, ())] == ["root", "issuing"]
 
     with structlog.testing.capture_logs() as logs:
         assert expiry.check(watched, now) == []
@@ -72,3 +76,48 @@ def test_renewal_is_due_a_lead_before_the_end_and_says_what_to_do() -> None:
     (tsa_log,) = [e for e in logs if e["role"] == "tsa"]
     assert tsa_log["days_left"] == 0 and tsa_log["ends"] == usage_end.isoformat()
     assert "qes ca rollover tsa" in tsa_log["action"]
+
+
+def test_every_issuing_generations_responder_is_watched_under_its_number() -> None:
+    """The current issuing CA generation's responder is ``ocsp-issuing``, each other one's
+    ``ocsp-issuing-g<n>`` (its own gauge and log line); one that ends with its CA (cut to it:
+    renewing gains nothing) is not watched, its CA's end is."""
+    pki = make_pki()
+    now = pki.clock()
+    key = pki.signer()[0]
+    short_key = ec.generate_private_key(ec.SECP256R1())
+    short = build_issuing_certificate(  # a pending generation that ends in 40 days
+        pki.root_key, pki.chain.root, short_key.public_key(), NAMES, POLICY, now, 40 * DAY
+    )
+    past = pki.chain.issuing
+    current = build_issuing_certificate(
+        pki.root_key, pki.chain.root, pki.tsa_key.public_key(), NAMES, POLICY, now, 900 * DAY
+    )
+    made = [
+        build_responder_certificate(k, c, key.public_key(), NAMES, "OCSP", now=now, lifetime=d)
+        for k, c, d in (
+            (pki.root_key, pki.chain.root, 90 * DAY),
+            (pki.issuing_key, past, 90 * DAY),
+            (pki.tsa_key, current, 90 * DAY),
+            (short_key, short, 40 * DAY - timedelta(seconds=1)),
+        )
+    ]
+    responders = Responders(made[0], ((past, made[1]), (current, made[2]), (short, made[3])))
+    generations = (
+        Generation("issuing", 1, "ca", past, now - DAY, now),
+        Generation("issuing", 2, "ca-g2", current, now),
+        Generation("issuing", 3, "ca-g3", short),
+    )
+    chain = Chain(issuing=current, root=pki.chain.root)
+    watched = expiry.watched(chain, None, responders, generations)
+    assert [(w.name, w.certificate) for w in watched[2:]] == [
+        ("ocsp-root", made[0]),
+        ("ocsp-issuing-g1", made[1]),
+        ("ocsp-issuing", made[2]),
+    ]
+    at = made[1].not_valid_after_utc - RESPONDER_RENEW_BEFORE
+    with structlog.testing.capture_logs() as logs:
+        due = expiry.check(watched, at)
+    assert [w.name for w in due] == ["ocsp-root", "ocsp-issuing-g1", "ocsp-issuing"]
+    assert [e["role"] for e in logs] == [w.name for w in due]
+    assert _gauge(metrics.CERT_RENEW_BY, "ocsp-issuing-g1") == at.timestamp()
