@@ -65,6 +65,9 @@ class InitResult:
     ocsp_created: bool = False
     #: What still needs the offline root (no root token given): e.g. "root CRL".
     root_due: tuple[str, ...] = ()
+    #: The online HSM holds the current root's key (a CA made before the offline root, or
+    #: ``[offline]`` naming the online token): README "Key ceremony" says how to move it out.
+    root_key_online: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,8 +280,16 @@ async def init_ca(sides: Sides, now: datetime, *, force: bool) -> InitResult:
         await save_issuing_responder(store, settings, issuing_responder, now)
     due = await _root_products(sides, chain, root_responder_due, force or created)
     ocsp = await load_responders(store, settings)
+    _, online_root = await _holds(online.hsm, settings.ca.root_label, chain.root)
     return InitResult(
-        chain, created, tsa, tsa_created, ocsp, ocsp_created or "ocsp-root" in due[1], due[0]
+        chain,
+        created,
+        tsa,
+        tsa_created,
+        ocsp,
+        ocsp_created or "ocsp-root" in due[1],
+        due[0],
+        online_root,
     )
 
 

@@ -382,6 +382,46 @@ class OnlineSide:
             raise CeremonyRefused("issuing: another generation became pending first")
         return f"pending: issuing g{number} (`qes ca switch issuing` makes it current)"
 
+    async def retire_root(self) -> tuple[Generation, ...]:
+        """Destroy every key of a replaced root that the online HSM still holds (a CA made
+        before the offline root kept its root key there; `qes init --force` with ``[offline]``
+        naming a token of its own replaced it, but its certificate stays a trust anchor in the
+        trust bundle's history, so its key must not outlive it online: RFC 3647 §6.2.10, EN 319
+        411-1 §6.5.1 via EN 319 401 §7.5). Each destruction is a ``key-destroy`` step of the
+        transcript, logged. Refused while the current root's key is online (replace it first)
+        and when no past root's key is there; the roots whose keys were destroyed."""
+        base = self.settings.ca.root_label
+        roots = await self.certs.generations("root", base)
+        self.transcript.read()  # a broken transcript refuses before anything is destroyed
+
+        def destroy(session: HsmSession) -> tuple[Generation, ...]:
+            if any(
+                holds_key(session, g.key_label, g.certificate)
+                for g in roots
+                if g.state == "current"
+            ):
+                raise CeremonyRefused(
+                    f"the online HSM's {base} is the current root's key: replace the root first"
+                    " (qes init --force with [offline] naming a token of its own)"
+                )
+            held = tuple(
+                g
+                for g in roots
+                if g.state == "past" and holds_key(session, g.key_label, g.certificate)
+            )
+            for g in held:
+                session.destroy_token_key(g.key_label)
+            return held
+
+        destroyed = await self.hsm.run(destroy)
+        if not destroyed:
+            raise CeremonyRefused("the online HSM holds no root key of this CA: nothing to retire")
+        for g in destroyed:
+            facts = {**_cert_facts(g.certificate), "role": "root", "key_label": g.key_label}
+            await self.policy.record_once(self._record("key-destroy", facts))
+            log.warning("ca_root_key_destroyed", key_label=g.key_label, spki=facts["spki_sha256"])
+        return destroyed
+
     async def request_crl(self) -> CrlRequest:
         """What the root's next CRL must say (RFC 5280 §5): the next CRL number of the stored
         root (reserved now, so numbers only grow) and every revocation of what it issued."""
