@@ -134,7 +134,8 @@ async def _chain(sides: Sides, stored: StoredCertificates, *, force: bool) -> tu
     root, _ = await sides.root.create(None, force=True)
     await online.import_root(root, replace=True)
     csr, _ = await online.request("issuing", fresh=True)
-    await online.import_certificate(await sides.root.sign(root, csr, "issuing"))
+    issuing_cert = await sides.root.sign(root, csr, "issuing")
+    await online.import_certificate(issuing_cert, replace=True)
     issuing = await online.certs.current("issuing", ca.issuing_label)
     assert issuing is not None
     return Chain(issuing=issuing.certificate, root=root), True

@@ -253,13 +253,13 @@ class OnlineSide:
         return root
 
     async def _issuing_label(self, fresh: bool) -> str:
-        """The key label a new issuing CA gets: the configured one for the first (or, with
-        ``fresh``, a replacing `qes init --force`), else the next generation's."""
+        """The key label a new issuing CA gets: the configured one for the first, else the
+        next generation's, also for a replacing `qes init --force` (``fresh``): the replaced
+        issuing CA keeps its key, to go on signing its CRL, the distribution point of the TSA
+        certificates it certified (RFC 5280 §6.3.3; README "Rollover")."""
         base = self.settings.ca.issuing_label
         known = await self.certs.generations("issuing", base)
-        if fresh:
-            return base
-        if any(g.state == "pending" for g in known):
+        if not fresh and any(g.state == "pending" for g in known):
             raise CeremonyRefused("issuing: a generation is pending: `qes ca switch issuing` first")
         return _next_label(base, known)
 
@@ -313,19 +313,22 @@ class OnlineSide:
         cert: x509.Certificate,
         before: Generation | None,
         logged: LoggedAction,
+        key_label: str | None = None,
     ) -> None:
-        """``cert`` becomes ``role``'s current certificate; the one ``before`` stays in the
-        history (:meth:`CaCertificateStore.replace`)."""
+        """``cert`` becomes ``role``'s current certificate, stored under the configured
+        ``label``, its key under ``key_label`` (default ``label``); the one ``before`` stays in
+        the history (:meth:`CaCertificateStore.replace`)."""
         at = logged.action.acted_at
         await self.certs.save_logged(label, cert, at, logged)
-        await self.certs.replace(role, before, Generation(role, 1, label, cert), at)
+        await self.certs.replace(role, before, Generation(role, 1, key_label or label, cert), at)
 
-    async def import_certificate(self, cert: x509.Certificate) -> str:
+    async def import_certificate(self, cert: x509.Certificate, *, replace: bool = False) -> str:
         """Take in what the root signed: the root itself (:meth:`import_root`), the OCSP
         responder's certificate for the root, or an issuing CA (current when there is none or
         it replaces a key under the configured label, else pending). Each must chain to the
-        stored root and certify the key the online HSM holds under the requested label. What
-        was done, in words; importing the same certificate again changes nothing."""
+        stored root and certify the key the online HSM holds under the requested label; with
+        ``replace`` (`qes init --force`) the issuing CA is current at once. What was done, in
+        words; importing the same certificate again changes nothing."""
         if cert.issuer == cert.subject and issued_by(cert, cert):
             made = await self.import_root(cert)
             return "root stored" if made else "root already stored"
@@ -334,7 +337,7 @@ class OnlineSide:
             raise CeremonyRefused("certificate: not issued by the stored root")
         if _is_responder(cert):
             return await self._import_responder(cert)
-        return await self._import_issuing(cert)
+        return await self._import_issuing(cert, replace)
 
     async def _held_under(self, cert: x509.Certificate, labels: tuple[str, ...]) -> str:
         """Which of ``labels`` names the online key ``cert`` certifies (the requested one)."""
@@ -358,7 +361,7 @@ class OnlineSide:
         await self.certs.save_logged(label, cert, logged.action.acted_at, logged)
         return "OCSP responder certificate (root) stored"
 
-    async def _import_issuing(self, cert: x509.Certificate) -> str:
+    async def _import_issuing(self, cert: x509.Certificate, replace: bool) -> str:
         base = self.settings.ca.issuing_label
         known = await self.certs.generations("issuing", base)
         if any(g.certificate == cert for g in known):
@@ -366,10 +369,9 @@ class OnlineSide:
         current = next((g for g in known if g.state == "current"), None)
         label = await self._held_under(cert, (base, _next_label(base, known)))
         facts = {**_cert_facts(cert), "role": "issuing", "key_label": label}
-        if current is None or label == base:  # the first, or a replacing `qes init --force`
-            await self._store_current(
-                "issuing", base, cert, current, self._record("certificate-import", facts)
-            )
+        if current is None or label == base or replace:  # the first, or `qes init --force`
+            logged = self._record("certificate-import", facts)
+            await self._store_current("issuing", base, cert, current, logged, key_label=label)
             return f"issuing CA stored as current (key {label})"
         number = max(g.number for g in known) + 1
         pending = Generation("issuing", number, label, cert)

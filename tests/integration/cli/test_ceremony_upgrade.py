@@ -20,6 +20,8 @@ token of its own replaces the root (a new CA); `qes ca retire-root` destroys the
 the online token still held (a ``key-destroy`` step of the transcript, logged): afterwards the
 online token holds no root key at all. What was signed before still verifies (`qes verify`
 against the trust bundle, whose history keeps the old root, and OpenSSL against the old root),
+the replaced issuing CA still signs a valid CRL for the TSA certificates it certified (before,
+`qes init --force` replaced its key under the same label and that CRL answered 500),
 new signatures chain to the new root, and `qes audit verify` rebuilds every entry."""
 
 from __future__ import annotations
@@ -180,6 +182,18 @@ def _replace_and_retire(
     assert steps[-1] == "key-destroy"
 
 
+def _old_issuing_crl_verifies(signer: SignerProcess, chain: Path, work: Path) -> None:
+    """The replaced issuing CA still signs its CRL, the CRL distribution point of the TSA
+    certificates it certified (README "Rollover"): its key stayed in the HSM."""
+    *_, issuing, _root = x509.load_pem_x509_certificates(chain.read_bytes())
+    key_id = issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    (work / "old-issuing.pem").write_bytes(issuing.public_bytes(Encoding.PEM))
+    (work / "old-issuing.crl").write_bytes(_fetch(f"{signer.url}/ca/issuing/{key_id.hex()}.crl"))
+    text = _openssl_ok("crl", "-inform", "DER", "-in", work / "old-issuing.crl", "-CAfile",
+                       work / "old-issuing.pem", "-noout", "-verify")  # fmt: skip
+    assert "verify OK" in text
+
+
 def _leaf_root(chain: Path) -> x509.Certificate:
     *_, root = x509.load_pem_x509_certificates(chain.read_bytes())
     return root
@@ -210,6 +224,7 @@ def test_a_ca_made_before_the_offline_root(pg_admin: str, idp: RunningIdp, tmp_p
             after = _signed(signer, idp, work, "after")
             bundle = work / "bundle.pem"
             bundle.write_bytes(_bundle(signer))
+            _old_issuing_crl_verifies(signer, work / "before.chain.pem", work)
         finally:
             signer.stop()
         old_root, new_root = (_leaf_root(p.with_suffix(".chain.pem")) for p in (before, after))
