@@ -150,7 +150,10 @@ async def _root(args: argparse.Namespace) -> str:
             name = cert.subject.rfc4514_string()
             return f"root {verb}: {name}\nwritten to {offline.root_certificate}"
         if existing is None:
-            raise SignerError(f"{offline.root_certificate}: no root yet: `qes ca root create`")
+            raise SignerError(
+                f"{offline.root_certificate}: no root certificate there: `qes ca root create`"
+                " makes one, or put the root's there (PEM of the service's /ca/root.cer)"
+            )
         if args.root_command == "sign":
             cert = await side.sign(existing, _read(args.request), args.role)
             write_file(Path(args.out), pem(cert))

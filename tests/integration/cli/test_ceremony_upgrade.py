@@ -113,6 +113,10 @@ def _crl_steps(
     ``root_certificate`` the PEM of ``/ca/root.cer``."""
     (work / "root.cer").write_bytes(_fetch(f"{signer.url}/ca/root.cer"))
     _openssl_ok("x509", "-inform", "DER", "-in", work / "root.cer", "-out", work / "root.pem")
+    forgot = qes(_offline(online, token), "ca", "root", "crl", str(work / "crl.json"),
+                 "--out", str(work / "root.crl"))  # fmt: skip
+    assert forgot.returncode == 1 and "/ca/root.cer" in forgot.stderr, forgot.stderr
+    assert len(forgot.stderr.strip().splitlines()) == 1, forgot.stderr
     old = _offline(online, token, QES__OFFLINE__ROOT_CERTIFICATE=f'"{work / "root.pem"}"')
     _qes(online, "ca", "request", "crl", "--out", str(work / "crl.json"), carry=work)
     _qes(old, "ca", "root", "crl", str(work / "crl.json"), "--out", str(work / "root.crl"),
