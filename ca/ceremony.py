@@ -64,8 +64,9 @@ ATTEST = "witness-attest"
 #: ``key-create`` (an issuing-CA, TSA or OCSP-responder key made in the online HSM, and its
 #: CSR), ``certificate-sign`` (the offline root signed a CSR), ``certificate-import`` (the
 #: online side took a signed certificate in), ``crl-sign`` (the offline root signed its CRL),
-#: ``crl-import`` (the online side took that CRL in), ``witness`` (a witness's statement, e.g.
-#: that the token was sealed), ``witness-attest`` (:data:`ATTEST`).
+#: ``crl-import`` (the online side took that CRL in), ``key-destroy`` (a replaced root's key
+#: destroyed in the online HSM that still held it, RFC 3647 §6.2.10), ``witness`` (a witness's
+#: statement, e.g. that the token was sealed), ``witness-attest`` (:data:`ATTEST`).
 STEPS = frozenset(
     {
         "root-create",
@@ -74,6 +75,7 @@ STEPS = frozenset(
         "certificate-import",
         "crl-sign",
         "crl-import",
+        "key-destroy",
         "witness",
         ATTEST,
     }

@@ -1,12 +1,14 @@
-"""`qes ca root ...`, `qes ca request ...`, `qes ca import`: the key ceremony's commands
+"""`qes ca root ...`, `qes ca request ...`, `qes ca import`, `qes ca retire-root`: the key
+ceremony's commands
 (:mod:`signer.signing.ceremony`; README "Key ceremony").
 
 Offline, on the root's machine (``[offline]``: the root token and its PIN, no database, no
 online HSM): `qes ca root create`, `qes ca root sign CSR --role ROLE --out CERT`, `qes ca root
 crl REQUEST --out CRL`. Online (the service's HSM and database, never the root token): `qes
 ca request issuing|ocsp-root --out CSR`, `qes ca request crl --out REQUEST`, `qes ca import
-FILE`. Every command appends its step to the transcript (``--transcript``, else the side's
-default) that travels with the files."""
+FILE`, and `qes ca retire-root` (a replaced root's key out of the service's HSM, where a CA
+made before the offline root kept it). Every command appends its step to the transcript
+(``--transcript``, else the side's default) that travels with the files."""
 
 from __future__ import annotations
 
@@ -148,7 +150,10 @@ async def _root(args: argparse.Namespace) -> str:
             name = cert.subject.rfc4514_string()
             return f"root {verb}: {name}\nwritten to {offline.root_certificate}"
         if existing is None:
-            raise SignerError(f"{offline.root_certificate}: no root yet: `qes ca root create`")
+            raise SignerError(
+                f"{offline.root_certificate}: no root certificate there: `qes ca root create`"
+                " makes one, or put the root's there (PEM of the service's /ca/root.cer)"
+            )
         if args.root_command == "sign":
             cert = await side.sign(existing, _read(args.request), args.role)
             write_file(Path(args.out), pem(cert))
@@ -171,6 +176,8 @@ async def _online(settings: Any, args: argparse.Namespace) -> str:
         async with online_side(settings, args.actor, transcript, pool) as side:
             if args.ca_command == "import":
                 return await _import(side, _read(args.file))
+            if args.ca_command == "retire-root":
+                return "\n".join(map(_retired, await side.retire_root()))
             if args.what == "crl":
                 request = await side.request_crl()
                 write_file(Path(args.out), request.to_json())
@@ -233,6 +240,14 @@ def cmd_witness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retired(g: Any) -> str:
+    cert = g.certificate
+    return (
+        f"destroyed: root key {g.key_label} of {cert.subject.rfc4514_string()} (serial"
+        f" {cert.serial_number:x}) in the online HSM; logged as a key-destroy ceremony step"
+    )
+
+
 def cmd_root(args: argparse.Namespace) -> int:
     print(asyncio.run(_root(args)))
     return 0
@@ -262,12 +277,15 @@ def register(csub: Any, with_config: WithConfig) -> None:
     request.add_argument("--out", required=True, metavar="FILE", help="where to write it")
     imported = with_config(csub.add_parser("import", help="online: take in a root-signed file"))
     imported.add_argument("file", metavar="FILE", help="root.pem, a certificate, or root.crl")
-    for command in (create, sign, crl, request, imported):
+    retire = with_config(
+        csub.add_parser("retire-root", help="online: destroy a replaced root's key in the HSM")
+    )
+    for command in (create, sign, crl, request, imported, retire):
         command.add_argument("--actor", help="who acts (default: this account)")
         command.add_argument("--transcript", metavar="FILE", help="the ceremony transcript")
     for command in (create, sign, crl):
         command.set_defaults(func=cmd_root)
-    for command in (request, imported):
+    for command in (request, imported, retire):
         command.set_defaults(func=cmd_online)
     _register_witness(csub)
 

@@ -77,6 +77,11 @@ async def _init_ca(
         lines.append(f"ceremony transcript {transcript}: {len(steps)} steps, {added} newly logged")
     if result.root_due:
         lines.append(f"waiting for the offline root (key ceremony): {', '.join(result.root_due)}")
+    if result.root_key_online:
+        lines.append(
+            f"the online HSM holds the root key {settings.ca.root_label}: replace the root through"
+            " a ceremony on a token of its own, then `qes ca retire-root` (README, Key ceremony)"
+        )
     lines.append(
         f"logged: {logged} ca-replace admin act(s) in the transparency log" if logged else ""
     )

@@ -235,7 +235,7 @@ class HsmSession:
         except (PKCS11Error, HsmUnavailable) as exc:
             raise KeyNotDestroyed(f"cannot confirm destruction of {label!r}") from exc
         if not absent:
-            raise KeyNotDestroyed(f"credential key {label!r} still resolves")
+            raise KeyNotDestroyed(f"token key {label!r} still resolves")
         return Destruction(
             private_destroyed=any(
                 destroyed[h] for h, c in classes.items() if c == ObjectClass.PRIVATE_KEY
@@ -336,6 +336,14 @@ class HsmSession:
             self._module.destroy_object(self.handle, handle)
         self._owner._forget_token_key(label)
         return self.token_key(label)
+
+    @_translated
+    def destroy_token_key(self, label: str) -> Destruction:
+        """Destroy the long-lived token key pair ``label`` (both halves, confirmed gone:
+        :meth:`destroy_labelled`) and forget it in every session of the process."""
+        destruction = self.destroy_labelled(label)
+        self._owner._forget_token_key(label)
+        return destruction
 
     # -- inspection ------------------------------------------------------------------------------
 

@@ -73,6 +73,9 @@ class InitResult:
     ocsp_created: bool = False
     #: What still needs the offline root (no root token given): e.g. "root CRL".
     root_due: tuple[str, ...] = ()
+    #: The online HSM holds the current root's key (a CA made before the offline root, or
+    #: ``[offline]`` naming the online token): README "Key ceremony" says how to move it out.
+    root_key_online: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ async def _chain(sides: Sides, stored: StoredCertificates, *, force: bool) -> tu
     root, _ = await sides.root.create(None, force=True)
     await online.import_root(root, replace=True)
     csr, _ = await online.request("issuing", fresh=True)
-    await online.import_certificate(await sides.root.sign(root, csr, "issuing"))
+    issuing_cert = await sides.root.sign(root, csr, "issuing")
+    await online.import_certificate(issuing_cert, replace=True)
     issuing = await online.certs.current("issuing", ca.issuing_label)
     assert issuing is not None
     return Chain(issuing=issuing.certificate, root=root), True
@@ -299,7 +303,8 @@ async def init_ca(sides: Sides, now: datetime, *, force: bool) -> InitResult:
     due = await _root_products(sides, chain, root_responder_due, force or created)
     ocsp = await load_responders(store, settings, chain.root, (c for c, _ in stored.generations))
     ocsp_created = bool(responders) or "ocsp-root" in due[1]
-    return InitResult(chain, created, tsa, tsa_created, ocsp, ocsp_created, due[0])
+    _, online_root = await _holds(online.hsm, settings.ca.root_label, chain.root)
+    return InitResult(chain, created, tsa, tsa_created, ocsp, ocsp_created, due[0], online_root)
 
 
 async def _root_products(

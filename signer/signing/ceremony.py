@@ -286,13 +286,13 @@ class OnlineSide:
         return root
 
     async def _issuing_label(self, fresh: bool) -> str:
-        """The key label a new issuing CA gets: the configured one for the first (or, with
-        ``fresh``, a replacing `qes init --force`), else the next generation's."""
+        """The key label a new issuing CA gets: the configured one for the first, else the
+        next generation's, also for a replacing `qes init --force` (``fresh``): the replaced
+        issuing CA keeps its key, to go on signing its CRL, the distribution point of the TSA
+        certificates it certified (RFC 5280 §6.3.3; README "Rollover")."""
         base = self.settings.ca.issuing_label
         known = await self.certs.generations("issuing", base)
-        if fresh:
-            return base
-        if any(g.state == "pending" for g in known):
+        if not fresh and any(g.state == "pending" for g in known):
             raise CeremonyRefused("issuing: a generation is pending: `qes ca switch issuing` first")
         return _next_label(base, known)
 
@@ -346,19 +346,22 @@ class OnlineSide:
         cert: x509.Certificate,
         before: Generation | None,
         logged: LoggedAction,
+        key_label: str | None = None,
     ) -> None:
-        """``cert`` becomes ``role``'s current certificate; the one ``before`` stays in the
-        history (:meth:`CaCertificateStore.replace`)."""
+        """``cert`` becomes ``role``'s current certificate, stored under the configured
+        ``label``, its key under ``key_label`` (default ``label``); the one ``before`` stays in
+        the history (:meth:`CaCertificateStore.replace`)."""
         at = logged.action.acted_at
         await self.certs.save_logged(label, cert, at, logged)
-        await self.certs.replace(role, before, Generation(role, 1, label, cert), at)
+        await self.certs.replace(role, before, Generation(role, 1, key_label or label, cert), at)
 
-    async def import_certificate(self, cert: x509.Certificate) -> str:
+    async def import_certificate(self, cert: x509.Certificate, *, replace: bool = False) -> str:
         """Take in what the root signed: the root itself (:meth:`import_root`), the OCSP
         responder's certificate for the root, or an issuing CA (current when there is none or
         it replaces a key under the configured label, else pending). Each must chain to the
-        stored root and certify the key the online HSM holds under the requested label. What
-        was done, in words; importing the same certificate again changes nothing."""
+        stored root and certify the key the online HSM holds under the requested label; with
+        ``replace`` (`qes init --force`) the issuing CA is current at once. What was done, in
+        words; importing the same certificate again changes nothing."""
         if cert.issuer == cert.subject and issued_by(cert, cert):
             made = await self.import_root(cert)
             return "root stored" if made else "root already stored"
@@ -367,7 +370,7 @@ class OnlineSide:
             raise CeremonyRefused("certificate: not issued by the stored root")
         if _is_responder(cert):
             return await self._import_responder(cert)
-        return await self._import_issuing(cert)
+        return await self._import_issuing(cert, replace)
 
     async def _held_under(self, cert: x509.Certificate, labels: tuple[str, ...]) -> str:
         """Which of ``labels`` names the online key ``cert`` certifies (the requested one)."""
@@ -391,7 +394,7 @@ class OnlineSide:
         await self.certs.save_logged(label, cert, logged.action.acted_at, logged)
         return "OCSP responder certificate (root) stored"
 
-    async def _import_issuing(self, cert: x509.Certificate) -> str:
+    async def _import_issuing(self, cert: x509.Certificate, replace: bool) -> str:
         base = self.settings.ca.issuing_label
         known = await self.certs.generations("issuing", base)
         if any(g.certificate == cert for g in known):
@@ -399,10 +402,9 @@ class OnlineSide:
         current = next((g for g in known if g.state == "current"), None)
         label = await self._held_under(cert, (base, _next_label(base, known)))
         facts = {**_cert_facts(cert), "role": "issuing", "key_label": label}
-        if current is None or label == base:  # the first, or a replacing `qes init --force`
-            await self._store_current(
-                "issuing", base, cert, current, self._record("certificate-import", facts)
-            )
+        if current is None or label == base or replace:  # the first, or `qes init --force`
+            logged = self._record("certificate-import", facts)
+            await self._store_current("issuing", base, cert, current, logged, key_label=label)
             return f"issuing CA stored as current (key {label})"
         number = max(g.number for g in known) + 1
         pending = Generation("issuing", number, label, cert)
@@ -436,6 +438,46 @@ class OnlineSide:
                 generation=g.number,
                 serial=f"{cert.serial_number:x}",
             )
+
+    async def retire_root(self) -> tuple[Generation, ...]:
+        """Destroy every key of a replaced root that the online HSM still holds (a CA made
+        before the offline root kept its root key there; `qes init --force` with ``[offline]``
+        naming a token of its own replaced it, but its certificate stays a trust anchor in the
+        trust bundle's history, so its key must not outlive it online: RFC 3647 §6.2.10, EN 319
+        411-1 §6.5.1 via EN 319 401 §7.5). Each destruction is a ``key-destroy`` step of the
+        transcript, logged. Refused while the current root's key is online (replace it first)
+        and when no past root's key is there; the roots whose keys were destroyed."""
+        base = self.settings.ca.root_label
+        roots = await self.certs.generations("root", base)
+        self.transcript.read()  # a broken transcript refuses before anything is destroyed
+
+        def destroy(session: HsmSession) -> tuple[Generation, ...]:
+            if any(
+                holds_key(session, g.key_label, g.certificate)
+                for g in roots
+                if g.state == "current"
+            ):
+                raise CeremonyRefused(
+                    f"the online HSM's {base} is the current root's key: replace the root first"
+                    " (qes init --force with [offline] naming a token of its own)"
+                )
+            held = tuple(
+                g
+                for g in roots
+                if g.state == "past" and holds_key(session, g.key_label, g.certificate)
+            )
+            for g in held:
+                session.destroy_token_key(g.key_label)
+            return held
+
+        destroyed = await self.hsm.run(destroy)
+        if not destroyed:
+            raise CeremonyRefused("the online HSM holds no root key of this CA: nothing to retire")
+        for g in destroyed:
+            facts = {**_cert_facts(g.certificate), "role": "root", "key_label": g.key_label}
+            await self.policy.record_once(self._record("key-destroy", facts))
+            log.warning("ca_root_key_destroyed", key_label=g.key_label, spki=facts["spki_sha256"])
+        return destroyed
 
     async def request_crl(self) -> CrlRequest:
         """What the root's next CRL must say (RFC 5280 §5): the next CRL number of the stored

@@ -399,8 +399,9 @@ def test_the_service_runs_without_the_root_pin(
         signer.stop()
 
 
-def _sign_b_lt(signer: SignerProcess, idp: RunningIdp) -> dict[str, str]:
-    body = {"hash_algorithm": "sha256", "hashes": [base64.b64encode(bytes(32)).decode()],
+def _sign_b_lt(signer: SignerProcess, idp: RunningIdp, digest: bytes = bytes(32)) -> dict[str, str]:
+    """A CAdES B-LT over the SHA-256 ``digest`` (the service's answer)."""
+    body = {"hash_algorithm": "sha256", "hashes": [base64.b64encode(digest).decode()],
             "format": "cades-b-lt"}  # fmt: skip
     headers = {**api_headers(_token(idp)), "Content-Type": "application/json"}
     request = urllib.request.Request(  # noqa: S310
