@@ -64,6 +64,7 @@ from signer.policy.public_limits import PublicLimiter
 from signer.policy.refusals import RefusalLog
 from signer.settings.config import Settings
 from signer.signing import expiry, gauges, switch_watch
+from signer.signing.ceremony import root_key_online
 from signer.signing.csc import CscService
 from signer.signing.longterm import LongTerm
 from signer.signing.pipeline import SigningService
@@ -298,6 +299,7 @@ async def _core(
     the policy gate, the refusal log and the token verifier; stopped after the surfaces."""
     o = app[_OPENED]
     cas = await load_authorities(CaCertificateStore(o.pool), settings)
+    await root_key_online(o.hsm, settings.ca.root_label, cas.root)
     time_stamps = await load_time_stamps(settings, cas, clock)
     records = RecordStore(
         o.pool, abandoned_after=timedelta(seconds=settings.server.idempotency_abandon_seconds)

@@ -78,9 +78,10 @@ async def _init_ca(
     if result.root_due:
         lines.append(f"waiting for the offline root (key ceremony): {', '.join(result.root_due)}")
     if result.root_key_online:
+        from signer.signing.ceremony import ROOT_KEY_ONLINE_ACTION
+
         lines.append(
-            f"the online HSM holds the root key {settings.ca.root_label}: replace the root through"
-            " a ceremony on a token of its own, then `qes ca retire-root` (README, Key ceremony)"
+            f"the online HSM holds the root key {settings.ca.root_label}: {ROOT_KEY_ONLINE_ACTION}"
         )
     lines.append(
         f"logged: {logged} ca-replace admin act(s) in the transparency log" if logged else ""

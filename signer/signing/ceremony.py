@@ -104,6 +104,23 @@ def holds_key(session: HsmSession, label: str, cert: x509.Certificate) -> bool:
     return spki_sha256(session.token_key(label).public_key()) == spki_sha256(cert.public_key())
 
 
+#: What to do about a root key found in the online HSM (a CA made before the offline root).
+ROOT_KEY_ONLINE_ACTION = (
+    "replace the root through a ceremony on a token of its own, then `qes ca retire-root`"
+    " (README, Key ceremony)"
+)
+
+
+async def root_key_online(hsm: Hsm, label: str, root: x509.Certificate) -> bool:
+    """Whether the online HSM holds the key of the current ``root`` under ``label`` (a CA made
+    before the offline root): the service logs ``root_key_online`` at start while it does,
+    since whoever takes the service over could then sign as the root (EN 319 411-1 §6.5.1)."""
+    held = await hsm.run(lambda session: holds_key(session, label, root))
+    if held:
+        log.warning("root_key_online", key_label=label, action=ROOT_KEY_ONLINE_ACTION)
+    return held
+
+
 @dataclass(frozen=True)
 class RootSide:
     """The offline side: the root token (``hsm``, never the service's), the CA's names and

@@ -217,6 +217,7 @@ def test_a_ca_made_before_the_offline_root(pg_admin: str, idp: RunningIdp, tmp_p
         signer = SignerProcess(online, port, tmp_path / "signer.log").start()
         try:
             _root_crl_missing(signer, idp)
+            assert '"event": "root_key_online"' in signer.log.read_text()  # said at start
             _crl_steps(online, token, signer, work)
             _served_crl_verifies(signer, work)
             before = _signed(signer, idp, work, "before")
@@ -229,6 +230,7 @@ def test_a_ca_made_before_the_offline_root(pg_admin: str, idp: RunningIdp, tmp_p
             bundle = work / "bundle.pem"
             bundle.write_bytes(_bundle(signer))
             _old_issuing_crl_verifies(signer, work / "before.chain.pem", work)
+            assert "root_key_online" not in signer.log.read_text()  # retired
         finally:
             signer.stop()
         old_root, new_root = (_leaf_root(p.with_suffix(".chain.pem")) for p in (before, after))
