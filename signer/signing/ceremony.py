@@ -192,8 +192,15 @@ class RootSide:
     async def crl(
         self, root: x509.Certificate, request: CrlRequest, next_update: timedelta
     ) -> bytes:
-        """The root's CRL (RFC 5280 §5) for ``request``, valid until ``next_update`` from now."""
+        """The root's CRL (RFC 5280 §5) for ``request``, valid until ``next_update`` from now:
+        at least a day, and not past the root's own end (a CRL its issuer cannot outlive)."""
         ca, now = self.ca, self.clock()
+        end = root.not_valid_after_utc
+        if next_update < timedelta(days=1) or now + next_update > end:
+            raise CeremonyRefused(
+                f"next update: from 1 day to the root's end ({end:%Y-%m-%d},"
+                f" {(end - now).days} days from now)"
+            )
 
         def sign(session: HsmSession) -> bytes:
             if not holds_key(session, ca.root_label, root):

@@ -206,7 +206,8 @@ def test_openssl_accepts_what_the_root_signed(ceremony: Ceremony) -> None:
 
 def test_refusals(ceremony: Ceremony, tmp_path: Path) -> None:
     """A request whose signature does not verify is not signed; a certificate from another
-    root, or a CRL not from the stored root, is not imported; a second root is refused."""
+    root, or a CRL not from the stored root, is not imported; a second root is refused; a
+    root CRL is not signed for less than a day or past the root's end."""
     carry = ceremony.carry
     csr = bytearray((carry / "issuing.csr").read_bytes())
     csr[-5] ^= 0x01  # inside the signature
@@ -229,6 +230,13 @@ def test_refusals(ceremony: Ceremony, tmp_path: Path) -> None:
     ):
         done = qes(ceremony.online, "ca", "import", str(path))
         assert done.returncode == 1 and message in done.stderr, done.stderr
+    request = carry / "crl-request.json"
+    for days in ("0", "-3", str(30 * 366)):  # nextUpdate not ahead, or past the root's end
+        crl = qes(ceremony.offline, "ca", "root", "crl", str(request), "--out",
+                  str(tmp_path / "never.crl"), "--next-update-days", days)  # fmt: skip
+        assert crl.returncode == 1, crl.stderr
+        assert crl.stderr.strip().startswith("qes: next update: from 1 day to the root's end")
+        assert len(crl.stderr.strip().splitlines()) == 1 and not (tmp_path / "never.crl").exists()
 
 
 async def test_transcript_chain_import_and_audit(ceremony: Ceremony, tmp_path: Path) -> None:
