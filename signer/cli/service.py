@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,7 @@ def _arm_stop_deadline(seconds: float) -> None:
             after_seconds=seconds,
             reason="calls into the HSM or the database still running",
             threads=sorted(t.name for t in threading.enumerate() if t is not main),
+            stacks=_stacks(main),
         )
         sys.stdout.flush()
         sys.stderr.flush()
@@ -240,6 +242,20 @@ def _arm_stop_deadline(seconds: float) -> None:
     timer.daemon = True  # never what keeps the process alive
     timer.name = "stop-deadline"
     timer.start()
+
+
+def _stacks(main: threading.Thread, depth: int = 6) -> dict[str, list[str]]:
+    """Where each thread but ``main`` is: its ``depth`` innermost frames, outermost first, as
+    ``file:line function`` (what a stuck stop waits for, for whoever reads the log after)."""
+    frames = sys._current_frames()
+    found = {}
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident) if thread.ident is not None else None
+        if thread is main or frame is None:
+            continue
+        stack = traceback.extract_stack(frame)[-depth:]
+        found[thread.name] = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack]
+    return found
 
 
 #: EX_SOFTWARE (sysexits.h): the stop did not end cleanly within its deadline.
