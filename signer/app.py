@@ -291,6 +291,14 @@ def _refusal_log(settings: Settings, o: _Opened, clock: Callable[[], datetime]) 
     )
 
 
+async def _authorities(o: _Opened, settings: Settings) -> Authorities:
+    """Every CA generation from the database (:func:`load_authorities`); a root key found in
+    the online HSM is logged (:func:`root_key_online`)."""
+    cas = await load_authorities(CaCertificateStore(o.pool), settings)
+    await root_key_online(o.hsm, settings.ca.root_label, cas.root)
+    return cas
+
+
 @asynccontextmanager
 async def _core(
     app: web.Application, settings: Settings, clock: Callable[[], datetime]
@@ -298,8 +306,7 @@ async def _core(
     """The signing pipeline and what it stands on: CA chain, time stamps, records, the log,
     the policy gate, the refusal log and the token verifier; stopped after the surfaces."""
     o = app[_OPENED]
-    cas = await load_authorities(CaCertificateStore(o.pool), settings)
-    await root_key_online(o.hsm, settings.ca.root_label, cas.root)
+    cas = await _authorities(o, settings)
     time_stamps = await load_time_stamps(settings, cas, clock)
     records = RecordStore(
         o.pool, abandoned_after=timedelta(seconds=settings.server.idempotency_abandon_seconds)
