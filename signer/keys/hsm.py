@@ -21,16 +21,24 @@ import structlog
 
 from signer.errors import HsmUnavailable
 from signer.keys._context import current_session
-from signer.keys._module import _LOCK, load_module
+from signer.keys._module import _LOCK, Module, load_module
 from signer.keys._recycle import ObjectBudget
 from signer.keys.health import HsmStats, Recovery
-from signer.keys.link import Link
+from signer.keys.link import Link, TokenNotFound
 from signer.keys.session import HsmSession
 from signer.keys.types import HsmMember, HsmSettings
 
 T = TypeVar("T")
 READY_TIMEOUT = 2.0
 log = structlog.get_logger(__name__)
+
+
+def _rescan_may_find(exc: HsmUnavailable, module: Module) -> bool:
+    """At start, whether re-initialising the module may find a token it did not: SoftHSM reads
+    its tokens at C_Initialize only, leaving out one whose file another process's login was
+    rewriting then (or one made since), until C_Finalize and C_Initialize. Only while no login
+    of this process lives on the module: C_Finalize would end it (PKCS#11 v2.40 §5.4)."""
+    return isinstance(exc, TokenNotFound) and not module.logins
 
 
 class Hsm:
@@ -74,7 +82,11 @@ class Hsm:
         on the first member of the group that answers.
 
         Blocking; at startup call it from a thread or before the loop serves requests. Every
-        failure (missing module, unknown token, wrong PIN) raises HsmUnavailable naming it.
+        failure (missing module, unknown token, wrong PIN) raises HsmUnavailable naming it; a
+        token not found is looked for once more after re-initialising the module
+        (:func:`_rescan_may_find`; the likely cause of a worker that once failed its start,
+        "no token labelled", beside three others starting on the same token). A wrong PIN is
+        never retried.
         """
         hsm = cls(settings, clock)
         errors: list[HsmUnavailable] = []
@@ -220,8 +232,8 @@ class Hsm:
         try:
             return self._probed(member)
         except HsmUnavailable as exc:
-            if self._link is None:  # at start: report the error as it is (wrong PIN, ...)
-                raise
+            if self._link is None and not _rescan_may_find(exc, module):
+                raise  # at start: report the error as it is (wrong PIN, ...)
             first = exc
         if not self._idle_on(member.module, self.settings.call_timeout_seconds):
             raise HsmUnavailable(f"{member.describe()}: calls still stuck in it") from first

@@ -238,9 +238,17 @@ def _find_token(module: Module, label: str) -> Any:
     raise AssertionError("unreachable")
 
 
+class TokenNotFound(HsmUnavailable):
+    """The token was not found, or its lookup failed with CKR_GENERAL_ERROR, after the
+    lookup's own retries: a wrong label, or SoftHSM hiding it longer while other processes log
+    in (:func:`_find_token`)."""
+
+
 def _lookup_failure(module: Module, label: str, exc: PKCS11Error) -> HsmUnavailable:
     if isinstance(exc, NoSuchToken):
-        return HsmUnavailable(f"no token labelled {label!r} in PKCS#11 module {module.path}")
+        return TokenNotFound(f"no token labelled {label!r} in PKCS#11 module {module.path}")
+    if isinstance(exc, GeneralError):
+        return TokenNotFound(f"cannot list tokens of {module.path}: {exc!r}")
     if isinstance(exc, MultipleTokensReturned):
         return HsmUnavailable(f"several tokens labelled {label!r} in {module.path}")
     return HsmUnavailable(f"cannot list tokens of {module.path}: {exc!r}")

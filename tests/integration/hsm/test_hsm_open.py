@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,39 @@ def test_token_is_found_while_another_process_logs_in(softhsm_token: SoftHsmToke
     finally:
         child.terminate()
         child.wait(30)
+
+
+_OPEN_A_TOKEN_MADE_AFTER_START = """
+import sys
+from signer.keys import Hsm, HsmSettings
+from signer.keys._module import load_module
+from signer.secrets import Secret
+load_module(sys.argv[1], ())  # C_Initialize: SoftHSM reads its tokens now, and only now
+print("initialised", flush=True)
+sys.stdin.readline()  # the token is made meanwhile
+Hsm.open(HsmSettings(sys.argv[1], sys.argv[2], Secret(sys.argv[3]))).close()
+print("opened")
+"""
+
+
+def test_a_token_missing_from_the_slot_list_read_at_start_is_found(tmp_path: Path) -> None:
+    """SoftHSM reads its tokens at C_Initialize only: a token whose file another process was
+    rewriting then (or one made since) stays out of the slot list. At start, with no login of
+    its own on the module yet, the process re-initialises it and looks again."""
+    first = SoftHsmToken.create(tmp_path / "hsm", "first")
+    child = first.python(
+        _OPEN_A_TOKEN_MADE_AFTER_START, first.module, "late", "4321",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    assert child.stdout.readline() == "initialised\n"
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", "late", "--so-pin", "8765",
+         "--pin", "4321"],
+        env=first.env(), check=True, capture_output=True,
+    )  # fmt: skip
+    out, err = child.communicate("go\n", timeout=60)
+    assert child.returncode == 0 and out == "opened\n", err
 
 
 def test_missing_module_names_it() -> None:
