@@ -91,12 +91,11 @@ def extend(pdf: bytes, url: str, *, now: datetime, label: str) -> tuple[bytes, s
     try:
         root = x509.load_der_x509_certificate(fetch("/ca/root.cer"))
         current = x509.load_der_x509_certificate(fetch("/ca/issuing.cer"))
-        issuers = {
-            cert.serial_number: x509.load_der_x509_certificate(
-                fetch(f"/ca/issuing/{_issuer_key_id(cert)}.cer")
-            )
-            for cert in tsa_certificates
+        by_key = {
+            key_id: x509.load_der_x509_certificate(fetch(f"/ca/issuing/{key_id}.cer"))
+            for key_id in {_issuer_key_id(cert) for cert in tsa_certificates}
         }
+        issuers = {c.serial_number: by_key[_issuer_key_id(c)] for c in tsa_certificates}
     except ValueError as exc:
         raise ClientError(f"{url}/ca: not DER certificates") from exc
     crls = _checked_crls(fetch, root, issuers, tsa_certificates, now)
@@ -187,17 +186,14 @@ def _checked_crls(
 def _issuer_key_id(certificate: Any) -> str:
     """The authorityKeyIdentifier of a TSA certificate in hex (RFC 5280 §4.2.1.1): where the
     service publishes that issuing CA generation's certificate and CRL."""
-    from cryptography import x509
+    from signer.signing.ceremony import authority_key_identifier
 
-    try:
-        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        aki = None
-    if aki is None or aki.key_identifier is None:
+    key_id = authority_key_identifier(certificate)
+    if key_id is None:
         raise ClientError(
             f"the TSA certificate {certificate.subject.rfc4514_string()} names no issuer key"
         )
-    return str(aki.key_identifier.hex())
+    return key_id.hex()
 
 
 def _not_answered(answer: bytes) -> bool:

@@ -545,3 +545,13 @@ def _next_label(base: str, known: tuple[Generation, ...]) -> str:
 def key_identifier(cert: x509.Certificate) -> bytes:
     """The subjectKeyIdentifier of a CA certificate (RFC 5280 §4.2.1.2): a CRL's scope."""
     return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+
+
+def authority_key_identifier(cert: x509.Certificate) -> bytes | None:
+    """The keyIdentifier of a certificate's authorityKeyIdentifier (RFC 5280 §4.2.1.1): the
+    :func:`key_identifier` of the CA generation that issued it; None when it names none."""
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    return aki.key_identifier

@@ -33,6 +33,7 @@ from signer.errors import ConfigError, DatabaseUnavailable, HsmUnavailable, Sign
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
 from signer.signing.ceremony import (
+    authority_key_identifier,
     issued_by,
     issuing_responder_label,
     key_identifier,
@@ -400,14 +401,14 @@ class RevocationStatus:
         root = self.chain.root
         generations = [g.certificate for g in self.issuing_generations]
         generations = generations or list(dict.fromkeys((self.chain.issuing, self.issuing_crl[0])))
-        ours = [c for c in generations if _authority_key_id(c) == _key_id(root)]
+        ours = [c for c in generations if authority_key_identifier(c) == _key_id(root)]
         statuses = [
             IssuerStatus(root, self.responders.root, dict.fromkeys(c.serial_number for c in ours))
         ]
         for ca in ours:
             responder = self.responders.of(ca)
             if responder is not None:
-                issued = [c for c in self.tsa_issued if _authority_key_id(c) == _key_id(ca)]
+                issued = [c for c in self.tsa_issued if authority_key_identifier(c) == _key_id(ca)]
                 serials = dict.fromkeys(c.serial_number for c in issued)
                 statuses.append(IssuerStatus(ca, responder, serials, (ca,)))
         return statuses
@@ -421,15 +422,6 @@ class RevocationStatus:
         return await self.hsm.run(
             lambda session: question.answer(session.token_key(label), now, OCSP_VALIDITY)
         )
-
-
-def _authority_key_id(cert: x509.Certificate) -> bytes | None:
-    """The keyIdentifier of a certificate's authorityKeyIdentifier (RFC 5280 §4.2.1.1)."""
-    try:
-        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return None
-    return aki.key_identifier
 
 
 _key_id = key_identifier

@@ -37,6 +37,7 @@ from ca.tsa import build_tsa_certificate
 from signer.errors import ConfigError, SignerError
 from signer.keys import Hsm, HsmSession
 from signer.settings.config import Settings
+from signer.signing.ceremony import key_identifier
 from signer.storage.authority import (
     ROLLED_ROLES,
     CaCertificateStore,
@@ -134,8 +135,7 @@ def issuing_url(template: str, issuing: x509.Certificate) -> str:
     generation ``issuing``: ``{key_id}`` is its subjectKeyIdentifier in hex (RFC 5280
     §4.2.1.2), so a TSA certificate names its own issuer's CRL and certificate for as long as it
     lives, whichever issuing CA is current by then."""
-    key_id = issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    return template.replace("{key_id}", key_id.hex())
+    return template.replace("{key_id}", key_identifier(issuing).hex())
 
 
 def issue_tsa_certificate(
