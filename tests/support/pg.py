@@ -76,3 +76,12 @@ def scratch_database(admin: str) -> Iterator[str]:
         yield with_database(admin, name)
     finally:
         asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    """The rows of one ``query`` on a connection of its own to ``url``."""
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()

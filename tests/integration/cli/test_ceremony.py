@@ -35,7 +35,7 @@ from tests.integration.log.test_log_admin_acts import _integrated
 from tests.integration.tsa.test_revocation import _fetch
 from tests.integration.tsa.test_rollover import _token
 from tests.support.idp import RunningIdp
-from tests.support.pg import scratch_database
+from tests.support.pg import scratch_database, sql
 from tests.support.service import (
     SignerProcess,
     api_headers,
@@ -46,7 +46,7 @@ from tests.support.service import (
 )
 from tests.support.service import qes as qes_alone
 from tests.support.softhsm import SoftHsmToken
-from tests.support.verify import run
+from tests.support.verify import openssl_ocsp, run
 
 ROOT_ONLY = ("QES_ROOT_PIN", "QES__OFFLINE__TOKEN_LABEL")
 
@@ -292,15 +292,12 @@ async def _ceremony_entries(url: str) -> int:
 
 async def _entries_of(url: str, steps: list[Any]) -> list[tuple[str, str, datetime]]:
     """The ``ca-ceremony`` entries of ``steps``: (detail, actor, when), in step order."""
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT detail, actor_subject, acted_at FROM admin_actions WHERE action ="
-            " 'ca-ceremony' AND target_sha256 = ANY($1::bytea[]) ORDER BY acted_at, detail",
-            [s.digest for s in steps],
-        )
-    finally:
-        await conn.close()
+    rows = await sql(
+        url,
+        "SELECT detail, actor_subject, acted_at FROM admin_actions WHERE action ="
+        " 'ca-ceremony' AND target_sha256 = ANY($1::bytea[]) ORDER BY acted_at, detail",
+        [s.digest for s in steps],
+    )
     return [(r["detail"], r["actor_subject"], r["acted_at"]) for r in rows]
 
 
@@ -421,8 +418,5 @@ def _sign_b_lt(signer: SignerProcess, idp: RunningIdp, digest: bytes = bytes(32)
 
 def _ocsp(ceremony: Ceremony, signer: SignerProcess) -> str:
     carry = ceremony.carry
-    done = run("openssl", "ocsp", "-issuer", carry / "root.pem", "-cert", carry / "issuing.pem",
-               "-url", f"{signer.url}/ocsp", "-CAfile", carry / "root.pem",
-               "-resp_text")  # fmt: skip
-    assert done.returncode == 0 and "Response verify OK" in done.stderr, done.stderr
-    return str(done.stdout)
+    root = carry / "root.pem"
+    return openssl_ocsp(signer.url, root, carry / "issuing.pem", root, "-resp_text")

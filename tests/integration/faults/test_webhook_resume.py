@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from signer.keys.session import EPHEMERAL_LABEL
 from tests.integration.faults.test_faults import copy_ca_certificates
 from tests.support.idp import DEMO_SECRETS, RunningIdp
+from tests.support.pg import sql
 from tests.support.rp import Rp, add_rp
 from tests.support.service import SignerProcess, free_port, service_env
 from tests.support.softhsm import SoftHsmToken
@@ -91,14 +91,6 @@ async def fetch(url: str, rp: Rp, request_id: str) -> dict[str, Any]:
         assert r.status == 200, await r.text()
         result: dict[str, Any] = await r.json()
         return result
-
-
-async def sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
 
 
 async def stuck_with_webhooks(

@@ -50,7 +50,7 @@ from tests.support.service import (
     own_ca,
 )
 from tests.support.softhsm import SoftHsmToken
-from tests.support.verify import run
+from tests.support.verify import openssl_ocsp, run
 
 PYHANKO = str(Path(sys.executable).parent / "pyhanko")
 
@@ -183,12 +183,8 @@ def test_the_crl_and_ocsp_name_the_old_tsa_revoked_and_the_new_one_good(life: Li
     assert crl.get_revoked_certificate_by_serial_number(old.serial_number) is not None
     assert crl.get_revoked_certificate_by_serial_number(new.serial_number) is None
     for tsa, status in ((life.old.tsa, "revoked"), (life.new.tsa, "good")):
-        done = run(
-            "openssl", "ocsp", "-issuer", life.issuing, "-cert", tsa,
-            "-url", f"{life.signer.url}/ocsp", "-CAfile", life.root, "-resp_text",
-        )  # fmt: skip
-        assert done.returncode == 0 and "Response verify OK" in done.stderr, done.stderr
-        assert f"Cert Status: {status}" in done.stdout, done.stdout
+        said = openssl_ocsp(life.signer.url, life.issuing, tsa, life.root, "-resp_text")
+        assert f"Cert Status: {status}" in said, said
 
 
 def test_openssl_finds_the_old_tsa_revoked_and_the_new_one_good(life: Life) -> None:

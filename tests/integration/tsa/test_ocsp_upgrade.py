@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 from cryptography import x509
 
 from tests.integration.tsa.test_rollover import _issuing_ceremony, ocsp_status, pem_files
 from tests.support.idp import RunningIdp
+from tests.support.pg import sql
 from tests.support.service import SignerProcess, own_ca, qes_init
 from tests.support.softhsm import SoftHsmToken
 
@@ -34,30 +34,19 @@ class Upgraded:
 
 
 async def _rows(url: str, pattern: str) -> dict[str, bytes]:
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT label, certificate FROM ca_certificates WHERE label LIKE $1", pattern
-        )
-    finally:
-        await conn.close()
-    return {r["label"]: bytes(r["certificate"]) for r in rows}
+    query = "SELECT label, certificate FROM ca_certificates WHERE label LIKE $1"
+    return {r["label"]: bytes(r["certificate"]) for r in await sql(url, query, pattern)}
 
 
 async def _as_before(url: str, legacy: str) -> bytes:
     """The stored responder certificates as a CA made before this change has them: the
     issuing CA's one under ``legacy``; its DER."""
-    conn = await asyncpg.connect(url)
-    try:
-        done = await conn.fetchval(
-            "UPDATE ca_certificates SET label = $1 WHERE label LIKE $1 || ':%'"
-            " RETURNING certificate",
-            legacy,
-        )
-    finally:
-        await conn.close()
-    assert done is not None
-    return bytes(done)
+    (done,) = await sql(
+        url,
+        "UPDATE ca_certificates SET label = $1 WHERE label LIKE $1 || ':%' RETURNING certificate",
+        legacy,
+    )
+    return bytes(done["certificate"])
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from tests.support.service import (
     service_env,
 )
 from tests.support.softhsm import SoftHsmToken
-from tests.support.verify import run
+from tests.support.verify import openssl_ocsp, run
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,7 @@ def _publish(signer: SignerProcess, work: Path) -> Published:
 def _ocsp(p: Published, issuer: str, cert: str) -> str:
     """``openssl ocsp`` asks the service (a nonce included), verifies the response against
     the root and prints the status; fails the test unless the response verifies."""
-    done = run(
-        "openssl", "ocsp", "-issuer", p.files[issuer], "-cert", p.files[cert],
-        "-url", f"{p.signer.url}/ocsp", "-CAfile", p.files["root"], "-resp_text",
-    )  # fmt: skip
-    assert done.returncode == 0 and "Response verify OK" in done.stderr, done.stdout + done.stderr
-    return str(done.stdout)
+    return openssl_ocsp(p.signer.url, p.files[issuer], p.files[cert], p.files["root"], "-resp_text")
 
 
 def _crl(p: Published, ca: str, tmp: Path) -> tuple[str, x509.CertificateRevocationList]:
