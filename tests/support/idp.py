@@ -17,7 +17,6 @@ import json
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -35,6 +34,7 @@ from joserfc.jwk import ECKey, Key, KeySet
 
 from idp_adapter import IssuerRegistry, IssuerSettings
 from tests.support.leaks import record, register_log
+from tests.support.ports import free_port
 
 IDP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "dev-idp"
 DEMO = json.loads((IDP_DIR / "demo.json").read_text())
@@ -57,12 +57,6 @@ def ensure_node_modules() -> None:
     subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=IDP_DIR, check=True
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def new_signing_key(kid: str | None = None) -> ECKey:

@@ -7,7 +7,6 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from signer.http.kit.server import SignerRunner
 from tests.support.idp import DEMO_SECRETS, RunningIdp
 from tests.support.leaks import keep_output, register_log
 from tests.support.pg import scratch_database
+from tests.support.ports import free_port
 from tests.support.softhsm import SoftHsmToken
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,12 +75,6 @@ def own_ca_labels(prefix: str) -> dict[str, str]:
         "QES__TSA__LABEL": f"{prefix}-tsa-{tag}",
         "QES__CA__OCSP_LABEL": f"{prefix}-ocsp-{tag}",
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def service_env(
